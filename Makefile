@@ -1,0 +1,57 @@
+# Aqueduct: `make up` runs the product on one machine, `make test` runs every test.
+# Both create the virtual environment (.venv) from the lock file when it is missing or stale.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+STAMP := $(VENV)/.synced
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+export UV_PYTHON := $(shell command -v $(PYTHON))
+
+.DEFAULT_GOAL := help
+.PHONY: help install up test test-fast bench lint format typecheck compose-check clean
+
+help: ## List what one can do
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(STAMP): $(UV) uv.lock pyproject.toml libs/pyproject.toml $(wildcard services/*/pyproject.toml)
+	$(UV) sync --frozen --all-packages
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create or update the virtual environment from uv.lock
+
+up: $(STAMP) ## Run the whole product on embedded defaults (NATS, Valkey, SQLite, chDB)
+	$(VENV)/bin/aqueduct up
+
+test: $(STAMP) ## Run every test (unit, integration, end-to-end, browser)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## Run the tests not marked slow
+	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: $(STAMP) ## Run the benchmarks under bench/ and print their tables
+	$(VENV)/bin/python bench/proxy.py
+	$(VENV)/bin/python bench/accounting.py
+	$(VENV)/bin/python bench/directory.py
+
+lint: $(STAMP) ## ruff (lint and format check) and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy libs services
+
+format: $(STAMP) ## Format the code with ruff
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+compose-check: ## Validate docker-compose.yml (needs the docker client, not an engine)
+	docker compose config --quiet
+
+clean: ## Remove the virtual environments (keeps .aqueduct data)
+	rm -rf $(VENV) $(TOOLS)

@@ -1,0 +1,143 @@
+"""NATS plumbing every service shares: connecting, the JetStream topology, and watching a KV bucket.
+
+``ensure_topology`` is idempotent and every service calls it on start, so services can start in any order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import BucketNotFoundError, NotFoundError
+
+from aqueduct_libs import names
+
+__all__ = ["KVWatcher", "connect", "ensure_topology"]
+
+log = logging.getLogger(__name__)
+
+# How long JetStream remembers a Nats-Msg-Id for de-duplication of re-published messages.
+DUPLICATE_WINDOW_SECONDS = 10 * 60
+
+
+async def connect(url: str, name: str) -> NATS:
+    """Connect and keep reconnecting forever: a service outlives restarts of the bus."""
+    return await nats.connect(
+        servers=url.split(","),
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        allow_reconnect=True,
+        connect_timeout=5,
+    )
+
+
+async def _ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> None:
+    try:
+        await js.stream_info(config.name or "")
+    except NotFoundError:
+        await js.add_stream(config)
+
+
+async def _ensure_kv(js: JetStreamContext, bucket: str, history: int = 1) -> None:
+    try:
+        await js.key_value(bucket)
+    except BucketNotFoundError:
+        await js.create_key_value(bucket=bucket, history=history, storage=js_api.StorageType.FILE)
+
+
+async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
+    await _ensure_stream(
+        js,
+        js_api.StreamConfig(
+            name=names.DIRECTORY_EVENTS_STREAM,
+            subjects=[f"{names.DIRECTORY_EVENTS_SUBJECT_PREFIX}.>"],
+            storage=js_api.StorageType.FILE,
+            retention=js_api.RetentionPolicy.LIMITS,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            num_replicas=replicas,
+        ),
+    )
+    await _ensure_stream(
+        js,
+        js_api.StreamConfig(
+            name=names.USAGE_STREAM,
+            subjects=["usage.v1.>"],
+            storage=js_api.StorageType.FILE,
+            retention=js_api.RetentionPolicy.LIMITS,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            num_replicas=replicas,
+        ),
+    )
+    for bucket in (names.AUTH_SNAPSHOT_BUCKET, names.QUOTA_BUCKET, names.AUTH_KEYS_BUCKET):
+        await _ensure_kv(js, bucket)
+
+
+OnPut = Callable[[str, bytes], Awaitable[None] | None]
+OnDelete = Callable[[str], Awaitable[None] | None]
+
+
+class KVWatcher:
+    """Mirrors a KV bucket into callbacks, and survives the bus going away.
+
+    ``ready`` is set once the initial contents have been delivered. If the watch breaks (bus restart,
+    consumer gone), it is re-established and the whole bucket replayed; callers treat puts as upserts,
+    so a replay is harmless. While the bus is down the caller keeps its last good state.
+    """
+
+    def __init__(self, js: JetStreamContext, bucket: str, on_put: OnPut, on_delete: OnDelete) -> None:
+        self._js = js
+        self._bucket = bucket
+        self._on_put = on_put
+        self._on_delete = on_delete
+        self.ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"kv-watch-{self._bucket}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._watch_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the bus is down or the consumer vanished: retry, keep state
+                log.warning("watch of KV bucket %s broke (%s); retrying", self._bucket, exc)
+                await asyncio.sleep(1.0)
+
+    async def _watch_once(self) -> None:
+        kv = await self._js.key_value(self._bucket)
+        watcher = await kv.watchall(inactive_threshold=30)
+        try:
+            while True:
+                try:
+                    entry = await watcher.updates(timeout=30)
+                except nats.errors.TimeoutError:
+                    # Quiet bucket: confirm the consumer still exists, else re-watch.
+                    await watcher._sub.consumer_info()  # type: ignore[union-attr]
+                    continue
+                if entry is None:
+                    self.ready.set()
+                    continue
+                if entry.operation in ("DEL", "PURGE"):
+                    result = self._on_delete(entry.key)
+                else:
+                    result = self._on_put(entry.key, entry.value or b"")
+                if asyncio.iscoroutine(result):
+                    await result
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()

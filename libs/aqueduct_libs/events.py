@@ -1,0 +1,76 @@
+"""Integration events: the public, versioned contract between services.
+
+Rules: a version only ever gains optional fields. A breaking change is a new version with a new subject.
+Stored domain events inside the directory are *not* this contract; the directory translates them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+from uuid import uuid4
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["DirectoryEvent", "UsageRecorded", "new_event_id", "utcnow"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_event_id() -> str:
+    return uuid4().hex
+
+
+class UsageRecorded(BaseModel):
+    """One served request (model call, MCP tool call or batch line), published by the proxy.
+
+    Subject: ``names.USAGE_SUBJECT``. The JetStream message id (``Nats-Msg-Id``) is ``event_id``, and
+    accounting deduplicates by it, so a redelivered or re-published event is counted once.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: Literal[1] = 1
+    event_id: str = Field(default_factory=new_event_id)
+    occurred_at: datetime = Field(default_factory=utcnow)  # when the request arrived
+    kind: Literal["model", "mcp", "batch"] = "model"
+    token_id: str
+    user_id: str
+    service_account_id: str | None = None
+    team_id: str | None = None
+    org_id: str
+    endpoint: str  # endpoint slug
+    model: str  # model name as the client asked for it ("" for routes without a model)
+    route: str  # e.g. "/v1/chat/completions"
+    status_code: int
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    streamed: bool = False
+    cut_short: bool = False
+    tool: str | None = None  # MCP tool name, for kind == "mcp"
+    batch_id: str | None = None
+
+
+class DirectoryEvent(BaseModel):
+    """Envelope of every integration event the directory publishes through its outbox relay.
+
+    Subject: ``names.directory_event_subject(type)``; ``Nats-Msg-Id`` is ``str(notification_id)``.
+    ``data`` holds the event's fields (never a token value or a secret; token hashes are allowed).
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: Literal[1] = 1
+    notification_id: int  # position in the directory's notification log; total order of all events
+    type: str  # past tense, e.g. "TokenIssued"
+    aggregate_type: str  # "Org", "Team", "User", "Token", ...
+    aggregate_id: str
+    aggregate_version: int
+    actor: str  # user id of who caused it, or "system"
+    occurred_at: datetime
+    data: dict[str, Any] = Field(default_factory=dict)

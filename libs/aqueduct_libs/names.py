@@ -1,0 +1,82 @@
+"""Names shared across services: JetStream streams, subjects, KV buckets, request/reply subjects.
+
+These names are part of the public contract between services. Renaming one is a breaking change.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AUTH_KEYS_BUCKET",
+    "AUTH_SNAPSHOT_BUCKET",
+    "DIRECTORY_EVENTS_STREAM",
+    "DIRECTORY_EVENTS_SUBJECT_PREFIX",
+    "DIRECTORY_RPC_SIGN_IN",
+    "FILES_OBJECT_STORE",
+    "QUOTA_BUCKET",
+    "SNAPSHOT_ENDPOINT_PREFIX",
+    "SNAPSHOT_META_KEY",
+    "SNAPSHOT_MODEL_PREFIX",
+    "SNAPSHOT_TOKEN_PREFIX",
+    "USAGE_STREAM",
+    "USAGE_SUBJECT",
+    "directory_event_subject",
+    "kv_safe",
+    "snapshot_endpoint_key",
+    "snapshot_model_key",
+    "snapshot_token_key",
+]
+
+# JetStream stream holding the directory's integration events (published by its outbox relay).
+DIRECTORY_EVENTS_STREAM = "DIRECTORY"
+DIRECTORY_EVENTS_SUBJECT_PREFIX = "directory.events.v1"
+
+# JetStream stream holding usage events (published by the proxy, consumed by accounting).
+USAGE_STREAM = "USAGE"
+USAGE_SUBJECT = "usage.v1.recorded"
+
+# KV bucket with the proxy's auth snapshot, written by the directory's projection.
+AUTH_SNAPSHOT_BUCKET = "auth_snapshot"
+SNAPSHOT_TOKEN_PREFIX = "token."  # token.<keyed hash hex>  -> TokenGrant
+SNAPSHOT_MODEL_PREFIX = "model."  # model.<model name key>   -> ModelRoute
+SNAPSHOT_ENDPOINT_PREFIX = "endpoint."  # endpoint.<slug>   -> EndpointRoute
+SNAPSHOT_META_KEY = "meta"  # SnapshotMeta: the notification id the snapshot reflects
+
+# KV bucket with budget decisions, written by accounting, watched by the proxy.
+QUOTA_BUCKET = "quota"  # keys: user.<id>, team.<id>, org.<id> -> QuotaDecision
+
+# KV bucket holding the auth service's public signing keys (a JWKS document under key "jwks").
+AUTH_KEYS_BUCKET = "auth_keys"
+
+# Object store for uploaded files (files and batches API).
+FILES_OBJECT_STORE = "files"
+
+# Request/reply: the auth service asks the directory to provision or resolve a signed-in user.
+DIRECTORY_RPC_SIGN_IN = "directory.rpc.v1.sign_in"
+
+
+def directory_event_subject(event_type: str) -> str:
+    return f"{DIRECTORY_EVENTS_SUBJECT_PREFIX}.{event_type}"
+
+
+def snapshot_token_key(token_hash: str) -> str:
+    return f"{SNAPSHOT_TOKEN_PREFIX}{token_hash}"
+
+
+_KV_SAFE = frozenset("-_/abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+
+
+def kv_safe(name: str) -> str:
+    """Encode a free-form name (a model such as ``llama3:8b``) into a valid NATS KV key segment.
+
+    Characters outside ``[-_/A-Za-z0-9]`` become ``=XX`` (hex), so the mapping is reversible and '.'
+    never splits a name into two key tokens.
+    """
+    return "".join(c if c in _KV_SAFE else "".join(f"={b:02X}" for b in c.encode()) for c in name)
+
+
+def snapshot_model_key(model_name: str) -> str:
+    return f"{SNAPSHOT_MODEL_PREFIX}{kv_safe(model_name)}"
+
+
+def snapshot_endpoint_key(slug: str) -> str:
+    return f"{SNAPSHOT_ENDPOINT_PREFIX}{kv_safe(slug)}"

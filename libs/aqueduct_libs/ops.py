@@ -1,0 +1,45 @@
+"""Operational HTTP routes every service exposes: ``/healthz``, ``/readyz``, ``/metrics``; and logging."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+__all__ = ["add_operational_routes", "configure_logging"]
+
+
+def add_operational_routes(
+    app: FastAPI,
+    ready: Callable[[], bool],
+    registry: CollectorRegistry | None = None,
+) -> None:
+    """``/healthz``: the process answers. ``/readyz``: it can do its job (``ready()``). ``/metrics``."""
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(response: Response) -> dict[str, str]:
+        if ready():
+            return {"status": "ready"}
+        response.status_code = 503
+        return {"status": "not ready"}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        from prometheus_client import REGISTRY
+
+        return Response(generate_latest(registry or REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+def configure_logging(service: str, level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",
+    )

@@ -1,0 +1,51 @@
+"""Settings every service shares. Each service adds its own class with its own environment prefix.
+
+Read once, in a service's wiring function; never at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["CommonSettings", "InsecureSettingError"]
+
+_PLACEHOLDERS = {"", "changeme", "change-me", "secret", "dev", "development", "please-change-me"}
+
+
+class InsecureSettingError(ValueError):
+    """A secret was left at a placeholder value outside the embedded development mode."""
+
+
+class CommonSettings(BaseSettings):
+    """``AQUEDUCT_*``: what every service needs to join the system."""
+
+    model_config = SettingsConfigDict(env_prefix="AQUEDUCT_", extra="ignore")
+
+    # The embedded one-machine mode started by ``aqueduct up``. Outside it, secrets must be real.
+    dev_mode: bool = False
+    nats_url: str = "nats://127.0.0.1:4222"
+    data_dir: Path = Path(".aqueduct")
+    config_file: Path | None = None
+    # Key of the keyed token hash (HMAC-SHA256). Shared by the directory and the proxy.
+    secret_key: SecretStr = SecretStr("")
+    log_level: str = "INFO"
+    # Public base URL of the UI, used in messages that tell users where to go (e.g. terms of service).
+    public_ui_url: str = "http://127.0.0.1:8080"
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> CommonSettings:
+        value = self.secret_key.get_secret_value()
+        if not self.dev_mode and (value.lower() in _PLACEHOLDERS or len(value) < 32):
+            raise InsecureSettingError(
+                "AQUEDUCT_SECRET_KEY must be a random value of at least 32 characters "
+                "(e.g. `openssl rand -hex 32`); placeholders are only accepted with AQUEDUCT_DEV_MODE=true"
+            )
+        return self
+
+    @property
+    def secret_key_bytes(self) -> bytes:
+        value = self.secret_key.get_secret_value() or "aqueduct-dev-mode-insecure-key"
+        return value.encode()

@@ -1,0 +1,96 @@
+"""The proxy's auth snapshot: what the directory projects into the ``auth_snapshot`` KV bucket.
+
+The directory computes everything the proxy needs (effective limits, allowed models, expiry, terms of
+service) so that the proxy does no lookups on the request path.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "EndpointRoute",
+    "Limits",
+    "ModelRoute",
+    "QuotaDecision",
+    "SnapshotMeta",
+    "TokenGrant",
+]
+
+
+class Limits(BaseModel):
+    """Per-minute limits. ``None`` means unlimited."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    requests_per_minute: int | None = None
+    input_tokens_per_minute: int | None = None
+    output_tokens_per_minute: int | None = None
+
+
+class TokenGrant(BaseModel):
+    """Key ``token.<hash>``: one API token and everything the proxy must know to serve it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    token_id: str
+    token_hash: str
+    name: str
+    user_id: str  # the owning user (for service-account tokens: the service account's owner)
+    service_account_id: str | None = None
+    team_id: str | None = None
+    org_id: str
+    expires_at: datetime | None = None
+    limits: Limits = Field(default_factory=Limits)  # effective: token > user > team > org default
+    model_limits: dict[str, Limits] = Field(default_factory=dict)  # per model name, where set
+    allowed_models: list[str] | None = None  # None: every model; otherwise after exclusions
+    allowed_mcp_servers: list[str] = Field(default_factory=list)
+    tos_accepted: bool = True  # False: the user has not accepted the current terms of service
+    tos_url: str | None = None
+
+
+class EndpointRoute(BaseModel):
+    """Key ``endpoint.<slug>``: where an endpoint lives and how to authenticate to it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    slug: str
+    url: str  # base URL including /v1 where the provider has it, e.g. http://vllm:8000/v1
+    provider: Literal["openai", "anthropic", "azure", "litellm"] = "openai"
+    api_key_env: str | None = None  # name of the environment variable holding the key, never the key
+
+
+class ModelRoute(BaseModel):
+    """Key ``model.<name>``: a model name clients use, and where it is served."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    endpoint: str  # endpoint slug
+    upstream_model: str  # the model id the upstream knows
+    input_price_nanos_per_token: int | None = None  # integer nano-dollars per token
+    output_price_nanos_per_token: int | None = None
+    fallbacks: list[str] = Field(default_factory=list)
+
+
+class SnapshotMeta(BaseModel):
+    """Key ``meta``: the directory notification id the snapshot reflects."""
+
+    notification_id: int
+    written_at: datetime
+
+
+class QuotaDecision(BaseModel):
+    """Quota bucket, keys ``user.<id>``, ``team.<id>``, ``org.<id>``: a budget is used up."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    scope: Literal["user", "team", "org"]
+    scope_id: str
+    budget: str  # human-readable name, e.g. "team daily budget of $5.00"
+    period: Literal["day", "month"]
+    until: datetime  # when the decision lifts on its own (end of the period)
+    decided_at: datetime

