@@ -34,6 +34,11 @@ class CommonSettings(BaseSettings):
     log_level: str = "INFO"
     # Public base URL of the UI, used in messages that tell users where to go (e.g. terms of service).
     public_ui_url: str = "http://127.0.0.1:8080"
+    # Base URLs of the services, for the UI, the CLI and redirects.
+    directory_url: str = "http://127.0.0.1:8001"
+    auth_url: str = "http://127.0.0.1:8002"
+    accounting_url: str = "http://127.0.0.1:8003"
+    proxy_url: str = "http://127.0.0.1:8000"
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> CommonSettings:
