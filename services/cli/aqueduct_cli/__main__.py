@@ -1,0 +1,3 @@
+from aqueduct_cli.main import main
+
+main()

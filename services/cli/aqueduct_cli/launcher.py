@@ -1,0 +1,258 @@
+"""``aqueduct up``: the whole product on one machine, on embedded defaults.
+
+Starts NATS (JetStream) and Valkey from their PyPI packages unless URLs are configured, then each
+service as its own process, waits until every part is ready, prints where everything is, and supervises
+(restarting a service that dies). Ctrl-C (or SIGTERM) stops every process it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from aqueduct_cli.embedded import EmbeddedNats, EmbeddedValkey, free_port
+
+__all__ = ["SERVICES", "LaunchOptions", "Launcher"]
+
+# Start order matters only for readiness: the directory first (it owns the snapshot), the UI last.
+SERVICES: tuple[str, ...] = ("directory", "auth", "accounting", "proxy", "ui")
+PREFERRED_PORTS = {"proxy": 8000, "directory": 8001, "auth": 8002, "accounting": 8003, "ui": 8080}
+
+RUNTIME_FILE = "runtime.json"
+INITIALIZED_MARK = "initialized"
+SECRET_KEY_FILE = "secret.key"
+BOOTSTRAP_ADMIN = "admin"
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _die_with_parent() -> None:
+    """Child processes get SIGTERM if the launcher dies, even by SIGKILL (Linux)."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class LaunchOptions:
+    data_dir: Path
+    config_file: Path | None
+    host: str = "127.0.0.1"
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    port: int
+    process: subprocess.Popen | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+
+
+class Launcher:
+    def __init__(self, options: LaunchOptions) -> None:
+        self.options = options
+        self.data_dir = options.data_dir.resolve()
+        self.env = options.env
+        self.nats: EmbeddedNats | None = None
+        self.valkey: EmbeddedValkey | None = None
+        self.services: dict[str, ServiceProcess] = {}
+        self.urls: dict[str, str] = {}
+        self._stopping = False
+
+    # ---- set-up -------------------------------------------------------------------------------
+
+    def _secret_key(self) -> str:
+        if configured := self.env.get("AQUEDUCT_SECRET_KEY"):
+            return configured
+        path = self.data_dir / SECRET_KEY_FILE
+        if not path.exists():
+            path.write_text(secrets.token_hex(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def _choose_port(self, service: str) -> int:
+        configured = self.env.get(f"AQUEDUCT_{service.upper()}_PORT")
+        if configured:
+            return int(configured)
+        preferred = PREFERRED_PORTS[service]
+        return preferred if _port_is_free(self.options.host, preferred) else free_port(self.options.host)
+
+    def _start_engines(self) -> tuple[str, str]:
+        logs = self.data_dir / "logs"
+        nats_url = self.env.get("AQUEDUCT_NATS_URL")
+        if not nats_url:
+            self.nats = EmbeddedNats(
+                self.data_dir / "nats", port=int(self.env.get("AQUEDUCT_NATS_PORT", 0)) or None
+            )
+            self.nats.start(log_file=logs / "nats.log")
+            nats_url = self.nats.url
+        redis_url = self.env.get("AQUEDUCT_PROXY_REDIS_URL") or self.env.get("AQUEDUCT_REDIS_URL")
+        if not redis_url:
+            self.valkey = EmbeddedValkey(
+                self.data_dir / "valkey", port=int(self.env.get("AQUEDUCT_VALKEY_PORT", 0)) or None
+            )
+            self.valkey.start(log_file=logs / "valkey.log")
+            redis_url = self.valkey.url
+        return nats_url, redis_url
+
+    def _service_env(
+        self, nats_url: str, redis_url: str, first_start: bool, admin_password: str
+    ) -> dict[str, str]:
+        env = dict(self.env)
+        env.setdefault("AQUEDUCT_DEV_MODE", "true")
+        env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        env.update(
+            {
+                "AQUEDUCT_NATS_URL": nats_url,
+                "AQUEDUCT_PROXY_REDIS_URL": redis_url,
+                "AQUEDUCT_DATA_DIR": str(self.data_dir),
+                "AQUEDUCT_SECRET_KEY": self._secret_key(),
+                "AQUEDUCT_DIRECTORY_URL": self.urls["directory"],
+                "AQUEDUCT_AUTH_URL": self.urls["auth"],
+                "AQUEDUCT_ACCOUNTING_URL": self.urls["accounting"],
+                "AQUEDUCT_PROXY_URL": self.urls["proxy"],
+                "AQUEDUCT_PUBLIC_UI_URL": env.get("AQUEDUCT_PUBLIC_UI_URL", self.urls["ui"]),
+            }
+        )
+        if self.options.config_file:
+            env["AQUEDUCT_CONFIG_FILE"] = str(self.options.config_file.resolve())
+        for name, service in self.services.items():
+            env[f"AQUEDUCT_{name.upper()}_HOST"] = self.options.host
+            env[f"AQUEDUCT_{name.upper()}_PORT"] = str(service.port)
+        env.pop("AQUEDUCT_AUTH_BOOTSTRAP_ADMIN_PASSWORD", None)
+        if first_start:
+            env["AQUEDUCT_AUTH_BOOTSTRAP_ADMIN_USERNAME"] = BOOTSTRAP_ADMIN
+            env["AQUEDUCT_AUTH_BOOTSTRAP_ADMIN_PASSWORD"] = admin_password
+        return env
+
+    def _spawn(self, service: ServiceProcess, env: dict[str, str]) -> None:
+        log = open(self.data_dir / "logs" / f"{service.name}.log", "ab")
+        service.process = subprocess.Popen(
+            [sys.executable, "-m", f"aqueduct_{service.name}"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
+        service.started_at = time.monotonic()
+        log.close()
+
+    def _wait_ready(self, names: tuple[str, ...], timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        pending = set(names)
+        with httpx.Client(timeout=2.0) as client:
+            while pending and time.monotonic() < deadline:
+                for name in sorted(pending):
+                    service = self.services[name]
+                    if service.process is not None and service.process.poll() is not None:
+                        raise RuntimeError(
+                            f"{name} exited with {service.process.returncode}:\n{self._log_tail(name)}"
+                        )
+                    with contextlib.suppress(httpx.HTTPError):
+                        if client.get(f"{self.urls[name]}/readyz").status_code == 200:
+                            pending.discard(name)
+                time.sleep(0.2)
+        if pending:
+            details = "\n".join(f"--- {n} ---\n{self._log_tail(n)}" for n in sorted(pending))
+            raise TimeoutError(f"not ready after {timeout:.0f}s: {', '.join(sorted(pending))}\n{details}")
+
+    def _log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.data_dir / "logs" / f"{name}.log"
+        if not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> dict[str, object]:
+        """Start everything and wait until ready. Returns what ``up`` prints."""
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        first_start = not (self.data_dir / INITIALIZED_MARK).exists()
+        admin_password = secrets.token_urlsafe(12) if first_start else ""
+        nats_url, redis_url = self._start_engines()
+        for name in SERVICES:
+            self.services[name] = ServiceProcess(name, self._choose_port(name))
+            self.urls[name] = f"http://{self.options.host}:{self.services[name].port}"
+        self._env = self._service_env(nats_url, redis_url, first_start, admin_password)
+        for name in SERVICES:
+            self._spawn(self.services[name], self._env)
+        self._wait_ready(SERVICES)
+        (self.data_dir / INITIALIZED_MARK).write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        # The bootstrap password is only ever handed to the auth service on the very first start.
+        self._env.pop("AQUEDUCT_AUTH_BOOTSTRAP_ADMIN_PASSWORD", None)
+        runtime = {
+            "urls": self.urls,
+            "nats_url": nats_url,
+            "redis_url": redis_url,
+            "data_dir": str(self.data_dir),
+            "pid": os.getpid(),
+        }
+        (self.data_dir / RUNTIME_FILE).write_text(json.dumps(runtime, indent=2))
+        return {
+            **runtime,
+            "first_start": first_start,
+            "admin_username": BOOTSTRAP_ADMIN,
+            "admin_password": admin_password,
+        }
+
+    def supervise(self) -> None:
+        """Restart a service that dies (with backoff) until asked to stop."""
+        while not self._stopping:
+            for service in self.services.values():
+                process = service.process
+                if process is None or process.poll() is None or self._stopping:
+                    continue
+                backoff = min(30.0, 0.5 * 2 ** min(service.restarts, 6))
+                if time.monotonic() - service.started_at < backoff:
+                    continue
+                print(f"aqueduct: {service.name} exited with {process.returncode}; restarting", flush=True)
+                service.restarts += 1
+                self._spawn(service, self._env)
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._stopping = True
+        running = [
+            s.process for s in reversed(self.services.values()) if s.process and s.process.poll() is None
+        ]
+        for process in running:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for process in running:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for engine in (self.valkey, self.nats):
+            if engine is not None:
+                engine.stop()
+        with contextlib.suppress(FileNotFoundError):
+            (self.data_dir / RUNTIME_FILE).unlink()
+
+    def request_stop(self, *_: object) -> None:
+        self._stopping = True

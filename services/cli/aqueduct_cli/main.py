@@ -1,0 +1,167 @@
+"""The ``aqueduct`` command: run the product, run one service, administer it, query usage, audit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from aqueduct_cli import admin, audit
+from aqueduct_cli.client import ApiClient, CliError
+from aqueduct_cli.launcher import SERVICES, Launcher, LaunchOptions
+from aqueduct_cli.output import print_rows
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Aqueduct AI gateway", no_args_is_help=True, add_completion=False)
+app.add_typer(admin.orgs, name="orgs")
+app.add_typer(admin.teams, name="teams")
+app.add_typer(admin.users, name="users")
+app.add_typer(admin.tokens, name="tokens")
+app.add_typer(admin.endpoints, name="endpoints")
+app.add_typer(admin.models, name="models")
+app.add_typer(audit.audit, name="audit")
+
+DataDir = Annotated[Path, typer.Option(envvar="AQUEDUCT_DATA_DIR", help="Folder for all local state")]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", envvar="AQUEDUCT_CONFIG_FILE", help="aqueduct.yaml to apply at start"),
+]
+
+
+def _snippet(proxy_url: str) -> str:
+    return (
+        "from openai import OpenAI\n\n"
+        f'client = OpenAI(base_url="{proxy_url}/v1", api_key="<your aqueduct token>")\n'
+        'answer = client.chat.completions.create(model="<model>", messages=[{"role": "user", "content": "Hi"}])\n'
+        "print(answer.choices[0].message.content)"
+    )
+
+
+@app.command()
+def up(
+    data_dir: DataDir = Path(".aqueduct"),
+    config: ConfigFile = None,
+    host: Annotated[str, typer.Option(envvar="AQUEDUCT_HOST")] = "127.0.0.1",
+) -> None:
+    """Run the whole product on this machine (NATS, Valkey, SQLite, chDB); Ctrl-C stops everything."""
+    if config is None and Path("aqueduct.yaml").exists():
+        config = Path("aqueduct.yaml")
+    launcher = Launcher(LaunchOptions(data_dir=data_dir, config_file=config, host=host))
+    signal.signal(signal.SIGTERM, launcher.request_stop)
+    signal.signal(signal.SIGINT, launcher.request_stop)
+    try:
+        info = launcher.start()
+        urls = info["urls"]
+        assert isinstance(urls, dict)
+        lines = ["", "Aqueduct is running.", ""]
+        lines += [f"  {name:<11} {url}" for name, url in urls.items()]
+        lines += ["", f"  OpenAI base URL: {urls['proxy']}/v1", f"  data folder:     {info['data_dir']}"]
+        if info["first_start"]:
+            lines += [
+                "",
+                "  First start: the bootstrap admin (shown once, store it now):",
+                f"    username: {info['admin_username']}",
+                f"    password: {info['admin_password']}",
+            ]
+        lines += [
+            "",
+            "  Sign in to the CLI with `aqueduct login`, create a token with `aqueduct tokens create --name dev`,",
+            "  or use the web UI. Then, with the OpenAI SDK:",
+            "",
+            *("    " + line for line in _snippet(str(urls["proxy"])).splitlines()),
+            "",
+            "Press Ctrl-C to stop.",
+        ]
+        print("\n".join(lines), flush=True)
+        launcher.supervise()
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        print(f"aqueduct: start failed: {exc}", file=sys.stderr, flush=True)
+        launcher.stop()
+        raise typer.Exit(1) from exc
+    finally:
+        launcher.stop()
+    print("aqueduct: stopped.", flush=True)
+
+
+def _run_service(name: str) -> None:
+    os.execv(sys.executable, [sys.executable, "-m", f"aqueduct_{name}", *sys.argv[2:]])
+
+
+for _service in SERVICES:
+    app.command(name=_service, help=f"Run the {_service} service alone (for containers).")(
+        lambda _name=_service: _run_service(_name)
+    )
+
+
+@app.command()
+def login(
+    username: Annotated[str, typer.Option(prompt=True)],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin")
+    ] = False,
+) -> None:
+    """Sign in with a local account; the session is kept for later commands."""
+    password = (
+        sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt("Password", hide_input=True)
+    )
+    ApiClient().login(username, password)
+    typer.echo("Signed in.")
+
+
+@app.command()
+def logout() -> None:
+    """Sign out and forget the stored session."""
+    ApiClient().logout()
+    typer.echo("Signed out.")
+
+
+@app.command()
+def sql(
+    query: str,
+    output: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+) -> None:
+    """Run read-only SQL (ClickHouse dialect) over usage and audit tables (Admins)."""
+    answer: dict[str, Any] = ApiClient().request("POST", "accounting", "/api/sql", json={"query": query})
+    print_rows(answer["columns"], answer["rows"], output)
+
+
+@app.command()
+def replay() -> None:
+    """Rebuild the proxy's auth snapshot (and other projections) from the directory's events."""
+    answer = ApiClient().request("POST", "directory", "/api/admin/replay")
+    typer.echo(json.dumps(answer, indent=2, default=str))
+
+
+@app.command()
+def apply(
+    file: Annotated[Path, typer.Argument(help="aqueduct.yaml")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print what would change")] = False,
+) -> None:
+    """Apply a configuration file (endpoints, models, orgs, teams, limits) idempotently."""
+    answer = ApiClient().request(
+        "POST",
+        "directory",
+        "/api/config/apply",
+        params={"dry_run": str(dry_run).lower()},
+        content=file.read_text(),
+        headers={"Content-Type": "application/yaml"},
+    )
+    changes = answer.get("changes", answer) if isinstance(answer, dict) else answer
+    if not changes:
+        typer.echo("No changes.")
+    for change in changes or []:
+        typer.echo(change if isinstance(change, str) else json.dumps(change, default=str))
+
+
+def main() -> None:
+    try:
+        app()
+    except CliError as exc:
+        typer.echo(f"aqueduct: {exc}", err=True)
+        raise SystemExit(2) from exc
