@@ -74,6 +74,7 @@ class Stack:
                 self.env.pop(f"AQUEDUCT_{name}", None)
 
     def start(self, timeout: float = 120.0) -> Stack:
+        self.output = []
         self.process = subprocess.Popen(
             [AQUEDUCT, "up", "--config", str(self.config)],
             cwd=self.workdir,
@@ -121,7 +122,9 @@ class Stack:
             self.process.wait()
             raise
 
-    def cli(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """Run the ``aqueduct`` CLI in the stack's folder, as the README shows it."""
         result = subprocess.run(
             [AQUEDUCT, *args],
@@ -137,4 +140,6 @@ class Stack:
         return result
 
     def login_admin(self) -> None:
-        self.cli("login", "--username", self.admin_username, "--password-stdin", input=self.admin_password + "\n")
+        self.cli(
+            "login", "--username", self.admin_username, "--password-stdin", input=self.admin_password + "\n"
+        )
