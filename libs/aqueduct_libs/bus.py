@@ -75,6 +75,17 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
             num_replicas=replicas,
         ),
     )
+    await _ensure_stream(
+        js,
+        js_api.StreamConfig(
+            name=names.AUTH_EVENTS_STREAM,
+            subjects=[f"{names.AUTH_EVENTS_SUBJECT_PREFIX}.>"],
+            storage=js_api.StorageType.FILE,
+            retention=js_api.RetentionPolicy.LIMITS,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            num_replicas=replicas,
+        ),
+    )
     for bucket in (names.AUTH_SNAPSHOT_BUCKET, names.QUOTA_BUCKET, names.AUTH_KEYS_BUCKET):
         await _ensure_kv(js, bucket)
 

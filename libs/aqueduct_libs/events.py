@@ -12,7 +12,7 @@ from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["DirectoryEvent", "UsageRecorded", "new_event_id", "utcnow"]
+__all__ = ["AuthEvent", "DirectoryEvent", "UsageRecorded", "new_event_id", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -74,3 +74,24 @@ class DirectoryEvent(BaseModel):
     actor: str  # user id of who caused it, or "system"
     occurred_at: datetime
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+class AuthEvent(BaseModel):
+    """A sign-in, sign-out or failed sign-in attempt, published by the auth service.
+
+    Subject: ``names.auth_event_subject(type)``; ``Nats-Msg-Id`` is ``event_id``. Never carries a
+    password, a token or a code; ``subject`` is the identity as signed in (``local:<username>``, ...).
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: Literal[1] = 1
+    event_id: str = Field(default_factory=new_event_id)
+    type: Literal["SignedIn", "SignedOut", "SignInFailed"]
+    occurred_at: datetime = Field(default_factory=utcnow)
+    subject: str = ""  # identity as presented; for failures, what was tried
+    user_id: str | None = None  # directory user id, once resolved
+    session_id: str | None = None
+    method: str = ""  # "local", "oidc", "refresh", "jupyterhub"
+    client_ip: str | None = None
+    reason: str | None = None  # for SignInFailed: "invalid_credentials", "rate_limited", "refused", ...

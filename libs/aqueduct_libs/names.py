@@ -6,6 +6,8 @@ These names are part of the public contract between services. Renaming one is a 
 from __future__ import annotations
 
 __all__ = [
+    "AUTH_EVENTS_STREAM",
+    "AUTH_EVENTS_SUBJECT_PREFIX",
     "AUTH_KEYS_BUCKET",
     "AUTH_SNAPSHOT_BUCKET",
     "DIRECTORY_EVENTS_STREAM",
@@ -19,6 +21,7 @@ __all__ = [
     "SNAPSHOT_TOKEN_PREFIX",
     "USAGE_STREAM",
     "USAGE_SUBJECT",
+    "auth_event_subject",
     "directory_event_subject",
     "kv_safe",
     "snapshot_endpoint_key",
@@ -47,6 +50,10 @@ QUOTA_BUCKET = "quota"  # keys: user.<id>, team.<id>, org.<id> -> QuotaDecision
 # KV bucket holding the auth service's public signing keys (a JWKS document under key "jwks").
 AUTH_KEYS_BUCKET = "auth_keys"
 
+# JetStream stream holding the auth service's integration events (sign-in, sign-out, failed attempts).
+AUTH_EVENTS_STREAM = "AUTH"
+AUTH_EVENTS_SUBJECT_PREFIX = "auth.events.v1"
+
 # Object store for uploaded files (files and batches API).
 FILES_OBJECT_STORE = "files"
 
@@ -56,6 +63,10 @@ DIRECTORY_RPC_SIGN_IN = "directory.rpc.v1.sign_in"
 
 def directory_event_subject(event_type: str) -> str:
     return f"{DIRECTORY_EVENTS_SUBJECT_PREFIX}.{event_type}"
+
+
+def auth_event_subject(event_type: str) -> str:
+    return f"{AUTH_EVENTS_SUBJECT_PREFIX}.{event_type}"
 
 
 def snapshot_token_key(token_hash: str) -> str:
