@@ -16,6 +16,7 @@ __all__ = [
     "FILES_OBJECT_STORE",
     "QUOTA_BUCKET",
     "SNAPSHOT_ENDPOINT_PREFIX",
+    "SNAPSHOT_MCP_PREFIX",
     "SNAPSHOT_META_KEY",
     "SNAPSHOT_MODEL_PREFIX",
     "SNAPSHOT_TOKEN_PREFIX",
@@ -25,6 +26,7 @@ __all__ = [
     "directory_event_subject",
     "kv_safe",
     "snapshot_endpoint_key",
+    "snapshot_mcp_key",
     "snapshot_model_key",
     "snapshot_token_key",
 ]
@@ -42,6 +44,7 @@ AUTH_SNAPSHOT_BUCKET = "auth_snapshot"
 SNAPSHOT_TOKEN_PREFIX = "token."  # token.<keyed hash hex>  -> TokenGrant
 SNAPSHOT_MODEL_PREFIX = "model."  # model.<model name key>   -> ModelRoute
 SNAPSHOT_ENDPOINT_PREFIX = "endpoint."  # endpoint.<slug>   -> EndpointRoute
+SNAPSHOT_MCP_PREFIX = "mcp."  # mcp.<server name>          -> McpServerRoute
 SNAPSHOT_META_KEY = "meta"  # SnapshotMeta: the notification id the snapshot reflects
 
 # KV bucket with budget decisions, written by accounting, watched by the proxy.
@@ -87,6 +90,10 @@ def kv_safe(name: str) -> str:
 
 def snapshot_model_key(model_name: str) -> str:
     return f"{SNAPSHOT_MODEL_PREFIX}{kv_safe(model_name)}"
+
+
+def snapshot_mcp_key(name: str) -> str:
+    return f"{SNAPSHOT_MCP_PREFIX}{kv_safe(name)}"
 
 
 def snapshot_endpoint_key(slug: str) -> str:

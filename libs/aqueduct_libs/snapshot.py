@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "EndpointRoute",
     "Limits",
+    "McpServerRoute",
     "ModelRoute",
     "QuotaDecision",
     "SnapshotMeta",
@@ -74,6 +75,17 @@ class ModelRoute(BaseModel):
     input_price_nanos_per_token: int | None = None  # integer nano-dollars per token
     output_price_nanos_per_token: int | None = None
     fallbacks: list[str] = Field(default_factory=list)
+
+
+class McpServerRoute(BaseModel):
+    """Key ``mcp.<name>``: a registered MCP server and the teams that may use it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    url: str  # the server's streamable HTTP endpoint, e.g. http://tools:9000/mcp
+    allowed_team_ids: list[str] = Field(default_factory=list)  # empty: no team may use it
+    api_key_env: str | None = None  # env var holding a credential to send upstream, never the value
 
 
 class SnapshotMeta(BaseModel):
