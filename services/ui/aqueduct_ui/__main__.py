@@ -1,0 +1,3 @@
+from aqueduct_ui.bootstrap import run
+
+run()

@@ -1,0 +1,135 @@
+"""HTTP clients of the directory, accounting and auth APIs, always called with the user's own credential.
+
+One ``httpx`` client (aiohttp transport) is shared by the whole process; ``UserApi`` binds it to one
+signed-in user's session token for the length of a request, so the UI can never do what the API refuses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from httpx_aiohttp import HttpxAiohttpClient
+
+__all__ = ["ApiError", "AuthApi", "ServiceApi", "UserApi", "create_http_client", "q"]
+
+
+class ApiError(Exception):
+    """A management API said no (problem document ``{"detail", "code"}``) or could not be reached."""
+
+    def __init__(self, status: int, detail: str, code: str = "") -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+        self.code = code
+
+
+def q(segment: str) -> str:
+    """One path segment, escaped: model names such as ``org/model:tag`` must not change the route."""
+    return quote(str(segment), safe="")
+
+
+def create_http_client(timeout: float) -> httpx.AsyncClient:
+    # trust_env=False: service-to-service calls must not wander through an HTTP proxy from the environment.
+    return HttpxAiohttpClient(timeout=timeout, trust_env=False, follow_redirects=False)
+
+
+def _problem(response: httpx.Response) -> ApiError:
+    detail, code = response.reason_phrase or "error", ""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        raw = body.get("detail", body.get("message", body.get("error", detail)))
+        if isinstance(raw, list):  # FastAPI validation errors: keep the human messages
+            raw = "; ".join(
+                str(item.get("msg", item)) if isinstance(item, dict) else str(item) for item in raw
+            )
+        elif isinstance(raw, dict):
+            raw = raw.get("message", str(raw))
+        detail, code = str(raw), str(body.get("code", ""))
+    return ApiError(response.status_code, detail, code)
+
+
+@dataclass(frozen=True)
+class ServiceApi:
+    """One service's API as seen by one credential."""
+
+    http: httpx.AsyncClient
+    base_url: str
+    token: str | None = None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+    ) -> Any:
+        response = await self.raw(method, path, params=params, json=json)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    async def raw(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        clean = {k: v for k, v in (params or {}).items() if v not in (None, "")}
+        try:
+            response = await self.http.request(
+                method, self.base_url.rstrip("/") + path, params=clean, json=json, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            raise ApiError(
+                503, f"{self.base_url} is unreachable ({type(exc).__name__})", "unavailable"
+            ) from exc
+        if response.status_code >= 400:
+            raise _problem(response)
+        return response
+
+    async def get(self, path: str, **params: Any) -> Any:
+        return await self.request("GET", path, params=params)
+
+    async def post(self, path: str, json: Any = None) -> Any:
+        return await self.request("POST", path, json=json if json is not None else {})
+
+    async def patch(self, path: str, json: Any) -> Any:
+        return await self.request("PATCH", path, json=json)
+
+    async def delete(self, path: str) -> Any:
+        return await self.request("DELETE", path)
+
+
+@dataclass(frozen=True)
+class UserApi:
+    """The directory and accounting APIs, bound to the signed-in user's session token."""
+
+    directory: ServiceApi
+    accounting: ServiceApi
+
+
+@dataclass(frozen=True)
+class AuthApi:
+    """The auth service's sign-in endpoints (called without a bearer: the body carries the credential)."""
+
+    service: ServiceApi
+
+    async def sign_in(self, username: str, password: str) -> dict[str, Any]:
+        return await self.service.post("/auth/token", {"username": username, "password": password})
+
+    async def refresh(self, refresh_token: str) -> dict[str, Any]:
+        return await self.service.post("/auth/refresh", {"refresh_token": refresh_token})
+
+    async def exchange(self, code: str) -> dict[str, Any]:
+        return await self.service.post("/auth/exchange", {"code": code})
+
+    async def sign_out(self, refresh_token: str) -> None:
+        await self.service.post("/auth/logout", {"refresh_token": refresh_token})
+
+    async def jwks(self) -> dict[str, Any]:
+        return await self.service.get("/.well-known/jwks.json")

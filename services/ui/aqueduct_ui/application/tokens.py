@@ -1,0 +1,108 @@
+"""Use cases of the tokens page: what the viewer sees and may do with their tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aqueduct_ui.adapters.api import UserApi, q
+from aqueduct_ui.domain.viewer import Viewer
+
+__all__ = ["TokenRow", "TokensPage", "create_token", "delete_token", "load_tokens_page", "regenerate_token"]
+
+_CAP_KEYS = ("max_tokens_per_user", "token_cap", "max_tokens")
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    id: str
+    name: str
+    preview: str
+    expires_at: datetime | None
+    created_at: datetime | None
+    service_account: str | None  # name of the service account, None for a personal token
+    team: str | None
+    can_regenerate: bool
+    can_delete: bool
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class TokensPage:
+    personal: list[TokenRow]
+    service_accounts: list[TokenRow]
+    cap: int | None
+
+    @property
+    def at_cap(self) -> bool:
+        return self.cap is not None and len(self.personal) >= self.cap
+
+
+def _time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _items(answer: Any, key: str) -> list[dict[str, Any]]:
+    """Lists come bare or wrapped (``{"tokens": [...]}``); accept both."""
+    if isinstance(answer, dict):
+        answer = answer.get(key, answer.get("items", []))
+    return list(answer or [])
+
+
+async def load_tokens_page(api: UserApi, viewer: Viewer) -> TokensPage:
+    tokens = [t for t in _items(await api.directory.get("/api/tokens"), "tokens") if not t.get("revoked")]
+    me = await api.directory.get("/api/me")
+    cap = next((int(me[k]) for k in _CAP_KEYS if isinstance(me, dict) and me.get(k) is not None), None)
+    sa_names: dict[str, str] = {}
+    team_names: dict[str, str] = {}
+    if any(t.get("service_account_id") for t in tokens):
+        for team_id in sorted({t["team_id"] for t in tokens if t.get("team_id")}):
+            team = await api.directory.get(f"/api/teams/{q(team_id)}")
+            team_names[team_id] = team.get("name", team_id)
+            accounts = await api.directory.get(f"/api/teams/{q(team_id)}/service-accounts")
+            for sa in _items(accounts, "service_accounts"):
+                sa_names[sa["id"]] = sa.get("name", sa["id"])
+
+    personal: list[TokenRow] = []
+    service: list[TokenRow] = []
+    for t in tokens:
+        sa_id = t.get("service_account_id")
+        team_id = t.get("team_id")
+        own = t.get("user_id") == viewer.user_id
+        manages = bool(team_id) and viewer.manages_team(team_id, t.get("org_id"))
+        row = TokenRow(
+            id=t["id"],
+            name=t.get("name", ""),
+            preview=t.get("preview", ""),
+            expires_at=_time(t.get("expires_at")),
+            created_at=_time(t.get("created_at")),
+            service_account=sa_names.get(sa_id, "service account") if sa_id else None,
+            team=team_names.get(team_id or "", team_id) if sa_id else None,
+            can_regenerate=own or (bool(sa_id) and manages),
+            can_delete=own or (bool(sa_id) and manages),
+        )
+        (service if sa_id else personal).append(row)
+    personal.sort(key=lambda r: r.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
+    service.sort(key=lambda r: ((r.team or ""), (r.service_account or ""), r.name))
+    return TokensPage(personal=personal, service_accounts=service, cap=cap)
+
+
+async def create_token(api: UserApi, name: str, expires_at: str | None) -> tuple[dict[str, Any], str]:
+    answer = await api.directory.post("/api/tokens", {"name": name, "expires_at": expires_at})
+    return answer["token"], answer["value"]
+
+
+async def regenerate_token(api: UserApi, token_id: str) -> tuple[dict[str, Any], str]:
+    answer = await api.directory.post(f"/api/tokens/{q(token_id)}/regenerate")
+    return answer["token"], answer["value"]
+
+
+async def delete_token(api: UserApi, token_id: str) -> None:
+    await api.directory.delete(f"/api/tokens/{q(token_id)}")

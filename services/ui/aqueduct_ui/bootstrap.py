@@ -1,0 +1,83 @@
+"""The one wiring function: settings, the shared HTTP client, the session keys, the web app; and ``run()``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import uvicorn
+from fastapi import FastAPI
+
+from aqueduct_libs.ops import configure_logging
+from aqueduct_libs.sessions import SessionVerifier
+from aqueduct_libs.settings import CommonSettings
+from aqueduct_ui.adapters.api import create_http_client
+from aqueduct_ui.adapters.jwks import KeyRing
+from aqueduct_ui.entrypoints.web.app import create_app
+from aqueduct_ui.entrypoints.web.context import WebContext
+from aqueduct_ui.entrypoints.web.cookies import CookieKit
+from aqueduct_ui.entrypoints.web.render import create_templates
+from aqueduct_ui.settings import UISettings
+
+__all__ = ["bootstrap", "run"]
+
+log = logging.getLogger("aqueduct_ui")
+
+
+async def _load_keys_until_ready(ctx: WebContext) -> None:
+    """The KV watch normally delivers the keys at once; if the bus has none yet, ask the auth service."""
+    while not ctx.keyring.ready:
+        await asyncio.sleep(1.0)
+        if not ctx.keyring.ready:
+            await ctx.keyring.fetch_over_http()
+
+
+def bootstrap(
+    settings: UISettings | None = None, common: CommonSettings | None = None, use_bus: bool = True
+) -> FastAPI:
+    settings = settings or UISettings()
+    common = common or CommonSettings()
+    verifier = SessionVerifier()
+    ctx = WebContext(
+        settings=settings,
+        common=common,
+        cookies=CookieKit(common.secret_key_bytes, settings.cookie_secure, settings.refresh_cookie_max_age),
+        # Evaluated at call time: the HTTP client behind ``ctx.auth`` exists only once started.
+        keyring=KeyRing(verifier, lambda: ctx.auth.jwks()),
+        templates=create_templates(),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx.http = create_http_client(settings.api_timeout)
+        if use_bus:
+            await ctx.keyring.start(common.nats_url)
+        loader = asyncio.create_task(_load_keys_until_ready(ctx))
+        try:
+            yield
+        finally:
+            loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loader
+            await ctx.keyring.stop()
+            await ctx.http.aclose()
+            ctx.http = None
+
+    return create_app(ctx, lifespan)
+
+
+def run() -> None:
+    settings = UISettings()
+    common = CommonSettings()
+    configure_logging("ui", common.log_level)
+    app = bootstrap(settings, common)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=common.log_level.lower(),
+        proxy_headers=True,
+        access_log=False,
+    )

@@ -1,0 +1,54 @@
+"""Everything the web layer needs, wired once by ``bootstrap`` and kept on ``app.state.ctx``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import httpx
+from fastapi.templating import Jinja2Templates
+
+from aqueduct_libs.sessions import SessionClaims
+from aqueduct_libs.settings import CommonSettings
+from aqueduct_ui.adapters.api import AuthApi, ServiceApi, UserApi
+from aqueduct_ui.adapters.jwks import KeyRing
+from aqueduct_ui.domain.viewer import Viewer
+from aqueduct_ui.entrypoints.web.cookies import CookieKit
+from aqueduct_ui.settings import UISettings
+
+__all__ = ["Session", "WebContext"]
+
+
+@dataclass(frozen=True)
+class Session:
+    access_token: str
+    claims: SessionClaims
+
+    @property
+    def viewer(self) -> Viewer:
+        return Viewer.from_claims(self.claims)
+
+
+@dataclass
+class WebContext:
+    settings: UISettings
+    common: CommonSettings
+    cookies: CookieKit
+    keyring: KeyRing
+    templates: Jinja2Templates
+    http: httpx.AsyncClient | None = field(default=None)
+
+    def _client(self) -> httpx.AsyncClient:
+        if self.http is None:
+            raise RuntimeError("the HTTP client is created at start-up; the app is not started")
+        return self.http
+
+    @property
+    def auth(self) -> AuthApi:
+        return AuthApi(ServiceApi(self._client(), self.common.auth_url))
+
+    def user_api(self, session: Session) -> UserApi:
+        client = self._client()
+        return UserApi(
+            directory=ServiceApi(client, self.common.directory_url, session.access_token),
+            accounting=ServiceApi(client, self.common.accounting_url, session.access_token),
+        )

@@ -1,0 +1,71 @@
+"""Errors mapped once, at the edge: what the user sees when an API says no or the session is gone."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+
+from aqueduct_ui.adapters.api import ApiError
+from aqueduct_ui.domain.forms import FormError
+from aqueduct_ui.entrypoints.web.cookies import Flash
+from aqueduct_ui.entrypoints.web.deps import CsrfError, SignInRequired
+from aqueduct_ui.entrypoints.web.render import back_url, redirect, render
+
+__all__ = ["install_error_handlers"]
+
+_TITLES = {
+    400: "Bad request",
+    403: "Not allowed",
+    404: "Not found",
+    409: "Refused",
+    503: "Service unavailable",
+}
+
+
+def _sign_in(request: Request) -> Response:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if request.method != "GET":
+        target = back_url(request)
+    response = redirect(request, f"/login?next={quote(target, safe='')}")
+    request.app.state.ctx.cookies.clear_session(response)
+    return response
+
+
+async def _on_sign_in_required(request: Request, exc: Exception) -> Response:
+    return _sign_in(request)
+
+
+async def _on_csrf(request: Request, exc: Exception) -> Response:
+    flash = Flash("error", "The form had expired. Please try again.")
+    return redirect(request, back_url(request), flash)
+
+
+async def _on_form_error(request: Request, exc: Exception) -> Response:
+    return redirect(request, back_url(request), Flash("error", str(exc)))
+
+
+async def _on_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    if exc.status == 401:
+        return _sign_in(request)
+    if request.method != "GET":
+        # A refused action returns to the form with the API's reason (e.g. "owns a service account").
+        return redirect(request, back_url(request), Flash("error", exc.detail))
+    status = exc.status if exc.status in _TITLES else 502
+    return render(
+        request,
+        "error.html",
+        status_code=status,
+        title=_TITLES.get(status, "Something went wrong"),
+        detail=exc.detail,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(SignInRequired, _on_sign_in_required)
+    app.add_exception_handler(CsrfError, _on_csrf)
+    app.add_exception_handler(ApiError, _on_api_error)
+    app.add_exception_handler(FormError, _on_form_error)

@@ -1,0 +1,93 @@
+"""Signing in and out: the local login form, single sign-on hand-back, sign-out."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Form, Request
+from starlette.responses import Response
+
+from aqueduct_ui.adapters.api import ApiError
+from aqueduct_ui.entrypoints.web.cookies import REFRESH_COOKIE, Flash
+from aqueduct_ui.entrypoints.web.deps import Auth, Context
+from aqueduct_ui.entrypoints.web.render import redirect, render, safe_next
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.get("/login")
+async def login_page(request: Request, ctx: Context, next: str = "/") -> Response:
+    if getattr(request.state, "session", None) is not None:
+        return redirect(request, safe_next(next))
+    sso_url = f"{ctx.common.auth_url.rstrip('/')}/auth/oidc/login?next={quote(safe_next(next), safe='')}"
+    return render(request, "login.html", next=safe_next(next), sso_url=sso_url, username="")
+
+
+@router.post("/login")
+async def login(
+    request: Request,
+    ctx: Context,
+    auth: Auth,
+    username: Annotated[str, Form()],
+    password: Annotated[str, Form()],
+    next: Annotated[str, Form()] = "/",
+) -> Response:
+    try:
+        pair = await auth.sign_in(username.strip(), password)
+    except ApiError as exc:
+        if exc.status == 429:
+            message = "Too many attempts. Wait a minute and try again."
+        elif exc.status >= 500:
+            message = "The sign-in service is unavailable. Try again shortly."
+        else:
+            message = "Wrong username or password."
+        sso_url = f"{ctx.common.auth_url.rstrip('/')}/auth/oidc/login?next={quote(safe_next(next), safe='')}"
+        return render(
+            request,
+            "login.html",
+            status_code=exc.status if exc.status in (401, 429) else 400,
+            next=safe_next(next),
+            sso_url=sso_url,
+            username=username,
+            error=message,
+        )
+    response = redirect(request, safe_next(next))
+    ctx.cookies.set_session(request, response, pair)
+    return response
+
+
+@router.get("/session/complete")
+async def complete_sso(
+    request: Request, ctx: Context, auth: Auth, code: str = "", next: str = "/"
+) -> Response:
+    """The auth service sends the browser here after single sign-on with a one-time code."""
+    if not code:
+        return redirect(request, "/session/error?message=" + quote("The sign-in link is incomplete."))
+    try:
+        pair = await auth.exchange(code)
+    except ApiError as exc:
+        return redirect(request, "/session/error?message=" + quote(exc.detail))
+    response = redirect(request, safe_next(next))
+    ctx.cookies.set_session(request, response, pair)
+    return response
+
+
+@router.get("/session/error")
+async def sso_error(request: Request, message: str = "Sign-in failed.") -> Response:
+    return render(request, "session_error.html", status_code=400, message=message[:500])
+
+
+@router.post("/logout")
+async def logout(request: Request, ctx: Context, auth: Auth) -> Response:
+    refresh = request.cookies.get(REFRESH_COOKIE)
+    if refresh:
+        try:
+            await auth.sign_out(refresh)
+        except ApiError:
+            pass  # the cookies go regardless; an unrevoked refresh token expires on its own
+    response = redirect(request, "/login", Flash("info", "You are signed out."))
+    ctx.cookies.clear_session(response)
+    return response

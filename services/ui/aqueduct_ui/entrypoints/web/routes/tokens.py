@@ -1,0 +1,56 @@
+"""The tokens page (the landing page): list, create (value shown once), regenerate, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from starlette.responses import Response
+
+from aqueduct_ui.application import tokens as use_cases
+from aqueduct_ui.domain.forms import parse_expiry, require_text
+from aqueduct_ui.entrypoints.web.cookies import Flash
+from aqueduct_ui.entrypoints.web.deps import Api, CurrentViewer
+from aqueduct_ui.entrypoints.web.render import back_url, redirect, render
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+_STORE_IT = "Copy it now and keep it in a password manager: it is not stored and will not be shown again."
+
+
+@router.get("/")
+async def tokens_page(request: Request, viewer: CurrentViewer, api: Api) -> Response:
+    page = await use_cases.load_tokens_page(api, viewer)
+    return render(request, "tokens.html", tokens=page)
+
+
+@router.post("/tokens")
+async def create_token(
+    request: Request,
+    api: Api,
+    name: Annotated[str, Form()] = "",
+    expires_on: Annotated[str, Form()] = "",
+) -> Response:
+    token, value = await use_cases.create_token(
+        api, require_text(name, "Name", 100), parse_expiry(expires_on)
+    )
+    flash = Flash(
+        "success", f"Token “{token.get('name', name)}” created. {_STORE_IT}", value, token.get("name")
+    )
+    return redirect(request, back_url(request), flash)
+
+
+@router.post("/tokens/{token_id}/regenerate")
+async def regenerate_token(request: Request, api: Api, token_id: str) -> Response:
+    token, value = await use_cases.regenerate_token(api, token_id)
+    name = token.get("name", "")
+    flash = Flash("success", f"New value for “{name}”; the old one no longer works. {_STORE_IT}", value, name)
+    return redirect(request, back_url(request), flash)
+
+
+@router.post("/tokens/{token_id}/delete")
+async def delete_token(request: Request, api: Api, token_id: str) -> Response:
+    await use_cases.delete_token(api, token_id)
+    return redirect(request, back_url(request), Flash("success", "Token deleted. It no longer works."))

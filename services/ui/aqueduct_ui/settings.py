@@ -1,0 +1,23 @@
+"""``AQUEDUCT_UI_*``: where the UI listens and how it signs users in. Read once, in ``bootstrap``."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["UISettings"]
+
+
+class UISettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AQUEDUCT_UI_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Show "Sign in with SSO" (the auth service has an OIDC provider configured).
+    oidc_enabled: bool = False
+    oidc_button_label: str = "Sign in with SSO"
+    # Force the Secure flag on cookies; otherwise it is set when the request arrived over https.
+    cookie_secure: bool = False
+    # How long the refresh cookie lives when the auth service does not say (seconds).
+    refresh_cookie_max_age: int = 14 * 24 * 3600
+    # Timeout of calls to the directory, auth and accounting APIs (seconds).
+    api_timeout: float = 15.0
