@@ -1,0 +1,1 @@
+"""The auth service: local accounts, single sign-on (OIDC), session tokens verified everywhere else."""

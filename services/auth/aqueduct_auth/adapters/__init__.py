@@ -1,0 +1,1 @@
+"""Adapters: key files, the SQL store, NATS (directory RPC, events, JWKS), the identity provider."""

@@ -1,0 +1,113 @@
+"""Single sign-on against any OpenID Connect provider: authorization code flow with PKCE (authlib).
+
+authlib keeps the state, nonce and PKCE verifier in the signed, short-lived cookie session of the
+auth service's own origin; the ID token's signature, issuer, audience, expiry and nonce are checked by
+``authorize_access_token``. Claims missing from the ID token (many providers put groups and email only
+in userinfo) are taken from the userinfo endpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.integrations.base_client import OAuthError
+from authlib.integrations.starlette_client import OAuth
+from starlette.requests import Request
+from starlette.responses import RedirectResponse
+
+from aqueduct_auth.domain.errors import SingleSignOnError
+from aqueduct_auth.domain.sign_in import SignInRequest
+
+__all__ = ["OidcClient", "OidcConfig", "safe_next"]
+
+
+class OidcConfig:
+    def __init__(
+        self,
+        issuer: str,
+        client_id: str,
+        client_secret: str,
+        redirect_uri: str,
+        scopes: str = "openid email profile groups",
+        groups_claim: str = "groups",
+        admin_group: str = "",
+    ) -> None:
+        self.issuer = issuer.rstrip("/")
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.redirect_uri = redirect_uri
+        self.scopes = scopes
+        self.groups_claim = groups_claim
+        self.admin_group = admin_group
+
+
+def safe_next(value: str | None) -> str:
+    """Only paths inside the UI: ``//evil.example`` or ``https://...`` would make us an open redirect."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    return value
+
+
+class OidcClient:
+    def __init__(self, config: OidcConfig) -> None:
+        self.config = config
+        oauth = OAuth()
+        oauth.register(
+            name="idp",
+            client_id=config.client_id,
+            client_secret=config.client_secret,
+            server_metadata_url=f"{config.issuer}/.well-known/openid-configuration",
+            client_kwargs={"scope": config.scopes, "code_challenge_method": "S256"},
+        )
+        self._idp: Any = oauth.create_client("idp")
+
+    async def login_redirect(self, request: Request, next_path: str | None) -> RedirectResponse:
+        request.session["aqueduct_next"] = safe_next(next_path)
+        try:
+            return await self._idp.authorize_redirect(request, self.config.redirect_uri)  # type: ignore[no-any-return]
+        except Exception as exc:  # discovery failed: the provider is down or misconfigured
+            raise SingleSignOnError(f"the identity provider is not reachable ({type(exc).__name__})") from exc
+
+    async def complete(self, request: Request) -> tuple[SignInRequest, str]:
+        """The provider redirected back: validate, and say who signed in and where they were going."""
+        next_path = safe_next(request.session.pop("aqueduct_next", None))
+        try:
+            token = await self._idp.authorize_access_token(request)
+            claims: dict[str, Any] = dict(token.get("userinfo") or {})
+            if not claims.get("sub"):
+                raise SingleSignOnError("the identity provider sent no ID token")
+            if self._lookup(claims, self.config.groups_claim) is None or not claims.get("email"):
+                extra = await self._idp.userinfo(token=token)
+                if extra.get("sub") == claims["sub"]:
+                    claims = {**extra, **claims}  # the signed ID token wins where both say something
+        except OAuthError as exc:
+            raise SingleSignOnError(f"single sign-on failed: {exc.description or exc.error}") from exc
+        groups = self._groups(claims)
+        request_ = SignInRequest(
+            subject=f"oidc:{self.config.issuer}:{claims['sub']}",
+            email=str(claims.get("email") or ""),
+            name=str(claims.get("name") or claims.get("preferred_username") or claims.get("email") or ""),
+            groups=groups,
+            admin=bool(self.config.admin_group) and self.config.admin_group in groups,
+        )
+        return request_, next_path
+
+    def _groups(self, claims: dict[str, Any]) -> list[str]:
+        value = self._lookup(claims, self.config.groups_claim)
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [value]
+        return [str(group) for group in value]
+
+    @staticmethod
+    def _lookup(claims: dict[str, Any], path: str) -> Any:
+        """A claim by name, or by dotted path into nested claims (Keycloak's ``realm_access.roles``)."""
+        if path in claims:
+            return claims[path]
+        value: Any = claims
+        for part in path.split("."):
+            if not isinstance(value, dict) or part not in value:
+                return None
+            value = value[part]
+        return value

@@ -1,0 +1,181 @@
+"""The auth service's own database: local accounts, sessions, refresh tokens and one-time codes.
+
+SQLite by default (``<data_dir>/auth/auth.sqlite``), PostgreSQL by URL. Token values never reach it:
+refresh tokens and one-time codes are stored as keyed hashes. Spending a token or code is one
+conditional UPDATE, so two concurrent uses of the same value cannot both succeed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["AuthStore", "LocalAccount", "StoredToken"]
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS local_accounts (
+        username TEXT PRIMARY KEY, password_hash TEXT NOT NULL, admin INTEGER NOT NULL,
+        email TEXT NOT NULL, name TEXT NOT NULL, groups_json TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS sessions (
+        session_id TEXT PRIMARY KEY, sign_in_json TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL, revoked_at DOUBLE PRECISION)""",
+    """CREATE TABLE IF NOT EXISTS refresh_tokens (
+        token_hash TEXT PRIMARY KEY, session_id TEXT NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL, used_at DOUBLE PRECISION)""",
+    "CREATE INDEX IF NOT EXISTS refresh_tokens_session ON refresh_tokens (session_id)",
+    """CREATE TABLE IF NOT EXISTS exchange_codes (
+        code_hash TEXT PRIMARY KEY, session_id TEXT NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL, used_at DOUBLE PRECISION)""",
+]
+
+
+@dataclass(frozen=True)
+class LocalAccount:
+    username: str
+    password_hash: str
+    admin: bool = False
+    email: str = ""
+    name: str = ""
+    groups: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StoredToken:
+    """A refresh token or one-time code, looked up by its hash."""
+
+    session_id: str
+    expires_at: float
+    used: bool
+    session_revoked: bool
+    sign_in: dict[str, Any]
+
+
+class AuthStore:
+    def __init__(self, url: str) -> None:
+        self._lock = threading.Lock()
+        if url.startswith(("postgresql://", "postgres://")):
+            import psycopg
+
+            self._conn: Any = psycopg.connect(url, autocommit=True)
+            self._param = "%s"
+        else:
+            path = Path(url.removeprefix("sqlite:///"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._param = "?"
+        for statement in _SCHEMA:
+            self._execute(statement)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        with self._lock:
+            cursor = self._conn.cursor()
+            cursor.execute(sql.replace("?", self._param), params)
+            return cursor
+
+    def _one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        with self._lock:
+            cursor = self._conn.cursor()
+            cursor.execute(sql.replace("?", self._param), params)
+            return cursor.fetchone()
+
+    # Local accounts
+
+    def add_account(self, account: LocalAccount, now: float) -> bool:
+        """Insert; False when the username is taken."""
+        cursor = self._execute(
+            "INSERT INTO local_accounts (username, password_hash, admin, email, name, groups_json, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (username) DO NOTHING",
+            (
+                account.username,
+                account.password_hash,
+                int(account.admin),
+                account.email,
+                account.name,
+                json.dumps(account.groups),
+                now,
+            ),
+        )
+        return bool(cursor.rowcount == 1)
+
+    def get_account(self, username: str) -> LocalAccount | None:
+        row = self._one(
+            "SELECT username, password_hash, admin, email, name, groups_json FROM local_accounts"
+            " WHERE username = ?",
+            (username,),
+        )
+        if row is None:
+            return None
+        return LocalAccount(row[0], row[1], bool(row[2]), row[3], row[4], json.loads(row[5]))
+
+    def set_password_hash(self, username: str, password_hash: str) -> None:
+        self._execute(
+            "UPDATE local_accounts SET password_hash = ? WHERE username = ?", (password_hash, username)
+        )
+
+    # Sessions and their refresh tokens
+
+    def add_session(self, session_id: str, sign_in: dict[str, Any], now: float) -> None:
+        self._execute(
+            "INSERT INTO sessions (session_id, sign_in_json, created_at) VALUES (?, ?, ?)",
+            (session_id, json.dumps(sign_in), now),
+        )
+
+    def revoke_session(self, session_id: str, now: float) -> None:
+        self._execute(
+            "UPDATE sessions SET revoked_at = ? WHERE session_id = ? AND revoked_at IS NULL",
+            (now, session_id),
+        )
+
+    def add_refresh_token(self, token_hash: str, session_id: str, expires_at: float) -> None:
+        self._execute(
+            "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES (?, ?, ?)",
+            (token_hash, session_id, expires_at),
+        )
+
+    def find_refresh_token(self, token_hash: str) -> StoredToken | None:
+        return self._find("refresh_tokens", "token_hash", token_hash)
+
+    def spend_refresh_token(self, token_hash: str, now: float) -> bool:
+        """Mark used; True only for the one caller that spent it."""
+        return self._spend("refresh_tokens", "token_hash", token_hash, now)
+
+    def add_exchange_code(self, code_hash: str, session_id: str, expires_at: float) -> None:
+        self._execute(
+            "INSERT INTO exchange_codes (code_hash, session_id, expires_at) VALUES (?, ?, ?)",
+            (code_hash, session_id, expires_at),
+        )
+
+    def find_exchange_code(self, code_hash: str) -> StoredToken | None:
+        return self._find("exchange_codes", "code_hash", code_hash)
+
+    def spend_exchange_code(self, code_hash: str, now: float) -> bool:
+        return self._spend("exchange_codes", "code_hash", code_hash, now)
+
+    def purge_expired(self, now: float) -> None:
+        self._execute("DELETE FROM refresh_tokens WHERE expires_at < ?", (now,))
+        self._execute("DELETE FROM exchange_codes WHERE expires_at < ?", (now,))
+
+    def _find(self, table: str, column: str, value: str) -> StoredToken | None:
+        row = self._one(
+            f"SELECT t.session_id, t.expires_at, t.used_at, s.revoked_at, s.sign_in_json FROM {table} t"
+            f" JOIN sessions s ON s.session_id = t.session_id WHERE t.{column} = ?",
+            (value,),
+        )
+        if row is None:
+            return None
+        return StoredToken(row[0], row[1], row[2] is not None, row[3] is not None, json.loads(row[4]))
+
+    def _spend(self, table: str, column: str, value: str, now: float) -> bool:
+        cursor = self._execute(
+            f"UPDATE {table} SET used_at = ? WHERE {column} = ? AND used_at IS NULL", (now, value)
+        )
+        return bool(cursor.rowcount == 1)

@@ -1,0 +1,120 @@
+"""Local accounts: the bootstrap admin of the embedded default, and optional extra local users."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+
+from aqueduct_auth.adapters.passwords import Passwords
+from aqueduct_auth.adapters.store import AuthStore, LocalAccount
+from aqueduct_auth.application.ports import Events
+from aqueduct_auth.application.sessions import Sessions, TokenPair
+from aqueduct_auth.domain.errors import (
+    AccountExistsError,
+    AuthError,
+    InvalidCredentialsError,
+    NotAllowedError,
+    SignInRateLimitedError,
+)
+from aqueduct_auth.domain.rate_limit import AttemptLimiter
+from aqueduct_auth.domain.sign_in import SignInRequest
+from aqueduct_libs.events import AuthEvent
+from aqueduct_libs.sessions import SessionClaims
+
+__all__ = ["LocalAccounts", "local_subject"]
+
+_USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")
+MIN_PASSWORD_LENGTH = 8
+
+
+def local_subject(username: str) -> str:
+    return f"local:{username}"
+
+
+class LocalAccounts:
+    def __init__(
+        self,
+        store: AuthStore,
+        passwords: Passwords,
+        sessions: Sessions,
+        events: Events,
+        per_username: AttemptLimiter,
+        per_ip: AttemptLimiter,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._passwords = passwords
+        self._sessions = sessions
+        self._events = events
+        self._per_username = per_username
+        self._per_ip = per_ip
+        self._clock = clock
+
+    async def ensure_bootstrap_admin(self, username: str, password: str) -> bool:
+        """Create the configured admin on first start; an existing account is left as it is."""
+        username = username.strip().lower()
+        if self._store.get_account(username) is not None:
+            return False
+        account = LocalAccount(username, await self._passwords.hash(password), admin=True, name=username)
+        return self._store.add_account(account, self._clock())
+
+    async def add(
+        self,
+        actor: SessionClaims,
+        username: str,
+        password: str,
+        email: str = "",
+        name: str = "",
+        groups: list[str] | None = None,
+        admin: bool = False,
+    ) -> LocalAccount:
+        if not actor.admin:
+            raise NotAllowedError("only an Admin can create local accounts")
+        username = username.strip().lower()
+        if not _USERNAME.match(username):
+            raise AuthError("username: lower-case letters, digits and . _ @ - only, at most 64 characters")
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise AuthError(f"password: at least {MIN_PASSWORD_LENGTH} characters")
+        account = LocalAccount(
+            username, await self._passwords.hash(password), admin, email, name or username, list(groups or [])
+        )
+        if not self._store.add_account(account, self._clock()):
+            raise AccountExistsError(f"local account {username!r} exists")
+        return account
+
+    async def sign_in(self, username: str, password: str, client_ip: str | None) -> TokenPair:
+        username = username.strip().lower()
+        now = self._clock()
+        retry_after = max(
+            self._per_ip.check(f"ip:{client_ip}", now), self._per_username.check(f"user:{username}", now)
+        )
+        if retry_after:
+            await self._failed(username, client_ip, "rate_limited")
+            raise SignInRateLimitedError(retry_after)
+        account = self._store.get_account(username)
+        if not await self._passwords.verify(account.password_hash if account else None, password):
+            await self._failed(username, client_ip, "invalid_credentials")
+            raise InvalidCredentialsError()
+        assert account is not None  # verify() is False without an account
+        if self._passwords.needs_rehash(account.password_hash):
+            self._store.set_password_hash(username, await self._passwords.hash(password))
+        request = SignInRequest(
+            subject=local_subject(username),
+            email=account.email,
+            name=account.name or username,
+            groups=account.groups,
+            admin=account.admin,
+        )
+        return await self._sessions.sign_in(request, "local", client_ip)
+
+    async def _failed(self, username: str, client_ip: str | None, reason: str) -> None:
+        await self._events.publish(
+            AuthEvent(
+                type="SignInFailed",
+                subject=local_subject(username),
+                method="local",
+                client_ip=client_ip,
+                reason=reason,
+            )
+        )

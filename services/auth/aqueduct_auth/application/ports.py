@@ -1,0 +1,22 @@
+"""What the use cases need from the outside world; the adapters provide it."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from aqueduct_auth.domain.sign_in import DirectoryUser, SignInRequest
+from aqueduct_libs.events import AuthEvent
+
+__all__ = ["Directory", "Events", "KeyPublisher"]
+
+
+class Directory(Protocol):
+    async def sign_in(self, request: SignInRequest) -> DirectoryUser: ...
+
+
+class Events(Protocol):
+    async def publish(self, event: AuthEvent) -> None: ...
+
+
+class KeyPublisher(Protocol):
+    async def __call__(self, jwks: dict[str, Any]) -> None: ...

@@ -1,0 +1,142 @@
+"""The one wiring function of the auth service, and ``run()`` (what ``python -m aqueduct_auth`` does)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from starlette.middleware.sessions import SessionMiddleware
+
+from aqueduct_auth.adapters.keys import KeyRing
+from aqueduct_auth.adapters.nats_bus import DirectoryClient, EventPublisher, publish_jwks
+from aqueduct_auth.adapters.oidc import OidcClient, OidcConfig
+from aqueduct_auth.adapters.passwords import Passwords
+from aqueduct_auth.adapters.store import AuthStore
+from aqueduct_auth.application.local_accounts import LocalAccounts
+from aqueduct_auth.application.sessions import SessionPolicy, Sessions
+from aqueduct_auth.domain.rate_limit import AttemptLimiter
+from aqueduct_auth.entrypoints import oidc_routes, routes
+from aqueduct_auth.entrypoints.container import Container
+from aqueduct_auth.entrypoints.errors import add_error_handlers
+from aqueduct_auth.settings import AuthSettings
+from aqueduct_libs.bus import connect, ensure_topology
+from aqueduct_libs.ops import add_operational_routes, configure_logging
+from aqueduct_libs.settings import CommonSettings
+
+__all__ = ["create_app", "run"]
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: AuthSettings, common: CommonSettings) -> FastAPI:
+    """The auth service as an ASGI app; its lifespan connects to the bus and wires everything."""
+    state: dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        folder = common.data_dir / "auth"
+        keys = KeyRing.load(folder, settings.signing_key.get_secret_value())
+        store = AuthStore(settings.database_url or f"sqlite:///{folder / 'auth.sqlite'}")
+        nc = await connect(common.nats_url, "aqueduct-auth")
+        js = nc.jetstream()
+        await ensure_topology(js)
+
+        async def publish(jwks: dict[str, Any]) -> None:
+            await publish_jwks(js, jwks)
+
+        events = EventPublisher(js)
+        sessions = Sessions(
+            store,
+            keys,
+            DirectoryClient(nc, settings.directory_timeout),
+            events,
+            SessionPolicy(
+                settings.access_token_ttl,
+                settings.refresh_token_ttl,
+                settings.exchange_code_ttl,
+                common.secret_key_bytes,
+            ),
+        )
+        local_accounts = LocalAccounts(
+            store,
+            Passwords(),
+            sessions,
+            events,
+            AttemptLimiter(settings.sign_in_attempts_per_username, settings.sign_in_window_seconds),
+            AttemptLimiter(settings.sign_in_attempts_per_ip, settings.sign_in_window_seconds),
+        )
+        container = Container(
+            sessions=sessions,
+            local_accounts=local_accounts,
+            keys=keys,
+            publish_jwks=publish,
+            public_ui_url=common.public_ui_url,
+            trusted_proxies=frozenset(settings.trusted_proxies),
+            oidc=_oidc_client(settings, common),
+        )
+        await publish(keys.jwks())
+        if settings.bootstrap_admin_username and settings.bootstrap_admin_password.get_secret_value():
+            created = await local_accounts.ensure_bootstrap_admin(
+                settings.bootstrap_admin_username, settings.bootstrap_admin_password.get_secret_value()
+            )
+            if created:
+                log.info("created the bootstrap admin account %r", settings.bootstrap_admin_username)
+        store.purge_expired(0)
+        app.state.container = container
+        state["nc"] = nc
+        log.info("auth service ready; signing key %s published", keys.current.kid)
+        try:
+            yield
+        finally:
+            await nc.drain()
+            store.close()
+
+    app = FastAPI(title="Aqueduct auth", version="1", lifespan=lifespan)
+    # Holds only the OIDC state, nonce and PKCE verifier between the redirect and the callback.
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=hashlib.sha256(b"aqueduct-auth-oidc-state:" + common.secret_key_bytes).hexdigest(),
+        session_cookie="aqueduct_auth_sso",
+        max_age=15 * 60,
+        same_site="lax",
+        https_only=common.auth_url.startswith("https://"),
+    )
+    add_error_handlers(app)
+    app.include_router(routes.router)
+    app.include_router(oidc_routes.router)
+    add_operational_routes(app, ready=lambda: bool(state.get("nc") and state["nc"].is_connected))
+    return app
+
+
+def _oidc_client(settings: AuthSettings, common: CommonSettings) -> OidcClient | None:
+    if not settings.oidc_issuer:
+        return None
+    return OidcClient(
+        OidcConfig(
+            issuer=settings.oidc_issuer,
+            client_id=settings.oidc_client_id,
+            client_secret=settings.oidc_client_secret.get_secret_value(),
+            redirect_uri=settings.oidc_redirect_uri or f"{common.auth_url.rstrip('/')}/auth/oidc/callback",
+            scopes=settings.oidc_scopes,
+            groups_claim=settings.oidc_groups_claim,
+            admin_group=settings.oidc_admin_group,
+        )
+    )
+
+
+def run() -> None:
+    common = CommonSettings()
+    settings = AuthSettings()
+    configure_logging("auth", common.log_level)
+    uvicorn.run(
+        create_app(settings, common),
+        host=settings.host,
+        port=settings.port,
+        log_level=common.log_level.lower(),
+        proxy_headers=False,
+    )

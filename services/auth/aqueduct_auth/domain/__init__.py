@@ -1,0 +1,1 @@
+"""The auth service's rules: who is signing in, what a session says, how attempts are limited."""

@@ -1,0 +1,93 @@
+"""What the routes need, wired once by ``bootstrap`` and reached through ``Annotated`` dependencies."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, Request
+
+from aqueduct_auth.adapters.keys import KeyRing
+from aqueduct_auth.application.local_accounts import LocalAccounts
+from aqueduct_auth.application.ports import KeyPublisher
+from aqueduct_auth.application.sessions import Sessions
+from aqueduct_auth.domain.errors import AuthError
+from aqueduct_libs.sessions import InvalidSessionError, SessionClaims, SessionVerifier
+
+if TYPE_CHECKING:
+    from aqueduct_auth.adapters.jupyterhub import JupyterHubBridge
+    from aqueduct_auth.adapters.oidc import OidcClient
+
+__all__ = [
+    "ClientIp",
+    "Container",
+    "ContainerDep",
+    "CurrentUser",
+    "NotSignedInError",
+    "client_ip",
+]
+
+
+@dataclass
+class Container:
+    sessions: Sessions
+    local_accounts: LocalAccounts
+    keys: KeyRing
+    publish_jwks: KeyPublisher
+    public_ui_url: str
+    trusted_proxies: frozenset[str] = frozenset()
+    oidc: OidcClient | None = None
+    jupyterhub: JupyterHubBridge | None = None
+    verifier: SessionVerifier = field(default_factory=SessionVerifier)
+    ready: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.verifier.load_jwks(self.keys.jwks())
+
+    async def rotate_keys(self) -> dict[str, Any]:
+        self.keys.rotate()
+        jwks = self.keys.jwks()
+        self.verifier.load_jwks(jwks)
+        await self.publish_jwks(jwks)
+        return jwks
+
+
+class NotSignedInError(AuthError):
+    pass
+
+
+def _container(request: Request) -> Container:
+    return request.app.state.container  # type: ignore[no-any-return]
+
+
+ContainerDep = Annotated[Container, Depends(_container)]
+
+
+def client_ip(request: Request, container: ContainerDep) -> str | None:
+    """The caller's address; a trusted proxy's (the UI's) X-Forwarded-For names the browser behind it."""
+    peer = request.client.host if request.client else None
+    forwarded = request.headers.get("x-forwarded-for")
+    if peer in container.trusted_proxies and forwarded:
+        candidate = forwarded.split(",")[-1].strip()
+        try:
+            return str(ipaddress.ip_address(candidate))
+        except ValueError:
+            return peer
+    return peer
+
+
+ClientIp = Annotated[str | None, Depends(client_ip)]
+
+
+def _current_user(request: Request, container: ContainerDep) -> SessionClaims:
+    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credential:
+        raise NotSignedInError("sign in first: Authorization: Bearer <session token>")
+    try:
+        return container.verifier.verify(credential.strip())
+    except InvalidSessionError as exc:
+        raise NotSignedInError(f"invalid session token: {exc}") from exc
+
+
+CurrentUser = Annotated[SessionClaims, Depends(_current_user)]

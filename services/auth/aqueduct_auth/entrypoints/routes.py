@@ -1,0 +1,127 @@
+"""Routes of the session API: sign in, refresh, sign out, one-time code exchange, JWKS, local accounts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field
+
+from aqueduct_auth.application.sessions import TokenPair
+from aqueduct_auth.domain.errors import NotAllowedError
+from aqueduct_auth.entrypoints.container import ClientIp, ContainerDep, CurrentUser
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+class PasswordSignIn(BaseModel):
+    username: str = Field(min_length=1, max_length=200)
+    password: str = Field(min_length=1, max_length=1000)
+
+
+class RefreshBody(BaseModel):
+    refresh_token: str = Field(min_length=1, max_length=500)
+
+
+class ExchangeBody(BaseModel):
+    code: str = Field(min_length=1, max_length=500)
+
+
+class TokenAnswer(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "bearer"
+    expires_in: int
+
+    @classmethod
+    def of(cls, pair: TokenPair) -> TokenAnswer:
+        return cls(
+            access_token=pair.access_token,
+            refresh_token=pair.refresh_token,
+            token_type=pair.token_type,
+            expires_in=pair.expires_in,
+        )
+
+
+class NewLocalAccount(BaseModel):
+    username: str
+    password: str
+    email: str = ""
+    name: str = ""
+    groups: list[str] = Field(default_factory=list)
+    admin: bool = False
+
+
+class LocalAccountAnswer(BaseModel):
+    username: str
+    email: str
+    name: str
+    groups: list[str]
+    admin: bool
+
+
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+@router.post("/auth/token", response_model=TokenAnswer, tags=["sessions"])
+async def sign_in(
+    body: PasswordSignIn, container: ContainerDep, ip: ClientIp, response: Response
+) -> TokenAnswer:
+    """Sign in with a local account's username and password."""
+    response.headers.update(_NO_STORE)
+    pair = await container.local_accounts.sign_in(body.username, body.password, ip)
+    return TokenAnswer.of(pair)
+
+
+@router.post("/auth/refresh", response_model=TokenAnswer, tags=["sessions"])
+async def refresh(body: RefreshBody, container: ContainerDep, response: Response) -> TokenAnswer:
+    """Spend a refresh token for a new pair; the roles in the new access token are current."""
+    response.headers.update(_NO_STORE)
+    return TokenAnswer.of(await container.sessions.refresh(body.refresh_token))
+
+
+@router.post("/auth/logout", status_code=204, tags=["sessions"])
+async def sign_out(body: RefreshBody, container: ContainerDep, ip: ClientIp) -> Response:
+    """End the session of this refresh token (its access tokens expire on their own, within minutes)."""
+    await container.sessions.sign_out(body.refresh_token, ip)
+    return Response(status_code=204)
+
+
+@router.post("/auth/exchange", response_model=TokenAnswer, tags=["sessions"])
+async def exchange(body: ExchangeBody, container: ContainerDep, response: Response) -> TokenAnswer:
+    """Exchange the one-time code of a single sign-on (given to the UI's /session/complete) for tokens."""
+    response.headers.update(_NO_STORE)
+    return TokenAnswer.of(await container.sessions.exchange(body.code))
+
+
+@router.get("/.well-known/jwks.json", tags=["keys"])
+async def jwks(container: ContainerDep) -> dict[str, Any]:
+    """The public keys that verify session tokens (also in the ``auth_keys`` KV bucket, key ``jwks``)."""
+    return container.keys.jwks()
+
+
+@router.post("/auth/keys/rotate", tags=["keys"])
+async def rotate_keys(user: CurrentUser, container: ContainerDep) -> dict[str, Any]:
+    """Admin: new signing key; the previous public key stays published so current sessions survive."""
+    if not user.admin:
+        raise NotAllowedError("only an Admin can rotate the signing keys")
+    return await container.rotate_keys()
+
+
+@router.post("/auth/local-users", response_model=LocalAccountAnswer, status_code=201, tags=["local accounts"])
+async def add_local_user(
+    body: NewLocalAccount, user: CurrentUser, container: ContainerDep
+) -> LocalAccountAnswer:
+    """Admin: add a local account; it signs in at /auth/token and lands in the org of its groups."""
+    account = await container.local_accounts.add(
+        user, body.username, body.password, body.email, body.name, body.groups, body.admin
+    )
+    return LocalAccountAnswer(
+        username=account.username,
+        email=account.email,
+        name=account.name,
+        groups=account.groups,
+        admin=account.admin,
+    )

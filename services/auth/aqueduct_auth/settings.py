@@ -1,0 +1,54 @@
+"""``AQUEDUCT_AUTH_*``: where the auth service listens, how long sessions live, how users sign in.
+
+Read once, in ``bootstrap``.
+"""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["AuthSettings"]
+
+
+class AuthSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AQUEDUCT_AUTH_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8002
+    # Empty: SQLite at <data_dir>/auth/auth.sqlite. Else sqlite:///path or postgresql://...
+    database_url: str = ""
+    # PEM of the ES256 signing key. Empty: generated on first start under <data_dir>/auth/ (mode 0600).
+    # Several auth processes behind one URL must share it.
+    signing_key: SecretStr = SecretStr("")
+    access_token_ttl: int = 15 * 60
+    refresh_token_ttl: int = 14 * 24 * 3600
+    # The one-time code the UI exchanges after single sign-on.
+    exchange_code_ttl: int = 60
+
+    bootstrap_admin_username: str = ""
+    bootstrap_admin_password: SecretStr = SecretStr("")
+
+    # Sign-in attempts allowed per window, per username and per client address.
+    sign_in_attempts_per_username: int = 10
+    sign_in_attempts_per_ip: int = 30
+    sign_in_window_seconds: int = 60
+    # Peers whose X-Forwarded-For is believed (the UI signs users in server-side).
+    trusted_proxies: list[str] = ["127.0.0.1", "::1"]
+
+    # How long to wait for the directory's sign-in answer (seconds).
+    directory_timeout: float = 5.0
+
+    # Single sign-on. Empty issuer: OIDC is off.
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr = SecretStr("")
+    oidc_scopes: str = "openid email profile groups"
+    oidc_groups_claim: str = "groups"
+    oidc_admin_group: str = ""
+    # Empty: <AQUEDUCT_AUTH_URL>/auth/oidc/callback.
+    oidc_redirect_uri: str = ""
+
+    # JupyterHub token bridge. Empty: off.
+    jupyterhub_api_url: str = ""
+    jupyterhub_cache_seconds: int = 60
