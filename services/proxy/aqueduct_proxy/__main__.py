@@ -1,0 +1,3 @@
+from aqueduct_proxy.bootstrap import run
+
+run()

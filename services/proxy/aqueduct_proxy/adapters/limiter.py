@@ -1,0 +1,165 @@
+"""Per-minute limits in Valkey/Redis, exact across any number of proxy replicas.
+
+Each counter is a hash of one-second buckets over a sliding 60-second window; one Lua script checks and
+charges every counter of a request atomically (Valkey's clock, so replicas agree). Output tokens are
+reserved up front when the request caps them (``max_tokens``) and settled from the upstream's usage.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+__all__ = ["Admission", "Counter", "Limiter", "LimiterDown", "Rejection"]
+
+log = logging.getLogger(__name__)
+
+WINDOW_SECONDS = 60
+
+# KEYS: counters. ARGV[1]: window; then per counter: limit, cost.
+# A cost of 0 (output tokens not reserved) only asks that something is left.
+# Returns {1, now, used_1..n} when admitted, {0, index, used, retry_after} when refused.
+_ADMIT = """
+local now = tonumber(redis.call('TIME')[1])
+local window = tonumber(ARGV[1])
+local oldest = now - window + 1
+local used = {}
+for i = 1, #KEYS do
+  local limit = tonumber(ARGV[2 * i])
+  local cost = tonumber(ARGV[2 * i + 1])
+  local h = redis.call('HGETALL', KEYS[i])
+  local total = 0
+  local buckets = {}
+  for j = 1, #h, 2 do
+    local sec = tonumber(h[j])
+    if sec < oldest then
+      redis.call('HDEL', KEYS[i], h[j])
+    else
+      local n = tonumber(h[j + 1])
+      total = total + n
+      buckets[#buckets + 1] = {sec, n}
+    end
+  end
+  used[i] = total
+  local need = cost
+  if need < 1 then need = 1 end
+  if total + need > limit then
+    table.sort(buckets, function(a, b) return a[1] < b[1] end)
+    local wait = window
+    local freed = 0
+    for _, b in ipairs(buckets) do
+      freed = freed + b[2]
+      if total - freed + need <= limit then
+        wait = b[1] + window - now
+        break
+      end
+    end
+    return {0, i, total, wait}
+  end
+end
+for i = 1, #KEYS do
+  local cost = tonumber(ARGV[2 * i + 1])
+  if cost > 0 then
+    redis.call('HINCRBY', KEYS[i], now, cost)
+    redis.call('EXPIRE', KEYS[i], window + 5)
+  end
+  used[i] = used[i] + cost
+end
+local result = {1, now}
+for i = 1, #KEYS do result[#result + 1] = used[i] end
+return result
+"""
+
+# KEYS: counters. ARGV[1]: the admission second; then one delta per counter.
+_SETTLE = """
+for i = 1, #KEYS do
+  local delta = tonumber(ARGV[i + 1])
+  if delta > 0 or (delta < 0 and redis.call('HEXISTS', KEYS[i], ARGV[1]) == 1) then
+    redis.call('HINCRBY', KEYS[i], ARGV[1], delta)
+    redis.call('EXPIRE', KEYS[i], 65)
+  end
+end
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    key: str
+    dimension: str  # "requests", "input_tokens" or "output_tokens"
+    limit: int
+    cost: int
+
+
+@dataclass(slots=True)
+class Admission:
+    """An admitted request: the counters it charged and what remains of each, for headers and settling."""
+
+    counters: list[Counter] = field(default_factory=list)
+    used: list[int] = field(default_factory=list)
+    second: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    counter: Counter
+    used: int
+    retry_after: int
+
+
+class LimiterDown(Exception):
+    """Valkey/Redis is unreachable."""
+
+
+class Limiter:
+    def __init__(self, redis: Redis, retry_down_after: float = 1.0) -> None:
+        self._redis = redis
+        self._admit = redis.register_script(_ADMIT)
+        self._settle = redis.register_script(_SETTLE)
+        # After a failure, do not wait for a timeout on every request: skip Valkey for a moment.
+        self._retry_down_after = retry_down_after
+        self._down_until = 0.0
+
+    async def admit(self, counters: list[Counter]) -> Admission | Rejection:
+        if not counters:
+            return Admission()
+        if time.monotonic() < self._down_until:
+            raise LimiterDown("rate-limit store unreachable (recent failure)")
+        args: list[int] = [WINDOW_SECONDS]
+        for c in counters:
+            args += (c.limit, c.cost)
+        try:
+            result = await self._admit(keys=[c.key for c in counters], args=args)
+        except (RedisError, OSError) as exc:
+            self._mark_down(exc)
+            raise LimiterDown(str(exc)) from exc
+        if int(result[0]) == 1:
+            return Admission(counters, [int(v) for v in result[2:]], int(result[1]))
+        counter = counters[int(result[1]) - 1]
+        return Rejection(counter, int(result[2]), max(1, int(result[3])))
+
+    async def settle(self, admission: Admission, output_tokens: int) -> None:
+        """Charge the output tokens the upstream reported, net of what was reserved."""
+        keys, deltas = [], []
+        for c in admission.counters:
+            if c.dimension == "output_tokens" and output_tokens != c.cost:
+                keys.append(c.key)
+                deltas.append(output_tokens - c.cost)
+        if not keys or time.monotonic() < self._down_until:
+            return
+        try:
+            await self._settle(keys=keys, args=[admission.second, *deltas])
+        except (RedisError, OSError) as exc:
+            self._mark_down(exc)
+
+    def _mark_down(self, exc: BaseException) -> None:
+        if time.monotonic() >= self._down_until:
+            log.warning("rate-limit store unreachable: %s", exc)
+        self._down_until = time.monotonic() + self._retry_down_after
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,162 @@
+"""Usage events to JetStream, off the response path, losing none while the bus is away.
+
+Requests only append to an in-memory buffer. A background task publishes in concurrent batches with
+``Nats-Msg-Id = event_id``, so a retried publish is de-duplicated by JetStream and by accounting.
+While NATS is unreachable the buffer grows up to ``max_buffered``; beyond that, and at shutdown, events
+are spilled to JSON-lines files under the spool folder, which are delivered first thing after a start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import uuid
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+from nats.js import JetStreamContext
+
+from aqueduct_libs import names
+from aqueduct_libs.events import UsageRecorded
+
+__all__ = ["UsagePublisher"]
+
+log = logging.getLogger(__name__)
+
+
+class UsagePublisher:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        spool_dir: Path,
+        *,
+        max_buffered: int = 100_000,
+        batch_size: int = 256,
+        publish_timeout: float = 2.0,
+        on_published: Callable[[int], None] | None = None,
+    ) -> None:
+        self._js = js
+        self._spool_dir = spool_dir
+        self._max_buffered = max_buffered
+        self._batch_size = batch_size
+        self._timeout = publish_timeout
+        self._buffer: deque[bytes] = deque()  # serialised events: (event_id \t json)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._spilled = False
+        self._on_published = on_published
+        self.published = 0
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def record(self, event: UsageRecorded) -> None:
+        """Called on the request path: never blocks, never raises for a bus problem."""
+        self._buffer.append(event.event_id.encode() + b"\t" + event.model_dump_json().encode())
+        if len(self._buffer) > self._max_buffered:
+            self._spill(self._max_buffered // 2)
+        self._wake.set()
+
+    def start(self) -> None:
+        self._claim_spool()
+        self._task = asyncio.create_task(self._run(), name="usage-publisher")
+
+    async def stop(self, drain_timeout: float = 5.0) -> None:
+        """Deliver what is buffered within ``drain_timeout``, persist the rest to the spool."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), drain_timeout)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        if self._buffer:
+            self._spill(len(self._buffer))
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            if not self._buffer:
+                if self._closing:
+                    return
+                if self._spilled:
+                    self._spilled = False
+                    self._claim_spool()  # the bus is back: deliver what overflowed to disk
+                    continue
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = [self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))]
+            failed = await self._publish(batch)
+            if failed:
+                # Keep their order ahead of newer events; the same ids are re-sent, so retries are safe.
+                self._buffer.extendleft(reversed(failed))
+                if self._closing and not self._js._nc.is_connected:  # type: ignore[attr-defined]
+                    return
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            else:
+                backoff = 0.1
+
+    async def _publish(self, batch: list[bytes]) -> list[bytes]:
+        async def one(line: bytes) -> bool:
+            event_id, _, payload = line.partition(b"\t")
+            try:
+                await self._js.publish(
+                    names.USAGE_SUBJECT,
+                    payload,
+                    timeout=self._timeout,
+                    headers={"Nats-Msg-Id": event_id.decode()},
+                )
+                return True
+            except Exception:  # any bus failure: keep the event and try again later
+                return False
+
+        results = await asyncio.gather(*(one(line) for line in batch))
+        ok = sum(results)
+        self.published += ok
+        if self._on_published and ok:
+            self._on_published(ok)
+        if ok < len(batch):
+            log.warning("%d usage events not delivered yet; %d buffered", len(batch) - ok, len(self._buffer))
+        return [line for line, done in zip(batch, results, strict=True) if not done]
+
+    # -- spool -----------------------------------------------------------------------------------------
+
+    def _spill(self, count: int) -> None:
+        """Move the ``count`` oldest buffered events to a new spool file (written whole, then renamed)."""
+        self._spool_dir.mkdir(parents=True, exist_ok=True)
+        lines = [self._buffer.popleft() for _ in range(min(count, len(self._buffer)))]
+        if not lines:
+            return
+        name = f"usage-{os.getpid()}-{uuid.uuid4().hex}.jsonl"
+        tmp = self._spool_dir / f".{name}.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(b"\n".join(lines) + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.rename(self._spool_dir / name)
+        self._spilled = True
+        log.warning("spooled %d usage events to %s", len(lines), self._spool_dir / name)
+
+    def _claim_spool(self) -> None:
+        """Take over spool files (renaming first, so two replicas never deliver the same file twice)."""
+        if not self._spool_dir.is_dir():
+            return
+        for path in sorted(self._spool_dir.glob("usage-*.jsonl")):
+            claimed = path.with_suffix(f".claimed-{os.getpid()}")
+            try:
+                path.rename(claimed)
+            except FileNotFoundError:
+                continue  # another replica took it
+            lines = [line for line in claimed.read_bytes().split(b"\n") if line]
+            self._buffer.extend(lines)
+            claimed.unlink()
+            log.info("re-delivering %d spooled usage events from %s", len(lines), path.name)

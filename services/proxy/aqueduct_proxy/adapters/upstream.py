@@ -1,0 +1,74 @@
+"""HTTP calls to model servers: one shared aiohttp session with a large connection pool.
+
+(httpx's default pool caps a pass-through at a few hundred requests per second; aiohttp's does not.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import aiohttp
+
+__all__ = ["Cooldown", "UpstreamClient"]
+
+
+class UpstreamClient:
+    def __init__(
+        self, *, pool_size: int = 1000, timeout: float = 600.0, connect_timeout: float = 10.0
+    ) -> None:
+        self._pool_size = pool_size
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=0, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            # Ask for identity encoding: usage is read from the bytes, and compressing on loopback costs.
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        )
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "UpstreamClient.start() was not awaited"
+        return self._session
+
+    async def request(
+        self, method: str, url: str, *, headers: dict[str, str], data: bytes | aiohttp.FormData | None
+    ) -> aiohttp.ClientResponse:
+        return await self.session.request(method, url, headers=headers, data=data, allow_redirects=False)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+class Cooldown:
+    """An endpoint that failed ``failures`` times within ``window`` seconds is skipped for ``seconds``."""
+
+    def __init__(self, failures: int = 5, window: float = 30.0, seconds: float = 30.0) -> None:
+        self._failures = failures
+        self._window = window
+        self._seconds = seconds
+        self._recent: dict[str, deque[float]] = {}
+        self._until: dict[str, float] = {}
+
+    def cooling(self, slug: str) -> bool:
+        until = self._until.get(slug)
+        return until is not None and time.monotonic() < until
+
+    def failed(self, slug: str) -> None:
+        now = time.monotonic()
+        recent = self._recent.setdefault(slug, deque())
+        recent.append(now)
+        while recent and recent[0] < now - self._window:
+            recent.popleft()
+        if len(recent) >= self._failures:
+            self._until[slug] = now + self._seconds
+            recent.clear()
+
+    def succeeded(self, slug: str) -> None:
+        if slug in self._recent:
+            self._recent[slug].clear()

@@ -1,0 +1,386 @@
+"""The data plane's use cases: authenticate, route, admit, send upstream (retries, cooldown, fallbacks)
+and record usage. HTTP specifics stay in the entrypoints; this layer takes and returns plain values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import orjson
+
+from aqueduct_libs.events import UsageRecorded, utcnow
+from aqueduct_libs.snapshot import Limits, TokenGrant
+from aqueduct_libs.tokens import hash_token
+from aqueduct_proxy.adapters.limiter import Admission, Counter, Limiter, LimiterDown, Rejection
+from aqueduct_proxy.adapters.publisher import UsagePublisher
+from aqueduct_proxy.adapters.tokenizer import TokenCounter
+from aqueduct_proxy.adapters.upstream import Cooldown, UpstreamClient
+from aqueduct_proxy.domain.access import Route, check_grant, model_allowed, resolve_model, visible_models
+from aqueduct_proxy.domain.errors import (
+    BadRequestError,
+    ForbiddenError,
+    LimiterUnavailableError,
+    ModelNotFoundError,
+    RateLimitedError,
+    UpstreamError,
+)
+from aqueduct_proxy.domain.snapshot import Endpoint, Snapshot
+from aqueduct_proxy.domain.usage import TokenUsage
+from aqueduct_proxy.metrics import ProxyMetrics
+
+__all__ = ["Call", "Gateway", "GatewayConfig"]
+
+log = logging.getLogger(__name__)
+
+# Routes whose streams accept stream_options.include_usage (the Responses API reports usage on its own).
+_STREAM_OPTIONS_ROUTES = frozenset({"/chat/completions", "/completions"})
+_OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+_HEADER_DIMENSION = {"requests": "requests", "input_tokens": "tokens", "output_tokens": "output-tokens"}
+_RETRYABLE_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    secret_key: bytes
+    public_ui_url: str
+    fail_open: bool = True
+    retries: int = 2
+    retry_backoff: float = 0.2
+
+
+@dataclass(slots=True)
+class Call:
+    """One request on its way through the gateway."""
+
+    grant: TokenGrant
+    api_path: str  # the public route, e.g. "/v1/chat/completions"
+    upstream_path: str  # appended to the endpoint's base URL, e.g. "/chat/completions"
+    endpoint: Endpoint
+    route: Route | None = None
+    payload: dict[str, Any] | None = None  # JSON body
+    form: list[tuple[str, Any]] | None = None  # multipart fields, in order
+    raw: bytes | None = None  # any other body, forwarded as it came (endpoint routes only)
+    stream: bool = False
+    client_wants_usage: bool = False
+    input_tokens: int = 0
+    reserved_output: int = 0
+    admission: Admission | None = None
+    started: float = field(default_factory=time.perf_counter)
+    occurred_at: datetime = field(default_factory=utcnow)
+
+    @property
+    def model(self) -> str:
+        return self.route.model if self.route else ""
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        snapshot: Snapshot,
+        upstream: UpstreamClient,
+        publisher: UsagePublisher | None,
+        limiter: Limiter | None,
+        counter: TokenCounter,
+        cooldown: Cooldown,
+        metrics: ProxyMetrics,
+    ) -> None:
+        self.config = config
+        self.snapshot = snapshot
+        self.upstream = upstream
+        self.publisher = publisher
+        self.limiter = limiter
+        self.counter = counter
+        self.cooldown = cooldown
+        self.metrics = metrics
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- who and where ---------------------------------------------------------------------------------
+
+    def authenticate(self, authorization: str | None) -> TokenGrant:
+        grant = None
+        if authorization and authorization[:7].lower() == "bearer ":
+            grant = self.snapshot.grants.get(hash_token(authorization[7:].strip(), self.config.secret_key))
+        return check_grant(grant, self.snapshot, self.config.public_ui_url)
+
+    def list_models(self, grant: TokenGrant) -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [
+                {"id": m.name, "object": "model", "created": 0, "owned_by": m.endpoint}
+                for m in visible_models(grant, self.snapshot)
+            ],
+        }
+
+    def prepare(
+        self,
+        grant: TokenGrant,
+        api_path: str,
+        upstream_path: str,
+        *,
+        payload: dict[str, Any] | None = None,
+        form: list[tuple[str, Any]] | None = None,
+        raw: bytes | None = None,
+        slug: str | None = None,
+        model_required: bool = True,
+    ) -> Call:
+        model: Any = None
+        if payload is not None:
+            model = payload.get("model")
+        elif form is not None:
+            model = next((v for k, v in form if k == "model" and isinstance(v, str)), None)
+        if model is None and not model_required and slug is not None:
+            endpoint = self.snapshot.endpoints.get(slug)
+            if endpoint is None:
+                raise ModelNotFoundError(f"The endpoint '{slug}' does not exist.")
+            if grant.allowed_models is not None and not any(
+                m.endpoint == slug and model_allowed(grant, m.name) for m in self.snapshot.models.values()
+            ):
+                raise ForbiddenError(f"This API key may not use any model of the endpoint '{slug}'.")
+            return Call(grant, api_path, upstream_path, endpoint, payload=payload, form=form, raw=raw)
+        if not isinstance(model, str) or not model:
+            raise BadRequestError("You must provide a model parameter.", param="model")
+        route = resolve_model(grant, self.snapshot, model, slug)
+        call = Call(grant, api_path, upstream_path, route.endpoint, route=route, payload=payload, form=form)
+        if payload is not None:
+            call.stream = payload.get("stream") is True
+            options = payload.get("stream_options")
+            call.client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+            cap = next((payload[k] for k in _OUTPUT_CAPS if isinstance(payload.get(k), int)), 0)
+            call.reserved_output = max(0, cap)
+            if call.stream or self._limits_input(call):
+                call.input_tokens = self.counter.count(payload)
+        return call
+
+    # -- limits ----------------------------------------------------------------------------------------
+
+    def _limit_sets(self, call: Call) -> list[tuple[str, Limits]]:
+        sets = [("t", call.grant.limits)]
+        if call.route is not None and call.route.model_limits is not None:
+            sets.append((f"m:{call.route.model}", call.route.model_limits))
+        return sets
+
+    def _limits_input(self, call: Call) -> bool:
+        return any(limits.input_tokens_per_minute is not None for _, limits in self._limit_sets(call))
+
+    def _counters(self, call: Call) -> list[Counter]:
+        # One hash tag per token keeps all of a request's counters in one cluster slot (one Lua script).
+        prefix = f"aq:rl:{{{call.grant.token_id}}}"
+        counters = []
+        for scope, limits in self._limit_sets(call):
+            if limits.requests_per_minute is not None:
+                counters.append(Counter(f"{prefix}:{scope}:rpm", "requests", limits.requests_per_minute, 1))
+            if limits.input_tokens_per_minute is not None:
+                counters.append(
+                    Counter(
+                        f"{prefix}:{scope}:itpm",
+                        "input_tokens",
+                        limits.input_tokens_per_minute,
+                        call.input_tokens,
+                    )
+                )
+            if limits.output_tokens_per_minute is not None:
+                counters.append(
+                    Counter(
+                        f"{prefix}:{scope}:otpm",
+                        "output_tokens",
+                        limits.output_tokens_per_minute,
+                        call.reserved_output,
+                    )
+                )
+        return counters
+
+    async def admit(self, call: Call) -> dict[str, str]:
+        """Charge the request's limits; the answer's ``x-ratelimit-*`` headers, or RateLimitedError."""
+        if self.limiter is None:
+            return {}
+        counters = self._counters(call)
+        if not counters:
+            return {}
+        try:
+            result = await self.limiter.admit(counters)
+        except LimiterDown as exc:
+            self.metrics.limiter_failures.inc()
+            if self.config.fail_open:
+                return {}
+            raise LimiterUnavailableError(
+                "Rate limits cannot be checked right now; try again shortly."
+            ) from exc
+        if isinstance(result, Rejection):
+            self.metrics.limit_rejections.labels(result.counter.dimension).inc()
+            raise RateLimitedError(_rejection_message(result), headers=_rejection_headers(result))
+        call.admission = result
+        headers: dict[str, str] = {}
+        for counter, used in zip(result.counters, result.used, strict=True):
+            name = _HEADER_DIMENSION[counter.dimension]
+            remaining = str(max(0, counter.limit - used))
+            previous = headers.get(f"x-ratelimit-remaining-{name}")
+            if previous is None or int(remaining) < int(previous):
+                headers[f"x-ratelimit-limit-{name}"] = str(counter.limit)
+                headers[f"x-ratelimit-remaining-{name}"] = remaining
+        return headers
+
+    # -- upstream --------------------------------------------------------------------------------------
+
+    def _candidates(self, call: Call) -> list[Route | None]:
+        if call.route is None:
+            return [None]
+        routes: list[Route | None] = [call.route]
+        for name in call.route.fallbacks:
+            try:
+                routes.append(resolve_model(call.grant, self.snapshot, name))
+            except (ModelNotFoundError, ForbiddenError):
+                log.warning("fallback model %s of %s is not usable; skipped", name, call.route.model)
+        return routes
+
+    def _body(self, call: Call, route: Route | None) -> bytes | aiohttp.FormData | None:
+        if call.payload is not None:
+            payload = call.payload
+            if route is not None and route.upstream_model:
+                payload = {**payload, "model": route.upstream_model}
+            if call.stream and call.upstream_path in _STREAM_OPTIONS_ROUTES:
+                options = payload.get("stream_options")
+                payload = {
+                    **payload,
+                    "stream_options": {
+                        **(options if isinstance(options, dict) else {}),
+                        "include_usage": True,
+                    },
+                }
+            return orjson.dumps(payload)
+        if call.form is not None:
+            form = aiohttp.FormData(quote_fields=False)
+            for name, value in call.form:
+                if name == "model" and route is not None and route.upstream_model:
+                    value = route.upstream_model
+                if isinstance(value, str):
+                    form.add_field(name, value)
+                else:  # an uploaded file
+                    form.add_field(
+                        name,
+                        value.file.read() if hasattr(value, "file") else value,
+                        filename=getattr(value, "filename", None),
+                        content_type=getattr(value, "content_type", None),
+                    )
+                    if hasattr(value, "file"):
+                        value.file.seek(0)
+            return form
+        return call.raw
+
+    async def send(
+        self, call: Call, method: str, query: str, forward_headers: dict[str, str]
+    ) -> aiohttp.ClientResponse:
+        """Open the upstream answer, retrying and falling back while nothing has reached the client."""
+        candidates = self._candidates(call)
+        last = len(candidates) - 1
+        error: BaseException | None = None
+        for index, route in enumerate(candidates):
+            endpoint = route.endpoint if route is not None else call.endpoint
+            if index < last and self.cooldown.cooling(endpoint.slug):
+                continue
+            url = endpoint.base_url + call.upstream_path + (f"?{query}" if query else "")
+            headers = dict(forward_headers)
+            if endpoint.auth_header:
+                headers["Authorization"] = endpoint.auth_header
+            for attempt in range(self.config.retries + 1):
+                final = index == last and attempt == self.config.retries
+                try:
+                    response = await self.upstream.request(
+                        method, url, headers=headers, data=self._body(call, route)
+                    )
+                except _RETRYABLE_ERRORS as exc:
+                    error = exc
+                    self.metrics.upstream_errors.labels(endpoint.slug, type(exc).__name__).inc()
+                    self.cooldown.failed(endpoint.slug)
+                else:
+                    if response.status != 429 and response.status < 500:
+                        self.cooldown.succeeded(endpoint.slug)
+                        if route is not None and route is not call.route:
+                            call.route = route  # served by a fallback: account it under that model
+                        return response
+                    self.metrics.upstream_errors.labels(endpoint.slug, str(response.status)).inc()
+                    self.cooldown.failed(endpoint.slug)
+                    if final:
+                        return response  # nothing left to try: the client sees the upstream's answer
+                    response.release()
+                if attempt < self.config.retries:
+                    await asyncio.sleep(self.config.retry_backoff * (2**attempt))
+        if isinstance(error, TimeoutError):
+            raise UpstreamError("The model server did not answer in time.") from error
+        raise UpstreamError(f"The model server could not be reached ({type(error).__name__}).") from error
+
+    # -- usage -----------------------------------------------------------------------------------------
+
+    def record(
+        self,
+        call: Call,
+        status: int,
+        usage: TokenUsage | None,
+        *,
+        ttft: float | None = None,
+        cut_short: bool = False,
+        estimated_output: int = 0,
+    ) -> None:
+        """Publish the usage event (off the response path) and settle output-token limits."""
+        if usage is None:
+            usage = TokenUsage(call.input_tokens, estimated_output, 0)
+        grant = call.grant
+        latency = time.perf_counter() - call.started
+        event = UsageRecorded(
+            occurred_at=call.occurred_at,
+            token_id=grant.token_id,
+            user_id=grant.user_id,
+            service_account_id=grant.service_account_id,
+            team_id=grant.team_id,
+            org_id=grant.org_id,
+            endpoint=(call.route.endpoint.slug if call.route else call.endpoint.slug),
+            model=call.model,
+            route=call.api_path,
+            status_code=status,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_tokens,
+            latency_ms=round(latency * 1000, 3),
+            ttft_ms=round(ttft * 1000, 3) if ttft is not None else None,
+            streamed=call.stream,
+            cut_short=cut_short,
+        )
+        if self.publisher is not None:
+            self.publisher.record(event)
+        if usage.input_tokens or usage.output_tokens:
+            self.metrics.tokens.labels(call.model, "input").inc(usage.input_tokens)
+            self.metrics.tokens.labels(call.model, "output").inc(usage.output_tokens)
+        if self.limiter is not None and call.admission is not None and call.admission.counters:
+            task = asyncio.create_task(self.limiter.settle(call.admission, usage.output_tokens))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _rejection_message(rejection: Rejection) -> str:
+    counter = rejection.counter
+    what = {"requests": "requests", "input_tokens": "input tokens", "output_tokens": "output tokens"}
+    return (
+        f"Rate limit reached: {counter.limit} {what[counter.dimension]} per minute "
+        f"(used {rejection.used}). Please try again in {rejection.retry_after}s."
+    )
+
+
+def _rejection_headers(rejection: Rejection) -> dict[str, str]:
+    counter = rejection.counter
+    name = _HEADER_DIMENSION[counter.dimension]
+    return {
+        "Retry-After": str(rejection.retry_after),
+        f"x-ratelimit-limit-{name}": str(counter.limit),
+        f"x-ratelimit-remaining-{name}": str(max(0, counter.limit - rejection.used)),
+        f"x-ratelimit-reset-{name}": f"{rejection.retry_after}s",
+    }

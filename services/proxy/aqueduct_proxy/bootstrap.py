@@ -1,0 +1,177 @@
+"""The one wiring function of the proxy, and ``run()`` (what ``python -m aqueduct_proxy`` executes)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import signal
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from nats.aio.client import Client as NATS
+from redis.asyncio import Redis
+
+from aqueduct_libs import names
+from aqueduct_libs.bus import KVWatcher, connect, ensure_topology
+from aqueduct_libs.ops import configure_logging
+from aqueduct_libs.settings import CommonSettings
+from aqueduct_proxy.adapters.limiter import Limiter
+from aqueduct_proxy.adapters.publisher import UsagePublisher
+from aqueduct_proxy.adapters.tokenizer import TokenCounter
+from aqueduct_proxy.adapters.upstream import Cooldown, UpstreamClient
+from aqueduct_proxy.application.gateway import Gateway, GatewayConfig
+from aqueduct_proxy.domain.snapshot import Snapshot
+from aqueduct_proxy.entrypoints.http import build_app
+from aqueduct_proxy.metrics import ProxyMetrics
+from aqueduct_proxy.settings import ProxySettings
+
+__all__ = ["Proxy", "bootstrap", "run", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Proxy:
+    """The wired proxy: its HTTP app and everything to shut down after it."""
+
+    app: web.Application
+    gateway: Gateway
+    nc: NATS
+    watchers: list[KVWatcher] = field(default_factory=list)
+    drain_seconds: float = 5.0
+
+    @property
+    def ready(self) -> bool:
+        return self.watchers[0].ready.is_set()
+
+    async def close(self) -> None:
+        """Stop watching, deliver or spool every usage event, then let go of the connections."""
+        for watcher in self.watchers:
+            await watcher.stop()
+        await self.gateway.drain()
+        if self.gateway.publisher is not None:
+            await self.gateway.publisher.stop(self.drain_seconds)
+        if self.gateway.limiter is not None:
+            await self.gateway.limiter.close()
+        await self.gateway.upstream.close()
+        with contextlib.suppress(Exception):
+            await self.nc.close()
+
+
+async def _connect_bus(url: str) -> NATS:
+    while True:
+        try:
+            return await connect(url, name="aqueduct-proxy")
+        except Exception as exc:  # the bus may start after us; the proxy cannot serve without it
+            log.warning("NATS at %s not reachable yet (%s); retrying", url, exc)
+            await asyncio.sleep(1.0)
+
+
+async def bootstrap(settings: ProxySettings, common: CommonSettings) -> Proxy:
+    nc = await _connect_bus(common.nats_url)
+    js = nc.jetstream()
+    await ensure_topology(js)
+    metrics = ProxyMetrics()
+    snapshot = Snapshot()
+    upstream = UpstreamClient(
+        pool_size=settings.upstream_pool_size,
+        timeout=settings.upstream_timeout_seconds,
+        connect_timeout=settings.upstream_connect_timeout_seconds,
+    )
+    await upstream.start()
+    limiter = None
+    if settings.redis_url:
+        redis = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout_seconds,
+            socket_connect_timeout=settings.redis_timeout_seconds,
+            max_connections=512,
+        )
+        limiter = Limiter(redis)
+    publisher = UsagePublisher(
+        js,
+        common.data_dir / "proxy-spool",
+        max_buffered=settings.usage_buffer_max,
+        on_published=metrics.usage_published.inc,
+    )
+    publisher.start()
+    gateway = Gateway(
+        GatewayConfig(
+            secret_key=common.secret_key_bytes,
+            public_ui_url=common.public_ui_url,
+            fail_open=settings.limits_on_store_failure == "open",
+            retries=settings.retries,
+            retry_backoff=settings.retry_backoff_seconds,
+        ),
+        snapshot,
+        upstream,
+        publisher,
+        limiter,
+        TokenCounter(settings.tokenizer_encoding),
+        Cooldown(settings.cooldown_failures, settings.cooldown_window_seconds, settings.cooldown_seconds),
+        metrics,
+    )
+    watchers = [
+        KVWatcher(js, names.AUTH_SNAPSHOT_BUCKET, snapshot.on_snapshot_put, snapshot.on_snapshot_delete),
+        KVWatcher(js, names.QUOTA_BUCKET, snapshot.on_quota_put, snapshot.on_quota_delete),
+    ]
+    for watcher in watchers:
+        watcher.start()
+    proxy = Proxy(
+        app=web.Application(),
+        gateway=gateway,
+        nc=nc,
+        watchers=watchers,
+        drain_seconds=settings.shutdown_drain_seconds,
+    )
+    proxy.app = build_app(gateway, lambda: proxy.ready, settings.max_body_bytes)
+    return proxy
+
+
+async def serve(settings: ProxySettings, common: CommonSettings, stop: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or ``stop``), then shut down without losing usage events."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    proxy = await bootstrap(settings, common)
+    runner = web.AppRunner(proxy.app, access_log=None, handle_signals=False, shutdown_timeout=30.0)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=settings.workers > 1, backlog=4096)
+    await site.start()
+    log.info("proxy listening on http://%s:%d/v1", settings.host, settings.port)
+    await stop.wait()
+    log.info("shutting down: finishing requests, delivering usage events")
+    await runner.cleanup()  # stops accepting, waits for in-flight requests
+    await proxy.close()
+
+
+def _serve_process(settings: ProxySettings) -> None:
+    common = CommonSettings()
+    configure_logging("proxy", common.log_level)
+    import uvloop
+
+    uvloop.run(serve(settings, common))
+
+
+def run() -> None:
+    settings = ProxySettings()
+    common = CommonSettings()  # fail fast on insecure settings, before forking workers
+    configure_logging("proxy", common.log_level)
+    if settings.workers <= 1:
+        _serve_process(settings)
+        return
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_serve_process, args=(settings,)) for _ in range(settings.workers - 1)]
+    for worker in workers:
+        worker.start()
+    try:
+        _serve_process(settings)
+    finally:
+        for worker in workers:
+            if worker.is_alive() and worker.pid:
+                worker.terminate()  # SIGTERM: each worker drains its own usage events
+        for worker in workers:
+            worker.join(60)

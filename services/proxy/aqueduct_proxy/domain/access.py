@@ -1,0 +1,96 @@
+"""Who may call what: token lookup, terms of service, budgets, model permission and routing rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aqueduct_libs.snapshot import Limits, ModelRoute, TokenGrant
+from aqueduct_proxy.domain.errors import (
+    BudgetExhaustedError,
+    ForbiddenError,
+    InvalidTokenError,
+    ModelNotFoundError,
+    TermsNotAcceptedError,
+)
+from aqueduct_proxy.domain.snapshot import Endpoint, Snapshot
+
+__all__ = ["Route", "check_grant", "model_allowed", "resolve_model", "visible_models"]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one model call goes: the model as the client named it and as the upstream knows it."""
+
+    model: str  # the name the client used ("" when the request names none)
+    upstream_model: str | None
+    endpoint: Endpoint
+    fallbacks: tuple[str, ...] = ()
+    model_limits: Limits | None = None
+
+
+def check_grant(grant: TokenGrant | None, snapshot: Snapshot, public_ui_url: str) -> TokenGrant:
+    if grant is None:
+        raise InvalidTokenError("Incorrect API key provided. Create a token in the Aqueduct web UI.")
+    if grant.expires_at is not None and grant.expires_at <= datetime.now(UTC):
+        raise InvalidTokenError("This API key has expired. Create a new token in the Aqueduct web UI.")
+    if not grant.tos_accepted:
+        where = grant.tos_url or public_ui_url
+        raise TermsNotAcceptedError(
+            f"You have not accepted the current terms of service. Accept them at {where} to use this API."
+        )
+    decision = snapshot.quota_in_force(grant)
+    if decision is not None:
+        raise BudgetExhaustedError(
+            f"The {decision.budget} is used up until {decision.until.isoformat()}. "
+            "Ask your administrator to raise it or wait for the next period."
+        )
+    return grant
+
+
+def model_allowed(grant: TokenGrant, model: str) -> bool:
+    return grant.allowed_models is None or model in grant.allowed_models
+
+
+def visible_models(grant: TokenGrant, snapshot: Snapshot) -> list[ModelRoute]:
+    return sorted(
+        (
+            m
+            for m in snapshot.models.values()
+            if model_allowed(grant, m.name) and m.endpoint in snapshot.endpoints
+        ),
+        key=lambda m: m.name,
+    )
+
+
+def resolve_model(grant: TokenGrant, snapshot: Snapshot, model: str, slug: str | None = None) -> Route:
+    """Route a model name; with ``slug`` (the ``/{slug}/v1/...`` form) the model must live on that endpoint."""
+    route = snapshot.models.get(model)
+    if slug is not None:
+        endpoint = snapshot.endpoints.get(slug)
+        if endpoint is None:
+            raise ModelNotFoundError(f"The endpoint '{slug}' does not exist.")
+        if route is None or route.endpoint != slug:
+            # Clients of an endpoint route may use the upstream's own model id.
+            route = next(
+                (m for m in snapshot.models.values() if m.endpoint == slug and m.upstream_model == model),
+                None,
+            )
+        if route is None:
+            raise ModelNotFoundError(
+                f"The model '{model}' is not served by the endpoint '{slug}'.", param="model"
+            )
+    if route is None:
+        raise ModelNotFoundError(f"The model '{model}' does not exist.", param="model")
+    if not model_allowed(grant, route.name):
+        raise ForbiddenError(f"This API key is not allowed to use the model '{route.name}'.", param="model")
+    endpoint = snapshot.endpoints.get(route.endpoint)
+    if endpoint is None:
+        raise ModelNotFoundError(f"The model '{model}' has no endpoint configured.", param="model")
+    return Route(
+        model=route.name,
+        upstream_model=route.upstream_model,
+        endpoint=endpoint,
+        fallbacks=tuple(route.fallbacks),
+        model_limits=grant.model_limits.get(route.name),
+    )

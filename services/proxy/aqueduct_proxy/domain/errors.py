@@ -1,0 +1,98 @@
+"""Errors of the data plane, each one an OpenAI-format answer: the official SDK maps the status to its class."""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadRequestError",
+    "BudgetExhaustedError",
+    "ForbiddenError",
+    "InvalidTokenError",
+    "LimiterUnavailableError",
+    "ModelNotFoundError",
+    "PayloadTooLargeError",
+    "ProxyError",
+    "RateLimitedError",
+    "RouteNotFoundError",
+    "TermsNotAcceptedError",
+    "UpstreamError",
+]
+
+
+class ProxyError(Exception):
+    status = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, object]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class BadRequestError(ProxyError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class PayloadTooLargeError(ProxyError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class RouteNotFoundError(ProxyError):
+    status = 404
+    type = "invalid_request_error"
+    code = "unknown_url"
+
+
+class InvalidTokenError(ProxyError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class ForbiddenError(ProxyError):
+    status = 403
+    type = "invalid_request_error"
+    code = "model_not_allowed"
+
+
+class TermsNotAcceptedError(ProxyError):
+    status = 403
+    type = "invalid_request_error"
+    code = "terms_not_accepted"
+
+
+class ModelNotFoundError(ProxyError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class RateLimitedError(ProxyError):
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+
+class BudgetExhaustedError(ProxyError):
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
+class LimiterUnavailableError(ProxyError):
+    status = 503
+    type = "server_error"
+    code = "rate_limiter_unavailable"
+
+
+class UpstreamError(ProxyError):
+    status = 502
+    type = "server_error"
+    code = "upstream_error"

@@ -1,0 +1,109 @@
+"""The in-memory mirror of the auth snapshot and quota buckets: everything the request path looks up.
+
+Entries are parsed once, when the KV watch delivers them, so a request does dictionary lookups only.
+A bad entry is logged and skipped; the last good value of that key stays in force.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pydantic import ValidationError
+
+from aqueduct_libs import names
+from aqueduct_libs.snapshot import EndpointRoute, ModelRoute, QuotaDecision, TokenGrant
+
+__all__ = ["Endpoint", "Snapshot"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """An endpoint route with what forwarding needs precomputed (base URL, auth header)."""
+
+    slug: str
+    base_url: str  # without trailing slash, including /v1 where the provider has it
+    provider: str
+    auth_header: str | None  # "Bearer <key>", read from the environment when the route arrives
+    route: EndpointRoute = field(repr=False)
+
+    @classmethod
+    def from_route(cls, route: EndpointRoute) -> Endpoint:
+        key = os.environ.get(route.api_key_env) if route.api_key_env else None
+        if route.api_key_env and not key:
+            log.warning("endpoint %s: environment variable %s is not set", route.slug, route.api_key_env)
+        return cls(
+            slug=route.slug,
+            base_url=route.url.rstrip("/"),
+            provider=route.provider,
+            auth_header=f"Bearer {key}" if key else None,
+            route=route,
+        )
+
+
+class Snapshot:
+    """Token grants, model routes, endpoints and quota decisions, kept current by KV watches."""
+
+    def __init__(self) -> None:
+        self.grants: dict[str, TokenGrant] = {}
+        self.models: dict[str, ModelRoute] = {}
+        self.endpoints: dict[str, Endpoint] = {}
+        self.quotas: dict[str, QuotaDecision] = {}
+        self._model_keys: dict[str, str] = {}  # KV key -> model name, to apply deletes
+
+    # -- auth_snapshot bucket --------------------------------------------------------------------------
+
+    def on_snapshot_put(self, key: str, value: bytes) -> None:
+        try:
+            if key.startswith(names.SNAPSHOT_TOKEN_PREFIX):
+                grant = TokenGrant.model_validate_json(value)
+                self.grants[key[len(names.SNAPSHOT_TOKEN_PREFIX) :]] = grant
+            elif key.startswith(names.SNAPSHOT_MODEL_PREFIX):
+                model = ModelRoute.model_validate_json(value)
+                old = self._model_keys.get(key)
+                if old is not None and old != model.name:
+                    self.models.pop(old, None)
+                self._model_keys[key] = model.name
+                self.models[model.name] = model
+            elif key.startswith(names.SNAPSHOT_ENDPOINT_PREFIX):
+                endpoint = Endpoint.from_route(EndpointRoute.model_validate_json(value))
+                self.endpoints[endpoint.slug] = endpoint
+        except ValidationError as exc:
+            log.error("ignoring malformed snapshot entry %s: %s", key, exc.errors()[:1])
+
+    def on_snapshot_delete(self, key: str) -> None:
+        if key.startswith(names.SNAPSHOT_TOKEN_PREFIX):
+            self.grants.pop(key[len(names.SNAPSHOT_TOKEN_PREFIX) :], None)
+        elif key.startswith(names.SNAPSHOT_MODEL_PREFIX):
+            name = self._model_keys.pop(key, None)
+            if name is not None:
+                self.models.pop(name, None)
+        elif key.startswith(names.SNAPSHOT_ENDPOINT_PREFIX):
+            slug = key[len(names.SNAPSHOT_ENDPOINT_PREFIX) :]
+            for endpoint_slug in [s for s in self.endpoints if names.kv_safe(s) == slug]:
+                self.endpoints.pop(endpoint_slug, None)
+
+    # -- quota bucket ----------------------------------------------------------------------------------
+
+    def on_quota_put(self, key: str, value: bytes) -> None:
+        try:
+            self.quotas[key] = QuotaDecision.model_validate_json(value)
+        except ValidationError as exc:
+            log.error("ignoring malformed quota decision %s: %s", key, exc.errors()[:1])
+
+    def on_quota_delete(self, key: str) -> None:
+        self.quotas.pop(key, None)
+
+    def quota_in_force(self, grant: TokenGrant, now: datetime | None = None) -> QuotaDecision | None:
+        if not self.quotas:
+            return None
+        now = now or datetime.now(UTC)
+        for key in (f"user.{grant.user_id}", f"team.{grant.team_id}", f"org.{grant.org_id}"):
+            decision = self.quotas.get(key)
+            if decision is not None and decision.until > now:
+                return decision
+        return None

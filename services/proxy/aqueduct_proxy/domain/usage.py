@@ -1,0 +1,91 @@
+"""Reading token usage out of upstream answers, whole or streamed.
+
+Streaming: the upstream is always asked for a final usage chunk; ``StreamTally`` watches the server-sent
+events go by, keeps that usage, says whether the client wanted that chunk, and counts content chunks so a
+stream cut short still has an estimate of what was produced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+__all__ = ["StreamTally", "TokenUsage", "usage_from_body"]
+
+
+@dataclass(slots=True)
+class TokenUsage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _from_usage(usage: Any) -> TokenUsage | None:
+    if not isinstance(usage, dict):
+        return None
+    if "input_tokens" in usage or "output_tokens" in usage:  # Responses API naming
+        details = usage.get("input_tokens_details") or {}
+        return TokenUsage(
+            _int(usage.get("input_tokens")),
+            _int(usage.get("output_tokens")),
+            _int(details.get("cached_tokens")),
+        )
+    details = usage.get("prompt_tokens_details") or {}
+    return TokenUsage(
+        _int(usage.get("prompt_tokens")),
+        _int(usage.get("completion_tokens")),
+        _int(details.get("cached_tokens") if isinstance(details, dict) else 0),
+    )
+
+
+def usage_from_body(data: Any) -> TokenUsage | None:
+    """Usage of a whole (non-streamed) JSON answer, or None when it reports none."""
+    if not isinstance(data, dict):
+        return None
+    return _from_usage(data.get("usage"))
+
+
+_USAGE_MARKERS = (b'"prompt_tokens"', b'"input_tokens"')
+_CONTENT_MARKERS = (b'"content":', b'"text":', b'"delta":"', b'"delta": "')
+_EMPTY_CONTENT = (b'"content": ""', b'"content":""', b'"content": null', b'"content":null')
+
+
+class StreamTally:
+    """Follows one SSE stream: usage seen, content chunks counted."""
+
+    __slots__ = ("chunks", "client_wants_usage", "usage")
+
+    def __init__(self, client_wants_usage: bool) -> None:
+        self.client_wants_usage = client_wants_usage
+        self.usage: TokenUsage | None = None
+        self.chunks = 0
+
+    def observe(self, event: bytes) -> bool:
+        """Account for one complete event (its lines up to the blank line); True if it goes to the client."""
+        if not event.startswith(b"data:"):
+            return True
+        # Cheap byte checks first: most chunks carry neither usage nor anything but a delta.
+        if any(marker in event for marker in _USAGE_MARKERS):
+            try:
+                payload = orjson.loads(event[5:].strip())
+            except orjson.JSONDecodeError:
+                return True
+            usage = _from_usage(payload.get("usage")) if isinstance(payload, dict) else None
+            if usage is None and isinstance(payload, dict) and isinstance(payload.get("response"), dict):
+                usage = _from_usage(payload["response"].get("usage"))  # Responses API "response.completed"
+            if usage is not None:
+                self.usage = usage
+                if isinstance(payload, dict) and not payload.get("choices") and not self.client_wants_usage:
+                    return False  # the usage-only chunk we asked for on the client's behalf
+                return True
+        if any(marker in event for marker in _CONTENT_MARKERS) and not any(
+            empty in event for empty in _EMPTY_CONTENT
+        ):
+            self.chunks += 1
+        return True

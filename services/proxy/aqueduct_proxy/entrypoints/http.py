@@ -1,0 +1,191 @@
+"""HTTP routes of the data plane (aiohttp): translate requests into gateway calls and answers back.
+
+Errors are mapped once, in ``_errors``, into OpenAI's error body so the official SDK raises its usual
+exception classes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from aqueduct_proxy.application.gateway import Call, Gateway
+from aqueduct_proxy.domain.errors import BadRequestError, PayloadTooLargeError, ProxyError, RouteNotFoundError
+from aqueduct_proxy.entrypoints.openapi import OPENAPI_DOCUMENT
+from aqueduct_proxy.entrypoints.relay import relay
+
+__all__ = ["build_app"]
+
+log = logging.getLogger(__name__)
+
+GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
+
+JSON_ROUTES = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/responses",
+    "/v1/audio/speech",
+    "/v1/images/generations",
+)
+MULTIPART_ROUTES = ("/v1/audio/transcriptions", "/v1/audio/translations")
+_HOP_BY_HOP = frozenset({"x-forwarded-for", "x-real-ip"})
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error_response(error: ProxyError) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(error.body()),
+        status=error.status,
+        headers=error.headers,
+        content_type="application/json",
+    )
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    started = time.perf_counter()
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "other"
+    try:
+        response = await handler(request)
+    except ProxyError as error:
+        response = _error_response(error)
+    except web.HTTPRequestEntityTooLarge:
+        response = _error_response(PayloadTooLargeError("The request body is too large."))
+    except web.HTTPNotFound:
+        response = _error_response(
+            RouteNotFoundError(f"Unknown request URL: {request.method} {request.path}.")
+        )
+    except web.HTTPMethodNotAllowed:
+        response = _error_response(
+            BadRequestError(f"Method {request.method} is not allowed on {request.path}.")
+        )
+    except Exception:
+        log.exception("unexpected error on %s", request.path)
+        response = _error_response(ProxyError("The gateway failed to handle the request."))
+    gateway.metrics.requests.labels(route, str(response.status)).inc()
+    gateway.metrics.latency.labels(route).observe(time.perf_counter() - started)
+    return response
+
+
+def _forward_headers(request: web.Request) -> dict[str, str]:
+    # The SDK's x-stainless-*, test hints like x-fake-delay and OpenAI-* pass; credentials do not.
+    headers = {
+        k: v
+        for k, v in request.headers.items()
+        if (k[:2].lower() == "x-" or k[:7].lower() == "openai-") and k.lower() not in _HOP_BY_HOP
+    }
+    if "Accept" in request.headers:
+        headers["Accept"] = request.headers["Accept"]
+    return headers
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise BadRequestError(
+            f"Unsupported content type '{request.content_type}'; send a JSON body (application/json)."
+        )
+    raw = await request.read()
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequestError(f"The request body is not valid JSON: {exc}.") from exc
+    if not isinstance(payload, dict):
+        raise BadRequestError("The request body must be a JSON object.")
+    return payload
+
+
+async def _form_body(request: web.Request) -> list[tuple[str, Any]]:
+    if request.content_type != "multipart/form-data":
+        raise BadRequestError("This route expects multipart/form-data (a file upload).")
+    form = await request.post()
+    return list(form.items())
+
+
+async def _forward(request: web.Request, gateway: Gateway, call: Call) -> web.StreamResponse:
+    limit_headers = await gateway.admit(call)
+    upstream = await gateway.send(call, request.method, request.query_string, _forward_headers(request))
+    return await relay(request, gateway, call, upstream, limit_headers)
+
+
+def _model_route(api_path: str, multipart: bool) -> Handler:
+    upstream_path = api_path[len("/v1") :]
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        gateway = request.app[GATEWAY]
+        grant = gateway.authenticate(request.headers.get("Authorization"))
+        if multipart:
+            call = gateway.prepare(grant, api_path, upstream_path, form=await _form_body(request))
+        else:
+            call = gateway.prepare(grant, api_path, upstream_path, payload=await _json_body(request))
+        return await _forward(request, gateway, call)
+
+    return handle
+
+
+async def _models(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    grant = gateway.authenticate(request.headers.get("Authorization"))
+    return web.json_response(gateway.list_models(grant), dumps=lambda v: orjson.dumps(v).decode())
+
+
+async def _endpoint_route(request: web.Request) -> web.StreamResponse:
+    """``/{slug}/v1/...``: the rest of the path goes to that endpoint as it is."""
+    gateway = request.app[GATEWAY]
+    grant = gateway.authenticate(request.headers.get("Authorization"))
+    slug, tail = request.match_info["slug"], request.match_info["tail"]
+    api_path, upstream_path = f"/{slug}/v1/{tail}", f"/{tail}"
+    kwargs: dict[str, Any] = {"slug": slug, "model_required": False}
+    if request.content_type == "application/json" and request.can_read_body:
+        kwargs["payload"] = await _json_body(request)
+    elif request.content_type == "multipart/form-data":
+        kwargs["form"] = await _form_body(request)
+    elif request.can_read_body:
+        kwargs["raw"] = await request.read()
+    call = gateway.prepare(grant, api_path, upstream_path, **kwargs)
+    return await _forward(request, gateway, call)
+
+
+def build_app(gateway: Gateway, ready: Callable[[], bool], max_body_bytes: int) -> web.Application:
+    app = web.Application(middlewares=[_errors], client_max_size=max_body_bytes)
+    app[GATEWAY] = gateway
+    metrics_registry = gateway.metrics.registry
+    openapi = orjson.dumps(OPENAPI_DOCUMENT)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        if ready():
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "not ready"}, status=503)
+
+    async def metrics(request: web.Request) -> web.Response:
+        if gateway.publisher is not None:
+            gateway.metrics.usage_buffered.set(gateway.publisher.buffered)
+        response = web.Response(body=generate_latest(metrics_registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.Response(body=openapi, content_type="application/json")
+
+    routes = [
+        web.get("/healthz", healthz),
+        web.get("/readyz", readyz),
+        web.get("/metrics", metrics),
+        web.get("/openapi.json", openapi_json),
+        web.get("/v1/models", _models),
+    ]
+    routes += [web.post(path, _model_route(path, multipart=False)) for path in JSON_ROUTES]
+    routes += [web.post(path, _model_route(path, multipart=True)) for path in MULTIPART_ROUTES]
+    routes.append(web.route("*", "/{slug}/v1/{tail:.+}", _endpoint_route))
+    app.add_routes(routes)
+    return app

@@ -1,0 +1,128 @@
+"""Relaying an upstream answer to the client: whole, or server-sent events chunk by chunk."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from aqueduct_proxy.application.gateway import Call, Gateway
+from aqueduct_proxy.domain.usage import StreamTally, usage_from_body
+
+__all__ = ["relay"]
+
+_PASSED_HEADERS = ("Content-Type", "Content-Disposition", "x-request-id", "openai-processing-ms")
+# The client went away, or the upstream broke off: either way the stream is cut short.
+_CUT_SHORT = (ConnectionResetError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError)
+_BROKEN_STREAM = (
+    b"data: "
+    + orjson.dumps(
+        {
+            "error": {
+                "message": "The model server broke off the stream.",
+                "type": "server_error",
+                "param": None,
+                "code": "upstream_stream_broken",
+            }
+        }
+    )
+    + b"\n\n"
+)
+
+
+def _headers(upstream: aiohttp.ClientResponse, extra: dict[str, str]) -> dict[str, str]:
+    headers = {name: upstream.headers[name] for name in _PASSED_HEADERS if name in upstream.headers}
+    headers.update(extra)
+    return headers
+
+
+async def relay(
+    request: web.Request,
+    gateway: Gateway,
+    call: Call,
+    upstream: aiohttp.ClientResponse,
+    extra: dict[str, str],
+) -> web.StreamResponse:
+    if upstream.content_type == "text/event-stream":
+        return await _relay_stream(request, gateway, call, upstream, extra)
+    try:
+        body = await upstream.read()
+    except _CUT_SHORT:
+        upstream.close()
+        gateway.record(call, 502, None, cut_short=True)
+        raise
+    finally:
+        upstream.release()
+    usage = None
+    if upstream.status < 400 and upstream.content_type == "application/json":
+        try:
+            usage = usage_from_body(orjson.loads(body))
+        except orjson.JSONDecodeError:
+            usage = None
+    gateway.record(call, upstream.status, usage)
+    return web.Response(body=body, status=upstream.status, headers=_headers(upstream, extra))
+
+
+async def _relay_stream(
+    request: web.Request,
+    gateway: Gateway,
+    call: Call,
+    upstream: aiohttp.ClientResponse,
+    extra: dict[str, str],
+) -> web.StreamResponse:
+    response = web.StreamResponse(status=upstream.status, headers=_headers(upstream, extra))
+    response.headers["Cache-Control"] = "no-cache"
+    tally = StreamTally(call.client_wants_usage)
+    ttft: float | None = None
+    cut_short = True
+    pending = b""
+    try:
+        await response.prepare(request)
+        async for data in upstream.content.iter_any():
+            pending += data
+            out = []
+            while (end := pending.find(b"\n\n")) >= 0:
+                event, pending = pending[: end + 2], pending[end + 2 :]
+                if tally.observe(event):
+                    out.append(event)
+            if out:
+                await response.write(b"".join(out))
+                if ttft is None:
+                    ttft = time.perf_counter() - call.started
+        if pending.strip():
+            await response.write(pending)
+        await response.write_eof()
+        cut_short = False
+    except ConnectionResetError:
+        pass  # the client went away; recorded below with what was produced so far
+    except _CUT_SHORT:
+        # The upstream broke off: say so in the stream (the SDK raises on an error event), then end it.
+        with contextlib.suppress(Exception):
+            await response.write(_BROKEN_STREAM)
+            await response.write_eof()
+    except asyncio.CancelledError:
+        _record_stream(gateway, call, upstream.status, tally, ttft, cut_short=True)
+        upstream.close()
+        raise
+    finally:
+        if cut_short:
+            upstream.close()
+        else:
+            upstream.release()
+    _record_stream(gateway, call, upstream.status, tally, ttft, cut_short=cut_short)
+    return response
+
+
+def _record_stream(
+    gateway: Gateway, call: Call, status: int, tally: StreamTally, ttft: float | None, *, cut_short: bool
+) -> None:
+    if ttft is not None:
+        gateway.metrics.ttft.labels(call.api_path).observe(ttft)
+    usage = tally.usage
+    if usage is not None and not usage.input_tokens:
+        usage.input_tokens = call.input_tokens
+    gateway.record(call, status, usage, ttft=ttft, cut_short=cut_short, estimated_output=tally.chunks)

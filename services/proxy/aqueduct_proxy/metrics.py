@@ -1,0 +1,48 @@
+"""Prometheus metrics of the data plane, in a registry of its own (one per process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["ProxyMetrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class ProxyMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "aqueduct_proxy_requests", "Requests answered", ["route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "aqueduct_proxy_request_seconds",
+            "Time to the whole answer",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "aqueduct_proxy_time_to_first_token_seconds",
+            "Time to the first streamed chunk",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "aqueduct_proxy_upstream_errors", "Failed upstream attempts", ["endpoint", "kind"], registry=r
+        )
+        self.tokens = Counter("aqueduct_proxy_tokens", "Tokens served", ["model", "direction"], registry=r)
+        self.limit_rejections = Counter(
+            "aqueduct_proxy_limit_rejections", "Requests refused by a limit", ["dimension"], registry=r
+        )
+        self.limiter_failures = Counter(
+            "aqueduct_proxy_limiter_failures", "Checks skipped or refused: Valkey unreachable", registry=r
+        )
+        self.usage_buffered = Gauge(
+            "aqueduct_proxy_usage_events_buffered", "Usage events waiting for the bus", registry=r
+        )
+        self.usage_published = Counter(
+            "aqueduct_proxy_usage_events_published", "Usage events acknowledged by JetStream", registry=r
+        )

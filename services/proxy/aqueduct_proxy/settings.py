@@ -1,0 +1,40 @@
+"""``AQUEDUCT_PROXY_*``: the data plane's own settings (read once, in ``bootstrap``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ProxySettings"]
+
+
+class ProxySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AQUEDUCT_PROXY_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Processes sharing the port (SO_REUSEPORT); each has its own pools, watches and publisher.
+    workers: int = 1
+    # Valkey/Redis holding the per-minute counters. Empty: limits are not enforced.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # While Valkey is unreachable: "open" serves without limits (the default: an outage of the counter
+    # store should not take the gateway down), "closed" answers 503.
+    limits_on_store_failure: Literal["open", "closed"] = "open"
+    redis_timeout_seconds: float = 0.25
+    max_body_bytes: int = 32 * 1024 * 1024
+    upstream_timeout_seconds: float = 600.0
+    upstream_connect_timeout_seconds: float = 10.0
+    upstream_pool_size: int = 1000
+    # Retries before the first byte reached the client, on connection errors, 429 and 5xx.
+    retries: int = 2
+    retry_backoff_seconds: float = 0.2
+    # An endpoint failing this many times within the window is skipped for cooldown_seconds.
+    cooldown_failures: int = 5
+    cooldown_window_seconds: float = 30.0
+    cooldown_seconds: float = 30.0
+    # Usage events kept in memory while NATS is unreachable before spilling to <data_dir>/proxy-spool/.
+    usage_buffer_max: int = 100_000
+    # How long a graceful shutdown tries to deliver buffered usage events before spooling them.
+    shutdown_drain_seconds: float = 5.0
+    tokenizer_encoding: str = "o200k_base"
