@@ -10,9 +10,14 @@ __all__ = [
     "AUTH_EVENTS_SUBJECT_PREFIX",
     "AUTH_KEYS_BUCKET",
     "AUTH_SNAPSHOT_BUCKET",
+    "BATCHES_BUCKET",
+    "BATCH_LINES_STREAM",
+    "BATCH_LINES_SUBJECT_PREFIX",
+    "BATCH_RESULTS_BUCKET",
     "DIRECTORY_EVENTS_STREAM",
     "DIRECTORY_EVENTS_SUBJECT_PREFIX",
     "DIRECTORY_RPC_SIGN_IN",
+    "FILES_META_BUCKET",
     "FILES_OBJECT_STORE",
     "QUOTA_BUCKET",
     "SNAPSHOT_ENDPOINT_PREFIX",
@@ -23,6 +28,7 @@ __all__ = [
     "USAGE_STREAM",
     "USAGE_SUBJECT",
     "auth_event_subject",
+    "batch_lines_subject",
     "directory_event_subject",
     "kv_safe",
     "snapshot_endpoint_key",
@@ -59,6 +65,13 @@ AUTH_EVENTS_SUBJECT_PREFIX = "auth.events.v1"
 
 # Object store for uploaded files (files and batches API).
 FILES_OBJECT_STORE = "files"
+FILES_META_BUCKET = "files_meta"  # <owner user id>.<file id> -> file metadata (JSON)
+
+# Batches run by the gateway itself: batch records, the work queue of their lines, and line results.
+BATCHES_BUCKET = "batches"  # <owner user id>.<batch id> -> batch record (JSON)
+BATCH_LINES_STREAM = "BATCH_LINES"  # WorkQueue retention: one message per input line
+BATCH_LINES_SUBJECT_PREFIX = "batch.lines"  # batch.lines.<batch id>
+BATCH_RESULTS_BUCKET = "batch_results"  # <batch id>.<line number> -> the line's result, written before ack
 
 # Request/reply: the auth service asks the directory to provision or resolve a signed-in user.
 DIRECTORY_RPC_SIGN_IN = "directory.rpc.v1.sign_in"
@@ -70,6 +83,10 @@ def directory_event_subject(event_type: str) -> str:
 
 def auth_event_subject(event_type: str) -> str:
     return f"{AUTH_EVENTS_SUBJECT_PREFIX}.{event_type}"
+
+
+def batch_lines_subject(batch_id: str) -> str:
+    return f"{BATCH_LINES_SUBJECT_PREFIX}.{batch_id}"
 
 
 def snapshot_token_key(token_hash: str) -> str:
