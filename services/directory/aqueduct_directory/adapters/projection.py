@@ -1,0 +1,222 @@
+"""The proxy's auth snapshot in the NATS KV bucket, kept equal to what the read model implies.
+
+``desired`` is the whole snapshot as the directory computes it; ``published`` is what the bucket holds.
+Commands mark keys dirty, ``flush`` writes only the differences. A write that fails (bus down) leaves
+its key pending, so the next flush retries it; a replay recomputes everything and deletes stale keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from aqueduct_directory.application.base import DirectoryCore
+from aqueduct_directory.domain.grants import endpoint_route, model_route, token_grant
+from aqueduct_directory.domain.state import DirectoryState
+from aqueduct_libs import names
+from aqueduct_libs.events import utcnow
+from aqueduct_libs.snapshot import SnapshotMeta
+
+__all__ = ["SnapshotProjector", "compute_snapshot", "read_bucket"]
+
+log = logging.getLogger(__name__)
+
+CONCURRENCY = 256
+
+
+def compute_snapshot(state: DirectoryState) -> dict[str, bytes]:
+    """Every key of the snapshot but ``meta``, from a read model alone (what a replay produces)."""
+    snapshot: dict[str, bytes] = {}
+    for token in state.tokens.values():
+        grant = token_grant(state, token)
+        if grant is not None:
+            snapshot[names.snapshot_token_key(grant.token_hash)] = grant.model_dump_json().encode()
+    snapshot.update(_catalog(state))
+    return snapshot
+
+
+def _catalog(state: DirectoryState) -> dict[str, bytes]:
+    entries: dict[str, bytes] = {}
+    for endpoint in state.endpoints.values():
+        if not endpoint.deleted:
+            entries[names.snapshot_endpoint_key(endpoint.slug)] = (
+                endpoint_route(endpoint).model_dump_json().encode()
+            )
+    for model in state.models.values():
+        if not model.deleted:
+            entries[names.snapshot_model_key(model.name)] = model_route(model).model_dump_json().encode()
+    return entries
+
+
+async def read_bucket(kv: KeyValue) -> dict[str, bytes]:
+    """The current value of every key in a bucket (deleted keys left out)."""
+    watcher = await kv.watchall(ignore_deletes=True)
+    contents: dict[str, bytes] = {}
+    try:
+        while True:
+            entry = await watcher.updates(timeout=30)
+            if entry is None:
+                return contents
+            contents[entry.key] = entry.value or b""
+    finally:
+        await watcher.stop()
+
+
+class SnapshotProjector:
+    def __init__(
+        self, app: DirectoryCore, js: JetStreamContext, clock: Callable[[], datetime] = utcnow
+    ) -> None:
+        self._app = app
+        self._js = js
+        self._clock = clock
+        self._state: DirectoryState | None = None
+        self.desired: dict[str, bytes] = {}
+        self._token_keys: dict[str, str] = {}  # token id -> its key, to delete the old key on regenerate
+        self._catalog_keys: set[str] = set()
+        self.published: dict[str, bytes] = {}
+        self._pending: set[str] = set()
+        self._meta_position = -1
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.loaded = asyncio.Event()  # the bucket equals the read model at least once
+        self._lock = asyncio.Lock()  # one writer at a time: a replay may run beside the loop
+
+    # -- computing ---------------------------------------------------------------------------------
+
+    def _recompute_all(self, state: DirectoryState) -> None:
+        state.take_dirty()
+        self._state = state
+        self._token_keys = {}
+        new: dict[str, bytes] = {}
+        for token_id, token in state.tokens.items():
+            grant = token_grant(state, token)
+            if grant is not None:
+                key = names.snapshot_token_key(grant.token_hash)
+                new[key] = grant.model_dump_json().encode()
+                self._token_keys[token_id] = key
+        catalog = _catalog(state)
+        self._catalog_keys = set(catalog)
+        new.update(catalog)
+        self._pending |= set(self.desired) | set(new) | set(self.published)
+        self.desired = new
+
+    def _recompute_dirty(self) -> None:
+        state = self._app.state
+        if state is not self._state:
+            self._recompute_all(state)  # a replay swapped the read model
+            return
+        tokens, catalog, everything = state.take_dirty()
+        if everything:
+            tokens = set(state.tokens)
+        for token_id in tokens:
+            old_key = self._token_keys.pop(token_id, None)
+            if old_key is not None:
+                self.desired.pop(old_key, None)
+                self._pending.add(old_key)
+            grant = token_grant(state, state.tokens[token_id]) if token_id in state.tokens else None
+            if grant is not None:
+                key = names.snapshot_token_key(grant.token_hash)
+                self.desired[key] = grant.model_dump_json().encode()
+                self._token_keys[token_id] = key
+                self._pending.add(key)
+        if catalog:
+            entries = _catalog(state)
+            for key in self._catalog_keys - set(entries):
+                self.desired.pop(key, None)
+            self.desired.update(entries)
+            self._pending |= self._catalog_keys | set(entries)
+            self._catalog_keys = set(entries)
+
+    # -- writing -----------------------------------------------------------------------------------
+
+    async def _kv(self) -> KeyValue:
+        return await self._js.key_value(names.AUTH_SNAPSHOT_BUCKET)
+
+    async def load(self) -> None:
+        """Start from what the bucket holds now, then make it equal to the read model (a replay)."""
+        async with self._lock:
+            kv = await self._kv()
+            self.published = await read_bucket(kv)
+            self.published.pop(names.SNAPSHOT_META_KEY, None)
+            self._recompute_all(self._app.state)
+            self._meta_position = -1
+            await self._flush()
+        self.loaded.set()
+
+    async def flush(self) -> int:
+        """Write the differences; returns how many keys changed in the bucket."""
+        async with self._lock:
+            return await self._flush()
+
+    async def _flush(self) -> int:
+        self._recompute_dirty()
+        kv = await self._kv()
+        changed = 0
+        keys = sorted(self._pending)
+        for start in range(0, len(keys), CONCURRENCY):
+            chunk = [
+                k for k in keys[start : start + CONCURRENCY] if self.desired.get(k) != self.published.get(k)
+            ]
+            await asyncio.gather(*(self._write(kv, key) for key in chunk))
+            changed += len(chunk)
+            self._pending.difference_update(keys[start : start + CONCURRENCY])
+        position = self._state.position if self._state else 0
+        if position != self._meta_position:
+            meta = SnapshotMeta(notification_id=position, written_at=self._clock())
+            await kv.put(names.SNAPSHOT_META_KEY, meta.model_dump_json().encode())
+            self._meta_position = position
+        return changed
+
+    async def _write(self, kv: KeyValue, key: str) -> None:
+        value = self.desired.get(key)
+        if value is None:
+            await kv.delete(key)
+            self.published.pop(key, None)
+        else:
+            await kv.put(key, value)
+            self.published[key] = value
+
+    # -- running -----------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._app.listeners.append(self.wake)
+        self._task = asyncio.create_task(self._run(), name="snapshot-projector")
+
+    async def stop(self) -> None:
+        if self.wake in self._app.listeners:
+            self._app.listeners.remove(self.wake)
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                self._wake.clear()
+                if self.loaded.is_set():
+                    await self.flush()
+                else:
+                    await self.load()
+                delay = 0.2
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=30)
+                except TimeoutError:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # bus down: pending keys stay pending, the proxy keeps its copy
+                log.warning("snapshot projection could not write (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)

@@ -1,0 +1,94 @@
+"""Outbox relay: the notification log -> JetStream, at least once, deduplicated by notification id.
+
+The position is stored only after JetStream acknowledged every message up to it, so a crash or an
+outage of the bus republishes from there; ``Nats-Msg-Id`` lets JetStream drop what it already has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from nats.js import JetStreamContext
+
+from aqueduct_directory.adapters.persistence import PositionStore
+from aqueduct_directory.application.base import DirectoryCore
+from aqueduct_directory.application.translate import to_integration_event
+from aqueduct_libs import names
+
+__all__ = ["OutboxRelay"]
+
+log = logging.getLogger(__name__)
+
+POSITION_NAME = "outbox_relay"
+BATCH = 500
+
+
+class OutboxRelay:
+    def __init__(self, app: DirectoryCore, js: JetStreamContext, positions: PositionStore) -> None:
+        self._app = app
+        self._js = js
+        self._positions = positions
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.published = 0
+
+    @property
+    def position(self) -> int:
+        return self._positions.get(POSITION_NAME)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._app.listeners.append(self.wake)
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self.wake in self._app.listeners:
+            self._app.listeners.remove(self.wake)
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def publish_pending(self) -> int:
+        """Publish everything after the stored position; returns how many messages went out."""
+        sent = 0
+        while True:
+            start = self._positions.get(POSITION_NAME) + 1
+            page = self._app.recorder.select_notifications(start=start, limit=BATCH)
+            if not page:
+                return sent
+            for notification in page:
+                event = to_integration_event(self._app.mapper.to_domain_event(notification), notification.id)
+                await self._js.publish(
+                    names.directory_event_subject(event.type),
+                    event.model_dump_json().encode(),
+                    headers={"Nats-Msg-Id": str(notification.id)},
+                    timeout=5,
+                )
+                sent += 1
+            self._positions.set(POSITION_NAME, page[-1].id)
+            self.published += len(page)
+
+    async def _run(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                # Cleared before publishing, so a command saved meanwhile wakes the next round.
+                self._wake.clear()
+                await self.publish_pending()
+                delay = 0.2
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=5)
+                except TimeoutError:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the bus is down: keep the position, try again later
+                log.warning("outbox relay could not publish (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)

@@ -1,0 +1,83 @@
+"""Audit: the event log with actors, and any past state rebuilt by folding events up to a moment."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from aqueduct_directory.application.base import DirectoryCore, fold_events
+from aqueduct_directory.application.translate import to_integration_event
+from aqueduct_directory.application.views import view_of
+from aqueduct_directory.domain.errors import NotFoundError
+from aqueduct_directory.domain.grants import effective_team, token_grant
+from aqueduct_directory.domain.policy import Principal
+
+__all__ = ["audit_events", "model_access_at", "state_at"]
+
+
+def audit_events(
+    app: DirectoryCore,
+    p: Principal,
+    aggregate_id: str | None = None,
+    actor: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
+    p.require_admin("read the audit log")
+    found: list[dict[str, Any]] = []
+    for notification_id, domain_event in app.iter_events():
+        if until is not None and domain_event.timestamp > until:
+            break
+        if since is not None and domain_event.timestamp < since:
+            continue
+        if aggregate_id is not None and str(domain_event.originator_id) != aggregate_id:
+            continue
+        if actor is not None and getattr(domain_event, "actor", "system") != actor:
+            continue
+        found.append(to_integration_event(domain_event, notification_id).model_dump(mode="json"))
+        if len(found) >= limit:
+            break
+    return found
+
+
+def state_at(app: DirectoryCore, p: Principal, time: datetime, aggregate_id: str) -> dict[str, Any]:
+    p.require_admin("read past states")
+    state = fold_events(app.iter_events(), until=time)
+    aggregate = state.aggregates.get(aggregate_id)
+    if aggregate is None:
+        raise NotFoundError(f"{aggregate_id!r} did not exist at {time.isoformat()}", "not_found_at_time")
+    return {"time": time.isoformat(), "notification_id": state.position, "state": view_of(aggregate, state)}
+
+
+def model_access_at(app: DirectoryCore, p: Principal, model: str, time: datetime) -> list[dict[str, Any]]:
+    """Which tokens could call ``model`` at ``time``, and under which limits."""
+    p.require_admin("read past access")
+    state = fold_events(app.iter_events(), until=time)
+    known = state.models.get(model)
+    if known is None or known.deleted:
+        return []
+    answer = []
+    for token in state.tokens.values():
+        if not token.is_live(time):
+            continue
+        grant = token_grant(state, token)
+        if grant is None or (grant.allowed_models is not None and model not in grant.allowed_models):
+            continue
+        team = effective_team(state, token)
+        answer.append(
+            {
+                "token_id": grant.token_id,
+                "name": grant.name,
+                "user_id": grant.user_id,
+                "service_account_id": grant.service_account_id,
+                "team_id": str(team.id) if team else None,
+                "org_id": grant.org_id,
+                "expires_at": grant.expires_at.isoformat() if grant.expires_at else None,
+                "limits": grant.limits.model_dump(),
+                "model_limits": grant.model_limits[model].model_dump()
+                if model in grant.model_limits
+                else None,
+            }
+        )
+    return sorted(answer, key=lambda a: a["token_id"])

@@ -1,0 +1,204 @@
+"""Use cases on endpoints, models, MCP servers and terms of service (all Admin-only to change)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aqueduct_directory.application.base import DirectoryCore
+from aqueduct_directory.application.views import endpoint_view, mcp_view, model_view
+from aqueduct_directory.domain.catalog import PROVIDERS, Endpoint, McpServer, Model, TermsOfService
+from aqueduct_directory.domain.errors import ConflictError, InvalidInputError
+from aqueduct_directory.domain.policy import Principal
+from aqueduct_directory.domain.values import clean_price
+
+__all__ = ["CatalogUseCases"]
+
+
+def _required(value: str | None, what: str) -> str:
+    value = (value or "").strip()
+    if not value:
+        raise InvalidInputError(f"{what} must not be empty")
+    return value
+
+
+def _provider(value: str | None) -> str:
+    provider = value or "openai"
+    if provider not in PROVIDERS:
+        raise InvalidInputError(f"provider must be one of {', '.join(PROVIDERS)}")
+    return provider
+
+
+class CatalogUseCases(DirectoryCore):
+    # -- endpoints ---------------------------------------------------------------------------------
+
+    def register_endpoint(
+        self, p: Principal, slug: str, url: str, provider: str = "openai", api_key_env: str | None = None
+    ) -> dict[str, Any]:
+        p.require_admin("register endpoints")
+        slug, url, provider = _required(slug, "slug"), _required(url, "url"), _provider(provider)
+        existing = self.state.endpoints.get(slug)
+        if existing is not None and not existing.deleted:
+            raise ConflictError(f"endpoint {slug!r} exists", "endpoint_exists")
+        if existing is not None:  # a removed slug comes back as the same aggregate
+            endpoint = self.editable(existing)
+            endpoint.update(url, provider, api_key_env or None, actor=p.actor)
+        else:
+            endpoint = Endpoint(slug, url, provider, api_key_env or None, actor=p.actor)
+        self.commit(endpoint)
+        return endpoint_view(self.state.endpoints[slug])
+
+    def update_endpoint(
+        self,
+        p: Principal,
+        slug: str,
+        url: str | None = None,
+        provider: str | None = None,
+        api_key_env: str | None = None,
+    ) -> dict[str, Any]:
+        p.require_admin("change endpoints")
+        endpoint = self.editable(self.find(self.state.endpoints, slug, "endpoint"))
+        new = (
+            _required(url, "url") if url is not None else endpoint.url,
+            _provider(provider) if provider is not None else endpoint.provider,
+            (api_key_env or None) if api_key_env is not None else endpoint.api_key_env,
+        )
+        if new != (endpoint.url, endpoint.provider, endpoint.api_key_env):
+            endpoint.update(*new, actor=p.actor)
+            self.commit(endpoint)
+        return endpoint_view(self.state.endpoints[slug])
+
+    def remove_endpoint(self, p: Principal, slug: str) -> None:
+        p.require_admin("remove endpoints")
+        endpoint = self.editable(self.find(self.state.endpoints, slug, "endpoint"))
+        in_use = sorted(m.name for m in self.state.models.values() if not m.deleted and m.endpoint == slug)
+        if in_use:
+            raise ConflictError(f"models still use this endpoint: {', '.join(in_use)}", "endpoint_in_use")
+        endpoint.remove(actor=p.actor)
+        self.commit(endpoint)
+
+    def list_endpoints(self) -> list[dict[str, Any]]:
+        return [endpoint_view(e) for _, e in sorted(self.state.endpoints.items()) if not e.deleted]
+
+    # -- models ------------------------------------------------------------------------------------
+
+    def register_model(
+        self,
+        p: Principal,
+        name: str,
+        endpoint: str,
+        upstream_model: str | None = None,
+        input_price_per_million: Any = None,
+        output_price_per_million: Any = None,
+    ) -> dict[str, Any]:
+        p.require_admin("register models")
+        name = _required(name, "model name")
+        self.find(self.state.endpoints, endpoint, "endpoint")
+        values = (endpoint, upstream_model or name, clean_price(input_price_per_million),
+                  clean_price(output_price_per_million))  # fmt: skip
+        existing = self.state.models.get(name)
+        if existing is not None and not existing.deleted:
+            raise ConflictError(f"model {name!r} exists", "model_exists")
+        if existing is not None:
+            model = self.editable(existing)
+            model.update(*values, actor=p.actor)
+        else:
+            model = Model(name, *values, actor=p.actor)
+        self.commit(model)
+        return model_view(self.state.models[name])
+
+    def update_model(
+        self,
+        p: Principal,
+        name: str,
+        endpoint: str | None = None,
+        upstream_model: str | None = None,
+        input_price_per_million: Any = None,
+        output_price_per_million: Any = None,
+    ) -> dict[str, Any]:
+        p.require_admin("change models")
+        model = self.editable(self.find(self.state.models, name, "model"))
+        if endpoint is not None:
+            self.find(self.state.endpoints, endpoint, "endpoint")
+        new = (
+            endpoint or model.endpoint,
+            upstream_model or model.upstream_model,
+            clean_price(input_price_per_million) if input_price_per_million is not None
+            else model.input_price_per_million,
+            clean_price(output_price_per_million) if output_price_per_million is not None
+            else model.output_price_per_million,
+        )  # fmt: skip
+        current = (model.endpoint, model.upstream_model, model.input_price_per_million,
+                   model.output_price_per_million)  # fmt: skip
+        if new != current:
+            model.update(*new, actor=p.actor)
+            self.commit(model)
+        return model_view(self.state.models[name])
+
+    def remove_model(self, p: Principal, name: str) -> None:
+        p.require_admin("remove models")
+        model = self.editable(self.find(self.state.models, name, "model"))
+        model.remove(actor=p.actor)
+        self.commit(model)
+
+    def list_models(self) -> list[dict[str, Any]]:
+        return [model_view(m) for _, m in sorted(self.state.models.items()) if not m.deleted]
+
+    # -- MCP servers -------------------------------------------------------------------------------
+
+    def register_mcp_server(
+        self, p: Principal, name: str, url: str, allowed_team_ids: list[str] | None = None
+    ) -> dict[str, Any]:
+        p.require_admin("register MCP servers")
+        name, url = _required(name, "name"), _required(url, "url")
+        teams = self._team_ids(allowed_team_ids)
+        existing = self.state.mcp_servers.get(name)
+        if existing is not None and not existing.deleted:
+            raise ConflictError(f"MCP server {name!r} exists", "mcp_server_exists")
+        if existing is not None:
+            server = self.editable(existing)
+            server.update(url, teams, actor=p.actor)
+        else:
+            server = McpServer(name, url, teams, actor=p.actor)
+        self.commit(server)
+        return mcp_view(self.state.mcp_servers[name])
+
+    def update_mcp_server(
+        self, p: Principal, name: str, url: str | None = None, allowed_team_ids: list[str] | None = None
+    ) -> dict[str, Any]:
+        p.require_admin("change MCP servers")
+        server = self.editable(self.find(self.state.mcp_servers, name, "MCP server"))
+        new_url = _required(url, "url") if url is not None else server.url
+        teams = self._team_ids(allowed_team_ids) if allowed_team_ids is not None else server.allowed_team_ids
+        if (new_url, teams) != (server.url, server.allowed_team_ids):
+            server.update(new_url, teams, actor=p.actor)
+            self.commit(server)
+        return mcp_view(self.state.mcp_servers[name])
+
+    def remove_mcp_server(self, p: Principal, name: str) -> None:
+        p.require_admin("remove MCP servers")
+        server = self.editable(self.find(self.state.mcp_servers, name, "MCP server"))
+        server.remove(actor=p.actor)
+        self.commit(server)
+
+    def list_mcp_servers(self, p: Principal) -> list[dict[str, Any]]:
+        servers = [s for _, s in sorted(self.state.mcp_servers.items()) if not s.deleted]
+        return [mcp_view(s) for s in servers if p.admin or set(s.allowed_team_ids) & p.team_ids]
+
+    def _team_ids(self, team_ids: list[str] | None) -> list[str]:
+        for team_id in team_ids or []:
+            self.find(self.state.teams, team_id, "team")
+        return sorted(set(team_ids or []))
+
+    # -- terms of service --------------------------------------------------------------------------
+
+    def publish_terms(self, p: Principal, version: str, url: str) -> dict[str, Any]:
+        p.require_admin("publish terms of service")
+        version, url = _required(version, "version"), _required(url, "url")
+        terms = self.state.terms
+        terms = self.editable(terms) if terms is not None else TermsOfService(actor=p.actor)
+        terms.publish(version, url, actor=p.actor)
+        self.commit(terms)
+        return self.current_terms() or {}
+
+    def current_terms(self) -> dict[str, str] | None:
+        return self.state.terms.current if self.state.terms else None

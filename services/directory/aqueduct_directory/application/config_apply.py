@@ -1,0 +1,183 @@
+"""Config as code: ``aqueduct.yaml`` applied idempotently (only differences become events).
+
+The file adds and updates; it never deletes what it does not mention, so objects created in the UI
+survive a restart. Secrets appear only as references (``${OPENAI_API_KEY}``); the name is stored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aqueduct_directory.application.app import DirectoryApp
+from aqueduct_directory.domain.errors import InvalidInputError
+from aqueduct_directory.domain.policy import Principal
+from aqueduct_directory.domain.values import (
+    clean_budgets,
+    clean_limits,
+    clean_model_limits,
+    clean_models,
+    clean_price,
+)
+
+__all__ = ["ConfigFile", "apply_config", "parse_config"]
+
+_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EndpointConfig(_Strict):
+    slug: str
+    url: str
+    provider: str = "openai"
+    api_key: str | None = None
+    api_key_env: str | None = None
+
+    def key_env(self) -> str | None:
+        if self.api_key is None:
+            return self.api_key_env
+        match = _ENV_REF.match(self.api_key.strip())
+        if not match:
+            raise InvalidInputError(
+                f"endpoint {self.slug}: api_key must reference an environment variable such as "
+                "${OPENAI_API_KEY}; secret values are never stored"
+            )
+        return match.group(1)
+
+
+class ModelConfig(_Strict):
+    name: str
+    endpoint: str
+    upstream_model: str | None = None
+    input_price_per_million: float | str | None = None
+    output_price_per_million: float | str | None = None
+
+
+class Levels(_Strict):
+    limits: dict[str, Any] | None = None
+    budgets: dict[str, Any] | None = None
+    excluded_models: list[str] | None = None
+    model_limits: dict[str, dict[str, Any]] | None = None
+
+
+class TeamConfig(Levels):
+    name: str
+    description: str = ""
+
+
+class OrgConfig(Levels):
+    name: str
+    sso_group: str | None = None
+    teams: list[TeamConfig] = Field(default_factory=list)
+
+
+class ConfigFile(_Strict):
+    default_org: str | None = None
+    endpoints: list[EndpointConfig] = Field(default_factory=list)
+    models: list[ModelConfig] = Field(default_factory=list)
+    orgs: list[OrgConfig] = Field(default_factory=list)
+
+
+def parse_config(text: str) -> ConfigFile:
+    try:
+        data = yaml.safe_load(text) or {}
+        return ConfigFile.model_validate(data)
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise InvalidInputError(f"invalid configuration: {exc}") from exc
+
+
+def _level_changes(current: Any, wanted: Levels) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if wanted.limits is not None and clean_limits(wanted.limits) != (current.limits if current else None):
+        changes["limits"] = wanted.limits
+    if wanted.budgets is not None and clean_budgets(wanted.budgets) != (current.budgets if current else None):
+        changes["budgets"] = wanted.budgets
+    if wanted.excluded_models is not None and clean_models(wanted.excluded_models) != (
+        current.excluded_models if current else None
+    ):
+        changes["excluded_models"] = wanted.excluded_models
+    if wanted.model_limits is not None and clean_model_limits(wanted.model_limits) != (
+        current.model_limits if current else None
+    ):
+        changes["model_limits"] = wanted.model_limits
+    return changes
+
+
+def apply_config(app: DirectoryApp, p: Principal, config: ConfigFile, dry_run: bool = False) -> list[str]:
+    """Returns the changes made (or, with ``dry_run``, the changes it would make)."""
+    p.require_admin("apply configuration")
+    changes: list[str] = []
+    if config.default_org and config.default_org != app.default_org:
+        changes.append(f"set default org to {config.default_org}")
+        if not dry_run:
+            app.default_org = config.default_org
+    for ep in config.endpoints:
+        env = ep.key_env()
+        current = app.state.endpoints.get(ep.slug)
+        if current is None or current.deleted:
+            changes.append(f"create endpoint {ep.slug}")
+            if not dry_run:
+                app.register_endpoint(p, ep.slug, ep.url, ep.provider, env)
+        elif (current.url, current.provider, current.api_key_env) != (ep.url, ep.provider, env):
+            changes.append(f"update endpoint {ep.slug}")
+            if not dry_run:
+                app.update_endpoint(p, ep.slug, ep.url, ep.provider, env or "")
+    for m in config.models:
+        current_model = app.state.models.get(m.name)
+        wanted = (m.endpoint, m.upstream_model or m.name, clean_price(m.input_price_per_million),
+                  clean_price(m.output_price_per_million))  # fmt: skip
+        if current_model is None or current_model.deleted:
+            changes.append(f"create model {m.name}")
+            if not dry_run:
+                app.register_model(p, m.name, *wanted)
+        elif wanted != (current_model.endpoint, current_model.upstream_model,
+                        current_model.input_price_per_million, current_model.output_price_per_million):  # fmt: skip
+            changes.append(f"update model {m.name}")
+            if not dry_run:
+                app.update_model(p, m.name, *wanted)
+    for o in config.orgs:
+        changes += _apply_org(app, p, o, dry_run)
+    return changes
+
+
+def _apply_org(app: DirectoryApp, p: Principal, o: OrgConfig, dry_run: bool) -> list[str]:
+    changes: list[str] = []
+    org = app.state.org_by_name(o.name)
+    level = _level_changes(org, o)
+    if org is None:
+        changes.append(f"create org {o.name}")
+        if dry_run:
+            return changes + [f"create team {o.name}/{t.name}" for t in o.teams]
+        org_id = app.create_org(p, o.name, o.sso_group)["id"]
+        org = app.state.orgs[org_id]
+    elif (o.sso_group or None) != org.sso_group:
+        changes.append(f"update org {o.name}: sso_group")
+        if not dry_run:
+            app.update_org(p, str(org.id), sso_group=o.sso_group)
+    if level:
+        changes.append(f"update org {o.name}: {', '.join(sorted(level))}")
+        if not dry_run:
+            app.update_org(p, str(org.id), **level)
+    for t in o.teams:
+        team = app.state.team_by_name(str(org.id), t.name)
+        team_level = _level_changes(team, t)
+        if team is None:
+            changes.append(f"create team {o.name}/{t.name}")
+            if not dry_run:
+                team_id = app.create_team(p, str(org.id), t.name, t.description)["id"]
+                if team_level:
+                    app.update_team(p, team_id, **team_level)
+            continue
+        if t.description != team.description:
+            team_level["description"] = t.description
+        if team_level:
+            changes.append(f"update team {o.name}/{t.name}: {', '.join(sorted(team_level))}")
+            if not dry_run:
+                app.update_team(p, str(team.id), **team_level)
+    return changes

@@ -1,0 +1,341 @@
+"""Use cases on orgs, teams and users, each checking permissions before recording anything."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aqueduct_directory.application.base import DirectoryCore
+from aqueduct_directory.application.views import org_view, team_view, user_view
+from aqueduct_directory.domain.errors import ConflictError, InvalidInputError, NotFoundError
+from aqueduct_directory.domain.org import Org, Team, User
+from aqueduct_directory.domain.policy import Principal
+from aqueduct_directory.domain.values import clean_budgets, clean_limits, clean_model_limits, clean_models
+
+__all__ = ["OrganisationUseCases"]
+
+_UNSET: Any = object()
+
+
+def _name(value: str, what: str) -> str:
+    value = (value or "").strip()
+    if not value:
+        raise InvalidInputError(f"{what} must not be empty")
+    return value
+
+
+class OrganisationUseCases(DirectoryCore):
+    # -- orgs --------------------------------------------------------------------------------------
+
+    def create_org(
+        self,
+        p: Principal,
+        name: str,
+        sso_group: str | None = None,
+        limits: dict[str, Any] | None = None,
+        budgets: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        p.require_admin("create orgs")
+        name = _name(name, "org name")
+        if self.state.org_by_name(name):
+            raise ConflictError(f"an org named {name!r} exists", "org_exists")
+        org = Org(name, sso_group or None, clean_limits(limits), clean_budgets(budgets), actor=p.actor)
+        self.commit(org)
+        return org_view(self.state.orgs[str(org.id)])
+
+    def update_org(
+        self,
+        p: Principal,
+        org_id: str,
+        name: str | None = None,
+        sso_group: Any = _UNSET,
+        limits: dict[str, Any] | None = None,
+        budgets: dict[str, Any] | None = None,
+        excluded_models: list[str] | None = None,
+        model_limits: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        p.require_admin("change orgs")
+        org = self.editable(self.find(self.state.orgs, org_id, "org"))
+        new_name = _name(name, "org name") if name is not None else org.name
+        new_group = org.sso_group if sso_group is _UNSET else (sso_group or None)
+        if new_name != org.name and self.state.org_by_name(new_name):
+            raise ConflictError(f"an org named {new_name!r} exists", "org_exists")
+        if (new_name, new_group) != (org.name, org.sso_group):
+            org.update(new_name, new_group, actor=p.actor)
+        if limits is not None and clean_limits(limits) != org.limits:
+            org.set_limits(clean_limits(limits), actor=p.actor)
+        if budgets is not None and clean_budgets(budgets) != org.budgets:
+            org.set_budgets(clean_budgets(budgets), actor=p.actor)
+        if excluded_models is not None and clean_models(excluded_models) != org.excluded_models:
+            org.set_excluded_models(clean_models(excluded_models), actor=p.actor)
+        if model_limits is not None and clean_model_limits(model_limits) != org.model_limits:
+            org.set_model_limits(clean_model_limits(model_limits), actor=p.actor)
+        self.commit(org)
+        return org_view(self.state.orgs[org_id])
+
+    def get_org(self, p: Principal, org_id: str) -> dict[str, Any]:
+        org = self.find(self.state.orgs, org_id, "org")
+        p.require_in_org(org_id, "see this org")
+        return org_view(org)
+
+    def list_orgs(self, p: Principal) -> list[dict[str, Any]]:
+        orgs = sorted(self.state.orgs.values(), key=lambda o: o.name)
+        return [org_view(o) for o in orgs if p.admin or str(o.id) == p.org_id]
+
+    # -- teams -------------------------------------------------------------------------------------
+
+    def create_team(
+        self,
+        p: Principal,
+        org_id: str,
+        name: str,
+        description: str = "",
+        limits: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        self.find(self.state.orgs, org_id, "org")
+        p.require_org_admin(org_id, "create teams")
+        name = _name(name, "team name")
+        if self.state.team_by_name(org_id, name):
+            raise ConflictError(f"a team named {name!r} exists in this org", "team_exists")
+        team = Team(org_id, name, description or "", clean_limits(limits), actor=p.actor)
+        self.commit(team)
+        return team_view(self.state.teams[str(team.id)])
+
+    def update_team(
+        self,
+        p: Principal,
+        team_id: str,
+        name: str | None = None,
+        description: str | None = None,
+        limits: dict[str, Any] | None = None,
+        budgets: dict[str, Any] | None = None,
+        excluded_models: list[str] | None = None,
+        model_limits: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        team = self.editable(self.find(self.state.teams, team_id, "team"))
+        p.require_org_admin(team.org_id, "change teams")
+        new_name = _name(name, "team name") if name is not None else team.name
+        new_description = description if description is not None else team.description
+        if new_name != team.name and self.state.team_by_name(team.org_id, new_name):
+            raise ConflictError(f"a team named {new_name!r} exists in this org", "team_exists")
+        if (new_name, new_description) != (team.name, team.description):
+            team.update(new_name, new_description, actor=p.actor)
+        if limits is not None and clean_limits(limits) != team.limits:
+            team.set_limits(clean_limits(limits), actor=p.actor)
+        if budgets is not None and clean_budgets(budgets) != team.budgets:
+            team.set_budgets(clean_budgets(budgets), actor=p.actor)
+        if excluded_models is not None and clean_models(excluded_models) != team.excluded_models:
+            team.set_excluded_models(clean_models(excluded_models), actor=p.actor)
+        if model_limits is not None and clean_model_limits(model_limits) != team.model_limits:
+            team.set_model_limits(clean_model_limits(model_limits), actor=p.actor)
+        self.commit(team)
+        return team_view(self.state.teams[team_id])
+
+    def delete_team(self, p: Principal, team_id: str) -> None:
+        team = self.editable(self.find(self.state.teams, team_id, "team"))
+        p.require_org_admin(team.org_id, "delete teams")
+        doomed = []
+        # The team's service accounts and their tokens go with it, in the same transaction.
+        for sa in self.state.team_service_accounts(team_id):
+            sa = self.editable(sa)
+            sa.delete(actor=p.actor)
+            doomed.append(sa)
+            token = self.state.tokens.get(sa.token_id or "")
+            if token is not None and not token.revoked:
+                token = self.editable(token)
+                token.revoke(actor=p.actor)
+                doomed.append(token)
+        team.delete(actor=p.actor)
+        self.commit(team, *doomed)
+
+    def get_team(self, p: Principal, team_id: str) -> dict[str, Any]:
+        team = self.find(self.state.teams, team_id, "team")
+        p.require_in_org(team.org_id, "see this team")
+        return team_view(team)
+
+    def list_teams(self, p: Principal, org_id: str | None = None) -> list[dict[str, Any]]:
+        if not p.admin:
+            org_id = p.org_id
+        return [team_view(t) for t in self.state.live_teams(org_id)]
+
+    def add_member(
+        self, p: Principal, team_id: str, user_id: str, team_admin: bool = False
+    ) -> dict[str, Any]:
+        team = self.editable(self.find(self.state.teams, team_id, "team"))
+        p.require_team_admin(team, "add members")
+        user = self.find(self.state.users, user_id, "user")
+        if user.org_id != team.org_id:
+            raise InvalidInputError("only users of the team's org can join it", "wrong_org")
+        team.add_member(user_id, bool(team_admin), self.clock(), actor=p.actor)
+        self.commit(team)
+        return team_view(self.state.teams[team_id])
+
+    def remove_member(self, p: Principal, team_id: str, user_id: str) -> None:
+        team = self.editable(self.find(self.state.teams, team_id, "team"))
+        p.require_team_admin(team, "remove members")
+        owned = self.state.service_accounts_owned(user_id, team_id)
+        if owned:
+            names = ", ".join(sorted(s.name for s in owned))
+            raise ConflictError(
+                f"the user owns service accounts of this team ({names}); transfer them first",
+                "owns_service_account",
+            )
+        team.remove_member(user_id, actor=p.actor)
+        self.commit(team)
+
+    def promote_member(self, p: Principal, team_id: str, user_id: str) -> dict[str, Any]:
+        team = self.editable(self.find(self.state.teams, team_id, "team"))
+        p.require_team_admin(team, "promote members")
+        team.promote_member(user_id, actor=p.actor)
+        self.commit(team)
+        return team_view(self.state.teams[team_id])
+
+    # -- users -------------------------------------------------------------------------------------
+
+    def create_user(
+        self,
+        p: Principal,
+        org_id: str,
+        email: str,
+        name: str = "",
+        org_admin: bool = False,
+        admin: bool = False,
+        subject: str | None = None,
+    ) -> dict[str, Any]:
+        self.find(self.state.orgs, org_id, "org")
+        p.require_org_admin(org_id, "add users")
+        if admin:
+            p.require_admin("make Admins")
+        email = _name(email, "email")
+        if email.lower() in self.state.users_by_email:
+            raise ConflictError(f"a user with email {email!r} exists", "user_exists")
+        if subject and subject in self.state.users_by_subject:
+            raise ConflictError("a user with this identity exists", "user_exists")
+        user = User(org_id, email, name or email, subject, bool(admin), bool(org_admin), actor=p.actor)
+        self.commit(user)
+        return user_view(self.state.users[str(user.id)], self.state)
+
+    def update_user(
+        self,
+        p: Principal,
+        user_id: str,
+        name: str | None = None,
+        email: str | None = None,
+        limits: dict[str, Any] | None = None,
+        budgets: dict[str, Any] | None = None,
+        excluded_models: list[str] | None = None,
+        model_limits: dict[str, Any] | None = None,
+        org_admin: bool | None = None,
+        admin: bool | None = None,
+    ) -> dict[str, Any]:
+        user = self.editable(self.find(self.state.users, user_id, "user"))
+        if user_id != p.user_id or any(
+            v is not None for v in (limits, budgets, excluded_models, model_limits)
+        ):
+            p.require_org_admin(user.org_id, "change other users or their limits")
+        if org_admin is not None and org_admin != user.org_admin:
+            p.require_org_admin(user.org_id, "grant Org-Admin")
+        if admin is not None and admin != user.admin:
+            p.require_admin("grant Admin")
+        new_email = _name(email, "email") if email is not None else user.email
+        if new_email.lower() != user.email.lower() and new_email.lower() in self.state.users_by_email:
+            raise ConflictError(f"a user with email {new_email!r} exists", "user_exists")
+        new_name = name if name is not None else user.name
+        if (new_name, new_email) != (user.name, user.email):
+            user.update_profile(new_name, new_email, actor=p.actor)
+        roles = (user.admin if admin is None else admin, user.org_admin if org_admin is None else org_admin)
+        if roles != (user.admin, user.org_admin):
+            user.change_roles(roles[0], roles[1], actor=p.actor)
+        if limits is not None and clean_limits(limits) != user.limits:
+            user.set_limits(clean_limits(limits), actor=p.actor)
+        if budgets is not None and clean_budgets(budgets) != user.budgets:
+            user.set_budgets(clean_budgets(budgets), actor=p.actor)
+        if excluded_models is not None and clean_models(excluded_models) != user.excluded_models:
+            user.set_excluded_models(clean_models(excluded_models), actor=p.actor)
+        if model_limits is not None and clean_model_limits(model_limits) != user.model_limits:
+            user.set_model_limits(clean_model_limits(model_limits), actor=p.actor)
+        self.commit(user)
+        return user_view(self.state.users[user_id], self.state)
+
+    def get_user(self, p: Principal, user_id: str) -> dict[str, Any]:
+        user = self.find(self.state.users, user_id, "user")
+        if user_id != p.user_id:
+            p.require_org_admin(user.org_id, "see other users")
+        return user_view(user, self.state)
+
+    def list_users(self, p: Principal, org_id: str | None = None) -> list[dict[str, Any]]:
+        if not p.admin:
+            # Team-Admins pick members from their org, so every member of the org may list it.
+            org_id = p.org_id
+        return [user_view(u, self.state) for u in self.state.live_users(org_id)]
+
+    def me(self, p: Principal) -> dict[str, Any]:
+        return user_view(self.find(self.state.users, p.user_id, "user"), self.state)
+
+    def accept_terms(self, p: Principal, version: str) -> dict[str, Any]:
+        user = self.editable(self.find(self.state.users, p.user_id, "user"))
+        current = self.state.terms.current if self.state.terms else None
+        if current is None or current["version"] != version:
+            raise NotFoundError(f"{version!r} is not the current terms of service version", "tos_not_current")
+        if user.tos_accepted_version != version:
+            user.accept_terms(version, actor=p.actor)
+            self.commit(user)
+        return user_view(self.state.users[p.user_id], self.state)
+
+    # -- sign-in (asked by the auth service) -------------------------------------------------------
+
+    def sign_in(
+        self,
+        subject: str,
+        email: str = "",
+        name: str = "",
+        groups: list[str] | None = None,
+        admin: bool = False,
+    ) -> dict[str, Any]:
+        """Resolve an identity to a user, provisioning on first sign-in. Acts as "system"."""
+        subject = _name(subject, "subject")
+        user_id = self.state.users_by_subject.get(subject)
+        if user_id is None and email and email.lower() in self.state.users_by_email:
+            user_id = self.state.users_by_email[email.lower()]  # invited by email before first sign-in
+            user = self.editable(self.state.users[user_id])
+            if user.subject and user.subject != subject:
+                raise ConflictError("this email belongs to another identity", "identity_conflict")
+            user.link_subject(subject, actor="system")
+            self.commit(user)
+        if user_id is None:
+            org = self.state.org_by_sso_group(groups or [])
+            if org is None and (admin or subject.startswith("local:")):
+                org = self.state.org_by_name(self.default_org) or self._create_default_org()
+            if org is None:
+                raise NotFoundError("no org is mapped from the user's groups", "no_org")
+            fallback_email = email or f"{subject.split(':')[-1]}@local"
+            if fallback_email.lower() in self.state.users_by_email:
+                fallback_email = f"{subject}@local"
+            user = User(
+                str(org.id), fallback_email, name or subject.split(":")[-1], subject, admin, False, "system"
+            )
+            self.commit(user)
+            user_id = str(user.id)
+        user = self.state.users[user_id]
+        if user.deleted:
+            raise NotFoundError("this user was deactivated", "user_deactivated")
+        if admin and not user.admin:
+            # The identity provider's admin group grants Admin; it never silently revokes it.
+            editable = self.editable(user)
+            editable.change_roles(True, user.org_admin, actor="system")
+            self.commit(editable)
+        view = user_view(self.state.users[user_id], self.state)
+        return {
+            "user_id": user_id,
+            "org_id": view["org_id"],
+            "name": view["name"],
+            "email": view["email"],
+            "admin": view["admin"],
+            "org_admin": view["org_admin"],
+            "teams": view["teams"],
+            "team_admin": view["team_admin"],
+        }
+
+    def _create_default_org(self) -> Org:
+        org = Org(self.default_org, None, {}, {}, actor="system")
+        self.commit(org)
+        return self.state.orgs[str(org.id)]

@@ -1,0 +1,163 @@
+"""Plain-value views of the aggregates, as the HTTP API and the audit answer them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from aqueduct_directory.domain.catalog import Endpoint, McpServer, Model
+from aqueduct_directory.domain.org import Org, Team, User
+from aqueduct_directory.domain.state import DirectoryState
+from aqueduct_directory.domain.token import ServiceAccount, Token
+
+__all__ = [
+    "endpoint_view",
+    "mcp_view",
+    "model_view",
+    "org_view",
+    "service_account_view",
+    "team_view",
+    "token_view",
+    "user_view",
+    "view_of",
+]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def org_view(org: Org) -> dict[str, Any]:
+    return {
+        "id": str(org.id),
+        "name": org.name,
+        "sso_group": org.sso_group,
+        "limits": org.limits,
+        "budgets": org.budgets,
+        "excluded_models": org.excluded_models,
+        "model_limits": org.model_limits,
+        "created_at": _iso(org.created_on),
+    }
+
+
+def team_view(team: Team) -> dict[str, Any]:
+    return {
+        "id": str(team.id),
+        "org_id": team.org_id,
+        "name": team.name,
+        "description": team.description,
+        "limits": team.limits,
+        "budgets": team.budgets,
+        "excluded_models": team.excluded_models,
+        "model_limits": team.model_limits,
+        "members": [
+            {"user_id": uid, "team_admin": m["team_admin"], "joined_at": m["joined_at"]}
+            for uid, m in team.members.items()
+        ],
+        "deleted": team.deleted,
+        "created_at": _iso(team.created_on),
+    }
+
+
+def user_view(user: User, state: DirectoryState | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": str(user.id),
+        "org_id": user.org_id,
+        "email": user.email,
+        "name": user.name,
+        "subject": user.subject,
+        "admin": user.admin,
+        "org_admin": user.org_admin,
+        "limits": user.limits,
+        "budgets": user.budgets,
+        "excluded_models": user.excluded_models,
+        "model_limits": user.model_limits,
+        "tos_accepted_version": user.tos_accepted_version,
+        "deleted": user.deleted,
+        "created_at": _iso(user.created_on),
+    }
+    if state is not None:
+        teams = state.teams_of(str(user.id))
+        view["teams"] = [str(t.id) for t in teams]
+        view["team_admin"] = [str(t.id) for t in teams if t.is_admin(str(user.id))]
+        roles = ["User"]
+        if view["team_admin"]:
+            roles.append("Team-Admin")
+        if user.org_admin:
+            roles.append("Org-Admin")
+        if user.admin:
+            roles.append("Admin")
+        view["roles"] = roles
+    return view
+
+
+def token_view(token: Token, team_id: str | None = None) -> dict[str, Any]:
+    return {
+        "id": str(token.id),
+        "name": token.name,
+        "preview": token.preview,
+        "user_id": token.user_id,
+        "service_account_id": token.service_account_id,
+        "team_id": team_id if team_id is not None else token.team_id,
+        "org_id": token.org_id,
+        "limits": token.limits,
+        "expires_at": _iso(token.expires_at),
+        "created_at": _iso(token.created_on),
+        "revoked": token.revoked,
+    }
+
+
+def service_account_view(sa: ServiceAccount) -> dict[str, Any]:
+    return {
+        "id": str(sa.id),
+        "team_id": sa.team_id,
+        "org_id": sa.org_id,
+        "name": sa.name,
+        "description": sa.description,
+        "owner_user_id": sa.owner_user_id,
+        "token_id": sa.token_id,
+        "deleted": sa.deleted,
+        "created_at": _iso(sa.created_on),
+    }
+
+
+def endpoint_view(endpoint: Endpoint) -> dict[str, Any]:
+    return {
+        "slug": endpoint.slug,
+        "url": endpoint.url,
+        "provider": endpoint.provider,
+        "api_key_env": endpoint.api_key_env,
+    }
+
+
+def model_view(model: Model) -> dict[str, Any]:
+    return {
+        "name": model.name,
+        "endpoint": model.endpoint,
+        "upstream_model": model.upstream_model,
+        "input_price_per_million": model.input_price_per_million,
+        "output_price_per_million": model.output_price_per_million,
+    }
+
+
+def mcp_view(server: McpServer) -> dict[str, Any]:
+    return {"name": server.name, "url": server.url, "allowed_team_ids": server.allowed_team_ids}
+
+
+def view_of(aggregate: Any, state: DirectoryState | None = None) -> dict[str, Any]:
+    """Any aggregate as a plain dict (the audit's "state at time T")."""
+    views = {
+        Org: org_view,
+        Team: team_view,
+        Token: token_view,
+        ServiceAccount: service_account_view,
+        Endpoint: endpoint_view,
+        Model: model_view,
+        McpServer: mcp_view,
+    }
+    if isinstance(aggregate, User):
+        return {"type": "User", **user_view(aggregate, state)}
+    for cls, view in views.items():
+        if isinstance(aggregate, cls):
+            return {"type": cls.__name__, **view(aggregate)}
+    return {"type": type(aggregate).__name__, "id": str(aggregate.id), "version": aggregate.version}

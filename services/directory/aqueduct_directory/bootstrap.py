@@ -1,0 +1,156 @@
+"""The composition root: settings -> event store, bus, relay, projection, sign-in RPC, HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from nats.aio.client import Client as NATS
+
+from aqueduct_directory.adapters.persistence import event_store_env, open_position_store
+from aqueduct_directory.adapters.projection import SnapshotProjector
+from aqueduct_directory.adapters.relay import OutboxRelay
+from aqueduct_directory.application import DirectoryApp
+from aqueduct_directory.application.config_apply import apply_config, parse_config
+from aqueduct_directory.domain.policy import SYSTEM
+from aqueduct_directory.entrypoints.http.app import create_http_app
+from aqueduct_directory.entrypoints.rpc import serve_sign_in
+from aqueduct_directory.settings import DirectorySettings
+from aqueduct_libs import bus, names
+from aqueduct_libs.ops import configure_logging
+from aqueduct_libs.sessions import JWKS_KEY, SessionVerifier
+from aqueduct_libs.settings import CommonSettings
+
+__all__ = ["DirectoryService", "build_directory", "run", "run_replay"]
+
+log = logging.getLogger("aqueduct_directory")
+
+
+def build_directory(common: CommonSettings, settings: DirectorySettings) -> DirectoryApp:
+    directory = DirectoryApp(
+        env=event_store_env(settings.database_url, common.data_dir),
+        secret_key=common.secret_key_bytes,
+        max_tokens_per_user=settings.max_tokens_per_user,
+        max_service_accounts_per_team=settings.max_service_accounts_per_team,
+        default_org=settings.default_org,
+    )
+    if common.config_file is not None:
+        changes = apply_config(directory, SYSTEM, parse_config(common.config_file.read_text()))
+        for change in changes:
+            log.info("config: %s", change)
+    return directory
+
+
+class DirectoryService:
+    """Everything that runs beside the HTTP API, started and stopped together."""
+
+    def __init__(self, common: CommonSettings, settings: DirectorySettings) -> None:
+        self.common = common
+        self.settings = settings
+        self.directory = build_directory(common, settings)
+        self.verifier = SessionVerifier()
+        self.nc: NATS | None = None
+        self.relay: OutboxRelay | None = None
+        self.projector: SnapshotProjector | None = None
+        self._watcher: bus.KVWatcher | None = None
+        self._positions = open_position_store(self.directory.store_env)
+
+    def ready(self) -> bool:
+        return bool(self.nc and self.nc.is_connected and self.projector and self.projector.loaded.is_set())
+
+    async def start(self) -> None:
+        self.nc = await bus.connect(self.common.nats_url, "aqueduct-directory")
+        js = self.nc.jetstream()
+        await bus.ensure_topology(js)
+        self.relay = OutboxRelay(self.directory, js, self._positions)
+        self.projector = SnapshotProjector(self.directory, js)
+        self.relay.start()
+        self.projector.start()
+        await serve_sign_in(self.nc, self.directory)
+        self._watcher = bus.KVWatcher(js, names.AUTH_KEYS_BUCKET, self._on_key, lambda key: None)
+        self._watcher.start()
+
+    def _on_key(self, key: str, value: bytes) -> None:
+        if key == JWKS_KEY:
+            self.verifier.load_jwks(value)
+
+    async def replay(self) -> dict[str, Any]:
+        """Rebuild the read model from every stored event and make the KV snapshot equal to it."""
+        assert self.projector is not None
+        started = time.perf_counter()
+        state = self.directory.rebuild_state()
+        await self.projector.load()
+        return {
+            "events": state.position,
+            "tokens": sum(1 for t in state.tokens.values() if not t.revoked),
+            "snapshot_keys": len(self.projector.desired),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+
+    async def stop(self) -> None:
+        if self._watcher:
+            await self._watcher.stop()
+        for part in (self.projector, self.relay):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        part.flush() if part is self.projector else part.publish_pending(), 5
+                    )
+                await part.stop()
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+        self._positions.close()
+        self.directory.close()
+
+    def http_app(self) -> FastAPI:
+        return create_http_app(self.directory, self.verifier, self.ready, self.replay)
+
+
+async def serve(common: CommonSettings, settings: DirectorySettings) -> None:
+    service = DirectoryService(common, settings)
+    await service.start()
+    config = uvicorn.Config(service.http_app(), host=settings.host, port=settings.port, log_level="warning")
+    server = uvicorn.Server(config)
+    try:
+        # uvicorn handles SIGTERM/SIGINT: it stops accepting requests and finishes those in flight.
+        await server.serve()
+    finally:
+        await service.stop()
+
+
+def run() -> None:
+    common, settings = CommonSettings(), DirectorySettings()
+    configure_logging("directory", common.log_level)
+    asyncio.run(serve(common, settings))
+
+
+async def _replay_once(common: CommonSettings, settings: DirectorySettings) -> dict[str, Any]:
+    directory = build_directory(common, settings)
+    nc = await bus.connect(common.nats_url, "aqueduct-directory-replay")
+    try:
+        js = nc.jetstream()
+        await bus.ensure_topology(js)
+        projector = SnapshotProjector(directory, js)
+        started = time.perf_counter()
+        await projector.load()
+        return {
+            "events": directory.state.position,
+            "snapshot_keys": len(projector.desired),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+    finally:
+        await nc.drain()
+        directory.close()
+
+
+def run_replay() -> None:
+    common, settings = CommonSettings(), DirectorySettings()
+    configure_logging("directory", common.log_level)
+    result = asyncio.run(_replay_once(common, settings))
+    print(" ".join(f"{k}={v}" for k, v in result.items()))

@@ -1,0 +1,98 @@
+"""Value rules shared by the aggregates: limits, budgets and model lists in their stored form."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from aqueduct_directory.domain.errors import InvalidInputError
+
+__all__ = [
+    "BUDGET_FIELDS",
+    "LIMIT_FIELDS",
+    "clean_budgets",
+    "clean_limits",
+    "clean_model_limits",
+    "clean_models",
+    "clean_price",
+    "merge_limits",
+    "price_nanos_per_token",
+]
+
+LIMIT_FIELDS = ("requests_per_minute", "input_tokens_per_minute", "output_tokens_per_minute")
+BUDGET_FIELDS = ("daily_usd", "monthly_usd")
+
+
+def clean_limits(limits: Mapping[str, Any] | None) -> dict[str, int]:
+    """Only the fields that are set are stored: a missing field means "inherit from the level above"."""
+    result: dict[str, int] = {}
+    for key, value in (limits or {}).items():
+        if key not in LIMIT_FIELDS:
+            raise InvalidInputError(f"unknown limit {key!r}; known: {', '.join(LIMIT_FIELDS)}")
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidInputError(f"limit {key} must be a non-negative integer")
+        result[key] = value
+    return result
+
+
+def clean_model_limits(model_limits: Mapping[str, Any] | None) -> dict[str, dict[str, int]]:
+    result: dict[str, dict[str, int]] = {}
+    for model, limits in (model_limits or {}).items():
+        cleaned = clean_limits(limits)
+        if cleaned:
+            result[str(model)] = cleaned
+    return result
+
+
+def clean_budgets(budgets: Mapping[str, Any] | None) -> dict[str, str]:
+    """Money is kept as decimal strings so no float rounding ever reaches accounting."""
+    result: dict[str, str] = {}
+    for key, value in (budgets or {}).items():
+        if key not in BUDGET_FIELDS:
+            raise InvalidInputError(f"unknown budget {key!r}; known: {', '.join(BUDGET_FIELDS)}")
+        if value is None:
+            continue
+        amount = _decimal(value, f"budget {key}")
+        result[key] = str(amount)
+    return result
+
+
+def clean_models(models: Iterable[str] | None) -> list[str]:
+    return sorted({str(m) for m in (models or []) if str(m)})
+
+
+def clean_price(value: Any) -> str | None:
+    if value is None:
+        return None
+    return str(_decimal(value, "price"))
+
+
+def price_nanos_per_token(price_per_million: str | None) -> int | None:
+    """Dollars per million tokens -> integer nano-dollars per token ($1/M = 1,000 nanos per token)."""
+    if price_per_million is None:
+        return None
+    return int((Decimal(price_per_million) * 1000).to_integral_value())
+
+
+def merge_limits(*levels: Mapping[str, int] | None) -> dict[str, int]:
+    """Field by field, the first level that sets a limit wins (token, user, team, org)."""
+    merged: dict[str, int] = {}
+    for level in levels:
+        for key, value in (level or {}).items():
+            merged.setdefault(key, value)
+    return merged
+
+
+def _decimal(value: Any, what: str) -> Decimal:
+    if isinstance(value, bool):
+        raise InvalidInputError(f"{what} must be a number")
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation as exc:
+        raise InvalidInputError(f"{what} must be a number") from exc
+    if not amount.is_finite() or amount < 0:
+        raise InvalidInputError(f"{what} must be a non-negative number")
+    return amount

@@ -1,0 +1,1 @@
+"""Entrypoints: HTTP routes, the sign-in request/reply handler, the command line."""

@@ -1,0 +1,58 @@
+"""Routes for config apply, replay and audit (Admin only)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request
+
+from aqueduct_directory.application.audit import audit_events, model_access_at, state_at
+from aqueduct_directory.application.config_apply import apply_config, parse_config
+from aqueduct_directory.entrypoints.http.deps import CurrentUser, DirectoryDep
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api")
+Json = dict[str, Any]
+
+
+@router.post("/config/apply", tags=["admin"])
+async def apply(
+    user: CurrentUser,
+    directory: DirectoryDep,
+    body: Annotated[str, Body(media_type="application/yaml")],
+    dry_run: bool = False,
+) -> Json:
+    user.require_admin("apply configuration")
+    changes = apply_config(directory, user, parse_config(body), dry_run=dry_run)
+    return {"dry_run": dry_run, "changes": changes}
+
+
+@router.post("/admin/replay", tags=["admin"])
+async def replay(request: Request, user: CurrentUser) -> Json:
+    user.require_admin("replay the event log")
+    return await request.app.state.replay()
+
+
+@router.get("/audit/events", tags=["audit"])
+async def events(
+    user: CurrentUser,
+    directory: DirectoryDep,
+    aggregate_id: str | None = None,
+    actor: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+) -> list[Json]:
+    return audit_events(directory, user, aggregate_id, actor, since, until, limit)
+
+
+@router.get("/audit/at", tags=["audit"])
+async def at(user: CurrentUser, directory: DirectoryDep, time: datetime, aggregate_id: str) -> Json:
+    return state_at(directory, user, time, aggregate_id)
+
+
+@router.get("/audit/model-access", tags=["audit"])
+async def model_access(user: CurrentUser, directory: DirectoryDep, model: str, time: datetime) -> list[Json]:
+    return model_access_at(directory, user, model, time)

@@ -1,0 +1,58 @@
+"""The FastAPI application: routers per resource, errors mapped once into problem documents."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from aqueduct_directory.application import DirectoryApp
+from aqueduct_directory.domain.errors import DirectoryError
+from aqueduct_directory.entrypoints.http import admin, catalog, organisation, tokens
+from aqueduct_libs.ops import add_operational_routes
+from aqueduct_libs.sessions import SessionVerifier
+
+__all__ = ["create_http_app"]
+
+
+def _problem(status: int, detail: Any, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
+
+
+async def _on_directory_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DirectoryError)
+    return _problem(exc.status, exc.detail, exc.code)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    codes = {401: "unauthorized", 403: "permission_denied", 404: "not_found"}
+    return _problem(exc.status_code, exc.detail, codes.get(exc.status_code, "error"), exc.headers)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return _problem(400, str(exc.errors()), "invalid_input")
+
+
+def create_http_app(
+    directory: DirectoryApp,
+    verifier: SessionVerifier,
+    ready: Callable[[], bool],
+    replay: Callable[[], Awaitable[dict[str, Any]]],
+) -> FastAPI:
+    app = FastAPI(title="Aqueduct directory", version="1")
+    app.state.directory = directory
+    app.state.verifier = verifier
+    app.state.replay = replay
+    app.add_exception_handler(DirectoryError, _on_directory_error)
+    app.add_exception_handler(HTTPException, _on_http_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    for module in (organisation, tokens, catalog, admin):
+        app.include_router(module.router)
+    add_operational_routes(app, ready)
+    return app

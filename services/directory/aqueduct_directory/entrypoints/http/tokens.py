@@ -1,0 +1,78 @@
+"""Routes for API tokens and service accounts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from aqueduct_directory.entrypoints.http.deps import CurrentUser, DirectoryDep
+from aqueduct_directory.entrypoints.http.schemas import (
+    ServiceAccountIn,
+    ServiceAccountPatch,
+    TokenIn,
+    TokenPatch,
+)
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api")
+Json = dict[str, Any]
+
+
+@router.get("/tokens", tags=["tokens"])
+async def list_tokens(user: CurrentUser, directory: DirectoryDep) -> list[Json]:
+    return directory.list_tokens(user)
+
+
+@router.post("/tokens", tags=["tokens"], status_code=201)
+async def issue_token(body: TokenIn, user: CurrentUser, directory: DirectoryDep) -> Json:
+    return directory.issue_token(user, body.name, body.expires_at, body.team_id)
+
+
+@router.get("/tokens/{token_id}", tags=["tokens"])
+async def get_token(token_id: str, user: CurrentUser, directory: DirectoryDep) -> Json:
+    return directory.get_token(user, token_id)
+
+
+@router.patch("/tokens/{token_id}", tags=["tokens"])
+async def set_token_limits(
+    token_id: str, body: TokenPatch, user: CurrentUser, directory: DirectoryDep
+) -> Json:
+    return directory.set_token_limits(user, token_id, body.limits)
+
+
+@router.post("/tokens/{token_id}/regenerate", tags=["tokens"])
+async def regenerate_token(token_id: str, user: CurrentUser, directory: DirectoryDep) -> Json:
+    return directory.regenerate_token(user, token_id)
+
+
+@router.delete("/tokens/{token_id}", tags=["tokens"], status_code=204)
+async def revoke_token(token_id: str, user: CurrentUser, directory: DirectoryDep) -> Response:
+    directory.revoke_token(user, token_id)
+    return Response(status_code=204)
+
+
+@router.get("/teams/{team_id}/service-accounts", tags=["service accounts"])
+async def list_service_accounts(team_id: str, user: CurrentUser, directory: DirectoryDep) -> list[Json]:
+    return directory.list_service_accounts(user, team_id)
+
+
+@router.post("/teams/{team_id}/service-accounts", tags=["service accounts"], status_code=201)
+async def create_service_account(
+    team_id: str, body: ServiceAccountIn, user: CurrentUser, directory: DirectoryDep
+) -> Json:
+    return directory.create_service_account(user, team_id, body.name, body.description)
+
+
+@router.patch("/service-accounts/{sa_id}", tags=["service accounts"])
+async def update_service_account(
+    sa_id: str, body: ServiceAccountPatch, user: CurrentUser, directory: DirectoryDep
+) -> Json:
+    return directory.update_service_account(user, sa_id, **body.model_dump(exclude_unset=True))
+
+
+@router.delete("/service-accounts/{sa_id}", tags=["service accounts"], status_code=204)
+async def delete_service_account(sa_id: str, user: CurrentUser, directory: DirectoryDep) -> Response:
+    directory.delete_service_account(user, sa_id)
+    return Response(status_code=204)
