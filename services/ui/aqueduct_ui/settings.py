@@ -21,3 +21,6 @@ class UISettings(BaseSettings):
     refresh_cookie_max_age: int = 14 * 24 * 3600
     # Timeout of calls to the directory, auth and accounting APIs (seconds).
     api_timeout: float = 15.0
+    # The per-user token cap shown on the tokens page when the directory's /api/me does not report it
+    # (``max_tokens_per_user``); keep it equal to the directory's cap, which is what is enforced.
+    token_cap: int = 10

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import httpx
 from httpx_aiohttp import HttpxAiohttpClient
 
-__all__ = ["ApiError", "AuthApi", "ServiceApi", "UserApi", "create_http_client", "q"]
+__all__ = ["ApiError", "AuthApi", "ServiceApi", "UserApi", "create_http_client", "items", "q"]
 
 
 class ApiError(Exception):
@@ -29,6 +29,13 @@ class ApiError(Exception):
 def q(segment: str) -> str:
     """One path segment, escaped: model names such as ``org/model:tag`` must not change the route."""
     return quote(str(segment), safe="")
+
+
+def items(answer: Any, key: str) -> list[dict[str, Any]]:
+    """Lists come bare or wrapped (``{"teams": [...]}``); accept both."""
+    if isinstance(answer, dict):
+        answer = answer.get(key, answer.get("items", []))
+    return list(answer or [])
 
 
 def create_http_client(timeout: float) -> httpx.AsyncClient:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aqueduct_ui.adapters.api import UserApi, q
+from aqueduct_ui.adapters.api import UserApi, items, q
 from aqueduct_ui.domain.viewer import Viewer
 
 __all__ = ["TokenRow", "TokensPage", "create_token", "delete_token", "load_tokens_page", "regenerate_token"]
@@ -49,17 +49,10 @@ def _time(value: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _items(answer: Any, key: str) -> list[dict[str, Any]]:
-    """Lists come bare or wrapped (``{"tokens": [...]}``); accept both."""
-    if isinstance(answer, dict):
-        answer = answer.get(key, answer.get("items", []))
-    return list(answer or [])
-
-
-async def load_tokens_page(api: UserApi, viewer: Viewer) -> TokensPage:
-    tokens = [t for t in _items(await api.directory.get("/api/tokens"), "tokens") if not t.get("revoked")]
+async def load_tokens_page(api: UserApi, viewer: Viewer, default_cap: int | None = None) -> TokensPage:
+    tokens = [t for t in items(await api.directory.get("/api/tokens"), "tokens") if not t.get("revoked")]
     me = await api.directory.get("/api/me")
-    cap = next((int(me[k]) for k in _CAP_KEYS if isinstance(me, dict) and me.get(k) is not None), None)
+    cap = next((int(me[k]) for k in _CAP_KEYS if isinstance(me, dict) and me.get(k) is not None), default_cap)
     sa_names: dict[str, str] = {}
     team_names: dict[str, str] = {}
     if any(t.get("service_account_id") for t in tokens):
@@ -67,7 +60,7 @@ async def load_tokens_page(api: UserApi, viewer: Viewer) -> TokensPage:
             team = await api.directory.get(f"/api/teams/{q(team_id)}")
             team_names[team_id] = team.get("name", team_id)
             accounts = await api.directory.get(f"/api/teams/{q(team_id)}/service-accounts")
-            for sa in _items(accounts, "service_accounts"):
+            for sa in items(accounts, "service_accounts"):
                 sa_names[sa["id"]] = sa.get("name", sa["id"])
 
     personal: list[TokenRow] = []

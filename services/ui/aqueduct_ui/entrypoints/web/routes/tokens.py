@@ -10,7 +10,7 @@ from starlette.responses import Response
 from aqueduct_ui.application import tokens as use_cases
 from aqueduct_ui.domain.forms import parse_expiry, require_text
 from aqueduct_ui.entrypoints.web.cookies import Flash
-from aqueduct_ui.entrypoints.web.deps import Api, CurrentViewer
+from aqueduct_ui.entrypoints.web.deps import Api, Context, CurrentViewer
 from aqueduct_ui.entrypoints.web.render import back_url, redirect, render
 
 __all__ = ["router"]
@@ -21,8 +21,8 @@ _STORE_IT = "Copy it now and keep it in a password manager: it is not stored and
 
 
 @router.get("/")
-async def tokens_page(request: Request, viewer: CurrentViewer, api: Api) -> Response:
-    page = await use_cases.load_tokens_page(api, viewer)
+async def tokens_page(request: Request, ctx: Context, viewer: CurrentViewer, api: Api) -> Response:
+    page = await use_cases.load_tokens_page(api, viewer, ctx.settings.token_cap)
     return render(request, "tokens.html", tokens=page)
 
 

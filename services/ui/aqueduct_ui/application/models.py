@@ -1,0 +1,110 @@
+"""Use case of the models page: endpoints, their models, which ones the viewer may use, an SDK snippet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aqueduct_ui.adapters.api import UserApi, items, q
+from aqueduct_ui.domain.viewer import Viewer
+
+__all__ = ["EndpointCard", "ModelRow", "ModelsPage", "load_models_page", "sdk_snippet"]
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    name: str
+    upstream_model: str
+    input_price: str | None
+    output_price: str | None
+    usable: bool
+    excluded_by: str | None  # "your organisation" / "your account" when not usable
+
+
+@dataclass(frozen=True)
+class EndpointCard:
+    slug: str
+    provider: str
+    internal_url: str
+    gateway_url: str  # the proxy URL that forwards to this endpoint
+    models: list[ModelRow]
+
+
+@dataclass(frozen=True)
+class ModelsPage:
+    base_url: str
+    endpoints: list[EndpointCard]
+    example_model: str | None
+
+    @property
+    def snippet(self) -> str:
+        return sdk_snippet(self.base_url, self.example_model or "MODEL_NAME")
+
+
+def sdk_snippet(base_url: str, model: str) -> str:
+    return (
+        "from openai import OpenAI\n\n"
+        "client = OpenAI(\n"
+        f'    base_url="{base_url}",\n'
+        '    api_key="YOUR_AQUEDUCT_TOKEN",  # create one on the Tokens page\n'
+        ")\n\n"
+        "response = client.chat.completions.create(\n"
+        f'    model="{model}",\n'
+        '    messages=[{"role": "user", "content": "Hello, who are you?"}],\n'
+        ")\n"
+        "print(response.choices[0].message.content)\n"
+    )
+
+
+def _price(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)
+
+
+async def load_models_page(api: UserApi, viewer: Viewer, proxy_url: str) -> ModelsPage:
+    endpoints = items(await api.directory.get("/api/endpoints"), "endpoints")
+    models = items(await api.directory.get("/api/models"), "models")
+    me = await api.directory.get("/api/me")
+    org = await api.directory.get(f"/api/orgs/{q(viewer.org_id)}") if viewer.org_id else {}
+    org_excluded = set(org.get("excluded_models") or [])
+    own_excluded = set(me.get("excluded_models") or []) if isinstance(me, dict) else set()
+    proxy = proxy_url.rstrip("/")
+
+    cards: list[EndpointCard] = []
+    example: str | None = None
+    for endpoint in sorted(endpoints, key=lambda e: e.get("slug", "")):
+        if endpoint.get("deleted"):
+            continue
+        rows = []
+        for model in sorted(
+            (m for m in models if m.get("endpoint") == endpoint["slug"] and not m.get("deleted")),
+            key=lambda m: m["name"],
+        ):
+            excluded_by = (
+                "your organisation"
+                if model["name"] in org_excluded
+                else "your account"
+                if model["name"] in own_excluded
+                else None
+            )
+            rows.append(
+                ModelRow(
+                    name=model["name"],
+                    upstream_model=model.get("upstream_model") or model["name"],
+                    input_price=_price(model.get("input_price_per_million")),
+                    output_price=_price(model.get("output_price_per_million")),
+                    usable=excluded_by is None,
+                    excluded_by=excluded_by,
+                )
+            )
+            if example is None and excluded_by is None:
+                example = model["name"]
+        cards.append(
+            EndpointCard(
+                slug=endpoint["slug"],
+                provider=endpoint.get("provider", ""),
+                internal_url=endpoint.get("url", ""),
+                gateway_url=f"{proxy}/{endpoint['slug']}/v1",
+                models=rows,
+            )
+        )
+    return ModelsPage(base_url=f"{proxy}/v1", endpoints=cards, example_model=example)

@@ -1,0 +1,148 @@
+"""Use cases of the teams pages: the org's teams and defaults, one team's limits, accounts and members."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aqueduct_ui.adapters.api import UserApi, items, q
+from aqueduct_ui.domain.viewer import Viewer, role_tag
+
+__all__ = [
+    "MemberRow",
+    "ServiceAccountRow",
+    "TeamPage",
+    "TeamsPage",
+    "load_team_page",
+    "load_teams_page",
+]
+
+
+@dataclass(frozen=True)
+class TeamsPage:
+    org: dict[str, Any]
+    orgs: list[dict[str, Any]]  # the orgs an Admin may switch between; empty for everyone else
+    teams: list[dict[str, Any]]
+    can_manage: bool
+
+
+async def load_teams_page(api: UserApi, viewer: Viewer, org_id: str | None) -> TeamsPage:
+    orgs = items(await api.directory.get("/api/orgs"), "orgs") if viewer.admin else []
+    chosen = org_id or viewer.org_id or (orgs[0]["id"] if orgs else None)
+    if chosen is None:
+        return TeamsPage(org={}, orgs=orgs, teams=[], can_manage=False)
+    org = await api.directory.get(f"/api/orgs/{q(chosen)}")
+    teams = [
+        t
+        for t in items(await api.directory.get("/api/teams", org_id=chosen), "teams")
+        if not t.get("deleted")
+    ]
+    for team in teams:
+        members = team.get("members", [])
+        team["member_count"] = len(members)
+        team["is_member"] = any(m.get("user_id") == viewer.user_id for m in members)
+    teams.sort(key=lambda t: t.get("name", "").lower())
+    return TeamsPage(org=org, orgs=orgs, teams=teams, can_manage=viewer.manages_org(chosen))
+
+
+@dataclass(frozen=True)
+class ServiceAccountRow:
+    id: str
+    name: str
+    description: str
+    owner_user_id: str
+    owner_name: str
+    token_id: str | None
+    token_preview: str
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    user_id: str
+    name: str
+    email: str
+    tag: str
+    team_admin: bool
+    owns: list[str] = field(default_factory=list)  # names of the service accounts they own
+
+
+@dataclass(frozen=True)
+class TeamPage:
+    team: dict[str, Any]
+    org: dict[str, Any]
+    service_accounts: list[ServiceAccountRow]
+    members: list[MemberRow]
+    candidates: list[dict[str, Any]]  # org users who are not members yet
+    is_member: bool
+    can_admin: bool  # Team-Admin of this team (or above): accounts and members
+    can_edit_team: bool  # Org-Admin (or Admin): name, description, limits
+
+
+async def load_team_page(api: UserApi, viewer: Viewer, team_id: str) -> TeamPage:
+    team = await api.directory.get(f"/api/teams/{q(team_id)}")
+    org_id = team.get("org_id")
+    org = await api.directory.get(f"/api/orgs/{q(org_id)}") if org_id else {}
+    users = {u["id"]: u for u in items(await api.directory.get("/api/users", org_id=org_id), "users")}
+    members_raw = team.get("members", [])
+    member_ids = {m["user_id"] for m in members_raw}
+    is_member = viewer.user_id in member_ids
+    can_admin = viewer.manages_team(team_id, org_id)
+
+    accounts: list[dict[str, Any]] = []
+    previews: dict[str, str] = {}
+    if is_member or can_admin:
+        accounts = [
+            sa
+            for sa in items(
+                await api.directory.get(f"/api/teams/{q(team_id)}/service-accounts"), "service_accounts"
+            )
+            if not sa.get("deleted")
+        ]
+        previews = {
+            t["id"]: t.get("preview", "") for t in items(await api.directory.get("/api/tokens"), "tokens")
+        }
+
+    def name_of(user_id: str) -> str:
+        user = users.get(user_id)
+        return (user.get("name") or user.get("email") or user_id) if user else user_id
+
+    sa_rows = [
+        ServiceAccountRow(
+            id=sa["id"],
+            name=sa.get("name", ""),
+            description=sa.get("description", ""),
+            owner_user_id=sa.get("owner_user_id", ""),
+            owner_name=name_of(sa.get("owner_user_id", "")),
+            token_id=sa.get("token_id"),
+            token_preview=previews.get(sa.get("token_id") or "", ""),
+        )
+        for sa in sorted(accounts, key=lambda s: s.get("name", "").lower())
+    ]
+    members = []
+    for m in members_raw:
+        user = users.get(m["user_id"], {})
+        members.append(
+            MemberRow(
+                user_id=m["user_id"],
+                name=name_of(m["user_id"]),
+                email=user.get("email", ""),
+                tag=role_tag({**user, "team_admin": m.get("team_admin")}),
+                team_admin=bool(m.get("team_admin")),
+                owns=[sa.name for sa in sa_rows if sa.owner_user_id == m["user_id"]],
+            )
+        )
+    members.sort(key=lambda r: r.name.lower())
+    candidates = sorted(
+        (u for uid, u in users.items() if uid not in member_ids and not u.get("deleted")),
+        key=lambda u: (u.get("name") or u.get("email") or "").lower(),
+    )
+    return TeamPage(
+        team=team,
+        org=org,
+        service_accounts=sa_rows,
+        members=members,
+        candidates=candidates if can_admin else [],
+        is_member=is_member,
+        can_admin=can_admin,
+        can_edit_team=viewer.manages_org(org_id),
+    )
