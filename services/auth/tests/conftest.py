@@ -58,9 +58,11 @@ def auth_client(
     """``async with auth_client(**settings) as client``: the auth app with its lifespan, over ASGI."""
 
     @asynccontextmanager
-    async def factory(data_dir: Path | None = None, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async def factory(
+        data_dir: Path | None = None, nats_url: str | None = None, **overrides: Any
+    ) -> AsyncIterator[httpx.AsyncClient]:
         common = CommonSettings(
-            nats_url=auth_nats.url,
+            nats_url=nats_url or auth_nats.url,
             data_dir=data_dir or tmp_path,
             secret_key=SECRET_KEY,
             public_ui_url="http://ui.test",
