@@ -1,0 +1,3 @@
+from aqueduct_accounting.bootstrap import run
+
+run()

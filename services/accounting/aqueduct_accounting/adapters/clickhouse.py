@@ -1,0 +1,197 @@
+"""ClickHouse access with one interface and two engines: chDB in-process (embedded default) and a
+ClickHouse server through clickhouse-connect (scale-out). The SQL is the same for both.
+
+Query parameters use ClickHouse's own ``{name:Type}`` placeholders, so values never get spliced into SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlparse
+
+__all__ = [
+    "AsyncClickHouse",
+    "ChdbClickHouse",
+    "ClickHouse",
+    "ClickHouseError",
+    "QueryResult",
+    "ServerClickHouse",
+    "open_clickhouse",
+    "server_options",
+]
+
+
+class ClickHouseError(Exception):
+    """The engine refused or failed a statement (syntax, permissions, unknown table, ...)."""
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+class ClickHouse(Protocol):
+    """What accounting needs from a ClickHouse engine. Methods block; callers run them off the loop."""
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None: ...
+
+    def query(
+        self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+    ) -> QueryResult: ...
+
+    def insert_json_rows(self, table: str, rows: list[dict[str, Any]], dedup_token: str = "") -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _param_text(value: Any) -> str:
+    """A parameter value in the text form chDB expects for ``{name:Type}`` (as clickhouse-client does)."""
+    if isinstance(value, list | tuple | set):
+        return "[" + ",".join(_quote(v) if isinstance(v, str) else _param_text(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return str(value)
+
+
+def _settings_clause(settings: dict[str, Any] | None) -> str:
+    if not settings:
+        return ""
+    return "\nSETTINGS " + ", ".join(
+        f"{k}={_quote(v) if isinstance(v, str) else _param_text(v)}" for k, v in settings.items()
+    )
+
+
+class ChdbClickHouse:
+    """chDB, file-backed. Only one process may open the folder, so all SQL goes through this service."""
+
+    def __init__(self, path: Path) -> None:
+        from chdb import session
+
+        path.mkdir(parents=True, exist_ok=True)
+        self._session = session.Session(str(path))
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        text_params = {k: _param_text(v) for k, v in (params or {}).items()}
+        try:
+            self._session.query(sql, params=text_params or None)
+        except Exception as exc:
+            raise ClickHouseError(str(exc)) from exc
+
+    def query(
+        self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+    ) -> QueryResult:
+        text_params = {k: _param_text(v) for k, v in (params or {}).items()}
+        try:
+            result = self._session.query(
+                sql + _settings_clause(settings), "JSONCompact", params=text_params or None
+            )
+        except Exception as exc:
+            raise ClickHouseError(str(exc)) from exc
+        raw = result.bytes()
+        if not raw:
+            return QueryResult([], [])
+        document = json.loads(raw)
+        return QueryResult([c["name"] for c in document.get("meta", [])], document.get("data", []))
+
+    def insert_json_rows(self, table: str, rows: list[dict[str, Any]], dedup_token: str = "") -> None:
+        if not rows:
+            return
+        body = "\n".join(json.dumps(row, separators=(",", ":")) for row in rows)
+        # chDB has no replicated dedup log; uniqueness comes from the caller's id check.
+        self.execute(f"INSERT INTO {table} FORMAT JSONEachRow\n{body}")
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def server_options(url: str) -> dict[str, Any]:
+    """Connection options from ``http(s)://user:pass@host:port/database``."""
+    parts = urlparse(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"a ClickHouse URL looks like http://user:pass@host:8123/db, not {url!r}")
+    secure = parts.scheme == "https"
+    return {
+        "host": parts.hostname,
+        "port": parts.port or (8443 if secure else 8123),
+        "username": unquote(parts.username or "default"),
+        "password": unquote(parts.password or ""),
+        "database": parts.path.strip("/") or "default",
+        "secure": secure,
+        # One HTTP session per client would serialize concurrent queries; statements here are stateless.
+        "autogenerate_session_id": False,
+    }
+
+
+class ServerClickHouse:
+    """A ClickHouse server over HTTP (``http://user:pass@host:8123/db``) through clickhouse-connect."""
+
+    def __init__(self, url: str) -> None:
+        import clickhouse_connect
+
+        self._client = clickhouse_connect.get_client(**server_options(url))
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        try:
+            self._client.command(sql, parameters=params or None)
+        except Exception as exc:
+            raise ClickHouseError(str(exc)) from exc
+
+    def query(
+        self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+    ) -> QueryResult:
+        try:
+            result = self._client.query(sql, parameters=params or None, settings=settings or None)
+        except Exception as exc:
+            raise ClickHouseError(str(exc)) from exc
+        return QueryResult(list(result.column_names), [list(row) for row in result.result_rows])
+
+    def insert_json_rows(self, table: str, rows: list[dict[str, Any]], dedup_token: str = "") -> None:
+        if not rows:
+            return
+        body = "\n".join(json.dumps(row, separators=(",", ":")) for row in rows).encode()
+        # On a (replicated) server a retried insert of the same batch is dropped by the server as well.
+        settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
+        try:
+            self._client.raw_insert(table, insert_block=body, fmt="JSONEachRow", settings=settings)
+        except Exception as exc:
+            raise ClickHouseError(str(exc)) from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def open_clickhouse(url: str, data_dir: Path) -> ClickHouse:
+    """Empty URL: chDB under ``<data_dir>/chdb``; otherwise the server at ``url``."""
+    if url:
+        return ServerClickHouse(url)
+    return ChdbClickHouse(data_dir / "chdb")
+
+
+class AsyncClickHouse:
+    """Runs the blocking engine calls in a worker thread so the event loop keeps serving."""
+
+    def __init__(self, engine: ClickHouse) -> None:
+        self.engine = engine
+
+    async def query(
+        self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+    ) -> QueryResult:
+        return await asyncio.to_thread(self.engine.query, sql, params, settings)
+
+    async def insert_json_rows(self, table: str, rows: list[dict[str, Any]], dedup_token: str = "") -> None:
+        await asyncio.to_thread(self.engine.insert_json_rows, table, rows, dedup_token)
+
+    async def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        await asyncio.to_thread(self.engine.execute, sql, params)

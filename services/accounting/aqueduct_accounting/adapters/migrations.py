@@ -1,0 +1,78 @@
+"""Versioned ClickHouse migrations: ``infra/clickhouse/NNNN_name.sql``, applied in order at start.
+
+Applied versions are recorded in ``schema_migrations``. Statements are idempotent (``IF NOT EXISTS``), so
+a migration interrupted half-way by a crash simply runs again.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from aqueduct_accounting.adapters.clickhouse import ClickHouse
+
+__all__ = ["Migration", "apply_migrations", "load_migrations", "split_statements"]
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^(\d{4})_[\w-]+\.sql$")
+
+_CREATE_LEDGER = """
+CREATE TABLE IF NOT EXISTS schema_migrations
+(
+    version String,
+    name String,
+    applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY version
+"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    name: str
+    statements: list[str]
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split on ``;`` at the end of a line, dropping comment-only chunks (our DDL has no such strings)."""
+    statements = []
+    for chunk in re.split(r";\s*(?:\n|$)", sql):
+        body = "\n".join(line for line in chunk.splitlines() if not line.strip().startswith("--")).strip()
+        if body:
+            statements.append(body)
+    return statements
+
+
+def load_migrations(folder: Path) -> list[Migration]:
+    found = []
+    for path in sorted(folder.glob("*.sql")):
+        match = _NAME.match(path.name)
+        if match:
+            found.append(Migration(match.group(1), path.name, split_statements(path.read_text())))
+    if not found:
+        raise FileNotFoundError(f"no ClickHouse migrations in {folder}")
+    return found
+
+
+def apply_migrations(engine: ClickHouse, folder: Path) -> list[str]:
+    """Apply the migrations not yet recorded; return the versions applied now."""
+    engine.execute(_CREATE_LEDGER)
+    done = {row[0] for row in engine.query("SELECT version FROM schema_migrations").rows}
+    applied = []
+    for migration in load_migrations(folder):
+        if migration.version in done:
+            continue
+        for statement in migration.statements:
+            engine.execute(statement)
+        engine.execute(
+            "INSERT INTO schema_migrations (version, name) SELECT {v:String}, {n:String}",
+            {"v": migration.version, "n": migration.name},
+        )
+        log.info("applied ClickHouse migration %s", migration.name)
+        applied.append(migration.version)
+    return applied

@@ -1,0 +1,180 @@
+"""Use cases: usage and cost reports (totals, time series, top-N, CSV) and read-only SQL."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, QueryResult
+from aqueduct_accounting.domain.pricing import nanos_to_usd
+from aqueduct_accounting.domain.readonly_sql import check_read_only
+from aqueduct_accounting.domain.scope import UsageFilter, Viewer, scope_predicate
+from aqueduct_accounting.domain.usage import clickhouse_time
+
+__all__ = ["GROUPS", "BadReportRequestError", "ReportWindow", "Reports"]
+
+GroupBy = Literal["model", "user", "team", "org", "token"]
+Bucket = Literal["minute", "hour", "day"]
+
+GROUPS: dict[str, str] = {
+    "model": "model",
+    "user": "user_id",
+    "team": "team_id",
+    "org": "org_id",
+    "token": "token_id",
+}
+_BUCKETS = {"minute": "toStartOfMinute", "hour": "toStartOfHour", "day": "toStartOfDay"}
+_ORDER = {"cost": "cost_nanos", "tokens": "input_tokens + output_tokens", "requests": "requests"}
+_METRICS = (
+    "count() AS requests, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, "
+    "sum(cached_tokens) AS cached_tokens, sum(cost_nanos) AS cost_nanos"
+)
+METRIC_NAMES = ("requests", "input_tokens", "output_tokens", "cached_tokens", "cost_nanos")
+
+
+class BadReportRequestError(ValueError):
+    """A report parameter is out of range (unknown grouping, until before since, ...)."""
+
+
+@dataclass(frozen=True)
+class ReportWindow:
+    since: datetime
+    until: datetime
+
+    def __post_init__(self) -> None:
+        if self.until <= self.since:
+            raise BadReportRequestError("until must be after since")
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    text = str(value)
+    return text.replace(" ", "T") + ("" if text.endswith("Z") else "Z")
+
+
+def _metrics(row: dict[str, Any]) -> dict[str, Any]:
+    out = {name: int(row[name]) for name in METRIC_NAMES}
+    out["cost_usd"] = nanos_to_usd(out["cost_nanos"])
+    return out
+
+
+class Reports:
+    def __init__(self, clickhouse: AsyncClickHouse, sql_max_rows: int = 10_000) -> None:
+        self._ch = clickhouse
+        self._sql_max_rows = sql_max_rows
+
+    async def _grouped(
+        self,
+        viewer: Viewer,
+        wanted: UsageFilter,
+        window: ReportWindow,
+        group_by: str | None,
+        bucket: str | None = None,
+        order: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        if group_by is not None and group_by not in GROUPS:
+            raise BadReportRequestError(f"group_by must be one of {', '.join(GROUPS)}")
+        if bucket is not None and bucket not in _BUCKETS:
+            raise BadReportRequestError(f"bucket must be one of {', '.join(_BUCKETS)}")
+        where, params = scope_predicate(viewer, wanted)
+        params |= {"since": clickhouse_time(window.since), "until": clickhouse_time(window.until)}
+        keys: list[str] = []
+        if bucket is not None:
+            keys.append(f"{_BUCKETS[bucket]}(occurred_at) AS bucket")
+        if group_by is not None:
+            keys.append(f"{GROUPS[group_by]} AS key")
+        select = ", ".join([*keys, _METRICS])
+        sql = (
+            f"SELECT {select} FROM usage_events "
+            "WHERE occurred_at >= {since:DateTime64(3, 'UTC')} AND occurred_at < {until:DateTime64(3, 'UTC')} "
+            f"AND {where}"
+        )
+        if keys:
+            sql += " GROUP BY " + ", ".join(k.rsplit(" AS ", 1)[1] for k in keys)
+        if order is not None:
+            sql += f" ORDER BY {_ORDER[order]} DESC, key"
+        elif keys:
+            sql += " ORDER BY " + ", ".join(k.rsplit(" AS ", 1)[1] for k in keys)
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        result = await self._ch.query(sql, params)
+        rows = []
+        for values in result.rows:
+            row = dict(zip(result.columns, values, strict=True))
+            if bucket is None and group_by is None and int(row["requests"]) == 0:
+                row = {name: 0 for name in METRIC_NAMES}
+            out: dict[str, Any] = {}
+            if bucket is not None:
+                out["bucket"] = _iso(row["bucket"])
+            if group_by is not None:
+                out["key"] = row["key"]
+            out |= _metrics(row)
+            rows.append(out)
+        return rows
+
+    async def summary(
+        self, viewer: Viewer, wanted: UsageFilter, window: ReportWindow, group_by: str | None
+    ) -> dict[str, Any]:
+        groups = await self._grouped(viewer, wanted, window, group_by) if group_by else []
+        totals = (await self._grouped(viewer, wanted, window, None))[0]
+        return {
+            "since": _iso(window.since),
+            "until": _iso(window.until),
+            "group_by": group_by,
+            "groups": groups,
+            "totals": totals,
+        }
+
+    async def timeseries(
+        self, viewer: Viewer, wanted: UsageFilter, window: ReportWindow, bucket: str, group_by: str | None
+    ) -> dict[str, Any]:
+        points = await self._grouped(viewer, wanted, window, group_by, bucket=bucket)
+        return {
+            "since": _iso(window.since),
+            "until": _iso(window.until),
+            "bucket": bucket,
+            "group_by": group_by,
+            "points": points,
+        }
+
+    async def top(
+        self, viewer: Viewer, wanted: UsageFilter, window: ReportWindow, group_by: str, order: str, limit: int
+    ) -> dict[str, Any]:
+        if order not in _ORDER:
+            raise BadReportRequestError(f"order_by must be one of {', '.join(_ORDER)}")
+        if not 1 <= limit <= 1000:
+            raise BadReportRequestError("limit must be between 1 and 1000")
+        rows = await self._grouped(viewer, wanted, window, group_by, order=order, limit=limit)
+        return {"since": _iso(window.since), "until": _iso(window.until), "group_by": group_by, "top": rows}
+
+    async def export_csv(
+        self,
+        viewer: Viewer,
+        wanted: UsageFilter,
+        window: ReportWindow,
+        group_by: str | None,
+        bucket: str | None,
+    ) -> str:
+        rows = await self._grouped(viewer, wanted, window, group_by or "model", bucket=bucket)
+        header = [*(["bucket"] if bucket else []), group_by or "model", *METRIC_NAMES, "cost_usd"]
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(header)
+        for row in rows:
+            values = [*([row["bucket"]] if bucket else []), row["key"]]
+            values += [row[name] for name in METRIC_NAMES] + [f"{row['cost_usd']:.9f}"]
+            writer.writerow(values)
+        return out.getvalue()
+
+    async def sql(self, query: str) -> QueryResult:
+        statement = check_read_only(query)
+        return await self._ch.query(
+            statement,
+            settings={"readonly": 1, "max_result_rows": self._sql_max_rows, "result_overflow_mode": "break"},
+        )

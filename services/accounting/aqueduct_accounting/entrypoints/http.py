@@ -1,0 +1,198 @@
+"""HTTP entrypoint: the reports API and read-only SQL. Routes only translate; errors are mapped here once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel
+
+from aqueduct_accounting.adapters.clickhouse import ClickHouseError
+from aqueduct_accounting.application.reports import BadReportRequestError, Reports, ReportWindow
+from aqueduct_accounting.domain.readonly_sql import ReadOnlySqlError
+from aqueduct_accounting.domain.scope import ForbiddenError, UsageFilter, Viewer
+from aqueduct_libs.ops import add_operational_routes
+from aqueduct_libs.sessions import InvalidSessionError, SessionVerifier
+
+__all__ = ["HttpDeps", "create_app"]
+
+
+@dataclass
+class HttpDeps:
+    reports: Reports
+    verifier: SessionVerifier
+    ready: Callable[[], bool]
+    registry: CollectorRegistry | None = None
+    # Started with the server and stopped before it exits (uvicorn re-raises SIGTERM once it returns,
+    # so a graceful flush must happen in the lifespan).
+    on_start: Callable[[], Awaitable[None]] | None = None
+    on_stop: Callable[[], Awaitable[None]] | None = None
+
+
+class NotAuthenticatedError(Exception):
+    pass
+
+
+class SqlRequest(BaseModel):
+    query: str
+
+
+def _problem(status: int, detail: str, code: str) -> JSONResponse:
+    return JSONResponse({"detail": detail, "code": code}, status_code=status)
+
+
+def _deps(request: Request) -> HttpDeps:
+    return request.app.state.deps  # type: ignore[no-any-return]
+
+
+def _viewer(request: Request) -> Viewer:
+    header = request.headers.get("authorization", "")
+    scheme, _, credential = header.partition(" ")
+    if scheme.lower() != "bearer" or not credential:
+        raise NotAuthenticatedError("a session token is required (Authorization: Bearer ...)")
+    deps = _deps(request)
+    if not deps.verifier.ready:
+        raise NotAuthenticatedError("session keys are not loaded yet; try again shortly")
+    try:
+        claims = deps.verifier.verify(credential.strip())
+    except InvalidSessionError as exc:
+        raise NotAuthenticatedError(f"invalid session token: {exc}") from exc
+    return Viewer.from_claims(claims)
+
+
+def _reports(request: Request) -> Reports:
+    return _deps(request).reports
+
+
+def _window(
+    since: Annotated[
+        datetime | None, Query(description="start (inclusive), ISO 8601; default 30 days ago")
+    ] = None,
+    until: Annotated[datetime | None, Query(description="end (exclusive), ISO 8601; default now")] = None,
+) -> ReportWindow:
+    until = until or datetime.now(UTC)
+    since = since or until - timedelta(days=30)
+    return ReportWindow(since, until)
+
+
+def _filter(
+    org_id: str | None = None,
+    team_id: str | None = None,
+    user_id: str | None = None,
+    token_id: str | None = None,
+    model: str | None = None,
+) -> UsageFilter:
+    return UsageFilter(org_id, team_id, user_id, token_id, model)
+
+
+CurrentViewer = Annotated[Viewer, Depends(_viewer)]
+ReportsDep = Annotated[Reports, Depends(_reports)]
+Window = Annotated[ReportWindow, Depends(_window)]
+Filter = Annotated[UsageFilter, Depends(_filter)]
+GroupByParam = Annotated[str | None, Query(description="model, user, team, org or token")]
+
+
+def create_app(deps: HttpDeps) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if deps.on_start:
+            await deps.on_start()
+        try:
+            yield
+        finally:
+            if deps.on_stop:
+                await deps.on_stop()
+
+    app = FastAPI(title="Aqueduct accounting", version="1", lifespan=lifespan)
+    app.state.deps = deps
+    add_operational_routes(app, deps.ready, deps.registry)
+
+    @app.exception_handler(NotAuthenticatedError)
+    async def _unauthenticated(_: Request, exc: NotAuthenticatedError) -> JSONResponse:
+        return _problem(401, str(exc), "unauthenticated")
+
+    @app.exception_handler(ForbiddenError)
+    async def _forbidden(_: Request, exc: ForbiddenError) -> JSONResponse:
+        return _problem(403, str(exc), "forbidden")
+
+    @app.exception_handler(BadReportRequestError)
+    async def _bad_report(_: Request, exc: BadReportRequestError) -> JSONResponse:
+        return _problem(400, str(exc), "bad_request")
+
+    @app.exception_handler(ReadOnlySqlError)
+    async def _not_read_only(_: Request, exc: ReadOnlySqlError) -> JSONResponse:
+        return _problem(400, str(exc), "read_only")
+
+    @app.exception_handler(ClickHouseError)
+    async def _sql_error(_: Request, exc: ClickHouseError) -> JSONResponse:
+        return _problem(400, str(exc).strip().splitlines()[0][:2000], "sql_error")
+
+    @app.post("/api/sql")
+    async def run_sql(body: SqlRequest, viewer: CurrentViewer, reports: ReportsDep) -> dict[str, Any]:
+        """Read-only SQL (ClickHouse dialect) over usage and audit tables. Admins only."""
+        if not viewer.admin:
+            raise ForbiddenError("ad-hoc SQL is for Admins")
+        result = await reports.sql(body.query)
+        return jsonable_encoder({"columns": result.columns, "rows": result.rows})
+
+    @app.get("/api/usage/summary")
+    async def summary(
+        viewer: CurrentViewer,
+        reports: ReportsDep,
+        window: Window,
+        wanted: Filter,
+        group_by: GroupByParam = None,
+    ) -> dict[str, Any]:
+        """Totals, and per group when ``group_by`` is given."""
+        return await reports.summary(viewer, wanted, window, group_by)
+
+    @app.get("/api/usage/timeseries")
+    async def timeseries(
+        viewer: CurrentViewer,
+        reports: ReportsDep,
+        window: Window,
+        wanted: Filter,
+        group_by: GroupByParam = None,
+        bucket: str = "hour",
+    ) -> dict[str, Any]:
+        """Totals per ``bucket`` (minute, hour, day), per group when ``group_by`` is given."""
+        return await reports.timeseries(viewer, wanted, window, bucket, group_by)
+
+    @app.get("/api/usage/top")
+    async def top(
+        viewer: CurrentViewer,
+        reports: ReportsDep,
+        window: Window,
+        wanted: Filter,
+        group_by: str = "model",
+        order_by: str = "cost",
+        limit: int = 10,
+    ) -> dict[str, Any]:
+        """The largest groups by cost, tokens or requests."""
+        return await reports.top(viewer, wanted, window, group_by, order_by, limit)
+
+    @app.get("/api/usage/export.csv")
+    async def export_csv(
+        viewer: CurrentViewer,
+        reports: ReportsDep,
+        window: Window,
+        wanted: Filter,
+        group_by: GroupByParam = None,
+        bucket: str | None = None,
+    ) -> Response:
+        """The summary (or, with ``bucket``, the time series) as CSV."""
+        body = await reports.export_csv(viewer, wanted, window, group_by, bucket)
+        return Response(
+            body,
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="usage.csv"'},
+        )
+
+    return app

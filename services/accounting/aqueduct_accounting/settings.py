@@ -1,0 +1,38 @@
+"""Accounting settings: ``AQUEDUCT_ACCOUNTING_*``. Read once, in ``bootstrap``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["AccountingSettings", "default_migrations_dir"]
+
+
+def default_migrations_dir() -> Path:
+    # services/accounting/aqueduct_accounting/settings.py -> repository root / infra / clickhouse
+    return Path(__file__).resolve().parents[3] / "infra" / "clickhouse"
+
+
+class AccountingSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AQUEDUCT_ACCOUNTING_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8003
+    # Empty: chDB under <data_dir>/chdb. Else a ClickHouse server: http://user:pass@host:8123/db
+    clickhouse_url: str = ""
+    migrations_dir: Path | None = None
+    # Usage ingest: flush when this many events are buffered, when the stream is drained, or after
+    # flush_interval_seconds, whichever comes first.
+    batch_size: int = 5000
+    flush_interval_seconds: float = 1.0
+    consumer_name: str = "accounting-usage"
+    directory_consumer_name: str = "accounting-directory"
+    # A pull consumer's default (1,000) stalls batch fetches; acks come only after the insert.
+    max_ack_pending: int = 50_000
+    # Unacknowledged events (e.g. of a process that was killed) come back after this long.
+    ack_wait_seconds: float = 30.0
+    # How often budgets are re-checked even without new usage (periods end, budgets change).
+    budget_check_seconds: float = 1.0
+    # Rows an /api/sql answer may hold.
+    sql_max_rows: int = 10_000

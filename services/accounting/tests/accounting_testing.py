@@ -1,0 +1,154 @@
+"""Helpers for the accounting tests: session keys and tokens, the service as a child process, publishing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from aqueduct_cli.embedded import free_port
+from aqueduct_libs import names
+from aqueduct_libs.events import UsageRecorded
+
+__all__ = ["AccountingProcess", "SessionKeys", "publish_usage", "usage_event"]
+
+
+class SessionKeys:
+    """An ES256 key pair standing in for the auth service's: JWKS for the KV bucket, and signed tokens."""
+
+    def __init__(self, kid: str = "test-key-1") -> None:
+        self.kid = kid
+        self._private = ec.generate_private_key(ec.SECP256R1())
+
+    @property
+    def jwks(self) -> dict[str, Any]:
+        public = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self._private.public_key()))
+        return {"keys": [{**public, "kid": self.kid, "alg": "ES256", "use": "sig"}]}
+
+    def token(self, sub: str, **claims: Any) -> str:
+        now = int(time.time())
+        payload = {
+            "sub": sub,
+            "sid": f"s-{sub}",
+            "iss": "aqueduct-auth",
+            "aud": "aqueduct",
+            "iat": now,
+            "exp": now + 3600,
+            **claims,
+        }
+        return jwt.encode(payload, self._private, algorithm="ES256", headers={"kid": self.kid})
+
+    async def publish(self, js: Any) -> None:
+        kv = await js.key_value(names.AUTH_KEYS_BUCKET)
+        await kv.put("jwks", json.dumps(self.jwks).encode())
+
+
+def usage_event(i: int, **overrides: Any) -> UsageRecorded:
+    fields: dict[str, Any] = {
+        "event_id": f"ev-{i:08d}",
+        "token_id": f"tok-{i % 7}",
+        "user_id": f"user-{i % 5}",
+        "team_id": f"team-{i % 3}",
+        "org_id": f"org-{i % 2}",
+        "endpoint": "local",
+        "model": ("gpt-4o-mini", "local-llama")[i % 2],
+        "route": "/v1/chat/completions",
+        "status_code": 200,
+        "input_tokens": 10 + i % 13,
+        "output_tokens": 3 + i % 17,
+    }
+    fields |= overrides
+    return UsageRecorded(**fields)
+
+
+async def publish_usage(js: Any, events: list[UsageRecorded]) -> None:
+    for event in events:
+        await js.publish(
+            names.USAGE_SUBJECT, event.model_dump_json().encode(), headers={"Nats-Msg-Id": event.event_id}
+        )
+
+
+@dataclass
+class AccountingProcess:
+    """``python -m aqueduct_accounting`` as its own process, the way the launcher starts it."""
+
+    data_dir: Path
+    nats_url: str
+    env_extra: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> AccountingProcess:
+        env = {
+            **os.environ,
+            "AQUEDUCT_DEV_MODE": "true",
+            "AQUEDUCT_NATS_URL": self.nats_url,
+            "AQUEDUCT_DATA_DIR": str(self.data_dir),
+            "AQUEDUCT_ACCOUNTING_PORT": str(self.port),
+            "AQUEDUCT_ACCOUNTING_HOST": "127.0.0.1",
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            **self.env_extra,
+        }
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.data_dir / "accounting.log", "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "aqueduct_accounting"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"accounting exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"accounting not ready:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        path = self.data_dir / "accounting.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> int | None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode if self.process else None
+
+    def sql(self, token: str, query: str) -> httpx.Response:
+        return httpx.post(
+            f"{self.url}/api/sql",
+            json={"query": query},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30.0,
+        )
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
