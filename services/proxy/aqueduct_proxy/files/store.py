@@ -1,0 +1,136 @@
+"""Files in the NATS object store, their metadata in a KV bucket keyed by owner.
+
+The same code serves the embedded single server and a NATS cluster (``replicas``). Bytes are written
+before metadata and metadata is deleted before bytes, so a crash leaves at worst an unreferenced object,
+never metadata pointing at nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import IO
+
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from aqueduct_libs import names
+from aqueduct_proxy.files.domain import FileNotFoundInStoreError, QuotaExceededError, StoredFile
+
+__all__ = ["FileStore", "scan_kv"]
+
+
+async def scan_kv(kv: KeyValue, pattern: str, wait: float = 5.0) -> list[KeyValue.Entry]:
+    """Current entries under a key pattern (``owner.>``), read with one ordered watch."""
+    watcher = await kv.watch(pattern, ignore_deletes=True)
+    entries = []
+    try:
+        while True:
+            entry = await watcher.updates(timeout=wait)
+            if entry is None:  # the initial values are all delivered
+                return entries
+            entries.append(entry)
+    finally:
+        await watcher.stop()
+
+
+class FileStore:
+    def __init__(self, js: JetStreamContext, *, quota_bytes_per_user: int, replicas: int = 1) -> None:
+        self._js = js
+        self._quota = quota_bytes_per_user
+        self._replicas = replicas
+        self._objects: ObjectStore | None = None
+        self._meta: KeyValue | None = None
+        self._lock = asyncio.Lock()  # serialises quota checks of this process
+
+    async def start(self) -> None:
+        """Open the object store and metadata bucket, creating them if missing (any start order)."""
+        try:
+            self._objects = await self._js.object_store(names.FILES_OBJECT_STORE)
+        except BucketNotFoundError:
+            self._objects = await self._js.create_object_store(
+                names.FILES_OBJECT_STORE,
+                config=js_api.ObjectStoreConfig(storage=js_api.StorageType.FILE, replicas=self._replicas),
+            )
+        try:
+            self._meta = await self._js.key_value(names.FILES_META_BUCKET)
+        except BucketNotFoundError:
+            self._meta = await self._js.create_key_value(
+                bucket=names.FILES_META_BUCKET,
+                history=1,
+                storage=js_api.StorageType.FILE,
+                replicas=self._replicas,
+            )
+
+    @property
+    def objects(self) -> ObjectStore:
+        assert self._objects is not None, "FileStore.start() was not awaited"
+        return self._objects
+
+    @property
+    def meta(self) -> KeyValue:
+        assert self._meta is not None, "FileStore.start() was not awaited"
+        return self._meta
+
+    @staticmethod
+    def _key(owner: str, file_id: str) -> str:
+        return f"{names.kv_safe(owner)}.{file_id}"
+
+    async def save(
+        self,
+        owner: str,
+        filename: str,
+        purpose: str,
+        data: bytes | IO[bytes],
+        size: int,
+        *,
+        file_id: str | None = None,
+        enforce_quota: bool = True,
+    ) -> StoredFile:
+        async with self._lock:
+            if enforce_quota:
+                used = await self.used_bytes(owner)
+                if used + size > self._quota:
+                    raise QuotaExceededError(
+                        f"Storing this file ({size} bytes) would exceed your storage quota of {self._quota} "
+                        f"bytes ({used} bytes in use). Delete files you no longer need."
+                    )
+            record = StoredFile.new(owner, filename, purpose, size, file_id=file_id)
+            info = await self.objects.put(record.id, data)
+            record = record.model_copy(update={"bytes": info.size, "sha256": info.digest or ""})
+            await self.meta.put(self._key(owner, record.id), record.model_dump_json().encode())
+            return record
+
+    async def get(self, owner: str, file_id: str) -> StoredFile:
+        try:
+            entry = await self.meta.get(self._key(owner, file_id))
+        except (KeyNotFoundError, nats.errors.BadSubjectError):
+            raise FileNotFoundInStoreError(f"No such File object: {file_id}", param="file_id") from None
+        return StoredFile.model_validate_json(entry.value or b"")
+
+    async def list(self, owner: str, purpose: str | None = None) -> list[StoredFile]:
+        entries = await scan_kv(self.meta, f"{names.kv_safe(owner)}.>")
+        files = [StoredFile.model_validate_json(e.value or b"") for e in entries]
+        return [f for f in files if purpose is None or f.purpose == purpose]
+
+    async def content(self, owner: str, file_id: str) -> bytes:
+        record = await self.get(owner, file_id)
+        try:
+            result = await self.objects.get(record.id)
+        except NotFoundError:
+            raise FileNotFoundInStoreError(f"The content of {file_id} is gone.", param="file_id") from None
+        return bytes(result.data or b"")
+
+    async def delete(self, owner: str, file_id: str) -> None:
+        record = await self.get(owner, file_id)
+        await self.meta.delete(self._key(owner, record.id))
+        try:
+            await self.objects.delete(record.id)
+        except NotFoundError:
+            pass  # a previous delete got this far already
+
+    async def used_bytes(self, owner: str) -> int:
+        return sum(f.bytes for f in await self.list(owner))
