@@ -70,3 +70,33 @@ def make_world(app: DirectoryApp) -> World:
     app.add_member(SYSTEM, team, team_admin, team_admin=True)
     app.add_member(SYSTEM, team, member)
     return World(app, org, other_org, team, other_team, admin, org_admin, team_admin, member, outsider)
+
+
+def common_settings(nats_url: str, data_dir: Path, config_file: Path | None = None):
+    from aqueduct_libs.settings import CommonSettings
+
+    return CommonSettings(
+        dev_mode=True,
+        nats_url=nats_url,
+        data_dir=data_dir,
+        secret_key=SECRET.decode(),
+        config_file=config_file,
+    )
+
+
+async def wait_until(predicate, within: float = 5.0, interval: float = 0.01) -> float:
+    """Polls ``predicate`` (sync or async); returns the seconds it took, fails after ``within`` seconds."""
+    import asyncio
+    import inspect
+    import time
+
+    started = time.perf_counter()
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return time.perf_counter() - started
+        if time.perf_counter() - started > within:
+            raise AssertionError(f"condition not met within {within}s")
+        await asyncio.sleep(interval)
