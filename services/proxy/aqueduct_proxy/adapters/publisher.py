@@ -48,6 +48,7 @@ class UsagePublisher:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._spilled = False
+        self._in_flight: list[bytes] = []
         self._on_published = on_published
         self.published = 0
 
@@ -77,6 +78,9 @@ class UsagePublisher:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
+                # Unconfirmed events of the interrupted batch go back (a re-send is de-duplicated).
+                self._buffer.extendleft(reversed(self._in_flight))
+                self._in_flight = []
         if self._buffer:
             self._spill(len(self._buffer))
 
@@ -94,7 +98,9 @@ class UsagePublisher:
                 await self._wake.wait()
                 continue
             batch = [self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))]
+            self._in_flight = batch
             failed = await self._publish(batch)
+            self._in_flight = []
             if failed:
                 # Keep their order ahead of newer events; the same ids are re-sent, so retries are safe.
                 self._buffer.extendleft(reversed(failed))

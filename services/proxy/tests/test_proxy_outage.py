@@ -1,0 +1,122 @@
+"""NATS goes away under load: the proxy keeps serving from its snapshot and loses no usage event.
+
+Also: a graceful shutdown while the bus is down spools the events to disk, and the next start sends them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import nats
+import openai
+import pytest
+
+from aqueduct_cli.embedded import EmbeddedNats
+from aqueduct_libs.bus import ensure_topology
+from conftest import SnapshotWriter, spawn_proxy, usage_events, wait_token
+
+pytestmark = [pytest.mark.nats, pytest.mark.valkey, pytest.mark.slow]
+
+
+async def _load(base: str, value: str, stop: asyncio.Event, served: list[int], workers: int = 8) -> None:
+    client = openai.AsyncOpenAI(base_url=base + "/v1", api_key=value, max_retries=0)
+
+    async def worker() -> None:
+        while not stop.is_set():
+            await client.chat.completions.create(
+                model="gpt-test", messages=[{"role": "user", "content": "a b"}], max_tokens=2
+            )
+            served[0] += 1
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    await client.close()
+
+
+async def _connect(server: EmbeddedNats):
+    nc = await nats.connect(server.url)
+    js = nc.jetstream()
+    await ensure_topology(js)
+    return nc, js
+
+
+async def test_nats_outage_under_load_loses_and_duplicates_nothing(
+    tmp_path, valkey_url, upstream_url, proxy_processes
+):
+    server = EmbeddedNats(tmp_path / "nats").start()
+    try:
+        nc, js = await _connect(server)
+        writer = SnapshotWriter(js)
+        await writer.put_endpoint("local", upstream_url)
+        await writer.put_model("gpt-test", "local", "fake-upstream-model")
+        value, grant = await writer.issue_token()
+        await nc.close()
+
+        process, port = spawn_proxy(server.url, valkey_url, tmp_path / "proxy")
+        proxy_processes.append(process)
+        base = f"http://127.0.0.1:{port}"
+        await wait_token(base, value)
+
+        stop, served = asyncio.Event(), [0]
+        load = asyncio.create_task(_load(base, value, stop, served))
+        await asyncio.sleep(2)
+        server.kill()
+        during_start = served[0]
+        await asyncio.sleep(10)
+        assert served[0] - during_start > 100  # still serving from the last good snapshot
+        server.start()
+        await asyncio.sleep(2)
+        stop.set()
+        await load
+
+        nc, js = await _connect(server)
+        events = await usage_events(js, grant.token_id, served[0], wait=30)
+        await nc.close()
+        assert len(events) == served[0]
+        assert len({e.event_id for e in events}) == served[0]
+    finally:
+        server.stop()
+
+
+async def test_shutdown_while_bus_is_down_spools_and_next_start_delivers(
+    tmp_path, valkey_url, upstream_url, proxy_processes
+):
+    server = EmbeddedNats(tmp_path / "nats").start()
+    try:
+        nc, js = await _connect(server)
+        writer = SnapshotWriter(js)
+        await writer.put_endpoint("local", upstream_url)
+        await writer.put_model("gpt-test", "local", "fake-upstream-model")
+        value, grant = await writer.issue_token()
+        await nc.close()
+
+        data_dir = tmp_path / "proxy"
+        process, port = spawn_proxy(
+            server.url, valkey_url, data_dir, AQUEDUCT_PROXY_SHUTDOWN_DRAIN_SECONDS="1"
+        )
+        base = f"http://127.0.0.1:{port}"
+        await wait_token(base, value)
+        server.kill()
+        client = openai.AsyncOpenAI(base_url=base + "/v1", api_key=value, max_retries=0)
+        for _ in range(25):
+            await client.chat.completions.create(
+                model="gpt-test", messages=[{"role": "user", "content": "a"}], max_tokens=1
+            )
+        await client.close()
+        process.terminate()
+        assert process.wait(30) == 0
+        spooled = list((data_dir / "proxy-spool").glob("usage-*.jsonl"))
+        assert sum(len(p.read_bytes().splitlines()) for p in spooled) == 25
+
+        server.start()
+        started = time.monotonic()
+        again, _ = spawn_proxy(server.url, valkey_url, data_dir)
+        proxy_processes.append(again)
+        nc, js = await _connect(server)
+        events = await usage_events(js, grant.token_id, 25, wait=20)
+        await nc.close()
+        assert len(events) == 25 and len({e.event_id for e in events}) == 25
+        assert not list((data_dir / "proxy-spool").glob("usage-*"))
+        assert time.monotonic() - started < 20
+    finally:
+        server.stop()
