@@ -1,0 +1,238 @@
+"""The directory's HTTP API as the UI and the CLI use it: session tokens, API tokens, problem documents."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from directory_testkit import common_settings, wait_until
+
+from aqueduct_cli.embedded import EmbeddedNats
+from aqueduct_directory.bootstrap import DirectoryService
+from aqueduct_directory.settings import DirectorySettings
+from aqueduct_libs import names
+from aqueduct_libs.sessions import SESSION_AUDIENCE, SESSION_ISSUER
+
+pytestmark = pytest.mark.nats
+
+CONFIG = """
+default_org: default
+endpoints:
+  - slug: openai
+    url: https://api.openai.com/v1
+    provider: openai
+    api_key: ${OPENAI_API_KEY}
+models:
+  - name: gpt-4o-mini
+    endpoint: openai
+    upstream_model: gpt-4o-mini
+    input_price_per_million: 0.15
+    output_price_per_million: 0.60
+orgs:
+  - name: default
+    sso_group: staff
+    limits: {requests_per_minute: 60, input_tokens_per_minute: 100000, output_tokens_per_minute: 20000}
+    budgets: {daily_usd: 10, monthly_usd: 200}
+    excluded_models: []
+    teams:
+      - name: research
+        description: Research group
+        limits: {requests_per_minute: 120}
+"""
+
+
+class Signer:
+    """Signs session tokens the way the auth service does, with a key published as JWKS in KV."""
+
+    def __init__(self) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.key.public_key()))
+        self.jwks = {"keys": [{**jwk, "kid": "k1", "alg": "ES256", "use": "sig"}]}
+
+    def session(self, user: dict, lifetime: int = 600) -> str:
+        now = int(time.time())
+        claims = {"sub": user["user_id"], "sid": "s1", "iss": SESSION_ISSUER, "aud": SESSION_AUDIENCE}
+        claims |= {"iat": now, "exp": now + lifetime, "name": user.get("name", "")}
+        return jwt.encode(claims, self.key, algorithm="ES256", headers={"kid": "k1"})
+
+
+@pytest.fixture
+async def stack(tmp_path):
+    server = EmbeddedNats(tmp_path / "nats").start()
+    config = tmp_path / "aqueduct.yaml"
+    config.write_text(CONFIG)
+    service = DirectoryService(common_settings(server.url, tmp_path / "data", config), DirectorySettings())
+    await service.start()
+    signer = Signer()
+    kv = await service.nc.jetstream().key_value(names.AUTH_KEYS_BUCKET)
+    await kv.put("jwks", json.dumps(signer.jwks).encode())
+    await wait_until(lambda: service.ready() and service.verifier.ready)
+    transport = httpx.ASGITransport(app=service.http_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://directory") as http:
+        yield service, signer, http
+    await service.stop()
+    server.stop()
+
+
+def bearer(credential: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {credential}"}
+
+
+async def test_session_and_api_token_authentication(stack):
+    service, signer, http = stack
+    assert (await http.get("/api/me")).status_code == 401
+    bad = await http.get("/api/me", headers=bearer("not-a-jwt"))
+    assert bad.status_code == 401 and bad.json()["code"] == "unauthorized"
+    alice = service.directory.sign_in("local:alice", "alice@example.test", "Alice")
+    expired = await http.get("/api/me", headers=bearer(signer.session(alice, lifetime=-10)))
+    assert expired.status_code == 401
+    me = (await http.get("/api/me", headers=bearer(signer.session(alice)))).json()
+    assert me["id"] == alice["user_id"] and me["roles"] == ["User"]
+    created = await http.post("/api/tokens", json={"name": "cli"}, headers=bearer(signer.session(alice)))
+    assert created.status_code == 201
+    value = created.json()["value"]
+    assert (await http.get("/api/me", headers=bearer(value))).json()["id"] == alice["user_id"]
+    listed = (await http.get("/api/tokens", headers=bearer(value))).json()
+    assert [t["id"] for t in listed] == [created.json()["token"]["id"]] and "value" not in listed[0]
+    deleted = await http.delete(f"/api/tokens/{listed[0]['id']}", headers=bearer(value))
+    assert deleted.status_code == 204
+    assert (await http.get("/api/me", headers=bearer(value))).status_code == 401
+
+
+async def test_config_applied_at_start_and_by_api_idempotently(stack):
+    service, signer, http = stack
+    admin = bearer(signer.session(service.directory.sign_in("local:admin", "", "admin", [], admin=True)))
+    models = (await http.get("/api/models", headers=admin)).json()
+    assert models == [
+        {
+            "name": "gpt-4o-mini",
+            "endpoint": "openai",
+            "upstream_model": "gpt-4o-mini",
+            "input_price_per_million": "0.15",
+            "output_price_per_million": "0.6",
+        }
+    ]
+    assert (await http.get("/api/endpoints", headers=admin)).json()[0]["api_key_env"] == "OPENAI_API_KEY"
+    again = await http.post("/api/config/apply", content=CONFIG, headers=admin)
+    assert again.json() == {"dry_run": False, "changes": []}
+    changed = CONFIG.replace("requests_per_minute: 120", "requests_per_minute: 30") + (
+        "  - name: lab\n    teams:\n      - name: bench\n"
+    )
+    events_before = service.directory.recorder.max_notification_id()
+    dry = (await http.post("/api/config/apply?dry_run=true", content=changed, headers=admin)).json()
+    assert dry["changes"] == [
+        "update team default/research: limits",
+        "create org lab",
+        "create team lab/bench",
+    ]
+    assert service.directory.recorder.max_notification_id() == events_before  # a dry run records nothing
+    applied = (await http.post("/api/config/apply", content=changed, headers=admin)).json()
+    assert applied["changes"] == dry["changes"]
+    research = [t for t in (await http.get("/api/teams", headers=admin)).json() if t["name"] == "research"]
+    assert research[0]["limits"] == {"requests_per_minute": 30}
+    secret = CONFIG.replace("${OPENAI_API_KEY}", "sk-literal-secret")
+    refused = await http.post("/api/config/apply", content=secret, headers=admin)
+    assert refused.status_code == 400 and "never stored" in refused.json()["detail"]
+    member = bearer(signer.session(service.directory.sign_in("local:bob", "bob@x.test", "Bob")))
+    assert (await http.post("/api/config/apply", content=CONFIG, headers=member)).status_code == 403
+
+
+async def test_problem_documents_for_denied_conflicting_and_bad_requests(stack):
+    service, signer, http = stack
+    bob = bearer(signer.session(service.directory.sign_in("local:bob", "bob@x.test", "Bob")))
+    denied = await http.post("/api/orgs", json={"name": "mine"}, headers=bob)
+    assert denied.status_code == 403 and denied.json()["code"] == "permission_denied"
+    missing = await http.get("/api/teams/does-not-exist", headers=bob)
+    assert missing.status_code == 404 and missing.json()["code"] == "team_not_found"
+    bad = await http.post("/api/tokens", json={"nom": "x"}, headers=bob)
+    assert bad.status_code == 400 and bad.json()["code"] == "invalid_input"
+    for i in range(10):
+        assert (await http.post("/api/tokens", json={"name": f"t{i}"}, headers=bob)).status_code == 201
+    capped = await http.post("/api/tokens", json={"name": "eleven"}, headers=bob)
+    assert capped.status_code == 409 and capped.json()["code"] == "token_cap_reached"
+    past = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    await http.delete(
+        f"/api/tokens/{(await http.get('/api/tokens', headers=bob)).json()[0]['id']}", headers=bob
+    )
+    expired = await http.post("/api/tokens", json={"name": "x", "expires_at": past}, headers=bob)
+    assert expired.status_code == 400 and "future" in expired.json()["detail"]
+
+
+async def test_team_admin_flow_service_accounts_and_members(stack):
+    service, signer, http = stack
+    admin = bearer(signer.session(service.directory.sign_in("local:admin", "", "admin", [], admin=True)))
+    org = (await http.get("/api/orgs", headers=admin)).json()[0]
+    lead = (
+        await http.post("/api/users", json={"email": "lead@x.test", "org_id": org["id"]}, headers=admin)
+    ).json()
+    dev = (
+        await http.post("/api/users", json={"email": "dev@x.test", "org_id": org["id"]}, headers=admin)
+    ).json()
+    team = (await http.post("/api/teams", json={"org_id": org["id"], "name": "ml"}, headers=admin)).json()
+    await http.post(
+        f"/api/teams/{team['id']}/members", json={"user_id": lead["id"], "team_admin": True}, headers=admin
+    )
+    await http.post(f"/api/teams/{team['id']}/members", json={"user_id": dev["id"]}, headers=admin)
+    lead_session = bearer(signer.session(service.directory.sign_in("oidc:idp:lead", "lead@x.test", "Lead")))
+    made = await http.post(
+        f"/api/teams/{team['id']}/service-accounts",
+        json={"name": "bot", "description": "ci"},
+        headers=lead_session,
+    )
+    assert made.status_code == 201 and made.json()["value"].startswith("aq-")
+    sa = made.json()["service_account"]
+    blocked = await http.delete(f"/api/teams/{team['id']}/members/{lead['id']}", headers=lead_session)
+    assert blocked.status_code == 409 and blocked.json()["code"] == "owns_service_account"
+    moved = await http.patch(
+        f"/api/service-accounts/{sa['id']}", json={"owner_user_id": dev["id"]}, headers=lead_session
+    )
+    assert moved.json()["owner_user_id"] == dev["id"]
+    removed = await http.delete(f"/api/teams/{team['id']}/members/{lead['id']}", headers=lead_session)
+    assert removed.status_code == 204
+    # The service-account token cannot act as a user on the management API.
+    assert (await http.get("/api/me", headers=bearer(made.json()["value"]))).status_code == 401
+
+
+async def test_audit_and_replay_endpoints(stack):
+    service, signer, http = stack
+    admin_user = service.directory.sign_in("local:admin", "", "admin", [], admin=True)
+    admin = bearer(signer.session(admin_user))
+    org = (await http.get("/api/orgs", headers=admin)).json()[0]
+    before = datetime.now(UTC)
+    await http.patch(f"/api/orgs/{org['id']}", json={"limits": {"requests_per_minute": 1}}, headers=admin)
+    mine = (
+        await http.get("/api/audit/events", params={"actor": admin_user["user_id"]}, headers=admin)
+    ).json()
+    assert [e["type"] for e in mine] == ["OrgLimitsSet"]
+    past = (
+        await http.get(
+            "/api/audit/at", params={"time": before.isoformat(), "aggregate_id": org["id"]}, headers=admin
+        )
+    ).json()
+    assert past["state"]["limits"]["requests_per_minute"] == 60
+    now = (
+        await http.get(
+            "/api/audit/at",
+            params={"time": datetime.now(UTC).isoformat(), "aggregate_id": org["id"]},
+            headers=admin,
+        )
+    ).json()
+    assert now["state"]["limits"]["requests_per_minute"] == 1
+    replayed = (await http.post("/api/admin/replay", headers=admin)).json()
+    assert replayed["events"] == service.directory.recorder.max_notification_id()
+    member = bearer(signer.session(service.directory.sign_in("local:bob", "bob@x.test", "Bob")))
+    assert (await http.get("/api/audit/events", headers=member)).status_code == 403
+    assert (await http.post("/api/admin/replay", headers=member)).status_code == 403
+
+
+async def test_operational_routes(stack):
+    _, _, http = stack
+    assert (await http.get("/healthz")).json() == {"status": "ok"}
+    assert (await http.get("/readyz")).status_code == 200
+    assert "/api/tokens" in (await http.get("/openapi.json")).json()["paths"]
+    assert (await http.get("/metrics")).status_code == 200
