@@ -26,9 +26,11 @@ class Clock:
         self.now += timedelta(**kwargs)
 
 
-def make_app(path: Path, clock: Clock | None = None, **kwargs: object) -> DirectoryApp:
+def make_app(path: Path | None, clock: Clock | None = None, **kwargs: object) -> DirectoryApp:
+    """``path=None``: an in-memory SQLite store, for tests that need many fresh worlds."""
+    url = f"sqlite:///{path / 'directory.sqlite'}" if path else "sqlite:///:memory:"
     return DirectoryApp(
-        env=event_store_env(f"sqlite:///{path / 'directory.sqlite'}", path),
+        env=event_store_env(url, path or Path(".")),
         secret_key=SECRET,
         clock=clock or Clock(),
         **kwargs,  # type: ignore[arg-type]
