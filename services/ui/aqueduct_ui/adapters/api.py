@@ -76,16 +76,25 @@ class ServiceApi:
         *,
         params: dict[str, Any] | None = None,
         json: Any = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
-        response = await self.raw(method, path, params=params, json=json)
+        response = await self.raw(method, path, params=params, json=json, headers=headers)
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
 
     async def raw(
-        self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        headers = dict(headers or {})
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         clean = {k: v for k, v in (params or {}).items() if v not in (None, "")}
         try:
             response = await self.http.request(
@@ -102,8 +111,8 @@ class ServiceApi:
     async def get(self, path: str, **params: Any) -> Any:
         return await self.request("GET", path, params=params)
 
-    async def post(self, path: str, json: Any = None) -> Any:
-        return await self.request("POST", path, json=json if json is not None else {})
+    async def post(self, path: str, json: Any = None, headers: dict[str, str] | None = None) -> Any:
+        return await self.request("POST", path, json=json if json is not None else {}, headers=headers)
 
     async def patch(self, path: str, json: Any) -> Any:
         return await self.request("PATCH", path, json=json)
@@ -126,17 +135,26 @@ class AuthApi:
 
     service: ServiceApi
 
-    async def sign_in(self, username: str, password: str) -> dict[str, Any]:
-        return await self.service.post("/auth/token", {"username": username, "password": password})
+    # The UI is the auth service's trusted proxy: X-Forwarded-For names the browser, so the per-address
+    # sign-in limit and the audit trail see the user's address rather than the UI's.
+    @staticmethod
+    def _forwarded(client_ip: str | None) -> dict[str, str]:
+        return {"X-Forwarded-For": client_ip} if client_ip else {}
 
-    async def refresh(self, refresh_token: str) -> dict[str, Any]:
-        return await self.service.post("/auth/refresh", {"refresh_token": refresh_token})
+    async def sign_in(self, username: str, password: str, client_ip: str | None = None) -> dict[str, Any]:
+        body = {"username": username, "password": password}
+        return await self.service.post("/auth/token", body, self._forwarded(client_ip))
 
-    async def exchange(self, code: str) -> dict[str, Any]:
-        return await self.service.post("/auth/exchange", {"code": code})
+    async def refresh(self, refresh_token: str, client_ip: str | None = None) -> dict[str, Any]:
+        body = {"refresh_token": refresh_token}
+        return await self.service.post("/auth/refresh", body, self._forwarded(client_ip))
 
-    async def sign_out(self, refresh_token: str) -> None:
-        await self.service.post("/auth/logout", {"refresh_token": refresh_token})
+    async def exchange(self, code: str, client_ip: str | None = None) -> dict[str, Any]:
+        return await self.service.post("/auth/exchange", {"code": code}, self._forwarded(client_ip))
+
+    async def sign_out(self, refresh_token: str, client_ip: str | None = None) -> None:
+        body = {"refresh_token": refresh_token}
+        await self.service.post("/auth/logout", body, self._forwarded(client_ip))
 
     async def jwks(self) -> dict[str, Any]:
         return await self.service.get("/.well-known/jwks.json")

@@ -88,7 +88,7 @@ class SessionMiddleware(BaseHTTPMiddleware):
         if not refresh:
             return None, None, bool(access)
         try:
-            pair = await self.ctx.auth.refresh(refresh)
+            pair = await self.ctx.auth.refresh(refresh, request.client.host if request.client else None)
             claims = await verify_session(self.ctx, pair["access_token"])
         except ApiError as exc:
             if exc.status >= 500:  # auth is down: keep the cookies, ask to sign in for now

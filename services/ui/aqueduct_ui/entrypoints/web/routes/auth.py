@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 from urllib.parse import quote
 
@@ -15,7 +16,13 @@ from aqueduct_ui.entrypoints.web.render import redirect, render, safe_next
 
 __all__ = ["router"]
 
+log = logging.getLogger(__name__)
+
 router = APIRouter()
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
 
 
 @router.get("/login")
@@ -36,7 +43,7 @@ async def login(
     next: Annotated[str, Form()] = "/",
 ) -> Response:
     try:
-        pair = await auth.sign_in(username.strip(), password)
+        pair = await auth.sign_in(username.strip(), password, client_ip(request))
     except ApiError as exc:
         if exc.status == 429:
             message = "Too many attempts. Wait a minute and try again."
@@ -67,7 +74,7 @@ async def complete_sso(
     if not code:
         return redirect(request, "/session/error?message=" + quote("The sign-in link is incomplete."))
     try:
-        pair = await auth.exchange(code)
+        pair = await auth.exchange(code, client_ip(request))
     except ApiError as exc:
         return redirect(request, "/session/error?message=" + quote(exc.detail))
     response = redirect(request, safe_next(next))
@@ -85,9 +92,10 @@ async def logout(request: Request, ctx: Context, auth: Auth) -> Response:
     refresh = request.cookies.get(REFRESH_COOKIE)
     if refresh:
         try:
-            await auth.sign_out(refresh)
-        except ApiError:
-            pass  # the cookies go regardless; an unrevoked refresh token expires on its own
+            await auth.sign_out(refresh, client_ip(request))
+        except ApiError as exc:
+            # The cookies go regardless; a refresh token that could not be revoked expires on its own.
+            log.warning("could not revoke a session at sign-out: %s", exc)
     response = redirect(request, "/login", Flash("info", "You are signed out."))
     ctx.cookies.clear_session(response)
     return response

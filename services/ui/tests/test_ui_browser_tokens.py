@@ -1,0 +1,163 @@
+"""Signing in and the tokens page, in headless Chromium against the whole product (``aqueduct up``).
+
+A token created in the browser must work with the official OpenAI client, and stop working once
+deleted in the browser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+
+import openai
+import pytest
+from playwright.async_api import Browser, async_playwright, expect
+from ui_browser_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    People,
+    eventually,
+    provision_people,
+    shoot,
+    sign_in,
+)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (Debian package chromium)"
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+@pytest.fixture(scope="module")
+async def people(stack) -> People:
+    return await provision_people(stack.urls, stack.admin_username, stack.admin_password)
+
+
+def chat(proxy: str, token: str) -> str:
+    client = openai.OpenAI(base_url=f"{proxy}/v1", api_key=token, max_retries=0)
+    answer = client.chat.completions.create(
+        model="fake-model",
+        messages=[{"role": "user", "content": "hello from the browser test"}],
+        max_tokens=3,
+    )
+    return answer.choices[0].message.content or ""
+
+
+async def test_wrong_password_is_refused_with_a_clear_message(
+    stack, browser: Browser, people: People
+) -> None:
+    context = await browser.new_context(base_url=stack.urls["ui"])
+    page = await context.new_page()
+    await page.goto("/")
+    await expect(page).to_have_url(f"{stack.urls['ui']}/login?next=%2F")
+    await shoot(page, "login")
+    await page.get_by_label("Username").fill(people.user.username)
+    await page.get_by_label("Password").fill("not-the-password")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("alert")).to_have_text("Wrong username or password.")
+    await expect(page.get_by_label("Username")).to_have_value(people.user.username)
+    await context.close()
+
+
+async def test_a_token_created_in_the_browser_calls_a_model_until_deleted(
+    stack, browser: Browser, people: People
+) -> None:
+    context, page = await sign_in(browser, stack.urls["ui"], people.user)
+    await expect(page.get_by_role("heading", name="Tokens", exact=True)).to_be_visible()
+    await expect(page.locator("#token-cap")).to_contain_text("0 of 10 personal tokens")
+
+    await page.get_by_label("Name").fill("thesis notebook")
+    await page.get_by_role("button", name="Create token").click()
+    secret = page.locator("#new-secret")
+    await expect(secret).to_be_visible()
+    value = await secret.input_value()
+    assert value.startswith("aq-")
+    await expect(page.get_by_text("This is the only time the value is shown.")).to_be_visible()
+    await expect(page.get_by_role("button", name="Copy")).to_be_visible()
+    row = page.locator("#personal-tokens tr", has_text="thesis notebook")
+    await expect(row.locator("code")).to_have_text(f"{value[:7]}...{value[-4:]}")
+    await expect(page.locator("#token-cap")).to_contain_text("1 of 10 personal tokens")
+    await shoot(page, "tokens")
+
+    # Shown once: a reload shows the preview only.
+    await page.reload()
+    await expect(page.locator("#new-secret")).to_have_count(0)
+    assert value not in await page.content()
+
+    proxy = stack.urls["proxy"]
+    assert await eventually(lambda: asyncio.to_thread(chat, proxy, value)) == "tok0 tok1 tok2"
+
+    await row.get_by_role("button", name="Delete thesis notebook").click()
+    await expect(page.get_by_role("status")).to_contain_text("Token deleted")
+    await expect(page.locator("#personal-tokens tr", has_text="thesis notebook")).to_have_count(0)
+
+    async def refused() -> None:
+        with pytest.raises(openai.AuthenticationError):
+            await asyncio.to_thread(chat, proxy, value)
+
+    await eventually(refused)
+    await context.close()
+
+
+async def test_regenerate_replaces_the_value(stack, browser: Browser, people: People) -> None:
+    context, page = await sign_in(browser, stack.urls["ui"], people.user)
+    await page.get_by_label("Name").fill("rotating")
+    await page.get_by_role("button", name="Create token").click()
+    first = await page.locator("#new-secret").input_value()
+    await (
+        page.locator("#personal-tokens tr", has_text="rotating")
+        .get_by_role("button", name="Regenerate rotating")
+        .click()
+    )
+    await expect(page.get_by_role("status")).to_contain_text("the old one no longer works")
+    second = await page.locator("#new-secret").input_value()
+    assert second.startswith("aq-") and second != first
+
+    proxy = stack.urls["proxy"]
+    assert await eventually(lambda: asyncio.to_thread(chat, proxy, second)) == "tok0 tok1 tok2"
+    with pytest.raises(openai.AuthenticationError):
+        await asyncio.to_thread(chat, proxy, first)
+    await context.close()
+
+
+async def test_an_expired_session_is_refreshed_transparently(stack, browser: Browser, people: People) -> None:
+    context, page = await sign_in(browser, stack.urls["ui"], people.user)
+    # Drop the access token as if it had expired; only the refresh cookie is left.
+    cookies = [c for c in await context.cookies() if c["name"] != "aq_session"]
+    await context.clear_cookies()
+    await context.add_cookies(cookies)  # type: ignore[arg-type]
+    await page.goto("/models")
+    await expect(page.get_by_role("heading", name="Models")).to_be_visible()
+    names = {c["name"] for c in await context.cookies()}
+    assert "aq_session" in names  # a fresh access token was stored
+    session = next(c for c in await context.cookies() if c["name"] == "aq_session")
+    assert session["httpOnly"] and session["sameSite"] == "Lax"
+    await context.close()
+
+
+async def test_sign_out_ends_the_session(stack, browser: Browser, people: People) -> None:
+    context, page = await sign_in(browser, stack.urls["ui"], people.outsider)
+    refresh = next(c for c in await context.cookies() if c["name"] == "aq_refresh")
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page).to_have_url(f"{stack.urls['ui']}/login")
+    await expect(page.get_by_role("status")).to_have_text("You are signed out.")
+    await page.goto("/teams")
+    assert "/login" in page.url
+    # The refresh token was revoked at the auth service, so replaying the old cookie does not sign in.
+    await context.add_cookies([refresh])  # type: ignore[list-item]
+    await page.goto("/teams")
+    assert "/login" in page.url
+    people.outsider.storage = None
+    await context.close()
