@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -112,13 +114,25 @@ class DirectoryService:
         return create_http_app(self.directory, self.verifier, self.ready, self.replay)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises a caught SIGTERM after its own shutdown, which would kill the process before
+    the relay and the projection finish; here the signal only asks the server to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 async def serve(common: CommonSettings, settings: DirectorySettings) -> None:
     service = DirectoryService(common, settings)
     await service.start()
     config = uvicorn.Config(service.http_app(), host=settings.host, port=settings.port, log_level="warning")
-    server = uvicorn.Server(config)
+    server = _Server(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
     try:
-        # uvicorn handles SIGTERM/SIGINT: it stops accepting requests and finishes those in flight.
+        # Stops accepting requests, finishes those in flight, then the relay publishes what is left.
         await server.serve()
     finally:
         await service.stop()
