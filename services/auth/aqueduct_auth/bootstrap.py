@@ -12,11 +12,13 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.middleware.sessions import SessionMiddleware
 
+from aqueduct_auth.adapters.jupyterhub import JupyterHubClient
 from aqueduct_auth.adapters.keys import KeyRing
 from aqueduct_auth.adapters.nats_bus import DirectoryClient, EventPublisher, publish_jwks
 from aqueduct_auth.adapters.oidc import OidcClient, OidcConfig
 from aqueduct_auth.adapters.passwords import Passwords
 from aqueduct_auth.adapters.store import AuthStore
+from aqueduct_auth.application.jupyterhub import JupyterHubBridge
 from aqueduct_auth.application.local_accounts import LocalAccounts
 from aqueduct_auth.application.sessions import SessionPolicy, Sessions
 from aqueduct_auth.domain.rate_limit import AttemptLimiter
@@ -50,10 +52,12 @@ def create_app(settings: AuthSettings, common: CommonSettings) -> FastAPI:
             await publish_jwks(js, jwks)
 
         events = EventPublisher(js)
+        directory = DirectoryClient(nc, settings.directory_timeout)
+        hub = JupyterHubClient(settings.jupyterhub_api_url) if settings.jupyterhub_api_url else None
         sessions = Sessions(
             store,
             keys,
-            DirectoryClient(nc, settings.directory_timeout),
+            directory,
             events,
             SessionPolicy(
                 settings.access_token_ttl,
@@ -78,6 +82,19 @@ def create_app(settings: AuthSettings, common: CommonSettings) -> FastAPI:
             public_ui_url=common.public_ui_url,
             trusted_proxies=frozenset(settings.trusted_proxies),
             oidc=_oidc_client(settings, common),
+            jupyterhub=JupyterHubBridge(
+                hub,
+                directory,
+                events,
+                keys,
+                common.secret_key_bytes,
+                settings.access_token_ttl,
+                settings.jupyterhub_cache_seconds,
+                settings.jupyterhub_required_scope,
+                settings.jupyterhub_admin_group,
+            )
+            if hub
+            else None,
         )
         await publish(keys.jwks())
         if settings.bootstrap_admin_username and settings.bootstrap_admin_password.get_secret_value():
@@ -95,6 +112,8 @@ def create_app(settings: AuthSettings, common: CommonSettings) -> FastAPI:
         finally:
             await nc.drain()
             store.close()
+            if hub:
+                await hub.close()
 
     app = FastAPI(title="Aqueduct auth", version="1", lifespan=lifespan)
     # Holds only the OIDC state, nonce and PKCE verifier between the redirect and the callback.

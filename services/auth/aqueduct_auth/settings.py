@@ -52,3 +52,7 @@ class AuthSettings(BaseSettings):
     # JupyterHub token bridge. Empty: off.
     jupyterhub_api_url: str = ""
     jupyterhub_cache_seconds: int = 60
+    # A scope the hub token must carry, e.g. "access:services!service=aqueduct". Empty: any user token.
+    jupyterhub_required_scope: str = ""
+    # Members of this hub group are Admin. Empty: no hub user is made Admin by the bridge.
+    jupyterhub_admin_group: str = ""

@@ -16,8 +16,8 @@ from aqueduct_auth.domain.errors import AuthError
 from aqueduct_libs.sessions import InvalidSessionError, SessionClaims, SessionVerifier
 
 if TYPE_CHECKING:
-    from aqueduct_auth.adapters.jupyterhub import JupyterHubBridge
     from aqueduct_auth.adapters.oidc import OidcClient
+    from aqueduct_auth.application.jupyterhub import JupyterHubBridge
 
 __all__ = [
     "ClientIp",

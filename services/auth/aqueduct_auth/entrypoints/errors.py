@@ -6,6 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from aqueduct_auth.adapters.jupyterhub import HubTokenInvalidError, HubUnavailableError
 from aqueduct_auth.domain import errors
 from aqueduct_auth.entrypoints.container import NotSignedInError
 
@@ -16,6 +17,8 @@ _STATUS: list[tuple[type[errors.AuthError], int, str]] = [
     (errors.RefreshTokenInvalidError, 401, "invalid_refresh_token"),
     (errors.ExchangeCodeInvalidError, 401, "invalid_code"),
     (NotSignedInError, 401, "not_signed_in"),
+    (HubTokenInvalidError, 401, "invalid_jupyterhub_token"),
+    (HubUnavailableError, 503, "jupyterhub_unavailable"),
     (errors.NotAllowedError, 403, "forbidden"),
     (errors.SignInRefusedError, 403, "sign_in_refused"),
     (errors.AccountExistsError, 409, "conflict"),

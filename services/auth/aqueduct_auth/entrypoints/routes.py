@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -9,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from aqueduct_auth.application.sessions import TokenPair
 from aqueduct_auth.domain.errors import NotAllowedError
+from aqueduct_auth.domain.sign_in import DirectoryUser
 from aqueduct_auth.entrypoints.container import ClientIp, ContainerDep, CurrentUser
 
 __all__ = ["router"]
@@ -108,6 +110,33 @@ async def rotate_keys(user: CurrentUser, container: ContainerDep) -> dict[str, A
     if not user.admin:
         raise NotAllowedError("only an Admin can rotate the signing keys")
     return await container.rotate_keys()
+
+
+class HubTokenBody(BaseModel):
+    token: str = Field(min_length=1, max_length=500)
+
+
+class HubExchangeAnswer(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int
+    user: DirectoryUser
+
+
+@router.post("/auth/jupyterhub/exchange", response_model=HubExchangeAnswer, tags=["jupyterhub"])
+async def jupyterhub_exchange(
+    body: HubTokenBody, container: ContainerDep, ip: ClientIp, response: Response
+) -> HubExchangeAnswer:
+    """A JupyterHub user's API token, validated by the hub, for a session token and the directory user."""
+    if container.jupyterhub is None:
+        raise NotAllowedError("the JupyterHub bridge is off (AQUEDUCT_AUTH_JUPYTERHUB_API_URL)")
+    response.headers.update(_NO_STORE)
+    result = await container.jupyterhub.exchange(body.token, ip)
+    return HubExchangeAnswer(
+        access_token=result.access_token,
+        expires_in=max(0, int(result.expires_at - time.time())),
+        user=result.user,
+    )
 
 
 @router.post("/auth/local-users", response_model=LocalAccountAnswer, status_code=201, tags=["local accounts"])
