@@ -17,7 +17,7 @@ from aqueduct_directory.domain.policy import SYSTEM
 from aqueduct_directory.settings import DirectorySettings
 from aqueduct_libs import names
 from aqueduct_libs.events import DirectoryEvent
-from aqueduct_libs.snapshot import EndpointRoute, ModelRoute, SnapshotMeta, TokenGrant
+from aqueduct_libs.snapshot import EndpointRoute, McpServerRoute, ModelRoute, SnapshotMeta, TokenGrant
 from aqueduct_libs.tokens import hash_token
 
 pytestmark = pytest.mark.nats
@@ -105,16 +105,25 @@ async def test_snapshot_holds_effective_grants_routes_and_meta(service, client):
     world = make_world(service.directory)
     app = service.directory
     app.register_endpoint(SYSTEM, "openai", "http://upstream/v1", "openai", "OPENAI_API_KEY")
-    app.register_model(SYSTEM, "gpt-4o-mini", "openai", "gpt-4o-mini", 0.15, 0.60)
+    app.register_model(SYSTEM, "gpt-4o", "openai")
+    app.register_model(SYSTEM, "gpt-4o-mini", "openai", "gpt-4o-mini", 0.15, 0.60, fallbacks=["gpt-4o"])
+    app.register_mcp_server(SYSTEM, "search", "http://tools:9000/mcp", [world.team], "SEARCH_KEY")
     value = app.issue_token(world.p(world.member), "t")["value"]
     key = names.snapshot_token_key(hash_token(value, SECRET))
     await wait_until(lambda: service.projector.published.get(key) is not None)
     kv = await snapshot(client)
     grant = TokenGrant.model_validate_json(kv[key])
     assert (grant.user_id, grant.team_id, grant.org_id) == (world.member, world.team, world.org)
-    assert grant.limits.requests_per_minute == 60
+    assert grant.limits.requests_per_minute == 60 and grant.allowed_mcp_servers == ["search"]
     model = ModelRoute.model_validate_json(kv[names.snapshot_model_key("gpt-4o-mini")])
     assert (model.input_price_nanos_per_token, model.output_price_nanos_per_token) == (150, 600)
+    assert model.fallbacks == ["gpt-4o"]
+    mcp = McpServerRoute.model_validate_json(kv[names.snapshot_mcp_key("search")])
+    assert (mcp.url, mcp.allowed_team_ids, mcp.api_key_env) == (
+        "http://tools:9000/mcp",
+        [world.team],
+        "SEARCH_KEY",
+    )
     endpoint = EndpointRoute.model_validate_json(kv[names.snapshot_endpoint_key("openai")])
     assert endpoint.api_key_env == "OPENAI_API_KEY"
     await wait_until(lambda: service.projector._meta_position == app.state.position)

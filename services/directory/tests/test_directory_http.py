@@ -115,6 +115,7 @@ async def test_config_applied_at_start_and_by_api_idempotently(stack):
             "upstream_model": "gpt-4o-mini",
             "input_price_per_million": "0.15",
             "output_price_per_million": "0.6",
+            "fallbacks": [],
         }
     ]
     assert (await http.get("/api/endpoints", headers=admin)).json()[0]["api_key_env"] == "OPENAI_API_KEY"

@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from aqueduct_directory.application.base import DirectoryCore
-from aqueduct_directory.domain.grants import endpoint_route, model_route, token_grant
+from aqueduct_directory.domain.grants import endpoint_route, mcp_route, model_route, token_grant
 from aqueduct_directory.domain.state import DirectoryState
 from aqueduct_libs import names
 from aqueduct_libs.events import utcnow
@@ -50,6 +50,9 @@ def _catalog(state: DirectoryState) -> dict[str, bytes]:
     for model in state.models.values():
         if not model.deleted:
             entries[names.snapshot_model_key(model.name)] = model_route(model).model_dump_json().encode()
+    for server in state.mcp_servers.values():
+        if not server.deleted:
+            entries[names.snapshot_mcp_key(server.name)] = mcp_route(server).model_dump_json().encode()
     return entries
 
 

@@ -89,12 +89,13 @@ class CatalogUseCases(DirectoryCore):
         upstream_model: str | None = None,
         input_price_per_million: Any = None,
         output_price_per_million: Any = None,
+        fallbacks: list[str] | None = None,
     ) -> dict[str, Any]:
         p.require_admin("register models")
         name = _required(name, "model name")
         self.find(self.state.endpoints, endpoint, "endpoint")
         values = (endpoint, upstream_model or name, clean_price(input_price_per_million),
-                  clean_price(output_price_per_million))  # fmt: skip
+                  clean_price(output_price_per_million), self._fallbacks(name, fallbacks))  # fmt: skip
         existing = self.state.models.get(name)
         if existing is not None and not existing.deleted:
             raise ConflictError(f"model {name!r} exists", "model_exists")
@@ -114,6 +115,7 @@ class CatalogUseCases(DirectoryCore):
         upstream_model: str | None = None,
         input_price_per_million: Any = None,
         output_price_per_million: Any = None,
+        fallbacks: list[str] | None = None,
     ) -> dict[str, Any]:
         p.require_admin("change models")
         model = self.editable(self.find(self.state.models, name, "model"))
@@ -126,9 +128,10 @@ class CatalogUseCases(DirectoryCore):
             else model.input_price_per_million,
             clean_price(output_price_per_million) if output_price_per_million is not None
             else model.output_price_per_million,
+            self._fallbacks(name, fallbacks) if fallbacks is not None else model.fallbacks,
         )  # fmt: skip
         current = (model.endpoint, model.upstream_model, model.input_price_per_million,
-                   model.output_price_per_million)  # fmt: skip
+                   model.output_price_per_million, model.fallbacks)  # fmt: skip
         if new != current:
             model.update(*new, actor=p.actor)
             self.commit(model)
@@ -140,13 +143,24 @@ class CatalogUseCases(DirectoryCore):
         model.remove(actor=p.actor)
         self.commit(model)
 
+    def _fallbacks(self, name: str, fallbacks: list[str] | None) -> list[str]:
+        cleaned = [str(f) for f in fallbacks or []]
+        if name in cleaned:
+            raise InvalidInputError("a model cannot be its own fallback")
+        return cleaned
+
     def list_models(self) -> list[dict[str, Any]]:
         return [model_view(m) for _, m in sorted(self.state.models.items()) if not m.deleted]
 
     # -- MCP servers -------------------------------------------------------------------------------
 
     def register_mcp_server(
-        self, p: Principal, name: str, url: str, allowed_team_ids: list[str] | None = None
+        self,
+        p: Principal,
+        name: str,
+        url: str,
+        allowed_team_ids: list[str] | None = None,
+        api_key_env: str | None = None,
     ) -> dict[str, Any]:
         p.require_admin("register MCP servers")
         name, url = _required(name, "name"), _required(url, "url")
@@ -156,21 +170,27 @@ class CatalogUseCases(DirectoryCore):
             raise ConflictError(f"MCP server {name!r} exists", "mcp_server_exists")
         if existing is not None:
             server = self.editable(existing)
-            server.update(url, teams, actor=p.actor)
+            server.update(url, teams, api_key_env or None, actor=p.actor)
         else:
-            server = McpServer(name, url, teams, actor=p.actor)
+            server = McpServer(name, url, teams, api_key_env or None, actor=p.actor)
         self.commit(server)
         return mcp_view(self.state.mcp_servers[name])
 
     def update_mcp_server(
-        self, p: Principal, name: str, url: str | None = None, allowed_team_ids: list[str] | None = None
+        self,
+        p: Principal,
+        name: str,
+        url: str | None = None,
+        allowed_team_ids: list[str] | None = None,
+        api_key_env: str | None = None,
     ) -> dict[str, Any]:
         p.require_admin("change MCP servers")
         server = self.editable(self.find(self.state.mcp_servers, name, "MCP server"))
         new_url = _required(url, "url") if url is not None else server.url
         teams = self._team_ids(allowed_team_ids) if allowed_team_ids is not None else server.allowed_team_ids
-        if (new_url, teams) != (server.url, server.allowed_team_ids):
-            server.update(new_url, teams, actor=p.actor)
+        key_env = (api_key_env or None) if api_key_env is not None else server.api_key_env
+        if (new_url, teams, key_env) != (server.url, server.allowed_team_ids, server.api_key_env):
+            server.update(new_url, teams, key_env, actor=p.actor)
             self.commit(server)
         return mcp_view(self.state.mcp_servers[name])
 

@@ -57,6 +57,7 @@ class ModelConfig(_Strict):
     upstream_model: str | None = None
     input_price_per_million: float | str | None = None
     output_price_per_million: float | str | None = None
+    fallbacks: list[str] = Field(default_factory=list)
 
 
 class Levels(_Strict):
@@ -131,13 +132,13 @@ def apply_config(app: DirectoryApp, p: Principal, config: ConfigFile, dry_run: b
     for m in config.models:
         current_model = app.state.models.get(m.name)
         wanted = (m.endpoint, m.upstream_model or m.name, clean_price(m.input_price_per_million),
-                  clean_price(m.output_price_per_million))  # fmt: skip
+                  clean_price(m.output_price_per_million), list(m.fallbacks))  # fmt: skip
         if current_model is None or current_model.deleted:
             changes.append(f"create model {m.name}")
             if not dry_run:
                 app.register_model(p, m.name, *wanted)
-        elif wanted != (current_model.endpoint, current_model.upstream_model,
-                        current_model.input_price_per_million, current_model.output_price_per_million):  # fmt: skip
+        elif wanted != (current_model.endpoint, current_model.upstream_model, current_model.input_price_per_million,
+                        current_model.output_price_per_million, current_model.fallbacks):  # fmt: skip
             changes.append(f"update model {m.name}")
             if not dry_run:
                 app.update_model(p, m.name, *wanted)

@@ -137,11 +137,17 @@ def model_view(model: Model) -> dict[str, Any]:
         "upstream_model": model.upstream_model,
         "input_price_per_million": model.input_price_per_million,
         "output_price_per_million": model.output_price_per_million,
+        "fallbacks": model.fallbacks,
     }
 
 
 def mcp_view(server: McpServer) -> dict[str, Any]:
-    return {"name": server.name, "url": server.url, "allowed_team_ids": server.allowed_team_ids}
+    return {
+        "name": server.name,
+        "url": server.url,
+        "allowed_team_ids": server.allowed_team_ids,
+        "api_key_env": server.api_key_env,
+    }
 
 
 def view_of(aggregate: Any, state: DirectoryState | None = None) -> dict[str, Any]:

@@ -46,7 +46,8 @@ class Endpoint(Aggregate):
 
 
 class Model(Aggregate):
-    """Prices are decimal strings in dollars per million tokens, as admins write them."""
+    """Prices are decimal strings in dollars per million tokens, as admins write them. ``fallbacks``
+    names the models the proxy tries, in order, when this one's upstream fails."""
 
     @staticmethod
     def create_id(name: str) -> UUID:
@@ -60,6 +61,7 @@ class Model(Aggregate):
         upstream_model: str,
         input_price_per_million: str | None,
         output_price_per_million: str | None,
+        fallbacks: list[str],
         actor: str,
     ) -> None:
         self.name = name
@@ -67,6 +69,7 @@ class Model(Aggregate):
         self.upstream_model = upstream_model
         self.input_price_per_million = input_price_per_million
         self.output_price_per_million = output_price_per_million
+        self.fallbacks = fallbacks
         self.deleted = False
 
     @event("ModelUpdated")
@@ -76,12 +79,14 @@ class Model(Aggregate):
         upstream_model: str,
         input_price_per_million: str | None,
         output_price_per_million: str | None,
+        fallbacks: list[str],
         actor: str,
     ) -> None:
         self.endpoint = endpoint
         self.upstream_model = upstream_model
         self.input_price_per_million = input_price_per_million
         self.output_price_per_million = output_price_per_million
+        self.fallbacks = fallbacks
         self.deleted = False
 
     @event("ModelRemoved")
@@ -97,16 +102,20 @@ class McpServer(Aggregate):
         return _named_id("mcp", name)
 
     @event("McpServerRegistered")
-    def __init__(self, name: str, url: str, allowed_team_ids: list[str], actor: str) -> None:
+    def __init__(
+        self, name: str, url: str, allowed_team_ids: list[str], api_key_env: str | None, actor: str
+    ) -> None:
         self.name = name
         self.url = url
         self.allowed_team_ids = allowed_team_ids
+        self.api_key_env = api_key_env
         self.deleted = False
 
     @event("McpServerUpdated")
-    def update(self, url: str, allowed_team_ids: list[str], actor: str) -> None:
+    def update(self, url: str, allowed_team_ids: list[str], api_key_env: str | None, actor: str) -> None:
         self.url = url
         self.allowed_team_ids = allowed_team_ids
+        self.api_key_env = api_key_env
         self.deleted = False
 
     @event("McpServerRemoved")

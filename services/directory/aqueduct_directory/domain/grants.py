@@ -5,14 +5,21 @@ Computed here once so the proxy never has to look anything up on the request pat
 
 from __future__ import annotations
 
-from aqueduct_directory.domain.catalog import Endpoint, Model
+from aqueduct_directory.domain.catalog import Endpoint, McpServer, Model
 from aqueduct_directory.domain.org import Org, Team, User
 from aqueduct_directory.domain.state import DirectoryState
 from aqueduct_directory.domain.token import Token
 from aqueduct_directory.domain.values import merge_limits, price_nanos_per_token
-from aqueduct_libs.snapshot import EndpointRoute, Limits, ModelRoute, TokenGrant
+from aqueduct_libs.snapshot import EndpointRoute, Limits, McpServerRoute, ModelRoute, TokenGrant
 
-__all__ = ["effective_team", "endpoint_route", "excluded_models", "model_route", "token_grant"]
+__all__ = [
+    "effective_team",
+    "endpoint_route",
+    "excluded_models",
+    "mcp_route",
+    "model_route",
+    "token_grant",
+]
 
 
 def effective_team(state: DirectoryState, token: Token) -> Team | None:
@@ -103,4 +110,14 @@ def model_route(model: Model) -> ModelRoute:
         upstream_model=model.upstream_model,
         input_price_nanos_per_token=price_nanos_per_token(model.input_price_per_million),
         output_price_nanos_per_token=price_nanos_per_token(model.output_price_per_million),
+        fallbacks=list(model.fallbacks),
+    )
+
+
+def mcp_route(server: McpServer) -> McpServerRoute:
+    return McpServerRoute(
+        name=server.name,
+        url=server.url,
+        allowed_team_ids=list(server.allowed_team_ids),
+        api_key_env=server.api_key_env,
     )

@@ -78,10 +78,10 @@ class DirectoryState:
         elif isinstance(agg, Org):
             # Org changes are rare and reach every token of the org: recompute them all.
             self.dirty_all = True
-        elif isinstance(agg, Endpoint | Model):
+        elif isinstance(agg, Endpoint | Model | McpServer):
             self.dirty_catalog = True
-            if isinstance(agg, Model):
-                self.dirty_all = True  # allowed_models lists name every model
+            if isinstance(agg, Model | McpServer):
+                self.dirty_all = True  # grants list allowed models and MCP servers by name
         else:
             self.dirty_all = True
 

@@ -130,6 +130,7 @@ class ModelIn(_Body):
     upstream_model: str | None = None
     input_price_per_million: float | str | None = None
     output_price_per_million: float | str | None = None
+    fallbacks: list[str] | None = None
 
 
 class ModelPatch(_Body):
@@ -137,17 +138,20 @@ class ModelPatch(_Body):
     upstream_model: str | None = None
     input_price_per_million: float | str | None = None
     output_price_per_million: float | str | None = None
+    fallbacks: list[str] | None = None
 
 
 class McpServerIn(_Body):
     name: str
     url: str
     allowed_team_ids: list[str] = []
+    api_key_env: str | None = None
 
 
 class McpServerPatch(_Body):
     url: str | None = None
     allowed_team_ids: list[str] | None = None
+    api_key_env: str | None = None
 
 
 class TermsIn(_Body):
