@@ -22,17 +22,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import nats
-from aqueduct_cli.embedded import EmbeddedNats
-from aqueduct_libs import bus, names
-from aqueduct_libs.snapshot import TokenGrant
-from aqueduct_libs.tokens import generate_token, hash_token, preview_token
 
+from aqueduct_cli.embedded import EmbeddedNats
 from aqueduct_directory.adapters.persistence import event_store_env
 from aqueduct_directory.adapters.projection import SnapshotProjector, compute_snapshot
 from aqueduct_directory.application import DirectoryApp
 from aqueduct_directory.domain.catalog import Endpoint, Model
 from aqueduct_directory.domain.org import Org, Team, User
 from aqueduct_directory.domain.token import Token
+from aqueduct_libs import bus, names
+from aqueduct_libs.snapshot import TokenGrant
+from aqueduct_libs.tokens import generate_token, hash_token, preview_token
 
 SECRET = b"bench-secret-key-0123456789abcdef0123"
 BATCH = 2000
@@ -68,18 +68,9 @@ def seed(app: DirectoryApp, tokens: int, teams: int, users_per_team: int) -> Non
     for i in range(tokens):
         user_id, team_id = members[i % len(members)]
         value = generate_token()
+        token_hash, preview = hash_token(value, SECRET), preview_token(value)
         pending.append(
-            Token(
-                f"token-{i}",
-                hash_token(value, SECRET),
-                preview_token(value),
-                user_id,
-                None,
-                team_id,
-                str(org.id),
-                None,
-                "system",
-            )  # fmt: skip
+            Token(f"t{i}", token_hash, preview, user_id, None, team_id, str(org.id), None, "system")
         )
         if len(pending) >= BATCH:
             app.save(*pending)
