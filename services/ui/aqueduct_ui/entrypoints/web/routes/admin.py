@@ -1,0 +1,205 @@
+"""The Admin pages: orgs (limits, budgets, model exclusions), users, endpoints, models, terms of service,
+MCP servers, and the audit view.
+
+Only the pages check the role (to say plainly that they are for Admins); the actions go to the directory
+API with the user's session and are refused there when the role is missing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request
+from starlette.responses import Response
+
+from aqueduct_ui.adapters.api import ApiError, q
+from aqueduct_ui.application.admin import load_admin_page, load_audit_page
+from aqueduct_ui.domain.forms import (
+    BUDGET_FIELDS,
+    LIMIT_FIELDS,
+    parse_budgets,
+    parse_limits,
+    parse_moment,
+    require_text,
+)
+from aqueduct_ui.domain.viewer import Viewer
+from aqueduct_ui.entrypoints.web.cookies import Flash
+from aqueduct_ui.entrypoints.web.deps import Api, CurrentViewer
+from aqueduct_ui.entrypoints.web.render import redirect, render
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/admin")
+
+
+def require_admin_page(viewer: CurrentViewer) -> Viewer:
+    if not viewer.admin:
+        raise ApiError(403, "The Admin pages are for Admins.", "forbidden")
+    return viewer
+
+
+AdminViewer = Annotated[Viewer, Depends(require_admin_page)]
+_PROVIDERS = ("openai", "anthropic", "azure", "litellm")
+
+
+def _done(request: Request, anchor: str, message: str) -> Response:
+    return redirect(request, f"/admin#{anchor}", Flash("success", message))
+
+
+@router.get("")
+async def admin_page(request: Request, viewer: AdminViewer, api: Api) -> Response:
+    page = await load_admin_page(api)
+    return render(
+        request,
+        "admin.html",
+        data=page,
+        limit_fields=LIMIT_FIELDS,
+        budget_fields=BUDGET_FIELDS,
+        providers=_PROVIDERS,
+        page_section="admin",
+    )
+
+
+@router.post("/orgs")
+async def create_org(
+    request: Request, api: Api, name: Annotated[str, Form()] = "", sso_group: Annotated[str, Form()] = ""
+) -> Response:
+    body = {"name": require_text(name, "Name", 100), "sso_group": sso_group.strip() or None}
+    org = await api.directory.post("/api/orgs", body)
+    return _done(request, "orgs", f"Organisation “{org.get('name', name)}” created.")
+
+
+@router.post("/orgs/{org_id}")
+async def update_org(request: Request, api: Api, org_id: str) -> Response:
+    form = await request.form()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    body = {
+        "sso_group": (fields.get("sso_group") or "").strip() or None,
+        "limits": parse_limits(fields),
+        "budgets": parse_budgets(fields),
+        "excluded_models": [v for v in form.getlist("excluded_models") if isinstance(v, str) and v],
+    }
+    await api.directory.patch(f"/api/orgs/{q(org_id)}", body)
+    return _done(request, "orgs", "Organisation saved.")
+
+
+@router.post("/users")
+async def create_user(
+    request: Request,
+    api: Api,
+    org_id: Annotated[str, Form()],
+    email: Annotated[str, Form()] = "",
+    name: Annotated[str, Form()] = "",
+    org_admin: Annotated[str, Form()] = "",
+) -> Response:
+    body = {
+        "email": require_text(email, "Email", 200),
+        "name": name.strip(),
+        "org_id": org_id,
+        "org_admin": org_admin == "on",
+    }
+    user = await api.directory.post("/api/users", body)
+    return _done(request, "users", f"User {user.get('email', email)} added.")
+
+
+@router.post("/endpoints")
+async def create_endpoint(
+    request: Request,
+    api: Api,
+    slug: Annotated[str, Form()] = "",
+    url: Annotated[str, Form()] = "",
+    provider: Annotated[str, Form()] = "openai",
+    api_key_env: Annotated[str, Form()] = "",
+) -> Response:
+    body = {
+        "slug": require_text(slug, "Slug", 64),
+        "url": require_text(url, "URL", 500),
+        "provider": provider,
+        "api_key_env": api_key_env.strip() or None,
+    }
+    await api.directory.post("/api/endpoints", body)
+    return _done(request, "endpoints", f"Endpoint “{body['slug']}” added.")
+
+
+@router.post("/endpoints/{slug}/delete")
+async def delete_endpoint(request: Request, api: Api, slug: str) -> Response:
+    await api.directory.delete(f"/api/endpoints/{q(slug)}")
+    return _done(request, "endpoints", f"Endpoint “{slug}” removed.")
+
+
+@router.post("/models")
+async def create_model(
+    request: Request,
+    api: Api,
+    name: Annotated[str, Form()] = "",
+    endpoint: Annotated[str, Form()] = "",
+    upstream_model: Annotated[str, Form()] = "",
+    input_price_per_million: Annotated[str, Form()] = "",
+    output_price_per_million: Annotated[str, Form()] = "",
+) -> Response:
+    body = {
+        "name": require_text(name, "Model name", 200),
+        "endpoint": require_text(endpoint, "Endpoint", 64),
+        "upstream_model": upstream_model.strip() or None,
+        "input_price_per_million": input_price_per_million.strip() or None,
+        "output_price_per_million": output_price_per_million.strip() or None,
+    }
+    await api.directory.post("/api/models", body)
+    return _done(request, "models", f"Model “{body['name']}” added.")
+
+
+@router.post("/models/{name}/delete")
+async def delete_model(request: Request, api: Api, name: str) -> Response:
+    await api.directory.delete(f"/api/models/{q(name)}")
+    return _done(request, "models", f"Model “{name}” removed.")
+
+
+@router.post("/terms")
+async def publish_terms(
+    request: Request, api: Api, version: Annotated[str, Form()] = "", url: Annotated[str, Form()] = ""
+) -> Response:
+    body = {"version": require_text(version, "Version", 50), "url": require_text(url, "URL", 500)}
+    await api.directory.post("/api/terms", body)
+    return _done(request, "terms", f"Terms of service {body['version']} published.")
+
+
+@router.post("/mcp-servers")
+async def register_mcp_server(request: Request, api: Api) -> Response:
+    form = await request.form()
+    body = {
+        "name": require_text(str(form.get("name") or ""), "Name", 100),
+        "url": require_text(str(form.get("url") or ""), "URL", 500),
+        "allowed_team_ids": [v for v in form.getlist("allowed_team_ids") if isinstance(v, str) and v],
+    }
+    await api.directory.post("/api/mcp-servers", body)
+    return _done(request, "mcp", f"MCP server “{body['name']}” registered.")
+
+
+@router.post("/mcp-servers/{name}/delete")
+async def remove_mcp_server(request: Request, api: Api, name: str) -> Response:
+    await api.directory.delete(f"/api/mcp-servers/{q(name)}")
+    return _done(request, "mcp", f"MCP server “{name}” removed.")
+
+
+@router.get("/audit")
+async def audit_page(
+    request: Request,
+    viewer: AdminViewer,
+    api: Api,
+    actor: str | None = None,
+    aggregate_id: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    at: str | None = None,
+    state_id: str | None = None,
+) -> Response:
+    page = await load_audit_page(
+        api,
+        (actor or "").strip() or None,
+        (aggregate_id or "").strip() or None,
+        parse_moment(since),
+        parse_moment(until),
+        parse_moment(at),
+        (state_id or "").strip() or None,
+    )
+    return render(request, "audit.html", data=page, page_section="audit")
