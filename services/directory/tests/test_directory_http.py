@@ -162,6 +162,9 @@ async def test_problem_documents_for_denied_conflicting_and_bad_requests(stack):
     )
     expired = await http.post("/api/tokens", json={"name": "x", "expires_at": past}, headers=bob)
     assert expired.status_code == 400 and "future" in expired.json()["detail"]
+    naive = (datetime.now(UTC) + timedelta(days=1)).replace(tzinfo=None).isoformat()  # taken as UTC
+    dated = await http.post("/api/tokens", json={"name": "dated", "expires_at": naive}, headers=bob)
+    assert dated.status_code == 201 and dated.json()["token"]["expires_at"].endswith("+00:00")
 
 
 async def test_team_admin_flow_service_accounts_and_members(stack):

@@ -27,6 +27,7 @@ __all__ = ["SnapshotProjector", "compute_snapshot", "read_bucket"]
 log = logging.getLogger(__name__)
 
 CONCURRENCY = 256
+YIELD_EVERY = 2000
 
 
 def compute_snapshot(state: DirectoryState) -> dict[str, bytes]:
@@ -91,32 +92,34 @@ class SnapshotProjector:
 
     # -- computing ---------------------------------------------------------------------------------
 
-    def _recompute_all(self, state: DirectoryState) -> None:
+    async def _recompute_all(self, state: DirectoryState) -> None:
         state.take_dirty()
         self._state = state
         self._token_keys = {}
         new: dict[str, bytes] = {}
-        for token_id, token in state.tokens.items():
-            grant = token_grant(state, token)
+        for count, token_id in enumerate(list(state.tokens)):
+            grant = token_grant(state, state.tokens[token_id])
             if grant is not None:
                 key = names.snapshot_token_key(grant.token_hash)
                 new[key] = grant.model_dump_json().encode()
                 self._token_keys[token_id] = key
+            if count % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)
         catalog = _catalog(state)
         self._catalog_keys = set(catalog)
         new.update(catalog)
         self._pending |= set(self.desired) | set(new) | set(self.published)
         self.desired = new
 
-    def _recompute_dirty(self) -> None:
+    async def _recompute_dirty(self) -> None:
         state = self._app.state
         if state is not self._state:
-            self._recompute_all(state)  # a replay swapped the read model
+            await self._recompute_all(state)  # a replay swapped the read model
             return
         tokens, catalog, everything = state.take_dirty()
         if everything:
             tokens = set(state.tokens)
-        for token_id in tokens:
+        for count, token_id in enumerate(tokens):
             old_key = self._token_keys.pop(token_id, None)
             if old_key is not None:
                 self.desired.pop(old_key, None)
@@ -127,6 +130,10 @@ class SnapshotProjector:
                 self.desired[key] = grant.model_dump_json().encode()
                 self._token_keys[token_id] = key
                 self._pending.add(key)
+            # Org-wide changes touch every token: let HTTP requests in between (their events are marked
+            # dirty again and picked up by the next flush).
+            if count % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)
         if catalog:
             entries = _catalog(state)
             for key in self._catalog_keys - set(entries):
@@ -146,7 +153,7 @@ class SnapshotProjector:
             kv = await self._kv()
             self.published = await read_bucket(kv)
             self.published.pop(names.SNAPSHOT_META_KEY, None)
-            self._recompute_all(self._app.state)
+            await self._recompute_all(self._app.state)
             self._meta_position = -1
             await self._flush()
         self.loaded.set()
@@ -157,7 +164,7 @@ class SnapshotProjector:
             return await self._flush()
 
     async def _flush(self) -> int:
-        self._recompute_dirty()
+        await self._recompute_dirty()
         kv = await self._kv()
         changed = 0
         keys = sorted(self._pending)

@@ -11,6 +11,7 @@ from aqueduct_directory.application.views import view_of
 from aqueduct_directory.domain.errors import NotFoundError
 from aqueduct_directory.domain.grants import effective_team, token_grant
 from aqueduct_directory.domain.policy import Principal
+from aqueduct_directory.domain.values import as_utc
 
 __all__ = ["audit_events", "model_access_at", "state_at"]
 
@@ -25,6 +26,7 @@ def audit_events(
     limit: int = 1000,
 ) -> list[dict[str, Any]]:
     p.require_admin("read the audit log")
+    since, until = (as_utc(t) if t is not None else None for t in (since, until))
     found: list[dict[str, Any]] = []
     for notification_id, domain_event in app.iter_events():
         if until is not None and domain_event.timestamp > until:
@@ -43,6 +45,7 @@ def audit_events(
 
 def state_at(app: DirectoryCore, p: Principal, time: datetime, aggregate_id: str) -> dict[str, Any]:
     p.require_admin("read past states")
+    time = as_utc(time)
     state = fold_events(app.iter_events(), until=time)
     aggregate = state.aggregates.get(aggregate_id)
     if aggregate is None:
@@ -53,6 +56,7 @@ def state_at(app: DirectoryCore, p: Principal, time: datetime, aggregate_id: str
 def model_access_at(app: DirectoryCore, p: Principal, model: str, time: datetime) -> list[dict[str, Any]]:
     """Which tokens could call ``model`` at ``time``, and under which limits."""
     p.require_admin("read past access")
+    time = as_utc(time)
     state = fold_events(app.iter_events(), until=time)
     known = state.models.get(model)
     if known is None or known.deleted:

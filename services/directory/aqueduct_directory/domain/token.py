@@ -7,6 +7,7 @@ from datetime import datetime
 from eventsourcing.domain import Aggregate, event
 
 from aqueduct_directory.domain.errors import InvalidInputError, NotFoundError
+from aqueduct_directory.domain.values import as_utc
 
 __all__ = ["ServiceAccount", "Token"]
 
@@ -30,6 +31,7 @@ class Token(Aggregate):
     ) -> Token:
         if not name.strip():
             raise InvalidInputError("a token needs a name")
+        expires_at = as_utc(expires_at) if expires_at is not None else None
         if expires_at is not None and expires_at <= now:
             raise InvalidInputError("expires_at must be in the future (leave it empty for no expiry)")
         return cls(

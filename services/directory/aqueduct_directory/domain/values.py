@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -11,6 +12,7 @@ from aqueduct_directory.domain.errors import InvalidInputError
 __all__ = [
     "BUDGET_FIELDS",
     "LIMIT_FIELDS",
+    "as_utc",
     "clean_budgets",
     "clean_limits",
     "clean_model_limits",
@@ -22,6 +24,11 @@ __all__ = [
 
 LIMIT_FIELDS = ("requests_per_minute", "input_tokens_per_minute", "output_tokens_per_minute")
 BUDGET_FIELDS = ("daily_usd", "monthly_usd")
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Times without a zone are taken as UTC, so they compare with the events' aware timestamps."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def clean_limits(limits: Mapping[str, Any] | None) -> dict[str, int]:
