@@ -1,0 +1,3 @@
+from aqueduct_proxy.batches.bootstrap import run
+
+run()

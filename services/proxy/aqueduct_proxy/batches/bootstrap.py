@@ -1,0 +1,146 @@
+"""Wiring of the batch worker process (``python -m aqueduct_proxy.batches``).
+
+It uses the proxy's own gateway (snapshot, limiter, upstream client with retries and fallbacks), so a
+batch line is routed, limited and budgeted exactly as the same request sent to the proxy would be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client as NATS
+from redis.asyncio import Redis
+
+from aqueduct_libs import names
+from aqueduct_libs.bus import KVWatcher, connect, ensure_topology
+from aqueduct_libs.ops import configure_logging
+from aqueduct_libs.settings import CommonSettings
+from aqueduct_proxy.adapters.limiter import Limiter
+from aqueduct_proxy.adapters.tokenizer import TokenCounter
+from aqueduct_proxy.adapters.upstream import Cooldown, UpstreamClient
+from aqueduct_proxy.application.gateway import Gateway, GatewayConfig
+from aqueduct_proxy.batches.domain import Batch
+from aqueduct_proxy.batches.settings import BatchSettings
+from aqueduct_proxy.batches.store import BatchStore
+from aqueduct_proxy.batches.worker import BatchWorker
+from aqueduct_proxy.domain.snapshot import Snapshot
+from aqueduct_proxy.files.settings import FilesSettings
+from aqueduct_proxy.files.store import FileStore
+from aqueduct_proxy.metrics import ProxyMetrics
+from aqueduct_proxy.settings import ProxySettings
+
+__all__ = ["WorkerProcess", "bootstrap", "run", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerProcess:
+    worker: BatchWorker
+    nc: NATS
+    watchers: list[KVWatcher]
+    batches: dict[str, Batch] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        for watcher in self.watchers:
+            await watcher.stop()
+        await self.worker.gateway.upstream.close()
+        if self.worker.gateway.limiter is not None:
+            await self.worker.gateway.limiter.close()
+        with contextlib.suppress(Exception):
+            await self.nc.close()
+
+
+async def bootstrap(
+    settings: BatchSettings, proxy: ProxySettings, files_settings: FilesSettings, common: CommonSettings
+) -> WorkerProcess:
+    nc = await connect(common.nats_url, name="aqueduct-batch-worker")
+    js = nc.jetstream()
+    await ensure_topology(js)
+    store = BatchStore(js, replicas=settings.replicas, results_max_age_days=settings.results_max_age_days)
+    await store.start()
+    files = FileStore(
+        js, quota_bytes_per_user=files_settings.quota_bytes_per_user, replicas=files_settings.replicas
+    )
+    await files.start()
+    snapshot = Snapshot()
+    upstream = UpstreamClient(
+        pool_size=max(16, settings.concurrency * 2),
+        timeout=proxy.upstream_timeout_seconds,
+        connect_timeout=proxy.upstream_connect_timeout_seconds,
+    )
+    await upstream.start()
+    limiter = None
+    if proxy.redis_url:
+        limiter = Limiter(
+            Redis.from_url(
+                proxy.redis_url,
+                socket_timeout=proxy.redis_timeout_seconds,
+                socket_connect_timeout=proxy.redis_timeout_seconds,
+            )
+        )
+    gateway = Gateway(
+        GatewayConfig(
+            secret_key=common.secret_key_bytes,
+            public_ui_url=common.public_ui_url,
+            fail_open=proxy.limits_on_store_failure == "open",
+            retries=proxy.retries,
+            retry_backoff=proxy.retry_backoff_seconds,
+        ),
+        snapshot,
+        upstream,
+        None,
+        limiter,
+        TokenCounter(proxy.tokenizer_encoding),
+        Cooldown(proxy.cooldown_failures, proxy.cooldown_window_seconds, proxy.cooldown_seconds),
+        ProxyMetrics(),
+    )
+    process = WorkerProcess(BatchWorker(store, files, gateway, settings), nc, [])
+
+    def on_batch(key: str, value: bytes) -> None:
+        process.batches[key] = Batch.model_validate_json(value)
+
+    def on_batch_deleted(key: str) -> None:
+        process.batches.pop(key, None)
+
+    process.watchers = [
+        KVWatcher(js, names.AUTH_SNAPSHOT_BUCKET, snapshot.on_snapshot_put, snapshot.on_snapshot_delete),
+        KVWatcher(js, names.QUOTA_BUCKET, snapshot.on_quota_put, snapshot.on_quota_delete),
+        KVWatcher(js, names.BATCHES_BUCKET, on_batch, on_batch_deleted),
+    ]
+    for watcher in process.watchers:
+        watcher.start()
+    return process
+
+
+async def serve(stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    process = await bootstrap(BatchSettings(), ProxySettings(), FilesSettings(), CommonSettings())
+    # Without the snapshot every line would look like a revoked token: wait for it before consuming.
+    await asyncio.gather(*(w.ready.wait() for w in process.watchers))
+    log.info("batch worker ready (concurrency %d)", process.worker.settings.concurrency)
+    tasks = [
+        asyncio.create_task(process.worker.consume()),
+        asyncio.create_task(process.worker.finalize_loop(process.batches)),
+    ]
+    await stop.wait()
+    log.info("batch worker stopping: finishing lines in flight")
+    process.worker.stop()
+    await process.worker.drain()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await process.close()
+
+
+def run() -> None:
+    common = CommonSettings()  # fail fast on insecure settings
+    configure_logging("batch-worker", common.log_level)
+    asyncio.run(serve())

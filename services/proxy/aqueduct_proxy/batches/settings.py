@@ -1,0 +1,22 @@
+"""``AQUEDUCT_PROXY_BATCH_*``: the batch API's and the batch worker's settings (read once, at wiring)."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["BatchSettings"]
+
+
+class BatchSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AQUEDUCT_PROXY_BATCH_", extra="ignore")
+
+    max_lines: int = 50_000  # OpenAI's limit per batch
+    # Lines one worker process runs at a time (each still passes the owner's rate limits).
+    concurrency: int = 32
+    # A line not acknowledged within this time is handed to another worker (the worker heartbeats
+    # long-running lines, so this bounds only how long a crashed worker's lines wait).
+    ack_wait_seconds: float = 60.0
+    finalize_interval_seconds: float = 0.5
+    # Results of finished lines are kept this long (the output file holds them after finalization).
+    results_max_age_days: int = 30
+    replicas: int = 1

@@ -1,0 +1,162 @@
+"""Batch records (KV), the work queue of their lines (a WorkQueue-retention JetStream stream), and
+line results (KV, written before a line is acknowledged)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+
+from aqueduct_libs import names
+from aqueduct_libs.bus import DUPLICATE_WINDOW_SECONDS
+from aqueduct_proxy.batches.domain import Batch, BatchLine, BatchNotFoundError, LineResult
+from aqueduct_proxy.files.store import scan_kv
+
+__all__ = ["BatchStore"]
+
+_PUBLISH_CONCURRENCY = 256
+
+
+class BatchStore:
+    def __init__(self, js: JetStreamContext, *, replicas: int = 1, results_max_age_days: int = 30) -> None:
+        self.js = js
+        self._replicas = replicas
+        self._results_max_age = results_max_age_days * 86400
+        self._batches: KeyValue | None = None
+        self._results: KeyValue | None = None
+
+    async def start(self) -> None:
+        """Create the buckets and the work queue if missing (the proxy and the worker may start first)."""
+        self._batches = await self._kv(names.BATCHES_BUCKET, ttl=None)
+        self._results = await self._kv(names.BATCH_RESULTS_BUCKET, ttl=self._results_max_age)
+        try:
+            await self.js.stream_info(names.BATCH_LINES_STREAM)
+        except NotFoundError:
+            await self.js.add_stream(
+                js_api.StreamConfig(
+                    name=names.BATCH_LINES_STREAM,
+                    subjects=[f"{names.BATCH_LINES_SUBJECT_PREFIX}.>"],
+                    retention=js_api.RetentionPolicy.WORK_QUEUE,
+                    storage=js_api.StorageType.FILE,
+                    duplicate_window=DUPLICATE_WINDOW_SECONDS,
+                    num_replicas=self._replicas,
+                )
+            )
+
+    async def _kv(self, bucket: str, ttl: float | None) -> KeyValue:
+        try:
+            return await self.js.key_value(bucket)
+        except BucketNotFoundError:
+            return await self.js.create_key_value(
+                bucket=bucket, history=1, storage=js_api.StorageType.FILE, replicas=self._replicas, ttl=ttl
+            )
+
+    @property
+    def batches(self) -> KeyValue:
+        assert self._batches is not None, "BatchStore.start() was not awaited"
+        return self._batches
+
+    @property
+    def results(self) -> KeyValue:
+        assert self._results is not None, "BatchStore.start() was not awaited"
+        return self._results
+
+    # -- batch records ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def key(owner: str, batch_id: str) -> str:
+        return f"{names.kv_safe(owner)}.{batch_id}"
+
+    async def create(self, batch: Batch) -> None:
+        await self.batches.create(self.key(batch.owner, batch.id), batch.model_dump_json().encode())
+
+    async def get(self, owner: str, batch_id: str) -> Batch:
+        return (await self._get(owner, batch_id))[0]
+
+    async def _get(self, owner: str, batch_id: str) -> tuple[Batch, int]:
+        try:
+            entry = await self.batches.get(self.key(owner, batch_id))
+        except (KeyNotFoundError, ValueError):
+            raise BatchNotFoundError(f"No such batch: {batch_id}", param="batch_id") from None
+        return Batch.model_validate_json(entry.value or b""), entry.revision or 0
+
+    async def list(self, owner: str) -> list[Batch]:
+        return [
+            Batch.model_validate_json(e.value or b"")
+            for e in await scan_kv(self.batches, f"{names.kv_safe(owner)}.>")
+        ]
+
+    async def mutate(self, owner: str, batch_id: str, change: Callable[[Batch], Batch | None]) -> Batch:
+        """Apply ``change`` with compare-and-set, retrying on a concurrent write; None leaves it as is."""
+        while True:
+            batch, revision = await self._get(owner, batch_id)
+            updated = change(batch)
+            if updated is None:
+                return batch
+            try:
+                await self.batches.update(
+                    self.key(owner, batch_id), updated.model_dump_json().encode(), revision
+                )
+                return updated
+            except KeyWrongLastSequenceError:
+                await asyncio.sleep(0.005)
+
+    # -- the work queue --------------------------------------------------------------------------------
+
+    async def enqueue(self, lines: list[BatchLine]) -> None:
+        """One message per line; the message id makes a repeated enqueue of the same line a no-op."""
+        gate = asyncio.Semaphore(_PUBLISH_CONCURRENCY)
+
+        async def one(line: BatchLine) -> None:
+            async with gate:
+                await self.js.publish(
+                    names.batch_lines_subject(line.batch_id),
+                    line.model_dump_json().encode(),
+                    headers={"Nats-Msg-Id": f"{line.batch_id}:{line.line}"},
+                )
+
+        await asyncio.gather(*(one(line) for line in lines))
+
+    async def remaining(self, batch_id: str) -> int:
+        """Lines of the batch still in the queue (delivered but not yet acknowledged ones included)."""
+        subject = names.batch_lines_subject(batch_id)
+        info = await self.js.stream_info(names.BATCH_LINES_STREAM, subjects_filter=subject)
+        return int((info.state.subjects or {}).get(subject, 0))
+
+    async def drop_queued(self, batch_id: str) -> None:
+        await self.js.purge_stream(names.BATCH_LINES_STREAM, subject=names.batch_lines_subject(batch_id))
+
+    # -- line results ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def result_key(batch_id: str, line: int) -> str:
+        return f"{batch_id}.{line}"
+
+    async def result(self, batch_id: str, line: int) -> LineResult | None:
+        try:
+            entry = await self.results.get(self.result_key(batch_id, line))
+        except KeyNotFoundError:
+            return None
+        return LineResult.model_validate_json(entry.value or b"")
+
+    async def store_result(self, batch_id: str, result: LineResult) -> LineResult:
+        """Write once: if another delivery of the line stored first, theirs stands and is returned."""
+        try:
+            await self.results.create(
+                self.result_key(batch_id, result.line), result.model_dump_json().encode()
+            )
+            return result
+        except KeyWrongLastSequenceError:
+            existing = await self.result(batch_id, result.line)
+            assert existing is not None
+            return existing
+
+    async def all_results(self, batch_id: str) -> list[LineResult]:
+        return [
+            LineResult.model_validate_json(e.value or b"")
+            for e in await scan_kv(self.results, f"{batch_id}.*")
+        ]

@@ -1,0 +1,309 @@
+"""The batch worker: runs queued lines through the proxy's own gateway (routing, limits, budgets, retries).
+
+Each line: run it (or find its stored result after a crash), store the result in KV with create-once,
+publish its usage event (``Nats-Msg-Id`` = the stored event id), then acknowledge. A line killed at any
+point is redelivered and ends with exactly one stored result and one usage event; only its upstream call
+may have been made twice. A finalizer turns a batch whose queue is empty into its output files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+import nats.errors
+import orjson
+from nats.aio.msg import Msg
+from nats.js import api as js_api
+
+from aqueduct_libs import names
+from aqueduct_libs.events import UsageRecorded, utcnow
+from aqueduct_proxy.application.gateway import Gateway
+from aqueduct_proxy.batches.domain import (
+    Batch,
+    BatchLine,
+    BatchNotFoundError,
+    LineResult,
+    derived_file_id,
+    render_results,
+)
+from aqueduct_proxy.batches.settings import BatchSettings
+from aqueduct_proxy.batches.store import BatchStore
+from aqueduct_proxy.domain.access import check_grant
+from aqueduct_proxy.domain.errors import InvalidTokenError, ProxyError, RateLimitedError
+from aqueduct_proxy.domain.usage import usage_from_body
+from aqueduct_proxy.files.store import FileStore
+
+__all__ = ["CONSUMER", "BatchWorker"]
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "batch-workers"  # one durable pull consumer shared by every worker process
+_SKIPPED = frozenset({"cancelling", "cancelled", "failed", "expired", "completed"})
+
+
+class _RetryLater(Exception):
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+
+class BatchWorker:
+    def __init__(
+        self, store: BatchStore, files: FileStore, gateway: Gateway, settings: BatchSettings
+    ) -> None:
+        self.store = store
+        self.files = files
+        self.gateway = gateway
+        self.settings = settings
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._progress: dict[tuple[str, str], list[int]] = defaultdict(
+            lambda: [0, 0]
+        )  # (owner, id) -> ok, failed
+        self._finalizing: set[str] = set()
+        self.lines_done = 0
+
+    # -- consuming lines -------------------------------------------------------------------------------
+
+    async def consume(self) -> None:
+        # Create or update: a changed ack_wait takes effect for every worker of the shared consumer.
+        await self.store.js.add_consumer(
+            names.BATCH_LINES_STREAM,
+            js_api.ConsumerConfig(
+                durable_name=CONSUMER,
+                filter_subject=f"{names.BATCH_LINES_SUBJECT_PREFIX}.>",
+                ack_policy=js_api.AckPolicy.EXPLICIT,
+                ack_wait=self.settings.ack_wait_seconds,
+                max_ack_pending=max(10_000, self.settings.concurrency * 4),
+                max_deliver=-1,
+            ),
+        )
+        sub = await self.store.js.pull_subscribe_bind(durable=CONSUMER, stream=names.BATCH_LINES_STREAM)
+        while not self._stopping.is_set():
+            free = self.settings.concurrency - len(self._tasks)
+            if free <= 0:
+                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                messages = await sub.fetch(batch=free, timeout=1.0)
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue
+            except Exception as exc:  # the bus is away: try again shortly
+                log.warning("fetching batch lines failed: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            for msg in messages:
+                task = asyncio.create_task(self._handle(msg))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    def stop(self) -> None:
+        """Fetch no more lines; lines in flight finish (``drain``)."""
+        self._stopping.set()
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            async with self._heartbeat(msg):
+                line = BatchLine.model_validate_json(msg.data)
+                try:
+                    batch = await self.store.get(line.owner, line.batch_id)
+                except BatchNotFoundError:
+                    batch = None
+                if batch is None or batch.status in _SKIPPED:
+                    await msg.ack()
+                    return
+                result = await self.store.result(line.batch_id, line.line)
+                if result is None:
+                    result = await self.store.store_result(line.batch_id, await self._run(batch, line))
+                    self._progress[(batch.owner, batch.id)][0 if result.succeeded else 1] += 1
+                # Published after the result is stored and before the ack; again after a crash, same id.
+                await self.store.js.publish(
+                    names.USAGE_SUBJECT,
+                    result.usage_event.encode(),
+                    headers={"Nats-Msg-Id": result.usage_event_id},
+                )
+                await msg.ack_sync()
+                self.lines_done += 1
+        except _RetryLater as wait:
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=wait.seconds)
+        except Exception:
+            log.exception("batch line failed; it will be delivered again")
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=1.0)
+
+    @contextlib.asynccontextmanager
+    async def _heartbeat(self, msg: Msg):  # type: ignore[no-untyped-def]
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(self.settings.ack_wait_seconds / 3)
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+
+        task = asyncio.create_task(beat())
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    async def _run(self, batch: Batch, line: BatchLine) -> LineResult:
+        """One request through the gateway, as the batch's token; every refusal becomes a result."""
+        started, occurred_at = time.perf_counter(), utcnow()
+        gateway = self.gateway
+        call = None
+        usage = None
+        error: dict[str, Any] | None = None
+        status, body = 500, None
+        try:
+            grant = check_grant(
+                gateway.snapshot.grants.get(batch.token_hash), gateway.snapshot, gateway.config.public_ui_url
+            )
+            api_path = line.url
+            call = gateway.prepare(grant, api_path, api_path[len("/v1") :], payload=line.body)
+            await gateway.admit(call)
+            response = await gateway.send(call, "POST", "", {})
+            try:
+                raw = await response.read()
+                status = response.status
+            finally:
+                response.release()
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                body = raw.decode(errors="replace")
+            usage = usage_from_body(body)
+            if gateway.limiter is not None and call.admission is not None and call.admission.counters:
+                await gateway.limiter.settle(call.admission, usage.output_tokens if usage else 0)
+        except RateLimitedError as exc:
+            raise _RetryLater(float(exc.headers.get("Retry-After", "1"))) from exc
+        except InvalidTokenError as exc:
+            status, error = exc.status, {"code": "token_revoked", "message": exc.message}
+        except ProxyError as exc:
+            status, error = exc.status, {"code": exc.code or exc.type, "message": exc.message}
+        event = UsageRecorded(
+            occurred_at=occurred_at,
+            kind="batch",
+            batch_id=batch.id,
+            token_id=batch.token_id,
+            user_id=batch.owner,
+            service_account_id=batch.service_account_id,
+            team_id=batch.team_id,
+            org_id=batch.org_id,
+            endpoint=call.route.endpoint.slug if call is not None and call.route else "",
+            model=call.model if call is not None else str(line.body.get("model", "")),
+            route=line.url,
+            status_code=status,
+            input_tokens=usage.input_tokens if usage else 0,
+            output_tokens=usage.output_tokens if usage else 0,
+            cached_tokens=usage.cached_tokens if usage else 0,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+        return LineResult(
+            line=line.line,
+            custom_id=line.custom_id,
+            status_code=status,
+            body=body,
+            error=error,
+            usage_event=event.model_dump_json(),
+            usage_event_id=event.event_id,
+        )
+
+    # -- progress and finalization ---------------------------------------------------------------------
+
+    async def finalize_loop(self, batches: dict[str, Batch]) -> None:
+        """``batches``: the batches bucket mirrored by a KV watch (key -> record)."""
+        while True:
+            await asyncio.sleep(self.settings.finalize_interval_seconds)
+            try:
+                await self._flush_progress()
+                for batch in list(batches.values()):
+                    if await self._due(batch):
+                        await self.finalize(batch)
+            except Exception:
+                log.exception("batch finalizer pass failed; retrying")
+
+    async def _flush_progress(self) -> None:
+        progress, self._progress = self._progress, defaultdict(lambda: [0, 0])
+        for (owner, batch_id), (ok, failed) in progress.items():
+
+            def add(b: Batch, ok: int = ok, failed: int = failed) -> Batch | None:
+                if b.status not in ("validating", "in_progress", "cancelling"):
+                    return None  # the finalizer has the exact numbers
+                return b.model_copy(
+                    update={
+                        "completed": min(b.total, b.completed + ok),
+                        "failed": min(b.total, b.failed + failed),
+                    }
+                )
+
+            await self.store.mutate(owner, batch_id, add)
+
+    async def _due(self, batch: Batch) -> bool:
+        if batch.status == "finalizing":
+            # Left half-done by a worker that died: take over after a grace period.
+            stale = batch.finalizing_at is not None and time.time() - batch.finalizing_at > 30
+            return batch.id in self._finalizing or stale
+        if batch.status not in ("in_progress", "cancelling"):
+            return False
+        return await self.store.remaining(batch.id) == 0
+
+    async def finalize(self, batch: Batch) -> None:
+        """Write the output and error files, then mark the batch done. Safe to repeat: the file ids are
+        derived from the batch id, so a second attempt overwrites the same files."""
+        cancelled = batch.status == "cancelling" or (batch.status == "finalizing" and batch.cancelling_at)
+        now = int(time.time())
+
+        def start(b: Batch) -> Batch | None:
+            if b.status not in ("in_progress", "cancelling", "finalizing"):
+                return None
+            return b.model_copy(update={"status": "finalizing", "finalizing_at": b.finalizing_at or now})
+
+        batch = await self.store.mutate(batch.owner, batch.id, start)
+        if batch.status != "finalizing":
+            return
+        self._finalizing.add(batch.id)
+        results = await self.store.all_results(batch.id)
+        output, errors = render_results(batch.id, results)
+        update: dict[str, Any] = {
+            "completed": sum(r.succeeded for r in results),
+            "failed": sum(not r.succeeded for r in results),
+        }
+        for kind, data in (("output", output), ("error", errors)):
+            if data:
+                file_id = derived_file_id(batch.id, kind)
+                await self.files.save(
+                    batch.owner,
+                    f"{batch.id}_{kind}.jsonl",
+                    "batch_output",
+                    data,
+                    len(data),
+                    file_id=file_id,
+                    enforce_quota=False,
+                )
+                update[f"{kind}_file_id"] = file_id
+        update.update(
+            {"status": "cancelled", "cancelled_at": now}
+            if cancelled
+            else {"status": "completed", "completed_at": now}
+        )
+
+        def finish(b: Batch) -> Batch | None:
+            return b.model_copy(update=update) if b.status == "finalizing" else None
+
+        await self.store.mutate(batch.owner, batch.id, finish)
+        self._finalizing.discard(batch.id)
+        log.info(
+            "batch %s %s: %d completed, %d failed",
+            batch.id,
+            update["status"],
+            update["completed"],
+            update["failed"],
+        )
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
