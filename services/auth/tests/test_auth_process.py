@@ -65,6 +65,13 @@ async def test_python_m_aqueduct_auth_serves_until_sigterm(auth_process: AuthPro
         assert {"/auth/token", "/auth/refresh", "/auth/logout", "/auth/exchange"} <= set(paths)
         answer = await sign_in(client, ADMIN_USERNAME, ADMIN_PASSWORD)
         assert answer.status_code == 200
+        assert (await sign_in(client, ADMIN_USERNAME, "wrong")).status_code == 401
+        metrics = (await client.get("/metrics")).text
+        assert 'aqueduct_auth_events_total{method="local",reason="",type="SignedIn"} 1.0' in metrics
+        assert (
+            'aqueduct_auth_events_total{method="local",reason="invalid_credentials",type="SignInFailed"} 1.0'
+            in metrics
+        )
     kv = await nc.jetstream().key_value(names.AUTH_KEYS_BUCKET)
     verifier = SessionVerifier()
     verifier.load_jwks((await kv.get("jwks")).value or b"")

@@ -9,6 +9,7 @@ from typing import Any
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from prometheus_client import Counter
 
 from aqueduct_auth.domain.errors import DirectoryUnavailableError, SignInRefusedError
 from aqueduct_auth.domain.sign_in import DirectoryUser, SignInRequest
@@ -19,6 +20,13 @@ from aqueduct_libs.sessions import JWKS_KEY
 __all__ = ["DirectoryClient", "EventPublisher", "publish_jwks"]
 
 log = logging.getLogger(__name__)
+
+# Every auth event passes through the publisher, so it is the one place to count them.
+AUTH_EVENTS = Counter(
+    "aqueduct_auth_events_total",
+    "Sign-ins, sign-outs and failed sign-in attempts",
+    ["type", "method", "reason"],
+)
 
 
 class DirectoryClient:
@@ -54,6 +62,8 @@ class EventPublisher:
         self._timeout = timeout
 
     async def publish(self, event: AuthEvent) -> None:
+        reason = (event.reason or "").split(":")[0]  # "refused: <message>" must not explode the label set
+        AUTH_EVENTS.labels(event.type, event.method, reason).inc()
         try:
             await self._js.publish(
                 names.auth_event_subject(event.type),
