@@ -123,7 +123,7 @@ def chat_line(custom_id: str, model: str = "gpt-test", words: str = "hello there
 
 
 async def wait_status(
-    client: openai.AsyncOpenAI, batch_id: str, statuses: set[str], timeout: float = 120
+    client: openai.AsyncOpenAI, batch_id: str, statuses: set[str], wait: float = 120
 ) -> Any:
     deadline = asyncio.get_running_loop().time() + wait
     while True:
