@@ -97,13 +97,15 @@ class DirectoryService:
     async def stop(self) -> None:
         if self._watcher:
             await self._watcher.stop()
-        for part in (self.projector, self.relay):
-            if part is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(
-                        part.flush() if part is self.projector else part.publish_pending(), 5
-                    )
-                await part.stop()
+        # Last words before exit: what was saved reaches the bucket and the stream (bounded wait).
+        if self.projector is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.projector.flush(), 5)
+            await self.projector.stop()
+        if self.relay is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.relay.publish_pending(), 5)
+            await self.relay.stop()
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await self.nc.drain()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from eventsourcing.domain import Aggregate
+
 from aqueduct_directory.application.base import DirectoryCore
 from aqueduct_directory.application.views import org_view, team_view, user_view
 from aqueduct_directory.domain.errors import ConflictError, InvalidInputError, NotFoundError
@@ -133,7 +135,7 @@ class OrganisationUseCases(DirectoryCore):
     def delete_team(self, p: Principal, team_id: str) -> None:
         team = self.editable(self.find(self.state.teams, team_id, "team"))
         p.require_org_admin(team.org_id, "delete teams")
-        doomed = []
+        doomed: list[Aggregate] = []
         # The team's service accounts and their tokens go with it, in the same transaction.
         for sa in self.state.team_service_accounts(team_id):
             sa = self.editable(sa)

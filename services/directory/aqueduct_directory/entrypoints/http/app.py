@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,8 +19,8 @@ from aqueduct_libs.sessions import SessionVerifier
 __all__ = ["create_http_app"]
 
 
-def _problem(status: int, detail: Any, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
+def _problem(status: int, detail: Any, code: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=dict(headers or {}))
 
 
 async def _on_directory_error(request: Request, exc: Exception) -> JSONResponse:
