@@ -64,6 +64,7 @@ def create_app(settings: AuthSettings, common: CommonSettings) -> FastAPI:
                 settings.refresh_token_ttl,
                 settings.exchange_code_ttl,
                 common.secret_key_bytes,
+                settings.refresh_reuse_grace_seconds,
             ),
         )
         local_accounts = LocalAccounts(

@@ -23,6 +23,9 @@ class AuthSettings(BaseSettings):
     signing_key: SecretStr = SecretStr("")
     access_token_ttl: int = 15 * 60
     refresh_token_ttl: int = 14 * 24 * 3600
+    # A spent refresh token seen again within this window is refused without ending the session
+    # (two tabs refreshing at once); later, it is taken as stolen and the session ends.
+    refresh_reuse_grace_seconds: float = 10.0
     # The one-time code the UI exchanges after single sign-on.
     exchange_code_ttl: int = 60
 

@@ -82,7 +82,7 @@ async def test_bad_input_is_a_400_problem(auth_client) -> None:
 
 
 async def test_refresh_rotates_and_a_reused_refresh_token_ends_the_session(auth_client, nc: NATS) -> None:
-    async with auth_client() as client:
+    async with auth_client(refresh_reuse_grace_seconds=0) as client:
         first = (await sign_in(client, ADMIN_USERNAME, ADMIN_PASSWORD)).json()
         second = await client.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
         assert second.status_code == 200
@@ -97,6 +97,16 @@ async def test_refresh_rotates_and_a_reused_refresh_token_ends_the_session(auth_
         assert reused.status_code == 401 and reused.json()["code"] == "invalid_refresh_token"
         after = await client.post("/auth/refresh", json={"refresh_token": second_pair["refresh_token"]})
         assert after.status_code == 401
+
+
+async def test_two_tabs_refreshing_at_once_do_not_end_the_session(auth_client) -> None:
+    async with auth_client(refresh_reuse_grace_seconds=30) as client:
+        pair = (await sign_in(client, ADMIN_USERNAME, ADMIN_PASSWORD)).json()
+        first = await client.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+        second = await client.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+        assert first.status_code == 200 and second.status_code == 401
+        onward = await client.post("/auth/refresh", json={"refresh_token": first.json()["refresh_token"]})
+        assert onward.status_code == 200
 
 
 async def test_refresh_carries_the_roles_the_directory_gives_now(
@@ -119,6 +129,22 @@ async def test_refresh_carries_the_roles_the_directory_gives_now(
         finally:
             directory.org_admins.discard("local:admin")
             directory.removed.discard("local:admin")
+
+
+async def test_a_refresh_while_the_directory_is_down_can_be_retried(
+    auth_client, nc: NATS, directory: DirectoryTestResponder
+) -> None:
+    async with auth_client(directory_timeout=0.5) as client:
+        pair = (await sign_in(client, ADMIN_USERNAME, ADMIN_PASSWORD)).json()
+        await directory.stop()
+        try:
+            down = await client.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+            assert down.status_code == 503 and down.json()["code"] == "directory_unavailable"
+        finally:
+            await directory.start(nc)
+            await nc.flush()
+        retried = await client.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+        assert retried.status_code == 200
 
 
 async def test_sign_out_revokes_the_session(auth_client) -> None:

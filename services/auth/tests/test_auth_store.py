@@ -50,12 +50,12 @@ def test_accounts_sessions_and_spend_once_tokens(store_url: str) -> None:
         store.add_session(session_id, {"subject": "local:x"}, 1.0)
         store.add_refresh_token(f"h-{session_id}", session_id, 100.0)
         found = store.find_refresh_token(f"h-{session_id}")
-        assert found is not None and not found.used and found.sign_in == {"subject": "local:x"}
+        assert found is not None and found.used_at is None and found.sign_in == {"subject": "local:x"}
         assert store.spend_refresh_token(f"h-{session_id}", 5.0) is True
         assert store.spend_refresh_token(f"h-{session_id}", 6.0) is False
         store.revoke_session(session_id, 7.0)
         revoked = store.find_refresh_token(f"h-{session_id}")
-        assert revoked is not None and revoked.used and revoked.session_revoked
+        assert revoked is not None and revoked.used_at == 5.0 and revoked.session_revoked
 
         store.add_exchange_code(f"c-{session_id}", session_id, 50.0)
         store.purge_expired(60.0)

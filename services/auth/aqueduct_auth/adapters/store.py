@@ -49,7 +49,7 @@ class StoredToken:
 
     session_id: str
     expires_at: float
-    used: bool
+    used_at: float | None
     session_revoked: bool
     sign_in: dict[str, Any]
 
@@ -172,7 +172,7 @@ class AuthStore:
         )
         if row is None:
             return None
-        return StoredToken(row[0], row[1], row[2] is not None, row[3] is not None, json.loads(row[4]))
+        return StoredToken(row[0], row[1], row[2], row[3] is not None, json.loads(row[4]))
 
     def _spend(self, table: str, column: str, value: str, now: float) -> bool:
         cursor = self._execute(

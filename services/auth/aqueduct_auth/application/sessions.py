@@ -45,6 +45,8 @@ class SessionPolicy:
     refresh_token_ttl: int
     exchange_code_ttl: int
     secret_key: bytes
+    # A spent refresh token presented again within this many seconds is a race between tabs, not theft.
+    reuse_grace_seconds: float = 10.0
 
 
 class Sessions:
@@ -82,12 +84,13 @@ class Sessions:
         code_hash = self._hash(code)
         stored = self._store.find_exchange_code(code_hash)
         now = self._clock()
-        if stored is None or stored.session_revoked or stored.expires_at < now:
-            raise ExchangeCodeInvalidError()
-        if not self._store.spend_exchange_code(code_hash, now):
+        if stored is None or stored.used_at is not None or stored.session_revoked or stored.expires_at < now:
             raise ExchangeCodeInvalidError()
         # The directory answered a moment ago; ask again so the code carries no claims of its own.
+        # Asked before spending: if the directory is down, the code still works on a retry.
         user = await self._resolve(stored.session_id, SignInRequest.model_validate(stored.sign_in))
+        if not self._store.spend_exchange_code(code_hash, self._clock()):
+            raise ExchangeCodeInvalidError()
         return self._issue(stored.session_id, user)
 
     async def refresh(self, refresh_token: str) -> TokenPair:
@@ -96,20 +99,30 @@ class Sessions:
         now = self._clock()
         if stored is None or stored.session_revoked or stored.expires_at < now:
             raise RefreshTokenInvalidError()
-        if stored.used or not self._store.spend_refresh_token(token_hash, now):
-            self._store.revoke_session(stored.session_id, now)
-            await self._events.publish(
-                AuthEvent(
-                    type="SignInFailed",
-                    subject=stored.sign_in.get("subject", ""),
-                    session_id=stored.session_id,
-                    method="refresh",
-                    reason="refresh_token_reused",
-                )
-            )
-            raise RefreshTokenInvalidError()
+        if stored.used_at is not None:
+            if now - stored.used_at < self._policy.reuse_grace_seconds:
+                # Two tabs refreshing at once: the loser is refused, the session lives on.
+                raise RefreshTokenInvalidError()
+            await self._reused(stored.session_id, stored.sign_in.get("subject", ""))
+        # Asked before spending: if the directory is down, the same refresh token works on a retry.
         user = await self._resolve(stored.session_id, SignInRequest.model_validate(stored.sign_in))
+        if not self._store.spend_refresh_token(token_hash, self._clock()):
+            raise RefreshTokenInvalidError()  # lost a race against a concurrent refresh
         return self._issue(stored.session_id, user)
+
+    async def _reused(self, session_id: str, subject: str) -> None:
+        """A spent refresh token came back: it was copied. End the session for thief and owner alike."""
+        self._store.revoke_session(session_id, self._clock())
+        await self._events.publish(
+            AuthEvent(
+                type="SignInFailed",
+                subject=subject,
+                session_id=session_id,
+                method="refresh",
+                reason="refresh_token_reused",
+            )
+        )
+        raise RefreshTokenInvalidError()
 
     async def sign_out(self, refresh_token: str, client_ip: str | None) -> None:
         """Revoke the session of this refresh token. Unknown tokens are ignored: sign-out is idempotent."""
