@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +23,7 @@ from aqueduct_cli.embedded import free_port
 from aqueduct_libs import names
 from aqueduct_libs.events import UsageRecorded
 
-__all__ = ["AccountingProcess", "SessionKeys", "publish_usage", "usage_event"]
+__all__ = ["AccountingProcess", "SessionKeys", "publish_usage", "usage_event", "wait_until"]
 
 
 class SessionKeys:
@@ -141,6 +143,15 @@ class AccountingProcess:
                 self.process.wait()
         return self.process.returncode if self.process else None
 
+    def metrics(self) -> dict[str, float]:
+        """The service's Prometheus samples without labels, by name."""
+        samples: dict[str, float] = {}
+        for line in httpx.get(f"{self.url}/metrics", timeout=10.0).text.splitlines():
+            if line and not line.startswith("#") and "{" not in line:
+                name, _, value = line.partition(" ")
+                samples[name] = float(value)
+        return samples
+
     def sql(self, token: str, query: str) -> httpx.Response:
         return httpx.post(
             f"{self.url}/api/sql",
@@ -148,6 +159,16 @@ class AccountingProcess:
             headers={"Authorization": f"Bearer {token}"},
             timeout=30.0,
         )
+
+
+async def wait_until(check: Callable[[], bool], within: float, interval: float = 0.1) -> bool:
+    """Poll ``check`` until it holds or ``within`` seconds pass; returns its last answer."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(interval)
+    return True
 
 
 def now_utc() -> datetime:

@@ -112,6 +112,10 @@ class UsageConsumer:
             self.running.set()
             try:
                 await self._consume(sub)
+            except Exception:
+                # Whatever broke (a JetStream status, the bus going away), what was not acked comes back.
+                log.exception("the usage consumer broke; binding again")
+                await asyncio.sleep(0.5)
             finally:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
@@ -125,7 +129,7 @@ class UsageConsumer:
             drained = False
             if not stopping:
                 want = self._batch_size - len(buffer)
-                wait = self._flush_interval if not buffer else max(self._linger - age, 0.01)
+                wait = self._flush_interval if not buffer else max(self._linger - age, 0.02)
                 try:
                     msgs = await sub.fetch(want, timeout=wait)
                 except nats.errors.TimeoutError:
