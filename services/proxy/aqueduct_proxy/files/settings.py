@@ -15,5 +15,8 @@ class FilesSettings(BaseSettings):
     # Bytes one user may keep stored across all their files (batch outputs included).
     quota_bytes_per_user: int = 5 * 1024 * 1024 * 1024
     spool_memory_bytes: int = 8 * 1024 * 1024
+    # Endpoints (slugs, comma-separated) whose upstream reads file parts itself. For every other endpoint
+    # the gateway replaces file parts of chat and Responses requests with the files' extracted text.
+    native_file_endpoints: str = ""
     # JetStream replicas of the object store and metadata bucket (3 on a NATS cluster).
     replicas: int = 1
