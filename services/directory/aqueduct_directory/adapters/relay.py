@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 POSITION_NAME = "outbox_relay"
 BATCH = 500
+ACK_TIMEOUT = 10.0
 
 
 class OutboxRelay:
@@ -62,15 +63,23 @@ class OutboxRelay:
             page = self._app.recorder.select_notifications(start=start, limit=BATCH)
             if not page:
                 return sent
+            acks = []
             for notification in page:
                 event = to_integration_event(self._app.mapper.to_domain_event(notification), notification.id)
-                await self._js.publish(
-                    names.directory_event_subject(event.type),
-                    event.model_dump_json().encode(),
-                    headers={"Nats-Msg-Id": str(notification.id)},
-                    timeout=5,
+                acks.append(
+                    await self._js.publish_async(
+                        names.directory_event_subject(event.type),
+                        event.model_dump_json().encode(),
+                        headers={"Nats-Msg-Id": str(notification.id)},
+                        wait_stall=ACK_TIMEOUT,
+                    )
                 )
-                sent += 1
+            # Pipelined: all of the page goes out, then every ack must arrive before the position moves.
+            results = await asyncio.wait_for(asyncio.gather(*acks, return_exceptions=True), ACK_TIMEOUT)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            sent += len(page)
             self._positions.set(POSITION_NAME, page[-1].id)
             self.published += len(page)
 
