@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
 
 import openai
 import pytest
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 from ui_browser_support import (
     CHROMIUM,
-    CHROMIUM_ARGS,
     People,
     eventually,
-    provision_people,
     shoot,
     sign_in,
 )
@@ -30,19 +27,6 @@ pytestmark = [
         not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (Debian package chromium)"
     ),
 ]
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
-
-
-@pytest.fixture(scope="module")
-async def people(stack) -> People:
-    return await provision_people(stack.urls, stack.admin_username, stack.admin_password)
 
 
 def chat(proxy: str, token: str) -> str:

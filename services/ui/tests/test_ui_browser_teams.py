@@ -1,0 +1,159 @@
+"""Teams and a team's page, walked in headless Chromium by each role.
+
+Actions a role may not take are not offered; when forced (a hand-made form post with a valid CSRF
+token), the directory API refuses them and the page says why.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+from playwright.async_api import Browser, Page, expect
+from ui_browser_support import CHROMIUM, People, shoot, sign_in
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (Debian package chromium)"
+    ),
+]
+
+
+async def forced_post(page: Page, action: str, fields: dict[str, str]) -> None:
+    """Submit a form the page does not offer, with the page's own CSRF token, as a crafty user would."""
+    await page.evaluate(
+        """([action, fields]) => {
+            const form = document.createElement("form");
+            form.method = "post"; form.action = action;
+            const token = document.querySelector("input[name=csrf_token]").value;
+            for (const [name, value] of Object.entries({...fields, csrf_token: token})) {
+                const input = document.createElement("input");
+                input.type = "hidden"; input.name = name; input.value = value; form.appendChild(input);
+            }
+            document.body.appendChild(form); form.submit();
+        }""",
+        [action, fields],
+    )
+    await page.wait_for_load_state()
+
+
+async def test_a_user_sees_the_team_but_no_admin_actions(stack, browser: Browser, people: People) -> None:
+    context, page = await sign_in(browser, stack.urls["ui"], people.user)
+    await page.get_by_role("link", name="Teams").click()
+    await expect(page.get_by_role("heading", name="Organisation default limits")).to_be_visible()
+    await expect(page.locator("table.kv")).to_contain_text("100,000")
+    await expect(page.get_by_text("Create New Team")).to_have_count(0)
+    await expect(page.get_by_role("button", name=re.compile("Delete team"))).to_have_count(0)
+    await expect(page.get_by_role("link", name="Admin")).to_have_count(0)
+
+    await page.get_by_role("link", name="research").click()
+    await expect(page.get_by_role("heading", name="research")).to_be_visible()
+    members = page.locator("#members")
+    await expect(members.locator("tr", has_text=people.team_admin.name)).to_contain_text("Team-Admin")
+    await expect(members.locator("tr", has_text=people.user.name)).to_contain_text("User")
+    await expect(page.get_by_text("Add Service Account")).to_have_count(0)
+    await expect(page.get_by_role("button", name=re.compile("^Remove"))).to_have_count(0)
+    await expect(page.get_by_text("Add Users to Team")).to_have_count(0)
+
+    # Forced: the API refuses and the page shows its reason.
+    await forced_post(page, "/teams", {"org_id": people.org_id, "name": "sneaky", "description": ""})
+    await expect(page.get_by_role("alert")).to_contain_text("Org-Admin")
+    await forced_post(page, f"/teams/{people.team_id}/members/{people.team_admin.user_id}/remove", {})
+    await expect(page.get_by_role("alert")).to_contain_text("Team-Admin")
+    await expect(page.locator("#members")).to_contain_text(people.team_admin.name)
+
+    await page.goto("/admin")
+    await expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
+    await context.close()
+
+
+async def test_a_team_admin_runs_service_accounts_and_members(
+    stack, browser: Browser, people: People
+) -> None:
+    context, page = await sign_in(browser, stack.urls["ui"], people.team_admin)
+    await page.goto(f"/teams/{people.team_id}")
+    await expect(page.get_by_text("Edit team and limits")).to_have_count(0)  # Org-Admins only
+
+    await page.get_by_text("Add Service Account").click()
+    await page.get_by_label("Name", exact=True).fill("ci-bot")
+    await page.get_by_label("Description", exact=True).fill("Nightly evaluation runs")
+    await page.get_by_role("button", name="Create service account").click()
+    value = await page.locator("#new-secret").input_value()
+    assert value.startswith("aq-")
+    row = page.locator("#service-accounts tr[data-sa-id]", has_text="ci-bot")
+    await expect(row).to_contain_text(people.team_admin.name)
+    await expect(row.locator("code")).to_have_text(f"{value[:7]}...{value[-4:]}")
+
+    # The owner cannot be removed while they own the service account: the API's reason is shown.
+    member = page.locator("#members tr", has_text=people.team_admin.name)
+    await expect(member).to_contain_text("owns ci-bot")
+
+    # Add the outsider, then hand the service account over to them.
+    await page.get_by_label("Users of the organisation").select_option(value=people.outsider.user_id)
+    await page.get_by_role("button", name="Add to team").click()
+    await expect(page.get_by_role("status")).to_contain_text("Added 1 member")
+    await page.get_by_text("Edit or transfer “ci-bot”").click()
+    await page.get_by_label("New owner").select_option(value=people.outsider.user_id)
+    await page.get_by_role("button", name="Transfer ownership").click()
+    await expect(page.get_by_role("status")).to_contain_text("Ownership transferred")
+    await expect(page.locator("#service-accounts tr[data-sa-id]", has_text="ci-bot")).to_contain_text(
+        people.outsider.name
+    )
+
+    outsider_row = page.locator("#members tr", has_text=people.outsider.name)
+    await outsider_row.get_by_role("button", name=f"Remove {people.outsider.name}").click()
+    await expect(page.get_by_role("alert")).to_contain_text("service account")
+    await expect(page.locator("#members")).to_contain_text(people.outsider.name)
+
+    # Promote the plain user; the role tag follows.
+    user_row = page.locator("#members tr", has_text=people.user.name)
+    await user_row.get_by_role("button", name=f"Promote {people.user.name} to Team-Admin").click()
+    await expect(page.locator("#members tr", has_text=people.user.name)).to_contain_text("Team-Admin")
+
+    # Edit, regenerate, then delete the service account; now the outsider can go.
+    await page.get_by_text("Edit or transfer “ci-bot”").click()
+    await page.locator("form[action$='/edit']").get_by_label("Name").fill("ci-runner")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.locator("#service-accounts")).to_contain_text("ci-runner")
+    await page.get_by_role("button", name="Regenerate token of ci-runner").click()
+    new_value = await page.locator("#new-secret").input_value()
+    assert new_value.startswith("aq-") and new_value != value
+    await shoot(page, "team-detail")
+    await page.get_by_role("button", name="Delete service account ci-runner").click()
+    await expect(page.get_by_role("status")).to_contain_text("Service account and its token deleted")
+    await (
+        page.locator("#members tr", has_text=people.outsider.name)
+        .get_by_role("button", name=f"Remove {people.outsider.name}")
+        .click()
+    )
+    await expect(page.get_by_role("status")).to_contain_text("Member removed")
+    await expect(page.locator("#members")).not_to_contain_text(people.outsider.name)
+    await context.close()
+
+
+async def test_an_org_admin_creates_edits_and_deletes_a_team(stack, browser: Browser, people: People) -> None:
+    context, page = await sign_in(browser, stack.urls["ui"], people.org_admin)
+    await page.goto("/teams")
+    await page.get_by_text("Create New Team").click()
+    await page.get_by_label("Team name").fill("vision lab")
+    await page.get_by_label("Description").fill("Image models")
+    await page.get_by_role("button", name="Create team").click()
+    await expect(page.get_by_role("heading", name="vision lab")).to_be_visible()
+
+    # Team limits: blank fields fall back to the org's, which the page says.
+    await page.get_by_text("Edit team and limits").click()
+    await page.get_by_label("Requests per minute").fill("60")
+    await page.get_by_role("button", name="Save").click()
+    limits = page.locator("table.kv")
+    await expect(limits.locator("tr", has_text="Requests per minute")).to_contain_text("60")
+    await expect(limits.locator("tr", has_text="Input tokens per minute")).to_contain_text("org default")
+
+    await page.goto("/teams")
+    await shoot(page, "teams")
+    await page.get_by_role("button", name="Delete team vision lab").click()
+    await expect(page.get_by_role("status")).to_contain_text("Team deleted")
+    await expect(page.locator("#teams")).not_to_contain_text("vision lab")
+    await context.close()
