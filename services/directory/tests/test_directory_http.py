@@ -93,6 +93,7 @@ async def test_session_and_api_token_authentication(stack):
     assert expired.status_code == 401
     me = (await http.get("/api/me", headers=bearer(signer.session(alice)))).json()
     assert me["id"] == alice["user_id"] and me["roles"] == ["User"]
+    assert me["max_tokens_per_user"] == 10 and me["tos_accepted"] is True
     created = await http.post("/api/tokens", json={"name": "cli"}, headers=bearer(signer.session(alice)))
     assert created.status_code == 201
     value = created.json()["value"]

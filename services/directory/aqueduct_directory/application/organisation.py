@@ -271,7 +271,12 @@ class OrganisationUseCases(DirectoryCore):
         return [user_view(u, self.state) for u in self.state.live_users(org_id)]
 
     def me(self, p: Principal) -> dict[str, Any]:
-        return user_view(self.find(self.state.users, p.user_id, "user"), self.state)
+        view = user_view(self.find(self.state.users, p.user_id, "user"), self.state)
+        current = self.state.terms.current if self.state.terms else None
+        view["max_tokens_per_user"] = self.max_tokens_per_user
+        view["tos_current"] = current
+        view["tos_accepted"] = current is None or view["tos_accepted_version"] == current["version"]
+        return view
 
     def accept_terms(self, p: Principal, version: str) -> dict[str, Any]:
         user = self.editable(self.find(self.state.users, p.user_id, "user"))
