@@ -51,7 +51,9 @@ BODY = {
 # -- load generation -----------------------------------------------------------------------------------
 
 
-async def measure(url: str, key: str, concurrency: int, seconds: float) -> dict[str, float]:
+async def measure(
+    url: str, key: str, concurrency: int, seconds: float, pid: int | None = None
+) -> dict[str, float]:
     """Closed-loop load: ``concurrency`` workers each sending the next request when the last one ends."""
     latencies: list[float] = []
     errors = 0
@@ -75,9 +77,10 @@ async def measure(url: str, key: str, concurrency: int, seconds: float) -> dict[
                         continue
                 latencies.append(time.perf_counter() - started)
 
-        started = time.perf_counter()
+        started, cpu_before = time.perf_counter(), cpu_seconds(pid) if pid else 0.0
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
+        cpu = cpu_seconds(pid) - cpu_before if pid else 0.0
     latencies.sort()
     if not latencies:
         raise RuntimeError(f"no successful request to {url} ({errors} errors)")
@@ -86,7 +89,24 @@ async def measure(url: str, key: str, concurrency: int, seconds: float) -> dict[
         "p50": statistics.median(latencies) * 1000,
         "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
         "errors": errors,
+        # CPU time the server spent per request: comparable even on a busy machine.
+        "cpu_us": cpu / len(latencies) * 1e6 if pid else 0.0,
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its descendants so far."""
+    total, pids = 0.0, [pid]
+    ticks = os.sysconf("SC_CLK_TCK")
+    while pids:
+        current = pids.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            pids += [int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split()]
+        except FileNotFoundError:
+            continue
+    return total
 
 
 def rss_mb(pid: int) -> float:
@@ -243,8 +263,8 @@ def stop(process: subprocess.Popen) -> None:
 
 async def bench_one(name: str, url: str, key: str, seconds: float, pid: int | None) -> dict[str, object]:
     print(f"measuring {name} ...", file=sys.stderr)
-    single = await measure(url, key, 1, seconds)
-    many = await measure(url, key, 32, seconds)
+    single = await measure(url, key, 1, seconds, pid)
+    many = await measure(url, key, 32, seconds, pid)
     return {"name": name, "c1": single, "c32": many, "rss": rss_mb(pid) if pid else None}
 
 
@@ -254,8 +274,9 @@ def table(rows: list[dict[str, object]], seconds: float) -> str:
         f"({os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python "
         f"{platform.python_version()}), {seconds:g} s per measurement, one worker process each.",
         "",
-        "| system | req/s @32 | p50 @1 (ms) | p99 @1 (ms) | p50 @32 (ms) | p99 @32 (ms) | RSS (MB) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| system | req/s @32 | p50 @1 (ms) | p99 @1 (ms) | p50 @32 (ms) | p99 @32 (ms) | CPU µs/req @32 "
+        "| RSS (MB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         c1, c32 = row["c1"], row["c32"]
@@ -263,7 +284,7 @@ def table(rows: list[dict[str, object]], seconds: float) -> str:
         rss = f"{row['rss']:.0f}" if row["rss"] is not None else "-"
         lines.append(
             f"| {row['name']} | {c32['rps']:.0f} | {c1['p50']:.2f} | {c1['p99']:.2f} | "
-            f"{c32['p50']:.2f} | {c32['p99']:.2f} | {rss} |"
+            f"{c32['p50']:.2f} | {c32['p99']:.2f} | {c32['cpu_us']:.0f} | {rss} |"
         )
     return "\n".join(lines)
 
@@ -287,7 +308,11 @@ async def main() -> None:
             upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
             rows = [
                 await bench_one(
-                    "upstream, direct", f"{upstream_url}/chat/completions", "x", args.seconds, None
+                    "upstream, direct",
+                    f"{upstream_url}/chat/completions",
+                    "x",
+                    args.seconds,
+                    processes[0].pid,
                 )
             ]
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 from nats.aio.client import Client as NATS
-from redis.asyncio import Redis
 
 from aqueduct_libs import names
 from aqueduct_libs.bus import KVWatcher, connect, ensure_topology
@@ -83,20 +82,14 @@ async def bootstrap(settings: ProxySettings, common: CommonSettings) -> Proxy:
     await upstream.start()
     limiter = None
     if settings.redis_url:
-        redis = Redis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.redis_timeout_seconds,
-            socket_connect_timeout=settings.redis_timeout_seconds,
-            max_connections=512,
-        )
-        limiter = Limiter(redis)
+        limiter = Limiter.from_url(settings.redis_url, timeout=settings.redis_timeout_seconds)
     publisher = UsagePublisher(
-        js,
+        nc,
         common.data_dir / "proxy-spool",
         max_buffered=settings.usage_buffer_max,
         on_published=metrics.usage_published.inc,
     )
-    publisher.start()
+    await publisher.start()
     gateway = Gateway(
         GatewayConfig(
             secret_key=common.secret_key_bytes,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["ProxyMetrics"]
@@ -46,3 +48,22 @@ class ProxyMetrics:
         self.usage_published = Counter(
             "aqueduct_proxy_usage_events_published", "Usage events acknowledged by JetStream", registry=r
         )
+        # Label lookups cost more than the increments; the hot path reuses the children.
+        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._token_children: dict[str, tuple[Any, Any]] = {}
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        children = self._request_children.get((route, status))
+        if children is None:
+            children = (self.requests.labels(route, str(status)), self.latency.labels(route))
+            self._request_children[(route, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def count_tokens(self, model: str, input_tokens: int, output_tokens: int) -> None:
+        children = self._token_children.get(model)
+        if children is None:
+            children = (self.tokens.labels(model, "input"), self.tokens.labels(model, "output"))
+            self._token_children[model] = children
+        children[0].inc(input_tokens)
+        children[1].inc(output_tokens)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
+
+from aqueduct_proxy.adapters.resp import RespClient, RespError
 
 __all__ = ["Admission", "Counter", "Limiter", "LimiterDown", "Rejection"]
 
@@ -115,14 +117,53 @@ class LimiterDown(Exception):
     """Valkey/Redis is unreachable."""
 
 
-class Limiter:
-    def __init__(self, redis: Redis, retry_down_after: float = 1.0) -> None:
+class ScriptRunner(Protocol):
+    def register_script(self, source: str) -> Any: ...
+
+    async def evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
+class _RedisPyRunner:
+    """redis-py's asyncio client (cluster, sentinel) behind the same two calls as ``RespClient``."""
+
+    def __init__(self, redis: Any) -> None:
         self._redis = redis
-        self._admit = redis.register_script(_ADMIT)
-        self._settle = redis.register_script(_SETTLE)
+        self._scripts: dict[str, str] = {}
+
+    def register_script(self, source: str) -> str:
+        script = self._redis.register_script(source)
+        self._scripts[script.sha] = source
+        return str(script.sha)
+
+    async def evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await self._redis.evalsha(sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self._redis.script_load(self._scripts[sha])
+            return await self._redis.evalsha(sha, len(keys), *keys, *args)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+_STORE_ERRORS = (RespError, RedisError, OSError, TimeoutError)
+
+
+class Limiter:
+    def __init__(self, redis: Any, retry_down_after: float = 1.0) -> None:
+        """``redis``: a ``RespClient`` (fast, one server) or a redis-py asyncio client."""
+        self._redis: ScriptRunner = redis if isinstance(redis, RespClient) else _RedisPyRunner(redis)
+        self._admit = self._redis.register_script(_ADMIT)
+        self._settle = self._redis.register_script(_SETTLE)
         # After a failure, do not wait for a timeout on every request: skip Valkey for a moment.
         self._retry_down_after = retry_down_after
         self._down_until = 0.0
+
+    @classmethod
+    def from_url(cls, url: str, timeout: float = 0.25) -> Limiter:
+        return cls(RespClient(url, timeout=timeout))
 
     async def admit(self, counters: list[Counter]) -> Admission | Rejection:
         if not counters:
@@ -133,8 +174,8 @@ class Limiter:
         for c in counters:
             args += (c.limit, c.cost)
         try:
-            result = await self._admit(keys=[c.key for c in counters], args=args)
-        except (RedisError, OSError) as exc:
+            result = await self._redis.evalsha(self._admit, [c.key for c in counters], args)
+        except _STORE_ERRORS as exc:
             self._mark_down(exc)
             raise LimiterDown(str(exc)) from exc
         if int(result[0]) == 1:
@@ -152,8 +193,8 @@ class Limiter:
         if not keys or time.monotonic() < self._down_until:
             return
         try:
-            await self._settle(keys=keys, args=[admission.second, *deltas])
-        except (RedisError, OSError) as exc:
+            await self._redis.evalsha(self._settle, keys, [admission.second, *deltas])
+        except _STORE_ERRORS as exc:
             self._mark_down(exc)
 
     def _mark_down(self, exc: BaseException) -> None:
@@ -162,4 +203,4 @@ class Limiter:
         self._down_until = time.monotonic() + self._retry_down_after
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._redis.close()

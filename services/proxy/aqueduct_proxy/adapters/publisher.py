@@ -17,7 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from nats.js import JetStreamContext
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from aqueduct_libs import names
 from aqueduct_libs.events import UsageRecorded
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 class UsagePublisher:
     def __init__(
         self,
-        js: JetStreamContext,
+        nc: NATS,
         spool_dir: Path,
         *,
         max_buffered: int = 100_000,
@@ -38,7 +39,10 @@ class UsagePublisher:
         publish_timeout: float = 2.0,
         on_published: Callable[[int], None] | None = None,
     ) -> None:
-        self._js = js
+        self._nc = nc
+        self._inbox = nc.new_inbox()
+        self._acks: dict[str, asyncio.Future[bool]] = {}
+        self._sequence = 0
         self._spool_dir = spool_dir
         self._max_buffered = max_buffered
         self._batch_size = batch_size
@@ -58,12 +62,18 @@ class UsagePublisher:
 
     def record(self, event: UsageRecorded) -> None:
         """Called on the request path: never blocks, never raises for a bus problem."""
-        self._buffer.append(event.event_id.encode() + b"\t" + event.model_dump_json().encode())
+        self.record_json(event.event_id, event.model_dump_json().encode())
+
+    def record_json(self, event_id: str, payload: bytes) -> None:
+        """``record`` for an event already serialised (the proxy's hot path builds the JSON itself)."""
+        self._buffer.append(event_id.encode() + b"\t" + payload)
         if len(self._buffer) > self._max_buffered:
             self._spill(self._max_buffered // 2)
         self._wake.set()
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        # One wildcard subscription receives every acknowledgement (re-subscribed by nats-py on reconnect).
+        await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_ack)
         self._claim_spool()
         self._task = asyncio.create_task(self._run(), name="usage-publisher")
 
@@ -104,7 +114,7 @@ class UsagePublisher:
             if failed:
                 # Keep their order ahead of newer events; the same ids are re-sent, so retries are safe.
                 self._buffer.extendleft(reversed(failed))
-                if self._closing and not self._js._nc.is_connected:  # type: ignore[attr-defined]
+                if self._closing and not self._nc.is_connected:
                     return
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -112,20 +122,33 @@ class UsagePublisher:
                 backoff = 0.1
 
     async def _publish(self, batch: list[bytes]) -> list[bytes]:
-        async def one(line: bytes) -> bool:
+        """Publish a batch with one shared reply inbox; an event counts once JetStream acknowledged it."""
+        loop = asyncio.get_running_loop()
+        waiters: list[asyncio.Future[bool]] = []
+        for line in batch:
             event_id, _, payload = line.partition(b"\t")
+            waiter: asyncio.Future[bool] = loop.create_future()
+            waiters.append(waiter)
+            self._sequence += 1
+            token = str(self._sequence)
+            self._acks[token] = waiter
             try:
-                await self._js.publish(
+                await self._nc.publish(
                     names.USAGE_SUBJECT,
                     payload,
-                    timeout=self._timeout,
+                    reply=f"{self._inbox}.{token}",
                     headers={"Nats-Msg-Id": event_id.decode()},
                 )
-                return True
             except Exception:  # any bus failure: keep the event and try again later
-                return False
-
-        results = await asyncio.gather(*(one(line) for line in batch))
+                self._acks.pop(token, None)
+                waiter.set_result(False)
+        await asyncio.wait(waiters, timeout=self._timeout)
+        results = [w.done() and w.result() for w in waiters]
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.cancel()
+        if len(self._acks) > 10 * self._batch_size:  # acks that never came (bus restarts)
+            self._acks = {t: w for t, w in self._acks.items() if not w.done()}
         ok = sum(results)
         self.published += ok
         if self._on_published and ok:
@@ -133,6 +156,13 @@ class UsagePublisher:
         if ok < len(batch):
             log.warning("%d usage events not delivered yet; %d buffered", len(batch) - ok, len(self._buffer))
         return [line for line, done in zip(batch, results, strict=True) if not done]
+
+    async def _on_ack(self, msg: Msg) -> None:
+        waiter = self._acks.pop(msg.subject.rpartition(".")[2], None)
+        if waiter is None or waiter.done():
+            return
+        # A stored (or de-duplicated) message answers {"stream":..,"seq":..}; no stream answers a 503 status.
+        waiter.set_result(bool(msg.data) and b'"error"' not in msg.data)
 
     # -- spool -----------------------------------------------------------------------------------------
 

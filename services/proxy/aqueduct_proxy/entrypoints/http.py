@@ -70,8 +70,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("unexpected error on %s", request.path)
         response = _error_response(ProxyError("The gateway failed to handle the request."))
-    gateway.metrics.requests.labels(route, str(response.status)).inc()
-    gateway.metrics.latency.labels(route).observe(time.perf_counter() - started)
+    gateway.metrics.observe_request(route, response.status, time.perf_counter() - started)
     return response
 
 

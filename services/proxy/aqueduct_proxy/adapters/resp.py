@@ -1,0 +1,189 @@
+"""A small pipelined Valkey/Redis client for the limiter's hot path.
+
+redis-py's asyncio client checks a connection out of a pool and parses replies in Python for every
+command, which cost more CPU per request than the rest of the proxy together. Here one connection per
+process carries every command, replies are matched to callers in order (RESP is strictly FIFO), and only
+the reply types our scripts return (integers, arrays, simple strings, errors) are parsed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ssl
+from collections import deque
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+__all__ = ["RespClient", "RespError"]
+
+
+class RespError(Exception):
+    """An error reply from the server (for example NOSCRIPT)."""
+
+
+def _encode(args: tuple[Any, ...]) -> bytes:
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+class _Parser:
+    """Incremental RESP2 parser; yields complete replies."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Any]:
+        self._buffer += data
+        replies = []
+        while True:
+            parsed = self._parse(0)
+            if parsed is None:
+                break
+            value, end = parsed
+            del self._buffer[:end]
+            replies.append(value)
+        return replies
+
+    def _parse(self, pos: int) -> tuple[Any, int] | None:
+        buffer = self._buffer
+        end = buffer.find(b"\r\n", pos)
+        if end < 0:
+            return None
+        kind, line = buffer[pos : pos + 1], bytes(buffer[pos + 1 : end])
+        if kind == b":":
+            return int(line), end + 2
+        if kind == b"+":
+            return line.decode(), end + 2
+        if kind == b"-":
+            return RespError(line.decode()), end + 2
+        if kind == b"$":
+            size = int(line)
+            if size < 0:
+                return None, end + 2
+            if len(buffer) < end + 2 + size + 2:
+                return None
+            return bytes(buffer[end + 2 : end + 2 + size]), end + 2 + size + 2
+        if kind == b"*":
+            count = int(line)
+            if count < 0:
+                return None, end + 2
+            items, cursor = [], end + 2
+            for _ in range(count):
+                parsed = self._parse(cursor)
+                if parsed is None:
+                    return None
+                item, cursor = parsed
+                items.append(item)
+            return items, cursor
+        raise RespError(f"unexpected reply type {kind!r}")
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.waiters: deque[asyncio.Future[Any]] = deque()
+        self.parser = _Parser()
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        for reply in self.parser.feed(data):
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(ConnectionError(f"connection to Valkey lost: {exc}"))
+
+
+class RespClient:
+    """One pipelined connection, reconnected on demand; ``evalsha`` with transparent script loading."""
+
+    def __init__(self, url: str, timeout: float = 0.25) -> None:
+        parsed = urlparse(url)
+        self._host = parsed.hostname or "127.0.0.1"
+        self._port = parsed.port or 6379
+        self._db = int((parsed.path or "/0").lstrip("/") or 0)
+        self._username = unquote(parsed.username) if parsed.username else None
+        self._password = unquote(parsed.password) if parsed.password else None
+        self._ssl = ssl.create_default_context() if parsed.scheme == "rediss" else None
+        self._timeout = timeout
+        self._protocol: _Protocol | None = None
+        self._connecting: asyncio.Lock | None = None
+        self._scripts: dict[str, bytes] = {}
+
+    async def _connection(self) -> _Protocol:
+        protocol = self._protocol
+        if protocol is not None and not protocol.lost:
+            return protocol
+        self._connecting = self._connecting or asyncio.Lock()
+        async with self._connecting:
+            if self._protocol is not None and not self._protocol.lost:
+                return self._protocol
+            loop = asyncio.get_running_loop()
+            _, protocol = await asyncio.wait_for(
+                loop.create_connection(_Protocol, self._host, self._port, ssl=self._ssl), self._timeout
+            )
+            self._protocol = protocol
+            if self._password is not None:
+                auth = (
+                    ("AUTH", self._username, self._password) if self._username else ("AUTH", self._password)
+                )
+                await self._call(protocol, auth)
+            if self._db:
+                await self._call(protocol, ("SELECT", self._db))
+            return protocol
+
+    async def _call(self, protocol: _Protocol, args: tuple[Any, ...]) -> Any:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Any] = loop.create_future()
+        protocol.waiters.append(waiter)
+        assert protocol.transport is not None
+        protocol.transport.write(_encode(args))
+        timer = loop.call_later(self._timeout, _expire, waiter, protocol)
+        try:
+            reply = await waiter
+        finally:
+            timer.cancel()
+        if isinstance(reply, RespError):
+            raise reply
+        return reply
+
+    async def execute(self, *args: Any) -> Any:
+        return await self._call(await self._connection(), args)
+
+    def register_script(self, source: str) -> str:
+        sha = hashlib.sha1(source.encode()).hexdigest()
+        self._scripts[sha] = source.encode()
+        return sha
+
+    async def evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+        except RespError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            await self.execute("SCRIPT", "LOAD", self._scripts[sha])
+            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+
+    async def close(self) -> None:
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.close()
+
+
+def _expire(waiter: asyncio.Future[Any], protocol: _Protocol) -> None:
+    if not waiter.done():
+        # The connection is out of step now (a late reply would go to the next caller): drop it.
+        waiter.set_exception(TimeoutError("Valkey did not answer in time"))
+        if protocol.transport is not None:
+            protocol.transport.close()

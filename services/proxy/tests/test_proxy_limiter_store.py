@@ -1,0 +1,67 @@
+"""The limiter against Valkey directly (both clients), and what happens while Valkey is unreachable."""
+
+from __future__ import annotations
+
+import uuid
+
+import openai
+import pytest
+from redis.asyncio import Redis
+
+from aqueduct_cli.embedded import free_port
+from aqueduct_libs.snapshot import Limits
+from aqueduct_proxy.adapters.limiter import Admission, Counter, Limiter, LimiterDown, Rejection
+from conftest import common_settings, proxy_settings, start_in_process, stop_in_process, wait_token
+
+pytestmark = [pytest.mark.nats, pytest.mark.valkey]
+
+
+@pytest.mark.parametrize("client", ["resp", "redis-py"])
+async def test_window_admits_up_to_the_limit_then_says_when_to_retry(valkey_url, client):
+    limiter = Limiter.from_url(valkey_url) if client == "resp" else Limiter(Redis.from_url(valkey_url))
+    key = f"aq:test:{uuid.uuid4().hex}"
+    counters = [Counter(key + ":rpm", "requests", 3, 1), Counter(key + ":itpm", "input_tokens", 100, 30)]
+    results = [await limiter.admit(counters) for _ in range(4)]
+    assert [type(r) for r in results] == [Admission, Admission, Admission, Rejection]
+    assert results[2].used == [3, 90]
+    rejection = results[3]
+    assert rejection.counter.dimension == "requests" and 1 <= rejection.retry_after <= 60
+
+    # Output tokens: reserved up front, settled from the reported usage.
+    out = [Counter(key + ":otpm", "output_tokens", 10, 8)]
+    admitted = await limiter.admit(out)
+    await limiter.settle(admitted, 2)  # only 2 were produced: 8 free again
+    assert isinstance(await limiter.admit(out), Admission)
+    await limiter.close()
+
+
+async def test_unreachable_store_is_an_error_not_a_hang():
+    limiter = Limiter.from_url(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
+    with pytest.raises(LimiterDown):
+        await limiter.admit([Counter("k", "requests", 1, 1)])
+    with pytest.raises(LimiterDown):  # fails fast for a moment after a failure
+        await limiter.admit([Counter("k", "requests", 1, 1)])
+    await limiter.close()
+
+
+@pytest.mark.parametrize("mode", ["open", "closed"])
+async def test_valkey_down_fails_open_by_default_or_closed_by_setting(snapshot, nats_url, tmp_path, mode):
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    running = await start_in_process(
+        proxy_settings(dead, limits_on_store_failure=mode), common_settings(nats_url, tmp_path)
+    )
+    try:
+        value, _ = await snapshot.issue_token(limits=Limits(requests_per_minute=5))
+        await wait_token(running.base_url, value)
+        client = openai.AsyncOpenAI(base_url=running.v1, api_key=value, max_retries=0)
+        request = {"model": "gpt-test", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1}
+        if mode == "open":
+            for _ in range(8):  # more than the limit: nothing can count them
+                await client.chat.completions.create(**request)
+        else:
+            with pytest.raises(openai.InternalServerError) as info:
+                await client.chat.completions.create(**request)
+            assert info.value.status_code == 503
+        await client.close()
+    finally:
+        await stop_in_process(running)
