@@ -89,6 +89,7 @@ CASES: dict[str, tuple[Callable[[Any], Any], Callable[[Any, Any, Any], Any], set
         ORG_ADMINS,
     ),
     "grant admin": (lambda w: None, lambda w, p, c: w.app.update_user(p, w.member, admin=True), ADMIN),
+    "deactivate user": (lambda w: None, lambda w, p, c: w.app.deactivate_user(p, w.member), ORG_ADMINS),
     "see member": (
         lambda w: None,
         lambda w, p, c: w.app.get_user(p, w.member),

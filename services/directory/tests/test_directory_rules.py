@@ -7,7 +7,12 @@ from datetime import timedelta
 import pytest
 from directory_testkit import SECRET, Clock, make_app, make_world
 
-from aqueduct_directory.domain.errors import ConflictError, InvalidInputError, NotFoundError
+from aqueduct_directory.domain.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from aqueduct_directory.domain.grants import token_grant
 from aqueduct_directory.domain.policy import SYSTEM
 from aqueduct_libs.tokens import hash_token
@@ -185,3 +190,20 @@ def test_read_model_survives_a_restart(world, tmp_path, clock):
     assert reopened.list_tokens(reopened.principal(world.member)) == world.app.list_tokens(
         world.p(world.member)
     )
+
+
+def test_deactivated_users_lose_every_token_but_keep_their_history(world):
+    token_id = world.app.issue_token(world.p(world.member), "t")["token"]["id"]
+    sa = world.app.create_service_account(world.p(world.team_admin), world.team, "bot", "")
+    with pytest.raises(ConflictError):
+        world.app.deactivate_user(world.p(world.org_admin), world.team_admin)  # owns a service account
+    world.app.deactivate_user(world.p(world.org_admin), world.member)
+    assert grant_of(world, token_id) is None
+    assert grant_of(world, sa["token"]["id"]) is not None
+    assert world.member not in {u["id"] for u in world.app.list_users(world.p(world.org_admin))}
+    events = world.events()
+    with pytest.raises(NotFoundError):
+        world.app.sign_in("oidc:idp:member", "member@acme.test", "Member")
+    assert world.events() == events
+    with pytest.raises(PermissionDeniedError):
+        world.app.principal(world.member)

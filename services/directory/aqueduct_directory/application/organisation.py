@@ -258,6 +258,21 @@ class OrganisationUseCases(DirectoryCore):
         self.commit(user)
         return user_view(self.state.users[user_id], self.state)
 
+    def deactivate_user(self, p: Principal, user_id: str) -> None:
+        """The user can no longer sign in and none of their tokens authenticate; history stays."""
+        user = self.editable(self.find(self.state.users, user_id, "user"))
+        p.require_org_admin(user.org_id, "deactivate users")
+        if user.admin:
+            p.require_admin("deactivate Admins")
+        owned = self.state.service_accounts_owned(user_id)
+        if owned:
+            names = ", ".join(sorted(s.name for s in owned))
+            raise ConflictError(
+                f"the user owns service accounts ({names}); transfer them first", "owns_service_account"
+            )
+        user.deactivate(actor=p.actor)
+        self.commit(user)
+
     def get_user(self, p: Principal, user_id: str) -> dict[str, Any]:
         user = self.find(self.state.users, user_id, "user")
         if user_id != p.user_id:
@@ -304,6 +319,8 @@ class OrganisationUseCases(DirectoryCore):
         if user_id is None and email and email.lower() in self.state.users_by_email:
             user_id = self.state.users_by_email[email.lower()]  # invited by email before first sign-in
             user = self.editable(self.state.users[user_id])
+            if user.deleted:
+                raise NotFoundError("this user was deactivated", "user_deactivated")
             if user.subject and user.subject != subject:
                 raise ConflictError("this email belongs to another identity", "identity_conflict")
             user.link_subject(subject, actor="system")

@@ -114,3 +114,9 @@ async def get_user(user_id: str, user: CurrentUser, directory: DirectoryDep) -> 
 @router.patch("/users/{user_id}", tags=["users"])
 async def update_user(user_id: str, body: UserPatch, user: CurrentUser, directory: DirectoryDep) -> Json:
     return directory.update_user(user, user_id, **body.model_dump(exclude_unset=True))
+
+
+@router.delete("/users/{user_id}", tags=["users"], status_code=204)
+async def deactivate_user(user_id: str, user: CurrentUser, directory: DirectoryDep) -> Response:
+    directory.deactivate_user(user, user_id)
+    return Response(status_code=204)
