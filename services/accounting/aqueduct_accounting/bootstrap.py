@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -16,18 +17,23 @@ from aqueduct_accounting.adapters.kv_views import watch_jwks, watch_model_prices
 from aqueduct_accounting.adapters.metrics import AccountingMetrics
 from aqueduct_accounting.adapters.migrations import apply_migrations
 from aqueduct_accounting.adapters.price_catalog import load_price_catalog
+from aqueduct_accounting.adapters.quota_kv import QuotaBucket
+from aqueduct_accounting.application.budgets import BudgetEnforcer
+from aqueduct_accounting.application.directory_mirror import DirectoryMirror
 from aqueduct_accounting.application.ingest import UsageIngest
 from aqueduct_accounting.application.reports import Reports
 from aqueduct_accounting.domain.pricing import PriceBook
 from aqueduct_accounting.entrypoints.http import HttpDeps, create_app
-from aqueduct_accounting.entrypoints.usage_consumer import UsageConsumer
+from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer
 from aqueduct_accounting.settings import AccountingSettings, default_migrations_dir
+from aqueduct_libs import names
 from aqueduct_libs.bus import KVWatcher, connect, ensure_topology
+from aqueduct_libs.events import DirectoryEvent, UsageRecorded
 from aqueduct_libs.ops import configure_logging
 from aqueduct_libs.sessions import SessionVerifier
 from aqueduct_libs.settings import CommonSettings
 
-__all__ = ["Service", "build", "run"]
+__all__ = ["Service", "build", "run", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -36,26 +42,33 @@ log = logging.getLogger(__name__)
 class Service:
     """Everything the process runs, started and stopped in order."""
 
-    settings: AccountingSettings
-    common: CommonSettings
     engine: ClickHouse
     nc: NATS
     app: FastAPI
-    consumer: UsageConsumer
+    consumers: list[BatchConsumer[Any]]
+    budgets: BudgetEnforcer
+    budget_interval: float
     watchers: list[KVWatcher] = field(default_factory=list)
-    migrated: bool = False
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def ready(self) -> bool:
-        return self.migrated and self.nc.is_connected and self.consumer.running.is_set()
+        return self.nc.is_connected and all(c.running.is_set() for c in self.consumers)
 
     async def start(self) -> None:
         for watcher in self.watchers:
             watcher.start()
-        await self.consumer.start()
+        for consumer in self.consumers:
+            await consumer.start()
+        self.tasks.append(asyncio.create_task(self.budgets.run(self.budget_interval), name="budgets"))
 
     async def stop(self) -> None:
-        log.info("stopping: flushing the batch in hand")
-        await self.consumer.stop()
+        log.info("stopping: flushing the batches in hand")
+        for consumer in self.consumers:
+            await consumer.stop()
+        for task in self.tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for watcher in self.watchers:
             await watcher.stop()
         with contextlib.suppress(Exception):
@@ -64,7 +77,7 @@ class Service:
 
 
 async def build(settings: AccountingSettings, common: CommonSettings) -> Service:
-    """Wire the real adapters: ClickHouse (migrated), NATS, the consumers, the HTTP app."""
+    """Wire the real adapters: ClickHouse (migrated), NATS, the consumers, the budget loop, the HTTP app."""
     engine = open_clickhouse(settings.clickhouse_url, common.data_dir)
     await asyncio.to_thread(apply_migrations, engine, settings.migrations_dir or default_migrations_dir())
     clickhouse = AsyncClickHouse(engine)
@@ -76,36 +89,76 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
     metrics = AccountingMetrics()
     prices = PriceBook(await asyncio.to_thread(load_price_catalog))
     verifier = SessionVerifier()
-    consumer = UsageConsumer(
-        js,
-        UsageIngest(clickhouse, prices),
-        metrics,
-        durable=settings.consumer_name,
-        batch_size=settings.batch_size,
-        flush_interval=settings.flush_interval_seconds,
-        max_ack_pending=settings.max_ack_pending,
-        ack_wait=settings.ack_wait_seconds,
-    )
-    service_ref: list[Service] = []
+    budgets = BudgetEnforcer(clickhouse, QuotaBucket(js), on_decisions=metrics.quota_decisions.set)
+    ingest = UsageIngest(clickhouse, prices)
+    mirror = DirectoryMirror(clickhouse)
+
+    async def store_usage(events: list[UsageRecorded]) -> None:
+        result = await ingest.ingest(events)
+        metrics.ingested.inc(result.inserted)
+        metrics.duplicates.inc(result.duplicates)
+        if result.inserted:
+            budgets.usage_stored()
+
+    def usage_stored(count: int, seconds: float) -> None:
+        metrics.batch_size.observe(count)
+        metrics.insert_seconds.observe(seconds)
+
+    async def store_directory(events: list[DirectoryEvent]) -> None:
+        metrics.directory_events.inc(await mirror.store(events))
+        if any("budgets" in e.data for e in events):
+            budgets.budgets_changed()
+
+    common_options: dict[str, Any] = {
+        "flush_interval": settings.flush_interval_seconds,
+        "max_ack_pending": settings.max_ack_pending,
+        "ack_wait": settings.ack_wait_seconds,
+        "on_store_failed": metrics.insert_failures.inc,
+    }
+    consumers: list[BatchConsumer[Any]] = [
+        BatchConsumer(
+            js,
+            stream=names.USAGE_STREAM,
+            subject=names.USAGE_SUBJECT,
+            durable=settings.consumer_name,
+            decode=UsageRecorded.model_validate_json,
+            store=store_usage,
+            batch_size=settings.batch_size,
+            on_stored=usage_stored,
+            on_rejected=metrics.rejected.inc,
+            on_lag=metrics.lag.set,
+            **common_options,
+        ),
+        BatchConsumer(
+            js,
+            stream=names.DIRECTORY_EVENTS_STREAM,
+            subject=f"{names.DIRECTORY_EVENTS_SUBJECT_PREFIX}.>",
+            durable=settings.directory_consumer_name,
+            decode=DirectoryEvent.model_validate_json,
+            store=store_directory,
+            batch_size=1000,
+            **common_options,
+        ),
+    ]
+    ready_check: list[Service] = []
     app = create_app(
         HttpDeps(
             reports=Reports(clickhouse, settings.sql_max_rows),
             verifier=verifier,
-            ready=lambda: bool(service_ref) and service_ref[0].ready(),
+            ready=lambda: bool(ready_check) and ready_check[0].ready(),
             registry=metrics.registry,
         )
     )
     service = Service(
-        settings=settings,
-        common=common,
         engine=engine,
         nc=nc,
         app=app,
-        consumer=consumer,
+        consumers=consumers,
+        budgets=budgets,
+        budget_interval=settings.budget_check_seconds,
         watchers=[watch_model_prices(js, prices), watch_jwks(js, verifier)],
-        migrated=True,
     )
-    service_ref.append(service)
+    ready_check.append(service)
     app.state.deps.on_start = service.start
     app.state.deps.on_stop = service.stop
     return service

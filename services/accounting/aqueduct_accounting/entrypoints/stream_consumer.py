@@ -1,8 +1,9 @@
-"""Stream handler: the durable JetStream pull consumer that feeds usage events into ClickHouse.
+"""Stream handlers: durable JetStream pull consumers that store messages into ClickHouse in batches.
 
-Flushes when ``batch_size`` events are buffered, when the stream is drained and the batch has lingered
-briefly, or after ``flush_interval`` at the latest. Messages are acknowledged only after their batch is
-stored; a failed insert is retried with the same messages, never skipped.
+A batch is flushed when ``batch_size`` messages are buffered, when the stream is drained and the batch has
+lingered briefly, or after ``flush_interval`` at the latest. Messages are acknowledged only after their
+batch is stored; a failed store is retried with the same messages, never skipped. Used for usage events
+and for the directory's integration events.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -19,12 +21,9 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from pydantic import ValidationError
 
-from aqueduct_accounting.adapters.metrics import AccountingMetrics
-from aqueduct_accounting.application.ingest import UsageIngest
-from aqueduct_libs import names
-from aqueduct_libs.events import UsageRecorded
+__all__ = ["BatchConsumer", "ensure_durable_consumer"]
 
-__all__ = ["UsageConsumer", "ensure_durable_consumer"]
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -50,45 +49,53 @@ async def ensure_durable_consumer(
     await js.add_consumer(stream, config)
 
 
-class UsageConsumer:
+class BatchConsumer(Generic[T]):
+    """``decode`` turns a message into an item (raising ``ValueError`` for poison messages, which are
+    terminated, never redelivered); ``store`` persists a batch idempotently; ``on_stored`` follows."""
+
     def __init__(
         self,
         js: JetStreamContext,
-        ingest: UsageIngest,
-        metrics: AccountingMetrics,
         *,
+        stream: str,
+        subject: str,
         durable: str,
+        decode: Callable[[bytes], T],
+        store: Callable[[list[T]], Awaitable[object]],
         batch_size: int,
         flush_interval: float,
         max_ack_pending: int,
         ack_wait: float,
         linger: float = 0.05,
-        on_flushed: Callable[[], None] | None = None,
+        on_stored: Callable[[int, float], None] | None = None,
+        on_rejected: Callable[[int], None] | None = None,
+        on_store_failed: Callable[[], None] | None = None,
+        on_lag: Callable[[int], None] | None = None,
     ) -> None:
         self._js = js
-        self._ingest = ingest
-        self._metrics = metrics
+        self._stream = stream
+        self._subject = subject
+        self._decode = decode
+        self._store = store
         self._durable = durable
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._max_ack_pending = max_ack_pending
         self._ack_wait = ack_wait
         self._linger = min(linger, flush_interval)
-        self._on_flushed = on_flushed
+        self._on_stored = on_stored
+        self._on_rejected = on_rejected
+        self._on_store_failed = on_store_failed
+        self._on_lag = on_lag
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.running = asyncio.Event()
 
     async def start(self) -> None:
         await ensure_durable_consumer(
-            self._js,
-            names.USAGE_STREAM,
-            self._durable,
-            names.USAGE_SUBJECT,
-            self._max_ack_pending,
-            self._ack_wait,
+            self._js, self._stream, self._durable, self._subject, self._max_ack_pending, self._ack_wait
         )
-        self._task = asyncio.create_task(self._run(), name="usage-consumer")
+        self._task = asyncio.create_task(self._run(), name=f"consumer-{self._durable}")
 
     async def stop(self) -> None:
         """Finish the batch in hand (insert and ack), then stop."""
@@ -102,11 +109,11 @@ class UsageConsumer:
             try:
                 sub = await self._js.pull_subscribe_bind(
                     durable=self._durable,
-                    stream=names.USAGE_STREAM,
+                    stream=self._stream,
                     pending_msgs_limit=self._max_ack_pending * 2,
                 )
             except Exception as exc:  # bus down or stream missing: keep trying
-                log.warning("cannot bind the usage consumer (%s); retrying", exc)
+                log.warning("cannot bind consumer %s (%s); retrying", self._durable, exc)
                 await asyncio.sleep(1.0)
                 continue
             self.running.set()
@@ -114,7 +121,7 @@ class UsageConsumer:
                 await self._consume(sub)
             except Exception:
                 # Whatever broke (a JetStream status, the bus going away), what was not acked comes back.
-                log.exception("the usage consumer broke; binding again")
+                log.exception("consumer %s broke; binding again", self._durable)
                 await asyncio.sleep(0.5)
             finally:
                 with contextlib.suppress(Exception):
@@ -135,15 +142,16 @@ class UsageConsumer:
                 except nats.errors.TimeoutError:
                     msgs = []
                 except (nats.errors.ConnectionClosedError, nats.errors.NoRespondersError) as exc:
-                    log.warning("usage fetch failed (%s)", exc)
+                    log.warning("fetch of %s failed (%s)", self._durable, exc)
                     msgs = []
                     await asyncio.sleep(0.5)
                 if msgs:
                     if not buffer:
                         first_at = time.monotonic()
                     buffer.extend(msgs)
-                    with contextlib.suppress(Exception):
-                        self._metrics.lag.set(msgs[-1].metadata.num_pending)
+                    if self._on_lag is not None:
+                        with contextlib.suppress(Exception):
+                            self._on_lag(msgs[-1].metadata.num_pending)
                 drained = len(msgs) < want
                 age = time.monotonic() - first_at if buffer else 0.0
             if buffer and (
@@ -158,36 +166,36 @@ class UsageConsumer:
                 return
 
     async def _flush(self, msgs: list[Msg]) -> None:
-        events: list[UsageRecorded] = []
-        poison: list[Msg] = []
+        items: list[T] = []
+        poisoned: set[int] = set()
         for msg in msgs:
             try:
-                events.append(UsageRecorded.model_validate_json(msg.data))
-            except ValidationError as exc:
-                log.error("dropping a message that is not a UsageRecorded event: %s", exc)
-                poison.append(msg)
+                items.append(self._decode(msg.data))
+            except (ValidationError, ValueError) as exc:
+                log.error("%s: dropping a message that cannot be read: %s", self._durable, exc)
+                poisoned.add(id(msg))
         delay = 0.2
         while True:
             started = time.perf_counter()
             try:
-                result = await self._ingest.ingest(events)
+                await self._store(items)
                 break
             except Exception:
-                # Not acked, so nothing is lost; retry the same events (the id check absorbs repeats).
-                self._metrics.insert_failures.inc()
-                log.exception("inserting %d usage events failed; retrying in %.1fs", len(events), delay)
+                # Not acked, so nothing is lost; retry the same items (stores are idempotent).
+                if self._on_store_failed is not None:
+                    self._on_store_failed()
+                log.exception(
+                    "%s: storing %d items failed; retrying in %.1fs", self._durable, len(items), delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        self._metrics.insert_seconds.observe(time.perf_counter() - started)
-        self._metrics.batch_size.observe(len(events))
-        self._metrics.ingested.inc(result.inserted)
-        self._metrics.duplicates.inc(result.duplicates)
-        self._metrics.rejected.inc(len(poison))
-        poisoned = {id(msg) for msg in poison}
+        elapsed = time.perf_counter() - started
         for msg in msgs:
             if id(msg) in poisoned:
                 await msg.term()  # never redelivered: it can never become valid
             else:
                 await msg.ack()
-        if self._on_flushed is not None:
-            self._on_flushed()
+        if poisoned and self._on_rejected is not None:
+            self._on_rejected(len(poisoned))
+        if self._on_stored is not None:
+            self._on_stored(len(items), elapsed)
