@@ -20,15 +20,11 @@ from mcp.client.streamable_http import streamable_http_client
 
 from aqueduct_cli.embedded import free_port, wait_for_port
 from aqueduct_libs import names
-from aqueduct_libs.bus import KVWatcher
 from aqueduct_libs.snapshot import McpServerRoute
-from aqueduct_libs.tokens import hash_token
-from aqueduct_proxy.adapters.publisher import UsagePublisher
-from aqueduct_proxy.domain.access import check_grant
-from aqueduct_proxy.domain.snapshot import Snapshot
-from aqueduct_proxy.files.edge import openai_error_middleware
-from aqueduct_proxy.mcp import McpRegistry, McpSettings, setup_mcp
-from conftest import SECRET, usage_events
+from aqueduct_proxy.bootstrap import bootstrap
+from aqueduct_proxy.mcp import McpSettings
+from aqueduct_proxy.mcp.wiring import wire_mcp
+from conftest import common_settings, proxy_settings, usage_events, wait_token
 
 pytestmark = [pytest.mark.nats]
 
@@ -78,52 +74,36 @@ def tool_servers() -> Iterator[dict[str, str]]:
         process.wait(10)
 
 
-class Gateway:
-    def __init__(self, base: str, registry: McpRegistry, snapshot: Snapshot) -> None:
-        self.base, self.registry, self.snapshot = base, registry, snapshot
-
-
 @pytest.fixture(scope="module")
-async def gateway(bus: Any, tool_servers: dict[str, str], tmp_path_factory) -> AsyncIterator[Gateway]:
+async def gateway(
+    bus: Any,
+    snapshot: Any,
+    tool_servers: dict[str, str],
+    nats_url: str,
+    valkey_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[str]:
+    """The proxy as its bootstrap builds it, with the MCP routes wired in as at start."""
     kv = await bus.key_value(names.AUTH_SNAPSHOT_BUCKET)
     for name, url in tool_servers.items():  # as the directory's projection writes them
         route = McpServerRoute(name=name, url=url, allowed_team_ids=["team-1"])
         await kv.put(names.snapshot_mcp_key(name), route.model_dump_json().encode())
-    snapshot, registry = Snapshot(), McpRegistry()
-
-    def on_put(key: str, value: bytes) -> None:
-        snapshot.on_snapshot_put(key, value)
-        registry.on_snapshot_put(key, value)
-
-    watcher = KVWatcher(bus, names.AUTH_SNAPSHOT_BUCKET, on_put, registry.on_snapshot_delete)
-    watcher.start()
-    publisher = UsagePublisher(bus, tmp_path_factory.mktemp("spool"))
-    publisher.start()
-
-    def authenticate(header: str | None):
-        grant = snapshot.grants.get(hash_token(header[7:], SECRET.encode())) if header else None
-        return check_grant(grant, snapshot, "http://ui")
-
-    app = web.Application(middlewares=[openai_error_middleware])
-    setup_mcp(app, authenticate, registry, publisher.record, McpSettings())
-    runner = web.AppRunner(app, access_log=None)
+    settings = proxy_settings(valkey_url)
+    proxy = await bootstrap(settings, common_settings(nats_url, tmp_path_factory.mktemp("proxy-mcp")))
+    wire_mcp(proxy.app, proxy.gateway, proxy.nc.jetstream(), McpSettings())
+    await asyncio.wait_for(proxy.watchers[0].ready.wait(), 10)
+    runner = web.AppRunner(proxy.app, access_log=None, handle_signals=False)
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    await asyncio.wait_for(watcher.ready.wait(), 10)
-    yield Gateway(f"http://127.0.0.1:{port}", registry, snapshot)
+    await web.TCPSite(runner, settings.host, settings.port).start()
+    yield f"http://{settings.host}:{settings.port}"
     await runner.cleanup()
-    await publisher.stop()
-    await watcher.stop()
+    await proxy.close()
 
 
-async def issue(gateway: Gateway, snapshot_writer: Any, **grant: Any) -> tuple[str, Any]:
+async def issue(gateway: str, snapshot_writer: Any, **grant: Any) -> tuple[str, Any]:
     value, issued = await snapshot_writer.issue_token(**grant)
-    for _ in range(200):
-        if issued.token_hash in gateway.snapshot.grants:
-            return value, issued
-        await asyncio.sleep(0.02)
-    raise TimeoutError("the token never reached the gateway's snapshot")
+    await wait_token(gateway, value)
+    return value, issued
 
 
 @asynccontextmanager
@@ -141,7 +121,7 @@ async def mcp_session(url: str, token: str) -> AsyncIterator[ClientSession]:
 async def test_official_client_lists_and_calls_tools_and_usage_is_recorded(gateway, snapshot, bus, server):
     value, grant = await issue(gateway, snapshot)
 
-    async with mcp_session(f"{gateway.base}/mcp/{server}", value) as session:
+    async with mcp_session(f"{gateway}/mcp/{server}", value) as session:
         tools = await session.list_tools()
         added = await session.call_tool("add", {"a": 2, "b": 40})
         failed = await session.call_tool("explode", {})
@@ -164,7 +144,7 @@ async def test_progress_events_stream_through_before_the_result(gateway, snapsho
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         seen.append((progress, total or 0))
 
-    async with mcp_session(f"{gateway.base}/mcp/sse-tools", value) as session:
+    async with mcp_session(f"{gateway}/mcp/sse-tools", value) as session:
         result = await session.call_tool("count", {"n": 4}, progress_callback=on_progress)
 
     assert result.content[0].text == "counted to 4"
@@ -173,7 +153,7 @@ async def test_progress_events_stream_through_before_the_result(gateway, snapsho
 
 async def test_session_id_is_kept_and_delete_ends_the_session(gateway, snapshot):
     value, _ = await issue(gateway, snapshot)
-    url = f"{gateway.base}/mcp/sse-tools"
+    url = f"{gateway}/mcp/sse-tools"
     headers = {
         "Authorization": f"Bearer {value}",
         "Accept": "application/json, text/event-stream",
@@ -205,7 +185,7 @@ async def test_session_id_is_kept_and_delete_ends_the_session(gateway, snapshot)
 async def test_refusals_other_team_foreign_origin_unknown_server_no_token(gateway, snapshot):
     outsider, _ = await issue(gateway, snapshot, team_id="team-2")
     member, _ = await issue(gateway, snapshot)
-    url = f"{gateway.base}/mcp/sse-tools"
+    url = f"{gateway}/mcp/sse-tools"
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
     accept = {"Accept": "application/json, text/event-stream"}
     async with aiohttp.ClientSession() as http:
@@ -220,7 +200,7 @@ async def test_refusals_other_team_foreign_origin_unknown_server_no_token(gatewa
         async with http.post(url, json=body, headers=rebound) as r:
             assert r.status == 403
         async with http.post(
-            f"{gateway.base}/mcp/nope", json=body, headers={**accept, "Authorization": f"Bearer {member}"}
+            f"{gateway}/mcp/nope", json=body, headers={**accept, "Authorization": f"Bearer {member}"}
         ) as r:
             assert r.status == 404
         async with http.post(url, json=body, headers=accept) as r:

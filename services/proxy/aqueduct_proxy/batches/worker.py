@@ -29,6 +29,7 @@ from aqueduct_proxy.batches.domain import (
     BatchNotFoundError,
     LineResult,
     derived_file_id,
+    parse_input,
     render_results,
 )
 from aqueduct_proxy.batches.settings import BatchSettings
@@ -38,15 +39,19 @@ from aqueduct_proxy.domain.errors import InvalidTokenError, ProxyError, RateLimi
 from aqueduct_proxy.domain.usage import usage_from_body
 from aqueduct_proxy.files.store import FileStore
 
-__all__ = ["CONSUMER", "BatchWorker"]
+__all__ = ["CONSUMER", "BatchWorker", "RetryLater"]
 
 log = logging.getLogger(__name__)
 
 CONSUMER = "batch-workers"  # one durable pull consumer shared by every worker process
+# A batch still "validating" this long after creation lost its proxy while its lines were being queued.
+_STUCK_VALIDATING = 60.0
 _SKIPPED = frozenset({"cancelling", "cancelled", "failed", "expired", "completed"})
 
 
-class _RetryLater(Exception):
+class RetryLater(Exception):
+    """A limit says not yet: the line goes back to the queue for ``seconds``."""
+
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
 
@@ -118,7 +123,7 @@ class BatchWorker:
                     return
                 result = await self.store.result(line.batch_id, line.line)
                 if result is None:
-                    result = await self.store.store_result(line.batch_id, await self._run(batch, line))
+                    result = await self.store.store_result(line.batch_id, await self.run_line(batch, line))
                     self._progress[(batch.owner, batch.id)][0 if result.succeeded else 1] += 1
                 # Published after the result is stored and before the ack; again after a crash, same id.
                 await self.store.js.publish(
@@ -128,7 +133,7 @@ class BatchWorker:
                 )
                 await msg.ack_sync()
                 self.lines_done += 1
-        except _RetryLater as wait:
+        except RetryLater as wait:
             with contextlib.suppress(Exception):
                 await msg.nak(delay=wait.seconds)
         except Exception:
@@ -150,7 +155,7 @@ class BatchWorker:
         finally:
             task.cancel()
 
-    async def _run(self, batch: Batch, line: BatchLine) -> LineResult:
+    async def run_line(self, batch: Batch, line: BatchLine) -> LineResult:
         """One request through the gateway, as the batch's token; every refusal becomes a result."""
         started, occurred_at = time.perf_counter(), utcnow()
         gateway = self.gateway
@@ -179,7 +184,7 @@ class BatchWorker:
             if gateway.limiter is not None and call.admission is not None and call.admission.counters:
                 await gateway.limiter.settle(call.admission, usage.output_tokens if usage else 0)
         except RateLimitedError as exc:
-            raise _RetryLater(float(exc.headers.get("Retry-After", "1"))) from exc
+            raise RetryLater(float(exc.headers.get("Retry-After", "1"))) from exc
         except InvalidTokenError as exc:
             status, error = exc.status, {"code": "token_revoked", "message": exc.message}
         except ProxyError as exc:
@@ -221,7 +226,9 @@ class BatchWorker:
             try:
                 await self._flush_progress()
                 for batch in list(batches.values()):
-                    if await self._due(batch):
+                    if batch.status == "validating" and time.time() - batch.created_at > _STUCK_VALIDATING:
+                        await self.requeue(batch)
+                    elif await self._due(batch):
                         await self.finalize(batch)
             except Exception:
                 log.exception("batch finalizer pass failed; retrying")
@@ -250,6 +257,36 @@ class BatchWorker:
         if batch.status not in ("in_progress", "cancelling"):
             return False
         return await self.store.remaining(batch.id) == 0
+
+    async def requeue(self, batch: Batch) -> None:
+        """Queue a stuck batch's lines again. Lines already queued or done are harmless twice: results
+        are stored once per line, and the output is built from the results."""
+        try:
+            data = await self.files.content(batch.owner, batch.input_file_id)
+            lines = parse_input(data, batch.id, batch.owner, batch.endpoint, max(batch.total, 1))
+        except ProxyError as exc:
+            log.warning("batch %s cannot be queued again: %s", batch.id, exc.message)
+            await self.store.mutate(
+                batch.owner,
+                batch.id,
+                lambda b: (
+                    b.model_copy(update={"status": "failed", "failed_at": int(time.time())})
+                    if b.status == "validating"
+                    else None
+                ),
+            )
+            return
+        await self.store.enqueue(lines)
+        await self.store.mutate(
+            batch.owner,
+            batch.id,
+            lambda b: (
+                b.model_copy(update={"status": "in_progress", "in_progress_at": int(time.time())})
+                if b.status == "validating"
+                else None
+            ),
+        )
+        log.info("batch %s: queued its %d lines again after its proxy went away", batch.id, len(lines))
 
     async def finalize(self, batch: Batch) -> None:
         """Write the output and error files, then mark the batch done. Safe to repeat: the file ids are

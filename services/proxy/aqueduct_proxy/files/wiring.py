@@ -1,0 +1,29 @@
+"""How the proxy's bootstrap adds the files API and file content in chat to its application."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from nats.js import JetStreamContext
+
+from aqueduct_proxy.application.gateway import Gateway
+from aqueduct_proxy.files.http import setup_files
+from aqueduct_proxy.files.inline import setup_file_inlining
+from aqueduct_proxy.files.settings import FilesSettings
+from aqueduct_proxy.files.store import FileStore
+
+__all__ = ["wire_files"]
+
+
+def wire_files(
+    app: web.Application, gateway: Gateway, js: JetStreamContext, settings: FilesSettings
+) -> FileStore:
+    """``/v1/files`` and the inlining of file parts; the store opens when the application starts."""
+    store = FileStore(js, quota_bytes_per_user=settings.quota_bytes_per_user, replicas=settings.replicas)
+
+    async def open_store(app: web.Application) -> None:
+        await store.start()
+
+    app.on_startup.append(open_store)
+    setup_files(app, gateway.authenticate, store, settings)
+    setup_file_inlining(app, gateway.authenticate, gateway.snapshot, store, settings)
+    return store

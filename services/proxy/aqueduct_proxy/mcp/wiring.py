@@ -1,0 +1,45 @@
+"""How the proxy's bootstrap adds ``/mcp/{name}`` to its application."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from nats.js import JetStreamContext
+
+from aqueduct_libs import names
+from aqueduct_libs.bus import KVWatcher
+from aqueduct_libs.events import UsageRecorded
+from aqueduct_proxy.application.gateway import Gateway
+from aqueduct_proxy.mcp.http import setup_mcp
+from aqueduct_proxy.mcp.registry import McpRegistry
+from aqueduct_proxy.mcp.settings import McpSettings
+
+__all__ = ["wire_mcp"]
+
+log = logging.getLogger(__name__)
+
+
+def wire_mcp(
+    app: web.Application, gateway: Gateway, js: JetStreamContext, settings: McpSettings
+) -> McpRegistry:
+    """The MCP routes, and a watch of the auth snapshot's ``mcp.*`` entries for as long as the app runs."""
+    registry = McpRegistry()
+    watcher = KVWatcher(js, names.AUTH_SNAPSHOT_BUCKET, registry.on_snapshot_put, registry.on_snapshot_delete)
+
+    async def start_watch(app: web.Application) -> None:
+        watcher.start()
+
+    async def stop_watch(app: web.Application) -> None:
+        await watcher.stop()
+
+    def record(event: UsageRecorded) -> None:
+        if gateway.publisher is not None:
+            gateway.publisher.record(event)
+        else:
+            log.warning("no usage publisher: MCP tool call %s on %s not recorded", event.tool, event.endpoint)
+
+    app.on_startup.append(start_watch)
+    app.on_cleanup.append(stop_watch)
+    setup_mcp(app, gateway.authenticate, registry, record, settings)
+    return registry
