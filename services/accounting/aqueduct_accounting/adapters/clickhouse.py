@@ -54,8 +54,14 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
+
+
 def _param_text(value: Any) -> str:
-    """A parameter value in the text form chDB expects for ``{name:Type}`` (as clickhouse-client does)."""
+    """A parameter value in the text form chDB expects for ``{name:Type}`` (as clickhouse-client does):
+    top-level strings in the escaped (TSV) form, values inside arrays quoted."""
+    if isinstance(value, str):
+        return value.translate(_ESCAPES)
     if isinstance(value, list | tuple | set):
         return "[" + ",".join(_quote(v) if isinstance(v, str) else _param_text(v) for v in value) + "]"
     if isinstance(value, bool):
@@ -140,7 +146,14 @@ class ServerClickHouse:
     def __init__(self, url: str) -> None:
         import clickhouse_connect
 
-        self._client = clickhouse_connect.get_client(**server_options(url))
+        options = server_options(url)
+        try:
+            self._client = clickhouse_connect.get_client(**options)
+        except Exception as exc:
+            # The URL may hold a password: name only the host in the message.
+            raise ClickHouseError(
+                f"cannot use the ClickHouse server at {options['host']}:{options['port']}: {type(exc).__name__}"
+            ) from exc
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
         try:

@@ -1,0 +1,148 @@
+"""Rules: prices and cost, budgets and periods, what counts as read-only SQL, who sees what."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from aqueduct_accounting.adapters.price_catalog import load_price_catalog
+from aqueduct_accounting.domain.budgets import Budget, Periods, Spend, decide
+from aqueduct_accounting.domain.pricing import Price, PriceBook
+from aqueduct_accounting.domain.readonly_sql import ReadOnlySqlError, check_read_only
+from aqueduct_accounting.domain.scope import ForbiddenError, UsageFilter, Viewer, scope_predicate
+from aqueduct_libs.snapshot import ModelRoute
+
+
+def test_directory_prices_win_over_the_catalog() -> None:
+    book = PriceBook({"gpt-4o-mini": Price(150, 600)})
+    assert book.cost_nanos("gpt-4o-mini", 1000, 100) == 150_000 + 60_000
+
+    book.put_route(
+        ModelRoute(
+            name="gpt-4o-mini",
+            endpoint="e",
+            upstream_model="gpt-4o-mini",
+            input_price_nanos_per_token=1,
+            output_price_nanos_per_token=2,
+        )
+    )
+    assert book.cost_nanos("gpt-4o-mini", 1000, 100) == 1200
+
+    book.remove_route("gpt-4o-mini")
+    assert book.cost_nanos("gpt-4o-mini", 1000, 100) == 210_000
+
+
+def test_unpriced_routes_fall_back_to_the_upstream_model_and_provider_prefixes() -> None:
+    book = PriceBook({"gpt-4o": Price(2500, 10000)})
+    book.put_route(ModelRoute(name="house-model", endpoint="e", upstream_model="openai/gpt-4o"))
+    assert book.cost_nanos("house-model", 10, 1) == 35_000
+    assert book.cost_nanos("unknown", 10, 1) == 0
+
+
+def test_fractional_prices_round_once_per_request() -> None:
+    assert Price(0.1, 0.4).cost_nanos(1000, 1000) == 500
+    # Cached prompt tokens at the cached rate, the rest at the input rate.
+    assert Price(100, 0, cached_input_nanos_per_token=10).cost_nanos(1000, 0, cached_tokens=400) == 64_000
+
+
+def test_the_shipped_price_map_is_read_without_importing_litellm() -> None:
+    import sys
+
+    catalog = load_price_catalog()
+    assert catalog["gpt-4o-mini"].input_nanos_per_token == pytest.approx(150)
+    assert catalog["gpt-4o-mini"].output_nanos_per_token == pytest.approx(600)
+    assert "litellm" not in sys.modules
+
+
+NOW = datetime(2026, 2, 28, 23, 59, 30, tzinfo=UTC)
+
+
+def test_periods_are_utc_days_and_months() -> None:
+    periods = Periods.containing(NOW)
+    assert periods.day_start == datetime(2026, 2, 28, tzinfo=UTC)
+    assert periods.day_end == datetime(2026, 3, 1, tzinfo=UTC)
+    assert periods.month_start == datetime(2026, 2, 1, tzinfo=UTC)
+    assert periods.month_end == datetime(2026, 3, 1, tzinfo=UTC)
+    assert Periods.containing(datetime(2026, 12, 31, 12, tzinfo=UTC)).month_end == datetime(
+        2027, 1, 1, tzinfo=UTC
+    )
+
+
+def test_a_budget_is_used_up_when_spend_reaches_it() -> None:
+    budget = Budget.from_data("team", "t1", {"daily_usd": "5", "monthly_usd": "100.00"})
+    periods = Periods.containing(NOW)
+
+    assert decide(budget, Spend(day_nanos=4_999_999_999), periods, NOW) is None
+    daily = decide(budget, Spend(day_nanos=5_000_000_000), periods, NOW)
+    assert daily is not None and daily.period == "day" and daily.until == periods.day_end
+    assert daily.budget == "team daily budget of $5.00"
+    monthly = decide(budget, Spend(day_nanos=6 * 10**9, month_nanos=100 * 10**9), periods, NOW)
+    assert monthly is not None and monthly.period == "month" and monthly.until == periods.month_end
+
+
+def test_token_budgets_and_empty_budgets() -> None:
+    budget = Budget.from_data("user", "u1", {"daily_tokens": 1000, "monthly_usd": None})
+    assert decide(budget, Spend(day_tokens=1000), Periods.containing(NOW), NOW) is not None
+    assert Budget.from_data("org", "o1", {"daily_usd": None}).is_empty
+    assert Budget.from_data("org", "o1", {"daily_usd": "not money"}).is_empty
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT 1",
+        "select 1;",
+        "WITH a AS (SELECT 1) SELECT * FROM a",
+        "SHOW TABLES",
+        "DESCRIBE usage_events",
+        "EXPLAIN SELECT 1",
+        "SELECT ';' AS semicolon",
+        "-- note\nSELECT 1",
+        "SELECT 'INSERT'",
+    ],
+)
+def test_read_only_statements_pass(query: str) -> None:
+    assert check_read_only(query)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "INSERT INTO t VALUES (1)",
+        "SELECT 1; DROP TABLE t",
+        "DROP TABLE t",
+        "OPTIMIZE TABLE t",
+        "",
+        "SELECT 1 INTO OUTFILE 'x'",
+        "SELECT 1 FORMAT CSV",
+        "SELECT 1 SETTINGS readonly=0",
+        "SELECT 'unterminated",
+        "SELECT 1; -- a\nDROP TABLE t",
+        "/* SELECT */ DELETE FROM t WHERE 1",
+        "SYSTEM STOP MERGES",
+    ],
+)
+def test_anything_else_is_refused(query: str) -> None:
+    with pytest.raises(ReadOnlySqlError):
+        check_read_only(query)
+
+
+def test_the_visibility_rule_is_always_applied() -> None:
+    member = Viewer("u1", org_id="o1", teams=("t1",))
+    team_admin = Viewer("u2", org_id="o1", teams=("t1",), team_admin=("t1",))
+    admin = Viewer("root", admin=True)
+
+    where, params = scope_predicate(member, UsageFilter(team_id="t1"))
+    assert "user_id = {scope_user:String}" in where and params["scope_user"] == "u1"
+    where, params = scope_predicate(team_admin, UsageFilter())
+    assert params["scope_teams"] == ["t1"]
+    assert scope_predicate(admin, UsageFilter()) == ("1", {})
+    for viewer, wanted in [
+        (member, UsageFilter(team_id="t2")),
+        (member, UsageFilter(user_id="u9")),
+        (member, UsageFilter(org_id="o2")),
+        (team_admin, UsageFilter(team_id="t2")),
+    ]:
+        with pytest.raises(ForbiddenError):
+            scope_predicate(viewer, wanted)
