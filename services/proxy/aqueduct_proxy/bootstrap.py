@@ -105,6 +105,7 @@ async def bootstrap(settings: ProxySettings, common: CommonSettings) -> Proxy:
         TokenCounter(settings.tokenizer_encoding),
         Cooldown(settings.cooldown_failures, settings.cooldown_window_seconds, settings.cooldown_seconds),
         metrics,
+        upstream_timeout=settings.upstream_timeout_seconds,
     )
     watchers = [
         KVWatcher(js, names.AUTH_SNAPSHOT_BUCKET, snapshot.on_snapshot_put, snapshot.on_snapshot_delete),

@@ -18,6 +18,7 @@ import orjson
 from aqueduct_libs.snapshot import Limits, TokenGrant
 from aqueduct_libs.tokens import hash_token
 from aqueduct_proxy.adapters.limiter import Admission, Counter, Limiter, LimiterDown, Rejection
+from aqueduct_proxy.adapters.litellm_bridge import LiteLLMAnswer, LiteLLMBridge, ProviderError
 from aqueduct_proxy.adapters.publisher import UsagePublisher
 from aqueduct_proxy.adapters.tokenizer import TokenCounter
 from aqueduct_proxy.adapters.upstream import Cooldown, UpstreamClient
@@ -94,6 +95,8 @@ class Gateway:
         counter: TokenCounter,
         cooldown: Cooldown,
         metrics: ProxyMetrics,
+        providers: LiteLLMBridge | None = None,
+        upstream_timeout: float = 600.0,
     ) -> None:
         self.config = config
         self.snapshot = snapshot
@@ -103,6 +106,8 @@ class Gateway:
         self.counter = counter
         self.cooldown = cooldown
         self.metrics = metrics
+        self.providers = providers or LiteLLMBridge()
+        self.upstream_timeout = upstream_timeout
         self._background: set[asyncio.Task[None]] = set()
 
     # -- who and where ---------------------------------------------------------------------------------
@@ -295,9 +300,12 @@ class Gateway:
             for attempt in range(self.config.retries + 1):
                 final = index == last and attempt == self.config.retries
                 try:
-                    response = await self.upstream.request(
-                        method, url, headers=headers, data=self._body(call, route)
-                    )
+                    if endpoint.provider == "openai":
+                        response: Any = await self.upstream.request(
+                            method, url, headers=headers, data=self._body(call, route)
+                        )
+                    else:
+                        response = await self._via_litellm(call, route, endpoint)
                 except _RETRYABLE_ERRORS as exc:
                     error = exc
                     self.metrics.upstream_errors.labels(endpoint.slug, type(exc).__name__).inc()
@@ -318,6 +326,24 @@ class Gateway:
         if isinstance(error, TimeoutError):
             raise UpstreamError("The model server did not answer in time.") from error
         raise UpstreamError(f"The model server could not be reached ({type(error).__name__}).") from error
+
+    async def _via_litellm(self, call: Call, route: Route | None, endpoint: Endpoint) -> LiteLLMAnswer:
+        if call.upstream_path != "/chat/completions" or call.payload is None:
+            raise BadRequestError(
+                f"The endpoint '{endpoint.slug}' ({endpoint.provider}) serves chat completions only."
+            )
+        payload = call.payload
+        if route is not None and route.upstream_model:
+            payload = {**payload, "model": route.upstream_model}
+        try:
+            return await self.providers.chat(
+                endpoint.provider, endpoint.base_url, endpoint.api_key, payload, self.upstream_timeout
+            )
+        except ProviderError as exc:
+            body = orjson.dumps(
+                {"error": {"message": exc.message, "type": "upstream_error", "param": None, "code": None}}
+            )
+            return LiteLLMAnswer(exc.status, "application/json", body=body)
 
     # -- usage -----------------------------------------------------------------------------------------
 

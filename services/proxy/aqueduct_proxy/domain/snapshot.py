@@ -28,8 +28,9 @@ class Endpoint:
     slug: str
     base_url: str  # without trailing slash, including /v1 where the provider has it
     provider: str
-    auth_header: str | None  # "Bearer <key>", read from the environment when the route arrives
+    auth_header: str | None = field(repr=False)  # "Bearer <key>", read when the route arrives
     route: EndpointRoute = field(repr=False)
+    api_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_route(cls, route: EndpointRoute) -> Endpoint:
@@ -42,6 +43,7 @@ class Endpoint:
             provider=route.provider,
             auth_header=f"Bearer {key}" if key else None,
             route=route,
+            api_key=key,
         )
 
 
