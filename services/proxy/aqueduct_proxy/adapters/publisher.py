@@ -53,6 +53,7 @@ class UsagePublisher:
         self._closing = False
         self._spilled = False
         self._in_flight: list[bytes] = []
+        self._claimed: list[Path] = []
         self._on_published = on_published
         self.published = 0
 
@@ -93,11 +94,13 @@ class UsagePublisher:
                 self._in_flight = []
         if self._buffer:
             self._spill(len(self._buffer))
+        self._release_claimed()  # their events are delivered or in the new spool file
 
     async def _run(self) -> None:
         backoff = 0.1
         while True:
             if not self._buffer:
+                self._release_claimed()
                 if self._closing:
                     return
                 if self._spilled:
@@ -183,16 +186,35 @@ class UsagePublisher:
         log.warning("spooled %d usage events to %s", len(lines), self._spool_dir / name)
 
     def _claim_spool(self) -> None:
-        """Take over spool files (renaming first, so two replicas never deliver the same file twice)."""
+        """Take over spool files: renamed first, so two replicas never deliver the same file; a claimed
+        file is deleted only once all of its events are acknowledged, so a crash meanwhile loses none
+        (the next start takes over files claimed by a process that is gone)."""
         if not self._spool_dir.is_dir():
             return
-        for path in sorted(self._spool_dir.glob("usage-*.jsonl")):
-            claimed = path.with_suffix(f".claimed-{os.getpid()}")
+        candidates = sorted(self._spool_dir.glob("usage-*.jsonl"))
+        candidates += [p for p in sorted(self._spool_dir.glob("usage-*.claimed-*")) if not _alive(p)]
+        for path in candidates:
+            claimed = path.with_name(f"{path.name.split('.')[0]}.claimed-{os.getpid()}")
             try:
                 path.rename(claimed)
             except FileNotFoundError:
                 continue  # another replica took it
             lines = [line for line in claimed.read_bytes().split(b"\n") if line]
             self._buffer.extend(lines)
-            claimed.unlink()
+            self._claimed.append(claimed)
             log.info("re-delivering %d spooled usage events from %s", len(lines), path.name)
+
+    def _release_claimed(self) -> None:
+        """Everything buffered was acknowledged: the claimed spool files are delivered."""
+        while self._claimed:
+            self._claimed.pop().unlink(missing_ok=True)
+
+
+def _alive(path: Path) -> bool:
+    try:
+        os.kill(int(path.name.rsplit("-", 1)[1]), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,55 @@
+"""The usage spool: files left by a process that crashed mid-delivery are taken over and delivered."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import nats
+import pytest
+
+from aqueduct_libs.bus import ensure_topology
+from aqueduct_libs.events import UsageRecorded
+from aqueduct_proxy.adapters.publisher import UsagePublisher
+from conftest import usage_events
+
+pytestmark = [pytest.mark.nats]
+
+
+async def test_spool_claimed_by_a_dead_process_is_delivered_once(nats_url, tmp_path):
+    token_id = "tok-spool-" + uuid.uuid4().hex[:8]
+    events = [
+        UsageRecorded(
+            token_id=token_id,
+            user_id="u",
+            org_id="o",
+            endpoint="local",
+            model="m",
+            route="/v1/chat/completions",
+            status_code=200,
+            output_tokens=i,
+        )
+        for i in range(3)
+    ]
+    spool = tmp_path / "proxy-spool"
+    spool.mkdir()
+    lines = [e.event_id.encode() + b"\t" + e.model_dump_json().encode() for e in events]
+    # Claimed by a process id that does not exist (it crashed before its events were acknowledged).
+    (spool / "usage-1-deadbeef.claimed-999999999").write_bytes(b"\n".join(lines) + b"\n")
+    (spool / "usage-1-fresh.jsonl").write_bytes(lines[0] + b"\n")  # one event spooled twice
+
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_topology(js)
+    publisher = UsagePublisher(nc, spool)
+    await publisher.start()
+    delivered = await usage_events(js, token_id, 3)
+    for _ in range(50):
+        if not any(spool.iterdir()):
+            break
+        await asyncio.sleep(0.05)
+    await publisher.stop()
+    await nc.close()
+
+    assert sorted(e.output_tokens for e in delivered) == [0, 1, 2]  # JetStream de-duplicated the repeat
+    assert not any(spool.iterdir())
