@@ -63,6 +63,16 @@ def test_labels_are_escaped() -> None:
     parse(bars)
 
 
+def test_money_keeps_two_significant_digits() -> None:
+    assert [format_usd(v) for v in (0, 0.00003, 0.0042, 0.5, 1234.5)] == [
+        "$0",
+        "$0.000030",
+        "$0.0042",
+        "$0.50",
+        "$1,234.50",
+    ]
+
+
 def test_empty_charts_say_so() -> None:
     assert "No usage in this period" in line_chart([], NOW - timedelta(days=1), NOW, "Requests")
     assert "No usage in this period" in bar_chart([], "Cost")

@@ -53,7 +53,9 @@ def format_usd(value: float) -> str:
     if value == 0:
         return "$0"
     if abs(value) < 0.01:
-        return f"${value:.4f}"
+        # Enough decimals for two significant digits: a handful of test calls costs a few millionths.
+        decimals = min(9, max(4, 1 - math.floor(math.log10(abs(value)))))
+        return f"${value:.{decimals}f}"
     return f"${value:,.2f}"
 
 
