@@ -145,7 +145,7 @@ async def test_a_batch_left_validating_by_a_dead_proxy_is_queued_again(worker, s
     await worker.worker.store.create(stuck)
     tasks = [
         asyncio.create_task(worker.worker.consume()),
-        asyncio.create_task(worker.worker.finalize_loop(worker.batches)),
+        asyncio.create_task(worker.worker.finalize_loop()),
     ]
     try:
         for _ in range(300):

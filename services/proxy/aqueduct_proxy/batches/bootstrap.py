@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
@@ -23,7 +23,6 @@ from aqueduct_proxy.adapters.limiter import Limiter
 from aqueduct_proxy.adapters.tokenizer import TokenCounter
 from aqueduct_proxy.adapters.upstream import Cooldown, UpstreamClient
 from aqueduct_proxy.application.gateway import Gateway, GatewayConfig
-from aqueduct_proxy.batches.domain import Batch
 from aqueduct_proxy.batches.settings import BatchSettings
 from aqueduct_proxy.batches.store import BatchStore
 from aqueduct_proxy.batches.worker import BatchWorker
@@ -43,7 +42,6 @@ class WorkerProcess:
     worker: BatchWorker
     nc: NATS
     watchers: list[KVWatcher]
-    batches: dict[str, Batch] = field(default_factory=dict)
 
     async def close(self) -> None:
         for watcher in self.watchers:
@@ -101,16 +99,10 @@ async def bootstrap(
     )
     process = WorkerProcess(BatchWorker(store, files, gateway, settings), nc, [])
 
-    def on_batch(key: str, value: bytes) -> None:
-        process.batches[key] = Batch.model_validate_json(value)
-
-    def on_batch_deleted(key: str) -> None:
-        process.batches.pop(key, None)
-
     process.watchers = [
         KVWatcher(js, names.AUTH_SNAPSHOT_BUCKET, snapshot.on_snapshot_put, snapshot.on_snapshot_delete),
         KVWatcher(js, names.QUOTA_BUCKET, snapshot.on_quota_put, snapshot.on_quota_delete),
-        KVWatcher(js, names.BATCHES_BUCKET, on_batch, on_batch_deleted),
+        KVWatcher(js, names.BATCHES_BUCKET, process.worker.on_batch_put, process.worker.on_batch_delete),
     ]
     for watcher in process.watchers:
         watcher.start()
@@ -128,7 +120,7 @@ async def serve(stop: asyncio.Event | None = None) -> None:
     log.info("batch worker ready (concurrency %d)", process.worker.settings.concurrency)
     tasks = [
         asyncio.create_task(process.worker.consume()),
-        asyncio.create_task(process.worker.finalize_loop(process.batches)),
+        asyncio.create_task(process.worker.finalize_loop()),
     ]
     await stop.wait()
     log.info("batch worker stopping: finishing lines in flight")

@@ -65,6 +65,9 @@ class BatchWorker:
         self.gateway = gateway
         self.settings = settings
         self._stopping = asyncio.Event()
+        # The batches bucket mirrored by a KV watch (key -> record): no lookup per line, and the list
+        # the finalizer walks.
+        self.batches: dict[str, Batch] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._progress: dict[tuple[str, str], list[int]] = defaultdict(
             lambda: [0, 0]
@@ -114,14 +117,18 @@ class BatchWorker:
         try:
             async with self._heartbeat(msg):
                 line = BatchLine.model_validate_json(msg.data)
-                try:
-                    batch = await self.store.get(line.owner, line.batch_id)
-                except BatchNotFoundError:
-                    batch = None
+                batch = self.batches.get(self.store.key(line.owner, line.batch_id))
+                if batch is None:  # newer than the mirror
+                    try:
+                        batch = await self.store.get(line.owner, line.batch_id)
+                    except BatchNotFoundError:
+                        batch = None
                 if batch is None or batch.status in _SKIPPED:
                     await msg.ack()
                     return
-                result = await self.store.result(line.batch_id, line.line)
+                # Only a redelivered line can have a result already (a duplicate is caught by create-once).
+                redelivered = msg.metadata.num_delivered > 1
+                result = await self.store.result(line.batch_id, line.line) if redelivered else None
                 if result is None:
                     result = await self.store.store_result(line.batch_id, await self.run_line(batch, line))
                     self._progress[(batch.owner, batch.id)][0 if result.succeeded else 1] += 1
@@ -219,13 +226,18 @@ class BatchWorker:
 
     # -- progress and finalization ---------------------------------------------------------------------
 
-    async def finalize_loop(self, batches: dict[str, Batch]) -> None:
-        """``batches``: the batches bucket mirrored by a KV watch (key -> record)."""
+    def on_batch_put(self, key: str, value: bytes) -> None:
+        self.batches[key] = Batch.model_validate_json(value)
+
+    def on_batch_delete(self, key: str) -> None:
+        self.batches.pop(key, None)
+
+    async def finalize_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.finalize_interval_seconds)
             try:
                 await self._flush_progress()
-                for batch in list(batches.values()):
+                for batch in list(self.batches.values()):
                     if batch.status == "validating" and time.time() - batch.created_at > _STUCK_VALIDATING:
                         await self.requeue(batch)
                     elif await self._due(batch):
