@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -104,13 +106,16 @@ def create_app(settings: AuthSettings, common: CommonSettings) -> FastAPI:
             )
             if created:
                 log.info("created the bootstrap admin account %r", settings.bootstrap_admin_username)
-        store.purge_expired(0)
+        housekeeping = asyncio.create_task(_purge_periodically(store), name="auth-purge")
         app.state.container = container
         state["nc"] = nc
         log.info("auth service ready; signing key %s published", keys.current.kid)
         try:
             yield
         finally:
+            housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await housekeeping
             await nc.drain()
             store.close()
             if hub:
@@ -131,6 +136,15 @@ def create_app(settings: AuthSettings, common: CommonSettings) -> FastAPI:
     app.include_router(oidc_routes.router)
     add_operational_routes(app, ready=lambda: bool(state.get("nc") and state["nc"].is_connected))
     return app
+
+
+async def _purge_periodically(store: AuthStore, every_seconds: float = 3600) -> None:
+    while True:
+        try:
+            store.purge_expired(time.time())
+        except Exception:  # the database is briefly unavailable: try again next round
+            log.exception("purging expired sessions failed")
+        await asyncio.sleep(every_seconds)
 
 
 def _oidc_client(settings: AuthSettings, common: CommonSettings) -> OidcClient | None:

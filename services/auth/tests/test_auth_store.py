@@ -60,6 +60,16 @@ def test_accounts_sessions_and_spend_once_tokens(store_url: str) -> None:
         store.add_exchange_code(f"c-{session_id}", session_id, 50.0)
         store.purge_expired(60.0)
         assert store.find_exchange_code(f"c-{session_id}") is None
+
+        # A live session (its refresh token not expired yet) is kept; a revoked one goes after a day.
+        live = uuid.uuid4().hex
+        store.add_session(live, {"subject": "local:y"}, 1.0)
+        store.add_refresh_token(f"h-{live}", live, 10 * 86400.0)
+        store.purge_expired(3 * 86400.0)
+        assert store.find_refresh_token(f"h-{live}") is not None
+        store.revoke_session(live, 3 * 86400.0)
+        store.purge_expired(3 * 86400.0)
+        assert store.find_refresh_token(f"h-{live}") is None
     finally:
         store.close()
 

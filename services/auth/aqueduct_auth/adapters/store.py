@@ -160,9 +160,19 @@ class AuthStore:
     def spend_exchange_code(self, code_hash: str, now: float) -> bool:
         return self._spend("exchange_codes", "code_hash", code_hash, now)
 
-    def purge_expired(self, now: float) -> None:
+    def purge_expired(self, now: float, keep_seconds: float = 24 * 3600) -> None:
+        """Forget expired tokens and codes, and sessions that nothing can resume any more.
+
+        Spent tokens are kept until they expire: a spent token seen again is how theft is detected.
+        """
         self._execute("DELETE FROM refresh_tokens WHERE expires_at < ?", (now,))
         self._execute("DELETE FROM exchange_codes WHERE expires_at < ?", (now,))
+        self._execute(
+            "DELETE FROM sessions WHERE created_at < ? AND (revoked_at IS NOT NULL OR ("
+            " session_id NOT IN (SELECT session_id FROM refresh_tokens)"
+            " AND session_id NOT IN (SELECT session_id FROM exchange_codes)))",
+            (now - keep_seconds,),
+        )
 
     def _find(self, table: str, column: str, value: str) -> StoredToken | None:
         row = self._one(
