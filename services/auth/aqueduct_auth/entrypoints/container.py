@@ -39,8 +39,8 @@ class Container:
     trusted_proxies: frozenset[str] = frozenset()
     oidc: OidcClient | None = None
     jupyterhub: JupyterHubBridge | None = None
+    # Verifies the bearer of this service's own admin routes, with this service's own keys.
     verifier: SessionVerifier = field(default_factory=SessionVerifier)
-    ready: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.verifier.load_jwks(self.keys.jwks())
