@@ -163,3 +163,27 @@ async def test_a_batch_left_validating_by_a_dead_proxy_is_queued_again(worker, s
     assert (batch.status, batch.completed, batch.failed) == ("completed", 5, 0)
     output = await worker.worker.files.content(grant.user_id, batch.output_file_id)
     assert sorted(json.loads(x)["custom_id"] for x in output.splitlines()) == [f"s{i}" for i in range(5)]
+
+
+async def test_a_batch_past_its_completion_window_expires_with_what_is_done(worker, snapshot):
+    grant = await grant_in(worker, snapshot)
+    late = batch_of(grant, total=3, expires_at=int(time.time()) - 1)
+    await worker.worker.store.create(late)
+    done = await worker.worker.run_line(late, line_of(late, 0))
+    await worker.worker.store.store_result(late.id, done)
+    await worker.worker.store.enqueue([line_of(late, 1), line_of(late, 2)])  # never run: no consumer here
+    finalizer = asyncio.create_task(worker.worker.finalize_loop())
+    try:
+        for _ in range(100):
+            batch = await worker.worker.store.get(grant.user_id, late.id)
+            if batch.status == "expired":
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        finalizer.cancel()
+        await asyncio.gather(finalizer, return_exceptions=True)
+
+    assert (batch.status, batch.completed, batch.failed) == ("expired", 1, 0)
+    assert batch.expired_at is not None and await worker.worker.store.remaining(late.id) == 0
+    output = await worker.worker.files.content(grant.user_id, batch.output_file_id)
+    assert [json.loads(x)["custom_id"] for x in output.splitlines()] == ["l0"]

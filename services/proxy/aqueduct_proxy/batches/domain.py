@@ -73,6 +73,7 @@ class Batch(BaseModel):
     failed_at: int | None = None
     cancelling_at: int | None = None
     cancelled_at: int | None = None
+    expired_at: int | None = None
     output_file_id: str | None = None
     error_file_id: str | None = None
     total: int = 0
@@ -101,7 +102,7 @@ class Batch(BaseModel):
             "finalizing_at": self.finalizing_at,
             "completed_at": self.completed_at,
             "failed_at": self.failed_at,
-            "expired_at": None,
+            "expired_at": self.expired_at,
             "cancelling_at": self.cancelling_at,
             "cancelled_at": self.cancelled_at,
             "request_counts": {"total": self.total, "completed": self.completed, "failed": self.failed},

@@ -240,6 +240,12 @@ class BatchWorker:
                 for batch in list(self.batches.values()):
                     if batch.status == "validating" and time.time() - batch.created_at > _STUCK_VALIDATING:
                         await self.requeue(batch)
+                    elif (
+                        batch.status == "in_progress" and batch.expires_at and time.time() > batch.expires_at
+                    ):
+                        # Past its completion window: what is done goes out, the rest is dropped.
+                        await self.store.drop_queued(batch.id)
+                        await self.finalize(batch)
                     elif await self._due(batch):
                         await self.finalize(batch)
             except Exception:
@@ -303,8 +309,13 @@ class BatchWorker:
     async def finalize(self, batch: Batch) -> None:
         """Write the output and error files, then mark the batch done. Safe to repeat: the file ids are
         derived from the batch id, so a second attempt overwrites the same files."""
-        cancelled = batch.status == "cancelling" or (batch.status == "finalizing" and batch.cancelling_at)
         now = int(time.time())
+        if batch.status == "cancelling" or (batch.status == "finalizing" and batch.cancelling_at):
+            final: dict[str, Any] = {"status": "cancelled", "cancelled_at": now}
+        elif batch.expires_at is not None and now > batch.expires_at:
+            final = {"status": "expired", "expired_at": now}
+        else:
+            final = {"status": "completed", "completed_at": now}
 
         def start(b: Batch) -> Batch | None:
             if b.status not in ("in_progress", "cancelling", "finalizing"):
@@ -334,11 +345,7 @@ class BatchWorker:
                     enforce_quota=False,
                 )
                 update[f"{kind}_file_id"] = file_id
-        update.update(
-            {"status": "cancelled", "cancelled_at": now}
-            if cancelled
-            else {"status": "completed", "completed_at": now}
-        )
+        update.update(final)
 
         def finish(b: Batch) -> Batch | None:
             return b.model_copy(update=update) if b.status == "finalizing" else None
