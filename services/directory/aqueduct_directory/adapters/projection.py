@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -187,12 +188,13 @@ class SnapshotProjector:
     async def _write(self, kv: KeyValue, keys: list[str]) -> None:
         # Puts are pipelined (publish now, collect the acks after): twice the rate of one kv.put at a time.
         puts = [k for k in keys if self.desired.get(k) is not None]
-        acks = [
-            await self._js.publish_async(f"{self._prefix}{key}", self.desired[key], wait_stall=ACK_TIMEOUT)
-            for key in puts
-        ]
-        results = await asyncio.wait_for(asyncio.gather(*acks, return_exceptions=True), ACK_TIMEOUT)
-        for result in results:
+
+        async def put_all() -> list[Any]:
+            # No stall timeout per publish: it would yield after every message and send them one by one.
+            acks = [await self._js.publish_async(f"{self._prefix}{key}", self.desired[key]) for key in puts]
+            return await asyncio.gather(*acks, return_exceptions=True)
+
+        for result in await asyncio.wait_for(put_all(), ACK_TIMEOUT):
             if isinstance(result, BaseException):
                 raise result
         for key in puts:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
+from typing import Any
 
+from eventsourcing.persistence import Notification
 from nats.js import JetStreamContext
 
 from aqueduct_directory.adapters.persistence import PositionStore
@@ -63,25 +66,27 @@ class OutboxRelay:
             page = self._app.recorder.select_notifications(start=start, limit=BATCH)
             if not page:
                 return sent
-            acks = []
-            for notification in page:
-                event = to_integration_event(self._app.mapper.to_domain_event(notification), notification.id)
-                acks.append(
-                    await self._js.publish_async(
-                        names.directory_event_subject(event.type),
-                        event.model_dump_json().encode(),
-                        headers={"Nats-Msg-Id": str(notification.id)},
-                        wait_stall=ACK_TIMEOUT,
-                    )
-                )
-            # Pipelined: all of the page goes out, then every ack must arrive before the position moves.
-            results = await asyncio.wait_for(asyncio.gather(*acks, return_exceptions=True), ACK_TIMEOUT)
-            for result in results:
+            for result in await asyncio.wait_for(self._publish_page(page), ACK_TIMEOUT):
                 if isinstance(result, BaseException):
                     raise result
             sent += len(page)
             self._positions.set(POSITION_NAME, page[-1].id)
             self.published += len(page)
+
+    async def _publish_page(self, page: Sequence[Notification]) -> list[Any]:
+        # Pipelined: the whole page goes out, then every ack must arrive before the position moves.
+        # No stall timeout per publish: it would yield after every message and send them one by one.
+        acks = []
+        for notification in page:
+            event = to_integration_event(self._app.mapper.to_domain_event(notification), notification.id)
+            acks.append(
+                await self._js.publish_async(
+                    names.directory_event_subject(event.type),
+                    event.model_dump_json().encode(),
+                    headers={"Nats-Msg-Id": str(notification.id)},
+                )
+            )
+        return await asyncio.gather(*acks, return_exceptions=True)
 
     async def _run(self) -> None:
         delay = 0.2
