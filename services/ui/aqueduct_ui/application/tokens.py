@@ -69,7 +69,7 @@ async def load_tokens_page(api: UserApi, viewer: Viewer, default_cap: int | None
         sa_id = t.get("service_account_id")
         team_id = t.get("team_id")
         own = t.get("user_id") == viewer.user_id
-        manages = bool(team_id) and viewer.manages_team(team_id, t.get("org_id"))
+        manages = team_id is not None and viewer.manages_team(team_id, t.get("org_id"))
         row = TokenRow(
             id=t["id"],
             name=t.get("name", ""),

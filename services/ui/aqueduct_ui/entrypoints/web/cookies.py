@@ -57,7 +57,7 @@ class Flash:
     @classmethod
     def from_json(cls, data: bytes) -> Flash:
         raw: dict[str, Any] = json.loads(data)
-        return cls(**{k: raw.get(k) for k in ("level", "message", "secret", "secret_label")})
+        return cls(str(raw["level"]), str(raw["message"]), raw.get("secret"), raw.get("secret_label"))
 
 
 class CookieKit:

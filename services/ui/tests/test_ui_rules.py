@@ -1,0 +1,91 @@
+"""What each role is offered, and how form fields become API values."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from aqueduct_libs.sessions import SessionClaims
+from aqueduct_ui.domain.forms import FormError, parse_budgets, parse_expiry, parse_limits, require_text
+from aqueduct_ui.domain.viewer import Viewer, role_tag
+from aqueduct_ui.entrypoints.web.render import safe_next
+
+
+def viewer(**claims: object) -> Viewer:
+    base = {"sub": "u1", "sid": "s", "org": "org-1", "exp": 2, "iat": 1}
+    return Viewer.from_claims(SessionClaims.model_validate({**base, **claims}))
+
+
+def test_roles_and_what_they_manage() -> None:
+    user = viewer(teams=["t1"])
+    team_admin = viewer(teams=["t1"], team_admin=["t1"])
+    org_admin = viewer(org_admin=True)
+    admin = viewer(admin=True, org="org-9")
+    assert [v.role for v in (user, team_admin, org_admin, admin)] == [
+        "User",
+        "Team-Admin",
+        "Org-Admin",
+        "Admin",
+    ]
+    assert not user.manages_team("t1") and team_admin.manages_team("t1") and not team_admin.manages_team("t2")
+    assert org_admin.manages_team("t2", "org-1") and not org_admin.manages_org("org-2")
+    assert admin.manages_org("org-2") and admin.can_administer
+    assert not any(v.can_create_teams for v in (user, team_admin)) and org_admin.can_create_teams
+    assert user.usage_scopes == ("model", "token")
+    assert (
+        "user" in team_admin.usage_scopes
+        and "org" in admin.usage_scopes
+        and "org" not in org_admin.usage_scopes
+    )
+
+
+def test_member_role_tags_show_the_strongest_role() -> None:
+    assert role_tag({"team_admin": False}) == "User"
+    assert role_tag({"team_admin": True}) == "Team-Admin"
+    assert role_tag({"team_admin": True, "org_admin": True}) == "Org-Admin"
+    assert role_tag({"admin": True, "org_admin": True}) == "Admin"
+
+
+def test_expiry_is_the_end_of_the_chosen_day_and_never_in_the_past() -> None:
+    today = date(2026, 11, 22)
+    assert parse_expiry("", today) is None
+    assert parse_expiry("2026-12-01", today) == "2026-12-01T23:59:59+00:00"
+    assert parse_expiry("2026-11-22", today) == "2026-11-22T23:59:59+00:00"
+    with pytest.raises(FormError, match="today or later"):
+        parse_expiry("2026-11-21", today)
+    with pytest.raises(FormError, match="YYYY-MM-DD"):
+        parse_expiry("next week", today)
+
+
+def test_blank_limits_inherit_and_bad_ones_are_explained() -> None:
+    assert parse_limits({"requests_per_minute": "1,000", "input_tokens_per_minute": ""}) == {
+        "requests_per_minute": 1000,
+        "input_tokens_per_minute": None,
+        "output_tokens_per_minute": None,
+    }
+    with pytest.raises(FormError, match="Requests per minute"):
+        parse_limits({"requests_per_minute": "-5"})
+    assert parse_budgets({"monthly_usd": "$12.50"}) == {"daily_usd": None, "monthly_usd": "12.50"}
+    with pytest.raises(FormError, match="Daily budget"):
+        parse_budgets({"daily_usd": "lots"})
+
+
+def test_required_text() -> None:
+    assert require_text("  laptop ", "Name") == "laptop"
+    with pytest.raises(FormError, match="Name is required"):
+        require_text("   ", "Name")
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("/teams?x=1", "/teams?x=1"),
+        ("//evil.example", "/"),
+        ("https://evil.example", "/"),
+        ("/\\evil", "/"),
+        (None, "/"),
+    ],
+)
+def test_only_local_redirects(target: str | None, expected: str) -> None:
+    assert safe_next(target) == expected
