@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -83,7 +84,7 @@ def create_app(settings: AuthSettings, common: CommonSettings) -> FastAPI:
             keys=keys,
             publish_jwks=publish,
             public_ui_url=common.public_ui_url,
-            trusted_proxies=frozenset(settings.trusted_proxies),
+            trusted_proxies=tuple(ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies),
             oidc=_oidc_client(settings, common),
             jupyterhub=JupyterHubBridge(
                 hub,

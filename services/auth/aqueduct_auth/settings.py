@@ -36,7 +36,8 @@ class AuthSettings(BaseSettings):
     sign_in_attempts_per_username: int = 10
     sign_in_attempts_per_ip: int = 30
     sign_in_window_seconds: int = 60
-    # Peers whose X-Forwarded-For is believed (the UI signs users in server-side).
+    # Peers whose X-Forwarded-For is believed (the UI signs users in server-side): addresses or
+    # networks, e.g. ["127.0.0.1", "::1", "172.16.0.0/12"] when the UI runs in a container network.
     trusted_proxies: list[str] = ["127.0.0.1", "::1"]
 
     # How long to wait for the directory's sign-in answer (seconds).

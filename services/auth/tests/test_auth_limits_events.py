@@ -40,6 +40,19 @@ async def test_too_many_attempts_from_one_address_get_429(auth_client) -> None:
         ).status_code == 200
 
 
+async def test_a_trusted_network_names_the_client(auth_client) -> None:
+    async with auth_client(sign_in_attempts_per_ip=1, trusted_proxies=["127.0.0.0/8"]) as client:
+        assert (
+            await sign_in(client, "u1", "guess", headers={"X-Forwarded-For": "198.51.100.1"})
+        ).status_code == 401
+        assert (
+            await sign_in(client, "u2", "guess", headers={"X-Forwarded-For": "198.51.100.2"})
+        ).status_code == 401
+        assert (
+            await sign_in(client, "u3", "guess", headers={"X-Forwarded-For": "198.51.100.1"})
+        ).status_code == 429
+
+
 async def test_an_untrusted_peer_cannot_pick_its_address(auth_client) -> None:
     async with auth_client(sign_in_attempts_per_ip=2, trusted_proxies=[]) as client:
         for n in range(2):

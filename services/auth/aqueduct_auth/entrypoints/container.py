@@ -36,7 +36,8 @@ class Container:
     keys: KeyRing
     publish_jwks: KeyPublisher
     public_ui_url: str
-    trusted_proxies: frozenset[str] = frozenset()
+    # Peers (addresses or networks) whose X-Forwarded-For is believed: the UI's.
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     oidc: OidcClient | None = None
     jupyterhub: JupyterHubBridge | None = None
     # Verifies the bearer of this service's own admin routes, with this service's own keys.
@@ -68,13 +69,21 @@ def client_ip(request: Request, container: ContainerDep) -> str | None:
     """The caller's address; a trusted proxy's (the UI's) X-Forwarded-For names the browser behind it."""
     peer = request.client.host if request.client else None
     forwarded = request.headers.get("x-forwarded-for")
-    if peer in container.trusted_proxies and forwarded:
+    if forwarded and peer and _trusted(peer, container.trusted_proxies):
         candidate = forwarded.split(",")[-1].strip()
         try:
             return str(ipaddress.ip_address(candidate))
         except ValueError:
             return peer
     return peer
+
+
+def _trusted(peer: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in network for network in networks if network.version == address.version)
 
 
 ClientIp = Annotated[str | None, Depends(client_ip)]
