@@ -7,6 +7,7 @@ DELETE (end of session) pass both ways chunk by chunk, with ``Mcp-Session-Id`` k
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable
@@ -39,6 +40,7 @@ RecordUsage = Callable[[UsageRecorded], None]
 
 _TO_SERVER = ("Accept", "Content-Type", "Mcp-Session-Id", "Mcp-Protocol-Version", "Last-Event-ID")
 _TO_CLIENT = ("Content-Type", "Mcp-Session-Id", "Mcp-Protocol-Version", "Cache-Control", "Allow")
+_CLIENT_CHECK_SECONDS = 5.0
 _MAX_JSON_SCAN = 4 * 1024 * 1024  # JSON answers larger than this pass through without being parsed
 _SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("mcp_upstream", aiohttp.ClientSession)
 
@@ -86,6 +88,17 @@ class _ToolCallTally:
                 cut_short=cut_short,
             )
         )
+
+
+async def _next_chunk(request: web.Request, upstream: aiohttp.ClientResponse) -> bytes:
+    """The next bytes from the server; b"" at its end or once the client has gone. A quiet event stream
+    would otherwise hold the server's connection until it next sends something."""
+    while True:
+        try:
+            return await asyncio.wait_for(upstream.content.readany(), _CLIENT_CHECK_SECONDS)
+        except TimeoutError:
+            if request.transport is None or request.transport.is_closing():
+                return b""
 
 
 def _id_key(value: Any) -> str:
@@ -144,7 +157,7 @@ def setup_mcp(
             is_sse = upstream.content_type == "text/event-stream"
             scanner, whole, size = SseScanner(), bytearray(), 0
             try:
-                async for chunk in upstream.content.iter_any():
+                while chunk := await _next_chunk(request, upstream):
                     if is_sse:
                         tally.answered(scanner.feed(chunk))
                     elif size <= _MAX_JSON_SCAN:
