@@ -240,4 +240,8 @@ async def test_operational_routes(stack):
     assert (await http.get("/healthz")).json() == {"status": "ok"}
     assert (await http.get("/readyz")).status_code == 200
     assert "/api/tokens" in (await http.get("/openapi.json")).json()["paths"]
-    assert (await http.get("/metrics")).status_code == 200
+    metrics = (await http.get("/metrics")).text
+    assert (
+        "aqueduct_directory_relay_position" in metrics
+        and "aqueduct_directory_snapshot_writes_total" in metrics
+    )

@@ -16,6 +16,7 @@ from typing import Any
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from aqueduct_directory.adapters.metrics import SNAPSHOT_POSITION, SNAPSHOT_WRITES
 from aqueduct_directory.application.base import DirectoryCore
 from aqueduct_directory.domain.grants import endpoint_route, mcp_route, model_route, token_grant
 from aqueduct_directory.domain.state import DirectoryState
@@ -183,6 +184,7 @@ class SnapshotProjector:
             meta = SnapshotMeta(notification_id=position, written_at=self._clock())
             await kv.put(names.SNAPSHOT_META_KEY, meta.model_dump_json().encode())
             self._meta_position = position
+            SNAPSHOT_POSITION.set(position)
         return changed
 
     async def _write(self, kv: KeyValue, keys: list[str]) -> None:
@@ -199,10 +201,12 @@ class SnapshotProjector:
                 raise result
         for key in puts:
             self.published[key] = self.desired[key]
+        SNAPSHOT_WRITES.labels("put").inc(len(puts))
         for key in keys:
             if self.desired.get(key) is None:
                 await kv.delete(key)
                 self.published.pop(key, None)
+                SNAPSHOT_WRITES.labels("delete").inc()
 
     # -- running -----------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from typing import Any
 from eventsourcing.persistence import Notification
 from nats.js import JetStreamContext
 
+from aqueduct_directory.adapters.metrics import RELAY_POSITION, RELAY_PUBLISHED
 from aqueduct_directory.adapters.persistence import PositionStore
 from aqueduct_directory.application.base import DirectoryCore
 from aqueduct_directory.application.translate import to_integration_event
@@ -72,6 +73,8 @@ class OutboxRelay:
             sent += len(page)
             self._positions.set(POSITION_NAME, page[-1].id)
             self.published += len(page)
+            RELAY_PUBLISHED.inc(len(page))
+            RELAY_POSITION.set(page[-1].id)
 
     async def _publish_page(self, page: Sequence[Notification]) -> list[Any]:
         # Pipelined: the whole page goes out, then every ack must arrive before the position moves.

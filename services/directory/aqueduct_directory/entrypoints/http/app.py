@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -17,6 +18,8 @@ from aqueduct_libs.ops import add_operational_routes
 from aqueduct_libs.sessions import SessionVerifier
 
 __all__ = ["create_http_app"]
+
+log = logging.getLogger(__name__)
 
 
 def _problem(status: int, detail: Any, code: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -39,6 +42,11 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     return _problem(400, str(exc.errors()), "invalid_input")
 
 
+async def _on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _problem(500, "internal error; the directory logged the details", "internal")
+
+
 def create_http_app(
     directory: DirectoryApp,
     verifier: SessionVerifier,
@@ -52,6 +60,7 @@ def create_http_app(
     app.add_exception_handler(DirectoryError, _on_directory_error)
     app.add_exception_handler(HTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(Exception, _on_unexpected_error)
     for module in (organisation, tokens, catalog, admin):
         app.include_router(module.router)
     add_operational_routes(app, ready)
