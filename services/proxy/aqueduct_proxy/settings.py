@@ -23,6 +23,7 @@ class ProxySettings(BaseSettings):
     limits_on_store_failure: Literal["open", "closed"] = "open"
     redis_timeout_seconds: float = 0.25
     max_body_bytes: int = 32 * 1024 * 1024
+    # Longest wait for the upstream's next bytes (its first byte, or the next chunk of a stream).
     upstream_timeout_seconds: float = 600.0
     upstream_connect_timeout_seconds: float = 10.0
     upstream_pool_size: int = 1000

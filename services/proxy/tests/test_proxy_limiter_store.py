@@ -65,3 +65,34 @@ async def test_valkey_down_fails_open_by_default_or_closed_by_setting(snapshot, 
         await client.close()
     finally:
         await stop_in_process(running)
+
+
+async def test_body_size_limit_and_upstream_time_limit(snapshot, nats_url, valkey_url, tmp_path):
+    running = await start_in_process(
+        proxy_settings(valkey_url, max_body_bytes=2000, upstream_timeout_seconds=0.5, retries=0),
+        common_settings(nats_url, tmp_path),
+    )
+    try:
+        value, _ = await snapshot.issue_token()
+        await wait_token(running.base_url, value)
+        client = openai.AsyncOpenAI(base_url=running.v1, api_key=value, max_retries=0)
+        with pytest.raises(openai.APIStatusError) as info:
+            await client.chat.completions.create(
+                model="gpt-test", messages=[{"role": "user", "content": "word " * 1000}]
+            )
+        assert info.value.status_code == 413
+        assert info.value.body["code"] == "request_too_large"
+        # The upstream waits 1 s before its first word: more than the proxy's 0.5 s read limit.
+        stream = await client.chat.completions.create(
+            model="gpt-test",
+            messages=[{"role": "user", "content": "x"}],
+            max_tokens=2,
+            stream=True,
+            extra_headers={"x-fake-delay": "1"},
+        )
+        with pytest.raises(openai.APIError):
+            async for _ in stream:
+                pass
+        await client.close()
+    finally:
+        await stop_in_process(running)

@@ -18,7 +18,8 @@ class UpstreamClient:
         self, *, pool_size: int = 1000, timeout: float = 600.0, connect_timeout: float = 10.0
     ) -> None:
         self._pool_size = pool_size
-        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
+        # A time limit on each read, not on the whole answer: a long stream that keeps flowing is fine.
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=timeout)
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
