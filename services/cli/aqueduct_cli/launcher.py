@@ -23,10 +23,12 @@ import httpx
 
 from aqueduct_cli.embedded import EmbeddedNats, EmbeddedValkey, free_port
 
-__all__ = ["SERVICES", "LaunchOptions", "Launcher"]
+__all__ = ["SERVICES", "WORKERS", "LaunchOptions", "Launcher"]
 
 # Start order matters only for readiness: the directory first (it owns the snapshot), the UI last.
 SERVICES: tuple[str, ...] = ("directory", "auth", "accounting", "proxy", "ui")
+# Background workers without an HTTP port, supervised like the services: name -> module.
+WORKERS: dict[str, str] = {"batch-worker": "aqueduct_proxy.batches"}
 PREFERRED_PORTS = {"proxy": 8000, "directory": 8001, "auth": 8002, "accounting": 8003, "ui": 8080}
 
 RUNTIME_FILE = "runtime.json"
@@ -66,6 +68,7 @@ class LaunchOptions:
 class ServiceProcess:
     name: str
     port: int
+    module: str = ""
     process: subprocess.Popen | None = None
     restarts: int = 0
     started_at: float = 0.0
@@ -139,7 +142,8 @@ class Launcher:
         )
         if self.options.config_file:
             env["AQUEDUCT_CONFIG_FILE"] = str(self.options.config_file.resolve())
-        for name, service in self.services.items():
+        for name in SERVICES:
+            service = self.services[name]
             env[f"AQUEDUCT_{name.upper()}_HOST"] = self.options.host
             env[f"AQUEDUCT_{name.upper()}_PORT"] = str(service.port)
         env.pop("AQUEDUCT_AUTH_BOOTSTRAP_ADMIN_PASSWORD", None)
@@ -151,7 +155,7 @@ class Launcher:
     def _spawn(self, service: ServiceProcess, env: dict[str, str]) -> None:
         log = open(self.data_dir / "logs" / f"{service.name}.log", "ab")
         service.process = subprocess.Popen(
-            [sys.executable, "-m", f"aqueduct_{service.name}"],
+            [sys.executable, "-m", service.module or f"aqueduct_{service.name}"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -200,6 +204,9 @@ class Launcher:
         for name in SERVICES:
             self._spawn(self.services[name], self._env)
         self._wait_ready(SERVICES)
+        for name, module in WORKERS.items():
+            self.services[name] = ServiceProcess(name, 0, module=module)
+            self._spawn(self.services[name], self._env)
         (self.data_dir / INITIALIZED_MARK).write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         # The bootstrap password is only ever handed to the auth service on the very first start.
         self._env.pop("AQUEDUCT_AUTH_BOOTSTRAP_ADMIN_PASSWORD", None)

@@ -13,7 +13,7 @@ import typer
 
 from aqueduct_cli import admin, audit
 from aqueduct_cli.client import ApiClient, CliError
-from aqueduct_cli.launcher import SERVICES, Launcher, LaunchOptions
+from aqueduct_cli.launcher import SERVICES, WORKERS, Launcher, LaunchOptions
 from aqueduct_cli.output import print_rows
 
 __all__ = ["app"]
@@ -96,6 +96,16 @@ def _run_service(name: str) -> None:
 for _service in SERVICES:
     app.command(name=_service, help=f"Run the {_service} service alone (for containers).")(
         lambda _name=_service: _run_service(_name)
+    )
+
+
+def _run_worker(module: str) -> None:
+    os.execv(sys.executable, [sys.executable, "-m", module, *sys.argv[2:]])
+
+
+for _worker, _module in WORKERS.items():
+    app.command(name=_worker, help=f"Run the {_worker} process alone (for containers).")(
+        lambda _m=_module: _run_worker(_m)
     )
 
 
