@@ -43,6 +43,14 @@ orgs:
       - name: research
         description: Research group
         limits: {requests_per_minute: 120}
+mcp_servers:
+  - name: search
+    url: http://tools:9000/mcp
+    api_key: ${SEARCH_KEY}
+    teams: [default/research]
+terms:
+  version: "2026-01"
+  url: https://example.test/terms/2026-01
 """
 
 
@@ -93,7 +101,12 @@ async def test_session_and_api_token_authentication(stack):
     assert expired.status_code == 401
     me = (await http.get("/api/me", headers=bearer(signer.session(alice)))).json()
     assert me["id"] == alice["user_id"] and me["roles"] == ["User"]
-    assert me["max_tokens_per_user"] == 10 and me["tos_accepted"] is True
+    assert me["max_tokens_per_user"] == 10 and me["tos_accepted"] is False  # the config published terms
+    accepted = await http.post(
+        "/api/me/terms", json={"version": "2026-01"}, headers=bearer(signer.session(alice))
+    )
+    assert accepted.status_code == 200 and accepted.json()["tos_accepted_version"] == "2026-01"
+    assert (await http.get("/api/me", headers=bearer(signer.session(alice)))).json()["tos_accepted"] is True
     created = await http.post("/api/tokens", json={"name": "cli"}, headers=bearer(signer.session(alice)))
     assert created.status_code == 201
     value = created.json()["value"]
@@ -120,10 +133,13 @@ async def test_config_applied_at_start_and_by_api_idempotently(stack):
         }
     ]
     assert (await http.get("/api/endpoints", headers=admin)).json()[0]["api_key_env"] == "OPENAI_API_KEY"
+    (search,) = (await http.get("/api/mcp-servers", headers=admin)).json()
+    assert search["api_key_env"] == "SEARCH_KEY" and len(search["allowed_team_ids"]) == 1
+    assert (await http.get("/api/terms", headers=admin)).json()["version"] == "2026-01"
     again = await http.post("/api/config/apply", content=CONFIG, headers=admin)
     assert again.json() == {"dry_run": False, "changes": []}
-    changed = CONFIG.replace("requests_per_minute: 120", "requests_per_minute: 30") + (
-        "  - name: lab\n    teams:\n      - name: bench\n"
+    changed = CONFIG.replace("requests_per_minute: 120", "requests_per_minute: 30").replace(
+        "mcp_servers:", "  - name: lab\n    teams:\n      - name: bench\nmcp_servers:"
     )
     events_before = service.directory.recorder.max_notification_id()
     dry = (await http.post("/api/config/apply?dry_run=true", content=changed, headers=admin)).json()

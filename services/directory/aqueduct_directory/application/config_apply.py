@@ -78,11 +78,28 @@ class OrgConfig(Levels):
     teams: list[TeamConfig] = Field(default_factory=list)
 
 
+class McpServerConfig(_Strict):
+    name: str
+    url: str
+    api_key: str | None = None
+    teams: list[str] = Field(default_factory=list)  # "org/team" names
+
+    def key_env(self) -> str | None:
+        return EndpointConfig(slug=f"mcp {self.name}", url=self.url, api_key=self.api_key).key_env()
+
+
+class TermsConfig(_Strict):
+    version: str
+    url: str
+
+
 class ConfigFile(_Strict):
     default_org: str | None = None
     endpoints: list[EndpointConfig] = Field(default_factory=list)
     models: list[ModelConfig] = Field(default_factory=list)
     orgs: list[OrgConfig] = Field(default_factory=list)
+    mcp_servers: list[McpServerConfig] = Field(default_factory=list)
+    terms: TermsConfig | None = None
 
 
 def parse_config(text: str) -> ConfigFile:
@@ -144,7 +161,37 @@ def apply_config(app: DirectoryApp, p: Principal, config: ConfigFile, dry_run: b
                 app.update_model(p, m.name, *wanted)
     for o in config.orgs:
         changes += _apply_org(app, p, o, dry_run)
+    for server in config.mcp_servers:
+        changes += _apply_mcp_server(app, p, server, dry_run)
+    current_terms = app.current_terms()
+    if config.terms is not None and (current_terms or {}).get("version") != config.terms.version:
+        changes.append(f"publish terms of service {config.terms.version}")
+        if not dry_run:
+            app.publish_terms(p, config.terms.version, config.terms.url)
     return changes
+
+
+def _apply_mcp_server(app: DirectoryApp, p: Principal, server: McpServerConfig, dry_run: bool) -> list[str]:
+    team_ids = []
+    for ref in server.teams:
+        org_name, _, team_name = ref.partition("/")
+        org = app.state.org_by_name(org_name)
+        team = app.state.team_by_name(str(org.id), team_name) if org else None
+        if team is None and not dry_run:
+            raise InvalidInputError(f"MCP server {server.name}: no team {ref!r} (write teams as org/team)")
+        if team is not None:
+            team_ids.append(str(team.id))
+    wanted = (server.url, sorted(set(team_ids)), server.key_env())
+    current = app.state.mcp_servers.get(server.name)
+    if current is None or current.deleted:
+        if not dry_run:
+            app.register_mcp_server(p, server.name, *wanted)
+        return [f"create MCP server {server.name}"]
+    if wanted != (current.url, current.allowed_team_ids, current.api_key_env):
+        if not dry_run:
+            app.update_mcp_server(p, server.name, wanted[0], wanted[1], wanted[2] or "")
+        return [f"update MCP server {server.name}"]
+    return []
 
 
 def _apply_org(app: DirectoryApp, p: Principal, o: OrgConfig, dry_run: bool) -> list[str]:
