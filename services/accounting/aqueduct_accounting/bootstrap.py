@@ -23,12 +23,13 @@ from aqueduct_accounting.application.directory_mirror import DirectoryMirror
 from aqueduct_accounting.application.ingest import UsageIngest
 from aqueduct_accounting.application.reports import Reports
 from aqueduct_accounting.domain.pricing import PriceBook
+from aqueduct_accounting.domain.usage import usage_row_from_json
 from aqueduct_accounting.entrypoints.http import HttpDeps, create_app
 from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer
 from aqueduct_accounting.settings import AccountingSettings, default_migrations_dir
 from aqueduct_libs import names
 from aqueduct_libs.bus import KVWatcher, connect, ensure_topology
-from aqueduct_libs.events import DirectoryEvent, UsageRecorded
+from aqueduct_libs.events import DirectoryEvent
 from aqueduct_libs.ops import configure_logging
 from aqueduct_libs.sessions import SessionVerifier
 from aqueduct_libs.settings import CommonSettings
@@ -93,8 +94,8 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
     ingest = UsageIngest(clickhouse, prices)
     mirror = DirectoryMirror(clickhouse)
 
-    async def store_usage(events: list[UsageRecorded]) -> None:
-        result = await ingest.ingest(events)
+    async def store_usage(rows: list[dict[str, Any]]) -> None:
+        result = await ingest.ingest_rows(rows)
         metrics.ingested.inc(result.inserted)
         metrics.duplicates.inc(result.duplicates)
         if result.inserted:
@@ -121,7 +122,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
             stream=names.USAGE_STREAM,
             subject=names.USAGE_SUBJECT,
             durable=settings.consumer_name,
-            decode=UsageRecorded.model_validate_json,
+            decode=usage_row_from_json,
             store=store_usage,
             batch_size=settings.batch_size,
             on_stored=usage_stored,

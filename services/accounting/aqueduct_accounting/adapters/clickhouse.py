@@ -7,12 +7,13 @@ Query parameters use ClickHouse's own ``{name:Type}`` placeholders, so values ne
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
+
+import orjson
 
 __all__ = [
     "AsyncClickHouse",
@@ -108,15 +109,15 @@ class ChdbClickHouse:
         raw = result.bytes()
         if not raw:
             return QueryResult([], [])
-        document = json.loads(raw)
+        document = orjson.loads(raw)
         return QueryResult([c["name"] for c in document.get("meta", [])], document.get("data", []))
 
     def insert_json_rows(self, table: str, rows: list[dict[str, Any]], dedup_token: str = "") -> None:
         if not rows:
             return
-        body = "\n".join(json.dumps(row, separators=(",", ":")) for row in rows)
-        # chDB has no replicated dedup log; uniqueness comes from the caller's id check.
-        self.execute(f"INSERT INTO {table} FORMAT JSONEachRow\n{body}")
+        # JSONEachRow takes a JSON array of objects as well. chDB keeps no insert dedup log;
+        # uniqueness comes from the caller's id check.
+        self.execute(f"INSERT INTO {table} FORMAT JSONEachRow\n{orjson.dumps(rows).decode()}")
 
     def close(self) -> None:
         self._session.close()
@@ -173,7 +174,7 @@ class ServerClickHouse:
     def insert_json_rows(self, table: str, rows: list[dict[str, Any]], dedup_token: str = "") -> None:
         if not rows:
             return
-        body = "\n".join(json.dumps(row, separators=(",", ":")) for row in rows).encode()
+        body = orjson.dumps(rows)
         # On a (replicated) server a retried insert of the same batch is dropped by the server as well.
         settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
         try:

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import timedelta
+from typing import Any
 
 from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse
 from aqueduct_accounting.domain.pricing import PriceBook
-from aqueduct_accounting.domain.usage import clickhouse_time, usage_row
+from aqueduct_accounting.domain.usage import usage_row
 from aqueduct_libs.events import UsageRecorded
 
 __all__ = ["IngestResult", "UsageIngest"]
 
+# A duplicate is the same event, so it has the same occurred_at: the time bounds let the primary key
+# skip everything outside the batch's time span.
 _EXISTING = """
 SELECT event_id FROM usage_events
 WHERE occurred_at >= {lo:DateTime64(3, 'UTC')} AND occurred_at <= {hi:DateTime64(3, 'UTC')}
@@ -36,30 +38,32 @@ class UsageIngest:
         self._ch = clickhouse
         self._prices = prices
 
-    async def existing_ids(self, events: list[UsageRecorded]) -> set[str]:
-        # A duplicate is the same event, so it has the same occurred_at: the time bounds let the
-        # primary key skip everything outside the batch's time span.
-        lo = min(e.occurred_at for e in events) - timedelta(milliseconds=1)
-        hi = max(e.occurred_at for e in events) + timedelta(milliseconds=1)
+    async def existing_ids(self, rows: list[dict[str, Any]]) -> set[str]:
+        # "YYYY-MM-DD hh:mm:ss.mmm" sorts as text the way it sorts as time.
+        times = [row["occurred_at"] for row in rows]
         result = await self._ch.query(
-            _EXISTING,
-            {"lo": clickhouse_time(lo), "hi": clickhouse_time(hi), "ids": [e.event_id for e in events]},
+            _EXISTING, {"lo": min(times), "hi": max(times), "ids": [row["event_id"] for row in rows]}
         )
         return {row[0] for row in result.rows}
 
-    async def ingest(self, events: list[UsageRecorded]) -> IngestResult:
-        if not events:
+    async def ingest_rows(self, rows: list[dict[str, Any]]) -> IngestResult:
+        """``rows`` as ``usage_row_from_json`` makes them; each gets its cost here."""
+        if not rows:
             return IngestResult(0, 0)
-        unique: dict[str, UsageRecorded] = {}
-        for event in events:
-            unique.setdefault(event.event_id, event)
+        unique: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            unique.setdefault(row["event_id"], row)
         existing = await self.existing_ids(list(unique.values()))
-        fresh = [e for e in unique.values() if e.event_id not in existing]
-        rows = [
-            usage_row(e, self._prices.cost_nanos(e.model, e.input_tokens, e.output_tokens, e.cached_tokens))
-            for e in fresh
-        ]
-        if rows:
-            token = hashlib.sha256("\n".join(r["event_id"] for r in rows).encode()).hexdigest()
-            await self._ch.insert_json_rows("usage_events", rows, dedup_token=token)
-        return IngestResult(len(rows), len(events) - len(rows))
+        fresh = [row for event_id, row in unique.items() if event_id not in existing]
+        cost = self._prices.cost_nanos
+        for row in fresh:
+            row["cost_nanos"] = cost(
+                row["model"], row["input_tokens"], row["output_tokens"], row["cached_tokens"]
+            )
+        if fresh:
+            token = hashlib.sha256("\n".join(row["event_id"] for row in fresh).encode()).hexdigest()
+            await self._ch.insert_json_rows("usage_events", fresh, dedup_token=token)
+        return IngestResult(len(fresh), len(rows) - len(fresh))
+
+    async def ingest(self, events: list[UsageRecorded]) -> IngestResult:
+        return await self.ingest_rows([usage_row(event) for event in events])

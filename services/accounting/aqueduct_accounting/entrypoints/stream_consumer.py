@@ -141,10 +141,11 @@ class BatchConsumer(Generic[T]):
                     msgs = await sub.fetch(want, timeout=wait)
                 except nats.errors.TimeoutError:
                     msgs = []
-                except (nats.errors.ConnectionClosedError, nats.errors.NoRespondersError) as exc:
-                    log.warning("fetch of %s failed (%s)", self._durable, exc)
-                    msgs = []
-                    await asyncio.sleep(0.5)
+                except Exception:
+                    # Store what is in hand before binding again, so it does not wait for redelivery.
+                    if buffer:
+                        await self._flush(buffer)
+                    raise
                 if msgs:
                     if not buffer:
                         first_at = time.monotonic()

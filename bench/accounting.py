@@ -1,0 +1,231 @@
+"""Accounting benchmark: JetStream -> ClickHouse ingest rate, publish-to-row delay, report query times.
+
+    .venv/bin/python bench/accounting.py [--events 200000] [--rows 10000000]
+
+Runs on the embedded engines (a NATS server of its own, chDB in a temporary folder), in one process,
+with the service's own consumer and report code. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import nats
+
+from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ChdbClickHouse
+from aqueduct_accounting.adapters.migrations import apply_migrations
+from aqueduct_accounting.adapters.price_catalog import load_price_catalog
+from aqueduct_accounting.application.ingest import UsageIngest
+from aqueduct_accounting.application.reports import Reports, ReportWindow
+from aqueduct_accounting.domain.pricing import PriceBook
+from aqueduct_accounting.domain.scope import UsageFilter, Viewer
+from aqueduct_accounting.domain.usage import usage_row_from_json
+from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer
+from aqueduct_accounting.settings import default_migrations_dir
+from aqueduct_cli.embedded import EmbeddedNats
+from aqueduct_libs import names
+from aqueduct_libs.bus import ensure_topology
+from aqueduct_libs.events import UsageRecorded
+
+
+def _event(i: int, when: datetime) -> bytes:
+    return (
+        UsageRecorded(
+            event_id=f"bench-{i:09d}",
+            occurred_at=when,
+            token_id=f"tok-{i % 3000}",
+            user_id=f"user-{i % 1000}",
+            team_id=f"team-{i % 50}",
+            org_id=f"org-{i % 5}",
+            endpoint="local",
+            model=("gpt-4o-mini", "gpt-4o", "local-llama")[i % 3],
+            route="/v1/chat/completions",
+            status_code=200,
+            input_tokens=100 + i % 400,
+            output_tokens=20 + i % 300,
+        )
+        .model_dump_json()
+        .encode()
+    )
+
+
+async def _publish(nc: nats.NATS, payloads: list[bytes], first: int) -> None:
+    """Core publishes into the stream (JetStream stores them), flushed in chunks."""
+    for n, payload in enumerate(payloads):
+        await nc.publish(names.USAGE_SUBJECT, payload, headers={"Nats-Msg-Id": f"bench-{first + n}"})
+        if n % 5000 == 4999:
+            await nc.flush()
+    await nc.flush()
+
+
+async def _stream_count(js) -> int:
+    return (await js.stream_info(names.USAGE_STREAM)).state.messages
+
+
+def _count(engine: ChdbClickHouse, where: str = "1") -> int:
+    return int(engine.query(f"SELECT count() FROM usage_events WHERE {where}").rows[0][0])
+
+
+async def _poll(current: Callable[[], Awaitable[int]], target: int, interval: float = 0.05) -> None:
+    while True:
+        if await current() >= target:
+            return
+        await asyncio.sleep(interval)
+
+
+async def measure_ingest(engine: ChdbClickHouse, nats_url: str, events: int, batch: int) -> dict[str, float]:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_topology(js)
+    when = datetime.now(UTC) - timedelta(days=1)
+    await _publish(nc, [_event(i, when) for i in range(events)], 0)
+    await _poll(lambda: _stream_count(js), events)
+
+    ingest = UsageIngest(AsyncClickHouse(engine), PriceBook(load_price_catalog()))
+    consumer: BatchConsumer[dict] = BatchConsumer(
+        js,
+        stream=names.USAGE_STREAM,
+        subject=names.USAGE_SUBJECT,
+        durable="bench",
+        decode=usage_row_from_json,
+        store=ingest.ingest_rows,
+        batch_size=batch,
+        flush_interval=1.0,
+        max_ack_pending=50_000,
+        ack_wait=60,
+    )
+    started = time.perf_counter()
+    await consumer.start()
+    await _poll(lambda: asyncio.to_thread(_count, engine), events, 0.02)
+    ingest_seconds = time.perf_counter() - started
+
+    # Publish-to-row delay at a steady 2,000 events per second, the consumer running.
+    delays_from = events
+    for second in range(5):
+        tick = time.perf_counter()
+        for chunk in range(20):
+            now = datetime.now(UTC)
+            first = delays_from + second * 2000 + chunk * 100
+            await _publish(nc, [_event(first + k, now) for k in range(100)], first)
+            await asyncio.sleep(max(0.0, tick + (chunk + 1) * 0.05 - time.perf_counter()))
+    total = events + 10_000
+    await _poll(lambda: asyncio.to_thread(_count, engine), total)
+    await consumer.stop()
+    await nc.close()
+    p50, p99 = engine.query(
+        "SELECT quantileExact(0.5)(d), quantileExact(0.99)(d) FROM (SELECT dateDiff('millisecond', occurred_at, "
+        "recorded_at) AS d FROM usage_events WHERE event_id >= {first:String} AND event_id LIKE 'bench-%')",
+        {"first": f"bench-{events:09d}"},
+    ).rows[0]
+    return {"ingest_rate": events / ingest_seconds, "ingest_seconds": ingest_seconds, "p50": p50, "p99": p99}
+
+
+def generate(engine: ChdbClickHouse, rows: int) -> float:
+    """``rows`` usage events over the last 30 days, straight into chDB (roll-ups fill through their views)."""
+    started = time.perf_counter()
+    step = 2_000_000
+    for offset in range(0, rows, step):
+        engine.execute(
+            f"""
+            INSERT INTO usage_events (event_id, occurred_at, kind, token_id, user_id, service_account_id, team_id,
+                org_id, endpoint, model, route, status_code, input_tokens, output_tokens, cached_tokens, cost_nanos,
+                latency_ms, ttft_ms, streamed, cut_short, tool, batch_id)
+            SELECT concat('gen-', toString(number)),
+                now64(3) - toIntervalMillisecond(intDiv(number * 2592000000, {rows})),
+                'model', concat('tok-', toString(number % 3000)), concat('user-', toString(number % 1000)), '',
+                concat('team-', toString(number % 50)), concat('org-', toString(number % 5)), 'local',
+                ['gpt-4o-mini', 'gpt-4o', 'local-llama', 'claude-3-5-sonnet'][1 + number % 4],
+                '/v1/chat/completions', 200, 100 + number % 400, 20 + number % 300, 0, (number % 997) * 1000,
+                12.5, NULL, false, false, '', ''
+            FROM numbers({offset}, {min(step, rows - offset)})
+            """
+        )
+    return time.perf_counter() - started
+
+
+async def measure_queries(engine: ChdbClickHouse, repeat: int = 7) -> list[tuple[str, float]]:
+    reports = Reports(AsyncClickHouse(engine))
+    now = datetime.now(UTC)
+    month = ReportWindow(now - timedelta(days=30), now)
+    week = ReportWindow(now - timedelta(days=7), now)
+    admin = Viewer("admin", admin=True)
+    team_admin = Viewer("user-7", org_id="org-2", teams=("team-7",), team_admin=("team-7",))
+    org_admin = Viewer("user-3", org_id="org-3", org_admin=True)
+    everyone = UsageFilter()
+    cases = [
+        ("summary by model, 30 days, Admin", lambda: reports.summary(admin, everyone, month, "model")),
+        ("summary by user, 30 days, Org-Admin", lambda: reports.summary(org_admin, everyone, month, "user")),
+        (
+            "timeseries by day and model, 30 days",
+            lambda: reports.timeseries(admin, everyone, month, "day", "model"),
+        ),
+        (
+            "timeseries by hour, 7 days, Team-Admin",
+            lambda: reports.timeseries(team_admin, everyone, week, "hour", None),
+        ),
+        ("top 10 tokens by cost, 30 days", lambda: reports.top(admin, everyone, month, "token", "cost", 10)),
+    ]
+    results = []
+    for label, run in cases:
+        await run()  # warm
+        times = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            await run()
+            times.append((time.perf_counter() - started) * 1000)
+        results.append((label, statistics.median(times)))
+    return results
+
+
+async def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--events", type=int, default=200_000, help="events pre-published for the ingest rate"
+    )
+    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--rows", type=int, default=10_000_000, help="usage rows for the report queries")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="aqueduct-bench-") as folder:
+        bus = EmbeddedNats(Path(folder) / "nats").start()
+        engine = ChdbClickHouse(Path(folder) / "chdb")
+        try:
+            apply_migrations(engine, default_migrations_dir())
+            ingest = await measure_ingest(engine, bus.url, args.events, args.batch)
+            generated = generate(engine, args.rows)
+            total = _count(engine)
+            queries = await measure_queries(engine)
+        finally:
+            engine.close()
+            bus.stop()
+
+    print(f"\n## Accounting benchmark ({os.cpu_count()} cores, chDB, one process)\n")
+    print("| measurement | result |")
+    print("|---|---|")
+    print(
+        f"| ingest JetStream -> ClickHouse ({args.events:,} events, batches of {args.batch:,}) | "
+        f"{ingest['ingest_rate']:,.0f} events/s ({ingest['ingest_seconds']:.2f} s) |"
+    )
+    print(
+        f"| publish-to-row delay at 2,000 events/s | p50 {ingest['p50']:.0f} ms, p99 {ingest['p99']:.0f} ms |"
+    )
+    print(f"| generate {args.rows:,} usage rows (INSERT ... SELECT, with roll-ups) | {generated:.1f} s |")
+    for label, p50 in queries:
+        print(f"| {label}, over {total:,} rows (p50) | {p50:.1f} ms |")
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
