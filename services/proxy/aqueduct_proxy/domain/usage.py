@@ -68,12 +68,13 @@ class StreamTally:
 
     def observe(self, event: bytes) -> bool:
         """Account for one complete event (its lines up to the blank line); True if it goes to the client."""
-        if not event.startswith(b"data:"):
+        data_at = event.find(b"data:")  # after an "event: ..." line in the Responses API's streams
+        if data_at < 0:
             return True
         # Cheap byte checks first: most chunks carry neither usage nor anything but a delta.
         if any(marker in event for marker in _USAGE_MARKERS):
             try:
-                payload = orjson.loads(event[5:].strip())
+                payload = orjson.loads(event[data_at + 5 :].strip())
             except orjson.JSONDecodeError:
                 return True
             usage = _from_usage(payload.get("usage")) if isinstance(payload, dict) else None
@@ -81,7 +82,7 @@ class StreamTally:
                 usage = _from_usage(payload["response"].get("usage"))  # Responses API "response.completed"
             if usage is not None:
                 self.usage = usage
-                if isinstance(payload, dict) and not payload.get("choices") and not self.client_wants_usage:
+                if isinstance(payload, dict) and payload.get("choices") == [] and not self.client_wants_usage:
                     return False  # the usage-only chunk we asked for on the client's behalf
                 return True
         if any(marker in event for marker in _CONTENT_MARKERS) and not any(

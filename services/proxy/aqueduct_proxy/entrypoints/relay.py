@@ -11,10 +11,12 @@ import orjson
 from aiohttp import web
 
 from aqueduct_proxy.application.gateway import Call, Gateway
+from aqueduct_proxy.domain.errors import UpstreamError
 from aqueduct_proxy.domain.usage import StreamTally, usage_from_body
 
 __all__ = ["relay"]
 
+_READ_WHOLE = frozenset({"application/json", "text/plain", "text/html"})
 _PASSED_HEADERS = ("Content-Type", "Content-Disposition", "x-request-id", "openai-processing-ms")
 # The client went away, or the upstream broke off: either way the stream is cut short.
 _CUT_SHORT = (ConnectionResetError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError)
@@ -49,12 +51,14 @@ async def relay(
 ) -> web.StreamResponse:
     if upstream.content_type == "text/event-stream":
         return await _relay_stream(request, gateway, call, upstream, extra)
+    if upstream.content_type not in _READ_WHOLE and upstream.status < 400:
+        return await _relay_bytes(request, gateway, call, upstream, extra)
     try:
         body = await upstream.read()
-    except _CUT_SHORT:
+    except _CUT_SHORT as exc:
         upstream.close()
         gateway.record(call, 502, None, cut_short=True)
-        raise
+        raise UpstreamError("The model server broke off its answer.") from exc
     finally:
         upstream.release()
     usage = None
@@ -65,6 +69,42 @@ async def relay(
             usage = None
     gateway.record(call, upstream.status, usage)
     return web.Response(body=body, status=upstream.status, headers=_headers(upstream, extra))
+
+
+async def _relay_bytes(
+    request: web.Request,
+    gateway: Gateway,
+    call: Call,
+    upstream: aiohttp.ClientResponse,
+    extra: dict[str, str],
+) -> web.StreamResponse:
+    """Audio, images and other binary answers: passed on as they arrive (no usage in them to read)."""
+    response = web.StreamResponse(status=upstream.status, headers=_headers(upstream, extra))
+    cut_short = True
+    try:
+        await response.prepare(request)
+        async for data in upstream.content.iter_any():
+            await response.write(data)
+        await response.write_eof()
+        cut_short = False
+    except _CUT_SHORT:
+        pass
+    finally:
+        if cut_short:
+            upstream.close()
+        else:
+            upstream.release()
+        gateway.record(call, upstream.status, None, cut_short=cut_short)
+    return response
+
+
+def _next_event_end(pending: bytes) -> tuple[int, int]:
+    """End of the first complete server-sent event in ``pending`` and its separator's length."""
+    end = pending.find(b"\n\n")
+    if end >= 0:
+        return end, 2
+    end = pending.find(b"\r\n\r\n")
+    return end, 4
 
 
 async def _relay_stream(
@@ -85,10 +125,12 @@ async def _relay_stream(
         async for data in upstream.content.iter_any():
             pending += data
             out = []
-            while (end := pending.find(b"\n\n")) >= 0:
-                event, pending = pending[: end + 2], pending[end + 2 :]
+            end, separator = _next_event_end(pending)
+            while end >= 0:
+                event, pending = pending[: end + separator], pending[end + separator :]
                 if tally.observe(event):
                     out.append(event)
+                end, separator = _next_event_end(pending)
             if out:
                 await response.write(b"".join(out))
                 if ttft is None:
