@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 from aqueduct_auth.adapters.keys import KeyRing
 from aqueduct_auth.adapters.store import AuthStore
@@ -110,7 +111,7 @@ class Sessions:
             raise RefreshTokenInvalidError()  # lost a race against a concurrent refresh
         return self._issue(stored.session_id, user)
 
-    async def _reused(self, session_id: str, subject: str) -> None:
+    async def _reused(self, session_id: str, subject: str) -> NoReturn:
         """A spent refresh token came back: it was copied. End the session for thief and owner alike."""
         self._store.revoke_session(session_id, self._clock())
         await self._events.publish(
