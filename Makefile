@@ -12,7 +12,7 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 export UV_PYTHON := $(shell command -v $(PYTHON))
 
 .DEFAULT_GOAL := help
-.PHONY: help install up test test-fast bench lint format typecheck compose-check clean
+.PHONY: help install test-deps up test test-fast bench lint format typecheck compose-check clean
 
 help: ## List what one can do
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -27,13 +27,21 @@ $(STAMP): $(UV) uv.lock pyproject.toml libs/pyproject.toml $(wildcard services/*
 
 install: $(STAMP) ## Create or update the virtual environment from uv.lock
 
+OIDC_DIR := services/auth/tests/oidc
+HUB_DIR := services/auth/tests/jupyterhub
+test-deps: $(STAMP) ## Install the test-only peers: oidc-provider and JupyterHub (pinned; needs node and npm)
+	@if command -v npm >/dev/null 2>&1; then \
+	  [ -d $(OIDC_DIR)/node_modules ] || $(OIDC_DIR)/install.sh; \
+	  [ -x $(HUB_DIR)/.venv/bin/jupyterhub ] || PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(HUB_DIR)/install.sh; \
+	else echo "npm not found: the OIDC and JupyterHub tests will be skipped"; fi
+
 up: $(STAMP) ## Run the whole product on embedded defaults (NATS, Valkey, SQLite, chDB)
 	$(VENV)/bin/aqueduct up
 
-test: $(STAMP) ## Run every test (unit, integration, end-to-end, browser)
+test: $(STAMP) test-deps ## Run every test (unit, integration, end-to-end, browser)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP) ## Run the tests not marked slow
+test-fast: $(STAMP) test-deps ## Run the tests not marked slow
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP) ## Run the benchmarks under bench/ and print their tables
