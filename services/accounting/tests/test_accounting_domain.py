@@ -146,3 +146,21 @@ def test_the_visibility_rule_is_always_applied() -> None:
     ]:
         with pytest.raises(ForbiddenError):
             scope_predicate(viewer, wanted)
+
+
+def test_windows_are_cut_into_exact_roll_up_segments() -> None:
+    from aqueduct_accounting.domain.segments import segments
+
+    t = datetime(2026, 3, 2, 9, 17, 30, tzinfo=UTC)
+    cut = segments(t, datetime(2026, 3, 5, 11, 42, 15, tzinfo=UTC))
+    assert [(s.level, s.since.isoformat(), s.until.isoformat()) for s in cut] == [
+        ("raw", "2026-03-02T09:17:30+00:00", "2026-03-02T09:18:00+00:00"),
+        ("minute", "2026-03-02T09:18:00+00:00", "2026-03-02T10:00:00+00:00"),
+        ("hour", "2026-03-02T10:00:00+00:00", "2026-03-03T00:00:00+00:00"),
+        ("day", "2026-03-03T00:00:00+00:00", "2026-03-05T00:00:00+00:00"),
+        ("hour", "2026-03-05T00:00:00+00:00", "2026-03-05T11:00:00+00:00"),
+        ("minute", "2026-03-05T11:00:00+00:00", "2026-03-05T11:42:00+00:00"),
+        ("raw", "2026-03-05T11:42:00+00:00", "2026-03-05T11:42:15+00:00"),
+    ]
+    assert [s.level for s in segments(t, t.replace(hour=12), coarsest="minute")] == ["raw", "minute", "raw"]
+    assert segments(t, t) == []

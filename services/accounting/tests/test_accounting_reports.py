@@ -197,3 +197,29 @@ def test_bad_parameters_are_400(loaded: AccountingProcess, admin_token: str) -> 
         headers={"Authorization": f"Bearer {admin_token}"},
     )
     assert answer.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("since", "until"),
+    [
+        ("2026-03-02T09:17:30Z", "2026-03-02T11:42:15Z"),  # raw, minute and hour pieces
+        ("2026-03-02T10:05:00Z", "2026-03-02T10:05:40Z"),  # under a minute: raw only
+        ("2026-03-01T00:00:00Z", "2026-03-04T00:00:00Z"),  # whole days
+    ],
+)
+def test_unaligned_windows_are_exact(
+    loaded: AccountingProcess, admin_token: str, since: str, until: str
+) -> None:
+    lo, hi = datetime.fromisoformat(since), datetime.fromisoformat(until)
+    inside = [e for e in EVENTS if lo <= e.occurred_at < hi]
+
+    body = httpx.get(
+        f"{loaded.url}/api/usage/summary",
+        params={"since": since, "until": until, "group_by": "token"},
+        headers={"Authorization": f"Bearer {admin_token}"},
+        timeout=30.0,
+    ).json()
+
+    got = {g["key"]: (g["requests"], g["input_tokens"], g["output_tokens"]) for g in body["groups"]}
+    assert got == _expected(inside, "token")
+    assert body["totals"]["requests"] == len(inside)

@@ -12,6 +12,7 @@ from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, QueryResult
 from aqueduct_accounting.domain.pricing import nanos_to_usd
 from aqueduct_accounting.domain.readonly_sql import check_read_only
 from aqueduct_accounting.domain.scope import UsageFilter, Viewer, scope_predicate
+from aqueduct_accounting.domain.segments import segments
 from aqueduct_accounting.domain.usage import clickhouse_time
 
 __all__ = ["GROUPS", "BadReportRequestError", "ReportWindow", "Reports"]
@@ -29,9 +30,16 @@ GROUPS: dict[str, str] = {
 _BUCKETS = {"minute": "toStartOfMinute", "hour": "toStartOfHour", "day": "toStartOfDay"}
 _ORDER = {"cost": "cost_nanos", "tokens": "input_tokens + output_tokens", "requests": "requests"}
 _METRICS = (
-    "count() AS requests, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, "
+    "sum(requests) AS requests, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, "
     "sum(cached_tokens) AS cached_tokens, sum(cost_nanos) AS cost_nanos"
 )
+# Per segment level: the table, its time column, and how it counts requests.
+_SOURCES = {
+    "day": ("usage_by_day", "bucket", "requests"),
+    "hour": ("usage_by_hour", "bucket", "requests"),
+    "minute": ("usage_by_minute", "bucket", "requests"),
+    "raw": ("usage_events", "occurred_at", "toUInt64(1)"),
+}
 METRIC_NAMES = ("requests", "input_tokens", "output_tokens", "cached_tokens", "cost_nanos")
 
 
@@ -83,18 +91,24 @@ class Reports:
         if bucket is not None and bucket not in _BUCKETS:
             raise BadReportRequestError(f"bucket must be one of {', '.join(_BUCKETS)}")
         where, params = scope_predicate(viewer, wanted)
-        params |= {"since": clickhouse_time(window.since), "until": clickhouse_time(window.until)}
         keys: list[str] = []
         if bucket is not None:
-            keys.append(f"{_BUCKETS[bucket]}(occurred_at) AS bucket")
+            keys.append(f"{_BUCKETS[bucket]}(t) AS bucket")
         if group_by is not None:
             keys.append(f"{GROUPS[group_by]} AS key")
+        parts = []
+        for n, segment in enumerate(segments(window.since, window.until, coarsest=bucket or "day")):
+            table, time_column, requests = _SOURCES[segment.level]
+            params[f"s{n}"] = clickhouse_time(segment.since)
+            params[f"u{n}"] = clickhouse_time(segment.until)
+            parts.append(
+                f"SELECT toDateTime({time_column}, 'UTC') AS t, org_id, team_id, user_id, token_id, model, "
+                f"{requests} AS requests, input_tokens, output_tokens, cached_tokens, cost_nanos FROM {table} "
+                f"WHERE {time_column} >= {{s{n}:DateTime64(3, 'UTC')}} AND {time_column} < {{u{n}:DateTime64(3, 'UTC')}} "
+                f"AND {where}"
+            )
         select = ", ".join([*keys, _METRICS])
-        sql = (
-            f"SELECT {select} FROM usage_events "
-            "WHERE occurred_at >= {since:DateTime64(3, 'UTC')} AND occurred_at < {until:DateTime64(3, 'UTC')} "
-            f"AND {where}"
-        )
+        sql = f"SELECT {select} FROM ({' UNION ALL '.join(parts)})"
         if keys:
             sql += " GROUP BY " + ", ".join(k.rsplit(" AS ", 1)[1] for k in keys)
         if order is not None:
