@@ -86,7 +86,7 @@ def common_settings(nats_url: str, data_dir: Path, config_file: Path | None = No
     )
 
 
-async def wait_until(predicate, within: float = 5.0, interval: float = 0.01) -> float:
+async def wait_until(predicate, within: float = 20.0, interval: float = 0.01) -> float:
     """Polls ``predicate`` (sync or async); returns the seconds it took, fails after ``within`` seconds."""
     import asyncio
     import inspect

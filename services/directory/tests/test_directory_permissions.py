@@ -183,3 +183,12 @@ def test_every_event_names_its_actor(tmp_path):
     actors = [getattr(e, "actor", None) for _, e in world.app.iter_events()]
     assert None not in actors
     assert actors[-2:] == [world.member, world.org_admin]
+
+
+def test_who_sees_which_users(tmp_path):
+    world = make_world(make_app(None))
+    everyone = {world.admin, world.org_admin, world.team_admin, world.member}
+    seen = {role: {u["id"] for u in world.app.list_users(world.p(getattr(world, role)))} for role in ROLES}
+    assert seen["admin"] == everyone | {world.outsider}
+    assert seen["org_admin"] == seen["team_admin"] == everyone
+    assert seen["member"] == {world.member} and seen["outsider"] == {world.outsider}

@@ -68,8 +68,8 @@ async def test_service_relays_and_projects_from_postgres(database_url, tmp_path)
         world = make_world(service.directory)
         value = service.directory.issue_token(world.p(world.member), "t")["value"]
         key = names.snapshot_token_key(hash_token(value, SECRET))
-        await wait_until(lambda: key in service.projector.published)
-        await wait_until(lambda: service.relay.position == world.events())
+        await wait_until(lambda: key in service.projector.published, within=20)
+        await wait_until(lambda: service.relay.position == world.events(), within=20)
         replayed = await service.replay()
         assert replayed["events"] == world.events() and key in service.projector.published
     finally:

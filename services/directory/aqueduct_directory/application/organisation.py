@@ -281,7 +281,9 @@ class OrganisationUseCases(DirectoryCore):
 
     def list_users(self, p: Principal, org_id: str | None = None) -> list[dict[str, Any]]:
         if not p.admin:
-            # Team-Admins pick members from their org, so every member of the org may list it.
+            if not (p.org_admin or p.team_admin_ids):
+                # Plain users see only themselves; Team-Admins pick new members from their whole org.
+                return [user_view(self.find(self.state.users, p.user_id, "user"), self.state)]
             org_id = p.org_id
         return [user_view(u, self.state) for u in self.state.live_users(org_id)]
 
