@@ -207,3 +207,16 @@ def test_deactivated_users_lose_every_token_but_keep_their_history(world):
     assert world.events() == events
     with pytest.raises(PermissionDeniedError):
         world.app.principal(world.member)
+
+
+def test_budgets_are_stored_as_exact_values_for_accounting(world):
+    org = world.app.update_org(SYSTEM, world.org, budgets={"daily_usd": 10, "monthly_usd": "199.99"})
+    assert org["budgets"] == {"daily_usd": "10", "monthly_usd": "199.99"}
+    team = world.app.update_team(SYSTEM, world.team, budgets={"daily_tokens": 50_000})
+    assert team["budgets"] == {"daily_tokens": 50000}
+    with pytest.raises(InvalidInputError):
+        world.app.update_user(SYSTEM, world.member, budgets={"daily_usd": -1})
+    with pytest.raises(InvalidInputError):
+        world.app.update_user(SYSTEM, world.member, budgets={"weekly_usd": 1})
+    last = list(world.app.iter_events())[-1][1]
+    assert type(last).__name__ == "TeamBudgetsSet" and last.budgets == {"daily_tokens": 50000}

@@ -21,7 +21,7 @@ class Org(Aggregate):
         name: str,
         sso_group: str | None,
         limits: dict[str, int],
-        budgets: dict[str, str],
+        budgets: dict[str, Any],
         actor: str,
     ) -> None:
         self.name = name
@@ -41,7 +41,7 @@ class Org(Aggregate):
         self.limits = limits
 
     @event("OrgBudgetsSet")
-    def set_budgets(self, budgets: dict[str, str], actor: str) -> None:
+    def set_budgets(self, budgets: dict[str, Any], actor: str) -> None:
         self.budgets = budgets
 
     @event("OrgModelsExcluded")
@@ -62,7 +62,7 @@ class Team(Aggregate):
         self.name = name
         self.description = description
         self.limits = limits
-        self.budgets: dict[str, str] = {}
+        self.budgets: dict[str, Any] = {}
         self.excluded_models: list[str] = []
         self.model_limits: dict[str, dict[str, int]] = {}
         self.members: dict[str, dict[str, Any]] = {}
@@ -78,7 +78,7 @@ class Team(Aggregate):
         self.limits = limits
 
     @event("TeamBudgetsSet")
-    def set_budgets(self, budgets: dict[str, str], actor: str) -> None:
+    def set_budgets(self, budgets: dict[str, Any], actor: str) -> None:
         self.budgets = budgets
 
     @event("TeamModelsExcluded")
@@ -146,7 +146,7 @@ class User(Aggregate):
         self.admin = admin
         self.org_admin = org_admin
         self.limits: dict[str, int] = {}
-        self.budgets: dict[str, str] = {}
+        self.budgets: dict[str, Any] = {}
         self.excluded_models: list[str] = []
         self.model_limits: dict[str, dict[str, int]] = {}
         self.tos_accepted_version: str | None = None
@@ -171,7 +171,7 @@ class User(Aggregate):
         self.limits = limits
 
     @event("UserBudgetsSet")
-    def set_budgets(self, budgets: dict[str, str], actor: str) -> None:
+    def set_budgets(self, budgets: dict[str, Any], actor: str) -> None:
         self.budgets = budgets
 
     @event("UserModelsExcluded")

@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 LIMIT_FIELDS = ("requests_per_minute", "input_tokens_per_minute", "output_tokens_per_minute")
-BUDGET_FIELDS = ("daily_usd", "monthly_usd")
+BUDGET_FIELDS = ("daily_usd", "monthly_usd", "daily_tokens", "monthly_tokens")
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -54,16 +54,20 @@ def clean_model_limits(model_limits: Mapping[str, Any] | None) -> dict[str, dict
     return result
 
 
-def clean_budgets(budgets: Mapping[str, Any] | None) -> dict[str, str]:
-    """Money is kept as decimal strings so no float rounding ever reaches accounting."""
-    result: dict[str, str] = {}
+def clean_budgets(budgets: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Money is kept as decimal strings so no float rounding ever reaches accounting; tokens as ints."""
+    result: dict[str, Any] = {}
     for key, value in (budgets or {}).items():
         if key not in BUDGET_FIELDS:
             raise InvalidInputError(f"unknown budget {key!r}; known: {', '.join(BUDGET_FIELDS)}")
         if value is None:
             continue
-        amount = _decimal(value, f"budget {key}")
-        result[key] = str(amount)
+        if key.endswith("_tokens"):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidInputError(f"budget {key} must be a non-negative integer")
+            result[key] = value
+        else:
+            result[key] = str(_decimal(value, f"budget {key}"))
     return result
 
 
