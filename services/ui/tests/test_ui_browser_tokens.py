@@ -16,6 +16,7 @@ from playwright.async_api import Browser, expect
 from ui_browser_support import (
     CHROMIUM,
     People,
+    dialogs_of,
     eventually,
     shoot,
     sign_in,
@@ -86,6 +87,7 @@ async def test_a_token_created_in_the_browser_calls_a_model_until_deleted(
 
     await row.get_by_role("button", name="Delete thesis notebook").click()
     await expect(page.get_by_role("status")).to_contain_text("Token deleted")
+    assert dialogs_of(page)[-1] == "Delete “thesis notebook”? Programs using it will stop working."
     await expect(page.locator("#personal-tokens tr", has_text="thesis notebook")).to_have_count(0)
 
     async def refused() -> None:

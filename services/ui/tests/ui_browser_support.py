@@ -20,6 +20,7 @@ __all__ = [
     "SCREENSHOTS",
     "People",
     "Person",
+    "dialogs_of",
     "eventually",
     "provision_people",
     "shoot",
@@ -40,6 +41,7 @@ SCREENSHOTS = Path(__file__).resolve().parents[3] / "docs" / "screenshots"
 PASSWORD = "correct-horse-battery-staple"
 
 T = TypeVar("T")
+_DIALOGS: dict[int, list[str]] = {}
 
 
 @dataclass
@@ -135,7 +137,13 @@ async def sign_in(
     )
     context.set_default_timeout(15_000)
     page = await context.new_page()
-    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    seen = _DIALOGS.setdefault(id(page), [])
+
+    async def confirm(dialog: Any) -> None:
+        seen.append(dialog.message)
+        await dialog.accept()
+
+    page.on("dialog", confirm)
     await page.goto("/")
     if "/login" in page.url:
         await page.get_by_label("Username").fill(person.username)
@@ -146,7 +154,15 @@ async def sign_in(
     return context, page
 
 
+def dialogs_of(page: Page) -> list[str]:
+    """The confirmation dialogs the page has shown (and that were accepted), oldest first."""
+    return _DIALOGS.get(id(page), [])
+
+
 async def shoot(page: Page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(Exception):  # a screenshot is documentation, never the reason a test fails
-        await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+        # Even a throwaway test token's value stays out of the repository: it is masked.
+        await page.screenshot(
+            path=str(SCREENSHOTS / f"{name}.png"), full_page=True, mask=[page.locator("[data-secret]")]
+        )

@@ -102,9 +102,17 @@ async def load_team_page(api: UserApi, viewer: Viewer, team_id: str) -> TeamPage
             t["id"]: t.get("preview", "") for t in items(await api.directory.get("/api/tokens"), "tokens")
         }
 
+    # Plain members may not list the org's users; names then come from the member entries when the
+    # directory includes them, else the member is shown by a short id.
+    for m in members_raw:
+        if m["user_id"] not in users and (m.get("name") or m.get("email")):
+            users[m["user_id"]] = {"id": m["user_id"], "name": m.get("name"), "email": m.get("email", "")}
+
     def name_of(user_id: str) -> str:
         user = users.get(user_id)
-        return (user.get("name") or user.get("email") or user_id) if user else user_id
+        if user:
+            return str(user.get("name") or user.get("email") or user_id)
+        return "you" if user_id == viewer.user_id else f"member {user_id[:8]}"
 
     sa_rows = [
         ServiceAccountRow(
@@ -120,12 +128,14 @@ async def load_team_page(api: UserApi, viewer: Viewer, team_id: str) -> TeamPage
     ]
     members = []
     for m in members_raw:
-        user = users.get(m["user_id"], {})
+        user = users.get(m["user_id"]) or (
+            {"name": viewer.name, "email": viewer.email} if m["user_id"] == viewer.user_id else {}
+        )
         members.append(
             MemberRow(
                 user_id=m["user_id"],
-                name=name_of(m["user_id"]),
-                email=user.get("email", ""),
+                name=str(user.get("name") or name_of(m["user_id"])),
+                email=str(user.get("email") or ""),
                 tag=role_tag({**user, "team_admin": m.get("team_admin")}),
                 team_admin=bool(m.get("team_admin")),
                 owns=[sa.name for sa in sa_rows if sa.owner_user_id == m["user_id"]],

@@ -9,7 +9,15 @@ from typing import Any
 from aqueduct_ui.adapters.api import UserApi, items, q
 from aqueduct_ui.domain.viewer import Viewer
 
-__all__ = ["TokenRow", "TokensPage", "create_token", "delete_token", "load_tokens_page", "regenerate_token"]
+__all__ = [
+    "TokenRow",
+    "TokensPage",
+    "accept_terms",
+    "create_token",
+    "delete_token",
+    "load_tokens_page",
+    "regenerate_token",
+]
 
 _CAP_KEYS = ("max_tokens_per_user", "token_cap", "max_tokens")
 
@@ -36,6 +44,7 @@ class TokensPage:
     personal: list[TokenRow]
     service_accounts: list[TokenRow]
     cap: int | None
+    terms_to_accept: dict[str, Any] | None = None  # {"version", "url"} while the user has not accepted
 
     @property
     def at_cap(self) -> bool:
@@ -84,7 +93,10 @@ async def load_tokens_page(api: UserApi, viewer: Viewer, default_cap: int | None
         (service if sa_id else personal).append(row)
     personal.sort(key=lambda r: r.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
     service.sort(key=lambda r: ((r.team or ""), (r.service_account or ""), r.name))
-    return TokensPage(personal=personal, service_accounts=service, cap=cap)
+    pending_terms = (
+        me.get("tos_current") if isinstance(me, dict) and me.get("tos_accepted") is False else None
+    )
+    return TokensPage(personal=personal, service_accounts=service, cap=cap, terms_to_accept=pending_terms)
 
 
 async def create_token(api: UserApi, name: str, expires_at: str | None) -> tuple[dict[str, Any], str]:
@@ -95,6 +107,10 @@ async def create_token(api: UserApi, name: str, expires_at: str | None) -> tuple
 async def regenerate_token(api: UserApi, token_id: str) -> tuple[dict[str, Any], str]:
     answer = await api.directory.post(f"/api/tokens/{q(token_id)}/regenerate")
     return answer["token"], answer["value"]
+
+
+async def accept_terms(api: UserApi, version: str) -> None:
+    await api.directory.post("/api/me/terms", {"version": version})
 
 
 async def delete_token(api: UserApi, token_id: str) -> None:

@@ -54,3 +54,9 @@ async def regenerate_token(request: Request, api: Api, token_id: str) -> Respons
 async def delete_token(request: Request, api: Api, token_id: str) -> Response:
     await use_cases.delete_token(api, token_id)
     return redirect(request, back_url(request), Flash("success", "Token deleted. It no longer works."))
+
+
+@router.post("/terms/accept")
+async def accept_terms(request: Request, api: Api, version: Annotated[str, Form()] = "") -> Response:
+    await use_cases.accept_terms(api, require_text(version, "Version", 50))
+    return redirect(request, "/", Flash("success", f"Thank you: terms of service {version} accepted."))
