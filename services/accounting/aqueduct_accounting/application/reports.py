@@ -66,7 +66,7 @@ def _iso(value: Any) -> str:
 
 
 def _metrics(row: dict[str, Any]) -> dict[str, Any]:
-    out = {name: int(row[name]) for name in METRIC_NAMES}
+    out: dict[str, Any] = {name: int(row[name]) for name in METRIC_NAMES}
     out["cost_usd"] = nanos_to_usd(out["cost_nanos"])
     return out
 
@@ -135,8 +135,13 @@ class Reports:
     async def summary(
         self, viewer: Viewer, wanted: UsageFilter, window: ReportWindow, group_by: str | None
     ) -> dict[str, Any]:
-        groups = await self._grouped(viewer, wanted, window, group_by) if group_by else []
-        totals = (await self._grouped(viewer, wanted, window, None))[0]
+        if group_by:
+            groups = await self._grouped(viewer, wanted, window, group_by)
+            totals = {name: sum(g[name] for g in groups) for name in METRIC_NAMES}
+            totals["cost_usd"] = nanos_to_usd(totals["cost_nanos"])
+        else:
+            groups = []
+            totals = (await self._grouped(viewer, wanted, window, None))[0]
         return {
             "since": _iso(window.since),
             "until": _iso(window.until),

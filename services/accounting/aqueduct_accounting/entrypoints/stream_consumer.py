@@ -15,7 +15,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
@@ -128,43 +127,51 @@ class BatchConsumer(Generic[T]):
                     await sub.unsubscribe()
 
     async def _consume(self, sub: JetStreamContext.PullSubscription) -> None:
+        # One batch is stored (ClickHouse works in its own threads) while the next one is fetched and
+        # decoded; stores stay one at a time, in order, so the id check always sees earlier batches.
         buffer: list[Msg] = []
         first_at = 0.0
-        while True:
-            stopping = self._stopping.is_set()
-            age = time.monotonic() - first_at if buffer else 0.0
-            drained = False
-            if not stopping:
-                want = self._batch_size - len(buffer)
-                wait = self._flush_interval if not buffer else max(self._linger - age, 0.02)
-                try:
-                    msgs = await sub.fetch(want, timeout=wait)
-                except nats.errors.TimeoutError:
-                    msgs = []
-                except Exception:
-                    # Store what is in hand before binding again, so it does not wait for redelivery.
-                    if buffer:
-                        await self._flush(buffer)
-                    raise
-                if msgs:
-                    if not buffer:
-                        first_at = time.monotonic()
-                    buffer.extend(msgs)
-                    if self._on_lag is not None:
-                        with contextlib.suppress(Exception):
-                            self._on_lag(msgs[-1].metadata.num_pending)
-                drained = len(msgs) < want
+        storing: asyncio.Task[None] | None = None
+        try:
+            while True:
+                stopping = self._stopping.is_set()
+                drained = False
+                if not stopping:
+                    want = self._batch_size - len(buffer)
+                    age = time.monotonic() - first_at if buffer else 0.0
+                    wait = self._flush_interval if not buffer else max(self._linger - age, 0.02)
+                    try:
+                        msgs = await sub.fetch(want, timeout=wait)
+                    except TimeoutError:  # nats.errors.TimeoutError, and the plain one nats-py raises too
+                        msgs = []
+                    if msgs:
+                        if not buffer:
+                            first_at = time.monotonic()
+                        buffer.extend(msgs)
+                        if self._on_lag is not None:
+                            with contextlib.suppress(Exception):
+                                self._on_lag(msgs[-1].metadata.num_pending)
+                    drained = len(msgs) < want
                 age = time.monotonic() - first_at if buffer else 0.0
-            if buffer and (
-                stopping
-                or len(buffer) >= self._batch_size
-                or (drained and age >= self._linger)
-                or age >= self._flush_interval
-            ):
+                if buffer and (
+                    stopping
+                    or len(buffer) >= self._batch_size
+                    or (drained and age >= self._linger)
+                    or age >= self._flush_interval
+                ):
+                    if storing is not None:
+                        await storing
+                    storing = asyncio.create_task(self._flush(buffer))
+                    buffer = []
+                if stopping:
+                    return
+        finally:
+            # Whatever ends the loop (stop, a broken fetch), store what is in hand first, so it does
+            # not wait for redelivery.
+            if storing is not None:
+                await storing
+            if buffer:
                 await self._flush(buffer)
-                buffer = []
-            if stopping:
-                return
 
     async def _flush(self, msgs: list[Msg]) -> None:
         items: list[T] = []
