@@ -32,6 +32,9 @@ __all__ = ["DirectoryService", "build_directory", "run", "run_replay"]
 
 log = logging.getLogger("aqueduct_directory")
 
+# How often a directory process looks for events that other processes saved to a shared store.
+FOLLOW_INTERVAL = 1.0
+
 
 def build_directory(common: CommonSettings, settings: DirectorySettings) -> DirectoryApp:
     directory = DirectoryApp(
@@ -60,6 +63,7 @@ class DirectoryService:
         self.relay: OutboxRelay | None = None
         self.projector: SnapshotProjector | None = None
         self._watcher: bus.KVWatcher | None = None
+        self._follower: asyncio.Task[None] | None = None
         self._positions = open_position_store(self.directory.store_env)
 
     def ready(self) -> bool:
@@ -76,6 +80,17 @@ class DirectoryService:
         await serve_sign_in(self.nc, self.directory)
         self._watcher = bus.KVWatcher(js, names.AUTH_KEYS_BUCKET, self._on_key, lambda key: None)
         self._watcher.start()
+        self._follower = asyncio.create_task(self._follow_store(), name="follow-event-store")
+
+    async def _follow_store(self) -> None:
+        """Pick up events other directory processes saved to a shared store (PostgreSQL scale-out)."""
+        while True:
+            await asyncio.sleep(FOLLOW_INTERVAL)
+            try:
+                if (self.directory.recorder.max_notification_id() or 0) > self.directory.state.position:
+                    self.directory.catch_up()
+            except Exception as exc:  # the database is briefly away: the next round retries
+                log.warning("could not read new events from the store: %s", exc)
 
     def _on_key(self, key: str, value: bytes) -> None:
         if key == JWKS_KEY:
@@ -95,6 +110,10 @@ class DirectoryService:
         }
 
     async def stop(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
         if self._watcher:
             await self._watcher.stop()
         # Last words before exit: what was saved reaches the bucket and the stream (bounded wait).

@@ -232,3 +232,32 @@ async def test_sign_in_over_request_reply(service, client):
     assert "error" in json.loads(reply.data)
     reply = await client.request(names.DIRECTORY_RPC_SIGN_IN, b"not json", timeout=5)
     assert "error" in json.loads(reply.data)
+
+
+async def test_two_directory_processes_on_one_store_converge(service, bus, tmp_path):
+    import httpx
+
+    # A second process on the same store and bus (what a scale-out on PostgreSQL looks like).
+    other = DirectoryService(common_settings(bus.url, tmp_path / "data"), DirectorySettings())
+    await other.start()
+    try:
+        world = make_world(service.directory)
+        await wait_until(lambda: other.directory.state.position == service.directory.state.position, within=5)
+        assert other.directory.state.teams[world.team].name == "research"
+        value = other.directory.issue_token(other.directory.principal(world.org_admin), "oa")["value"]
+        await wait_until(lambda: service.directory.state.position == other.directory.state.position, within=5)
+        # Both change the same team before the second one caught up: the later write is refused (409).
+        other._follower.cancel()  # hold the second process's read model still for the race
+        service.directory.update_team(SYSTEM, world.team, description="first")
+        transport = httpx.ASGITransport(app=other.http_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://directory") as http:
+            answer = await http.patch(
+                f"/api/teams/{world.team}",
+                json={"description": "second"},
+                headers={"Authorization": f"Bearer {value}"},
+            )
+        assert answer.status_code == 409 and answer.json()["code"] == "concurrent_change"
+        other.directory.catch_up()
+        assert other.directory.state.teams[world.team].description == "first"
+    finally:
+        await other.stop()

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from eventsourcing.persistence import IntegrityError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -42,6 +43,11 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     return _problem(400, str(exc.errors()), "invalid_input")
 
 
+async def _on_concurrent_write(request: Request, exc: Exception) -> JSONResponse:
+    # Another directory process saved the same object first; our read model catches up within a second.
+    return _problem(409, "the object was changed concurrently; retry", "concurrent_change")
+
+
 async def _on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return _problem(500, "internal error; the directory logged the details", "internal")
@@ -60,6 +66,7 @@ def create_http_app(
     app.add_exception_handler(DirectoryError, _on_directory_error)
     app.add_exception_handler(HTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(IntegrityError, _on_concurrent_write)
     app.add_exception_handler(Exception, _on_unexpected_error)
     for module in (organisation, tokens, catalog, admin):
         app.include_router(module.router)
