@@ -220,3 +220,47 @@ def test_budgets_are_stored_as_exact_values_for_accounting(world):
         world.app.update_user(SYSTEM, world.member, budgets={"weekly_usd": 1})
     last = list(world.app.iter_events())[-1][1]
     assert type(last).__name__ == "TeamBudgetsSet" and last.budgets == {"daily_tokens": 50000}
+
+
+def test_catalog_rules(world):
+    app = world.app
+    with pytest.raises(NotFoundError):
+        app.register_model(SYSTEM, "m", "nowhere")
+    app.register_endpoint(SYSTEM, "vllm", "http://vllm:8000/v1", "openai")
+    with pytest.raises(ConflictError):
+        app.register_endpoint(SYSTEM, "vllm", "http://other/v1")
+    with pytest.raises(InvalidInputError):
+        app.register_endpoint(SYSTEM, "bad", "http://x/v1", provider="gopher")
+    app.register_model(SYSTEM, "llama3:8b", "vllm", input_price_per_million="0.05")
+    with pytest.raises(ConflictError) as err:
+        app.remove_endpoint(SYSTEM, "vllm")
+    assert err.value.code == "endpoint_in_use"
+    with pytest.raises(InvalidInputError):
+        app.update_model(SYSTEM, "llama3:8b", fallbacks=["llama3:8b"])
+    app.remove_model(SYSTEM, "llama3:8b")
+    app.remove_endpoint(SYSTEM, "vllm")
+    assert app.list_endpoints() == [] and app.list_models() == []
+    # A removed name can be registered again (the same aggregate comes back).
+    app.register_endpoint(SYSTEM, "vllm", "http://vllm2:8000/v1")
+    assert app.list_endpoints()[0]["url"] == "http://vllm2:8000/v1"
+
+
+def test_names_and_memberships(world):
+    app = world.app
+    with pytest.raises(ConflictError):
+        app.create_team(SYSTEM, world.org, "research")
+    app.create_team(SYSTEM, world.other_org, "research")  # names are unique per org only
+    with pytest.raises(ConflictError):
+        app.create_org(SYSTEM, "acme")
+    with pytest.raises(ConflictError):
+        app.create_user(SYSTEM, world.org, "MEMBER@acme.test")
+    with pytest.raises(ConflictError):
+        app.add_member(SYSTEM, world.team, world.member)
+    with pytest.raises(InvalidInputError):
+        app.add_member(SYSTEM, world.team, world.outsider)  # another org's user
+    with pytest.raises(InvalidInputError):
+        app.issue_token(world.p(world.member), "t", team_id=world.other_team)  # not a member there
+    app.promote_member(world.p(world.team_admin), world.team, world.member)
+    assert world.team in world.p(world.member).team_admin_ids
+    token = app.issue_token(world.p(world.member), "ops work", team_id=world.team)
+    assert token["token"]["team_id"] == world.team
