@@ -36,7 +36,9 @@ log = logging.getLogger("aqueduct_directory")
 FOLLOW_INTERVAL = 1.0
 
 
-def build_directory(common: CommonSettings, settings: DirectorySettings) -> DirectoryApp:
+def build_directory(
+    common: CommonSettings, settings: DirectorySettings, apply_config_file: bool = True
+) -> DirectoryApp:
     directory = DirectoryApp(
         env=event_store_env(settings.database_url, common.data_dir),
         secret_key=common.secret_key_bytes,
@@ -44,7 +46,7 @@ def build_directory(common: CommonSettings, settings: DirectorySettings) -> Dire
         max_service_accounts_per_team=settings.max_service_accounts_per_team,
         default_org=settings.default_org,
     )
-    if common.config_file is not None:
+    if apply_config_file and common.config_file is not None:
         changes = apply_config(directory, SYSTEM, parse_config(common.config_file.read_text()))
         for change in changes:
             log.info("config: %s", change)
@@ -166,7 +168,7 @@ def run() -> None:
 
 
 async def _replay_once(common: CommonSettings, settings: DirectorySettings) -> dict[str, Any]:
-    directory = build_directory(common, settings)
+    directory = build_directory(common, settings, apply_config_file=False)  # a replay changes nothing
     nc = await bus.connect(common.nats_url, "aqueduct-directory-replay")
     try:
         js = nc.jetstream()
