@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from datetime import UTC, datetime, timedelta
 
 import openai
 import pytest
@@ -101,7 +102,12 @@ async def test_a_token_created_in_the_browser_calls_a_model_until_deleted(
 async def test_regenerate_replaces_the_value(stack, browser: Browser, people: People) -> None:
     context, page = await sign_in(browser, stack.urls["ui"], people.user)
     await page.get_by_label("Name").fill("rotating")
+    expiry = (datetime.now(UTC) + timedelta(days=30)).date().isoformat()
+    await page.get_by_label("Expires on").fill(expiry)
     await page.get_by_role("button", name="Create token").click()
+    await expect(page.locator("#personal-tokens tr", has_text="rotating")).to_contain_text(
+        f"{expiry} 23:59 UTC"
+    )
     first = await page.locator("#new-secret").input_value()
     await (
         page.locator("#personal-tokens tr", has_text="rotating")

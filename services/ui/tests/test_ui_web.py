@@ -125,6 +125,13 @@ def test_a_valid_form_reaches_the_auth_service_and_reports_it_down(client: TestC
     assert 'value="ada"' in response.text  # the username is kept, the password is not
 
 
+def test_pages_are_never_cached_nor_framed(client: TestClient) -> None:
+    headers = client.get("/login").headers
+    assert headers["cache-control"] == "no-store"
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["x-frame-options"] == "DENY"
+
+
 def test_open_redirects_are_refused(client: TestClient) -> None:
     html = client.get("/login?next=//evil.example/x").text
     assert 'name="next" value="/"' in html

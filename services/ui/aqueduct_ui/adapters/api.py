@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import httpx
 from httpx_aiohttp import HttpxAiohttpClient
+from prometheus_client import Counter
 
 __all__ = ["ApiError", "AuthApi", "ServiceApi", "UserApi", "create_http_client", "items", "q"]
 
@@ -24,6 +25,13 @@ class ApiError(Exception):
         self.status = status
         self.detail = detail
         self.code = code
+
+
+API_CALLS = Counter(
+    "aqueduct_ui_api_calls_total",
+    "Calls from the UI to the other services' APIs, by service base URL and answer status",
+    ["service", "status"],
+)
 
 
 def q(segment: str) -> str:

@@ -27,6 +27,18 @@ log = logging.getLogger(__name__)
 
 _PASS_THROUGH = ("/static/", "/healthz", "/readyz", "/metrics")
 
+# Pages may carry a token value shown once: never cached, never framed, no third-party anything.
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "form-action 'self' {auth}; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
+
 
 async def verify_session(ctx: WebContext, token: str) -> SessionClaims:
     """Verify locally; when the key is unknown (rotation not yet seen), reload the keys once and retry."""
@@ -74,6 +86,8 @@ class SessionMiddleware(BaseHTTPMiddleware):
             kit.set_csrf(request, response, new_csrf)
         if request.state.flash_shown and not _sets_cookie(response, FLASH_COOKIE):
             kit.clear_flash(response)
+        for name, value in _PAGE_HEADERS.items():
+            response.headers.setdefault(name, value.format(auth=self.ctx.common.auth_url.rstrip("/")))
         return response
 
     async def _resolve(self, request: Request) -> tuple[Session | None, dict | None, bool]:
