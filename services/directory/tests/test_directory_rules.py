@@ -264,3 +264,37 @@ def test_names_and_memberships(world):
     assert world.team in world.p(world.member).team_admin_ids
     token = app.issue_token(world.p(world.member), "ops work", team_id=world.team)
     assert token["token"]["team_id"] == world.team
+
+
+def test_new_users_join_the_default_team_of_their_org(world):
+    world.app.update_org(SYSTEM, world.org, default_team_id=world.other_team)
+    with pytest.raises(InvalidInputError):
+        other_org_team = world.app.create_team(SYSTEM, world.other_org, "elsewhere")["id"]
+        world.app.update_org(SYSTEM, world.org, default_team_id=other_org_team)
+    joined = world.app.sign_in("oidc:idp:new", "new@acme.test", "New", ["staff"])
+    assert joined["teams"] == [world.other_team] and joined["team_admin"] == []
+    # Existing users are not moved when they sign in again.
+    assert world.app.sign_in("oidc:idp:member", "member@acme.test", "Member")["teams"] == [world.team]
+
+
+def test_config_names_the_default_team_and_ignores_other_sections(tmp_path):
+    from aqueduct_directory.application.config_apply import apply_config, parse_config
+
+    app = make_app(tmp_path)
+    config = parse_config(
+        "proxy: {anything: 1}\norgs:\n  - name: lab\n    default_team: all\n    teams: [{name: all}, {name: core}]\n"
+    )
+    assert apply_config(app, SYSTEM, config, dry_run=True) == [
+        "create org lab",
+        "create team lab/all",
+        "create team lab/core",
+    ]
+    changes = apply_config(app, SYSTEM, config)
+    assert changes[-1] == "update org lab: default_team"
+    assert apply_config(app, SYSTEM, config) == []
+    kim = app.sign_in("local:kim", "", "Kim", [])
+    assert app.state.orgs[kim["org_id"]].name == "default" and kim["teams"] == []  # local users: default org
+    lab = app.state.org_by_name("lab")
+    assert app.state.teams[lab.default_team_id].name == "all"
+    with pytest.raises(InvalidInputError):
+        parse_config("orgs: [{name: lab, colour: blue}]")  # inside a section, typos are errors

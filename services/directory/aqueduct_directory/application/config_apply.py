@@ -75,6 +75,7 @@ class TeamConfig(Levels):
 class OrgConfig(Levels):
     name: str
     sso_group: str | None = None
+    default_team: str | None = None  # name of one of its teams: new users join it on first sign-in
     teams: list[TeamConfig] = Field(default_factory=list)
 
 
@@ -93,7 +94,10 @@ class TermsConfig(_Strict):
     url: str
 
 
-class ConfigFile(_Strict):
+class ConfigFile(BaseModel):
+    # Unknown top-level sections are left to whoever reads them; the sections below are strict.
+    model_config = ConfigDict(extra="ignore")
+
     default_org: str | None = None
     endpoints: list[EndpointConfig] = Field(default_factory=list)
     models: list[ModelConfig] = Field(default_factory=list)
@@ -228,4 +232,12 @@ def _apply_org(app: DirectoryApp, p: Principal, o: OrgConfig, dry_run: bool) -> 
             changes.append(f"update team {o.name}/{t.name}: {', '.join(sorted(team_level))}")
             if not dry_run:
                 app.update_team(p, str(team.id), **team_level)
+    if o.default_team is not None:
+        team = app.state.team_by_name(str(org.id), o.default_team)
+        if team is None and not dry_run:
+            raise InvalidInputError(f"org {o.name}: default_team {o.default_team!r} is not one of its teams")
+        if team is None or str(team.id) != org.default_team_id:
+            changes.append(f"update org {o.name}: default_team")
+            if not dry_run and team is not None:
+                app.update_org(p, str(org.id), default_team_id=str(team.id))
     return changes

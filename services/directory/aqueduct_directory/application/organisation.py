@@ -54,6 +54,7 @@ class OrganisationUseCases(DirectoryCore):
         budgets: dict[str, Any] | None = None,
         excluded_models: list[str] | None = None,
         model_limits: dict[str, Any] | None = None,
+        default_team_id: Any = _UNSET,
     ) -> dict[str, Any]:
         p.require_admin("change orgs")
         org = self.editable(self.find(self.state.orgs, org_id, "org"))
@@ -71,6 +72,10 @@ class OrganisationUseCases(DirectoryCore):
             org.set_excluded_models(clean_models(excluded_models), actor=p.actor)
         if model_limits is not None and clean_model_limits(model_limits) != org.model_limits:
             org.set_model_limits(clean_model_limits(model_limits), actor=p.actor)
+        if default_team_id is not _UNSET and (default_team_id or None) != org.default_team_id:
+            if default_team_id and self.find(self.state.teams, default_team_id, "team").org_id != org_id:
+                raise InvalidInputError("the default team must belong to the org", "wrong_org")
+            org.set_default_team(default_team_id or None, actor=p.actor)
         self.commit(org)
         return org_view(self.state.orgs[org_id])
 
@@ -339,7 +344,14 @@ class OrganisationUseCases(DirectoryCore):
             user = User(
                 str(org.id), fallback_email, name or subject.split(":")[-1], subject, admin, False, "system"
             )
-            self.commit(user)
+            joined = []
+            default_team = self.state.teams.get(org.default_team_id or "")
+            if default_team is not None and not default_team.deleted:
+                # As in the seed design: every new user of the org starts in its default team.
+                team = self.editable(default_team)
+                team.add_member(str(user.id), False, self.clock(), actor="system")
+                joined.append(team)
+            self.commit(user, *joined)
             user_id = str(user.id)
         user = self.state.users[user_id]
         if user.deleted:

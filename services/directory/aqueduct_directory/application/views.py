@@ -36,6 +36,7 @@ def org_view(org: Org) -> dict[str, Any]:
         "budgets": org.budgets,
         "excluded_models": org.excluded_models,
         "model_limits": org.model_limits,
+        "default_team_id": org.default_team_id,
         "created_at": _iso(org.created_on),
     }
 

@@ -30,11 +30,17 @@ class Org(Aggregate):
         self.budgets = budgets
         self.excluded_models: list[str] = []
         self.model_limits: dict[str, dict[str, int]] = {}
+        self.default_team_id: str | None = None
 
     @event("OrgUpdated")
     def update(self, name: str, sso_group: str | None, actor: str) -> None:
         self.name = name
         self.sso_group = sso_group
+
+    @event("OrgDefaultTeamSet")
+    def set_default_team(self, team_id: str | None, actor: str) -> None:
+        """New users join this team on first sign-in."""
+        self.default_team_id = team_id
 
     @event("OrgLimitsSet")
     def set_limits(self, limits: dict[str, int], actor: str) -> None:

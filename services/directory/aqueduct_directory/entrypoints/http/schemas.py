@@ -48,6 +48,7 @@ class OrgPatch(_Body):
     budgets: dict[str, Any] | None = None
     excluded_models: list[str] | None = None
     model_limits: dict[str, dict[str, Any]] | None = None
+    default_team_id: str | None = None
 
 
 class TeamIn(_Body):
