@@ -95,6 +95,7 @@ async def measure_ingest(engine: ChdbClickHouse, nats_url: str, events: int, bat
 
     ingest = UsageIngest(AsyncClickHouse(engine), PriceBook(load_price_catalog()))
     consumer: BatchConsumer[dict] = BatchConsumer(
+        nc,
         js,
         stream=names.USAGE_STREAM,
         subject=names.USAGE_SUBJECT,

@@ -118,6 +118,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
     }
     consumers: list[BatchConsumer[Any]] = [
         BatchConsumer(
+            nc,
             js,
             stream=names.USAGE_STREAM,
             subject=names.USAGE_SUBJECT,
@@ -131,6 +132,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
             **common_options,
         ),
         BatchConsumer(
+            nc,
             js,
             stream=names.DIRECTORY_EVENTS_STREAM,
             subject=f"{names.DIRECTORY_EVENTS_SUBJECT_PREFIX}.>",

@@ -15,10 +15,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from pydantic import ValidationError
+
+from aqueduct_accounting.adapters.jetstream_pull import PullBatches
 
 __all__ = ["BatchConsumer", "ensure_durable_consumer"]
 
@@ -54,6 +57,7 @@ class BatchConsumer(Generic[T]):
 
     def __init__(
         self,
+        nc: NATS,
         js: JetStreamContext,
         *,
         stream: str,
@@ -71,6 +75,7 @@ class BatchConsumer(Generic[T]):
         on_store_failed: Callable[[], None] | None = None,
         on_lag: Callable[[int], None] | None = None,
     ) -> None:
+        self._nc = nc
         self._js = js
         self._stream = stream
         self._subject = subject
@@ -105,73 +110,51 @@ class BatchConsumer(Generic[T]):
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
+            puller = PullBatches(
+                self._nc, self._stream, self._durable, self._batch_size, max(self._flush_interval, 1.0)
+            )
             try:
-                sub = await self._js.pull_subscribe_bind(
-                    durable=self._durable,
-                    stream=self._stream,
-                    pending_msgs_limit=self._max_ack_pending * 2,
-                )
-            except Exception as exc:  # bus down or stream missing: keep trying
-                log.warning("cannot bind consumer %s (%s); retrying", self._durable, exc)
+                await puller.start()
+            except Exception as exc:  # bus down: keep trying
+                log.warning("cannot subscribe for consumer %s (%s); retrying", self._durable, exc)
                 await asyncio.sleep(1.0)
                 continue
             self.running.set()
             try:
-                await self._consume(sub)
+                await self._consume(puller)
             except Exception:
-                # Whatever broke (a JetStream status, the bus going away), what was not acked comes back.
-                log.exception("consumer %s broke; binding again", self._durable)
+                # Whatever broke (the bus going away, ...), what was not acked comes back.
+                log.exception("consumer %s broke; subscribing again", self._durable)
                 await asyncio.sleep(0.5)
             finally:
                 with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+                    await puller.stop()
 
-    async def _consume(self, sub: JetStreamContext.PullSubscription) -> None:
-        # One batch is stored (ClickHouse works in its own threads) while the next one is fetched and
+    async def _consume(self, puller: PullBatches) -> None:
+        # One batch is stored (ClickHouse works in its own threads) while the next one is pulled and
         # decoded; stores stay one at a time, in order, so the id check always sees earlier batches.
-        buffer: list[Msg] = []
-        first_at = 0.0
         storing: asyncio.Task[None] | None = None
+        batch: list[Msg] = []
         try:
-            while True:
-                stopping = self._stopping.is_set()
-                drained = False
-                if not stopping:
-                    want = self._batch_size - len(buffer)
-                    age = time.monotonic() - first_at if buffer else 0.0
-                    wait = self._flush_interval if not buffer else max(self._linger - age, 0.02)
-                    try:
-                        msgs = await sub.fetch(want, timeout=wait)
-                    except TimeoutError:  # nats.errors.TimeoutError, and the plain one nats-py raises too
-                        msgs = []
-                    if msgs:
-                        if not buffer:
-                            first_at = time.monotonic()
-                        buffer.extend(msgs)
-                        if self._on_lag is not None:
-                            with contextlib.suppress(Exception):
-                                self._on_lag(msgs[-1].metadata.num_pending)
-                    drained = len(msgs) < want
-                age = time.monotonic() - first_at if buffer else 0.0
-                if buffer and (
-                    stopping
-                    or len(buffer) >= self._batch_size
-                    or (drained and age >= self._linger)
-                    or age >= self._flush_interval
-                ):
-                    if storing is not None:
-                        await storing
-                    storing = asyncio.create_task(self._flush(buffer))
-                    buffer = []
-                if stopping:
-                    return
+            while not self._stopping.is_set():
+                batch = await puller.next_batch(self._batch_size, self._linger, self._flush_interval)
+                if not batch:
+                    continue
+                if self._on_lag is not None:
+                    with contextlib.suppress(Exception):
+                        self._on_lag(batch[-1].metadata.num_pending)
+                if storing is not None:
+                    await storing
+                storing = asyncio.create_task(self._flush(batch))
+                batch = []
         finally:
-            # Whatever ends the loop (stop, a broken fetch), store what is in hand first, so it does
-            # not wait for redelivery.
+            # Whatever ends the loop (stop, a broken bus), store what is in hand first, so it does not
+            # wait for redelivery.
             if storing is not None:
                 await storing
-            if buffer:
-                await self._flush(buffer)
+            batch += puller.take_all()
+            if batch:
+                await self._flush(batch)
 
     async def _flush(self, msgs: list[Msg]) -> None:
         items: list[T] = []
