@@ -137,6 +137,23 @@ async def test_an_expired_session_is_refreshed_transparently(stack, browser: Bro
     assert "aq_session" in names  # a fresh access token was stored
     session = next(c for c in await context.cookies() if c["name"] == "aq_session")
     assert session["httpOnly"] and session["sameSite"] == "Lax"
+    # The old refresh token is spent now (presenting it again would end the session): keep the new one.
+    people.user.storage = await context.storage_state()  # type: ignore[assignment]
+    await context.close()
+
+
+async def test_two_tabs_refreshing_at_once_keep_the_session(stack, browser: Browser, people: People) -> None:
+    context, _ = await sign_in(browser, stack.urls["ui"], people.user)
+    cookies = [c for c in await context.cookies() if c["name"] != "aq_session"]
+    await context.clear_cookies()
+    await context.add_cookies(cookies)  # type: ignore[arg-type]
+    # Both tabs present the same refresh token; the auth service lets only one of them spend it.
+    tabs = [await context.new_page(), await context.new_page()]
+    await asyncio.gather(*(tab.goto("/teams") for tab in tabs))
+    later = await context.new_page()
+    await later.goto("/models")
+    await expect(later.get_by_role("heading", name="Models")).to_be_visible()
+    people.user.storage = await context.storage_state()  # type: ignore[assignment]
     await context.close()
 
 

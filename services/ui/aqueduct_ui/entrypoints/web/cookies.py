@@ -116,8 +116,15 @@ class CookieKit:
             self._set(request, response, REFRESH_COOKIE, pair["refresh_token"], self._refresh_max_age)
 
     def clear_session(self, response: Response) -> None:
+        """Sign-out: both cookies go."""
         response.delete_cookie(ACCESS_COOKIE, path="/")
         response.delete_cookie(REFRESH_COOKIE, path="/")
+
+    @staticmethod
+    def clear_access(response: Response) -> None:
+        """Drop a dead access token but keep the refresh cookie: when two tabs refresh at once, the
+        loser's answer must not wipe the winner's fresh session (the auth service refuses the loser)."""
+        response.delete_cookie(ACCESS_COOKIE, path="/")
 
     def set_csrf(self, request: Request, response: Response, csrf_secret: str) -> None:
         self._set(request, response, CSRF_COOKIE, csrf_secret, None)

@@ -29,9 +29,7 @@ def _sign_in(request: Request) -> Response:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     if request.method != "GET":
         target = back_url(request)
-    response = redirect(request, f"/login?next={quote(target, safe='')}")
-    request.app.state.ctx.cookies.clear_session(response)
-    return response
+    return redirect(request, f"/login?next={quote(target, safe='')}")
 
 
 async def _on_sign_in_required(request: Request, exc: Exception) -> Response:
@@ -50,7 +48,11 @@ async def _on_form_error(request: Request, exc: Exception) -> Response:
 async def _on_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     if exc.status == 401:
-        return _sign_in(request)
+        # The API no longer accepts this session (revoked, roles changed): drop the access token so the
+        # next request refreshes it or, failing that, asks to sign in, instead of looping.
+        response = _sign_in(request)
+        request.app.state.ctx.cookies.clear_access(response)
+        return response
     if request.method != "GET":
         # A refused action returns to the form with the API's reason (e.g. "owns a service account").
         return redirect(request, back_url(request), Flash("error", exc.detail))

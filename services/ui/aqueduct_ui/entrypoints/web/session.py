@@ -81,7 +81,7 @@ class SessionMiddleware(BaseHTTPMiddleware):
             if renewed is not None:
                 kit.set_session(request, response, renewed)
             elif stale:
-                kit.clear_session(response)
+                kit.clear_access(response)
         if new_csrf:
             kit.set_csrf(request, response, new_csrf)
         if request.state.flash_shown and not _sets_cookie(response, FLASH_COOKIE):
@@ -91,7 +91,7 @@ class SessionMiddleware(BaseHTTPMiddleware):
         return response
 
     async def _resolve(self, request: Request) -> tuple[Session | None, dict | None, bool]:
-        """(session, renewed token pair to store, whether the cookies are stale and must go)."""
+        """(session, renewed token pair to store, whether the access cookie is dead and must go)."""
         access = request.cookies.get(ACCESS_COOKIE)
         refresh = request.cookies.get(REFRESH_COOKIE)
         if access:
@@ -105,10 +105,9 @@ class SessionMiddleware(BaseHTTPMiddleware):
             pair = await self.ctx.auth.refresh(refresh, request.client.host if request.client else None)
             claims = await verify_session(self.ctx, pair["access_token"])
         except ApiError as exc:
-            if exc.status >= 500:  # auth is down: keep the cookies, ask to sign in for now
+            if exc.status >= 500:
                 log.warning("could not refresh a session: %s", exc)
-                return None, None, False
-            return None, None, True
+            return None, None, bool(access)
         except (InvalidSessionError, KeyError):
-            return None, None, True
+            return None, None, bool(access)
         return Session(pair["access_token"], claims), pair, False
