@@ -91,6 +91,16 @@ async def test_a_team_admin_runs_service_accounts_and_members(
     await expect(row).to_contain_text(people.team_admin.name)
     await expect(row.locator("code")).to_have_text(f"{value[:7]}...{value[-4:]}")
 
+    # The service account's token is on the Team-Admin's tokens page too, with its team.
+    await page.goto("/")
+    sa_token = page.locator("#service-tokens tr", has_text="ci-bot")
+    await expect(sa_token).to_contain_text("research")
+    await expect(sa_token.get_by_role("button", name="Regenerate token of ci-bot")).to_be_visible()
+    # A Team-Admin's usage page may group by the members of their teams.
+    await page.goto("/usage")
+    assert "User" in await page.get_by_label("Group by").locator("option").all_inner_texts()
+    await page.goto(f"/teams/{people.team_id}")
+
     # The owner cannot be removed while they own the service account: the API's reason is shown.
     member = page.locator("#members tr", has_text=people.team_admin.name)
     await expect(member).to_contain_text("owns ci-bot")
