@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["UISettings"]
@@ -12,8 +13,10 @@ class UISettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8080
-    # Show "Sign in with SSO" (the auth service has an OIDC provider configured).
+    # Show "Sign in with SSO": explicitly, or because the auth service's OIDC issuer is configured in the
+    # same environment (``aqueduct up`` shares one environment between the services).
     oidc_enabled: bool = False
+    auth_oidc_issuer: str = Field("", validation_alias="AQUEDUCT_AUTH_OIDC_ISSUER")
     oidc_button_label: str = "Sign in with SSO"
     # Force the Secure flag on cookies; otherwise it is set when the request arrived over https.
     cookie_secure: bool = False
@@ -24,3 +27,7 @@ class UISettings(BaseSettings):
     # The per-user token cap shown on the tokens page when the directory's /api/me does not report it
     # (``max_tokens_per_user``); keep it equal to the directory's cap, which is what is enforced.
     token_cap: int = 10
+
+    @property
+    def sso_enabled(self) -> bool:
+        return self.oidc_enabled or bool(self.auth_oidc_issuer.strip())

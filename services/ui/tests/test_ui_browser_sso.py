@@ -55,7 +55,6 @@ def sso_stack(tmp_path_factory: pytest.TempPathFactory, upstream) -> Iterator[St
             "AQUEDUCT_AUTH_OIDC_CLIENT_ID": CLIENT_ID,
             "AQUEDUCT_AUTH_OIDC_CLIENT_SECRET": CLIENT_SECRET,
             "AQUEDUCT_AUTH_OIDC_ADMIN_GROUP": "admins",
-            "AQUEDUCT_UI_OIDC_ENABLED": "true",
         },
     )
     auth_port = stack.env["AQUEDUCT_AUTH_PORT"]

@@ -97,6 +97,14 @@ def test_sso_button_points_at_the_auth_service_when_configured(
     assert 'href="https://auth.example.org/auth/oidc/login?next=%2Fmodels"' in html
 
 
+def test_sso_is_on_when_the_auth_service_has_an_issuer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AQUEDUCT_AUTH_OIDC_ISSUER", raising=False)
+    monkeypatch.delenv("AQUEDUCT_UI_OIDC_ENABLED", raising=False)
+    assert not UISettings().sso_enabled
+    monkeypatch.setenv("AQUEDUCT_AUTH_OIDC_ISSUER", "https://idp.example.org")
+    assert UISettings().sso_enabled
+
+
 def test_a_form_without_the_csrf_token_is_refused(client: TestClient) -> None:
     client.get("/login")
     response = client.post(

@@ -44,7 +44,7 @@ def _page_context(request: Request) -> dict[str, Any]:
         "csrf_field": CSRF_FIELD,
         "csrf_token": ctx.cookies.csrf_token(csrf_secret) if csrf_secret else "",
         "take_flash": take_flash,
-        "oidc_enabled": ctx.settings.oidc_enabled,
+        "oidc_enabled": ctx.settings.sso_enabled,
         "oidc_label": ctx.settings.oidc_button_label,
         "proxy_url": ctx.common.proxy_url.rstrip("/"),
         "auth_url": ctx.common.auth_url.rstrip("/"),
