@@ -18,6 +18,9 @@ class UISettings(BaseSettings):
     oidc_enabled: bool = False
     auth_oidc_issuer: str = Field("", validation_alias="AQUEDUCT_AUTH_OIDC_ISSUER")
     oidc_button_label: str = "Sign in with SSO"
+    # The auth service as the browser reaches it (the SSO link); empty: AQUEDUCT_AUTH_URL. Differs when
+    # the services talk over an internal network (docker compose: http://auth:8002 is not the browser's).
+    public_auth_url: str = ""
     # Force the Secure flag on cookies; otherwise it is set when the request arrived over https.
     cookie_secure: bool = False
     # How long the refresh cookie lives when the auth service does not say (seconds).

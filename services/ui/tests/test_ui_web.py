@@ -97,6 +97,16 @@ def test_sso_button_points_at_the_auth_service_when_configured(
     assert 'href="https://auth.example.org/auth/oidc/login?next=%2Fmodels"' in html
 
 
+def test_the_sso_link_uses_the_public_auth_url_when_set() -> None:
+    common = CommonSettings(dev_mode=True, auth_url="http://auth:8002")
+    app = bootstrap(
+        UISettings(oidc_enabled=True, public_auth_url="https://auth.example.org/"), common, use_bus=False
+    )
+    with TestClient(app, follow_redirects=False) as client:
+        html = client.get("/login").text
+    assert 'href="https://auth.example.org/auth/oidc/login?next=%2F"' in html
+
+
 def test_sso_is_on_when_the_auth_service_has_an_issuer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AQUEDUCT_AUTH_OIDC_ISSUER", raising=False)
     monkeypatch.delenv("AQUEDUCT_UI_OIDC_ENABLED", raising=False)

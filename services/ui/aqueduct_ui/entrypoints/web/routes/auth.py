@@ -10,6 +10,7 @@ from fastapi import APIRouter, Form, Request
 from starlette.responses import Response
 
 from aqueduct_ui.adapters.api import ApiError
+from aqueduct_ui.entrypoints.web.context import WebContext
 from aqueduct_ui.entrypoints.web.cookies import REFRESH_COOKIE, Flash
 from aqueduct_ui.entrypoints.web.deps import Auth, Context
 from aqueduct_ui.entrypoints.web.render import redirect, render, safe_next
@@ -21,6 +22,11 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 
+def _sso_url(ctx: WebContext, next: str) -> str:
+    base = (ctx.settings.public_auth_url or ctx.common.auth_url).rstrip("/")
+    return f"{base}/auth/oidc/login?next={quote(safe_next(next), safe='')}"
+
+
 def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
@@ -29,7 +35,7 @@ def client_ip(request: Request) -> str | None:
 async def login_page(request: Request, ctx: Context, next: str = "/") -> Response:
     if getattr(request.state, "session", None) is not None:
         return redirect(request, safe_next(next))
-    sso_url = f"{ctx.common.auth_url.rstrip('/')}/auth/oidc/login?next={quote(safe_next(next), safe='')}"
+    sso_url = _sso_url(ctx, next)
     return render(request, "login.html", next=safe_next(next), sso_url=sso_url, username="")
 
 
@@ -51,7 +57,7 @@ async def login(
             message = "The sign-in service is unavailable. Try again shortly."
         else:
             message = "Wrong username or password."
-        sso_url = f"{ctx.common.auth_url.rstrip('/')}/auth/oidc/login?next={quote(safe_next(next), safe='')}"
+        sso_url = _sso_url(ctx, next)
         return render(
             request,
             "login.html",
