@@ -16,7 +16,7 @@ class UISettings(BaseSettings):
     # Show "Sign in with SSO": explicitly, or because the auth service's OIDC issuer is configured in the
     # same environment (``aqueduct up`` shares one environment between the services).
     oidc_enabled: bool = False
-    auth_oidc_issuer: str = Field("", validation_alias="AQUEDUCT_AUTH_OIDC_ISSUER")
+    auth_oidc_issuer: str = Field(default="", validation_alias="AQUEDUCT_AUTH_OIDC_ISSUER")
     oidc_button_label: str = "Sign in with SSO"
     # The auth service as the browser reaches it (the SSO link); empty: AQUEDUCT_AUTH_URL. Differs when
     # the services talk over an internal network (docker compose: http://auth:8002 is not the browser's).
