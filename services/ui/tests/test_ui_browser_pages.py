@@ -212,3 +212,26 @@ async def test_pages_fit_a_phone(stack, browser: Browser, people: People) -> Non
     await page.goto("/")
     await shoot(page, "tokens-phone")
     await context.close()
+
+
+UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+    .filter(e => e.tagName === 'BUTTON'
+        ? !(e.textContent.trim() || e.getAttribute('aria-label'))
+        : !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
+    .map(e => e.outerHTML.slice(0, 80))"""
+
+
+async def test_every_field_is_labelled_and_the_keyboard_reaches_the_content(
+    stack, browser: Browser, people: People
+) -> None:
+    context, page = await sign_in(browser, stack.urls["ui"], people.admin)
+    for path in ("/", "/teams", f"/teams/{people.team_id}", "/models", "/usage", "/admin", "/admin/audit"):
+        await page.goto(path)
+        assert await page.evaluate(UNLABELLED) == [], path
+    await page.goto("/")
+    await page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to content")
+    await expect(skip).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("main")).to_be_focused()
+    await context.close()
