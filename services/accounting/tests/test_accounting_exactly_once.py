@@ -7,7 +7,7 @@ from pathlib import Path
 
 import nats
 import pytest
-from accounting_testing import AccountingProcess, SessionKeys, usage_event, wait_until
+from accounting_testing import AccountingProcess, SessionKeys, publish_usage, usage_event, wait_until
 
 from aqueduct_cli.embedded import EmbeddedNats
 from aqueduct_libs import names
@@ -104,3 +104,21 @@ async def test_a_redelivered_or_republished_event_counts_once(
     answer = accounting.sql(admin_token, query)
     assert answer.json()["rows"] == [["once-1", 1, event.input_tokens], ["once-2", 1, twin.input_tokens]]
     assert accounting.metrics()["aqueduct_accounting_duplicate_events_total"] >= 2
+
+
+async def test_an_unreadable_message_is_set_aside_and_the_stream_goes_on(
+    js, accounting: AccountingProcess, admin_token: str
+) -> None:
+    for n, payload in enumerate([b"not json", b'{"event_id": "half"}', b'{"schema_version": 2}']):
+        await js.publish(names.USAGE_SUBJECT, payload, headers={"Nats-Msg-Id": f"poison-{n}"})
+    after = usage_event(3, event_id="after-poison", org_id="org-poison")
+    await publish_usage(js, [after])
+
+    def stored() -> bool:
+        answer = accounting.sql(admin_token, "SELECT count() FROM usage_events WHERE org_id = 'org-poison'")
+        return answer.json()["rows"] == [[1]]
+
+    assert await wait_until(stored, within=10)
+    assert accounting.metrics()["aqueduct_accounting_rejected_messages_total"] == 3
+    forged = accounting.sql(admin_token, "SELECT count() FROM usage_events WHERE event_id = 'half'")
+    assert forged.json()["rows"] == [[0]]
