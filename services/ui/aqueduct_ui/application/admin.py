@@ -3,6 +3,7 @@ MCP servers; and the audit view (events by actor, object and time; an object's s
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,27 +36,36 @@ async def _optional(api: UserApi, path: str, key: str) -> list[dict[str, Any]]:
         raise
 
 
-async def load_admin_page(api: UserApi) -> AdminPage:
-    orgs = items(await api.directory.get("/api/orgs"), "orgs")
-    terms: dict[str, Any] | None
+async def _terms(api: UserApi) -> dict[str, Any] | None:
     try:
-        terms = await api.directory.get("/api/terms") or None
+        return await api.directory.get("/api/terms") or None
     except ApiError as exc:
         if exc.status != 404:
             raise
-        terms = None
-    users = [u for u in items(await api.directory.get("/api/users"), "users") if not u.get("deleted")]
-    teams = [t for t in items(await api.directory.get("/api/teams"), "teams") if not t.get("deleted")]
+        return None
+
+
+async def load_admin_page(api: UserApi) -> AdminPage:
+    orgs_answer, terms, users_answer, teams_answer, endpoints, models, mcp_servers = await asyncio.gather(
+        api.directory.get("/api/orgs"),
+        _terms(api),
+        api.directory.get("/api/users"),
+        api.directory.get("/api/teams"),
+        api.directory.get("/api/endpoints"),
+        api.directory.get("/api/models"),
+        _optional(api, "/api/mcp-servers", "mcp_servers"),
+    )
+    orgs = items(orgs_answer, "orgs")
+    users = [u for u in items(users_answer, "users") if not u.get("deleted")]
+    teams = [t for t in items(teams_answer, "teams") if not t.get("deleted")]
     return AdminPage(
         orgs=orgs,
         users=sorted(users, key=lambda u: (u.get("name") or u.get("email") or "").lower()),
-        endpoints=sorted(
-            items(await api.directory.get("/api/endpoints"), "endpoints"), key=lambda e: e["slug"]
-        ),
-        models=sorted(items(await api.directory.get("/api/models"), "models"), key=lambda m: m["name"]),
+        endpoints=sorted(items(endpoints, "endpoints"), key=lambda e: e["slug"]),
+        models=sorted(items(models, "models"), key=lambda m: m["name"]),
         teams=sorted(teams, key=lambda t: t.get("name", "").lower()),
         terms=terms,
-        mcp_servers=await _optional(api, "/api/mcp-servers", "mcp_servers"),
+        mcp_servers=mcp_servers,
         org_names={o["id"]: o.get("name", o["id"]) for o in orgs},
     )
 
@@ -72,14 +82,16 @@ class AuditPage:
 
 
 async def _names(api: UserApi) -> dict[str, str]:
-    names: dict[str, str] = {"system": "system"}
-    for path, key, label in (
+    sources = (
         ("/api/users", "users", lambda o: o.get("name") or o.get("email")),
         ("/api/orgs", "orgs", lambda o: f"org {o.get('name')}"),
         ("/api/teams", "teams", lambda o: f"team {o.get('name')}"),
         ("/api/tokens", "tokens", lambda o: f"token {o.get('name')}"),
-    ):
-        for obj in items(await api.directory.get(path), key):
+    )
+    answers = await asyncio.gather(*(api.directory.get(path) for path, _, _ in sources))
+    names: dict[str, str] = {"system": "system"}
+    for (_, key, label), answer in zip(sources, answers, strict=True):
+        for obj in items(answer, key):
             names[obj["id"]] = str(label(obj) or obj["id"])
     return names
 

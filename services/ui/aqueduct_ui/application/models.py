@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,10 +62,14 @@ def _price(value: Any) -> str | None:
 
 
 async def load_models_page(api: UserApi, viewer: Viewer, proxy_url: str) -> ModelsPage:
-    endpoints = items(await api.directory.get("/api/endpoints"), "endpoints")
-    models = items(await api.directory.get("/api/models"), "models")
-    me = await api.directory.get("/api/me")
-    org = await api.directory.get(f"/api/orgs/{q(viewer.org_id)}") if viewer.org_id else {}
+    endpoints_answer, models_answer, me, org = await asyncio.gather(
+        api.directory.get("/api/endpoints"),
+        api.directory.get("/api/models"),
+        api.directory.get("/api/me"),
+        api.directory.get(f"/api/orgs/{q(viewer.org_id)}") if viewer.org_id else asyncio.sleep(0, {}),
+    )
+    endpoints = items(endpoints_answer, "endpoints")
+    models = items(models_answer, "models")
     org_excluded = set(org.get("excluded_models") or [])
     own_excluded = set(me.get("excluded_models") or []) if isinstance(me, dict) else set()
     proxy = proxy_url.rstrip("/")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,26 +82,22 @@ class TeamPage:
 async def load_team_page(api: UserApi, viewer: Viewer, team_id: str) -> TeamPage:
     team = await api.directory.get(f"/api/teams/{q(team_id)}")
     org_id = team.get("org_id")
-    org = await api.directory.get(f"/api/orgs/{q(org_id)}") if org_id else {}
-    users = {u["id"]: u for u in items(await api.directory.get("/api/users", org_id=org_id), "users")}
     members_raw = team.get("members", [])
     member_ids = {m["user_id"] for m in members_raw}
     is_member = viewer.user_id in member_ids
     can_admin = viewer.manages_team(team_id, org_id)
-
-    accounts: list[dict[str, Any]] = []
-    previews: dict[str, str] = {}
-    if is_member or can_admin:
-        accounts = [
-            sa
-            for sa in items(
-                await api.directory.get(f"/api/teams/{q(team_id)}/service-accounts"), "service_accounts"
-            )
-            if not sa.get("deleted")
-        ]
-        previews = {
-            t["id"]: t.get("preview", "") for t in items(await api.directory.get("/api/tokens"), "tokens")
-        }
+    sees_accounts = is_member or can_admin
+    org, users_answer, accounts_answer, tokens_answer = await asyncio.gather(
+        api.directory.get(f"/api/orgs/{q(org_id)}") if org_id else asyncio.sleep(0, {}),
+        api.directory.get("/api/users", org_id=org_id),
+        api.directory.get(f"/api/teams/{q(team_id)}/service-accounts")
+        if sees_accounts
+        else asyncio.sleep(0, []),
+        api.directory.get("/api/tokens") if sees_accounts else asyncio.sleep(0, []),
+    )
+    users = {u["id"]: u for u in items(users_answer, "users")}
+    accounts = [sa for sa in items(accounts_answer, "service_accounts") if not sa.get("deleted")]
+    previews = {t["id"]: t.get("preview", "") for t in items(tokens_answer, "tokens")}
 
     # Plain members may not list the org's users; names then come from the member entries when the
     # directory includes them, else the member is shown by a short id.

@@ -3,6 +3,7 @@ reports for what the viewer may see, with ids turned into names."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -157,9 +158,11 @@ def _series(
 
 
 async def load_usage_page(api: UserApi, viewer: Viewer, query: UsageQuery) -> UsagePage:
-    summary = await api.accounting.get("/api/usage/summary", **query.params())
-    series = await api.accounting.get("/api/usage/timeseries", **query.params(), bucket=query.bucket)
-    labels = await _labels(api, viewer, query.group_by)
+    summary, series, labels = await asyncio.gather(
+        api.accounting.get("/api/usage/summary", **query.params()),
+        api.accounting.get("/api/usage/timeseries", **query.params(), bucket=query.bucket),
+        _labels(api, viewer, query.group_by),
+    )
     groups = [
         GroupRow(
             key=str(g.get("key") or ""),
