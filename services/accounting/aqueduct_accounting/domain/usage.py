@@ -18,6 +18,9 @@ __all__ = ["InvalidUsageEventError", "clickhouse_time", "usage_row", "usage_row_
 _REQUIRED_TEXT = ("event_id", "token_id", "user_id", "org_id", "endpoint", "model", "route")
 _OPTIONAL_TEXT = ("service_account_id", "team_id", "tool", "batch_id")
 _COUNTS = ("input_tokens", "output_tokens", "cached_tokens")
+_TEXT = _REQUIRED_TEXT + _OPTIONAL_TEXT
+_INTEGERS = ("status_code", *_COUNTS)
+_KINDS = frozenset(("model", "mcp", "batch"))
 
 
 class InvalidUsageEventError(ValueError):
@@ -26,9 +29,11 @@ class InvalidUsageEventError(ValueError):
 
 def clickhouse_time(moment: datetime) -> str:
     """``DateTime64(3, 'UTC')`` text: naive datetimes are taken as UTC."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment.isoformat(" ", "milliseconds")
+    offset = moment.utcoffset()
+    if offset:
+        moment = moment.astimezone(UTC)
+    # "YYYY-MM-DD hh:mm:ss.mmm", without any "+00:00" (years 1000-9999, as ClickHouse's own range)
+    return moment.isoformat(" ", "milliseconds")[:23]
 
 
 def usage_row(event: UsageRecorded) -> dict[str, Any]:
@@ -37,45 +42,39 @@ def usage_row(event: UsageRecorded) -> dict[str, Any]:
 
 
 def usage_row_from_json(payload: bytes) -> dict[str, Any]:
+    # Hot path (one call per usage event): plain lookups first, then exact type checks in one pass.
     try:
         data = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidUsageEventError(f"not JSON: {exc}") from exc
-    if not isinstance(data, dict) or data.get("schema_version", 1) != 1:
-        raise InvalidUsageEventError("not a version 1 usage event")
-    row: dict[str, Any] = {}
-    for name in _REQUIRED_TEXT:
-        value = data.get(name)
-        if not isinstance(value, str) or (name == "event_id" and not value):
+        if data.get("schema_version", 1) != 1:
+            raise InvalidUsageEventError("not a version 1 usage event")
+        row: dict[str, Any] = {name: data[name] for name in _REQUIRED_TEXT}
+        for name in _OPTIONAL_TEXT:
+            row[name] = data.get(name) or ""
+        row["status_code"] = data["status_code"]
+        for name in _COUNTS:
+            row[name] = data.get(name, 0)
+        row["kind"] = data.get("kind", "model")
+        row["latency_ms"] = data.get("latency_ms", 0.0)
+        row["ttft_ms"] = data.get("ttft_ms")
+        row["streamed"] = data.get("streamed") is True
+        row["cut_short"] = data.get("cut_short") is True
+        row["occurred_at"] = clickhouse_time(datetime.fromisoformat(data["occurred_at"]))
+    except InvalidUsageEventError:
+        raise
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InvalidUsageEventError(f"not a usage event: {exc!r}") from exc
+    for name in _TEXT:
+        if type(row[name]) is not str:
             raise InvalidUsageEventError(f"{name} must be a string")
-        row[name] = value
-    for name in _OPTIONAL_TEXT:
-        value = data.get(name)
-        if value is not None and not isinstance(value, str):
-            raise InvalidUsageEventError(f"{name} must be a string or null")
-        row[name] = value or ""
-    occurred = data.get("occurred_at")
-    try:
-        row["occurred_at"] = clickhouse_time(datetime.fromisoformat(occurred))  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
-        raise InvalidUsageEventError("occurred_at must be an ISO 8601 time") from exc
-    status = data.get("status_code")
-    if not isinstance(status, int) or isinstance(status, bool):
-        raise InvalidUsageEventError("status_code must be an integer")
-    row["status_code"] = status
-    for name in _COUNTS:
-        value = data.get(name, 0)
-        if not isinstance(value, int) or isinstance(value, bool):
+    if not row["event_id"]:
+        raise InvalidUsageEventError("event_id must not be empty")
+    for name in _INTEGERS:
+        if type(row[name]) is not int:
             raise InvalidUsageEventError(f"{name} must be an integer")
-        row[name] = max(value, 0)
-    kind = data.get("kind", "model")
-    if kind not in ("model", "mcp", "batch"):
+        if row[name] < 0:
+            row[name] = 0
+    if row["kind"] not in _KINDS:
         raise InvalidUsageEventError("kind must be model, mcp or batch")
-    row["kind"] = kind
-    latency, ttft = data.get("latency_ms", 0.0), data.get("ttft_ms")
-    if not isinstance(latency, int | float) or (ttft is not None and not isinstance(ttft, int | float)):
+    if type(row["latency_ms"]) not in (int, float) or type(row["ttft_ms"]) not in (int, float, type(None)):
         raise InvalidUsageEventError("latency_ms and ttft_ms must be numbers")
-    row["latency_ms"], row["ttft_ms"] = latency, ttft
-    row["streamed"] = data.get("streamed") is True
-    row["cut_short"] = data.get("cut_short") is True
     return row
