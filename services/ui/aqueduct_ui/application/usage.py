@@ -158,11 +158,13 @@ def _series(
 
 
 async def load_usage_page(api: UserApi, viewer: Viewer, query: UsageQuery) -> UsagePage:
-    summary, series, labels = await asyncio.gather(
-        api.accounting.get("/api/usage/summary", **query.params()),
-        api.accounting.get("/api/usage/timeseries", **query.params(), bucket=query.bucket),
-        _labels(api, viewer, query.group_by),
-    )
+    async def reports() -> tuple[dict[str, Any], dict[str, Any]]:
+        # One after the other: the embedded ClickHouse (chDB) mixes up the parameters of concurrent queries.
+        summary = await api.accounting.get("/api/usage/summary", **query.params())
+        series = await api.accounting.get("/api/usage/timeseries", **query.params(), bucket=query.bucket)
+        return summary, series
+
+    (summary, series), labels = await asyncio.gather(reports(), _labels(api, viewer, query.group_by))
     groups = [
         GroupRow(
             key=str(g.get("key") or ""),
