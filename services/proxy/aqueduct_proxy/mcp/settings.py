@@ -16,5 +16,7 @@ class McpSettings(BaseSettings):
     allowed_hosts: str = "127.0.0.1:*,localhost:*,[::1]:*,127.0.0.1,localhost,[::1]"
     allowed_origins: str = "http://127.0.0.1:*,http://localhost:*,http://[::1]:*"
     connect_timeout_seconds: float = 10.0
+    # At start, how long to wait for the registered MCP servers to load from the auth snapshot.
+    startup_wait_seconds: float = 10.0
     # Tool calls may run long and the GET stream stays open: no total timeout, only this read gap.
     read_timeout_seconds: float = 600.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
@@ -29,6 +30,15 @@ def wire_mcp(
 
     async def start_watch(app: web.Application) -> None:
         watcher.start()
+        # Serve no MCP request from an empty registry (a 404 for a server that exists): wait for the
+        # initial replay, within reason; while the bus is away the proxy starts anyway.
+        try:
+            await asyncio.wait_for(watcher.ready.wait(), settings.startup_wait_seconds)
+        except TimeoutError:
+            log.warning(
+                "MCP servers not loaded after %.0fs; serving, they load when the bus answers",
+                settings.startup_wait_seconds,
+            )
 
     async def stop_watch(app: web.Application) -> None:
         await watcher.stop()
