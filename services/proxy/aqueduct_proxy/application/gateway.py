@@ -42,6 +42,25 @@ log = logging.getLogger(__name__)
 # Routes whose streams accept stream_options.include_usage (the Responses API reports usage on its own).
 _STREAM_OPTIONS_ROUTES = frozenset({"/chat/completions", "/completions"})
 _OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+# The fields the gateway itself reads (to count tokens); the upstream validates everything else.
+_REQUIRED_FIELDS: dict[str, tuple[str, tuple[type, ...], str]] = {
+    "/chat/completions": ("messages", (list,), "'messages' must be a non-empty array of message objects."),
+    "/completions": ("prompt", (str, list), "'prompt' must be a string or an array."),
+    "/embeddings": ("input", (str, list), "'input' must be a string or an array."),
+}
+
+
+def _shape_problem(upstream_path: str, payload: dict[str, Any]) -> tuple[str, str] | None:
+    rule = _REQUIRED_FIELDS.get(upstream_path)
+    if rule is None:
+        return None
+    field, kinds, message = rule
+    value = payload.get(field)
+    if not isinstance(value, kinds) or (isinstance(value, list) and not value):
+        return field, message
+    if field == "messages" and not all(isinstance(m, dict) for m in value):
+        return field, message
+    return None
 _HEADER_DIMENSION = {"requests": "requests", "input_tokens": "tokens", "output_tokens": "output-tokens"}
 _RETRYABLE_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
 
@@ -155,6 +174,8 @@ class Gateway:
             return Call(grant, api_path, upstream_path, endpoint, payload=payload, form=form, raw=raw)
         if not isinstance(model, str) or not model:
             raise BadRequestError("You must provide a model parameter.", param="model")
+        if payload is not None and (problem := _shape_problem(upstream_path, payload)):
+            raise BadRequestError(problem[1], param=problem[0])
         route = resolve_model(grant, self.snapshot, model, slug)
         call = Call(grant, api_path, upstream_path, route.endpoint, route=route, payload=payload, form=form)
         if payload is not None:
