@@ -8,6 +8,7 @@ never metadata pointing at nothing.
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from typing import IO
 
 import nats.errors
@@ -44,7 +45,8 @@ class FileStore:
         self._replicas = replicas
         self._objects: ObjectStore | None = None
         self._meta: KeyValue | None = None
-        self._lock = asyncio.Lock()  # serialises quota checks of this process
+        # One owner's uploads are serialised (quota check, then write); other owners' run in parallel.
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def start(self) -> None:
         """Open the object store and metadata bucket, creating them if missing (any start order)."""
@@ -90,7 +92,7 @@ class FileStore:
         file_id: str | None = None,
         enforce_quota: bool = True,
     ) -> StoredFile:
-        async with self._lock:
+        async with self._locks[owner]:
             if enforce_quota:
                 used = await self.used_bytes(owner)
                 if used + size > self._quota:
