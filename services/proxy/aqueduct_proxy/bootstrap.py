@@ -26,7 +26,7 @@ from aqueduct_proxy.entrypoints.http import build_app
 from aqueduct_proxy.metrics import ProxyMetrics
 from aqueduct_proxy.settings import ProxySettings
 
-__all__ = ["Proxy", "bootstrap", "run", "serve"]
+__all__ = ["Proxy", "bootstrap", "run", "serve", "wire_extensions"]
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,24 @@ async def bootstrap(settings: ProxySettings, common: CommonSettings) -> Proxy:
     return proxy
 
 
+def wire_extensions(proxy: Proxy) -> None:
+    """The files API (and file content in chat), the Batch API and the MCP gateway, on the same app.
+
+    Kept apart from ``bootstrap`` so tests can wire exactly the parts they exercise.
+    """
+    from aqueduct_proxy.batches.settings import BatchSettings
+    from aqueduct_proxy.batches.wiring import wire_batches
+    from aqueduct_proxy.files.settings import FilesSettings
+    from aqueduct_proxy.files.wiring import wire_files
+    from aqueduct_proxy.mcp.settings import McpSettings
+    from aqueduct_proxy.mcp.wiring import wire_mcp
+
+    js = proxy.nc.jetstream()
+    files = wire_files(proxy.app, proxy.gateway, js, FilesSettings())
+    wire_batches(proxy.app, proxy.gateway, js, files, BatchSettings())
+    wire_mcp(proxy.app, proxy.gateway, js, McpSettings())
+
+
 async def serve(settings: ProxySettings, common: CommonSettings, stop: asyncio.Event | None = None) -> None:
     """Serve until SIGTERM/SIGINT (or ``stop``), then shut down without losing usage events."""
     stop = stop or asyncio.Event()
@@ -131,6 +149,7 @@ async def serve(settings: ProxySettings, common: CommonSettings, stop: asyncio.E
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     proxy = await bootstrap(settings, common)
+    wire_extensions(proxy)
     runner = web.AppRunner(proxy.app, access_log=None, handle_signals=False, shutdown_timeout=30.0)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=settings.workers > 1, backlog=4096)
