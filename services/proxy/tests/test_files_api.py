@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,8 +25,8 @@ from conftest import SECRET
 
 pytestmark = [pytest.mark.nats]
 
-MAX_FILE = 64 * 1024
-QUOTA = 100 * 1024
+MAX_FILE = 1024 * 1024
+QUOTA = 1536 * 1024
 
 
 class FilesApp:
@@ -98,6 +99,10 @@ async def test_upload_list_retrieve_content_delete_with_the_openai_client(files_
     with pytest.raises(openai.NotFoundError):
         await client.files.content(created.id)
     assert [f.id async for f in client.files.list()] == [other.id]
+
+    large = os.urandom(700 * 1024)  # several object-store chunks
+    stored = await client.files.create(file=("large.bin", large), purpose="user_data")
+    assert stored.bytes == len(large) and (await client.files.content(stored.id)).content == large
 
 
 async def test_files_are_visible_to_their_owner_only(files_app, snapshot):

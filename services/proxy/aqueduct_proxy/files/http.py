@@ -94,10 +94,21 @@ def setup_files(
         record = await store.get(grant.user_id, request.match_info["file_id"])
         return json_response(record.to_openai())
 
-    async def content(request: web.Request) -> web.Response:
+    async def content(request: web.Request) -> web.StreamResponse:
         grant = authenticate(request.headers.get("Authorization"))
-        data = await store.content(grant.user_id, request.match_info["file_id"])
-        return web.Response(body=data, content_type="application/octet-stream")
+        record, spool = await store.open_content(
+            grant.user_id, request.match_info["file_id"], settings.spool_memory_bytes
+        )
+        try:
+            response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+            response.content_length = record.bytes
+            await response.prepare(request)
+            while chunk := spool.read(_CHUNK):
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+        finally:
+            spool.close()
 
     async def delete(request: web.Request) -> web.Response:
         grant = authenticate(request.headers.get("Authorization"))

@@ -8,6 +8,7 @@ never metadata pointing at nothing.
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections import defaultdict
 from typing import IO
 
@@ -125,6 +126,21 @@ class FileStore:
         except NotFoundError:
             raise FileNotFoundInStoreError(f"The content of {file_id} is gone.", param="file_id") from None
         return bytes(result.data or b"")
+
+    async def open_content(
+        self, owner: str, file_id: str, spool_memory_bytes: int
+    ) -> tuple[StoredFile, IO[bytes]]:
+        """The file's bytes in a temporary file (in memory up to ``spool_memory_bytes``), rewound, for
+        sending without holding a large file in memory. The caller closes it."""
+        record = await self.get(owner, file_id)
+        spool = tempfile.SpooledTemporaryFile(max_size=spool_memory_bytes)
+        try:
+            await self.objects.get(record.id, writeinto=spool)  # type: ignore[arg-type]
+        except NotFoundError:
+            spool.close()
+            raise FileNotFoundInStoreError(f"The content of {file_id} is gone.", param="file_id") from None
+        spool.seek(0)
+        return record, spool  # type: ignore[return-value]
 
     async def delete(self, owner: str, file_id: str) -> None:
         record = await self.get(owner, file_id)
