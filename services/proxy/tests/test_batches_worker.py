@@ -205,9 +205,11 @@ async def test_refused_lines_go_to_the_error_file_and_cancel_stops_a_batch(batch
     cancelling = await client.batches.cancel(doomed.id)  # before any worker runs: nothing of it may run
     assert cancelling.status == "cancelling"
 
-    spawn_worker()
+    worker = spawn_worker()
     finished = await wait_status(client, mixed.id, {"completed", "failed"})
     cancelled = await wait_status(client, doomed.id, {"cancelled"})
+    worker.terminate()
+    assert await asyncio.to_thread(worker.wait, 30) == 0  # SIGTERM: lines in flight finish, clean exit
 
     assert (finished.request_counts.completed, finished.request_counts.failed) == (2, 2)
     ok = [json.loads(x) for x in (await client.files.content(finished.output_file_id)).content.splitlines()]
