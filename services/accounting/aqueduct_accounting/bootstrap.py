@@ -22,6 +22,7 @@ from aqueduct_accounting.application.budgets import BudgetEnforcer
 from aqueduct_accounting.application.directory_mirror import DirectoryMirror
 from aqueduct_accounting.application.ingest import UsageIngest
 from aqueduct_accounting.application.reports import Reports
+from aqueduct_accounting.application.rollups import repair_rollups
 from aqueduct_accounting.domain.pricing import PriceBook
 from aqueduct_accounting.domain.usage import usage_row_from_json
 from aqueduct_accounting.entrypoints.http import HttpDeps, create_app
@@ -81,6 +82,8 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
     """Wire the real adapters: ClickHouse (migrated), NATS, the consumers, the budget loop, the HTTP app."""
     engine = open_clickhouse(settings.clickhouse_url, common.data_dir)
     await asyncio.to_thread(apply_migrations, engine, settings.migrations_dir or default_migrations_dir())
+    # Before consuming: a crash may have left roll-ups short of the last events stored.
+    await asyncio.to_thread(repair_rollups, engine)
     clickhouse = AsyncClickHouse(engine)
 
     nc = await connect(common.nats_url, "aqueduct-accounting")

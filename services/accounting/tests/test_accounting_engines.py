@@ -84,3 +84,42 @@ def test_an_unreachable_server_fails_at_start_without_leaking_the_password() -> 
         ServerClickHouse(f"http://default:hunter2@127.0.0.1:{port}/default")
     assert f"127.0.0.1:{port}" in str(failure.value)
     assert "hunter2" not in str(failure.value)
+
+
+@pytest.mark.chdb
+def test_roll_ups_left_short_by_a_crash_are_rebuilt(tmp_path: Path) -> None:
+    from aqueduct_accounting.application.rollups import repair_rollups
+
+    engine = ChdbClickHouse(tmp_path / "chdb")
+    try:
+        apply_migrations(engine, default_migrations_dir())
+        assert repair_rollups(engine) == []  # nothing stored yet
+        rows = [
+            {
+                "event_id": f"r{i}",
+                "occurred_at": f"2026-01-05 10:{i % 60:02d}:00.000",
+                "org_id": "o",
+                "input_tokens": 3,
+                "cost_nanos": 7,
+            }
+            for i in range(100)
+        ]
+        engine.insert_json_rows("usage_events", rows)
+        assert repair_rollups(engine) == []  # consistent: nothing to do
+        # What a kill between the events' part and the views' parts leaves behind.
+        engine.execute(
+            "ALTER TABLE usage_by_minute DELETE WHERE bucket < '2026-01-05 10:30:00' SETTINGS mutations_sync = 2"
+        )
+        engine.execute("ALTER TABLE usage_by_day DELETE WHERE 1 SETTINGS mutations_sync = 2")
+
+        assert repair_rollups(engine) == [
+            "usage_by_minute@2026-01-05T10:00:00+00:00",
+            "usage_by_day@2026-01-05T00:00:00+00:00",
+        ]
+        for table in ("usage_by_minute", "usage_by_hour", "usage_by_day"):
+            assert engine.query(
+                f"SELECT sum(requests), sum(input_tokens), sum(cost_nanos) FROM {table}"
+            ).rows == [[100, 300, 700]], table
+        assert repair_rollups(engine) == []
+    finally:
+        engine.close()

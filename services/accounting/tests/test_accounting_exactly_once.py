@@ -75,6 +75,11 @@ async def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_pat
         assert (rows, unique) == (TOTAL, TOTAL)
         assert input_sum == sum(e.input_tokens for e in events)
         assert output_sum == sum(e.output_tokens for e in events)
+        for table in ("usage_by_minute", "usage_by_hour", "usage_by_day"):
+            rolled = service.sql(admin, f"SELECT sum(requests), sum(input_tokens) FROM {table}").json()[
+                "rows"
+            ]
+            assert rolled == [[TOTAL, input_sum]], table
     finally:
         service.kill()
         await nc.close()
