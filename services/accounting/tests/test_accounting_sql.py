@@ -74,3 +74,12 @@ async def test_a_bad_query_is_a_400_with_the_engine_message(accounting: Accounti
 
     assert answer.status_code == 400
     assert "no_such_column" in answer.json()["detail"]
+
+
+async def test_answers_are_capped_even_for_endless_queries(
+    accounting: AccountingProcess, admin_token: str
+) -> None:
+    answer = accounting.sql(admin_token, "SELECT number FROM system.numbers")
+
+    assert answer.status_code == 200
+    assert len(answer.json()["rows"]) == 10_000

@@ -193,7 +193,9 @@ class Reports:
 
     async def sql(self, query: str) -> QueryResult:
         statement = check_read_only(query)
-        return await self._ch.query(
+        result = await self._ch.query(
             statement,
             settings={"readonly": 1, "max_result_rows": self._sql_max_rows, "result_overflow_mode": "break"},
         )
+        # "break" stops at a block boundary, so the engine may hand back a little more than asked.
+        return QueryResult(result.columns, result.rows[: self._sql_max_rows])
