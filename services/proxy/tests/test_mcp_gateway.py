@@ -24,7 +24,7 @@ from aqueduct_libs.snapshot import McpServerRoute
 from aqueduct_proxy.bootstrap import bootstrap
 from aqueduct_proxy.mcp import McpSettings
 from aqueduct_proxy.mcp.wiring import wire_mcp
-from conftest import common_settings, proxy_settings, usage_events, wait_token
+from conftest import common_settings, proxy_settings, spawn_proxy, usage_events, wait_token
 
 pytestmark = [pytest.mark.nats]
 
@@ -75,19 +75,24 @@ def tool_servers() -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
+async def registered(bus: Any, tool_servers: dict[str, str]) -> dict[str, str]:
+    """The tool servers in the auth snapshot, as the directory's projection writes them."""
+    kv = await bus.key_value(names.AUTH_SNAPSHOT_BUCKET)
+    for name, url in tool_servers.items():
+        route = McpServerRoute(name=name, url=url, allowed_team_ids=["team-1"])
+        await kv.put(names.snapshot_mcp_key(name), route.model_dump_json().encode())
+    return tool_servers
+
+
+@pytest.fixture(scope="module")
 async def gateway(
-    bus: Any,
+    registered: dict[str, str],
     snapshot: Any,
-    tool_servers: dict[str, str],
     nats_url: str,
     valkey_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[str]:
     """The proxy as its bootstrap builds it, with the MCP routes wired in as at start."""
-    kv = await bus.key_value(names.AUTH_SNAPSHOT_BUCKET)
-    for name, url in tool_servers.items():  # as the directory's projection writes them
-        route = McpServerRoute(name=name, url=url, allowed_team_ids=["team-1"])
-        await kv.put(names.snapshot_mcp_key(name), route.model_dump_json().encode())
     settings = proxy_settings(valkey_url)
     proxy = await bootstrap(settings, common_settings(nats_url, tmp_path_factory.mktemp("proxy-mcp")))
     wire_mcp(proxy.app, proxy.gateway, proxy.nc.jetstream(), McpSettings())
@@ -209,3 +214,19 @@ async def test_refusals_other_team_foreign_origin_unknown_server_no_token(gatewa
     with pytest.raises(Exception):  # noqa: B017 - the official client gives up on a 403 its own way
         async with mcp_session(url, outsider) as session:
             await session.list_tools()
+
+
+async def test_the_proxy_process_serves_mcp(
+    registered, snapshot, bus, nats_url, valkey_url, tmp_path, proxy_processes
+):
+    process, port = spawn_proxy(nats_url, valkey_url, tmp_path)
+    proxy_processes.append(process)
+    base = f"http://127.0.0.1:{port}"
+    value, grant = await issue(base, snapshot)
+
+    async with mcp_session(f"{base}/mcp/json-tools", value) as session:
+        added = await session.call_tool("add", {"a": 1, "b": 1})
+
+    assert added.content[0].text == "2"
+    [event] = await usage_events(bus, grant.token_id, 1)
+    assert (event.kind, event.endpoint, event.tool, event.status_code) == ("mcp", "json-tools", "add", 200)
