@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import openai
@@ -32,6 +33,21 @@ async def test_window_admits_up_to_the_limit_then_says_when_to_retry(valkey_url,
     admitted = await limiter.admit(out)
     await limiter.settle(admitted, 2)  # only 2 were produced: 8 free again
     assert isinstance(await limiter.admit(out), Admission)
+    await limiter.close()
+
+
+async def test_the_window_slides(valkey_url):
+    limiter = Limiter.from_url(valkey_url, window=2)  # a two-second "minute"
+    counters = [Counter(f"aq:test:{uuid.uuid4().hex}:rpm", "requests", 3, 1)]
+    for _ in range(3):
+        assert isinstance(await limiter.admit(counters), Admission)
+    refused = await limiter.admit(counters)
+    assert isinstance(refused, Rejection) and 1 <= refused.retry_after <= 2
+    await asyncio.sleep(refused.retry_after + 0.1)
+    admitted = await limiter.admit(counters)
+    assert isinstance(admitted, Admission) and admitted.used[0] <= 3
+    await asyncio.sleep(2.1)  # everything has left the window
+    assert (await limiter.admit(counters)).used == [1]
     await limiter.close()
 
 

@@ -1,7 +1,7 @@
 """Per-minute limits in Valkey/Redis, exact across any number of proxy replicas.
 
-Each counter is a hash of one-second buckets over a sliding 60-second window; one Lua script checks and
-charges every counter of a request atomically (Valkey's clock, so replicas agree). Output tokens are
+Each counter is a hash of one-second buckets over a sliding 60-second window with a running total; one
+Lua script checks and charges every counter of a request atomically (Valkey's clock, so replicas agree). Output tokens are
 reserved up front when the request caps them (``max_tokens``) and settled from the upstream's usage.
 """
 
@@ -22,44 +22,67 @@ log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
 
+# Each counter hash holds one field per second ("<epoch second>" -> amount), the running total of the
+# window ("t") and the oldest second that may still have a field ("o"). Sliding the window deletes only
+# the seconds that fell out of it since the last call, so a check costs O(1) whatever the traffic.
+_SLIDE = """
+local function slide(key, now, window)
+  local oldest = now - window + 1
+  local state = redis.call('HMGET', key, 't', 'o')
+  local total = tonumber(state[1]) or 0
+  local o = tonumber(state[2]) or oldest
+  if o < oldest then
+    if oldest - o >= window then
+      redis.call('DEL', key)
+      total = 0
+    else
+      local gone = {}
+      for sec = o, oldest - 1 do gone[#gone + 1] = sec end
+      local values = redis.call('HMGET', key, unpack(gone))
+      for j = 1, #gone do
+        local n = tonumber(values[j])
+        if n then total = total - n end
+      end
+      redis.call('HDEL', key, unpack(gone))
+    end
+    o = oldest
+  end
+  return total, o
+end
+"""
+
 # KEYS: counters. ARGV[1]: window; then per counter: limit, cost.
 # A cost of 0 (output tokens not reserved) only asks that something is left.
 # Returns {1, now, used_1..n} when admitted, {0, index, used, retry_after} when refused.
-_ADMIT = """
+_ADMIT = (
+    _SLIDE
+    + """
 local now = tonumber(redis.call('TIME')[1])
 local window = tonumber(ARGV[1])
-local oldest = now - window + 1
 local used = {}
 for i = 1, #KEYS do
   local limit = tonumber(ARGV[2 * i])
   local cost = tonumber(ARGV[2 * i + 1])
-  local h = redis.call('HGETALL', KEYS[i])
-  local total = 0
-  local buckets = {}
-  for j = 1, #h, 2 do
-    local sec = tonumber(h[j])
-    if sec < oldest then
-      redis.call('HDEL', KEYS[i], h[j])
-    else
-      local n = tonumber(h[j + 1])
-      total = total + n
-      buckets[#buckets + 1] = {sec, n}
-    end
-  end
+  local total, o = slide(KEYS[i], now, window)
+  redis.call('HSET', KEYS[i], 't', total, 'o', o)
   used[i] = total
   local need = cost
   if need < 1 then need = 1 end
   if total + need > limit then
-    table.sort(buckets, function(a, b) return a[1] < b[1] end)
+    -- When will enough of the window have slid away?
+    local secs = {}
+    for sec = o, now do secs[#secs + 1] = sec end
+    local values = redis.call('HMGET', KEYS[i], unpack(secs))
     local wait = window
     local freed = 0
-    for _, b in ipairs(buckets) do
-      freed = freed + b[2]
+    for j = 1, #secs do
+      freed = freed + (tonumber(values[j]) or 0)
       if total - freed + need <= limit then
-        wait = b[1] + window - now
+        wait = secs[j] + window - now
         break
       end
     end
+    redis.call('EXPIRE', KEYS[i], window + 5)
     return {0, i, total, wait}
   end
 end
@@ -67,26 +90,41 @@ for i = 1, #KEYS do
   local cost = tonumber(ARGV[2 * i + 1])
   if cost > 0 then
     redis.call('HINCRBY', KEYS[i], now, cost)
-    redis.call('EXPIRE', KEYS[i], window + 5)
+    redis.call('HINCRBY', KEYS[i], 't', cost)
   end
+  redis.call('EXPIRE', KEYS[i], window + 5)
   used[i] = used[i] + cost
 end
 local result = {1, now}
 for i = 1, #KEYS do result[#result + 1] = used[i] end
 return result
 """
+)
 
-# KEYS: counters. ARGV[1]: the admission second; then one delta per counter.
-_SETTLE = """
+# KEYS: counters. ARGV[1]: window, ARGV[2]: the admission second; then one delta per counter.
+# A bucket that has left the window is not corrected; tokens produced later still count, from now.
+_SETTLE = (
+    _SLIDE
+    + """
+local now = tonumber(redis.call('TIME')[1])
+local window = tonumber(ARGV[1])
+local second = tonumber(ARGV[2])
 for i = 1, #KEYS do
-  local delta = tonumber(ARGV[i + 1])
-  if delta > 0 or (delta < 0 and redis.call('HEXISTS', KEYS[i], ARGV[1]) == 1) then
-    redis.call('HINCRBY', KEYS[i], ARGV[1], delta)
-    redis.call('EXPIRE', KEYS[i], 65)
+  local delta = tonumber(ARGV[i + 2])
+  local total, o = slide(KEYS[i], now, window)
+  local at = second
+  if at < o then at = now end
+  if delta < 0 and at ~= second then delta = 0 end
+  if delta ~= 0 then
+    redis.call('HINCRBY', KEYS[i], at, delta)
+    total = total + delta
   end
+  redis.call('HSET', KEYS[i], 't', total, 'o', o)
+  redis.call('EXPIRE', KEYS[i], window + 5)
 end
 return 1
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +190,10 @@ _STORE_ERRORS = (RespError, RedisError, OSError, TimeoutError)
 
 
 class Limiter:
-    def __init__(self, redis: Any, retry_down_after: float = 1.0) -> None:
+    def __init__(self, redis: Any, retry_down_after: float = 1.0, window: int = WINDOW_SECONDS) -> None:
         """``redis``: a ``RespClient`` (fast, one server) or a redis-py asyncio client."""
         self._redis: ScriptRunner = redis if isinstance(redis, RespClient) else _RedisPyRunner(redis)
+        self._window = window
         self._admit = self._redis.register_script(_ADMIT)
         self._settle = self._redis.register_script(_SETTLE)
         # After a failure, do not wait for a timeout on every request: skip Valkey for a moment.
@@ -162,15 +201,15 @@ class Limiter:
         self._down_until = 0.0
 
     @classmethod
-    def from_url(cls, url: str, timeout: float = 0.25) -> Limiter:
-        return cls(RespClient(url, timeout=timeout))
+    def from_url(cls, url: str, timeout: float = 0.25, window: int = WINDOW_SECONDS) -> Limiter:
+        return cls(RespClient(url, timeout=timeout), window=window)
 
     async def admit(self, counters: list[Counter]) -> Admission | Rejection:
         if not counters:
             return Admission()
         if time.monotonic() < self._down_until:
             raise LimiterDown("rate-limit store unreachable (recent failure)")
-        args: list[int] = [WINDOW_SECONDS]
+        args: list[int] = [self._window]
         for c in counters:
             args += (c.limit, c.cost)
         try:
@@ -193,7 +232,7 @@ class Limiter:
         if not keys or time.monotonic() < self._down_until:
             return
         try:
-            await self._redis.evalsha(self._settle, keys, [admission.second, *deltas])
+            await self._redis.evalsha(self._settle, keys, [self._window, admission.second, *deltas])
         except _STORE_ERRORS as exc:
             self._mark_down(exc)
 

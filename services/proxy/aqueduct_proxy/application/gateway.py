@@ -61,6 +61,8 @@ def _shape_problem(upstream_path: str, payload: dict[str, Any]) -> tuple[str, st
     if field == "messages" and not all(isinstance(m, dict) for m in value):
         return field, message
     return None
+
+
 _HEADER_DIMENSION = {"requests": "requests", "input_tokens": "tokens", "output_tokens": "output-tokens"}
 _RETRYABLE_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
 
