@@ -31,7 +31,7 @@ from aqueduct_accounting.application.ingest import UsageIngest
 from aqueduct_accounting.application.reports import Reports, ReportWindow
 from aqueduct_accounting.domain.pricing import PriceBook
 from aqueduct_accounting.domain.scope import UsageFilter, Viewer
-from aqueduct_accounting.domain.usage import usage_row_from_json
+from aqueduct_accounting.domain.usage import usage_rows_from_json
 from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer
 from aqueduct_accounting.settings import default_migrations_dir
 from aqueduct_cli.embedded import EmbeddedNats
@@ -40,10 +40,10 @@ from aqueduct_libs.bus import ensure_topology
 from aqueduct_libs.events import UsageRecorded
 
 
-def _event(i: int, when: datetime) -> bytes:
+def _event(i: int, when: datetime, prefix: str = "bench") -> bytes:
     return (
         UsageRecorded(
-            event_id=f"bench-{i:09d}",
+            event_id=f"{prefix}-{i:09d}",
             occurred_at=when,
             token_id=f"tok-{i % 3000}",
             user_id=f"user-{i % 1000}",
@@ -85,6 +85,54 @@ async def _poll(current: Callable[[], Awaitable[int]], target: int, interval: fl
         await asyncio.sleep(interval)
 
 
+def _consumer(nc: nats.NATS, js, engine: ChdbClickHouse, durable: str, batch: int) -> BatchConsumer:
+    ingest = UsageIngest(AsyncClickHouse(engine), PriceBook(load_price_catalog()))
+
+    async def store(messages: list[list[dict]]) -> None:
+        await ingest.ingest_rows([row for rows in messages for row in rows])
+
+    return BatchConsumer(
+        nc,
+        js,
+        stream=names.USAGE_STREAM,
+        subject=names.USAGE_SUBJECT,
+        durable=durable,
+        decode=usage_rows_from_json,
+        store=store,
+        batch_size=batch,
+        flush_interval=1.0,
+        max_ack_pending=50_000,
+        ack_wait=60,
+    )
+
+
+async def measure_batched_ingest(
+    engine: ChdbClickHouse, nats_url: str, events: int, per_message: int
+) -> dict[str, float]:
+    """The same events, ``per_message`` to a message (a JSON array): the rate of the ClickHouse side."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await js.purge_stream(names.USAGE_STREAM)
+    when = datetime.now(UTC) - timedelta(days=2)
+    before = _count(engine)
+    for first in range(0, events, per_message):
+        payload = (
+            b"[" + b",".join(_event(i, when, "batched") for i in range(first, first + per_message)) + b"]"
+        )
+        await nc.publish(names.USAGE_SUBJECT, payload, headers={"Nats-Msg-Id": f"batched-{first}"})
+    await nc.flush()
+    await _poll(lambda: _stream_count(js), events // per_message)
+    consumer = _consumer(nc, js, engine, "bench-batched", max(1, 5000 // per_message))
+    started, cpu_started = time.perf_counter(), time.process_time()
+    await consumer.start()
+    await _poll(lambda: asyncio.to_thread(_count, engine), before + events, 0.02)
+    seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started
+    await consumer.stop()
+    await nc.close()
+    return {"rate": events / seconds, "seconds": seconds, "cpu_us": cpu_seconds / events * 1e6}
+
+
 async def measure_ingest(engine: ChdbClickHouse, nats_url: str, events: int, batch: int) -> dict[str, float]:
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
@@ -93,24 +141,12 @@ async def measure_ingest(engine: ChdbClickHouse, nats_url: str, events: int, bat
     await _publish(nc, [_event(i, when) for i in range(events)], 0)
     await _poll(lambda: _stream_count(js), events)
 
-    ingest = UsageIngest(AsyncClickHouse(engine), PriceBook(load_price_catalog()))
-    consumer: BatchConsumer[dict] = BatchConsumer(
-        nc,
-        js,
-        stream=names.USAGE_STREAM,
-        subject=names.USAGE_SUBJECT,
-        durable="bench",
-        decode=usage_row_from_json,
-        store=ingest.ingest_rows,
-        batch_size=batch,
-        flush_interval=1.0,
-        max_ack_pending=50_000,
-        ack_wait=60,
-    )
-    started = time.perf_counter()
+    consumer = _consumer(nc, js, engine, "bench", batch)
+    started, cpu_started = time.perf_counter(), time.process_time()
     await consumer.start()
     await _poll(lambda: asyncio.to_thread(_count, engine), events, 0.02)
     ingest_seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started
 
     # Publish-to-row delay at a steady 2,000 events per second, the consumer running.
     delays_from = events
@@ -130,7 +166,13 @@ async def measure_ingest(engine: ChdbClickHouse, nats_url: str, events: int, bat
         "recorded_at) AS d FROM usage_events WHERE event_id >= {first:String} AND event_id LIKE 'bench-%')",
         {"first": f"bench-{events:09d}"},
     ).rows[0]
-    return {"ingest_rate": events / ingest_seconds, "ingest_seconds": ingest_seconds, "p50": p50, "p99": p99}
+    return {
+        "ingest_rate": events / ingest_seconds,
+        "ingest_seconds": ingest_seconds,
+        "cpu_us": cpu_seconds / events * 1e6,
+        "p50": p50,
+        "p99": p99,
+    }
 
 
 def generate(engine: ChdbClickHouse, rows: int) -> float:
@@ -197,6 +239,7 @@ async def main() -> None:
         "--events", type=int, default=200_000, help="events pre-published for the ingest rate"
     )
     parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--per-message", type=int, default=100, help="events per message, batched run")
     parser.add_argument("--rows", type=int, default=10_000_000, help="usage rows for the report queries")
     args = parser.parse_args()
 
@@ -206,6 +249,7 @@ async def main() -> None:
         try:
             apply_migrations(engine, default_migrations_dir())
             ingest = await measure_ingest(engine, bus.url, args.events, args.batch)
+            batched = await measure_batched_ingest(engine, bus.url, args.events, args.per_message)
             generated = generate(engine, args.rows)
             total = _count(engine)
             queries = await measure_queries(engine)
@@ -213,12 +257,18 @@ async def main() -> None:
             engine.close()
             bus.stop()
 
-    print(f"\n## Accounting benchmark ({os.cpu_count()} cores, chDB, one process)\n")
+    load = os.getloadavg()[0]
+    print(f"\n## Accounting benchmark ({os.cpu_count()} cores, load average {load:.1f}, chDB, one process)\n")
     print("| measurement | result |")
     print("|---|---|")
     print(
         f"| ingest JetStream -> ClickHouse ({args.events:,} events, batches of {args.batch:,}) | "
-        f"{ingest['ingest_rate']:,.0f} events/s ({ingest['ingest_seconds']:.2f} s) |"
+        f"{ingest['ingest_rate']:,.0f} events/s ({ingest['ingest_seconds']:.2f} s; "
+        f"{ingest['cpu_us']:.0f} CPU-µs per event, all threads) |"
+    )
+    print(
+        f"| ingest with {args.per_message} events per message (JSON array) | "
+        f"{batched['rate']:,.0f} events/s ({batched['seconds']:.2f} s; {batched['cpu_us']:.0f} CPU-µs per event) |"
     )
     print(
         f"| publish-to-row delay at 2,000 events/s | p50 {ingest['p50']:.0f} ms, p99 {ingest['p99']:.0f} ms |"

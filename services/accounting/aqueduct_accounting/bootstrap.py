@@ -24,7 +24,7 @@ from aqueduct_accounting.application.ingest import UsageIngest
 from aqueduct_accounting.application.reports import Reports
 from aqueduct_accounting.application.rollups import repair_rollups
 from aqueduct_accounting.domain.pricing import PriceBook
-from aqueduct_accounting.domain.usage import usage_row_from_json
+from aqueduct_accounting.domain.usage import usage_rows_from_json
 from aqueduct_accounting.entrypoints.http import HttpDeps, create_app
 from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer
 from aqueduct_accounting.settings import AccountingSettings, default_migrations_dir
@@ -97,15 +97,16 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
     ingest = UsageIngest(clickhouse, prices)
     mirror = DirectoryMirror(clickhouse)
 
-    async def store_usage(rows: list[dict[str, Any]]) -> None:
+    async def store_usage(messages: list[list[dict[str, Any]]]) -> None:
+        rows = [row for rows in messages for row in rows]
+        metrics.batch_size.observe(len(rows))
         result = await ingest.ingest_rows(rows)
         metrics.ingested.inc(result.inserted)
         metrics.duplicates.inc(result.duplicates)
         if result.inserted:
             budgets.usage_stored()
 
-    def usage_stored(count: int, seconds: float) -> None:
-        metrics.batch_size.observe(count)
+    def usage_stored(_messages: int, seconds: float) -> None:
         metrics.insert_seconds.observe(seconds)
 
     async def store_directory(events: list[DirectoryEvent]) -> None:
@@ -126,7 +127,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
             stream=names.USAGE_STREAM,
             subject=names.USAGE_SUBJECT,
             durable=settings.consumer_name,
-            decode=usage_row_from_json,
+            decode=usage_rows_from_json,
             store=store_usage,
             batch_size=settings.batch_size,
             on_stored=usage_stored,

@@ -6,6 +6,7 @@ are the contract's required fields and types, at a fraction of the cost of build
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +14,15 @@ import orjson
 
 from aqueduct_libs.events import UsageRecorded
 
-__all__ = ["InvalidUsageEventError", "clickhouse_time", "usage_row", "usage_row_from_json"]
+__all__ = [
+    "InvalidUsageEventError",
+    "clickhouse_time",
+    "usage_row",
+    "usage_row_from_json",
+    "usage_rows_from_json",
+]
+
+log = logging.getLogger(__name__)
 
 _REQUIRED_TEXT = ("event_id", "token_id", "user_id", "org_id", "endpoint", "model", "route")
 _OPTIONAL_TEXT = ("service_account_id", "team_id", "tool", "batch_id")
@@ -42,9 +51,37 @@ def usage_row(event: UsageRecorded) -> dict[str, Any]:
 
 
 def usage_row_from_json(payload: bytes) -> dict[str, Any]:
-    # Hot path (one call per usage event): plain lookups first, then exact type checks in one pass.
+    """The row of one ``UsageRecorded`` message."""
     try:
         data = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidUsageEventError(f"not JSON: {exc}") from exc
+    return _row(data)
+
+
+def usage_rows_from_json(payload: bytes) -> list[dict[str, Any]]:
+    """One message's rows: a ``UsageRecorded`` object, or a JSON array of them (a publisher may batch;
+    each event still carries its own id). Unreadable events of an array are dropped, the rest kept."""
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidUsageEventError(f"not JSON: {exc}") from exc
+    if not isinstance(data, list):
+        return [_row(data)]
+    rows = []
+    for item in data:
+        try:
+            rows.append(_row(item))
+        except InvalidUsageEventError as exc:
+            log.error("dropping an unreadable usage event of a batch: %s", exc)
+    if not rows:
+        raise InvalidUsageEventError("no readable usage event in the batch")
+    return rows
+
+
+def _row(data: Any) -> dict[str, Any]:
+    # Hot path (one call per usage event): plain lookups first, then exact type checks in one pass.
+    try:
         if data.get("schema_version", 1) != 1:
             raise InvalidUsageEventError("not a version 1 usage event")
         row: dict[str, Any] = {name: data[name] for name in _REQUIRED_TEXT}
@@ -61,7 +98,7 @@ def usage_row_from_json(payload: bytes) -> dict[str, Any]:
         row["occurred_at"] = clickhouse_time(datetime.fromisoformat(data["occurred_at"]))
     except InvalidUsageEventError:
         raise
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InvalidUsageEventError(f"not a usage event: {exc!r}") from exc
     for name in _TEXT:
         if type(row[name]) is not str:
