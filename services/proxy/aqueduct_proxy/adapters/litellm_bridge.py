@@ -81,7 +81,7 @@ class LiteLLMBridge:
                     # Never let it fetch its price map from the internet at run time.
                     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
                     module = await asyncio.to_thread(importlib.import_module, "litellm")
-                    module.telemetry = False
+                    setattr(module, "telemetry", False)  # noqa: B010 - untyped module attribute
                     self._module = module
         return self._module
 

@@ -131,18 +131,18 @@ class RespClient:
             if self._protocol is not None and not self._protocol.lost:
                 return self._protocol
             loop = asyncio.get_running_loop()
-            _, protocol = await asyncio.wait_for(
+            _, fresh = await asyncio.wait_for(
                 loop.create_connection(_Protocol, self._host, self._port, ssl=self._ssl), self._timeout
             )
-            self._protocol = protocol
+            self._protocol = fresh
             if self._password is not None:
                 auth = (
                     ("AUTH", self._username, self._password) if self._username else ("AUTH", self._password)
                 )
-                await self._call(protocol, auth)
+                await self._call(fresh, auth)
             if self._db:
-                await self._call(protocol, ("SELECT", self._db))
-            return protocol
+                await self._call(fresh, ("SELECT", self._db))
+            return fresh
 
     async def _call(self, protocol: _Protocol, args: tuple[Any, ...]) -> Any:
         loop = asyncio.get_running_loop()

@@ -58,7 +58,7 @@ def _shape_problem(upstream_path: str, payload: dict[str, Any]) -> tuple[str, st
     value = payload.get(field)
     if not isinstance(value, kinds) or (isinstance(value, list) and not value):
         return field, message
-    if field == "messages" and not all(isinstance(m, dict) for m in value):
+    if field == "messages" and isinstance(value, list) and not all(isinstance(m, dict) for m in value):
         return field, message
     return None
 
