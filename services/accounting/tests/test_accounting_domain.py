@@ -164,3 +164,26 @@ def test_windows_are_cut_into_exact_roll_up_segments() -> None:
     ]
     assert [s.level for s in segments(t, t.replace(hour=12), coarsest="minute")] == ["raw", "minute", "raw"]
     assert segments(t, t) == []
+
+
+def test_a_message_may_carry_one_event_or_an_array_of_them() -> None:
+    import orjson
+    from accounting_testing import usage_event
+
+    from aqueduct_accounting.domain.usage import InvalidUsageEventError, usage_rows_from_json
+
+    one, two = usage_event(1), usage_event(2)
+    single = usage_rows_from_json(one.model_dump_json().encode())
+    batch = b"[" + b",".join(e.model_dump_json().encode() for e in (one, two)) + b', {"event_id": "bad"}]'
+
+    assert [r["event_id"] for r in single] == [one.event_id]
+    assert [r["event_id"] for r in usage_rows_from_json(batch)] == [one.event_id, two.event_id]
+    assert single[0]["occurred_at"] == one.occurred_at.strftime("%Y-%m-%d %H:%M:%S.%f")[:23]
+    for unreadable in (
+        b"[]",
+        b'[{"event_id": "x"}]',
+        b"nope",
+        orjson.dumps({**orjson.loads(one.model_dump_json()), "input_tokens": "5"}),
+    ):
+        with pytest.raises(InvalidUsageEventError):
+            usage_rows_from_json(unreadable)

@@ -127,3 +127,17 @@ async def test_an_unreadable_message_is_set_aside_and_the_stream_goes_on(
     assert accounting.metrics()["aqueduct_accounting_rejected_messages_total"] == 3
     forged = accounting.sql(admin_token, "SELECT count() FROM usage_events WHERE event_id = 'half'")
     assert forged.json()["rows"] == [[0]]
+
+
+async def test_a_message_with_an_array_of_events_counts_each_once(
+    js, accounting: AccountingProcess, admin_token: str
+) -> None:
+    events = [usage_event(i, event_id=f"arr-{i}", org_id="org-array") for i in range(5)]
+    payload = b"[" + b",".join(e.model_dump_json().encode() for e in events) + b"]"
+    await js.publish(names.USAGE_SUBJECT, payload, headers={"Nats-Msg-Id": "array-1"})
+    await js.publish(names.USAGE_SUBJECT, payload, headers={"Nats-Msg-Id": "array-2"})  # a re-publish
+
+    query = "SELECT count(), sum(input_tokens) FROM usage_events WHERE org_id = 'org-array'"
+    assert await wait_until(lambda: accounting.sql(admin_token, query).json()["rows"][0][0] == 5, within=10)
+    await asyncio.sleep(1.0)
+    assert accounting.sql(admin_token, query).json()["rows"] == [[5, sum(e.input_tokens for e in events)]]
