@@ -12,7 +12,7 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 export UV_PYTHON := $(shell command -v $(PYTHON))
 
 .DEFAULT_GOAL := help
-.PHONY: help install test-deps up test test-fast bench lint format typecheck compose-check clean
+.PHONY: help install test-deps up test test-fast screenshots bench lint format typecheck compose-check clean
 
 help: ## List what one can do
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ test: $(STAMP) test-deps ## Run every test (unit, integration, end-to-end, brows
 
 test-fast: $(STAMP) test-deps ## Run the tests not marked slow
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+screenshots: $(STAMP) test-deps ## Refresh docs/screenshots/ from the browser tests
+	AQUEDUCT_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(VENV)/bin/pytest -m browser services/ui/tests
 
 bench: $(STAMP) ## Run the benchmarks under bench/ and print their tables
 	$(VENV)/bin/python bench/proxy.py

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,7 +38,10 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[3] / "docs" / "screenshots"
+# `make screenshots` points this at docs/screenshots; ordinary test runs leave the repository untouched.
+SCREENSHOTS = Path(
+    os.environ.get("AQUEDUCT_SCREENSHOTS_DIR", Path(tempfile.gettempdir()) / "aqueduct-screenshots")
+)
 PASSWORD = "correct-horse-battery-staple"
 
 T = TypeVar("T")
