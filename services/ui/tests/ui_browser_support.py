@@ -164,7 +164,7 @@ def dialogs_of(page: Page) -> list[str]:
 
 
 async def shoot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (once, tiny)
     with contextlib.suppress(Exception):  # a screenshot is documentation, never the reason a test fails
         # Even a throwaway test token's value stays out of the repository: it is masked.
         await page.screenshot(
