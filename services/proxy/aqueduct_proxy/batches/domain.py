@@ -174,7 +174,8 @@ def derived_file_id(batch_id: str, kind: str) -> str:
 
 def render_results(batch_id: str, results: list[LineResult]) -> tuple[bytes, bytes]:
     """The output and error JSONL files, in input order, one line per ``custom_id``."""
-    output, errors = [], []
+    output: list[bytes] = []
+    errors: list[bytes] = []
     for r in sorted(results, key=lambda r: r.line):
         request_id = f"req_{hashlib.sha256(f'{batch_id}:{r.line}'.encode()).hexdigest()[:24]}"
         record: dict[str, Any] = {"id": f"batch_req_{request_id[4:]}", "custom_id": r.custom_id}

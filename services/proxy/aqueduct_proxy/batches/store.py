@@ -4,6 +4,7 @@ line results (KV, written before a line is acknowledged)."""
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections.abc import Callable
 
 from nats.js import JetStreamContext
@@ -107,7 +108,7 @@ class BatchStore:
 
     # -- the work queue --------------------------------------------------------------------------------
 
-    async def enqueue(self, lines: list[BatchLine]) -> None:
+    async def enqueue(self, lines: builtins.list[BatchLine]) -> None:
         """One message per line; the message id makes a repeated enqueue of the same line a no-op."""
         gate = asyncio.Semaphore(_PUBLISH_CONCURRENCY)
 
@@ -155,7 +156,7 @@ class BatchStore:
             assert existing is not None
             return existing
 
-    async def all_results(self, batch_id: str) -> list[LineResult]:
+    async def all_results(self, batch_id: str) -> builtins.list[LineResult]:
         return [
             LineResult.model_validate_json(e.value or b"")
             for e in await scan_kv(self.results, f"{batch_id}.*")

@@ -112,7 +112,8 @@ def setup_file_inlining(
 
     def target_endpoint(path: str, body: dict[str, Any]) -> str | None:
         if path.startswith("/v1/"):
-            route = snapshot.models.get(body.get("model")) if isinstance(body.get("model"), str) else None
+            model = body.get("model")
+            route = snapshot.models.get(model) if isinstance(model, str) else None
             return route.endpoint if route else None
         return path.split("/", 2)[1]  # /{slug}/v1/...
 

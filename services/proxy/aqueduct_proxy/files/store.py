@@ -28,7 +28,7 @@ __all__ = ["FileStore", "scan_kv"]
 async def scan_kv(kv: KeyValue, pattern: str, wait: float = 5.0) -> list[KeyValue.Entry]:
     """Current entries under a key pattern (``owner.>``), read with one ordered watch."""
     watcher = await kv.watch(pattern, ignore_deletes=True)
-    entries = []
+    entries: list[KeyValue.Entry] = []
     try:
         while True:
             entry = await watcher.updates(timeout=wait)
@@ -102,7 +102,7 @@ class FileStore:
                         f"bytes ({used} bytes in use). Delete files you no longer need."
                     )
             record = StoredFile.new(owner, filename, purpose, size, file_id=file_id)
-            info = await self.objects.put(record.id, data)
+            info = await self.objects.put(record.id, data)  # type: ignore[arg-type]  # nats-py accepts any readable stream
             record = record.model_copy(update={"bytes": info.size, "sha256": info.digest or ""})
             await self.meta.put(self._key(owner, record.id), record.model_dump_json().encode())
             return record

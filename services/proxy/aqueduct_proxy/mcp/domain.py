@@ -84,7 +84,8 @@ def tool_calls(body: bytes) -> list[ToolCall]:
     calls = []
     for m in messages:
         if isinstance(m, dict) and m.get("method") == "tools/call" and "id" in m:
-            params = m.get("params") if isinstance(m.get("params"), dict) else {}
+            params = m.get("params")
+            params = params if isinstance(params, dict) else {}
             calls.append(ToolCall(m["id"], str(params.get("name", ""))))
     return calls
 
