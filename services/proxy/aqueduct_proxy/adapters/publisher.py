@@ -37,6 +37,7 @@ class UsagePublisher:
         max_buffered: int = 100_000,
         batch_size: int = 256,
         publish_timeout: float = 2.0,
+        linger: float = 0.01,
         on_published: Callable[[int], None] | None = None,
     ) -> None:
         self._nc = nc
@@ -47,6 +48,7 @@ class UsagePublisher:
         self._max_buffered = max_buffered
         self._batch_size = batch_size
         self._timeout = publish_timeout
+        self._linger = linger
         self._buffer: deque[bytes] = deque()  # serialised events: (event_id \t json)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -109,6 +111,10 @@ class UsagePublisher:
                     continue
                 self._wake.clear()
                 await self._wake.wait()
+                if self._linger and not self._closing:
+                    # Let a few more events gather: fewer, larger batches, and the publishing work stays
+                    # out of the way of the requests that are being answered right now.
+                    await asyncio.sleep(self._linger)
                 continue
             batch = [self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))]
             self._in_flight = batch

@@ -9,6 +9,7 @@ import time
 from collections import deque
 
 import aiohttp
+from yarl import URL
 
 __all__ = ["Cooldown", "UpstreamClient"]
 
@@ -21,12 +22,14 @@ class UpstreamClient:
         # A time limit on each read, not on the whole answer: a long stream that keeps flowing is fine.
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, URL] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=0, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,
+            cookie_jar=aiohttp.DummyCookieJar(),  # upstream cookies must not leak between tokens
             # Ask for identity encoding: usage is read from the bytes, and compressing on loopback costs.
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
@@ -39,7 +42,18 @@ class UpstreamClient:
     async def request(
         self, method: str, url: str, *, headers: dict[str, str], data: bytes | aiohttp.FormData | None
     ) -> aiohttp.ClientResponse:
-        return await self.session.request(method, url, headers=headers, data=data, allow_redirects=False)
+        return await self.session.request(
+            method, self._url(url), headers=headers, data=data, allow_redirects=False
+        )
+
+    def _url(self, url: str) -> URL:
+        # Parsing a URL costs more than the rest of building the request; there are few distinct ones.
+        parsed = self._urls.get(url)
+        if parsed is None:
+            parsed = URL(url)
+            if len(self._urls) < 10_000:
+                self._urls[url] = parsed
+        return parsed
 
     async def close(self) -> None:
         if self._session is not None:
