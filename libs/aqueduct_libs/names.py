@@ -25,6 +25,7 @@ __all__ = [
     "SNAPSHOT_META_KEY",
     "SNAPSHOT_MODEL_PREFIX",
     "SNAPSHOT_TOKEN_PREFIX",
+    "SNAPSHOT_USER_PREFIX",
     "USAGE_STREAM",
     "USAGE_SUBJECT",
     "auth_event_subject",
@@ -35,6 +36,7 @@ __all__ = [
     "snapshot_mcp_key",
     "snapshot_model_key",
     "snapshot_token_key",
+    "snapshot_user_key",
 ]
 
 # JetStream stream holding the directory's integration events (published by its outbox relay).
@@ -48,6 +50,9 @@ USAGE_SUBJECT = "usage.v1.recorded"
 # KV bucket with the proxy's auth snapshot, written by the directory's projection.
 AUTH_SNAPSHOT_BUCKET = "auth_snapshot"
 SNAPSHOT_TOKEN_PREFIX = "token."  # token.<keyed hash hex>  -> TokenGrant
+# user.<user id> -> TokenGrant of the user themself (token_id "user:<id>", token_hash ""): what a
+# credential that names a user rather than an API token (a JupyterHub token) may do.
+SNAPSHOT_USER_PREFIX = "user."
 SNAPSHOT_MODEL_PREFIX = "model."  # model.<model name key>   -> ModelRoute
 SNAPSHOT_ENDPOINT_PREFIX = "endpoint."  # endpoint.<slug>   -> EndpointRoute
 SNAPSHOT_MCP_PREFIX = "mcp."  # mcp.<server name>          -> McpServerRoute
@@ -115,3 +120,7 @@ def snapshot_mcp_key(name: str) -> str:
 
 def snapshot_endpoint_key(slug: str) -> str:
     return f"{SNAPSHOT_ENDPOINT_PREFIX}{kv_safe(slug)}"
+
+
+def snapshot_user_key(user_id: str) -> str:
+    return f"{SNAPSHOT_USER_PREFIX}{kv_safe(user_id)}"

@@ -2,6 +2,12 @@
 
 The directory computes everything the proxy needs (effective limits, allowed models, expiry, terms of
 service) so that the proxy does no lookups on the request path.
+
+Besides one ``TokenGrant`` per API token (key ``token.<hash>``), the directory projects one per active
+user (key ``user.<user id>``) with ``token_id = "user:<user id>"`` and ``token_hash = ""``: the user's
+effective limits (user > team > org default), allowed models after exclusions and terms-of-service status,
+for credentials that identify a user rather than an API token (the proxy's JupyterHub bridge). The key is
+deleted when the user is deactivated.
 """
 
 from __future__ import annotations
@@ -33,7 +39,10 @@ class Limits(BaseModel):
 
 
 class TokenGrant(BaseModel):
-    """Key ``token.<hash>``: one API token and everything the proxy must know to serve it."""
+    """Key ``token.<hash>``: one API token and everything the proxy must know to serve it.
+
+    Also key ``user.<user id>``: a user's own grant (``token_id`` ``"user:<id>"``, ``token_hash`` ``""``).
+    """
 
     model_config = ConfigDict(extra="ignore")
 

@@ -187,10 +187,12 @@ async def test_replay_into_empty_projections_reproduces_the_live_snapshot(servic
     gone = app.issue_token(world.p(world.member), "gone")["token"]["id"]
     app.revoke_token(world.p(world.member), gone)
     app.remove_model(SYSTEM, "b")
+    app.deactivate_user(SYSTEM, world.outsider)
     await wait_until(lambda: service.projector._meta_position == app.state.position)
     live = await snapshot(client)
     live.pop(names.SNAPSHOT_META_KEY)
     assert len([k for k in live if k.startswith(names.SNAPSHOT_TOKEN_PREFIX)]) == 3
+    assert len([k for k in live if k.startswith(names.SNAPSHOT_USER_PREFIX)]) == 4  # the outsider left
 
     # A second, empty bus: a fresh replay from the event store alone must produce the same snapshot.
     other = EmbeddedNats(tmp_path / "other-nats").start()
@@ -201,7 +203,8 @@ async def test_replay_into_empty_projections_reproduces_the_live_snapshot(servic
         await wait_until(fresh.ready)
         nc = await nats.connect(other.url)
         kv = await nc.jetstream().key_value(names.AUTH_SNAPSHOT_BUCKET)
-        await kv.put("token.stale", b"{}")  # a stale key the replay must delete
+        await kv.put("token.stale", b"{}")  # stale keys the replay must delete
+        await kv.put(names.snapshot_user_key("gone"), b"{}")
         result = await fresh.replay()
         replayed = await read_bucket(kv)
         replayed.pop(names.SNAPSHOT_META_KEY)

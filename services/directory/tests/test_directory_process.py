@@ -63,7 +63,8 @@ async def test_serves_until_sigterm_then_replays_from_the_command_line(tmp_path)
         stdout, _ = await asyncio.wait_for(replay.communicate(), 60)
         assert replay.returncode == 0
         summary = dict(part.split("=") for part in stdout.decode().split())
-        assert int(summary["events"]) >= 5 and int(summary["snapshot_keys"]) == 2  # one endpoint, one model
+        # One endpoint, one model and the signed-in admin's own grant (user.<id>).
+        assert int(summary["events"]) >= 5 and int(summary["snapshot_keys"]) == 3
     finally:
         if process.returncode is None:
             process.kill()

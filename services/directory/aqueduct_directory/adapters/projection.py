@@ -19,7 +19,13 @@ from pydantic import BaseModel
 
 from aqueduct_directory.adapters.metrics import SNAPSHOT_POSITION, SNAPSHOT_WRITES
 from aqueduct_directory.application.base import DirectoryCore
-from aqueduct_directory.domain.grants import endpoint_route, mcp_route, model_route, token_grant
+from aqueduct_directory.domain.grants import (
+    endpoint_route,
+    mcp_route,
+    model_route,
+    token_grant,
+    user_grant,
+)
 from aqueduct_directory.domain.state import DirectoryState
 from aqueduct_libs import names
 from aqueduct_libs.events import utcnow
@@ -46,8 +52,17 @@ def compute_snapshot(state: DirectoryState) -> dict[str, bytes]:
         grant = token_grant(state, token)
         if grant is not None:
             snapshot[names.snapshot_token_key(grant.token_hash)] = _encode(grant)
+    for user_id in state.users:
+        snapshot.update(_user_entry(state, user_id))
     snapshot.update(_catalog(state))
     return snapshot
+
+
+def _user_entry(state: DirectoryState, user_id: str) -> dict[str, bytes]:
+    """``{user.<id>: grant}`` for an active user, ``{}`` for a deactivated or unknown one."""
+    user = state.users.get(user_id)
+    grant = user_grant(state, user) if user is not None else None
+    return {names.snapshot_user_key(user_id): _encode(grant)} if grant is not None else {}
 
 
 def _catalog(state: DirectoryState) -> dict[str, bytes]:
@@ -113,6 +128,10 @@ class SnapshotProjector:
                 self._token_keys[token_id] = key
             if count % YIELD_EVERY == YIELD_EVERY - 1:
                 await asyncio.sleep(0)
+        for count, user_id in enumerate(list(state.users)):
+            new.update(_user_entry(state, user_id))
+            if count % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)
         catalog = _catalog(state)
         self._catalog_keys = set(catalog)
         new.update(catalog)
@@ -124,9 +143,9 @@ class SnapshotProjector:
         if state is not self._state:
             await self._recompute_all(state)  # a replay swapped the read model
             return
-        tokens, catalog, everything = state.take_dirty()
+        tokens, users, catalog, everything = state.take_dirty()
         if everything:
-            tokens = set(state.tokens)
+            tokens, users = set(state.tokens), set(state.users)
         for count, token_id in enumerate(tokens):
             old_key = self._token_keys.pop(token_id, None)
             if old_key is not None:
@@ -140,6 +159,16 @@ class SnapshotProjector:
                 self._pending.add(key)
             # Org-wide changes touch every token: let HTTP requests in between (their events are marked
             # dirty again and picked up by the next flush).
+            if count % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)
+        for count, user_id in enumerate(users):
+            key = names.snapshot_user_key(user_id)
+            entry = _user_entry(state, user_id)
+            if entry:
+                self.desired.update(entry)
+            else:
+                self.desired.pop(key, None)  # deactivated: the key is deleted
+            self._pending.add(key)
             if count % YIELD_EVERY == YIELD_EVERY - 1:
                 await asyncio.sleep(0)
         if catalog:

@@ -1,9 +1,11 @@
-"""What a token may do: effective limits, allowed models and MCP servers, terms of service status.
+"""What a token (or a user, for credentials that name one) may do: effective limits, allowed models and MCP servers, terms of service status.
 
 Computed here once so the proxy never has to look anything up on the request path.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from aqueduct_directory.domain.catalog import Endpoint, McpServer, Model
 from aqueduct_directory.domain.org import Org, Team, User
@@ -19,6 +21,7 @@ __all__ = [
     "mcp_route",
     "model_route",
     "token_grant",
+    "user_grant",
 ]
 
 
@@ -56,7 +59,41 @@ def token_grant(state: DirectoryState, token: Token) -> TokenGrant | None:
     sa = state.service_accounts.get(token.service_account_id) if token.service_account_id else None
     if token.service_account_id and (sa is None or sa.deleted):
         return None
-    limits = merge_limits(token.limits, user.limits, team.limits if team else None, org.limits)
+    return TokenGrant(
+        token_id=str(token.id),
+        token_hash=token.token_hash,
+        name=token.name,
+        user_id=token.user_id,
+        service_account_id=token.service_account_id,
+        org_id=token.org_id,
+        expires_at=token.expires_at,
+        **_entitlements(state, org, team, user, token.limits),
+    )
+
+
+def user_grant(state: DirectoryState, user: User) -> TokenGrant | None:
+    """The snapshot entry ``user.<id>`` of an active user: what a credential naming the user (not an
+    API token, e.g. a JupyterHub token) may do. None once the user is deactivated."""
+    org = state.orgs.get(user.org_id)
+    if user.deleted or org is None:
+        return None
+    user_id = str(user.id)
+    teams = state.teams_of(user_id)
+    return TokenGrant(
+        token_id=f"user:{user_id}",
+        token_hash="",
+        name=user.name,
+        user_id=user_id,
+        org_id=user.org_id,
+        **_entitlements(state, org, teams[0] if teams else None, user, None),
+    )
+
+
+def _entitlements(
+    state: DirectoryState, org: Org, team: Team | None, user: User, own_limits: dict[str, int] | None
+) -> dict[str, Any]:
+    """What token and user grants share: effective limits, models, MCP servers, terms of service."""
+    limits = merge_limits(own_limits, user.limits, team.limits if team else None, org.limits)
     model_limits: dict[str, Limits] = {}
     names = set(org.model_limits) | set(user.model_limits) | (set(team.model_limits) if team else set())
     for name in sorted(names):
@@ -76,22 +113,15 @@ def token_grant(state: DirectoryState, token: Token) -> TokenGrant | None:
         name for name, s in state.mcp_servers.items() if not s.deleted and team_id in s.allowed_team_ids
     )
     current = state.terms.current if state.terms else None
-    return TokenGrant(
-        token_id=str(token.id),
-        token_hash=token.token_hash,
-        name=token.name,
-        user_id=token.user_id,
-        service_account_id=token.service_account_id,
-        team_id=team_id,
-        org_id=token.org_id,
-        expires_at=token.expires_at,
-        limits=Limits(**limits),
-        model_limits=model_limits,
-        allowed_models=allowed,
-        allowed_mcp_servers=mcp,
-        tos_accepted=current is None or user.tos_accepted_version == current["version"],
-        tos_url=current["url"] if current else None,
-    )
+    return {
+        "team_id": team_id,
+        "limits": Limits(**limits),
+        "model_limits": model_limits,
+        "allowed_models": allowed,
+        "allowed_mcp_servers": mcp,
+        "tos_accepted": current is None or user.tos_accepted_version == current["version"],
+        "tos_url": current["url"] if current else None,
+    }
 
 
 def endpoint_route(endpoint: Endpoint) -> EndpointRoute:

@@ -40,6 +40,7 @@ class DirectoryState:
         self.team_tokens: dict[str, set[str]] = defaultdict(set)  # tokens of the team's service accounts
         # What the snapshot projection must recompute since it last looked.
         self.dirty_tokens: set[str] = set()
+        self.dirty_users: set[str] = set()  # users whose own grant (snapshot key user.<id>) may change
         self.dirty_catalog = False
         self.dirty_all = False
 
@@ -57,9 +58,11 @@ class DirectoryState:
         self._mark_dirty(aggregate)
         self.position = notification_id
 
-    def take_dirty(self) -> tuple[set[str], bool, bool]:
-        dirty = (self.dirty_tokens, self.dirty_catalog, self.dirty_all)
-        self.dirty_tokens, self.dirty_catalog, self.dirty_all = set(), False, False
+    def take_dirty(self) -> tuple[set[str], set[str], bool, bool]:
+        """(tokens, users, catalog changed, everything changed) since the last call."""
+        dirty = (self.dirty_tokens, self.dirty_users, self.dirty_catalog, self.dirty_all)
+        self.dirty_tokens, self.dirty_users = set(), set()
+        self.dirty_catalog, self.dirty_all = False, False
         return dirty
 
     def _mark_dirty(self, agg: Aggregate) -> None:
@@ -68,8 +71,11 @@ class DirectoryState:
             self.dirty_tokens.add(key)
         elif isinstance(agg, User):
             self.dirty_tokens |= self.user_tokens.get(key, set())
+            self.dirty_users.add(key)
         elif isinstance(agg, Team):
             self.dirty_tokens |= self.team_tokens.get(key, set())
+            # Marked before and after the change, so members who left are recomputed too.
+            self.dirty_users.update(agg.members)
             for user_id in agg.members:
                 self.dirty_tokens |= self.user_tokens.get(user_id, set())
         elif isinstance(agg, ServiceAccount):
