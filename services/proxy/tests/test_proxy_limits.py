@@ -99,3 +99,22 @@ async def test_output_tokens_charged_from_reported_usage(three_proxies, snapshot
         three_proxies, value, 30, concurrency=1, messages=[{"role": "user", "content": "hi"}]
     )
     assert len(ok) == 10 and len(refused) == 20
+
+
+async def test_streamed_output_tokens_charged_before_the_stream_ends(three_proxies, snapshot):
+    value = await _token(snapshot, three_proxies, Limits(output_tokens_per_minute=50))
+    clients = [openai.AsyncOpenAI(base_url=b + "/v1", api_key=value, max_retries=0) for b in three_proxies]
+    served = refused = 0
+    for i in range(15):  # one at a time, each on the next replica
+        try:
+            stream = await clients[i % 3].chat.completions.create(
+                model="gpt-test", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            async for _ in stream:
+                pass
+            served += 1
+        except openai.RateLimitError:
+            refused += 1
+    assert (served, refused) == (10, 5)
+    for client in clients:
+        await client.close()

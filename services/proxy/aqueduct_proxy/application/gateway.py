@@ -380,7 +380,46 @@ class Gateway:
         cut_short: bool = False,
         estimated_output: int = 0,
     ) -> None:
-        """Publish the usage event (off the response path) and settle output-token limits."""
+        """Publish the usage event (off the response path); settle output-token limits in the background."""
+        usage = self._publish_usage(call, status, usage, ttft, cut_short, estimated_output)
+        if self._settles(call):
+            assert self.limiter is not None and call.admission is not None
+            task = asyncio.create_task(self.limiter.settle(call.admission, usage.output_tokens))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def finish(
+        self,
+        call: Call,
+        status: int,
+        usage: TokenUsage | None,
+        *,
+        ttft: float | None = None,
+        estimated_output: int = 0,
+    ) -> None:
+        """``record``, with the output tokens settled before the answer ends: the client's next request,
+        on whichever replica, then sees them (this is what keeps output-token limits exact)."""
+        usage = self._publish_usage(call, status, usage, ttft, False, estimated_output)
+        if self._settles(call):
+            assert self.limiter is not None and call.admission is not None
+            await self.limiter.settle(call.admission, usage.output_tokens)
+
+    def _settles(self, call: Call) -> bool:
+        return (
+            self.limiter is not None
+            and call.admission is not None
+            and any(c.dimension == "output_tokens" for c in call.admission.counters)
+        )
+
+    def _publish_usage(
+        self,
+        call: Call,
+        status: int,
+        usage: TokenUsage | None,
+        ttft: float | None,
+        cut_short: bool,
+        estimated_output: int,
+    ) -> TokenUsage:
         if usage is None:
             usage = TokenUsage(call.input_tokens, estimated_output, 0)
         grant = call.grant
@@ -416,10 +455,7 @@ class Gateway:
             self.publisher.record_json(event_id, payload)
         if usage.input_tokens or usage.output_tokens:
             self.metrics.count_tokens(call.model, usage.input_tokens, usage.output_tokens)
-        if self.limiter is not None and call.admission is not None and call.admission.counters:
-            task = asyncio.create_task(self.limiter.settle(call.admission, usage.output_tokens))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        return usage
 
     async def drain(self) -> None:
         if self._background:

@@ -67,7 +67,7 @@ async def relay(
             usage = usage_from_body(orjson.loads(body))
         except orjson.JSONDecodeError:
             usage = None
-    gateway.record(call, upstream.status, usage)
+    await gateway.finish(call, upstream.status, usage)
     return web.Response(body=body, status=upstream.status, headers=_headers(upstream, extra))
 
 
@@ -119,7 +119,7 @@ async def _relay_stream(
     tally = StreamTally(call.client_wants_usage)
     ttft: float | None = None
     cut_short = True
-    pending = b""
+    pending = done = b""
     try:
         await response.prepare(request)
         async for data in upstream.content.iter_any():
@@ -128,26 +128,31 @@ async def _relay_stream(
             end, separator = _next_event_end(pending)
             while end >= 0:
                 event, pending = pending[: end + separator], pending[end + separator :]
-                if tally.observe(event):
+                if event.startswith(b"data: [DONE]"):
+                    done = event  # held back until the usage is accounted (see Gateway.finish)
+                elif tally.observe(event):
                     out.append(event)
                 end, separator = _next_event_end(pending)
             if out:
                 await response.write(b"".join(out))
                 if ttft is None:
                     ttft = time.perf_counter() - call.started
-        if pending.strip():
-            await response.write(pending)
-        await response.write_eof()
         cut_short = False
+        await _record_stream(gateway, call, upstream.status, tally, ttft, cut_short=False)
+        await response.write(done + pending if pending.strip() else done)
+        await response.write_eof()
     except ConnectionResetError:
-        pass  # the client went away; recorded below with what was produced so far
+        if cut_short:  # the client went away mid-stream; recorded with what was produced so far
+            await _record_stream(gateway, call, upstream.status, tally, ttft, cut_short=True)
     except _CUT_SHORT:
+        await _record_stream(gateway, call, upstream.status, tally, ttft, cut_short=True)
         # The upstream broke off: say so in the stream (the SDK raises on an error event), then end it.
         with contextlib.suppress(Exception):
             await response.write(_BROKEN_STREAM)
             await response.write_eof()
     except asyncio.CancelledError:
-        _record_stream(gateway, call, upstream.status, tally, ttft, cut_short=True)
+        if cut_short:
+            await _record_stream(gateway, call, upstream.status, tally, ttft, cut_short=True)
         upstream.close()
         raise
     finally:
@@ -155,11 +160,10 @@ async def _relay_stream(
             upstream.close()
         else:
             upstream.release()
-    _record_stream(gateway, call, upstream.status, tally, ttft, cut_short=cut_short)
     return response
 
 
-def _record_stream(
+async def _record_stream(
     gateway: Gateway, call: Call, status: int, tally: StreamTally, ttft: float | None, *, cut_short: bool
 ) -> None:
     if ttft is not None:
@@ -167,4 +171,7 @@ def _record_stream(
     usage = tally.usage
     if usage is not None and not usage.input_tokens:
         usage.input_tokens = call.input_tokens
-    gateway.record(call, status, usage, ttft=ttft, cut_short=cut_short, estimated_output=tally.chunks)
+    if cut_short:  # nothing waits for the settlement: the answer is over already
+        gateway.record(call, status, usage, ttft=ttft, cut_short=True, estimated_output=tally.chunks)
+    else:
+        await gateway.finish(call, status, usage, ttft=ttft, estimated_output=tally.chunks)
