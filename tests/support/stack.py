@@ -123,13 +123,13 @@ class Stack:
             raise
 
     def cli(
-        self, *args: str, input: str | None = None, check: bool = True
+        self, *args: str, input: str | None = None, check: bool = True, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         """Run the ``aqueduct`` CLI in the stack's folder, as the README shows it."""
         result = subprocess.run(
             [AQUEDUCT, *args],
             cwd=self.workdir,
-            env=self.env,
+            env={**self.env, **(env or {})},
             input=input,
             capture_output=True,
             text=True,

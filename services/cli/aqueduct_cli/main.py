@@ -125,6 +125,12 @@ def login(
 
 
 @app.command()
+def whoami() -> None:
+    """Who the CLI is signed in as, with roles and teams."""
+    typer.echo(json.dumps(ApiClient().request("GET", "directory", "/api/me"), indent=2, default=str))
+
+
+@app.command()
 def logout() -> None:
     """Sign out and forget the stored session."""
     ApiClient().logout()

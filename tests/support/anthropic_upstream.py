@@ -1,0 +1,213 @@
+"""An Anthropic Messages API test upstream, so the gateway's Anthropic path meets Anthropic's real format.
+
+Run it as a process: ``python -m tests.support.anthropic_upstream --port 9100 [--api-key KEY]``. It
+answers ``POST /v1/messages`` (the path LiteLLM calls: ``api_base`` + ``/v1/messages``) deterministically,
+like ``tests/support/upstream.py``:
+
+- input tokens = number of whitespace-separated words in ``system`` and all message contents,
+- output tokens = ``max_tokens`` (Anthropic requires it); the answer is that many words "tok0 tok1 ...".
+- ``stream: true`` answers with Anthropic's event sequence: ``message_start`` (with
+  ``usage.input_tokens``), ``content_block_start``, ``ping``, one ``content_block_delta`` (``text_delta``)
+  per word, ``content_block_stop``, ``message_delta`` (with the cumulative ``usage.output_tokens``) and
+  ``message_stop``.
+
+Every request must carry ``anthropic-version`` (else 400) and ``x-api-key`` (else 401; when ``--api-key``
+is given the key must equal it). Errors use Anthropic's body ``{"type": "error", "error": {"type",
+"message"}}``. ``GET /_requests`` returns what was received (path, headers, body; the last 200),
+``DELETE /_requests`` clears them. ``POST /_fail {"status": 429, "times": 3}`` makes the next N requests
+fail with that status; ``POST /_fail {"stream_error_after": 2, "times": 1}`` makes the next N streams
+send an ``error`` event (``overloaded_error``) after that many text deltas, as Anthropic does mid-stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import deque
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["build_app", "count_words"]
+
+# Anthropic's error type for each status it documents.
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+
+
+def count_words(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, str):
+        return len(value.split())
+    if isinstance(value, list):
+        return sum(count_words(v) for v in value)
+    if isinstance(value, dict):
+        if "text" in value:
+            return count_words(value["text"])
+        if "content" in value:
+            return count_words(value["content"])
+    return 0
+
+
+def _error(status: int, message: str) -> web.Response:
+    kind = _ERROR_TYPES.get(status, "api_error")
+    return web.json_response(
+        {"type": "error", "error": {"type": kind, "message": message}}, status=status
+    )
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+class FakeAnthropic:
+    def __init__(self, api_key: str | None) -> None:
+        self.api_key = api_key
+        self.requests: deque[dict[str, Any]] = deque(maxlen=200)
+        self.fail_status = 0
+        self.fail_times = 0
+        self.stream_error_after = -1
+        self.stream_error_times = 0
+
+    def _refusal(self, request: web.Request) -> web.Response | None:
+        if not request.headers.get("anthropic-version"):
+            return _error(400, "anthropic-version: header is required")
+        key = request.headers.get("x-api-key")
+        if not key:
+            return _error(401, "x-api-key header is required")
+        if self.api_key is not None and key != self.api_key:
+            return _error(401, "invalid x-api-key")
+        if self.fail_times > 0:
+            self.fail_times -= 1
+            return _error(self.fail_status, "injected failure")
+        return None
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(
+            {
+                "path": request.path,
+                "headers": {k.lower(): v for k, v in request.headers.items()},
+                "body": body,
+            }
+        )
+        if (refusal := self._refusal(request)) is not None:
+            return refusal
+        if not isinstance(body.get("max_tokens"), int):
+            return _error(400, "max_tokens: Field required")
+        input_tokens = count_words(body.get("system")) + count_words(body.get("messages"))
+        words = [f"tok{i}" for i in range(body["max_tokens"])]
+        message = {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model"),
+            "stop_sequence": None,
+        }
+        if not body.get("stream"):
+            return web.json_response(
+                {
+                    **message,
+                    "content": [{"type": "text", "text": " ".join(words)}],
+                    "stop_reason": "max_tokens",
+                    "usage": {"input_tokens": input_tokens, "output_tokens": len(words)},
+                }
+            )
+        error_after = -1
+        if self.stream_error_times > 0:
+            self.stream_error_times -= 1
+            error_after = self.stream_error_after
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        # Anthropic reports a provisional output count at the start; message_delta carries the total.
+        start = {
+            **message,
+            "content": [],
+            "stop_reason": None,
+            "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+        }
+        await response.write(_sse("message_start", {"type": "message_start", "message": start}))
+        await response.write(
+            _sse(
+                "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            )
+        )
+        await response.write(_sse("ping", {"type": "ping"}))
+        for i, word in enumerate(words):
+            if i == error_after:
+                failure = {"type": "overloaded_error", "message": "Overloaded"}
+                await response.write(_sse("error", {"type": "error", "error": failure}))
+                await response.write_eof()
+                return response
+            delta = {"type": "text_delta", "text": (" " if i else "") + word}
+            await response.write(
+                _sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+            )
+        await response.write(_sse("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        await response.write(
+            _sse(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "max_tokens", "stop_sequence": None},
+                    "usage": {"output_tokens": len(words)},
+                },
+            )
+        )
+        await response.write(_sse("message_stop", {"type": "message_stop"}))
+        await response.write_eof()
+        return response
+
+    async def get_requests(self, request: web.Request) -> web.Response:
+        return web.json_response(list(self.requests))
+
+    async def clear_requests(self, request: web.Request) -> web.Response:
+        self.requests.clear()
+        return web.json_response({"cleared": True})
+
+    async def set_failures(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if "stream_error_after" in body:
+            self.stream_error_after = int(body["stream_error_after"])
+            self.stream_error_times = int(body.get("times", 1))
+        else:
+            self.fail_status = int(body.get("status", 500))
+            self.fail_times = int(body.get("times", 1))
+        return web.json_response({"ok": True})
+
+
+def build_app(api_key: str | None = None) -> web.Application:
+    fake = FakeAnthropic(api_key)
+    app = web.Application(client_max_size=64 * 1024**2)
+    app.add_routes(
+        [
+            web.post("/v1/messages", fake.messages),
+            web.get("/_requests", fake.get_requests),
+            web.delete("/_requests", fake.clear_requests),
+            web.post("/_fail", fake.set_failures),
+        ]
+    )
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--api-key", default=None, help="the only x-api-key accepted (default: any)")
+    args = parser.parse_args()
+    web.run_app(build_app(args.api_key), host=args.host, port=args.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()
