@@ -60,9 +60,7 @@ def count_words(value: Any) -> int:
 
 def _error(status: int, message: str) -> web.Response:
     kind = _ERROR_TYPES.get(status, "api_error")
-    return web.json_response(
-        {"type": "error", "error": {"type": kind, "message": message}}, status=status
-    )
+    return web.json_response({"type": "error", "error": {"type": kind, "message": message}}, status=status)
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:

@@ -3,6 +3,12 @@
 ``import litellm`` costs seconds and ~180 MB, so it happens on first use (in a thread), only in
 deployments that configure such an endpoint. The answer is shaped like the aiohttp response the relay
 already handles (status, content type, ``read()``, ``content.iter_any()``), in OpenAI's format.
+
+Failures are told apart the way the OpenAI path tells them: a provider that cannot be reached or is too
+slow raises the same exceptions as aiohttp (so the gateway retries, cools the endpoint down and answers
+502); a provider's error answer becomes ``ProviderError`` with its status, except that the provider
+refusing the gateway's own credentials (401/403) is a 502: the client's Aqueduct key is not at fault.
+A stream the provider breaks off (an ``error`` event mid-stream) ends as a broken upstream stream.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from collections.abc import AsyncIterator
 from types import ModuleType
 from typing import Any
 
+import aiohttp
 import orjson
 
 __all__ = ["LiteLLMAnswer", "LiteLLMBridge", "ProviderError"]
@@ -51,8 +58,11 @@ class LiteLLMAnswer:
         return self._body
 
     async def _events(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield b"data: " + orjson.dumps(chunk.model_dump(exclude_none=True)) + b"\n\n"
+        try:
+            async for chunk in self._stream:
+                yield b"data: " + orjson.dumps(_openai_chunk(chunk.model_dump(exclude_none=True))) + b"\n\n"
+        except Exception as exc:  # what the relay handles as an upstream that broke off mid-stream
+            raise aiohttp.ClientPayloadError(f"the provider broke off the stream: {exc}") from exc
         yield b"data: [DONE]\n\n"
 
     def release(self) -> None:
@@ -63,6 +73,47 @@ class LiteLLMAnswer:
         if closer is not None:
             task = asyncio.ensure_future(closer())
             task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+
+def _openai_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
+    """LiteLLM's final usage chunk keeps an empty choice; OpenAI's has none (clients and the usage tally
+    rely on ``choices == []`` to tell the usage-only chunk apart)."""
+    choices = chunk.get("choices")
+    if chunk.get("usage") and choices and all(_empty_choice(c) for c in choices):
+        chunk["choices"] = []
+    for choice in chunk.get("choices") or ():
+        (choice.get("delta") or {}).pop("provider_specific_fields", None)
+    return chunk
+
+
+def _empty_choice(choice: dict[str, Any]) -> bool:
+    delta = choice.get("delta") or {}
+    return not choice.get("finish_reason") and not any(v for k, v in delta.items() if k != "role")
+
+
+def _openai_body(body: dict[str, Any]) -> dict[str, Any]:
+    for choice in body.get("choices") or ():
+        (choice.get("message") or {}).pop("provider_specific_fields", None)
+    return body
+
+
+def _failure(exc: Exception) -> Exception:
+    """The exception the gateway should see for what LiteLLM raised."""
+    # Timeout subclasses openai's APIConnectionError: test it first.
+    if isinstance(exc, TimeoutError) or type(exc).__name__ in ("Timeout", "APITimeoutError"):
+        return TimeoutError(str(exc))
+    if type(exc).__name__ == "APIConnectionError":
+        return aiohttp.ClientConnectionError(str(exc))
+    status = getattr(exc, "status_code", None)
+    status = status if isinstance(status, int) and 400 <= status <= 599 else 502
+    detail = getattr(exc, "message", None) or str(exc)
+    if status in (401, 403):
+        return ProviderError(
+            502,
+            f"The model provider refused the gateway's credentials ({status}); an administrator must "
+            f"check the endpoint's API key. Provider said: {detail}",
+        )
+    return ProviderError(status, str(detail))
 
 
 # The litellm model prefix of each provider; "litellm" endpoints name the full litellm model themselves.
@@ -82,6 +133,8 @@ class LiteLLMBridge:
                     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
                     module = await asyncio.to_thread(importlib.import_module, "litellm")
                     setattr(module, "telemetry", False)  # noqa: B010 - untyped module attribute
+                    # Errors are answered to the client; LiteLLM's "Give Feedback" banners on stdout are noise.
+                    setattr(module, "suppress_debug_info", True)  # noqa: B010
                     self._module = module
         return self._module
 
@@ -97,12 +150,18 @@ class LiteLLMBridge:
         if stream:
             params["stream_options"] = {"include_usage": True}
         try:
+            # num_retries=0: retries, cooldown and fallbacks are the gateway's, as for OpenAI endpoints.
             result = await litellm.acompletion(
-                model=model, api_base=base_url, api_key=api_key or "none", timeout=deadline, **params
+                model=model,
+                api_base=base_url,
+                api_key=api_key or "none",
+                timeout=deadline,
+                num_retries=0,
+                **params,
             )
         except Exception as exc:  # litellm maps provider errors to exceptions carrying a status code
-            status = getattr(exc, "status_code", None)
-            raise ProviderError(status if isinstance(status, int) else 502, str(exc)) from exc
+            raise _failure(exc) from exc
         if stream:
             return LiteLLMAnswer(200, "text/event-stream", stream=result)
-        return LiteLLMAnswer(200, "application/json", body=orjson.dumps(result.model_dump(exclude_none=True)))
+        body = _openai_body(result.model_dump(exclude_none=True))
+        return LiteLLMAnswer(200, "application/json", body=orjson.dumps(body))
