@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 
 from aqueduct_cli import admin, audit
 from aqueduct_cli.client import ApiClient, CliError
@@ -34,11 +35,22 @@ ConfigFile = Annotated[
 ]
 
 
-def _snippet(proxy_url: str) -> str:
+def _first_model(config: Path | None) -> str:
+    """A model name from the configuration, so the printed snippet runs as it is."""
+    if config is None or not config.exists():
+        return "<model>"
+    try:
+        models = (yaml.safe_load(config.read_text()) or {}).get("models") or []
+        return str(models[0]["name"]) if models else "<model>"
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return "<model>"
+
+
+def _snippet(proxy_url: str, model: str) -> str:
     return (
         "from openai import OpenAI\n\n"
         f'client = OpenAI(base_url="{proxy_url}/v1", api_key="<your aqueduct token>")\n'
-        'answer = client.chat.completions.create(model="<model>", messages=[{"role": "user", "content": "Hi"}])\n'
+        f'answer = client.chat.completions.create(model="{model}", messages=[{{"role": "user", "content": "Hi"}}])\n'
         "print(answer.choices[0].message.content)"
     )
 
@@ -74,7 +86,7 @@ def up(
             "  Sign in to the CLI with `aqueduct login`, create a token with `aqueduct tokens create --name dev`,",
             "  or use the web UI. Then, with the OpenAI SDK:",
             "",
-            *("    " + line for line in _snippet(str(urls["proxy"])).splitlines()),
+            *("    " + line for line in _snippet(str(urls["proxy"]), _first_model(config)).splitlines()),
             "",
             "Press Ctrl-C to stop.",
         ]
