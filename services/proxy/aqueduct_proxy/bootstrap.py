@@ -87,6 +87,7 @@ async def bootstrap(settings: ProxySettings, common: CommonSettings) -> Proxy:
         nc,
         common.data_dir / "proxy-spool",
         max_buffered=settings.usage_buffer_max,
+        **settings.journal_options(),
         on_published=metrics.usage_published.inc,
     )
     await publisher.start()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -38,4 +38,18 @@ class ProxySettings(BaseSettings):
     usage_buffer_max: int = 100_000
     # How long a graceful shutdown tries to deliver buffered usage events before spooling them.
     shutdown_drain_seconds: float = 5.0
+    # The write-ahead journal of usage events (<data_dir>/proxy-spool/usage-<pid>-<uuid>.wal): a segment
+    # rotates at this size or age and is deleted once all its events are acknowledged by JetStream.
+    usage_journal_segment_bytes: int = 4 * 1024 * 1024
+    usage_journal_segment_seconds: float = 5.0
+    # fsync every appended event: also survives a machine crash, at the cost of one disk flush per request.
+    usage_journal_fsync: bool = False
     tokenizer_encoding: str = "o200k_base"
+
+    def journal_options(self) -> dict[str, Any]:
+        """The journal settings as ``UsagePublisher`` keyword arguments."""
+        return {
+            "segment_bytes": self.usage_journal_segment_bytes,
+            "segment_seconds": self.usage_journal_segment_seconds,
+            "fsync": self.usage_journal_fsync,
+        }

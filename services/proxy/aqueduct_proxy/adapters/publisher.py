@@ -1,17 +1,36 @@
-"""Usage events to JetStream, off the response path, losing none while the bus is away.
+"""Usage events to JetStream, off the response path, losing none while the bus is away or the process dies.
 
-Requests only append to an in-memory buffer. A background task publishes in concurrent batches with
-``Nats-Msg-Id = event_id``, so a retried publish is de-duplicated by JetStream and by accounting.
-While NATS is unreachable the buffer grows up to ``max_buffered``; beyond that, and at shutdown, events
-are spilled to JSON-lines files under the spool folder, which are delivered first thing after a start.
+Write-ahead journal: every event is first appended to this process's current journal segment
+(``usage-<pid>-<uuid>.wal`` in the spool folder, one ``os.write`` of its line), then queued in memory. A
+background task publishes in concurrent batches with ``Nats-Msg-Id = event_id``, so a retried publish is
+de-duplicated by JetStream and by accounting. A segment rotates at ``segment_bytes`` or after
+``segment_seconds`` and is deleted once every event in it has been acknowledged by JetStream.
+
+There is no fsync by default: the written page sits in the kernel's page cache, which survives the death of
+the process (SIGKILL, OOM kill), the failure covered here. A crash of the machine itself can still lose the
+last pages not yet written back, unless ``fsync`` is on (one fsync per event: far slower).
+
+Ownership is one mechanism for every file of the spool folder: a file belongs to the process holding an
+exclusive ``flock`` on it, so a live process's segment is never taken over (several worker processes share
+the folder). At start, when the spill files are due, and every ``claim_interval`` seconds while idle, files
+nobody holds are taken over: segments of a dead process, spill files, files a dead process had taken over.
+They are locked, read into the buffer, and deleted once all their events are acknowledged; a crash
+meanwhile frees them for the next taker. Events that had already been delivered are sent again: JetStream's
+duplicate window (``aqueduct_libs.bus.DUPLICATE_WINDOW_SECONDS``) and accounting's dedup by event id make
+that harmless, so nothing is counted twice.
+
+While NATS is unreachable the buffer grows up to ``max_buffered``; beyond that, and at shutdown, events are
+spilled to fsynced JSON-lines files (``usage-*.jsonl``), which are taken over like any unowned file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -27,6 +46,25 @@ __all__ = ["UsagePublisher"]
 
 log = logging.getLogger(__name__)
 
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+
+
+class _Segment:
+    """A journal or taken-over file held (locked) by this process, with its events not yet settled."""
+
+    __slots__ = ("fd", "opened", "path", "pending", "sealed", "size")
+
+    def __init__(self, path: Path, fd: int, *, pending: int = 0, sealed: bool = False) -> None:
+        self.path = path
+        self.fd = fd
+        self.pending = pending  # events written here, neither acknowledged nor spilled yet
+        self.size = 0
+        self.opened = time.monotonic()
+        self.sealed = sealed  # no more appends: deleted as soon as pending reaches 0
+
+
+_Entry = tuple[bytes, _Segment | None]  # (event_id \t json, the file that keeps it until settled)
+
 
 class UsagePublisher:
     def __init__(
@@ -38,6 +76,10 @@ class UsagePublisher:
         batch_size: int = 256,
         publish_timeout: float = 2.0,
         linger: float = 0.01,
+        segment_bytes: int = 4 * 1024 * 1024,
+        segment_seconds: float = 5.0,
+        fsync: bool = False,
+        claim_interval: float = 30.0,
         on_published: Callable[[int], None] | None = None,
     ) -> None:
         self._nc = nc
@@ -49,13 +91,20 @@ class UsagePublisher:
         self._batch_size = batch_size
         self._timeout = publish_timeout
         self._linger = linger
-        self._buffer: deque[bytes] = deque()  # serialised events: (event_id \t json)
+        self._segment_bytes = segment_bytes
+        self._segment_seconds = segment_seconds
+        self._fsync = fsync
+        self._claim_interval = claim_interval
+        self._buffer: deque[_Entry] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._spilled = False
-        self._in_flight: list[bytes] = []
-        self._claimed: list[Path] = []
+        self._in_flight: list[_Entry] = []
+        self._segment: _Segment | None = None  # the one being appended to
+        self._held: dict[str, _Segment] = {}  # every file this process holds, by name
+        self._journal_retry_at = 0.0
+        self._next_claim = 0.0
         self._on_published = on_published
         self.published = 0
 
@@ -69,12 +118,14 @@ class UsagePublisher:
 
     def record_json(self, event_id: str, payload: bytes) -> None:
         """``record`` for an event already serialised (the proxy's hot path builds the JSON itself)."""
-        self._buffer.append(event_id.encode() + b"\t" + payload)
+        line = event_id.encode() + b"\t" + payload
+        self._buffer.append((line, self._append(line)))
         if len(self._buffer) > self._max_buffered:
             self._spill(self._max_buffered // 2)
         self._wake.set()
 
     async def start(self) -> None:
+        self._spool_dir.mkdir(parents=True, exist_ok=True)
         # One wildcard subscription receives every acknowledgement (re-subscribed by nats-py on reconnect).
         await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_ack)
         self._claim_spool()
@@ -96,22 +147,34 @@ class UsagePublisher:
                 self._in_flight = []
         if self._buffer:
             self._spill(len(self._buffer))
-        self._release_claimed()  # their events are delivered or in the new spool file
+        self._segment = None
+        for segment in list(self._held.values()):
+            if segment.pending == 0:
+                self._release(segment)
+            else:  # the spill failed: unlocked, the next start takes these over
+                self._held.pop(segment.path.name, None)
+                os.close(segment.fd)
 
     async def _run(self) -> None:
         backoff = 0.1
         while True:
+            self._rotate_by_age()
             if not self._buffer:
-                self._release_claimed()
                 if self._closing:
                     return
-                if self._spilled:
+                now = time.monotonic()
+                if self._spilled or now >= self._next_claim:
+                    # Idle (the bus keeps up): deliver what overflowed to disk, and what dead processes left.
                     self._spilled = False
-                    self._claim_spool()  # the bus is back: deliver what overflowed to disk
-                    continue
+                    self._next_claim = now + self._claim_interval
+                    self._claim_spool()
+                    if self._buffer:
+                        continue
                 self._wake.clear()
-                await self._wake.wait()
-                if self._linger and not self._closing:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(self._segment_seconds, self._claim_interval)):
+                        await self._wake.wait()
+                if self._linger and self._buffer and not self._closing:
                     # Let a few more events gather: fewer, larger batches, and the publishing work stays
                     # out of the way of the requests that are being answered right now.
                     await asyncio.sleep(self._linger)
@@ -130,11 +193,11 @@ class UsagePublisher:
             else:
                 backoff = 0.1
 
-    async def _publish(self, batch: list[bytes]) -> list[bytes]:
+    async def _publish(self, batch: list[_Entry]) -> list[_Entry]:
         """Publish a batch with one shared reply inbox; an event counts once JetStream acknowledged it."""
         loop = asyncio.get_running_loop()
         waiters: list[asyncio.Future[bool]] = []
-        for line in batch:
+        for line, _ in batch:
             event_id, _, payload = line.partition(b"\t")
             waiter: asyncio.Future[bool] = loop.create_future()
             waiters.append(waiter)
@@ -158,13 +221,18 @@ class UsagePublisher:
                 waiter.cancel()
         if len(self._acks) > 10 * self._batch_size:  # acks that never came (bus restarts)
             self._acks = {t: w for t, w in self._acks.items() if not w.done()}
-        ok = sum(results)
-        self.published += ok
-        if self._on_published and ok:
-            self._on_published(ok)
-        if ok < len(batch):
-            log.warning("%d usage events not delivered yet; %d buffered", len(batch) - ok, len(self._buffer))
-        return [line for line, done in zip(batch, results, strict=True) if not done]
+        delivered = [entry for entry, done in zip(batch, results, strict=True) if done]
+        self._settle(delivered)
+        self.published += len(delivered)
+        if self._on_published and delivered:
+            self._on_published(len(delivered))
+        if len(delivered) < len(batch):
+            log.warning(
+                "%d usage events not delivered yet; %d buffered",
+                len(batch) - len(delivered),
+                len(self._buffer),
+            )
+        return [entry for entry, done in zip(batch, results, strict=True) if not done]
 
     async def _on_ack(self, msg: Msg) -> None:
         waiter = self._acks.pop(msg.subject.rpartition(".")[2], None)
@@ -173,54 +241,138 @@ class UsagePublisher:
         # A stored (or de-duplicated) message answers {"stream":..,"seq":..}; no stream answers a 503 status.
         waiter.set_result(bool(msg.data) and b'"error"' not in msg.data)
 
+    # -- journal ---------------------------------------------------------------------------------------
+
+    def _append(self, line: bytes) -> _Segment | None:
+        """Write one event to the current segment; ``None`` when the journal is unwritable (the event then
+        lives in memory only, as before the journal existed: serving goes on)."""
+        segment = self._segment
+        if segment is None or segment.size >= self._segment_bytes:
+            segment = self._rotate()
+            if segment is None:
+                return None
+        data = line + b"\n"
+        try:
+            written = os.write(segment.fd, data)
+            while written < len(data):
+                written += os.write(segment.fd, data[written:])
+            if self._fsync:
+                os.fsync(segment.fd)
+        except OSError as exc:
+            # A partial line may be on disk: seal the segment (readers drop a torn last line) and retry later.
+            log.error("usage journal %s not writable (%s); events kept in memory only", segment.path, exc)
+            self._seal(segment)
+            self._journal_retry_at = time.monotonic() + 1.0
+            return None
+        segment.size += len(data)
+        segment.pending += 1
+        return segment
+
+    def _rotate(self) -> _Segment | None:
+        if self._segment is not None:
+            self._seal(self._segment)
+        if time.monotonic() < self._journal_retry_at:
+            return None
+        name = f"usage-{os.getpid()}-{uuid.uuid4().hex}.wal"
+        # Created and locked under a name no taker looks at, then renamed: never visible unlocked.
+        hidden = self._spool_dir / f".{name}"
+        try:
+            self._spool_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(hidden, _OPEN_FLAGS, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(hidden, self._spool_dir / name)
+        except OSError as exc:
+            log.error("cannot open a usage journal segment in %s (%s)", self._spool_dir, exc)
+            self._journal_retry_at = time.monotonic() + 1.0
+            return None
+        segment = _Segment(self._spool_dir / name, fd)
+        self._segment = self._held[name] = segment
+        return segment
+
+    def _rotate_by_age(self) -> None:
+        segment = self._segment
+        if segment is not None and time.monotonic() - segment.opened >= self._segment_seconds:
+            self._seal(segment)
+
+    def _seal(self, segment: _Segment) -> None:
+        segment.sealed = True
+        if self._segment is segment:
+            self._segment = None
+        if segment.pending == 0:
+            self._release(segment)
+
+    def _settle(self, entries: list[_Entry]) -> None:
+        """These events are acknowledged or spilled: their files no longer need to keep them."""
+        for _, segment in entries:
+            if segment is not None:
+                segment.pending -= 1
+                if segment.pending == 0 and segment.sealed:
+                    self._release(segment)
+
+    def _release(self, segment: _Segment) -> None:
+        # Deleted while still locked, so a taker that opened the path meanwhile sees it is gone.
+        self._held.pop(segment.path.name, None)
+        with contextlib.suppress(FileNotFoundError):
+            segment.path.unlink()
+        os.close(segment.fd)
+
     # -- spool -----------------------------------------------------------------------------------------
 
     def _spill(self, count: int) -> None:
         """Move the ``count`` oldest buffered events to a new spool file (written whole, then renamed)."""
-        self._spool_dir.mkdir(parents=True, exist_ok=True)
-        lines = [self._buffer.popleft() for _ in range(min(count, len(self._buffer)))]
-        if not lines:
+        entries = [self._buffer.popleft() for _ in range(min(count, len(self._buffer)))]
+        if not entries:
             return
         name = f"usage-{os.getpid()}-{uuid.uuid4().hex}.jsonl"
         tmp = self._spool_dir / f".{name}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(b"\n".join(lines) + b"\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.rename(self._spool_dir / name)
+        try:
+            self._spool_dir.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as fh:
+                fh.write(b"\n".join(line for line, _ in entries) + b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.rename(self._spool_dir / name)
+        except OSError as exc:
+            log.error("cannot spool %d usage events to %s (%s)", len(entries), self._spool_dir, exc)
+            self._buffer.extendleft(reversed(entries))
+            return
         self._spilled = True
-        log.warning("spooled %d usage events to %s", len(lines), self._spool_dir / name)
+        self._settle(entries)  # the spool file keeps them now
+        log.warning("spooled %d usage events to %s", len(entries), self._spool_dir / name)
 
     def _claim_spool(self) -> None:
-        """Take over spool files: renamed first, so two replicas never deliver the same file; a claimed
-        file is deleted only once all of its events are acknowledged, so a crash meanwhile loses none
-        (the next start takes over files claimed by a process that is gone)."""
+        """Take over every file of the spool folder that no live process holds (see the module doc)."""
         if not self._spool_dir.is_dir():
             return
-        candidates = sorted(self._spool_dir.glob("usage-*.jsonl"))
-        candidates += [p for p in sorted(self._spool_dir.glob("usage-*.claimed-*")) if not _alive(p)]
-        for path in candidates:
-            claimed = path.with_name(f"{path.name.split('.')[0]}.claimed-{os.getpid()}")
+        for path in sorted(self._spool_dir.glob("usage-*")):
+            if path.name in self._held:
+                continue
             try:
-                path.rename(claimed)
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
-                continue  # another replica took it
-            lines = [line for line in claimed.read_bytes().split(b"\n") if line]
-            self._buffer.extend(lines)
-            self._claimed.append(claimed)
-            log.info("re-delivering %d spooled usage events from %s", len(lines), path.name)
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                # Taken over and deleted by another process between our open and our lock: not ours.
+                if os.fstat(fd).st_ino != os.stat(path).st_ino:
+                    raise FileNotFoundError(path)
+                data = path.read_bytes()
+            except OSError:  # BlockingIOError: a live process holds it
+                os.close(fd)
+                continue
+            lines = _complete_lines(data)
+            segment = _Segment(path, fd, pending=len(lines), sealed=True)
+            self._held[path.name] = segment
+            self._buffer.extend((line, segment) for line in lines)
+            if lines:
+                log.info("re-delivering %d usage events from %s", len(lines), path.name)
+            else:
+                self._release(segment)
 
-    def _release_claimed(self) -> None:
-        """Everything buffered was acknowledged: the claimed spool files are delivered."""
-        while self._claimed:
-            self._claimed.pop().unlink(missing_ok=True)
 
-
-def _alive(path: Path) -> bool:
-    try:
-        os.kill(int(path.name.rsplit("-", 1)[1]), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
+def _complete_lines(data: bytes) -> list[bytes]:
+    """The events of a spool or journal file; a line cut short by a crash mid-write is dropped."""
+    lines = data.split(b"\n")
+    if lines and lines[-1]:
+        log.warning("dropping a torn last line (%d bytes) of a usage journal", len(lines[-1]))
+    return [line for line in lines[:-1] if b"\t" in line and line.endswith(b"}")]
