@@ -16,12 +16,14 @@ is given the key must equal it). Errors use Anthropic's body ``{"type": "error",
 "message"}}``. ``GET /_requests`` returns what was received (path, headers, body; the last 200),
 ``DELETE /_requests`` clears them. ``POST /_fail {"status": 429, "times": 3}`` makes the next N requests
 fail with that status; ``POST /_fail {"stream_error_after": 2, "times": 1}`` makes the next N streams
-send an ``error`` event (``overloaded_error``) after that many text deltas, as Anthropic does mid-stream.
+send an ``error`` event (``overloaded_error``) after that many text deltas, as Anthropic does mid-stream;
+``POST /_fail {"delay": 2.0, "times": 1}`` makes the next N requests wait that long before answering.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from collections import deque
 from typing import Any
@@ -75,6 +77,8 @@ class FakeAnthropic:
         self.fail_times = 0
         self.stream_error_after = -1
         self.stream_error_times = 0
+        self.delay = 0.0
+        self.delay_times = 0
 
     def _refusal(self, request: web.Request) -> web.Response | None:
         if not request.headers.get("anthropic-version"):
@@ -98,6 +102,9 @@ class FakeAnthropic:
                 "body": body,
             }
         )
+        if self.delay_times > 0:
+            self.delay_times -= 1
+            await asyncio.sleep(self.delay)
         if (refusal := self._refusal(request)) is not None:
             return refusal
         if not isinstance(body.get("max_tokens"), int):
@@ -175,7 +182,10 @@ class FakeAnthropic:
 
     async def set_failures(self, request: web.Request) -> web.Response:
         body = await request.json()
-        if "stream_error_after" in body:
+        if "delay" in body:
+            self.delay = float(body["delay"])
+            self.delay_times = int(body.get("times", 1))
+        elif "stream_error_after" in body:
             self.stream_error_after = int(body["stream_error_after"])
             self.stream_error_times = int(body.get("times", 1))
         else:

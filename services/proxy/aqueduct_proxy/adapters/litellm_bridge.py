@@ -97,13 +97,30 @@ def _openai_body(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def _transport_failure(exc: BaseException) -> Exception | None:
+    """A timeout or connection failure under LiteLLM's wrapping (it reports a refused connection as a
+    500 ``InternalServerError`` whose causes hold the httpx/aiohttp error), or None."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        names = {klass.__name__ for klass in type(cause).__mro__}
+        # Checked before connection errors: LiteLLM's and httpx's timeouts subclass them.
+        if isinstance(cause, TimeoutError) or names & {"Timeout", "APITimeoutError", "TimeoutException"}:
+            return TimeoutError(str(exc))
+        if isinstance(cause, aiohttp.ClientConnectionError | ConnectionError) or names & {
+            "APIConnectionError",
+            "TransportError",
+        }:
+            return aiohttp.ClientConnectionError(str(exc))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def _failure(exc: Exception) -> Exception:
     """The exception the gateway should see for what LiteLLM raised."""
-    # Timeout subclasses openai's APIConnectionError: test it first.
-    if isinstance(exc, TimeoutError) or type(exc).__name__ in ("Timeout", "APITimeoutError"):
-        return TimeoutError(str(exc))
-    if type(exc).__name__ == "APIConnectionError":
-        return aiohttp.ClientConnectionError(str(exc))
+    if (transport := _transport_failure(exc)) is not None:
+        return transport
     status = getattr(exc, "status_code", None)
     status = status if isinstance(status, int) and 400 <= status <= 599 else 502
     detail = getattr(exc, "message", None) or str(exc)
