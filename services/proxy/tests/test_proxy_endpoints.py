@@ -115,6 +115,32 @@ async def test_endpoint_slug_route_respects_allowed_models(proxy, snapshot):
     assert answer.choices[0].message.content == "tok0"
 
 
+async def test_endpoint_slug_route_checks_the_model_whatever_the_content_type(proxy, snapshot, upstream):
+    """A JSON body declared as text/plain is still read for its model, so exclusions cannot be bypassed."""
+    value, _ = await snapshot.issue_token(allowed_models=["other-model"])
+    await wait_token(proxy.base_url, value)
+    body = b'{"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]}'
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {value}"}) as s:
+        async with s.post(
+            f"{proxy.base_url}/local/v1/chat/completions", data=body, headers={"Content-Type": "text/plain"}
+        ) as r:
+            assert r.status == 403
+            assert (await r.json())["error"]["code"] == "model_not_allowed"
+        # Chat without a model at all is refused on an endpoint's route too.
+        async with s.post(f"{proxy.base_url}/local/v1/chat/completions", json={"messages": []}) as r:
+            assert r.status == 400
+
+
+async def test_endpoint_slug_route_forwards_only_model_apis(proxy, client_and_grant):
+    """An upstream's files, batches or fine-tuning APIs would act with the shared provider key: refused."""
+    _, _, value = client_and_grant
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {value}"}) as s:
+        for tail in ("files", "batches", "fine_tuning/jobs", "assistants", "vector_stores"):
+            async with s.get(f"{proxy.base_url}/local/v1/{tail}") as r:
+                assert r.status == 404, tail
+                assert (await r.json())["error"]["code"] == "unknown_url"
+
+
 async def test_unknown_route_is_an_openai_404(proxy, client_and_grant):
     _, _, value = client_and_grant
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {value}"}) as s:

@@ -7,6 +7,7 @@ exception classes.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -135,19 +136,63 @@ async def _models(request: web.Request) -> web.Response:
     return web.json_response(gateway.list_models(grant), dumps=lambda v: orjson.dumps(v).decode())
 
 
+# What ``/{slug}/v1/...`` forwards. Anything else under an endpoint (an upstream's files, batches,
+# fine-tuning or assistants APIs) would act with the organisation's shared provider key on objects of
+# every user, so it is refused. vLLM's own extras (tokenize, score, rerank, ...) are allowed.
+_SLUG_TAILS = re.compile(
+    r"^(models(/[^/]+)?|chat/completions|completions|embeddings|responses|moderations"
+    r"|audio/(speech|transcriptions|translations)|images/(generations|edits|variations)"
+    r"|tokenize|detokenize|score|rerank|classify|pooling)$"
+)
+# Tails whose requests name a model: the model is checked against the token like on /v1/ routes.
+_SLUG_MODEL_TAILS = frozenset(
+    {
+        "chat/completions",
+        "completions",
+        "embeddings",
+        "responses",
+        "moderations",
+        "audio/speech",
+        "audio/transcriptions",
+        "audio/translations",
+        "images/generations",
+        "images/edits",
+        "images/variations",
+        "tokenize",
+        "detokenize",
+        "score",
+        "rerank",
+        "classify",
+        "pooling",
+    }
+)
+
+
 async def _endpoint_route(request: web.Request) -> web.StreamResponse:
     """``/{slug}/v1/...``: the rest of the path goes to that endpoint as it is."""
     gateway = request.app[GATEWAY]
     grant = gateway.authenticate(request.headers.get("Authorization"))
     slug, tail = request.match_info["slug"], request.match_info["tail"]
+    if not _SLUG_TAILS.match(tail):
+        raise RouteNotFoundError(f"The gateway does not forward '/{slug}/v1/{tail}'.")
     api_path, upstream_path = f"/{slug}/v1/{tail}", f"/{tail}"
-    kwargs: dict[str, Any] = {"slug": slug, "model_required": False}
-    if request.content_type == "application/json" and request.can_read_body:
-        kwargs["payload"] = await _json_body(request)
-    elif request.content_type == "multipart/form-data":
+    kwargs: dict[str, Any] = {"slug": slug, "model_required": tail in _SLUG_MODEL_TAILS}
+    if request.content_type == "multipart/form-data":
         kwargs["form"] = await _form_body(request)
     elif request.can_read_body:
-        kwargs["raw"] = await request.read()
+        raw = await request.read()
+        try:
+            payload = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            payload = None
+        # A JSON object is read as one whatever its declared content type, so the model, token count
+        # and price always apply; only bodies that are not JSON objects pass as bytes.
+        if isinstance(payload, dict):
+            kwargs["payload"] = payload
+        elif tail in _SLUG_MODEL_TAILS:
+            raise BadRequestError("The request body must be a JSON object.")
+        else:
+            kwargs["raw"] = raw
     call = gateway.prepare(grant, api_path, upstream_path, **kwargs)
     return await _forward(request, gateway, call)
 
