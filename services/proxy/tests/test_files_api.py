@@ -120,6 +120,20 @@ async def test_files_are_visible_to_their_owner_only(files_app, snapshot):
     assert (await alice.files.content(mine.id)).content == b"alice only"
 
 
+async def test_a_service_account_and_its_owner_do_not_share_files(files_app, snapshot):
+    personal = await client_for(files_app, snapshot, user_id="user-owner")
+    service = await client_for(files_app, snapshot, user_id="user-owner", service_account_id="sa-1")
+    mine = await personal.files.create(file=("diary.txt", b"personal"), purpose="user_data")
+    shared = await service.files.create(file=("team.txt", b"team data"), purpose="user_data")
+
+    with pytest.raises(openai.NotFoundError):
+        await service.files.content(mine.id)
+    with pytest.raises(openai.NotFoundError):
+        await personal.files.delete(shared.id)
+    assert [f.id async for f in service.files.list()] == [shared.id]
+    assert [f.id async for f in personal.files.list()] == [mine.id]
+
+
 async def test_size_limit_quota_and_bad_input_get_openai_errors(files_app, snapshot):
     client = await client_for(files_app, snapshot)
 

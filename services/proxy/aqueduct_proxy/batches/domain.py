@@ -53,7 +53,8 @@ class Batch(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     id: str
-    owner: str  # user id of the token's owner
+    owner: str  # whose files and batches: files.domain.owner_of(grant)
+    user_id: str = ""  # the user the token answers to (usage is theirs); "" in batches made before it
     # Whose limits, budgets and usage the lines count against. The token hash (never the value) lets
     # the worker find the token's current grant in the snapshot, so a revoked token stops its batch.
     token_id: str

@@ -16,6 +16,7 @@ from aqueduct_proxy.batches.domain import ENDPOINTS, Batch, parse_input
 from aqueduct_proxy.batches.settings import BatchSettings
 from aqueduct_proxy.batches.store import BatchStore
 from aqueduct_proxy.domain.errors import BadRequestError
+from aqueduct_proxy.files.domain import owner_of
 from aqueduct_proxy.files.edge import Authenticate, json_response
 from aqueduct_proxy.files.store import FileStore
 
@@ -61,23 +62,24 @@ def setup_batches(
         input_file_id = payload.get("input_file_id")
         if not isinstance(input_file_id, str):
             raise BadRequestError("Missing required parameter: 'input_file_id'.", param="input_file_id")
-        source = await files.get(grant.user_id, input_file_id)
+        source = await files.get(owner_of(grant), input_file_id)
         if source.purpose != "batch":
             raise BadRequestError(
                 f"The file {input_file_id} was not uploaded with purpose 'batch'.", param="input_file_id"
             )
         batch_id = Batch.new_id()
         lines = parse_input(
-            await files.content(grant.user_id, input_file_id),
+            await files.content(owner_of(grant), input_file_id),
             batch_id,
-            grant.user_id,
+            owner_of(grant),
             endpoint,
             settings.max_lines,
         )
         now = int(time.time())
         batch = Batch(
             id=batch_id,
-            owner=grant.user_id,
+            owner=owner_of(grant),
+            user_id=grant.user_id,
             token_id=grant.token_id,
             token_hash=grant.token_hash,
             service_account_id=grant.service_account_id,
@@ -106,11 +108,11 @@ def setup_batches(
 
     async def retrieve(request: web.Request) -> web.Response:
         grant = authenticate(request.headers.get("Authorization"))
-        return json_response((await store.get(grant.user_id, request.match_info["batch_id"])).to_openai())
+        return json_response((await store.get(owner_of(grant), request.match_info["batch_id"])).to_openai())
 
     async def listing(request: web.Request) -> web.Response:
         grant = authenticate(request.headers.get("Authorization"))
-        batches = sorted(await store.list(grant.user_id), key=lambda b: (b.created_at, b.id), reverse=True)
+        batches = sorted(await store.list(owner_of(grant)), key=lambda b: (b.created_at, b.id), reverse=True)
         after = request.query.get("after")
         if after:
             ids = [b.id for b in batches]
@@ -138,7 +140,7 @@ def setup_batches(
                 return None
             return b.model_copy(update={"status": "cancelling", "cancelling_at": int(time.time())})
 
-        batch = await store.mutate(grant.user_id, request.match_info["batch_id"], cancelling)
+        batch = await store.mutate(owner_of(grant), request.match_info["batch_id"], cancelling)
         if batch.status == "cancelling":
             await store.drop_queued(batch.id)  # lines in flight finish; the worker then finalizes
         return json_response(batch.to_openai())

@@ -201,7 +201,7 @@ class BatchWorker:
             kind="batch",
             batch_id=batch.id,
             token_id=batch.token_id,
-            user_id=batch.owner,
+            user_id=batch.user_id or batch.owner,
             service_account_id=batch.service_account_id,
             team_id=batch.team_id,
             org_id=batch.org_id,

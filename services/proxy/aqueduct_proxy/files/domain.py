@@ -7,6 +7,7 @@ import uuid
 
 from pydantic import BaseModel, ConfigDict
 
+from aqueduct_libs.snapshot import TokenGrant
 from aqueduct_proxy.domain.errors import BadRequestError, PayloadTooLargeError, ProxyError
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "StoredFile",
     "check_purpose",
     "new_file_id",
+    "owner_of",
 ]
 
 # Purposes a client may upload with; "batch_output" is written by the gateway only.
@@ -91,3 +93,12 @@ class StoredFile(BaseModel):
             "status_details": None,
             "expires_at": None,
         }
+
+
+def owner_of(grant: TokenGrant) -> str:
+    """Whose files and batches a token sees: a service account's own, else its user's.
+
+    A service-account token answers to a user (its owner) but must not reach that user's personal
+    files, and the user's personal tokens must not reach the service account's.
+    """
+    return f"sa-{grant.service_account_id}" if grant.service_account_id else grant.user_id

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from aqueduct_proxy.domain.errors import BadRequestError
-from aqueduct_proxy.files.domain import FileTooLargeError, StoredFile, check_purpose
+from aqueduct_proxy.files.domain import FileTooLargeError, StoredFile, check_purpose, owner_of
 from aqueduct_proxy.files.edge import Authenticate, json_response
 from aqueduct_proxy.files.settings import FilesSettings
 from aqueduct_proxy.files.store import FileStore
@@ -79,25 +79,25 @@ def setup_files(
         grant = authenticate(request.headers.get("Authorization"))
         purpose, filename, spool, size = await _receive_upload(request, settings)
         try:
-            record = await store.save(grant.user_id, filename, check_purpose(purpose), spool, size)
+            record = await store.save(owner_of(grant), filename, check_purpose(purpose), spool, size)
         finally:
             spool.close()
         return json_response(record.to_openai())
 
     async def listing(request: web.Request) -> web.Response:
         grant = authenticate(request.headers.get("Authorization"))
-        files = await store.list(grant.user_id, request.query.get("purpose") or None)
+        files = await store.list(owner_of(grant), request.query.get("purpose") or None)
         return json_response(_page(files, request.query))
 
     async def retrieve(request: web.Request) -> web.Response:
         grant = authenticate(request.headers.get("Authorization"))
-        record = await store.get(grant.user_id, request.match_info["file_id"])
+        record = await store.get(owner_of(grant), request.match_info["file_id"])
         return json_response(record.to_openai())
 
     async def content(request: web.Request) -> web.StreamResponse:
         grant = authenticate(request.headers.get("Authorization"))
         record, spool = await store.open_content(
-            grant.user_id, request.match_info["file_id"], settings.spool_memory_bytes
+            owner_of(grant), request.match_info["file_id"], settings.spool_memory_bytes
         )
         try:
             response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
@@ -113,7 +113,7 @@ def setup_files(
     async def delete(request: web.Request) -> web.Response:
         grant = authenticate(request.headers.get("Authorization"))
         file_id = request.match_info["file_id"]
-        await store.delete(grant.user_id, file_id)
+        await store.delete(owner_of(grant), file_id)
         return json_response({"id": file_id, "object": "file", "deleted": True})
 
     app.add_routes(

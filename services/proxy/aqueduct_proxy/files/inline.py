@@ -18,6 +18,7 @@ from aiohttp import web
 
 from aqueduct_proxy.domain.errors import BadRequestError, InvalidTokenError
 from aqueduct_proxy.domain.snapshot import Snapshot
+from aqueduct_proxy.files.domain import owner_of
 from aqueduct_proxy.files.edge import Authenticate
 from aqueduct_proxy.files.extract import UnreadableFileError, extract_text
 from aqueduct_proxy.files.settings import FilesSettings
@@ -141,8 +142,8 @@ def setup_file_inlining(
             return await handler(request)  # the route refuses the token in the usual way
 
         async def load(file_id: str) -> tuple[bytes, str]:
-            record = await store.get(grant.user_id, file_id)
-            return await store.content(grant.user_id, file_id), record.filename
+            record = await store.get(owner_of(grant), file_id)
+            return await store.content(owner_of(grant), file_id), record.filename
 
         body = await inline_file_parts(body, load)
         # aiohttp keeps a read body here and hands it to later reads: the route sees the rewritten one.
