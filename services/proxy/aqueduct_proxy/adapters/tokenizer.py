@@ -46,13 +46,18 @@ class TokenCounter:
         return total
 
     def _count_value(self, value: Any) -> int:
-        if isinstance(value, str):
-            return self.count_text(value)
-        if isinstance(value, list):
-            return sum(self._count_value(v) for v in value)
-        if isinstance(value, dict):
-            if "content" in value:
-                return self._count_value(value["content"])
-            if isinstance(value.get("text"), str):
-                return self.count_text(value["text"])
-        return 0  # token ids, images, audio: not text the tokenizer can count
+        # Iterative, so a hostile body nested thousands of lists deep cannot exhaust the stack.
+        total, pending = 0, [value]
+        while pending:
+            item = pending.pop()
+            if isinstance(item, str):
+                total += self.count_text(item)
+            elif isinstance(item, list):
+                pending.extend(item)
+            elif isinstance(item, dict):
+                if "content" in item:
+                    pending.append(item["content"])
+                elif isinstance(item.get("text"), str):
+                    total += self.count_text(item["text"])
+            # token ids, images, audio: not text the tokenizer can count
+        return total

@@ -106,8 +106,24 @@ def _pdf(data: bytes) -> str:
         raise UnreadableFileError(f"The PDF could not be read ({exc}).") from exc
 
 
+# Office files are zip archives: a few hundred kilobytes can inflate to gigabytes (a zip bomb), so
+# the declared sizes are checked before anything is decompressed.
+MAX_UNZIPPED_BYTES = 64 * 1024 * 1024
+
+
+def _open_zip(data: bytes) -> zipfile.ZipFile:
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    if sum(info.file_size for info in archive.infolist()) > MAX_UNZIPPED_BYTES:
+        raise UnreadableFileError(
+            f"The document expands to more than {MAX_UNZIPPED_BYTES // (1024 * 1024)} MB; it is not read."
+        )
+    return archive
+
+
 def _docx(data: bytes) -> str:
     import docx  # imported on first use
+
+    _open_zip(data).close()  # the size check before python-docx inflates it
 
     document = docx.Document(io.BytesIO(data))
     parts = [p.text for p in document.paragraphs]
@@ -123,7 +139,7 @@ def _xml_texts(archive: zipfile.ZipFile, name: str, tag: str) -> list[str]:
 
 
 def _xlsx(data: bytes) -> str:
-    archive = zipfile.ZipFile(io.BytesIO(data))
+    archive = _open_zip(data)
     names = archive.namelist()
     shared = _xml_texts(archive, "xl/sharedStrings.xml", f"{_S}t") if "xl/sharedStrings.xml" in names else []
     sheets = sorted(
@@ -149,7 +165,7 @@ def _xlsx(data: bytes) -> str:
 
 
 def _pptx(data: bytes) -> str:
-    archive = zipfile.ZipFile(io.BytesIO(data))
+    archive = _open_zip(data)
     slides = sorted(
         (n for n in archive.namelist() if re.fullmatch(r"ppt/slides/slide\d+\.xml", n)),
         key=lambda n: int(re.sub(r"\D", "", n)),
@@ -160,7 +176,7 @@ def _pptx(data: bytes) -> str:
 
 
 def _odf(data: bytes) -> str:
-    archive = zipfile.ZipFile(io.BytesIO(data))
+    archive = _open_zip(data)
     root = ElementTree.fromstring(archive.read("content.xml"))
     return "\n".join(
         "".join(el.itertext()) for el in root.iter() if el.tag in (f"{_ODF_TEXT}p", f"{_ODF_TEXT}h")
@@ -189,7 +205,7 @@ def extract_text(data: bytes, filename: str = "", mime: str = "") -> str:
                 f"The model cannot read {label} ({mime or 'unknown type'}) and its text cannot be extracted. "
                 "Supported: PDF, DOCX, XLSX, PPTX, OpenDocument and plain-text formats."
             )
-    except (zipfile.BadZipFile, KeyError, ElementTree.ParseError, ValueError) as exc:
+    except (zipfile.BadZipFile, KeyError, IndexError, ElementTree.ParseError, ValueError) as exc:
         raise UnreadableFileError(f"{label} looks like a {kind.upper()} file but could not be read.") from exc
     if kind == "pdf" and not text:
         raise UnreadableFileError(f"{label} has no extractable text (a scanned PDF needs OCR first).")
