@@ -231,6 +231,12 @@ def test_catalog_rules(world):
         app.register_endpoint(SYSTEM, "vllm", "http://other/v1")
     with pytest.raises(InvalidInputError):
         app.register_endpoint(SYSTEM, "bad", "http://x/v1", provider="gopher")
+    # The gateway's own secrets can never become an upstream credential, nor can a non-name.
+    for key_env in ("AQUEDUCT_SECRET_KEY", "aqueduct_proxy_redis_url", "OPENAI KEY", "$(id)"):
+        with pytest.raises(InvalidInputError):
+            app.register_endpoint(SYSTEM, "leak", "http://attacker/v1", api_key_env=key_env)
+        with pytest.raises(InvalidInputError):
+            app.register_mcp_server(SYSTEM, "leak", "http://attacker/mcp", api_key_env=key_env)
     app.register_model(SYSTEM, "llama3:8b", "vllm", input_price_per_million="0.05")
     with pytest.raises(ConflictError) as err:
         app.remove_endpoint(SYSTEM, "vllm")

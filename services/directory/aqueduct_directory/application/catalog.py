@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aqueduct_directory.application.base import DirectoryCore
@@ -28,6 +29,24 @@ def _provider(value: str | None) -> str:
     return provider
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _key_env(value: str | None) -> str | None:
+    """The name of the variable holding an upstream credential, which the proxy sends upstream.
+
+    The gateway's own settings (``AQUEDUCT_*``: the token-hash key, database and Valkey URLs) must never
+    become an upstream credential, or an Admin could have the proxy send them to a server of theirs.
+    """
+    if not value:
+        return None
+    if not _ENV_NAME.fullmatch(value):
+        raise InvalidInputError(f"api_key_env must be an environment variable name, not {value!r}")
+    if value.upper().startswith("AQUEDUCT_"):
+        raise InvalidInputError("api_key_env may not name one of the gateway's own AQUEDUCT_* settings")
+    return value
+
+
 class CatalogUseCases(DirectoryCore):
     # -- endpoints ---------------------------------------------------------------------------------
 
@@ -36,6 +55,7 @@ class CatalogUseCases(DirectoryCore):
     ) -> dict[str, Any]:
         p.require_admin("register endpoints")
         slug, url, provider = _required(slug, "slug"), _required(url, "url"), _provider(provider)
+        api_key_env = _key_env(api_key_env)
         existing = self.state.endpoints.get(slug)
         if existing is not None and not existing.deleted:
             raise ConflictError(f"endpoint {slug!r} exists", "endpoint_exists")
@@ -60,7 +80,7 @@ class CatalogUseCases(DirectoryCore):
         new = (
             _required(url, "url") if url is not None else endpoint.url,
             _provider(provider) if provider is not None else endpoint.provider,
-            (api_key_env or None) if api_key_env is not None else endpoint.api_key_env,
+            _key_env(api_key_env) if api_key_env is not None else endpoint.api_key_env,
         )
         if new != (endpoint.url, endpoint.provider, endpoint.api_key_env):
             endpoint.update(*new, actor=p.actor)
@@ -164,6 +184,7 @@ class CatalogUseCases(DirectoryCore):
     ) -> dict[str, Any]:
         p.require_admin("register MCP servers")
         name, url = _required(name, "name"), _required(url, "url")
+        api_key_env = _key_env(api_key_env)
         teams = self._team_ids(allowed_team_ids)
         existing = self.state.mcp_servers.get(name)
         if existing is not None and not existing.deleted:
@@ -188,7 +209,7 @@ class CatalogUseCases(DirectoryCore):
         server = self.editable(self.find(self.state.mcp_servers, name, "MCP server"))
         new_url = _required(url, "url") if url is not None else server.url
         teams = self._team_ids(allowed_team_ids) if allowed_team_ids is not None else server.allowed_team_ids
-        key_env = (api_key_env or None) if api_key_env is not None else server.api_key_env
+        key_env = _key_env(api_key_env) if api_key_env is not None else server.api_key_env
         if (new_url, teams, key_env) != (server.url, server.allowed_team_ids, server.api_key_env):
             server.update(new_url, teams, key_env, actor=p.actor)
             self.commit(server)
