@@ -17,7 +17,9 @@ is given the key must equal it). Errors use Anthropic's body ``{"type": "error",
 ``DELETE /_requests`` clears them. ``POST /_fail {"status": 429, "times": 3}`` makes the next N requests
 fail with that status; ``POST /_fail {"stream_error_after": 2, "times": 1}`` makes the next N streams
 send an ``error`` event (``overloaded_error``) after that many text deltas, as Anthropic does mid-stream;
-``POST /_fail {"delay": 2.0, "times": 1}`` makes the next N requests wait that long before answering.
+``POST /_fail {"delay": 2.0, "times": 1}`` makes the next N requests wait that long before answering;
+``POST /_fail {"word_delay": 0.1, "times": 1}`` makes the next N streams wait that long before each word.
+A stream whose reader went away is marked ``"aborted": true`` in ``/_requests``, with the words it sent.
 """
 
 from __future__ import annotations
@@ -79,6 +81,8 @@ class FakeAnthropic:
         self.stream_error_times = 0
         self.delay = 0.0
         self.delay_times = 0
+        self.word_delay = 0.0
+        self.word_delay_times = 0
 
     def _refusal(self, request: web.Request) -> web.Response | None:
         if not request.headers.get("anthropic-version"):
@@ -95,13 +99,12 @@ class FakeAnthropic:
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        self.requests.append(
-            {
-                "path": request.path,
-                "headers": {k.lower(): v for k, v in request.headers.items()},
-                "body": body,
-            }
-        )
+        record: dict[str, Any] = {
+            "path": request.path,
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+            "body": body,
+        }
+        self.requests.append(record)
         if self.delay_times > 0:
             self.delay_times -= 1
             await asyncio.sleep(self.delay)
@@ -131,6 +134,26 @@ class FakeAnthropic:
         if self.stream_error_times > 0:
             self.stream_error_times -= 1
             error_after = self.stream_error_after
+        word_delay = 0.0
+        if self.word_delay_times > 0:
+            self.word_delay_times -= 1
+            word_delay = self.word_delay
+        try:
+            return await self._stream(request, message, input_tokens, words, error_after, word_delay, record)
+        except (ConnectionResetError, asyncio.CancelledError):
+            record["aborted"] = True
+            raise
+
+    async def _stream(
+        self,
+        request: web.Request,
+        message: dict[str, Any],
+        input_tokens: int,
+        words: list[str],
+        error_after: int,
+        word_delay: float,
+        record: dict[str, Any],
+    ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         # Anthropic reports a provisional output count at the start; message_delta carries the total.
@@ -154,10 +177,13 @@ class FakeAnthropic:
                 await response.write(_sse("error", {"type": "error", "error": failure}))
                 await response.write_eof()
                 return response
+            if word_delay:
+                await asyncio.sleep(word_delay)
             delta = {"type": "text_delta", "text": (" " if i else "") + word}
             await response.write(
                 _sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
             )
+            record["words_sent"] = i + 1
         await response.write(_sse("content_block_stop", {"type": "content_block_stop", "index": 0}))
         await response.write(
             _sse(
@@ -182,7 +208,10 @@ class FakeAnthropic:
 
     async def set_failures(self, request: web.Request) -> web.Response:
         body = await request.json()
-        if "delay" in body:
+        if "word_delay" in body:
+            self.word_delay = float(body["word_delay"])
+            self.word_delay_times = int(body.get("times", 1))
+        elif "delay" in body:
             self.delay = float(body["delay"])
             self.delay_times = int(body.get("times", 1))
         elif "stream_error_after" in body:

@@ -6,6 +6,7 @@ bodies, as its own process); clients use the official ``openai`` SDK against the
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -222,3 +223,30 @@ async def test_slow_provider_is_a_timeout_for_the_gateway(anthropic):
         await LiteLLMBridge().chat("anthropic", anthropic.base, KEY, payload, 0.5)
     answer = await LiteLLMBridge().chat("anthropic", anthropic.base, KEY, payload, 10)
     assert answer.status == 200 and b'"tok0 tok1"' in await answer.read()
+
+
+async def test_client_gone_mid_stream_closes_the_provider_stream(proxy, snapshot, bus, anthropic, routes):
+    client, grant = await client_for(proxy, snapshot)
+    await anthropic.clear()
+    await anthropic.fail(word_delay=0.1, times=1)
+
+    stream = await client.chat.completions.create(
+        model="claude-test", messages=messages(), max_tokens=40, stream=True
+    )
+    words = 0
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            words += 1
+            if words == 3:
+                break
+    await stream.close()
+
+    [event] = await usage_events(bus, grant.token_id, 1)
+    assert event.cut_short and event.streamed
+    assert event.input_tokens == 5 and 3 <= event.output_tokens < 40
+    # The gateway let go of the provider's stream too: it stopped producing (and billing) words.
+    deadline = asyncio.get_running_loop().time() + 5
+    while not (seen := await anthropic.requests())[-1].get("aborted"):
+        assert asyncio.get_running_loop().time() < deadline, seen[-1].get("words_sent")
+        await asyncio.sleep(0.1)
+    assert seen[-1]["words_sent"] < 40
