@@ -160,6 +160,7 @@ def _oidc_client(settings: AuthSettings, common: CommonSettings) -> OidcClient |
             scopes=settings.oidc_scopes,
             groups_claim=settings.oidc_groups_claim,
             admin_group=settings.oidc_admin_group,
+            trust_email=settings.oidc_trust_email,
         )
     )
 

@@ -50,6 +50,8 @@ class AuthSettings(BaseSettings):
     oidc_scopes: str = "openid email profile groups"
     oidc_groups_claim: str = "groups"
     oidc_admin_group: str = ""
+    # Treat the provider's email claims as verified even without email_verified (single-tenant IdPs only).
+    oidc_trust_email: bool = False
     # Empty: <AQUEDUCT_AUTH_URL>/auth/oidc/callback.
     oidc_redirect_uri: str = ""
 

@@ -136,6 +136,7 @@ async def test_a_staff_member_lands_in_the_org_of_their_group(
             "name": "Alice Staff",
             "groups": ["staff"],
             "admin": False,
+            "email_verified": True,  # the provider says so
         }
 
         # The UI exchanges the one-time code server-side for the token pair.

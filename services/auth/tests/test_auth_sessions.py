@@ -42,6 +42,7 @@ async def test_bootstrap_admin_signs_in_and_other_services_verify_the_token(
             "name": "admin",
             "groups": [],
             "admin": True,
+            "email_verified": False,  # no email on the account, so nothing to link by
         }
         jwks = (await client.get("/.well-known/jwks.json")).json()
         kv_jwks = json.loads(

@@ -199,7 +199,9 @@ async def test_team_admin_flow_service_accounts_and_members(stack):
         f"/api/teams/{team['id']}/members", json={"user_id": lead["id"], "team_admin": True}, headers=admin
     )
     await http.post(f"/api/teams/{team['id']}/members", json={"user_id": dev["id"]}, headers=admin)
-    lead_session = bearer(signer.session(service.directory.sign_in("oidc:idp:lead", "lead@x.test", "Lead")))
+    lead_session = bearer(
+        signer.session(service.directory.sign_in("oidc:idp:lead", "lead@x.test", "Lead", email_verified=True))
+    )
     made = await http.post(
         f"/api/teams/{team['id']}/service-accounts",
         json={"name": "bot", "description": "ci"},

@@ -179,8 +179,17 @@ def test_sign_in_provisions_once_and_maps_groups(world):
     local = world.app.sign_in("local:admin", "", "admin", [], admin=True)
     assert local["admin"] and world.app.state.orgs[local["org_id"]].name == "default"
     # A user invited by email is linked to the identity on first sign-in.
-    linked = world.app.sign_in("oidc:https://idp:45", "member@acme.test", "Member", [])
+    linked = world.app.sign_in("oidc:https://idp:45", "member@acme.test", "Member", [], email_verified=True)
     assert linked["user_id"] == world.member and linked["teams"] == [world.team]
+    # An unverified email never links: it is a new identity (here with no org mapped, so refused).
+    with pytest.raises(NotFoundError):
+        world.app.sign_in("oidc:https://idp:46", "oa@acme.test", "Mallory", [])
+
+
+def test_an_org_admin_cannot_change_an_admins_profile(world):
+    with pytest.raises(PermissionDeniedError):
+        world.app.update_user(world.p(world.org_admin), world.admin, email="mallory@acme.test")
+    world.app.update_user(world.p(world.admin), world.admin, name="Still Admin")  # their own: fine
 
 
 def test_read_model_survives_a_restart(world, tmp_path, clock):
@@ -203,7 +212,7 @@ def test_deactivated_users_lose_every_token_but_keep_their_history(world):
     assert world.member not in {u["id"] for u in world.app.list_users(world.p(world.org_admin))}
     events = world.events()
     with pytest.raises(NotFoundError):
-        world.app.sign_in("oidc:idp:member", "member@acme.test", "Member")
+        world.app.sign_in("oidc:idp:member", "member@acme.test", "Member", email_verified=True)
     assert world.events() == events
     with pytest.raises(PermissionDeniedError):
         world.app.principal(world.member)
@@ -280,7 +289,9 @@ def test_new_users_join_the_default_team_of_their_org(world):
     joined = world.app.sign_in("oidc:idp:new", "new@acme.test", "New", ["staff"])
     assert joined["teams"] == [world.other_team] and joined["team_admin"] == []
     # Existing users are not moved when they sign in again.
-    assert world.app.sign_in("oidc:idp:member", "member@acme.test", "Member")["teams"] == [world.team]
+    assert world.app.sign_in("oidc:idp:member", "member@acme.test", "Member", email_verified=True)[
+        "teams"
+    ] == [world.team]
 
 
 def test_config_names_the_default_team_and_ignores_other_sections(tmp_path):

@@ -31,6 +31,7 @@ class OidcConfig:
         scopes: str = "openid email profile groups",
         groups_claim: str = "groups",
         admin_group: str = "",
+        trust_email: bool = False,
     ) -> None:
         self.issuer = issuer.rstrip("/")
         self.client_id = client_id
@@ -39,6 +40,8 @@ class OidcConfig:
         self.scopes = scopes
         self.groups_claim = groups_claim
         self.admin_group = admin_group
+        # A single-tenant provider that does not send email_verified (Entra ID) can be trusted explicitly.
+        self.trust_email = trust_email
 
 
 def safe_next(value: str | None) -> str:
@@ -89,6 +92,7 @@ class OidcClient:
             name=str(claims.get("name") or claims.get("preferred_username") or claims.get("email") or ""),
             groups=groups,
             admin=bool(self.config.admin_group) and self.config.admin_group in groups,
+            email_verified=claims.get("email_verified") is True or self.config.trust_email,
         )
         return request_, next_path
 

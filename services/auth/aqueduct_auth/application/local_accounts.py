@@ -105,6 +105,7 @@ class LocalAccounts:
             name=account.name or username,
             groups=account.groups,
             admin=account.admin,
+            email_verified=bool(account.email),  # set by the Admin who created the account
         )
         return await self._sessions.sign_in(request, "local", client_ip)
 

@@ -17,6 +17,9 @@ class SignInRequest(BaseModel):
     name: str = ""
     groups: list[str] = Field(default_factory=list)
     admin: bool = False
+    # Only a verified email may link this identity to a user invited by that email (else anyone who
+    # can make an account with that address at the provider would take the invited user over).
+    email_verified: bool = False
 
 
 class DirectoryUser(BaseModel):

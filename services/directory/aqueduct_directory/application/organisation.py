@@ -243,6 +243,8 @@ class OrganisationUseCases(DirectoryCore):
             p.require_org_admin(user.org_id, "grant Org-Admin")
         if admin is not None and admin != user.admin:
             p.require_admin("grant Admin")
+        if user.admin and user_id != p.user_id:
+            p.require_admin("change an Admin's profile")
         new_email = _name(email, "email") if email is not None else user.email
         if new_email.lower() != user.email.lower() and new_email.lower() in self.state.users_by_email:
             raise ConflictError(f"a user with email {new_email!r} exists", "user_exists")
@@ -319,11 +321,15 @@ class OrganisationUseCases(DirectoryCore):
         name: str = "",
         groups: list[str] | None = None,
         admin: bool = False,
+        email_verified: bool = False,
     ) -> dict[str, Any]:
-        """Resolve an identity to a user, provisioning on first sign-in. Acts as "system"."""
+        """Resolve an identity to a user, provisioning on first sign-in. Acts as "system".
+
+        An identity is linked to a user invited by email only when the provider verified that email.
+        """
         subject = _name(subject, "subject")
         user_id = self.state.users_by_subject.get(subject)
-        if user_id is None and email and email.lower() in self.state.users_by_email:
+        if user_id is None and email_verified and email and email.lower() in self.state.users_by_email:
             user_id = self.state.users_by_email[email.lower()]  # invited by email before first sign-in
             user = self.editable(self.state.users[user_id])
             if user.deleted:

@@ -28,6 +28,7 @@ def handle_sign_in(directory: DirectoryApp, request: dict[str, Any]) -> dict[str
             name=str(request.get("name") or ""),
             groups=[str(g) for g in request.get("groups") or []],
             admin=bool(request.get("admin", False)),
+            email_verified=request.get("email_verified") is True,
         )
     except DirectoryError as exc:
         return {"error": exc.detail, "code": exc.code}
