@@ -96,6 +96,21 @@ async def test_upstream_errors_pass_through_after_retries(proxy, snapshot):
         )
 
 
+async def test_an_upstream_refusing_the_gateways_key_is_a_502_not_the_clients_401(proxy, snapshot):
+    value, _ = await snapshot.issue_token()
+    await wait_token(proxy.base_url, value)
+    client = openai.AsyncOpenAI(base_url=proxy.v1, api_key=value, max_retries=0)
+    for status in ("401", "403"):
+        with pytest.raises(openai.APIStatusError) as refused:
+            await client.chat.completions.create(
+                model="gpt-test",
+                messages=[{"role": "user", "content": "x"}],
+                extra_headers={"x-fake-status": status},
+            )
+        assert refused.value.status_code == 502
+        assert "refused the gateway's credentials" in refused.value.message
+
+
 async def test_fallback_model_and_cooldown_of_a_dead_endpoint(proxy, snapshot, bus):
     await snapshot.put_endpoint("dead", f"http://127.0.0.1:{free_port()}/v1")  # nothing listens there
     await snapshot.put_model("flaky", "dead", "whatever", fallbacks=["gpt-test"])

@@ -334,6 +334,15 @@ class Gateway:
                     self.metrics.upstream_errors.labels(endpoint.slug, type(exc).__name__).inc()
                     self.cooldown.failed(endpoint.slug)
                 else:
+                    if response.status in (401, 403) and endpoint.provider == "openai":
+                        # The upstream refused the gateway's own key: a 401 would tell the client that
+                        # their Aqueduct token is wrong. Retrying the same key is pointless; a fallback
+                        # on another endpoint may still serve.
+                        response.release()
+                        self.metrics.upstream_errors.labels(endpoint.slug, str(response.status)).inc()
+                        self.cooldown.failed(endpoint.slug)
+                        error = PermissionError(endpoint.slug)
+                        break
                     if response.status != 429 and response.status < 500:
                         self.cooldown.succeeded(endpoint.slug)
                         if route is not None and route is not call.route:
@@ -346,6 +355,11 @@ class Gateway:
                     response.release()
                 if attempt < self.config.retries:
                     await asyncio.sleep(self.config.retry_backoff * (2**attempt))
+        if isinstance(error, PermissionError):
+            raise UpstreamError(
+                f"The model provider refused the gateway's credentials for the endpoint '{error}'; "
+                "an administrator must check the endpoint's API key."
+            )
         if isinstance(error, TimeoutError):
             raise UpstreamError("The model server did not answer in time.") from error
         raise UpstreamError(f"The model server could not be reached ({type(error).__name__}).") from error
