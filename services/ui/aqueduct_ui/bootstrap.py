@@ -43,7 +43,12 @@ def bootstrap(
     ctx = WebContext(
         settings=settings,
         common=common,
-        cookies=CookieKit(common.secret_key_bytes, settings.cookie_secure, settings.refresh_cookie_max_age),
+        cookies=CookieKit(
+            common.secret_key_bytes,
+            # Behind a TLS-terminating proxy the request arrives as http: the public URL decides.
+            settings.cookie_secure or common.public_ui_url.startswith("https://"),
+            settings.refresh_cookie_max_age,
+        ),
         # Evaluated at call time: the HTTP client behind ``ctx.auth`` exists only once started.
         keyring=KeyRing(verifier, lambda: ctx.auth.jwks()),
         templates=create_templates(),
