@@ -43,7 +43,11 @@ class CommonSettings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> CommonSettings:
         value = self.secret_key.get_secret_value()
-        if not self.dev_mode and (value.lower() in _PLACEHOLDERS or len(value) < 32):
+        lowered = value.lower()
+        looks_like_a_placeholder = lowered in _PLACEHOLDERS or any(
+            marker in lowered for marker in ("replace", "change", "xxxx", "example")
+        )
+        if not self.dev_mode and (looks_like_a_placeholder or len(value) < 32):
             raise InsecureSettingError(
                 "AQUEDUCT_SECRET_KEY must be a random value of at least 32 characters "
                 "(e.g. `openssl rand -hex 32`); placeholders are only accepted with AQUEDUCT_DEV_MODE=true"
