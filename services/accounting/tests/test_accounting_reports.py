@@ -197,6 +197,11 @@ def test_bad_parameters_are_400(loaded: AccountingProcess, admin_token: str) -> 
         headers={"Authorization": f"Bearer {admin_token}"},
     )
     assert answer.status_code == 400
+    # A time without a zone is UTC, not a crash; a malformed one is a 400 problem, not FastAPI's 422.
+    naive = _get(loaded, admin_token, "/api/usage/summary", since="2026-03-01", until="2026-03-04T00:00:00")
+    assert naive.status_code == 200
+    malformed = _get(loaded, admin_token, "/api/usage/top", limit="many")
+    assert malformed.status_code == 400 and malformed.json()["code"] == "bad_request"
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
@@ -77,9 +78,14 @@ def _window(
     ] = None,
     until: Annotated[datetime | None, Query(description="end (exclusive), ISO 8601; default now")] = None,
 ) -> ReportWindow:
-    until = until or datetime.now(UTC)
-    since = since or until - timedelta(days=30)
+    # A time without a zone is read as UTC (the zone every report speaks), never compared naive to aware.
+    until = _utc(until) if until else datetime.now(UTC)
+    since = _utc(since) if since else until - timedelta(days=30)
     return ReportWindow(since, until)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _filter(
@@ -113,6 +119,12 @@ def create_app(deps: HttpDeps) -> FastAPI:
     app = FastAPI(title="Aqueduct accounting", version="1", lifespan=lifespan)
     app.state.deps = deps
     add_operational_routes(app, deps.ready, deps.registry)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part not in ("query", "body"))
+        return _problem(400, f"{where}: {first.get('msg', 'invalid input')}".strip(": "), "bad_request")
 
     @app.exception_handler(NotAuthenticatedError)
     async def _unauthenticated(_: Request, exc: NotAuthenticatedError) -> JSONResponse:
