@@ -87,11 +87,20 @@ class KVWatcher:
     ``ready`` is set once the initial contents have been delivered. If the watch breaks (bus restart,
     consumer gone), it is re-established and the whole bucket replayed; callers treat puts as upserts,
     so a replay is harmless. While the bus is down the caller keeps its last good state.
+    ``keys`` narrows the watch to matching keys (a NATS subject filter such as ``"user.>"``).
     """
 
-    def __init__(self, js: JetStreamContext, bucket: str, on_put: OnPut, on_delete: OnDelete) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        bucket: str,
+        on_put: OnPut,
+        on_delete: OnDelete,
+        keys: str = ">",
+    ) -> None:
         self._js = js
         self._bucket = bucket
+        self._keys = keys
         self._on_put = on_put
         self._on_delete = on_delete
         self.ready = asyncio.Event()
@@ -102,7 +111,11 @@ class KVWatcher:
 
     async def stop(self) -> None:
         if self._task:
-            self._task.cancel()
+            # Python 3.11's wait_for (inside nats-py's watcher.updates) drops a cancellation that arrives
+            # as an update does, which is likely while the initial contents stream in: ask until it ends.
+            while not self._task.done():
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=0.5)
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
@@ -118,7 +131,7 @@ class KVWatcher:
 
     async def _watch_once(self) -> None:
         kv = await self._js.key_value(self._bucket)
-        watcher = await kv.watchall(inactive_threshold=30)
+        watcher = await kv.watch(self._keys, inactive_threshold=30)
         try:
             while True:
                 try:

@@ -1,0 +1,70 @@
+"""How the proxy's bootstrap adds the JupyterHub token bridge to its application."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from nats.js import JetStreamContext
+from prometheus_client import Counter
+
+from aqueduct_libs import names
+from aqueduct_libs.bus import KVWatcher
+from aqueduct_proxy.application.gateway import Gateway
+from aqueduct_proxy.jupyterhub.bridge import HubBridge
+from aqueduct_proxy.jupyterhub.exchange import AuthExchangeClient
+from aqueduct_proxy.jupyterhub.middleware import hub_token_middleware
+from aqueduct_proxy.jupyterhub.settings import HubBridgeSettings
+
+__all__ = ["wire_jupyterhub"]
+
+
+def wire_jupyterhub(
+    app: web.Application,
+    gateway: Gateway,
+    js: JetStreamContext,
+    settings: HubBridgeSettings,
+    auth_url: str,
+) -> HubBridge | None:
+    """The bridge's middleware and its watch of the users' grants; nothing when the bridge is off.
+
+    ``auth_url`` is ``AQUEDUCT_AUTH_URL`` (``settings.auth_url`` overrides it).
+    """
+    if not settings.enabled:
+        return None
+    client = AuthExchangeClient(settings.auth_url or auth_url, settings.timeout_seconds)
+    exchanges = Counter(
+        "aqueduct_proxy_jupyterhub_exchanges",
+        "JupyterHub tokens checked at the auth service, by outcome (accepted, refused, unavailable)",
+        ["outcome"],
+        registry=gateway.metrics.registry,
+    )
+    bridge = HubBridge(
+        gateway.snapshot,
+        client.exchange,
+        gateway.config.secret_key,
+        cache_seconds=settings.cache_seconds,
+        refusal_cache_seconds=settings.refusal_cache_seconds,
+        user_wait_seconds=settings.user_wait_seconds,
+        on_exchange=lambda outcome: exchanges.labels(outcome).inc(),
+    )
+    watcher = KVWatcher(
+        js,
+        names.AUTH_SNAPSHOT_BUCKET,
+        bridge.on_user_put,
+        bridge.on_user_delete,
+        keys=f"{names.SNAPSHOT_USER_PREFIX}>",
+    )
+
+    async def start(app: web.Application) -> None:
+        await client.start()
+        watcher.start()
+
+    async def stop(app: web.Application) -> None:
+        await watcher.stop()
+        await client.close()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    # Right after the error middleware (OpenAI error bodies), before anything that authenticates
+    # (the file-inlining middleware does).
+    app.middlewares.insert(min(1, len(app.middlewares)), hub_token_middleware(bridge))
+    return bridge
