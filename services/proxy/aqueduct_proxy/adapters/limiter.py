@@ -28,13 +28,15 @@ WINDOW_SECONDS = 60
 _SLIDE = """
 local function slide(key, now, window)
   local oldest = now - window + 1
-  local state = redis.call('HMGET', key, 't', 'o')
+  local state = redis.call('HMGET', key, 't', 'o', now)
   local total = tonumber(state[1]) or 0
   local o = tonumber(state[2]) or oldest
+  local current = tonumber(state[3]) or 0
   if o < oldest then
     if oldest - o >= window then
       redis.call('DEL', key)
       total = 0
+      current = 0
     else
       local gone = {}
       for sec = o, oldest - 1 do gone[#gone + 1] = sec end
@@ -47,28 +49,31 @@ local function slide(key, now, window)
     end
     o = oldest
   end
-  return total, o
+  return total, o, current
 end
 """
 
 # KEYS: counters. ARGV[1]: window; then per counter: limit, cost.
 # A cost of 0 (output tokens not reserved) only asks that something is left.
 # Returns {1, now, used_1..n} when admitted, {0, index, used, retry_after} when refused.
+# Three commands per admitted counter (HMGET, HSET, EXPIRE): on the path of every request, and each
+# ``redis.call`` costs Valkey more than the arithmetic around it.
 _ADMIT = (
     _SLIDE
     + """
 local now = tonumber(redis.call('TIME')[1])
 local window = tonumber(ARGV[1])
-local used = {}
+local totals, oldest, current = {}, {}, {}
 for i = 1, #KEYS do
   local limit = tonumber(ARGV[2 * i])
   local cost = tonumber(ARGV[2 * i + 1])
-  local total, o = slide(KEYS[i], now, window)
-  redis.call('HSET', KEYS[i], 't', total, 'o', o)
-  used[i] = total
+  local total, o, c = slide(KEYS[i], now, window)
+  totals[i], oldest[i], current[i] = total, o, c
   local need = cost
   if need < 1 then need = 1 end
   if total + need > limit then
+    -- Keep the slid state of the counters looked at so far: their old seconds were deleted.
+    for j = 1, i do redis.call('HSET', KEYS[j], 't', totals[j], 'o', oldest[j]) end
     -- When will enough of the window have slid away?
     local secs = {}
     for sec = o, now do secs[#secs + 1] = sec end
@@ -86,17 +91,17 @@ for i = 1, #KEYS do
     return {0, i, total, wait}
   end
 end
+local result = {1, now}
 for i = 1, #KEYS do
   local cost = tonumber(ARGV[2 * i + 1])
   if cost > 0 then
-    redis.call('HINCRBY', KEYS[i], now, cost)
-    redis.call('HINCRBY', KEYS[i], 't', cost)
+    redis.call('HSET', KEYS[i], 't', totals[i] + cost, 'o', oldest[i], now, current[i] + cost)
+  else
+    redis.call('HSET', KEYS[i], 't', totals[i], 'o', oldest[i])
   end
   redis.call('EXPIRE', KEYS[i], window + 5)
-  used[i] = used[i] + cost
+  result[#result + 1] = totals[i] + cost
 end
-local result = {1, now}
-for i = 1, #KEYS do result[#result + 1] = used[i] end
 return result
 """
 )
