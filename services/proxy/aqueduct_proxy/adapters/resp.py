@@ -22,9 +22,13 @@ class RespError(Exception):
     """An error reply from the server (for example NOSCRIPT)."""
 
 
-def _encode(args: tuple[Any, ...]) -> bytes:
+def _bulk(args: Any) -> bytes:
     parts = [arg if isinstance(arg, bytes) else str(arg).encode() for arg in args]
-    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%b\r\n" % (len(p), p) for p in parts)
+    return b"".join(b"$%d\r\n%b\r\n" % (len(p), p) for p in parts)
+
+
+def _encode(args: tuple[Any, ...]) -> bytes:
+    return b"*%d\r\n" % len(args) + _bulk(args)
 
 
 class _Parser:
@@ -118,6 +122,8 @@ class RespClient:
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
         self._scripts: dict[str, bytes] = {}
+        # "EVALSHA <sha> <n> <keys...>", encoded once per key set: a token's counters keep their keys.
+        self._heads: dict[tuple[str, tuple[str, ...]], bytes] = {}
 
     async def _connection(self) -> _Protocol:
         protocol = self._protocol
@@ -142,11 +148,14 @@ class RespClient:
             return fresh
 
     async def _call(self, protocol: _Protocol, args: tuple[Any, ...]) -> Any:
+        return await self._send(protocol, _encode(args))
+
+    async def _send(self, protocol: _Protocol, command: bytes) -> Any:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
         protocol.waiters.append(waiter)
         assert protocol.transport is not None
-        protocol.transport.write(_encode(args))
+        protocol.transport.write(command)
         timer = loop.call_later(self._timeout, _expire, waiter, protocol)
         try:
             reply = await waiter
@@ -165,13 +174,20 @@ class RespClient:
         return sha
 
     async def evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
+        head_key = (sha, tuple(keys))
+        head = self._heads.get(head_key)
+        if head is None:
+            head = _bulk(("EVALSHA", sha, len(keys), *keys))
+            if len(self._heads) < 10_000:
+                self._heads[head_key] = head
+        command = b"*%d\r\n" % (3 + len(keys) + len(args)) + head + _bulk(args)
         try:
-            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+            return await self._send(await self._connection(), command)
         except RespError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
             await self.execute("SCRIPT", "LOAD", self._scripts[sha])
-            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+            return await self._send(await self._connection(), command)
 
     async def close(self) -> None:
         if self._protocol is not None and self._protocol.transport is not None:
