@@ -33,7 +33,7 @@ from aqueduct_libs.settings import CommonSettings
 from aqueduct_proxy.bootstrap import Proxy, bootstrap
 from aqueduct_proxy.jupyterhub import HubBridgeSettings, wire_jupyterhub
 from aqueduct_proxy.jupyterhub.bridge import HubBridge
-from conftest import ROOT, SECRET, error_body, proxy_settings, usage_events
+from conftest import ROOT, SECRET, error_body, proxy_settings, spawn_proxy, usage_events
 
 pytestmark = [pytest.mark.nats, pytest.mark.valkey, pytest.mark.slow]
 
@@ -59,7 +59,7 @@ c.Authenticator.allow_all = True
 c.JupyterHub.db_url = "sqlite:///{folder}/hub.sqlite"
 c.JupyterHub.cookie_secret_file = "{folder}/cookie_secret"
 c.JupyterHub.pid_file = "{folder}/hub.pid"
-c.JupyterHub.load_groups = {{"staff": {{"users": ["grace", "hopper", "katherine"]}}}}
+c.JupyterHub.load_groups = {{"staff": {{"users": ["grace", "hopper", "katherine", "dorothy"]}}}}
 c.JupyterHub.custom_scopes = {{"{scope}": {{"description": "Full access to AI gateway service."}}}}
 c.JupyterHub.services = [{{"name": "ai-gateway", "api_token": "{service_token}", "display": False}}]
 c.JupyterHub.load_roles = [
@@ -334,6 +334,51 @@ async def test_a_hub_user_without_an_org_gets_403_and_no_auth_service_gets_503(
         await dead.proxy.close()
 
 
+async def test_the_seed_example_against_python_m_aqueduct_proxy(
+    hub: Hub, stack: Stack, valkey_url: str, proxy_processes: list[subprocess.Popen]
+) -> None:
+    """The proxy as ``aqueduct proxy`` runs it, configured by environment; the seed's synchronous client."""
+    process, port = spawn_proxy(
+        stack.nats_url,
+        valkey_url,
+        stack.data_dir / "proxy-process",
+        AQUEDUCT_PROXY_JUPYTERHUB_ENABLED="true",
+        AQUEDUCT_AUTH_URL=stack.auth_url,
+    )
+    proxy_processes.append(process)
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=base) as http:
+        await _eventually(lambda: _status(http, "/readyz"), 200, within=30)
+    token, _ = hub.token_for("dorothy")
+
+    def seed_example() -> str:
+        # As in the seed: OpenAI(base_url=<gateway>/v1, api_key=os.environ["JUPYTERHUB_API_TOKEN"]).
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key=token, max_retries=0, timeout=20)
+        completion = client.completions.create(
+            model="gpt-test", prompt="The quick brown fox...", max_tokens=4
+        )
+        return completion.choices[0].text
+
+    # In a thread: the directory answering the sign-in runs on this test's event loop.
+    assert await asyncio.to_thread(seed_example) == "tok0 tok1 tok2 tok3"
+    user_id = stack.user_id("dorothy")
+    [event] = await usage_events(stack.js, f"user:{user_id}", 1)
+    assert (event.user_id, event.route, event.output_tokens) == (user_id, "/v1/completions", 4)
+
+    def bogus() -> None:
+        openai.OpenAI(base_url=f"{base}/v1", api_key="no-such-hub-token", max_retries=0).models.list()
+
+    with pytest.raises(openai.AuthenticationError):
+        await asyncio.to_thread(bogus)
+
+
+async def _status(http: httpx.AsyncClient, path: str) -> int:
+    try:
+        return (await http.get(path)).status_code
+    except httpx.TransportError:
+        return 0
+
+
 async def test_limits_terms_and_deactivation_follow_the_directory(
     hub: Hub, stack: Stack, bridged: BridgedProxy
 ) -> None:
@@ -361,6 +406,20 @@ async def test_limits_terms_and_deactivation_follow_the_directory(
     await _eventually(look, (403, "terms_not_accepted"))
     app.accept_terms(app.principal(user_id), "v1")
     await _eventually(look, (200, ["gpt-test"]))
+
+    # Limits count per user ("user:<id>"): one chat completion a minute.
+    app.update_user(SYSTEM, user_id, limits={"requests_per_minute": 1})
+
+    async def chat() -> tuple[int, Any]:
+        try:
+            await grace.chat.completions.create(
+                model="gpt-test", messages=[{"role": "user", "content": "hi"}]
+            )
+            return 200, None
+        except openai.APIStatusError as exc:
+            return exc.status_code, error_body(exc)["code"]
+
+    await _eventually(chat, (429, "rate_limit_exceeded"))
 
     app.deactivate_user(SYSTEM, user_id)
     await _eventually(look, (401, "invalid_api_key"))
