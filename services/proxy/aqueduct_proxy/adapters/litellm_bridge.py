@@ -14,6 +14,7 @@ A stream the provider breaks off (an ``error`` event mid-stream) ends as a broke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import os
 from collections.abc import AsyncIterator
@@ -69,10 +70,23 @@ class LiteLLMAnswer:
         return None
 
     def close(self) -> None:
+        task = asyncio.ensure_future(self._close())
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    async def _close(self) -> None:
+        # LiteLLM's wrapper closes its provider iterator only if that has ``aclose``; Anthropic's has not,
+        # so the HTTP response underneath would stay open (and the provider keep generating, and billing)
+        # until garbage collection. Close the line iterator over the HTTP response first.
+        provider = getattr(self._stream, "completion_stream", None)
+        for attribute in ("async_response_iterator", "streaming_response"):
+            inner = getattr(provider, attribute, None)
+            closer = getattr(inner, "aclose", None)
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer()
         closer = getattr(self._stream, "aclose", None)
         if closer is not None:
-            task = asyncio.ensure_future(closer())
-            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+            await closer()
 
 
 def _openai_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
