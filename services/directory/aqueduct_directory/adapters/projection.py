@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
+from aqueduct_directory.adapters.background import WokenByCommits
 from aqueduct_directory.adapters.metrics import SNAPSHOT_POSITION, SNAPSHOT_WRITES
 from aqueduct_directory.application.base import DirectoryCore
 from aqueduct_directory.domain.grants import (
@@ -93,10 +94,13 @@ async def read_bucket(kv: KeyValue) -> dict[str, bytes]:
         await watcher.stop()
 
 
-class SnapshotProjector:
+class SnapshotProjector(WokenByCommits):
+    task_name = "snapshot-projector"
+
     def __init__(
         self, app: DirectoryCore, js: JetStreamContext, clock: Callable[[], datetime] = utcnow
     ) -> None:
+        super().__init__()
         self._app = app
         self._js = js
         self._clock = clock
@@ -108,8 +112,6 @@ class SnapshotProjector:
         self.published: dict[str, bytes] = {}
         self._pending: set[str] = set()
         self._meta_position = -1
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.loaded = asyncio.Event()  # the bucket equals the read model at least once
         self._lock = asyncio.Lock()  # one writer at a time: a replay may run beside the loop
 
@@ -242,23 +244,6 @@ class SnapshotProjector:
                 SNAPSHOT_WRITES.labels("delete").inc()
 
     # -- running -----------------------------------------------------------------------------------
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def start(self) -> None:
-        self._app.listeners.append(self.wake)
-        self._task = asyncio.create_task(self._run(), name="snapshot-projector")
-
-    async def stop(self) -> None:
-        if self.wake in self._app.listeners:
-            self._app.listeners.remove(self.wake)
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def _run(self) -> None:
         delay = 0.2

@@ -14,6 +14,7 @@ from typing import Any
 from eventsourcing.persistence import Notification
 from nats.js import JetStreamContext
 
+from aqueduct_directory.adapters.background import WokenByCommits
 from aqueduct_directory.adapters.metrics import RELAY_POSITION, RELAY_PUBLISHED
 from aqueduct_directory.adapters.persistence import PositionStore
 from aqueduct_directory.application.base import DirectoryCore
@@ -29,35 +30,19 @@ BATCH = 500
 ACK_TIMEOUT = 10.0
 
 
-class OutboxRelay:
+class OutboxRelay(WokenByCommits):
+    task_name = "outbox-relay"
+
     def __init__(self, app: DirectoryCore, js: JetStreamContext, positions: PositionStore) -> None:
+        super().__init__()
         self._app = app
         self._js = js
         self._positions = positions
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.published = 0
 
     @property
     def position(self) -> int:
         return self._positions.get(POSITION_NAME)
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def start(self) -> None:
-        self._app.listeners.append(self.wake)
-        self._task = asyncio.create_task(self._run(), name="outbox-relay")
-
-    async def stop(self) -> None:
-        if self.wake in self._app.listeners:
-            self._app.listeners.remove(self.wake)
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def publish_pending(self) -> int:
         """Publish everything after the stored position; returns how many messages went out."""
