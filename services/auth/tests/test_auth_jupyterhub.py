@@ -8,24 +8,20 @@ token. The hub is configured like the seed's hub service: a custom scope granted
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from auth_testing import DirectoryTestResponder
 from nats.aio.client import Client as NATS
 
-from aqueduct_cli.embedded import free_port, wait_for_port
+from aqueduct_cli.embedded import free_port
 from aqueduct_libs import names
 from aqueduct_libs.sessions import SessionVerifier
+from tests.support.jupyterhub import running_hub
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
 
-HUB_DIR = Path(__file__).parent / "jupyterhub"
-HUB_BIN = HUB_DIR / ".venv" / "bin" / "jupyterhub"
-PROXY_BIN = HUB_DIR / "node_modules" / ".bin" / "configurable-http-proxy"
 SERVICE_TOKEN = "aqueduct-test-service-token-0123456789abcdef"
 SCOPE = "custom:aqueduct:full-access"
 
@@ -79,42 +75,9 @@ class Hub:
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    if not HUB_BIN.exists() or not PROXY_BIN.exists():
-        pytest.skip("JupyterHub is not installed: run services/auth/tests/jupyterhub/install.sh")
     folder = tmp_path_factory.mktemp("hub")
-    hub_port = free_port()
-    config = HUB_CONFIG.format(
-        public_port=free_port(),
-        hub_port=hub_port,
-        proxy_api_port=free_port(),
-        proxy=str(PROXY_BIN),
-        folder=folder,
-        scope=SCOPE,
-        service_token=SERVICE_TOKEN,
-    )
-    (folder / "jupyterhub_config.py").write_text(config)
-    with open(folder / "hub.log", "wb") as log:
-        process = subprocess.Popen(
-            [str(HUB_BIN), "-f", str(folder / "jupyterhub_config.py")],
-            cwd=folder,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
-    api_url = f"http://127.0.0.1:{hub_port}/hub/api"
-    try:
-        wait_for_port("127.0.0.1", hub_port, timeout=60, process=process)
-        deadline = time.monotonic() + 30
-        while httpx.get(f"{api_url}/").status_code != 200 and time.monotonic() < deadline:
-            time.sleep(0.2)
+    with running_hub(folder, HUB_CONFIG, scope=SCOPE, service_token=SERVICE_TOKEN) as (api_url, process):
         yield Hub(api_url, process)
-    finally:
-        process.terminate()  # the hub stops its proxy on the way out
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture

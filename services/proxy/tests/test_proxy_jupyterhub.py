@@ -33,13 +33,11 @@ from aqueduct_libs.settings import CommonSettings
 from aqueduct_proxy.bootstrap import Proxy, bootstrap
 from aqueduct_proxy.jupyterhub import HubBridgeSettings, wire_jupyterhub
 from aqueduct_proxy.jupyterhub.bridge import HubBridge
-from conftest import ROOT, SECRET, error_body, proxy_settings, spawn_proxy, usage_events
+from conftest import SECRET, error_body, proxy_settings, spawn_proxy, usage_events
+from tests.support.jupyterhub import running_hub
 
 pytestmark = [pytest.mark.nats, pytest.mark.valkey, pytest.mark.slow]
 
-HUB_DIR = ROOT / "services" / "auth" / "tests" / "jupyterhub"  # installed by its install.sh
-HUB_BIN = HUB_DIR / ".venv" / "bin" / "jupyterhub"
-HUB_PROXY_BIN = HUB_DIR / "node_modules" / ".bin" / "configurable-http-proxy"
 SERVICE_TOKEN = "aqueduct-proxy-test-service-token-0123456789"
 SCOPE = "custom:ai-gateway:full-access"
 
@@ -92,42 +90,9 @@ class Hub:
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    if not HUB_BIN.exists() or not HUB_PROXY_BIN.exists():
-        pytest.skip("JupyterHub is not installed: run services/auth/tests/jupyterhub/install.sh")
     folder = tmp_path_factory.mktemp("hub")
-    hub_port = free_port()
-    config = HUB_CONFIG.format(
-        public_port=free_port(),
-        hub_port=hub_port,
-        proxy_api_port=free_port(),
-        proxy=str(HUB_PROXY_BIN),
-        folder=folder,
-        scope=SCOPE,
-        service_token=SERVICE_TOKEN,
-    )
-    (folder / "jupyterhub_config.py").write_text(config)
-    with open(folder / "hub.log", "wb") as log:
-        process = subprocess.Popen(
-            [str(HUB_BIN), "-f", str(folder / "jupyterhub_config.py")],
-            cwd=folder,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
-    api_url = f"http://127.0.0.1:{hub_port}/hub/api"
-    try:
-        wait_for_port("127.0.0.1", hub_port, timeout=60, process=process)
-        deadline = time.monotonic() + 30
-        while httpx.get(f"{api_url}/").status_code != 200 and time.monotonic() < deadline:
-            time.sleep(0.2)
+    with running_hub(folder, HUB_CONFIG, scope=SCOPE, service_token=SERVICE_TOKEN) as (api_url, _process):
         yield Hub(api_url)
-    finally:
-        process.terminate()  # the hub stops its proxy on the way out
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @dataclass
