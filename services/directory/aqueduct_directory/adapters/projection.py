@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from nats.js import JetStreamContext
+from nats.js.errors import KeyDeletedError, KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
@@ -81,17 +82,34 @@ def _catalog(state: DirectoryState) -> dict[str, bytes]:
 
 
 async def read_bucket(kv: KeyValue) -> dict[str, bytes]:
-    """The current value of every key in a bucket (deleted keys left out)."""
+    """The current value of every key in a bucket (deleted keys left out).
+
+    One ordered watch reads everything fast, but nats-py may signal "caught up" before delivering keys
+    written just before the watch began; the stream's list of subjects is then the authority, and any
+    key the watch missed is read on its own. A replay that missed a key would leave it stale.
+    """
     watcher = await kv.watchall(ignore_deletes=True)
     contents: dict[str, bytes] = {}
     try:
         while True:
             entry = await watcher.updates(timeout=30)
             if entry is None:
-                return contents
+                break
             contents[entry.key] = entry.value or b""
     finally:
         await watcher.stop()
+    prefix = kv._pre  # "$KV.<bucket>."
+    info = await kv._js.stream_info(kv._stream, subjects_filter=f"{prefix}>")
+    for subject in info.state.subjects or {}:
+        key = subject[len(prefix) :]
+        if key in contents:
+            continue
+        try:
+            entry = await kv.get(key)
+        except (KeyDeletedError, KeyNotFoundError):
+            continue
+        contents[key] = entry.value or b""
+    return contents
 
 
 class SnapshotProjector(WokenByCommits):
