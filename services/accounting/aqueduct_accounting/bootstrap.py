@@ -130,6 +130,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
             decode=usage_rows_from_json,
             store=store_usage,
             batch_size=settings.batch_size,
+            batch_bytes=settings.batch_bytes,
             on_stored=usage_stored,
             on_rejected=metrics.rejected.inc,
             on_lag=metrics.lag.set,

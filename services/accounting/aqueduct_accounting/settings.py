@@ -22,9 +22,11 @@ class AccountingSettings(BaseSettings):
     # Empty: chDB under <data_dir>/chdb. Else a ClickHouse server: http://user:pass@host:8123/db
     clickhouse_url: str = ""
     migrations_dir: Path | None = None
-    # Usage ingest: flush when this many events are buffered, when the stream is drained, or after
-    # flush_interval_seconds, whichever comes first.
-    batch_size: int = 5000
+    # Usage ingest: one ClickHouse insert when this many messages or this many bytes are buffered (a
+    # message holds one event, or up to 100 as the proxy groups them; an event is about 450 bytes), when
+    # the stream is drained, or after flush_interval_seconds, whichever comes first.
+    batch_size: int = 20_000
+    batch_bytes: int = 8 * 1024 * 1024
     flush_interval_seconds: float = 1.0
     consumer_name: str = "accounting-usage"
     directory_consumer_name: str = "accounting-directory"

@@ -88,6 +88,7 @@ async def bootstrap(settings: ProxySettings, common: CommonSettings) -> Proxy:
         nc,
         common.data_dir / "proxy-spool",
         max_buffered=settings.usage_buffer_max,
+        events_per_message=settings.usage_events_per_message,
         **settings.journal_options(),
         on_published=metrics.usage_published.inc,
     )

@@ -36,6 +36,9 @@ class ProxySettings(BaseSettings):
     cooldown_seconds: float = 30.0
     # Usage events kept in memory while NATS is unreachable before spilling to <data_dir>/proxy-spool/.
     usage_buffer_max: int = 100_000
+    # Usage events carried by one NATS message (a JSON array; accounting reads either form). More per
+    # message: less work for the proxy and accounting per event; 1: one message per event.
+    usage_events_per_message: int = 100
     # How long a graceful shutdown tries to deliver buffered usage events before spooling them.
     shutdown_drain_seconds: float = 5.0
     # The write-ahead journal of usage events (<data_dir>/proxy-spool/usage-<pid>-<uuid>.wal): a segment

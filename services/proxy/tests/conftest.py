@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import orjson
 import pytest
 from aiohttp import web
 from nats.js import api as js_api
@@ -70,6 +71,13 @@ class SnapshotWriter:
         await kv.delete(names.snapshot_token_key(hash_token(value, SECRET.encode())))
 
 
+def read_usage_message(data: bytes) -> list[UsageRecorded]:
+    """The events of one usage message: a ``UsageRecorded`` object, or a JSON array of them."""
+    document = orjson.loads(data)
+    items = document if isinstance(document, list) else [document]
+    return [UsageRecorded.model_validate(item) for item in items]
+
+
 async def usage_events(js: Any, token_id: str, expected: int, wait: float = 10.0) -> list[UsageRecorded]:
     """Read the usage events of one token from JetStream (waiting until ``expected`` have arrived)."""
     deadline = asyncio.get_running_loop().time() + wait
@@ -86,7 +94,7 @@ async def usage_events(js: Any, token_id: str, expected: int, wait: float = 10.0
                     msg = await sub.next_msg(timeout=0.5)
                 except nats.errors.TimeoutError:
                     break
-                events.append(UsageRecorded.model_validate_json(msg.data))
+                events += read_usage_message(msg.data)
         finally:
             await sub.unsubscribe()
         mine = [e for e in events if e.token_id == token_id]

@@ -6,8 +6,11 @@ import asyncio
 import uuid
 
 import nats
+import orjson
 import pytest
+from nats.js import api as js_api
 
+from aqueduct_libs import names
 from aqueduct_libs.bus import ensure_topology
 from aqueduct_libs.events import UsageRecorded
 from aqueduct_proxy.adapters.publisher import UsagePublisher
@@ -53,3 +56,54 @@ async def test_spool_claimed_by_a_dead_process_is_delivered_once(nats_url, tmp_p
 
     assert sorted(e.output_tokens for e in delivered) == [0, 1, 2]  # JetStream de-duplicated the repeat
     assert not any(spool.iterdir())
+
+
+async def test_events_travel_grouped_and_each_arrives_once(nats_url, tmp_path):
+    """250 events gathered while the publisher was not running go as 3 messages (100, 100, 50 events),
+    each a JSON array; every event arrives exactly once."""
+    token_id = "tok-group-" + uuid.uuid4().hex[:8]
+    events = [
+        UsageRecorded(
+            token_id=token_id,
+            user_id="u",
+            org_id="o",
+            endpoint="local",
+            model="m",
+            route="/v1/chat/completions",
+            status_code=200,
+            output_tokens=i,
+        )
+        for i in range(250)
+    ]
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_topology(js)
+    publisher = UsagePublisher(nc, tmp_path / "spool", events_per_message=100)
+    for event in events:
+        publisher.record(event)
+    await publisher.start()
+    delivered = await usage_events(js, token_id, 250)
+    await publisher.stop()
+
+    sub = await js.subscribe(
+        names.USAGE_SUBJECT,
+        ordered_consumer=True,
+        config=js_api.ConsumerConfig(deliver_policy=js_api.DeliverPolicy.ALL),
+    )
+    sizes = []
+    while True:
+        try:
+            msg = await sub.next_msg(timeout=0.5)
+        except nats.errors.TimeoutError:
+            break
+        if token_id.encode() in msg.data:
+            document = orjson.loads(msg.data)
+            assert isinstance(document, list)
+            sizes.append(len(document))
+            assert msg.headers["Nats-Msg-Id"].startswith("b-")
+    await sub.unsubscribe()
+    await nc.close()
+
+    assert sizes == [100, 100, 50]
+    assert sorted(e.output_tokens for e in delivered) == list(range(250))
+    assert publisher.published == 250

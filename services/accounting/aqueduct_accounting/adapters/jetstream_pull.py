@@ -20,17 +20,23 @@ __all__ = ["PullBatches"]
 
 _STATUS = "Status"
 _HEARTBEAT = "100"
+_UNBOUNDED = 1 << 62
+_LARGEST_MESSAGE = 64 * 1024 * 1024
 
 
 class PullBatches:
-    def __init__(self, nc: NATS, stream: str, durable: str, batch: int, expires: float) -> None:
+    def __init__(
+        self, nc: NATS, stream: str, durable: str, batch: int, expires: float, max_bytes: int = _UNBOUNDED
+    ) -> None:
         self._nc = nc
         self._subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self._batch = batch
+        self._max_bytes = max_bytes
         self._expires = max(expires, 0.5)
         self._inbox = ""
         self._sub: Subscription | None = None
         self._buffer: list[Msg] = []
+        self._buffered_bytes = 0
         self._first_at = 0.0
         self._last_at = 0.0
         self._remaining = 0  # messages the open request may still deliver; 0: no request open
@@ -51,6 +57,7 @@ class PullBatches:
     def take_all(self) -> list[Msg]:
         """What arrived and was not handed out yet (at shutdown: store it rather than wait for redelivery)."""
         taken, self._buffer = self._buffer, []
+        self._buffered_bytes = 0
         return taken
 
     async def _on_msg(self, msg: Msg) -> None:
@@ -66,25 +73,34 @@ class PullBatches:
             self._woken.set()
         self._last_at = now
         self._buffer.append(msg)
+        self._buffered_bytes += len(msg.data)
         self._remaining -= 1
-        if self._remaining <= 0 or len(self._buffer) >= self._batch:
+        if (
+            self._remaining <= 0
+            or len(self._buffer) >= self._batch
+            or self._buffered_bytes >= self._max_bytes
+        ):
             self._woken.set()
 
     async def _request(self) -> None:
         body = {"batch": self._batch, "expires": int(self._expires * 1e9)}
+        if self._max_bytes < _UNBOUNDED:
+            # Bounds what one request can pile up here when messages carry many events. Never below what
+            # one message may weigh (the server's max_payload), or a large message would never come.
+            body["max_bytes"] = max(self._max_bytes, self._nc.max_payload or _LARGEST_MESSAGE)
         self._remaining = self._batch
         self._request_deadline = time.monotonic() + self._expires + 1.0
         await self._nc.publish(self._subject, json.dumps(body).encode(), reply=self._inbox)
 
     async def next_batch(self, size: int, linger: float, max_wait: float) -> list[Msg]:
-        """Up to ``size`` messages: as soon as ``size`` are in, or ``linger`` after the first one once
-        arrivals pause, or after ``max_wait`` (possibly none)."""
+        """Up to ``size`` messages (and about ``max_bytes`` of payload): as soon as that much is in, or
+        ``linger`` after the first one once arrivals pause, or after ``max_wait`` (possibly none)."""
         deadline = time.monotonic() + max_wait
         while True:
             now = time.monotonic()
             if self._remaining <= 0 or now > self._request_deadline:
                 await self._request()
-            if len(self._buffer) >= size:
+            if len(self._buffer) >= size or self._buffered_bytes >= self._max_bytes:
                 break
             if self._buffer and now - self._first_at >= linger and now - self._last_at >= 0.005:
                 break
@@ -98,7 +114,14 @@ class PullBatches:
                 await asyncio.wait_for(self._woken.wait(), wait)
             except TimeoutError:
                 pass
-        taken, self._buffer = self._buffer[:size], self._buffer[size:]
+        count, taken_bytes = 0, 0
+        for msg in self._buffer[:size]:
+            count += 1
+            taken_bytes += len(msg.data)
+            if taken_bytes >= self._max_bytes:
+                break
+        taken, self._buffer = self._buffer[:count], self._buffer[count:]
+        self._buffered_bytes -= taken_bytes
         if self._buffer:
             self._first_at = time.monotonic()
         return taken

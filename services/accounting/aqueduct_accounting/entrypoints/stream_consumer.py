@@ -1,6 +1,6 @@
 """Stream handlers: durable JetStream pull consumers that store messages into ClickHouse in batches.
 
-A batch is flushed when ``batch_size`` messages are buffered, when the stream is drained and the batch has
+A batch is flushed when ``batch_size`` messages or ``batch_bytes`` of payload are buffered, when the stream is drained and the batch has
 lingered briefly, or after ``flush_interval`` at the latest. Messages are acknowledged only after their
 batch is stored; a failed store is retried with the same messages, never skipped. Used for usage events
 and for the directory's integration events.
@@ -67,6 +67,7 @@ class BatchConsumer(Generic[T]):
         store: Callable[[list[T]], Awaitable[object]],
         batch_size: int,
         flush_interval: float,
+        batch_bytes: int = 1 << 62,
         max_ack_pending: int,
         ack_wait: float,
         linger: float = 0.05,
@@ -83,6 +84,7 @@ class BatchConsumer(Generic[T]):
         self._store = store
         self._durable = durable
         self._batch_size = batch_size
+        self._batch_bytes = batch_bytes
         self._flush_interval = flush_interval
         self._max_ack_pending = max_ack_pending
         self._ack_wait = ack_wait
@@ -111,7 +113,12 @@ class BatchConsumer(Generic[T]):
     async def _run(self) -> None:
         while not self._stopping.is_set():
             puller = PullBatches(
-                self._nc, self._stream, self._durable, self._batch_size, max(self._flush_interval, 1.0)
+                self._nc,
+                self._stream,
+                self._durable,
+                self._batch_size,
+                max(self._flush_interval, 1.0),
+                self._batch_bytes,
             )
             try:
                 await puller.start()

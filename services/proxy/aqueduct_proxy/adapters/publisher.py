@@ -2,8 +2,12 @@
 
 Write-ahead journal: every event is first appended to this process's current journal segment
 (``usage-<pid>-<uuid>.wal`` in the spool folder, one ``os.write`` of its line), then queued in memory. A
-background task publishes in concurrent batches with ``Nats-Msg-Id = event_id``, so a retried publish is
-de-duplicated by JetStream and by accounting. A segment rotates at ``segment_bytes`` or after
+background task publishes what gathered: up to ``events_per_message`` events to a message, as a JSON array
+(a lone event goes as a bare object), several messages in flight at once. A message's ``Nats-Msg-Id`` is
+derived from its event ids (a lone event: its ``event_id``), so re-sending the same message is de-duplicated
+by JetStream; accounting de-duplicates by ``event_id`` whatever the grouping. One message per event would
+cost the proxy a publish and an acknowledgement per request, and accounting one NATS message per row (about
+25,000 per second is what nats-py can read). A segment rotates at ``segment_bytes`` or after
 ``segment_seconds`` and is deleted once every event in it has been acknowledged by JetStream.
 
 There is no fsync by default: the written page sits in the kernel's page cache, which survives the death of
@@ -28,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import time
@@ -36,6 +41,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
@@ -64,6 +70,8 @@ class _Segment:
 
 
 _Entry = tuple[bytes, _Segment | None]  # (event_id \t json, the file that keeps it until settled)
+# (Nats-Msg-Id, payload, the entries it settles, the id of its last event)
+_Message = tuple[str, bytes, list[_Entry], bytes]
 
 
 class UsagePublisher:
@@ -73,7 +81,9 @@ class UsagePublisher:
         spool_dir: Path,
         *,
         max_buffered: int = 100_000,
-        batch_size: int = 256,
+        batch_size: int = 1000,
+        events_per_message: int = 100,
+        max_message_bytes: int = 256 * 1024,
         publish_timeout: float = 2.0,
         linger: float = 0.01,
         segment_bytes: int = 4 * 1024 * 1024,
@@ -89,6 +99,8 @@ class UsagePublisher:
         self._spool_dir = spool_dir
         self._max_buffered = max_buffered
         self._batch_size = batch_size
+        self._events_per_message = max(1, events_per_message)
+        self._max_message_bytes = max_message_bytes
         self._timeout = publish_timeout
         self._linger = linger
         self._segment_bytes = segment_bytes
@@ -101,6 +113,9 @@ class UsagePublisher:
         self._closing = False
         self._spilled = False
         self._in_flight: list[_Entry] = []
+        # Last event ids of messages whose publish was not confirmed: they are sent again as the same
+        # messages (same events, same id), so JetStream drops them if the first send was stored after all.
+        self._resend_ends: set[bytes] = set()
         self._segment: _Segment | None = None  # the one being appended to
         self._held: dict[str, _Segment] = {}  # every file this process holds, by name
         self._journal_retry_at = 0.0
@@ -193,14 +208,46 @@ class UsagePublisher:
             else:
                 backoff = 0.1
 
+    def _messages(self, batch: list[_Entry]) -> list[_Message]:
+        """Group a batch into messages. An event met twice in the batch (taken over from two files) is
+        sent once and settled with its first copy."""
+        messages: list[_Message] = []
+        ids: list[bytes] = []
+        payloads: list[bytes] = []
+        entries: list[_Entry] = []
+        first: dict[bytes, list[_Entry]] = {}
+        size = 0
+        resend_ends, self._resend_ends = self._resend_ends, set()
+        for entry in batch:
+            event_id, _, payload = entry[0].partition(b"\t")
+            if event_id in first:
+                first[event_id].append(entry)
+                continue
+            if ids and (
+                len(ids) >= self._events_per_message or size + len(payload) > self._max_message_bytes
+            ):
+                messages.append(_message(ids, payloads, entries))
+                ids, payloads, entries, size = [], [], [], 0
+            ids.append(event_id)
+            payloads.append(payload)
+            entries.append(entry)
+            first[event_id] = entries
+            size += len(payload)
+            if event_id in resend_ends:
+                messages.append(_message(ids, payloads, entries))
+                ids, payloads, entries, size = [], [], [], 0
+        if ids:
+            messages.append(_message(ids, payloads, entries))
+        return messages
+
     async def _publish(self, batch: list[_Entry]) -> list[_Entry]:
-        """Publish a batch with one shared reply inbox; an event counts once JetStream acknowledged it."""
+        """Publish a batch with one shared reply inbox; an event counts once JetStream acknowledged the
+        message that carries it."""
         loop = asyncio.get_running_loop()
-        waiters: list[asyncio.Future[bool]] = []
-        for line, _ in batch:
-            event_id, _, payload = line.partition(b"\t")
+        sent: list[tuple[asyncio.Future[bool], list[_Entry], bytes]] = []
+        for message_id, payload, entries, last_id in self._messages(batch):
             waiter: asyncio.Future[bool] = loop.create_future()
-            waiters.append(waiter)
+            sent.append((waiter, entries, last_id))
             self._sequence += 1
             token = str(self._sequence)
             self._acks[token] = waiter
@@ -209,30 +256,30 @@ class UsagePublisher:
                     names.USAGE_SUBJECT,
                     payload,
                     reply=f"{self._inbox}.{token}",
-                    headers={"Nats-Msg-Id": event_id.decode()},
+                    headers={"Nats-Msg-Id": message_id},
                 )
-            except Exception:  # any bus failure: keep the event and try again later
+            except Exception:  # any bus failure: keep the events and try again later
                 self._acks.pop(token, None)
                 waiter.set_result(False)
-        await asyncio.wait(waiters, timeout=self._timeout)
-        results = [w.done() and w.result() for w in waiters]
-        for waiter in waiters:
-            if not waiter.done():
+        await asyncio.wait([waiter for waiter, _, _ in sent], timeout=self._timeout)
+        delivered: list[_Entry] = []
+        failed: list[_Entry] = []
+        for waiter, entries, last_id in sent:
+            if waiter.done() and waiter.result():
+                delivered += entries
+            else:
                 waiter.cancel()
+                failed += entries
+                self._resend_ends.add(last_id)
         if len(self._acks) > 10 * self._batch_size:  # acks that never came (bus restarts)
             self._acks = {t: w for t, w in self._acks.items() if not w.done()}
-        delivered = [entry for entry, done in zip(batch, results, strict=True) if done]
         self._settle(delivered)
         self.published += len(delivered)
         if self._on_published and delivered:
             self._on_published(len(delivered))
-        if len(delivered) < len(batch):
-            log.warning(
-                "%d usage events not delivered yet; %d buffered",
-                len(batch) - len(delivered),
-                len(self._buffer),
-            )
-        return [entry for entry, done in zip(batch, results, strict=True) if not done]
+        if failed:
+            log.warning("%d usage events not delivered yet; %d buffered", len(failed), len(self._buffer))
+        return failed
 
     async def _on_ack(self, msg: Msg) -> None:
         waiter = self._acks.pop(msg.subject.rpartition(".")[2], None)
@@ -370,9 +417,31 @@ class UsagePublisher:
                 self._release(segment)
 
 
+def _message(ids: list[bytes], payloads: list[bytes], entries: list[_Entry]) -> _Message:
+    """One message: a lone event as itself, several as a JSON array."""
+    if len(ids) == 1:
+        return ids[0].decode(), payloads[0], entries, ids[0]
+    # The same events in the same order give the same id: JetStream drops a re-sent message.
+    message_id = "b-" + hashlib.blake2b(b"\n".join(ids), digest_size=16).hexdigest()
+    return message_id, b"[" + b",".join(payloads) + b"]", entries, ids[-1]
+
+
 def _complete_lines(data: bytes) -> list[bytes]:
     """The events of a spool or journal file; a line cut short by a crash mid-write is dropped."""
     lines = data.split(b"\n")
     if lines and lines[-1]:
         log.warning("dropping a torn last line (%d bytes) of a usage journal", len(lines[-1]))
-    return [line for line in lines[:-1] if b"\t" in line and line.endswith(b"}")]
+    # Several events travel in one message (a JSON array): one unreadable line would spoil the whole
+    # message for accounting, so a line from disk is checked before it is sent again.
+    return [line for line in lines[:-1] if _readable(line)]
+
+
+def _readable(line: bytes) -> bool:
+    event_id, tab, payload = line.partition(b"\t")
+    if not tab or not event_id or not payload.endswith(b"}"):
+        return False
+    try:
+        return isinstance(orjson.loads(payload), dict)
+    except orjson.JSONDecodeError:
+        log.warning("dropping an unreadable line of a usage journal")
+        return False
