@@ -26,8 +26,10 @@ def new_event_id() -> str:
 class UsageRecorded(BaseModel):
     """One served request (model call, MCP tool call or batch line), published by the proxy.
 
-    Subject: ``names.USAGE_SUBJECT``. The JetStream message id (``Nats-Msg-Id``) is ``event_id``, and
-    accounting deduplicates by it, so a redelivered or re-published event is counted once.
+    Subject: ``names.USAGE_SUBJECT``. A message holds one event, or a JSON array of up to 100 (the proxy
+    groups them); its ``Nats-Msg-Id`` is the ``event_id`` of a lone event or a hash of a group's ids.
+    Consumers deduplicate by ``event_id`` (accounting does), so a redelivered or re-published event is
+    counted once however it was grouped (docs/contracts.md).
     """
 
     model_config = ConfigDict(extra="ignore")
