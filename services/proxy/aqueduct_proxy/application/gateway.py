@@ -21,7 +21,7 @@ from aqueduct_proxy.adapters.limiter import Admission, Counter, Limiter, Limiter
 from aqueduct_proxy.adapters.litellm_bridge import LiteLLMAnswer, LiteLLMBridge, ProviderError
 from aqueduct_proxy.adapters.publisher import UsagePublisher
 from aqueduct_proxy.adapters.tokenizer import TokenCounter
-from aqueduct_proxy.adapters.upstream import Cooldown, UpstreamClient
+from aqueduct_proxy.adapters.upstream import Cooldown, UpstreamClient, UpstreamResponse
 from aqueduct_proxy.domain.access import Route, check_grant, model_allowed, resolve_model, visible_models
 from aqueduct_proxy.domain.errors import (
     BadRequestError,
@@ -307,7 +307,7 @@ class Gateway:
 
     async def send(
         self, call: Call, method: str, query: str, forward_headers: dict[str, str]
-    ) -> aiohttp.ClientResponse:
+    ) -> UpstreamResponse:
         """Open the upstream answer, retrying and falling back while nothing has reached the client."""
         candidates = self._candidates(call)
         last = len(candidates) - 1

@@ -10,6 +10,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from aqueduct_proxy.adapters.upstream import UpstreamResponse
 from aqueduct_proxy.application.gateway import Call, Gateway
 from aqueduct_proxy.domain.errors import UpstreamError
 from aqueduct_proxy.domain.usage import StreamTally, usage_from_body
@@ -36,7 +37,7 @@ _BROKEN_STREAM = (
 )
 
 
-def _headers(upstream: aiohttp.ClientResponse, extra: dict[str, str]) -> dict[str, str]:
+def _headers(upstream: UpstreamResponse, extra: dict[str, str]) -> dict[str, str]:
     headers = {name: upstream.headers[name] for name in _PASSED_HEADERS if name in upstream.headers}
     headers.update(extra)
     return headers
@@ -46,7 +47,7 @@ async def relay(
     request: web.Request,
     gateway: Gateway,
     call: Call,
-    upstream: aiohttp.ClientResponse,
+    upstream: UpstreamResponse,
     extra: dict[str, str],
 ) -> web.StreamResponse:
     if upstream.content_type == "text/event-stream":
@@ -75,7 +76,7 @@ async def _relay_bytes(
     request: web.Request,
     gateway: Gateway,
     call: Call,
-    upstream: aiohttp.ClientResponse,
+    upstream: UpstreamResponse,
     extra: dict[str, str],
 ) -> web.StreamResponse:
     """Audio, images and other binary answers: passed on as they arrive (no usage in them to read)."""
@@ -111,7 +112,7 @@ async def _relay_stream(
     request: web.Request,
     gateway: Gateway,
     call: Call,
-    upstream: aiohttp.ClientResponse,
+    upstream: UpstreamResponse,
     extra: dict[str, str],
 ) -> web.StreamResponse:
     response = web.StreamResponse(status=upstream.status, headers=_headers(upstream, extra))
