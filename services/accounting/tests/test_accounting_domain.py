@@ -187,3 +187,26 @@ def test_a_message_may_carry_one_event_or_an_array_of_them() -> None:
     ):
         with pytest.raises(InvalidUsageEventError):
             usage_rows_from_json(unreadable)
+
+
+def test_occurred_at_fast_path_matches_parsing():
+    """The sliced form of UTC timestamps equals the parsed one, for orjson's and pydantic's spellings."""
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    import orjson
+
+    from aqueduct_accounting.domain.usage import _occurred_at, clickhouse_time
+
+    rng = random.Random(7)
+    for _ in range(2000):
+        moment = datetime(2000, 1, 1, tzinfo=UTC) + timedelta(microseconds=rng.randrange(10**15))
+        expected = clickhouse_time(moment)
+        orjson_text = orjson.loads(orjson.dumps(moment))
+        assert _occurred_at(orjson_text) == expected
+        assert _occurred_at(moment.isoformat().replace("+00:00", "Z")) == expected
+    assert _occurred_at("2026-01-01T01:01:01.500000+02:00") == "2025-12-31 23:01:01.500"
+    assert _occurred_at("2026-01-01T01:01:01+00:00") == "2026-01-01 01:01:01.000"
+    assert _occurred_at("2026-01-01T01:01:01.123456-05:00") == "2026-01-01 06:01:01.123"
+    with pytest.raises(ValueError):
+        _occurred_at("2026-13-01T01:01:01.123456+00:00")

@@ -45,6 +45,18 @@ def clickhouse_time(moment: datetime) -> str:
     return moment.isoformat(" ", "milliseconds")[:23]
 
 
+def _occurred_at(text: str) -> str:
+    """``occurred_at`` as ClickHouse text. Always parsed (an impossible date is refused here, not by the
+    insert); UTC with microseconds, as the proxy (orjson: ``+00:00``) and pydantic (``Z``) write it, is then
+    sliced rather than formatted again (a quarter of the cost)."""
+    moment = datetime.fromisoformat(text)
+    if ((len(text) == 32 and text.endswith("+00:00")) or (len(text) == 27 and text[26] == "Z")) and text[
+        19
+    ] == ".":
+        return f"{text[:10]} {text[11:23]}"
+    return clickhouse_time(moment)
+
+
 def usage_row(event: UsageRecorded) -> dict[str, Any]:
     """The row of an event, without its cost (priced at ingest)."""
     return usage_row_from_json(event.model_dump_json().encode())
@@ -95,7 +107,7 @@ def _row(data: Any) -> dict[str, Any]:
         row["ttft_ms"] = data.get("ttft_ms")
         row["streamed"] = data.get("streamed") is True
         row["cut_short"] = data.get("cut_short") is True
-        row["occurred_at"] = clickhouse_time(datetime.fromisoformat(data["occurred_at"]))
+        row["occurred_at"] = _occurred_at(data["occurred_at"])
     except InvalidUsageEventError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

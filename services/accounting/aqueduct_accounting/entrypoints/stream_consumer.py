@@ -138,8 +138,9 @@ class BatchConsumer(Generic[T]):
                     await puller.stop()
 
     async def _consume(self, puller: PullBatches) -> None:
-        # One batch is stored (ClickHouse works in its own threads) while the next one is pulled and
-        # decoded; stores stay one at a time, in order, so the id check always sees earlier batches.
+        # One batch is stored (ClickHouse works in its own threads, without the GIL) while the next one is
+        # pulled and decoded here; stores stay one at a time, in order, so the id check always sees
+        # earlier batches.
         storing: asyncio.Task[None] | None = None
         batch: list[Msg] = []
         try:
@@ -150,9 +151,10 @@ class BatchConsumer(Generic[T]):
                 if self._on_lag is not None:
                     with contextlib.suppress(Exception):
                         self._on_lag(batch[-1].metadata.num_pending)
+                decoded = self._decode_all(batch)
                 if storing is not None:
                     await storing
-                storing = asyncio.create_task(self._flush(batch))
+                storing = asyncio.create_task(self._flush(batch, decoded))
                 batch = []
         finally:
             # Whatever ends the loop (stop, a broken bus), store what is in hand first, so it does not
@@ -161,9 +163,10 @@ class BatchConsumer(Generic[T]):
                 await storing
             batch += puller.take_all()
             if batch:
-                await self._flush(batch)
+                await self._flush(batch, self._decode_all(batch))
 
-    async def _flush(self, msgs: list[Msg]) -> None:
+    def _decode_all(self, msgs: list[Msg]) -> tuple[list[T], set[int]]:
+        """The batch's items, and the messages (by id()) that cannot be read."""
         items: list[T] = []
         poisoned: set[int] = set()
         for msg in msgs:
@@ -172,6 +175,10 @@ class BatchConsumer(Generic[T]):
             except (ValidationError, ValueError) as exc:
                 log.error("%s: dropping a message that cannot be read: %s", self._durable, exc)
                 poisoned.add(id(msg))
+        return items, poisoned
+
+    async def _flush(self, msgs: list[Msg], decoded: tuple[list[T], set[int]]) -> None:
+        items, poisoned = decoded
         delay = 0.2
         while True:
             started = time.perf_counter()
