@@ -9,7 +9,9 @@ calls the proxy with a hub user's token as its ``api_key``.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,13 +26,16 @@ import nats
 import openai
 import pytest
 from aiohttp import web
+from redis.asyncio import Redis
+from test_batches_process import spawn_worker
+from test_batches_worker import chat_line, jsonl, wait_status
 
 from aqueduct_cli.embedded import EmbeddedNats, free_port, wait_for_port
 from aqueduct_directory.bootstrap import DirectoryService
 from aqueduct_directory.domain.policy import SYSTEM
 from aqueduct_directory.settings import DirectorySettings
 from aqueduct_libs.settings import CommonSettings
-from aqueduct_proxy.bootstrap import Proxy, bootstrap
+from aqueduct_proxy.bootstrap import Proxy, bootstrap, wire_extensions
 from aqueduct_proxy.jupyterhub import HubBridgeSettings, wire_jupyterhub
 from aqueduct_proxy.jupyterhub.bridge import HubBridge
 from conftest import SECRET, error_body, proxy_settings, spawn_proxy, usage_events
@@ -57,7 +62,7 @@ c.Authenticator.allow_all = True
 c.JupyterHub.db_url = "sqlite:///{folder}/hub.sqlite"
 c.JupyterHub.cookie_secret_file = "{folder}/cookie_secret"
 c.JupyterHub.pid_file = "{folder}/hub.pid"
-c.JupyterHub.load_groups = {{"staff": {{"users": ["grace", "hopper", "katherine", "dorothy"]}}}}
+c.JupyterHub.load_groups = {{"staff": {{"users": ["grace", "hopper", "katherine", "dorothy", "ada"]}}}}
 c.JupyterHub.custom_scopes = {{"{scope}": {{"description": "Full access to AI gateway service."}}}}
 c.JupyterHub.services = [{{"name": "ai-gateway", "api_token": "{service_token}", "display": False}}]
 c.JupyterHub.load_roles = [
@@ -173,6 +178,7 @@ async def start_bridged_proxy(
     common = _common(stack.nats_url, stack.data_dir / f"proxy-{free_port()}", stack.auth_url)
     settings = proxy_settings(valkey_url)
     proxy = await bootstrap(settings, common)
+    wire_extensions(proxy)  # files, batches and MCP, as python -m aqueduct_proxy serves them
     hub_settings = HubBridgeSettings(enabled=True, auth_url=auth_url or "", **bridge)
     wired = wire_jupyterhub(proxy.app, proxy.gateway, proxy.nc.jetstream(), hub_settings, common.auth_url)
     assert wired is not None
@@ -354,6 +360,57 @@ async def _status(http: httpx.AsyncClient, path: str) -> int:
         return (await http.get(path)).status_code
     except httpx.TransportError:
         return 0
+
+
+async def test_a_batch_made_with_a_hub_token_runs_as_its_user_also_after_the_worker_restarts(
+    hub: Hub, stack: Stack, bridged: BridgedProxy, valkey_url: str, proxy_processes: list[subprocess.Popen]
+) -> None:
+    """The batch worker (``python -m aqueduct_proxy.batches``) never sees the hub token: it runs the lines
+    under the user's own grant, read from the snapshot, with the user's limits, models and usage."""
+    token, _ = hub.token_for("ada")
+    ada = client(bridged.v1, token)
+    uploaded = await ada.files.create(
+        file=("ada.jsonl", jsonl([chat_line(f"a{i}") for i in range(3)])), purpose="batch"
+    )
+    first = await ada.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    user_id = stack.user_id("ada")
+    org_id = stack.directory.directory.state.users[user_id].org_id
+    worker = spawn_worker(stack.nats_url, valkey_url, stack.data_dir / "worker-1")
+    proxy_processes.append(worker)
+
+    done = await wait_status(ada, first.id, {"completed", "failed", "cancelled"}, wait=60)
+    assert (done.status, done.request_counts.completed, done.request_counts.failed) == ("completed", 3, 0)
+    answers = [json.loads(x) for x in (await ada.files.content(done.output_file_id)).content.splitlines()]
+    assert {a["response"]["body"]["choices"][0]["message"]["content"] for a in answers} == {"tok0 tok1 tok2"}
+    events = await usage_events(stack.js, f"user:{user_id}", 3)
+    assert len(events) == 3
+    assert {(e.kind, e.batch_id, e.user_id, e.org_id, e.status_code) for e in events} == {
+        ("batch", first.id, user_id, org_id, 200)
+    }
+    # The lines counted against the user's own per-minute limit (the org's 600 requests), the counter
+    # their interactive requests share: ada made none, so it holds exactly the three lines.
+    redis = Redis.from_url(valkey_url)
+    try:
+        assert await redis.hget(f"aq:rl:{{user:{user_id}}}:t:rpm", "t") == b"3"
+    finally:
+        await redis.aclose()
+
+    # A new worker process knows the batch's user only from the snapshot; the user's grant as it is now
+    # applies (here: the model was taken away from them).
+    worker.send_signal(signal.SIGKILL)
+    await asyncio.to_thread(worker.wait, 10)
+    stack.directory.directory.update_user(SYSTEM, user_id, excluded_models=["gpt-test"])
+    second = await ada.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    proxy_processes.append(spawn_worker(stack.nats_url, valkey_url, stack.data_dir / "worker-2"))
+    refused = await wait_status(ada, second.id, {"completed", "failed", "cancelled"}, wait=60)
+    assert (refused.request_counts.completed, refused.request_counts.failed) == (0, 3)
+    errors = [json.loads(x) for x in (await ada.files.content(refused.error_file_id)).content.splitlines()]
+    assert {e["error"]["code"] for e in errors} == {"model_not_allowed"}
+    stack.directory.directory.update_user(SYSTEM, user_id, excluded_models=[])
 
 
 async def test_limits_terms_and_deactivation_follow_the_directory(

@@ -29,6 +29,7 @@ from aqueduct_proxy.batches.worker import BatchWorker
 from aqueduct_proxy.domain.snapshot import Snapshot
 from aqueduct_proxy.files.settings import FilesSettings
 from aqueduct_proxy.files.store import FileStore
+from aqueduct_proxy.jupyterhub.users import USER_GRANT_KEYS, UserGrants
 from aqueduct_proxy.metrics import ProxyMetrics
 from aqueduct_proxy.settings import ProxySettings
 
@@ -97,10 +98,15 @@ async def bootstrap(
         Cooldown(proxy.cooldown_failures, proxy.cooldown_window_seconds, proxy.cooldown_seconds),
         ProxyMetrics(),
     )
-    process = WorkerProcess(BatchWorker(store, files, gateway, settings), nc, [])
+    users = UserGrants()
+    process = WorkerProcess(BatchWorker(store, files, gateway, settings, users), nc, [])
 
     process.watchers = [
         KVWatcher(js, names.AUTH_SNAPSHOT_BUCKET, snapshot.on_snapshot_put, snapshot.on_snapshot_delete),
+        # Users' own grants: the lines of a batch created with a JupyterHub token run under them.
+        KVWatcher(
+            js, names.AUTH_SNAPSHOT_BUCKET, users.on_user_put, users.on_user_delete, keys=USER_GRANT_KEYS
+        ),
         KVWatcher(js, names.QUOTA_BUCKET, snapshot.on_quota_put, snapshot.on_quota_delete),
         KVWatcher(js, names.BATCHES_BUCKET, process.worker.on_batch_put, process.worker.on_batch_delete),
     ]

@@ -57,6 +57,7 @@ class Batch(BaseModel):
     user_id: str = ""  # the user the token answers to (usage is theirs); "" in batches made before it
     # Whose limits, budgets and usage the lines count against. The token hash (never the value) lets
     # the worker find the token's current grant in the snapshot, so a revoked token stops its batch.
+    # A JupyterHub token's batch has no hash: its lines run under the user's own grant (runs_as_user).
     token_id: str
     token_hash: str
     service_account_id: str | None = None
@@ -81,6 +82,14 @@ class Batch(BaseModel):
     completed: int = 0
     failed: int = 0
     metadata: dict[str, str] | None = None
+
+    @property
+    def runs_as_user(self) -> str | None:
+        """The user whose own grant (snapshot key ``user.<id>``) the lines run under, for a batch created
+        with a JupyterHub token (that grant has no token hash); None for an Aqueduct token's batch."""
+        if not self.token_hash and self.user_id and self.token_id == f"user:{self.user_id}":
+            return self.user_id
+        return None
 
     @staticmethod
     def new_id() -> str:

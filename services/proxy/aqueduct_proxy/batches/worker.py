@@ -22,6 +22,7 @@ from nats.js import api as js_api
 
 from aqueduct_libs import names
 from aqueduct_libs.events import UsageRecorded, utcnow
+from aqueduct_libs.snapshot import TokenGrant
 from aqueduct_proxy.application.gateway import Gateway
 from aqueduct_proxy.batches.domain import (
     Batch,
@@ -38,6 +39,7 @@ from aqueduct_proxy.domain.access import check_grant
 from aqueduct_proxy.domain.errors import InvalidTokenError, ProxyError, RateLimitedError
 from aqueduct_proxy.domain.usage import usage_from_body
 from aqueduct_proxy.files.store import FileStore
+from aqueduct_proxy.jupyterhub.users import UserGrants
 
 __all__ = ["CONSUMER", "BatchWorker", "RetryLater"]
 
@@ -58,12 +60,18 @@ class RetryLater(Exception):
 
 class BatchWorker:
     def __init__(
-        self, store: BatchStore, files: FileStore, gateway: Gateway, settings: BatchSettings
+        self,
+        store: BatchStore,
+        files: FileStore,
+        gateway: Gateway,
+        settings: BatchSettings,
+        users: UserGrants | None = None,
     ) -> None:
         self.store = store
         self.files = files
         self.gateway = gateway
         self.settings = settings
+        self.users = users or UserGrants()  # fed by a watch of the snapshot's user.* keys
         self._stopping = asyncio.Event()
         # The batches bucket mirrored by a KV watch (key -> record): no lookup per line, and the list
         # the finalizer walks.
@@ -162,6 +170,14 @@ class BatchWorker:
         finally:
             task.cancel()
 
+    def grant_of(self, batch: Batch) -> TokenGrant | None:
+        """The batch's grant as it is now: its token's, or (JupyterHub token) its user's own; None once
+        the token is revoked or the user deactivated."""
+        user_id = batch.runs_as_user
+        if user_id is not None:
+            return self.users.get(user_id)
+        return self.gateway.snapshot.grants.get(batch.token_hash)
+
     async def run_line(self, batch: Batch, line: BatchLine) -> LineResult:
         """One request through the gateway, as the batch's token; every refusal becomes a result."""
         started, occurred_at = time.perf_counter(), utcnow()
@@ -171,9 +187,7 @@ class BatchWorker:
         error: dict[str, Any] | None = None
         status, body = 500, None
         try:
-            grant = check_grant(
-                gateway.snapshot.grants.get(batch.token_hash), gateway.snapshot, gateway.config.public_ui_url
-            )
+            grant = check_grant(self.grant_of(batch), gateway.snapshot, gateway.config.public_ui_url)
             api_path = line.url
             call = gateway.prepare(grant, api_path, api_path[len("/v1") :], payload=line.body)
             await gateway.admit(call)

@@ -14,13 +14,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-
-from aqueduct_libs.snapshot import TokenGrant
 from aqueduct_libs.tokens import hash_token
 from aqueduct_proxy.domain.errors import InvalidTokenError, ProxyError
 from aqueduct_proxy.domain.snapshot import Snapshot
 from aqueduct_proxy.jupyterhub.exchange import AuthUnreachable, HubTokenRefused
+from aqueduct_proxy.jupyterhub.users import UserGrants
 
 __all__ = ["AuthUnavailableError", "HubAccountRefusedError", "HubBridge"]
 
@@ -75,8 +73,7 @@ class HubBridge:
         self._user_wait = user_wait_seconds
         self._on_exchange = on_exchange
         self._clock = clock
-        self.users: dict[str, TokenGrant] = {}  # user id -> the user's own grant
-        self._user_keys: dict[str, str] = {}  # KV key -> user id, to apply deletes
+        self.users = UserGrants()
         self._verdicts: dict[str, _Verdict] = {}  # keyed hash of a hub token -> what the auth service said
         self._inflight: dict[str, asyncio.Task[_Verdict]] = {}
         self._next_sweep = 0.0
@@ -84,18 +81,10 @@ class HubBridge:
     # -- the users' own grants (KV keys user.<id>) ------------------------------------------------------
 
     def on_user_put(self, key: str, value: bytes) -> None:
-        try:
-            grant = TokenGrant.model_validate_json(value)
-        except ValidationError as exc:
-            log.error("ignoring malformed user grant %s: %s", key, exc.errors()[:1])
-            return
-        self._user_keys[key] = grant.user_id
-        self.users[grant.user_id] = grant
+        self.users.on_user_put(key, value)
 
     def on_user_delete(self, key: str) -> None:
-        user_id = self._user_keys.pop(key, None)
-        if user_id is not None:
-            self.users.pop(user_id, None)
+        self.users.on_user_delete(key)
 
     # -- the request path -------------------------------------------------------------------------------
 

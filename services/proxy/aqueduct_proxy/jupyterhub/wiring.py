@@ -13,6 +13,7 @@ from aqueduct_proxy.jupyterhub.bridge import HubBridge
 from aqueduct_proxy.jupyterhub.exchange import AuthExchangeClient
 from aqueduct_proxy.jupyterhub.middleware import hub_token_middleware
 from aqueduct_proxy.jupyterhub.settings import HubBridgeSettings
+from aqueduct_proxy.jupyterhub.users import USER_GRANT_KEYS
 
 __all__ = ["wire_jupyterhub"]
 
@@ -51,7 +52,7 @@ def wire_jupyterhub(
         names.AUTH_SNAPSHOT_BUCKET,
         bridge.on_user_put,
         bridge.on_user_delete,
-        keys=f"{names.SNAPSHOT_USER_PREFIX}>",
+        keys=USER_GRANT_KEYS,
     )
 
     async def start(app: web.Application) -> None:
