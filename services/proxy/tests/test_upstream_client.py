@@ -521,6 +521,24 @@ async def test_cancelled_reader_closes_the_connection(client: Http1Client, upstr
         assert client.open_connections == 0
 
 
+async def test_closing_the_client_wakes_a_waiting_reader() -> None:
+    async def half(server: RawServer, reader, writer) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+        await writer.drain()
+        await reader.read()
+
+    http = Http1Client()
+    async with RawServer(half) as server:
+        response = await http.request("GET", server.url + "/", headers={})
+        reading = asyncio.create_task(response.read())
+        await asyncio.sleep(0.05)
+        await http.close()
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await asyncio.wait_for(reading, 2)
+        assert http.open_connections == 0
+
+
 # -- TLS --------------------------------------------------------------------------------------------------
 
 

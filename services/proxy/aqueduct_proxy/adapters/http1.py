@@ -259,7 +259,7 @@ class Http1Response:
         self._last_data = self._loop.time()
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._broken(f"The model server sent an invalid HTTP answer ({exc}).")
 
     def _lost(self, exc: BaseException | None) -> None:
@@ -276,6 +276,13 @@ class Http1Response:
             self.content._end()
         else:
             self.content._end(UpstreamPayloadError("The model server broke off its answer."))
+
+    def _dropped(self) -> None:
+        """The connection was closed from this side (client closed, reader gone): waiters must not hang."""
+        if not self._head.done():
+            self._head.set_exception(UpstreamDisconnectedError("The connection was closed."))
+        elif not self._complete:
+            self.content._end(UpstreamPayloadError("The connection was closed before the end of the answer."))
 
     def _broken(self, message: str) -> None:
         if not self._head.done():
@@ -396,10 +403,12 @@ class _Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         """Dropped at once (mid-answer): nothing more is read from it."""
-        self.response = None
+        response, self.response = self.response, None
         if self.transport is not None:
             self.transport.abort()
         self._gone()
+        if response is not None:
+            response._dropped()
 
     def _gone(self) -> None:
         if not self.closed:
