@@ -156,7 +156,7 @@ def _list_of(schema: str) -> dict[str, Any]:
     }
 
 
-_BEARER = [{"bearer": []}]
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 _LIMIT_AFTER = [
     _query("limit", {"type": "integer", "minimum": 1}, "page size"),
     _query("after", {"type": "string"}, "the id the page starts after"),
