@@ -7,7 +7,16 @@ from datetime import date
 import pytest
 
 from aqueduct_libs.sessions import SessionClaims
-from aqueduct_ui.domain.forms import FormError, parse_budgets, parse_expiry, parse_limits, require_text
+from aqueduct_ui.domain.forms import (
+    FormError,
+    parse_api_key_env,
+    parse_budgets,
+    parse_expiry,
+    parse_limits,
+    parse_price,
+    parse_url,
+    require_text,
+)
 from aqueduct_ui.domain.viewer import Viewer, role_tag
 from aqueduct_ui.entrypoints.web.render import safe_next
 
@@ -66,9 +75,30 @@ def test_blank_limits_inherit_and_bad_ones_are_explained() -> None:
     }
     with pytest.raises(FormError, match="Requests per minute"):
         parse_limits({"requests_per_minute": "-5"})
-    assert parse_budgets({"monthly_usd": "$12.50"}) == {"daily_usd": None, "monthly_usd": "12.50"}
+    assert parse_budgets({"monthly_usd": "$12.50", "monthly_tokens": "2,000,000"}) == {
+        "daily_usd": None,
+        "monthly_usd": "12.50",
+        "daily_tokens": None,
+        "monthly_tokens": 2_000_000,
+    }
     with pytest.raises(FormError, match="Daily budget"):
         parse_budgets({"daily_usd": "lots"})
+    with pytest.raises(FormError, match=r"Daily budget \(tokens\) must be a whole number"):
+        parse_budgets({"daily_tokens": "1.5"})
+
+
+def test_catalogue_fields_take_names_urls_and_prices_never_key_values() -> None:
+    assert parse_api_key_env(" OPENAI_API_KEY ") == "OPENAI_API_KEY"
+    assert parse_api_key_env("${VLLM_KEY}") == "VLLM_KEY"
+    assert parse_api_key_env("") == ""  # no key
+    with pytest.raises(FormError, match="not the key"):
+        parse_api_key_env("sk-proj-abc123")
+    assert parse_url(" https://api.openai.com/v1 ") == "https://api.openai.com/v1"
+    with pytest.raises(FormError, match="http:// or https://"):
+        parse_url("ftp://host/v1")
+    assert parse_price("0.50", "Input") == "0.50" and parse_price(" ", "Input") is None
+    with pytest.raises(FormError, match="Input must be zero or more"):
+        parse_price("-1", "Input")
 
 
 def test_required_text() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
@@ -10,10 +11,13 @@ __all__ = [
     "BUDGET_FIELDS",
     "LIMIT_FIELDS",
     "FormError",
+    "parse_api_key_env",
     "parse_budgets",
     "parse_expiry",
     "parse_limits",
     "parse_moment",
+    "parse_price",
+    "parse_url",
     "require_text",
 ]
 
@@ -22,7 +26,14 @@ LIMIT_FIELDS = (
     ("input_tokens_per_minute", "Input tokens per minute"),
     ("output_tokens_per_minute", "Output tokens per minute"),
 )
-BUDGET_FIELDS = (("daily_usd", "Daily budget (USD)"), ("monthly_usd", "Monthly budget (USD)"))
+# As the directory models budgets: dollars as decimal strings, tokens as whole numbers.
+BUDGET_FIELDS = (
+    ("daily_usd", "Daily budget (USD)"),
+    ("monthly_usd", "Monthly budget (USD)"),
+    ("daily_tokens", "Daily budget (tokens)"),
+    ("monthly_tokens", "Monthly budget (tokens)"),
+)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class FormError(ValueError):
@@ -64,32 +75,69 @@ def parse_moment(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _whole(text: str, label: str) -> int:
+    digits = text.replace(",", "").replace("_", "")
+    if not digits.isdigit():
+        raise FormError(f"{label} must be a whole number of zero or more.")
+    return int(digits)
+
+
+def _amount(text: str, label: str) -> Decimal:
+    try:
+        amount = Decimal(text.strip().lstrip("$").replace(",", ""))
+    except InvalidOperation as exc:
+        raise FormError(f"{label} must be an amount such as 25 or 12.50.") from exc
+    if not amount.is_finite() or amount < 0:
+        raise FormError(f"{label} must be zero or more.")
+    return amount
+
+
 def parse_limits(form: Mapping[str, str]) -> dict[str, int | None]:
     """Every limit field is sent: blank means "not set here, inherit from above" (None)."""
     limits: dict[str, int | None] = {}
     for key, label in LIMIT_FIELDS:
-        text = (form.get(key) or "").strip().replace(",", "").replace("_", "")
-        if not text:
-            limits[key] = None
-            continue
-        if not text.isdigit():
-            raise FormError(f"{label} must be a whole number of zero or more.")
-        limits[key] = int(text)
+        text = (form.get(key) or "").strip()
+        limits[key] = _whole(text, label) if text else None
     return limits
 
 
-def parse_budgets(form: Mapping[str, str]) -> dict[str, str | None]:
-    budgets: dict[str, str | None] = {}
+def parse_budgets(form: Mapping[str, str]) -> dict[str, str | int | None]:
+    """Every budget field is sent; blank means no budget at this level. Dollars stay decimal strings."""
+    budgets: dict[str, str | int | None] = {}
     for key, label in BUDGET_FIELDS:
-        text = (form.get(key) or "").strip().lstrip("$")
+        text = (form.get(key) or "").strip()
         if not text:
             budgets[key] = None
-            continue
-        try:
-            amount = Decimal(text)
-        except InvalidOperation as exc:
-            raise FormError(f"{label} must be an amount such as 25 or 12.50.") from exc
-        if not amount.is_finite() or amount < 0:
-            raise FormError(f"{label} must be zero or more.")
-        budgets[key] = str(amount)
+        elif key.endswith("_tokens"):
+            budgets[key] = _whole(text, label)
+        else:
+            budgets[key] = str(_amount(text, label))
     return budgets
+
+
+def parse_price(value: str | None, label: str) -> str | None:
+    """Dollars per million tokens; blank is None (the caller decides what blank means)."""
+    text = (value or "").strip()
+    return str(_amount(text, label)) if text else None
+
+
+def parse_url(value: str | None, label: str = "URL") -> str:
+    url = require_text(value, label, 500)
+    if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
+        raise FormError(f"{label} must start with http:// or https://.")
+    return url
+
+
+def parse_api_key_env(value: str | None) -> str:
+    """The *name* of the environment variable that holds the upstream key (never the key itself).
+
+    Blank means "no key". A ``${NAME}`` as written in aqueduct.yaml is accepted and unwrapped.
+    """
+    text = (value or "").strip()
+    if text.startswith("${") and text.endswith("}"):
+        text = text[2:-1].strip()
+    if text and not _ENV_NAME.fullmatch(text):
+        raise FormError(
+            "API key environment variable must be a variable name such as OPENAI_API_KEY, not the key."
+        )
+    return text

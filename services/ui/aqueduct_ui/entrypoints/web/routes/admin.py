@@ -17,9 +17,13 @@ from aqueduct_ui.application.admin import load_admin_page, load_audit_page
 from aqueduct_ui.domain.forms import (
     BUDGET_FIELDS,
     LIMIT_FIELDS,
+    FormError,
+    parse_api_key_env,
     parse_budgets,
     parse_limits,
     parse_moment,
+    parse_price,
+    parse_url,
     require_text,
 )
 from aqueduct_ui.domain.viewer import Viewer
@@ -121,6 +125,23 @@ async def create_endpoint(
     return _done(request, "endpoints", f"Endpoint “{body['slug']}” added.")
 
 
+@router.post("/endpoints/{slug}")
+async def update_endpoint(
+    request: Request,
+    api: Api,
+    slug: str,
+    url: Annotated[str, Form()] = "",
+    provider: Annotated[str, Form()] = "",
+    api_key_env: Annotated[str, Form()] = "",
+) -> Response:
+    if provider not in _PROVIDERS:
+        raise FormError(f"Provider must be one of {', '.join(_PROVIDERS)}.")
+    # api_key_env "" clears the key: the directory stores only the variable's name, never its value.
+    body = {"url": parse_url(url), "provider": provider, "api_key_env": parse_api_key_env(api_key_env)}
+    await api.directory.patch(f"/api/endpoints/{q(slug)}", body)
+    return _done(request, "endpoints", f"Endpoint “{slug}” saved.")
+
+
 @router.post("/endpoints/{slug}/delete")
 async def delete_endpoint(request: Request, api: Api, slug: str) -> Response:
     await api.directory.delete(f"/api/endpoints/{q(slug)}")
@@ -146,6 +167,30 @@ async def create_model(
     }
     await api.directory.post("/api/models", body)
     return _done(request, "models", f"Model “{body['name']}” added.")
+
+
+@router.post("/models/{name}")
+async def update_model(request: Request, api: Api, name: str) -> Response:
+    form = await request.form()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    fallbacks = [v for v in form.getlist("fallbacks") if isinstance(v, str) and v]
+    if name in fallbacks:
+        raise FormError("A model cannot be its own fallback.")
+    body: dict[str, object] = {
+        "endpoint": require_text(fields.get("endpoint"), "Endpoint", 64),
+        "upstream_model": require_text(fields.get("upstream_model"), "Upstream model", 200),
+        "fallbacks": fallbacks,
+    }
+    # The directory keeps a price once set (a blank field leaves it as it is); 0 makes a model free.
+    for key, label in (
+        ("input_price_per_million", "Input $ per 1M tokens"),
+        ("output_price_per_million", "Output $ per 1M tokens"),
+    ):
+        price = parse_price(fields.get(key), label)
+        if price is not None:
+            body[key] = price
+    await api.directory.patch(f"/api/models/{q(name)}", body)
+    return _done(request, "models", f"Model “{name}” saved.")
 
 
 @router.post("/models/{name}/delete")
