@@ -76,7 +76,8 @@ class TeamPage:
     candidates: list[dict[str, Any]]  # org users who are not members yet
     is_member: bool
     can_admin: bool  # Team-Admin of this team (or above): accounts and members
-    can_edit_team: bool  # Org-Admin (or Admin): name, description, limits
+    can_edit_team: bool  # Org-Admin (or Admin): name, description, limits, budgets, excluded models
+    models: list[str] = field(default_factory=list)  # the catalogue, for the exclusion picker
 
 
 async def load_team_page(api: UserApi, viewer: Viewer, team_id: str) -> TeamPage:
@@ -87,13 +88,14 @@ async def load_team_page(api: UserApi, viewer: Viewer, team_id: str) -> TeamPage
     is_member = viewer.user_id in member_ids
     can_admin = viewer.manages_team(team_id, org_id)
     sees_accounts = is_member or can_admin
-    org, users_answer, accounts_answer, tokens_answer = await asyncio.gather(
+    org, users_answer, accounts_answer, tokens_answer, models_answer = await asyncio.gather(
         api.directory.get(f"/api/orgs/{q(org_id)}") if org_id else asyncio.sleep(0, {}),
         api.directory.get("/api/users", org_id=org_id),
         api.directory.get(f"/api/teams/{q(team_id)}/service-accounts")
         if sees_accounts
         else asyncio.sleep(0, []),
         api.directory.get("/api/tokens") if sees_accounts else asyncio.sleep(0, []),
+        api.directory.get("/api/models"),
     )
     users = {u["id"]: u for u in items(users_answer, "users")}
     accounts = [sa for sa in items(accounts_answer, "service_accounts") if not sa.get("deleted")]
@@ -152,4 +154,5 @@ async def load_team_page(api: UserApi, viewer: Viewer, team_id: str) -> TeamPage
         is_member=is_member,
         can_admin=can_admin,
         can_edit_team=viewer.manages_org(org_id),
+        models=sorted(m["name"] for m in items(models_answer, "models") if not m.get("deleted")),
     )

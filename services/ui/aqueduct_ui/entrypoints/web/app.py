@@ -13,7 +13,7 @@ from aqueduct_libs.ops import add_operational_routes
 from aqueduct_ui.entrypoints.web.context import WebContext
 from aqueduct_ui.entrypoints.web.deps import csrf_guard
 from aqueduct_ui.entrypoints.web.errors import install_error_handlers
-from aqueduct_ui.entrypoints.web.routes import admin, auth, models, teams, tokens, usage
+from aqueduct_ui.entrypoints.web.routes import admin, auth, models, teams, tokens, usage, users
 from aqueduct_ui.entrypoints.web.session import SessionMiddleware
 
 __all__ = ["create_app"]
@@ -34,7 +34,7 @@ def create_app(ctx: WebContext, lifespan: Lifespan | None = None) -> FastAPI:
     app.state.ctx = ctx
     app.add_middleware(SessionMiddleware, ctx=ctx)
     app.mount("/static", StaticFiles(directory=_STATIC), name="static")
-    for module in (auth, tokens, teams, models, usage, admin):
+    for module in (auth, tokens, teams, models, usage, users, admin):
         app.include_router(module.router)
     install_error_handlers(app)
     add_operational_routes(app, ready=lambda: ctx.http is not None and ctx.keyring.ready)

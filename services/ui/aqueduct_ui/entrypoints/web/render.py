@@ -22,6 +22,7 @@ NAV = (
     ("models", "/models", "Models"),
     ("usage", "/usage", "Usage"),
 )
+ORG_ADMIN_NAV = (("users", "/users", "Users"),)
 ADMIN_NAV = (("admin", "/admin", "Admin"), ("audit", "/admin/audit", "Audit"))
 
 
@@ -37,7 +38,11 @@ def _page_context(request: Request) -> dict[str, Any]:
             request.state.flash_shown = True
         return flash
 
-    nav = list(NAV) + (list(ADMIN_NAV) if viewer and viewer.admin else [])
+    nav = list(NAV)
+    if viewer and (viewer.admin or viewer.org_admin):
+        nav += ORG_ADMIN_NAV
+    if viewer and viewer.admin:
+        nav += ADMIN_NAV
     return {
         "viewer": viewer,
         "nav": nav if viewer else [],

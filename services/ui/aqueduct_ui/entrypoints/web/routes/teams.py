@@ -9,7 +9,14 @@ from starlette.responses import Response
 
 from aqueduct_ui.adapters.api import q
 from aqueduct_ui.application import teams as use_cases
-from aqueduct_ui.domain.forms import LIMIT_FIELDS, FormError, parse_limits, require_text
+from aqueduct_ui.domain.forms import (
+    BUDGET_FIELDS,
+    LIMIT_FIELDS,
+    FormError,
+    parse_budgets,
+    parse_limits,
+    require_text,
+)
 from aqueduct_ui.entrypoints.web.cookies import Flash
 from aqueduct_ui.entrypoints.web.deps import Api, CurrentViewer
 from aqueduct_ui.entrypoints.web.render import redirect, render
@@ -55,7 +62,14 @@ async def delete_team(request: Request, api: Api, team_id: str) -> Response:
 @router.get("/teams/{team_id}")
 async def team_page(request: Request, viewer: CurrentViewer, api: Api, team_id: str) -> Response:
     page = await use_cases.load_team_page(api, viewer, team_id)
-    return render(request, "team.html", data=page, limit_fields=LIMIT_FIELDS, page_section="teams")
+    return render(
+        request,
+        "team.html",
+        data=page,
+        limit_fields=LIMIT_FIELDS,
+        budget_fields=BUDGET_FIELDS,
+        page_section="teams",
+    )
 
 
 @router.post("/teams/{team_id}/settings")
@@ -68,6 +82,19 @@ async def update_team(request: Request, api: Api, team_id: str) -> Response:
     }
     await api.directory.patch(f"/api/teams/{q(team_id)}", body)
     return redirect(request, f"/teams/{team_id}", Flash("success", "Team settings saved."))
+
+
+@router.post("/teams/{team_id}/budgets")
+async def update_team_budgets(request: Request, api: Api, team_id: str) -> Response:
+    """Budgets and excluded models in one form; both are whole lists, so blanks clear what was set."""
+    form = await request.form()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    body = {
+        "budgets": parse_budgets(fields),
+        "excluded_models": [v for v in form.getlist("excluded_models") if isinstance(v, str) and v],
+    }
+    await api.directory.patch(f"/api/teams/{q(team_id)}", body)
+    return redirect(request, f"/teams/{team_id}", Flash("success", "Team budgets and excluded models saved."))
 
 
 @router.post("/teams/{team_id}/service-accounts")
