@@ -10,8 +10,8 @@ import os
 import re
 
 import pytest
-from playwright.async_api import Browser, Page, expect
-from ui_browser_support import CHROMIUM, People, shoot, sign_in
+from playwright.async_api import Browser, expect
+from ui_browser_support import CHROMIUM, People, forced_post, shoot, sign_in
 
 pytestmark = [
     pytest.mark.browser,
@@ -20,24 +20,6 @@ pytestmark = [
         not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (Debian package chromium)"
     ),
 ]
-
-
-async def forced_post(page: Page, action: str, fields: dict[str, str]) -> None:
-    """Submit a form the page does not offer, with the page's own CSRF token, as a crafty user would."""
-    await page.evaluate(
-        """([action, fields]) => {
-            const form = document.createElement("form");
-            form.method = "post"; form.action = action;
-            const token = document.querySelector("input[name=csrf_token]").value;
-            for (const [name, value] of Object.entries({...fields, csrf_token: token})) {
-                const input = document.createElement("input");
-                input.type = "hidden"; input.name = name; input.value = value; form.appendChild(input);
-            }
-            document.body.appendChild(form); form.submit();
-        }""",
-        [action, fields],
-    )
-    await page.wait_for_load_state()
 
 
 async def test_a_user_sees_the_team_but_no_admin_actions(stack, browser: Browser, people: People) -> None:

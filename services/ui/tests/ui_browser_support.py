@@ -23,6 +23,7 @@ __all__ = [
     "Person",
     "dialogs_of",
     "eventually",
+    "forced_post",
     "provision_people",
     "shoot",
     "sign_in",
@@ -156,6 +157,24 @@ async def sign_in(
         await page.wait_for_url(f"{ui}/")
         person.storage = await context.storage_state()  # type: ignore[assignment]
     return context, page
+
+
+async def forced_post(page: Page, action: str, fields: dict[str, str]) -> None:
+    """Submit a form the page does not offer, with the page's own CSRF token, as a crafty user would."""
+    await page.evaluate(
+        """([action, fields]) => {
+            const form = document.createElement("form");
+            form.method = "post"; form.action = action;
+            const token = document.querySelector("input[name=csrf_token]").value;
+            for (const [name, value] of Object.entries({...fields, csrf_token: token})) {
+                const input = document.createElement("input");
+                input.type = "hidden"; input.name = name; input.value = value; form.appendChild(input);
+            }
+            document.body.appendChild(form); form.submit();
+        }""",
+        [action, fields],
+    )
+    await page.wait_for_load_state()
 
 
 def dialogs_of(page: Page) -> list[str]:

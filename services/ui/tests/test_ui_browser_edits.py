@@ -1,0 +1,240 @@
+"""Editing in place, role by role, in headless Chromium: the catalogue (Admin), per-user limits
+(Org-Admin), team budgets and excluded models (Org-Admin; shown read-only to the team and its Team-Admin).
+
+Controls a role may not use are not offered; a forced post (with the page's own CSRF token) reaches the
+directory API, which refuses it and leaves the object as it was.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Browser, expect
+from ui_browser_support import CHROMIUM, People, eventually, forced_post, shoot, sign_in
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (Debian package chromium)"
+    ),
+]
+
+
+@pytest.fixture
+async def directory(stack) -> AsyncIterator[httpx.AsyncClient]:
+    """The directory API as the Admin: setting up and checking what the pages did."""
+    async with httpx.AsyncClient(timeout=20) as http:
+        pair = await http.post(
+            f"{stack.urls['auth']}/auth/token",
+            json={"username": stack.admin_username, "password": stack.admin_password},
+        )
+        pair.raise_for_status()
+        headers = {"Authorization": f"Bearer {pair.json()['access_token']}"}
+    async with httpx.AsyncClient(base_url=stack.urls["directory"], headers=headers, timeout=20) as client:
+        yield client
+
+
+async def ok(response: Any) -> Any:
+    answer = await response
+    answer.raise_for_status()
+    return answer.json() if answer.content else None
+
+
+async def test_an_admin_edits_an_endpoint_and_a_model_and_the_proxy_follows(
+    stack, browser: Browser, people: People, directory: httpx.AsyncClient, upstream
+) -> None:
+    tag = os.urandom(2).hex()
+    slug, model = f"edit-{tag}", f"edited-{tag}"
+    await ok(directory.post("/api/endpoints", json={"slug": slug, "url": "http://127.0.0.1:9/v1"}))
+    await ok(directory.post("/api/models", json={"name": model, "endpoint": slug}))
+    token = await ok(directory.post("/api/tokens", json={"name": f"edit probe {tag}"}))
+    proxy = stack.urls["proxy"]
+
+    async def chat() -> httpx.Response:
+        async with httpx.AsyncClient(timeout=20) as http:
+            return await http.post(
+                f"{proxy}/v1/chat/completions",
+                headers={"Authorization": f"Bearer {token['value']}"},
+                json={"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+            )
+
+    async def refused_upstream() -> None:
+        assert (await chat()).status_code >= 500  # known to the proxy, but its endpoint is unreachable
+
+    await eventually(refused_upstream)
+
+    context, page = await sign_in(browser, stack.urls["ui"], people.admin)
+    await page.goto("/admin#endpoints")
+    edit = page.locator(f"details[data-endpoint='{slug}']")
+    await edit.locator("summary").click()
+    await expect(edit.get_by_label("Upstream URL")).to_have_value("http://127.0.0.1:9/v1")
+    await edit.get_by_label("Upstream URL").fill(upstream.url)
+    await edit.get_by_label("API key environment variable").fill("sk-not-a-variable-name")
+    await edit.get_by_role("button", name=f"Save endpoint {slug}").click()
+    # The browser's own check refuses first; bypassing it, the server says why.
+    await expect(page.get_by_role("status")).to_have_count(0)
+    await edit.get_by_label("API key environment variable").evaluate("e => e.removeAttribute('pattern')")
+    await edit.get_by_role("button", name=f"Save endpoint {slug}").click()
+    await expect(page.get_by_role("alert")).to_contain_text("variable name such as OPENAI_API_KEY")
+    edit = page.locator(f"details[data-endpoint='{slug}']")
+    await edit.locator("summary").click()
+    await edit.get_by_label("Upstream URL").fill(upstream.url)
+    await edit.get_by_label("API key environment variable").fill("FAKE_UPSTREAM_KEY")
+    await edit.get_by_role("button", name=f"Save endpoint {slug}").click()
+    await expect(page.get_by_role("status")).to_contain_text(f"Endpoint “{slug}” saved.")
+    row = page.locator("#admin-endpoints tr", has_text=slug).first
+    await expect(row).to_contain_text(upstream.url)
+    await expect(row).to_contain_text("${FAKE_UPSTREAM_KEY}")
+
+    edit = page.locator(f"details[data-model='{model}']")
+    await edit.locator("summary").click()
+    await edit.get_by_label("Upstream model").fill(f"renamed-{tag}")
+    await edit.get_by_label("Input $ per 1M tokens").fill("3")
+    await edit.get_by_label("Output $ per 1M tokens").fill("abc")
+    await edit.get_by_role("button", name=f"Save model {model}").click()
+    await expect(page.get_by_role("alert")).to_contain_text("Output $ per 1M tokens must be an amount")
+    edit = page.locator(f"details[data-model='{model}']")
+    await edit.locator("summary").click()
+    await edit.get_by_label("Upstream model").fill(f"renamed-{tag}")
+    await edit.get_by_label("Input $ per 1M tokens").fill("3")
+    await edit.get_by_label("Output $ per 1M tokens").fill("4.5")
+    await edit.get_by_label("Fallbacks").select_option("fake-model")
+    await edit.get_by_role("button", name=f"Save model {model}").click()
+    await expect(page.get_by_role("status")).to_contain_text(f"Model “{model}” saved.")
+    row = page.locator("#admin-models tr", has_text=model).first
+    await expect(row).to_contain_text(f"renamed-{tag}")
+    await expect(row).to_contain_text("4.5")
+    await expect(page.locator(f"details[data-model='{model}'] summary")).to_contain_text(
+        "falls back to fake-model"
+    )
+    assert "sk-fake-upstream-key" not in await page.content()  # only the variable's name is ever shown
+    await shoot(page, "admin-edit")
+    await context.close()
+
+    # Effective: the proxy now reaches the new URL and sends the renamed upstream model.
+    async def served() -> None:
+        answer = await chat()
+        assert answer.status_code == 200, answer.text
+        async with httpx.AsyncClient(timeout=10) as http:
+            seen = (await http.get(f"{upstream.base}/_requests")).json()
+        assert any(r["body"].get("model") == f"renamed-{tag}" for r in seen if isinstance(r["body"], dict))
+
+    await eventually(served)
+
+    await ok(directory.delete(f"/api/tokens/{token['token']['id']}"))
+    await ok(directory.delete(f"/api/models/{model}"))
+    await ok(directory.delete(f"/api/endpoints/{slug}"))
+
+
+async def test_an_org_admin_sets_a_users_limits_and_a_teams_budgets_and_exclusions(
+    stack, browser: Browser, people: People, directory: httpx.AsyncClient
+) -> None:
+    tag = os.urandom(2).hex()
+    spare = f"spare-{tag}"
+    await ok(directory.post("/api/models", json={"name": spare, "endpoint": "fake"}))
+    context, page = await sign_in(browser, stack.urls["ui"], people.org_admin)
+    try:
+        await page.get_by_role("navigation", name="Main").get_by_role("link", name="Users").click()
+        await expect(page.get_by_role("heading", name="Per-user limits")).to_be_visible()
+        otto = people.outsider
+        row = page.locator(f"#user-limits tr[data-user-id='{otto.user_id}']")
+        await expect(row).to_contain_text("inherited")
+        edit = page.locator("details", has_text=f"Edit limits of {otto.name}")
+        await edit.locator("summary").click()
+        await edit.get_by_label("Requests per minute").fill("seven")
+        await edit.get_by_label("Requests per minute").evaluate("e => e.removeAttribute('pattern')")
+        await edit.get_by_role("button", name=f"Save limits of {otto.name}").click()
+        await expect(page.get_by_role("alert")).to_contain_text("Requests per minute must be a whole number")
+        edit = page.locator("details", has_text=f"Edit limits of {otto.name}")
+        await edit.locator("summary").click()
+        await edit.get_by_label("Requests per minute").fill("7")
+        await edit.get_by_label("Output tokens per minute").fill("12,000")
+        await edit.get_by_role("button", name=f"Save limits of {otto.name}").click()
+        await expect(page.get_by_role("status")).to_contain_text(f"Limits of {otto.name} saved.")
+        await expect(row.locator("td").nth(2)).to_have_text("7")
+        await expect(row.locator("td").nth(4)).to_have_text("12,000")
+        user = await ok(directory.get(f"/api/users/{otto.user_id}"))
+        assert user["limits"] == {"requests_per_minute": 7, "output_tokens_per_minute": 12000}
+        await shoot(page, "users")
+
+        await page.goto(f"/teams/{people.team_id}")
+        budgets = page.locator("#budgets")
+        await expect(budgets).to_contain_text("no budget")
+        await budgets.locator("summary", has_text="Edit budgets and excluded models").click()
+        await budgets.get_by_label("Daily budget (USD)").fill("12.50")
+        await budgets.get_by_label("Monthly budget (tokens)").fill("2,000,000")
+        await budgets.get_by_label("Excluded models").select_option(spare)
+        await budgets.get_by_role("button", name="Save budgets and exclusions").click()
+        await expect(page.get_by_role("status")).to_contain_text("Team budgets and excluded models saved.")
+        budgets = page.locator("#budgets")
+        await expect(budgets.locator("tr", has_text="Daily budget (USD)")).to_contain_text("12.50")
+        await expect(budgets.locator("tr", has_text="Monthly budget (tokens)")).to_contain_text("2,000,000")
+        await expect(page.locator("#team-excluded")).to_contain_text(spare)
+        team = await ok(directory.get(f"/api/teams/{people.team_id}"))
+        assert team["budgets"] == {"daily_usd": "12.50", "monthly_tokens": 2_000_000}
+        assert team["excluded_models"] == [spare]
+        await shoot(page, "team-budgets")
+    finally:
+        await context.close()
+        await ok(directory.patch(f"/api/users/{people.outsider.user_id}", json={"limits": {}}))
+        await ok(directory.patch(f"/api/teams/{people.team_id}", json={"budgets": {}, "excluded_models": []}))
+        await ok(directory.delete(f"/api/models/{spare}"))
+
+
+async def test_a_team_admin_sees_the_teams_budgets_but_cannot_change_them(
+    stack, browser: Browser, people: People, directory: httpx.AsyncClient
+) -> None:
+    context, page = await sign_in(browser, stack.urls["ui"], people.team_admin)
+    await page.goto(f"/teams/{people.team_id}")
+    await expect(page.get_by_role("heading", name="Budgets and excluded models")).to_be_visible()
+    await expect(page.locator("#budgets")).to_contain_text("Daily budget (USD)")
+    await expect(page.get_by_text("Edit budgets and excluded models")).to_have_count(0)
+    await forced_post(page, f"/teams/{people.team_id}/budgets", {"daily_usd": "1", "excluded_models": "x"})
+    await expect(page.get_by_role("alert")).to_contain_text("Org-Admin")
+    team = await ok(directory.get(f"/api/teams/{people.team_id}"))
+    assert team["budgets"] == {} and team["excluded_models"] == []
+
+    # Their own limits, read-only; another user's limits are not theirs to change.
+    await page.goto("/users")
+    await expect(page.get_by_role("heading", name="Your limits")).to_be_visible()
+    await expect(page.locator("#user-limits tbody tr")).to_have_count(1)
+    await expect(page.get_by_text("Edit limits of")).to_have_count(0)
+    await forced_post(page, f"/users/{people.user.user_id}/limits", {"requests_per_minute": "1"})
+    await expect(page.get_by_role("alert")).to_contain_text("Org-Admin")
+    assert (await ok(directory.get(f"/api/users/{people.user.user_id}")))["limits"] == {}
+    await context.close()
+
+
+async def test_a_user_sees_no_edit_controls_and_forced_edits_are_refused(
+    stack, browser: Browser, people: People, directory: httpx.AsyncClient
+) -> None:
+    context, page = await sign_in(browser, stack.urls["ui"], people.user)
+    nav = page.get_by_role("navigation", name="Main")
+    await expect(nav.get_by_role("link", name="Users")).to_have_count(0)
+    await page.get_by_role("link", name="Teams").click()
+    await page.get_by_role("link", name="Your own limits").click()
+    row = page.locator(f"#user-limits tr[data-user-id='{people.user.user_id}']")
+    await expect(row).to_contain_text("(you)")
+    await expect(page.get_by_text("Only an Org-Admin of your organisation can change them.")).to_be_visible()
+    await expect(page.locator("form[action^='/users/']")).to_have_count(0)
+
+    await forced_post(page, f"/users/{people.user.user_id}/limits", {"requests_per_minute": "999999"})
+    await expect(page.get_by_role("alert")).to_contain_text("Org-Admin")
+    assert (await ok(directory.get(f"/api/users/{people.user.user_id}")))["limits"] == {}
+
+    await page.goto(f"/teams/{people.team_id}")
+    await expect(page.get_by_text("Edit budgets and excluded models")).to_have_count(0)
+    await forced_post(page, "/admin/models/fake-model", {"endpoint": "fake", "upstream_model": "evil"})
+    await expect(page.get_by_role("alert")).to_contain_text("Admin")
+    await forced_post(page, "/admin/endpoints/fake", {"url": "http://evil.example/v1", "provider": "openai"})
+    await expect(page.get_by_role("alert")).to_contain_text("Admin")
+    models = await ok(directory.get("/api/models"))
+    assert next(m for m in models if m["name"] == "fake-model")["upstream_model"] == "fake-model"
+    endpoints = await ok(directory.get("/api/endpoints"))
+    assert "evil" not in next(e for e in endpoints if e["slug"] == "fake")["url"]
+    await context.close()
