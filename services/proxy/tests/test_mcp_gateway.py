@@ -13,20 +13,22 @@ from typing import Any
 
 import aiohttp
 import httpx2
+import openai
 import pytest
 from aiohttp import web
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from aqueduct_cli.embedded import free_port, wait_for_port
 from aqueduct_libs import names
-from aqueduct_libs.snapshot import McpServerRoute
+from aqueduct_libs.snapshot import Limits, McpServerRoute
 from aqueduct_proxy.bootstrap import bootstrap
 from aqueduct_proxy.mcp import McpSettings
 from aqueduct_proxy.mcp.wiring import wire_mcp
 from conftest import common_settings, proxy_settings, spawn_proxy, usage_events, wait_token
 
-pytestmark = [pytest.mark.nats]
+pytestmark = [pytest.mark.nats, pytest.mark.valkey]
 
 
 # The MCP server under test, run as its own process: three tools, one reporting progress as it works.
@@ -214,6 +216,44 @@ async def test_refusals_other_team_foreign_origin_unknown_server_no_token(gatewa
     with pytest.raises(Exception):  # noqa: B017 - the official client gives up on a 403 its own way
         async with mcp_session(url, outsider) as session:
             await session.list_tools()
+
+
+async def test_tool_calls_share_the_tokens_requests_per_minute_with_model_calls(gateway, snapshot, bus):
+    value, grant = await issue(
+        gateway, snapshot, limits=Limits(requests_per_minute=3, input_tokens_per_minute=1)
+    )
+    chat = openai.AsyncOpenAI(base_url=f"{gateway}/v1", api_key=value, max_retries=0)
+    await chat.embeddings.create(model="gpt-test", input="x")  # one request of three, the only input token
+
+    async with mcp_session(f"{gateway}/mcp/json-tools", value) as session:
+        # A tool call spends no tokens: the used-up input-token limit does not stop it; requests do.
+        assert (await session.call_tool("add", {"a": 1, "b": 2})).content[0].text == "3"
+        assert (await session.call_tool("add", {"a": 2, "b": 2})).content[0].text == "4"
+        with pytest.raises(MCPError) as refused:
+            await session.call_tool("add", {"a": 3, "b": 3})
+        assert (await session.list_tools()).tools  # the session lives on; listing is not a tool call
+
+    assert (
+        refused.value.code == -32005 and "Rate limit reached: 3 requests per minute" in refused.value.message
+    )
+    assert refused.value.data["code"] == "rate_limit_exceeded" and 0 < refused.value.data["retry_after"] <= 60
+    # Over HTTP: 429 with Retry-After and the limit headers, one JSON-RPC error per request of a batch.
+    calls = [
+        {"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {"name": "add", "arguments": {"a": 1, "b": i}}}
+        for i in (7, 8)
+    ]  # fmt: skip
+    headers = {"Authorization": f"Bearer {value}", "Accept": "application/json, text/event-stream"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{gateway}/mcp/json-tools", json=calls, headers=headers) as r,
+    ):
+        assert r.status == 429 and 0 < int(r.headers["Retry-After"]) <= 60
+        assert r.headers["x-ratelimit-limit-requests"] == "3"
+        answer = await r.json()
+    assert [(a["id"], a["error"]["code"]) for a in answer] == [(7, -32005), (8, -32005)]
+    # Refused calls never reached the server: only the two answered ones are in the usage.
+    events = await usage_events(bus, grant.token_id, 3)
+    assert sorted((e.kind, e.tool or "") for e in events) == [("mcp", "add"), ("mcp", "add"), ("model", "")]
 
 
 async def test_the_proxy_process_serves_mcp(

@@ -16,6 +16,7 @@ from aqueduct_proxy.mcp.domain import (
     matches,
     outcome_status,
     parse_patterns,
+    refusal,
     tool_calls,
 )
 
@@ -76,3 +77,17 @@ def test_sse_answers_are_found_whatever_the_chunking():
         for start in range(0, len(stream), size):
             found += scanner.feed(stream[start : start + size])
         assert found == [{"jsonrpc": "2.0", "id": 3, "result": {"isError": False}}]
+
+
+def test_a_refused_post_answers_each_request_in_it_and_no_notification():
+    single = {"jsonrpc": "2.0", "id": "a", "method": "tools/call", "params": {"name": "add"}}
+    answer = orjson.loads(refusal(orjson.dumps(single), 429, "Rate limit reached", {"retry_after": 9}))
+    assert answer == {
+        "jsonrpc": "2.0",
+        "id": "a",
+        "error": {"code": -32005, "message": "Rate limit reached", "data": {"retry_after": 9}},
+    }
+    batch = [single, {"jsonrpc": "2.0", "method": "notifications/progress"}, {**single, "id": 2}]
+    answers = orjson.loads(refusal(orjson.dumps(batch), 503, "Limits cannot be checked", {}))
+    assert [(a["id"], a["error"]["code"]) for a in answers] == [("a", -32603), (2, -32603)]
+    assert orjson.loads(refusal(b"{broken", 429, "x", {})) == []

@@ -13,6 +13,8 @@ from aqueduct_libs.snapshot import McpServerRoute, TokenGrant
 from aqueduct_proxy.domain.errors import ForbiddenError, ProxyError
 
 __all__ = [
+    "INTERNAL_ERROR",
+    "RATE_LIMITED",
     "McpServerNotFoundError",
     "SseScanner",
     "ToolCall",
@@ -21,6 +23,7 @@ __all__ = [
     "matches",
     "outcome_status",
     "parse_patterns",
+    "refusal",
     "tool_calls",
 ]
 
@@ -88,6 +91,31 @@ def tool_calls(body: bytes) -> list[ToolCall]:
             params = params if isinstance(params, dict) else {}
             calls.append(ToolCall(m["id"], str(params.get("name", ""))))
     return calls
+
+
+# JSON-RPC's range for implementation-defined server errors (-32000 to -32099), clear of the codes the
+# MCP SDKs define; -32005 is "limit exceeded" as Ethereum's JSON-RPC (EIP-1474) defines it.
+RATE_LIMITED = -32005
+INTERNAL_ERROR = -32603
+
+
+def refusal(body: bytes, status: int, message: str, data: dict[str, Any]) -> bytes:
+    """The JSON-RPC answer to a POST refused before it reached the server: an error for each request
+    in it (a batch gets a batch), so the client's pending calls fail with ``message``."""
+    try:
+        posted = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        posted = None
+    messages = posted if isinstance(posted, list) else [posted]
+    code = RATE_LIMITED if status == 429 else INTERNAL_ERROR
+    errors = [
+        {"jsonrpc": "2.0", "id": m["id"], "error": {"code": code, "message": message, "data": data}}
+        for m in messages
+        if isinstance(m, dict) and "method" in m and "id" in m
+    ]
+    if isinstance(posted, list) or not errors:
+        return orjson.dumps(errors)
+    return orjson.dumps(errors[0])
 
 
 def outcome_status(message: dict[str, Any]) -> int:

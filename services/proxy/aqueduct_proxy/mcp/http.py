@@ -2,7 +2,8 @@
 
 POST (JSON-RPC in; a JSON answer or a server-sent event stream out), GET (the server's event stream) and
 DELETE (end of session) pass both ways chunk by chunk, with ``Mcp-Session-Id`` kept end to end. Every
-``tools/call`` in a POST becomes one usage event with the tool, the outcome and the latency.
+``tools/call`` in a POST counts against the token's requests-per-minute limit (over it: 429 and a JSON-RPC
+error, nothing forwarded) and becomes one usage event with the tool, the outcome and the latency.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from aiohttp import web
 
 from aqueduct_libs.events import UsageRecorded, utcnow
 from aqueduct_libs.snapshot import TokenGrant
-from aqueduct_proxy.domain.errors import UpstreamError
+from aqueduct_proxy.domain.errors import (
+    LimiterUnavailableError,
+    ProxyError,
+    RateLimitedError,
+    UpstreamError,
+)
 from aqueduct_proxy.files.edge import Authenticate
 from aqueduct_proxy.mcp.domain import (
     SseScanner,
@@ -28,9 +34,11 @@ from aqueduct_proxy.mcp.domain import (
     check_rebinding,
     outcome_status,
     parse_patterns,
+    refusal,
     responses_in,
     tool_calls,
 )
+from aqueduct_proxy.mcp.limits import AdmitToolCalls
 from aqueduct_proxy.mcp.registry import McpRegistry
 from aqueduct_proxy.mcp.settings import McpSettings
 
@@ -105,14 +113,31 @@ def _id_key(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def _refused(body: bytes, exc: ProxyError) -> web.Response:
+    """Tool calls over the token's limit, answered as MCP clients read an HTTP error: the status (429,
+    with Retry-After and x-ratelimit-*) and a JSON-RPC error per request, so the client's call fails with
+    the reason instead of a bare "server returned an error"."""
+    data: dict[str, Any] = {"type": exc.type, "code": exc.code}
+    if "Retry-After" in exc.headers:
+        data["retry_after"] = int(exc.headers["Retry-After"])
+    return web.Response(
+        body=refusal(body, exc.status, exc.message, data),
+        status=exc.status,
+        headers=exc.headers,
+        content_type="application/json",
+    )
+
+
 def setup_mcp(
     app: web.Application,
     authenticate: Authenticate,
     registry: McpRegistry,
     record: RecordUsage,
     settings: McpSettings,
+    admit: AdmitToolCalls,
 ) -> None:
-    """Add ``/mcp/{name}`` to ``app``; feed ``registry`` from the auth snapshot watch."""
+    """Add ``/mcp/{name}`` to ``app``; feed ``registry`` from the auth snapshot watch. ``admit`` charges
+    tool calls to the token's requests-per-minute limit before they are forwarded."""
     hosts, origins = parse_patterns(settings.allowed_hosts), parse_patterns(settings.allowed_origins)
 
     async def open_session(app: web.Application) -> None:
@@ -135,6 +160,12 @@ def setup_mcp(
         route = check_access(grant, server.route if server else None, name)
         assert server is not None
         body = await request.read() if request.method == "POST" else None
+        calls = tool_calls(body) if body else []
+        if calls:
+            try:
+                await admit(grant, name, len(calls))
+            except (RateLimitedError, LimiterUnavailableError) as exc:
+                return _refused(body or b"", exc)
         headers = {h: request.headers[h] for h in _TO_SERVER if h in request.headers}
         if server.auth_header:
             headers["Authorization"] = server.auth_header
@@ -146,7 +177,7 @@ def setup_mcp(
             raise UpstreamError(
                 f"The MCP server '{name}' could not be reached ({type(exc).__name__})."
             ) from exc
-        tally = _ToolCallTally(grant, name, f"/mcp/{name}", tool_calls(body) if body else [], record)
+        tally = _ToolCallTally(grant, name, f"/mcp/{name}", calls, record)
         cut_short = True
         try:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)

@@ -13,6 +13,7 @@ from aqueduct_libs.bus import KVWatcher
 from aqueduct_libs.events import UsageRecorded
 from aqueduct_proxy.application.gateway import Gateway
 from aqueduct_proxy.mcp.http import setup_mcp
+from aqueduct_proxy.mcp.limits import tool_call_admission
 from aqueduct_proxy.mcp.registry import McpRegistry
 from aqueduct_proxy.mcp.settings import McpSettings
 
@@ -51,5 +52,5 @@ def wire_mcp(
 
     app.on_startup.append(start_watch)
     app.on_cleanup.append(stop_watch)
-    setup_mcp(app, gateway.authenticate, registry, record, settings)
+    setup_mcp(app, gateway.authenticate, registry, record, settings, tool_call_admission(gateway))
     return registry
