@@ -7,6 +7,7 @@ version of this journey belongs to the UI's tests.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -107,10 +108,17 @@ def browser_for(auth: httpx.AsyncClient) -> httpx.AsyncClient:
     return httpx.AsyncClient(mounts={AUTH_BASE: transport}, timeout=10)
 
 
-async def sign_in_via_sso(auth: httpx.AsyncClient, username: str, password: str, next_path: str) -> httpx.URL:
+# What the UI's /login/sso gives the browser (cookie) and the auth service (its SHA-256).
+BROWSER_SECRET = "the-secret-only-this-browser-holds"
+BINDING = hashlib.sha256(BROWSER_SECRET.encode()).hexdigest()
+
+
+async def sign_in_via_sso(
+    auth: httpx.AsyncClient, username: str, password: str, next_path: str, binding: str = BINDING
+) -> httpx.URL:
     async with browser_for(auth) as browser:
         return await browse_to_ui(
-            browser, f"{AUTH_BASE}/auth/oidc/login?next={next_path}", username, password
+            browser, f"{AUTH_BASE}/auth/oidc/login?next={next_path}&binding={binding}", username, password
         )
 
 
@@ -140,11 +148,13 @@ async def test_a_staff_member_lands_in_the_org_of_their_group(
         }
 
         # The UI exchanges the one-time code server-side for the token pair.
-        exchanged = await auth.post("/auth/exchange", json={"code": query["code"][0]})
+        exchanged = await auth.post(
+            "/auth/exchange", json={"code": query["code"][0], "binding": BROWSER_SECRET}
+        )
         assert exchanged.status_code == 200, exchanged.text
         claims = await verify_with_kv(nc, exchanged.json()["access_token"])
         assert (claims.sub, claims.org, claims.admin) == (directory.user_id(subject), "org-staff", False)
-        again = await auth.post("/auth/exchange", json={"code": query["code"][0]})
+        again = await auth.post("/auth/exchange", json={"code": query["code"][0], "binding": BROWSER_SECRET})
         assert again.status_code == 401 and again.json()["code"] == "invalid_code"
         # The SSO session refreshes like any other.
         refreshed = await auth.post(
@@ -164,7 +174,10 @@ async def test_a_member_of_the_admin_group_is_admin(
         assert directory.last(subject)["admin"] is True
         code = parse_qs(landed.query.decode())["code"][0]
         claims = await verify_with_kv(
-            nc, (await auth.post("/auth/exchange", json={"code": code})).json()["access_token"]
+            nc,
+            (await auth.post("/auth/exchange", json={"code": code, "binding": BROWSER_SECRET})).json()[
+                "access_token"
+            ],
         )
         assert claims.admin is True and claims.org == "org-staff"
 
@@ -197,3 +210,31 @@ def test_next_only_leads_inside_the_ui() -> None:
     assert safe_next("/tokens?tab=2") == "/tokens?tab=2"
     for hostile in ("//evil.example/x", "https://evil.example", "/\\evil.example", "", None, "tokens"):
         assert safe_next(hostile) == "/"
+
+
+async def test_a_code_only_signs_in_the_browser_that_started_the_sign_in(sso_client) -> None:
+    """Login CSRF: an attacker signs in on their own account and sends the victim the hand-off link. The
+    victim's browser does not hold the attacker's secret, so the code is refused there; it is not spent,
+    and still works with the right secret."""
+    async with sso_client() as auth:
+        landed = await sign_in_via_sso(auth, "alice", "alice-password", "/")
+        code = parse_qs(landed.query.decode())["code"][0]
+        for wrong in (
+            {"code": code},
+            {"code": code, "binding": "another-browser's-secret"},
+            {"code": code, "binding": BINDING},
+        ):
+            refused = await auth.post("/auth/exchange", json=wrong)
+            assert refused.status_code == 401 and refused.json()["code"] == "invalid_code"
+        right = await auth.post("/auth/exchange", json={"code": code, "binding": BROWSER_SECRET})
+        assert right.status_code == 200, right.text
+
+
+async def test_a_sign_in_not_started_by_the_ui_is_refused(sso_client) -> None:
+    async with sso_client() as auth:
+        for query in ("next=/", "next=/&binding=short", f"next=/&binding={BINDING.upper()}"):
+            answer = await auth.get(f"/auth/oidc/login?{query}")
+            assert answer.status_code == 303
+            landed = httpx.URL(answer.headers["location"])
+            assert (landed.host, landed.path) == (UI_HOST, "/session/error")
+            assert "sign-in page" in parse_qs(landed.query.decode())["message"][0]

@@ -57,7 +57,7 @@ def test_accounts_sessions_and_spend_once_tokens(store_url: str) -> None:
         revoked = store.find_refresh_token(f"h-{session_id}")
         assert revoked is not None and revoked.used_at == 5.0 and revoked.session_revoked
 
-        store.add_exchange_code(f"c-{session_id}", session_id, 50.0)
+        store.add_exchange_code(f"c-{session_id}", session_id, 50.0, "b" * 64)
         store.purge_expired(60.0)
         assert store.find_exchange_code(f"c-{session_id}") is None
 

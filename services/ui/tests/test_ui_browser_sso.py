@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urljoin
 
 import httpx
 import openai
@@ -114,6 +116,51 @@ async def test_a_user_without_a_mapped_group_is_told_why(browser: Browser, sso_s
     await expect(page.get_by_role("alert")).to_contain_text("org")
     await shoot(page, "sso-error")
     await context.close()
+
+
+async def attacker_hand_off(ui: str, login: str, password: str) -> tuple[httpx.AsyncClient, str]:
+    """The attacker's own browser (httpx with a cookie jar): SSO from the UI's sign-in link, stopping at
+    the hand-off link the auth service sends back to the UI."""
+    client = httpx.AsyncClient(timeout=15)
+    response = await client.get(f"{ui}/login/sso?next=/")
+    for _ in range(20):
+        if response.is_redirect:
+            target = urljoin(str(response.url), response.headers["location"])
+            if target.startswith(f"{ui}/session/complete"):
+                return client, target
+            response = await client.get(target)
+            continue
+        action = re.search(r'<form method="post" action="([^"]+)"', response.text)
+        assert action, f"no sign-in form at {response.url}"
+        response = await client.post(
+            urljoin(str(response.url), action.group(1)), data={"login": login, "password": password}
+        )
+    raise AssertionError("too many redirects")
+
+
+async def test_a_hand_off_link_from_another_browser_signs_nobody_in(
+    browser: Browser, sso_stack: Stack
+) -> None:
+    """Login CSRF: the attacker signs in as themselves but stops at the hand-off link and sends it to the
+    victim. Opened in the victim's browser, it signs nobody in; the attacker's own browser still can."""
+    ui = sso_stack.urls["ui"]
+    attacker, hand_off = await attacker_hand_off(ui, "alice", "alice-password")
+    assert "code=" in hand_off
+
+    victim = await browser.new_context(base_url=ui)
+    page = await victim.new_page()
+    await page.goto(hand_off)
+    await expect(page.get_by_role("heading", name="Sign-in failed")).to_be_visible()
+    await expect(page.get_by_role("alert")).to_contain_text("not started in this browser")
+    assert not [c for c in await victim.cookies() if c["name"] in ("aq_session", "aq_refresh")]
+    await victim.close()
+
+    try:  # the browser that started the sign-in finishes it with the same link
+        finished = await attacker.get(hand_off)
+    finally:
+        await attacker.aclose()
+    assert finished.status_code == 303 and finished.headers["location"] == "/"
+    assert "aq_session" in finished.cookies
 
 
 def chat(proxy: str, token: str) -> str:

@@ -6,6 +6,7 @@ key generated in the test and verified by the real ``SessionVerifier``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -94,7 +95,29 @@ def test_sso_button_points_at_the_auth_service_when_configured(
     app = bootstrap(UISettings(oidc_enabled=True), common, use_bus=False)
     with TestClient(app, follow_redirects=False) as client:
         html = client.get("/login?next=/models").text
-    assert 'href="https://auth.example.org/auth/oidc/login?next=%2Fmodels"' in html
+        assert 'href="/login/sso?next=%2Fmodels"' in html
+        started = client.get("/login/sso?next=/models")
+    # The browser gets a secret (for /session/complete only); the auth service gets its SHA-256.
+    assert started.status_code == 303
+    secret = started.cookies["aq_sso"]
+    binding = hashlib.sha256(secret.encode()).hexdigest()
+    assert started.headers["location"] == (
+        f"https://auth.example.org/auth/oidc/login?next=%2Fmodels&binding={binding}"
+    )
+    cookie = started.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "Path=/session/complete" in cookie and "SameSite=lax" in cookie
+
+
+def test_a_hand_off_link_opened_in_another_browser_is_refused() -> None:
+    """Login CSRF: a browser that did not start the sign-in holds no secret, so it is not signed in."""
+    common = CommonSettings(dev_mode=True, auth_url="http://127.0.0.1:9")  # nothing is asked of it
+    app = bootstrap(UISettings(oidc_enabled=True), common, use_bus=False)
+    with TestClient(app, follow_redirects=False) as client:
+        answer = client.get("/session/complete?code=aqx-someone-elses-code&next=/")
+    assert answer.status_code == 303
+    assert answer.headers["location"].startswith("/session/error?message=")
+    assert "not%20started%20in%20this%20browser" in answer.headers["location"]
+    assert "aq_session" not in answer.headers.get("set-cookie", "")
 
 
 def test_the_sso_link_uses_the_public_auth_url_when_set() -> None:
@@ -103,8 +126,10 @@ def test_the_sso_link_uses_the_public_auth_url_when_set() -> None:
         UISettings(oidc_enabled=True, public_auth_url="https://auth.example.org/"), common, use_bus=False
     )
     with TestClient(app, follow_redirects=False) as client:
-        html = client.get("/login").text
-    assert 'href="https://auth.example.org/auth/oidc/login?next=%2F"' in html
+        started = client.get("/login/sso")
+    assert started.headers["location"].startswith(
+        "https://auth.example.org/auth/oidc/login?next=%2F&binding="
+    )
 
 
 def test_sso_is_on_when_the_auth_service_has_an_issuer(monkeypatch: pytest.MonkeyPatch) -> None:

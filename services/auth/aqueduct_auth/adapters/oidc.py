@@ -8,6 +8,7 @@ in userinfo) are taken from the userinfo endpoint.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from authlib.integrations.base_client import OAuthError
@@ -44,6 +45,9 @@ class OidcConfig:
         self.trust_email = trust_email
 
 
+_BINDING = re.compile(r"[0-9a-f]{64}")
+
+
 def safe_next(value: str | None) -> str:
     """Only paths inside the UI: ``//evil.example`` or ``https://...`` would make us an open redirect."""
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
@@ -64,16 +68,22 @@ class OidcClient:
         )
         self._idp: Any = oauth.create_client("idp")
 
-    async def login_redirect(self, request: Request, next_path: str | None) -> RedirectResponse:
+    async def login_redirect(self, request: Request, next_path: str | None, binding: str) -> RedirectResponse:
+        """``binding``: the SHA-256 (hex) of the starting browser's secret (see ``sign_in_with_code``)."""
+        if not _BINDING.fullmatch(binding):
+            raise SingleSignOnError("start single sign-on from the sign-in page")
         request.session["aqueduct_next"] = safe_next(next_path)
+        request.session["aqueduct_binding"] = binding
         try:
             return await self._idp.authorize_redirect(request, self.config.redirect_uri)  # type: ignore[no-any-return]
         except Exception as exc:  # discovery failed: the provider is down or misconfigured
             raise SingleSignOnError(f"the identity provider is not reachable ({type(exc).__name__})") from exc
 
-    async def complete(self, request: Request) -> tuple[SignInRequest, str]:
-        """The provider redirected back: validate, and say who signed in and where they were going."""
+    async def complete(self, request: Request) -> tuple[SignInRequest, str, str]:
+        """The provider redirected back: validate, and say who signed in, where they were going, and the
+        binding of the browser that started the sign-in."""
         next_path = safe_next(request.session.pop("aqueduct_next", None))
+        binding = str(request.session.pop("aqueduct_binding", ""))
         try:
             token = await self._idp.authorize_access_token(request)
             claims: dict[str, Any] = dict(token.get("userinfo") or {})
@@ -85,6 +95,8 @@ class OidcClient:
                     claims = {**extra, **claims}  # the signed ID token wins where both say something
         except OAuthError as exc:
             raise SingleSignOnError(f"single sign-on failed: {exc.description or exc.error}") from exc
+        if not _BINDING.fullmatch(binding):
+            raise SingleSignOnError("the sign-in was not started from the sign-in page; start again")
         groups = self._groups(claims)
         request_ = SignInRequest(
             subject=f"oidc:{self.config.issuer}:{claims['sub']}",
@@ -94,7 +106,7 @@ class OidcClient:
             admin=bool(self.config.admin_group) and self.config.admin_group in groups,
             email_verified=claims.get("email_verified") is True or self.config.trust_email,
         )
-        return request_, next_path
+        return request_, next_path, binding
 
     def _groups(self, claims: dict[str, Any]) -> list[str]:
         value = self._lookup(claims, self.config.groups_claim)

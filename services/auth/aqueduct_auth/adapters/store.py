@@ -30,6 +30,9 @@ _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS exchange_codes (
         code_hash TEXT PRIMARY KEY, session_id TEXT NOT NULL,
         expires_at DOUBLE PRECISION NOT NULL, used_at DOUBLE PRECISION)""",
+    # The browser a single sign-on code belongs to: the hash of a secret only that browser holds.
+    """CREATE TABLE IF NOT EXISTS exchange_code_bindings (
+        code_hash TEXT PRIMARY KEY, binding TEXT NOT NULL)""",
 ]
 
 
@@ -148,11 +151,18 @@ class AuthStore:
         """Mark used; True only for the one caller that spent it."""
         return self._spend("refresh_tokens", "token_hash", token_hash, now)
 
-    def add_exchange_code(self, code_hash: str, session_id: str, expires_at: float) -> None:
+    def add_exchange_code(self, code_hash: str, session_id: str, expires_at: float, binding: str) -> None:
+        self._execute(
+            "INSERT INTO exchange_code_bindings (code_hash, binding) VALUES (?, ?)", (code_hash, binding)
+        )
         self._execute(
             "INSERT INTO exchange_codes (code_hash, session_id, expires_at) VALUES (?, ?, ?)",
             (code_hash, session_id, expires_at),
         )
+
+    def exchange_code_binding(self, code_hash: str) -> str | None:
+        row = self._one("SELECT binding FROM exchange_code_bindings WHERE code_hash = ?", (code_hash,))
+        return None if row is None else str(row[0])
 
     def find_exchange_code(self, code_hash: str) -> StoredToken | None:
         return self._find("exchange_codes", "code_hash", code_hash)
@@ -167,6 +177,9 @@ class AuthStore:
         """
         self._execute("DELETE FROM refresh_tokens WHERE expires_at < ?", (now,))
         self._execute("DELETE FROM exchange_codes WHERE expires_at < ?", (now,))
+        self._execute(
+            "DELETE FROM exchange_code_bindings WHERE code_hash NOT IN (SELECT code_hash FROM exchange_codes)"
+        )
         self._execute(
             "DELETE FROM sessions WHERE created_at < ? AND (revoked_at IS NOT NULL OR ("
             " session_id NOT IN (SELECT session_id FROM refresh_tokens)"

@@ -7,6 +7,8 @@ every use; presenting a spent one again means it was copied, and the whole sessi
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 import time
 import uuid
@@ -72,20 +74,31 @@ class Sessions:
         session_id, user = await self._open_session(request, method, client_ip)
         return self._issue(session_id, user)
 
-    async def sign_in_with_code(self, request: SignInRequest, method: str, client_ip: str | None) -> str:
-        """Like ``sign_in``, but answers a one-time code the UI exchanges server-side for the tokens."""
+    async def sign_in_with_code(
+        self, request: SignInRequest, method: str, client_ip: str | None, binding: str
+    ) -> str:
+        """Like ``sign_in``, but answers a one-time code the UI exchanges server-side for the tokens.
+
+        ``binding`` is the SHA-256 (hex) of a secret that the browser which started the sign-in holds (the
+        UI keeps it in a cookie): the code is only exchanged together with that secret, so a code that an
+        attacker obtained for their own account cannot sign somebody else's browser in (login CSRF)."""
         session_id, _ = await self._open_session(request, method, client_ip)
         code = EXCHANGE_CODE_PREFIX + secrets.token_urlsafe(32)
         self._store.add_exchange_code(
-            self._hash(code), session_id, self._clock() + self._policy.exchange_code_ttl
+            self._hash(code), session_id, self._clock() + self._policy.exchange_code_ttl, binding
         )
         return code
 
-    async def exchange(self, code: str) -> TokenPair:
+    async def exchange(self, code: str, binding_secret: str) -> TokenPair:
         code_hash = self._hash(code)
         stored = self._store.find_exchange_code(code_hash)
         now = self._clock()
         if stored is None or stored.used_at is not None or stored.session_revoked or stored.expires_at < now:
+            raise ExchangeCodeInvalidError()
+        binding = self._store.exchange_code_binding(code_hash)
+        presented = hashlib.sha256(binding_secret.encode()).hexdigest()
+        # Not spent on a mismatch: the right browser can still finish its sign-in.
+        if binding is None or not binding_secret or not hmac.compare_digest(binding, presented):
             raise ExchangeCodeInvalidError()
         # The directory answered a moment ago; ask again so the code carries no claims of its own.
         # Asked before spending: if the directory is down, the code still works on a retry.

@@ -22,12 +22,16 @@ class SingleSignOnOffError(AuthError):
 
 
 @router.get("/auth/oidc/login")
-async def oidc_login(request: Request, container: ContainerDep, next: str = "/") -> RedirectResponse:
-    """Redirect to the identity provider (authorization code flow with PKCE)."""
+async def oidc_login(
+    request: Request, container: ContainerDep, next: str = "/", binding: str = ""
+) -> RedirectResponse:
+    """Redirect to the identity provider (authorization code flow with PKCE). ``binding`` is the SHA-256
+    (hex) of a secret the UI gave the browser (its ``/login/sso`` sets it): the one-time code that ends
+    the sign-in is only exchanged together with that secret."""
     if container.oidc is None:
         raise SingleSignOnOffError("single sign-on is not configured (AQUEDUCT_AUTH_OIDC_ISSUER)")
     try:
-        return await container.oidc.login_redirect(request, next)
+        return await container.oidc.login_redirect(request, next, binding)
     except AuthError as exc:
         return _to_ui(container.public_ui_url, "/session/error", message=exc.message)
 
@@ -38,8 +42,8 @@ async def oidc_callback(request: Request, container: ContainerDep, ip: ClientIp)
     if container.oidc is None:
         raise SingleSignOnOffError("single sign-on is not configured (AQUEDUCT_AUTH_OIDC_ISSUER)")
     try:
-        sign_in, next_path = await container.oidc.complete(request)
-        code = await container.sessions.sign_in_with_code(sign_in, "oidc", ip)
+        sign_in, next_path, binding = await container.oidc.complete(request)
+        code = await container.sessions.sign_in_with_code(sign_in, "oidc", ip, binding)
     except AuthError as exc:
         return _to_ui(container.public_ui_url, "/session/error", message=exc.message)
     return _to_ui(container.public_ui_url, "/session/complete", code=code, next=next_path)

@@ -29,6 +29,8 @@ class RefreshBody(BaseModel):
 
 class ExchangeBody(BaseModel):
     code: str = Field(min_length=1, max_length=500)
+    # The secret of the browser that started the sign-in (the UI's ``aq_sso`` cookie).
+    binding: str = Field(default="", max_length=500)
 
 
 class TokenAnswer(BaseModel):
@@ -95,7 +97,7 @@ async def sign_out(body: RefreshBody, container: ContainerDep, ip: ClientIp) -> 
 async def exchange(body: ExchangeBody, container: ContainerDep, response: Response) -> TokenAnswer:
     """Exchange the one-time code of a single sign-on (given to the UI's /session/complete) for tokens."""
     response.headers.update(_NO_STORE)
-    return TokenAnswer.of(await container.sessions.exchange(body.code))
+    return TokenAnswer.of(await container.sessions.exchange(body.code, body.binding))
 
 
 @router.get("/.well-known/jwks.json", tags=["keys"])

@@ -157,8 +157,9 @@ class AuthApi:
         body = {"refresh_token": refresh_token}
         return await self.service.post("/auth/refresh", body, self._forwarded(client_ip))
 
-    async def exchange(self, code: str, client_ip: str | None = None) -> dict[str, Any]:
-        return await self.service.post("/auth/exchange", {"code": code}, self._forwarded(client_ip))
+    async def exchange(self, code: str, binding: str, client_ip: str | None = None) -> dict[str, Any]:
+        body = {"code": code, "binding": binding}
+        return await self.service.post("/auth/exchange", body, self._forwarded(client_ip))
 
     async def sign_out(self, refresh_token: str, client_ip: str | None = None) -> None:
         body = {"refresh_token": refresh_token}

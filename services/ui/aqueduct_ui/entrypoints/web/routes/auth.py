@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import secrets
 from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from aqueduct_ui.adapters.api import ApiError
 from aqueduct_ui.entrypoints.web.context import WebContext
@@ -22,9 +24,22 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 
+# Single sign-on is bound to the browser that starts it: /login/sso gives the browser a random secret in
+# this cookie (only sent back to /session/complete) and the auth service its SHA-256; the one-time code
+# that ends the sign-in is exchanged only together with the secret. A code an attacker got for their own
+# account therefore cannot sign a victim's browser in (login CSRF).
+SSO_COOKIE = "aq_sso"
+_SSO_COOKIE_PATH = "/session/complete"
+_SSO_COOKIE_MAX_AGE = 15 * 60
+
+
 def _sso_url(ctx: WebContext, next: str) -> str:
+    return f"/login/sso?next={quote(safe_next(next), safe='')}"
+
+
+def _auth_sso_url(ctx: WebContext, next: str, binding: str) -> str:
     base = (ctx.settings.public_auth_url or ctx.common.auth_url).rstrip("/")
-    return f"{base}/auth/oidc/login?next={quote(safe_next(next), safe='')}"
+    return f"{base}/auth/oidc/login?next={quote(safe_next(next), safe='')}&binding={binding}"
 
 
 def client_ip(request: Request) -> str | None:
@@ -72,6 +87,26 @@ async def login(
     return response
 
 
+@router.get("/login/sso")
+async def start_sso(request: Request, ctx: Context, next: str = "/") -> Response:
+    """Start single sign-on: a fresh browser secret, then off to the identity provider via the auth service."""
+    secret = secrets.token_urlsafe(32)
+    binding = hashlib.sha256(secret.encode()).hexdigest()
+    response = RedirectResponse(_auth_sso_url(ctx, next, binding), status_code=303)
+    response.set_cookie(
+        SSO_COOKIE,
+        secret,
+        max_age=_SSO_COOKIE_MAX_AGE,
+        path=_SSO_COOKIE_PATH,
+        httponly=True,
+        samesite="lax",  # sent on the top-level redirect back from the identity provider
+        secure=ctx.settings.cookie_secure
+        or ctx.common.public_ui_url.startswith("https://")
+        or request.url.scheme == "https",
+    )
+    return response
+
+
 @router.get("/session/complete")
 async def complete_sso(
     request: Request, ctx: Context, auth: Auth, code: str = "", next: str = "/"
@@ -79,11 +114,19 @@ async def complete_sso(
     """The auth service sends the browser here after single sign-on with a one-time code."""
     if not code:
         return redirect(request, "/session/error?message=" + quote("The sign-in link is incomplete."))
+    binding = request.cookies.get(SSO_COOKIE, "")
+    if not binding:
+        return redirect(
+            request,
+            "/session/error?message="
+            + quote("This sign-in was not started in this browser. Sign in again from the sign-in page."),
+        )
     try:
-        pair = await auth.exchange(code, client_ip(request))
+        pair = await auth.exchange(code, binding, client_ip(request))
     except ApiError as exc:
         return redirect(request, "/session/error?message=" + quote(exc.detail))
     response = redirect(request, safe_next(next))
+    response.delete_cookie(SSO_COOKIE, path=_SSO_COOKIE_PATH)
     ctx.cookies.set_session(request, response, pair)
     return response
 
