@@ -27,14 +27,27 @@ __all__ = ["SERVICES", "WORKERS", "LaunchOptions", "Launcher"]
 
 # Start order matters only for readiness: the directory first (it owns the snapshot), the UI last.
 SERVICES: tuple[str, ...] = ("directory", "auth", "accounting", "proxy", "ui")
-# Background workers without an HTTP port, supervised like the services: name -> module.
+# Background workers, supervised like the services (their port serves /healthz, /readyz, /metrics only):
+# name -> module.
 WORKERS: dict[str, str] = {"batch-worker": "aqueduct_proxy.batches"}
-PREFERRED_PORTS = {"proxy": 8000, "directory": 8001, "auth": 8002, "accounting": 8003, "ui": 8080}
+PREFERRED_PORTS = {
+    "proxy": 8000,
+    "directory": 8001,
+    "auth": 8002,
+    "accounting": 8003,
+    "batch-worker": 8004,
+    "ui": 8080,
+}
 
 RUNTIME_FILE = "runtime.json"
 INITIALIZED_MARK = "initialized"
 SECRET_KEY_FILE = "secret.key"
 BOOTSTRAP_ADMIN = "admin"
+
+
+def _env_name(service: str) -> str:
+    """``batch-worker`` -> ``BATCH_WORKER``, as in ``AQUEDUCT_BATCH_WORKER_PORT``."""
+    return service.upper().replace("-", "_")
 
 
 def _port_is_free(host: str, port: int) -> bool:
@@ -106,7 +119,7 @@ class Launcher:
         return path.read_text().strip()
 
     def _choose_port(self, service: str) -> int:
-        configured = self.env.get(f"AQUEDUCT_{service.upper()}_PORT")
+        configured = self.env.get(f"AQUEDUCT_{_env_name(service)}_PORT")
         if configured:
             return int(configured)
         preferred = PREFERRED_PORTS[service]
@@ -155,10 +168,9 @@ class Launcher:
         )
         if self.options.config_file:
             env["AQUEDUCT_CONFIG_FILE"] = str(self.options.config_file.resolve())
-        for name in SERVICES:
-            service = self.services[name]
-            env[f"AQUEDUCT_{name.upper()}_HOST"] = self.options.host
-            env[f"AQUEDUCT_{name.upper()}_PORT"] = str(service.port)
+        for name, service in self.services.items():
+            env[f"AQUEDUCT_{_env_name(name)}_HOST"] = self.options.host
+            env[f"AQUEDUCT_{_env_name(name)}_PORT"] = str(service.port)
         env.pop("AQUEDUCT_AUTH_BOOTSTRAP_ADMIN_PASSWORD", None)
         if first_start:
             env["AQUEDUCT_AUTH_BOOTSTRAP_ADMIN_USERNAME"] = BOOTSTRAP_ADMIN
@@ -210,16 +222,16 @@ class Launcher:
         first_start = not (self.data_dir / INITIALIZED_MARK).exists()
         admin_password = secrets.token_urlsafe(12) if first_start else ""
         nats_url, redis_url = self._start_engines()
-        for name in SERVICES:
-            self.services[name] = ServiceProcess(name, self._choose_port(name))
+        for name in (*SERVICES, *WORKERS):
+            self.services[name] = ServiceProcess(name, self._choose_port(name), WORKERS.get(name, ""))
             self.urls[name] = f"http://{self.options.host}:{self.services[name].port}"
         self._env = self._service_env(nats_url, redis_url, first_start, admin_password)
         for name in SERVICES:
             self._spawn(self.services[name], self._env)
         self._wait_ready(SERVICES)
-        for name, module in WORKERS.items():
-            self.services[name] = ServiceProcess(name, 0, module=module)
+        for name in WORKERS:
             self._spawn(self.services[name], self._env)
+        self._wait_ready(tuple(WORKERS))
         (self.data_dir / INITIALIZED_MARK).write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         # The bootstrap password is only ever handed to the auth service on the very first start.
         self._env.pop("AQUEDUCT_AUTH_BOOTSTRAP_ADMIN_PASSWORD", None)

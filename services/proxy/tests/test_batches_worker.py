@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from aiohttp import web
@@ -81,6 +82,7 @@ def spawn_worker(nats_url: str, valkey_url: str, tmp_path: Path) -> Iterator[Any
             "AQUEDUCT_LOG_LEVEL": "WARNING",
             # Lines of a killed worker come back after this; every worker must agree on it (one consumer).
             "AQUEDUCT_PROXY_BATCH_ACK_WAIT_SECONDS": "2",
+            "AQUEDUCT_BATCH_WORKER_PORT": str(free_port()),
             **env,
         }
         process = subprocess.Popen(
@@ -205,9 +207,15 @@ async def test_refused_lines_go_to_the_error_file_and_cancel_stops_a_batch(batch
     cancelling = await client.batches.cancel(doomed.id)  # before any worker runs: nothing of it may run
     assert cancelling.status == "cancelling"
 
-    worker = spawn_worker()
+    health = free_port()
+    worker = spawn_worker(AQUEDUCT_BATCH_WORKER_PORT=str(health))
     finished = await wait_status(client, mixed.id, {"completed", "failed"})
     cancelled = await wait_status(client, doomed.id, {"cancelled"})
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"http://127.0.0.1:{health}/metrics")).text
+    # The two refused lines are done and failed; the cancelled batch's lines never ran.
+    assert "aqueduct_batch_worker_lines_done_total 4.0" in metrics
+    assert "aqueduct_batch_worker_lines_failed_total 2.0" in metrics
     worker.terminate()
     assert await asyncio.to_thread(worker.wait, 30) == 0  # SIGTERM: lines in flight finish, clean exit
 

@@ -12,6 +12,7 @@ import logging
 import signal
 from dataclasses import dataclass
 
+from aiohttp import web
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
@@ -23,7 +24,8 @@ from aqueduct_proxy.adapters.limiter import Limiter
 from aqueduct_proxy.adapters.tokenizer import TokenCounter
 from aqueduct_proxy.adapters.upstream import Cooldown, UpstreamClient
 from aqueduct_proxy.application.gateway import Gateway, GatewayConfig
-from aqueduct_proxy.batches.settings import BatchSettings
+from aqueduct_proxy.batches.health import health_app
+from aqueduct_proxy.batches.settings import BatchSettings, BatchWorkerSettings
 from aqueduct_proxy.batches.store import BatchStore
 from aqueduct_proxy.batches.worker import BatchWorker
 from aqueduct_proxy.domain.snapshot import Snapshot
@@ -43,6 +45,10 @@ class WorkerProcess:
     worker: BatchWorker
     nc: NATS
     watchers: list[KVWatcher]
+
+    @property
+    def ready(self) -> bool:
+        return self.nc.is_connected and all(w.ready.is_set() for w in self.watchers) and self.worker.consuming
 
     async def close(self) -> None:
         for watcher in self.watchers:
@@ -121,6 +127,24 @@ async def serve(stop: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     process = await bootstrap(BatchSettings(), ProxySettings(), FilesSettings(), CommonSettings())
+    http = BatchWorkerSettings()
+    # Up before the snapshot has loaded: /healthz answers at once, /readyz says 503 until consuming.
+    runner = web.AppRunner(
+        health_app(process.worker, lambda: process.ready, process.worker.gateway.metrics.registry),
+        access_log=None,
+        handle_signals=False,
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, http.host, http.port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        await process.close()
+        raise SystemExit(
+            f"batch worker: cannot serve health and metrics on {http.host}:{http.port} ({exc.strerror}); "
+            "set AQUEDUCT_BATCH_WORKER_PORT (one per worker process on the same host)"
+        ) from exc
+    log.info("batch worker health on http://%s:%d/readyz", http.host, http.port)
     # Without the snapshot every line would look like a revoked token: wait for it before consuming.
     await asyncio.gather(*(w.ready.wait() for w in process.watchers))
     log.info("batch worker ready (concurrency %d)", process.worker.settings.concurrency)
@@ -135,6 +159,7 @@ async def serve(stop: asyncio.Event | None = None) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    await runner.cleanup()
     await process.close()
 
 

@@ -1,10 +1,11 @@
-"""``AQUEDUCT_PROXY_BATCH_*``: the batch API's and the batch worker's settings (read once, at wiring)."""
+"""``AQUEDUCT_PROXY_BATCH_*``: the batch API's and the batch worker's settings; ``AQUEDUCT_BATCH_WORKER_*``:
+where the worker process serves its health and metrics (read once, at wiring)."""
 
 from __future__ import annotations
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["BatchSettings"]
+__all__ = ["BatchSettings", "BatchWorkerSettings"]
 
 
 class BatchSettings(BaseSettings):
@@ -20,3 +21,13 @@ class BatchSettings(BaseSettings):
     # Results of finished lines are kept this long (the output file holds them after finalization).
     results_max_age_days: int = 30
     replicas: int = 1
+
+
+class BatchWorkerSettings(BaseSettings):
+    """The worker's operational HTTP server (``/healthz``, ``/readyz``, ``/metrics``), named like the
+    other services' ``AQUEDUCT_<SERVICE>_HOST``/``_PORT`` (the launcher sets them for ``batch-worker``)."""
+
+    model_config = SettingsConfigDict(env_prefix="AQUEDUCT_BATCH_WORKER_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8004

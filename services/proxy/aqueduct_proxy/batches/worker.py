@@ -18,6 +18,7 @@ from typing import Any
 import nats.errors
 import orjson
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js import api as js_api
 
 from aqueduct_libs import names
@@ -81,7 +82,11 @@ class BatchWorker:
             lambda: [0, 0]
         )  # (owner, id) -> ok, failed
         self._finalizing: set[str] = set()
+        # For /readyz and /metrics: bound to the shared consumer and fetching; lines acknowledged by this
+        # process (done), the ones among them answered with an error (failed).
+        self.consuming = False
         self.lines_done = 0
+        self.lines_failed = 0
 
     # -- consuming lines -------------------------------------------------------------------------------
 
@@ -99,6 +104,13 @@ class BatchWorker:
             ),
         )
         sub = await self.store.js.pull_subscribe_bind(durable=CONSUMER, stream=names.BATCH_LINES_STREAM)
+        self.consuming = True
+        try:
+            await self._fetch_lines(sub)
+        finally:
+            self.consuming = False
+
+    async def _fetch_lines(self, sub: JetStreamContext.PullSubscription) -> None:
         while not self._stopping.is_set():
             free = self.settings.concurrency - len(self._tasks)
             if free <= 0:
@@ -107,15 +119,21 @@ class BatchWorker:
             try:
                 messages = await sub.fetch(batch=free, timeout=1.0)
             except (nats.errors.TimeoutError, TimeoutError):
-                continue
-            except Exception as exc:  # the bus is away: try again shortly
+                messages = []  # nothing queued (or the bus is away, which readiness checks on its own)
+            except Exception as exc:  # the bus or the consumer is away: try again shortly
                 log.warning("fetching batch lines failed: %s", exc)
+                self.consuming = False
                 await asyncio.sleep(1.0)
                 continue
+            self.consuming = True
             for msg in messages:
                 task = asyncio.create_task(self._handle(msg))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
 
     def stop(self) -> None:
         """Fetch no more lines; lines in flight finish (``drain``)."""
@@ -148,6 +166,7 @@ class BatchWorker:
                 )
                 await msg.ack_sync()
                 self.lines_done += 1
+                self.lines_failed += not result.succeeded
         except RetryLater as wait:
             with contextlib.suppress(Exception):
                 await msg.nak(delay=wait.seconds)
