@@ -15,6 +15,7 @@ from directory_testkit import make_app, make_world
 from aqueduct_directory.application.audit import audit_events, state_at
 from aqueduct_directory.application.config_apply import apply_config, parse_config
 from aqueduct_directory.domain.errors import PermissionDeniedError
+from aqueduct_directory.domain.grants import user_grant
 from aqueduct_directory.domain.policy import SYSTEM
 
 ROLES = ("admin", "org_admin", "team_admin", "member", "outsider")
@@ -54,6 +55,32 @@ CASES: dict[str, tuple[Callable[[Any], Any], Callable[[Any, Any, Any], Any], set
     "set team limits": (
         lambda w: None,
         lambda w, p, c: w.app.update_team(p, w.team, limits={"requests_per_minute": 1}),
+        TEAM_ADMINS,
+    ),
+    "set team limits above the org's": (
+        lambda w: None,
+        lambda w, p, c: w.app.update_team(p, w.team, limits={"requests_per_minute": 61}),
+        ORG_ADMINS,
+    ),
+    "set team budgets": (
+        lambda w: None,
+        lambda w, p, c: w.app.update_team(p, w.team, budgets={"daily_usd": "5"}),
+        TEAM_ADMINS,
+    ),
+    "set team model limits": (
+        lambda w: None,
+        lambda w, p, c: w.app.update_team(p, w.team, model_limits={"m": {"requests_per_minute": 5}}),
+        TEAM_ADMINS,
+    ),
+    "set another team's limits": (
+        lambda w: None,
+        lambda w, p, c: w.app.update_team(p, w.other_team, limits={"requests_per_minute": 1}),
+        ORG_ADMINS,
+    ),
+    "rename team": (lambda w: None, lambda w, p, c: w.app.update_team(p, w.team, name="renamed"), ORG_ADMINS),
+    "exclude models for team": (
+        lambda w: None,
+        lambda w, p, c: w.app.update_team(p, w.team, excluded_models=["x"]),
         ORG_ADMINS,
     ),
     "delete team": (lambda w: None, lambda w, p, c: w.app.delete_team(p, w.other_team), ORG_ADMINS),
@@ -192,3 +219,64 @@ def test_who_sees_which_users(tmp_path):
     assert seen["admin"] == everyone | {world.outsider}
     assert seen["org_admin"] == seen["team_admin"] == everyone
     assert seen["member"] == {world.member} and seen["outsider"] == {world.outsider}
+
+
+def test_a_team_admin_sets_the_teams_limits_and_budgets_within_the_orgs(tmp_path):
+    world = make_world(make_app(tmp_path))
+    app, ta = world.app, world.p(world.team_admin)
+    app.update_org(
+        SYSTEM,
+        world.org,
+        budgets={"daily_usd": "10", "monthly_tokens": 1_000_000},
+        model_limits={"big": {"output_tokens_per_minute": 5_000}},
+    )
+    before = world.events()
+    app.update_team(
+        ta,
+        world.team,
+        limits={
+            "requests_per_minute": 30,
+            "input_tokens_per_minute": 9_999_999,
+        },  # the org sets no input bound
+        budgets={"daily_usd": "9.99", "monthly_tokens": 1_000_000, "monthly_usd": "500"},
+        model_limits={"big": {"output_tokens_per_minute": 4_000}, "small": {"requests_per_minute": 900}},
+    )
+    assert world.events() == before + 3
+    assert [e.actor for _, e in app.iter_events(before + 1)] == [world.team_admin] * 3
+    grant = user_grant(app.state, app.state.users[world.member])
+    assert grant is not None and grant.team_id == world.team
+    assert grant.limits.requests_per_minute == 30 and grant.limits.input_tokens_per_minute == 9_999_999
+    assert grant.model_limits["big"].output_tokens_per_minute == 4_000
+    assert app.get_team(ta, world.team)["budgets"]["daily_usd"] == "9.99"
+
+    # Above a bound: refused with the bound named, nothing recorded.
+    for change, phrase in (
+        ({"limits": {"requests_per_minute": 61}}, "requests per minute 61 is above the org's 60"),
+        ({"budgets": {"daily_usd": "10.01"}}, "budget daily usd 10.01 is above the org's 10"),
+        ({"model_limits": {"big": {"output_tokens_per_minute": 5_001}}}, "big output tokens per minute"),
+    ):
+        before = world.events()
+        with pytest.raises(PermissionDeniedError) as err:
+            app.update_team(ta, world.team, **change)
+        assert err.value.code == "above_org_bound" and phrase in err.value.detail
+        assert world.events() == before
+
+    # Clearing (inherit the org's value) is allowed; the effective limit is the org's again.
+    app.update_team(ta, world.team, limits={}, budgets={}, model_limits={})
+    grant = user_grant(app.state, app.state.users[world.member])
+    assert grant is not None and grant.limits.requests_per_minute == 60 and "small" not in grant.model_limits
+
+
+def test_a_value_an_org_admin_set_above_the_org_stays_when_a_team_admin_changes_another(tmp_path):
+    world = make_world(make_app(tmp_path))
+    app = world.app
+    app.update_team(world.p(world.org_admin), world.team, limits={"requests_per_minute": 600})
+    # The UI sends every field: the untouched 600 is not a Team-Admin raising it.
+    app.update_team(
+        world.p(world.team_admin),
+        world.team,
+        limits={"requests_per_minute": 600, "output_tokens_per_minute": 100},
+    )
+    assert app.state.teams[world.team].limits == {"requests_per_minute": 600, "output_tokens_per_minute": 100}
+    with pytest.raises(PermissionDeniedError):
+        app.update_team(world.p(world.team_admin), world.team, limits={"requests_per_minute": 601})

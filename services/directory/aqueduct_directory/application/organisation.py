@@ -8,9 +8,14 @@ from eventsourcing.domain import Aggregate
 
 from aqueduct_directory.application.base import DirectoryCore
 from aqueduct_directory.application.views import org_view, team_view, user_view
-from aqueduct_directory.domain.errors import ConflictError, InvalidInputError, NotFoundError
+from aqueduct_directory.domain.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from aqueduct_directory.domain.org import Org, Team, User
-from aqueduct_directory.domain.policy import Principal
+from aqueduct_directory.domain.policy import Principal, above_org_bounds
 from aqueduct_directory.domain.values import clean_budgets, clean_limits, clean_model_limits, clean_models
 
 __all__ = ["OrganisationUseCases"]
@@ -119,7 +124,23 @@ class OrganisationUseCases(DirectoryCore):
         model_limits: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         team = self.editable(self.find(self.state.teams, team_id, "team"))
-        p.require_org_admin(team.org_id, "change teams")
+        if not p.is_org_admin_of(team.org_id):
+            # A Team-Admin sets the team's limits and budgets, never above the org's own values.
+            p.require_team_admin(team, "change the team's limits and budgets")
+            if any(v is not None for v in (name, description, excluded_models)):
+                p.require_org_admin(team.org_id, "change a team's name, description or excluded models")
+            above = above_org_bounds(
+                self.state.orgs[team.org_id],
+                team,
+                clean_limits(limits) if limits is not None else None,
+                clean_budgets(budgets) if budgets is not None else None,
+                clean_model_limits(model_limits) if model_limits is not None else None,
+            )
+            if above:
+                raise PermissionDeniedError(
+                    f"a Team-Admin may set the team's values up to the org's own: {'; '.join(above)}",
+                    "above_org_bound",
+                )
         new_name = _name(name, "team name") if name is not None else team.name
         new_description = description if description is not None else team.description
         if new_name != team.name and self.state.team_by_name(team.org_id, new_name):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
 
 from aqueduct_directory.domain.errors import PermissionDeniedError
-from aqueduct_directory.domain.org import Team
+from aqueduct_directory.domain.org import Org, Team
 
-__all__ = ["SYSTEM", "Principal"]
+__all__ = ["SYSTEM", "Principal", "above_org_bounds"]
 
 
 @dataclass(frozen=True)
@@ -52,3 +55,38 @@ class Principal:
 
 
 SYSTEM = Principal(user_id="system", admin=True)
+
+
+def above_org_bounds(
+    org: Org,
+    team: Team,
+    limits: Mapping[str, int] | None = None,
+    budgets: Mapping[str, Any] | None = None,
+    model_limits: Mapping[str, Mapping[str, int]] | None = None,
+) -> list[str]:
+    """What a Team-Admin's new (cleaned) team values would raise above the org's own, as phrases.
+
+    The bound of a per-minute limit is the org's default limit, of a per-model limit the org's limit
+    for the same model, of a budget the org's budget; where the org sets none there is no bound.
+    Only values that change are checked: a value an Org-Admin set stays until someone changes it, and
+    clearing a value (inherit from the org) is always allowed.
+    """
+    found: list[str] = []
+
+    def check(
+        what: str, new: Mapping[str, Any], current: Mapping[str, Any], bound: Mapping[str, Any]
+    ) -> None:
+        for key, value in new.items():
+            if value == current.get(key) or key not in bound:
+                continue
+            if Decimal(str(value)) > Decimal(str(bound[key])):
+                found.append(f"{what}{key.replace('_', ' ')} {value} is above the org's {bound[key]}")
+
+    if limits is not None:
+        check("", limits, team.limits, org.limits)
+    if budgets is not None:
+        check("budget ", budgets, team.budgets, org.budgets)
+    for model, model_values in (model_limits or {}).items():
+        bound = org.model_limits.get(model, {})
+        check(f"{model} ", model_values, team.model_limits.get(model, {}), bound)
+    return found
