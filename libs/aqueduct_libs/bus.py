@@ -45,11 +45,15 @@ async def _ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> N
         await js.add_stream(config)
 
 
-async def _ensure_kv(js: JetStreamContext, bucket: str, history: int = 1) -> None:
+async def _ensure_kv(
+    js: JetStreamContext, bucket: str, history: int = 1, max_age: float | None = None
+) -> None:
     try:
         await js.key_value(bucket)
     except BucketNotFoundError:
-        await js.create_key_value(bucket=bucket, history=history, storage=js_api.StorageType.FILE)
+        await js.create_key_value(
+            bucket=bucket, history=history, ttl=max_age, storage=js_api.StorageType.FILE
+        )
 
 
 # The event streams every service relies on: (name, subject filter). All keep events (limits retention).
@@ -75,6 +79,7 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
         )
     for bucket in (names.AUTH_SNAPSHOT_BUCKET, names.QUOTA_BUCKET, names.AUTH_KEYS_BUCKET):
         await _ensure_kv(js, bucket)
+    await _ensure_kv(js, names.AUTH_REVOKED_BUCKET, max_age=names.AUTH_REVOKED_MAX_AGE_SECONDS)
 
 
 OnPut = Callable[[str, bytes], Awaitable[None] | None]

@@ -9,6 +9,8 @@ __all__ = [
     "AUTH_EVENTS_STREAM",
     "AUTH_EVENTS_SUBJECT_PREFIX",
     "AUTH_KEYS_BUCKET",
+    "AUTH_REVOKED_BUCKET",
+    "AUTH_REVOKED_MAX_AGE_SECONDS",
     "AUTH_SNAPSHOT_BUCKET",
     "BATCHES_BUCKET",
     "BATCH_LINES_STREAM",
@@ -63,6 +65,13 @@ QUOTA_BUCKET = "quota"  # keys: user.<id>, team.<id>, org.<id> -> QuotaDecision
 
 # KV bucket holding the auth service's public signing keys (a JWKS document under key "jwks").
 AUTH_KEYS_BUCKET = "auth_keys"
+
+# KV bucket of ended sessions: <session id (the sid claim)> -> unix time (ASCII integer) after which no
+# access token of that session can still be valid. Written by the auth service when a session ends,
+# watched by every service that verifies session tokens. Entries age out on their own after the max age,
+# which must stay above the access-token lifetime (the auth service refuses a longer lifetime).
+AUTH_REVOKED_BUCKET = "auth_revoked"
+AUTH_REVOKED_MAX_AGE_SECONDS = 3600
 
 # JetStream stream holding the auth service's integration events (sign-in, sign-out, failed attempts).
 AUTH_EVENTS_STREAM = "AUTH"

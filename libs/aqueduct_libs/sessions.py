@@ -3,15 +3,26 @@
 The auth service publishes its public keys as a JWKS document in the ``auth_keys`` KV bucket (key
 ``jwks``) and at ``/.well-known/jwks.json``. Other services keep the document in memory (watching the
 bucket) and verify tokens locally, never calling the auth service per request.
+
+When a session ends (sign-out, a stolen refresh token, a user the directory no longer accepts), the auth
+service writes its id to the ``auth_revoked`` bucket; ``watch_revoked_sessions`` feeds that bucket into
+the verifier, which then refuses every access token of the session although it has not expired yet.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import jwt
+from nats.js import JetStreamContext
 from pydantic import BaseModel, ConfigDict, Field
+
+from aqueduct_libs import names
+from aqueduct_libs.bus import KVWatcher
 
 __all__ = [
     "SESSION_AUDIENCE",
@@ -19,7 +30,10 @@ __all__ = [
     "InvalidSessionError",
     "SessionClaims",
     "SessionVerifier",
+    "watch_revoked_sessions",
 ]
+
+log = logging.getLogger(__name__)
 
 SESSION_ISSUER = "aqueduct-auth"
 SESSION_AUDIENCE = "aqueduct"
@@ -48,11 +62,19 @@ class SessionClaims(BaseModel):
     iat: int
 
 
-class SessionVerifier:
-    """Verifies session tokens against the current JWKS document (replaced whole on rotation)."""
+# Ended sessions are forgotten once their last access token has expired; pruned at most this often.
+PRUNE_INTERVAL_SECONDS = 60.0
 
-    def __init__(self) -> None:
+
+class SessionVerifier:
+    """Verifies session tokens against the current JWKS document (replaced whole on rotation), and refuses
+    the tokens of sessions that have ended."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._keys: dict[str, Any] = {}
+        self._revoked: dict[str, float] = {}  # session id -> when its last access token expires
+        self._clock = clock
+        self._next_prune = 0.0
 
     @property
     def ready(self) -> bool:
@@ -64,6 +86,22 @@ class SessionVerifier:
         for jwk in data.get("keys", []):
             keys[jwk["kid"]] = jwt.PyJWK(jwk).key
         self._keys = keys
+
+    def revoke(self, session_id: str, until: float) -> None:
+        """Refuse the tokens of ``session_id`` until ``until`` (unix time), when they expire anyway."""
+        now = self._clock()
+        if now >= self._next_prune:
+            self._revoked = {sid: t for sid, t in self._revoked.items() if t > now}
+            self._next_prune = now + PRUNE_INTERVAL_SECONDS
+        if until > now:
+            self._revoked[session_id] = max(until, self._revoked.get(session_id, 0.0))
+
+    def forget(self, session_id: str) -> None:
+        self._revoked.pop(session_id, None)
+
+    @property
+    def revoked_sessions(self) -> int:
+        return len(self._revoked)
 
     def verify(self, token: str) -> SessionClaims:
         try:
@@ -83,4 +121,22 @@ class SessionVerifier:
             raise
         except jwt.PyJWTError as exc:
             raise InvalidSessionError(str(exc)) from exc
-        return SessionClaims.model_validate(payload)
+        claims = SessionClaims.model_validate(payload)
+        if self._revoked.get(claims.sid, 0.0) > self._clock():
+            raise InvalidSessionError("the session has ended (signed out)")
+        return claims
+
+
+def watch_revoked_sessions(js: JetStreamContext, verifier: SessionVerifier) -> KVWatcher:
+    """Mirror the ``auth_revoked`` bucket into ``verifier``; start it, and wait for ``ready`` before
+    answering requests, so that a service started after a sign-out refuses that session too."""
+
+    def on_put(key: str, value: bytes) -> None:
+        try:
+            until = float(value)
+        except ValueError:
+            log.warning("ignoring an unreadable entry %r of the %s bucket", key, names.AUTH_REVOKED_BUCKET)
+            return
+        verifier.revoke(key, until)
+
+    return KVWatcher(js, names.AUTH_REVOKED_BUCKET, on_put, verifier.forget)

@@ -32,7 +32,7 @@ from aqueduct_libs import names
 from aqueduct_libs.bus import KVWatcher, connect, ensure_topology
 from aqueduct_libs.events import DirectoryEvent
 from aqueduct_libs.ops import configure_logging
-from aqueduct_libs.sessions import SessionVerifier
+from aqueduct_libs.sessions import SessionVerifier, watch_revoked_sessions
 from aqueduct_libs.settings import CommonSettings
 
 __all__ = ["Service", "build", "run", "serve"]
@@ -54,7 +54,12 @@ class Service:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def ready(self) -> bool:
-        return self.nc.is_connected and all(c.running.is_set() for c in self.consumers)
+        # The watchers' first load included: a signed-out session is refused from the first request.
+        return (
+            self.nc.is_connected
+            and all(c.running.is_set() for c in self.consumers)
+            and all(w.ready.is_set() for w in self.watchers)
+        )
 
     async def start(self) -> None:
         for watcher in self.watchers:
@@ -164,7 +169,11 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         consumers=consumers,
         budgets=budgets,
         budget_interval=settings.budget_check_seconds,
-        watchers=[watch_model_prices(js, prices), watch_jwks(js, verifier)],
+        watchers=[
+            watch_model_prices(js, prices),
+            watch_jwks(js, verifier),
+            watch_revoked_sessions(js, verifier),
+        ],
     )
     ready_check.append(service)
     app.state.deps.on_start = service.start

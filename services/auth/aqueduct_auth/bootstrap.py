@@ -17,7 +17,12 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from aqueduct_auth.adapters.jupyterhub import JupyterHubClient
 from aqueduct_auth.adapters.keys import KeyRing
-from aqueduct_auth.adapters.nats_bus import DirectoryClient, EventPublisher, publish_jwks
+from aqueduct_auth.adapters.nats_bus import (
+    DirectoryClient,
+    EventPublisher,
+    RevokedSessionsPublisher,
+    publish_jwks,
+)
 from aqueduct_auth.adapters.oidc import OidcClient, OidcConfig
 from aqueduct_auth.adapters.passwords import Passwords
 from aqueduct_auth.adapters.store import AuthStore
@@ -31,6 +36,7 @@ from aqueduct_auth.entrypoints.errors import add_error_handlers
 from aqueduct_auth.settings import AuthSettings
 from aqueduct_libs.bus import connect, ensure_topology
 from aqueduct_libs.ops import add_operational_routes, configure_logging
+from aqueduct_libs.sessions import watch_revoked_sessions
 from aqueduct_libs.settings import CommonSettings
 
 __all__ = ["create_app", "run"]
@@ -57,6 +63,7 @@ def create_app(settings: AuthSettings, common: CommonSettings) -> FastAPI:
         events = EventPublisher(js)
         directory = DirectoryClient(nc, settings.directory_timeout)
         hub = JupyterHubClient(settings.jupyterhub_api_url) if settings.jupyterhub_api_url else None
+        revoked = RevokedSessionsPublisher(js)
         sessions = Sessions(
             store,
             keys,
@@ -69,6 +76,7 @@ def create_app(settings: AuthSettings, common: CommonSettings) -> FastAPI:
                 common.secret_key_bytes,
                 settings.refresh_reuse_grace_seconds,
             ),
+            revoked,
         )
         local_accounts = LocalAccounts(
             store,
@@ -101,6 +109,9 @@ def create_app(settings: AuthSettings, common: CommonSettings) -> FastAPI:
             else None,
         )
         await publish(keys.jwks())
+        # This service's own admin routes refuse ended sessions too, whichever auth process ended them.
+        revoked_watch = watch_revoked_sessions(js, container.verifier)
+        revoked_watch.start()
         if settings.bootstrap_admin_username and settings.bootstrap_admin_password.get_secret_value():
             created = await local_accounts.ensure_bootstrap_admin(
                 settings.bootstrap_admin_username, settings.bootstrap_admin_password.get_secret_value()
@@ -110,6 +121,7 @@ def create_app(settings: AuthSettings, common: CommonSettings) -> FastAPI:
         housekeeping = asyncio.create_task(_purge_periodically(store), name="auth-purge")
         app.state.container = container
         state["nc"] = nc
+        state["revoked_watch"] = revoked_watch
         log.info("auth service ready; signing key %s published", keys.current.kid)
         try:
             yield
@@ -117,6 +129,8 @@ def create_app(settings: AuthSettings, common: CommonSettings) -> FastAPI:
             housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await housekeeping
+            await revoked.flush()
+            await revoked_watch.stop()
             await nc.drain()
             store.close()
             if hub:
@@ -135,7 +149,12 @@ def create_app(settings: AuthSettings, common: CommonSettings) -> FastAPI:
     add_error_handlers(app)
     app.include_router(routes.router)
     app.include_router(oidc_routes.router)
-    add_operational_routes(app, ready=lambda: bool(state.get("nc") and state["nc"].is_connected))
+    add_operational_routes(
+        app,
+        ready=lambda: bool(
+            state.get("nc") and state["nc"].is_connected and state["revoked_watch"].ready.is_set()
+        ),
+    )
     return app
 
 

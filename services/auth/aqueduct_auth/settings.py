@@ -5,8 +5,10 @@ Read once, in ``bootstrap``.
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aqueduct_libs.names import AUTH_REVOKED_MAX_AGE_SECONDS
 
 __all__ = ["AuthSettings"]
 
@@ -21,7 +23,9 @@ class AuthSettings(BaseSettings):
     # PEM of the ES256 signing key. Empty: generated on first start under <data_dir>/auth/ (mode 0600).
     # Several auth processes behind one URL must share it.
     signing_key: SecretStr = SecretStr("")
-    access_token_ttl: int = 15 * 60
+    # At most the revoked-sessions bucket's max age (less a margin), so a signed-out session stays refused
+    # for as long as any of its access tokens could be presented.
+    access_token_ttl: int = Field(default=15 * 60, gt=0, le=AUTH_REVOKED_MAX_AGE_SECONDS - 60)
     refresh_token_ttl: int = 14 * 24 * 3600
     # A spent refresh token seen again within this window is refused without ending the session
     # (two tabs refreshing at once); later, it is taken as stolen and the session ends.

@@ -25,7 +25,7 @@ from aqueduct_directory.entrypoints.rpc import serve_sign_in
 from aqueduct_directory.settings import DirectorySettings
 from aqueduct_libs import bus, names
 from aqueduct_libs.ops import configure_logging
-from aqueduct_libs.sessions import JWKS_KEY, SessionVerifier
+from aqueduct_libs.sessions import JWKS_KEY, SessionVerifier, watch_revoked_sessions
 from aqueduct_libs.settings import CommonSettings
 
 __all__ = ["DirectoryService", "build_directory", "run", "run_replay"]
@@ -65,11 +65,20 @@ class DirectoryService:
         self.relay: OutboxRelay | None = None
         self.projector: SnapshotProjector | None = None
         self._watcher: bus.KVWatcher | None = None
+        self._revoked: bus.KVWatcher | None = None
         self._follower: asyncio.Task[None] | None = None
         self._positions = open_position_store(self.directory.store_env)
 
     def ready(self) -> bool:
-        return bool(self.nc and self.nc.is_connected and self.projector and self.projector.loaded.is_set())
+        return bool(
+            self.nc
+            and self.nc.is_connected
+            and self.projector
+            and self.projector.loaded.is_set()
+            # Ended sessions known before answering: a signed-out token is refused from the first request.
+            and self._revoked
+            and self._revoked.ready.is_set()
+        )
 
     async def start(self) -> None:
         self.nc = await bus.connect(self.common.nats_url, "aqueduct-directory")
@@ -82,6 +91,8 @@ class DirectoryService:
         await serve_sign_in(self.nc, self.directory)
         self._watcher = bus.KVWatcher(js, names.AUTH_KEYS_BUCKET, self._on_key, lambda key: None)
         self._watcher.start()
+        self._revoked = watch_revoked_sessions(js, self.verifier)
+        self._revoked.start()
         self._follower = asyncio.create_task(self._follow_store(), name="follow-event-store")
 
     async def _follow_store(self) -> None:
@@ -118,6 +129,8 @@ class DirectoryService:
                 await self._follower
         if self._watcher:
             await self._watcher.stop()
+        if self._revoked:
+            await self._revoked.stop()
         # Last words before exit: what was saved reaches the bucket and the stream (bounded wait).
         if self.projector is not None:
             with contextlib.suppress(Exception):

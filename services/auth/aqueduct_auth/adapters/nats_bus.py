@@ -1,9 +1,12 @@
-"""The auth service on the bus: the directory's sign-in RPC, auth events, and the JWKS in KV."""
+"""The auth service on the bus: the directory's sign-in RPC, auth events, the JWKS and ended sessions in KV."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import time
 from typing import Any
 
 import nats.errors
@@ -17,7 +20,7 @@ from aqueduct_libs import names
 from aqueduct_libs.events import AuthEvent
 from aqueduct_libs.sessions import JWKS_KEY
 
-__all__ = ["DirectoryClient", "EventPublisher", "publish_jwks"]
+__all__ = ["DirectoryClient", "EventPublisher", "RevokedSessionsPublisher", "publish_jwks"]
 
 log = logging.getLogger(__name__)
 
@@ -78,3 +81,55 @@ class EventPublisher:
 async def publish_jwks(js: JetStreamContext, jwks: dict[str, Any]) -> None:
     kv = await js.key_value(names.AUTH_KEYS_BUCKET)
     await kv.put(JWKS_KEY, json.dumps(jwks).encode())
+
+
+class RevokedSessionsPublisher:
+    """Writes ended sessions to the ``auth_revoked`` bucket, which every verifying service watches.
+
+    ``session_ended`` returns at once: the write runs in the background and is retried while the bus is
+    away, so a sign-out never waits for NATS. A write that only lands after ``until`` is dropped (every
+    token of the session has expired by then)."""
+
+    def __init__(
+        self, js: JetStreamContext, timeout: float = 2.0, retry_seconds: tuple[float, float] = (0.5, 5.0)
+    ) -> None:
+        self._js = js
+        self._timeout = timeout
+        self._first_retry, self._max_retry = retry_seconds
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._tasks)
+
+    def session_ended(self, session_id: str, until: float) -> None:
+        task = asyncio.create_task(self._write(session_id, until), name=f"revoke-{session_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write(self, session_id: str, until: float) -> None:
+        delay = self._first_retry
+        value = str(int(until) + 1).encode()  # rounded up: never forgotten before the token expires
+        while time.time() < until:
+            try:
+                kv = await self._js.key_value(names.AUTH_REVOKED_BUCKET)
+                await asyncio.wait_for(kv.put(session_id, value), self._timeout)
+                if delay != self._first_retry:
+                    log.info("ended session %s published after retrying", session_id)
+                return
+            except Exception as exc:  # the bus is away: keep trying in the background
+                log.warning(
+                    "could not publish ended session %s (%s); retrying in %.1fs", session_id, exc, delay
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._max_retry)
+        log.error("gave up publishing ended session %s: its access tokens have expired", session_id)
+
+    async def flush(self, grace_seconds: float = 5.0) -> None:
+        """On shutdown: let writes in flight finish (bounded), then cancel the rest."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace_seconds)
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 from aqueduct_auth.domain.sign_in import DirectoryUser, SignInRequest
 from aqueduct_libs.events import AuthEvent
 
-__all__ = ["Directory", "Events", "KeyPublisher"]
+__all__ = ["Directory", "Events", "KeyPublisher", "RevokedSessions"]
 
 
 class Directory(Protocol):
@@ -20,3 +20,11 @@ class Events(Protocol):
 
 class KeyPublisher(Protocol):
     async def __call__(self, jwks: dict[str, Any]) -> None: ...
+
+
+class RevokedSessions(Protocol):
+    def session_ended(self, session_id: str, until: float) -> None:
+        """Tell every verifying service to refuse the session's access tokens until ``until``.
+
+        Must not block: the caller is answering a user."""
+        ...

@@ -3,6 +3,8 @@
 A session is a row (its id is the ``sid`` claim) holding the sign-in request, so a refresh asks the
 directory again and the new access token carries the user's current roles. Refresh tokens rotate on
 every use; presenting a spent one again means it was copied, and the whole session is revoked.
+A revoked session is also announced (``RevokedSessions``), so its access tokens stop working everywhere
+at once instead of when they expire.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import NoReturn
 
 from aqueduct_auth.adapters.keys import KeyRing
 from aqueduct_auth.adapters.store import AuthStore
-from aqueduct_auth.application.ports import Directory, Events
+from aqueduct_auth.application.ports import Directory, Events, RevokedSessions
 from aqueduct_auth.domain.errors import (
     ExchangeCodeInvalidError,
     RefreshTokenInvalidError,
@@ -60,9 +62,11 @@ class Sessions:
         directory: Directory,
         events: Events,
         policy: SessionPolicy,
+        revoked: RevokedSessions,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._revoked = revoked
         self._keys = keys
         self._directory = directory
         self._events = events
@@ -126,7 +130,7 @@ class Sessions:
 
     async def _reused(self, session_id: str, subject: str) -> NoReturn:
         """A spent refresh token came back: it was copied. End the session for thief and owner alike."""
-        self._store.revoke_session(session_id, self._clock())
+        self._end_session(session_id)
         await self._events.publish(
             AuthEvent(
                 type="SignInFailed",
@@ -143,7 +147,7 @@ class Sessions:
         stored = self._store.find_refresh_token(self._hash(refresh_token))
         if stored is None or stored.session_revoked:
             return
-        self._store.revoke_session(stored.session_id, self._clock())
+        self._end_session(stored.session_id)
         await self._events.publish(
             AuthEvent(
                 type="SignedOut",
@@ -188,8 +192,14 @@ class Sessions:
             return await self._directory.sign_in(request)
         except SignInRefusedError:
             # The directory no longer accepts this user (removed, group gone): end the session.
-            self._store.revoke_session(session_id, self._clock())
+            self._end_session(session_id)
             raise
+
+    def _end_session(self, session_id: str) -> None:
+        now = self._clock()
+        self._store.revoke_session(session_id, now)
+        # Every access token of the session was issued by now, so none outlives now + its lifetime.
+        self._revoked.session_ended(session_id, now + self._policy.access_token_ttl)
 
     def _issue(self, session_id: str, user: DirectoryUser) -> TokenPair:
         now = self._clock()
