@@ -17,7 +17,7 @@ from jwt.algorithms import ECAlgorithm
 from aqueduct_cli.embedded import EmbeddedNats
 from aqueduct_libs import names
 from aqueduct_libs.bus import ensure_topology
-from aqueduct_libs.sessions import SESSION_AUDIENCE, SESSION_ISSUER, SessionVerifier
+from aqueduct_libs.sessions import SESSION_AUDIENCE, SESSION_ISSUER, InvalidSessionError, SessionVerifier
 from aqueduct_ui.adapters.jwks import KeyRing
 
 pytestmark = pytest.mark.nats
@@ -87,5 +87,41 @@ async def test_keys_come_from_the_bucket_and_rotate_live(tmp_path: Path) -> None
         finally:
             await ring.stop()
             await nc.close()
+    finally:
+        server.stop()
+
+
+async def test_a_signed_out_session_is_refused_from_the_revoked_bucket(tmp_path: Path) -> None:
+    server = EmbeddedNats(tmp_path / "nats").start()
+    try:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await ensure_topology(js)
+        key = ec.generate_private_key(ec.SECP256R1())
+        await (await js.key_value(names.AUTH_KEYS_BUCKET)).put("jwks", jwks(("k1", key)))
+
+        async def no_http() -> dict:
+            raise AssertionError("the keys must come from the bus here")
+
+        ring = KeyRing(SessionVerifier(), no_http)
+        await ring.start(server.url)
+        try:
+            for _ in range(100):
+                if ring.ready:
+                    break
+                await asyncio.sleep(0.05)
+            assert ring.verifier.verify(token("k1", key)).sid == "s"
+            # The auth service ends session "s" (the sid of ``token``): the UI refuses it at once.
+            revoked = await js.key_value(names.AUTH_REVOKED_BUCKET)
+            await revoked.put("s", str(int(time.time()) + 900).encode())
+            for _ in range(100):
+                if ring.verifier.revoked_sessions:
+                    break
+                await asyncio.sleep(0.02)
+            with pytest.raises(InvalidSessionError, match="session has ended"):
+                ring.verifier.verify(token("k1", key))
+        finally:
+            await ring.stop()
+            await nc.drain()
     finally:
         server.stop()

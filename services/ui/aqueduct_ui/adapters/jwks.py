@@ -3,6 +3,8 @@
 Primary source: the ``auth_keys`` KV bucket (key ``jwks``), watched so that a key rotation reaches the UI
 without a restart. Fallback: the auth service's ``/.well-known/jwks.json``, fetched at most every few
 seconds when a token names a key we do not hold (the UI starting before the bus delivers, or a bus outage).
+With the bus, the ``auth_revoked`` bucket is watched as well, so the UI refuses a signed-out session's
+access token at once; without it, the APIs refuse the token (401) and the UI sends the user to sign in.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from nats.aio.client import Client as NATS
 
 from aqueduct_libs import names
 from aqueduct_libs.bus import KVWatcher, connect, ensure_topology
-from aqueduct_libs.sessions import SessionVerifier
+from aqueduct_libs.sessions import SessionVerifier, watch_revoked_sessions
 from aqueduct_ui.adapters.api import ApiError
 
 __all__ = ["JWKS_KEY", "KeyRing"]
@@ -35,6 +37,7 @@ class KeyRing:
         self._jwks_source = jwks_source
         self._nc: NATS | None = None
         self._watcher: KVWatcher | None = None
+        self._revoked: KVWatcher | None = None
         self._last_http_fetch = 0.0
 
     @property
@@ -47,10 +50,14 @@ class KeyRing:
         await ensure_topology(js)
         self._watcher = KVWatcher(js, names.AUTH_KEYS_BUCKET, self._on_put, self._on_delete)
         self._watcher.start()
+        self._revoked = watch_revoked_sessions(js, self.verifier)
+        self._revoked.start()
 
     async def stop(self) -> None:
         if self._watcher:
             await self._watcher.stop()
+        if self._revoked:
+            await self._revoked.stop()
         if self._nc and not self._nc.is_closed:
             await self._nc.drain()
 
