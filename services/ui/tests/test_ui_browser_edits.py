@@ -189,28 +189,77 @@ async def test_an_org_admin_sets_a_users_limits_and_a_teams_budgets_and_exclusio
         await ok(directory.delete(f"/api/models/{spare}"))
 
 
-async def test_a_team_admin_sees_the_teams_budgets_but_cannot_change_them(
+async def test_a_team_admin_sets_the_teams_limits_up_to_the_orgs_but_not_its_exclusions(
     stack, browser: Browser, people: People, directory: httpx.AsyncClient
 ) -> None:
     context, page = await sign_in(browser, stack.urls["ui"], people.team_admin)
-    await page.goto(f"/teams/{people.team_id}")
-    await expect(page.get_by_role("heading", name="Budgets and excluded models")).to_be_visible()
-    await expect(page.locator("#budgets")).to_contain_text("Daily budget (USD)")
-    await expect(page.get_by_text("Edit budgets and excluded models")).to_have_count(0)
-    await forced_post(page, f"/teams/{people.team_id}/budgets", {"daily_usd": "1", "excluded_models": "x"})
-    await expect(page.get_by_role("alert")).to_contain_text("Org-Admin")
-    team = await ok(directory.get(f"/api/teams/{people.team_id}"))
-    assert team["budgets"] == {} and team["excluded_models"] == []
+    try:
+        await page.goto(f"/teams/{people.team_id}")
+        await expect(page.get_by_text("Edit team and limits")).to_have_count(0)  # name: Org-Admins only
+        await expect(page.get_by_text("Edit budgets and excluded models")).to_have_count(0)
+        limits = page.locator("section", has=page.get_by_role("heading", name="Team limits"))
+        await limits.locator("summary", has_text="Edit team limits").click()
+        await limits.get_by_label("Requests per minute").fill("500")
+        await limits.get_by_role("button", name="Save team limits").click()
+        await expect(page.get_by_role("status")).to_contain_text("Team limits saved.")
+        limits = page.locator("section", has=page.get_by_role("heading", name="Team limits"))
+        await expect(limits.locator("tr", has_text="Requests per minute")).to_contain_text("500")
+        team = await ok(directory.get(f"/api/teams/{people.team_id}"))
+        assert team["limits"] == {"requests_per_minute": 500}
 
-    # Their own limits, read-only; another user's limits are not theirs to change.
-    await page.goto("/users")
-    await expect(page.get_by_role("heading", name="Your limits")).to_be_visible()
-    await expect(page.locator("#user-limits tbody tr")).to_have_count(1)
-    await expect(page.get_by_text("Edit limits of")).to_have_count(0)
-    await forced_post(page, f"/users/{people.user.user_id}/limits", {"requests_per_minute": "1"})
-    await expect(page.get_by_role("alert")).to_contain_text("Org-Admin")
-    assert (await ok(directory.get(f"/api/users/{people.user.user_id}")))["limits"] == {}
-    await context.close()
+        # Above the org's default (100,000 in the test configuration): refused, the bound named.
+        await limits.locator("summary", has_text="Edit team limits").click()
+        await limits.get_by_label("Requests per minute").fill("200,000")
+        await limits.get_by_role("button", name="Save team limits").click()
+        await expect(page.get_by_role("alert")).to_contain_text(
+            "requests per minute 200000 is above the org's 100000"
+        )
+        team = await ok(directory.get(f"/api/teams/{people.team_id}"))
+        assert team["limits"] == {"requests_per_minute": 500}
+
+        # Budgets (the org sets none: no bound) and a per-model limit.
+        await page.goto(f"/teams/{people.team_id}")
+        budgets = page.locator("#budgets")
+        await budgets.locator("summary", has_text="Edit budgets").click()
+        await expect(budgets.get_by_label("Excluded models")).to_have_count(0)
+        await budgets.get_by_label("Daily budget (USD)").fill("3.25")
+        await budgets.get_by_role("button", name="Save budgets").click()
+        await expect(page.get_by_role("status")).to_contain_text("Team budgets saved.")
+        per_model = page.locator("#team-model-limits")
+        await per_model.locator("summary", has_text="Edit per-model limits").click()
+        await per_model.get_by_label("Requests per minute of fake-model").fill("40")
+        await per_model.get_by_role("button", name="Save per-model limits").click()
+        await expect(page.get_by_role("status")).to_contain_text("Per-model limits of the team saved.")
+        row = page.locator("#team-model-limit-table tr[data-model='fake-model']")
+        await expect(row.locator("td").nth(1)).to_have_text("40")
+        team = await ok(directory.get(f"/api/teams/{people.team_id}"))
+        assert team["budgets"] == {"daily_usd": "3.25"}
+        assert team["model_limits"] == {"fake-model": {"requests_per_minute": 40}}
+        await shoot(page, "team-admin-limits")
+
+        # Exclusions stay with Org-Admins: a forced post is refused and changes nothing.
+        await forced_post(
+            page, f"/teams/{people.team_id}/budgets", {"daily_usd": "1", "excluded_models": "x"}
+        )
+        await expect(page.get_by_role("alert")).to_contain_text("Org-Admin")
+        team = await ok(directory.get(f"/api/teams/{people.team_id}"))
+        assert team["budgets"] == {"daily_usd": "3.25"} and team["excluded_models"] == []
+
+        # Their own limits, read-only; another user's limits are not theirs to change.
+        await page.goto("/users")
+        await expect(page.get_by_role("heading", name="Your limits")).to_be_visible()
+        await expect(page.locator("#user-limits tbody tr")).to_have_count(1)
+        await expect(page.get_by_text("Edit limits of")).to_have_count(0)
+        await forced_post(page, f"/users/{people.user.user_id}/limits", {"requests_per_minute": "1"})
+        await expect(page.get_by_role("alert")).to_contain_text("Org-Admin")
+        assert (await ok(directory.get(f"/api/users/{people.user.user_id}")))["limits"] == {}
+    finally:
+        await context.close()
+        await ok(
+            directory.patch(
+                f"/api/teams/{people.team_id}", json={"limits": {}, "budgets": {}, "model_limits": {}}
+            )
+        )
 
 
 async def test_a_user_sees_no_edit_controls_and_forced_edits_are_refused(
@@ -232,6 +281,10 @@ async def test_a_user_sees_no_edit_controls_and_forced_edits_are_refused(
 
     await page.goto(f"/teams/{people.team_id}")
     await expect(page.get_by_text("Edit budgets and excluded models")).to_have_count(0)
+    await expect(page.get_by_text("Edit team limits")).to_have_count(0)
+    await forced_post(page, f"/teams/{people.team_id}/limits", {"requests_per_minute": "1"})
+    await expect(page.get_by_role("alert")).to_contain_text("Team-Admin")
+    assert (await ok(directory.get(f"/api/teams/{people.team_id}")))["limits"] == {}
     await forced_post(page, "/admin/models/fake-model", {"endpoint": "fake", "upstream_model": "evil"})
     await expect(page.get_by_role("alert")).to_contain_text("Admin")
     await forced_post(page, "/admin/endpoints/fake", {"url": "http://evil.example/v1", "provider": "openai"})

@@ -141,7 +141,7 @@ async def test_an_org_admin_creates_edits_and_deletes_a_team(stack, browser: Bro
 
     # Team limits: blank fields fall back to the org's, which the page says.
     await page.get_by_text("Edit team and limits").click()
-    await page.get_by_label("Requests per minute").fill("60")
+    await page.get_by_label("Requests per minute", exact=True).fill("60")
     await page.get_by_role("button", name="Save").click()
     limits = page.locator("table.kv")
     await expect(limits.locator("tr", has_text="Requests per minute")).to_contain_text("60")

@@ -13,6 +13,7 @@ from aqueduct_ui.domain.forms import (
     parse_budgets,
     parse_expiry,
     parse_limits,
+    parse_model_limits,
     parse_price,
     parse_url,
     require_text,
@@ -85,6 +86,20 @@ def test_blank_limits_inherit_and_bad_ones_are_explained() -> None:
         parse_budgets({"daily_usd": "lots"})
     with pytest.raises(FormError, match=r"Daily budget \(tokens\) must be a whole number"):
         parse_budgets({"daily_tokens": "1.5"})
+
+
+def test_per_model_limits_are_one_row_per_model_and_an_all_blank_row_is_left_out() -> None:
+    form = {
+        "csrf_token": "x",
+        "ml:requests_per_minute:meta/llama-3.1:8b": "1,000",
+        "ml:output_tokens_per_minute:meta/llama-3.1:8b": "",
+        "ml:requests_per_minute:gpt-4o": "",
+    }
+    assert parse_model_limits(form) == {"meta/llama-3.1:8b": {"requests_per_minute": 1000}}
+    with pytest.raises(FormError, match="Requests per minute of gpt-4o must be a whole number"):
+        parse_model_limits({"ml:requests_per_minute:gpt-4o": "ten"})
+    with pytest.raises(FormError, match="Unknown per-model limit"):
+        parse_model_limits({"ml:cost:gpt-4o": "1"})
 
 
 def test_catalogue_fields_take_names_urls_and_prices_never_key_values() -> None:

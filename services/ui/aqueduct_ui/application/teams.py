@@ -76,8 +76,14 @@ class TeamPage:
     candidates: list[dict[str, Any]]  # org users who are not members yet
     is_member: bool
     can_admin: bool  # Team-Admin of this team (or above): accounts and members
-    can_edit_team: bool  # Org-Admin (or Admin): name, description, limits, budgets, excluded models
+    can_edit_team: bool  # Org-Admin (or Admin): name, description, excluded models, and no bound
+    can_set_limits: bool  # Team-Admin (or above): limits, per-model limits, budgets (up to the org's)
     models: list[str] = field(default_factory=list)  # the catalogue, for the exclusion picker
+
+    @property
+    def limit_models(self) -> list[str]:
+        """Rows of the per-model limits form: the catalogue and any model the team still limits."""
+        return sorted(set(self.models) | set(self.team.get("model_limits") or {}))
 
 
 async def load_team_page(api: UserApi, viewer: Viewer, team_id: str) -> TeamPage:
@@ -154,5 +160,6 @@ async def load_team_page(api: UserApi, viewer: Viewer, team_id: str) -> TeamPage
         is_member=is_member,
         can_admin=can_admin,
         can_edit_team=viewer.manages_org(org_id),
+        can_set_limits=can_admin,
         models=sorted(m["name"] for m in items(models_answer, "models") if not m.get("deleted")),
     )

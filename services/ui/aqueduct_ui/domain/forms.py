@@ -15,6 +15,7 @@ __all__ = [
     "parse_budgets",
     "parse_expiry",
     "parse_limits",
+    "parse_model_limits",
     "parse_moment",
     "parse_price",
     "parse_url",
@@ -99,6 +100,24 @@ def parse_limits(form: Mapping[str, str]) -> dict[str, int | None]:
         text = (form.get(key) or "").strip()
         limits[key] = _whole(text, label) if text else None
     return limits
+
+
+def parse_model_limits(form: Mapping[str, str]) -> dict[str, dict[str, int]]:
+    """Fields ``ml:<limit>:<model>``, one row of inputs per model. Blank means "not set at this level";
+    a model whose fields are all blank is left out, so the whole map is sent and blanks clear."""
+    keys = {key for key, _ in LIMIT_FIELDS}
+    labels = dict(LIMIT_FIELDS)
+    result: dict[str, dict[str, int]] = {}
+    for name, value in form.items():
+        if not name.startswith("ml:"):
+            continue
+        _, key, model = name.split(":", 2) if name.count(":") >= 2 else (name, "", "")
+        if key not in keys or not model:
+            raise FormError(f"Unknown per-model limit field {name!r}.")
+        text = (value or "").strip()
+        if text:
+            result.setdefault(model, {})[key] = _whole(text, f"{labels[key]} of {model}")
+    return dict(sorted(result.items()))
 
 
 def parse_budgets(form: Mapping[str, str]) -> dict[str, str | int | None]:

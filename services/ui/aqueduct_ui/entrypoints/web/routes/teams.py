@@ -15,6 +15,7 @@ from aqueduct_ui.domain.forms import (
     FormError,
     parse_budgets,
     parse_limits,
+    parse_model_limits,
     require_text,
 )
 from aqueduct_ui.entrypoints.web.cookies import Flash
@@ -84,17 +85,34 @@ async def update_team(request: Request, api: Api, team_id: str) -> Response:
     return redirect(request, f"/teams/{team_id}", Flash("success", "Team settings saved."))
 
 
+@router.post("/teams/{team_id}/limits")
+async def update_team_limits(request: Request, api: Api, team_id: str) -> Response:
+    """A Team-Admin's form: the limits only (the directory holds them to the org's own values)."""
+    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    await api.directory.patch(f"/api/teams/{q(team_id)}", {"limits": parse_limits(form)})
+    return redirect(request, f"/teams/{team_id}", Flash("success", "Team limits saved."))
+
+
+@router.post("/teams/{team_id}/model-limits")
+async def update_team_model_limits(request: Request, api: Api, team_id: str) -> Response:
+    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    await api.directory.patch(f"/api/teams/{q(team_id)}", {"model_limits": parse_model_limits(form)})
+    return redirect(request, f"/teams/{team_id}", Flash("success", "Per-model limits of the team saved."))
+
+
 @router.post("/teams/{team_id}/budgets")
 async def update_team_budgets(request: Request, api: Api, team_id: str) -> Response:
-    """Budgets and excluded models in one form; both are whole lists, so blanks clear what was set."""
+    """Budgets, and excluded models when the form has them (an Org-Admin's); both are whole lists, so
+    blanks clear what was set. A Team-Admin's form has no exclusions, so none are sent."""
     form = await request.form()
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    body = {
-        "budgets": parse_budgets(fields),
-        "excluded_models": [v for v in form.getlist("excluded_models") if isinstance(v, str) and v],
-    }
+    body: dict[str, object] = {"budgets": parse_budgets(fields)}
+    excluded = [v for v in form.getlist("excluded_models") if isinstance(v, str) and v]
+    if excluded or fields.get("edit_exclusions"):
+        body["excluded_models"] = excluded
     await api.directory.patch(f"/api/teams/{q(team_id)}", body)
-    return redirect(request, f"/teams/{team_id}", Flash("success", "Team budgets and excluded models saved."))
+    saved = "Team budgets and excluded models saved." if "excluded_models" in body else "Team budgets saved."
+    return redirect(request, f"/teams/{team_id}", Flash("success", saved))
 
 
 @router.post("/teams/{team_id}/service-accounts")
