@@ -235,28 +235,38 @@ class Gateway:
         counters = self._counters(call)
         if not counters:
             return {}
+        admission = await self._charge(counters)
+        if admission is None:
+            return {}
+        call.admission = admission
+        return _admission_headers(admission)
+
+    async def admit_requests(self, grant: TokenGrant, count: int = 1) -> dict[str, str]:
+        """Charge ``count`` requests to the token's requests-per-minute counter only, all or none: for
+        calls that spend no model tokens (MCP tool calls), on the counter its model requests use."""
+        limit = grant.limits.requests_per_minute
+        if self.limiter is None or limit is None or count < 1:
+            return {}
+        counter = Counter(f"aq:rl:{{{grant.token_id}}}:t:rpm", "requests", limit, count)
+        admission = await self._charge([counter])
+        return {} if admission is None else _admission_headers(admission)
+
+    async def _charge(self, counters: list[Counter]) -> Admission | None:
+        """The admission, None when the limiter is down and limits fail open, or RateLimitedError."""
+        assert self.limiter is not None
         try:
             result = await self.limiter.admit(counters)
         except LimiterDown as exc:
             self.metrics.limiter_failures.inc()
             if self.config.fail_open:
-                return {}
+                return None
             raise LimiterUnavailableError(
                 "Rate limits cannot be checked right now; try again shortly."
             ) from exc
         if isinstance(result, Rejection):
             self.metrics.limit_rejections.labels(result.counter.dimension).inc()
             raise RateLimitedError(_rejection_message(result), headers=_rejection_headers(result))
-        call.admission = result
-        headers: dict[str, str] = {}
-        for counter, used in zip(result.counters, result.used, strict=True):
-            name = _HEADER_DIMENSION[counter.dimension]
-            remaining = str(max(0, counter.limit - used))
-            previous = headers.get(f"x-ratelimit-remaining-{name}")
-            if previous is None or int(remaining) < int(previous):
-                headers[f"x-ratelimit-limit-{name}"] = str(counter.limit)
-                headers[f"x-ratelimit-remaining-{name}"] = remaining
-        return headers
+        return result
 
     # -- upstream --------------------------------------------------------------------------------------
 
@@ -474,6 +484,19 @@ class Gateway:
     async def drain(self) -> None:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _admission_headers(admission: Admission) -> dict[str, str]:
+    """``x-ratelimit-limit-*`` and ``-remaining-*``: per dimension, the counter with the least left."""
+    headers: dict[str, str] = {}
+    for counter, used in zip(admission.counters, admission.used, strict=True):
+        name = _HEADER_DIMENSION[counter.dimension]
+        remaining = str(max(0, counter.limit - used))
+        previous = headers.get(f"x-ratelimit-remaining-{name}")
+        if previous is None or int(remaining) < int(previous):
+            headers[f"x-ratelimit-limit-{name}"] = str(counter.limit)
+            headers[f"x-ratelimit-remaining-{name}"] = remaining
+    return headers
 
 
 def _rejection_message(rejection: Rejection) -> str:
