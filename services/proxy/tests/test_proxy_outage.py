@@ -1,4 +1,5 @@
-"""NATS goes away under load: the proxy keeps serving from its snapshot and loses no usage event.
+"""NATS goes away under load: the proxy keeps serving from its snapshot and loses no usage event; every
+request served meanwhile is one row in ClickHouse.
 
 Also: a graceful shutdown while the bus is down spools the events to disk, and the next start sends them.
 """
@@ -71,11 +72,66 @@ async def test_nats_outage_under_load_loses_and_duplicates_nothing(
 
         nc, js = await _connect(server)
         events = await usage_events(js, grant.token_id, served[0], wait=30)
-        await nc.close()
         assert len(events) == served[0]
         assert len({e.event_id for e in events}) == served[0]
+
+        # And in ClickHouse, through accounting's own consumer: each request once, tokens as served.
+        rows = await _accounted(nc, js, tmp_path / "chdb", grant.token_id, served[0])
+        await nc.close()
+        assert rows == (served[0], served[0], 2 * served[0])
     finally:
         server.stop()
+
+
+async def _accounted(nc, js, folder, token_id: str, expected: int) -> tuple[int, int, int]:
+    """Run accounting's usage consumer into a fresh chDB until ``expected`` rows of the token are in:
+    (rows, distinct event ids, output tokens)."""
+    from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ChdbClickHouse
+    from aqueduct_accounting.adapters.migrations import apply_migrations
+    from aqueduct_accounting.adapters.price_catalog import load_price_catalog
+    from aqueduct_accounting.application.ingest import UsageIngest
+    from aqueduct_accounting.domain.pricing import PriceBook
+    from aqueduct_accounting.domain.usage import usage_rows_from_json
+    from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer
+    from aqueduct_accounting.settings import default_migrations_dir
+    from aqueduct_libs import names
+
+    engine = ChdbClickHouse(folder)
+    apply_migrations(engine, default_migrations_dir())
+    ingest = UsageIngest(AsyncClickHouse(engine), PriceBook(load_price_catalog()))
+
+    async def store(messages: list[list[dict]]) -> None:
+        await ingest.ingest_rows([row for rows in messages for row in rows])
+
+    consumer = BatchConsumer(
+        nc,
+        js,
+        stream=names.USAGE_STREAM,
+        subject=names.USAGE_SUBJECT,
+        durable="outage-test",
+        decode=usage_rows_from_json,
+        store=store,
+        batch_size=5000,
+        flush_interval=0.2,
+        max_ack_pending=50_000,
+        ack_wait=30,
+    )
+    query = (
+        "SELECT count(), uniqExact(event_id), sum(output_tokens) FROM usage_events "
+        "WHERE token_id = {token:String}"
+    )
+    await consumer.start()
+    try:
+        for _ in range(150):
+            result = tuple(int(v) for v in engine.query(query, {"token": token_id}).rows[0])
+            if result[0] >= expected:
+                break
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)  # anything counted twice would land by now
+        return tuple(int(v) for v in engine.query(query, {"token": token_id}).rows[0])  # type: ignore[return-value]
+    finally:
+        await consumer.stop()
+        engine.close()
 
 
 async def test_shutdown_while_bus_is_down_spools_and_next_start_delivers(
