@@ -14,6 +14,7 @@ from directory_testkit import common_settings, wait_until
 
 from aqueduct_cli.embedded import EmbeddedNats
 from aqueduct_directory.bootstrap import DirectoryService
+from aqueduct_directory.domain.grants import model_route
 from aqueduct_directory.settings import DirectorySettings
 from aqueduct_libs import names
 from aqueduct_libs.sessions import SESSION_AUDIENCE, SESSION_ISSUER
@@ -219,6 +220,74 @@ async def test_team_admin_flow_service_accounts_and_members(stack):
     assert removed.status_code == 204
     # The service-account token cannot act as a user on the management API.
     assert (await http.get("/api/me", headers=bearer(made.json()["value"]))).status_code == 401
+
+
+async def test_a_team_admin_patches_limits_up_to_the_orgs_over_http(stack):
+    service, signer, http = stack
+    admin = bearer(signer.session(service.directory.sign_in("local:admin", "", "admin", [], admin=True)))
+    org = (await http.get("/api/orgs", headers=admin)).json()[0]  # 60 requests/min, $10 a day
+    lead = (
+        await http.post("/api/users", json={"email": "lead@x.test", "org_id": org["id"]}, headers=admin)
+    ).json()
+    research = next(
+        t for t in (await http.get("/api/teams", headers=admin)).json() if t["name"] == "research"
+    )
+    await http.post(
+        f"/api/teams/{research['id']}/members",
+        json={"user_id": lead["id"], "team_admin": True},
+        headers=admin,
+    )
+    lead_session = bearer(
+        signer.session(service.directory.sign_in("oidc:idp:lead", "lead@x.test", "Lead", email_verified=True))
+    )
+    path = f"/api/teams/{research['id']}"
+    ok = await http.patch(path, json={"limits": {"requests_per_minute": 50}, "budgets": {"daily_usd": "9.5"}},
+                          headers=lead_session)  # fmt: skip
+    assert ok.status_code == 200 and ok.json()["limits"] == {"requests_per_minute": 50}
+    above = await http.patch(path, json={"budgets": {"daily_usd": "11"}}, headers=lead_session)
+    assert above.status_code == 403 and above.json()["code"] == "above_org_bound"
+    assert "daily usd 11 is above the org's 10" in above.json()["detail"]
+    renamed = await http.patch(path, json={"name": "mine"}, headers=lead_session)
+    assert renamed.status_code == 403 and "Org-Admin" in renamed.json()["detail"]
+    assert (await http.get(path, headers=admin)).json()["budgets"] == {"daily_usd": "9.5"}
+
+
+async def test_a_models_price_is_cleared_by_an_explicit_null_and_left_when_absent(stack):
+    service, signer, http = stack
+    admin = bearer(signer.session(service.directory.sign_in("local:admin", "", "admin", [], admin=True)))
+    path = "/api/models/gpt-4o-mini"
+    kept = (await http.patch(path, json={"upstream_model": "gpt-4o-mini-2"}, headers=admin)).json()
+    assert (kept["input_price_per_million"], kept["output_price_per_million"]) == ("0.15", "0.6")
+    cleared = (await http.patch(path, json={"input_price_per_million": None}, headers=admin)).json()
+    assert cleared["input_price_per_million"] is None and cleared["output_price_per_million"] == "0.6"
+    route = model_route(service.directory.state.models["gpt-4o-mini"])  # what the snapshot gets
+    assert route.input_price_nanos_per_token is None and route.output_price_nanos_per_token == 600
+    # The config file gives the price again: applying it sets it back; a file without prices leaves them.
+    assert (await http.post("/api/config/apply", content=CONFIG, headers=admin)).json()["changes"] == [
+        "update model gpt-4o-mini"
+    ]
+    without = CONFIG.replace("    input_price_per_million: 0.15\n", "")
+    assert (await http.post("/api/config/apply", content=without, headers=admin)).json()["changes"] == []
+    member = bearer(signer.session(service.directory.sign_in("local:bob", "bob@x.test", "Bob")))
+    refused = await http.patch(path, json={"output_price_per_million": None}, headers=member)
+    assert refused.status_code == 403
+    assert (await http.get("/api/models", headers=admin)).json()[0]["output_price_per_million"] == "0.6"
+
+
+async def test_org_admins_list_a_users_tokens_and_others_may_not(stack):
+    service, signer, http = stack
+    admin = bearer(signer.session(service.directory.sign_in("local:admin", "", "admin", [], admin=True)))
+    bob_id = service.directory.sign_in("local:bob", "bob@x.test", "Bob")
+    bob = bearer(signer.session(bob_id))
+    made = (await http.post("/api/tokens", json={"name": "laptop"}, headers=bob)).json()["token"]
+    listed = (await http.get("/api/tokens", params={"user_id": bob_id["user_id"]}, headers=admin)).json()
+    assert [t["id"] for t in listed] == [made["id"]]
+    carol = bearer(signer.session(service.directory.sign_in("local:carol", "carol@x.test", "Carol")))
+    denied = await http.get("/api/tokens", params={"user_id": bob_id["user_id"]}, headers=carol)
+    assert denied.status_code == 403
+    limited = await http.patch(f"/api/tokens/{made['id']}", json={"limits": {"requests_per_minute": 5}},
+                               headers=admin)  # fmt: skip
+    assert limited.json()["limits"] == {"requests_per_minute": 5}
 
 
 async def test_audit_and_replay_endpoints(stack):

@@ -30,6 +30,7 @@ def _provider(value: str | None) -> str:
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LEAVE: Any = object()  # a price not given is left as it is; None removes it
 
 
 def _key_env(value: str | None) -> str | None:
@@ -133,10 +134,12 @@ class CatalogUseCases(DirectoryCore):
         name: str,
         endpoint: str | None = None,
         upstream_model: str | None = None,
-        input_price_per_million: Any = None,
-        output_price_per_million: Any = None,
+        input_price_per_million: Any = _LEAVE,
+        output_price_per_million: Any = _LEAVE,
         fallbacks: list[str] | None = None,
     ) -> dict[str, Any]:
+        """Prices: left as they are unless given; ``None`` removes a price (the model's cost is then
+        unknown), as an explicit JSON ``null`` in ``PATCH /api/models/{name}`` does."""
         p.require_admin("change models")
         model = self.editable(self.find(self.state.models, name, "model"))
         if endpoint is not None:
@@ -144,9 +147,9 @@ class CatalogUseCases(DirectoryCore):
         new = (
             endpoint or model.endpoint,
             upstream_model or model.upstream_model,
-            clean_price(input_price_per_million) if input_price_per_million is not None
+            clean_price(input_price_per_million) if input_price_per_million is not _LEAVE
             else model.input_price_per_million,
-            clean_price(output_price_per_million) if output_price_per_million is not None
+            clean_price(output_price_per_million) if output_price_per_million is not _LEAVE
             else model.output_price_per_million,
             self._fallbacks(name, fallbacks) if fallbacks is not None else model.fallbacks,
         )  # fmt: skip

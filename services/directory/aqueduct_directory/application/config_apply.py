@@ -158,8 +158,12 @@ def apply_config(app: DirectoryApp, p: Principal, config: ConfigFile, dry_run: b
             changes.append(f"create model {m.name}")
             if not dry_run:
                 app.register_model(p, m.name, *wanted)
-        elif wanted != (current_model.endpoint, current_model.upstream_model, current_model.input_price_per_million,
-                        current_model.output_price_per_million, current_model.fallbacks):  # fmt: skip
+            continue
+        # A price the file does not give is left as it is (it may have been set in the UI or the API).
+        wanted = (*wanted[:2], wanted[2] or current_model.input_price_per_million,
+                  wanted[3] or current_model.output_price_per_million, wanted[4])  # fmt: skip
+        if wanted != (current_model.endpoint, current_model.upstream_model, current_model.input_price_per_million,
+                      current_model.output_price_per_million, current_model.fallbacks):  # fmt: skip
             changes.append(f"update model {m.name}")
             if not dry_run:
                 app.update_model(p, m.name, *wanted)

@@ -93,8 +93,13 @@ class TokenUseCases(DirectoryCore):
         self.commit(token)
         return self.token_view(token_id)
 
-    def list_tokens(self, p: Principal) -> list[dict[str, Any]]:
-        """Own tokens plus the service-account tokens of the caller's teams."""
+    def list_tokens(self, p: Principal, user_id: str | None = None) -> list[dict[str, Any]]:
+        """Own tokens plus the service-account tokens of the caller's teams; with ``user_id`` of
+        someone else, that user's personal tokens (for the Org-Admins of their org and Admins)."""
+        if user_id is not None and user_id != p.user_id:
+            user = self.find(self.state.users, user_id, "user")
+            p.require_org_admin(user.org_id, "see another user's tokens")
+            return [self.token_view(str(t.id)) for t in self.state.user_tokens_owned(user_id)]
         tokens = list(self.state.user_tokens_owned(p.user_id))
         for team_id in sorted(p.team_ids):
             for sa in self.state.team_service_accounts(team_id):

@@ -21,8 +21,8 @@ Json = dict[str, Any]
 
 
 @router.get("/tokens", tags=["tokens"])
-async def list_tokens(user: CurrentUser, directory: DirectoryDep) -> list[Json]:
-    return directory.list_tokens(user)
+async def list_tokens(user: CurrentUser, directory: DirectoryDep, user_id: str | None = None) -> list[Json]:
+    return directory.list_tokens(user, user_id)
 
 
 @router.post("/tokens", tags=["tokens"], status_code=201)
