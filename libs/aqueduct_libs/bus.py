@@ -80,6 +80,7 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
     for bucket in (names.AUTH_SNAPSHOT_BUCKET, names.QUOTA_BUCKET, names.AUTH_KEYS_BUCKET):
         await _ensure_kv(js, bucket)
     await _ensure_kv(js, names.AUTH_REVOKED_BUCKET, max_age=names.AUTH_REVOKED_MAX_AGE_SECONDS)
+    await _ensure_kv(js, names.AUTH_ATTEMPTS_BUCKET, max_age=names.AUTH_ATTEMPTS_MAX_AGE_SECONDS)
 
 
 OnPut = Callable[[str, bytes], Awaitable[None] | None]

@@ -6,6 +6,8 @@ These names are part of the public contract between services. Renaming one is a 
 from __future__ import annotations
 
 __all__ = [
+    "AUTH_ATTEMPTS_BUCKET",
+    "AUTH_ATTEMPTS_MAX_AGE_SECONDS",
     "AUTH_EVENTS_STREAM",
     "AUTH_EVENTS_SUBJECT_PREFIX",
     "AUTH_KEYS_BUCKET",
@@ -72,6 +74,12 @@ AUTH_KEYS_BUCKET = "auth_keys"
 # which must stay above the access-token lifetime (the auth service refuses a longer lifetime).
 AUTH_REVOKED_BUCKET = "auth_revoked"
 AUTH_REVOKED_MAX_AGE_SECONDS = 3600
+
+# KV bucket of sign-in attempts, shared by every auth process so a rate limit holds across all of them:
+# <kv_safe("user:<username>") or kv_safe("ip:<address>")> -> JSON list of the window's attempt times.
+# Written with compare-and-set on the entry's revision. The sign-in window must be shorter than the max age.
+AUTH_ATTEMPTS_BUCKET = "auth_attempts"
+AUTH_ATTEMPTS_MAX_AGE_SECONDS = 3600
 
 # JetStream stream holding the auth service's integration events (sign-in, sign-out, failed attempts).
 AUTH_EVENTS_STREAM = "AUTH"

@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.middleware.sessions import SessionMiddleware
 
+from aqueduct_auth.adapters.attempts import SharedAttemptLimiter
 from aqueduct_auth.adapters.jupyterhub import JupyterHubClient
 from aqueduct_auth.adapters.keys import KeyRing
 from aqueduct_auth.adapters.nats_bus import (
@@ -83,8 +84,12 @@ def create_app(settings: AuthSettings, common: CommonSettings) -> FastAPI:
             Passwords(),
             sessions,
             events,
-            AttemptLimiter(settings.sign_in_attempts_per_username, settings.sign_in_window_seconds),
-            AttemptLimiter(settings.sign_in_attempts_per_ip, settings.sign_in_window_seconds),
+            SharedAttemptLimiter(
+                js, AttemptLimiter(settings.sign_in_attempts_per_username, settings.sign_in_window_seconds)
+            ),
+            SharedAttemptLimiter(
+                js, AttemptLimiter(settings.sign_in_attempts_per_ip, settings.sign_in_window_seconds)
+            ),
         )
         container = Container(
             sessions=sessions,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from aqueduct_libs.names import AUTH_REVOKED_MAX_AGE_SECONDS
+from aqueduct_libs.names import AUTH_ATTEMPTS_MAX_AGE_SECONDS, AUTH_REVOKED_MAX_AGE_SECONDS
 
 __all__ = ["AuthSettings"]
 
@@ -36,10 +36,11 @@ class AuthSettings(BaseSettings):
     bootstrap_admin_username: str = ""
     bootstrap_admin_password: SecretStr = SecretStr("")
 
-    # Sign-in attempts allowed per window, per username and per client address.
-    sign_in_attempts_per_username: int = 10
-    sign_in_attempts_per_ip: int = 30
-    sign_in_window_seconds: int = 60
+    # Sign-in attempts allowed per window, per username and per client address, counted across all auth
+    # processes (in the auth_attempts KV bucket; in this process alone while the bus is unreachable).
+    sign_in_attempts_per_username: int = Field(default=10, gt=0)
+    sign_in_attempts_per_ip: int = Field(default=30, gt=0)
+    sign_in_window_seconds: int = Field(default=60, gt=0, le=AUTH_ATTEMPTS_MAX_AGE_SECONDS)
     # Peers whose X-Forwarded-For is believed (the UI signs users in server-side): addresses or
     # networks, e.g. ["127.0.0.1", "::1", "172.16.0.0/12"] when the UI runs in a container network.
     trusted_proxies: list[str] = ["127.0.0.1", "::1"]

@@ -21,6 +21,7 @@ from nats.aio.client import Client as NATS
 from aqueduct_auth.bootstrap import create_app
 from aqueduct_auth.settings import AuthSettings
 from aqueduct_cli.embedded import EmbeddedNats
+from aqueduct_libs import names
 from aqueduct_libs.settings import CommonSettings
 
 
@@ -55,11 +56,17 @@ AuthClientFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]
 def auth_client(
     auth_nats: EmbeddedNats, directory: DirectoryTestResponder, tmp_path: Path
 ) -> AuthClientFactory:
-    """``async with auth_client(**settings) as client``: the auth app with its lifespan, over ASGI."""
+    """``async with auth_client(**settings) as client``: the auth app with its lifespan, over ASGI.
+
+    Sign-in attempts are counted on the bus, shared by every auth process; each app starts with none
+    recorded unless ``keep_attempts`` (a second process joining the first)."""
 
     @asynccontextmanager
     async def factory(
-        data_dir: Path | None = None, nats_url: str | None = None, **overrides: Any
+        data_dir: Path | None = None,
+        nats_url: str | None = None,
+        keep_attempts: bool = False,
+        **overrides: Any,
     ) -> AsyncIterator[httpx.AsyncClient]:
         common = CommonSettings(
             nats_url=nats_url or auth_nats.url,
@@ -75,9 +82,19 @@ def auth_client(
         )
         app = create_app(settings, common)
         async with app.router.lifespan_context(app):
+            if not keep_attempts:
+                await _forget_attempts(common.nats_url)
             transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
             async with httpx.AsyncClient(transport=transport, base_url="http://auth.test") as client:
                 client.app = app  # type: ignore[attr-defined]
                 yield client
 
     return factory
+
+
+async def _forget_attempts(url: str) -> None:
+    client = await nats.connect(url)
+    try:
+        await client.jetstream().purge_stream(f"KV_{names.AUTH_ATTEMPTS_BUCKET}")
+    finally:
+        await client.close()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from aqueduct_auth.adapters.passwords import Passwords
 from aqueduct_auth.adapters.store import AuthStore, LocalAccount
-from aqueduct_auth.application.ports import Events
+from aqueduct_auth.application.ports import AttemptCounter, Events
 from aqueduct_auth.application.sessions import Sessions, TokenPair
 from aqueduct_auth.domain.errors import (
     AccountExistsError,
@@ -17,7 +17,6 @@ from aqueduct_auth.domain.errors import (
     NotAllowedError,
     SignInRateLimitedError,
 )
-from aqueduct_auth.domain.rate_limit import AttemptLimiter
 from aqueduct_auth.domain.sign_in import SignInRequest
 from aqueduct_libs.events import AuthEvent
 from aqueduct_libs.sessions import SessionClaims
@@ -39,8 +38,8 @@ class LocalAccounts:
         passwords: Passwords,
         sessions: Sessions,
         events: Events,
-        per_username: AttemptLimiter,
-        per_ip: AttemptLimiter,
+        per_username: AttemptCounter,
+        per_ip: AttemptCounter,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
@@ -87,7 +86,8 @@ class LocalAccounts:
         username = username.strip().lower()
         now = self._clock()
         retry_after = max(
-            self._per_ip.check(f"ip:{client_ip}", now), self._per_username.check(f"user:{username}", now)
+            await self._per_ip.check(f"ip:{client_ip}", now),
+            await self._per_username.check(f"user:{username}", now),
         )
         if retry_after:
             await self._failed(username, client_ip, "rate_limited")

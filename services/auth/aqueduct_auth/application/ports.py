@@ -7,7 +7,13 @@ from typing import Any, Protocol
 from aqueduct_auth.domain.sign_in import DirectoryUser, SignInRequest
 from aqueduct_libs.events import AuthEvent
 
-__all__ = ["Directory", "Events", "KeyPublisher", "RevokedSessions"]
+__all__ = ["AttemptCounter", "Directory", "Events", "KeyPublisher", "RevokedSessions"]
+
+
+class AttemptCounter(Protocol):
+    async def check(self, key: str, now: float) -> int:
+        """Record one sign-in attempt for ``key``; 0 when allowed, else seconds until the next is."""
+        ...
 
 
 class Directory(Protocol):
