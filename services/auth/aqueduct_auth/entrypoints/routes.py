@@ -88,7 +88,7 @@ async def refresh(body: RefreshBody, container: ContainerDep, response: Response
 
 @router.post("/auth/logout", status_code=204, tags=["sessions"])
 async def sign_out(body: RefreshBody, container: ContainerDep, ip: ClientIp) -> Response:
-    """End the session of this refresh token (its access tokens expire on their own, within minutes)."""
+    """End the session of this refresh token; every service refuses its access tokens from then on."""
     await container.sessions.sign_out(body.refresh_token, ip)
     return Response(status_code=204)
 
