@@ -294,3 +294,125 @@ async def test_a_user_sees_no_edit_controls_and_forced_edits_are_refused(
     endpoints = await ok(directory.get("/api/endpoints"))
     assert "evil" not in next(e for e in endpoints if e["slug"] == "fake")["url"]
     await context.close()
+
+
+async def test_an_org_admin_sets_a_users_budgets_exclusions_and_per_model_limits(
+    stack, browser: Browser, people: People, directory: httpx.AsyncClient
+) -> None:
+    otto = people.outsider
+    context, page = await sign_in(browser, stack.urls["ui"], people.org_admin)
+    try:
+        await page.goto("/users")
+        await (
+            page.locator(f"#user-limits tr[data-user-id='{otto.user_id}']")
+            .get_by_role("link", name=otto.name)
+            .click()
+        )
+        await expect(page.get_by_role("heading", name=otto.name)).to_be_visible()
+        await expect(page.locator("#user-tokens")).to_have_count(0)  # token limits: Admins only
+        budgets = page.locator("#user-budgets")
+        await budgets.locator("summary").click()
+        await budgets.get_by_label("Monthly budget (USD)").fill("$40")
+        await budgets.get_by_label("Excluded models").select_option("fake-model")
+        await budgets.get_by_role("button", name=f"Save budgets and exclusions of {otto.name}").click()
+        await expect(page.get_by_role("status")).to_contain_text(
+            f"Budgets and excluded models of {otto.name}"
+        )
+        await expect(page.locator("#user-excluded")).to_contain_text("fake-model")
+        per_model = page.locator("#user-model-limits")
+        await per_model.locator("summary").click()
+        await per_model.get_by_label("Input tokens per minute of fake-model").fill("lots")
+        await per_model.get_by_label("Input tokens per minute of fake-model").evaluate(
+            "e => e.removeAttribute('pattern')"
+        )
+        await per_model.get_by_role("button", name=f"Save per-model limits of {otto.name}").click()
+        await expect(page.get_by_role("alert")).to_contain_text(
+            "Input tokens per minute of fake-model must be a whole number"
+        )
+        await page.goto(f"/users/{otto.user_id}")
+        per_model = page.locator("#user-model-limits")
+        await per_model.locator("summary").click()
+        await per_model.get_by_label("Input tokens per minute of fake-model").fill("2,500")
+        await per_model.get_by_role("button", name=f"Save per-model limits of {otto.name}").click()
+        await expect(page.get_by_role("status")).to_contain_text(f"Per-model limits of {otto.name} saved.")
+        row = page.locator("#user-model-limit-table tr[data-model='fake-model']")
+        await expect(row.locator("td").nth(2)).to_have_text("2,500")
+        user = await ok(directory.get(f"/api/users/{otto.user_id}"))
+        assert user["budgets"] == {"monthly_usd": "40"} and user["excluded_models"] == ["fake-model"]
+        assert user["model_limits"] == {"fake-model": {"input_tokens_per_minute": 2500}}
+        await shoot(page, "user-page")
+
+        # Token limits are an Admin's: a forced post by the Org-Admin is refused by the directory.
+        token = await ok(directory.post("/api/tokens", json={"name": "org-admin probe"}))
+        await forced_post(
+            page, f"/users/{otto.user_id}/tokens/{token['token']['id']}/limits", {"requests_per_minute": "1"}
+        )
+        await expect(page.get_by_role("alert")).to_contain_text("Admin")
+        assert (await ok(directory.get(f"/api/tokens/{token['token']['id']}")))["limits"] == {}
+        await ok(directory.delete(f"/api/tokens/{token['token']['id']}"))
+    finally:
+        await context.close()
+        await ok(
+            directory.patch(
+                f"/api/users/{otto.user_id}", json={"budgets": {}, "excluded_models": [], "model_limits": {}}
+            )
+        )
+
+    # A plain user cannot set their own budgets, even with the page's CSRF token.
+    context, page = await sign_in(browser, stack.urls["ui"], people.user)
+    try:
+        await page.goto(f"/users/{people.user.user_id}")
+        await expect(page.locator("#user-budgets summary")).to_have_count(0)
+        await forced_post(page, f"/users/{people.user.user_id}/budgets", {"daily_usd": "1000"})
+        await expect(page.get_by_role("alert")).to_contain_text("Org-Admin")
+        assert (await ok(directory.get(f"/api/users/{people.user.user_id}")))["budgets"] == {}
+    finally:
+        await context.close()
+
+
+async def test_an_admin_sets_a_tokens_limits_and_removes_a_models_price(
+    stack, browser: Browser, people: People, directory: httpx.AsyncClient
+) -> None:
+    tag = os.urandom(2).hex()
+    model = f"priced-{tag}"
+    await ok(
+        directory.post(
+            "/api/models",
+            json={
+                "name": model,
+                "endpoint": "fake",
+                "input_price_per_million": "2",
+                "output_price_per_million": "8",
+            },
+        )
+    )
+    context, page = await sign_in(browser, stack.urls["ui"], people.admin)
+    try:
+        # The Admin's own token, on their user page.
+        token = await ok(directory.post("/api/tokens", json={"name": f"limited-{tag}"}))
+        await page.goto(f"/users/{people.admin.user_id}")
+        tokens = page.locator("#user-tokens")
+        edit = tokens.locator("details", has_text=f"Edit limits of token limited-{tag}")
+        await edit.locator("summary").click()
+        await edit.get_by_label("Requests per minute").fill("5")
+        await edit.get_by_role("button", name=f"Save limits of token limited-{tag}").click()
+        await expect(page.get_by_role("status")).to_contain_text(f"Limits of token limited-{tag} saved.")
+        row = page.locator(f"#token-limits tr[data-token-id='{token['token']['id']}']")
+        await expect(row.locator("td").nth(1)).to_have_text("5")
+        assert (await ok(directory.get(f"/api/tokens/{token['token']['id']}")))["limits"] == {
+            "requests_per_minute": 5
+        }
+        await ok(directory.delete(f"/api/tokens/{token['token']['id']}"))
+
+        await page.goto("/admin#models")
+        edit = page.locator(f"details[data-model='{model}']")
+        await edit.locator("summary").click()
+        await expect(edit.get_by_label("Input $ per 1M tokens")).to_have_value("2")
+        await edit.get_by_label("Input $ per 1M tokens").fill("")
+        await edit.get_by_role("button", name=f"Save model {model}").click()
+        await expect(page.get_by_role("status")).to_contain_text(f"Model “{model}” saved.")
+        saved = next(m for m in await ok(directory.get("/api/models")) if m["name"] == model)
+        assert saved["input_price_per_million"] is None and saved["output_price_per_million"] == "8"
+    finally:
+        await context.close()
+        await ok(directory.delete(f"/api/models/{model}"))

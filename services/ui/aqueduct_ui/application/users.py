@@ -1,14 +1,16 @@
-"""Use case of the users page: the org's users and their own rate limits over the org's defaults."""
+"""Use cases of the users pages: the org's users and their rate limits over the org's defaults; one
+user's budgets, excluded models, per-model limits and tokens."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 from aqueduct_ui.adapters.api import UserApi, items, q
 from aqueduct_ui.domain.viewer import Viewer
 
-__all__ = ["UsersPage", "load_users_page"]
+__all__ = ["UserPage", "UsersPage", "load_user_page", "load_users_page"]
 
 
 @dataclass(frozen=True)
@@ -35,3 +37,37 @@ async def load_users_page(api: UserApi, viewer: Viewer, org_id: str | None) -> U
         users = [await api.directory.get("/api/me")]
     users.sort(key=lambda u: (u.get("name") or u.get("email") or "").lower())
     return UsersPage(org=org, orgs=orgs, users=users, can_edit=can_edit)
+
+
+@dataclass(frozen=True)
+class UserPage:
+    """One user's budgets, excluded models, per-model limits and (for Admins) their tokens' limits."""
+
+    user: dict[str, Any]
+    org: dict[str, Any]
+    models: list[str]  # the catalogue, for the exclusion picker and the per-model rows
+    tokens: list[dict[str, Any]]  # the user's personal tokens; only Admins may set their limits
+    can_edit: bool  # Org-Admin of the user's org (or Admin), and the user is no Admin unless the viewer is
+    can_set_token_limits: bool  # Admin
+
+    @property
+    def limit_models(self) -> list[str]:
+        return sorted(set(self.models) | set(self.user.get("model_limits") or {}))
+
+
+async def load_user_page(api: UserApi, viewer: Viewer, user_id: str) -> UserPage:
+    user = await api.directory.get(f"/api/users/{q(user_id)}")
+    org_id = user.get("org_id")
+    org, models = await asyncio.gather(
+        api.directory.get(f"/api/orgs/{q(org_id)}") if org_id else asyncio.sleep(0, {}),
+        api.directory.get("/api/models"),
+    )
+    tokens = items(await api.directory.get("/api/tokens", user_id=user_id), "tokens") if viewer.admin else []
+    return UserPage(
+        user=user,
+        org=org,
+        models=sorted(m["name"] for m in items(models, "models") if not m.get("deleted")),
+        tokens=[t for t in tokens if not t.get("revoked")],
+        can_edit=viewer.manages_org(org_id) and (viewer.admin or not user.get("admin")),
+        can_set_token_limits=viewer.admin,
+    )

@@ -21,6 +21,7 @@ from aqueduct_ui.domain.forms import (
     parse_api_key_env,
     parse_budgets,
     parse_limits,
+    parse_model_limits,
     parse_moment,
     parse_price,
     parse_url,
@@ -82,6 +83,7 @@ async def update_org(request: Request, api: Api, org_id: str) -> Response:
         "limits": parse_limits(fields),
         "budgets": parse_budgets(fields),
         "excluded_models": [v for v in form.getlist("excluded_models") if isinstance(v, str) and v],
+        "model_limits": parse_model_limits(fields),
     }
     await api.directory.patch(f"/api/orgs/{q(org_id)}", body)
     return _done(request, "orgs", "Organisation saved.")
@@ -181,14 +183,13 @@ async def update_model(request: Request, api: Api, name: str) -> Response:
         "upstream_model": require_text(fields.get("upstream_model"), "Upstream model", 200),
         "fallbacks": fallbacks,
     }
-    # The directory keeps a price once set (a blank field leaves it as it is); 0 makes a model free.
+    # The form shows the current prices: a field left blank removes that price (cost unknown), 0 makes
+    # the model free. Sent as null, which the directory takes as "remove".
     for key, label in (
         ("input_price_per_million", "Input $ per 1M tokens"),
         ("output_price_per_million", "Output $ per 1M tokens"),
     ):
-        price = parse_price(fields.get(key), label)
-        if price is not None:
-            body[key] = price
+        body[key] = parse_price(fields.get(key), label)
     await api.directory.patch(f"/api/models/{q(name)}", body)
     return _done(request, "models", f"Model “{name}” saved.")
 
