@@ -114,7 +114,7 @@ def users_create(
 @tokens.command("list")
 def tokens_list(output: Output = "table") -> None:
     answer = ApiClient().request("GET", "directory", "/api/tokens")
-    print_objects(answer, ["id", "name", "preview", "service_account_id", "expires_at"], output)
+    print_objects(answer, ["id", "name", "preview", "service_account_id", "expires_at", "management"], output)
 
 
 @tokens.command("create")
@@ -123,10 +123,18 @@ def tokens_create(
     expires_at: Annotated[
         str | None, typer.Option(help="ISO 8601 time; omit for a token that never expires")
     ] = None,
+    management: Annotated[
+        bool,
+        typer.Option(
+            "--management",
+            help="Also let the token use the management API with your roles (AQUEDUCT_TOKEN for automation); "
+            "needs a signed-in session, not an API token",
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the token value")] = False,
 ) -> None:
     """Create a token for yourself. Its value is printed once: store it now."""
-    answer = _post("/api/tokens", {"name": name, "expires_at": expires_at})
+    answer = _post("/api/tokens", {"name": name, "expires_at": expires_at, "management": management})
     if quiet:
         typer.echo(answer["value"])
         return

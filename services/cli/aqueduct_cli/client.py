@@ -3,7 +3,7 @@
 Service URLs come from ``AQUEDUCT_<SVC>_URL`` or, for the one-machine setup, from the runtime file that
 ``aqueduct up`` writes into its data folder. ``aqueduct login`` keeps the session (access and refresh
 tokens, never a password) in ``$AQUEDUCT_CLI_HOME/credentials.json`` (default ``~/.config/aqueduct``),
-readable by the user only. ``AQUEDUCT_TOKEN`` (a session token or an Admin's API token) overrides it.
+readable by the user only. ``AQUEDUCT_TOKEN`` (a session token, or an API token created with ``--management``) overrides it.
 """
 
 from __future__ import annotations

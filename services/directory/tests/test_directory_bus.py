@@ -247,7 +247,9 @@ async def test_two_directory_processes_on_one_store_converge(service, bus, tmp_p
         world = make_world(service.directory)
         await wait_until(lambda: other.directory.state.position == service.directory.state.position, within=5)
         assert other.directory.state.teams[world.team].name == "research"
-        value = other.directory.issue_token(other.directory.principal(world.org_admin), "oa")["value"]
+        value = other.directory.issue_token(
+            other.directory.principal(world.org_admin), "oa", management=True
+        )["value"]
         await wait_until(lambda: service.directory.state.position == other.directory.state.position, within=5)
         # Both change the same team before the second one caught up: the later write is refused (409).
         other._follower.cancel()  # hold the second process's read model still for the race

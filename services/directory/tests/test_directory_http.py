@@ -119,6 +119,34 @@ async def test_session_and_api_token_authentication(stack):
     assert (await http.get("/api/me", headers=bearer(value))).status_code == 401
 
 
+async def test_an_api_token_administers_only_with_management_access(stack):
+    """A leaked inference token of an Admin cannot administer: without management access an API token
+    acts as a plain User on this API. A token with it acts with the owner's roles, and only a signed-in
+    user (a session, not an API token) may create one."""
+    service, signer, http = stack
+    admin = bearer(signer.session(service.directory.sign_in("local:root", "", "root", [], admin=True)))
+    plain = await http.post("/api/tokens", json={"name": "notebook"}, headers=admin)
+    powerful = await http.post("/api/tokens", json={"name": "automation", "management": True}, headers=admin)
+    assert plain.status_code == powerful.status_code == 201
+    assert plain.json()["token"]["management"] is False and powerful.json()["token"]["management"] is True
+    inference, management = bearer(plain.json()["value"]), bearer(powerful.json()["value"])
+
+    assert (await http.get("/api/audit/events", headers=admin)).status_code == 200
+    refused = await http.get("/api/audit/events", headers=inference)
+    assert refused.status_code == 403
+    assert (await http.get("/api/audit/events", headers=management)).status_code == 200
+    created = await http.post("/api/orgs", json={"name": "from-a-notebook"}, headers=inference)
+    assert created.status_code == 403
+    # Own tokens stay manageable with any of them.
+    assert len((await http.get("/api/tokens", headers=inference)).json()) == 2
+
+    # Minting a management token takes a session: neither API token may.
+    for credential in (inference, management):
+        minted = await http.post("/api/tokens", json={"name": "x", "management": True}, headers=credential)
+        assert minted.status_code == 403, minted.text
+    assert len((await http.get("/api/tokens", headers=admin)).json()) == 2
+
+
 async def test_config_applied_at_start_and_by_api_idempotently(stack):
     service, signer, http = stack
     admin = bearer(signer.session(service.directory.sign_in("local:admin", "", "admin", [], admin=True)))

@@ -11,6 +11,7 @@ import os
 import re
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import openai
 import pytest
 from playwright.async_api import Browser, expect
@@ -185,4 +186,33 @@ async def test_a_failed_single_sign_on_says_why(stack, browser: Browser) -> None
     await expect(page.get_by_role("alert")).to_have_text("No organisation is mapped from your groups")
     await page.get_by_role("link", name="Back to sign in").click()
     await expect(page.get_by_label("Username")).to_be_visible()
+    await context.close()
+
+
+async def test_management_access_is_opt_in_per_token(stack, browser: Browser, people: People) -> None:
+    """An Admin's token administers only when created with management access; the list says which."""
+    context, page = await sign_in(browser, stack.urls["ui"], people.admin)
+    values = {}
+    for name, management in (("inference only", False), ("admin automation", True)):
+        if not await page.get_by_label("Name").is_visible():
+            await page.locator("summary", has_text="Create New Token").click()
+        await page.get_by_label("Name").fill(name)
+        if management:
+            await page.get_by_label("Management access").check()
+        await page.get_by_role("button", name="Create token").click()
+        values[name] = await page.locator("#new-secret").input_value()
+    await expect(page.locator("#personal-tokens tr", has_text="admin automation")).to_contain_text(
+        "management"
+    )
+    await expect(page.locator("#personal-tokens tr", has_text="inference only")).not_to_contain_text(
+        "management"
+    )
+
+    async with httpx.AsyncClient(base_url=stack.urls["directory"], timeout=10) as http:
+        audit = {
+            name: (await http.get("/api/audit/events?limit=1", headers={"Authorization": f"Bearer {value}"}))
+            for name, value in values.items()
+        }
+    assert audit["admin automation"].status_code == 200
+    assert audit["inference only"].status_code == 403
     await context.close()

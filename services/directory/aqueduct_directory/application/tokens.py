@@ -46,8 +46,13 @@ class TokenUseCases(DirectoryCore):
         name: str,
         expires_at: datetime | None = None,
         team_id: str | None = None,
+        management: bool = False,
     ) -> dict[str, Any]:
         user = self.find(self.state.users, p.user_id, "user")
+        if management and p.via_api_token:
+            raise PermissionDeniedError(
+                "a token with management access can only be created by a signed-in user, not with an API token"
+            )
         if team_id is not None and team_id not in p.team_ids:
             raise InvalidInputError("a token can only be issued for a team the user belongs to", "not_member")
         if len(self.state.user_tokens_owned(p.user_id)) >= self.max_tokens_per_user:
@@ -68,6 +73,8 @@ class TokenUseCases(DirectoryCore):
             self.clock(),
             p.actor,
         )
+        if management:
+            token.allow_management(actor=p.actor)
         self.commit(token)
         return self._token_answer(str(token.id), value)
 

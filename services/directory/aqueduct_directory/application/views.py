@@ -105,6 +105,7 @@ def token_view(token: Token, team_id: str | None = None) -> dict[str, Any]:
         "expires_at": _iso(token.expires_at),
         "created_at": _iso(token.created_on),
         "revoked": token.revoked,
+        "management": getattr(token, "management", False),
     }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +23,16 @@ class Principal:
     org_admin: bool = False
     team_ids: frozenset[str] = field(default_factory=frozenset)
     team_admin_ids: frozenset[str] = field(default_factory=frozenset)
+    # Authenticated with an API token rather than a session (see ``as_api_token``).
+    via_api_token: bool = False
+
+    def as_api_token(self, management: bool) -> Principal:
+        """The caller as an API token acts on the management API: with its owner's roles only when the
+        token was created with management access; otherwise as a plain User (own tokens, own usage), so a
+        leaked inference token cannot administer anything."""
+        if management:
+            return replace(self, via_api_token=True)
+        return replace(self, admin=False, org_admin=False, team_admin_ids=frozenset(), via_api_token=True)
 
     @property
     def actor(self) -> str:

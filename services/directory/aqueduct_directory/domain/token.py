@@ -61,6 +61,12 @@ class Token(Aggregate):
         self.expires_at = expires_at
         self.limits: dict[str, int] = {}
         self.revoked = False
+        # May act on the management API with its owner's roles (else: as a plain User there).
+        self.management = False
+
+    @event("TokenManagementAllowed")
+    def allow_management(self, actor: str) -> None:
+        self.management = True
 
     def regenerate(self, token_hash: str, preview: str, actor: str) -> None:
         if self.revoked:

@@ -33,6 +33,7 @@ class TokenRow:
     team: str | None
     can_regenerate: bool
     can_delete: bool
+    management: bool = False  # may also use the management API with its owner's roles
 
     @property
     def expired(self) -> bool:
@@ -89,6 +90,7 @@ async def load_tokens_page(api: UserApi, viewer: Viewer, default_cap: int | None
             team=team_names.get(team_id or "", team_id) if sa_id else None,
             can_regenerate=own or (bool(sa_id) and manages),
             can_delete=own or (bool(sa_id) and manages),
+            management=t.get("management") is True,
         )
         (service if sa_id else personal).append(row)
     personal.sort(key=lambda r: r.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
@@ -99,8 +101,11 @@ async def load_tokens_page(api: UserApi, viewer: Viewer, default_cap: int | None
     return TokensPage(personal=personal, service_accounts=service, cap=cap, terms_to_accept=pending_terms)
 
 
-async def create_token(api: UserApi, name: str, expires_at: str | None) -> tuple[dict[str, Any], str]:
-    answer = await api.directory.post("/api/tokens", {"name": name, "expires_at": expires_at})
+async def create_token(
+    api: UserApi, name: str, expires_at: str | None, management: bool = False
+) -> tuple[dict[str, Any], str]:
+    body = {"name": name, "expires_at": expires_at, "management": management}
+    answer = await api.directory.post("/api/tokens", body)
     return answer["token"], answer["value"]
 
 

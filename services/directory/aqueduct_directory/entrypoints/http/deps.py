@@ -23,18 +23,21 @@ DirectoryDep = Annotated[DirectoryApp, Depends(get_directory)]
 
 
 def authenticate(directory: DirectoryApp, verifier: SessionVerifier, credential: str) -> Principal:
-    """A session token from the auth service, or a personal API token; roles come from the directory."""
+    """A session token from the auth service, or a personal API token; roles come from the directory (an
+    API token without management access acts as a plain User: ``Principal.as_api_token``)."""
     if credential.startswith(TOKEN_PREFIX):
         token_id = directory.state.token_by_hash.get(hash_token(credential, directory.secret_key))
         token = directory.state.tokens.get(token_id or "")
         if token is None or not token.is_live(directory.clock()) or token.service_account_id:
             raise _unauthorized("unknown, expired or service-account API token")
-        user_id = token.user_id
-    else:
         try:
-            user_id = verifier.verify(credential).sub
-        except InvalidSessionError as exc:
-            raise _unauthorized(f"invalid session token: {exc}") from exc
+            return directory.principal(token.user_id).as_api_token(getattr(token, "management", False))
+        except PermissionDeniedError as exc:
+            raise _unauthorized("the user is unknown or deactivated") from exc
+    try:
+        user_id = verifier.verify(credential).sub
+    except InvalidSessionError as exc:
+        raise _unauthorized(f"invalid session token: {exc}") from exc
     try:
         return directory.principal(user_id)
     except PermissionDeniedError as exc:

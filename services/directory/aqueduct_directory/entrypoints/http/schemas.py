@@ -95,6 +95,8 @@ class TokenIn(_Body):
     name: str
     expires_at: datetime | None = None
     team_id: str | None = None
+    # Also act on the management API with the owner's roles (only a signed-in user may ask for it).
+    management: bool = False
 
 
 class TokenPatch(_Body):

@@ -27,7 +27,7 @@ async def list_tokens(user: CurrentUser, directory: DirectoryDep, user_id: str |
 
 @router.post("/tokens", tags=["tokens"], status_code=201)
 async def issue_token(body: TokenIn, user: CurrentUser, directory: DirectoryDep) -> Json:
-    return directory.issue_token(user, body.name, body.expires_at, body.team_id)
+    return directory.issue_token(user, body.name, body.expires_at, body.team_id, body.management)
 
 
 @router.get("/tokens/{token_id}", tags=["tokens"])

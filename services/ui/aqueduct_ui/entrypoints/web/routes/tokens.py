@@ -32,9 +32,10 @@ async def create_token(
     api: Api,
     name: Annotated[str, Form()] = "",
     expires_on: Annotated[str, Form()] = "",
+    management: Annotated[str, Form()] = "",
 ) -> Response:
     token, value = await use_cases.create_token(
-        api, require_text(name, "Name", 100), parse_expiry(expires_on)
+        api, require_text(name, "Name", 100), parse_expiry(expires_on), management == "on"
     )
     flash = Flash(
         "success", f"Token “{token.get('name', name)}” created. {_STORE_IT}", value, token.get("name")
