@@ -12,6 +12,7 @@ import uvicorn
 from fastapi import FastAPI
 from nats.aio.client import Client as NATS
 
+from aqueduct_accounting.adapters.api_tokens import ApiTokenViewers
 from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ClickHouse, open_clickhouse
 from aqueduct_accounting.adapters.kv_views import watch_jwks, watch_model_prices
 from aqueduct_accounting.adapters.metrics import AccountingMetrics
@@ -154,12 +155,14 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         ),
     ]
     ready_check: list[Service] = []
+    api_tokens = ApiTokenViewers(common.directory_url)
     app = create_app(
         HttpDeps(
             reports=Reports(clickhouse, settings.sql_max_rows),
             verifier=verifier,
             ready=lambda: bool(ready_check) and ready_check[0].ready(),
             registry=metrics.registry,
+            api_tokens=api_tokens,
         )
     )
     service = Service(
@@ -176,8 +179,13 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         ],
     )
     ready_check.append(service)
+
+    async def stop() -> None:
+        await service.stop()
+        await api_tokens.close()
+
     app.state.deps.on_start = service.start
-    app.state.deps.on_stop = service.stop
+    app.state.deps.on_stop = stop
     return service
 
 

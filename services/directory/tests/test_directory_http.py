@@ -137,6 +137,16 @@ async def test_an_api_token_administers_only_with_management_access(stack):
     assert (await http.get("/api/audit/events", headers=management)).status_code == 200
     created = await http.post("/api/orgs", json={"name": "from-a-notebook"}, headers=inference)
     assert created.status_code == 403
+    acting = (await http.get("/api/me", headers=inference)).json()["acting"]
+    assert acting == {
+        "admin": False,
+        "org_admin": False,
+        "team_ids": [],
+        "team_admin_ids": [],
+        "api_token": True,
+    }
+    assert (await http.get("/api/me", headers=management)).json()["acting"]["admin"] is True
+    assert (await http.get("/api/me", headers=admin)).json()["acting"]["api_token"] is False
     # Own tokens stay manageable with any of them.
     assert len((await http.get("/api/tokens", headers=inference)).json()) == 2
 

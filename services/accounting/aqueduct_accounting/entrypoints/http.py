@@ -15,12 +15,18 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
+from aqueduct_accounting.adapters.api_tokens import (
+    ApiTokenRejectedError,
+    ApiTokenViewers,
+    DirectoryUnavailableError,
+)
 from aqueduct_accounting.adapters.clickhouse import ClickHouseError
 from aqueduct_accounting.application.reports import BadReportRequestError, Reports, ReportWindow
 from aqueduct_accounting.domain.readonly_sql import ReadOnlySqlError
 from aqueduct_accounting.domain.scope import ForbiddenError, UsageFilter, Viewer
 from aqueduct_libs.ops import add_operational_routes
 from aqueduct_libs.sessions import InvalidSessionError, SessionVerifier
+from aqueduct_libs.tokens import TOKEN_PREFIX
 
 __all__ = ["HttpDeps", "create_app"]
 
@@ -31,6 +37,8 @@ class HttpDeps:
     verifier: SessionVerifier
     ready: Callable[[], bool]
     registry: CollectorRegistry | None = None
+    # API tokens (aq-...) resolved through the directory; None: session tokens only.
+    api_tokens: ApiTokenViewers | None = None
     # Started with the server and stopped before it exits (uvicorn re-raises SIGTERM once it returns,
     # so a graceful flush must happen in the lifespan).
     on_start: Callable[[], Awaitable[None]] | None = None
@@ -53,12 +61,17 @@ def _deps(request: Request) -> HttpDeps:
     return request.app.state.deps  # type: ignore[no-any-return]
 
 
-def _viewer(request: Request) -> Viewer:
+async def _viewer(request: Request) -> Viewer:
     header = request.headers.get("authorization", "")
     scheme, _, credential = header.partition(" ")
     if scheme.lower() != "bearer" or not credential:
-        raise NotAuthenticatedError("a session token is required (Authorization: Bearer ...)")
+        raise NotAuthenticatedError("a session token or an API token is required (Authorization: Bearer ...)")
     deps = _deps(request)
+    if credential.strip().startswith(TOKEN_PREFIX) and deps.api_tokens is not None:
+        try:
+            return await deps.api_tokens.viewer(credential.strip())
+        except ApiTokenRejectedError as exc:
+            raise NotAuthenticatedError(str(exc)) from exc
     if not deps.verifier.ready:
         raise NotAuthenticatedError("session keys are not loaded yet; try again shortly")
     try:
@@ -129,6 +142,10 @@ def create_app(deps: HttpDeps) -> FastAPI:
     @app.exception_handler(NotAuthenticatedError)
     async def _unauthenticated(_: Request, exc: NotAuthenticatedError) -> JSONResponse:
         return _problem(401, str(exc), "unauthenticated")
+
+    @app.exception_handler(DirectoryUnavailableError)
+    async def _directory_down(_: Request, exc: DirectoryUnavailableError) -> JSONResponse:
+        return _problem(503, f"API tokens cannot be checked right now: {exc}", "directory_unavailable")
 
     @app.exception_handler(ForbiddenError)
     async def _forbidden(_: Request, exc: ForbiddenError) -> JSONResponse:

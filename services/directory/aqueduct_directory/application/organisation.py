@@ -321,6 +321,15 @@ class OrganisationUseCases(DirectoryCore):
         view["max_tokens_per_user"] = self.max_tokens_per_user
         view["tos_current"] = current
         view["tos_accepted"] = current is None or view["tos_accepted_version"] == current["version"]
+        # The roles this credential acts with (an API token without management access: a plain User),
+        # which other services (accounting) apply to API tokens.
+        view["acting"] = {
+            "admin": p.admin,
+            "org_admin": p.org_admin,
+            "team_ids": sorted(p.team_ids),
+            "team_admin_ids": sorted(p.team_admin_ids),
+            "api_token": p.via_api_token,
+        }
         return view
 
     def accept_terms(self, p: Principal, version: str) -> dict[str, Any]:
