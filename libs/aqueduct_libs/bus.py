@@ -17,6 +17,7 @@ from nats.js import api as js_api
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from aqueduct_libs import names
+from aqueduct_libs.kvload import follow_bucket
 
 __all__ = ["KVWatcher", "connect", "ensure_topology"]
 
@@ -136,25 +137,4 @@ class KVWatcher:
                 await asyncio.sleep(1.0)
 
     async def _watch_once(self) -> None:
-        kv = await self._js.key_value(self._bucket)
-        watcher = await kv.watch(self._keys, inactive_threshold=30)
-        try:
-            while True:
-                try:
-                    entry = await watcher.updates(timeout=30)
-                except nats.errors.TimeoutError:
-                    # Quiet bucket: confirm the consumer still exists, else re-watch.
-                    await watcher._sub.consumer_info()  # type: ignore[union-attr]
-                    continue
-                if entry is None:
-                    self.ready.set()
-                    continue
-                if entry.operation in ("DEL", "PURGE"):
-                    result = self._on_delete(entry.key)
-                else:
-                    result = self._on_put(entry.key, entry.value or b"")
-                if asyncio.iscoroutine(result):
-                    await result
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()
+        await follow_bucket(self._js, self._bucket, self._keys, self._on_put, self._on_delete, self.ready)

@@ -1,0 +1,226 @@
+"""Following a KV bucket through its stream, in large pull batches: the engine behind ``KVWatcher``.
+
+nats-py's ``KeyValue.watch`` is an ordered push consumer: one message at a time, flow control, a task
+per update; a proxy needed seconds to load a large auth snapshot that way. This reads the bucket's
+stream (``KV_<bucket>``) with one ephemeral pull consumer that delivers the last entry of every key and
+then every later change, so the initial load and the live updates are one sequence in stream order: no
+gap between them and nothing applied twice (a replayed put after a delete could resurrect a key).
+
+Pull requests are sent as plain messages (``$JS.API.CONSUMER.MSG.NEXT``) and the answers collected in a
+callback, as in the accounting service's ingest. The consumer acknowledges nothing, so a message lost on
+the way (a dropped connection) is noticed by its consumer sequence, and the follow ends with
+``FollowBrokenError``; the caller starts over with a full replay.
+
+The contents count as loaded when the consumer says nothing is pending after an entry, or when it had
+nothing to deliver at all. The count comes from creating the consumer, after every write acknowledged
+before that, so a key written just before the load began cannot be missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.nuid import NUID
+
+__all__ = ["FollowBrokenError", "follow_bucket"]
+
+OnPut = Callable[[str, bytes], Awaitable[None] | None]
+OnDelete = Callable[[str], Awaitable[None] | None]
+
+BATCH = 5000  # entries per pull request
+MAX_BYTES = 8 * 1024 * 1024  # payload per pull request (never below the server's max_payload)
+EXPIRES = 10.0  # seconds a pull request waits for changes; then the consumer's health is checked
+INACTIVE_THRESHOLD = 30.0  # the server drops the consumer this long after its follower is gone
+
+_STATUS = "Status"
+_DESCRIPTION = "Description"
+_HEARTBEAT = "100"
+_EXPIRED = "408"
+# 409s that end one pull request while the consumer lives on.
+_REQUEST_ENDED = ("Message Size Exceeds MaxBytes", "Leadership Change", "Batch Completed")
+_KV_OPERATION = "KV-Operation"
+_MARKER_REASON = "Nats-Marker-Reason"  # nats-server 2.11+ markers for keys removed by age or TTL
+_DELETED_OPERATIONS = frozenset({"DEL", "PURGE"})
+_DELETED_MARKERS = frozenset({"MaxAge", "Purge", "Remove"})
+_nuid = NUID()
+
+
+class FollowBrokenError(Exception):
+    """The consumer is gone, refused a request, or updates were lost: start over with a full replay."""
+
+
+def _position(reply: str) -> tuple[int, int]:
+    """(consumer sequence, pending) from a JetStream reply subject, in either of its two layouts:
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``, or with ``<domain>.
+    <account hash>`` after ``ACK`` and possibly a trailing token."""
+    tokens = reply.split(".")
+    base = 2 if len(tokens) == 9 else 4
+    return int(tokens[base + 4]), int(tokens[base + 6])
+
+
+def _is_delete(msg: Msg) -> bool:
+    headers = msg.headers
+    if not headers:
+        return False
+    operation = headers.get(_KV_OPERATION)
+    if operation is not None:
+        return operation in _DELETED_OPERATIONS
+    return headers.get(_MARKER_REASON) in _DELETED_MARKERS
+
+
+class _Pulls:
+    """One pull request open at a time on an ephemeral consumer; what it delivers piles up in a list."""
+
+    def __init__(self, js: JetStreamContext, nc: NATS, stream: str, consumer: str) -> None:
+        self._js = js
+        self._nc = nc
+        self._stream = stream
+        self._consumer = consumer
+        self._subject = f"{js._prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer}"  # "$JS.API" or a domain's
+        self._inbox = nc.new_inbox()
+        self._sub: Subscription | None = None
+        self._arrived: list[Msg] = []
+        self._open = False
+        self._remaining = 0
+        self._deadline = 0.0
+        self._reconnects = 0  # the client's count when the open request was sent
+        self._expired = False  # the last request ended quietly: check the consumer before the next
+        self._failure = ""
+        self._woken = asyncio.Event()
+        self.consumer_sequence = 0  # of the last entry handed out
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(
+            self._inbox, cb=self._on_msg, pending_msgs_limit=2 * BATCH + 100, pending_bytes_limit=-1
+        )
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def _on_msg(self, msg: Msg) -> None:
+        headers = msg.headers
+        if headers and not msg.data and _STATUS in headers:
+            status = headers[_STATUS]
+            if status == _HEARTBEAT:
+                return
+            description = headers.get(_DESCRIPTION, "")
+            self._open = False
+            if status == _EXPIRED:
+                self._expired = True
+            elif not description.startswith(_REQUEST_ENDED):
+                self._failure = f"{status} {description}".strip()
+            self._woken.set()
+            return
+        self._arrived.append(msg)
+        self._remaining -= 1
+        if self._remaining <= 0:
+            self._open = False
+        self._woken.set()
+
+    async def _request(self) -> None:
+        body = {
+            "batch": BATCH,
+            "expires": int(EXPIRES * 1e9),
+            "max_bytes": max(MAX_BYTES, self._nc.max_payload or 0),
+        }
+        self._open = True
+        self._remaining = BATCH
+        self._deadline = time.monotonic() + EXPIRES + 2.0
+        self._reconnects = self._nc.stats["reconnects"]
+        await self._nc.publish(self._subject, json.dumps(body).encode(), reply=self._inbox)
+
+    async def _check(self) -> None:
+        """The consumer still exists and delivered nothing we did not see (only called with no request
+        open, so nothing can be on its way)."""
+        info = await self._js.consumer_info(self._stream, self._consumer, timeout=5)
+        delivered = info.delivered.consumer_seq if info.delivered else 0
+        if delivered != self.consumer_sequence:
+            raise FollowBrokenError(
+                f"{delivered - self.consumer_sequence} update(s) lost on the way (connection dropped?)"
+            )
+
+    async def take(self) -> list[Msg]:
+        """Everything that arrived since the last call; waits (pulling as needed) until there is some."""
+        while not self._arrived:
+            if self._failure:
+                raise FollowBrokenError(f"the consumer refused a pull request: {self._failure}")
+            if not self._open:
+                if self._expired:
+                    self._expired = False
+                    await self._check()
+                await self._request()
+            wait = self._deadline - time.monotonic()
+            if wait <= 0 or self._nc.stats["reconnects"] != self._reconnects:
+                # The request never ended, or the client reconnected since it was sent: it was lost
+                # with the old connection (a restarted bus has also forgotten the consumer).
+                self._open = False
+                await self._check()
+                continue
+            self._woken.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(wait, 1.0)):
+                    await self._woken.wait()
+        taken, self._arrived = self._arrived, []
+        return taken
+
+
+async def follow_bucket(
+    js: JetStreamContext,
+    bucket: str,
+    keys: str,
+    on_put: OnPut,
+    on_delete: OnDelete,
+    loaded: asyncio.Event,
+) -> None:
+    """Deliver the current entries of ``bucket`` matching ``keys``, set ``loaded``, then every change,
+    until cancelled or until ``FollowBrokenError`` (or a bus error) ends it."""
+    stream = f"KV_{bucket}"
+    prefix = f"$KV.{bucket}."
+    config = js_api.ConsumerConfig(
+        name=_nuid.next().decode(),
+        deliver_policy=js_api.DeliverPolicy.LAST_PER_SUBJECT,
+        ack_policy=js_api.AckPolicy.NONE,
+        filter_subject=f"{prefix}{keys}",
+        inactive_threshold=INACTIVE_THRESHOLD,
+        mem_storage=True,
+        num_replicas=1,
+    )
+    info = await js.add_consumer(stream, config)
+    consumer = info.name or config.name or ""
+    pulls = _Pulls(js, js._nc, stream, consumer)
+    try:
+        await pulls.start()
+        if not info.num_pending:
+            loaded.set()
+        skip = len(prefix)
+        while True:
+            for msg in await pulls.take():
+                sequence, pending = _position(msg.reply)
+                if sequence != pulls.consumer_sequence + 1:
+                    raise FollowBrokenError(
+                        f"updates {pulls.consumer_sequence + 1}..{sequence - 1} lost on the way"
+                    )
+                pulls.consumer_sequence = sequence
+                key = msg.subject[skip:]
+                result = on_delete(key) if _is_delete(msg) else on_put(key, msg.data)
+                if asyncio.iscoroutine(result):
+                    await result
+                if not pending and not loaded.is_set():
+                    loaded.set()
+    finally:
+        await pulls.stop()
+        with contextlib.suppress(Exception):  # best effort: else the server drops it when inactive
+            async with asyncio.timeout(1.0):
+                await js.delete_consumer(stream, consumer)
