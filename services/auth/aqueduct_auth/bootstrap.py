@@ -135,6 +135,7 @@ def create_app(settings: AuthSettings, common: CommonSettings) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await housekeeping
             await revoked.flush()
+            await events.flush()
             await revoked_watch.stop()
             await nc.drain()
             store.close()

@@ -58,24 +58,80 @@ class DirectoryClient:
 
 
 class EventPublisher:
-    """Publishes auth events to JetStream. A failure is logged, never fails the sign-in it records."""
+    """Publishes auth events to JetStream in the background: ``publish`` returns at once, so a sign-in or
+    sign-out never waits for the bus. A failed publish is retried (same ``Nats-Msg-Id``: JetStream keeps
+    one copy) for ``give_up_after`` seconds; at most ``max_pending`` events wait, beyond that new ones are
+    dropped and logged. ``flush`` on shutdown lets pending publishes finish within a grace period."""
 
-    def __init__(self, js: JetStreamContext, timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        timeout: float = 2.0,
+        retry_seconds: tuple[float, float] = (0.5, 5.0),
+        give_up_after: float = 300.0,
+        max_pending: int = 10_000,
+    ) -> None:
         self._js = js
         self._timeout = timeout
+        self._first_retry, self._max_retry = retry_seconds
+        self._give_up_after = give_up_after
+        self._max_pending = max_pending
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._tasks)
 
     async def publish(self, event: AuthEvent) -> None:
         reason = (event.reason or "").split(":")[0]  # "refused: <message>" must not explode the label set
         AUTH_EVENTS.labels(event.type, event.method, reason).inc()
-        try:
-            await self._js.publish(
-                names.auth_event_subject(event.type),
-                event.model_dump_json().encode(),
-                headers={"Nats-Msg-Id": event.event_id},
-                timeout=self._timeout,
+        if len(self._tasks) >= self._max_pending:
+            log.error(
+                "dropping auth event %s %s: %d events wait for the bus",
+                event.type,
+                event.event_id,
+                len(self._tasks),
             )
-        except Exception as exc:  # the bus is down: the answer to the user must not depend on it
-            log.warning("could not publish auth event %s %s: %s", event.type, event.event_id, exc)
+            return
+        task = asyncio.create_task(self._send(event), name=f"auth-event-{event.event_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, event: AuthEvent) -> None:
+        payload = event.model_dump_json().encode()
+        deadline = time.monotonic() + self._give_up_after
+        delay = self._first_retry
+        while True:
+            try:
+                await self._js.publish(
+                    names.auth_event_subject(event.type),
+                    payload,
+                    headers={"Nats-Msg-Id": event.event_id},
+                    timeout=self._timeout,
+                )
+                return
+            except Exception as exc:  # the bus is down: the answer to the user did not depend on it
+                if time.monotonic() + delay > deadline:
+                    log.error("gave up publishing auth event %s %s: %s", event.type, event.event_id, exc)
+                    return
+                log.warning(
+                    "could not publish auth event %s %s (%s); retrying in %.1fs",
+                    event.type,
+                    event.event_id,
+                    exc,
+                    delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._max_retry)
+
+    async def flush(self, grace_seconds: float = 5.0) -> None:
+        """On shutdown: let publishes in flight finish (bounded), then cancel the rest."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace_seconds)
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def publish_jwks(js: JetStreamContext, jwks: dict[str, Any]) -> None:
