@@ -1,6 +1,7 @@
 """NATS plumbing every service shares: connecting, the JetStream topology, and watching a KV bucket.
 
-``ensure_topology`` is idempotent and every service calls it on start, so services can start in any order.
+``ensure_topology`` is idempotent and every service calls it on start, so services can start in any order:
+a service whose NATS user may not create a missing stream waits until the directory has created it.
 """
 
 from __future__ import annotations
@@ -39,21 +40,76 @@ async def connect(url: str, name: str) -> NATS:
     )
 
 
-async def _ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> None:
+# How long a service waits for a stream it may not create itself (with per-service NATS users only the
+# directory creates the shared topology) before giving up.
+TOPOLOGY_WAIT_SECONDS = 60.0
+
+
+async def _exists(js: JetStreamContext, stream: str) -> bool:
     try:
-        await js.stream_info(config.name or "")
+        await js.stream_info(stream)
     except NotFoundError:
-        await js.add_stream(config)
+        return False
+    return True
+
+
+async def _create_or_await(
+    js: JetStreamContext, stream: str, create: Callable[[], Awaitable[object]]
+) -> None:
+    """Create a missing stream, or wait until its owner has.
+
+    A NATS user without permission to create it gets no answer (the server refuses the request and the
+    call times out), so while the create is pending we keep looking whether another service (the
+    directory) has created it, and stop as soon as it exists.
+    """
+    creating = asyncio.ensure_future(create())
+    deadline = asyncio.get_running_loop().time() + TOPOLOGY_WAIT_SECONDS
+    waiting = False
+    try:
+        while True:
+            await asyncio.wait({creating}, timeout=0.25)
+            if creating.done():
+                error = creating.exception()
+                if error is None:
+                    return
+                if not isinstance(error, nats.errors.TimeoutError) and not await _exists(js, stream):
+                    raise error  # a real refusal (bad configuration), not a race nor a missing permission
+            if await _exists(js, stream):
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(
+                    f"the JetStream stream {stream} does not exist and this NATS user may not create it; "
+                    f"the directory creates it when it starts (waited {TOPOLOGY_WAIT_SECONDS:.0f}s)"
+                )
+            if creating.done():
+                if not waiting:
+                    log.info("waiting for the stream %s: this NATS user may not create it", stream)
+                    waiting = True
+                await asyncio.sleep(0.25)
+    finally:
+        creating.cancel()
+
+
+async def _ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> None:
+    if not await _exists(js, config.name or ""):
+        await _create_or_await(js, config.name or "", lambda: js.add_stream(config))
 
 
 async def _ensure_kv(
-    js: JetStreamContext, bucket: str, history: int = 1, max_age: float | None = None
+    js: JetStreamContext,
+    bucket: str,
+    history: int = 1,
+    max_age: float | None = None,
 ) -> None:
     try:
         await js.key_value(bucket)
     except BucketNotFoundError:
-        await js.create_key_value(
-            bucket=bucket, history=history, ttl=max_age, storage=js_api.StorageType.FILE
+        await _create_or_await(
+            js,
+            f"KV_{bucket}",
+            lambda: js.create_key_value(
+                bucket=bucket, history=history, ttl=max_age, storage=js_api.StorageType.FILE
+            ),
         )
 
 
