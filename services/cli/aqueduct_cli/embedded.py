@@ -17,8 +17,12 @@ import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Self
+from urllib.parse import quote
+
+from aqueduct_cli.nats_users import SERVICE_USERS, embedded_authorization
 
 __all__ = ["EmbeddedNats", "EmbeddedValkey", "free_port", "wait_for_port"]
 
@@ -91,21 +95,38 @@ class _ChildServer(ABC):
 class EmbeddedNats(_ChildServer):
     """``nats-server -js`` on a free port with its store under ``data_dir``.
 
-    With a ``token``, clients must present it (the launcher always sets one, so other users of a shared
-    machine cannot write the auth snapshot or the signing keys). It goes into a config file readable by
-    the owner only, never onto the command line where every user could read it.
+    With ``users`` (service name -> password; the launcher's way), each service connects as its own user
+    with the permissions of ``aqueduct_cli.nats_users``: ``url_for(service)``. With a ``token`` (tests,
+    single-user tools), every client presents the same token and may do anything. Either way the
+    credentials go into a config file readable by the owner only, never onto the command line where
+    every user of the machine could read them.
     """
 
     def __init__(
-        self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1", token: str | None = None
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        token: str | None = None,
+        users: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(data_dir, port, host)
+        if token and users:
+            raise ValueError("EmbeddedNats takes a token or per-service users, not both")
+        if users and (unknown := set(users) ^ set(SERVICE_USERS)):
+            raise ValueError(f"users must be exactly {sorted(SERVICE_USERS)}; differs in {sorted(unknown)}")
         self.token = token
+        self.users = dict(users or {})
 
     @property
     def url(self) -> str:
+        """The address with the token if there is one (per-service users: see ``url_for``)."""
         credentials = f"{self.token}@" if self.token else ""
         return f"nats://{credentials}{self.host}:{self.port}"
+
+    def url_for(self, service: str) -> str:
+        """The address with ``service``'s own credentials."""
+        return f"nats://{quote(service)}:{quote(self.users[service], safe='')}@{self.host}:{self.port}"
 
     def _argv(self) -> list[str]:
         argv = [
@@ -114,9 +135,12 @@ class EmbeddedNats(_ChildServer):
             *("-a", self.host, "-p", str(self.port), "-sd", str(self.data_dir)),
             *("--server_name", "aqueduct-embedded"),
         ]
-        if self.token:
+        if self.token or self.users:
             config = self.data_dir / "auth.conf"
-            _write_private(config, f"authorization {{ token: {json.dumps(self.token)} }}\n")
+            if self.users:
+                _write_private(config, embedded_authorization(self.users))
+            else:
+                _write_private(config, f"authorization {{ token: {json.dumps(self.token)} }}\n")
             argv += ["-c", str(config)]
         return argv
 

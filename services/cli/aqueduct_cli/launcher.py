@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from aqueduct_cli.embedded import EmbeddedNats, EmbeddedValkey, free_port
+from aqueduct_cli.nats_users import SERVICE_USERS
 
 __all__ = ["SERVICES", "WORKERS", "LaunchOptions", "Launcher"]
 
@@ -42,6 +43,8 @@ PREFERRED_PORTS = {
 RUNTIME_FILE = "runtime.json"
 INITIALIZED_MARK = "initialized"
 SECRET_KEY_FILE = "secret.key"
+# Each service's password on the embedded NATS server, owner-only, next to the server's auth.conf.
+NATS_USERS_FILE = Path("nats") / "users.json"
 BOOTSTRAP_ADMIN = "admin"
 
 
@@ -96,6 +99,8 @@ class Launcher:
         self.valkey: EmbeddedValkey | None = None
         self.services: dict[str, ServiceProcess] = {}
         self.urls: dict[str, str] = {}
+        # Each service's own NATS address (with its user and password) on the embedded server.
+        self.nats_urls: dict[str, str] = {}
         self._stopping = False
 
     # ---- set-up -------------------------------------------------------------------------------
@@ -118,6 +123,18 @@ class Launcher:
                 handle.write(secrets.token_hex(24))
         return path.read_text().strip()
 
+    def _nats_passwords(self) -> dict[str, str]:
+        """One random password per service, made at first start and kept (owner-only) for restarts."""
+        path = self.data_dir / NATS_USERS_FILE
+        passwords: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        if missing := [s for s in SERVICE_USERS if not passwords.get(s)]:
+            passwords.update({service: secrets.token_hex(24) for service in missing})
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(passwords, handle, indent=2)
+        return {service: passwords[service] for service in SERVICE_USERS}
+
     def _choose_port(self, service: str) -> int:
         configured = self.env.get(f"AQUEDUCT_{_env_name(service)}_PORT")
         if configured:
@@ -132,10 +149,13 @@ class Launcher:
             self.nats = EmbeddedNats(
                 self.data_dir / "nats",
                 port=int(self.env.get("AQUEDUCT_NATS_PORT", 0)) or None,
-                token=self._engine_secret("nats"),
+                users=self._nats_passwords(),
             )
             self.nats.start(log_file=logs / "nats.log")
-            nats_url = self.nats.url
+            nats_url = self.nats.url  # no credentials: each service gets its own below
+            self.nats_urls = {service: self.nats.url_for(service) for service in SERVICE_USERS}
+            # The one shared token of earlier versions opens nothing any more.
+            (self.data_dir / "nats.secret").unlink(missing_ok=True)
         redis_url = self.env.get("AQUEDUCT_PROXY_REDIS_URL") or self.env.get("AQUEDUCT_REDIS_URL")
         if not redis_url:
             self.valkey = EmbeddedValkey(
@@ -178,6 +198,8 @@ class Launcher:
         return env
 
     def _spawn(self, service: ServiceProcess, env: dict[str, str]) -> None:
+        if own := self.nats_urls.get(service.name):
+            env = {**env, "AQUEDUCT_NATS_URL": own}
         log = open(self.data_dir / "logs" / f"{service.name}.log", "ab")
         service.process = subprocess.Popen(
             [sys.executable, "-m", service.module or f"aqueduct_{service.name}"],
