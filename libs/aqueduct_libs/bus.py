@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from urllib.parse import unquote, urlsplit
 
 import nats
 from nats.aio.client import Client as NATS
@@ -28,11 +29,21 @@ log = logging.getLogger(__name__)
 DUPLICATE_WINDOW_SECONDS = 10 * 60
 
 
+def inbox_prefix_of(url: str) -> str:
+    """The inbox prefix of the NATS user in ``url`` (``nats://user:password@host:port``); a bare token
+    (``nats://token@host``) names no user."""
+    credentials = urlsplit(url.split(",")[0].strip()).netloc.rpartition("@")[0]
+    user, colon, _ = credentials.partition(":")
+    return names.inbox_prefix(unquote(user) if user and colon else None)
+
+
 async def connect(url: str, name: str) -> NATS:
-    """Connect and keep reconnecting forever: a service outlives restarts of the bus."""
+    """Connect and keep reconnecting forever: a service outlives restarts of the bus. Replies arrive
+    under the NATS user's own inbox prefix (``names.inbox_prefix``)."""
     return await nats.connect(
         servers=url.split(","),
         name=name,
+        inbox_prefix=inbox_prefix_of(url),
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         allow_reconnect=True,

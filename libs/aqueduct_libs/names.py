@@ -141,3 +141,9 @@ def snapshot_endpoint_key(slug: str) -> str:
 
 def snapshot_user_key(user_id: str) -> str:
     return f"{SNAPSHOT_USER_PREFIX}{kv_safe(user_id)}"
+
+
+def inbox_prefix(user: str | None) -> str:
+    """Where a NATS user's replies arrive: ``_INBOX_<user>`` for a per-service user (its allow-list lets it
+    read only these, so no service reads another's replies), nats-py's ``_INBOX`` without one."""
+    return f"_INBOX_{user}" if user else "_INBOX"

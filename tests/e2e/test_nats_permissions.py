@@ -55,6 +55,7 @@ async def _connect_as(stack: Stack, service: str, refusals: list[str]) -> AsyncI
     nc = await nats.connect(
         f"nats://{service}:{_password(stack, service)}@{host}:{port}",
         name=f"permission-probe-{service}",
+        inbox_prefix=names.inbox_prefix(service),  # as aqueduct_libs.bus.connect does
         error_cb=on_error,
         allow_reconnect=False,
     )
@@ -162,6 +163,27 @@ async def test_nobody_but_the_directory_answers_or_sends_a_sign_in(stack: Stack,
     subject = names.DIRECTORY_RPC_SIGN_IN
     assert any(f'permissions violation for subscription to "{subject}"' in r for r in refusals), refusals
     assert any(f'permissions violation for publish to "{subject}"' in r for r in refusals), refusals
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.parametrize("service", ["proxy", "ui", "batch-worker"])
+async def test_a_service_reads_only_its_own_replies(stack: Stack, service: str) -> None:
+    """Replies (the sign-in answer, JetStream answers) go to the requester's own inbox prefix: another
+    service may not subscribe there."""
+    refusals: list[str] = []
+    async with _connect_as(stack, service, refusals) as nc:
+        for other in ("auth", "directory", "_INBOX"):
+            await nc.subscribe(
+                f"{names.inbox_prefix(None) if other == '_INBOX' else names.inbox_prefix(other)}.>"
+            )
+        await nc.subscribe(f"{names.inbox_prefix(service)}.probe")  # its own: allowed
+        await nc.flush()
+        await nc.flush()
+    for prefix in ("_INBOX_auth", "_INBOX_directory", "_INBOX"):
+        wanted = f'permissions violation for subscription to "{prefix}.>"'.lower()  # refusals are lowercased
+        assert any(wanted in r for r in refusals), refusals
+    assert not any(f"{names.inbox_prefix(service)}.probe".lower() in r for r in refusals), refusals
 
 
 @pytest.mark.e2e

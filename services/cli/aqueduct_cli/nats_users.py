@@ -90,7 +90,6 @@ FORBIDDEN_PUBLISH: tuple[str, ...] = (
     "$JS.API.SERVER.>",
 )
 DIRECTORY_RPC = "directory.rpc.v1.>"
-INBOX = "_INBOX.>"
 
 
 @dataclass(frozen=True)
@@ -133,8 +132,10 @@ class Grant:
             deny.append(DIRECTORY_RPC)
         return [*deny, *FORBIDDEN_PUBLISH]
 
-    def subscribe_allow(self) -> list[str]:
-        return [INBOX, *self.serves]
+    def subscribe_allow(self, service: str) -> list[str]:
+        # Its own inbox prefix only (aqueduct_libs.bus.connect sets it from the user name): replies to
+        # other services' requests, JetStream answers included, are not its to read.
+        return [f"{names.inbox_prefix(service)}.>", *self.serves]
 
     def subscribe_deny(self) -> list[str]:
         return [] if self.serves else [DIRECTORY_RPC]
@@ -230,7 +231,7 @@ def authorization_block(password_of: Callable[[str], str]) -> str:
             f"          deny: {_strings(grant.publish_deny(service))}",
             "        }",
             "        subscribe: {",
-            f"          allow: {_strings(grant.subscribe_allow())}",
+            f"          allow: {_strings(grant.subscribe_allow(service))}",
         ]
         if deny := grant.subscribe_deny():
             lines.append(f"          deny: {_strings(deny)}")
