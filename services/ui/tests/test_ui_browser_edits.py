@@ -416,3 +416,45 @@ async def test_an_admin_sets_a_tokens_limits_and_removes_a_models_price(
     finally:
         await context.close()
         await ok(directory.delete(f"/api/models/{model}"))
+
+
+async def test_an_admin_sets_the_limits_of_a_service_accounts_token(
+    stack, browser: Browser, people: People, directory: httpx.AsyncClient
+) -> None:
+    tag = os.urandom(2).hex()
+    # Created by the team's Team-Admin (a service account is owned by a member of its team).
+    async with httpx.AsyncClient(timeout=20) as http:
+        pair = await ok(
+            http.post(
+                f"{stack.urls['auth']}/auth/token",
+                json={"username": people.team_admin.username, "password": people.team_admin.password},
+            )
+        )
+        made = await ok(
+            http.post(
+                f"{stack.urls['directory']}/api/teams/{people.team_id}/service-accounts",
+                json={"name": f"bot-{tag}", "description": ""},
+                headers={"Authorization": f"Bearer {pair['access_token']}"},
+            )
+        )
+    token_id = made["token"]["id"]
+    context, page = await sign_in(browser, stack.urls["ui"], people.admin)
+    try:
+        await page.goto(f"/teams/{people.team_id}")
+        edit = page.locator("details", has_text=f"Limits of the token of “bot-{tag}”")
+        await edit.locator("summary").click()
+        await edit.get_by_label("Requests per minute").fill("7")
+        await edit.get_by_role("button", name=f"Save limits of the token of bot-{tag}").click()
+        await expect(page.get_by_role("status")).to_contain_text("saved.")
+        assert (await ok(directory.get(f"/api/tokens/{token_id}")))["limits"] == {"requests_per_minute": 7}
+    finally:
+        await context.close()
+    # A Team-Admin of the team manages the account but is not offered its token's limits.
+    context, page = await sign_in(browser, stack.urls["ui"], people.team_admin)
+    try:
+        await page.goto(f"/teams/{people.team_id}")
+        await expect(page.locator("#service-accounts")).to_contain_text(f"bot-{tag}")
+        await expect(page.get_by_text(f"Limits of the token of “bot-{tag}”")).to_have_count(0)
+    finally:
+        await context.close()
+        await ok(directory.delete(f"/api/service-accounts/{made['service_account']['id']}"))

@@ -55,6 +55,7 @@ class ServiceAccountRow:
     owner_name: str
     token_id: str | None
     token_preview: str
+    token_limits: dict[str, Any] = field(default_factory=dict)  # the token's own limits (Admins set them)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class TeamPage:
     can_admin: bool  # Team-Admin of this team (or above): accounts and members
     can_edit_team: bool  # Org-Admin (or Admin): name, description, excluded models, and no bound
     can_set_limits: bool  # Team-Admin (or above): limits, per-model limits, budgets (up to the org's)
+    can_set_token_limits: bool = False  # Admin: a service account token's own limits
     models: list[str] = field(default_factory=list)  # the catalogue, for the exclusion picker
 
     @property
@@ -106,6 +108,7 @@ async def load_team_page(api: UserApi, viewer: Viewer, team_id: str) -> TeamPage
     users = {u["id"]: u for u in items(users_answer, "users")}
     accounts = [sa for sa in items(accounts_answer, "service_accounts") if not sa.get("deleted")]
     previews = {t["id"]: t.get("preview", "") for t in items(tokens_answer, "tokens")}
+    token_limits = {t["id"]: t.get("limits") or {} for t in items(tokens_answer, "tokens")}
 
     # Plain members may not list the org's users; names then come from the member entries when the
     # directory includes them, else the member is shown by a short id.
@@ -128,6 +131,7 @@ async def load_team_page(api: UserApi, viewer: Viewer, team_id: str) -> TeamPage
             owner_name=name_of(sa.get("owner_user_id", "")),
             token_id=sa.get("token_id"),
             token_preview=previews.get(sa.get("token_id") or "", ""),
+            token_limits=token_limits.get(sa.get("token_id") or "", {}),
         )
         for sa in sorted(accounts, key=lambda s: s.get("name", "").lower())
     ]
@@ -161,5 +165,6 @@ async def load_team_page(api: UserApi, viewer: Viewer, team_id: str) -> TeamPage
         can_admin=can_admin,
         can_edit_team=viewer.manages_org(org_id),
         can_set_limits=can_admin,
+        can_set_token_limits=viewer.admin,
         models=sorted(m["name"] for m in items(models_answer, "models") if not m.get("deleted")),
     )

@@ -162,6 +162,17 @@ async def transfer_service_account(
     return redirect(request, f"/teams/{team_id}", Flash("success", "Ownership transferred."))
 
 
+@router.post("/teams/{team_id}/tokens/{token_id}/limits")
+async def set_service_account_token_limits(
+    request: Request, api: Api, team_id: str, token_id: str
+) -> Response:
+    """A service account token's own limits (the directory lets only Admins set them)."""
+    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    token = await api.directory.patch(f"/api/tokens/{q(token_id)}", {"limits": parse_limits(form)})
+    flash = Flash("success", f"Limits of token {token.get('name', '')} saved.")
+    return redirect(request, f"/teams/{team_id}", flash)
+
+
 @router.post("/teams/{team_id}/service-accounts/{sa_id}/delete")
 async def delete_service_account(request: Request, api: Api, team_id: str, sa_id: str) -> Response:
     await api.directory.delete(f"/api/service-accounts/{q(sa_id)}")
