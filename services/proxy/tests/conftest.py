@@ -71,6 +71,20 @@ class SnapshotWriter:
         await kv.delete(names.snapshot_token_key(hash_token(value, SECRET.encode())))
 
 
+def usage_event(token_id: str, i: int) -> UsageRecorded:
+    """A usage event of ``token_id`` whose output tokens number ``i`` (tests tell events apart by it)."""
+    return UsageRecorded(
+        token_id=token_id,
+        user_id="u",
+        org_id="o",
+        endpoint="local",
+        model="m",
+        route="/v1/chat/completions",
+        status_code=200,
+        output_tokens=i,
+    )
+
+
 def read_usage_message(data: bytes) -> list[UsageRecorded]:
     """The events of one usage message: a ``UsageRecorded`` object, or a JSON array of them."""
     document = orjson.loads(data)

@@ -18,9 +18,8 @@ import pytest
 
 from aqueduct_cli.embedded import EmbeddedNats
 from aqueduct_libs.bus import ensure_topology
-from aqueduct_libs.events import UsageRecorded
 from aqueduct_proxy.adapters.publisher import UsagePublisher
-from conftest import SnapshotWriter, spawn_proxy, usage_events, wait_token
+from conftest import SnapshotWriter, spawn_proxy, usage_event, usage_events, wait_token
 
 pytestmark = [pytest.mark.nats, pytest.mark.valkey, pytest.mark.slow]
 
@@ -143,19 +142,6 @@ async def test_sigkill_right_after_a_burst_counts_each_request_once(
         server.stop()
 
 
-def _event(token_id: str, i: int) -> UsageRecorded:
-    return UsageRecorded(
-        token_id=token_id,
-        user_id="u",
-        org_id="o",
-        endpoint="local",
-        model="m",
-        route="/v1/chat/completions",
-        status_code=200,
-        output_tokens=i,
-    )
-
-
 async def test_live_segments_are_never_taken_over_and_acked_ones_are_deleted(nats_url, tmp_path):
     """Two publishers sharing the spool folder, as worker processes do; small segments to see rotation."""
     token_id = "tok-journal-" + uuid.uuid4().hex[:8]
@@ -165,7 +151,7 @@ async def test_live_segments_are_never_taken_over_and_acked_ones_are_deleted(nat
     owner = UsagePublisher(nc, spool, segment_bytes=2048, segment_seconds=0.2)
     # Not started: nothing is published, so the owner's segments stay pending, and locked.
     for i in range(20):
-        owner.record(_event(token_id, i))
+        owner.record(usage_event(token_id, i))
     owner_segments = sorted(p.name for p in spool.glob("usage-*.wal"))
     assert len(owner_segments) > 1  # rotated by size
     assert all(p.startswith(f"usage-{os.getpid()}-") for p in owner_segments)
@@ -196,7 +182,7 @@ async def test_a_torn_last_line_is_dropped(nats_url, tmp_path):
     spool.mkdir()
     lines = [
         e.event_id.encode() + b"\t" + e.model_dump_json().encode()
-        for e in map(lambda i: _event(token_id, i), range(3))
+        for e in map(lambda i: usage_event(token_id, i), range(3))
     ]
     # A process killed in the middle of writing its third line.
     (spool / "usage-999999999-dead.wal").write_bytes(lines[0] + b"\n" + lines[1] + b"\n" + lines[2][:40])

@@ -12,28 +12,15 @@ from nats.js import api as js_api
 
 from aqueduct_libs import names
 from aqueduct_libs.bus import ensure_topology
-from aqueduct_libs.events import UsageRecorded
 from aqueduct_proxy.adapters.publisher import UsagePublisher
-from conftest import usage_events
+from conftest import usage_event, usage_events
 
 pytestmark = [pytest.mark.nats]
 
 
 async def test_spool_claimed_by_a_dead_process_is_delivered_once(nats_url, tmp_path):
     token_id = "tok-spool-" + uuid.uuid4().hex[:8]
-    events = [
-        UsageRecorded(
-            token_id=token_id,
-            user_id="u",
-            org_id="o",
-            endpoint="local",
-            model="m",
-            route="/v1/chat/completions",
-            status_code=200,
-            output_tokens=i,
-        )
-        for i in range(3)
-    ]
+    events = [usage_event(token_id, i) for i in range(3)]
     spool = tmp_path / "proxy-spool"
     spool.mkdir()
     lines = [e.event_id.encode() + b"\t" + e.model_dump_json().encode() for e in events]
@@ -62,19 +49,7 @@ async def test_events_travel_grouped_and_each_arrives_once(nats_url, tmp_path):
     """250 events gathered while the publisher was not running go as 3 messages (100, 100, 50 events),
     each a JSON array; every event arrives exactly once."""
     token_id = "tok-group-" + uuid.uuid4().hex[:8]
-    events = [
-        UsageRecorded(
-            token_id=token_id,
-            user_id="u",
-            org_id="o",
-            endpoint="local",
-            model="m",
-            route="/v1/chat/completions",
-            status_code=200,
-            output_tokens=i,
-        )
-        for i in range(250)
-    ]
+    events = [usage_event(token_id, i) for i in range(250)]
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     await ensure_topology(js)
