@@ -26,19 +26,6 @@ SERVICE_TOKEN = "aqueduct-test-service-token-0123456789abcdef"
 SCOPE = "custom:aqueduct:full-access"
 
 HUB_CONFIG = """
-c = get_config()  # noqa: F821
-c.JupyterHub.ip = "127.0.0.1"
-c.JupyterHub.port = {public_port}
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = {hub_port}
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
-c.ConfigurableHTTPProxy.command = [{proxy!r}]
-c.JupyterHub.authenticator_class = "dummy"
-c.JupyterHub.spawner_class = "simple"
-c.Authenticator.allow_all = True
-c.JupyterHub.db_url = "sqlite:///{folder}/hub.sqlite"
-c.JupyterHub.cookie_secret_file = "{folder}/cookie_secret"
-c.JupyterHub.pid_file = "{folder}/hub.pid"
 c.JupyterHub.load_groups = {{
     "staff": {{"users": ["ada", "grace"]}},
     "hub-admins": {{"users": ["ada"]}},

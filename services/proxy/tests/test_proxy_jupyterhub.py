@@ -47,21 +47,9 @@ SERVICE_TOKEN = "aqueduct-proxy-test-service-token-0123456789"
 SCOPE = "custom:ai-gateway:full-access"
 
 # The seed's hub configuration (service, custom scope granted to users and their servers), plus what a
-# test needs: fixed ports, a service that may create users and tokens, and the "staff" group.
+# test needs: a service that may create users and tokens, and the "staff" group (ports, proxy and files
+# come from tests.support.jupyterhub.BASE_CONFIG).
 HUB_CONFIG = """
-c = get_config()  # noqa: F821
-c.JupyterHub.ip = "127.0.0.1"
-c.JupyterHub.port = {public_port}
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = {hub_port}
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
-c.ConfigurableHTTPProxy.command = [{proxy!r}]
-c.JupyterHub.authenticator_class = "dummy"
-c.JupyterHub.spawner_class = "simple"
-c.Authenticator.allow_all = True
-c.JupyterHub.db_url = "sqlite:///{folder}/hub.sqlite"
-c.JupyterHub.cookie_secret_file = "{folder}/cookie_secret"
-c.JupyterHub.pid_file = "{folder}/hub.pid"
 c.JupyterHub.load_groups = {{"staff": {{"users": ["grace", "hopper", "katherine", "dorothy", "ada"]}}}}
 c.JupyterHub.custom_scopes = {{"{scope}": {{"description": "Full access to AI gateway service."}}}}
 c.JupyterHub.services = [{{"name": "ai-gateway", "api_token": "{service_token}", "display": False}}]
