@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,18 +15,22 @@ from nats.aio.client import Client as NATS
 
 from aqueduct_accounting.adapters.api_tokens import ApiTokenViewers
 from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ClickHouse, open_clickhouse
+from aqueduct_accounting.adapters.dead_letters import DeadLetters
 from aqueduct_accounting.adapters.kv_views import watch_jwks, watch_model_prices
 from aqueduct_accounting.adapters.metrics import AccountingMetrics
 from aqueduct_accounting.adapters.migrations import apply_migrations
 from aqueduct_accounting.adapters.price_catalog import load_price_catalog
 from aqueduct_accounting.adapters.quota_kv import QuotaBucket
 from aqueduct_accounting.application.budgets import BudgetEnforcer
+from aqueduct_accounting.application.dead_letters import DeadLetterAdmin
 from aqueduct_accounting.application.directory_mirror import DirectoryMirror
 from aqueduct_accounting.application.ingest import UsageIngest
+from aqueduct_accounting.application.ingest_health import IngestHealth
 from aqueduct_accounting.application.reports import Reports
 from aqueduct_accounting.application.rollups import repair_rollups
 from aqueduct_accounting.domain.pricing import PriceBook
-from aqueduct_accounting.domain.usage import usage_rows_from_json
+from aqueduct_accounting.domain.usage import UsageMessage, usage_message_from_json, usage_message_parts
+from aqueduct_accounting.entrypoints.dead_letter_path import DeadLetterPolicy
 from aqueduct_accounting.entrypoints.http import HttpDeps, create_app
 from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer
 from aqueduct_accounting.settings import AccountingSettings, default_migrations_dir
@@ -51,16 +56,22 @@ class Service:
     consumers: list[BatchConsumer[Any]]
     budgets: BudgetEnforcer
     budget_interval: float
+    health: IngestHealth
+    lag_interval: float = 2.0
     watchers: list[KVWatcher] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    def ready(self) -> bool:
+    def not_ready_reasons(self) -> list[str]:
+        reasons = [] if self.nc.is_connected else ["not connected to NATS"]
+        reasons += [f"{c.durable}: not consuming yet" for c in self.consumers if not c.running.is_set()]
         # The watchers' first load included: a signed-out session is refused from the first request.
-        return (
-            self.nc.is_connected
-            and all(c.running.is_set() for c in self.consumers)
-            and all(w.ready.is_set() for w in self.watchers)
-        )
+        reasons += ["session keys or prices not loaded yet" for w in self.watchers if not w.ready.is_set()][
+            :1
+        ]
+        return reasons + self.health.problems()
+
+    def ready(self) -> bool:
+        return not self.not_ready_reasons()
 
     async def start(self) -> None:
         for watcher in self.watchers:
@@ -68,6 +79,7 @@ class Service:
         for consumer in self.consumers:
             await consumer.start()
         self.tasks.append(asyncio.create_task(self.budgets.run(self.budget_interval), name="budgets"))
+        self.tasks.append(asyncio.create_task(self.health.run(self.lag_interval), name="ingest-health"))
 
     async def stop(self) -> None:
         log.info("stopping: flushing the batches in hand")
@@ -102,13 +114,26 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
     budgets = BudgetEnforcer(clickhouse, QuotaBucket(js), on_decisions=metrics.quota_decisions.set)
     ingest = UsageIngest(clickhouse, prices)
     mirror = DirectoryMirror(clickhouse)
+    dead_letters = DeadLetters(js, on_sent=lambda _stream: metrics.dead_letters.inc())
+    health = IngestHealth([], settings.ready_max_lag, settings.ready_stuck_seconds)
 
-    async def store_usage(messages: list[list[dict[str, Any]]]) -> None:
-        rows = [row for rows in messages for row in rows]
+    def row_cost(row: dict[str, Any]) -> int:
+        return prices.cost_nanos(
+            row["model"], row["input_tokens"], row["output_tokens"], row["cached_tokens"]
+        )
+
+    def read_usage(payload: bytes) -> UsageMessage:
+        # Accounting's door: every event checked against aqueduct_libs.bounds, its cost included.
+        return usage_message_from_json(payload, cost=row_cost)
+
+    async def store_usage(messages: list[UsageMessage]) -> None:
+        rows = [row for message in messages for row in message.rows]
         metrics.batch_size.observe(len(rows))
         result = await ingest.ingest_rows(rows)
         metrics.ingested.inc(result.inserted)
         metrics.duplicates.inc(result.duplicates)
+        if rows:
+            health.usage_stored(max(row["occurred_at"] for row in rows))
         if result.inserted:
             budgets.usage_stored()
 
@@ -120,40 +145,75 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         if any("budgets" in e.data for e in events):
             budgets.budgets_changed()
 
+    def answers(table: str) -> Callable[[], Awaitable[bool]]:
+        async def probe() -> bool:
+            return bool((await clickhouse.query(f"EXISTS TABLE {table}")).rows[0][0])
+
+        return probe
+
     common_options: dict[str, Any] = {
         "flush_interval": settings.flush_interval_seconds,
         "max_ack_pending": settings.max_ack_pending,
         "ack_wait": settings.ack_wait_seconds,
         "on_store_failed": metrics.insert_failures.inc,
     }
-    consumers: list[BatchConsumer[Any]] = [
-        BatchConsumer(
-            nc,
-            js,
-            stream=names.USAGE_STREAM,
-            subject=names.USAGE_SUBJECT,
-            durable=settings.consumer_name,
-            decode=usage_rows_from_json,
-            store=store_usage,
-            batch_size=settings.batch_size,
-            batch_bytes=settings.batch_bytes,
-            on_stored=usage_stored,
-            on_rejected=metrics.rejected.inc,
-            on_lag=metrics.lag.set,
-            **common_options,
+    usage_consumer: BatchConsumer[UsageMessage] = BatchConsumer(
+        nc,
+        js,
+        stream=names.USAGE_STREAM,
+        subject=names.USAGE_SUBJECT,
+        durable=settings.consumer_name,
+        decode=read_usage,
+        store=store_usage,
+        batch_size=settings.batch_size,
+        batch_bytes=settings.batch_bytes,
+        on_stored=usage_stored,
+        on_rejected=metrics.rejected.inc,
+        dead_letters=DeadLetterPolicy(
+            dead_letters,
+            max_tries=settings.store_max_tries,
+            rejected_of=lambda message: message.rejected,
+            split=lambda payload: usage_message_parts(payload, read_usage),
+            healthy=answers("usage_events"),
         ),
-        BatchConsumer(
-            nc,
-            js,
-            stream=names.DIRECTORY_EVENTS_STREAM,
-            subject=f"{names.DIRECTORY_EVENTS_SUBJECT_PREFIX}.>",
-            durable=settings.directory_consumer_name,
-            decode=DirectoryEvent.model_validate_json,
-            store=store_directory,
-            batch_size=1000,
-            **common_options,
+        **common_options,
+    )
+    directory_consumer: BatchConsumer[DirectoryEvent] = BatchConsumer(
+        nc,
+        js,
+        stream=names.DIRECTORY_EVENTS_STREAM,
+        subject=f"{names.DIRECTORY_EVENTS_SUBJECT_PREFIX}.>",
+        durable=settings.directory_consumer_name,
+        decode=DirectoryEvent.model_validate_json,
+        store=store_directory,
+        batch_size=1000,
+        dead_letters=DeadLetterPolicy(
+            dead_letters, max_tries=settings.store_max_tries, healthy=answers("directory_events")
         ),
-    ]
+        **common_options,
+    )
+    consumers: list[BatchConsumer[Any]] = [usage_consumer, directory_consumer]
+    health.consumers = consumers
+    lag_gauges = {
+        settings.consumer_name: metrics.lag,
+        settings.directory_consumer_name: metrics.directory_lag,
+    }
+    health.on_lag = lambda durable, lag: lag_gauges[durable].set(lag)
+    metrics.last_stored_age.set_function(health.newest_event_age)
+    metrics.not_ready.set_function(lambda: 1.0 if health.problems() else 0.0)
+
+    def redrive_with(consumer: BatchConsumer[Any]) -> Callable[[bytes], Awaitable[None]]:
+        async def redrive(payload: bytes) -> None:
+            assert consumer.guard is not None
+            await consumer.guard.redrive(consumer.decode(payload))
+
+        return redrive
+
+    dead_letter_admin = DeadLetterAdmin(
+        dead_letters,
+        {c.stream: redrive_with(c) for c in consumers},
+        on_redriven=metrics.redriven.inc,
+    )
     ready_check: list[Service] = []
     api_tokens = ApiTokenViewers(common.directory_url)
     app = create_app(
@@ -163,6 +223,8 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
             ready=lambda: bool(ready_check) and ready_check[0].ready(),
             registry=metrics.registry,
             api_tokens=api_tokens,
+            not_ready_reasons=lambda: ready_check[0].not_ready_reasons() if ready_check else ["starting"],
+            dead_letters=dead_letter_admin,
         )
     )
     service = Service(
@@ -172,6 +234,8 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         consumers=consumers,
         budgets=budgets,
         budget_interval=settings.budget_check_seconds,
+        health=health,
+        lag_interval=settings.lag_check_seconds,
         watchers=[
             watch_model_prices(js, prices),
             watch_jwks(js, verifier),

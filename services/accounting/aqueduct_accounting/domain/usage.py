@@ -25,6 +25,7 @@ __all__ = [
     "UsageMessage",
     "clickhouse_time",
     "usage_message_from_json",
+    "usage_message_parts",
     "usage_row",
     "usage_row_from_json",
     "usage_rows_from_json",
@@ -126,6 +127,28 @@ def usage_message_from_json(
         except InvalidUsageEventError as exc:
             message.rejected.append(RejectedEvent(index, orjson.dumps(item), str(exc)))
     return message
+
+
+def usage_message_parts(
+    payload: bytes, read: Callable[[bytes], UsageMessage]
+) -> list[tuple[int, bytes, UsageMessage]]:
+    """The events of a message holding a JSON array, one by one as ``(index, event text, read(text))``,
+    to find which of them a store refuses; events refused by ``read`` are left out (already refused)."""
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return []
+    if not isinstance(data, list):
+        return []
+    parts = []
+    for index, item in enumerate(data):
+        text = orjson.dumps(item)
+        try:
+            part = read(text)
+        except InvalidUsageEventError:
+            continue
+        parts.append((index, text, part))
+    return parts
 
 
 def _priced_row(data: Any, latest: str, cost: Callable[[dict[str, Any]], int] | None) -> dict[str, Any]:
