@@ -12,13 +12,13 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 from nats.aio.client import Client as NATS
+from nats.js.errors import NotFoundError
 
 from aqueduct_accounting.adapters.api_tokens import ApiTokenViewers
 from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ClickHouse, open_clickhouse
 from aqueduct_accounting.adapters.dead_letters import DeadLetters
 from aqueduct_accounting.adapters.kv_views import watch_jwks, watch_model_prices
 from aqueduct_accounting.adapters.metrics import AccountingMetrics
-from aqueduct_accounting.adapters.migrations import apply_migrations
 from aqueduct_accounting.adapters.price_catalog import load_price_catalog
 from aqueduct_accounting.adapters.quota_kv import QuotaBucket
 from aqueduct_accounting.application.budgets import BudgetEnforcer
@@ -28,6 +28,7 @@ from aqueduct_accounting.application.ingest import UsageIngest
 from aqueduct_accounting.application.ingest_health import IngestHealth
 from aqueduct_accounting.application.reports import Reports
 from aqueduct_accounting.application.rollups import repair_rollups
+from aqueduct_accounting.application.self_repair import migrate_and_repair
 from aqueduct_accounting.domain.pricing import PriceBook
 from aqueduct_accounting.domain.usage import UsageMessage, usage_message_from_json, usage_message_parts
 from aqueduct_accounting.entrypoints.dead_letter_path import DeadLetterPolicy
@@ -99,7 +100,11 @@ class Service:
 async def build(settings: AccountingSettings, common: CommonSettings) -> Service:
     """Wire the real adapters: ClickHouse (migrated), NATS, the consumers, the budget loop, the HTTP app."""
     engine = open_clickhouse(settings.clickhouse_url, common.data_dir)
-    await asyncio.to_thread(apply_migrations, engine, settings.migrations_dir or default_migrations_dir())
+    # Self-repair: whatever table is missing is created again, whatever copy of a stream was lost is
+    # refilled by replaying the stream (its consumer starts over, below).
+    repair = await asyncio.to_thread(
+        migrate_and_repair, engine, settings.migrations_dir or default_migrations_dir()
+    )
     # Before consuming: a crash may have left roll-ups short of the last events stored.
     await asyncio.to_thread(repair_rollups, engine)
     clickhouse = AsyncClickHouse(engine)
@@ -107,6 +112,14 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
     nc = await connect(common.nats_url, "aqueduct-accounting")
     js = nc.jetstream()
     await ensure_topology(js)
+    for replay, stream, durable in (
+        (repair.replay_usage, names.USAGE_STREAM, settings.consumer_name),
+        (repair.replay_directory, names.DIRECTORY_EVENTS_STREAM, settings.directory_consumer_name),
+    ):
+        if replay:
+            with contextlib.suppress(NotFoundError):
+                await js.delete_consumer(stream, durable)
+                log.warning("replaying the %s stream from its start into ClickHouse", stream)
 
     metrics = AccountingMetrics()
     prices = PriceBook(await asyncio.to_thread(load_price_catalog))

@@ -1,7 +1,7 @@
 """HTTP routes of the dead letters (Admins only): list, read, re-drive one or all."""
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: the routes' ``current_viewer`` annotation is a local variable,
+# which FastAPI must see as the object itself.
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
