@@ -19,6 +19,7 @@ from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ClickHouse,
 from aqueduct_accounting.adapters.dead_letters import DeadLetters
 from aqueduct_accounting.adapters.kv_views import watch_jwks, watch_model_prices
 from aqueduct_accounting.adapters.metrics import AccountingMetrics
+from aqueduct_accounting.adapters.migrations import existing_tables, expected_tables
 from aqueduct_accounting.adapters.price_catalog import load_price_catalog
 from aqueduct_accounting.adapters.quota_kv import QuotaBucket
 from aqueduct_accounting.application.budgets import BudgetEnforcer
@@ -158,11 +159,13 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         if any("budgets" in e.data for e in events):
             budgets.budgets_changed()
 
-    def answers(table: str) -> Callable[[], Awaitable[bool]]:
-        async def probe() -> bool:
-            return bool((await clickhouse.query(f"EXISTS TABLE {table}")).rows[0][0])
+    wanted_tables = expected_tables(settings.migrations_dir or default_migrations_dir())
 
-        return probe
+    async def tables_there() -> bool:
+        # An insert into usage_events also writes its roll-ups: any table gone fails every insert, so the
+        # engine (not a message) is at fault and nothing is dead-lettered; a restart recreates it.
+        present = await asyncio.to_thread(existing_tables, engine)
+        return wanted_tables <= present
 
     common_options: dict[str, Any] = {
         "flush_interval": settings.flush_interval_seconds,
@@ -187,7 +190,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
             max_tries=settings.store_max_tries,
             rejected_of=lambda message: message.rejected,
             split=lambda payload: usage_message_parts(payload, read_usage),
-            healthy=answers("usage_events"),
+            healthy=tables_there,
         ),
         **common_options,
     )
@@ -200,9 +203,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         decode=DirectoryEvent.model_validate_json,
         store=store_directory,
         batch_size=1000,
-        dead_letters=DeadLetterPolicy(
-            dead_letters, max_tries=settings.store_max_tries, healthy=answers("directory_events")
-        ),
+        dead_letters=DeadLetterPolicy(dead_letters, max_tries=settings.store_max_tries, healthy=tables_there),
         **common_options,
     )
     consumers: list[BatchConsumer[Any]] = [usage_consumer, directory_consumer]

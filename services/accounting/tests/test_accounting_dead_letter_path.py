@@ -19,6 +19,7 @@ from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ChdbClickHo
 from aqueduct_accounting.adapters.dead_letters import DeadLetters
 from aqueduct_accounting.adapters.migrations import apply_migrations
 from aqueduct_accounting.application.ingest import UsageIngest
+from aqueduct_accounting.application.ingest_health import IngestHealth
 from aqueduct_accounting.domain.pricing import PriceBook
 from aqueduct_accounting.domain.usage import UsageMessage, usage_message_from_json, usage_message_parts
 from aqueduct_accounting.entrypoints.dead_letter_path import DeadLetterPolicy
@@ -148,3 +149,30 @@ async def test_while_the_engine_is_down_nothing_is_dead_lettered_and_the_consume
     assert await wait_until(lambda: rig.stored("d-") == 5, within=15)
     assert await wait_until(lambda: rig.consumer.failing_since is None, within=5)
     assert await rig.letters.list() == []
+
+
+async def test_health_reports_a_stuck_or_far_behind_ingest_and_recovers(rig: Rig) -> None:
+    health = IngestHealth([rig.consumer], max_lag=3, stuck_after=0.5)
+    await health.measure()
+    assert health.problems() == []
+
+    rig.engine_up = False
+    for i in range(6):
+        await rig.js.publish(names.USAGE_SUBJECT, _json(f"h-{i}"))
+    await asyncio.sleep(1.0)
+    await health.measure()
+    problems = health.problems()
+    assert any("every store has failed" in p for p in problems), problems
+    assert any("6 messages behind" in p for p in problems), problems
+
+    rig.engine_up = True
+    assert await wait_until(lambda: rig.stored("h-") == 6, within=15)
+
+    async def healthy_again() -> bool:
+        await health.measure()
+        return not health.problems()
+
+    deadline = time.monotonic() + 15
+    while not await healthy_again():
+        assert time.monotonic() < deadline, health.problems()
+        await asyncio.sleep(0.2)

@@ -21,6 +21,7 @@ __all__ = [
     "Migration",
     "apply_migrations",
     "existing_tables",
+    "expected_tables",
     "load_migrations",
     "repair_missing",
     "split_statements",
@@ -97,6 +98,16 @@ def existing_tables(engine: ClickHouse) -> set[str]:
     """Tables and views of the current database."""
     rows = engine.query("SELECT name FROM system.tables WHERE database = currentDatabase()").rows
     return {str(row[0]) for row in rows}
+
+
+def expected_tables(folder: Path) -> set[str]:
+    """Every table and view the migrations create."""
+    return {
+        match.group(1)
+        for migration in load_migrations(folder)
+        for statement in migration.statements
+        if (match := _CREATES.match(statement))
+    }
 
 
 def _target(statement: str) -> str | None:
