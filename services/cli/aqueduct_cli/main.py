@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from aqueduct_cli import admin, audit
+from aqueduct_cli import admin, audit, dead_letters
 from aqueduct_cli.client import ApiClient, CliError
 from aqueduct_cli.launcher import SERVICES, WORKERS, Launcher, LaunchOptions
 from aqueduct_cli.output import print_rows
@@ -27,6 +27,7 @@ app.add_typer(admin.tokens, name="tokens")
 app.add_typer(admin.endpoints, name="endpoints")
 app.add_typer(admin.models, name="models")
 app.add_typer(audit.audit, name="audit")
+app.add_typer(dead_letters.dead_letters, name="dead-letters")
 
 DataDir = Annotated[Path, typer.Option(envvar="AQUEDUCT_DATA_DIR", help="Folder for all local state")]
 ConfigFile = Annotated[
