@@ -119,9 +119,9 @@ def test_an_absurd_upstream_count_is_counted_within_bounds(product: Stack, upstr
     httpx.post(f"{upstream.base}/_usage", content=b'{"prompt_tokens": 1' + b"0" * 30 + b', "times": 1}')
     _chat(product, token)
     session = _session(product)
-    query = f"SELECT input_tokens, cost_nanos FROM usage_events WHERE input_tokens = {bounds.MAX_TOKENS}"
+    query = f"SELECT cost_nanos FROM usage_events WHERE input_tokens = {bounds.MAX_TOKENS}"
     assert _eventually(lambda: len(_sql(product, session, query)) == 1, within=30)
-    [[input_tokens, cost_nanos]] = _sql(product, session, query)
+    [[cost_nanos]] = _sql(product, session, query)
     # $1 per million input tokens, $2 per million output tokens (write_config): never wrapped negative.
     assert int(cost_nanos) == bounds.MAX_TOKENS * 1000 + 5 * 2000
 
