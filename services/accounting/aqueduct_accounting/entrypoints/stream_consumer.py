@@ -218,6 +218,8 @@ class BatchConsumer(Generic[T]):
 
     async def _flush(self, msgs: list[Msg], decoded: tuple[list[T], set[int], list[Letter]]) -> None:
         items, poisoned, letters = decoded
+        if poisoned and self._on_rejected is not None:
+            self._on_rejected(len(poisoned))
         started = time.perf_counter()
         if self.guard is not None:
             readable = [msg for msg in msgs if id(msg) not in poisoned]
@@ -235,8 +237,6 @@ class BatchConsumer(Generic[T]):
                 else:
                     await msg.ack()
         self.stored_at = time.monotonic()
-        if poisoned and self._on_rejected is not None:
-            self._on_rejected(len(poisoned))
         if self._on_stored is not None:
             self._on_stored(len(items), elapsed)
 
