@@ -121,8 +121,13 @@ def batch_lines_subject(batch_id: str) -> str:
     return f"{BATCH_LINES_SUBJECT_PREFIX}.{batch_id}"
 
 
-def dead_letter_subject(source_stream: str, source_sequence: int, index: int | None = None) -> str:
-    key = str(source_sequence) if index is None else f"{source_sequence}-{index}"
+def dead_letter_subject(
+    source_stream: str, source_sequence: int, index: int | None = None, key: str | None = None
+) -> str:
+    """``key`` (a subject token) names a letter that has no position in its stream (a row found out of
+    bounds in storage) instead of the sequence and index."""
+    if key is None:
+        key = str(source_sequence) if index is None else f"{source_sequence}-{index}"
     return f"{DEAD_LETTERS_SUBJECT_PREFIX}.{source_stream.lower()}.{key}"
 
 

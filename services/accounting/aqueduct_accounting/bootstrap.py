@@ -15,7 +15,12 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
 from aqueduct_accounting.adapters.api_tokens import ApiTokenViewers
-from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ClickHouse, open_clickhouse
+from aqueduct_accounting.adapters.clickhouse import (
+    AsyncClickHouse,
+    ClickHouse,
+    ClickHouseError,
+    open_clickhouse,
+)
 from aqueduct_accounting.adapters.dead_letters import DeadLetters
 from aqueduct_accounting.adapters.kv_views import watch_jwks, watch_model_prices
 from aqueduct_accounting.adapters.metrics import AccountingMetrics
@@ -27,6 +32,7 @@ from aqueduct_accounting.application.dead_letters import DeadLetterAdmin
 from aqueduct_accounting.application.directory_mirror import DirectoryMirror
 from aqueduct_accounting.application.ingest import UsageIngest
 from aqueduct_accounting.application.ingest_health import IngestHealth
+from aqueduct_accounting.application.quarantine import quarantine_out_of_bounds
 from aqueduct_accounting.application.reports import Reports
 from aqueduct_accounting.application.rollups import repair_rollups
 from aqueduct_accounting.application.self_repair import migrate_and_repair
@@ -106,8 +112,6 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
     repair = await asyncio.to_thread(
         migrate_and_repair, engine, settings.migrations_dir or default_migrations_dir()
     )
-    # Before consuming: a crash may have left roll-ups short of the last events stored.
-    await asyncio.to_thread(repair_rollups, engine)
     clickhouse = AsyncClickHouse(engine)
 
     nc = await connect(common.nats_url, "aqueduct-accounting")
@@ -121,14 +125,21 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
             with contextlib.suppress(NotFoundError):
                 await js.delete_consumer(stream, durable)
                 log.warning("replaying the %s stream from its start into ClickHouse", stream)
-
     metrics = AccountingMetrics()
+    dead_letters = DeadLetters(js, on_sent=lambda _stream: metrics.dead_letters.inc())
+    # Before consuming: rows a version without bounds stored out of them go to the dead letters, and a
+    # crash may have left roll-ups short of the last events stored. Neither may stop the start.
+    try:
+        await quarantine_out_of_bounds(clickhouse, dead_letters, settings.consumer_name)
+        await clickhouse.run(repair_rollups)
+    except ClickHouseError:
+        log.exception("repairing the stored usage failed; starting anyway")
+
     prices = PriceBook(await asyncio.to_thread(load_price_catalog))
     verifier = SessionVerifier()
     budgets = BudgetEnforcer(clickhouse, QuotaBucket(js), on_decisions=metrics.quota_decisions.set)
     ingest = UsageIngest(clickhouse, prices)
     mirror = DirectoryMirror(clickhouse)
-    dead_letters = DeadLetters(js, on_sent=lambda _stream: metrics.dead_letters.inc())
     health = IngestHealth([], settings.ready_max_lag, settings.ready_stuck_seconds)
 
     def row_cost(row: dict[str, Any]) -> int:

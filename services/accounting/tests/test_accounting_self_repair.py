@@ -3,17 +3,24 @@ what it copied from a stream is refilled by replaying the stream; the roll-ups a
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import nats
 import pytest
 from accounting_testing import AccountingProcess, publish_usage, usage_event, wait_until
 
-from aqueduct_accounting.adapters.clickhouse import ChdbClickHouse
+from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ChdbClickHouse
+from aqueduct_accounting.adapters.dead_letters import DeadLetters
 from aqueduct_accounting.adapters.migrations import apply_migrations, existing_tables
+from aqueduct_accounting.application.quarantine import quarantine_out_of_bounds
+from aqueduct_accounting.application.rollups import repair_rollups
 from aqueduct_accounting.application.self_repair import migrate_and_repair
 from aqueduct_accounting.settings import default_migrations_dir
+from aqueduct_cli.embedded import EmbeddedNats
 from aqueduct_libs import names
+from aqueduct_libs.bus import ensure_topology
 from aqueduct_libs.events import DirectoryEvent
 
 pytestmark = [pytest.mark.chdb]
@@ -35,6 +42,7 @@ def _insert(engine: ChdbClickHouse, count: int, first: int = 0) -> None:
                 "occurred_at": (START + timedelta(minutes=i)).strftime("%Y-%m-%d %H:%M:%S.000"),
                 "org_id": "o",
                 "input_tokens": i,
+                "status_code": 200,
             }
             for i in range(first, count)
         ],
@@ -133,3 +141,70 @@ async def test_usage_table_and_directory_mirror_dropped_are_refilled_after_a_res
     accounting.start()  # ready: it did not refuse to start
 
     assert await wait_until(lambda: counts() == expected, within=60), counts()
+
+
+@pytest.mark.nats
+async def test_rows_stored_out_of_bounds_by_an_older_version_are_dead_lettered_at_start(
+    tmp_path: Path,
+) -> None:
+    """Rows an unchecked version stored (a date before 1970, status 70000 stored as 4464, a cost wrapped
+    negative) would stop the roll-up repair or silence budgets: they become dead letters, once."""
+    bus = EmbeddedNats(tmp_path / "nats").start()
+    nc = await nats.connect(bus.url)
+    engine = ChdbClickHouse(tmp_path / "chdb")
+    try:
+        js = nc.jetstream()
+        await ensure_topology(js)
+        migrate_and_repair(engine, default_migrations_dir())
+        _insert(engine, 10)
+        base = {
+            "org_id": "o",
+            "input_tokens": 1,
+            "token_id": "t",
+            "user_id": "u",
+            "endpoint": "e",
+            "model": "m",
+        }
+        engine.insert_json_rows(
+            "usage_events",
+            [
+                {
+                    **base,
+                    "event_id": "old-1969",
+                    "occurred_at": "1969-12-31 23:59:59.000",
+                    "status_code": 200,
+                },
+                {
+                    **base,
+                    "event_id": "old-status",
+                    "occurred_at": "2026-06-01 10:00:00.000",
+                    "status_code": 4464,
+                },
+                {
+                    **base,
+                    "event_id": "old-wrapped",
+                    "occurred_at": "2026-06-01 10:00:00.000",
+                    "status_code": 200,
+                    "cost_nanos": -8_446_744_073_709_551_616,
+                },
+            ],
+        )
+        letters = DeadLetters(js)
+        clickhouse = AsyncClickHouse(engine)
+
+        assert await quarantine_out_of_bounds(clickhouse, letters, "accounting-usage") == 3
+        assert await quarantine_out_of_bounds(clickhouse, letters, "accounting-usage") == 0
+
+        stored = {json.loads(s.letter.payload)["event_id"]: s.letter.reason for s in await letters.list()}
+        assert set(stored) == {"old-1969", "old-status", "old-wrapped"}
+        assert "occurred_at" in stored["old-1969"] and "status_code 4464" in stored["old-status"]
+        assert "cost_nanos -8446744073709551616" in stored["old-wrapped"]
+        raw = _rows(engine, "SELECT count(), sum(input_tokens) FROM usage_events")
+        assert raw == [[10, sum(range(10))]]
+        for table in ROLLUPS:
+            assert _rows(engine, f"SELECT sum(requests), sum(input_tokens) FROM {table}") == raw, table
+        repair_rollups(engine)  # and the start goes on
+    finally:
+        await nc.close()
+        engine.close()
+        bus.stop()

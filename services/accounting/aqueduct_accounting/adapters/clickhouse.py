@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote, urlparse
 
 import orjson
@@ -26,6 +27,9 @@ __all__ = [
     "open_clickhouse",
     "server_options",
 ]
+
+
+T = TypeVar("T")
 
 
 class ClickHouseError(Exception):
@@ -235,3 +239,7 @@ class AsyncClickHouse:
 
     async def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
         await asyncio.to_thread(self.engine.execute, sql, params)
+
+    async def run(self, work: Callable[..., T], *args: Any) -> T:
+        """``work(engine, *args)`` in a worker thread: a blocking use case (repairs at start)."""
+        return await asyncio.to_thread(work, self.engine, *args)

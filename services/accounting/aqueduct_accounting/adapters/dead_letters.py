@@ -39,9 +39,10 @@ class DeadLetters:
         self._js = js
         self._on_sent = on_sent
 
-    async def send(self, letter: DeadLetter) -> None:
-        """Publish and wait for the stream to hold it (the caller acknowledges the original only then)."""
-        subject = names.dead_letter_subject(letter.source_stream, letter.source_sequence, letter.index)
+    async def send(self, letter: DeadLetter, key: str | None = None) -> None:
+        """Publish and wait for the stream to hold it (the caller acknowledges the original only then).
+        ``key``: for a letter without a place in its stream (``names.dead_letter_subject``)."""
+        subject = names.dead_letter_subject(letter.source_stream, letter.source_sequence, letter.index, key)
         await self._js.publish(
             subject, letter.model_dump_json().encode(), headers={"Nats-Msg-Id": f"{subject}:{letter.tries}"}
         )

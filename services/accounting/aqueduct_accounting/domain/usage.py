@@ -23,6 +23,7 @@ __all__ = [
     "InvalidUsageEventError",
     "RejectedEvent",
     "UsageMessage",
+    "check_stored_row",
     "clickhouse_time",
     "usage_message_from_json",
     "usage_message_parts",
@@ -149,6 +150,12 @@ def usage_message_parts(
             continue
         parts.append((index, text, part))
     return parts
+
+
+def check_stored_row(row: dict[str, Any]) -> None:
+    """Raise ``InvalidUsageEventError`` if a stored ``usage_events`` row (as a dict) is out of bounds."""
+    event = {**row, "occurred_at": str(row["occurred_at"]).replace(" ", "T") + "+00:00"}
+    _row(event, _latest())
 
 
 def _priced_row(data: Any, latest: str, cost: Callable[[dict[str, Any]], int] | None) -> dict[str, Any]:
