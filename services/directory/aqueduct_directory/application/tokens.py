@@ -161,7 +161,7 @@ class TokenUseCases(DirectoryCore):
         sa.attach_token(str(token.id), actor=p.actor)
         self.commit(sa, token)
         return {
-            "service_account": service_account_view(self.state.service_accounts[str(sa.id)]),
+            "service_account": service_account_view(self.state.service_accounts[str(sa.id)], self.state),
             **self._token_answer(str(token.id), value),
         }
 
@@ -191,7 +191,7 @@ class TokenUseCases(DirectoryCore):
                 token.change_owner(owner_user_id, actor=p.actor)
                 changed.append(token)
         self.commit(sa, *changed)
-        return service_account_view(self.state.service_accounts[sa_id])
+        return service_account_view(self.state.service_accounts[sa_id], self.state)
 
     def delete_service_account(self, p: Principal, sa_id: str) -> None:
         sa = self.editable(self.find(self.state.service_accounts, sa_id, "service account"))
@@ -210,4 +210,4 @@ class TokenUseCases(DirectoryCore):
         team = self.find(self.state.teams, team_id, "team")
         if not p.is_member_of(team):
             raise PermissionDeniedError("only members of the team may see its service accounts")
-        return [service_account_view(s) for s in self.state.team_service_accounts(team_id)]
+        return [service_account_view(s, self.state) for s in self.state.team_service_accounts(team_id)]

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from aqueduct_directory.entrypoints.http.deps import CurrentUser, DirectoryDep
+from aqueduct_directory.entrypoints.http.paging import Paged, paged
 from aqueduct_directory.entrypoints.http.schemas import (
     ServiceAccountIn,
     ServiceAccountPatch,
@@ -19,10 +20,15 @@ __all__ = ["router"]
 router = APIRouter(prefix="/api")
 Json = dict[str, Any]
 
+TOKEN_FIELDS = ("name", "preview", "expires_at", "created_at", "id")
+SERVICE_ACCOUNT_FIELDS = ("name", "description", "id")
+
 
 @router.get("/tokens", tags=["tokens"])
-async def list_tokens(user: CurrentUser, directory: DirectoryDep, user_id: str | None = None) -> list[Json]:
-    return directory.list_tokens(user, user_id)
+async def list_tokens(
+    user: CurrentUser, directory: DirectoryDep, page: Paged, response: Response, user_id: str | None = None
+) -> list[Json]:
+    return paged(page, response, directory.list_tokens(user, user_id), TOKEN_FIELDS)
 
 
 @router.post("/tokens", tags=["tokens"], status_code=201)
@@ -54,8 +60,10 @@ async def revoke_token(token_id: str, user: CurrentUser, directory: DirectoryDep
 
 
 @router.get("/teams/{team_id}/service-accounts", tags=["service accounts"])
-async def list_service_accounts(team_id: str, user: CurrentUser, directory: DirectoryDep) -> list[Json]:
-    return directory.list_service_accounts(user, team_id)
+async def list_service_accounts(
+    team_id: str, user: CurrentUser, directory: DirectoryDep, page: Paged, response: Response
+) -> list[Json]:
+    return paged(page, response, directory.list_service_accounts(user, team_id), SERVICE_ACCOUNT_FIELDS)
 
 
 @router.post("/teams/{team_id}/service-accounts", tags=["service accounts"], status_code=201)
