@@ -105,3 +105,32 @@ def test_audit_log_newest_first_with_pages_and_filters(world):
     assert count == 5 and {e["aggregate_type"] for e in users} == {"User"}
     teams, _ = audit_events(app, SYSTEM, aggregate_type="Team")
     assert teams and all(e["aggregate_type"] == "Team" for e in teams)
+
+
+def test_an_expired_token_is_regenerated_only_with_a_new_expiry_and_an_expiry_is_edited():
+    from datetime import timedelta
+
+    from directory_testkit import Clock
+
+    from aqueduct_directory.domain.errors import InvalidInputError
+
+    clock = Clock()
+    app = make_app(None, clock)
+    world = make_world(app)
+    member = world.p(world.member)
+    token_id = app.issue_token(member, "laptop", clock.now + timedelta(days=1))["token"]["id"]
+    clock.advance(days=2)
+    with pytest.raises(InvalidInputError) as refused:
+        app.regenerate_token(member, token_id)
+    assert refused.value.code == "token_expired"
+    with pytest.raises(InvalidInputError):
+        app.regenerate_token(member, token_id, clock.now - timedelta(minutes=1))
+    renewed = app.regenerate_token(member, token_id, clock.now + timedelta(days=30))
+    assert renewed["value"] and app.state.tokens[token_id].is_live(clock.now)
+
+    assert app.change_token_expiry(member, token_id, None)["expires_at"] is None
+    assert app.state.tokens[token_id].is_live(clock.now + timedelta(days=3650))
+    with pytest.raises(PermissionDeniedError):
+        app.change_token_expiry(world.p(world.team_admin), token_id, clock.now + timedelta(days=1))
+    types = [e["type"] for e in audit_events(app, SYSTEM, aggregate_id=token_id)[0]]
+    assert types == ["TokenIssued", "TokenExpiryChanged", "TokenRegenerated", "TokenExpiryChanged"]

@@ -13,6 +13,7 @@ from aqueduct_directory.entrypoints.http.schemas import (
     ServiceAccountPatch,
     TokenIn,
     TokenPatch,
+    TokenRegenerateIn,
 )
 
 __all__ = ["router"]
@@ -42,14 +43,23 @@ async def get_token(token_id: str, user: CurrentUser, directory: DirectoryDep) -
 
 
 @router.patch("/tokens/{token_id}", tags=["tokens"])
-async def set_token_limits(
-    token_id: str, body: TokenPatch, user: CurrentUser, directory: DirectoryDep
-) -> Json:
-    return directory.set_token_limits(user, token_id, body.limits)
+async def update_token(token_id: str, body: TokenPatch, user: CurrentUser, directory: DirectoryDep) -> Json:
+    """Limits (Admins) and expiry (the token's manager; ``null`` for none)."""
+    answer = directory.get_token(user, token_id)
+    if "expires_at" in body.model_fields_set:
+        answer = directory.change_token_expiry(user, token_id, body.expires_at)
+    if body.limits is not None:
+        answer = directory.set_token_limits(user, token_id, body.limits)
+    return answer
 
 
 @router.post("/tokens/{token_id}/regenerate", tags=["tokens"])
-async def regenerate_token(token_id: str, user: CurrentUser, directory: DirectoryDep) -> Json:
+async def regenerate_token(
+    token_id: str, user: CurrentUser, directory: DirectoryDep, body: TokenRegenerateIn | None = None
+) -> Json:
+    """A new value (shown once); ``expires_at`` in the body also sets a new expiry (needed when expired)."""
+    if body is not None and "expires_at" in body.model_fields_set:
+        return directory.regenerate_token(user, token_id, body.expires_at)
     return directory.regenerate_token(user, token_id)
 
 
