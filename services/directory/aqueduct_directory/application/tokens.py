@@ -86,7 +86,7 @@ class TokenUseCases(DirectoryCore):
         return self._token_answer(str(token.id), value)
 
     def regenerate_token(
-        self, p: Principal, token_id: str, expires_at: datetime | None | Unset = UNSET
+        self, p: Principal, token_id: str, expires_at: datetime | Unset | None = UNSET
     ) -> dict[str, Any]:
         """A new value; with ``expires_at`` also a new expiry (None: never). An expired token needs one:
         a new value that is already expired would be no use."""
