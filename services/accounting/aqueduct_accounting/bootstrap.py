@@ -53,6 +53,8 @@ __all__ = ["Service", "build", "run", "serve"]
 
 log = logging.getLogger(__name__)
 
+_NEWEST = "SELECT count(), toString(max(occurred_at)) FROM usage_events"
+
 
 @dataclass
 class Service:
@@ -141,6 +143,10 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
     ingest = UsageIngest(clickhouse, prices)
     mirror = DirectoryMirror(clickhouse)
     health = IngestHealth([], settings.ready_max_lag, settings.ready_stuck_seconds)
+    with contextlib.suppress(ClickHouseError):  # the age metric starts from what is stored
+        stored, newest = (await clickhouse.query(_NEWEST)).rows[0]
+        if int(stored):
+            health.usage_stored(str(newest))
 
     def row_cost(row: dict[str, Any]) -> int:
         return prices.cost_nanos(
@@ -172,11 +178,14 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
 
     wanted_tables = expected_tables(settings.migrations_dir or default_migrations_dir())
 
-    async def tables_there() -> bool:
-        # An insert into usage_events also writes its roll-ups: any table gone fails every insert, so the
-        # engine (not a message) is at fault and nothing is dead-lettered; a restart recreates it.
-        present = await asyncio.to_thread(existing_tables, engine)
-        return wanted_tables <= present
+    async def engine_works() -> bool:
+        # An insert into usage_events also writes its roll-ups: any table gone fails every insert, as
+        # does an engine that cannot write (a full disk). Then the engine, not a message, is at fault:
+        # nothing is dead-lettered, the batch is retried (and /readyz says so); a restart recreates tables.
+        if not wanted_tables <= await asyncio.to_thread(existing_tables, engine):
+            return False
+        await clickhouse.execute("INSERT INTO ingest_probe (at) VALUES (now64(3))")
+        return True
 
     common_options: dict[str, Any] = {
         "flush_interval": settings.flush_interval_seconds,
@@ -201,7 +210,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
             max_tries=settings.store_max_tries,
             rejected_of=lambda message: message.rejected,
             split=lambda payload: usage_message_parts(payload, read_usage),
-            healthy=tables_there,
+            healthy=engine_works,
         ),
         **common_options,
     )
@@ -214,7 +223,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         decode=DirectoryEvent.model_validate_json,
         store=store_directory,
         batch_size=1000,
-        dead_letters=DeadLetterPolicy(dead_letters, max_tries=settings.store_max_tries, healthy=tables_there),
+        dead_letters=DeadLetterPolicy(dead_letters, max_tries=settings.store_max_tries, healthy=engine_works),
         **common_options,
     )
     consumers: list[BatchConsumer[Any]] = [usage_consumer, directory_consumer]

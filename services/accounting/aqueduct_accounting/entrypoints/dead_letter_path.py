@@ -21,7 +21,14 @@ from nats.aio.msg import Msg
 from aqueduct_accounting.adapters.dead_letters import DeadLetters
 from aqueduct_libs.events import DeadLetter
 
-__all__ = ["DeadLetterPolicy", "GuardedStore", "Letter", "RedriveRefusedError", "Rejected"]
+__all__ = [
+    "DeadLetterPolicy",
+    "GuardedStore",
+    "Letter",
+    "RedriveRefusedError",
+    "Rejected",
+    "StoreAbandonedError",
+]
 
 T = TypeVar("T")
 
@@ -37,6 +44,10 @@ class Rejected(Protocol):
     def payload(self) -> bytes: ...
     @property
     def reason(self) -> str: ...
+
+
+class StoreAbandonedError(RuntimeError):
+    """The service is stopping while a batch still fails: it is left unacknowledged, to come back."""
 
 
 class RedriveRefusedError(ValueError):
@@ -82,8 +93,10 @@ class GuardedStore(Generic[T]):
         stream: str,
         consumer: str,
         on_store_failed: Callable[[], None] | None = None,
+        stopping: asyncio.Event | None = None,
     ) -> None:
         self._store = store
+        self._stopping = stopping
         self._policy = policy
         self._stream = stream
         self._consumer = consumer
@@ -126,6 +139,8 @@ class GuardedStore(Generic[T]):
             log.error("%s: storing %d messages failed (try %d): %s", self._consumer, len(pairs), tries, error)
             if tries >= self._policy.max_tries and await self._healthy():
                 return await self._isolate(pairs, error)
+            if self._stopping is not None and self._stopping.is_set():
+                raise StoreAbandonedError(f"stopping with {len(pairs)} messages not stored: {error}")
             # Not acked, so nothing is lost; retry the same items (stores are idempotent).
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._policy.max_retry_delay)

@@ -96,15 +96,20 @@ class BatchConsumer(Generic[T]):
         self._on_rejected = on_rejected
         self._on_store_failed = on_store_failed
         self._on_lag = on_lag
+        self._stopping = asyncio.Event()
         self.guard: GuardedStore[T] | None = None
         if dead_letters is not None:
             self.guard = GuardedStore(
-                store, dead_letters, stream=stream, consumer=durable, on_store_failed=on_store_failed
+                store,
+                dead_letters,
+                stream=stream,
+                consumer=durable,
+                on_store_failed=on_store_failed,
+                stopping=self._stopping,
             )
         # When a message was last stored (monotonic); since when stores fail (None: they do not).
         self.stored_at: float | None = None
         self._failing_since: float | None = None
-        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.running = asyncio.Event()
 
@@ -257,5 +262,7 @@ class BatchConsumer(Generic[T]):
                 log.exception(
                     "%s: storing %d items failed; retrying in %.1fs", self._durable, len(items), delay
                 )
+                if self._stopping.is_set():
+                    raise  # stopping: left unacknowledged, they come back
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
