@@ -91,6 +91,10 @@ async def test_out_of_bounds_events_are_dead_lettered_and_ingest_goes_on(
     assert any(x["payload"] == "not json at all" and "JSON" in x["reason"] for x in letters)
     metrics = accounting.metrics()
     assert metrics["aqueduct_accounting_dead_letters_total"] == expected
+    # Health that tells the truth: nothing is stuck or behind, and the newest stored event is fresh.
+    assert metrics["aqueduct_accounting_not_ready"] == 0
+    assert 0 <= metrics["aqueduct_accounting_last_stored_event_age_seconds"] < 120
+    assert await wait_until(lambda: accounting.metrics()["aqueduct_accounting_consumer_lag"] == 0, within=15)
 
     # Only Admins see them.
     member = session_keys.token("user-1", name="Member")
