@@ -107,8 +107,7 @@ class BatchConsumer(Generic[T]):
                 on_store_failed=on_store_failed,
                 stopping=self._stopping,
             )
-        # When a message was last stored (monotonic); since when stores fail (None: they do not).
-        self.stored_at: float | None = None
+        # Since when (monotonic) stores fail, without a dead-letter policy (None: they do not).
         self._failing_since: float | None = None
         self._task: asyncio.Task[None] | None = None
         self.running = asyncio.Event()
@@ -241,7 +240,6 @@ class BatchConsumer(Generic[T]):
                     await msg.term()  # never redelivered: it can never become valid
                 else:
                     await msg.ack()
-        self.stored_at = time.monotonic()
         if self._on_stored is not None:
             self._on_stored(len(items), elapsed)
 
