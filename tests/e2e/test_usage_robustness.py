@@ -75,16 +75,20 @@ def _chat(stack: Stack, token: str) -> None:
     assert answer.choices[0].message.content
 
 
-async def _publish_as_proxy(stack: Stack, payloads: list[bytes]) -> None:
-    """The way a (faulty) proxy would: as the proxy's NATS user, to the usage subject."""
+async def _publish_as_proxy(stack: Stack, payloads: list[bytes]) -> float:
+    """The way a (faulty) proxy would: as the proxy's NATS user, to the usage subject. Returns when
+    (monotonic) the last one was published."""
     runtime = json.loads((stack.data_dir / "runtime.json").read_text())
     host_port = re.fullmatch(r"nats://(.+)", runtime["nats_url"]).group(1)  # type: ignore[union-attr]
     password = json.loads((stack.data_dir / "nats" / "users.json").read_text())["proxy"]
     nc = await nats.connect(f"nats://proxy:{password}@{host_port}", inbox_prefix=names.inbox_prefix("proxy"))
     try:
         js = nc.jetstream()
-        for payload in payloads:
+        for payload in payloads[:-1]:
             await js.publish(names.USAGE_SUBJECT, payload)
+        last = time.monotonic()
+        await js.publish(names.USAGE_SUBJECT, payloads[-1])
+        return last
     finally:
         await nc.close()
 
@@ -130,12 +134,13 @@ def test_bad_events_go_to_the_dead_letters_and_the_next_good_one_is_stored_withi
     product: Stack,
 ) -> None:
     session = _session(product)
-    asyncio.run(_publish_as_proxy(product, [json.dumps(_event(k, **v)).encode() for k, v in BAD.items()]))
-    published = time.monotonic()
-    asyncio.run(_publish_as_proxy(product, [json.dumps(_event("robust-good")).encode()]))
+    payloads = [json.dumps(_event(k, **v)).encode() for k, v in BAD.items()]
+    published = asyncio.run(
+        _publish_as_proxy(product, [*payloads, json.dumps(_event("robust-good")).encode()])
+    )
     good = "SELECT count() FROM usage_events WHERE event_id = 'robust-good'"
     assert _eventually(lambda: _sql(product, session, good) == [[1]], within=10, interval=0.02)
-    assert time.monotonic() - published < 1.0
+    assert time.monotonic() - published < 1.0, "the good event behind the bad ones is stored within a second"
 
     def listed() -> list[dict[str, Any]]:
         result = product.cli("dead-letters", "list", "--format", "json")
@@ -151,8 +156,14 @@ def test_bad_events_go_to_the_dead_letters_and_the_next_good_one_is_stored_withi
 
     table = product.cli("dead-letters", "list").stdout
     assert "status_code 70000" in table and f"{len(letters)} dead letter(s) in all" in table
+    shown = json.loads(product.cli("dead-letters", "show", str(letters["robust-1969"]["id"])).stdout)
+    assert json.loads(shown["payload"])["occurred_at"].startswith("1969-07-20")
+    assert shown["source_stream"] == names.USAGE_STREAM and "occurred_at" in shown["reason"]
     refused = product.cli("dead-letters", "redrive", str(letters["robust-status"]["id"]), check=False)
     assert refused.returncode != 0 and "status_code" in refused.stderr + refused.stdout
+    everything = product.cli("dead-letters", "redrive", "--all", check=False)
+    assert everything.returncode == 1 and "0 dead letter(s) re-driven" in everything.stdout
+    assert "still failing" in everything.stdout
     metrics = httpx.get(f"{product.urls['accounting']}/metrics", timeout=10).text
     assert re.search(rf"^aqueduct_accounting_dead_letters_total {len(letters)}\.0$", metrics, re.M)
     assert httpx.get(f"{product.urls['accounting']}/readyz", timeout=10).status_code == 200
