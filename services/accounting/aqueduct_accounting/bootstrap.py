@@ -233,6 +233,8 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         settings.directory_consumer_name: metrics.directory_lag,
     }
     health.on_lag = lambda durable, lag: lag_gauges[durable].set(lag)
+    health.count_letters = dead_letters.count
+    health.on_letters = metrics.dead_letters_waiting.set
     metrics.last_stored_age.set_function(health.newest_event_age)
     metrics.not_ready.set_function(lambda: 1.0 if health.problems() else 0.0)
 

@@ -54,6 +54,11 @@ class AccountingMetrics:
             "Messages or events sent to the dead-letter stream (they could not be stored)",
             registry=r,
         )
+        self.dead_letters_waiting = Gauge(
+            "aqueduct_accounting_dead_letters_waiting",
+            "Dead letters in their stream, not re-driven yet",
+            registry=r,
+        )
         self.redriven = Counter(
             "aqueduct_accounting_redriven_dead_letters", "Dead letters re-driven and stored", registry=r
         )

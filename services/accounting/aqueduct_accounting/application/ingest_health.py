@@ -31,6 +31,9 @@ class IngestHealth:
     max_lag: int  # pending messages of one consumer above which the service is not ready
     stuck_after: float  # seconds of failing stores after which the service is not ready
     on_lag: Callable[[str, int], None] | None = None
+    # How many dead letters wait in their stream, measured with the lag (for alerts).
+    count_letters: Callable[[], Awaitable[int]] | None = None
+    on_letters: Callable[[int], None] | None = None
     lags: dict[str, int] = field(default_factory=dict)
     # occurred_at of the newest usage event stored (aware UTC), for the age metric.
     newest_event: datetime | None = None
@@ -68,6 +71,11 @@ class IngestHealth:
             self.lags[consumer.durable] = lag
             if self.on_lag is not None:
                 self.on_lag(consumer.durable, lag)
+        if self.count_letters is not None and self.on_letters is not None:
+            try:
+                self.on_letters(await self.count_letters())
+            except Exception as exc:
+                log.debug("dead letters not counted: %s", exc)
 
     async def run(self, interval: float, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         while True:
