@@ -208,3 +208,35 @@ async def test_rows_stored_out_of_bounds_by_an_older_version_are_dead_lettered_a
         await nc.close()
         engine.close()
         bus.stop()
+
+
+def test_a_lost_object_comes_back_in_its_latest_definition(tmp_path: Path) -> None:
+    """A later migration that replaces a view (drop, create anew) and adds a column: the repair recreates
+    the latest definition and adds the column again."""
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    for source in default_migrations_dir().glob("*.sql"):
+        (folder / source.name).write_text(source.read_text())
+    (folder / "9001_replace_a_view.sql").write_text(
+        "DROP VIEW IF EXISTS usage_by_day_mv;\n"
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS usage_by_day_mv TO usage_by_day AS\n"
+        "SELECT toDateTime(toStartOfDay(occurred_at), 'UTC') AS bucket, org_id, team_id, user_id, token_id,\n"
+        "model, count() * 10 AS requests, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,\n"
+        "sum(cached_tokens) AS cached_tokens, sum(cost_nanos) AS cost_nanos FROM usage_events\n"
+        "GROUP BY bucket, org_id, team_id, user_id, token_id, model;\n"
+        "ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS request_id String DEFAULT '';\n"
+    )
+    engine = ChdbClickHouse(tmp_path / "chdb")
+    try:
+        migrate_and_repair(engine, folder)
+        engine.execute("DROP TABLE usage_by_day_mv")
+        engine.execute("DROP TABLE usage_events")
+        repair = migrate_and_repair(engine, folder)
+        assert repair.created == ["usage_by_day_mv", "usage_events"]
+        _insert(engine, 3)
+        assert _rows(
+            engine, "SELECT count() FROM system.columns WHERE table = 'usage_events' AND name = 'request_id'"
+        ) == [[1]]
+        assert _rows(engine, "SELECT sum(requests) FROM usage_by_day") == [[30]]  # the replacing definition
+    finally:
+        engine.close()

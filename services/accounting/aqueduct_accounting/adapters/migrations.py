@@ -118,8 +118,9 @@ def _target(statement: str) -> str | None:
 def repair_missing(engine: ClickHouse, folder: Path) -> list[str]:
     """Recreate the tables and views of applied migrations that are gone; return their names.
 
-    Only the statements that create or alter a missing object run again, in migration order (a column
-    added by a later migration is added again); other statements (backfills) never run twice.
+    Only the last statement that creates a missing object runs again, then those that alter it, in
+    migration order (a column added by a later migration is added again); other statements (backfills,
+    drops) never run twice.
     """
     done = {row[0] for row in engine.query("SELECT version FROM schema_migrations").rows}
     applied = [m for m in load_migrations(folder) if m.version in done]
@@ -135,8 +136,16 @@ def repair_missing(engine: ClickHouse, folder: Path) -> list[str]:
     log.warning(
         "ClickHouse objects missing although migrated: %s; recreating them", ", ".join(sorted(missing))
     )
-    for migration in applied:
-        for statement in migration.statements:
-            if _target(statement) in missing:
-                engine.execute(statement)
+    statements = [statement for migration in applied for statement in migration.statements]
+    # A later migration may replace an object (drop it, create it anew): only its last definition counts,
+    # with the alterations that follow it.
+    last_create = {
+        name: index
+        for index, statement in enumerate(statements)
+        if (match := _CREATES.match(statement)) and (name := match.group(1)) in missing
+    }
+    for index, statement in enumerate(statements):
+        target = _target(statement)
+        if target in last_create and index >= last_create[target]:
+            engine.execute(statement)
     return sorted(missing)
