@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 
 import httpx
@@ -200,4 +201,36 @@ async def test_an_admin_adds_finds_promotes_deactivates_and_reactivates_a_user(
             )
         ).json()
     assert user["admin"] is False
+    await context.close()
+
+
+async def test_a_team_admin_finds_users_to_add_and_demotes_a_team_admin(
+    stack, browser: Browser, people: People
+) -> None:
+    from ui_browser_support import sign_in
+
+    context, page = await sign_in(browser, stack.urls["ui"], people.org_admin)
+    await page.goto(f"/teams/{people.team_id}")
+    # A teammate is shown by name, never by an id.
+    await expect(page.locator("#members")).to_contain_text(people.user.name)
+    await expect(page.locator("#members")).not_to_contain_text(re.compile(r"member [0-9a-f]{8}"))
+    await page.get_by_label("Find users").fill(people.outsider.email)
+    await page.get_by_role("button", name="Find", exact=True).click()
+    picker = page.get_by_label("Users of the organisation")
+    await expect(picker.locator("option")).to_have_count(1)
+    await picker.select_option(value=people.outsider.user_id)
+    await page.get_by_label("as Team-Admin").check()
+    await page.get_by_role("button", name="Add to team").click()
+    row = page.locator("#members tr", has_text=people.outsider.name)
+    await expect(row.locator(".tag")).to_have_text("Team-Admin")
+    await row.get_by_role("button", name=f"Demote {people.outsider.name} to member").click()
+    await expect(page.locator("#members tr", has_text=people.outsider.name).locator(".tag")).to_have_text(
+        "User"
+    )
+    await (
+        page.locator("#members tr", has_text=people.outsider.name)
+        .get_by_role("button", name=f"Remove {people.outsider.name}")
+        .click()
+    )
+    await expect(page.locator("#members")).not_to_contain_text(people.outsider.name)
     await context.close()
