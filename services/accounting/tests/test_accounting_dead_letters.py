@@ -148,3 +148,42 @@ async def test_a_fixed_dead_letter_is_redriven_and_counted_once(
     assert _count(accounting, admin_token, "fixed-1") == 1
     assert not [x for x in _letters(accounting, admin_token) if x["reason"] == "UNKNOWN_TABLE (simulated)"]
     assert accounting.metrics()["aqueduct_accounting_redriven_dead_letters_total"] == 2
+
+
+async def test_an_unreadable_directory_event_is_dead_lettered_and_the_mirror_goes_on(
+    js, accounting: AccountingProcess, admin_token: str
+) -> None:
+    good = {
+        "notification_id": 424242,
+        "type": "OrgRenamed",
+        "aggregate_type": "Org",
+        "aggregate_id": "org-dl",
+        "aggregate_version": 2,
+        "actor": "admin-1",
+        "occurred_at": "2026-06-01T10:00:00+00:00",
+        "data": {"name": "renamed"},
+    }
+    bad = {**good, "notification_id": "not a number"}
+    await js.publish(names.directory_event_subject("OrgRenamed"), orjson.dumps(bad))
+    await js.publish(names.directory_event_subject("OrgRenamed"), orjson.dumps(good))
+
+    def mirrored() -> bool:
+        answer = accounting.sql(
+            admin_token, "SELECT count() FROM directory_events WHERE notification_id = 424242"
+        )
+        return answer.status_code == 200 and answer.json()["rows"] == [[1]]
+
+    assert await wait_until(mirrored, within=15)
+
+    def letter() -> dict[str, Any] | None:
+        found = [
+            x
+            for x in _letters(accounting, admin_token)
+            if x["source_stream"] == names.DIRECTORY_EVENTS_STREAM
+        ]
+        return found[0] if found else None
+
+    assert await wait_until(lambda: letter() is not None, within=10)
+    found = letter()
+    assert found is not None and "notification_id" in found["reason"]
+    assert found["consumer"] == "accounting-directory" and orjson.loads(found["payload"]) == bad
