@@ -68,6 +68,9 @@ class Service:
     budget_interval: float
     health: IngestHealth
     lag_interval: float = 2.0
+    # After a table was lost: the budget loop waits until the replays that refill it caught up, or
+    # budgets (or spend) read from a half-refilled table would lift decisions that still hold.
+    replaying: list[BatchConsumer[Any]] = field(default_factory=list)
     watchers: list[KVWatcher] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -88,8 +91,18 @@ class Service:
             watcher.start()
         for consumer in self.consumers:
             await consumer.start()
-        self.tasks.append(asyncio.create_task(self.budgets.run(self.budget_interval), name="budgets"))
+        self.tasks.append(asyncio.create_task(self._run_budgets(), name="budgets"))
         self.tasks.append(asyncio.create_task(self.health.run(self.lag_interval), name="ingest-health"))
+
+    async def _run_budgets(self) -> None:
+        for consumer in self.replaying:
+            for _ in range(600):  # at most a minute each; the consumer's lag is read from the bus
+                with contextlib.suppress(Exception):
+                    if await consumer.pending() == 0:
+                        break
+                await asyncio.sleep(0.1)
+            log.info("%s is refilled from its stream; budgets are checked from now", consumer.stream)
+        await self.budgets.run(self.budget_interval)
 
     async def stop(self) -> None:
         log.info("stopping: flushing the batches in hand")
@@ -272,6 +285,14 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         budget_interval=settings.budget_check_seconds,
         health=health,
         lag_interval=settings.lag_check_seconds,
+        replaying=[
+            consumer
+            for consumer, replay in (
+                (usage_consumer, repair.replay_usage),
+                (directory_consumer, repair.replay_directory),
+            )
+            if replay
+        ],
         watchers=[
             watch_model_prices(js, prices),
             watch_jwks(js, verifier),

@@ -3,6 +3,7 @@ what it copied from a stream is refilled by replaying the stream; the roll-ups a
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -102,7 +103,25 @@ async def test_usage_table_and_directory_mirror_dropped_are_refilled_after_a_res
     events = [
         usage_event(i, event_id=f"sr-{i}", occurred_at=START + timedelta(seconds=i)) for i in range(300)
     ]
+    # Today, for a user whose budget of 10 tokens a day these use up.
+    today = [usage_event(i, event_id=f"sr-today-{i}", user_id="user-spent") for i in range(3)]
+    events += today
     await publish_usage(js, events)
+    spent = DirectoryEvent(
+        notification_id=6,
+        type="UserBudgetsSet",
+        aggregate_type="User",
+        aggregate_id="user-spent",
+        aggregate_version=1,
+        actor="admin-1",
+        occurred_at=START,
+        data={"budgets": {"daily_tokens": 10}},
+    )
+    await js.publish(
+        names.directory_event_subject(spent.type),
+        spent.model_dump_json().encode(),
+        headers={"Nats-Msg-Id": "6"},
+    )
     for n in range(1, 6):
         event = DirectoryEvent(
             notification_id=n,
@@ -128,8 +147,21 @@ async def test_usage_table_and_directory_mirror_dropped_are_refilled_after_a_res
         )
         return answer.json()["rows"] if answer.status_code == 200 else []
 
-    expected = [[300, 5, 300, sum(e.input_tokens for e in events)]]
+    expected = [[303, 6, 303, sum(e.input_tokens for e in events)]]
     assert await wait_until(lambda: counts() == expected, within=30)
+    quota = await js.key_value(names.QUOTA_BUCKET)
+
+    async def refused() -> bool:
+        try:
+            return bool((await quota.get("user.user-spent")).value)
+        except Exception:
+            return False
+
+    for _ in range(100):
+        if await refused():
+            break
+        await asyncio.sleep(0.1)
+    assert await refused(), "the used-up budget is decided"
 
     accounting.stop()
     engine = ChdbClickHouse(accounting.data_dir / "chdb")
@@ -140,7 +172,12 @@ async def test_usage_table_and_directory_mirror_dropped_are_refilled_after_a_res
         engine.close()
     accounting.start()  # ready: it did not refuse to start
 
+    # Budgets still hold: the decision is never lifted while the mirror is refilled.
+    for _ in range(30):
+        assert await refused(), "a budget read from a half-refilled table lifted the decision"
+        await asyncio.sleep(0.1)
     assert await wait_until(lambda: counts() == expected, within=60), counts()
+    assert await refused()
 
 
 @pytest.mark.nats
