@@ -1,0 +1,181 @@
+"""Budget reservations in Valkey/Redis, exact across any number of proxy replicas.
+
+Admission reserves a request's worst-case cost on every budget counter that applies (its user's, team's
+and org's, per day and month), all or none, in one Lua script: refused when the settled spend, plus what
+requests in flight hold, plus this request would cross a limit. When the request ends the hold is
+replaced by the real cost (``settle``). A hold whose proxy died is released by the next admission after
+its deadline: nothing stays reserved for ever. Key layout: ``aqueduct_libs.budgets``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aqueduct_libs.budgets import DUE_KEY, HOLDS_KEY, Period
+from aqueduct_proxy.adapters.limiter import STORE_ERRORS, ScriptRunner, as_runner
+
+__all__ = ["BudgetCounter", "BudgetHold", "BudgetRefusal", "BudgetStore", "BudgetStoreDown"]
+
+log = logging.getLogger(__name__)
+
+# Releasing a hold: its record "<nanos> <tokens> <key>..." is taken off each counter it names.
+_RELEASE = """
+local function release(id)
+  local record = redis.call('HGET', KEYS[1], id)
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+  if not record then return nil end
+  local parts = {}
+  for part in string.gmatch(record, '%S+') do parts[#parts + 1] = part end
+  local n, t = tonumber(parts[1]), tonumber(parts[2])
+  for j = 3, #parts do
+    if redis.call('EXISTS', parts[j]) == 1 then
+      redis.call('HINCRBY', parts[j], 'hn', -n)
+      redis.call('HINCRBY', parts[j], 'ht', -t)
+    end
+  end
+  return parts
+end
+"""
+
+# KEYS: holds, due, counters... ARGV: id, hold seconds, nanos, tokens; per counter: nano limit, token
+# limit (-1: none), expire-at. Returns {1} or {0, counter index, 1 (nanos) | 2 (tokens), spent, held}.
+_RESERVE = (
+    _RELEASE
+    + """
+local now = tonumber(redis.call('TIME')[1])
+local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 16)
+for _, id in ipairs(stale) do release(id) end
+local n, t = tonumber(ARGV[3]), tonumber(ARGV[4])
+for i = 3, #KEYS do
+  local base = 2 + 3 * (i - 2)
+  local ln, lt = tonumber(ARGV[base]), tonumber(ARGV[base + 1])
+  local v = redis.call('HMGET', KEYS[i], 'sn', 'st', 'hn', 'ht')
+  local sn, st = tonumber(v[1]) or 0, tonumber(v[2]) or 0
+  local hn, ht = tonumber(v[3]) or 0, tonumber(v[4]) or 0
+  if ln >= 0 and sn + hn + n > ln then return {0, i - 2, 1, sn, hn} end
+  if lt >= 0 and st + ht + t > lt then return {0, i - 2, 2, st, ht} end
+end
+local record = ARGV[3] .. ' ' .. ARGV[4]
+for i = 3, #KEYS do
+  redis.call('HINCRBY', KEYS[i], 'hn', n)
+  redis.call('HINCRBY', KEYS[i], 'ht', t)
+  redis.call('EXPIREAT', KEYS[i], tonumber(ARGV[2 + 3 * (i - 2) + 2]))
+  record = record .. ' ' .. KEYS[i]
+end
+redis.call('HSET', KEYS[1], ARGV[1], record)
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+return {1}
+"""
+)
+
+# KEYS: holds, due, counters... ARGV: id, nanos, tokens, then one expire-at per counter. The hold (if it
+# has not expired) is released and the real cost charged: a late settle still counts what was spent.
+_SETTLE = (
+    _RELEASE
+    + """
+release(ARGV[1])
+local n, t = tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 3, #KEYS do
+  if n ~= 0 then redis.call('HINCRBY', KEYS[i], 'sn', n) end
+  if t ~= 0 then redis.call('HINCRBY', KEYS[i], 'st', t) end
+  if n ~= 0 or t ~= 0 then redis.call('EXPIREAT', KEYS[i], tonumber(ARGV[i + 1])) end
+end
+return 1
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetCounter:
+    key: str
+    limit_nanos: int | None
+    limit_tokens: int | None
+    scope: str  # what it counts, for the refusal: "team", "team-42", the day of 2026-12-04
+    scope_id: str
+    period: Period
+
+    @property
+    def expire_at(self) -> int:
+        return self.period.expire_at
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetHold:
+    """What an admitted request holds until it settles."""
+
+    id: str
+    counters: tuple[BudgetCounter, ...]
+    nanos: int
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetRefusal:
+    counter: BudgetCounter
+    dimension: str  # "nanos" or "tokens"
+    spent: int
+    held: int
+
+
+class BudgetStoreDown(Exception):
+    """Valkey/Redis is unreachable."""
+
+
+class BudgetStore:
+    def __init__(self, redis: Any, hold_seconds: int = 900, retry_down_after: float = 1.0) -> None:
+        """``redis``: a ``RespClient`` (shared with the limiter) or a redis-py asyncio client."""
+        self._redis: ScriptRunner = as_runner(redis)
+        self._reserve = self._redis.register_script(_RESERVE)
+        self._settle = self._redis.register_script(_SETTLE)
+        self._hold_seconds = hold_seconds
+        self._retry_down_after = retry_down_after
+        self._down_until = 0.0
+
+    async def reserve(
+        self, counters: tuple[BudgetCounter, ...], nanos: int, tokens: int
+    ) -> BudgetHold | BudgetRefusal:
+        if time.monotonic() < self._down_until:
+            raise BudgetStoreDown("budget store unreachable (recent failure)")
+        hold_id = os.urandom(8).hex()
+        args: list[Any] = [hold_id, self._hold_seconds, nanos, tokens]
+        for c in counters:
+            args += (
+                -1 if c.limit_nanos is None else c.limit_nanos,
+                -1 if c.limit_tokens is None else c.limit_tokens,
+                c.expire_at,
+            )
+        keys = [HOLDS_KEY, DUE_KEY, *(c.key for c in counters)]
+        try:
+            result = await self._redis.evalsha(self._reserve, keys, args)
+        except STORE_ERRORS as exc:
+            self._mark_down(exc)
+            raise BudgetStoreDown(str(exc)) from exc
+        if int(result[0]) == 1:
+            return BudgetHold(hold_id, counters, nanos, tokens)
+        return BudgetRefusal(
+            counters[int(result[1]) - 1],
+            "nanos" if int(result[2]) == 1 else "tokens",
+            int(result[3]),
+            int(result[4]),
+        )
+
+    async def settle(self, hold: BudgetHold, nanos: int, tokens: int) -> None:
+        """Replace the hold by the real cost. Valkey down: the hold expires on its own, and accounting
+        brings the spend back from ClickHouse."""
+        keys = [HOLDS_KEY, DUE_KEY, *(c.key for c in hold.counters)]
+        args = [hold.id, nanos, tokens, *(c.expire_at for c in hold.counters)]
+        try:
+            await self._redis.evalsha(self._settle, keys, args)
+        except STORE_ERRORS as exc:
+            self._mark_down(exc)
+            log.warning("could not settle budget hold %s: %s", hold.id, exc)
+
+    def _mark_down(self, exc: BaseException) -> None:
+        if time.monotonic() >= self._down_until:
+            log.warning("budget store unreachable: %s", exc)
+        self._down_until = time.monotonic() + self._retry_down_after

@@ -1,0 +1,120 @@
+"""Budgets at admission: reserve a request's worst-case cost before it is forwarded, settle the real cost
+when its usage is known. One object the gateway calls, so every route that admits a call gets it.
+
+The worst case is the input the tokenizer counted (plus a few tokens a chat template adds per message)
+at the input price, and the output cap at the output price: the request's ``max_tokens`` (or
+``max_completion_tokens``, ``max_output_tokens``; times ``n`` choices), else the model's maximum output
+from the price map, else ``default_output_tokens``. Embeddings produce no output.
+
+While Valkey is unreachable, budgets behave as the rate limits do (``limits_on_store_failure``): "open"
+serves without a reservation (accounting's quota decisions, from ClickHouse, still refuse a budget that
+is used up, within a second or two), "closed" refuses with 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from aqueduct_libs.pricing import TokenClasses
+from aqueduct_proxy.adapters.budget_store import BudgetRefusal, BudgetStore, BudgetStoreDown
+from aqueduct_proxy.domain.budgets import budget_counters, refusal_message, worst_case
+from aqueduct_proxy.domain.errors import BudgetExhaustedError, LimiterUnavailableError
+from aqueduct_proxy.domain.snapshot import Snapshot
+from aqueduct_proxy.domain.usage import TokenUsage
+from aqueduct_proxy.metrics import ProxyMetrics
+
+if TYPE_CHECKING:
+    from aqueduct_proxy.application.gateway import Call
+
+__all__ = ["Budgeting"]
+
+log = logging.getLogger(__name__)
+
+_PER_MESSAGE = 4  # tokens a chat template adds around each message (OpenAI's published rule of thumb)
+_PER_CHAT = 3
+_NO_OUTPUT = ("/embeddings",)
+
+
+class Budgeting:
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        store: BudgetStore | None,
+        metrics: ProxyMetrics,
+        *,
+        fail_open: bool = True,
+        default_output_tokens: int = 4096,
+    ) -> None:
+        self.snapshot = snapshot
+        self.store = store
+        self.metrics = metrics
+        self.fail_open = fail_open
+        self.default_output_tokens = default_output_tokens
+        self._background: set[asyncio.Task[None]] = set()
+
+    def applies(self, call: Call) -> bool:
+        return self.store is not None and bool(self.snapshot.budgets_of(call.grant))
+
+    def _output_cap(self, call: Call, max_output: int | None) -> int:
+        if call.upstream_path.endswith(_NO_OUTPUT):
+            return 0
+        cap = call.reserved_output or max_output or self.default_output_tokens
+        choices = call.payload.get("n") if call.payload is not None else None
+        return cap * choices if isinstance(choices, int) and 1 < choices <= 128 else cap
+
+    def _input(self, call: Call) -> int:
+        messages = call.payload.get("messages") if call.payload is not None else None
+        overhead = _PER_CHAT + _PER_MESSAGE * len(messages) if isinstance(messages, list) else 0
+        return call.input_tokens + overhead
+
+    async def reserve(self, call: Call) -> None:
+        """Hold the request's worst case on every budget of its user, team and org, or refuse it."""
+        if self.store is None:
+            return
+        rules = self.snapshot.budgets_of(call.grant)
+        if not rules:
+            return
+        price = self.snapshot.prices.price_for(call.model) if call.model else None
+        output = self._output_cap(call, price.max_output_tokens if price else None)
+        nanos, tokens = worst_case(price, self._input(call), output)
+        counters = budget_counters(rules, call.occurred_at)
+        try:
+            result = await self.store.reserve(counters, nanos, tokens)
+        except BudgetStoreDown as exc:
+            self.metrics.limiter_failures.inc()
+            if self.fail_open:
+                return
+            raise LimiterUnavailableError("Budgets cannot be checked right now; try again shortly.") from exc
+        if isinstance(result, BudgetRefusal):
+            self.metrics.budget_refusals.labels(result.counter.scope, result.counter.period.kind).inc()
+            message, resets = refusal_message(result, nanos, tokens)
+            raise BudgetExhaustedError(message, headers={"x-aqueduct-budget-reset": resets})
+        call.budget_hold = result
+
+    async def settle(self, call: Call, usage: TokenUsage | None) -> None:
+        """Replace the call's hold by what its usage event says it cost (nothing, without usage)."""
+        hold, call.budget_hold = call.budget_hold, None
+        if hold is None or self.store is None:
+            return
+        nanos, tokens = self._cost(call, usage)
+        await self.store.settle(hold, nanos, tokens)
+
+    def settle_later(self, call: Call, usage: TokenUsage | None) -> None:
+        """``settle`` off the response path (the answer is over, or never came)."""
+        if call.budget_hold is None:
+            return
+        task = asyncio.create_task(self.settle(call, usage))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _cost(self, call: Call, usage: TokenUsage | None) -> tuple[int, int]:
+        if usage is None:
+            return 0, 0
+        classes = TokenClasses(usage.input_tokens, usage.output_tokens, usage.cached_tokens)
+        return self.snapshot.prices.cost(call.model, classes), classes.total_tokens
+
+    async def drain(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
