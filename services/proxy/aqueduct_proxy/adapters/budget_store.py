@@ -22,23 +22,23 @@ __all__ = ["BudgetCounter", "BudgetHold", "BudgetRefusal", "BudgetStore", "Budge
 
 log = logging.getLogger(__name__)
 
-# Releasing a hold: its record "<nanos> <tokens> <key>..." is taken off each counter it names.
+# Releasing a hold: its record "<nanos> <tokens> <key>..." is taken off each counter it names. Each
+# ``redis.call`` costs Valkey more than the arithmetic around it: counters are read and written whole.
 _RELEASE = """
 local function release(id)
   local record = redis.call('HGET', KEYS[1], id)
+  if not record then return end
   redis.call('HDEL', KEYS[1], id)
   redis.call('ZREM', KEYS[2], id)
-  if not record then return nil end
   local parts = {}
   for part in string.gmatch(record, '%S+') do parts[#parts + 1] = part end
   local n, t = tonumber(parts[1]), tonumber(parts[2])
   for j = 3, #parts do
-    if redis.call('EXISTS', parts[j]) == 1 then
-      redis.call('HINCRBY', parts[j], 'hn', -n)
-      redis.call('HINCRBY', parts[j], 'ht', -t)
+    local v = redis.call('HMGET', parts[j], 'hn', 'ht')
+    if v[1] then
+      redis.call('HSET', parts[j], 'hn', (tonumber(v[1]) or 0) - n, 'ht', (tonumber(v[2]) or 0) - t)
     end
   end
-  return parts
 end
 """
 
@@ -51,6 +51,7 @@ local now = tonumber(redis.call('TIME')[1])
 local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 16)
 for _, id in ipairs(stale) do release(id) end
 local n, t = tonumber(ARGV[3]), tonumber(ARGV[4])
+local state = {}
 for i = 3, #KEYS do
   local base = 2 + 3 * (i - 2)
   local ln, lt = tonumber(ARGV[base]), tonumber(ARGV[base + 1])
@@ -59,12 +60,13 @@ for i = 3, #KEYS do
   local hn, ht = tonumber(v[3]) or 0, tonumber(v[4]) or 0
   if ln >= 0 and sn + hn + n > ln then return {0, i - 2, 1, sn, hn} end
   if lt >= 0 and st + ht + t > lt then return {0, i - 2, 2, st, ht} end
+  state[i] = {hn, ht, v[1] == false}
 end
 local record = ARGV[3] .. ' ' .. ARGV[4]
 for i = 3, #KEYS do
-  redis.call('HINCRBY', KEYS[i], 'hn', n)
-  redis.call('HINCRBY', KEYS[i], 'ht', t)
-  redis.call('EXPIREAT', KEYS[i], tonumber(ARGV[2 + 3 * (i - 2) + 2]))
+  local s = state[i]
+  redis.call('HSET', KEYS[i], 'hn', s[1] + n, 'ht', s[2] + t)
+  if s[3] then redis.call('EXPIREAT', KEYS[i], tonumber(ARGV[2 + 3 * (i - 2) + 2])) end
   record = record .. ' ' .. KEYS[i]
 end
 redis.call('HSET', KEYS[1], ARGV[1], record)
@@ -74,16 +76,32 @@ return {1}
 )
 
 # KEYS: holds, due, counters... ARGV: id, nanos, tokens, then one expire-at per counter. The hold (if it
-# has not expired) is released and the real cost charged: a late settle still counts what was spent.
+# has not expired) is released and the real cost charged in one write per counter; a late settle still
+# counts what was spent.
 _SETTLE = (
     _RELEASE
     + """
-release(ARGV[1])
 local n, t = tonumber(ARGV[2]), tonumber(ARGV[3])
+local hn, ht = 0, 0
+local record = redis.call('HGET', KEYS[1], ARGV[1])
+if record then
+  local parts = {}
+  for part in string.gmatch(record, '%S+') do parts[#parts + 1] = part end
+  if #parts == #KEYS then  -- the same counters (always, unless a caller changed them): one pass
+    redis.call('HDEL', KEYS[1], ARGV[1])
+    redis.call('ZREM', KEYS[2], ARGV[1])
+    hn, ht = tonumber(parts[1]), tonumber(parts[2])
+  else
+    release(ARGV[1])
+  end
+end
 for i = 3, #KEYS do
-  if n ~= 0 then redis.call('HINCRBY', KEYS[i], 'sn', n) end
-  if t ~= 0 then redis.call('HINCRBY', KEYS[i], 'st', t) end
-  if n ~= 0 or t ~= 0 then redis.call('EXPIREAT', KEYS[i], tonumber(ARGV[i + 1])) end
+  local v = redis.call('HMGET', KEYS[i], 'sn', 'st', 'hn', 'ht')
+  if v[3] or n ~= 0 or t ~= 0 then
+    redis.call('HSET', KEYS[i], 'sn', (tonumber(v[1]) or 0) + n, 'st', (tonumber(v[2]) or 0) + t,
+      'hn', (tonumber(v[3]) or 0) - hn, 'ht', (tonumber(v[4]) or 0) - ht)
+    if not v[3] then redis.call('EXPIREAT', KEYS[i], tonumber(ARGV[i + 1])) end
+  end
 end
 return 1
 """

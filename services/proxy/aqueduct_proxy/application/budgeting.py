@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from aqueduct_libs.budgets import periods_at
 from aqueduct_libs.pricing import TokenClasses
-from aqueduct_proxy.adapters.budget_store import BudgetRefusal, BudgetStore, BudgetStoreDown
+from aqueduct_libs.snapshot import BudgetRule
+from aqueduct_proxy.adapters.budget_store import BudgetCounter, BudgetRefusal, BudgetStore, BudgetStoreDown
 from aqueduct_proxy.domain.budgets import budget_counters, refusal_message, worst_case
 from aqueduct_proxy.domain.errors import BudgetExhaustedError, LimiterUnavailableError
 from aqueduct_proxy.domain.snapshot import Snapshot
@@ -53,6 +56,19 @@ class Budgeting:
         self.fail_open = fail_open
         self.default_output_tokens = default_output_tokens
         self._background: set[asyncio.Task[None]] = set()
+        # The counters of a set of rules, for the current day: the hot path builds no keys or dates.
+        self._counters: dict[tuple[BudgetRule, ...], tuple[BudgetCounter, ...]] = {}
+        self._counters_until = datetime.min.replace(tzinfo=UTC)
+
+    def _counters_of(self, rules: list[BudgetRule], now: datetime) -> tuple[BudgetCounter, ...]:
+        if now >= self._counters_until or len(self._counters) > 10_000:
+            self._counters = {}
+            self._counters_until = periods_at(now)[0].end
+        key = tuple(rules)
+        counters = self._counters.get(key)
+        if counters is None:
+            counters = self._counters[key] = budget_counters(rules, now)
+        return counters
 
     def applies(self, call: Call) -> bool:
         return self.store is not None and bool(self.snapshot.budgets_of(call.grant))
@@ -79,7 +95,7 @@ class Budgeting:
         price = self.snapshot.prices.price_for(call.model) if call.model else None
         output = self._output_cap(call, price.max_output_tokens if price else None)
         nanos, tokens = worst_case(price, self._input(call), output)
-        counters = budget_counters(rules, call.occurred_at)
+        counters = self._counters_of(rules, call.occurred_at)
         try:
             result = await self.store.reserve(counters, nanos, tokens)
         except BudgetStoreDown as exc:
