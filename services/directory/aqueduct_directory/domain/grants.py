@@ -129,9 +129,13 @@ def _entitlements(
 def budget_rule(state: DirectoryState, scope: str, scope_id: str) -> BudgetRule | None:
     """The snapshot entry ``budget.<scope>.<id>``, or None when that org, team or user has no budget
     (or is gone)."""
-    holder: Org | Team | User | None = {"org": state.orgs, "team": state.teams, "user": state.users}[
-        scope
-    ].get(scope_id)
+    holder: Org | Team | User | None
+    if scope == "org":
+        holder = state.orgs.get(scope_id)
+    elif scope == "team":
+        holder = state.teams.get(scope_id)
+    else:
+        holder = state.users.get(scope_id)
     if holder is None or getattr(holder, "deleted", False) or not holder.budgets:
         return None
     budgets = holder.budgets
