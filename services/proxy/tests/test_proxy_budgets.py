@@ -146,6 +146,16 @@ async def test_a_token_budget_counts_input_and_output(proxy, snapshot, bus, pric
     await client.close()
 
 
+async def test_embeddings_reserve_their_input_only(proxy, snapshot, bus, priced, valkey):
+    team, value, grant = await _team_token(snapshot, proxy, bus, daily_nanos=1_000_000_000)
+    client = openai.AsyncOpenAI(base_url=proxy.v1, api_key=value, max_retries=0)
+    await client.embeddings.create(model=priced, input="one two three four")
+    [event] = await usage_events(bus, grant.token_id, 1)
+    assert event.output_tokens == 0
+    assert (await _settled(valkey, "team", team))["sn"] == _cost(event) > 0
+    await client.close()
+
+
 async def test_a_stream_cut_short_settles_to_what_was_produced(proxy, snapshot, bus, priced, valkey):
     team, value, grant = await _team_token(snapshot, proxy, bus, daily_nanos=1_000_000_000)
     client = openai.AsyncOpenAI(base_url=proxy.v1, api_key=value, max_retries=0)
