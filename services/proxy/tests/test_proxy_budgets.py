@@ -146,6 +146,30 @@ async def test_a_token_budget_counts_input_and_output(proxy, snapshot, bus, pric
     await client.close()
 
 
+async def test_a_model_with_a_dearer_fallback_reserves_the_fallbacks_price(proxy, snapshot, bus, priced):
+    await snapshot.put_model(
+        "cheap-with-fallback",
+        "local",
+        "fake-cheap",
+        input_price_nanos_per_token=1,
+        output_price_nanos_per_token=1,
+        fallbacks=[priced],
+    )
+    # $0.0005: 100 output tokens of the cheap model fit easily; of its fallback ($0.0002 + input) too;
+    # 400 of the fallback ($0.0008) do not, though the cheap model would cost $0.0000004.
+    _, value, _ = await _team_token(snapshot, proxy, bus, daily_nanos=500_000)
+    for _ in range(100):
+        if "cheap-with-fallback" in proxy.proxy.gateway.snapshot.models:
+            break
+        await asyncio.sleep(0.05)
+    client = openai.AsyncOpenAI(base_url=proxy.v1, api_key=value, max_retries=0)
+    await client.chat.completions.create(model="cheap-with-fallback", messages=MESSAGES, max_tokens=100)
+    with pytest.raises(openai.RateLimitError) as refused:
+        await client.chat.completions.create(model="cheap-with-fallback", messages=MESSAGES, max_tokens=400)
+    assert "this request may cost up to $0.00081" in error_body(refused.value)["message"]
+    await client.close()
+
+
 async def test_embeddings_reserve_their_input_only(proxy, snapshot, bus, priced, valkey):
     team, value, grant = await _team_token(snapshot, proxy, bus, daily_nanos=1_000_000_000)
     client = openai.AsyncOpenAI(base_url=proxy.v1, api_key=value, max_retries=0)

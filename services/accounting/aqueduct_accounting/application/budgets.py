@@ -182,7 +182,11 @@ class BudgetEnforcer:
         try:
             return await self._counters.lost()
         except SpendCountersDown:
-            return False  # down: nothing to repair yet; checked again at the next pass
+            # Down: nothing to repair yet. While it is, the proxies serve without reservations (fail
+            # open), so their spend misses the counters even if Valkey keeps its data: reconcile as soon
+            # as it answers again.
+            self._stale = True
+            return False
 
     # -- decisions -------------------------------------------------------------------------------------
 

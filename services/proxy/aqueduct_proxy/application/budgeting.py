@@ -80,6 +80,19 @@ class Budgeting:
         choices = call.payload.get("n") if call.payload is not None else None
         return cap * choices if isinstance(choices, int) and 1 < choices <= 128 else cap
 
+    def _worst_case(self, call: Call) -> tuple[int, int]:
+        """The dearest of the model and its fallbacks (a fallback may serve the call)."""
+        if not call.model:
+            return worst_case(None, self._input(call), self._output_cap(call, None))
+        worst = (0, 0)
+        models = (call.model, *call.route.fallbacks) if call.route is not None else (call.model,)
+        for model in models:
+            price = self.snapshot.prices.price_for(model)
+            output = self._output_cap(call, price.max_output_tokens if price else None)
+            nanos, tokens = worst_case(price, self._input(call), output)
+            worst = (max(worst[0], nanos), max(worst[1], tokens))
+        return worst
+
     def _input(self, call: Call) -> int:
         messages = call.payload.get("messages") if call.payload is not None else None
         overhead = _PER_CHAT + _PER_MESSAGE * len(messages) if isinstance(messages, list) else 0
@@ -92,9 +105,7 @@ class Budgeting:
         rules = self.snapshot.budgets_of(call.grant)
         if not rules:
             return
-        price = self.snapshot.prices.price_for(call.model) if call.model else None
-        output = self._output_cap(call, price.max_output_tokens if price else None)
-        nanos, tokens = worst_case(price, self._input(call), output)
+        nanos, tokens = self._worst_case(call)
         counters = self._counters_of(rules, call.occurred_at)
         try:
             result = await self.store.reserve(counters, nanos, tokens)
