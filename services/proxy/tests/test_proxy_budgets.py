@@ -14,7 +14,7 @@ import openai
 import pytest
 from redis.asyncio import Redis
 
-from aqueduct_cli.embedded import free_port
+from aqueduct_cli.embedded import EmbeddedValkey, free_port
 from aqueduct_libs import names
 from aqueduct_libs.budgets import DUE_KEY, HOLDS_KEY, counter_key, periods_at
 from aqueduct_libs.pricing import Price, TokenClasses
@@ -256,6 +256,33 @@ async def test_holds_of_a_proxy_that_died_expire(valkey_url, valkey):
     counter = await _counter(valkey, "team", scope_id)
     assert (counter["sn"], counter["hn"], counter["st"], counter["ht"]) == (300, 0, 4, 0)
     assert not await valkey.hexists(HOLDS_KEY, again.id) and await valkey.zscore(DUE_KEY, again.id) is None
+
+
+async def test_valkey_gone_mid_run_one_process_still_holds_the_budget(
+    snapshot, bus, nats_url, tmp_path, priced
+):
+    valkey = EmbeddedValkey(tmp_path / "valkey").start()
+    running = await start_in_process(proxy_settings(valkey.url), common_settings(nats_url, tmp_path))
+    try:
+        # $0.01: requests cost about $0.0004 (200 output tokens), so some 25 fit.
+        _, value, grant = await _team_token(snapshot, running, bus, daily_nanos=10_000_000)
+        client = openai.AsyncOpenAI(base_url=running.v1, api_key=value, max_retries=0)
+        for _ in range(5):
+            await client.chat.completions.create(model=priced, messages=MESSAGES, max_tokens=200)
+        valkey.kill()  # ... and it stays away
+        served = 5
+        with pytest.raises(openai.RateLimitError) as refused:
+            for _ in range(100):
+                await client.chat.completions.create(model=priced, messages=MESSAGES, max_tokens=200)
+                served += 1
+        assert "budget store is unreachable" in error_body(refused.value)["message"]
+        events = await usage_events(bus, grant.token_id, served)
+        spent = sum(_cost(e) for e in events)
+        assert len(events) == served and 10_000_000 - PRICE.cost(TokenClasses(10, 200)) <= spent <= 10_000_000
+        await client.close()
+    finally:
+        await stop_in_process(running)
+        valkey.stop()
 
 
 @pytest.mark.parametrize("mode", ["open", "closed"])

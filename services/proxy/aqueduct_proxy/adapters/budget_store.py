@@ -43,7 +43,8 @@ end
 """
 
 # KEYS: holds, due, counters... ARGV: id, hold seconds, nanos, tokens; per counter: nano limit, token
-# limit (-1: none), expire-at. Returns {1} or {0, counter index, 1 (nanos) | 2 (tokens), spent, held}.
+# limit (-1: none), expire-at. Returns {1, then per counter what it now counts (spent + held): nanos,
+# tokens} or {0, counter index, 1 (nanos) | 2 (tokens), spent, held}.
 _RESERVE = (
     _RELEASE
     + """
@@ -60,18 +61,21 @@ for i = 3, #KEYS do
   local hn, ht = tonumber(v[3]) or 0, tonumber(v[4]) or 0
   if ln >= 0 and sn + hn + n > ln then return {0, i - 2, 1, sn, hn} end
   if lt >= 0 and st + ht + t > lt then return {0, i - 2, 2, st, ht} end
-  state[i] = {hn, ht, v[1] == false}
+  state[i] = {hn, ht, v[1] == false, sn, st}
 end
 local record = ARGV[3] .. ' ' .. ARGV[4]
+local result = {1}
 for i = 3, #KEYS do
   local s = state[i]
   redis.call('HSET', KEYS[i], 'hn', s[1] + n, 'ht', s[2] + t)
   if s[3] then redis.call('EXPIREAT', KEYS[i], tonumber(ARGV[2 + 3 * (i - 2) + 2])) end
   record = record .. ' ' .. KEYS[i]
+  result[#result + 1] = s[4] + s[1] + n
+  result[#result + 1] = s[5] + s[2] + t
 end
 redis.call('HSET', KEYS[1], ARGV[1], record)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
-return {1}
+return result
 """
 )
 
@@ -124,12 +128,15 @@ class BudgetCounter:
 
 @dataclass(frozen=True, slots=True)
 class BudgetHold:
-    """What an admitted request holds until it settles."""
+    """What an admitted request holds until it settles. ``counted``: per counter, spent + held in nanos
+    and tokens once this hold was added (what the proxy falls back on while Valkey is away). A hold
+    with no ``id`` was admitted by that fallback and exists in this process only."""
 
     id: str
     counters: tuple[BudgetCounter, ...]
     nanos: int
     tokens: int
+    counted: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +181,7 @@ class BudgetStore:
             self._mark_down(exc)
             raise BudgetStoreDown(str(exc)) from exc
         if int(result[0]) == 1:
-            return BudgetHold(hold_id, counters, nanos, tokens)
+            return BudgetHold(hold_id, counters, nanos, tokens, tuple(int(v) for v in result[1:]))
         return BudgetRefusal(
             counters[int(result[1]) - 1],
             "nanos" if int(result[2]) == 1 else "tokens",
@@ -182,9 +189,9 @@ class BudgetStore:
             int(result[4]),
         )
 
-    async def settle(self, hold: BudgetHold, nanos: int, tokens: int) -> None:
-        """Replace the hold by the real cost. Valkey down: the hold expires on its own, and accounting
-        brings the spend back from ClickHouse."""
+    async def settle(self, hold: BudgetHold, nanos: int, tokens: int) -> bool:
+        """Replace the hold by the real cost; False when Valkey is unreachable (the hold then expires on
+        its own, and accounting brings the spend back from ClickHouse)."""
         keys = [HOLDS_KEY, DUE_KEY, *(c.key for c in hold.counters)]
         args = [hold.id, nanos, tokens, *(c.expire_at for c in hold.counters)]
         try:
@@ -192,6 +199,13 @@ class BudgetStore:
         except STORE_ERRORS as exc:
             self._mark_down(exc)
             log.warning("could not settle budget hold %s: %s", hold.id, exc)
+            return False
+        return True
+
+    @property
+    def down(self) -> bool:
+        """A recent call failed: calls skip Valkey for a moment."""
+        return time.monotonic() < self._down_until
 
     def _mark_down(self, exc: BaseException) -> None:
         if time.monotonic() >= self._down_until:

@@ -6,9 +6,11 @@ at the input price, and the output cap at the output price: the request's ``max_
 ``max_completion_tokens``, ``max_output_tokens``; times ``n`` choices), else the model's maximum output
 from the price map, else ``default_output_tokens``. Embeddings produce no output.
 
-While Valkey is unreachable, budgets behave as the rate limits do (``limits_on_store_failure``): "open"
-serves without a reservation (accounting's quota decisions, from ClickHouse, still refuse a budget that
-is used up, within a second or two), "closed" refuses with 503.
+While Valkey is unreachable, budgets behave as the rate limits do (``limits_on_store_failure``):
+"closed" refuses with 503; "open" (the default) keeps serving, each process checking on its own against
+what Valkey last told it each budget counted, plus what it admitted since: exact for one process, and
+with several each may spend what was left when Valkey went away. Accounting's quota decisions (from
+ClickHouse) still refuse a used-up budget a second or two later on every replica.
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ from typing import TYPE_CHECKING
 from aqueduct_libs.budgets import periods_at
 from aqueduct_libs.pricing import TokenClasses
 from aqueduct_libs.snapshot import BudgetRule
-from aqueduct_proxy.adapters.budget_store import BudgetCounter, BudgetRefusal, BudgetStore, BudgetStoreDown
+from aqueduct_proxy.adapters.budget_store import (
+    BudgetCounter,
+    BudgetHold,
+    BudgetRefusal,
+    BudgetStore,
+    BudgetStoreDown,
+)
 from aqueduct_proxy.domain.budgets import budget_counters, refusal_message, worst_case
 from aqueduct_proxy.domain.errors import BudgetExhaustedError, LimiterUnavailableError
 from aqueduct_proxy.domain.snapshot import Snapshot
@@ -59,6 +67,9 @@ class Budgeting:
         # The counters of a set of rules, for the current day: the hot path builds no keys or dates.
         self._counters: dict[tuple[BudgetRule, ...], tuple[BudgetCounter, ...]] = {}
         self._counters_until = datetime.min.replace(tzinfo=UTC)
+        # Counter key -> [nanos, tokens] it counted at this process's last reservation, plus what the
+        # process admitted and settled since: the fallback while Valkey is away.
+        self._counted: dict[str, list[int]] = {}
 
     def _counters_of(self, rules: list[BudgetRule], now: datetime) -> tuple[BudgetCounter, ...]:
         if now >= self._counters_until or len(self._counters) > 10_000:
@@ -111,14 +122,42 @@ class Budgeting:
             result = await self.store.reserve(counters, nanos, tokens)
         except BudgetStoreDown as exc:
             self.metrics.limiter_failures.inc()
-            if self.fail_open:
-                return
-            raise LimiterUnavailableError("Budgets cannot be checked right now; try again shortly.") from exc
+            if not self.fail_open:
+                raise LimiterUnavailableError(
+                    "Budgets cannot be checked right now; try again shortly."
+                ) from exc
+            result = self._reserve_here(counters, nanos, tokens)
         if isinstance(result, BudgetRefusal):
             self.metrics.budget_refusals.labels(result.counter.scope, result.counter.period.kind).inc()
             message, resets = refusal_message(result, nanos, tokens)
+            if not result.held and self.store.down:
+                message += " (Checked by this gateway process alone: the budget store is unreachable.)"
             raise BudgetExhaustedError(message, headers={"x-aqueduct-budget-reset": resets})
+        if result.counted:
+            if len(self._counted) > 100_000:
+                self._counted = {}
+            for i, counter in enumerate(counters):
+                self._counted[counter.key] = [result.counted[2 * i], result.counted[2 * i + 1]]
         call.budget_hold = result
+
+    def _reserve_here(
+        self, counters: tuple[BudgetCounter, ...], nanos: int, tokens: int
+    ) -> BudgetHold | BudgetRefusal:
+        """Valkey is away: check against what this process knows each counter counts."""
+        for counter in counters:
+            known = self._counted.get(counter.key)
+            if known is None:
+                continue  # never seen here: nothing to check against (accounting's decision still is)
+            if counter.limit_nanos is not None and known[0] + nanos > counter.limit_nanos:
+                return BudgetRefusal(counter, "nanos", known[0], 0)
+            if counter.limit_tokens is not None and known[1] + tokens > counter.limit_tokens:
+                return BudgetRefusal(counter, "tokens", known[1], 0)
+        for counter in counters:
+            known = self._counted.get(counter.key)
+            if known is not None:
+                known[0] += nanos
+                known[1] += tokens
+        return BudgetHold("", counters, nanos, tokens)
 
     async def settle(self, call: Call, usage: TokenUsage | None) -> None:
         """Replace the call's hold by what its usage event says it cost (nothing, without usage)."""
@@ -126,7 +165,13 @@ class Budgeting:
         if hold is None or self.store is None:
             return
         nanos, tokens = self._cost(call, usage)
-        await self.store.settle(hold, nanos, tokens)
+        if hold.id:
+            await self.store.settle(hold, nanos, tokens)
+        for counter in hold.counters:  # what Valkey now counts, as far as this process can tell
+            known = self._counted.get(counter.key)
+            if known is not None:
+                known[0] += nanos - hold.nanos
+                known[1] += tokens - hold.tokens
 
     def settle_later(self, call: Call, usage: TokenUsage | None) -> None:
         """``settle`` off the response path (the answer is over, or never came)."""
