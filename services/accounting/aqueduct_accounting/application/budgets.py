@@ -121,9 +121,6 @@ class BudgetEnforcer:
                         self._totals[scoped] = self._totals.get(scoped, Spend()).plus(nanos, tokens, today)
         self._wake.set()
 
-    def budgets_changed(self) -> None:
-        self._wake.set()
-
     # -- reconciliation --------------------------------------------------------------------------------
 
     async def _spend_in_clickhouse(self, periods: Periods) -> dict[str, Spend]:
