@@ -5,6 +5,7 @@ needs it, and what was served (as accounting stores it) never exceeds the budget
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import openai
 import pytest
+from redis.asyncio import Redis
 
+from aqueduct_libs.budgets import MARKER_KEY, periods_at
 from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -85,3 +88,19 @@ def test_an_org_budget_from_the_config_is_enforced_at_admission(frugal_stack: St
     cost = int(rows[0]["sum(cost_nanos)"])
     assert int(rows[0]["count()"]) == served
     assert BUDGET_NANOS - WORST_NANOS <= cost <= BUDGET_NANOS
+
+    # The launcher gave accounting the proxy's Valkey: it reconciled the org's counter there, and the
+    # counter holds what accounting stored.
+    asyncio.run(_check_counters(stack, cost))
+
+
+async def _check_counters(stack: Stack, cost: int) -> None:
+    runtime = json.loads((stack.data_dir / "runtime.json").read_text())
+    valkey = Redis.from_url(runtime["redis_url"])
+    try:
+        assert await valkey.exists(MARKER_KEY)
+        day = periods_at(datetime.now(UTC))[0]
+        [key] = [k async for k in valkey.scan_iter(match=f"aq:budget:{{aqb}}:org:*:{day.label}")]
+        assert [int(v or 0) for v in await valkey.hmget(key, "sn", "hn")] == [cost, 0]
+    finally:
+        await valkey.aclose()

@@ -108,6 +108,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         on_decisions=metrics.quota_decisions.set,
         counters=counters,
         reconcile_seconds=settings.budget_reconcile_seconds,
+        on_reconciled=metrics.budget_reconciliations.inc,
     )
     ingest = UsageIngest(clickhouse, prices)
     mirror = DirectoryMirror(clickhouse)

@@ -60,6 +60,7 @@ class BudgetEnforcer:
         on_decisions: Callable[[int], None] | None = None,
         counters: SpendCounters | None = None,
         reconcile_seconds: float = 30.0,
+        on_reconciled: Callable[[], None] | None = None,
     ) -> None:
         self._ch = clickhouse
         self._quota = quota
@@ -67,6 +68,7 @@ class BudgetEnforcer:
         self._on_decisions = on_decisions
         self._counters = counters
         self._reconcile_seconds = reconcile_seconds
+        self._on_reconciled = on_reconciled
         self._budgets: dict[str, BudgetRule] = {}  # "team.<id>" -> its budgets
         self._budget_keys: dict[str, str] = {}  # snapshot key -> "team.<id>", to apply deletes
         self._totals: dict[str, Spend] = {}  # "team.<id>" -> spend in the periods below
@@ -157,6 +159,8 @@ class BudgetEnforcer:
         self.reconciliations += 1
         if self._counters is not None:
             await self._counters.raise_to(self._floors(periods), clickhouse_time(self._clock()))
+        if self._on_reconciled is not None:
+            self._on_reconciled()
 
     def _floors(self, periods: Periods) -> list[CounterFloor]:
         floors = []
