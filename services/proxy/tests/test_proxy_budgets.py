@@ -311,3 +311,25 @@ async def test_valkey_unreachable_budgets_follow_the_limits_rule(
         await client.close()
     finally:
         await stop_in_process(running)
+
+
+async def test_large_amounts_stay_exact_integers(valkey_url, valkey):
+    # Millions of dollars in nano-dollars pass 1e14, where Lua would print numbers as "1e+15".
+    scope_id = "org-" + uuid.uuid4().hex[:8]
+    rule = BudgetRule(scope="org", scope_id=scope_id, monthly_nanos=10_000_000 * 10**9 + 7)
+    counters = budget_counters([rule], datetime.now(UTC))
+    store = BudgetStore(Redis.from_url(valkey_url))
+    held = await store.reserve(counters, 1_234_567_890_123_457, 123_456_789_012)
+    assert isinstance(held, BudgetHold)
+    assert held.counted == (1_234_567_890_123_457, 123_456_789_012)
+    await store.settle(held, 1_234_567_890_123_451, 123_456_789_011)
+    again = await store.reserve(counters, 1_000_000_000_000_001, 1)
+    assert isinstance(again, BudgetHold)
+    assert again.counted == (2_234_567_890_123_452, 123_456_789_012)
+    counter = await _counter(valkey, "org", scope_id, "month")
+    assert counter == {
+        "sn": 1_234_567_890_123_451,
+        "st": 123_456_789_011,
+        "hn": 1_000_000_000_000_001,
+        "ht": 1,
+    }

@@ -27,8 +27,9 @@ for i = 1, #KEYS do
   local base = 1 + 3 * (i - 1)
   local n, t = tonumber(ARGV[base]), tonumber(ARGV[base + 1])
   local v = redis.call('HMGET', KEYS[i], 'sn', 'st')
-  if (tonumber(v[1]) or 0) < n then redis.call('HSET', KEYS[i], 'sn', n) end
-  if (tonumber(v[2]) or 0) < t then redis.call('HSET', KEYS[i], 'st', t) end
+  -- ARGV as it came (text): a Lua number would reach Valkey as "%.14g"
+  if (tonumber(v[1]) or 0) < n then redis.call('HSET', KEYS[i], 'sn', ARGV[base]) end
+  if (tonumber(v[2]) or 0) < t then redis.call('HSET', KEYS[i], 'st', ARGV[base + 1]) end
   if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('EXPIREAT', KEYS[i], tonumber(ARGV[base + 2])) end
 end
 return 1

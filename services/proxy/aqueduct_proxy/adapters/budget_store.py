@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 # Releasing a hold: its record "<nanos> <tokens> <key>..." is taken off each counter it names. Each
 # ``redis.call`` costs Valkey more than the arithmetic around it: counters are read and written whole.
 _RELEASE = """
+-- Lua hands numbers to Valkey as "%.14g" (1e+15 for a million dollars in nano-dollars): integers go as text.
+local function int(x) return string.format('%d', x) end
 local function release(id)
   local record = redis.call('HGET', KEYS[1], id)
   if not record then return end
@@ -36,15 +38,16 @@ local function release(id)
   for j = 3, #parts do
     local v = redis.call('HMGET', parts[j], 'hn', 'ht')
     if v[1] then
-      redis.call('HSET', parts[j], 'hn', (tonumber(v[1]) or 0) - n, 'ht', (tonumber(v[2]) or 0) - t)
+      redis.call('HSET', parts[j], 'hn', int((tonumber(v[1]) or 0) - n), 'ht', int((tonumber(v[2]) or 0) - t))
     end
   end
 end
 """
 
-# KEYS: holds, due, counters... ARGV: id, hold seconds, nanos, tokens; per counter: nano limit, token
-# limit (-1: none), expire-at. Returns {1, then per counter what it now counts (spent + held): nanos,
-# tokens} or {0, counter index, 1 (nanos) | 2 (tokens), spent, held}.
+# KEYS: holds, due, counters... ARGV: id, hold seconds, nanos, tokens, and the counters' own values in one
+# string (fewer arguments to encode on the hot path): per counter "<nano limit> <token limit> <expire-at>"
+# (limit -1: none). Returns {1, "<nanos> <tokens> ..." (per counter what it counts now, spent + held)}
+# or {0, counter index, 1 (nanos) | 2 (tokens), spent, held}.
 _RESERVE = (
     _RELEASE
     + """
@@ -52,10 +55,12 @@ local now = tonumber(redis.call('TIME')[1])
 local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 16)
 for _, id in ipairs(stale) do release(id) end
 local n, t = tonumber(ARGV[3]), tonumber(ARGV[4])
+local own = {}
+for value in string.gmatch(ARGV[5], '%S+') do own[#own + 1] = tonumber(value) end
 local state = {}
 for i = 3, #KEYS do
-  local base = 2 + 3 * (i - 2)
-  local ln, lt = tonumber(ARGV[base]), tonumber(ARGV[base + 1])
+  local base = 3 * (i - 3)
+  local ln, lt = own[base + 1], own[base + 2]
   local v = redis.call('HMGET', KEYS[i], 'sn', 'st', 'hn', 'ht')
   local sn, st = tonumber(v[1]) or 0, tonumber(v[2]) or 0
   local hn, ht = tonumber(v[3]) or 0, tonumber(v[4]) or 0
@@ -64,28 +69,29 @@ for i = 3, #KEYS do
   state[i] = {hn, ht, v[1] == false, sn, st}
 end
 local record = ARGV[3] .. ' ' .. ARGV[4]
-local result = {1}
+local counted = {}
 for i = 3, #KEYS do
   local s = state[i]
-  redis.call('HSET', KEYS[i], 'hn', s[1] + n, 'ht', s[2] + t)
-  if s[3] then redis.call('EXPIREAT', KEYS[i], tonumber(ARGV[2 + 3 * (i - 2) + 2])) end
+  redis.call('HSET', KEYS[i], 'hn', int(s[1] + n), 'ht', int(s[2] + t))
+  if s[3] then redis.call('EXPIREAT', KEYS[i], own[3 * (i - 3) + 3]) end
   record = record .. ' ' .. KEYS[i]
-  result[#result + 1] = s[4] + s[1] + n
-  result[#result + 1] = s[5] + s[2] + t
+  counted[#counted + 1] = string.format('%d %d', s[4] + s[1] + n, s[5] + s[2] + t)
 end
 redis.call('HSET', KEYS[1], ARGV[1], record)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
-return result
+return {1, table.concat(counted, ' ')}
 """
 )
 
-# KEYS: holds, due, counters... ARGV: id, nanos, tokens, then one expire-at per counter. The hold (if it
+# KEYS: holds, due, counters... ARGV: id, nanos, tokens, and the counters' own values as in _RESERVE. The hold (if it
 # has not expired) is released and the real cost charged in one write per counter; a late settle still
 # counts what was spent.
 _SETTLE = (
     _RELEASE
     + """
 local n, t = tonumber(ARGV[2]), tonumber(ARGV[3])
+local own = {}
+for value in string.gmatch(ARGV[4], '%S+') do own[#own + 1] = tonumber(value) end
 local hn, ht = 0, 0
 local record = redis.call('HGET', KEYS[1], ARGV[1])
 if record then
@@ -102,9 +108,9 @@ end
 for i = 3, #KEYS do
   local v = redis.call('HMGET', KEYS[i], 'sn', 'st', 'hn', 'ht')
   if v[3] or n ~= 0 or t ~= 0 then
-    redis.call('HSET', KEYS[i], 'sn', (tonumber(v[1]) or 0) + n, 'st', (tonumber(v[2]) or 0) + t,
-      'hn', (tonumber(v[3]) or 0) - hn, 'ht', (tonumber(v[4]) or 0) - ht)
-    if not v[3] then redis.call('EXPIREAT', KEYS[i], tonumber(ARGV[i + 1])) end
+    redis.call('HSET', KEYS[i], 'sn', int((tonumber(v[1]) or 0) + n), 'st', int((tonumber(v[2]) or 0) + t),
+      'hn', int((tonumber(v[3]) or 0) - hn), 'ht', int((tonumber(v[4]) or 0) - ht))
+    if not v[3] then redis.call('EXPIREAT', KEYS[i], own[3 * (i - 3) + 3]) end
   end
 end
 return 1
@@ -160,6 +166,7 @@ class BudgetStore:
         self._hold_seconds = hold_seconds
         self._retry_down_after = retry_down_after
         self._down_until = 0.0
+        self._encodings: dict[tuple[BudgetCounter, ...], tuple[list[str], str]] = {}
 
     async def reserve(
         self, counters: tuple[BudgetCounter, ...], nanos: int, tokens: int
@@ -167,21 +174,16 @@ class BudgetStore:
         if time.monotonic() < self._down_until:
             raise BudgetStoreDown("budget store unreachable (recent failure)")
         hold_id = os.urandom(8).hex()
-        args: list[Any] = [hold_id, self._hold_seconds, nanos, tokens]
-        for c in counters:
-            args += (
-                -1 if c.limit_nanos is None else c.limit_nanos,
-                -1 if c.limit_tokens is None else c.limit_tokens,
-                c.expire_at,
-            )
-        keys = [HOLDS_KEY, DUE_KEY, *(c.key for c in counters)]
+        keys, own = self._encoded(counters)
+        args: list[Any] = [hold_id, self._hold_seconds, nanos, tokens, own]
         try:
             result = await self._redis.evalsha(self._reserve, keys, args)
         except STORE_ERRORS as exc:
             self._mark_down(exc)
             raise BudgetStoreDown(str(exc)) from exc
         if int(result[0]) == 1:
-            return BudgetHold(hold_id, counters, nanos, tokens, tuple(int(v) for v in result[1:]))
+            counted = result[1].split() if isinstance(result[1], bytes | str) else ()
+            return BudgetHold(hold_id, counters, nanos, tokens, tuple(map(int, counted)))
         return BudgetRefusal(
             counters[int(result[1]) - 1],
             "nanos" if int(result[2]) == 1 else "tokens",
@@ -192,8 +194,8 @@ class BudgetStore:
     async def settle(self, hold: BudgetHold, nanos: int, tokens: int) -> bool:
         """Replace the hold by the real cost; False when Valkey is unreachable (the hold then expires on
         its own, and accounting brings the spend back from ClickHouse)."""
-        keys = [HOLDS_KEY, DUE_KEY, *(c.key for c in hold.counters)]
-        args = [hold.id, nanos, tokens, *(c.expire_at for c in hold.counters)]
+        keys, own = self._encoded(hold.counters)
+        args = [hold.id, nanos, tokens, own]
         try:
             await self._redis.evalsha(self._settle, keys, args)
         except STORE_ERRORS as exc:
@@ -201,6 +203,20 @@ class BudgetStore:
             log.warning("could not settle budget hold %s: %s", hold.id, exc)
             return False
         return True
+
+    def _encoded(self, counters: tuple[BudgetCounter, ...]) -> tuple[list[str], str]:
+        """The keys of a set of counters and their own values as one argument, built once per set."""
+        found = self._encodings.get(counters)
+        if found is None:
+            if len(self._encodings) > 10_000:
+                self._encodings = {}
+            own = " ".join(
+                f"{-1 if c.limit_nanos is None else c.limit_nanos} "
+                f"{-1 if c.limit_tokens is None else c.limit_tokens} {c.expire_at}"
+                for c in counters
+            )
+            found = self._encodings[counters] = ([HOLDS_KEY, DUE_KEY, *(c.key for c in counters)], own)
+        return found
 
     @property
     def down(self) -> bool:
