@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from aqueduct_libs.budgets import periods_at
 from aqueduct_libs.pricing import TokenClasses
-from aqueduct_libs.snapshot import BudgetRule
+from aqueduct_libs.snapshot import TokenGrant
 from aqueduct_proxy.adapters.budget_store import (
     BudgetCounter,
     BudgetHold,
@@ -65,24 +65,29 @@ class Budgeting:
         self.default_output_tokens = default_output_tokens
         self._background: set[asyncio.Task[None]] = set()
         # The counters of a set of rules, for the current day: the hot path builds no keys or dates.
-        self._counters: dict[tuple[BudgetRule, ...], tuple[BudgetCounter, ...]] = {}
+        self._counters: dict[tuple[str, str | None, str], tuple[int, tuple[BudgetCounter, ...]]] = {}
         self._counters_until = datetime.min.replace(tzinfo=UTC)
         # Counter key -> [nanos, tokens] it counted at this process's last reservation, plus what the
         # process admitted and settled since: the fallback while Valkey is away.
         self._counted: dict[str, list[int]] = {}
 
-    def _counters_of(self, rules: list[BudgetRule], now: datetime) -> tuple[BudgetCounter, ...]:
+    def counters_of(self, grant: TokenGrant, now: datetime) -> tuple[BudgetCounter, ...]:
+        """The budget counters a call of this grant counts against today (none: no budget applies).
+        Looked up once per user, team and org, per day and per change of the snapshot's budgets."""
+        if self.store is None or not self.snapshot.budgets:
+            return ()
         if now >= self._counters_until or len(self._counters) > 10_000:
             self._counters = {}
             self._counters_until = periods_at(now)[0].end
-        key = tuple(rules)
-        counters = self._counters.get(key)
-        if counters is None:
-            counters = self._counters[key] = budget_counters(rules, now)
-        return counters
+        owner = (grant.user_id, grant.team_id, grant.org_id)
+        found = self._counters.get(owner)
+        if found is None or found[0] != self.snapshot.budgets_version:
+            counters = budget_counters(self.snapshot.budgets_of(grant), now)
+            found = self._counters[owner] = (self.snapshot.budgets_version, counters)
+        return found[1]
 
     def applies(self, call: Call) -> bool:
-        return self.store is not None and bool(self.snapshot.budgets_of(call.grant))
+        return bool(self.counters_of(call.grant, call.occurred_at))
 
     def _output_cap(self, call: Call, max_output: int | None) -> int:
         if call.upstream_path.endswith(_NO_OUTPUT):
@@ -113,11 +118,10 @@ class Budgeting:
         """Hold the request's worst case on every budget of its user, team and org, or refuse it."""
         if self.store is None:
             return
-        rules = self.snapshot.budgets_of(call.grant)
-        if not rules:
+        counters = self.counters_of(call.grant, call.occurred_at)
+        if not counters:
             return
         nanos, tokens = self._worst_case(call)
-        counters = self._counters_of(rules, call.occurred_at)
         try:
             result = await self.store.reserve(counters, nanos, tokens)
         except BudgetStoreDown as exc:

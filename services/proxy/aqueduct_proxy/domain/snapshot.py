@@ -57,6 +57,7 @@ class Snapshot:
         self.models: dict[str, ModelRoute] = {}
         self.endpoints: dict[str, Endpoint] = {}
         self.budgets: dict[str, BudgetRule] = {}  # "user.<id>", "team.<id>", "org.<id>"
+        self.budgets_version = 0  # changes with every budget put or delete (for the callers' caches)
         self.prices = PriceBook(price_catalog)
         self.quotas: dict[str, QuotaDecision] = {}
         self._model_keys: dict[str, str] = {}  # KV key -> model name, to apply deletes
@@ -81,6 +82,7 @@ class Snapshot:
                 rule = BudgetRule.model_validate_json(value)
                 self._budget_keys[key] = f"{rule.scope}.{rule.scope_id}"
                 self.budgets[self._budget_keys[key]] = rule
+                self.budgets_version += 1
             elif key.startswith(names.SNAPSHOT_ENDPOINT_PREFIX):
                 endpoint = Endpoint.from_route(EndpointRoute.model_validate_json(value))
                 self.endpoints[endpoint.slug] = endpoint
@@ -99,6 +101,7 @@ class Snapshot:
             scoped = self._budget_keys.pop(key, None)
             if scoped is not None:
                 self.budgets.pop(scoped, None)
+                self.budgets_version += 1
         elif key.startswith(names.SNAPSHOT_ENDPOINT_PREFIX):
             slug = key[len(names.SNAPSHOT_ENDPOINT_PREFIX) :]
             for endpoint_slug in [s for s in self.endpoints if names.kv_safe(s) == slug]:
