@@ -9,14 +9,17 @@ its deadline: nothing stays reserved for ever. Key layout: ``aqueduct_libs.budge
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from aqueduct_libs.budgets import DUE_KEY, HOLDS_KEY, Period
 from aqueduct_proxy.adapters.limiter import STORE_ERRORS, ScriptRunner, as_runner
+from aqueduct_proxy.adapters.resp import RespClient, RespError
 
 __all__ = ["BudgetCounter", "BudgetHold", "BudgetRefusal", "BudgetStore", "BudgetStoreDown"]
 
@@ -167,6 +170,7 @@ class BudgetStore:
         self._retry_down_after = retry_down_after
         self._down_until = 0.0
         self._encodings: dict[tuple[BudgetCounter, ...], tuple[list[str], str]] = {}
+        self._retries: set[asyncio.Task[bool]] = set()
 
     async def reserve(
         self, counters: tuple[BudgetCounter, ...], nanos: int, tokens: int
@@ -190,6 +194,34 @@ class BudgetStore:
             int(result[3]),
             int(result[4]),
         )
+
+    def settle_nowait(self, hold: BudgetHold, nanos: int, tokens: int) -> bool:
+        """``settle`` without waiting for Valkey's answer (the fast client only; False when it cannot
+        send now: call ``settle``). The next reservation of this process runs after it in Valkey."""
+        runner = self._redis
+        if not isinstance(runner, RespClient) or self.down:
+            return False
+        keys, own = self._encoded(hold.counters)
+        sent = runner.evalsha_nowait(self._settle, keys, [hold.id, nanos, tokens, own])
+        if sent is None:
+            return False
+        sent.add_done_callback(partial(self._settled, hold, nanos, tokens))
+        return True
+
+    def _settled(self, hold: BudgetHold, nanos: int, tokens: int, sent: asyncio.Future[Any]) -> None:
+        if sent.cancelled():
+            return
+        error = sent.exception() or sent.result()  # an error reply comes as a result
+        if not isinstance(error, BaseException):
+            return
+        if isinstance(error, RespError) and str(error).startswith("NOSCRIPT"):
+            # Valkey restarted without its scripts: settle the long way (which loads them).
+            task = asyncio.get_running_loop().create_task(self.settle(hold, nanos, tokens))
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
+            return
+        self._mark_down(error)
+        log.warning("could not settle budget hold %s: %s", hold.id, error)
 
     async def settle(self, hold: BudgetHold, nanos: int, tokens: int) -> bool:
         """Replace the hold by the real cost; False when Valkey is unreachable (the hold then expires on

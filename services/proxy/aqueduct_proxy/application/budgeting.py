@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aqueduct_libs.budgets import periods_at
 from aqueduct_libs.pricing import TokenClasses
@@ -63,7 +64,7 @@ class Budgeting:
         self.metrics = metrics
         self.fail_open = fail_open
         self.default_output_tokens = default_output_tokens
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         # The counters of a set of rules, for the current day: the hot path builds no keys or dates.
         self._counters: dict[tuple[str, str | None, str], tuple[int, tuple[BudgetCounter, ...]]] = {}
         self._counters_until = datetime.min.replace(tzinfo=UTC)
@@ -164,26 +165,35 @@ class Budgeting:
         return BudgetHold("", counters, nanos, tokens)
 
     async def settle(self, call: Call, usage: TokenUsage | None) -> None:
-        """Replace the call's hold by what its usage event says it cost (nothing, without usage)."""
+        """Replace the call's hold by what its usage event says it cost (nothing, without usage).
+        Sent without waiting for Valkey's answer where the client allows: this process's next
+        reservation runs after it all the same."""
+        unsent = self._settle(call, usage)
+        if unsent is not None:
+            await unsent
+
+    def settle_later(self, call: Call, usage: TokenUsage | None) -> None:
+        """``settle`` off the response path (the answer is over, or never came)."""
+        unsent = self._settle(call, usage)
+        if unsent is not None:
+            task = asyncio.create_task(unsent)
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def _settle(self, call: Call, usage: TokenUsage | None) -> Coroutine[Any, Any, bool] | None:
+        """Settle at once if the store can send now; else the coroutine that settles."""
         hold, call.budget_hold = call.budget_hold, None
         if hold is None or self.store is None:
-            return
+            return None
         nanos, tokens = self._cost(call, usage)
-        if hold.id:
-            await self.store.settle(hold, nanos, tokens)
         for counter in hold.counters:  # what Valkey now counts, as far as this process can tell
             known = self._counted.get(counter.key)
             if known is not None:
                 known[0] += nanos - hold.nanos
                 known[1] += tokens - hold.tokens
-
-    def settle_later(self, call: Call, usage: TokenUsage | None) -> None:
-        """``settle`` off the response path (the answer is over, or never came)."""
-        if call.budget_hold is None:
-            return
-        task = asyncio.create_task(self.settle(call, usage))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        if not hold.id or self.store.settle_nowait(hold, nanos, tokens):
+            return None
+        return self.store.settle(hold, nanos, tokens)
 
     def _cost(self, call: Call, usage: TokenUsage | None) -> tuple[int, int]:
         if usage is None:
