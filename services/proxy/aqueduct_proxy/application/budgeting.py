@@ -65,7 +65,8 @@ class Budgeting:
         self.fail_open = fail_open
         self.default_output_tokens = default_output_tokens
         self._background: set[asyncio.Task[Any]] = set()
-        # The counters of a set of rules, for the current day: the hot path builds no keys or dates.
+        # (user, team, org) -> (the snapshot's budgets version, their counters today): the hot path
+        # builds no keys or dates.
         self._counters: dict[tuple[str, str | None, str], tuple[int, tuple[BudgetCounter, ...]]] = {}
         self._counters_until = datetime.min.replace(tzinfo=UTC)
         # Counter key -> [nanos, tokens] it counted at this process's last reservation, plus what the
@@ -95,7 +96,7 @@ class Budgeting:
             return 0
         cap = call.reserved_output or max_output or self.default_output_tokens
         choices = call.payload.get("n") if call.payload is not None else None
-        return cap * choices if isinstance(choices, int) and 1 < choices <= 128 else cap
+        return cap * choices if isinstance(choices, int) and choices > 1 else cap
 
     def _worst_case(self, call: Call) -> tuple[int, int]:
         """The dearest of the model and its fallbacks (a fallback may serve the call)."""
