@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 # Releasing a hold: its record "<nanos> <tokens> <key>..." is taken off each counter it names. Each
 # ``redis.call`` costs Valkey more than the arithmetic around it: counters are read and written whole.
 _RELEASE = """
--- Lua hands numbers to Valkey as "%.14g" (1e+15 for a million dollars in nano-dollars): integers go as text.
+-- Lua hands numbers to Valkey as "%.14g" (1e+15: a million dollars in nano-dollars): integers go as
+-- text.
 local function int(x) return string.format('%d', x) end
 local function release(id)
   local record = redis.call('HGET', KEYS[1], id)
@@ -86,9 +87,9 @@ return {1, table.concat(counted, ' ')}
 """
 )
 
-# KEYS: holds, due, counters... ARGV: id, nanos, tokens, and the counters' own values as in _RESERVE. The hold (if it
-# has not expired) is released and the real cost charged in one write per counter; a late settle still
-# counts what was spent.
+# KEYS: holds, due, counters... ARGV: id, nanos, tokens, and the counters' own values as in _RESERVE.
+# The hold (if it has not expired) is released and the real cost charged in one write per counter; a
+# late settle still counts what was spent.
 _SETTLE = (
     _RELEASE
     + """
@@ -111,8 +112,11 @@ end
 for i = 3, #KEYS do
   local v = redis.call('HMGET', KEYS[i], 'sn', 'st', 'hn', 'ht')
   if v[3] or n ~= 0 or t ~= 0 then
+    -- No held field: the counter was rebuilt (Valkey lost its data) and holds nothing of ours.
+    local held_n = v[3] and (tonumber(v[3]) - hn) or 0
+    local held_t = v[4] and (tonumber(v[4]) - ht) or 0
     redis.call('HSET', KEYS[i], 'sn', int((tonumber(v[1]) or 0) + n), 'st', int((tonumber(v[2]) or 0) + t),
-      'hn', int((tonumber(v[3]) or 0) - hn), 'ht', int((tonumber(v[4]) or 0) - ht))
+      'hn', int(held_n), 'ht', int(held_t))
     if not v[3] then redis.call('EXPIREAT', KEYS[i], own[3 * (i - 3) + 3]) end
   end
 end
