@@ -217,8 +217,8 @@ async def test_a_client_gone_mid_stream_settles_to_what_was_produced(proxy, snap
 
 async def test_upstream_failures_release_the_hold(proxy, snapshot, bus, priced, valkey):
     team, value, grant = await _team_token(snapshot, proxy, bus, daily_nanos=1_000_000_000)
-    await snapshot.put_endpoint("dead", f"http://127.0.0.1:{free_port()}/v1")
-    await snapshot.put_model("dead-model", "dead", "x", input_price_nanos_per_token=1_000)
+    await snapshot.put_endpoint("budget-dead", f"http://127.0.0.1:{free_port()}/v1")
+    await snapshot.put_model("dead-model", "budget-dead", "x", input_price_nanos_per_token=1_000)
     client = openai.AsyncOpenAI(base_url=proxy.v1, api_key=value, max_retries=0)
     for _ in range(100):
         if "dead-model" in proxy.proxy.gateway.snapshot.models:

@@ -347,7 +347,17 @@ class Gateway:
     async def send(
         self, call: Call, method: str, query: str, forward_headers: dict[str, str]
     ) -> UpstreamResponse:
-        """Open the upstream answer, retrying and falling back while nothing has reached the client."""
+        """Open the upstream answer, retrying and falling back while nothing has reached the client.
+        When none comes (UpstreamError, BadRequestError, cancelled), the call's budget hold goes."""
+        try:
+            return await self._send(call, method, query, forward_headers)
+        except BaseException:
+            self.release(call)
+            raise
+
+    async def _send(
+        self, call: Call, method: str, query: str, forward_headers: dict[str, str]
+    ) -> UpstreamResponse:
         candidates = self._candidates(call)
         last = len(candidates) - 1
         error: BaseException | None = None
