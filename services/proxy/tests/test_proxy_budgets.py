@@ -333,3 +333,31 @@ async def test_large_amounts_stay_exact_integers(valkey_url, valkey):
         "hn": 1_000_000_000_000_001,
         "ht": 1,
     }
+
+
+async def test_budgets_and_rate_limits_together(proxy, snapshot, bus, priced, valkey):
+    from aqueduct_libs.snapshot import Limits
+
+    # The reservation travels with the limits' check: a refusal by either leaves nothing held.
+    team = "team-" + uuid.uuid4().hex[:8]
+    await _budget(bus, "team", team, daily_nanos=2_500_000)  # two requests of $0.001 fit, not three
+    value, grant = await snapshot.issue_token(
+        team_id=team, limits=Limits(requests_per_minute=3, output_tokens_per_minute=10_000)
+    )
+    await wait_token(proxy.base_url, value)
+    await _known(proxy, "team", team)
+    client = openai.AsyncOpenAI(base_url=proxy.v1, api_key=value, max_retries=0)
+    for _ in range(2):
+        await client.chat.completions.create(model=priced, messages=MESSAGES, max_tokens=500)
+    with pytest.raises(openai.RateLimitError) as budget:
+        await client.chat.completions.create(model=priced, messages=MESSAGES, max_tokens=500)
+    assert error_body(budget.value)["code"] == "insufficient_quota"
+    with pytest.raises(openai.RateLimitError) as limit:  # three requests this minute: the limit now
+        await client.chat.completions.create(model=priced, messages=MESSAGES, max_tokens=1)
+    assert error_body(limit.value)["code"] == "rate_limit_exceeded"
+    events = await usage_events(bus, grant.token_id, 2)
+    assert (await _settled(valkey, "team", team))["sn"] == sum(_cost(e) for e in events)
+    # The output tokens the refused request had reserved were given back to the per-minute limit.
+    raw = await valkey.hget(f"aq:rl:{{{grant.token_id}}}:t:otpm", "t")
+    assert int(raw) == sum(e.output_tokens for e in events) == 1000
+    await client.close()

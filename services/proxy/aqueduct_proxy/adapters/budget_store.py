@@ -21,7 +21,14 @@ from aqueduct_libs.budgets import DUE_KEY, HOLDS_KEY, Period
 from aqueduct_proxy.adapters.limiter import STORE_ERRORS, ScriptRunner, as_runner
 from aqueduct_proxy.adapters.resp import RespClient, RespError
 
-__all__ = ["BudgetCounter", "BudgetHold", "BudgetRefusal", "BudgetStore", "BudgetStoreDown"]
+__all__ = [
+    "BudgetCounter",
+    "BudgetHold",
+    "BudgetRefusal",
+    "BudgetStore",
+    "BudgetStoreDown",
+    "SentReservation",
+]
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +167,17 @@ class BudgetRefusal:
     held: int
 
 
+@dataclass(frozen=True, slots=True)
+class SentReservation:
+    """A reservation on its way to Valkey."""
+
+    hold_id: str
+    counters: tuple[BudgetCounter, ...]
+    nanos: int
+    tokens: int
+    answer: asyncio.Future[Any]
+
+
 class BudgetStoreDown(Exception):
     """Valkey/Redis is unreachable."""
 
@@ -183,12 +201,45 @@ class BudgetStore:
             raise BudgetStoreDown("budget store unreachable (recent failure)")
         hold_id = os.urandom(8).hex()
         keys, own = self._encoded(counters)
-        args: list[Any] = [hold_id, self._hold_seconds, nanos, tokens, own]
         try:
-            result = await self._redis.evalsha(self._reserve, keys, args)
+            result = await self._redis.evalsha(
+                self._reserve, keys, [hold_id, self._hold_seconds, nanos, tokens, own]
+            )
         except STORE_ERRORS as exc:
             self._mark_down(exc)
             raise BudgetStoreDown(str(exc)) from exc
+        return self._outcome(result, hold_id, counters, nanos, tokens)
+
+    def reserve_nowait(
+        self, counters: tuple[BudgetCounter, ...], nanos: int, tokens: int
+    ) -> SentReservation | None:
+        """Send the reservation without waiting (the fast client only; None: use ``reserve``), so that
+        it travels with the rate-limit check; ``reserved`` reads the answer."""
+        runner = self._redis
+        if not isinstance(runner, RespClient) or self.down:
+            return None
+        hold_id = os.urandom(8).hex()
+        keys, own = self._encoded(counters)
+        sent = runner.evalsha_nowait(self._reserve, keys, [hold_id, self._hold_seconds, nanos, tokens, own])
+        return None if sent is None else SentReservation(hold_id, counters, nanos, tokens, sent)
+
+    async def reserved(self, sent: SentReservation) -> BudgetHold | BudgetRefusal:
+        try:
+            result = await sent.answer
+        except STORE_ERRORS as exc:
+            self._mark_down(exc)
+            raise BudgetStoreDown(str(exc)) from exc
+        if isinstance(result, RespError):
+            if str(result).startswith("NOSCRIPT"):  # Valkey restarted: the long way loads the script
+                return await self.reserve(sent.counters, sent.nanos, sent.tokens)
+            self._mark_down(result)
+            raise BudgetStoreDown(str(result))
+        return self._outcome(result, sent.hold_id, sent.counters, sent.nanos, sent.tokens)
+
+    @staticmethod
+    def _outcome(
+        result: Any, hold_id: str, counters: tuple[BudgetCounter, ...], nanos: int, tokens: int
+    ) -> BudgetHold | BudgetRefusal:
         if int(result[0]) == 1:
             counted = result[1].split() if isinstance(result[1], bytes | str) else ()
             return BudgetHold(hold_id, counters, nanos, tokens, tuple(map(int, counted)))

@@ -189,9 +189,12 @@ class RespClient:
         protocol = self._protocol
         if protocol is None or protocol.lost or protocol.transport is None:
             return None
-        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Any] = loop.create_future()
         protocol.waiters.append(waiter)
         protocol.transport.write(self._evalsha_command(sha, keys, args))
+        timer = loop.call_later(self._timeout, _expire, waiter, protocol)
+        waiter.add_done_callback(lambda _: timer.cancel())
         return waiter
 
     async def evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:

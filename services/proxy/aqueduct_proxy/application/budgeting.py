@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from aqueduct_proxy.adapters.budget_store import (
     BudgetRefusal,
     BudgetStore,
     BudgetStoreDown,
+    SentReservation,
 )
 from aqueduct_proxy.domain.budgets import budget_counters, refusal_message, worst_case
 from aqueduct_proxy.domain.errors import BudgetExhaustedError, LimiterUnavailableError
@@ -40,13 +42,21 @@ from aqueduct_proxy.metrics import ProxyMetrics
 if TYPE_CHECKING:
     from aqueduct_proxy.application.gateway import Call
 
-__all__ = ["Budgeting"]
+__all__ = ["Budgeting", "Reservation"]
 
 log = logging.getLogger(__name__)
 
 _PER_MESSAGE = 4  # tokens a chat template adds around each message (OpenAI's published rule of thumb)
 _PER_CHAT = 3
 _NO_OUTPUT = ("/embeddings",)
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    counters: tuple[BudgetCounter, ...]
+    nanos: int
+    tokens: int
+    sent: SentReservation | None  # None: not sent yet (the slow client, or Valkey recently down)
 
 
 class Budgeting:
@@ -118,14 +128,29 @@ class Budgeting:
 
     async def reserve(self, call: Call) -> None:
         """Hold the request's worst case on every budget of its user, team and org, or refuse it."""
-        if self.store is None:
-            return
+        reservation = self.begin(call)
+        if reservation is not None:
+            await self.complete(call, reservation)
+
+    def begin(self, call: Call) -> Reservation | None:
+        """What the call must reserve (None: no budget applies), sent to Valkey at once where the fast
+        client allows, so that it travels with the rate-limit check; ``complete`` reads the answer."""
         counters = self.counters_of(call.grant, call.occurred_at)
         if not counters:
-            return
+            return None
+        assert self.store is not None
         nanos, tokens = self._worst_case(call)
+        return Reservation(counters, nanos, tokens, self.store.reserve_nowait(counters, nanos, tokens))
+
+    async def complete(self, call: Call, reservation: Reservation) -> None:
+        """The call's hold, or BudgetExhaustedError (LimiterUnavailableError: Valkey down, closed)."""
+        assert self.store is not None
+        counters, nanos, tokens = reservation.counters, reservation.nanos, reservation.tokens
         try:
-            result = await self.store.reserve(counters, nanos, tokens)
+            if reservation.sent is not None:
+                result = await self.store.reserved(reservation.sent)
+            else:
+                result = await self.store.reserve(counters, nanos, tokens)
         except BudgetStoreDown as exc:
             self.metrics.limiter_failures.inc()
             if not self.fail_open:

@@ -5,6 +5,7 @@ and record usage. HTTP specifics stay in the entrypoints; this layer takes and r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -241,17 +242,28 @@ class Gateway:
         """Reserve the request's worst-case cost on its budgets (or BudgetExhaustedError), then charge
         its limits: the answer's ``x-ratelimit-*`` headers, or RateLimitedError. Whoever admits a call
         must end it with ``record``, ``finish``, ``settle`` or ``release``."""
-        await self.budgeting.reserve(call)
-        if self.limiter is None:
-            return {}
-        counters = self._counters(call)
+        # The budget reservation is sent first and travels with the limits' check (one wait for both).
+        reservation = self.budgeting.begin(call)
+        counters = self._counters(call) if self.limiter is not None else []
         if not counters:
+            if reservation is not None:
+                await self.budgeting.complete(call, reservation)
             return {}
         try:
             admission = await self._charge(counters)
         except BaseException:
-            self.release(call)
+            if reservation is not None and reservation.sent is not None:
+                with contextlib.suppress(Exception):  # the refusal that counts is the limit's
+                    await self.budgeting.complete(call, reservation)
+                self.release(call)
             raise
+        if reservation is not None:
+            try:
+                await self.budgeting.complete(call, reservation)
+            except BaseException:
+                if admission is not None and self.limiter is not None:
+                    await self.limiter.settle(admission, 0)  # no output will come
+                raise
         if admission is None:
             return {}
         call.admission = admission
