@@ -34,7 +34,13 @@ class AccountingSettings(BaseSettings):
     max_ack_pending: int = 50_000
     # Unacknowledged events (e.g. of a process that was killed) come back after this long.
     ack_wait_seconds: float = 30.0
-    # How often budgets are re-checked even without new usage (periods end, budgets change).
+    # How often budgets are re-checked even without new usage (periods end, budgets change, Valkey came
+    # back without its data).
     budget_check_seconds: float = 1.0
+    # The Valkey holding the proxies' budget counters (the proxy's AQUEDUCT_PROXY_REDIS_URL): reconciled
+    # from ClickHouse at start, every budget_reconcile_seconds and after Valkey lost its data. Empty: not
+    # reconciled (budgets then still end in quota decisions).
+    redis_url: str = ""
+    budget_reconcile_seconds: float = 30.0
     # Rows an /api/sql answer may hold.
     sql_max_rows: int = 10_000

@@ -8,7 +8,7 @@ count exact without ``FINAL``; ReplacingMergeTree is the safety net behind it.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse
@@ -31,6 +31,7 @@ WHERE occurred_at >= {lo:DateTime64(3, 'UTC')} AND occurred_at <= {hi:DateTime64
 class IngestResult:
     inserted: int
     duplicates: int
+    stored: list[dict[str, Any]] = field(default_factory=list)  # the rows inserted, with their cost
 
 
 class UsageIngest:
@@ -63,7 +64,7 @@ class UsageIngest:
         if fresh:
             token = hashlib.sha256("\n".join(row["event_id"] for row in fresh).encode()).hexdigest()
             await self._ch.insert_json_rows("usage_events", fresh, dedup_token=token)
-        return IngestResult(len(fresh), len(rows) - len(fresh))
+        return IngestResult(len(fresh), len(rows) - len(fresh), fresh)
 
     async def ingest(self, events: list[UsageRecorded]) -> IngestResult:
         return await self.ingest_rows([usage_row(event) for event in events])
