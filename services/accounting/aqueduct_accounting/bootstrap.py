@@ -100,7 +100,12 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
     prices = PriceBook(await asyncio.to_thread(load_price_catalog))
     verifier = SessionVerifier()
     budgets = BudgetEnforcer(clickhouse, QuotaBucket(js), on_decisions=metrics.quota_decisions.set)
-    ingest = UsageIngest(clickhouse, prices)
+    ingest = UsageIngest(
+        clickhouse,
+        prices,
+        window_seconds=settings.recent_ids_seconds,
+        max_recent_ids=settings.recent_ids_max,
+    )
     mirror = DirectoryMirror(clickhouse)
 
     async def store_usage(messages: list[list[dict[str, Any]]]) -> None:
@@ -140,6 +145,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
             on_stored=usage_stored,
             on_rejected=metrics.rejected.inc,
             on_lag=metrics.lag.set,
+            store_interval=settings.store_interval_seconds,
             **common_options,
         ),
         BatchConsumer(
