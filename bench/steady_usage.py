@@ -28,6 +28,7 @@ import nats
 import orjson
 
 from aqueduct_libs import names
+from aqueduct_libs.bus import inbox_prefix_of
 
 TICK = 0.01
 PER_MESSAGE = 100
@@ -75,8 +76,9 @@ async def _pending(js, durable: str) -> int:
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
-    nc = await nats.connect(args.nats_url, name="bench-usage")
-    info_nc = await nats.connect(args.info_url or args.nats_url, name="bench-usage-info")
+    nc = await nats.connect(args.nats_url, name="bench-usage", inbox_prefix=inbox_prefix_of(args.nats_url))
+    info_url = args.info_url or args.nats_url
+    info_nc = await nats.connect(info_url, name="bench-usage-info", inbox_prefix=inbox_prefix_of(info_url))
     js = info_nc.jetstream()
     inbox = nc.new_inbox()
     acked = 0
