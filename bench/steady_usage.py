@@ -4,7 +4,7 @@ Run by ``bench/system.py`` as a process of its own (pinned to the load generator
 
     .venv/bin/python bench/steady_usage.py --nats-url nats://... --rate 500 --seconds 10 --pid 1234
 
-Every 10 ms (the proxy publisher's linger) it publishes one message holding the events due since the last
+Every ``linger`` (the proxy publisher's, 50 ms) it publishes one message holding the events due since the last
 tick (a JSON array of ``UsageRecorded``, at most 100 to a message, a lone event as a bare object; the
 ``Nats-Msg-Id`` derived from the event ids), with a reply inbox for JetStream's acknowledgement, as
 ``aqueduct_proxy.adapters.publisher`` does. After a warm-up it reads the CPU time (user + system, all
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import os
 import time
@@ -29,8 +30,10 @@ import orjson
 
 from aqueduct_libs import names
 from aqueduct_libs.bus import inbox_prefix_of
+from aqueduct_proxy.adapters.publisher import UsagePublisher
 
-TICK = 0.01
+# The proxy publisher's pace: one round of messages per linger.
+TICK = inspect.signature(UsagePublisher).parameters["linger"].default
 PER_MESSAGE = 100
 
 
@@ -121,7 +124,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             published += count
             messages += 1
             due -= count
-        next_tick += TICK
+        next_tick += args.tick
         await asyncio.sleep(max(0.0, next_tick - time.perf_counter()))
     window["end"] = time.perf_counter()
     cpu_end = [cpu_seconds(p) for p in pids]
@@ -166,6 +169,12 @@ def main() -> None:
     parser.add_argument("--drain-timeout", type=float, default=60.0)
     parser.add_argument("--pid", action="append", default=[], help="a process whose CPU time to read")
     parser.add_argument("--prefix", default="steady")
+    parser.add_argument(
+        "--tick",
+        type=float,
+        default=TICK,
+        help="seconds between rounds of messages (default: the proxy's linger)",
+    )
     print(json.dumps(asyncio.run(run(parser.parse_args()))))
 
 
