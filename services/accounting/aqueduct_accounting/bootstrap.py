@@ -110,7 +110,12 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         reconcile_seconds=settings.budget_reconcile_seconds,
         on_reconciled=metrics.budget_reconciliations.inc,
     )
-    ingest = UsageIngest(clickhouse, prices)
+    ingest = UsageIngest(
+        clickhouse,
+        prices,
+        window_seconds=settings.recent_ids_seconds,
+        max_recent_ids=settings.recent_ids_max,
+    )
     mirror = DirectoryMirror(clickhouse)
 
     async def store_usage(messages: list[list[dict[str, Any]]]) -> None:
@@ -148,6 +153,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
             on_stored=usage_stored,
             on_rejected=metrics.rejected.inc,
             on_lag=metrics.lag.set,
+            store_interval=settings.store_interval_seconds,
             **common_options,
         ),
         BatchConsumer(
