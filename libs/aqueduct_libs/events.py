@@ -56,6 +56,8 @@ class UsageRecorded(BaseModel):
     cut_short: bool = False
     tool: str | None = None  # MCP tool name, for kind == "mcp"
     batch_id: str | None = None
+    # The answer's x-request-id (the client's own when sane): one id from the client's log to this row.
+    request_id: str | None = None
 
 
 class DirectoryEvent(BaseModel):

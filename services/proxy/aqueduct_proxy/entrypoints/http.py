@@ -16,6 +16,8 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from aqueduct_libs.request_id import HEADER as REQUEST_ID_HEADER
+from aqueduct_libs.request_id import aiohttp_request_id, setup_aiohttp_request_ids
 from aqueduct_proxy.application.gateway import Call, Gateway
 from aqueduct_proxy.domain.errors import BadRequestError, PayloadTooLargeError, ProxyError, RouteNotFoundError
 from aqueduct_proxy.entrypoints.openapi import OPENAPI_DOCUMENT
@@ -110,8 +112,12 @@ async def _form_body(request: web.Request) -> list[tuple[str, Any]]:
 
 
 async def _forward(request: web.Request, gateway: Gateway, call: Call) -> web.StreamResponse:
+    call.request_id = aiohttp_request_id(request)
     limit_headers = await gateway.admit(call)
-    upstream = await gateway.send(call, request.method, request.query_string, _forward_headers(request))
+    headers = _forward_headers(request)
+    if call.request_id:  # the upstream's logs can then be matched with ours
+        headers[REQUEST_ID_HEADER] = call.request_id
+    upstream = await gateway.send(call, request.method, request.query_string, headers)
     return await relay(request, gateway, call, upstream, limit_headers)
 
 
@@ -179,7 +185,9 @@ async def _endpoint_route(request: web.Request) -> web.StreamResponse:
     kwargs: dict[str, Any] = {"slug": slug, "model_required": tail in _SLUG_MODEL_TAILS}
     if request.content_type == "multipart/form-data":
         kwargs["form"] = await _form_body(request)
-    elif request.can_read_body:
+    elif request.body_exists:
+        # Not ``can_read_body``: a middleware (file inlining) may have read the body already; aiohttp
+        # keeps it and ``read()`` returns it again.
         raw = await request.read()
         try:
             payload = orjson.loads(raw) if raw else None
@@ -199,6 +207,7 @@ async def _endpoint_route(request: web.Request) -> web.StreamResponse:
 
 def build_app(gateway: Gateway, ready: Callable[[], bool], max_body_bytes: int) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=max_body_bytes)
+    setup_aiohttp_request_ids(app)
     app[GATEWAY] = gateway
     metrics_registry = gateway.metrics.registry
     openapi = orjson.dumps(OPENAPI_DOCUMENT)
