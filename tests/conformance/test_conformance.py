@@ -136,7 +136,19 @@ def _usage_problems(
     return problems
 
 
+def test_the_slug_route_reads_json_like_v1(world: World) -> None:
+    """The user guide's own example: ``POST /{slug}/v1/chat/completions`` with application/json."""
+    answer = httpx.post(
+        world.urls["proxy"] + "/fake/v1/chat/completions",
+        headers={"Authorization": f"Bearer {world.token('ok')}", "Content-Type": "application/json"},
+        content=b'{"model": "fake-model", "messages": [{"role": "user", "content": "hi there"}]}',
+        timeout=30,
+    )
+    assert not expect_ok(answer), answer.text
+
+
 def test_every_route_under_every_rule(world: World) -> None:
+    """Runs last among the tests using ``world``: its final rule publishes terms of service."""
     cells: dict[tuple[str, str], tuple[str, str]] = {}
     deferred: list[dict[str, Any]] = []
     with httpx.Client(timeout=60) as http:
@@ -184,14 +196,3 @@ def test_an_oversized_header_gets_an_openai_error_not_plain_text(conformance_sta
             headers={"Authorization": "Bearer " + "a" * 10_000},
         )
     assert not expect_error(answer, 431, "invalid_request_error", "request_header_fields_too_large")
-
-
-def test_the_slug_route_reads_json_like_v1(world: World) -> None:
-    """The user guide's own example: ``POST /{slug}/v1/chat/completions`` with application/json."""
-    answer = httpx.post(
-        world.urls["proxy"] + "/fake/v1/chat/completions",
-        headers={"Authorization": f"Bearer {world.token('ok')}", "Content-Type": "application/json"},
-        content=b'{"model": "fake-model", "messages": [{"role": "user", "content": "hi there"}]}',
-        timeout=30,
-    )
-    assert not expect_ok(answer), answer.text
