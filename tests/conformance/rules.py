@@ -251,7 +251,10 @@ def _too_large(cell: Cell) -> list[str]:
 
 def _budget(cell: Cell) -> list[str]:
     answer = cell.row.send(cell.make(cell.world.token("budget"), cell.row))
-    return expect_error(answer, 429, "insufficient_quota", "insufficient_quota", retry_after=False)
+    problems = expect_error(answer, 429, "insufficient_quota", "insufficient_quota", retry_after=False)
+    if answer.status_code == 429 and answer.headers.get("x-should-retry") != "false":
+        problems.append("x-should-retry: false missing (the SDK would retry in vain)")
+    return problems
 
 
 def _terms(cell: Cell) -> list[str]:

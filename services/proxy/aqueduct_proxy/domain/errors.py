@@ -94,9 +94,14 @@ class RequestTooLargeError(RateLimitedError):
 
 
 class BudgetExhaustedError(ProxyError):
+    """A budget is spent until its period ends: the official SDKs are told not to retry."""
+
     status = 429
     type = "insufficient_quota"
     code = "insufficient_quota"
+
+    def __init__(self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message, param=param, headers={"x-should-retry": "false", **(headers or {})})
 
 
 class LimiterUnavailableError(ProxyError):
