@@ -22,7 +22,7 @@ from tests.conformance.routes import OPERATIONAL, ROUTES, Call, Row
 from tests.conformance.rules import RULES, Cell, applies, expect_error, expect_ok
 from tests.conformance.world import World
 
-pytestmark = [pytest.mark.conformance, pytest.mark.e2e]
+pytestmark = [pytest.mark.conformance, pytest.mark.e2e, pytest.mark.slow]
 
 
 def _proxy_routes() -> set[tuple[str, str]]:
