@@ -49,6 +49,7 @@ models:
   - {{name: excluded-at-user, endpoint: fake, upstream_model: fake-model}}
 orgs:
   - name: default
+    sso_group: staff
     limits: {{requests_per_minute: 100000, input_tokens_per_minute: 100000000, output_tokens_per_minute: 100000000}}
     teams:
       - name: research
@@ -85,6 +86,7 @@ class World:
     orgs_of: dict[str, str] = field(default_factory=dict)  # person key -> org id
     mcp_server: str = "tools"
     expires_at: float = 0.0  # when the "expired" token expires (epoch seconds)
+    hub_token: str | None = None  # a JupyterHub user's API token (None: no hub installed)
 
     def token(self, purpose: str, route: str = "*") -> str:
         return self.tokens.get((purpose, route)) or self.tokens[(purpose, "*")]
@@ -130,6 +132,25 @@ class World:
             )
             assert answer.status_code < 300, answer.text
         self._until(self.token("tos"), 403)
+
+    def welcome_hub_user(self, token: str, name: str) -> None:
+        """The hub user's first call signs them in (a directory user in the org of their SSO group);
+        an admin then adds them to the research team, whose MCP server the suite calls."""
+        self.hub_token = token
+        self._until(token, 200)
+        with httpx.Client(timeout=30) as http:
+            users = http.get(
+                f"{self.urls['directory']}/api/users",
+                params={"org_id": self.org_id},
+                headers=self.admin.headers,
+            ).json()
+            user = next(u for u in users if u.get("name") == name or str(u.get("email", "")).startswith(name))
+            answer = http.post(
+                f"{self.urls['directory']}/api/teams/{self.team_id}/members",
+                headers=self.admin.headers,
+                json={"user_id": user["id"]},
+            )
+            assert answer.status_code < 300, answer.text
 
     def settle_credentials(self) -> None:
         """Wait until the revoked and the regenerated token's old value are refused."""
