@@ -190,14 +190,12 @@ async def _endpoint_route(request: web.Request) -> web.StreamResponse:
         raise RouteNotFoundError(f"The gateway does not forward '/{slug}/v1/{tail}'.")
     api_path, upstream_path = f"/{slug}/v1/{tail}", f"/{tail}"
     kwargs: dict[str, Any] = {"slug": slug, "model_required": tail in _SLUG_MODEL_TAILS}
-    if tail in _SLUG_MULTIPART_TAILS:
-        kwargs["form"] = await _form_body(request)
+    if tail in _SLUG_MULTIPART_TAILS or request.content_type == "multipart/form-data":
+        kwargs["form"] = await _form_body(request)  # image edits and variations may upload too
     elif tail in _SLUG_MODEL_TAILS:
         # The same body rules as the /v1/ routes (JSON object, application/json), so the model, token
         # count and price always apply.
         kwargs["payload"] = await _json_body(request)
-    elif request.content_type == "multipart/form-data":
-        kwargs["form"] = await _form_body(request)
     elif request.body_exists:
         # Not ``can_read_body``: a middleware (file inlining) may have read the body already; aiohttp
         # keeps it and ``read()`` returns it again.
