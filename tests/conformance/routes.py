@@ -5,10 +5,17 @@ A row names the proxy route it exercises (``serves``: method and the aiohttp rou
 through the official ``openai`` SDK (``with_raw_response``, so status and headers stay visible); raw
 httpx only where the SDK cannot say it (MCP, broken bodies, missing or hostile credentials).
 
-Adding a row, e.g. for Anthropic's ``/v1/messages`` (the ``anthropic`` SDK or raw JSON)::
+Adding a row, e.g. for Anthropic's ``/v1/messages`` (raw JSON; errors in Anthropic's shape are read by
+``rules.ANTHROPIC_TYPES``), to ``ROUTES``::
 
     json_row("POST /v1/messages", "/v1/messages", lambda m, text, n: {"model": m, "max_tokens": n,
              "messages": [{"role": "user", "content": text}]}, output=True),
+    json_row("POST /v1/messages/count_tokens", "/v1/messages/count_tokens", lambda m, text, n: {
+             "model": m, "messages": [{"role": "user", "content": text}]}),
+
+and, in ``rules.NOT_APPLICABLE``, the cells that do not apply with their reasons (e.g. for count_tokens,
+which calls no model: ``("usage row", "POST /v1/messages/count_tokens"): "..."``). The test upstream must
+answer the route (``tests/support/upstream.py``), and the table then shows what the route does.
 """
 
 from __future__ import annotations

@@ -71,7 +71,25 @@ def _error_of(answer: httpx.Response) -> dict[str, Any] | None:
     error = body["error"]
     if body.get("jsonrpc") == "2.0" and isinstance(error.get("data"), dict):
         return {"message": error.get("message"), "param": None, **error["data"]}
+    if body.get("type") == "error" and {"type", "message"} <= set(error):  # Anthropic's shape
+        return {"anthropic": True, "param": None, "code": None, **error}
     return error if ERROR_KEYS <= set(error) else None
+
+
+# Anthropic's error types by status: rows of Anthropic routes (/v1/messages) answer in Anthropic's shape,
+# which has a type and no code.
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    431: "invalid_request_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+}
 
 
 def expect_ok(answer: httpx.Response, ratelimit: bool | None = None) -> list[str]:
@@ -99,7 +117,10 @@ def expect_error(
     error = _error_of(answer)
     if error is None:
         return problems
-    if error["type"] != type_ or error["code"] != code:
+    if error.get("anthropic"):
+        if error["type"] != ANTHROPIC_TYPES.get(status):
+            problems.append(f"expected Anthropic type {ANTHROPIC_TYPES.get(status)}, got {error['type']}")
+    elif error["type"] != type_ or error["code"] != code:
         problems.append(f"expected type={type_} code={code}, got type={error['type']} code={error['code']}")
     if retry_after is not None and ("retry-after" in answer.headers) != retry_after:
         problems.append("Retry-After " + ("missing" if retry_after else "where no retry can succeed"))
