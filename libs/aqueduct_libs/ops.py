@@ -9,7 +9,7 @@ from collections.abc import Callable
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from aqueduct_libs.request_id import RequestIdLogFilter, RequestIdMiddleware
+from aqueduct_libs.request_id import RequestIdLogFilter, add_request_ids
 
 __all__ = ["add_operational_routes", "configure_logging"]
 
@@ -21,7 +21,7 @@ def add_operational_routes(
 ) -> None:
     """``/healthz``: the process answers. ``/readyz``: it can do its job (``ready()``). ``/metrics``.
     And an ``x-request-id`` on every answer of the app (``aqueduct_libs.request_id``)."""
-    app.add_middleware(RequestIdMiddleware)
+    add_request_ids(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -5,7 +5,7 @@ A client's own ``x-request-id`` is kept when it is sane (1 to 128 characters of 
 The id of the request being served is in ``current_request_id()`` (a context variable, so it follows the
 request into tasks it starts) and in every log line (``RequestIdLogFilter``).
 
-One helper per HTTP framework, the same rule in both: ``RequestIdMiddleware`` for the FastAPI/Starlette
+One helper per HTTP framework, the same rule in both: ``add_request_ids`` for the FastAPI/Starlette
 services (directory, auth, accounting, ui) and ``setup_aiohttp_request_ids`` for the aiohttp ones (proxy,
 batch worker health app).
 """
@@ -25,6 +25,7 @@ __all__ = [
     "HEADER",
     "RequestIdLogFilter",
     "RequestIdMiddleware",
+    "add_request_ids",
     "aiohttp_request_id",
     "current_request_id",
     "new_request_id",
@@ -62,7 +63,8 @@ class RequestIdLogFilter(logging.Filter):
 
 
 class RequestIdMiddleware:
-    """Pure ASGI middleware (streams pass through untouched): the id in, the header out."""
+    """Pure ASGI middleware (streams pass through untouched): the id in, the header out. Put it around
+    the whole application (``add_request_ids``), so that the 500 of an unexpected error carries it too."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -95,6 +97,13 @@ _aiohttp_key: Any = None  # web.RequestKey[str], made at the first setup (libs d
 def aiohttp_request_id(request: web.Request) -> str | None:
     """The id ``setup_aiohttp_request_ids`` gave this request."""
     return request.get(_aiohttp_key) if _aiohttp_key is not None else None
+
+
+def add_request_ids(app: Any) -> None:
+    """Wrap a Starlette/FastAPI app's whole middleware stack, its outermost error handler included
+    (``add_middleware`` would place it inside, and a 500 would leave without the header)."""
+    build = app.build_middleware_stack
+    app.build_middleware_stack = lambda: RequestIdMiddleware(build())
 
 
 def setup_aiohttp_request_ids(app: web.Application) -> None:
