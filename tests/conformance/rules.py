@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import openai
 import orjson
 
 from tests.conformance.routes import Call, Row
@@ -369,6 +370,41 @@ def _usage(cell: Cell) -> list[str]:
     return problems
 
 
+def _stream(cell: Cell) -> list[str]:
+    """A streamed chat through the SDK: server-sent events to the end, the answer's headers, and a usage
+    row as exact as a whole answer's (checked with the others, after all requests)."""
+    token = cell.world.token("stream", cell.row.name)
+    request_id = f"stream-{len(cell.deferred)}-{int(time.time())}"
+    call = cell.make(token, cell.row, headers={"x-request-id": request_id})
+    try:
+        raw = call.sdk.chat.completions.with_raw_response.create(
+            model=call.model,
+            messages=[{"role": "user", "content": call.text}],
+            max_tokens=call.max_tokens,
+            stream=True,
+        )
+    except openai.APIStatusError as exc:
+        return expect_ok(exc.response)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in raw.parse() if chunk.choices)
+    problems = expect_ok(raw.http_response, ratelimit=True)
+    if not raw.http_response.headers.get("content-type", "").startswith("text/event-stream"):
+        problems.append(f"not an event stream: {raw.http_response.headers.get('content-type')}")
+    if text != "tok0 tok1 tok2 tok3":
+        problems.append(f"streamed text {text!r}")
+    if not problems:
+        cell.deferred.append(
+            {
+                "row": cell.row,
+                "token_id": cell.world.token_ids[token],
+                "request_id": request_id,
+                "input": call.words,
+                "output": call.max_tokens,
+                "rule": "stream",
+            }
+        )
+    return problems
+
+
 RULES: list[Rule] = [
     Rule("ok", _ok, "answer"),
     Rule("x-request-id", _client_request_id, "answer"),
@@ -413,6 +449,7 @@ RULES: list[Rule] = [
     Rule("body: content type", _content_type, "body"),
     Rule("body: malformed", _malformed, "body"),
     Rule("usage row", _usage, "usage"),
+    Rule("stream", _stream, "usage"),
     # Last: publishing terms of service applies to every user who has not accepted them.
     Rule("terms of service", _terms, "terms", before=lambda world: world.publish_terms()),
 ]
@@ -464,6 +501,18 @@ NOT_APPLICABLE: dict[tuple[str, str], str] = {
     ("body: *", "* /v1/files*"): "multipart upload with its own size limit (AQUEDUCT_PROXY_FILES_*)",
     ("body: *", "* /v1/batches*"): "covered by the batch API's own validation (services/proxy/tests)",
     ("body: *", "* /mcp/*"): "JSON-RPC bodies are the MCP server's to judge; relayed as they are",
+    ("stream", "GET *"): "not a streaming API",
+    ("stream", "DELETE *"): "not a streaming API",
+    ("stream", "POST */v1/completions"): "the test upstream answers legacy completions whole",
+    ("stream", "POST */v1/responses"): "the test upstream answers the Responses API whole",
+    ("stream", "POST */embeddings"): "not a streaming API",
+    ("stream", "POST */audio/*"): "not streamed here (the test upstream answers whole)",
+    ("stream", "POST */images/*"): "not streamed here (the test upstream answers whole)",
+    ("stream", "* /v1/files*"): "not a streaming API",
+    ("stream", "* /v1/batches*"): "not a streaming API",
+    ("stream", "* /mcp/*"): "the MCP server answers JSON; event streams are relayed as they come "
+    "(services/proxy/tests/test_mcp_gateway.py)",
+    ("stream", "POST /{slug}/v1/files"): "refused under an endpoint: 404 (see ok)",
     ("usage row", "GET /v1/models"): "answered by the gateway itself: no usage event",
     ("usage row", "* /v1/files*"): "no model call, no usage event",
     ("usage row", "* /v1/batches*"): "recorded per line by the batch worker (kind batch): "

@@ -90,7 +90,7 @@ def _maker(world: World, http: httpx.Client) -> Any:
 
 def _usage_problems(
     world: World, deferred: list[dict[str, Any]], within: float = 30.0
-) -> dict[str, list[str]]:
+) -> dict[tuple[str, str], list[str]]:
     """Each request's usage row: written once, exact tokens and cost, the right principals and route."""
     ids = ", ".join(f"'{d['token_id']}'" for d in deferred)
     query = (
@@ -110,7 +110,7 @@ def _usage_problems(
                 break
             time.sleep(0.5)
     plain = world.people["plain"]
-    problems: dict[str, list[str]] = {}
+    problems: dict[tuple[str, str], list[str]] = {}
     for d in deferred:
         row: Row = d["row"]
         mine = [r for r in rows if r["token_id"] == d["token_id"]]
@@ -132,7 +132,7 @@ def _usage_problems(
             for key, value in expected.items():
                 if r[key] != value and str(r[key]) != str(value):
                     found.append(f"usage {key}={r[key]!r}, expected {value!r}")
-        problems[row.name] = found
+        problems[(d.get("rule", "usage row"), row.name)] = found
     return problems
 
 
@@ -171,9 +171,9 @@ def test_every_route_under_every_rule(world: World) -> None:
                 cells[(rule.name, row.name)] = (
                     (report.FAIL, "; ".join(problems)) if problems else (report.PASS, "")
                 )
-    for name, problems in _usage_problems(world, deferred).items():
+    for cell, problems in _usage_problems(world, deferred).items():
         if problems:
-            cells[("usage row", name)] = (report.FAIL, "; ".join(problems))
+            cells[cell] = (report.FAIL, "; ".join(problems))
     report.TABLE[:] = report.render([r.name for r in RULES], [r.name for r in ROUTES], cells)
     failures = [line for line in report.TABLE if line.startswith("FAIL")]
     assert not failures, "\n".join(failures)

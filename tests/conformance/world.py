@@ -279,6 +279,7 @@ async def provision(
             await p.issue(plain, purpose)
         for route in plain_cells:
             await p.issue(plain, "usage", route)
+            await p.issue(plain, "stream", route)
         for key in ("excl-team", "excl-user", "budget", "tos"):
             await p.issue(world.people[key], key)
         expires = datetime.now(UTC) + timedelta(seconds=3)
