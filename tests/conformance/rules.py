@@ -288,8 +288,12 @@ def _too_large(cell: Cell) -> list[str]:
     return problems
 
 
-def _budget(cell: Cell) -> list[str]:
-    answer = cell.row.send(cell.make(cell.world.token("budget"), cell.row))
+def _budget(level: str) -> Callable[[Cell], list[str]]:
+    return lambda cell: _budget_spent(cell, level)
+
+
+def _budget_spent(cell: Cell, level: str) -> list[str]:
+    answer = cell.row.send(cell.make(cell.world.token(f"budget-{level}"), cell.row))
     problems = expect_error(answer, 429, "insufficient_quota", "insufficient_quota", retry_after=False)
     if answer.status_code == 429 and answer.headers.get("x-should-retry") != "false":
         problems.append("x-should-retry: false missing (the SDK would retry in vain)")
@@ -444,7 +448,15 @@ RULES: list[Rule] = [
         for level in ("token", "user", "team", "org", "model")
     ],
     Rule("too_large", _too_large, "limits"),
-    Rule("budget", _budget, "budgets", before=lambda world: world.exhaust_budget()),
+    *[
+        Rule(
+            f"budget: {level}",
+            _budget(level),
+            "budgets",
+            before=lambda world, lv=level: world.exhaust_budget(lv),
+        )
+        for level in ("user", "team", "org")
+    ],
     Rule("body: too large", _body_too_large, "body"),
     Rule("body: content type", _content_type, "body"),
     Rule("body: malformed", _malformed, "body"),

@@ -106,9 +106,10 @@ class World:
                     raise AssertionError(f"expected {status} within {within}s, got {answer.status_code}")
                 time.sleep(0.2)
 
-    def exhaust_budget(self) -> None:
-        """One request costs more than the budget user's daily budget; accounting then stops them."""
-        token = self.token("budget")
+    def exhaust_budget(self, level: str) -> None:
+        """One request costs more than the daily budget of the level (user, team or org) of the
+        "budget-<level>" person; accounting then stops them."""
+        token = self.token(f"budget-{level}")
         with httpx.Client(timeout=30) as http:
             answer = http.post(
                 f"{self.urls['proxy']}/v1/chat/completions",
@@ -255,7 +256,16 @@ async def provision(
         plain = await p.person("plain", org_id, team_id)
         await p.person("excl-team", org_id, excl_team["id"])
         await p.person("excl-user", org_id, team_id, {"excluded_models": ["excluded-at-user"]})
-        await p.person("budget", org_id, team_id, {"budgets": {"daily_usd": "0.000001"}})
+        tiny = {"daily_usd": "0.000001"}  # less than one request of the suite costs
+        await p.person("budget-user", org_id, team_id, {"budgets": tiny})
+        budget_team = await p.directory("POST", "/teams", json={"org_id": org_id, "name": f"budget-{p.tag}"})
+        await p.directory("PATCH", f"/teams/{budget_team['id']}", json={"budgets": tiny})
+        await p.person("budget-team", org_id, budget_team["id"])
+        budget_org = await p.directory("POST", "/orgs", json={"name": f"budget-org-{p.tag}", "budgets": tiny})
+        budget_org_team = await p.directory(
+            "POST", "/teams", json={"org_id": budget_org["id"], "name": "only"}
+        )
+        await p.person("budget-org", budget_org["id"], budget_org_team["id"])
         for dim, key in LIMIT_KEYS.items():
             limit = {key: LIMIT_VALUES[dim]}
             await p.person(f"{dim}-user", org_id, team_id, {"limits": limit})
@@ -280,7 +290,7 @@ async def provision(
         for route in plain_cells:
             await p.issue(plain, "usage", route)
             await p.issue(plain, "stream", route)
-        for key in ("excl-team", "excl-user", "budget", "tos"):
+        for key in ("excl-team", "excl-user", "budget-user", "budget-team", "budget-org", "tos"):
             await p.issue(world.people[key], key)
         expires = datetime.now(UTC) + timedelta(seconds=3)
         await p.issue(plain, "expired", expires_at=expires.isoformat())
