@@ -496,12 +496,6 @@ NOT_APPLICABLE: dict[tuple[str, str], str] = {
     ("otpm_*", "* /mcp/*"): "a tool call spends no model tokens: only requests per minute apply",
     ("too_large", "* /mcp/*"): "a tool call spends no model tokens",
     ("rpm_model", "* /mcp/*"): "per-model limits apply to model calls; tool calls count on the token's limit",
-    ("rpm_user", "* /mcp/*"): "MCP tool calls are limited at token level (the effective limit); "
-    "covered by rpm_token",
-    ("rpm_team", "* /mcp/*"): "MCP tool calls are limited at token level (the effective limit); "
-    "covered by rpm_token",
-    ("rpm_org", "* /mcp/*"): "MCP tool calls are limited at token level (the effective limit); "
-    "covered by rpm_token",
     ("itpm_*", "* */audio/transcriptions"): "the input is audio: its tokens are known only from the answer",
     ("itpm_*", "* */audio/translations"): "the input is audio: its tokens are known only from the answer",
     ("too_large", "* */audio/trans*"): "the input is audio: its tokens are known only from the answer",

@@ -278,6 +278,9 @@ async def provision(
             org_team = await p.directory("POST", "/teams", json={"org_id": org["id"], "name": "only"})
             await p.person(f"{dim}-org", org["id"], org_team["id"])
         await p.person("tos", org_id, team_id)
+        # The MCP server serves the teams whose requests-per-minute limits the suite checks on it too.
+        mcp_teams = sorted({team_id, world.teams_of["rpm-team"], world.teams_of["rpm-org"]})
+        await p.directory("PATCH", f"/mcp-servers/{world.mcp_server}", json={"allowed_team_ids": mcp_teams})
         # The service account of the research team, with its one token (its creator must be a member).
         await p.directory("POST", f"/teams/{team_id}/members", json={"user_id": world.admin.user_id})
         sa = await p.directory("POST", f"/teams/{team_id}/service-accounts", json={"name": f"sa-{p.tag}"})
