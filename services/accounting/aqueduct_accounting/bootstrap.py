@@ -27,6 +27,7 @@ from aqueduct_accounting.adapters.metrics import AccountingMetrics
 from aqueduct_accounting.adapters.migrations import existing_tables, expected_tables
 from aqueduct_accounting.adapters.price_catalog import load_price_catalog
 from aqueduct_accounting.adapters.quota_kv import QuotaBucket
+from aqueduct_accounting.adapters.spend_counters import SpendCounters
 from aqueduct_accounting.application.budgets import BudgetEnforcer
 from aqueduct_accounting.application.dead_letters import DeadLetterAdmin
 from aqueduct_accounting.application.directory_mirror import DirectoryMirror
@@ -152,8 +153,22 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
 
     prices = PriceBook(await asyncio.to_thread(load_price_catalog))
     verifier = SessionVerifier()
-    budgets = BudgetEnforcer(clickhouse, QuotaBucket(js), on_decisions=metrics.quota_decisions.set)
-    ingest = UsageIngest(clickhouse, prices)
+    # The proxies' budget counters in Valkey, reconciled from ClickHouse (none configured: not reconciled).
+    counters = SpendCounters.from_url(settings.redis_url) if settings.redis_url else None
+    budgets = BudgetEnforcer(
+        clickhouse,
+        QuotaBucket(js),
+        on_decisions=metrics.quota_decisions.set,
+        counters=counters,
+        reconcile_seconds=settings.budget_reconcile_seconds,
+        on_reconciled=metrics.budget_reconciliations.inc,
+    )
+    ingest = UsageIngest(
+        clickhouse,
+        prices,
+        window_seconds=settings.recent_ids_seconds,
+        max_recent_ids=settings.recent_ids_max,
+    )
     mirror = DirectoryMirror(clickhouse)
     health = IngestHealth([], settings.ready_max_lag, settings.ready_stuck_seconds)
     with contextlib.suppress(ClickHouseError):  # the age metric starts from what is stored
@@ -179,15 +194,13 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         if rows:
             health.usage_stored(max(row["occurred_at"] for row in rows))
         if result.inserted:
-            budgets.usage_stored()
+            budgets.usage_stored(result.stored)
 
     def usage_stored(_messages: int, seconds: float) -> None:
         metrics.insert_seconds.observe(seconds)
 
     async def store_directory(events: list[DirectoryEvent]) -> None:
         metrics.directory_events.inc(await mirror.store(events))
-        if any("budgets" in e.data for e in events):
-            budgets.budgets_changed()
 
     wanted_tables = expected_tables(settings.migrations_dir or default_migrations_dir())
 
@@ -218,6 +231,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         batch_bytes=settings.batch_bytes,
         on_stored=usage_stored,
         on_rejected=metrics.rejected.inc,
+        store_interval=settings.store_interval_seconds,
         dead_letters=DeadLetterPolicy(
             dead_letters,
             max_tries=settings.store_max_tries,
@@ -295,6 +309,14 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         ],
         watchers=[
             watch_model_prices(js, prices),
+            # Budget definitions: the directory's snapshot, not a copy accounting could lose.
+            KVWatcher(
+                js,
+                names.AUTH_SNAPSHOT_BUCKET,
+                budgets.on_snapshot_put,
+                budgets.on_snapshot_delete,
+                keys=f"{names.SNAPSHOT_BUDGET_PREFIX}>",
+            ),
             watch_jwks(js, verifier),
             watch_revoked_sessions(js, verifier),
         ],
@@ -304,6 +326,8 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
     async def stop() -> None:
         await service.stop()
         await api_tokens.close()
+        if counters is not None:
+            await counters.close()
 
     app.state.deps.on_start = service.start
     app.state.deps.on_stop = stop
