@@ -31,19 +31,22 @@ class Endpoint:
     auth_header: str | None = field(repr=False)  # "Bearer <key>", read when the route arrives
     route: EndpointRoute = field(repr=False)
     api_key: str | None = field(default=None, repr=False)
+    root_url: str = ""  # base_url without a trailing /v1: Anthropic's paths start with /v1 themselves
 
     @classmethod
     def from_route(cls, route: EndpointRoute) -> Endpoint:
         key = os.environ.get(route.api_key_env) if route.api_key_env else None
         if route.api_key_env and not key:
             log.warning("endpoint %s: environment variable %s is not set", route.slug, route.api_key_env)
+        base_url = route.url.rstrip("/")
         return cls(
             slug=route.slug,
-            base_url=route.url.rstrip("/"),
+            base_url=base_url,
             provider=route.provider,
             auth_header=f"Bearer {key}" if key else None,
             route=route,
             api_key=key,
+            root_url=base_url.removesuffix("/v1"),
         )
 
 
