@@ -87,8 +87,8 @@ def messages_problem(payload: dict[str, Any]) -> tuple[str, str] | None:
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         return "messages", "messages: must be a non-empty array of message objects."
     for message in messages:
-        if message.get("role") not in ("user", "assistant"):
-            return "messages", "messages: each message's role must be 'user' or 'assistant'."
+        if message.get("role") not in ("user", "assistant", "system"):
+            return "messages", "messages: each message's role must be 'user', 'assistant' or 'system'."
         if not isinstance(message.get("content"), str | list):
             return "messages", "messages: each message's content must be a string or an array of blocks."
     system = payload.get("system")
@@ -217,7 +217,9 @@ def messages_to_chat(payload: dict[str, Any]) -> dict[str, Any]:
         messages.append({"role": "system", "content": system})
     for message in payload["messages"]:
         content = message["content"]
-        if message["role"] == "assistant":
+        if message["role"] == "system":  # a system message within the conversation (newer API versions)
+            messages.append({"role": "system", "content": _text_of(content)})
+        elif message["role"] == "assistant":
             messages.append(
                 {"role": "assistant", "content": content}
                 if isinstance(content, str)
