@@ -58,6 +58,7 @@ class Snapshot:
         self.models: dict[str, ModelRoute] = {}
         self.endpoints: dict[str, Endpoint] = {}
         self.quotas: dict[str, QuotaDecision] = {}
+        self.aliases: dict[str, str] = {}  # alias -> model name
         self._model_keys: dict[str, str] = {}  # KV key -> model name, to apply deletes
 
     # -- auth_snapshot bucket --------------------------------------------------------------------------
@@ -70,10 +71,14 @@ class Snapshot:
             elif key.startswith(names.SNAPSHOT_MODEL_PREFIX):
                 model = ModelRoute.model_validate_json(value)
                 old = self._model_keys.get(key)
-                if old is not None and old != model.name:
-                    self.models.pop(old, None)
+                if old is not None:
+                    self._drop_aliases(old)
+                    if old != model.name:
+                        self.models.pop(old, None)
                 self._model_keys[key] = model.name
                 self.models[model.name] = model
+                for alias in model.aliases:
+                    self.aliases[alias] = model.name
             elif key.startswith(names.SNAPSHOT_ENDPOINT_PREFIX):
                 endpoint = Endpoint.from_route(EndpointRoute.model_validate_json(value))
                 self.endpoints[endpoint.slug] = endpoint
@@ -86,11 +91,18 @@ class Snapshot:
         elif key.startswith(names.SNAPSHOT_MODEL_PREFIX):
             name = self._model_keys.pop(key, None)
             if name is not None:
+                self._drop_aliases(name)
                 self.models.pop(name, None)
         elif key.startswith(names.SNAPSHOT_ENDPOINT_PREFIX):
             slug = key[len(names.SNAPSHOT_ENDPOINT_PREFIX) :]
             for endpoint_slug in [s for s in self.endpoints if names.kv_safe(s) == slug]:
                 self.endpoints.pop(endpoint_slug, None)
+
+    def _drop_aliases(self, name: str) -> None:
+        model = self.models.get(name)
+        for alias in model.aliases if model is not None else ():
+            if self.aliases.get(alias) == name:
+                del self.aliases[alias]
 
     # -- quota bucket ----------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from aqueduct_proxy.entrypoints.openapi import OPENAPI_DOCUMENT
 from aqueduct_proxy.entrypoints.relay import relay
 from aqueduct_proxy.wire.anthropic import proxy_error_body
 from aqueduct_proxy.wire.messages import count_tokens, messages
+from aqueduct_proxy.wire.responses_route import has_responses_api, translated_responses
 
 __all__ = ["build_app"]
 
@@ -33,7 +34,6 @@ JSON_ROUTES = (
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/embeddings",
-    "/v1/responses",
     "/v1/audio/speech",
     "/v1/images/generations",
 )
@@ -164,6 +164,21 @@ def _anthropic_route(serve: Callable[..., Awaitable[web.StreamResponse]]) -> Han
     return handle
 
 
+async def _responses(request: web.Request) -> web.StreamResponse:
+    """``/v1/responses`` (and ``/{slug}/v1/responses``): forwarded to endpoints that have the Responses
+    API, translated to chat completions for the others."""
+    gateway = request.app[GATEWAY]
+    grant = gateway.authenticate(request.headers.get("Authorization"))
+    payload = await _json_body(request)
+    slug = request.match_info.get("slug")
+    api_path = f"/{slug}/v1/responses" if slug else "/v1/responses"
+    call = gateway.prepare(grant, api_path, "/responses", payload=payload, slug=slug)
+    assert call.route is not None
+    if has_responses_api(call.route.endpoint):
+        return await _forward(request, gateway, call)
+    return await translated_responses(request, gateway, call, payload, _forward_headers(request))
+
+
 async def _models(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     grant = gateway.authenticate(request.headers.get("Authorization"))
@@ -265,6 +280,7 @@ def build_app(gateway: Gateway, ready: Callable[[], bool], max_body_bytes: int) 
     routes += [web.post(path, _model_route(path, multipart=False)) for path in JSON_ROUTES]
     routes += [web.post(path, _model_route(path, multipart=True)) for path in MULTIPART_ROUTES]
     for prefix in ("/v1", "/{slug}/v1"):
+        routes.append(web.post(prefix + "/responses", _responses))
         routes.append(web.post(prefix + "/messages", _anthropic_route(messages)))
         routes.append(web.post(prefix + "/messages/count_tokens", _anthropic_route(count_tokens)))
     routes.append(web.route("*", "/{slug}/v1/{tail:.+}", _endpoint_route))

@@ -276,12 +276,12 @@ def anthropic_usage(usage: TokenUsage | None) -> dict[str, int]:
     """Anthropic's usage block: its ``input_tokens`` exclude the cached ones."""
     if usage is None:
         return {"input_tokens": 0, "output_tokens": 0}
-    cached = min(usage.cached_tokens, usage.input_tokens)
+    written = usage.cache_write_5m_tokens + usage.cache_write_1h_tokens
     return {
-        "input_tokens": usage.input_tokens - cached,
+        "input_tokens": max(usage.input_tokens - usage.cached_tokens - written, 0),
         "output_tokens": usage.output_tokens,
-        "cache_read_input_tokens": cached,
-        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": usage.cached_tokens,
+        "cache_creation_input_tokens": written,
     }
 
 

@@ -8,24 +8,9 @@ from typing import Any
 
 import orjson
 
-from aqueduct_proxy.domain.usage import TokenUsage
+from aqueduct_proxy.domain.usage import TokenUsage, usage_from_anthropic
 
 __all__ = ["AnthropicTally", "usage_from_anthropic"]
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and value > 0 else 0
-
-
-def usage_from_anthropic(usage: Any) -> TokenUsage | None:
-    """The gateway's usage (input tokens include cached ones, as OpenAI counts) for Anthropic's block."""
-    if not isinstance(usage, dict):
-        return None
-    read = _int(usage.get("cache_read_input_tokens"))
-    written = _int(usage.get("cache_creation_input_tokens"))
-    return TokenUsage(
-        _int(usage.get("input_tokens")) + read + written, _int(usage.get("output_tokens")), read
-    )
 
 
 class AnthropicTally:

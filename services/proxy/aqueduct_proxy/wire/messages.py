@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from dataclasses import replace
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 
@@ -22,7 +20,7 @@ from aqueduct_libs.snapshot import TokenGrant
 from aqueduct_proxy.adapters.upstream import UpstreamResponse
 from aqueduct_proxy.application.gateway import Call, Gateway
 from aqueduct_proxy.domain.errors import BadRequestError, UpstreamError
-from aqueduct_proxy.domain.usage import StreamTally, TokenUsage, usage_from_body
+from aqueduct_proxy.domain.usage import TokenUsage, usage_from_body
 from aqueduct_proxy.wire.anthropic import (
     ChatToMessagesStream,
     chat_error_to_anthropic,
@@ -32,10 +30,10 @@ from aqueduct_proxy.wire.anthropic import (
     sse,
 )
 from aqueduct_proxy.wire.anthropic_usage import AnthropicTally, usage_from_anthropic
+from aqueduct_proxy.wire.relay import CUT_SHORT, Stream, events, read_whole, translated_stream
 
 __all__ = ["anthropic_headers", "count_tokens", "messages"]
 
-_CUT_SHORT = (ConnectionResetError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError)
 _PASSED_HEADERS = ("Content-Type", "request-id", "x-request-id")
 _NOT_FORWARDED = frozenset({"x-api-key", "x-forwarded-for", "x-real-ip"})
 _BROKEN_STREAM = sse("error", error_body(502, "The model server broke off the stream."))
@@ -78,7 +76,10 @@ async def messages(
     if upstream.content_type == "text/event-stream" and upstream.status < 400:
         if call.native:
             return await _native_stream(request, gateway, call, upstream, limit_headers)
-        return await _translated_stream(request, gateway, call, upstream, limit_headers)
+        translator = ChatToMessagesStream(call.model, call.input_tokens)
+        return await translated_stream(
+            request, gateway, call, upstream, limit_headers, translator, _BROKEN_STREAM
+        )
     return await _whole(gateway, call, upstream, limit_headers)
 
 
@@ -101,14 +102,7 @@ async def count_tokens(
     call.route = replace(call.route, fallbacks=())  # a chat endpoint cannot count for an Anthropic one
     limit_headers = await gateway.admit(call)
     upstream = await gateway.send(call, "POST", "", anthropic_headers(request))
-    try:
-        body = await upstream.read()
-    except _CUT_SHORT as exc:
-        upstream.close()
-        gateway.record(call, 502, TokenUsage(), cut_short=True)
-        raise UpstreamError("The model server broke off its answer.") from exc
-    finally:
-        upstream.release()
+    body = await read_whole(gateway, call, upstream, TokenUsage())
     await gateway.finish(call, upstream.status, TokenUsage())
     return web.Response(body=body, status=upstream.status, headers=_headers(upstream, limit_headers))
 
@@ -135,14 +129,7 @@ def _headers(upstream: UpstreamResponse, extra: dict[str, str]) -> dict[str, str
 async def _whole(
     gateway: Gateway, call: Call, upstream: UpstreamResponse, extra: dict[str, str]
 ) -> web.Response:
-    try:
-        body = await upstream.read()
-    except _CUT_SHORT as exc:
-        upstream.close()
-        gateway.record(call, 502, None, cut_short=True)
-        raise UpstreamError("The model server broke off its answer.") from exc
-    finally:
-        upstream.release()
+    body = await read_whole(gateway, call, upstream)
     status = upstream.status
     data: Any = None
     if status < 400:
@@ -168,70 +155,18 @@ async def _whole(
     return web.Response(body=orjson.dumps(answer), content_type=_JSON, headers=extra)
 
 
-def _next_event_end(pending: bytes) -> tuple[int, int]:
-    end = pending.find(b"\n\n")
-    if end >= 0:
-        return end, 2
-    return pending.find(b"\r\n\r\n"), 4
-
-
-async def _events(upstream: UpstreamResponse) -> Any:
-    """The upstream's server-sent events, one complete event (with its separator) at a time."""
-    pending = b""
-    async for data in upstream.content.iter_any():
-        pending += data
-        end, separator = _next_event_end(pending)
-        while end >= 0:
-            yield pending[: end + separator]
-            pending = pending[end + separator :]
-            end, separator = _next_event_end(pending)
-    if pending.strip():
-        yield pending
-
-
-class _Stream:
-    """What both stream relays share: the response, time to first token, cut-short handling."""
-
-    def __init__(
-        self, request: web.Request, gateway: Gateway, call: Call, upstream: UpstreamResponse
-    ) -> None:
-        self.request, self.gateway, self.call, self.upstream = request, gateway, call, upstream
-        self.ttft: float | None = None
-
-    async def write(self, response: web.StreamResponse, data: bytes) -> None:
-        if data:
-            await response.write(data)
-            if self.ttft is None:
-                self.ttft = time.perf_counter() - self.call.started
-
-    async def record(self, usage: TokenUsage | None, estimated: int, *, cut_short: bool) -> None:
-        call = self.call
-        if self.ttft is not None:
-            self.gateway.metrics.ttft.labels(call.api_path).observe(self.ttft)
-        if usage is not None and not usage.input_tokens:
-            usage.input_tokens = call.input_tokens
-        if cut_short:
-            self.gateway.record(
-                call, self.upstream.status, usage, ttft=self.ttft, cut_short=True, estimated_output=estimated
-            )
-        else:
-            await self.gateway.finish(
-                call, self.upstream.status, usage, ttft=self.ttft, estimated_output=estimated
-            )
-
-
 async def _native_stream(
     request: web.Request, gateway: Gateway, call: Call, upstream: UpstreamResponse, extra: dict[str, str]
 ) -> web.StreamResponse:
     """Anthropic's events passed as they come; ``message_stop`` waits until the usage is accounted."""
     response = web.StreamResponse(status=upstream.status, headers=_headers(upstream, extra))
     response.headers["Cache-Control"] = "no-cache"
-    stream, tally = _Stream(request, gateway, call, upstream), AnthropicTally()
+    stream, tally = Stream(request, gateway, call, upstream), AnthropicTally()
     held = b""
     done = False
     try:
         await response.prepare(request)
-        async for event in _events(upstream):
+        async for event in events(upstream):
             if tally.observe(event):
                 held += event
             else:
@@ -241,57 +176,7 @@ async def _native_stream(
         await stream.record(tally.usage, tally.chunks, cut_short=tally.errored)
         await response.write(held)
         await response.write_eof()
-    except _CUT_SHORT as exc:
-        if not done:
-            await stream.record(tally.usage, tally.chunks, cut_short=True)
-            if not isinstance(exc, ConnectionResetError):
-                with contextlib.suppress(Exception):
-                    await response.write(_BROKEN_STREAM)
-                    await response.write_eof()
-    except asyncio.CancelledError:
-        if not done:
-            await stream.record(tally.usage, tally.chunks, cut_short=True)
-        upstream.close()
-        raise
-    finally:
-        if done:
-            upstream.release()
-        else:
-            upstream.close()
-    return response
-
-
-async def _translated_stream(
-    request: web.Request, gateway: Gateway, call: Call, upstream: UpstreamResponse, extra: dict[str, str]
-) -> web.StreamResponse:
-    """A chat completions stream, translated event by event into Anthropic's."""
-    headers = {**extra, "Content-Type": "text/event-stream"}
-    response = web.StreamResponse(status=upstream.status, headers=headers)
-    response.headers["Cache-Control"] = "no-cache"
-    stream, tally = _Stream(request, gateway, call, upstream), StreamTally(False)
-    translator = ChatToMessagesStream(call.model, call.input_tokens)
-    done = False
-    try:
-        await response.prepare(request)
-        async for event in _events(upstream):
-            data_at = event.find(b"data:")
-            if data_at < 0 or event.startswith(b"data: [DONE]"):
-                continue
-            tally.observe(event)
-            try:
-                chunk = orjson.loads(event[data_at + 5 :].strip())
-            except orjson.JSONDecodeError:
-                continue
-            if not isinstance(chunk, dict):
-                continue
-            if "error" in chunk:  # an upstream (or LiteLLM) error event mid-stream
-                raise aiohttp.ClientPayloadError("the model server sent an error event")
-            await stream.write(response, translator.feed(chunk))
-        done = True
-        await stream.record(tally.usage, tally.chunks, cut_short=False)
-        await response.write(translator.end(tally.usage))
-        await response.write_eof()
-    except _CUT_SHORT as exc:
+    except CUT_SHORT as exc:
         if not done:
             await stream.record(tally.usage, tally.chunks, cut_short=True)
             if not isinstance(exc, ConnectionResetError):
