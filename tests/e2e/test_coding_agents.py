@@ -76,7 +76,7 @@ extra_endpoints:
   - slug: local-chat
     url: {upstream.url}
     provider: openai
-    # responses: false
+    responses: false
 extra_models:
   - name: local-model
     endpoint: local-chat
@@ -143,3 +143,56 @@ def test_claude_code_completes_a_prompt_through_the_gateway(
     expected = sorted((count_words(r["body"]["messages"]), r["body"]["max_tokens"]) for r in seen)
     assert sorted((r["input_tokens"], r["output_tokens"]) for r in rows) == expected
     assert all(r["model"] == "local-model" and r["endpoint"] == "local-chat" for r in rows)
+
+
+def test_codex_completes_a_prompt_through_the_gateway(agents_stack: Stack, upstream: Any, tmp_path: Path):
+    _require(CODEX)
+    stack = agents_stack
+    value, token_id = _token(stack, "codex")
+    httpx.delete(upstream.base + "/_requests")
+    codex_home = tmp_path / "codex-home"
+    codex_home.mkdir()
+    (codex_home / "config.toml").write_text(
+        f"""\
+model = "local-model"
+model_provider = "aqueduct"
+
+[model_providers.aqueduct]
+name = "Aqueduct"
+base_url = "{stack.urls["proxy"]}/v1"
+env_key = "AQUEDUCT_API_KEY"
+wire_api = "responses"
+"""
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "CODEX_HOME": str(codex_home),
+        "AQUEDUCT_API_KEY": value,
+    }
+    result = subprocess.run(
+        [str(CODEX), "exec", "--skip-git-repo-check", "Say hello to the gateway"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, f"codex failed:\n{result.stdout}\n{result.stderr}"
+    assert "tok0 tok1 tok2" in result.stdout
+
+    seen = [r for r in _upstream_requests(upstream.base) if r["path"] == "/v1/chat/completions"]
+    assert seen, "Codex's requests never reached the upstream as chat completions"
+    for request in seen:
+        assert request["body"]["model"] == "local-upstream-model"
+        assert value not in json.dumps(request["headers"])
+    rows = _usage_rows(stack, token_id, len(seen))
+    assert all(r["route"] == "/v1/responses" and r["status_code"] == 200 for r in rows), rows
+    expected = sorted((count_words(r["body"]["messages"]), _output(r["body"])) for r in seen)
+    assert sorted((r["input_tokens"], r["output_tokens"]) for r in rows) == expected
+    assert all(r["model"] == "local-model" and r["endpoint"] == "local-chat" for r in rows)
+
+
+def _output(body: dict[str, Any]) -> int:
+    """What the test upstream answers: max_tokens words, else 5."""
+    return body["max_tokens"] if isinstance(body.get("max_tokens"), int) else 5
