@@ -444,7 +444,13 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
         "/v1/chat/completions": _model_call("Chat completion (stream: server-sent events)"),
         "/v1/completions": _model_call("Text completion"),
         "/v1/embeddings": _model_call("Embeddings"),
-        "/v1/responses": _model_call("Responses API"),
+        "/v1/responses": _model_call(
+            "Responses API (translated to chat completions for endpoints without it: responses: false)"
+        ),
+        "/{slug}/v1/responses": {
+            "parameters": [_path_param("slug")],
+            **_model_call("Responses API on the endpoint with this slug"),
+        },
         "/v1/audio/speech": _model_call("Text to speech"),
         "/v1/audio/transcriptions": _model_call("Speech to text", "multipart/form-data"),
         "/v1/audio/translations": _model_call("Speech to English text", "multipart/form-data"),
