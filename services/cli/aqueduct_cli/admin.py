@@ -160,10 +160,22 @@ def tokens_delete(token_id: str) -> None:
 @endpoints.command("list")
 def endpoints_list(output: Output = "table") -> None:
     answer = ApiClient().request("GET", "directory", "/api/endpoints")
-    print_objects(answer, ["slug", "url", "provider", "api_key_env"], output)
+    print_objects(answer, ["slug", "url", "provider", "api_key_env", "responses"], output)
 
 
 @models.command("list")
 def models_list(output: Output = "table") -> None:
     answer = ApiClient().request("GET", "directory", "/api/models")
-    print_objects(answer, ["name", "endpoint", "upstream_model"], output)
+    for model in answer:
+        model["aliases"] = ", ".join(model.get("aliases") or []) if output != "json" else model.get("aliases")
+    print_objects(answer, ["name", "endpoint", "upstream_model", "aliases"], output)
+
+
+@models.command("aliases")
+def models_aliases(
+    name: Annotated[str, typer.Argument(help="the model")],
+    aliases: Annotated[list[str] | None, typer.Argument(help="its aliases (none: remove them all)")] = None,
+) -> None:
+    """Set the other names clients may use for a model (e.g. the fixed names coding agents send)."""
+    answer = ApiClient().request("PATCH", "directory", f"/api/models/{name}", json={"aliases": aliases or []})
+    typer.echo(", ".join(answer.get("aliases") or []) or "No aliases.")

@@ -30,6 +30,10 @@ def litellm_price_file() -> Path | None:
     return None
 
 
+def _nanos(usd_per_token: object) -> float | None:
+    return float(usd_per_token) * NANOS_PER_USD if isinstance(usd_per_token, int | float) else None
+
+
 def load_price_catalog(path: Path | None = None) -> dict[str, Price]:
     path = path or litellm_price_file()
     if path is None:
@@ -43,10 +47,12 @@ def load_price_catalog(path: Path | None = None) -> dict[str, Price]:
         output_cost = entry.get("output_cost_per_token")
         if not isinstance(input_cost, int | float) and not isinstance(output_cost, int | float):
             continue
-        cached = entry.get("cache_read_input_token_cost")
         catalog[name] = Price(
             float(input_cost or 0) * NANOS_PER_USD,
             float(output_cost or 0) * NANOS_PER_USD,
-            float(cached) * NANOS_PER_USD if isinstance(cached, int | float) else None,
+            _nanos(entry.get("cache_read_input_token_cost")),
+            _nanos(entry.get("cache_creation_input_token_cost")),
+            _nanos(entry.get("cache_creation_input_token_cost_above_1hr")),
+            _nanos(entry.get("output_cost_per_reasoning_token")),
         )
     return catalog

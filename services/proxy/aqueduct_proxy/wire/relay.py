@@ -87,6 +87,10 @@ class Stream:
             self.gateway.metrics.ttft.labels(call.api_path).observe(self.ttft)
         if usage is not None and not usage.input_tokens:
             usage.input_tokens = call.input_tokens
+        if cut_short and usage is not None:
+            # A stream cut short reports a provisional output count (Anthropic's message_start says 1):
+            # what was relayed is at least that much.
+            usage.output_tokens = max(usage.output_tokens, estimated)
         if cut_short:
             self.gateway.record(
                 call, self.upstream.status, usage, ttft=self.ttft, cut_short=True, estimated_output=estimated
