@@ -329,6 +329,12 @@ async def test_endpoint_route_form(proxy, snapshot, bus, claude, routes):
     assert sorted(e.route for e in events) == ["/anthropic-native/v1/messages", "/local/v1/messages"]
 
 
+async def test_the_anthropic_sdk_lists_the_models_of_its_token(proxy, snapshot):
+    client, _ = await client_for(proxy, snapshot, allowed_models=["gpt-test"])
+    page = await client.models.list()
+    assert [(m.id, m.type) for m in page.data] == [("gpt-test", "model")]
+
+
 def _anthropic_error(exc: anthropic.APIStatusError) -> tuple[int, str]:
     body = exc.response.json()
     assert body["type"] == "error" and isinstance(body["error"]["message"], str)

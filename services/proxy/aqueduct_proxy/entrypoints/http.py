@@ -20,7 +20,7 @@ from aqueduct_proxy.application.gateway import Call, Gateway
 from aqueduct_proxy.domain.errors import BadRequestError, PayloadTooLargeError, ProxyError, RouteNotFoundError
 from aqueduct_proxy.entrypoints.openapi import OPENAPI_DOCUMENT
 from aqueduct_proxy.entrypoints.relay import relay
-from aqueduct_proxy.wire.anthropic import proxy_error_body
+from aqueduct_proxy.wire.anthropic import anthropic_model_list, proxy_error_body
 from aqueduct_proxy.wire.messages import count_tokens, messages
 from aqueduct_proxy.wire.responses_route import has_responses_api, translated_responses
 
@@ -181,8 +181,11 @@ async def _responses(request: web.Request) -> web.StreamResponse:
 
 async def _models(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
-    grant = gateway.authenticate(request.headers.get("Authorization"))
-    return web.json_response(gateway.list_models(grant), dumps=lambda v: orjson.dumps(v).decode())
+    grant = gateway.authenticate(_anthropic_credentials(request))
+    listed = gateway.list_models(grant)
+    if "anthropic-version" in request.headers:  # Anthropic's SDKs and Claude Code list models too
+        listed = anthropic_model_list(listed)
+    return web.json_response(listed, dumps=lambda v: orjson.dumps(v).decode())
 
 
 # What ``/{slug}/v1/...`` forwards. Anything else under an endpoint (an upstream's files, batches,

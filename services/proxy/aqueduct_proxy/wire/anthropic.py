@@ -21,6 +21,7 @@ from aqueduct_proxy.domain.usage import TokenUsage
 
 __all__ = [
     "ChatToMessagesStream",
+    "anthropic_model_list",
     "chat_error_to_anthropic",
     "chat_to_message",
     "error_body",
@@ -98,6 +99,20 @@ def messages_problem(payload: dict[str, Any]) -> tuple[str, str] | None:
     if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
         return "tools", "tools: must be an array of tool objects."
     return None
+
+
+def anthropic_model_list(listed: dict[str, Any]) -> dict[str, Any]:
+    """The gateway's OpenAI-format model list in the shape of Anthropic's ``GET /v1/models``."""
+    data = [
+        {"type": "model", "id": m["id"], "display_name": m["id"], "created_at": "1970-01-01T00:00:00Z"}
+        for m in listed["data"]
+    ]
+    return {
+        "data": data,
+        "has_more": False,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }
 
 
 # -- requests: Anthropic -> chat completions ---------------------------------------------------------

@@ -114,7 +114,19 @@ def _messages(payload: dict[str, Any]) -> list[dict[str, Any]]:
                 }
             )
         # reasoning, web_search_call, ... items: nothing a chat-only model can use
-    return messages
+    return _one_leading_system(messages)
+
+
+def _one_leading_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Instructions and developer messages that open the conversation, as one system message: the chat
+    templates of many local models accept a single system message, at the start only."""
+    leading = 0
+    while leading < len(messages) and messages[leading]["role"] == "system":
+        leading += 1
+    if leading < 2:
+        return messages
+    text = "\n\n".join(str(m["content"]) for m in messages[:leading] if m["content"])
+    return [{"role": "system", "content": text}, *messages[leading:]]
 
 
 def _tool_choice(choice: Any) -> Any:
