@@ -32,7 +32,7 @@ def test_aliases_are_checked_stored_replayed_and_projected(world, tmp_path, cloc
     app.register_endpoint(SYSTEM, "vllm", "http://vllm:8000/v1", responses=False)
     app.register_model(SYSTEM, "qwen", "vllm", aliases=["claude-sonnet-4-5", "gpt-5-codex"])
     app.register_model(SYSTEM, "llama", "vllm")
-    assert app.list_models()[1]["aliases"] == ["claude-sonnet-4-5", "gpt-5-codex"]
+    assert app.list_models(SYSTEM)[1]["aliases"] == ["claude-sonnet-4-5", "gpt-5-codex"]
     events = world.events()
 
     for taken in (["qwen"], ["gpt-5-codex"]):  # another model's name, or its alias
@@ -54,7 +54,7 @@ def test_aliases_are_checked_stored_replayed_and_projected(world, tmp_path, cloc
     assert type(last).__name__ == "ModelAliasesSet" and last.names == ["gpt-5-codex"]
 
     reopened = make_app(tmp_path, clock)
-    assert [m["aliases"] for m in reopened.list_models()] == [["gpt-5-codex"], ["claude-sonnet-4-5"]]
+    assert [m["aliases"] for m in reopened.list_models(SYSTEM)] == [["gpt-5-codex"], ["claude-sonnet-4-5"]]
     assert _route(reopened, "qwen").aliases == ["claude-sonnet-4-5"]
     endpoint = EndpointRoute.model_validate_json(
         compute_snapshot(reopened.state)[names.snapshot_endpoint_key("vllm")]
@@ -82,7 +82,7 @@ def test_token_class_prices_and_the_responses_setting(world):
         app.update_model(SYSTEM, "sonnet", reasoning_price_per_million=-1)
     # A price not given is left; None removes one.
     app.update_model(SYSTEM, "sonnet", cache_write_1h_price_per_million=None, reasoning_price_per_million=20)
-    model = app.list_models()[0]
+    model = app.list_models(SYSTEM)[0]
     assert (model["cached_input_price_per_million"], model["cache_write_1h_price_per_million"]) == (
         "0.30",
         None,
