@@ -49,7 +49,7 @@ def test_a_class_without_a_price_costs_what_its_whole_costs() -> None:
         reasoning_tokens=6,
     )
     assert _cost(plain, tokens) == 30 * 1000 + 10 * 4000
-    assert plain._cost(30, 10, 10) == 30 * 1000 + 10 * 4000  # the older entry point agrees
+    assert plain.cost_nanos(30, 10, 10) == 30 * 1000 + 10 * 4000  # the older entry point agrees
 
 
 def test_inconsistent_reports_neither_double_charge_nor_go_negative() -> None:
