@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
+from types import TracebackType
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from aqueduct_libs.redact import SecretsFilter, secret_values
 
 __all__ = ["add_operational_routes", "configure_logging"]
 
@@ -38,8 +42,19 @@ def add_operational_routes(
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
+    """Log lines to stderr, each through the secrets filter (``aqueduct_libs.redact``), which knows the
+    secret values of this process's environment. Uncaught exceptions go through it as well."""
     logging.basicConfig(
         level=level.upper(),
         stream=sys.stderr,
         format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",
     )
+    secrets_filter = SecretsFilter(secret_values(os.environ))
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, SecretsFilter) for f in handler.filters):
+            handler.addFilter(secrets_filter)
+
+    def log_uncaught(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
+        logging.getLogger(service).critical("uncaught exception", exc_info=(kind, error, trace))
+
+    sys.excepthook = log_uncaught

@@ -23,6 +23,7 @@ import httpx
 
 from aqueduct_cli.embedded import EmbeddedNats, EmbeddedValkey, free_port
 from aqueduct_cli.nats_users import SERVICE_USERS
+from aqueduct_cli.service_env import env_for_service
 
 __all__ = ["SERVICES", "WORKERS", "LaunchOptions", "Launcher"]
 
@@ -200,6 +201,7 @@ class Launcher:
     def _spawn(self, service: ServiceProcess, env: dict[str, str]) -> None:
         if own := self.nats_urls.get(service.name):
             env = {**env, "AQUEDUCT_NATS_URL": own}
+        env = env_for_service(service.name, env)
         log = open(self.data_dir / "logs" / f"{service.name}.log", "ab")
         service.process = subprocess.Popen(
             [sys.executable, "-m", service.module or f"aqueduct_{service.name}"],
