@@ -35,7 +35,8 @@ _PREFIXES = {
     "accounting": ("AQUEDUCT_ACCOUNTING_",),
     "proxy": ("AQUEDUCT_PROXY_",),
     "batch-worker": ("AQUEDUCT_BATCH_WORKER_", "AQUEDUCT_PROXY_"),
-    "ui": ("AQUEDUCT_UI_",),
+    # The UI shows "Sign in with SSO" when the auth service has an issuer.
+    "ui": ("AQUEDUCT_UI_", "AQUEDUCT_AUTH_OIDC_ISSUER"),
 }
 _SECRET_KEY = "AQUEDUCT_SECRET_KEY"
 _COMMON = {f"AQUEDUCT_{name.upper()}" for name in CommonSettings.model_fields} - {_SECRET_KEY}
