@@ -88,7 +88,10 @@ class ChdbAnalyst:
             raise ClickHouseError(str(exc)) from exc
         if not raw:
             return QueryResult([], [])
-        document = orjson.loads(raw)
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ClickHouseError("the engine's answer is not JSON") from exc
         return QueryResult([c["name"] for c in document.get("meta", [])], document.get("data", []))
 
     def explain_ast(self, statement: str) -> list[str]:

@@ -164,6 +164,11 @@ _ALLOWED_SYSTEM_TABLES = {
     "databases",
 }
 _SCHEMA_DATABASES = {"information_schema"}
+# Output clauses, which every kind of statement takes (SHOW TABLES INTO OUTFILE writes a file too). In the
+# canonical text keywords are upper case and literals single-quoted with escapes, so with the literals
+# taken out these words can only be the clauses (or an upper-case identifier: refused too, harmlessly).
+_OUTPUT_CLAUSE = re.compile(r"\b(INTO OUTFILE|FORMAT|SETTINGS)\b")
+_LITERAL = re.compile(r"'(?:[^'\\]|\\.)*'")
 _LINE = re.compile(r"^( *)(\S+)(?: (.*?))?(?: \(children \d+\))?$")
 
 
@@ -231,6 +236,8 @@ def check_read_only(
     """
     if not parsed.formatted.strip() or not parsed.ast:
         raise ReadOnlySqlError("empty query")
+    if clause := _OUTPUT_CLAUSE.search(_LITERAL.sub("''", parsed.formatted)):
+        raise ReadOnlySqlError(f"{clause[1]} is not allowed in ad-hoc queries")
     nodes = _nodes(parsed.ast)
     _check_kind(parsed, nodes)
     reaching_out = (table_functions | KNOWN_TABLE_FUNCTIONS) - _ALLOWED_TABLE_FUNCTIONS
