@@ -169,3 +169,21 @@ def test_no_secret_or_token_in_any_log_or_table(stack: Stack) -> None:
         if value and (value in text or (len(value) > 24 and value[-20:] in text))
     ]
     assert not leaks
+
+
+def test_aqueduct_sql_cannot_drop_a_table_or_read_the_environment(stack: Stack) -> None:
+    """The attacks of issue 13, through the CLI an Admin uses: the `$$` string that hid a DROP, and
+    file() on /proc/self/environ, where the secret key and provider keys were."""
+    stack.login_admin()
+    for attack in (
+        "SELECT $$'$$; DROP TABLE usage_events; SELECT 1 --'",
+        "SELECT $$'$$; INSERT INTO FUNCTION file('/tmp/aqueduct-owned', 'LineAsString') SELECT 'x'; SELECT 1 --'",
+        "SELECT * FROM file('/proc/self/environ', 'LineAsString')",
+        "SELECT file('/proc/self/environ')",
+    ):
+        refused = stack.cli("sql", attack, check=False)
+        assert refused.returncode == 2 and "400" in refused.stderr, attack
+        assert PROVIDER_KEY not in refused.stdout + refused.stderr
+    tables = json.loads(stack.cli("sql", "SHOW TABLES", "--format", "json").stdout)
+    assert {"name": "usage_events"} in tables
+    assert not Path("/tmp/aqueduct-owned").exists()
