@@ -11,7 +11,7 @@ from types import TracebackType
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from aqueduct_libs.redact import SecretsFilter, secret_values
+from aqueduct_libs.redact import install_redaction, secret_values
 
 __all__ = ["add_operational_routes", "configure_logging"]
 
@@ -49,10 +49,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         stream=sys.stderr,
         format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",
     )
-    secrets_filter = SecretsFilter(secret_values(os.environ))
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, SecretsFilter) for f in handler.filters):
-            handler.addFilter(secrets_filter)
+    install_redaction(secret_values(os.environ))
 
     def log_uncaught(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
         logging.getLogger(service).critical("uncaught exception", exc_info=(kind, error, trace))

@@ -12,7 +12,7 @@ import logging
 import re
 from collections.abc import Iterable, Mapping
 
-__all__ = ["REDACTED", "SecretsFilter", "redact", "secret_values"]
+__all__ = ["REDACTED", "SecretsFilter", "install_redaction", "redact", "secret_values"]
 
 REDACTED = "[redacted]"
 
@@ -83,3 +83,23 @@ class SecretsFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = redact(record.stack_info, self.known)
         return True
+
+
+def install_redaction(known: Iterable[str] = ()) -> SecretsFilter:
+    """Redact every record of this process: as it is made (so loggers with handlers of their own, such as
+    LiteLLM's, are covered too) and again in the root logger's handlers."""
+    secrets_filter = SecretsFilter(known)
+    previous = logging.getLogRecordFactory()
+    if not getattr(previous, "aqueduct_redacts", False):
+
+        def make_record(*args: object, **kwargs: object) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            secrets_filter.filter(record)
+            return record
+
+        make_record.aqueduct_redacts = True  # type: ignore[attr-defined]
+        logging.setLogRecordFactory(make_record)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, SecretsFilter) for f in handler.filters):
+            handler.addFilter(secrets_filter)
+    return secrets_filter

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from aqueduct_libs.redact import REDACTED, SecretsFilter, redact, secret_values
+from aqueduct_libs.redact import REDACTED, SecretsFilter, install_redaction, redact, secret_values
 
 SECRETS = {
     "nats password": (
@@ -87,3 +87,24 @@ def test_known_values_and_exception_texts_are_redacted() -> None:
 def test_ordinary_lines_are_left_alone() -> None:
     line = "usage stored: 5 input_tokens, token_id=tok-1, model=gpt-4o, http://127.0.0.1:8001/readyz"
     assert redact(line) == line
+
+
+def test_a_logger_with_its_own_handler_is_redacted_too() -> None:
+    """Libraries such as LiteLLM log through handlers of their own, not the root logger's."""
+    stream = io.StringIO()
+    own = logging.getLogger("redact-test-own-handler")
+    own.addHandler(logging.StreamHandler(stream))
+    own.propagate = False
+    previous = logging.getLogRecordFactory()
+    installed = None
+    try:
+        installed = install_redaction(["own-handler-secret-value"])
+        own.warning("calling with api_key=sk-abcdef1234567890 and own-handler-secret-value")
+    finally:
+        logging.setLogRecordFactory(previous)
+        own.handlers.clear()
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(installed)
+    line = stream.getvalue()
+    assert "abcdef1234567890" not in line and "own-handler-secret-value" not in line
+    assert REDACTED in line
