@@ -48,7 +48,8 @@ def secret_values(env: Mapping[str, str]) -> list[str]:
     """Values in ``env`` that are secrets: of variables named like one, and passwords inside URLs."""
     found = set()
     for name, value in env.items():
-        if _SECRET_NAMES.search(name) and len(value) >= 8:
+        not_a_secret = name.upper().endswith(("_DIR", "_PATH", "_FILE", "_URL", "_PORT", "_HOST"))
+        if _SECRET_NAMES.search(name) and not not_a_secret and len(value) >= 8:
             found.add(value)
         found.update(m for m in _URL_PASSWORD.findall(value) if len(m) >= 6)
     return sorted(found, key=len, reverse=True)
