@@ -146,6 +146,7 @@ async def test_a_staff_member_lands_in_the_org_of_their_group(
             "groups": ["staff"],
             "admin": False,
             "email_verified": True,  # the provider says so
+            "renewal": False,  # a sign-in: the directory re-evaluates the roles the groups grant
         }
 
         # The UI exchanges the one-time code server-side for the token pair.
@@ -162,6 +163,8 @@ async def test_a_staff_member_lands_in_the_org_of_their_group(
             "/auth/refresh", json={"refresh_token": exchanged.json()["refresh_token"]}
         )
         assert refreshed.status_code == 200
+        # A refresh replays the sign-in's claims as a renewal: the directory changes no role for it.
+        assert directory.last(subject)["renewal"] is True
 
 
 async def test_a_member_of_the_admin_group_is_admin(

@@ -67,3 +67,19 @@ def test_the_origin_survives_a_restart(world, tmp_path):
 
     assert reopened.state.users[root].admin_from_sign_in is True
     assert reopened.sign_in(f"{IDP}:root", "root@acme.test", "Root", ["staff"], admin=False)["admin"] is False
+
+
+def test_a_renewing_session_changes_no_role(world):
+    """A refresh replays the claims of its sign-in, maybe days old: it neither brings back an Admin role
+    that an Admin took away in the product, nor takes one away."""
+    app = world.app
+    root = app.sign_in(f"{IDP}:root", "root@acme.test", "Root", ["admins"], admin=True)["user_id"]
+    app.update_user(world.p(world.admin), root, admin=False)
+
+    renewed = app.sign_in(f"{IDP}:root", "root@acme.test", "Root", ["admins"], admin=True, renewal=True)
+
+    assert renewed["admin"] is False
+    app.update_user(world.p(world.admin), root, admin=True)
+    assert (
+        app.sign_in(f"{IDP}:root", "root@acme.test", "Root", [], admin=False, renewal=True)["admin"] is True
+    )

@@ -205,7 +205,7 @@ class Sessions:
 
     async def _resolve(self, session_id: str, request: SignInRequest) -> DirectoryUser:
         try:
-            return await self._directory.sign_in(request)
+            return await self._directory.sign_in(request.model_copy(update={"renewal": True}))
         except SignInRefusedError:
             # The directory no longer accepts this user (removed, group gone): end the session.
             self._end_session(session_id)

@@ -352,10 +352,12 @@ class OrganisationUseCases(DirectoryCore):
         groups: list[str] | None = None,
         admin: bool = False,
         email_verified: bool = False,
+        renewal: bool = False,
     ) -> dict[str, Any]:
         """Resolve an identity to a user, provisioning on first sign-in. Acts as "system".
 
         An identity is linked to a user invited by email only when the provider verified that email.
+        ``renewal``: a session renewing with the claims of its sign-in; roles are read, never changed.
         """
         subject = _name(subject, "subject")
         user_id = self.state.users_by_subject.get(subject)
@@ -394,7 +396,7 @@ class OrganisationUseCases(DirectoryCore):
         user = self.state.users[user_id]
         if user.deleted:
             raise NotFoundError("this user was deactivated", "user_deactivated")
-        if admin != user.admin and (admin or user.admin_from_sign_in):
+        if not renewal and admin != user.admin and (admin or user.admin_from_sign_in):
             # Every sign-in re-evaluates what the identity provider's admin group grants: granted when in
             # the group, taken back when no longer. A grant by an Admin in the product is never taken.
             editable = self.editable(user)
