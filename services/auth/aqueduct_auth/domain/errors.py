@@ -8,7 +8,9 @@ __all__ = [
     "DirectoryUnavailableError",
     "ExchangeCodeInvalidError",
     "InvalidCredentialsError",
+    "NoSuchAccountError",
     "NotAllowedError",
+    "PasswordChangeRequiredError",
     "RefreshTokenInvalidError",
     "SignInRateLimitedError",
     "SignInRefusedError",
@@ -78,3 +80,17 @@ class SingleSignOnError(AuthError):
     def __init__(self, message: str, reason: str = "sso_failed") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class PasswordChangeRequiredError(AuthError):
+    """The password was set by an Admin (or reset): the user chooses their own before signing in."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this password was set by an administrator and works once: choose your own password "
+            "(POST /auth/password, `aqueduct login`, or the sign-in page)"
+        )
+
+
+class NoSuchAccountError(AuthError):
+    pass
