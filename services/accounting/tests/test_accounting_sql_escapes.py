@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from accounting_testing import AccountingProcess, publish_usage, usage_event
 
-from aqueduct_accounting.adapters.analyst_sql import AnalystQueries, QueryLimits, ServerAnalyst
+from aqueduct_accounting.adapters.analyst_sql import AnalystQueries, ChdbAnalyst, QueryLimits, ServerAnalyst
 from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ChdbClickHouse, ClickHouseError
 from aqueduct_accounting.adapters.migrations import apply_migrations
 from aqueduct_accounting.application.reports import Reports
@@ -223,6 +223,44 @@ async def test_the_server_code_path_refuses_the_same(tmp_path: Path) -> None:
         assert not (tmp_path / "escape-target.txt").exists()
         for query, rows in ALLOWED:
             assert (await reports.sql(query)).rows == [list(r) for r in rows], query
+    finally:
+        analyst.close()
+        writer.close()
+
+
+@pytest.mark.chdb
+def test_the_engine_holds_the_analyst_connection_read_only_on_its_own(tmp_path: Path) -> None:
+    """Without any of the rules: the analyst connection itself refuses every statement of a multi-statement
+    string that writes, and carries the limits as its own settings, which no query can change."""
+    writer = ChdbClickHouse(tmp_path / "chdb")
+    apply_migrations(writer, default_migrations_dir())
+    analyst = ChdbAnalyst(tmp_path / "chdb", QueryLimits(max_rows=123, max_bytes=4567, max_seconds=7))
+    try:
+        settings = analyst.query(
+            "SELECT name, value FROM system.settings WHERE name IN ('readonly', 'allow_ddl', "
+            "'max_result_rows', 'max_result_bytes', 'max_execution_time', 'result_overflow_mode')"
+        )
+        assert dict(map(tuple, settings.rows)) == {
+            "readonly": "1",
+            "allow_ddl": "0",
+            "max_result_rows": "123",
+            "max_result_bytes": "4567",
+            "max_execution_time": "7",
+            "result_overflow_mode": "break",
+        }
+        for attack in (
+            "SELECT 1; DROP TABLE usage_events",
+            "SELECT 1; INSERT INTO usage_events (event_id) VALUES ('forged')",
+            f"SELECT 1; INSERT INTO FUNCTION file('{tmp_path / 'owned'}', 'LineAsString') SELECT 'x'",
+            "SELECT 1 SETTINGS readonly = 0",
+            "SET readonly = 0",
+        ):
+            with pytest.raises(ClickHouseError):
+                analyst.query(attack)
+        assert ["usage_events"] in writer.query("SHOW TABLES").rows
+        assert writer.query("SELECT count() FROM usage_events").rows == [[0]]
+        assert not (tmp_path / "owned").exists()
+        writer.execute("INSERT INTO usage_events (event_id) VALUES ('still-writable')")  # the writer is not
     finally:
         analyst.close()
         writer.close()
