@@ -25,6 +25,7 @@ from aqueduct_cli.client import forget_running_product, record_running_product
 from aqueduct_cli.embedded import EmbeddedNats, EmbeddedValkey, free_port
 from aqueduct_cli.nats_users import SERVICE_USERS
 from aqueduct_cli.service_env import env_for_service
+from aqueduct_libs.redact import redact
 
 __all__ = ["SERVICES", "WORKERS", "LaunchOptions", "Launcher"]
 
@@ -263,7 +264,7 @@ class Launcher:
         runtime = {
             "urls": self.urls,
             "nats_url": nats_url,
-            "redis_url": redis_url,
+            "redis_url": redact(redis_url),  # the address; the password stays with the proxy
             "data_dir": str(self.data_dir),
             "pid": os.getpid(),
         }
