@@ -55,6 +55,13 @@ def test_a_deactivated_user_is_refused_then_reactivated_with_the_same_tokens(wor
     listed = {u["id"]: u for u in app.list_users(world.p(world.org_admin), include_deactivated=True)}
     assert listed[world.member]["deleted"] is True
     assert world.member not in {u["id"] for u in app.list_users(world.p(world.org_admin))}
+    # Their Org-Admins still find them (to reactivate them); nobody else does.
+    assert app.get_user(world.p(world.org_admin), world.member)["deleted"] is True
+    assert app.list_tokens(world.p(world.org_admin), world.member)[0]["name"] == "laptop"
+    from aqueduct_directory.domain.errors import NotFoundError
+
+    with pytest.raises(NotFoundError):
+        app.get_user(world.p(world.team_admin), world.member)
     # A plain member cannot see, let alone reactivate, anyone.
     with pytest.raises(PermissionDeniedError):
         app.reactivate_user(world.p(world.team_admin), world.member)
