@@ -18,6 +18,7 @@ def test_the_admin_group_grants_admin_and_leaving_it_takes_it_back(world):
     app = world.app
     first = app.sign_in(f"{IDP}:root", "root@acme.test", "Root", ["staff", "admins"], admin=True)
     assert first["admin"] is True
+    assert app.get_user(world.p(world.admin), first["user_id"])["admin_from_sign_in"] is True
 
     left = app.sign_in(f"{IDP}:root", "root@acme.test", "Root", ["staff"], admin=False)
     assert left["admin"] is False
@@ -41,6 +42,7 @@ def test_admin_granted_in_the_product_stays_when_the_groups_do_not_say_so(world)
     alice = app.sign_in(f"{IDP}:alice", "alice@acme.test", "Alice", ["staff"])["user_id"]
     app.update_user(world.p(world.admin), alice, admin=True)
 
+    assert app.get_user(world.p(world.admin), alice)["admin_from_sign_in"] is False
     again = app.sign_in(f"{IDP}:alice", "alice@acme.test", "Alice", ["staff"], admin=False)
 
     assert again["admin"] is True  # an Admin's grant: only an Admin takes it away

@@ -262,6 +262,8 @@ async def test_roles_from_the_providers_groups_are_re_evaluated_at_each_sign_in(
         admin = {"Authorization": f"Bearer {pair['access_token']}"}
         users = (await http.get(f"{urls['directory']}/api/users", headers=admin)).json()
         alice = next(u for u in users if u["email"] == "alice@example.org")
+        root = next(u for u in users if u["email"] == "root@example.org")
+        assert root["admin"] and root["admin_from_sign_in"]  # the user's page says where Admin comes from
         granted = await http.patch(
             f"{urls['directory']}/api/users/{alice['id']}", json={"admin": True}, headers=admin
         )
