@@ -67,7 +67,13 @@ def test_compose_refuses_to_start_without_secrets(tmp_path: Path) -> None:
 _SECRETS_FOR = {
     "directory": {"AQUEDUCT_SECRET_KEY", "NATS_DIRECTORY_PASSWORD", "POSTGRES_PASSWORD"},
     "auth": {"AQUEDUCT_SECRET_KEY", "NATS_AUTH_PASSWORD", "AQUEDUCT_OIDC_CLIENT_SECRET"},
-    "accounting": {"NATS_ACCOUNTING_PASSWORD", "CLICKHOUSE_PASSWORD", "CLICKHOUSE_ANALYST_PASSWORD"},
+    # Valkey: it reconciles the proxies' budget counters.
+    "accounting": {
+        "NATS_ACCOUNTING_PASSWORD",
+        "CLICKHOUSE_PASSWORD",
+        "CLICKHOUSE_ANALYST_PASSWORD",
+        "VALKEY_PASSWORD",
+    },
     "proxy": {
         "AQUEDUCT_SECRET_KEY",
         "NATS_PROXY_PASSWORD",

@@ -16,6 +16,7 @@ LAUNCHER_ENV = {
     "AQUEDUCT_AUTH_OIDC_ISSUER": "https://idp.example",
     "AQUEDUCT_PROXY_REDIS_URL": "redis://:valkey@127.0.0.1:6379/0",
     "AQUEDUCT_ACCOUNTING_CLICKHOUSE_URL": "",
+    "AQUEDUCT_ACCOUNTING_REDIS_URL": "redis://:valkey@127.0.0.1:6379/0",
     "AQUEDUCT_UI_OIDC_ENABLED": "true",
     "OPENAI_API_KEY": "sk-provider",
     "AWS_SECRET_ACCESS_KEY": "cloud",
@@ -36,6 +37,7 @@ def test_each_service_sees_its_own_settings_and_the_common_ones() -> None:
     assert {s for s, env in envs.items() if "AQUEDUCT_AUTH_OIDC_CLIENT_SECRET" in env} == {"auth"}
     assert {s for s, env in envs.items() if "AQUEDUCT_AUTH_OIDC_ISSUER" in env} == {"auth", "ui"}
     assert {s for s, env in envs.items() if "AQUEDUCT_PROXY_REDIS_URL" in env} == {"proxy", "batch-worker"}
+    assert {s for s, env in envs.items() if "AQUEDUCT_ACCOUNTING_REDIS_URL" in env} == {"accounting"}
     assert {s for s, env in envs.items() if "OPENAI_API_KEY" in env} == {"proxy", "batch-worker"}
     assert {s for s, env in envs.items() if "AWS_SECRET_ACCESS_KEY" in env} == {"proxy", "batch-worker"}
     assert {s for s, env in envs.items() if "AQUEDUCT_SECRET_KEY" in env} == set(envs) - {"accounting"}

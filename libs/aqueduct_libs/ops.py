@@ -12,6 +12,7 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from aqueduct_libs.redact import install_redaction, secret_values
+from aqueduct_libs.request_id import RequestIdLogFilter, add_request_ids
 
 __all__ = ["add_operational_routes", "configure_logging"]
 
@@ -21,7 +22,9 @@ def add_operational_routes(
     ready: Callable[[], bool],
     registry: CollectorRegistry | None = None,
 ) -> None:
-    """``/healthz``: the process answers. ``/readyz``: it can do its job (``ready()``). ``/metrics``."""
+    """``/healthz``: the process answers. ``/readyz``: it can do its job (``ready()``). ``/metrics``.
+    And an ``x-request-id`` on every answer of the app (``aqueduct_libs.request_id``)."""
+    add_request_ids(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -47,7 +50,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     logging.basicConfig(
         level=level.upper(),
         stream=sys.stderr,
-        format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s {service} %(levelname)s %(name)s [%(request_id)s]: %(message)s",
     )
     install_redaction(secret_values(os.environ))
 
@@ -55,3 +58,5 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         logging.getLogger(service).critical("uncaught exception", exc_info=(kind, error, trace))
 
     sys.excepthook = log_uncaught
+    for handler in logging.getLogger().handlers:  # the request being served, "-" outside one
+        handler.addFilter(RequestIdLogFilter())

@@ -81,7 +81,12 @@ def test_each_process_holds_only_what_it_needs(stack: Stack) -> None:
     assert _holders(children, UNRELATED_SECRET) <= {"proxy", "batch-worker"}
     assert _holders(children, (data / "secret.key").read_text().strip()) == services - {"accounting"}
     # (the engines read their passwords from owner-only files, never from the environment)
-    assert _holders(children, (data / "valkey.secret").read_text().strip()) == {"proxy", "batch-worker"}
+    # (accounting reconciles the proxies' budget counters in Valkey)
+    assert _holders(children, (data / "valkey.secret").read_text().strip()) == {
+        "proxy",
+        "batch-worker",
+        "accounting",
+    }
     assert _holders(children, stack.admin_password) == {"auth"}
     for service, password in nats_passwords.items():
         assert _holders(children, password) == {service}, service

@@ -141,3 +141,25 @@ def test_an_expired_token_is_regenerated_only_with_a_new_expiry_and_an_expiry_is
         app.change_token_expiry(world.p(world.team_admin), token_id, clock.now + timedelta(days=1))
     types = [e["type"] for e in audit_events(app, SYSTEM, aggregate_id=token_id)[0]]
     assert types == ["TokenIssued", "TokenExpiryChanged", "TokenRegenerated", "TokenExpiryChanged"]
+
+
+def test_audit_events_name_people_and_show_each_change_before_and_after(world):
+    app = world.app
+    app.update_team(SYSTEM, world.team, limits={"requests_per_minute": 30})
+    app.update_team(world.p(world.org_admin), world.team, limits={"requests_per_minute": 45})
+    events, _ = audit_events(
+        app, SYSTEM, aggregate_id=world.team, newest_first=True, limit=1, with_changes=True
+    )
+    (event,) = events
+    assert event["type"] == "TeamLimitsSet" and event["actor_name"] == "Org Admin"
+    assert event["aggregate_name"] == "research"
+    assert event["changes"] == [
+        {
+            "field": "limits",
+            "before": {"requests_per_minute": 30},
+            "after": {"requests_per_minute": 45},
+        }
+    ]
+    created, _ = audit_events(app, SYSTEM, aggregate_id=world.team, limit=1, with_changes=True)
+    assert {c["field"] for c in created[0]["changes"]} >= {"name", "description", "org_id"}
+    assert all(c["before"] is None for c in created[0]["changes"])
