@@ -6,8 +6,8 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
 from types import TracebackType
+from typing import Any
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
