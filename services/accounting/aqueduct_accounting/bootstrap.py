@@ -94,7 +94,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
 
     nc = await connect(common.nats_url, "aqueduct-accounting")
     js = nc.jetstream()
-    await ensure_topology(js)
+    await ensure_topology(js, common.nats_replicas)
 
     metrics = AccountingMetrics()
     prices = PriceBook(await asyncio.to_thread(load_price_catalog))

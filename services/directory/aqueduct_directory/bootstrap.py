@@ -83,7 +83,8 @@ class DirectoryService:
     async def start(self) -> None:
         self.nc = await bus.connect(self.common.nats_url, "aqueduct-directory")
         js = self.nc.jetstream()
-        await bus.ensure_topology(js)
+        # The directory owns the topology: it also brings existing streams to AQUEDUCT_NATS_REPLICAS.
+        await bus.ensure_topology(js, self.common.nats_replicas, adjust=True)
         self.relay = OutboxRelay(self.directory, js, self._positions)
         self.projector = SnapshotProjector(self.directory, js)
         self.relay.start()
@@ -185,7 +186,7 @@ async def _replay_once(common: CommonSettings, settings: DirectorySettings) -> d
     nc = await bus.connect(common.nats_url, "aqueduct-directory-replay")
     try:
         js = nc.jetstream()
-        await bus.ensure_topology(js)
+        await bus.ensure_topology(js, common.nats_replicas)
         projector = SnapshotProjector(directory, js)
         started = time.perf_counter()
         await projector.load()

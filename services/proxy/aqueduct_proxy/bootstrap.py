@@ -42,6 +42,7 @@ class Proxy:
     nc: NATS
     watchers: list[KVWatcher] = field(default_factory=list)
     drain_seconds: float = 5.0
+    replicas: int = 1  # AQUEDUCT_NATS_REPLICAS, for the stores the extensions open
 
     @property
     def ready(self) -> bool:
@@ -73,7 +74,7 @@ async def _connect_bus(url: str) -> NATS:
 async def bootstrap(settings: ProxySettings, common: CommonSettings) -> Proxy:
     nc = await _connect_bus(common.nats_url)
     js = nc.jetstream()
-    await ensure_topology(js)
+    await ensure_topology(js, common.nats_replicas)
     metrics = ProxyMetrics()
     snapshot = Snapshot()
     upstream = UpstreamClient(
@@ -124,6 +125,7 @@ async def bootstrap(settings: ProxySettings, common: CommonSettings) -> Proxy:
         nc=nc,
         watchers=watchers,
         drain_seconds=settings.shutdown_drain_seconds,
+        replicas=common.nats_replicas,
     )
     proxy.app = build_app(gateway, lambda: proxy.ready, settings.max_body_bytes)
     return proxy
@@ -161,8 +163,8 @@ def wire_extensions(proxy: Proxy) -> None:
     from aqueduct_proxy.mcp.wiring import wire_mcp
 
     js = proxy.nc.jetstream()
-    files = wire_files(proxy.app, proxy.gateway, js, FilesSettings())
-    wire_batches(proxy.app, proxy.gateway, js, files, BatchSettings())
+    files = wire_files(proxy.app, proxy.gateway, js, FilesSettings(), proxy.replicas)
+    wire_batches(proxy.app, proxy.gateway, js, files, BatchSettings(), proxy.replicas)
     wire_mcp(proxy.app, proxy.gateway, js, McpSettings())
 
 
