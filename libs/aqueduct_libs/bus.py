@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
 import nats
@@ -32,6 +33,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # How long JetStream remembers a Nats-Msg-Id for de-duplication of re-published messages.
 DUPLICATE_WINDOW_SECONDS = 10 * 60
@@ -98,6 +101,23 @@ async def connect(url: str, name: str) -> NATS:
 # How long a service waits for a stream it may not create itself (with per-service NATS users only the
 # directory creates the shared topology) before giving up.
 TOPOLOGY_WAIT_SECONDS = 60.0
+
+
+async def _patiently(call: Callable[[], Awaitable[T]], what: str) -> T:
+    """``call()``, again while it times out. On a NATS cluster, a stream whose leader died answers nothing
+    until its other replicas have elected a new one (4 to 9 s): a service starting meanwhile waits for
+    the election instead of failing its start."""
+    deadline = asyncio.get_running_loop().time() + TOPOLOGY_WAIT_SECONDS
+    said = False
+    while True:
+        try:
+            return await call()
+        except nats.errors.TimeoutError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            if not said:
+                log.warning("%s does not answer (a NATS cluster electing its leader?); waiting", what)
+                said = True
 
 
 async def _exists(js: JetStreamContext, stream: str) -> bool:
@@ -181,7 +201,7 @@ async def ensure_stream(
         config = dataclasses.replace(config, num_replicas=replicas)
     name = config.name or ""
     try:
-        info = await js.stream_info(name)
+        info = await _patiently(lambda: js.stream_info(name), f"the stream {name}")
     except NotFoundError:
         await _create_or_await(js, name, lambda: js.add_stream(config))
         return
@@ -204,7 +224,7 @@ async def ensure_kv(
 ) -> None:
     """Create the KV bucket with ``replicas`` if missing; with ``adjust`` also bring an existing one to it."""
     try:
-        await js.key_value(bucket)
+        await _patiently(lambda: js.key_value(bucket), f"the KV bucket {bucket}")
     except BucketNotFoundError:
         await _create_or_await(
             js,
@@ -219,7 +239,8 @@ async def ensure_kv(
         )
         return
     if adjust:
-        await _adjust_replicas(js, await js.stream_info(f"KV_{bucket}"), replicas)
+        info = await _patiently(lambda: js.stream_info(f"KV_{bucket}"), f"the KV bucket {bucket}")
+        await _adjust_replicas(js, info, replicas)
 
 
 async def ensure_object_store(
@@ -227,7 +248,7 @@ async def ensure_object_store(
 ) -> None:
     """Create the object store with ``replicas`` if missing; with ``adjust`` also bring an existing one to it."""
     try:
-        await js.object_store(store)
+        await _patiently(lambda: js.object_store(store), f"the object store {store}")
     except BucketNotFoundError:
         await _create_or_await(
             js,
@@ -238,7 +259,8 @@ async def ensure_object_store(
         )
         return
     if adjust:
-        await _adjust_replicas(js, await js.stream_info(f"OBJ_{store}"), replicas)
+        info = await _patiently(lambda: js.stream_info(f"OBJ_{store}"), f"the object store {store}")
+        await _adjust_replicas(js, info, replicas)
 
 
 # The event streams every service relies on: (name, subject filter). All keep events (limits retention).

@@ -16,23 +16,31 @@ Used by ``tests/e2e/test_nats_cluster.py``; any test that needs a cluster can st
 from __future__ import annotations
 
 import asyncio
+import json
+import secrets
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
 import nats
 
 from aqueduct_cli.embedded import EmbeddedNats, free_port, wait_for_port
+from aqueduct_cli.nats_users import embedded_authorization
 
 __all__ = ["ClusterNode", "NatsCluster"]
 
 CLUSTER_NAME = "aqueduct-test"
+ADMIN = "test-admin"
 
 
 class ClusterNode(EmbeddedNats):
-    """One routed member of a cluster: ``EmbeddedNats`` plus a cluster listener and routes to its peers."""
+    """One routed member of a cluster: ``EmbeddedNats`` plus a cluster listener and routes to its peers.
+
+    With per-service ``users``, an ``admin`` user (every permission) is added for the test itself:
+    stepping leaders down, reading every stream.
+    """
 
     def __init__(
         self,
@@ -42,15 +50,27 @@ class ClusterNode(EmbeddedNats):
         routes: list[int],
         token: str | None = None,
         users: Mapping[str, str] | None = None,
+        admin_password: str = "",
     ) -> None:
         super().__init__(data_dir, token=token, users=users)
         self.name = name
         self.cluster_port = cluster_port
         self.routes = routes
+        self.admin_password = admin_password
+
+    def admin_url(self) -> str:
+        return f"nats://{ADMIN}:{quote(self.admin_password, safe='')}@{self.host}:{self.port}"
 
     def _argv(self) -> list[str]:
         argv = super()._argv()
         argv[argv.index("--server_name") + 1] = self.name
+        if self.users:  # the service users of the launcher, and the test's own admin
+            config = self.data_dir / "auth.conf"
+            text = embedded_authorization(self.users)
+            admin = f'    {{ user: "{ADMIN}", password: {json.dumps(self.admin_password)} }}\n'
+            head, _, tail = text.rpartition("  ]\n}")
+            config.write_text(head + admin + "  ]\n}" + tail)
+            config.chmod(0o600)
         routes = ",".join(f"nats://{self.host}:{port}" for port in self.routes)
         return [
             *argv,
@@ -70,6 +90,7 @@ class NatsCluster:
         token: str | None = None,
         users: Mapping[str, str] | None = None,
     ) -> None:
+        admin_password = secrets.token_hex(16)
         cluster_ports = [free_port() for _ in range(size)]
         self.nodes = [
             ClusterNode(
@@ -79,6 +100,7 @@ class NatsCluster:
                 [port for j, port in enumerate(cluster_ports) if j != i],
                 token=token,
                 users=users,
+                admin_password=admin_password,
             )
             for i in range(size)
         ]
@@ -122,17 +144,22 @@ class NatsCluster:
         password = quote(self.nodes[0].users[service], safe="")
         return ",".join(f"nats://{quote(service)}:{password}@{n.host}:{n.port}" for n in self.nodes)
 
-    def _any_url(self) -> list[str]:
-        """Where a test's own client connects: every live node, with the token or as the directory
-        (which may read every stream's info)."""
-        live = [n for n in self.nodes if n.process is not None and n.process.poll() is None]
+    @property
+    def admin_url(self) -> str:
+        """Every node with the test's admin user (or the token): for the test's own client, or for
+        services that all connect as one user (``aqueduct up`` with ``AQUEDUCT_NATS_URL``)."""
         if self.nodes[0].users:
-            return [n.url_for("directory") for n in live]
-        return [n.url for n in live]
+            return ",".join(n.admin_url() for n in self.nodes)
+        return self.url
 
-    async def wait_for_jetstream(self, timeout: float = 60.0) -> None:
+    def _any_url(self) -> list[str]:
+        """Every live node, as the admin (or with the token)."""
+        live = [n for n in self.nodes if n.process is not None and n.process.poll() is None]
+        return [n.admin_url() if n.users else n.url for n in live]
+
+    async def wait_for_jetstream(self, within: float = 60.0) -> None:
         """Until the cluster has elected its JetStream meta leader (streams can be created)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         last: Exception | None = None
         while time.monotonic() < deadline:
             try:
@@ -146,7 +173,7 @@ class NatsCluster:
             except Exception as exc:  # not yet: no meta leader, or nodes still starting
                 last = exc
             await asyncio.sleep(0.25)
-        raise TimeoutError(f"the cluster has no JetStream meta leader after {timeout}s ({last})")
+        raise TimeoutError(f"the cluster has no JetStream meta leader after {within}s ({last})")
 
     async def leader_of(self, stream: str) -> str:
         """The name of the node leading ``stream`` (its ``cluster.leader``), waiting for an election."""
@@ -163,5 +190,23 @@ class NatsCluster:
                     if time.monotonic() > deadline:
                         raise
                 await asyncio.sleep(0.2)
+        finally:
+            await nc.close()
+
+    async def move_leader(self, stream: str, to: str, within: float = 60.0) -> None:
+        """Step ``stream``'s leader down until node ``to`` leads it (the preferred placement of a
+        stepdown, nats-server 2.11+)."""
+        deadline = time.monotonic() + within
+        nc = await nats.connect(self._any_url(), connect_timeout=2)
+        try:
+            while (leader := await self.leader_of(stream)) != to:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{stream} is still led by {leader}, not {to}")
+                body = json.dumps({"placement": {"preferred": to}}).encode()
+                try:
+                    await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", body, timeout=5)
+                except Exception:  # an election under way: ask again
+                    await asyncio.sleep(0.5)
+                await asyncio.sleep(0.5)
         finally:
             await nc.close()

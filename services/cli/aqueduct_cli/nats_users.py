@@ -70,6 +70,7 @@ BATCH_STREAMS: tuple[str, ...] = (
 # Subjects whose writers are the trust root: (subject, the one service allowed to publish it).
 PROTECTED_PUBLISH: tuple[tuple[str, str], ...] = (
     (f"$KV.{names.AUTH_SNAPSHOT_BUCKET}.>", "directory"),
+    (f"{names.SNAPSHOT_PUSH_PREFIX}.>", "directory"),
     (f"{names.DIRECTORY_EVENTS_SUBJECT_PREFIX}.>", "directory"),
     (f"$KV.{names.AUTH_KEYS_BUCKET}.>", "auth"),
     (f"$KV.{names.AUTH_REVOKED_BUCKET}.>", "auth"),
@@ -104,6 +105,7 @@ class Grant:
     updates: tuple[str, ...] = ()
     purges: tuple[str, ...] = ()  # streams it may purge (its own work queue, its own object store)
     serves: tuple[str, ...] = ()  # request/reply subjects it answers
+    follows: tuple[str, ...] = ()  # plain subjects it subscribes to
     requests: tuple[str, ...] = field(default=())  # request/reply subjects it calls
 
     def publish_allow(self) -> list[str]:
@@ -145,7 +147,7 @@ class Grant:
     def subscribe_allow(self, service: str) -> list[str]:
         # Its own inbox prefix only (aqueduct_libs.bus.connect sets it from the user name): replies to
         # other services' requests, JetStream answers included, are not its to read.
-        return [f"{names.inbox_prefix(service)}.>", *self.serves]
+        return [f"{names.inbox_prefix(service)}.>", *self.serves, *self.follows]
 
     def subscribe_deny(self) -> list[str]:
         return [] if self.serves else [DIRECTORY_RPC]
@@ -170,6 +172,7 @@ _BATCH = Grant(
     creates=(names.USAGE_STREAM, *BATCH_STREAMS),
     updates=BATCH_STREAMS,
     purges=(names.BATCH_LINES_STREAM, _obj(names.FILES_OBJECT_STORE)),
+    follows=(f"{names.SNAPSHOT_PUSH_PREFIX}.>",),  # the auth snapshot's changes (aqueduct_libs.snapshot_push)
 )
 
 GRANTS: dict[str, Grant] = {
@@ -177,7 +180,11 @@ GRANTS: dict[str, Grant] = {
     # sign-in RPC.
     "directory": Grant(
         reads=(*_EVERYONE_READS, _kv(names.AUTH_SNAPSHOT_BUCKET)),
-        publishes=(f"$KV.{names.AUTH_SNAPSHOT_BUCKET}.>", f"{names.DIRECTORY_EVENTS_SUBJECT_PREFIX}.>"),
+        publishes=(
+            f"$KV.{names.AUTH_SNAPSHOT_BUCKET}.>",
+            f"{names.SNAPSHOT_PUSH_PREFIX}.>",
+            f"{names.DIRECTORY_EVENTS_SUBJECT_PREFIX}.>",
+        ),
         creates=TOPOLOGY_STREAMS,
         updates=TOPOLOGY_STREAMS,
         serves=(DIRECTORY_RPC,),

@@ -17,6 +17,7 @@ from aqueduct_libs import names
 from aqueduct_libs.bus import KVWatcher, connect, ensure_topology
 from aqueduct_libs.ops import configure_logging
 from aqueduct_libs.settings import CommonSettings
+from aqueduct_libs.snapshot_push import follow_snapshot_pushes
 from aqueduct_proxy.adapters.limiter import Limiter
 from aqueduct_proxy.adapters.publisher import UsagePublisher
 from aqueduct_proxy.adapters.tokenizer import TokenCounter
@@ -118,6 +119,9 @@ async def bootstrap(settings: ProxySettings, common: CommonSettings) -> Proxy:
     ]
     for watcher in watchers:
         watcher.start()
+    # Changes the directory pushes as it writes them: a new token works even while the bucket cannot be
+    # written (a NATS cluster electing its leader).
+    await follow_snapshot_pushes(nc, snapshot.on_snapshot_put, snapshot.on_snapshot_delete)
     _GC_TASKS.add(asyncio.create_task(_no_gc_while_loading(watchers[0].ready), name="snapshot-load-gc"))
     proxy = Proxy(
         app=web.Application(),
