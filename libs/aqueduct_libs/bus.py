@@ -101,18 +101,21 @@ async def connect(url: str, name: str) -> NATS:
 # How long a service waits for a stream it may not create itself (with per-service NATS users only the
 # directory creates the shared topology) before giving up.
 TOPOLOGY_WAIT_SECONDS = 60.0
+# How long one look at a stream may take before it is asked again.
+ATTEMPT_SECONDS = 2.0
 
 
 async def _patiently(call: Callable[[], Awaitable[T]], what: str) -> T:
     """``call()``, again while it times out. On a NATS cluster, a stream whose leader died answers nothing
     until its other replicas have elected a new one (4 to 9 s): a service starting meanwhile waits for
-    the election instead of failing its start."""
+    the election instead of failing its start, asking every ``ATTEMPT_SECONDS`` so that it goes on as
+    soon as the election is over (a request sent meanwhile is never answered)."""
     deadline = asyncio.get_running_loop().time() + TOPOLOGY_WAIT_SECONDS
     said = False
     while True:
         try:
-            return await call()
-        except nats.errors.TimeoutError:
+            return await asyncio.wait_for(call(), ATTEMPT_SECONDS)
+        except TimeoutError:  # nats.errors.TimeoutError is one too
             if asyncio.get_running_loop().time() > deadline:
                 raise
             if not said:
@@ -348,7 +351,7 @@ class KVWatcher:
                 raise
             except Exception as exc:  # the bus is down or the consumer vanished: retry, keep state
                 log.warning("watch of KV bucket %s broke (%s); retrying", self._bucket, exc)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(0.5)
 
     async def _watch_once(self) -> None:
         await follow_bucket(self._js, self._bucket, self._keys, self._on_put, self._on_delete, self.ready)

@@ -208,7 +208,9 @@ async def follow_bucket(
         mem_storage=True,
         num_replicas=1,
     )
-    info = await js.add_consumer(stream, config)
+    # A short timeout: while a NATS cluster elects the stream's leader the request is never answered, and
+    # the caller tries again soon (KVWatcher), so a proxy is ready right after the election.
+    info = await js.add_consumer(stream, config, timeout=CHECK_TIMEOUT)
     consumer = info.name or config.name or ""
     pulls = _Pulls(js, js._nc, stream, consumer)
     try:

@@ -207,6 +207,24 @@ def _ready_after(url: str, timeout: float) -> float:
     return float("inf")
 
 
+class Election(threading.Thread):
+    """When every stream the victim led has a new leader (seen from a test client), after the kill."""
+
+    def __init__(self, cluster: NatsCluster, victim: str, streams: tuple[str, ...]) -> None:
+        super().__init__(daemon=True)
+        self.cluster, self.victim, self.streams = cluster, victim, streams
+        self.done_at = float("inf")
+
+    def run(self) -> None:
+        async def wait() -> None:
+            for stream in self.streams:
+                while await self.cluster.leader_of(stream) == self.victim:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)  # the old leader's answer, sent before it died
+
+        asyncio.run(wait())
+        self.done_at = time.monotonic()
+
+
 def _restart_proxy(stack: Stack) -> float:
     """SIGKILL the proxy; the launcher starts it again. Seconds from the kill until it is ready."""
     os.kill(_proxy_pid(stack), signal.SIGKILL)
@@ -234,6 +252,8 @@ def test_losing_the_leading_node_under_load_loses_and_doubles_nothing(
     served_before = len(load.served)
     cluster.kill(cluster.node(victim))
     killed = time.monotonic()
+    election = Election(cluster, victim, (f"KV_{names.AUTH_SNAPSHOT_BUCKET}", names.USAGE_STREAM))
+    election.start()
 
     # A token created after the kill (by automation, through the management API) is served within 5 s.
     fresh = _issue(stack, automation, "after-the-kill")
@@ -241,20 +261,26 @@ def test_losing_the_leading_node_under_load_loses_and_doubles_nothing(
     new_token_served = _served_after(base_url, fresh, timeout=30)
     time.sleep(2)
     load.stop()
-    # A proxy restarted after the kill (by the launcher) is ready as fast as on a healthy cluster.
+    # A proxy restarted after the kill, while the cluster elects new leaders (the launcher restarts it).
+    restart = time.monotonic()
     restarted = _restart_proxy(stack)
+    election.join(60)
+    elected = election.done_at - restart
 
     timings = (
         f"served {len(load.served)}, failed {len(load.failed)}; token created {created - killed:.1f}s after "
         f"the kill, served {new_token_served:.1f}s later; proxy ready {restarted:.1f}s after a restart "
-        f"({healthy_restart:.1f}s on the healthy cluster)"
+        f"({healthy_restart:.1f}s on the healthy cluster; new leaders {election.done_at - killed:.1f}s after "
+        f"the kill, {elected:.1f}s after the restart)"
     )
     print(timings)
     assert served_before > 0 and len(load.served) > served_before, "the load did not run across the kill"
     assert load.failed == [], f"{len(load.failed)} requests failed, first: {load.failed[:3]}; {timings}"
     assert new_token_served <= 5.0, timings
-    # 5 s, or on a machine so loaded that Python alone starts slower, no more than 2 s over a healthy restart.
-    assert restarted <= max(5.0, healthy_restart + 2.0), timings
+    # Ready within 5 s, or as fast as a restart on the healthy cluster (Python's start on a loaded machine
+    # can alone take longer), or, when the election takes longer than that, within 3 s of its end: a
+    # starting proxy waits for the new leaders, and not a request timeout more.
+    assert restarted <= max(5.0, healthy_restart + 2.0, elected + 3.0), timings
 
     # The new token reached the bucket too (the restarted proxy loaded it from there).
     assert _served_after(base_url, fresh, timeout=10) < 10
