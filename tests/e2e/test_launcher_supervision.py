@@ -155,3 +155,30 @@ def test_a_killed_valkey_is_restarted_and_limits_hold_again(supervised: Stack) -
         f"no 429 within 10 s of Valkey's return ({served})"
     )
     assert "the embedded Valkey is back" in (stack.data_dir / "logs" / "launcher.log").read_text()
+
+
+def test_a_killed_service_is_restarted(supervised: Stack) -> None:
+    stack = supervised
+    client = _client(stack, "service-kill")
+    assert _ask(client)
+    since = len(stack.output)
+    os.kill(_service_pid(stack, "aqueduct_proxy"), signal.SIGKILL)
+    _wait_for_output(stack, "proxy exited with -9; restarting", since, timeout=10)
+    assert _served_within(client, timeout=60) < 60
+    assert "proxy exited with -9; restarting" in (stack.data_dir / "logs" / "launcher.log").read_text()
+
+
+def _service_pid(stack: Stack, module: str) -> int:
+    """The service process running ``python -m <module>`` for this stack (its AQUEDUCT_DATA_DIR)."""
+    marker = f"AQUEDUCT_DATA_DIR={stack.data_dir.resolve()}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if module.encode() in argv and marker in environ:
+            return int(entry.name)
+    raise LookupError(f"no {module} process for {stack.data_dir}")
