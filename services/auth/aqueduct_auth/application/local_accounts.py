@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from collections.abc import Callable
 
@@ -14,7 +15,9 @@ from aqueduct_auth.domain.errors import (
     AccountExistsError,
     AuthError,
     InvalidCredentialsError,
+    NoSuchAccountError,
     NotAllowedError,
+    PasswordChangeRequiredError,
     SignInRateLimitedError,
 )
 from aqueduct_auth.domain.sign_in import SignInRequest
@@ -25,10 +28,27 @@ __all__ = ["LocalAccounts", "local_subject"]
 
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")
 MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1000
 
 
 def local_subject(username: str) -> str:
     return f"local:{username}"
+
+
+def _one_time_password() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def _check_new_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AuthError(f"password: at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise AuthError(f"password: at most {MAX_PASSWORD_LENGTH} characters")
+
+
+def _require_admin(actor: SessionClaims, what: str) -> None:
+    if not actor.admin:
+        raise NotAllowedError(f"only an Admin can {what}")
 
 
 class LocalAccounts:
@@ -62,28 +82,66 @@ class LocalAccounts:
         self,
         actor: SessionClaims,
         username: str,
-        password: str,
+        password: str | None,
         email: str = "",
         name: str = "",
         groups: list[str] | None = None,
         admin: bool = False,
-    ) -> LocalAccount:
-        if not actor.admin:
-            raise NotAllowedError("only an Admin can create local accounts")
+        must_change_password: bool | None = None,
+    ) -> tuple[LocalAccount, str | None]:
+        """Create an account. Without a password, a one-time password is made and returned (only here);
+        the user must replace it at first sign-in (``must_change_password`` defaults to that: True for a
+        made password, False for one the Admin chose)."""
+        _require_admin(actor, "create local accounts")
         username = username.strip().lower()
         if not _USERNAME.match(username):
             raise AuthError("username: lower-case letters, digits and . _ @ - only, at most 64 characters")
-        if len(password) < MIN_PASSWORD_LENGTH:
-            raise AuthError(f"password: at least {MIN_PASSWORD_LENGTH} characters")
+        one_time = None
+        if password is None:
+            password = one_time = _one_time_password()
+        _check_new_password(password)
         account = LocalAccount(
-            username, await self._passwords.hash(password), admin, email, name or username, list(groups or [])
+            username,
+            await self._passwords.hash(password),
+            admin,
+            email,
+            name or username,
+            list(groups or []),
+            must_change_password=one_time is not None
+            if must_change_password is None
+            else must_change_password,
         )
         if not self._store.add_account(account, self._clock()):
             raise AccountExistsError(f"local account {username!r} exists")
-        return account
+        return account, one_time
 
-    async def sign_in(self, username: str, password: str, client_ip: str | None) -> TokenPair:
+    def list(self, actor: SessionClaims) -> list[LocalAccount]:
+        _require_admin(actor, "list local accounts")
+        return self._store.list_accounts()
+
+    async def reset_password(self, actor: SessionClaims, username: str) -> str:
+        """A new one-time password for a user who forgot theirs; returned only here."""
+        _require_admin(actor, "reset passwords")
+        password = _one_time_password()
+        if not self._store.set_password_hash(
+            username.strip().lower(), await self._passwords.hash(password), must_change=True
+        ):
+            raise NoSuchAccountError(f"no local account {username!r}")
+        return password
+
+    async def change_password(
+        self, username: str, password: str, new_password: str, client_ip: str | None
+    ) -> None:
+        """The user replaces their password (a one-time one included), proving the current one; the
+        same attempt limits as sign-in apply."""
         username = username.strip().lower()
+        account = await self._verified(username, password, client_ip)
+        _check_new_password(new_password)
+        if new_password == password:
+            raise AuthError("new_password: must differ from the current password")
+        self._store.set_password_hash(account.username, await self._passwords.hash(new_password), False)
+
+    async def _verified(self, username: str, password: str, client_ip: str | None) -> LocalAccount:
         now = self._clock()
         retry_after = max(
             await self._per_ip.check(f"ip:{client_ip}", now),
@@ -97,6 +155,13 @@ class LocalAccounts:
             await self._failed(username, client_ip, "invalid_credentials")
             raise InvalidCredentialsError()
         assert account is not None  # verify() is False without an account
+        return account
+
+    async def sign_in(self, username: str, password: str, client_ip: str | None) -> TokenPair:
+        username = username.strip().lower()
+        account = await self._verified(username, password, client_ip)
+        if account.must_change_password:
+            raise PasswordChangeRequiredError()
         if self._passwords.needs_rehash(account.password_hash):
             self._store.set_password_hash(username, await self._passwords.hash(password))
         request = SignInRequest(
