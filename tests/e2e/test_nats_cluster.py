@@ -21,7 +21,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -225,6 +225,12 @@ class Election(threading.Thread):
         self.done_at = time.monotonic()
 
 
+def _until(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def _restart_proxy(stack: Stack) -> float:
     """SIGKILL the proxy; the launcher starts it again. Seconds from the kill until it is ready."""
     os.kill(_proxy_pid(stack), signal.SIGKILL)
@@ -248,7 +254,7 @@ def test_losing_the_leading_node_under_load_loses_and_doubles_nothing(
     healthy_restart = _restart_proxy(stack)
 
     load = Load(base_url, value).start()
-    time.sleep(3)
+    _until(lambda: len(load.served) >= 20, timeout=60)  # a steady stream, whatever the machine's load
     served_before = len(load.served)
     cluster.kill(cluster.node(victim))
     killed = time.monotonic()
@@ -259,6 +265,7 @@ def test_losing_the_leading_node_under_load_loses_and_doubles_nothing(
     fresh = _issue(stack, automation, "after-the-kill")
     created = time.monotonic()
     new_token_served = _served_after(base_url, fresh, timeout=30)
+    _until(lambda: len(load.served) >= served_before + 20, timeout=60)  # and on, across the election
     time.sleep(2)
     load.stop()
     # A proxy restarted after the kill, while the cluster elects new leaders (the launcher restarts it).
@@ -277,10 +284,11 @@ def test_losing_the_leading_node_under_load_loses_and_doubles_nothing(
     assert served_before > 0 and len(load.served) > served_before, "the load did not run across the kill"
     assert load.failed == [], f"{len(load.failed)} requests failed, first: {load.failed[:3]}; {timings}"
     assert new_token_served <= 5.0, timings
-    # Ready within 5 s, or as fast as a restart on the healthy cluster (Python's start on a loaded machine
-    # can alone take longer), or, when the election takes longer than that, within 3 s of its end: a
-    # starting proxy waits for the new leaders, and not a request timeout more.
-    assert restarted <= max(5.0, healthy_restart + 2.0, elected + 3.0), timings
+    # Ready within 5 s; on a machine so loaded that Python's start alone takes longer, about as fast as a
+    # restart on the healthy cluster (the same machine's noise, so half as much again); and when the
+    # election ends later than that, within 3 s of its end: a starting proxy waits for the new leaders,
+    # not for a request timeout more (before: 28 s).
+    assert restarted <= max(5.0, 1.5 * healthy_restart, elected + 3.0), timings
 
     # The new token reached the bucket too (the restarted proxy loaded it from there).
     assert _served_after(base_url, fresh, timeout=10) < 10

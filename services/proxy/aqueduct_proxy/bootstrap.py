@@ -9,6 +9,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -74,9 +75,11 @@ async def _connect_bus(url: str) -> NATS:
 
 
 async def bootstrap(settings: ProxySettings, common: CommonSettings) -> Proxy:
+    started = time.monotonic()
     nc = await _connect_bus(common.nats_url)
     js = nc.jetstream()
     await ensure_topology(js, common.nats_replicas)
+    log.info("connected to NATS, topology checked in %.1fs", time.monotonic() - started)
     metrics = ProxyMetrics()
     snapshot = Snapshot()
     upstream = UpstreamClient(
