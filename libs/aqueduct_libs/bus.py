@@ -30,6 +30,7 @@ __all__ = [
     "ensure_object_store",
     "ensure_stream",
     "ensure_topology",
+    "patiently",
 ]
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ TOPOLOGY_WAIT_SECONDS = 60.0
 ATTEMPT_SECONDS = 2.0
 
 
-async def _patiently(call: Callable[[], Awaitable[T]], what: str) -> T:
+async def patiently(call: Callable[[], Awaitable[T]], what: str) -> T:
     """``call()``, again while it times out. On a NATS cluster, a stream whose leader died answers nothing
     until its other replicas have elected a new one (4 to 9 s): a service starting meanwhile waits for
     the election instead of failing its start, asking every ``ATTEMPT_SECONDS`` so that it goes on as
@@ -204,7 +205,7 @@ async def ensure_stream(
         config = dataclasses.replace(config, num_replicas=replicas)
     name = config.name or ""
     try:
-        info = await _patiently(lambda: js.stream_info(name), f"the stream {name}")
+        info = await patiently(lambda: js.stream_info(name), f"the stream {name}")
     except NotFoundError:
         await _create_or_await(js, name, lambda: js.add_stream(config))
         return
@@ -227,7 +228,7 @@ async def ensure_kv(
 ) -> None:
     """Create the KV bucket with ``replicas`` if missing; with ``adjust`` also bring an existing one to it."""
     try:
-        await _patiently(lambda: js.key_value(bucket), f"the KV bucket {bucket}")
+        await patiently(lambda: js.key_value(bucket), f"the KV bucket {bucket}")
     except BucketNotFoundError:
         await _create_or_await(
             js,
@@ -242,7 +243,7 @@ async def ensure_kv(
         )
         return
     if adjust:
-        info = await _patiently(lambda: js.stream_info(f"KV_{bucket}"), f"the KV bucket {bucket}")
+        info = await patiently(lambda: js.stream_info(f"KV_{bucket}"), f"the KV bucket {bucket}")
         await _adjust_replicas(js, info, replicas)
 
 
@@ -251,7 +252,7 @@ async def ensure_object_store(
 ) -> None:
     """Create the object store with ``replicas`` if missing; with ``adjust`` also bring an existing one to it."""
     try:
-        await _patiently(lambda: js.object_store(store), f"the object store {store}")
+        await patiently(lambda: js.object_store(store), f"the object store {store}")
     except BucketNotFoundError:
         await _create_or_await(
             js,
@@ -262,7 +263,7 @@ async def ensure_object_store(
         )
         return
     if adjust:
-        info = await _patiently(lambda: js.stream_info(f"OBJ_{store}"), f"the object store {store}")
+        info = await patiently(lambda: js.stream_info(f"OBJ_{store}"), f"the object store {store}")
         await _adjust_replicas(js, info, replicas)
 
 

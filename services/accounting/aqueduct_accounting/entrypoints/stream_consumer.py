@@ -22,6 +22,7 @@ from nats.js import api as js_api
 from pydantic import ValidationError
 
 from aqueduct_accounting.adapters.jetstream_pull import PullBatches
+from aqueduct_libs.bus import patiently
 
 __all__ = ["BatchConsumer", "ensure_durable_consumer"]
 
@@ -48,7 +49,8 @@ async def ensure_durable_consumer(
         max_ack_pending=max_ack_pending,
         max_deliver=-1,
     )
-    await js.add_consumer(stream, config)
+    # Patiently: on a NATS cluster electing the stream's leader the request is never answered.
+    await patiently(lambda: js.add_consumer(stream, config), f"the stream {stream}")
 
 
 class BatchConsumer(Generic[T]):
