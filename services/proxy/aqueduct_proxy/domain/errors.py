@@ -85,6 +85,10 @@ class BudgetExhaustedError(ProxyError):
     type = "insufficient_quota"
     code = "insufficient_quota"
 
+    def __init__(self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None):
+        # Retrying cannot help before the budget resets: the official SDKs honour this header.
+        super().__init__(message, param=param, headers={"x-should-retry": "false", **(headers or {})})
+
 
 class LimiterUnavailableError(ProxyError):
     status = 503

@@ -111,8 +111,11 @@ async def _form_body(request: web.Request) -> list[tuple[str, Any]]:
 
 async def _forward(request: web.Request, gateway: Gateway, call: Call) -> web.StreamResponse:
     limit_headers = await gateway.admit(call)
-    upstream = await gateway.send(call, request.method, request.query_string, _forward_headers(request))
-    return await relay(request, gateway, call, upstream, limit_headers)
+    try:
+        upstream = await gateway.send(call, request.method, request.query_string, _forward_headers(request))
+        return await relay(request, gateway, call, upstream, limit_headers)
+    finally:
+        gateway.release(call)  # no usage was recorded (upstream error, client gone): nothing stays held
 
 
 def _model_route(api_path: str, multipart: bool) -> Handler:
