@@ -31,6 +31,7 @@ from aqueduct_proxy.application.budgeting import Budgeting
 from aqueduct_proxy.application.gateway import Gateway, GatewayConfig
 from aqueduct_proxy.domain.snapshot import Snapshot
 from aqueduct_proxy.entrypoints.http import build_app
+from aqueduct_proxy.entrypoints.server import OpenAIErrorsRunner
 from aqueduct_proxy.jupyterhub import HubBridgeSettings, wire_jupyterhub
 from aqueduct_proxy.metrics import ProxyMetrics
 from aqueduct_proxy.settings import ProxySettings
@@ -208,7 +209,13 @@ async def serve(settings: ProxySettings, common: CommonSettings, stop: asyncio.E
     wire_extensions(proxy)
     # JupyterHub users' tokens as API keys (AQUEDUCT_PROXY_JUPYTERHUB_ENABLED); off by default.
     wire_jupyterhub(proxy.app, proxy.gateway, proxy.nc.jetstream(), HubBridgeSettings(), common.auth_url)
-    runner = web.AppRunner(proxy.app, access_log=None, handle_signals=False, shutdown_timeout=30.0)
+    runner = OpenAIErrorsRunner(
+        proxy.app,
+        max_header_bytes=settings.max_header_bytes,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=30.0,
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=settings.workers > 1, backlog=4096)
     await site.start()

@@ -28,6 +28,8 @@ class ProxySettings(BaseSettings):
     budget_hold_seconds: int = 900
     budget_default_output_tokens: int = 4096
     max_body_bytes: int = 32 * 1024 * 1024
+    # Longest header line (and request line) accepted; a longer one is answered 431 in OpenAI's format.
+    max_header_bytes: int = 8190
     # Longest wait for the upstream's next bytes (its first byte, or the next chunk of a stream).
     upstream_timeout_seconds: float = 600.0
     upstream_connect_timeout_seconds: float = 10.0

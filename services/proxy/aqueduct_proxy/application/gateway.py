@@ -32,6 +32,7 @@ from aqueduct_proxy.domain.errors import (
     LimiterUnavailableError,
     ModelNotFoundError,
     RateLimitedError,
+    RequestTooLargeError,
     UpstreamError,
 )
 from aqueduct_proxy.domain.snapshot import Endpoint, Snapshot
@@ -66,6 +67,7 @@ def _shape_problem(upstream_path: str, payload: dict[str, Any]) -> tuple[str, st
     return None
 
 
+_ERROR_TYPE = {"requests": "requests", "input_tokens": "tokens", "output_tokens": "tokens"}
 _HEADER_DIMENSION = {"requests": "requests", "input_tokens": "tokens", "output_tokens": "output-tokens"}
 _RETRYABLE_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
 
@@ -101,6 +103,7 @@ class Call:
     reserved_output: int = 0
     admission: Admission | None = None
     budget_hold: BudgetHold | None = None  # the worst case reserved on its budgets, until settled
+    request_id: str | None = None  # the answer's x-request-id, carried into the usage event
     started: float = field(default_factory=time.perf_counter)
     occurred_at: datetime = field(default_factory=_now)
 
@@ -295,6 +298,13 @@ class Gateway:
     async def _charge(self, counters: list[Counter]) -> Admission | None:
         """The admission, None when the limiter is down and limits fail open, or RateLimitedError."""
         assert self.limiter is not None
+        for counter in counters:
+            if counter.cost > counter.limit:
+                raise RequestTooLargeError(
+                    _too_large_message(counter),
+                    type=_ERROR_TYPE[counter.dimension],
+                    headers={"x-should-retry": "false"},
+                )
         try:
             result = await self.limiter.admit(counters)
         except LimiterDown as exc:
@@ -306,7 +316,11 @@ class Gateway:
             ) from exc
         if isinstance(result, Rejection):
             self.metrics.limit_rejections.labels(result.counter.dimension).inc()
-            raise RateLimitedError(_rejection_message(result), headers=_rejection_headers(result))
+            raise RateLimitedError(
+                _rejection_message(result),
+                type=_ERROR_TYPE[result.counter.dimension],
+                headers=_rejection_headers(result),
+            )
         return result
 
     # -- upstream --------------------------------------------------------------------------------------
@@ -526,6 +540,7 @@ class Gateway:
                 "ttft_ms": round(ttft * 1000, 3) if ttft is not None else None,
                 "streamed": call.stream,
                 "cut_short": cut_short,
+                "request_id": call.request_id,
             }
         )
         if self.publisher is not None:
@@ -559,6 +574,14 @@ def _rejection_message(rejection: Rejection) -> str:
     return (
         f"Rate limit reached: {counter.limit} {what[counter.dimension]} per minute "
         f"(used {rejection.used}). Please try again in {rejection.retry_after}s."
+    )
+
+
+def _too_large_message(counter: Counter) -> str:
+    what = {"requests": "requests", "input_tokens": "input tokens", "output_tokens": "output tokens"}
+    return (
+        f"Request too large: {what[counter.dimension]} per minute: Limit {counter.limit}, "
+        f"Requested {counter.cost}. Send a smaller request (fewer input tokens or a lower max_tokens)."
     )
 
 
