@@ -12,11 +12,13 @@ from typing import Any
 
 import orjson
 
+from aqueduct_accounting.domain.pricing import TokenClasses
 from aqueduct_libs.events import UsageRecorded
 
 __all__ = [
     "InvalidUsageEventError",
     "clickhouse_time",
+    "token_classes",
     "usage_row",
     "usage_row_from_json",
     "usage_rows_from_json",
@@ -25,8 +27,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _REQUIRED_TEXT = ("event_id", "token_id", "user_id", "org_id", "endpoint", "model", "route")
-_OPTIONAL_TEXT = ("service_account_id", "team_id", "tool", "batch_id", "request_id")
-_COUNTS = ("input_tokens", "output_tokens", "cached_tokens")
+_OPTIONAL_TEXT = ("service_account_id", "team_id", "tool", "batch_id", "request_id", "alias")
+_COUNTS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+)
 _TEXT = _REQUIRED_TEXT + _OPTIONAL_TEXT
 _INTEGERS = ("status_code", *_COUNTS)
 _KINDS = frozenset(("model", "mcp", "batch"))
@@ -127,3 +136,15 @@ def _row(data: Any) -> dict[str, Any]:
     if type(row["latency_ms"]) not in (int, float) or type(row["ttft_ms"]) not in (int, float, type(None)):
         raise InvalidUsageEventError("latency_ms and ttft_ms must be numbers")
     return row
+
+
+def token_classes(row: dict[str, Any]) -> TokenClasses:
+    """A row's token counts by class, as the cost rule takes them."""
+    return TokenClasses(
+        row["input_tokens"],
+        row["output_tokens"],
+        row["cached_tokens"],
+        row["cache_write_5m_tokens"],
+        row["cache_write_1h_tokens"],
+        row["reasoning_tokens"],
+    )
