@@ -433,7 +433,7 @@ async def test_an_admin_sets_the_limits_of_a_service_accounts_token(
         made = await ok(
             http.post(
                 f"{stack.urls['directory']}/api/teams/{people.team_id}/service-accounts",
-                json={"name": f"bot-{tag}", "description": ""},
+                json={"name": f"bot-{tag}", "description": "runs the nightly jobs"},
                 headers={"Authorization": f"Bearer {pair['access_token']}"},
             )
         )
