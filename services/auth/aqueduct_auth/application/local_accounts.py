@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 
@@ -10,9 +9,9 @@ from aqueduct_auth.adapters.passwords import Passwords
 from aqueduct_auth.adapters.store import AuthStore, LocalAccount
 from aqueduct_auth.application.ports import AttemptCounter, Events
 from aqueduct_auth.application.sessions import Sessions, TokenPair
+from aqueduct_auth.domain.accounts import check_new_account
 from aqueduct_auth.domain.errors import (
     AccountExistsError,
-    AuthError,
     InvalidCredentialsError,
     NotAllowedError,
     SignInRateLimitedError,
@@ -22,9 +21,6 @@ from aqueduct_libs.events import AuthEvent
 from aqueduct_libs.sessions import SessionClaims
 
 __all__ = ["LocalAccounts", "local_subject"]
-
-_USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")
-MIN_PASSWORD_LENGTH = 8
 
 
 def local_subject(username: str) -> str:
@@ -70,13 +66,9 @@ class LocalAccounts:
     ) -> LocalAccount:
         if not actor.admin:
             raise NotAllowedError("only an Admin can create local accounts")
-        username = username.strip().lower()
-        if not _USERNAME.match(username):
-            raise AuthError("username: lower-case letters, digits and . _ @ - only, at most 64 characters")
-        if len(password) < MIN_PASSWORD_LENGTH:
-            raise AuthError(f"password: at least {MIN_PASSWORD_LENGTH} characters")
+        username, email, name, groups = check_new_account(username, password, email, name, groups or [])
         account = LocalAccount(
-            username, await self._passwords.hash(password), admin, email, name or username, list(groups or [])
+            username, await self._passwords.hash(password), admin, email, name or username, groups
         )
         if not self._store.add_account(account, self._clock()):
             raise AccountExistsError(f"local account {username!r} exists")
