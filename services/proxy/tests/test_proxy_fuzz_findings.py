@@ -5,6 +5,10 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
+from aqueduct_proxy.batches.domain import BatchNotFoundError
+from aqueduct_proxy.batches.store import BatchStore
+from aqueduct_proxy.files.domain import FileNotFoundInStoreError
+from aqueduct_proxy.files.store import FileStore
 from conftest import wait_token
 
 
@@ -34,3 +38,23 @@ async def test_a_multipart_part_with_a_control_character_in_its_header_is_a_400(
             assert r.status == 400, answer
             assert answer["error"]["type"] == "invalid_request_error"
             assert "malformed" in answer["error"]["message"]
+
+
+# Ids with bytes a NATS key cannot hold; the fuzzer sent the first one to /v1/files/{file_id}.
+ODD_IDS = ["\u00ad\\P\u00d8?\u00afg\u00bb", "file with spaces", "a.b>", "*"]
+
+
+@pytest.mark.parametrize("odd_id", ODD_IDS)
+async def test_a_file_or_batch_id_that_cannot_be_a_key_is_not_found(bus, odd_id) -> None:
+    """Found on GET/DELETE /v1/files/{file_id}, .../content and /v1/batches/{batch_id}: a 500."""
+    files, batches = FileStore(bus, quota_bytes_per_user=1024), BatchStore(bus)
+    await files.start()
+    await batches.start()
+    with pytest.raises(FileNotFoundInStoreError):
+        await files.get("user-1", odd_id)
+    with pytest.raises(FileNotFoundInStoreError):
+        await files.delete("user-1", odd_id)
+    with pytest.raises(BatchNotFoundError):
+        await batches.get("user-1", odd_id)
+    with pytest.raises(BatchNotFoundError):
+        await batches.mutate("user-1", odd_id, lambda batch: batch)
