@@ -45,6 +45,12 @@ def _sign_in_ui(ui: str, username: str, password: str) -> tuple[dict[str, str], 
             "/login", data={"username": username, "password": password, "csrf_token": csrf.group(1)}
         )
         assert signed_in.status_code in (302, 303), signed_in.text
+        # The cookies and the X-CSRF-Token header the fuzzer sends reach the handlers: a token is created.
+        made = browser.post(
+            "/tokens", data={"name": "fuzz-ui-check"}, headers={"X-CSRF-Token": csrf.group(1)}
+        )
+        assert made.status_code == 303
+        assert "fuzz-ui-check" in browser.get(made.headers["location"]).text
         return dict(browser.cookies), csrf.group(1)
 
 
