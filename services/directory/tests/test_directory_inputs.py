@@ -157,7 +157,12 @@ BAD: list[tuple[str, str, dict[str, Any], str]] = [
     ("PATCH", "/api/orgs/{org}", {"excluded_models": ["two words"]}, "excluded_models"),
     # teams
     ("POST", "/api/teams", {"org_id": "{org}", "name": "x" * 101}, "name"),
-    ("POST", "/api/teams", {"org_id": "{org}", "name": "lab", "description": "a\x0bvertical tab"}, "description"),
+    (
+        "POST",
+        "/api/teams",
+        {"org_id": "{org}", "name": "lab", "description": "a\x0bvertical tab"},
+        "description",
+    ),
     ("POST", "/api/teams", {"org_id": "{org}", "name": "lab", **_limits(0)}, "limits.requests_per_minute"),
     ("PATCH", "/api/teams/{team}", {"name": ""}, "name"),
     (
