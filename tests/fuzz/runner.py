@@ -1,7 +1,8 @@
 """Drive schemathesis through its Python API: every operation of a schema, valid and invalid requests.
 
 (Schemathesis' own pytest plugin reads a private attribute of pytest's test items that pytest 9 no longer
-has, and its lazy loading is the only way to fuzz a product that a fixture starts; so the loop is here.)
+has, and its lazy loading is the only way to fuzz a product that a fixture starts; so the loop is here and
+the plugin is switched off in pyproject.toml, ``-p no:schemathesis``.)
 Each operation is its own Hypothesis run; a finding is recorded and the next operation still runs, so one
 run reports every finding at once.
 """
