@@ -22,6 +22,7 @@ _TITLES = {
     403: "Not allowed",
     404: "Not found",
     409: "Refused",
+    422: "Not accepted",
     503: "Service unavailable",
 }
 
