@@ -20,7 +20,8 @@ from tests.fuzz.conftest import AdminCredentials
 from tests.fuzz.runner import fuzz_schema
 from tests.support.stack import Stack
 
-pytestmark = [pytest.mark.fuzz, pytest.mark.e2e, pytest.mark.slow]
+# About a minute per service on a quiet machine; the timeout leaves room for a loaded one.
+pytestmark = [pytest.mark.fuzz, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
 EXAMPLES = int(os.environ.get("AQUEDUCT_FUZZ_EXAMPLES", "10"))
 CHECKS = [not_a_server_error]
