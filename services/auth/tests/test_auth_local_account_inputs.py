@@ -10,7 +10,7 @@ from auth_testing import ADMIN_PASSWORD, ADMIN_USERNAME, sign_in
 
 pytestmark = pytest.mark.nats
 
-GOOD = {"username": "erin", "password": "erin-password", "email": "erin@example.org", "name": "Erin"}
+GOOD = {"username": "fiona", "password": "fiona-password", "email": "fiona@example.org", "name": "Fiona"}
 
 BAD: list[tuple[dict[str, Any], str]] = [
     ({"username": "Bad User!"}, "username"),

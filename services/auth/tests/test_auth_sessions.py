@@ -208,3 +208,60 @@ async def test_key_rotation_keeps_current_sessions_valid(auth_client, nc: NATS) 
         verifier.verify(after)
         kids = [key["kid"] for key in rotated.json()["keys"]]
         assert kids[0] != kids[1]
+
+
+async def test_an_invited_user_replaces_the_one_time_password_and_an_admin_resets_a_forgotten_one(
+    auth_client,
+) -> None:
+    async with auth_client() as client:
+        admin = (await sign_in(client, ADMIN_USERNAME, ADMIN_PASSWORD)).json()["access_token"]
+        as_admin = {"Authorization": f"Bearer {admin}"}
+        invited = await client.post(
+            "/auth/local-users",
+            json={"username": "erin", "email": "erin@example.org", "groups": ["staff"]},
+            headers=as_admin,
+        )
+        assert invited.status_code == 201, invited.text
+        assert invited.headers["cache-control"] == "no-store"
+        one_time = invited.json()["one_time_password"]
+        assert invited.json()["must_change_password"] is True and len(one_time) >= 12
+
+        # The one-time password proves who it is but opens no session ...
+        refused = await sign_in(client, "erin", one_time)
+        assert refused.status_code == 403 and refused.json()["code"] == "password_change_required"
+        # ... until the user has chosen their own.
+        wrong = await client.post(
+            "/auth/password", json={"username": "erin", "password": "guess-guess", "new_password": "x" * 12}
+        )
+        assert wrong.status_code == 401
+        too_short = await client.post(
+            "/auth/password", json={"username": "erin", "password": one_time, "new_password": "short"}
+        )
+        assert too_short.status_code == 422 and too_short.json()["field"] == "new_password"
+        changed = await client.post(
+            "/auth/password",
+            json={"username": "erin", "password": one_time, "new_password": "erins-own-password"},
+        )
+        assert changed.status_code == 204
+        assert (await sign_in(client, "erin", one_time)).status_code == 401
+        assert (await sign_in(client, "erin", "erins-own-password")).status_code == 200
+
+        listed = await client.get("/auth/local-users", headers=as_admin)
+        erin = next(a for a in listed.json() if a["username"] == "erin")
+        assert erin["must_change_password"] is False and erin["one_time_password"] is None
+        assert "password_hash" not in listed.text and "erins-own-password" not in listed.text
+
+        # Forgotten: an Admin makes a new one-time password; the old password stops working.
+        erin_session = (await sign_in(client, "erin", "erins-own-password")).json()["access_token"]
+        as_erin = {"Authorization": f"Bearer {erin_session}"}
+        assert (
+            await client.post("/auth/local-users/erin/reset-password", headers=as_erin)
+        ).status_code == 403
+        assert (await client.get("/auth/local-users", headers=as_erin)).status_code == 403
+        reset = await client.post("/auth/local-users/erin/reset-password", headers=as_admin)
+        assert reset.status_code == 200
+        assert (await sign_in(client, "erin", "erins-own-password")).status_code == 401
+        again = await sign_in(client, "erin", reset.json()["one_time_password"])
+        assert again.json()["code"] == "password_change_required"
+        missing = await client.post("/auth/local-users/nobody/reset-password", headers=as_admin)
+        assert missing.status_code == 404

@@ -21,18 +21,44 @@ audit = typer.Typer(
 def audit_log(
     aggregate_id: Annotated[str | None, typer.Option("--id", help="Only events of this object")] = None,
     actor: Annotated[str | None, typer.Option(help="Only events caused by this user id")] = None,
+    event_type: Annotated[
+        str | None, typer.Option("--type", help="Only this event type, e.g. TokenIssued")
+    ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option("--kind", help="Only events of this kind of object: Org, Team, User, Token, ..."),
+    ] = None,
     since: Annotated[str | None, typer.Option(help="ISO 8601 time")] = None,
     until: Annotated[str | None, typer.Option(help="ISO 8601 time")] = None,
-    limit: Annotated[int, typer.Option()] = 200,
+    limit: Annotated[int, typer.Option(help="Events per page", min=1, max=100_000)] = 50,
+    page: Annotated[int, typer.Option(help="Page number, 1 = the newest events", min=1)] = 1,
+    oldest_first: Annotated[bool, typer.Option("--oldest-first", help="Oldest events first")] = False,
     output: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+    as_json: Annotated[bool, typer.Option("--json", help="Output JSON (for scripts)")] = False,
 ) -> None:
-    """List events, oldest first."""
-    params = {"aggregate_id": aggregate_id, "actor": actor, "since": since, "until": until, "limit": limit}
-    answer = ApiClient().request(
+    """The event log, newest first, one page at a time; says how many events match in all."""
+    params = {
+        "aggregate_id": aggregate_id,
+        "actor": actor,
+        "type": event_type,
+        "aggregate_type": kind,
+        "since": since,
+        "until": until,
+        "limit": limit,
+        "offset": (page - 1) * limit,
+        "order": "asc" if oldest_first else "desc",
+    }
+    client = ApiClient()
+    answer, total = client.request_page(
         "GET", "directory", "/api/audit/events", params={k: v for k, v in params.items() if v is not None}
     )
     columns = ["notification_id", "occurred_at", "actor", "type", "aggregate_type", "aggregate_id"]
-    print_objects(answer, columns, output)
+    fmt = "json" if as_json else output
+    print_objects(answer, columns, fmt)
+    if fmt == "table":
+        shown_to = (page - 1) * limit + len(answer)
+        more = f"; next: --page {page + 1}" if shown_to < total else ""
+        typer.echo(f"events {(page - 1) * limit + 1 if answer else 0}-{shown_to} of {total}{more}", err=True)
 
 
 @audit.command("at")

@@ -1,7 +1,8 @@
 """How the CLI finds the services and signs in.
 
-Service URLs come from ``AQUEDUCT_<SVC>_URL`` or, for the one-machine setup, from the runtime file that
-``aqueduct up`` writes into its data folder. ``aqueduct login`` keeps the session (access and refresh
+Service URLs come, last one winning, from the runtime file that the running ``aqueduct up`` records in
+the user's config folder (so the CLI works from any folder), the runtime file in the data folder
+(``AQUEDUCT_DATA_DIR``, default ``./.aqueduct``), ``AQUEDUCT_<SVC>_URL``, and the ``--<svc>-url`` flags. ``aqueduct login`` keeps the session (access and refresh
 tokens, never a password) in ``$AQUEDUCT_CLI_HOME/credentials.json`` (default ``~/.config/aqueduct``),
 readable by the user only. ``AQUEDUCT_TOKEN`` (a session token, or an API token created with ``--management``) overrides it.
 """
@@ -16,7 +17,17 @@ from typing import Any
 
 import httpx
 
-__all__ = ["ApiClient", "CliError", "credentials_path", "service_urls"]
+__all__ = [
+    "SERVICE_NAMES",
+    "ApiClient",
+    "CliError",
+    "PasswordChangeRequired",
+    "cli_home",
+    "credentials_path",
+    "forget_running_product",
+    "record_running_product",
+    "service_urls",
+]
 
 SERVICE_NAMES = ("directory", "auth", "accounting", "proxy", "ui")
 
@@ -25,24 +36,66 @@ class CliError(Exception):
     """Something the user must fix; printed without a traceback."""
 
 
+class PasswordChangeRequired(CliError):
+    """The password was a one-time password: the user must choose their own before signing in."""
+
+
 def _data_dir() -> Path:
     return Path(os.environ.get("AQUEDUCT_DATA_DIR", ".aqueduct"))
 
 
+def cli_home() -> Path:
+    return Path(os.environ.get("AQUEDUCT_CLI_HOME", Path.home() / ".config" / "aqueduct"))
+
+
+def _running_file() -> Path:
+    return cli_home() / "running.json"
+
+
+def _urls_in(path: Path) -> dict[str, str]:
+    try:
+        urls = json.loads(path.read_text()).get("urls", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {k: v for k, v in urls.items() if isinstance(k, str) and isinstance(v, str)}
+
+
 def service_urls() -> dict[str, str]:
-    urls: dict[str, str] = {}
-    runtime = _data_dir() / "runtime.json"
-    if runtime.exists():
-        urls.update(json.loads(runtime.read_text()).get("urls", {}))
+    urls = _urls_in(_running_file())
+    urls.update(_urls_in(_data_dir() / "runtime.json"))
     for name in SERVICE_NAMES:
         if value := os.environ.get(f"AQUEDUCT_{name.upper()}_URL"):
             urls[name] = value
     return urls
 
 
+def record_running_product(urls: dict[str, str], data_dir: Path, pid: int) -> None:
+    """``aqueduct up`` tells CLIs run from any other folder where it is (URLs only, no secret)."""
+    path = _running_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"urls": urls, "data_dir": str(data_dir.resolve()), "pid": pid}, indent=2))
+
+
+def forget_running_product(pid: int) -> None:
+    """On stop, unless another ``aqueduct up`` has recorded itself since."""
+    path = _running_file()
+    try:
+        if json.loads(path.read_text()).get("pid") == pid:
+            path.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def credentials_path() -> Path:
-    home = Path(os.environ.get("AQUEDUCT_CLI_HOME", Path.home() / ".config" / "aqueduct"))
-    return home / "credentials.json"
+    return cli_home() / "credentials.json"
+
+
+def _code(answer: httpx.Response) -> str | None:
+    try:
+        body = answer.json()
+    except ValueError:
+        return None
+    return body.get("code") if isinstance(body, dict) else None
 
 
 class ApiClient:
@@ -53,8 +106,8 @@ class ApiClient:
     def url(self, service: str) -> str:
         if service not in self.urls:
             raise CliError(
-                f"no URL for the {service} service: run `aqueduct up` in this folder, or set "
-                f"AQUEDUCT_{service.upper()}_URL"
+                f"no URL for the {service} service: is `aqueduct up` running? Otherwise pass "
+                f"--{service}-url or set AQUEDUCT_{service.upper()}_URL"
             )
         return self.urls[service].rstrip("/")
 
@@ -86,8 +139,17 @@ class ApiClient:
         answer = self._http.post(
             f"{self.url('auth')}/auth/token", json={"username": username, "password": password}
         )
+        if answer.status_code == 403 and _code(answer) == "password_change_required":
+            raise PasswordChangeRequired("a new password must be chosen")
         self._raise_for(answer)
         self._save_credentials(answer.json())
+
+    def change_password(self, username: str, password: str, new_password: str) -> None:
+        answer = self._http.post(
+            f"{self.url('auth')}/auth/password",
+            json={"username": username, "password": password, "new_password": new_password},
+        )
+        self._raise_for(answer)
 
     def logout(self) -> None:
         credentials = self._load_credentials()
@@ -130,13 +192,24 @@ class ApiClient:
             detail = body["error"].get("message")
         raise CliError(f"{answer.status_code}: {detail}")
 
-    def request(self, method: str, service: str, path: str, **kwargs: Any) -> Any:
+    def request_page(self, method: str, service: str, path: str, **kwargs: Any) -> tuple[Any, int]:
+        """A list route's answer and its ``X-Total-Count``."""
+        answer = self._send(method, service, path, **kwargs)
+        total = int(answer.headers.get("x-total-count", "0") or 0)
+        return answer.json(), total
+
+    def _send(self, method: str, service: str, path: str, **kwargs: Any) -> httpx.Response:
+        base = self.url(service)  # first: "where is the product?" comes before "who are you?"
         headers = {"Authorization": f"Bearer {self.bearer()}", **kwargs.pop("headers", {})}
         try:
-            answer = self._http.request(method, f"{self.url(service)}{path}", headers=headers, **kwargs)
+            answer = self._http.request(method, f"{base}{path}", headers=headers, **kwargs)
         except httpx.ConnectError as exc:
             raise CliError(f"cannot reach the {service} service at {self.url(service)}: {exc}") from exc
         self._raise_for(answer)
+        return answer
+
+    def request(self, method: str, service: str, path: str, **kwargs: Any) -> Any:
+        answer = self._send(method, service, path, **kwargs)
         if answer.status_code == 204 or not answer.content:
             return None
         if answer.headers.get("content-type", "").startswith("application/json"):

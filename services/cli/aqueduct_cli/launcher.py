@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from aqueduct_cli.client import forget_running_product, record_running_product
 from aqueduct_cli.embedded import EmbeddedNats, EmbeddedValkey, free_port
 from aqueduct_cli.nats_users import SERVICE_USERS
 
@@ -265,6 +266,7 @@ class Launcher:
             "pid": os.getpid(),
         }
         (self.data_dir / RUNTIME_FILE).write_text(json.dumps(runtime, indent=2))
+        record_running_product(self.urls, self.data_dir, os.getpid())
         return {
             **runtime,
             "first_start": first_start,
@@ -307,6 +309,7 @@ class Launcher:
                 engine.stop()
         with contextlib.suppress(FileNotFoundError):
             (self.data_dir / RUNTIME_FILE).unlink()
+        forget_running_product(os.getpid())
 
     def request_stop(self, *_: object) -> None:
         self._stopping = True

@@ -12,21 +12,58 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from aqueduct_cli import admin, audit
-from aqueduct_cli.client import ApiClient, CliError
+from aqueduct_cli import access, admin, audit, catalog
+from aqueduct_cli.client import SERVICE_NAMES, ApiClient, CliError, PasswordChangeRequired
 from aqueduct_cli.launcher import SERVICES, WORKERS, Launcher, LaunchOptions
 from aqueduct_cli.output import print_rows
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Aqueduct AI gateway", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Aqueduct AI gateway: run it (`aqueduct up`), administer it, query usage, audit it.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 app.add_typer(admin.orgs, name="orgs")
 app.add_typer(admin.teams, name="teams")
 app.add_typer(admin.users, name="users")
-app.add_typer(admin.tokens, name="tokens")
-app.add_typer(admin.endpoints, name="endpoints")
-app.add_typer(admin.models, name="models")
+app.add_typer(access.tokens, name="tokens")
+app.add_typer(access.service_accounts, name="service-accounts")
+app.add_typer(catalog.endpoints, name="endpoints")
+app.add_typer(catalog.models, name="models")
+app.add_typer(catalog.mcp, name="mcp")
+app.add_typer(catalog.terms, name="terms")
 app.add_typer(audit.audit, name="audit")
+
+
+def _url_option(service: str) -> Any:
+    return typer.Option(
+        f"--{service}-url",
+        help=f"The {service} service's URL (default: the running `aqueduct up`, or AQUEDUCT_{service.upper()}_URL)",
+        show_default=False,
+    )
+
+
+@app.callback()
+def _where(
+    directory_url: Annotated[str | None, _url_option("directory")] = None,
+    auth_url: Annotated[str | None, _url_option("auth")] = None,
+    accounting_url: Annotated[str | None, _url_option("accounting")] = None,
+    proxy_url: Annotated[str | None, _url_option("proxy")] = None,
+    ui_url: Annotated[str | None, _url_option("ui")] = None,
+) -> None:
+    """Aqueduct AI gateway: run it (`aqueduct up`), administer it, query usage, audit it.
+
+    Admin commands find the running product from any folder (`aqueduct up` records where it is);
+    the --<service>-url flags and AQUEDUCT_<SERVICE>_URL variables override that.
+    """
+    given = dict(
+        zip(SERVICE_NAMES, (directory_url, auth_url, accounting_url, proxy_url, ui_url), strict=True)
+    )
+    for service, url in given.items():
+        if url:
+            os.environ[f"AQUEDUCT_{service.upper()}_URL"] = url
+
 
 DataDir = Annotated[Path, typer.Option(envvar="AQUEDUCT_DATA_DIR", help="Folder for all local state")]
 ConfigFile = Annotated[
@@ -59,7 +96,9 @@ def _snippet(proxy_url: str, model: str) -> str:
 def up(
     data_dir: DataDir = Path(".aqueduct"),
     config: ConfigFile = None,
-    host: Annotated[str, typer.Option(envvar="AQUEDUCT_HOST")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(envvar="AQUEDUCT_HOST", help="Address the services listen on")
+    ] = "127.0.0.1",
 ) -> None:
     """Run the whole product on this machine (NATS, Valkey, SQLite, chDB); Ctrl-C stops everything."""
     if config is None and Path("aqueduct.yaml").exists():
@@ -123,17 +162,52 @@ for _worker, _module in WORKERS.items():
 
 @app.command()
 def login(
-    username: Annotated[str, typer.Option(prompt=True)],
+    username: Annotated[str, typer.Option(prompt=True, help="The local account's username")],
     password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from stdin")
+        bool,
+        typer.Option(
+            "--password-stdin",
+            help="Read the password from stdin (and, for a one-time password, the new one from the next line)",
+        ),
     ] = False,
 ) -> None:
-    """Sign in with a local account; the session is kept for later commands."""
-    password = (
-        sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt("Password", hide_input=True)
-    )
-    ApiClient().login(username, password)
+    """Sign in with a local account; the session is kept for later commands. A one-time password (from
+    an Admin) is replaced by one you choose first."""
+    client = ApiClient()
+
+    def read(prompt: str, confirm: bool = False) -> str:
+        if password_stdin:
+            return sys.stdin.readline().rstrip("\n")
+        return str(typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
+
+    password = read("Password")
+    try:
+        client.login(username, password)
+    except PasswordChangeRequired:
+        typer.echo("This password works once: choose your own (at least 8 characters).", err=True)
+        new_password = read("New password", confirm=True)
+        client.change_password(username, password, new_password)
+        client.login(username, new_password)
     typer.echo("Signed in.")
+
+
+@app.command("passwd")
+def change_password(
+    username: Annotated[str, typer.Option(prompt=True, help="The local account's username")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the current, then the new password from stdin")
+    ] = False,
+) -> None:
+    """Change a local account's password (proving the current one)."""
+
+    def read(prompt: str, confirm: bool = False) -> str:
+        if password_stdin:
+            return sys.stdin.readline().rstrip("\n")
+        return str(typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
+
+    current = read("Current password")
+    ApiClient().change_password(username, current, read("New password", confirm=True))
+    typer.echo("Password changed.")
 
 
 @app.command()
@@ -151,7 +225,9 @@ def logout() -> None:
 
 @app.command()
 def sql(
-    query: str,
+    query: Annotated[
+        str, typer.Argument(help="One read-only statement (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN)")
+    ],
     output: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
 ) -> None:
     """Run read-only SQL (ClickHouse dialect) over usage and audit tables (Admins)."""

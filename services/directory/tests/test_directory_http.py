@@ -169,6 +169,8 @@ async def test_config_applied_at_start_and_by_api_idempotently(stack):
             "input_price_per_million": "0.15",
             "output_price_per_million": "0.6",
             "fallbacks": [],
+            "available": True,
+            "unavailable_reason": None,
         }
     ]
     assert (await http.get("/api/endpoints", headers=admin)).json()[0]["api_key_env"] == "OPENAI_API_KEY"
@@ -371,3 +373,48 @@ async def test_operational_routes(stack):
         "aqueduct_directory_relay_position" in metrics
         and "aqueduct_directory_snapshot_writes_total" in metrics
     )
+
+
+async def test_lists_search_sort_and_page_with_a_total(stack):
+    service, signer, http = stack
+    admin = bearer(signer.session(service.directory.sign_in("local:admin", "", "admin", [], admin=True)))
+    org = (await http.get("/api/orgs", headers=admin)).json()[0]
+    for n in range(12):
+        created = await http.post(
+            "/api/users",
+            json={"org_id": org["id"], "email": f"person{n:02}@uni.test", "name": f"Person {n:02}"},
+            headers=admin,
+        )
+        assert created.status_code == 201, created.text
+    page = await http.get("/api/users", params={"q": "PERSON", "sort": "email", "limit": 5}, headers=admin)
+    assert page.status_code == 200 and page.headers["x-total-count"] == "12"
+    assert [u["email"] for u in page.json()] == [f"person{n:02}@uni.test" for n in range(5)]
+    last = await http.get(
+        "/api/users",
+        params={"q": "person", "sort": "email", "order": "desc", "limit": 5, "offset": 10},
+        headers=admin,
+    )
+    assert [u["email"] for u in last.json()] == ["person01@uni.test", "person00@uni.test"]
+    one = await http.get("/api/users", params={"q": "person 07"}, headers=admin)
+    assert [u["name"] for u in one.json()] == ["Person 07"]
+    # Refused like every bad query parameter, naming it.
+    bad = await http.get("/api/users", params={"sort": "password"}, headers=admin)
+    too_small = await http.get("/api/users", params={"limit": 0}, headers=admin)
+    assert (
+        bad.status_code == too_small.status_code >= 400 and "sort" in bad.text and "limit" in too_small.text
+    )
+
+    # Deactivated and back, over HTTP; the audit log shows it first when read newest first.
+    person = page.json()[0]["id"]
+    assert (await http.delete(f"/api/users/{person}", headers=admin)).status_code == 204
+    hidden = await http.get("/api/users", params={"q": "person00"}, headers=admin)
+    assert hidden.json() == []
+    shown = await http.get(
+        "/api/users", params={"q": "person00", "include_deactivated": "true"}, headers=admin
+    )
+    assert [u["deleted"] for u in shown.json()] == [True]
+    back = await http.post(f"/api/users/{person}/reactivate", headers=admin)
+    assert back.status_code == 200 and back.json()["deleted"] is False
+    log = await http.get("/api/audit/events", params={"order": "desc", "limit": 2}, headers=admin)
+    assert [e["type"] for e in log.json()] == ["UserReactivated", "UserDeactivated"]
+    assert int(log.headers["x-total-count"]) > 12

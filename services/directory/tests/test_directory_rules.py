@@ -258,7 +258,7 @@ def test_catalog_rules(world):
         app.update_model(SYSTEM, "llama3:8b", fallbacks=["llama3:8b"])
     app.remove_model(SYSTEM, "llama3:8b")
     app.remove_endpoint(SYSTEM, "vllm")
-    assert app.list_endpoints() == [] and app.list_models() == []
+    assert app.list_endpoints() == [] and app.list_models(SYSTEM) == []
     # A removed name can be registered again (the same aggregate comes back).
     app.register_endpoint(SYSTEM, "vllm", "http://vllm2:8000/v1")
     assert app.list_endpoints()[0]["url"] == "http://vllm2:8000/v1"

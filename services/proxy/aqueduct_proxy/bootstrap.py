@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import multiprocessing
+import os
 import signal
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ from aqueduct_libs.settings import CommonSettings
 from aqueduct_proxy.adapters.limiter import Limiter
 from aqueduct_proxy.adapters.publisher import UsagePublisher
 from aqueduct_proxy.adapters.tokenizer import TokenCounter
-from aqueduct_proxy.adapters.upstream import Cooldown, UpstreamClient
+from aqueduct_proxy.adapters.upstream import Cooldown, EgressProxies, UpstreamClient
 from aqueduct_proxy.application.gateway import Gateway, GatewayConfig
 from aqueduct_proxy.domain.snapshot import Snapshot
 from aqueduct_proxy.entrypoints.http import build_app
@@ -80,6 +81,8 @@ async def bootstrap(settings: ProxySettings, common: CommonSettings) -> Proxy:
         pool_size=settings.upstream_pool_size,
         timeout=settings.upstream_timeout_seconds,
         connect_timeout=settings.upstream_connect_timeout_seconds,
+        egress=EgressProxies(os.environ),  # HTTP(S)_PROXY / NO_PROXY of an organisation's egress
+        client=settings.upstream_client,
     )
     await upstream.start()
     limiter = None

@@ -616,3 +616,65 @@ async def test_https_verifies_the_certificate(tmp_path: Path) -> None:
         await default.close()
         tcp.close()
         await tcp.wait_closed()
+
+
+# -- an organisation's egress proxy ------------------------------------------------------------------------
+
+
+def test_egress_proxy_rules_follow_the_environment_conventions() -> None:
+    from aqueduct_proxy.adapters.upstream import EgressProxies
+
+    none = EgressProxies({})
+    assert not none and none.for_url("https://api.openai.com/v1") is None
+    both = EgressProxies(
+        {
+            "HTTPS_PROXY": "http://egress:3128",
+            "http_proxy": "http://plain:3128",
+            "NO_PROXY": "localhost,.internal",
+        }
+    )
+    assert both.for_url("https://api.openai.com/v1/chat/completions") == "http://egress:3128"
+    assert both.for_url("http://vllm.example.org:8000/v1") == "http://plain:3128"
+    assert both.for_url("http://gpu1.internal:8000/v1") is None  # a domain suffix in NO_PROXY
+    assert both.for_url("http://localhost:8000/v1") is None
+    # The lower-case variable wins over the upper-case one, as curl decides.
+    assert EgressProxies({"HTTPS_PROXY": "http://a:1", "https_proxy": "http://b:2"}).for_url("https://x") == (
+        "http://b:2"
+    )
+    assert EgressProxies({"HTTPS_PROXY": "http://a:1", "NO_PROXY": "*"}).for_url("https://x/v1") is None
+
+
+async def test_upstream_calls_cross_the_egress_proxy_unless_no_proxy_exempts_the_host(upstream) -> None:
+    from aqueduct_proxy.adapters.upstream import EgressProxies
+    from tests.support.forward_proxy import ForwardProxy
+
+    async with ForwardProxy() as egress:
+        for environ, through in (
+            ({"HTTP_PROXY": egress.url}, True),
+            ({"HTTP_PROXY": egress.url, "NO_PROXY": "127.0.0.1"}, False),
+        ):
+            http = UpstreamClient(timeout=5.0, egress=EgressProxies(environ))
+            await http.start()
+            before = len(egress.targets)
+            try:
+                answer = await http.request(
+                    "POST", upstream.url + "/chat/completions", headers=JSON, data=CHAT
+                )
+                assert answer.status == 200 and b"choices" in await answer.read()
+                answer.release()
+            finally:
+                await http.close()
+            went = egress.targets[before:]
+            assert went == ([f"POST {upstream.url}/chat/completions"] if through else [])
+
+
+async def test_the_aiohttp_client_option_serves_json_calls_too(upstream) -> None:
+    http = UpstreamClient(timeout=5.0, client="aiohttp")
+    await http.start()
+    try:
+        answer = await http.request("POST", upstream.url + "/chat/completions", headers=JSON, data=CHAT)
+        assert isinstance(answer, aiohttp.ClientResponse) and answer.status == 200
+        assert b"choices" in await answer.read()
+        answer.release()
+    finally:
+        await http.close()

@@ -20,6 +20,8 @@ _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS local_accounts (
         username TEXT PRIMARY KEY, password_hash TEXT NOT NULL, admin INTEGER NOT NULL,
         email TEXT NOT NULL, name TEXT NOT NULL, groups_json TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL)""",
+    # Added later: an account whose password was set by an Admin must choose its own at first sign-in.
+    "ALTER TABLE local_accounts ADD COLUMN must_change_password INTEGER NOT NULL DEFAULT 0",
     """CREATE TABLE IF NOT EXISTS sessions (
         session_id TEXT PRIMARY KEY, sign_in_json TEXT NOT NULL,
         created_at DOUBLE PRECISION NOT NULL, revoked_at DOUBLE PRECISION)""",
@@ -44,6 +46,7 @@ class LocalAccount:
     email: str = ""
     name: str = ""
     groups: list[str] = field(default_factory=list)
+    must_change_password: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,19 @@ class AuthStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._param = "?"
         for statement in _SCHEMA:
+            if statement.startswith("ALTER TABLE") and self._has_column(statement):
+                continue
             self._execute(statement)
+
+    def _has_column(self, alter: str) -> bool:
+        """``ALTER TABLE t ADD COLUMN c ...`` already applied (SQLite has no ``IF NOT EXISTS`` there)."""
+        words = alter.split()
+        table, column = words[2], words[5]
+        with self._lock:
+            cursor = self._conn.cursor()
+            cursor.execute(f"SELECT * FROM {table} LIMIT 0")  # names from _SCHEMA only
+            names = [d[0] for d in cursor.description]
+        return column in names
 
     def close(self) -> None:
         with self._lock:
@@ -95,8 +110,9 @@ class AuthStore:
     def add_account(self, account: LocalAccount, now: float) -> bool:
         """Insert; False when the username is taken."""
         cursor = self._execute(
-            "INSERT INTO local_accounts (username, password_hash, admin, email, name, groups_json, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (username) DO NOTHING",
+            "INSERT INTO local_accounts"
+            " (username, password_hash, admin, email, name, groups_json, created_at, must_change_password)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (username) DO NOTHING",
             (
                 account.username,
                 account.password_hash,
@@ -105,24 +121,40 @@ class AuthStore:
                 account.name,
                 json.dumps(account.groups),
                 now,
+                int(account.must_change_password),
             ),
         )
         return bool(cursor.rowcount == 1)
 
-    def get_account(self, username: str) -> LocalAccount | None:
-        row = self._one(
-            "SELECT username, password_hash, admin, email, name, groups_json FROM local_accounts"
-            " WHERE username = ?",
-            (username,),
-        )
-        if row is None:
-            return None
-        return LocalAccount(row[0], row[1], bool(row[2]), row[3], row[4], json.loads(row[5]))
+    _ACCOUNT_COLUMNS = "username, password_hash, admin, email, name, groups_json, must_change_password"
 
-    def set_password_hash(self, username: str, password_hash: str) -> None:
-        self._execute(
-            "UPDATE local_accounts SET password_hash = ? WHERE username = ?", (password_hash, username)
-        )
+    @staticmethod
+    def _account(row: tuple[Any, ...]) -> LocalAccount:
+        return LocalAccount(row[0], row[1], bool(row[2]), row[3], row[4], json.loads(row[5]), bool(row[6]))
+
+    def get_account(self, username: str) -> LocalAccount | None:
+        row = self._one(f"SELECT {self._ACCOUNT_COLUMNS} FROM local_accounts WHERE username = ?", (username,))
+        return None if row is None else self._account(row)
+
+    def list_accounts(self) -> list[LocalAccount]:
+        with self._lock:
+            cursor = self._conn.cursor()
+            cursor.execute(f"SELECT {self._ACCOUNT_COLUMNS} FROM local_accounts ORDER BY username")
+            rows = cursor.fetchall()
+        return [self._account(row) for row in rows]
+
+    def set_password_hash(self, username: str, password_hash: str, must_change: bool | None = None) -> bool:
+        """False when there is no such account. ``must_change`` None leaves the flag as it is."""
+        if must_change is None:
+            cursor = self._execute(
+                "UPDATE local_accounts SET password_hash = ? WHERE username = ?", (password_hash, username)
+            )
+        else:
+            cursor = self._execute(
+                "UPDATE local_accounts SET password_hash = ?, must_change_password = ? WHERE username = ?",
+                (password_hash, int(must_change), username),
+            )
+        return bool(cursor.rowcount == 1)
 
     # Sessions and their refresh tokens
 

@@ -26,8 +26,15 @@ def _text(value: str, field: str, label: str, max_length: int) -> str:
     return text
 
 
+def check_password(password: str, field: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidFieldError(field, f"at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise InvalidFieldError(field, f"at most {MAX_PASSWORD_LENGTH} characters")
+
+
 def check_new_account(
-    username: str, password: str, email: str, name: str, groups: list[str]
+    username: str, email: str, name: str, groups: list[str]
 ) -> tuple[str, str, str, list[str]]:
     """The cleaned username, email, name and groups; raises ``InvalidFieldError`` on the first bad one."""
     username = username.strip().lower()
@@ -35,8 +42,6 @@ def check_new_account(
         raise InvalidFieldError(
             "username", "lower-case letters, digits and . _ @ - only, at most 64 characters"
         )
-    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
-        raise InvalidFieldError("password", f"from {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters")
     email = _text(email, "email", "the email", 254)
     if email and not _EMAIL.fullmatch(email):
         raise InvalidFieldError("email", f"{email!r} is not an email address (name@example.org)")

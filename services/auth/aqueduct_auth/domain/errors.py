@@ -9,7 +9,9 @@ __all__ = [
     "ExchangeCodeInvalidError",
     "InvalidCredentialsError",
     "InvalidFieldError",
+    "NoSuchAccountError",
     "NotAllowedError",
+    "PasswordChangeRequiredError",
     "RefreshTokenInvalidError",
     "SignInRateLimitedError",
     "SignInRefusedError",
@@ -74,3 +76,17 @@ class NotAllowedError(AuthError):
 
 class SingleSignOnError(AuthError):
     """The identity provider's answer could not be used (state mismatch, bad ID token, ...)."""
+
+
+class PasswordChangeRequiredError(AuthError):
+    """The password was set by an Admin (or reset): the user chooses their own before signing in."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this password was set by an administrator and works once: choose your own password "
+            "(POST /auth/password, `aqueduct login`, or the sign-in page)"
+        )
+
+
+class NoSuchAccountError(AuthError):
+    pass

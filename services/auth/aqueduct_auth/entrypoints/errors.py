@@ -20,6 +20,8 @@ _STATUS: list[tuple[type[errors.AuthError], int, str]] = [
     (HubTokenInvalidError, 401, "invalid_jupyterhub_token"),
     (HubUnavailableError, 503, "jupyterhub_unavailable"),
     (errors.NotAllowedError, 403, "forbidden"),
+    (errors.PasswordChangeRequiredError, 403, "password_change_required"),
+    (errors.NoSuchAccountError, 404, "not_found"),
     (errors.SignInRefusedError, 403, "sign_in_refused"),
     (errors.AccountExistsError, 409, "conflict"),
     (errors.InvalidFieldError, 422, "invalid_field"),

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
+from aqueduct_auth.adapters.store import LocalAccount
 from aqueduct_auth.application.sessions import TokenPair
 from aqueduct_auth.domain.errors import NotAllowedError
 from aqueduct_auth.domain.sign_in import DirectoryUser
@@ -50,12 +51,19 @@ class TokenAnswer(BaseModel):
 
 
 class NewLocalAccount(BaseModel):
-    username: str
-    password: str
-    email: str = ""
-    name: str = ""
-    groups: list[str] = Field(default_factory=list)
+    username: str = Field(min_length=1, max_length=64)
+    password: str | None = Field(
+        default=None,
+        max_length=1000,
+        description="Omit to have a one-time password made (returned once, to be replaced at first sign-in)",
+    )
+    email: str = Field(default="", max_length=320)
+    name: str = Field(default="", max_length=200)
+    groups: list[str] = Field(default_factory=list, max_length=100)
     admin: bool = False
+    must_change_password: bool | None = Field(
+        default=None, description="Default: true for a one-time password, false for a chosen one"
+    )
 
 
 class LocalAccountAnswer(BaseModel):
@@ -64,6 +72,19 @@ class LocalAccountAnswer(BaseModel):
     name: str
     groups: list[str]
     admin: bool
+    must_change_password: bool = False
+    one_time_password: str | None = None  # only in the answer that made it
+
+
+class PasswordChange(BaseModel):
+    username: str = Field(min_length=1, max_length=200)
+    password: str = Field(min_length=1, max_length=1000, description="The current (or one-time) password")
+    new_password: str = Field(min_length=1, max_length=1000)
+
+
+class OneTimePassword(BaseModel):
+    username: str
+    one_time_password: str
 
 
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -143,16 +164,57 @@ async def jupyterhub_exchange(
 
 @router.post("/auth/local-users", response_model=LocalAccountAnswer, status_code=201, tags=["local accounts"])
 async def add_local_user(
-    body: NewLocalAccount, user: CurrentUser, container: ContainerDep
+    body: NewLocalAccount, user: CurrentUser, container: ContainerDep, response: Response
 ) -> LocalAccountAnswer:
-    """Admin: add a local account; it signs in at /auth/token and lands in the org of its groups."""
-    account = await container.local_accounts.add(
-        user, body.username, body.password, body.email, body.name, body.groups, body.admin
+    """Admin: add a local account; it signs in at /auth/token and lands in the org of its groups (or is
+    linked by email to a user the directory already has). Without a password a one-time password is
+    made, shown only in this answer."""
+    account, one_time = await container.local_accounts.add(
+        user,
+        body.username,
+        body.password,
+        body.email,
+        body.name,
+        body.groups,
+        body.admin,
+        body.must_change_password,
     )
+    response.headers.update(_NO_STORE)
+    return _account_answer(account, one_time)
+
+
+@router.get("/auth/local-users", response_model=list[LocalAccountAnswer], tags=["local accounts"])
+async def list_local_users(user: CurrentUser, container: ContainerDep) -> list[LocalAccountAnswer]:
+    """Admin: every local account (never a password or its hash)."""
+    return [_account_answer(a) for a in container.local_accounts.list(user)]
+
+
+@router.post(
+    "/auth/local-users/{username}/reset-password", response_model=OneTimePassword, tags=["local accounts"]
+)
+async def reset_password(
+    username: str, user: CurrentUser, container: ContainerDep, response: Response
+) -> OneTimePassword:
+    """Admin: a new one-time password (shown only here); the user chooses their own at next sign-in."""
+    password = await container.local_accounts.reset_password(user, username)
+    response.headers.update(_NO_STORE)
+    return OneTimePassword(username=username.strip().lower(), one_time_password=password)
+
+
+@router.post("/auth/password", status_code=204, tags=["local accounts"])
+async def change_password(body: PasswordChange, container: ContainerDep, ip: ClientIp) -> Response:
+    """Replace a local account's password, proving the current one (a one-time password included)."""
+    await container.local_accounts.change_password(body.username, body.password, body.new_password, ip)
+    return Response(status_code=204)
+
+
+def _account_answer(account: LocalAccount, one_time: str | None = None) -> LocalAccountAnswer:
     return LocalAccountAnswer(
         username=account.username,
         email=account.email,
         name=account.name,
         groups=account.groups,
         admin=account.admin,
+        must_change_password=account.must_change_password,
+        one_time_password=one_time,
     )

@@ -24,10 +24,15 @@ def audit_events(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = 1000,
-) -> list[dict[str, Any]]:
+    offset: int = 0,
+    newest_first: bool = False,
+    event_type: str | None = None,
+    aggregate_type: str | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """The events that match, one page of them, and how many match in all."""
     p.require_admin("read the audit log")
     since, until = (as_utc(t) if t is not None else None for t in (since, until))
-    found: list[dict[str, Any]] = []
+    matches: list[tuple[int, Any]] = []
     for notification_id, domain_event in app.iter_events():
         if until is not None and domain_event.timestamp > until:
             break
@@ -37,10 +42,15 @@ def audit_events(
             continue
         if actor is not None and getattr(domain_event, "actor", "system") != actor:
             continue
-        found.append(to_integration_event(domain_event, notification_id).model_dump(mode="json"))
-        if len(found) >= limit:
-            break
-    return found
+        if event_type is not None and type(domain_event).__name__ != event_type:
+            continue
+        if aggregate_type is not None and type(domain_event).__qualname__.split(".")[0] != aggregate_type:
+            continue
+        matches.append((notification_id, domain_event))
+    if newest_first:
+        matches.reverse()
+    page = matches[offset : offset + limit]
+    return [to_integration_event(e, n).model_dump(mode="json") for n, e in page], len(matches)
 
 
 def state_at(app: DirectoryCore, p: Principal, time: datetime, aggregate_id: str) -> dict[str, Any]:

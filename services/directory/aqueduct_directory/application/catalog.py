@@ -193,8 +193,39 @@ class CatalogUseCases(DirectoryCore):
             raise InvalidFieldError("fallbacks", f"a model may have at most {_MAX_FALLBACKS} fallbacks")
         return cleaned
 
-    def list_models(self) -> list[dict[str, Any]]:
-        return [model_view(m) for _, m in sorted(self.state.models.items()) if not m.deleted]
+    def list_models(self, p: Principal, include_unavailable: bool = False) -> list[dict[str, Any]]:
+        """The models the caller's own API tokens may call (the proxy's ``/v1/models`` for them), each
+        with ``available``; with ``include_unavailable`` every model, and why the caller may not use it."""
+        reasons = self._exclusion_reasons(p)
+        answer = []
+        for _, model in sorted(self.state.models.items()):
+            if model.deleted or model.endpoint not in self.state.endpoints:
+                continue
+            if self.state.endpoints[model.endpoint].deleted:
+                continue
+            reason = reasons.get(model.name)
+            if reason is not None and not include_unavailable:
+                continue
+            answer.append({**model_view(model), "available": reason is None, "unavailable_reason": reason})
+        return answer
+
+    def _exclusion_reasons(self, p: Principal) -> dict[str, str]:
+        """Model name -> who excluded it for the caller's personal tokens (org, then team, then user)."""
+        user = self.state.users.get(p.user_id)
+        if user is None:
+            return {}
+        org = self.state.orgs.get(user.org_id)
+        teams = self.state.teams_of(p.user_id)
+        levels = (
+            ("excluded by your organisation", org),
+            ("excluded by your team", teams[0] if teams else None),
+            ("excluded for your account", user),
+        )
+        reasons: dict[str, str] = {}
+        for reason, level in levels:
+            for name in getattr(level, "excluded_models", None) or []:
+                reasons.setdefault(name, reason)
+        return reasons
 
     # -- MCP servers -------------------------------------------------------------------------------
 

@@ -131,7 +131,7 @@ class OrganisationUseCases(DirectoryCore):
             raise ConflictError(f"a team named {name!r} exists in this org", "team_exists")
         team = Team(org_id, name, _description(description), clean_limits(limits), actor=p.actor)
         self.commit(team)
-        return team_view(self.state.teams[str(team.id)])
+        return team_view(self.state.teams[str(team.id)], self.state)
 
     def update_team(
         self,
@@ -177,7 +177,7 @@ class OrganisationUseCases(DirectoryCore):
         if model_limits is not None and clean_model_limits(model_limits) != team.model_limits:
             team.set_model_limits(clean_model_limits(model_limits), actor=p.actor)
         self.commit(team)
-        return team_view(self.state.teams[team_id])
+        return team_view(self.state.teams[team_id], self.state)
 
     def delete_team(self, p: Principal, team_id: str) -> None:
         team = self.editable(self.find(self.state.teams, team_id, "team"))
@@ -199,12 +199,12 @@ class OrganisationUseCases(DirectoryCore):
     def get_team(self, p: Principal, team_id: str) -> dict[str, Any]:
         team = self.find(self.state.teams, team_id, "team")
         p.require_in_org(team.org_id, "see this team")
-        return team_view(team)
+        return team_view(team, self.state)
 
     def list_teams(self, p: Principal, org_id: str | None = None) -> list[dict[str, Any]]:
         if not p.admin:
             org_id = p.org_id
-        return [team_view(t) for t in self.state.live_teams(org_id)]
+        return [team_view(t, self.state) for t in self.state.live_teams(org_id)]
 
     def add_member(
         self, p: Principal, team_id: str, user_id: str, team_admin: bool = False
@@ -216,7 +216,7 @@ class OrganisationUseCases(DirectoryCore):
             raise InvalidInputError("only users of the team's org can join it", "wrong_org")
         team.add_member(user_id, bool(team_admin), self.clock(), actor=p.actor)
         self.commit(team)
-        return team_view(self.state.teams[team_id])
+        return team_view(self.state.teams[team_id], self.state)
 
     def remove_member(self, p: Principal, team_id: str, user_id: str) -> None:
         team = self.editable(self.find(self.state.teams, team_id, "team"))
@@ -236,7 +236,15 @@ class OrganisationUseCases(DirectoryCore):
         p.require_team_admin(team, "promote members")
         team.promote_member(user_id, actor=p.actor)
         self.commit(team)
-        return team_view(self.state.teams[team_id])
+        return team_view(self.state.teams[team_id], self.state)
+
+    def demote_member(self, p: Principal, team_id: str, user_id: str) -> dict[str, Any]:
+        """A Team-Admin becomes a plain member; the user stays in the team."""
+        team = self.editable(self.find(self.state.teams, team_id, "team"))
+        p.require_team_admin(team, "demote Team-Admins")
+        team.demote_member(user_id, actor=p.actor)
+        self.commit(team)
+        return team_view(self.state.teams[team_id], self.state)
 
     # -- users -------------------------------------------------------------------------------------
 
@@ -322,19 +330,38 @@ class OrganisationUseCases(DirectoryCore):
         user.deactivate(actor=p.actor)
         self.commit(user)
 
+    def reactivate_user(self, p: Principal, user_id: str) -> dict[str, Any]:
+        """A deactivated user signs in again and their tokens that are still valid work again."""
+        found = self.state.users.get(user_id)
+        if found is None:
+            raise NotFoundError(f"user {user_id!r} not found", "user_not_found")
+        p.require_org_admin(found.org_id, "reactivate users")
+        if found.admin:
+            p.require_admin("reactivate Admins")
+        if not found.deleted:
+            raise ConflictError("the user is active", "user_active")
+        user = self.editable(found)
+        user.reactivate(actor=p.actor)
+        self.commit(user)
+        return user_view(self.state.users[user_id], self.state)
+
     def get_user(self, p: Principal, user_id: str) -> dict[str, Any]:
         user = self.find(self.state.users, user_id, "user")
         if user_id != p.user_id:
             p.require_org_admin(user.org_id, "see other users")
         return user_view(user, self.state)
 
-    def list_users(self, p: Principal, org_id: str | None = None) -> list[dict[str, Any]]:
+    def list_users(
+        self, p: Principal, org_id: str | None = None, include_deactivated: bool = False
+    ) -> list[dict[str, Any]]:
         if not p.admin:
             if not (p.org_admin or p.team_admin_ids):
                 # Plain users see only themselves; Team-Admins pick new members from their whole org.
                 return [user_view(self.find(self.state.users, p.user_id, "user"), self.state)]
             org_id = p.org_id
-        return [user_view(u, self.state) for u in self.state.live_users(org_id)]
+            include_deactivated = include_deactivated and p.org_admin
+        users = self.state.all_users(org_id) if include_deactivated else self.state.live_users(org_id)
+        return [user_view(u, self.state) for u in users]
 
     def me(self, p: Principal) -> dict[str, Any]:
         view = user_view(self.find(self.state.users, p.user_id, "user"), self.state)

@@ -15,7 +15,14 @@ from aqueduct_directory.domain.token import ServiceAccount, Token
 from aqueduct_directory.domain.values import clean_limits
 from aqueduct_libs.tokens import generate_token, hash_token, preview_token
 
-__all__ = ["TokenUseCases"]
+__all__ = ["UNSET", "TokenUseCases", "Unset"]
+
+
+class Unset:
+    """An argument that was not given (where None means something: "never expires")."""
+
+
+UNSET = Unset()
 
 
 def _sa_description(value: str | None) -> str:
@@ -85,13 +92,33 @@ class TokenUseCases(DirectoryCore):
         self.commit(token)
         return self._token_answer(str(token.id), value)
 
-    def regenerate_token(self, p: Principal, token_id: str) -> dict[str, Any]:
+    def regenerate_token(
+        self, p: Principal, token_id: str, expires_at: datetime | Unset | None = UNSET
+    ) -> dict[str, Any]:
+        """A new value; with ``expires_at`` also a new expiry (None: never). An expired token needs one:
+        a new value that is already expired would be no use."""
         token = self.editable(self.find(self.state.tokens, token_id, "token"))
         self._require_token_manager(p, token, "regenerate this token")
+        now = self.clock()
+        if not isinstance(expires_at, Unset):
+            token.change_expiry(expires_at, now, actor=p.actor)
+        elif token.expires_at is not None and token.expires_at <= now:
+            raise InvalidInputError(
+                f"the token expired at {token.expires_at.isoformat()}: give it a new expiry "
+                "(expires_at, or null for none) when regenerating it",
+                "token_expired",
+            )
         value, token_hash, preview = self._new_value()
         token.regenerate(token_hash, preview, actor=p.actor)
         self.commit(token)
         return self._token_answer(token_id, value)
+
+    def change_token_expiry(self, p: Principal, token_id: str, expires_at: datetime | None) -> dict[str, Any]:
+        token = self.editable(self.find(self.state.tokens, token_id, "token"))
+        self._require_token_manager(p, token, "change this token's expiry")
+        token.change_expiry(expires_at, self.clock(), actor=p.actor)
+        self.commit(token)
+        return self.token_view(token_id)
 
     def revoke_token(self, p: Principal, token_id: str) -> None:
         token = self.editable(self.find(self.state.tokens, token_id, "token"))
@@ -168,7 +195,7 @@ class TokenUseCases(DirectoryCore):
         sa.attach_token(str(token.id), actor=p.actor)
         self.commit(sa, token)
         return {
-            "service_account": service_account_view(self.state.service_accounts[str(sa.id)]),
+            "service_account": service_account_view(self.state.service_accounts[str(sa.id)], self.state),
             **self._token_answer(str(token.id), value),
         }
 
@@ -198,7 +225,7 @@ class TokenUseCases(DirectoryCore):
                 token.change_owner(owner_user_id, actor=p.actor)
                 changed.append(token)
         self.commit(sa, *changed)
-        return service_account_view(self.state.service_accounts[sa_id])
+        return service_account_view(self.state.service_accounts[sa_id], self.state)
 
     def delete_service_account(self, p: Principal, sa_id: str) -> None:
         sa = self.editable(self.find(self.state.service_accounts, sa_id, "service account"))
@@ -217,4 +244,4 @@ class TokenUseCases(DirectoryCore):
         team = self.find(self.state.teams, team_id, "team")
         if not p.is_member_of(team):
             raise PermissionDeniedError("only members of the team may see its service accounts")
-        return [service_account_view(s) for s in self.state.team_service_accounts(team_id)]
+        return [service_account_view(s, self.state) for s in self.state.team_service_accounts(team_id)]

@@ -41,7 +41,15 @@ def org_view(org: Org) -> dict[str, Any]:
     }
 
 
-def team_view(team: Team) -> dict[str, Any]:
+def _person(state: DirectoryState | None, user_id: str | None) -> dict[str, Any]:
+    """Name and email of a user, so screens and exports show people, not ids."""
+    user = state.users.get(user_id or "") if state is not None else None
+    if user is None:
+        return {}
+    return {"name": user.name, "email": user.email, "active": not user.deleted}
+
+
+def team_view(team: Team, state: DirectoryState | None = None) -> dict[str, Any]:
     return {
         "id": str(team.id),
         "org_id": team.org_id,
@@ -52,7 +60,12 @@ def team_view(team: Team) -> dict[str, Any]:
         "excluded_models": team.excluded_models,
         "model_limits": team.model_limits,
         "members": [
-            {"user_id": uid, "team_admin": m["team_admin"], "joined_at": m["joined_at"]}
+            {
+                "user_id": uid,
+                "team_admin": m["team_admin"],
+                "joined_at": m["joined_at"],
+                **_person(state, uid),
+            }
             for uid, m in team.members.items()
         ],
         "deleted": team.deleted,
@@ -109,8 +122,11 @@ def token_view(token: Token, team_id: str | None = None) -> dict[str, Any]:
     }
 
 
-def service_account_view(sa: ServiceAccount) -> dict[str, Any]:
+def service_account_view(sa: ServiceAccount, state: DirectoryState | None = None) -> dict[str, Any]:
+    owner = _person(state, sa.owner_user_id)
     return {
+        "owner_name": owner.get("name"),
+        "owner_email": owner.get("email"),
         "id": str(sa.id),
         "team_id": sa.team_id,
         "org_id": sa.org_id,

@@ -122,6 +122,17 @@ class Team(Aggregate):
     def _promote_member(self, user_id: str, actor: str) -> None:
         self.members = {**self.members, user_id: {**self.members[user_id], "team_admin": True}}
 
+    def demote_member(self, user_id: str, actor: str) -> None:
+        if user_id not in self.members:
+            raise NotFoundError("the user is not a member of this team", "not_member")
+        if not self.members[user_id].get("team_admin"):
+            raise ConflictError("the member is not a Team-Admin", "not_team_admin")
+        self._demote_member(user_id, actor)
+
+    @event("MemberDemoted")
+    def _demote_member(self, user_id: str, actor: str) -> None:
+        self.members = {**self.members, user_id: {**self.members[user_id], "team_admin": False}}
+
     @event("TeamDeleted")
     def delete(self, actor: str) -> None:
         self.deleted = True
@@ -195,3 +206,7 @@ class User(Aggregate):
     @event("UserDeactivated")
     def deactivate(self, actor: str) -> None:
         self.deleted = True
+
+    @event("UserReactivated")
+    def reactivate(self, actor: str) -> None:
+        self.deleted = False

@@ -163,6 +163,11 @@ class DirectoryState:
         users = [u for u in self.users.values() if not u.deleted and (org_id is None or u.org_id == org_id)]
         return sorted(users, key=lambda u: (u.email, str(u.id)))
 
+    def all_users(self, org_id: str | None = None) -> list[User]:
+        """Active and deactivated users."""
+        users = [u for u in self.users.values() if org_id is None or u.org_id == org_id]
+        return sorted(users, key=lambda u: (u.email, str(u.id)))
+
     def user_tokens_owned(self, user_id: str) -> list[Token]:
         """Personal tokens of the user (service-account tokens excluded)."""
         found = (self.tokens[t] for t in self.user_tokens.get(user_id, set()))

@@ -82,6 +82,22 @@ class Token(Aggregate):
     def set_limits(self, limits: dict[str, int], actor: str) -> None:
         self.limits = limits
 
+    def change_expiry(self, expires_at: datetime | None, now: datetime, actor: str) -> None:
+        """A new expiry (None: never expires); it must lie in the future."""
+        if self.revoked:
+            raise NotFoundError("the token was deleted", "token_not_found")
+        expires_at = as_utc(expires_at) if expires_at is not None else None
+        if expires_at is not None and expires_at <= now:
+            raise InvalidInputError(
+                "expires_at must be in the future (leave it empty for no expiry)", "expiry_in_past"
+            )
+        if expires_at != self.expires_at:
+            self._change_expiry(expires_at, actor)
+
+    @event("TokenExpiryChanged")
+    def _change_expiry(self, expires_at: datetime | None, actor: str) -> None:
+        self.expires_at = expires_at
+
     @event("TokenOwnerChanged")
     def change_owner(self, user_id: str, actor: str) -> None:
         self.user_id = user_id

@@ -1,27 +1,65 @@
 """HTTP calls to model servers.
 
 Calls with a bytes body or none (every JSON route) go through the lean HTTP/1.1 client in ``http1``: aiohttp's
-client machinery alone costs about 100 µs per call. Multipart uploads (``aiohttp.FormData``) and the MCP
-gateway use one shared aiohttp session with a large connection pool. (httpx's default pool caps a
-pass-through at a few hundred requests per second; aiohttp's does not.)
+client machinery alone costs about 100 µs per call (``bench/proxy.py --upstream-client aiohttp`` measures the
+same proxy on aiohttp's client). Multipart uploads (``aiohttp.FormData``), the MCP gateway and every call that
+must cross an egress proxy (``HTTP_PROXY``/``HTTPS_PROXY``, unless ``NO_PROXY`` exempts the host) use one
+shared aiohttp session with a large connection pool. (httpx's default pool caps a pass-through at a few
+hundred requests per second; aiohttp's does not.)
 """
 
 from __future__ import annotations
 
 import ssl
 import time
+import urllib.request
 from collections import deque
+from collections.abc import Mapping
+from typing import Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 from yarl import URL
 
 from aqueduct_proxy.adapters.http1 import Http1Client, Http1Response
 
-__all__ = ["Cooldown", "UpstreamClient", "UpstreamResponse"]
+__all__ = ["Cooldown", "EgressProxies", "UpstreamClient", "UpstreamResponse"]
 
 # What ``UpstreamClient.request`` answers: both offer status, reason, content_type, headers, read(),
 # content.iter_any()/readany(), release() and close().
 UpstreamResponse = aiohttp.ClientResponse | Http1Response
+
+
+class EgressProxies:
+    """Which upstream URLs go through an organisation's egress proxy: ``HTTP_PROXY``, ``HTTPS_PROXY`` and
+    ``NO_PROXY`` (either case), read once, with the standard library's rules (``NO_PROXY`` hosts, domains,
+    ``*``)."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._proxies: dict[str, str] = {}
+        for name, value in environ.items():
+            lower = name.lower()
+            if value and lower in ("http_proxy", "https_proxy", "no_proxy"):
+                # The lower-case name wins, as curl and the standard library do.
+                if name == lower or lower[:-6] not in self._proxies:
+                    self._proxies[lower[:-6]] = value
+        self._decided: dict[tuple[str, str], str | None] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._proxies.keys() - {"no"})
+
+    def for_url(self, url: str) -> str | None:
+        """The proxy URL for ``url``, or None to connect directly."""
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        if key not in self._decided:
+            proxy = self._proxies.get(parts.scheme)
+            if proxy and urllib.request.proxy_bypass_environment(parts.netloc, self._proxies):
+                proxy = None
+            if len(self._decided) < 10_000:
+                self._decided[key] = proxy
+            return proxy
+        return self._decided[key]
 
 
 class UpstreamClient:
@@ -32,8 +70,13 @@ class UpstreamClient:
         timeout: float = 600.0,
         connect_timeout: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
+        egress: EgressProxies | None = None,
+        client: Literal["builtin", "aiohttp"] = "builtin",
     ) -> None:
         self._pool_size = pool_size
+        self._egress = egress if egress else None
+        self._builtin = client == "builtin"
+        self._ssl = ssl_context
         # ``ssl_context`` is for tests that trust their own CA; production verifies with the default one.
         self._http1 = Http1Client(
             pool_size=pool_size,
@@ -47,7 +90,12 @@ class UpstreamClient:
         self._urls: dict[str, URL] = {}
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=0, ttl_dns_cache=300)
+        connector = aiohttp.TCPConnector(
+            limit=self._pool_size,
+            limit_per_host=0,
+            ttl_dns_cache=300,
+            ssl=self._ssl if self._ssl is not None else True,
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,
@@ -64,10 +112,11 @@ class UpstreamClient:
     async def request(
         self, method: str, url: str, *, headers: dict[str, str], data: bytes | aiohttp.FormData | None
     ) -> UpstreamResponse:
-        if data is None or isinstance(data, bytes):
+        proxy = self._egress.for_url(url) if self._egress is not None else None
+        if self._builtin and proxy is None and (data is None or isinstance(data, bytes)):
             return await self._http1.request(method, url, headers=headers, data=data)
         return await self.session.request(
-            method, self._url(url), headers=headers, data=data, allow_redirects=False
+            method, self._url(url), headers=headers, data=data, allow_redirects=False, proxy=proxy
         )
 
     def _url(self, url: str) -> URL:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ from aqueduct_libs.ops import configure_logging
 from aqueduct_libs.settings import CommonSettings
 from aqueduct_proxy.adapters.limiter import Limiter
 from aqueduct_proxy.adapters.tokenizer import TokenCounter
-from aqueduct_proxy.adapters.upstream import Cooldown, UpstreamClient
+from aqueduct_proxy.adapters.upstream import Cooldown, EgressProxies, UpstreamClient
 from aqueduct_proxy.application.gateway import Gateway, GatewayConfig
 from aqueduct_proxy.batches.health import health_app
 from aqueduct_proxy.batches.settings import BatchSettings, BatchWorkerSettings
@@ -77,6 +78,8 @@ async def bootstrap(
         pool_size=max(16, settings.concurrency * 2),
         timeout=proxy.upstream_timeout_seconds,
         connect_timeout=proxy.upstream_connect_timeout_seconds,
+        egress=EgressProxies(os.environ),  # HTTP(S)_PROXY / NO_PROXY of an organisation's egress
+        client=proxy.upstream_client,
     )
     await upstream.start()
     limiter = None

@@ -155,6 +155,12 @@ class AuthApi:
         body = {"username": username, "password": password}
         return await self.service.post("/auth/token", body, self._forwarded(client_ip))
 
+    async def change_password(
+        self, username: str, password: str, new_password: str, client_ip: str | None = None
+    ) -> None:
+        body = {"username": username, "password": password, "new_password": new_password}
+        await self.service.post("/auth/password", body, self._forwarded(client_ip))
+
     async def refresh(self, refresh_token: str, client_ip: str | None = None) -> dict[str, Any]:
         body = {"refresh_token": refresh_token}
         return await self.service.post("/auth/refresh", body, self._forwarded(client_ip))

@@ -52,7 +52,7 @@ async def load_admin_page(api: UserApi) -> AdminPage:
         api.directory.get("/api/users"),
         api.directory.get("/api/teams"),
         api.directory.get("/api/endpoints"),
-        api.directory.get("/api/models"),
+        api.directory.get("/api/models", all="true"),
         _optional(api, "/api/mcp-servers", "mcp_servers"),
     )
     orgs = items(orgs_answer, "orgs")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from aqueduct_ui.adapters.api import UserApi, items, q
+from aqueduct_ui.adapters.api import UserApi, items
 from aqueduct_ui.domain.viewer import Viewer
 
 __all__ = ["EndpointCard", "ModelRow", "ModelsPage", "load_models_page", "sdk_snippet"]
@@ -19,7 +20,7 @@ class ModelRow:
     input_price: str | None
     output_price: str | None
     usable: bool
-    excluded_by: str | None  # "your organisation" / "your account" when not usable
+    excluded_by: str | None  # why it is not usable ("excluded by your team", ...), from the directory
 
 
 @dataclass(frozen=True)
@@ -57,21 +58,25 @@ def sdk_snippet(base_url: str, model: str) -> str:
     )
 
 
+# Models a chat-completions snippet cannot call: the snippet prefers any other usable model.
+_NOT_CHAT = re.compile(r"embed|whisper|tts|speech|transcri|dall-e|image|moderation|rerank", re.IGNORECASE)
+
+
+def _not_chat(name: str) -> bool:
+    return bool(_NOT_CHAT.search(name))
+
+
 def _price(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
 
 
 async def load_models_page(api: UserApi, viewer: Viewer, proxy_url: str) -> ModelsPage:
-    endpoints_answer, models_answer, me, org = await asyncio.gather(
+    endpoints_answer, models_answer = await asyncio.gather(
         api.directory.get("/api/endpoints"),
-        api.directory.get("/api/models"),
-        api.directory.get("/api/me"),
-        api.directory.get(f"/api/orgs/{q(viewer.org_id)}") if viewer.org_id else asyncio.sleep(0, {}),
+        api.directory.get("/api/models", all="true"),
     )
     endpoints = items(endpoints_answer, "endpoints")
     models = items(models_answer, "models")
-    org_excluded = set(org.get("excluded_models") or [])
-    own_excluded = set(me.get("excluded_models") or []) if isinstance(me, dict) else set()
     proxy = proxy_url.rstrip("/")
 
     cards: list[EndpointCard] = []
@@ -84,13 +89,8 @@ async def load_models_page(api: UserApi, viewer: Viewer, proxy_url: str) -> Mode
             (m for m in models if m.get("endpoint") == endpoint["slug"] and not m.get("deleted")),
             key=lambda m: m["name"],
         ):
-            excluded_by = (
-                "your organisation"
-                if model["name"] in org_excluded
-                else "your account"
-                if model["name"] in own_excluded
-                else None
-            )
+            # The directory says why (org, team or account), by the same rule as the proxy's /v1/models.
+            excluded_by = model.get("unavailable_reason")
             rows.append(
                 ModelRow(
                     name=model["name"],
@@ -101,7 +101,13 @@ async def load_models_page(api: UserApi, viewer: Viewer, proxy_url: str) -> Mode
                     excluded_by=excluded_by,
                 )
             )
-            if example is None and excluded_by is None:
+            if (
+                excluded_by is None
+                and (example is None or _not_chat(example))
+                and not _not_chat(model["name"])
+            ):
+                example = model["name"]
+            elif example is None and excluded_by is None:
                 example = model["name"]
         cards.append(
             EndpointCard(

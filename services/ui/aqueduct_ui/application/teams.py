@@ -103,7 +103,7 @@ async def load_team_page(api: UserApi, viewer: Viewer, team_id: str) -> TeamPage
         if sees_accounts
         else asyncio.sleep(0, []),
         api.directory.get("/api/tokens") if sees_accounts else asyncio.sleep(0, []),
-        api.directory.get("/api/models"),
+        api.directory.get("/api/models", all="true"),
     )
     users = {u["id"]: u for u in items(users_answer, "users")}
     accounts = [sa for sa in items(accounts_answer, "service_accounts") if not sa.get("deleted")]

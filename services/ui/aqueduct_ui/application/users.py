@@ -60,7 +60,7 @@ async def load_user_page(api: UserApi, viewer: Viewer, user_id: str) -> UserPage
     org_id = user.get("org_id")
     org, models = await asyncio.gather(
         api.directory.get(f"/api/orgs/{q(org_id)}") if org_id else asyncio.sleep(0, {}),
-        api.directory.get("/api/models"),
+        api.directory.get("/api/models", all="true"),
     )
     tokens = items(await api.directory.get("/api/tokens", user_id=user_id), "tokens") if viewer.admin else []
     return UserPage(

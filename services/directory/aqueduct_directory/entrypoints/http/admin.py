@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Query, Request, Response
 
 from aqueduct_directory.application.audit import audit_events, model_access_at, state_at
 from aqueduct_directory.application.config_apply import apply_config, parse_config
@@ -40,14 +40,43 @@ async def replay(request: Request, user: CurrentUser) -> Json:
 async def events(
     user: CurrentUser,
     directory: DirectoryDep,
-    aggregate_id: str | None = None,
-    actor: str | None = None,
+    response: Response,
+    aggregate_id: Annotated[
+        str | None, Query(max_length=200, description="Only events of this object")
+    ] = None,
+    actor: Annotated[
+        str | None, Query(max_length=200, description="Only events caused by this user id")
+    ] = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    type: Annotated[
+        str | None, Query(max_length=100, description="Only events of this type, e.g. TokenIssued")
+    ] = None,
+    aggregate_type: Annotated[
+        str | None, Query(max_length=100, description="Only events of this kind of object, e.g. User")
+    ] = None,
+    order: Annotated[Literal["asc", "desc"], Query(description="desc: newest first")] = "asc",
     limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+    offset: Annotated[int, Query(ge=0, le=100_000_000)] = 0,
 ) -> list[Json]:
+    """The event log, one page; ``X-Total-Count`` says how many events match in all."""
     # Audit folds the whole log: off the event loop, so commands keep flowing meanwhile.
-    return await asyncio.to_thread(audit_events, directory, user, aggregate_id, actor, since, until, limit)
+    found, total = await asyncio.to_thread(
+        audit_events,
+        directory,
+        user,
+        aggregate_id,
+        actor,
+        since,
+        until,
+        limit,
+        offset,
+        order == "desc",
+        type,
+        aggregate_type,
+    )
+    response.headers["X-Total-Count"] = str(total)
+    return found
 
 
 @router.get("/audit/at", tags=["audit"])

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 
 from aqueduct_directory.entrypoints.http.deps import CurrentUser, DirectoryDep
+from aqueduct_directory.entrypoints.http.paging import Paged, paged
 from aqueduct_directory.entrypoints.http.schemas import (
     EndpointIn,
     EndpointPatch,
@@ -22,10 +23,15 @@ __all__ = ["router"]
 router = APIRouter(prefix="/api")
 Json = dict[str, Any]
 
+ENDPOINT_FIELDS = ("slug", "url", "provider")
+MODEL_FIELDS = ("name", "endpoint", "upstream_model")
+
 
 @router.get("/endpoints", tags=["endpoints"])
-async def list_endpoints(user: CurrentUser, directory: DirectoryDep) -> list[Json]:
-    return directory.list_endpoints()
+async def list_endpoints(
+    user: CurrentUser, directory: DirectoryDep, page: Paged, response: Response
+) -> list[Json]:
+    return paged(page, response, directory.list_endpoints(), ENDPOINT_FIELDS)
 
 
 @router.post("/endpoints", tags=["endpoints"], status_code=201)
@@ -45,8 +51,18 @@ async def remove_endpoint(slug: str, user: CurrentUser, directory: DirectoryDep)
 
 
 @router.get("/models", tags=["models"])
-async def list_models(user: CurrentUser, directory: DirectoryDep) -> list[Json]:
-    return directory.list_models()
+async def list_models(
+    user: CurrentUser,
+    directory: DirectoryDep,
+    page: Paged,
+    response: Response,
+    all: Annotated[
+        bool, Query(description="Every model, with `available` and `unavailable_reason` for the caller")
+    ] = False,
+) -> list[Json]:
+    """The models the caller may use (what the proxy's /v1/models shows their tokens), or, with
+    ``all=true``, the whole catalogue with the reason each unavailable model is unavailable."""
+    return paged(page, response, directory.list_models(user, all), MODEL_FIELDS)
 
 
 @router.post("/models", tags=["models"], status_code=201)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 
 from aqueduct_directory.entrypoints.http.deps import CurrentUser, DirectoryDep
+from aqueduct_directory.entrypoints.http.paging import Paged, paged
 from aqueduct_directory.entrypoints.http.schemas import (
     MemberIn,
     OrgIn,
@@ -23,6 +24,10 @@ __all__ = ["router"]
 router = APIRouter(prefix="/api")
 Json = dict[str, Any]
 
+ORG_FIELDS = ("name", "sso_group", "id")
+TEAM_FIELDS = ("name", "description", "org_id", "id")
+USER_FIELDS = ("email", "name", "org_id", "id", "created_at")
+
 
 @router.get("/me", tags=["me"])
 async def me(user: CurrentUser, directory: DirectoryDep) -> Json:
@@ -35,8 +40,10 @@ async def accept_terms(body: TermsAcceptIn, user: CurrentUser, directory: Direct
 
 
 @router.get("/orgs", tags=["orgs"])
-async def list_orgs(user: CurrentUser, directory: DirectoryDep) -> list[Json]:
-    return directory.list_orgs(user)
+async def list_orgs(
+    user: CurrentUser, directory: DirectoryDep, page: Paged, response: Response
+) -> list[Json]:
+    return paged(page, response, directory.list_orgs(user), ORG_FIELDS)
 
 
 @router.post("/orgs", tags=["orgs"], status_code=201)
@@ -55,8 +62,10 @@ async def update_org(org_id: str, body: OrgPatch, user: CurrentUser, directory: 
 
 
 @router.get("/teams", tags=["teams"])
-async def list_teams(user: CurrentUser, directory: DirectoryDep, org_id: str | None = None) -> list[Json]:
-    return directory.list_teams(user, org_id)
+async def list_teams(
+    user: CurrentUser, directory: DirectoryDep, page: Paged, response: Response, org_id: str | None = None
+) -> list[Json]:
+    return paged(page, response, directory.list_teams(user, org_id), TEAM_FIELDS)
 
 
 @router.post("/teams", tags=["teams"], status_code=201)
@@ -96,9 +105,24 @@ async def promote_member(team_id: str, user_id: str, user: CurrentUser, director
     return directory.promote_member(user, team_id, user_id)
 
 
+@router.post("/teams/{team_id}/members/{user_id}/demote", tags=["teams"])
+async def demote_member(team_id: str, user_id: str, user: CurrentUser, directory: DirectoryDep) -> Json:
+    """A Team-Admin becomes a plain member of the team."""
+    return directory.demote_member(user, team_id, user_id)
+
+
 @router.get("/users", tags=["users"])
-async def list_users(user: CurrentUser, directory: DirectoryDep, org_id: str | None = None) -> list[Json]:
-    return directory.list_users(user, org_id)
+async def list_users(
+    user: CurrentUser,
+    directory: DirectoryDep,
+    page: Paged,
+    response: Response,
+    org_id: str | None = None,
+    include_deactivated: Annotated[
+        bool, Query(description="Org-Admins and Admins: list deactivated users too")
+    ] = False,
+) -> list[Json]:
+    return paged(page, response, directory.list_users(user, org_id, include_deactivated), USER_FIELDS)
 
 
 @router.post("/users", tags=["users"], status_code=201)
@@ -120,3 +144,9 @@ async def update_user(user_id: str, body: UserPatch, user: CurrentUser, director
 async def deactivate_user(user_id: str, user: CurrentUser, directory: DirectoryDep) -> Response:
     directory.deactivate_user(user, user_id)
     return Response(status_code=204)
+
+
+@router.post("/users/{user_id}/reactivate", tags=["users"])
+async def reactivate_user(user_id: str, user: CurrentUser, directory: DirectoryDep) -> Json:
+    """A deactivated user can sign in again; their unexpired tokens work again."""
+    return directory.reactivate_user(user, user_id)

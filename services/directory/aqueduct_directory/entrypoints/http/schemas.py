@@ -25,6 +25,7 @@ __all__ = [
     "TermsIn",
     "TokenIn",
     "TokenPatch",
+    "TokenRegenerateIn",
     "UserIn",
     "UserPatch",
 ]
@@ -100,7 +101,12 @@ class TokenIn(_Body):
 
 
 class TokenPatch(_Body):
-    limits: dict[str, Any]
+    limits: dict[str, Any] | None = None  # Admins only
+    expires_at: datetime | None = None  # null: never expires; absent: unchanged
+
+
+class TokenRegenerateIn(_Body):
+    expires_at: datetime | None = None  # null: never expires; absent: unchanged
 
 
 class ServiceAccountIn(_Body):

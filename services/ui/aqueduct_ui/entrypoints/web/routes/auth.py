@@ -66,6 +66,15 @@ async def login(
     try:
         pair = await auth.sign_in(username.strip(), password, client_ip(request))
     except ApiError as exc:
+        if exc.code == "password_change_required":
+            # An Admin's one-time password: proven, but the user chooses their own before a session.
+            return render(
+                request,
+                "choose_password.html",
+                next=safe_next(next),
+                username=username.strip(),
+                password=password,
+            )
         if exc.status == 429:
             message = "Too many attempts. Wait a minute and try again."
         elif exc.status >= 500:
@@ -85,6 +94,57 @@ async def login(
     response = redirect(request, safe_next(next))
     ctx.cookies.set_session(request, response, pair)
     return response
+
+
+@router.post("/login/password")
+async def choose_password(
+    request: Request,
+    ctx: Context,
+    auth: Auth,
+    username: Annotated[str, Form(max_length=200)],
+    password: Annotated[str, Form(max_length=1000)],
+    new_password: Annotated[str, Form(max_length=1000)],
+    confirm_password: Annotated[str, Form(max_length=1000)],
+    next: Annotated[str, Form()] = "/",
+) -> Response:
+    """Replace a one-time (or the current) password, then sign in with the new one."""
+
+    def again(message: str, status: int = 400) -> Response:
+        return render(
+            request,
+            "choose_password.html",
+            status_code=status,
+            next=safe_next(next),
+            username=username,
+            password=password,
+            error=message,
+        )
+
+    if new_password != confirm_password:
+        return again("The two new passwords differ.")
+    try:
+        await auth.change_password(username.strip(), password, new_password, client_ip(request))
+        pair = await auth.sign_in(username.strip(), new_password, client_ip(request))
+    except ApiError as exc:
+        if exc.status == 401:
+            return again(
+                "The one-time password is no longer valid. Ask your administrator for a new one.", 401
+            )
+        if exc.status == 429:
+            return again("Too many attempts. Wait a minute and try again.", 429)
+        if exc.status >= 500:
+            return again("The sign-in service is unavailable. Try again shortly.", 503)
+        return again(_sentence(exc.detail))
+    response = redirect(request, safe_next(next))
+    ctx.cookies.set_session(request, response, pair)
+    return response
+
+
+def _sentence(text: str) -> str:
+    """An API message as a sentence: "password: at least 8 characters" -> "Password: at least 8 characters."."""
+    text = text.strip() or "That did not work"
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 @router.get("/login/sso")

@@ -1,0 +1,74 @@
+"""Search, sort and pages for every list route: ``?q=&sort=&order=&limit=&offset=``.
+
+A list keeps its shape (a JSON array) so existing clients go on working; the total before paging is in
+the ``X-Total-Count`` header. Without ``limit`` the whole (filtered, sorted) list is returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, Query, Response
+from fastapi.exceptions import RequestValidationError
+
+__all__ = ["MAX_PAGE", "ListQuery", "Paged", "paged"]
+
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    q: str | None
+    sort: str | None
+    order: Literal["asc", "desc"]
+    limit: int | None
+    offset: int
+
+    def apply(
+        self, rows: Sequence[dict[str, Any]], response: Response, fields: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """Filter by ``q`` (case-insensitive, any of ``fields``), sort by ``sort`` (one of ``fields``), page."""
+        found = list(rows)
+        if self.q:
+            needle = self.q.casefold()
+            found = [r for r in found if any(needle in str(r.get(f) or "").casefold() for f in fields)]
+        if self.sort is not None:
+            if self.sort not in fields:
+                # Answered like any other bad query parameter (the app's validation handler).
+                raise RequestValidationError(
+                    [
+                        {
+                            "loc": ("query", "sort"),
+                            "msg": f"sort by one of: {', '.join(fields)}",
+                            "type": "value_error",
+                        }
+                    ]
+                )
+            key = self.sort
+            found.sort(key=lambda r: (r.get(key) is None, str(r.get(key) or "").casefold()))
+            if self.order == "desc":
+                found.reverse()
+        response.headers["X-Total-Count"] = str(len(found))
+        end = None if self.limit is None else self.offset + self.limit
+        return found[self.offset : end]
+
+
+def _list_query(
+    q: Annotated[str | None, Query(max_length=200, description="Search text (any shown field)")] = None,
+    sort: Annotated[str | None, Query(max_length=40, description="Field to sort by")] = None,
+    order: Annotated[Literal["asc", "desc"], Query(description="Sort order")] = "asc",
+    limit: Annotated[int | None, Query(ge=1, le=MAX_PAGE, description="Page size")] = None,
+    offset: Annotated[int, Query(ge=0, le=10_000_000, description="Rows to skip")] = 0,
+) -> ListQuery:
+    return ListQuery(q=q, sort=sort, order=order, limit=limit, offset=offset)
+
+
+Paged = Annotated[ListQuery, Depends(_list_query)]
+
+
+def paged(
+    query: ListQuery, response: Response, rows: Sequence[dict[str, Any]], fields: Sequence[str]
+) -> list[dict[str, Any]]:
+    return query.apply(rows, response, fields)
