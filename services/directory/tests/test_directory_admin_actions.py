@@ -55,6 +55,13 @@ def test_a_deactivated_user_is_refused_then_reactivated_with_the_same_tokens(wor
     listed = {u["id"]: u for u in app.list_users(world.p(world.org_admin), include_deactivated=True)}
     assert listed[world.member]["deleted"] is True
     assert world.member not in {u["id"] for u in app.list_users(world.p(world.org_admin))}
+    # Their Org-Admins still find them (to reactivate them); nobody else does.
+    assert app.get_user(world.p(world.org_admin), world.member)["deleted"] is True
+    assert app.list_tokens(world.p(world.org_admin), world.member)[0]["name"] == "laptop"
+    from aqueduct_directory.domain.errors import NotFoundError
+
+    with pytest.raises(NotFoundError):
+        app.get_user(world.p(world.team_admin), world.member)
     # A plain member cannot see, let alone reactivate, anyone.
     with pytest.raises(PermissionDeniedError):
         app.reactivate_user(world.p(world.team_admin), world.member)
@@ -134,3 +141,25 @@ def test_an_expired_token_is_regenerated_only_with_a_new_expiry_and_an_expiry_is
         app.change_token_expiry(world.p(world.team_admin), token_id, clock.now + timedelta(days=1))
     types = [e["type"] for e in audit_events(app, SYSTEM, aggregate_id=token_id)[0]]
     assert types == ["TokenIssued", "TokenExpiryChanged", "TokenRegenerated", "TokenExpiryChanged"]
+
+
+def test_audit_events_name_people_and_show_each_change_before_and_after(world):
+    app = world.app
+    app.update_team(SYSTEM, world.team, limits={"requests_per_minute": 30})
+    app.update_team(world.p(world.org_admin), world.team, limits={"requests_per_minute": 45})
+    events, _ = audit_events(
+        app, SYSTEM, aggregate_id=world.team, newest_first=True, limit=1, with_changes=True
+    )
+    (event,) = events
+    assert event["type"] == "TeamLimitsSet" and event["actor_name"] == "Org Admin"
+    assert event["aggregate_name"] == "research"
+    assert event["changes"] == [
+        {
+            "field": "limits",
+            "before": {"requests_per_minute": 30},
+            "after": {"requests_per_minute": 45},
+        }
+    ]
+    created, _ = audit_events(app, SYSTEM, aggregate_id=world.team, limit=1, with_changes=True)
+    assert {c["field"] for c in created[0]["changes"]} >= {"name", "description", "org_id"}
+    assert all(c["before"] is None for c in created[0]["changes"])

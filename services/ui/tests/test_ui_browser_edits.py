@@ -164,8 +164,8 @@ async def test_an_org_admin_sets_a_users_limits_and_a_teams_budgets_and_exclusio
         await edit.get_by_label("Output tokens per minute").fill("12,000")
         await edit.get_by_role("button", name=f"Save limits of {otto.name}").click()
         await expect(page.get_by_role("status")).to_contain_text(f"Limits of {otto.name} saved.")
-        await expect(row.locator("td").nth(2)).to_have_text("7")
-        await expect(row.locator("td").nth(4)).to_have_text("12,000")
+        await expect(row.locator("td").nth(3)).to_have_text("7")
+        await expect(row.locator("td").nth(5)).to_have_text("12,000")
         user = await ok(directory.get(f"/api/users/{otto.user_id}"))
         assert user["limits"] == {"requests_per_minute": 7, "output_tokens_per_minute": 12000}
         await shoot(page, "users")

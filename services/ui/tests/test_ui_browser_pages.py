@@ -160,11 +160,20 @@ async def test_admin_changes_the_catalogue_and_the_audit_shows_it(
     await shoot(page, "admin")
 
     await page.get_by_role("navigation", name="Main").get_by_role("link", name="Audit").click()
-    await page.get_by_label("Actor").select_option(people.admin.user_id)
+    await page.get_by_label("Actor").fill(people.admin.user_id)
     await page.get_by_role("button", name="Show events").click()
     events = page.locator("#audit-events")
     await expect(events.locator("tr", has_text="ModelRegistered").first).to_contain_text(f"llama-{tag}")
     await expect(events.locator("tr", has_text="OrgCreated").first).to_contain_text("admin")
+    # Newest first, named, each change readable: the org's limits before and after.
+    await expect(events.locator("tr").nth(1)).to_contain_text("admin")
+    limits_row = events.locator("tr", has_text="OrgLimitsSet").first
+    await expect(limits_row).to_contain_text("requests per minute: 120")
+    # By kind and by the actor's email too.
+    await page.goto("/admin/audit?kind=Model")
+    await expect(events.locator("tbody tr").first).to_contain_text("Model")
+    await expect(events).not_to_contain_text("OrgCreated")
+    await page.goto("/admin/audit")
     # The org's state at the moment it was created: no limits yet.
     await events.locator("tr", has_text="OrgCreated").first.get_by_role("link", name=f"lab-{tag}").click()
     state = page.locator("#state-json")

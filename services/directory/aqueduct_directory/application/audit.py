@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from aqueduct_directory.application.base import DirectoryCore, fold_events
-from aqueduct_directory.application.translate import to_integration_event
+from aqueduct_directory.application.translate import to_integration_event, to_plain
 from aqueduct_directory.application.views import view_of
 from aqueduct_directory.domain.errors import NotFoundError
 from aqueduct_directory.domain.grants import effective_team, token_grant
@@ -28,6 +28,7 @@ def audit_events(
     newest_first: bool = False,
     event_type: str | None = None,
     aggregate_type: str | None = None,
+    with_changes: bool = False,
 ) -> tuple[list[dict[str, Any]], int]:
     """The events that match, one page of them, and how many match in all."""
     p.require_admin("read the audit log")
@@ -50,7 +51,48 @@ def audit_events(
     if newest_first:
         matches.reverse()
     page = matches[offset : offset + limit]
-    return [to_integration_event(e, n).model_dump(mode="json") for n, e in page], len(matches)
+    answer = []
+    for notification_id, domain_event in page:
+        event = to_integration_event(domain_event, notification_id).model_dump(mode="json")
+        if with_changes:
+            event["actor_name"] = _name_of(app, event["actor"])
+            event["aggregate_name"] = _name_of(app, event["aggregate_id"])
+            event["changes"] = _changes(app, domain_event, event["data"])
+        answer.append(event)
+    return answer, len(matches)
+
+
+def _name_of(app: DirectoryCore, object_id: str) -> str | None:
+    """What people call an object now: a user's name, an org's or team's name, a token's name."""
+    if object_id == "system":
+        return "system"
+    found = app.state.aggregates.get(object_id)
+    if found is None:
+        return None
+    for attribute in ("name", "email", "slug", "version"):
+        value = getattr(found, attribute, None)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _changes(app: DirectoryCore, domain_event: Any, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each field the event sets, with the object's value just before it (None for a new object or a
+    field the object did not have): the audit page shows them as "before → after"."""
+    version = domain_event.originator_version
+    before_state = None
+    if version > 1:
+        try:
+            before_state = app.repository.get(domain_event.originator_id, version=version - 1)
+        except Exception:  # an object the store cannot fold back (never expected): no "before" shown
+            before_state = None
+    changes = []
+    for field, after in data.items():
+        before = getattr(before_state, field, None) if before_state is not None else None
+        before = to_plain(before)
+        if before != after:
+            changes.append({"field": field, "before": before, "after": after})
+    return changes
 
 
 def state_at(app: DirectoryCore, p: Principal, time: datetime, aggregate_id: str) -> dict[str, Any]:

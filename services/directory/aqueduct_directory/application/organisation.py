@@ -346,7 +346,11 @@ class OrganisationUseCases(DirectoryCore):
         return user_view(self.state.users[user_id], self.state)
 
     def get_user(self, p: Principal, user_id: str) -> dict[str, Any]:
-        user = self.find(self.state.users, user_id, "user")
+        """A user; a deactivated one (``deleted: true``) only for the Org-Admins of their org, who may
+        reactivate them."""
+        user = self.state.users.get(user_id)
+        if user is None or (user.deleted and not p.is_org_admin_of(user.org_id)):
+            raise NotFoundError(f"user {user_id!r} not found", "user_not_found")
         if user_id != p.user_id:
             p.require_org_admin(user.org_id, "see other users")
         return user_view(user, self.state)

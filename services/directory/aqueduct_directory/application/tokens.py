@@ -7,7 +7,12 @@ from typing import Any
 
 from aqueduct_directory.application.base import DirectoryCore
 from aqueduct_directory.application.views import service_account_view, token_view
-from aqueduct_directory.domain.errors import ConflictError, InvalidInputError, PermissionDeniedError
+from aqueduct_directory.domain.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from aqueduct_directory.domain.grants import effective_team
 from aqueduct_directory.domain.inputs import check_description, check_name
 from aqueduct_directory.domain.policy import Principal
@@ -138,7 +143,9 @@ class TokenUseCases(DirectoryCore):
         """Own tokens plus the service-account tokens of the caller's teams; with ``user_id`` of
         someone else, that user's personal tokens (for the Org-Admins of their org and Admins)."""
         if user_id is not None and user_id != p.user_id:
-            user = self.find(self.state.users, user_id, "user")
+            user = self.state.users.get(user_id)  # a deactivated user's tokens too, for their Org-Admins
+            if user is None:
+                raise NotFoundError(f"user {user_id!r} not found", "user_not_found")
             p.require_org_admin(user.org_id, "see another user's tokens")
             return [self.token_view(str(t.id)) for t in self.state.user_tokens_owned(user_id)]
         tokens = list(self.state.user_tokens_owned(p.user_id))

@@ -9,13 +9,14 @@ from uuid import UUID
 
 from aqueduct_libs.events import DirectoryEvent
 
-__all__ = ["to_integration_event"]
+__all__ = ["to_integration_event", "to_plain"]
 
 # Bookkeeping of the event-sourcing library, not facts about the directory.
 _INTERNAL = {"originator_id", "originator_version", "originator_topic", "timestamp", "actor"}
 
 
-def _plain(value: Any) -> Any:
+def to_plain(value: Any) -> Any:
+    """A value as it appears in an event's JSON (ids, times and amounts as strings)."""
     if isinstance(value, UUID):
         return str(value)
     if isinstance(value, datetime):
@@ -23,9 +24,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): to_plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [_plain(v) for v in value]
+        return [to_plain(v) for v in value]
     return value
 
 
@@ -40,5 +41,5 @@ def to_integration_event(domain_event: Any, notification_id: int) -> DirectoryEv
         aggregate_version=domain_event.originator_version,
         actor=fields.get("actor", "system"),
         occurred_at=domain_event.timestamp,
-        data={k: _plain(v) for k, v in fields.items() if k not in _INTERNAL and not k.startswith("_")},
+        data={k: to_plain(v) for k, v in fields.items() if k not in _INTERNAL and not k.startswith("_")},
     )

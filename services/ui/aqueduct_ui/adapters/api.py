@@ -121,6 +121,12 @@ class ServiceApi:
     async def get(self, path: str, **params: Any) -> Any:
         return await self.request("GET", path, params=params)
 
+    async def get_page(self, path: str, **params: Any) -> tuple[list[dict[str, Any]], int]:
+        """One page of a list route and the number of rows matching in all (``X-Total-Count``)."""
+        response = await self.raw("GET", path, params=params)
+        rows = list(response.json() or [])
+        return rows, int(response.headers.get("x-total-count", len(rows)))
+
     async def post(self, path: str, json: Any = None, headers: dict[str, str] | None = None) -> Any:
         return await self.request("POST", path, json=json if json is not None else {}, headers=headers)
 
@@ -137,6 +143,7 @@ class UserApi:
 
     directory: ServiceApi
     accounting: ServiceApi
+    auth: ServiceApi | None = None  # local accounts (Admins)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from aqueduct_ui.adapters.api import ApiError, UserApi, items
@@ -70,30 +70,33 @@ async def load_admin_page(api: UserApi) -> AdminPage:
     )
 
 
+AUDIT_PAGE_SIZE = 50
+KINDS = ("Org", "Team", "User", "Token", "ServiceAccount", "Endpoint", "Model", "McpServer", "TermsOfService")
+
+
 @dataclass(frozen=True)
 class AuditPage:
-    events: list[dict[str, Any]]
-    names: dict[str, str]  # actor / object id -> a readable name
+    events: list[dict[str, Any]]  # newest first, each with actor_name, aggregate_name and changes
     filters: dict[str, str]
-    limit: int
+    page: int
+    total: int
     state: dict[str, Any] | None
     state_json: str
     state_error: str | None
+    kinds: tuple[str, ...] = KINDS
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // AUDIT_PAGE_SIZE))
 
 
-async def _names(api: UserApi) -> dict[str, str]:
-    sources = (
-        ("/api/users", "users", lambda o: o.get("name") or o.get("email")),
-        ("/api/orgs", "orgs", lambda o: f"org {o.get('name')}"),
-        ("/api/teams", "teams", lambda o: f"team {o.get('name')}"),
-        ("/api/tokens", "tokens", lambda o: f"token {o.get('name')}"),
-    )
-    answers = await asyncio.gather(*(api.directory.get(path) for path, _, _ in sources))
-    names: dict[str, str] = {"system": "system"}
-    for (_, key, label), answer in zip(sources, answers, strict=True):
-        for obj in items(answer, key):
-            names[obj["id"]] = str(label(obj) or obj["id"])
-    return names
+async def _actor_id(api: UserApi, actor: str | None) -> str | None:
+    """An actor typed as an email is looked up; an id (or "system") is taken as it is."""
+    if not actor or "@" not in actor:
+        return actor or None
+    found = items(await api.directory.get("/api/users", q=actor, include_deactivated="true"), "users")
+    exact = [u for u in found if (u.get("email") or "").lower() == actor.lower()]
+    return exact[0]["id"] if exact else "no-such-user"
 
 
 async def load_audit_page(
@@ -104,16 +107,23 @@ async def load_audit_page(
     until: datetime | None,
     at: datetime | None,
     state_id: str | None,
-    limit: int = 500,
+    kind: str | None = None,
+    event_type: str | None = None,
+    page: int = 1,
 ) -> AuditPage:
-    since = since or datetime.now(UTC) - timedelta(days=7)
-    events = await api.directory.get(
+    page = max(1, page)
+    events, total = await api.directory.get_page(
         "/api/audit/events",
-        actor=actor or None,
+        actor=await _actor_id(api, actor),
         aggregate_id=aggregate_id or None,
-        since=since.isoformat(),
+        aggregate_type=kind if kind in KINDS else None,
+        type=event_type or None,
+        since=since.isoformat() if since else None,
         until=until.isoformat() if until else None,
-        limit=limit,
+        order="desc",
+        limit=AUDIT_PAGE_SIZE,
+        offset=(page - 1) * AUDIT_PAGE_SIZE,
+        changes="true",
     )
     state: dict[str, Any] | None = None
     state_error: str | None = None
@@ -124,19 +134,20 @@ async def load_audit_page(
             if exc.status not in (400, 404, 422):
                 raise
             state_error = exc.detail
-    listed = list(reversed(items(events, "events")))  # newest first
     return AuditPage(
-        events=listed,
-        names=await _names(api),
+        events=events,
         filters={
             "actor": actor or "",
             "aggregate_id": aggregate_id or "",
-            "since": since.strftime("%Y-%m-%dT%H:%M"),
+            "kind": kind or "",
+            "type": event_type or "",
+            "since": since.strftime("%Y-%m-%dT%H:%M") if since else "",
             "until": until.strftime("%Y-%m-%dT%H:%M") if until else "",
             "at": at.strftime("%Y-%m-%dT%H:%M:%S") if at else "",
             "state_id": state_id or "",
         },
-        limit=limit,
+        page=page,
+        total=total,
         state=state,
         state_json=json.dumps((state or {}).get("state", state), indent=2, sort_keys=True) if state else "",
         state_error=state_error,

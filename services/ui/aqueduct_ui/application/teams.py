@@ -74,13 +74,14 @@ class TeamPage:
     org: dict[str, Any]
     service_accounts: list[ServiceAccountRow]
     members: list[MemberRow]
-    candidates: list[dict[str, Any]]  # org users who are not members yet
+    candidates: list[dict[str, Any]]  # org users who are not members yet (found by ``find``, at most 50)
     is_member: bool
     can_admin: bool  # Team-Admin of this team (or above): accounts and members
     can_edit_team: bool  # Org-Admin (or Admin): name, description, excluded models, and no bound
     can_set_limits: bool  # Team-Admin (or above): limits, per-model limits, budgets (up to the org's)
     can_set_token_limits: bool = False  # Admin: a service account token's own limits
     models: list[str] = field(default_factory=list)  # the catalogue, for the exclusion picker
+    find: str = ""  # what the candidates were searched by
 
     @property
     def limit_models(self) -> list[str]:
@@ -88,7 +89,11 @@ class TeamPage:
         return sorted(set(self.models) | set(self.team.get("model_limits") or {}))
 
 
-async def load_team_page(api: UserApi, viewer: Viewer, team_id: str) -> TeamPage:
+CANDIDATES_SHOWN = 50
+
+
+async def load_team_page(api: UserApi, viewer: Viewer, team_id: str, find: str = "") -> TeamPage:
+    """``find``: text to search the org's users by, for the "add members" picker (at most 50 shown)."""
     team = await api.directory.get(f"/api/teams/{q(team_id)}")
     org_id = team.get("org_id")
     members_raw = team.get("members", [])
@@ -98,22 +103,31 @@ async def load_team_page(api: UserApi, viewer: Viewer, team_id: str) -> TeamPage
     sees_accounts = is_member or can_admin
     org, users_answer, accounts_answer, tokens_answer, models_answer = await asyncio.gather(
         api.directory.get(f"/api/orgs/{q(org_id)}") if org_id else asyncio.sleep(0, {}),
-        api.directory.get("/api/users", org_id=org_id),
+        # Only the users a Team-Admin may add, found by name or email: never the whole org.
+        api.directory.get(
+            "/api/users",
+            org_id=org_id,
+            q=find.strip() or None,
+            sort="name",
+            limit=CANDIDATES_SHOWN + len(member_ids),
+        )
+        if can_admin
+        else asyncio.sleep(0, []),
         api.directory.get(f"/api/teams/{q(team_id)}/service-accounts")
         if sees_accounts
         else asyncio.sleep(0, []),
         api.directory.get("/api/tokens") if sees_accounts else asyncio.sleep(0, []),
         api.directory.get("/api/models", all="true"),
     )
-    users = {u["id"]: u for u in items(users_answer, "users")}
+    found = [u for u in items(users_answer, "users") if u["id"] not in member_ids and not u.get("deleted")]
+    users: dict[str, dict[str, Any]] = {}
     accounts = [sa for sa in items(accounts_answer, "service_accounts") if not sa.get("deleted")]
     previews = {t["id"]: t.get("preview", "") for t in items(tokens_answer, "tokens")}
     token_limits = {t["id"]: t.get("limits") or {} for t in items(tokens_answer, "tokens")}
 
-    # Plain members may not list the org's users; names then come from the member entries when the
-    # directory includes them, else the member is shown by a short id.
+    # Names come with the members (the directory shows teammates by name and email).
     for m in members_raw:
-        if m["user_id"] not in users and (m.get("name") or m.get("email")):
+        if m.get("name") or m.get("email"):
             users[m["user_id"]] = {"id": m["user_id"], "name": m.get("name"), "email": m.get("email", "")}
 
     def name_of(user_id: str) -> str:
@@ -128,7 +142,7 @@ async def load_team_page(api: UserApi, viewer: Viewer, team_id: str) -> TeamPage
             name=sa.get("name", ""),
             description=sa.get("description", ""),
             owner_user_id=sa.get("owner_user_id", ""),
-            owner_name=name_of(sa.get("owner_user_id", "")),
+            owner_name=sa.get("owner_name") or name_of(sa.get("owner_user_id", "")),
             token_id=sa.get("token_id"),
             token_preview=previews.get(sa.get("token_id") or "", ""),
             token_limits=token_limits.get(sa.get("token_id") or "", {}),
@@ -151,10 +165,7 @@ async def load_team_page(api: UserApi, viewer: Viewer, team_id: str) -> TeamPage
             )
         )
     members.sort(key=lambda r: r.name.lower())
-    candidates = sorted(
-        (u for uid, u in users.items() if uid not in member_ids and not u.get("deleted")),
-        key=lambda u: (u.get("name") or u.get("email") or "").lower(),
-    )
+    candidates = found[:CANDIDATES_SHOWN]
     return TeamPage(
         team=team,
         org=org,
@@ -167,4 +178,5 @@ async def load_team_page(api: UserApi, viewer: Viewer, team_id: str) -> TeamPage
         can_set_limits=can_admin,
         can_set_token_limits=viewer.admin,
         models=sorted(m["name"] for m in items(models_answer, "models") if not m.get("deleted")),
+        find=find,
     )

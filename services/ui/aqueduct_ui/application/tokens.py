@@ -109,9 +109,20 @@ async def create_token(
     return answer["token"], answer["value"]
 
 
-async def regenerate_token(api: UserApi, token_id: str) -> tuple[dict[str, Any], str]:
-    answer = await api.directory.post(f"/api/tokens/{q(token_id)}/regenerate")
+_UNCHANGED = object()
+
+
+async def regenerate_token(
+    api: UserApi, token_id: str, expires_at: str | object | None = _UNCHANGED
+) -> tuple[dict[str, Any], str]:
+    """A new value; with ``expires_at`` (an ISO time, or None for never) also a new expiry."""
+    body = {} if expires_at is _UNCHANGED else {"expires_at": expires_at}
+    answer = await api.directory.post(f"/api/tokens/{q(token_id)}/regenerate", body)
     return answer["token"], answer["value"]
+
+
+async def change_expiry(api: UserApi, token_id: str, expires_at: str | None) -> dict[str, Any]:
+    return dict(await api.directory.patch(f"/api/tokens/{q(token_id)}", {"expires_at": expires_at}))
 
 
 async def accept_terms(api: UserApi, version: str) -> None:

@@ -10,33 +10,66 @@ from typing import Any
 from aqueduct_ui.adapters.api import UserApi, items, q
 from aqueduct_ui.domain.viewer import Viewer
 
-__all__ = ["UserPage", "UsersPage", "load_user_page", "load_users_page"]
+__all__ = ["PAGE_SIZE", "UserPage", "UsersPage", "load_user_page", "load_users_page"]
+
+PAGE_SIZE = 25
 
 
 @dataclass(frozen=True)
 class UsersPage:
     org: dict[str, Any]
     orgs: list[dict[str, Any]]  # the orgs an Admin may switch between; empty for everyone else
-    users: list[dict[str, Any]]  # everyone of the org for its Org-Admins, else only the viewer
+    users: list[dict[str, Any]]  # one page of the org's users for its Org-Admins, else only the viewer
     can_edit: bool  # Org-Admin of this org (or Admin): may change the users' limits
+    search: str = ""
+    page: int = 1
+    total: int = 0
+    show_deactivated: bool = False
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // PAGE_SIZE))
 
 
-async def load_users_page(api: UserApi, viewer: Viewer, org_id: str | None) -> UsersPage:
+async def load_users_page(
+    api: UserApi,
+    viewer: Viewer,
+    org_id: str | None,
+    search: str = "",
+    page: int = 1,
+    show_deactivated: bool = False,
+) -> UsersPage:
     orgs = items(await api.directory.get("/api/orgs"), "orgs") if viewer.admin else []
     chosen = org_id if viewer.admin and org_id else viewer.org_id or (orgs[0]["id"] if orgs else None)
     if chosen is None:
         return UsersPage(org={}, orgs=orgs, users=[], can_edit=False)
     org = await api.directory.get(f"/api/orgs/{q(chosen)}")
     can_edit = viewer.manages_org(chosen)
+    page = max(1, page)
     if can_edit:
-        listed = items(await api.directory.get("/api/users", org_id=chosen), "users")
-        users = [u for u in listed if not u.get("deleted") and u.get("org_id") == chosen]
+        users, total = await api.directory.get_page(
+            "/api/users",
+            org_id=chosen,
+            q=search.strip() or None,
+            sort="name",
+            limit=PAGE_SIZE,
+            offset=(page - 1) * PAGE_SIZE,
+            include_deactivated="true" if show_deactivated else None,
+        )
     else:
         # Everyone else sees their own limits only (the directory shows a user's limits to that user
         # and to the Org-Admins of their org).
-        users = [await api.directory.get("/api/me")]
-    users.sort(key=lambda u: (u.get("name") or u.get("email") or "").lower())
-    return UsersPage(org=org, orgs=orgs, users=users, can_edit=can_edit)
+        users, total = [await api.directory.get("/api/me")], 1
+    return UsersPage(
+        org=org,
+        orgs=orgs,
+        users=users,
+        can_edit=can_edit,
+        search=search,
+        page=page,
+        total=total,
+        show_deactivated=show_deactivated,
+    )
 
 
 @dataclass(frozen=True)
@@ -49,6 +82,12 @@ class UserPage:
     tokens: list[dict[str, Any]]  # the user's personal tokens; only Admins may set their limits
     can_edit: bool  # Org-Admin of the user's org (or Admin), and the user is no Admin unless the viewer is
     can_set_token_limits: bool  # Admin
+    can_grant_admin: bool = False  # Admin
+    local_username: str | None = None  # the user's local account, when they sign in with one
+
+    @property
+    def active(self) -> bool:
+        return not self.user.get("deleted")
 
     @property
     def limit_models(self) -> list[str]:
@@ -70,4 +109,8 @@ async def load_user_page(api: UserApi, viewer: Viewer, user_id: str) -> UserPage
         tokens=[t for t in tokens if not t.get("revoked")],
         can_edit=viewer.manages_org(org_id) and (viewer.admin or not user.get("admin")),
         can_set_token_limits=viewer.admin,
+        can_grant_admin=viewer.admin,
+        local_username=subject.removeprefix("local:")
+        if (subject := user.get("subject") or "").startswith("local:")
+        else None,
     )

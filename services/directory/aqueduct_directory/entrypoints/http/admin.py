@@ -58,6 +58,9 @@ async def events(
     order: Annotated[Literal["asc", "desc"], Query(description="desc: newest first")] = "asc",
     limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
     offset: Annotated[int, Query(ge=0, le=100_000_000)] = 0,
+    changes: Annotated[
+        bool, Query(description="Add actor_name, aggregate_name and each field's value before the change")
+    ] = False,
 ) -> list[Json]:
     """The event log, one page; ``X-Total-Count`` says how many events match in all."""
     # Audit folds the whole log: off the event loop, so commands keep flowing meanwhile.
@@ -74,6 +77,7 @@ async def events(
         order == "desc",
         type,
         aggregate_type,
+        changes,
     )
     response.headers["X-Total-Count"] = str(total)
     return found

@@ -51,4 +51,5 @@ class WebContext:
         return UserApi(
             directory=ServiceApi(client, self.common.directory_url, session.access_token),
             accounting=ServiceApi(client, self.common.accounting_url, session.access_token),
+            auth=ServiceApi(client, self.common.auth_url, session.access_token),
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from starlette.responses import Response
 
 from aqueduct_ui.adapters.api import ApiError, q
@@ -235,14 +235,17 @@ async def audit_page(
     request: Request,
     viewer: AdminViewer,
     api: Api,
-    actor: str | None = None,
-    aggregate_id: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
-    at: str | None = None,
-    state_id: str | None = None,
+    actor: Annotated[str | None, Query(max_length=320)] = None,
+    aggregate_id: Annotated[str | None, Query(max_length=100)] = None,
+    kind: Annotated[str | None, Query(max_length=40)] = None,
+    type: Annotated[str | None, Query(max_length=100)] = None,
+    since: Annotated[str | None, Query(max_length=40)] = None,
+    until: Annotated[str | None, Query(max_length=40)] = None,
+    at: Annotated[str | None, Query(max_length=40)] = None,
+    state_id: Annotated[str | None, Query(max_length=100)] = None,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
 ) -> Response:
-    page = await load_audit_page(
+    data = await load_audit_page(
         api,
         (actor or "").strip() or None,
         (aggregate_id or "").strip() or None,
@@ -250,5 +253,8 @@ async def audit_page(
         parse_moment(until),
         parse_moment(at),
         (state_id or "").strip() or None,
+        (kind or "").strip() or None,
+        (type or "").strip() or None,
+        page,
     )
-    return render(request, "audit.html", data=page, page_section="audit")
+    return render(request, "audit.html", data=data, page_section="audit")

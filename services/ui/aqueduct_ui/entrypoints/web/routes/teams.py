@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from starlette.responses import Response
 
 from aqueduct_ui.adapters.api import q
@@ -65,8 +65,14 @@ async def delete_team(request: Request, api: Api, team_id: str) -> Response:
 
 
 @router.get("/teams/{team_id}")
-async def team_page(request: Request, viewer: CurrentViewer, api: Api, team_id: str) -> Response:
-    page = await use_cases.load_team_page(api, viewer, team_id)
+async def team_page(
+    request: Request,
+    viewer: CurrentViewer,
+    api: Api,
+    team_id: str,
+    find: Annotated[str, Query(max_length=200)] = "",
+) -> Response:
+    page = await use_cases.load_team_page(api, viewer, team_id, find)
     return render(
         request,
         "team.html",
@@ -202,6 +208,12 @@ async def add_members(request: Request, api: Api, team_id: str) -> Response:
 async def promote_member(request: Request, api: Api, team_id: str, user_id: str) -> Response:
     await api.directory.post(f"/api/teams/{q(team_id)}/members/{q(user_id)}/promote")
     return redirect(request, f"/teams/{team_id}", Flash("success", "Promoted to Team-Admin."))
+
+
+@router.post("/teams/{team_id}/members/{user_id}/demote")
+async def demote_member(request: Request, api: Api, team_id: str, user_id: str) -> Response:
+    await api.directory.post(f"/api/teams/{q(team_id)}/members/{q(user_id)}/demote")
+    return redirect(request, f"/teams/{team_id}", Flash("success", "The member is no longer Team-Admin."))
 
 
 @router.post("/teams/{team_id}/members/{user_id}/remove")

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Form, Request
 from starlette.responses import Response
 
 from aqueduct_ui.application import tokens as use_cases
-from aqueduct_ui.domain.forms import parse_expiry, require_text
+from aqueduct_ui.domain.forms import FormError, parse_expiry, require_text
 from aqueduct_ui.entrypoints.web.cookies import Flash
 from aqueduct_ui.entrypoints.web.deps import Api, Context, CurrentViewer
 from aqueduct_ui.entrypoints.web.render import back_url, redirect, render
@@ -44,11 +44,45 @@ async def create_token(
 
 
 @router.post("/tokens/{token_id}/regenerate")
-async def regenerate_token(request: Request, api: Api, token_id: str) -> Response:
-    token, value = await use_cases.regenerate_token(api, token_id)
+async def regenerate_token(
+    request: Request,
+    api: Api,
+    token_id: str,
+    expires_on: Annotated[str | None, Form(max_length=20)] = None,
+    never: Annotated[str, Form(max_length=5)] = "",
+) -> Response:
+    """A new value; the form of an expired token also gives a new expiry (a date, or "never")."""
+    if expires_on is None and not never:
+        token, value = await use_cases.regenerate_token(api, token_id)
+    else:
+        token, value = await use_cases.regenerate_token(api, token_id, _expiry(expires_on, never))
     name = token.get("name", "")
     flash = Flash("success", f"New value for “{name}”; the old one no longer works. {_STORE_IT}", value, name)
     return redirect(request, back_url(request), flash)
+
+
+@router.post("/tokens/{token_id}/expiry")
+async def change_expiry(
+    request: Request,
+    api: Api,
+    token_id: str,
+    expires_on: Annotated[str, Form(max_length=20)] = "",
+    never: Annotated[str, Form(max_length=5)] = "",
+) -> Response:
+    token = await use_cases.change_expiry(api, token_id, _expiry(expires_on, never))
+    until = token.get("expires_at")
+    flash = Flash(
+        "success", f"“{token.get('name', '')}” " + (f"expires {until[:10]}." if until else "never expires.")
+    )
+    return redirect(request, back_url(request), flash)
+
+
+def _expiry(expires_on: str | None, never: str) -> str | None:
+    if never:
+        return None
+    if not (expires_on or "").strip():
+        raise FormError("Pick the new expiry date, or choose “never expires”.")
+    return parse_expiry(expires_on)
 
 
 @router.post("/tokens/{token_id}/delete")
