@@ -16,13 +16,13 @@ def test_bad_values_from_the_cli_are_refused_with_the_field_and_change_nothing(
     stack: Stack, tmp_path
 ) -> None:
     stack.login_admin()
-    zero = stack.cli("orgs", "create", "zero-limit-org", "--rpm", "0", check=False)
-    assert zero.returncode != 0
-    assert (
-        "422" in zero.stderr and "limits.requests_per_minute" in zero.stderr and "at least 1" in zero.stderr
-    )
+    # The CLI itself refuses a limit below 1; a 26-digit one passes it and the server says no.
+    huge = stack.cli("orgs", "create", "huge-limit-org", "--rpm", "1" + "0" * 25, check=False)
+    assert huge.returncode != 0
+    assert "422" in huge.stderr and "limits.requests_per_minute" in huge.stderr, huge.stderr
+    assert "at most 1,000,000,000,000" in huge.stderr
     orgs = json.loads(stack.cli("orgs", "list", "--format", "json").stdout)
-    assert "zero-limit-org" not in {o["name"] for o in orgs}
+    assert "huge-limit-org" not in {o["name"] for o in orgs}
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(
