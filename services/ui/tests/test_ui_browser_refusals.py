@@ -24,9 +24,10 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def directory(stack) -> AsyncIterator[httpx.AsyncClient]:
-    """The directory API as the Admin: checking that a refused form changed nothing."""
+    """The directory API as the Admin: checking that a refused form changed nothing (one sign-in for the
+    module: sign-in attempts per username are limited)."""
     async with httpx.AsyncClient(timeout=20) as http:
         pair = await http.post(
             f"{stack.urls['auth']}/auth/token",
