@@ -51,6 +51,7 @@ bench: $(STAMP) ## Run the benchmarks under bench/ and print their tables
 	$(VENV)/bin/python bench/proxy.py
 	$(VENV)/bin/python bench/accounting.py
 	$(VENV)/bin/python bench/directory.py
+	$(VENV)/bin/python bench/system.py
 
 lint: $(STAMP) ## ruff (lint and format check) and mypy
 	$(VENV)/bin/ruff check .

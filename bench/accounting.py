@@ -89,7 +89,12 @@ async def _poll(current: Callable[[], Awaitable[int]], target: int, interval: fl
 
 def _consumer(nc: nats.NATS, js, engine: ChdbClickHouse, durable: str, batch: int) -> BatchConsumer:
     """The usage consumer as ``aqueduct_accounting.bootstrap`` builds it (settings' defaults)."""
-    ingest = UsageIngest(AsyncClickHouse(engine), PriceBook(load_price_catalog()))
+    ingest = UsageIngest(
+        AsyncClickHouse(engine),
+        PriceBook(load_price_catalog()),
+        window_seconds=SETTINGS.recent_ids_seconds,
+        max_recent_ids=SETTINGS.recent_ids_max,
+    )
 
     async def store(messages: list[list[dict]]) -> None:
         await ingest.ingest_rows([row for rows in messages for row in rows])
@@ -105,6 +110,7 @@ def _consumer(nc: nats.NATS, js, engine: ChdbClickHouse, durable: str, batch: in
         batch_size=batch,
         batch_bytes=SETTINGS.batch_bytes,
         flush_interval=SETTINGS.flush_interval_seconds,
+        store_interval=SETTINGS.store_interval_seconds,
         max_ack_pending=SETTINGS.max_ack_pending,
         ack_wait=60,
     )

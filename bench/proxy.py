@@ -2,7 +2,10 @@
 
 Run from the repository root: ``make bench`` or ``.venv/bin/python bench/proxy.py``. Everything uses the
 same OpenAI-compatible test upstream (``python -m tests.support.upstream``), one worker process each.
-The Aqueduct proxy runs with authentication, rate limits (Valkey) and usage events (NATS JetStream) on.
+The Aqueduct proxy runs with authentication, rate limits (Valkey) and usage events (NATS JetStream) on,
+measured twice in one run: with budgets off, and with budgets on (the token's user, team and org each
+have a daily and a monthly budget, in dollars and tokens, high enough never to refuse: every request
+reserves its worst case on six counters in Valkey and settles it). ``--skip-budgets`` leaves that row out.
 LiteLLM (a pinned, known-good version) is installed on first use into ``bench/.venv-litellm``, never
 into the project's environment; ``--skip-litellm`` leaves it out.
 
@@ -137,10 +140,11 @@ def start_upstream(port: int) -> subprocess.Popen:
     return process
 
 
-async def write_snapshot(nats_url: str, upstream_url: str) -> str:
+async def write_snapshot(nats_url: str, upstream_url: str) -> tuple[str, str]:
+    """Two tokens: one whose user, team and org have no budgets, and one whose have."""
     from aqueduct_libs import names
     from aqueduct_libs.bus import connect, ensure_topology
-    from aqueduct_libs.snapshot import EndpointRoute, Limits, ModelRoute, TokenGrant
+    from aqueduct_libs.snapshot import BudgetRule, EndpointRoute, Limits, ModelRoute, TokenGrant
     from aqueduct_libs.tokens import generate_token, hash_token
 
     nc = await connect(nats_url, "bench")
@@ -153,20 +157,47 @@ async def write_snapshot(nats_url: str, upstream_url: str) -> str:
     )
     await kv.put(
         names.snapshot_model_key("gpt-test"),
-        ModelRoute(name="gpt-test", endpoint="local", upstream_model="fake-model").model_dump_json().encode(),
+        ModelRoute(
+            name="gpt-test",
+            endpoint="local",
+            upstream_model="fake-model",
+            input_price_nanos_per_token=150,
+            output_price_nanos_per_token=600,
+        )
+        .model_dump_json()
+        .encode(),
     )
-    value = generate_token()
-    token_hash = hash_token(value, SECRET.encode())
     # Limits are on (checked in Valkey on every request) but high enough never to refuse.
     limits = Limits(
         requests_per_minute=10**9, input_tokens_per_minute=10**12, output_tokens_per_minute=10**12
     )
-    grant = TokenGrant(
-        token_id="bench", token_hash=token_hash, name="bench", user_id="u", org_id="o", limits=limits
-    )
-    await kv.put(names.snapshot_token_key(token_hash), grant.model_dump_json().encode())
+    values = []
+    for suffix in ("", "-budgeted"):
+        value = generate_token()
+        token_hash = hash_token(value, SECRET.encode())
+        grant = TokenGrant(
+            token_id="bench" + suffix,
+            token_hash=token_hash,
+            name="bench",
+            user_id="u" + suffix,
+            team_id="t" + suffix,
+            org_id="o" + suffix,
+            limits=limits,
+        )
+        await kv.put(names.snapshot_token_key(token_hash), grant.model_dump_json().encode())
+        values.append(value)
+    for scope, scope_id in (("user", "u-budgeted"), ("team", "t-budgeted"), ("org", "o-budgeted")):
+        rule = BudgetRule(
+            scope=scope,  # type: ignore[arg-type]
+            scope_id=scope_id,
+            daily_nanos=10**15,
+            monthly_nanos=10**16,
+            daily_tokens=10**15,
+            monthly_tokens=10**16,
+        )
+        await kv.put(names.snapshot_budget_key(scope, scope_id), rule.model_dump_json().encode())
     await nc.close()
-    return value
+    return values[0], values[1]
 
 
 def start_aqueduct(port: int, nats: EmbeddedNats, valkey: EmbeddedValkey, data_dir: Path) -> subprocess.Popen:
@@ -295,6 +326,7 @@ async def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=6.0, help="duration of each measurement")
     parser.add_argument("--skip-litellm", action="store_true")
+    parser.add_argument("--skip-budgets", action="store_true", help="no 'budgets on' row")
     args = parser.parse_args()
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
@@ -319,7 +351,7 @@ async def main() -> None:
             nats = EmbeddedNats(work / "nats").start()
             valkey = EmbeddedValkey(work / "valkey").start()
             engines += [nats, valkey]
-            token = await write_snapshot(nats.url, upstream_url)
+            token, budgeted = await write_snapshot(nats.url, upstream_url)
             port = free_port()
             aqueduct = start_aqueduct(port, nats, valkey, work / "aqueduct")
             processes.append(aqueduct)
@@ -333,6 +365,16 @@ async def main() -> None:
                     aqueduct.pid,
                 )
             )
+            if not args.skip_budgets:
+                rows.append(
+                    await bench_one(
+                        "Aqueduct proxy, same + budgets (user, team, org; day, month)",
+                        f"http://127.0.0.1:{port}/v1/chat/completions",
+                        budgeted,
+                        args.seconds,
+                        aqueduct.pid,
+                    )
+                )
             stop(aqueduct)
 
             if not args.skip_litellm:

@@ -12,6 +12,8 @@ from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aqueduct_libs.request_id import current_request_id
+
 __all__ = ["AuthEvent", "DirectoryEvent", "UsageRecorded", "new_event_id", "utcnow"]
 
 
@@ -56,6 +58,9 @@ class UsageRecorded(BaseModel):
     cut_short: bool = False
     tool: str | None = None  # MCP tool name, for kind == "mcp"
     batch_id: str | None = None
+    # The answer's x-request-id (the client's own when sane): one id from the client's log to this row.
+    # Built while serving a request, an event takes that request's id by default.
+    request_id: str | None = Field(default_factory=current_request_id)
 
 
 class DirectoryEvent(BaseModel):

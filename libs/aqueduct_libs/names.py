@@ -24,6 +24,7 @@ __all__ = [
     "FILES_META_BUCKET",
     "FILES_OBJECT_STORE",
     "QUOTA_BUCKET",
+    "SNAPSHOT_BUDGET_PREFIX",
     "SNAPSHOT_ENDPOINT_PREFIX",
     "SNAPSHOT_MCP_PREFIX",
     "SNAPSHOT_META_KEY",
@@ -36,6 +37,7 @@ __all__ = [
     "batch_lines_subject",
     "directory_event_subject",
     "kv_safe",
+    "snapshot_budget_key",
     "snapshot_endpoint_key",
     "snapshot_mcp_key",
     "snapshot_model_key",
@@ -60,6 +62,7 @@ SNAPSHOT_USER_PREFIX = "user."
 SNAPSHOT_MODEL_PREFIX = "model."  # model.<model name key>   -> ModelRoute
 SNAPSHOT_ENDPOINT_PREFIX = "endpoint."  # endpoint.<slug>   -> EndpointRoute
 SNAPSHOT_MCP_PREFIX = "mcp."  # mcp.<server name>          -> McpServerRoute
+SNAPSHOT_BUDGET_PREFIX = "budget."  # budget.<scope>.<id>  -> BudgetRule (scope: user, team, org)
 SNAPSHOT_META_KEY = "meta"  # SnapshotMeta: the notification id the snapshot reflects
 
 # KV bucket with budget decisions, written by accounting, watched by the proxy.
@@ -137,6 +140,10 @@ def snapshot_mcp_key(name: str) -> str:
 
 def snapshot_endpoint_key(slug: str) -> str:
     return f"{SNAPSHOT_ENDPOINT_PREFIX}{kv_safe(slug)}"
+
+
+def snapshot_budget_key(scope: str, scope_id: str) -> str:
+    return f"{SNAPSHOT_BUDGET_PREFIX}{scope}.{kv_safe(scope_id)}"
 
 
 def snapshot_user_key(user_id: str) -> str:

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from aqueduct_libs.request_id import RequestIdLogFilter, add_request_ids
+
 __all__ = ["add_operational_routes", "configure_logging"]
 
 
@@ -17,7 +19,9 @@ def add_operational_routes(
     ready: Callable[[], bool],
     registry: CollectorRegistry | None = None,
 ) -> None:
-    """``/healthz``: the process answers. ``/readyz``: it can do its job (``ready()``). ``/metrics``."""
+    """``/healthz``: the process answers. ``/readyz``: it can do its job (``ready()``). ``/metrics``.
+    And an ``x-request-id`` on every answer of the app (``aqueduct_libs.request_id``)."""
+    add_request_ids(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -41,5 +45,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     logging.basicConfig(
         level=level.upper(),
         stream=sys.stderr,
-        format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s {service} %(levelname)s %(name)s [%(request_id)s]: %(message)s",
     )
+    for handler in logging.getLogger().handlers:  # the request being served, "-" outside one
+        handler.addFilter(RequestIdLogFilter())

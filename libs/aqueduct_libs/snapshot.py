@@ -8,6 +8,10 @@ user (key ``user.<user id>``) with ``token_id = "user:<user id>"`` and ``token_h
 effective limits (user > team > org default), allowed models after exclusions and terms-of-service status,
 for credentials that identify a user rather than an API token (the proxy's JupyterHub bridge). The key is
 deleted when the user is deactivated.
+
+Budgets are entries of their own (key ``budget.<scope>.<id>``, one per org, team and user that has one): a
+changed org budget rewrites one key, not every token of the org. The proxy reserves against them at
+admission; accounting reads the same entries to reconcile and decide.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "BudgetRule",
     "EndpointRoute",
     "Limits",
     "McpServerRoute",
@@ -95,6 +100,26 @@ class McpServerRoute(BaseModel):
     url: str  # the server's streamable HTTP endpoint, e.g. http://tools:9000/mcp
     allowed_team_ids: list[str] = Field(default_factory=list)  # empty: no team may use it
     api_key_env: str | None = None  # env var holding a credential to send upstream, never the value
+
+
+class BudgetRule(BaseModel):
+    """Key ``budget.<scope>.<id>``: the budgets one org, team or user has, per UTC day and calendar month
+    (UTC), in dollars (integer nano-dollars) and in tokens (input + output). ``None``: no such budget."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    scope: Literal["user", "team", "org"]
+    scope_id: str
+    daily_nanos: int | None = None
+    monthly_nanos: int | None = None
+    daily_tokens: int | None = None
+    monthly_tokens: int | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return all(
+            v is None for v in (self.daily_nanos, self.monthly_nanos, self.daily_tokens, self.monthly_tokens)
+        )
 
 
 class SnapshotMeta(BaseModel):

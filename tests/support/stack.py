@@ -59,7 +59,9 @@ class Stack:
         self.admin_password = ""
         self.output: list[str] = []
         self.process: subprocess.Popen[str] | None = None
-        self._ports = {name: free_port() for name in ("proxy", "directory", "auth", "accounting", "ui")}
+        self._ports = {
+            name: free_port() for name in ("proxy", "directory", "auth", "accounting", "ui", "batch_worker")
+        }
         self.env = {
             **os.environ,
             "AQUEDUCT_DATA_DIR": str(self.data_dir),
@@ -107,6 +109,8 @@ class Stack:
             if match := re.match(r"\s+password: (\S+)", line):
                 self.admin_password = match.group(1)
             if line.startswith("Press Ctrl-C to stop."):
+                # The batch worker's health port (not printed: it serves no user).
+                self.urls["batch-worker"] = f"http://127.0.0.1:{self._ports['batch_worker']}"
                 return self
         raise TimeoutError("aqueduct up did not become ready:\n" + "".join(self.output))
 

@@ -19,6 +19,7 @@ from aqueduct_accounting.adapters.metrics import AccountingMetrics
 from aqueduct_accounting.adapters.migrations import apply_migrations
 from aqueduct_accounting.adapters.price_catalog import load_price_catalog
 from aqueduct_accounting.adapters.quota_kv import QuotaBucket
+from aqueduct_accounting.adapters.spend_counters import SpendCounters
 from aqueduct_accounting.application.budgets import BudgetEnforcer
 from aqueduct_accounting.application.directory_mirror import DirectoryMirror
 from aqueduct_accounting.application.ingest import UsageIngest
@@ -99,8 +100,22 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
     metrics = AccountingMetrics()
     prices = PriceBook(await asyncio.to_thread(load_price_catalog))
     verifier = SessionVerifier()
-    budgets = BudgetEnforcer(clickhouse, QuotaBucket(js), on_decisions=metrics.quota_decisions.set)
-    ingest = UsageIngest(clickhouse, prices)
+    # The proxies' budget counters in Valkey, reconciled from ClickHouse (none configured: not reconciled).
+    counters = SpendCounters.from_url(settings.redis_url) if settings.redis_url else None
+    budgets = BudgetEnforcer(
+        clickhouse,
+        QuotaBucket(js),
+        on_decisions=metrics.quota_decisions.set,
+        counters=counters,
+        reconcile_seconds=settings.budget_reconcile_seconds,
+        on_reconciled=metrics.budget_reconciliations.inc,
+    )
+    ingest = UsageIngest(
+        clickhouse,
+        prices,
+        window_seconds=settings.recent_ids_seconds,
+        max_recent_ids=settings.recent_ids_max,
+    )
     mirror = DirectoryMirror(clickhouse)
 
     async def store_usage(messages: list[list[dict[str, Any]]]) -> None:
@@ -110,15 +125,13 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         metrics.ingested.inc(result.inserted)
         metrics.duplicates.inc(result.duplicates)
         if result.inserted:
-            budgets.usage_stored()
+            budgets.usage_stored(result.stored)
 
     def usage_stored(_messages: int, seconds: float) -> None:
         metrics.insert_seconds.observe(seconds)
 
     async def store_directory(events: list[DirectoryEvent]) -> None:
         metrics.directory_events.inc(await mirror.store(events))
-        if any("budgets" in e.data for e in events):
-            budgets.budgets_changed()
 
     common_options: dict[str, Any] = {
         "flush_interval": settings.flush_interval_seconds,
@@ -140,6 +153,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
             on_stored=usage_stored,
             on_rejected=metrics.rejected.inc,
             on_lag=metrics.lag.set,
+            store_interval=settings.store_interval_seconds,
             **common_options,
         ),
         BatchConsumer(
@@ -174,6 +188,14 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         budget_interval=settings.budget_check_seconds,
         watchers=[
             watch_model_prices(js, prices),
+            # Budget definitions: the directory's snapshot, not a copy accounting could lose.
+            KVWatcher(
+                js,
+                names.AUTH_SNAPSHOT_BUCKET,
+                budgets.on_snapshot_put,
+                budgets.on_snapshot_delete,
+                keys=f"{names.SNAPSHOT_BUDGET_PREFIX}>",
+            ),
             watch_jwks(js, verifier),
             watch_revoked_sessions(js, verifier),
         ],
@@ -183,6 +205,8 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
     async def stop() -> None:
         await service.stop()
         await api_tokens.close()
+        if counters is not None:
+            await counters.close()
 
     app.state.deps.on_start = service.start
     app.state.deps.on_stop = stop

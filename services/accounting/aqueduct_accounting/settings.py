@@ -28,13 +28,27 @@ class AccountingSettings(BaseSettings):
     batch_size: int = 20_000
     batch_bytes: int = 8 * 1024 * 1024
     flush_interval_seconds: float = 1.0
+    # A steady stream of usage is stored at most once per this many seconds (one insert: one part in
+    # usage_events and in each roll-up, whatever the rate), unless a batch fills first; the first events
+    # after a quiet spell are stored at once. Bounds how late usage reaches reports and budget checks.
+    store_interval_seconds: float = 1.0
+    # The duplicate check answers from memory for events that occurred in the last this many seconds
+    # (their ids, at most recent_ids_max of them), and with a bounded query for older ones.
+    recent_ids_seconds: float = 120.0
+    recent_ids_max: int = 500_000
     consumer_name: str = "accounting-usage"
     directory_consumer_name: str = "accounting-directory"
     # A pull consumer's default (1,000) stalls batch fetches; acks come only after the insert.
     max_ack_pending: int = 50_000
     # Unacknowledged events (e.g. of a process that was killed) come back after this long.
     ack_wait_seconds: float = 30.0
-    # How often budgets are re-checked even without new usage (periods end, budgets change).
+    # How often budgets are re-checked even without new usage (periods end, budgets change, Valkey came
+    # back without its data).
     budget_check_seconds: float = 1.0
+    # The Valkey holding the proxies' budget counters (the proxy's AQUEDUCT_PROXY_REDIS_URL): reconciled
+    # from ClickHouse at start, every budget_reconcile_seconds and after Valkey lost its data. Empty: not
+    # reconciled (budgets then still end in quota decisions).
+    redis_url: str = ""
+    budget_reconcile_seconds: float = 30.0
     # Rows an /api/sql answer may hold.
     sql_max_rows: int = 10_000

@@ -1,5 +1,6 @@
-"""Budgets from the directory's events: crossing one puts a quota decision in the KV bucket within 2 s;
-raising it lifts the decision. The directory events are mirrored into ClickHouse once each."""
+"""Budgets from the directory's snapshot (``budget.*`` keys): crossing one puts a quota decision in the KV
+bucket within 2 s; raising it lifts the decision. The directory events are mirrored into ClickHouse once
+each (for the audit), but budgets no longer depend on that copy."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from nats.js.errors import KeyNotFoundError
 
 from aqueduct_libs import names
 from aqueduct_libs.events import DirectoryEvent
-from aqueduct_libs.snapshot import ModelRoute, QuotaDecision
+from aqueduct_libs.snapshot import BudgetRule, ModelRoute, QuotaDecision
 
 pytestmark = [pytest.mark.nats, pytest.mark.chdb]
 
@@ -43,6 +44,13 @@ async def _directory_event(
         headers={"Nats-Msg-Id": msg_id or str(n)},
     )
     return n
+
+
+async def _budget(js, scope: str, scope_id: str, **limits: int) -> None:
+    """What the directory's projection writes for an org, team or user with budgets."""
+    kv = await js.key_value(names.AUTH_SNAPSHOT_BUCKET)
+    rule = BudgetRule(scope=scope, scope_id=scope_id, **limits)  # type: ignore[arg-type]
+    await kv.put(names.snapshot_budget_key(scope, scope_id), rule.model_dump_json().encode())
 
 
 async def _spend(js, **fields) -> None:
@@ -85,7 +93,7 @@ async def priced(js) -> str:
 
 
 async def test_team_daily_budget_crossed_then_raised(js, accounting: AccountingProcess, priced: str) -> None:
-    await _directory_event(js, "Team", "team-bud", {"daily_usd": "0.50"})
+    await _budget(js, "team", "team-bud", daily_nanos=500_000_000)  # $0.50
     # $0.30 + $0.10: under the budget.
     await _spend(js, team_id="team-bud", model=priced, input_tokens=300, output_tokens=0)
     await _spend(js, team_id="team-bud", model=priced, input_tokens=0, output_tokens=50)
@@ -102,15 +110,15 @@ async def test_team_daily_budget_crossed_then_raised(js, accounting: AccountingP
     today = datetime.now(UTC).date()
     assert decision.until.date() > today and decision.until.hour == 0
 
-    await _directory_event(js, "Team", "team-bud", {"daily_usd": "20", "monthly_usd": "100"})
+    await _budget(js, "team", "team-bud", daily_nanos=20 * 10**9, monthly_nanos=100 * 10**9)
     assert await _until(js, "team.team-bud", present=False, within=2.0) <= 2.0
 
 
 async def test_user_monthly_token_budget_and_org_budget(
     js, accounting: AccountingProcess, priced: str
 ) -> None:
-    await _directory_event(js, "User", "user-tok", {"monthly_tokens": 1000})
-    await _directory_event(js, "Org", "org-bud", {"monthly_usd": "1", "daily_usd": None})
+    await _budget(js, "user", "user-tok", monthly_tokens=1000)
+    await _budget(js, "org", "org-bud", monthly_nanos=10**9)
 
     await _spend(
         js, user_id="user-tok", org_id="org-other", model="local-llama", input_tokens=600, output_tokens=400
@@ -125,6 +133,15 @@ async def test_user_monthly_token_budget_and_org_budget(
         user is not None and user.period == "month" and user.budget == "user monthly budget of 1,000 tokens"
     )
     assert org is not None and org.budget == "org monthly budget of $1.00" and org.until.day == 1
+
+
+async def test_a_removed_budget_lifts_its_decision(js, accounting: AccountingProcess, priced: str) -> None:
+    await _budget(js, "team", "team-gone", daily_nanos=100_000_000)  # $0.10
+    await _spend(js, team_id="team-gone", model=priced, input_tokens=100, output_tokens=0)
+    await _until(js, "team.team-gone", present=True, within=2.0)
+    kv = await js.key_value(names.AUTH_SNAPSHOT_BUCKET)
+    await kv.delete(names.snapshot_budget_key("team", "team-gone"))  # the team's budget was removed
+    await _until(js, "team.team-gone", present=False, within=2.0)
 
 
 async def test_directory_events_are_mirrored_once(

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from aqueduct_accounting.adapters.price_catalog import load_price_catalog
-from aqueduct_accounting.domain.budgets import Budget, Periods, Spend, decide
+from aqueduct_accounting.domain.budgets import BudgetRule, Periods, Spend, decide
 from aqueduct_accounting.domain.pricing import Price, PriceBook
 from aqueduct_accounting.domain.readonly_sql import ReadOnlySqlError, check_read_only
 from aqueduct_accounting.domain.scope import ForbiddenError, UsageFilter, Viewer, scope_predicate
@@ -70,7 +70,7 @@ def test_periods_are_utc_days_and_months() -> None:
 
 
 def test_a_budget_is_used_up_when_spend_reaches_it() -> None:
-    budget = Budget.from_data("team", "t1", {"daily_usd": "5", "monthly_usd": "100.00"})
+    budget = BudgetRule(scope="team", scope_id="t1", daily_nanos=5 * 10**9, monthly_nanos=100 * 10**9)
     periods = Periods.containing(NOW)
 
     assert decide(budget, Spend(day_nanos=4_999_999_999), periods, NOW) is None
@@ -81,11 +81,24 @@ def test_a_budget_is_used_up_when_spend_reaches_it() -> None:
     assert monthly is not None and monthly.period == "month" and monthly.until == periods.month_end
 
 
+def test_small_budgets_read_with_their_own_precision() -> None:
+    budget = BudgetRule(scope="user", scope_id="u1", daily_nanos=2_000_000)  # $0.002
+    decision = decide(budget, Spend(day_nanos=2_000_000), Periods.containing(NOW), NOW)
+    assert decision is not None and decision.budget == "user daily budget of $0.002"
+
+
 def test_token_budgets_and_empty_budgets() -> None:
-    budget = Budget.from_data("user", "u1", {"daily_tokens": 1000, "monthly_usd": None})
+    budget = BudgetRule(scope="user", scope_id="u1", daily_tokens=1000)
     assert decide(budget, Spend(day_tokens=1000), Periods.containing(NOW), NOW) is not None
-    assert Budget.from_data("org", "o1", {"daily_usd": None}).is_empty
-    assert Budget.from_data("org", "o1", {"daily_usd": "not money"}).is_empty
+    assert decide(budget, Spend(day_tokens=999, month_tokens=10**9), Periods.containing(NOW), NOW) is None
+    assert BudgetRule(scope="org", scope_id="o1").is_empty
+
+
+def test_running_totals_only_grow_within_a_period() -> None:
+    spend = Spend().plus(100, 10, today=True).plus(50, 5, today=False)
+    assert spend == Spend(day_nanos=100, day_tokens=10, month_nanos=150, month_tokens=15)
+    # A reconciliation from ClickHouse that has not stored the latest events yet takes nothing back.
+    assert spend.at_least(Spend(day_nanos=90, month_nanos=200)) == Spend(100, 10, 200, 15)
 
 
 @pytest.mark.parametrize(

@@ -178,6 +178,8 @@ class Launcher:
             {
                 "AQUEDUCT_NATS_URL": nats_url,
                 "AQUEDUCT_PROXY_REDIS_URL": redis_url,
+                # Accounting reconciles the proxies' budget counters in the same Valkey.
+                "AQUEDUCT_ACCOUNTING_REDIS_URL": redis_url,
                 "AQUEDUCT_DATA_DIR": str(self.data_dir),
                 "AQUEDUCT_SECRET_KEY": self._secret_key(),
                 "AQUEDUCT_DIRECTORY_URL": self.urls["directory"],

@@ -17,19 +17,24 @@ from nats.aio.client import Client as NATS
 from aqueduct_libs import names
 from aqueduct_libs.bus import KVWatcher, connect, ensure_topology
 from aqueduct_libs.ops import configure_logging
+from aqueduct_libs.price_catalog import load_price_catalog
 from aqueduct_libs.settings import CommonSettings
+from aqueduct_proxy.adapters.budget_store import BudgetStore
 from aqueduct_proxy.adapters.limiter import Limiter
 from aqueduct_proxy.adapters.publisher import UsagePublisher
+from aqueduct_proxy.adapters.resp import RespClient
 from aqueduct_proxy.adapters.tokenizer import TokenCounter
 from aqueduct_proxy.adapters.upstream import Cooldown, EgressProxies, UpstreamClient
+from aqueduct_proxy.application.budgeting import Budgeting
 from aqueduct_proxy.application.gateway import Gateway, GatewayConfig
 from aqueduct_proxy.domain.snapshot import Snapshot
 from aqueduct_proxy.entrypoints.http import build_app
+from aqueduct_proxy.entrypoints.server import OpenAIErrorsRunner
 from aqueduct_proxy.jupyterhub import HubBridgeSettings, wire_jupyterhub
 from aqueduct_proxy.metrics import ProxyMetrics
 from aqueduct_proxy.settings import ProxySettings
 
-__all__ = ["Proxy", "bootstrap", "run", "serve", "wire_extensions"]
+__all__ = ["Proxy", "bootstrap", "budgeting", "run", "serve", "wire_extensions"]
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +81,7 @@ async def bootstrap(settings: ProxySettings, common: CommonSettings) -> Proxy:
     js = nc.jetstream()
     await ensure_topology(js)
     metrics = ProxyMetrics()
-    snapshot = Snapshot()
+    snapshot = Snapshot(await asyncio.to_thread(load_price_catalog))
     upstream = UpstreamClient(
         pool_size=settings.upstream_pool_size,
         timeout=settings.upstream_timeout_seconds,
@@ -85,9 +90,11 @@ async def bootstrap(settings: ProxySettings, common: CommonSettings) -> Proxy:
         client=settings.upstream_client,
     )
     await upstream.start()
-    limiter = None
+    limiter = budgets = None
     if settings.redis_url:
-        limiter = Limiter.from_url(settings.redis_url, timeout=settings.redis_timeout_seconds)
+        valkey = RespClient(settings.redis_url, timeout=settings.redis_timeout_seconds)  # one connection
+        limiter = Limiter(valkey)
+        budgets = BudgetStore(valkey, hold_seconds=settings.budget_hold_seconds)
     publisher = UsagePublisher(
         nc,
         common.data_dir / "proxy-spool",
@@ -113,6 +120,7 @@ async def bootstrap(settings: ProxySettings, common: CommonSettings) -> Proxy:
         Cooldown(settings.cooldown_failures, settings.cooldown_window_seconds, settings.cooldown_seconds),
         metrics,
         upstream_timeout=settings.upstream_timeout_seconds,
+        budgeting=budgeting(settings, snapshot, budgets, metrics),
     )
     watchers = [
         KVWatcher(js, names.AUTH_SNAPSHOT_BUCKET, snapshot.on_snapshot_put, snapshot.on_snapshot_delete),
@@ -130,6 +138,19 @@ async def bootstrap(settings: ProxySettings, common: CommonSettings) -> Proxy:
     )
     proxy.app = build_app(gateway, lambda: proxy.ready, settings.max_body_bytes)
     return proxy
+
+
+def budgeting(
+    settings: ProxySettings, snapshot: Snapshot, store: BudgetStore | None, metrics: ProxyMetrics
+) -> Budgeting:
+    """Budgets at admission; they fail open or closed as the rate limits do."""
+    return Budgeting(
+        snapshot,
+        store,
+        metrics,
+        fail_open=settings.limits_on_store_failure == "open",
+        default_output_tokens=settings.budget_default_output_tokens,
+    )
 
 
 _GC_TASKS: set[asyncio.Task[None]] = set()
@@ -179,7 +200,13 @@ async def serve(settings: ProxySettings, common: CommonSettings, stop: asyncio.E
     wire_extensions(proxy)
     # JupyterHub users' tokens as API keys (AQUEDUCT_PROXY_JUPYTERHUB_ENABLED); off by default.
     wire_jupyterhub(proxy.app, proxy.gateway, proxy.nc.jetstream(), HubBridgeSettings(), common.auth_url)
-    runner = web.AppRunner(proxy.app, access_log=None, handle_signals=False, shutdown_timeout=30.0)
+    runner = OpenAIErrorsRunner(
+        proxy.app,
+        max_header_bytes=settings.max_header_bytes,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=30.0,
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=settings.workers > 1, backlog=4096)
     await site.start()

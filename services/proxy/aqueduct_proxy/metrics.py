@@ -39,6 +39,12 @@ class ProxyMetrics:
         self.limit_rejections = Counter(
             "aqueduct_proxy_limit_rejections", "Requests refused by a limit", ["dimension"], registry=r
         )
+        self.budget_refusals = Counter(
+            "aqueduct_proxy_budget_refusals",
+            "Requests refused at admission by a budget",
+            ["scope", "period"],
+            registry=r,
+        )
         self.limiter_failures = Counter(
             "aqueduct_proxy_limiter_failures", "Checks skipped or refused: Valkey unreachable", registry=r
         )

@@ -22,7 +22,14 @@ class ProxySettings(BaseSettings):
     # store should not take the gateway down), "closed" answers 503.
     limits_on_store_failure: Literal["open", "closed"] = "open"
     redis_timeout_seconds: float = 0.25
+    # Budgets (same Valkey, same open/closed rule): how long a request's reservation outlives a proxy
+    # that died before settling it, and the output a request without max_tokens reserves when the price
+    # map does not know the model's maximum.
+    budget_hold_seconds: int = 900
+    budget_default_output_tokens: int = 4096
     max_body_bytes: int = 32 * 1024 * 1024
+    # Longest header line (and request line) accepted; a longer one is answered 431 in OpenAI's format.
+    max_header_bytes: int = 8190
     # Longest wait for the upstream's next bytes (its first byte, or the next chunk of a stream).
     upstream_timeout_seconds: float = 600.0
     upstream_connect_timeout_seconds: float = 10.0

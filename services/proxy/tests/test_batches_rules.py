@@ -123,6 +123,53 @@ async def test_a_used_up_budget_or_a_revoked_token_fails_the_line(worker, snapsh
     assert (gone.status_code, gone.error["code"]) == (401, "token_revoked")
 
 
+async def test_batch_lines_reserve_and_settle_on_the_owners_budget(worker, snapshot, bus, valkey_url):
+    from redis.asyncio import Redis
+
+    from aqueduct_libs.budgets import counter_key, periods_at
+    from aqueduct_libs.pricing import Price, TokenClasses
+    from aqueduct_libs.snapshot import BudgetRule
+
+    await snapshot.put_model(
+        "gpt-priced-batch",
+        "local",
+        "fake-upstream-model",
+        input_price_nanos_per_token=1_000,
+        output_price_nanos_per_token=2_000,
+    )
+    team = f"team-batch-{time.time_ns()}"
+    kv = await bus.key_value(names.AUTH_SNAPSHOT_BUCKET)
+    # $0.00002: a line costs $0.000006 (2 + 2 tokens) and reserves $0.000013 (its input as counted, plus
+    # the chat overhead, and its max_tokens): two lines fit, the third does not.
+    rule = BudgetRule(scope="team", scope_id=team, daily_nanos=20_000)
+    await kv.put(names.snapshot_budget_key("team", team), rule.model_dump_json().encode())
+    grant = await grant_in(worker, snapshot, team_id=team)
+    for _ in range(200):
+        if f"team.{team}" in worker.worker.gateway.snapshot.budgets:
+            break
+        await asyncio.sleep(0.02)
+    batch = batch_of(grant)
+    results = []
+    for number in range(6):
+        line = line_of(batch, number)
+        line.body["model"] = "gpt-priced-batch"
+        results.append(await worker.worker.run_line(batch, line))
+    served = [r for r in results if r.status_code == 200]
+    refused = [r for r in results if r.status_code == 429]
+    assert (len(served), len(refused)) == (2, 4)
+    assert all(r.error["code"] == "insufficient_quota" for r in refused)
+    assert "the team daily budget of $0.00002" in refused[0].error["message"]
+    cost = sum(
+        Price(1_000, 2_000).cost(TokenClasses(e["input_tokens"], e["output_tokens"]))
+        for e in (json.loads(r.usage_event) for r in served)
+    )
+    valkey = Redis.from_url(valkey_url)
+    key = counter_key("team", team, periods_at(datetime.now(UTC))[0])
+    assert [int(v or 0) for v in await valkey.hmget(key, "sn", "hn")] == [cost, 0]
+    await valkey.aclose()
+    assert cost <= 20_000
+
+
 async def test_a_batch_left_validating_by_a_dead_proxy_is_queued_again(worker, snapshot):
     grant = await grant_in(worker, snapshot)
     rows = [

@@ -116,13 +116,21 @@ async def test_endpoint_slug_route_respects_allowed_models(proxy, snapshot):
 
 
 async def test_endpoint_slug_route_checks_the_model_whatever_the_content_type(proxy, snapshot, upstream):
-    """A JSON body declared as text/plain is still read for its model, so exclusions cannot be bypassed."""
+    """A JSON body declared as text/plain is refused as on /v1/ (never forwarded unread), so exclusions
+    cannot be bypassed; declared as JSON, its model is checked."""
     value, _ = await snapshot.issue_token(allowed_models=["other-model"])
     await wait_token(proxy.base_url, value)
     body = b'{"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]}'
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {value}"}) as s:
         async with s.post(
             f"{proxy.base_url}/local/v1/chat/completions", data=body, headers={"Content-Type": "text/plain"}
+        ) as r:
+            assert r.status == 400
+            assert "Unsupported content type" in (await r.json())["error"]["message"]
+        async with s.post(
+            f"{proxy.base_url}/local/v1/chat/completions",
+            data=body,
+            headers={"Content-Type": "application/json"},
         ) as r:
             assert r.status == 403
             assert (await r.json())["error"]["code"] == "model_not_allowed"

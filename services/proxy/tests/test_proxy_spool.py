@@ -82,3 +82,39 @@ async def test_events_travel_grouped_and_each_arrives_once(nats_url, tmp_path):
     assert sizes == [100, 100, 50]
     assert sorted(e.output_tokens for e in delivered) == list(range(250))
     assert publisher.published == 250
+
+
+async def test_a_steady_stream_goes_out_one_message_per_linger(nats_url, tmp_path):
+    """Not one small message per acknowledgement round trip: rounds at most ``linger`` apart."""
+    token_id = "tok-pace-" + uuid.uuid4().hex[:8]
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_topology(js)
+    publisher = UsagePublisher(nc, tmp_path / "spool", linger=0.05)
+    await publisher.start()
+    started = asyncio.get_running_loop().time()
+    for i in range(500):  # an event every 2 ms for about a second
+        publisher.record(usage_event(token_id, i))
+        await asyncio.sleep(max(0.0, started + (i + 1) * 0.002 - asyncio.get_running_loop().time()))
+    elapsed = asyncio.get_running_loop().time() - started
+    delivered = await usage_events(js, token_id, 500)
+    await publisher.stop()
+
+    sub = await js.subscribe(
+        names.USAGE_SUBJECT,
+        ordered_consumer=True,
+        config=js_api.ConsumerConfig(deliver_policy=js_api.DeliverPolicy.ALL),
+    )
+    messages = 0
+    while True:
+        try:
+            msg = await sub.next_msg(timeout=0.5)
+        except nats.errors.TimeoutError:
+            break
+        messages += token_id.encode() in msg.data
+    await sub.unsubscribe()
+    await nc.close()
+
+    assert sorted(e.output_tokens for e in delivered) == list(range(500))
+    # A loaded machine stretches the second; the messages follow its length, not the event rate.
+    assert messages <= elapsed / 0.05 + 3, (messages, elapsed)

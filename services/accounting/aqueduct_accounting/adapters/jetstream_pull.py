@@ -92,23 +92,31 @@ class PullBatches:
         self._request_deadline = time.monotonic() + self._expires + 1.0
         await self._nc.publish(self._subject, json.dumps(body).encode(), reply=self._inbox)
 
-    async def next_batch(self, size: int, linger: float, max_wait: float) -> list[Msg]:
+    async def next_batch(
+        self, size: int, linger: float, max_wait: float, hold_until: float = 0.0
+    ) -> list[Msg]:
         """Up to ``size`` messages (and about ``max_bytes`` of payload): as soon as that much is in, or
-        ``linger`` after the first one once arrivals pause, or after ``max_wait`` (possibly none)."""
-        deadline = time.monotonic() + max_wait
+        ``linger`` after the first one once arrivals pause but not before ``hold_until`` (a
+        ``time.monotonic()``), or after ``max_wait`` (possibly none)."""
+        deadline = max(time.monotonic() + max_wait, hold_until)
         while True:
             now = time.monotonic()
             if self._remaining <= 0 or now > self._request_deadline:
                 await self._request()
             if len(self._buffer) >= size or self._buffered_bytes >= self._max_bytes:
                 break
-            if self._buffer and now - self._first_at >= linger and now - self._last_at >= 0.005:
+            if (
+                self._buffer
+                and now >= hold_until
+                and now - self._first_at >= linger
+                and now - self._last_at >= 0.005
+            ):
                 break
             if now >= deadline:
                 break
             wait = deadline - now
             if self._buffer:
-                wait = min(wait, max(linger - (now - self._first_at), 0.005))
+                wait = min(wait, max(linger - (now - self._first_at), hold_until - now, 0.005))
             self._woken.clear()
             try:
                 await asyncio.wait_for(self._woken.wait(), wait)

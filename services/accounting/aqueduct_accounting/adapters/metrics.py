@@ -43,3 +43,8 @@ class AccountingMetrics:
         self.quota_decisions = Gauge(
             "aqueduct_accounting_quota_decisions", "Quota decisions currently in force", registry=r
         )
+        self.budget_reconciliations = Counter(
+            "aqueduct_accounting_budget_reconciliations",
+            "Budget spend reconciled from ClickHouse (into the proxies' Valkey counters when configured)",
+            registry=r,
+        )

@@ -1,33 +1,40 @@
-"""Use case: keep the quota bucket equal to the budgets that are used up, within a second or two.
+"""Use case: accounting's part of budgets, the source of truth behind the proxy's admission checks.
 
-Budgets are a projection of the mirrored directory events (the latest ``budgets`` field of each org,
-team and user), so they survive restarts with no store of their own. Spend comes from the daily roll-up.
+- Budget definitions come from the directory's snapshot (``budget.*`` keys of the ``auth_snapshot``
+  bucket), fed in by a KV watch: nothing accounting stores can lose them.
+- Running totals per budget scope for the current day and month: loaded from ClickHouse at start (and at
+  every reconciliation), then kept up to date from each batch of usage events stored, without
+  re-aggregating.
+- Reconciliation: at start, every ``reconcile_seconds``, when a period ends, when budgets appear, and as
+  soon as Valkey is found to have lost its counters, the proxies' spend counters in Valkey are raised to
+  what ClickHouse holds (``SpendCounters``).
+- Quota decisions: a used-up budget is written to the ``quota`` KV bucket (and lifted when raised or when
+  the period ends); the proxy refuses on it even while Valkey, and so admission, is unavailable.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
 
 from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse
 from aqueduct_accounting.adapters.quota_kv import QuotaBucket
-from aqueduct_accounting.domain.budgets import SCOPE_OF_AGGREGATE, Budget, Periods, Spend, decide, quota_key
+from aqueduct_accounting.adapters.spend_counters import CounterFloor, SpendCounters, SpendCountersDown
+from aqueduct_accounting.domain.budgets import Periods, Spend, decide, quota_key
 from aqueduct_accounting.domain.usage import clickhouse_time
-from aqueduct_libs.snapshot import QuotaDecision
+from aqueduct_libs import names
+from aqueduct_libs.budgets import counter_key
+from aqueduct_libs.snapshot import BudgetRule, QuotaDecision
 
 __all__ = ["BudgetEnforcer"]
 
 log = logging.getLogger(__name__)
-
-_BUDGETS = """
-SELECT aggregate_type, aggregate_id, argMax(data, notification_id)
-FROM directory_events
-WHERE aggregate_type IN ('Org', 'Team', 'User') AND JSONHas(data, 'budgets')
-GROUP BY aggregate_type, aggregate_id
-"""
 
 _SPEND_PART = """
 SELECT '{scope}' AS scope, {column} AS id,
@@ -51,38 +58,74 @@ class BudgetEnforcer:
         quota: QuotaBucket,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_decisions: Callable[[int], None] | None = None,
+        counters: SpendCounters | None = None,
+        reconcile_seconds: float = 30.0,
+        on_reconciled: Callable[[], None] | None = None,
     ) -> None:
         self._ch = clickhouse
         self._quota = quota
         self._clock = clock
         self._on_decisions = on_decisions
-        self._budgets: dict[str, Budget] = {}
-        self._budgets_stale = True
+        self._counters = counters
+        self._reconcile_seconds = reconcile_seconds
+        self._on_reconciled = on_reconciled
+        self._budgets: dict[str, BudgetRule] = {}  # "team.<id>" -> its budgets
+        self._budget_keys: dict[str, str] = {}  # snapshot key -> "team.<id>", to apply deletes
+        self._totals: dict[str, Spend] = {}  # "team.<id>" -> spend in the periods below
+        self._periods: Periods | None = None
+        self._period_text: tuple[str, str] = ("", "")  # day and month starts as ClickHouse text
+        self._stale = True  # reconcile at the next check
+        self._reconciled_at = 0.0
         self._published: dict[str, QuotaDecision] | None = None
         self._wake = asyncio.Event()
+        self.reconciliations = 0
 
-    def usage_stored(self) -> None:
+    # -- inputs --------------------------------------------------------------------------------------
+
+    def on_snapshot_put(self, key: str, value: bytes) -> None:
+        if not key.startswith(names.SNAPSHOT_BUDGET_PREFIX):
+            return
+        try:
+            rule = BudgetRule.model_validate_json(value)
+        except ValidationError as exc:
+            log.warning("ignoring an unreadable budget %s: %s", key, exc.errors()[:1])
+            return
+        self.put_budget(rule, key)
+
+    def on_snapshot_delete(self, key: str) -> None:
+        scoped = self._budget_keys.pop(key, None)
+        if scoped is not None:
+            self._budgets.pop(scoped, None)
+            self._wake.set()
+
+    def put_budget(self, rule: BudgetRule, snapshot_key: str | None = None) -> None:
+        scoped = quota_key(rule.scope, rule.scope_id)
+        if scoped not in self._budgets:
+            self._stale = True  # its spend so far is not in the running totals yet
+        self._budgets[scoped] = rule
+        self._budget_keys[snapshot_key or names.snapshot_budget_key(rule.scope, rule.scope_id)] = scoped
         self._wake.set()
 
-    def budgets_changed(self) -> None:
-        self._budgets_stale = True
+    def usage_stored(self, rows: list[dict[str, Any]] | None = None) -> None:
+        """Add newly stored usage rows (with their ``cost_nanos``) to the running totals."""
+        if rows and self._periods is not None and self._budgets:
+            day_start, month_start = self._period_text
+            for row in rows:
+                occurred = row["occurred_at"]
+                if occurred < month_start:
+                    continue
+                nanos = row.get("cost_nanos", 0)
+                tokens = row["input_tokens"] + row["output_tokens"]
+                today = occurred >= day_start
+                for scope, column in _COLUMN.items():
+                    scoped = f"{scope}.{row.get(column)}"
+                    if scoped in self._budgets:
+                        self._totals[scoped] = self._totals.get(scoped, Spend()).plus(nanos, tokens, today)
         self._wake.set()
 
-    async def _load_budgets(self) -> dict[str, Budget]:
-        result = await self._ch.query(_BUDGETS)
-        budgets: dict[str, Budget] = {}
-        for aggregate_type, aggregate_id, data in result.rows:
-            scope = SCOPE_OF_AGGREGATE[aggregate_type]
-            try:
-                fields = json.loads(data).get("budgets")
-            except ValueError:
-                continue
-            budget = Budget.from_data(scope, aggregate_id, fields if isinstance(fields, dict) else None)
-            if not budget.is_empty:
-                budgets[quota_key(scope, aggregate_id)] = budget
-        return budgets
+    # -- reconciliation --------------------------------------------------------------------------------
 
-    async def _spend(self, periods: Periods) -> dict[str, Spend]:
+    async def _spend_in_clickhouse(self, periods: Periods) -> dict[str, Spend]:
         parts: list[str] = []
         params: dict[str, object] = {
             "day": clickhouse_time(periods.day_start),
@@ -102,19 +145,73 @@ class BudgetEnforcer:
             for scope, scope_id, dn, dt, mn, mt in result.rows
         }
 
+    async def reconcile(self, periods: Periods) -> None:
+        """Running totals and Valkey's counters, raised to at least what ClickHouse holds."""
+        stored = await self._spend_in_clickhouse(periods)
+        if periods != self._periods:  # a new day or month: yesterday's totals are not today's
+            self._totals = {}
+            self._periods = periods
+            self._period_text = (clickhouse_time(periods.day_start), clickhouse_time(periods.month_start))
+        for scoped, spend in stored.items():
+            self._totals[scoped] = self._totals.get(scoped, Spend()).at_least(spend)
+        self._stale = False
+        self._reconciled_at = time.monotonic()
+        self.reconciliations += 1
+        if self._counters is not None:
+            await self._counters.raise_to(self._floors(periods), clickhouse_time(self._clock()))
+        if self._on_reconciled is not None:
+            self._on_reconciled()
+
+    def _floors(self, periods: Periods) -> list[CounterFloor]:
+        floors = []
+        for scoped, rule in self._budgets.items():
+            spend = self._totals.get(scoped, Spend())
+            for period, nanos, tokens in (
+                (periods.day, spend.day_nanos, spend.day_tokens),
+                (periods.month, spend.month_nanos, spend.month_tokens),
+            ):
+                floors.append(
+                    CounterFloor(
+                        counter_key(rule.scope, rule.scope_id, period), nanos, tokens, period.expire_at
+                    )
+                )
+        return floors
+
+    async def _counters_lost(self) -> bool:
+        if self._counters is None:
+            return False
+        try:
+            return await self._counters.lost()
+        except SpendCountersDown:
+            # Down: nothing to repair yet. While it is, the proxies serve without reservations (fail
+            # open), so their spend misses the counters even if Valkey keeps its data: reconcile as soon
+            # as it answers again.
+            self._stale = True
+            return False
+
+    # -- decisions -------------------------------------------------------------------------------------
+
     async def check_once(self) -> dict[str, QuotaDecision]:
-        """Bring the quota bucket in line with budgets and spend; return the decisions in force."""
-        if self._published is None:
-            self._published = await self._quota.current()
-        if self._budgets_stale:
-            self._budgets_stale = False
-            self._budgets = await self._load_budgets()
+        """Reconcile when due; bring the quota bucket in line with budgets and running totals; return the
+        decisions in force."""
         now = self._clock()
         periods = Periods.containing(now)
-        spend = await self._spend(periods)
+        if (
+            self._stale
+            or periods != self._periods
+            or time.monotonic() - self._reconciled_at >= self._reconcile_seconds
+            or await self._counters_lost()
+        ):
+            try:
+                await self.reconcile(periods)
+            except SpendCountersDown as exc:
+                self._stale = True  # ClickHouse's totals are in; Valkey gets them when it is back
+                log.warning("budget counters in Valkey not reconciled (%s); retrying", exc)
+        if self._published is None:
+            self._published = await self._quota.current()
         wanted: dict[str, QuotaDecision] = {}
         for key, budget in self._budgets.items():
-            decision = decide(budget, spend.get(key, Spend()), periods, now)
+            decision = decide(budget, self._totals.get(key, Spend()), periods, now)
             if decision is not None:
                 wanted[key] = decision
         for key, decision in wanted.items():
@@ -136,7 +233,8 @@ class BudgetEnforcer:
         return wanted
 
     async def run(self, interval: float) -> None:
-        """Check after new usage or budget changes, and every ``interval`` seconds (periods end)."""
+        """Check after new usage or budget changes, and every ``interval`` seconds (periods end, Valkey
+        comes back empty)."""
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), interval)
@@ -146,6 +244,6 @@ class BudgetEnforcer:
             try:
                 await self.check_once()
             except Exception:
-                self._budgets_stale = True
+                self._stale = True
                 self._published = None  # re-read the bucket: a write may have half-happened
                 log.exception("budget check failed; retrying")

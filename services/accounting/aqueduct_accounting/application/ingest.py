@@ -1,29 +1,44 @@
 """Use case: count a batch of usage events exactly once.
 
 At-least-once delivery means a batch may hold events already stored (redelivery after a crash between
-insert and ack) or the same event twice. Dropping the ids already present before inserting keeps every
-count exact without ``FINAL``; ReplacingMergeTree is the safety net behind it.
+insert and ack, a proxy's journal sent again) or the same event twice. Dropping the ids already present
+before inserting keeps every count exact without ``FINAL``; ReplacingMergeTree is the safety net behind it.
+
+Which ids are present is answered without a query for recent events (``domain.recent_ids``: every id
+stored in the last ``window`` seconds of ``occurred_at``, loaded from the table at start and kept up to
+date by every insert), and by a query bounded by the events' time span and orgs for older ones. After an
+insert that failed (it may have landed all the same), the next batch is checked against the table in full.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse
 from aqueduct_accounting.domain.pricing import PriceBook
-from aqueduct_accounting.domain.usage import usage_row
+from aqueduct_accounting.domain.recent_ids import RecentIds, next_second
+from aqueduct_accounting.domain.usage import clickhouse_time, usage_row
 from aqueduct_libs.events import UsageRecorded
 
 __all__ = ["IngestResult", "UsageIngest"]
 
-# A duplicate is the same event, so it has the same occurred_at: the time bounds let the primary key
-# skip everything outside the batch's time span.
+# A duplicate is the same event, so it has the same occurred_at and org: the time bounds and orgs let the
+# primary key (hour, org_id, event_id) skip everything else.
 _EXISTING = """
 SELECT event_id FROM usage_events
 WHERE occurred_at >= {lo:DateTime64(3, 'UTC')} AND occurred_at <= {hi:DateTime64(3, 'UTC')}
-  AND event_id IN {ids:Array(String)}
+  AND org_id IN {orgs:Array(String)} AND event_id IN {ids:Array(String)}
+"""
+
+_RECENT = """
+SELECT event_id, occurred_at FROM usage_events
+WHERE occurred_at >= {since:DateTime64(3, 'UTC')}
+ORDER BY occurred_at DESC
+LIMIT {limit:UInt64}
 """
 
 
@@ -31,20 +46,76 @@ WHERE occurred_at >= {lo:DateTime64(3, 'UTC')} AND occurred_at <= {hi:DateTime64
 class IngestResult:
     inserted: int
     duplicates: int
+    stored: list[dict[str, Any]] = field(default_factory=list)  # the rows inserted, with their cost
 
 
 class UsageIngest:
-    def __init__(self, clickhouse: AsyncClickHouse, prices: PriceBook) -> None:
+    def __init__(
+        self,
+        clickhouse: AsyncClickHouse,
+        prices: PriceBook,
+        *,
+        window_seconds: float = 120.0,
+        max_recent_ids: int = 500_000,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._ch = clickhouse
         self._prices = prices
+        self._window = timedelta(seconds=window_seconds)
+        self._max_recent = max_recent_ids
+        self._clock = clock
+        self._recent = RecentIds(max_recent_ids)
+        self._started = False
+        # An insert raised: it may have landed all the same (a server that timed out), so the next batch
+        # (the same events, retried) is checked against the table, not the set.
+        self._unsure = True
+
+    async def start(self) -> int:
+        """Load the ids stored in the last ``window`` seconds; returns how many."""
+        since = clickhouse_time(self._clock() - self._window)[:19]
+        result = await self._ch.query(_RECENT, {"since": since, "limit": self._max_recent})
+        stored = [(str(event_id), str(occurred_at)) for event_id, occurred_at in result.rows]
+        # Cut short by the limit: only the seconds loaded in full are covered.
+        self._recent.start(since, stored)
+        if len(stored) >= self._max_recent:
+            self._recent.advance(next_second(stored[-1][1][:19]))
+        self._started = True
+        self._unsure = False
+        return len(self._recent)
 
     async def existing_ids(self, rows: list[dict[str, Any]]) -> set[str]:
+        """The ids of ``rows`` present in ``usage_events`` (one query)."""
         # "YYYY-MM-DD hh:mm:ss.mmm" sorts as text the way it sorts as time.
         times = [row["occurred_at"] for row in rows]
         result = await self._ch.query(
-            _EXISTING, {"lo": min(times), "hi": max(times), "ids": [row["event_id"] for row in rows]}
+            _EXISTING,
+            {
+                "lo": min(times),
+                "hi": max(times),
+                "orgs": sorted({row["org_id"] for row in rows}),
+                "ids": [row["event_id"] for row in rows],
+            },
         )
         return {row[0] for row in result.rows}
+
+    async def _stored_already(self, rows: list[dict[str, Any]]) -> set[str]:
+        if not self._started:
+            await self.start()
+        self._recent.advance(clickhouse_time(self._clock() - self._window))
+        if self._unsure:
+            return await self.existing_ids(rows)
+        recent = self._recent
+        found: set[str] = set()
+        older: list[dict[str, Any]] = []
+        for row in rows:
+            if recent.covers(row["occurred_at"]):
+                if recent.contains(row["event_id"], row["occurred_at"]):
+                    found.add(row["event_id"])
+            else:
+                older.append(row)
+        if older:
+            found |= await self.existing_ids(older)
+        return found
 
     async def ingest_rows(self, rows: list[dict[str, Any]]) -> IngestResult:
         """``rows`` as ``usage_row_from_json`` makes them; each gets its cost here."""
@@ -53,7 +124,7 @@ class UsageIngest:
         unique: dict[str, dict[str, Any]] = {}
         for row in rows:
             unique.setdefault(row["event_id"], row)
-        existing = await self.existing_ids(list(unique.values()))
+        existing = await self._stored_already(list(unique.values()))
         fresh = [row for event_id, row in unique.items() if event_id not in existing]
         cost = self._prices.cost_nanos
         for row in fresh:
@@ -62,8 +133,16 @@ class UsageIngest:
             )
         if fresh:
             token = hashlib.sha256("\n".join(row["event_id"] for row in fresh).encode()).hexdigest()
-            await self._ch.insert_json_rows("usage_events", fresh, dedup_token=token)
-        return IngestResult(len(fresh), len(rows) - len(fresh))
+            try:
+                await self._ch.insert_json_rows("usage_events", fresh, dedup_token=token)
+            except BaseException:
+                self._unsure = True
+                raise
+        # Every one of them is stored now (the ones found present as well: after an unsure insert, those
+        # may be new to the set).
+        self._recent.add((row["event_id"], row["occurred_at"]) for row in unique.values())
+        self._unsure = False
+        return IngestResult(len(fresh), len(rows) - len(fresh), fresh)
 
     async def ingest(self, events: list[UsageRecorded]) -> IngestResult:
         return await self.ingest_rows([usage_row(event) for event in events])

@@ -25,7 +25,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _REQUIRED_TEXT = ("event_id", "token_id", "user_id", "org_id", "endpoint", "model", "route")
-_OPTIONAL_TEXT = ("service_account_id", "team_id", "tool", "batch_id")
+_OPTIONAL_TEXT = ("service_account_id", "team_id", "tool", "batch_id", "request_id")
 _COUNTS = ("input_tokens", "output_tokens", "cached_tokens")
 _TEXT = _REQUIRED_TEXT + _OPTIONAL_TEXT
 _INTEGERS = ("status_code", *_COUNTS)

@@ -1,7 +1,10 @@
 """Stream handlers: durable JetStream pull consumers that store messages into ClickHouse in batches.
 
 A batch is flushed when ``batch_size`` messages or ``batch_bytes`` of payload are buffered, when the stream is drained and the batch has
-lingered briefly, or after ``flush_interval`` at the latest. Messages are acknowledged only after their
+lingered briefly, or after ``flush_interval`` at the latest; but, unless it is full, not sooner than
+``store_interval`` after the previous store began. So a steady stream is stored once per ``store_interval``
+(one insert, whatever the rate: its cost is shared by every event of the interval), while the first
+events after a quiet spell are stored at once. Messages are acknowledged only after their
 batch is stored; a failed store is retried with the same messages, never skipped. Used for usage events
 and for the directory's integration events.
 """
@@ -71,6 +74,7 @@ class BatchConsumer(Generic[T]):
         max_ack_pending: int,
         ack_wait: float,
         linger: float = 0.05,
+        store_interval: float = 0.0,
         on_stored: Callable[[int, float], None] | None = None,
         on_rejected: Callable[[int], None] | None = None,
         on_store_failed: Callable[[], None] | None = None,
@@ -89,6 +93,7 @@ class BatchConsumer(Generic[T]):
         self._max_ack_pending = max_ack_pending
         self._ack_wait = ack_wait
         self._linger = min(linger, flush_interval)
+        self._store_interval = store_interval
         self._on_stored = on_stored
         self._on_rejected = on_rejected
         self._on_store_failed = on_store_failed
@@ -143,11 +148,15 @@ class BatchConsumer(Generic[T]):
         # earlier batches.
         storing: asyncio.Task[None] | None = None
         batch: list[Msg] = []
+        stored_at = -self._store_interval
         try:
             while not self._stopping.is_set():
-                batch = await puller.next_batch(self._batch_size, self._linger, self._flush_interval)
+                batch = await puller.next_batch(
+                    self._batch_size, self._linger, self._flush_interval, stored_at + self._store_interval
+                )
                 if not batch:
                     continue
+                stored_at = time.monotonic()
                 if self._on_lag is not None:
                     with contextlib.suppress(Exception):
                         self._on_lag(batch[-1].metadata.num_pending)

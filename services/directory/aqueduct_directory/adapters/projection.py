@@ -22,6 +22,8 @@ from aqueduct_directory.adapters.background import WokenByCommits
 from aqueduct_directory.adapters.metrics import SNAPSHOT_POSITION, SNAPSHOT_WRITES
 from aqueduct_directory.application.base import DirectoryCore
 from aqueduct_directory.domain.grants import (
+    budget_rule,
+    budget_rules,
     endpoint_route,
     mcp_route,
     model_route,
@@ -57,7 +59,12 @@ def compute_snapshot(state: DirectoryState) -> dict[str, bytes]:
     for user_id in state.users:
         snapshot.update(_user_entry(state, user_id))
     snapshot.update(_catalog(state))
+    snapshot.update(_budgets(state))
     return snapshot
+
+
+def _budgets(state: DirectoryState) -> dict[str, bytes]:
+    return {names.snapshot_budget_key(r.scope, r.scope_id): _encode(r) for r in budget_rules(state)}
 
 
 def _user_entry(state: DirectoryState, user_id: str) -> dict[str, bytes]:
@@ -137,6 +144,7 @@ class SnapshotProjector(WokenByCommits):
 
     async def _recompute_all(self, state: DirectoryState) -> None:
         state.take_dirty()
+        state.take_dirty_budgets()
         self._state = state
         self._token_keys = {}
         new: dict[str, bytes] = {}
@@ -155,6 +163,7 @@ class SnapshotProjector(WokenByCommits):
         catalog = _catalog(state)
         self._catalog_keys = set(catalog)
         new.update(catalog)
+        new.update(_budgets(state))
         self._pending |= set(self.desired) | set(new) | set(self.published)
         self.desired = new
 
@@ -191,6 +200,14 @@ class SnapshotProjector(WokenByCommits):
             self._pending.add(key)
             if count % YIELD_EVERY == YIELD_EVERY - 1:
                 await asyncio.sleep(0)
+        for scope, scope_id in state.take_dirty_budgets():
+            key = names.snapshot_budget_key(scope, scope_id)
+            rule = budget_rule(state, scope, scope_id)
+            if rule is not None:
+                self.desired[key] = _encode(rule)
+            else:
+                self.desired.pop(key, None)  # no budget (any more): the key is deleted
+            self._pending.add(key)
         if catalog:
             entries = _catalog(state)
             for key in self._catalog_keys - set(entries):

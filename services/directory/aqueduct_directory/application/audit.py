@@ -80,7 +80,7 @@ def _changes(app: DirectoryCore, domain_event: Any, data: dict[str, Any]) -> lis
     """Each field the event sets, with the object's value just before it (None for a new object or a
     field the object did not have): the audit page shows them as "before → after"."""
     version = domain_event.originator_version
-    before_state = None
+    before_state: Any = None
     if version > 1:
         try:
             before_state = app.repository.get(domain_event.originator_id, version=version - 1)

@@ -11,10 +11,12 @@ from aqueduct_directory.domain.catalog import Endpoint, McpServer, Model
 from aqueduct_directory.domain.org import Org, Team, User
 from aqueduct_directory.domain.state import DirectoryState
 from aqueduct_directory.domain.token import Token
-from aqueduct_directory.domain.values import merge_limits, price_nanos_per_token
-from aqueduct_libs.snapshot import EndpointRoute, Limits, McpServerRoute, ModelRoute, TokenGrant
+from aqueduct_directory.domain.values import budget_nanos, merge_limits, price_nanos_per_token
+from aqueduct_libs.snapshot import BudgetRule, EndpointRoute, Limits, McpServerRoute, ModelRoute, TokenGrant
 
 __all__ = [
+    "budget_rule",
+    "budget_rules",
     "effective_team",
     "endpoint_route",
     "excluded_models",
@@ -122,6 +124,41 @@ def _entitlements(
         "tos_accepted": current is None or user.tos_accepted_version == current["version"],
         "tos_url": current["url"] if current else None,
     }
+
+
+def budget_rule(state: DirectoryState, scope: str, scope_id: str) -> BudgetRule | None:
+    """The snapshot entry ``budget.<scope>.<id>``, or None when that org, team or user has no budget
+    (or is gone)."""
+    holder: Org | Team | User | None
+    if scope == "org":
+        holder = state.orgs.get(scope_id)
+    elif scope == "team":
+        holder = state.teams.get(scope_id)
+    else:
+        holder = state.users.get(scope_id)
+    if holder is None or getattr(holder, "deleted", False) or not holder.budgets:
+        return None
+    budgets = holder.budgets
+    rule = BudgetRule(
+        scope=scope,  # type: ignore[arg-type]
+        scope_id=scope_id,
+        daily_nanos=budget_nanos(budgets.get("daily_usd")),
+        monthly_nanos=budget_nanos(budgets.get("monthly_usd")),
+        daily_tokens=budgets.get("daily_tokens"),
+        monthly_tokens=budgets.get("monthly_tokens"),
+    )
+    return None if rule.is_empty else rule
+
+
+def budget_rules(state: DirectoryState) -> list[BudgetRule]:
+    """Every budget of the directory."""
+    rules = []
+    for scope, holders in (("org", state.orgs), ("team", state.teams), ("user", state.users)):
+        for scope_id in holders:
+            rule = budget_rule(state, scope, scope_id)
+            if rule is not None:
+                rules.append(rule)
+    return rules
 
 
 def endpoint_route(endpoint: Endpoint) -> EndpointRoute:

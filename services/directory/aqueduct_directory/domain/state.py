@@ -43,6 +43,7 @@ class DirectoryState:
         self.dirty_users: set[str] = set()  # users whose own grant (snapshot key user.<id>) may change
         self.dirty_catalog = False
         self.dirty_all = False
+        self.dirty_budgets: set[tuple[str, str]] = set()  # (scope, id) whose snapshot budget may change
 
     # -- folding -----------------------------------------------------------------------------------
 
@@ -65,8 +66,15 @@ class DirectoryState:
         self.dirty_catalog, self.dirty_all = False, False
         return dirty
 
+    def take_dirty_budgets(self) -> set[tuple[str, str]]:
+        """(scope, id) of the orgs, teams and users changed since the last call."""
+        dirty, self.dirty_budgets = self.dirty_budgets, set()
+        return dirty
+
     def _mark_dirty(self, agg: Aggregate) -> None:
         key = str(agg.id)
+        if isinstance(agg, Org | Team | User):
+            self.dirty_budgets.add((type(agg).__name__.lower(), key))
         if isinstance(agg, Token):
             self.dirty_tokens.add(key)
         elif isinstance(agg, User):

@@ -22,6 +22,7 @@ __all__ = [
     "BUDGET_FIELDS",
     "LIMIT_FIELDS",
     "as_utc",
+    "budget_nanos",
     "clean_budgets",
     "clean_limits",
     "clean_model_limits",
@@ -107,6 +108,16 @@ def price_nanos_per_token(price_per_million: str | None) -> int | None:
     if price_per_million is None:
         return None
     return int((Decimal(price_per_million) * 1000).to_integral_value())
+
+
+def budget_nanos(usd: Any) -> int | None:
+    """A stored dollar budget (a decimal string) -> integer nano-dollars, rounded down (never above it)."""
+    if usd is None or usd == "":
+        return None
+    try:
+        return int((Decimal(str(usd)) * 1_000_000_000).to_integral_value(rounding="ROUND_FLOOR"))
+    except (InvalidOperation, ValueError):
+        return None
 
 
 def merge_limits(*levels: Mapping[str, int] | None) -> dict[str, int]:

@@ -16,7 +16,16 @@ from redis.exceptions import NoScriptError, RedisError
 
 from aqueduct_proxy.adapters.resp import RespClient, RespError
 
-__all__ = ["Admission", "Counter", "Limiter", "LimiterDown", "Rejection"]
+__all__ = [
+    "STORE_ERRORS",
+    "Admission",
+    "Counter",
+    "Limiter",
+    "LimiterDown",
+    "Rejection",
+    "ScriptRunner",
+    "as_runner",
+]
 
 log = logging.getLogger(__name__)
 
@@ -191,13 +200,19 @@ class _RedisPyRunner:
         await self._redis.aclose()
 
 
-_STORE_ERRORS = (RespError, RedisError, OSError, TimeoutError)
+STORE_ERRORS = (RespError, RedisError, OSError, TimeoutError)
+_STORE_ERRORS = STORE_ERRORS
+
+
+def as_runner(redis: Any) -> ScriptRunner:
+    """A ``RespClient`` as it is, a redis-py asyncio client behind the same calls."""
+    return redis if isinstance(redis, RespClient) else _RedisPyRunner(redis)
 
 
 class Limiter:
     def __init__(self, redis: Any, retry_down_after: float = 1.0, window: int = WINDOW_SECONDS) -> None:
         """``redis``: a ``RespClient`` (fast, one server) or a redis-py asyncio client."""
-        self._redis: ScriptRunner = redis if isinstance(redis, RespClient) else _RedisPyRunner(redis)
+        self._redis: ScriptRunner = as_runner(redis)
         self._window = window
         self._admit = self._redis.register_script(_ADMIT)
         self._settle = self._redis.register_script(_SETTLE)

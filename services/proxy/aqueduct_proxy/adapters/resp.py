@@ -173,14 +173,32 @@ class RespClient:
         self._scripts[sha] = source.encode()
         return sha
 
-    async def evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
+    def _evalsha_command(self, sha: str, keys: list[str], args: list[Any]) -> bytes:
         head_key = (sha, tuple(keys))
         head = self._heads.get(head_key)
         if head is None:
             head = _bulk(("EVALSHA", sha, len(keys), *keys))
             if len(self._heads) < 10_000:
                 self._heads[head_key] = head
-        command = b"*%d\r\n" % (3 + len(keys) + len(args)) + head + _bulk(args)
+        return b"*%d\r\n" % (3 + len(keys) + len(args)) + head + _bulk(args)
+
+    def evalsha_nowait(self, sha: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any] | None:
+        """Send without waiting for the answer (None when not connected): the reply, or the error, lands
+        in the returned future. Commands keep their order on the one connection, so whatever this
+        process sends next runs after it."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost or protocol.transport is None:
+            return None
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Any] = loop.create_future()
+        protocol.waiters.append(waiter)
+        protocol.transport.write(self._evalsha_command(sha, keys, args))
+        timer = loop.call_later(self._timeout, _expire, waiter, protocol)
+        waiter.add_done_callback(lambda _: timer.cancel())
+        return waiter
+
+    async def evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
+        command = self._evalsha_command(sha, keys, args)
         try:
             return await self._send(await self._connection(), command)
         except RespError as exc:

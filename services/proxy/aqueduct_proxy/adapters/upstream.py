@@ -54,7 +54,8 @@ class EgressProxies:
         key = (parts.scheme, parts.netloc)
         if key not in self._decided:
             proxy = self._proxies.get(parts.scheme)
-            if proxy and urllib.request.proxy_bypass_environment(parts.netloc, self._proxies):
+            # (in the standard library, missing from its type stubs)
+            if proxy and urllib.request.proxy_bypass_environment(parts.netloc, self._proxies):  # type: ignore[attr-defined]
                 proxy = None
             if len(self._decided) < 10_000:
                 self._decided[key] = proxy

@@ -5,6 +5,7 @@ and record usage. HTTP specifics stay in the entrypoints; this layer takes and r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -17,11 +18,13 @@ import orjson
 
 from aqueduct_libs.snapshot import Limits, TokenGrant
 from aqueduct_libs.tokens import hash_token
+from aqueduct_proxy.adapters.budget_store import BudgetHold
 from aqueduct_proxy.adapters.limiter import Admission, Counter, Limiter, LimiterDown, Rejection
 from aqueduct_proxy.adapters.litellm_bridge import LiteLLMAnswer, LiteLLMBridge, ProviderError
 from aqueduct_proxy.adapters.publisher import UsagePublisher
 from aqueduct_proxy.adapters.tokenizer import TokenCounter
 from aqueduct_proxy.adapters.upstream import Cooldown, UpstreamClient, UpstreamResponse
+from aqueduct_proxy.application.budgeting import Budgeting
 from aqueduct_proxy.domain.access import Route, check_grant, model_allowed, resolve_model, visible_models
 from aqueduct_proxy.domain.errors import (
     BadRequestError,
@@ -29,6 +32,7 @@ from aqueduct_proxy.domain.errors import (
     LimiterUnavailableError,
     ModelNotFoundError,
     RateLimitedError,
+    RequestTooLargeError,
     UpstreamError,
 )
 from aqueduct_proxy.domain.snapshot import Endpoint, Snapshot
@@ -63,6 +67,7 @@ def _shape_problem(upstream_path: str, payload: dict[str, Any]) -> tuple[str, st
     return None
 
 
+_ERROR_TYPE = {"requests": "requests", "input_tokens": "tokens", "output_tokens": "tokens"}
 _HEADER_DIMENSION = {"requests": "requests", "input_tokens": "tokens", "output_tokens": "output-tokens"}
 _RETRYABLE_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
 
@@ -97,6 +102,8 @@ class Call:
     input_tokens: int = 0
     reserved_output: int = 0
     admission: Admission | None = None
+    budget_hold: BudgetHold | None = None  # the worst case reserved on its budgets, until settled
+    request_id: str | None = None  # the answer's x-request-id, carried into the usage event
     started: float = field(default_factory=time.perf_counter)
     occurred_at: datetime = field(default_factory=_now)
 
@@ -118,6 +125,7 @@ class Gateway:
         metrics: ProxyMetrics,
         providers: LiteLLMBridge | None = None,
         upstream_timeout: float = 600.0,
+        budgeting: Budgeting | None = None,
     ) -> None:
         self.config = config
         self.snapshot = snapshot
@@ -129,6 +137,7 @@ class Gateway:
         self.metrics = metrics
         self.providers = providers or LiteLLMBridge()
         self.upstream_timeout = upstream_timeout
+        self.budgeting = budgeting or Budgeting(snapshot, None, metrics)
         self._background: set[asyncio.Task[None]] = set()
 
     # -- who and where ---------------------------------------------------------------------------------
@@ -186,7 +195,11 @@ class Gateway:
             call.client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
             cap = next((payload[k] for k in _OUTPUT_CAPS if isinstance(payload.get(k), int)), 0)
             call.reserved_output = max(0, cap)
-            if call.stream or (self.limiter is not None and self._limits_input(call)):
+            if (
+                call.stream
+                or (self.limiter is not None and self._limits_input(call))
+                or self.budgeting.applies(call)
+            ):
                 call.input_tokens = self.counter.count(payload)
         return call
 
@@ -229,17 +242,48 @@ class Gateway:
         return counters
 
     async def admit(self, call: Call) -> dict[str, str]:
-        """Charge the request's limits; the answer's ``x-ratelimit-*`` headers, or RateLimitedError."""
-        if self.limiter is None:
-            return {}
-        counters = self._counters(call)
+        """Reserve the request's worst-case cost on its budgets (or BudgetExhaustedError), then charge
+        its limits: the answer's ``x-ratelimit-*`` headers, or RateLimitedError. Whoever admits a call
+        must end it with ``record``, ``finish``, ``settle`` or ``release``."""
+        # The budget reservation is sent first and travels with the limits' check (one wait for both).
+        reservation = self.budgeting.begin(call)
+        counters = self._counters(call) if self.limiter is not None else []
         if not counters:
+            if reservation is not None:
+                await self.budgeting.complete(call, reservation)
             return {}
-        admission = await self._charge(counters)
+        try:
+            admission = await self._charge(counters)
+        except BaseException:
+            if reservation is not None and reservation.sent is not None:
+                with contextlib.suppress(Exception):  # the refusal that counts is the limit's
+                    await self.budgeting.complete(call, reservation)
+                self.release(call)
+            raise
+        if reservation is not None:
+            try:
+                await self.budgeting.complete(call, reservation)
+            except BaseException:
+                if admission is not None and self.limiter is not None:
+                    await self.limiter.settle(admission, 0)  # no output will come
+                raise
         if admission is None:
             return {}
         call.admission = admission
         return _admission_headers(admission)
+
+    def release(self, call: Call) -> None:
+        """End a call that produced no usage (refused, failed upstream, abandoned): its budget hold goes.
+        Does nothing once the call was recorded."""
+        self.budgeting.settle_later(call, None)
+
+    async def settle(self, call: Call, usage: TokenUsage | None) -> None:
+        """Settle a call whose usage event someone else publishes (the batch worker): output-token
+        limits and budgets, from the usage the event carries."""
+        await self.budgeting.settle(call, usage)
+        if self._settles(call):
+            assert self.limiter is not None and call.admission is not None
+            await self.limiter.settle(call.admission, usage.output_tokens if usage else 0)
 
     async def admit_requests(self, grant: TokenGrant, count: int = 1) -> dict[str, str]:
         """Charge ``count`` requests to the token's requests-per-minute counter only, all or none: for
@@ -254,6 +298,13 @@ class Gateway:
     async def _charge(self, counters: list[Counter]) -> Admission | None:
         """The admission, None when the limiter is down and limits fail open, or RateLimitedError."""
         assert self.limiter is not None
+        for counter in counters:
+            if counter.cost > counter.limit:
+                raise RequestTooLargeError(
+                    _too_large_message(counter),
+                    type=_ERROR_TYPE[counter.dimension],
+                    headers={"x-should-retry": "false"},
+                )
         try:
             result = await self.limiter.admit(counters)
         except LimiterDown as exc:
@@ -265,7 +316,11 @@ class Gateway:
             ) from exc
         if isinstance(result, Rejection):
             self.metrics.limit_rejections.labels(result.counter.dimension).inc()
-            raise RateLimitedError(_rejection_message(result), headers=_rejection_headers(result))
+            raise RateLimitedError(
+                _rejection_message(result),
+                type=_ERROR_TYPE[result.counter.dimension],
+                headers=_rejection_headers(result),
+            )
         return result
 
     # -- upstream --------------------------------------------------------------------------------------
@@ -318,7 +373,17 @@ class Gateway:
     async def send(
         self, call: Call, method: str, query: str, forward_headers: dict[str, str]
     ) -> UpstreamResponse:
-        """Open the upstream answer, retrying and falling back while nothing has reached the client."""
+        """Open the upstream answer, retrying and falling back while nothing has reached the client.
+        When none comes (UpstreamError, BadRequestError, cancelled), the call's budget hold goes."""
+        try:
+            return await self._send(call, method, query, forward_headers)
+        except BaseException:
+            self.release(call)
+            raise
+
+    async def _send(
+        self, call: Call, method: str, query: str, forward_headers: dict[str, str]
+    ) -> UpstreamResponse:
         candidates = self._candidates(call)
         last = len(candidates) - 1
         error: BaseException | None = None
@@ -406,6 +471,7 @@ class Gateway:
     ) -> None:
         """Publish the usage event (off the response path); settle output-token limits in the background."""
         usage = self._publish_usage(call, status, usage, ttft, cut_short, estimated_output)
+        self.budgeting.settle_later(call, usage)
         if self._settles(call):
             assert self.limiter is not None and call.admission is not None
             task = asyncio.create_task(self.limiter.settle(call.admission, usage.output_tokens))
@@ -424,6 +490,7 @@ class Gateway:
         """``record``, with the output tokens settled before the answer ends: the client's next request,
         on whichever replica, then sees them (this is what keeps output-token limits exact)."""
         usage = self._publish_usage(call, status, usage, ttft, False, estimated_output)
+        await self.budgeting.settle(call, usage)
         if self._settles(call):
             assert self.limiter is not None and call.admission is not None
             await self.limiter.settle(call.admission, usage.output_tokens)
@@ -473,6 +540,7 @@ class Gateway:
                 "ttft_ms": round(ttft * 1000, 3) if ttft is not None else None,
                 "streamed": call.stream,
                 "cut_short": cut_short,
+                "request_id": call.request_id,
             }
         )
         if self.publisher is not None:
@@ -482,6 +550,7 @@ class Gateway:
         return usage
 
     async def drain(self) -> None:
+        await self.budgeting.drain()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
@@ -505,6 +574,14 @@ def _rejection_message(rejection: Rejection) -> str:
     return (
         f"Rate limit reached: {counter.limit} {what[counter.dimension]} per minute "
         f"(used {rejection.used}). Please try again in {rejection.retry_after}s."
+    )
+
+
+def _too_large_message(counter: Counter) -> str:
+    what = {"requests": "requests", "input_tokens": "input tokens", "output_tokens": "output tokens"}
+    return (
+        f"Request too large: {what[counter.dimension]} per minute: Limit {counter.limit}, "
+        f"Requested {counter.cost}. Send a smaller request (fewer input tokens or a lower max_tokens)."
     )
 
 

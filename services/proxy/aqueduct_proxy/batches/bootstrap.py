@@ -20,7 +20,9 @@ from redis.asyncio import Redis
 from aqueduct_libs import names
 from aqueduct_libs.bus import KVWatcher, connect, ensure_topology
 from aqueduct_libs.ops import configure_logging
+from aqueduct_libs.price_catalog import load_price_catalog
 from aqueduct_libs.settings import CommonSettings
+from aqueduct_proxy.adapters.budget_store import BudgetStore
 from aqueduct_proxy.adapters.limiter import Limiter
 from aqueduct_proxy.adapters.tokenizer import TokenCounter
 from aqueduct_proxy.adapters.upstream import Cooldown, EgressProxies, UpstreamClient
@@ -29,6 +31,7 @@ from aqueduct_proxy.batches.health import health_app
 from aqueduct_proxy.batches.settings import BatchSettings, BatchWorkerSettings
 from aqueduct_proxy.batches.store import BatchStore
 from aqueduct_proxy.batches.worker import BatchWorker
+from aqueduct_proxy.bootstrap import budgeting
 from aqueduct_proxy.domain.snapshot import Snapshot
 from aqueduct_proxy.files.settings import FilesSettings
 from aqueduct_proxy.files.store import FileStore
@@ -73,7 +76,7 @@ async def bootstrap(
         js, quota_bytes_per_user=files_settings.quota_bytes_per_user, replicas=files_settings.replicas
     )
     await files.start()
-    snapshot = Snapshot()
+    snapshot = Snapshot(await asyncio.to_thread(load_price_catalog))
     upstream = UpstreamClient(
         pool_size=max(16, settings.concurrency * 2),
         timeout=proxy.upstream_timeout_seconds,
@@ -82,15 +85,16 @@ async def bootstrap(
         client=proxy.upstream_client,
     )
     await upstream.start()
-    limiter = None
+    limiter = budgets = None
     if proxy.redis_url:
-        limiter = Limiter(
-            Redis.from_url(
-                proxy.redis_url,
-                socket_timeout=proxy.redis_timeout_seconds,
-                socket_connect_timeout=proxy.redis_timeout_seconds,
-            )
+        redis = Redis.from_url(
+            proxy.redis_url,
+            socket_timeout=proxy.redis_timeout_seconds,
+            socket_connect_timeout=proxy.redis_timeout_seconds,
         )
+        limiter = Limiter(redis)
+        budgets = BudgetStore(redis, hold_seconds=proxy.budget_hold_seconds)
+    metrics = ProxyMetrics()
     gateway = Gateway(
         GatewayConfig(
             secret_key=common.secret_key_bytes,
@@ -105,7 +109,8 @@ async def bootstrap(
         limiter,
         TokenCounter(proxy.tokenizer_encoding),
         Cooldown(proxy.cooldown_failures, proxy.cooldown_window_seconds, proxy.cooldown_seconds),
-        ProxyMetrics(),
+        metrics,
+        budgeting=budgeting(proxy, snapshot, budgets, metrics),
     )
     users = UserGrants()
     process = WorkerProcess(BatchWorker(store, files, gateway, settings, users), nc, [])

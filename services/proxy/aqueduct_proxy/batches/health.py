@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from aqueduct_libs.request_id import setup_aiohttp_request_ids
 from aqueduct_proxy.batches.worker import BatchWorker
 
 __all__ = ["health_app"]
@@ -59,5 +60,6 @@ def health_app(
         return response
 
     app = web.Application()
+    setup_aiohttp_request_ids(app)
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics)])
     return app

@@ -37,7 +37,12 @@ from aqueduct_proxy.batches.domain import (
 from aqueduct_proxy.batches.settings import BatchSettings
 from aqueduct_proxy.batches.store import BatchStore
 from aqueduct_proxy.domain.access import check_grant
-from aqueduct_proxy.domain.errors import InvalidTokenError, ProxyError, RateLimitedError
+from aqueduct_proxy.domain.errors import (
+    InvalidTokenError,
+    ProxyError,
+    RateLimitedError,
+    RequestTooLargeError,
+)
 from aqueduct_proxy.domain.usage import usage_from_body
 from aqueduct_proxy.files.store import FileStore
 from aqueduct_proxy.jupyterhub.users import UserGrants
@@ -221,14 +226,18 @@ class BatchWorker:
             except orjson.JSONDecodeError:
                 body = raw.decode(errors="replace")
             usage = usage_from_body(body)
-            if gateway.limiter is not None and call.admission is not None and call.admission.counters:
-                await gateway.limiter.settle(call.admission, usage.output_tokens if usage else 0)
+            await gateway.settle(call, usage)  # budgets and output-token limits, as the event says
+        except RequestTooLargeError as exc:  # no later retry can pass: the line fails with the reason
+            status, error = exc.status, {"code": exc.code or exc.type, "message": exc.message}
         except RateLimitedError as exc:
             raise RetryLater(float(exc.headers.get("Retry-After", "1"))) from exc
         except InvalidTokenError as exc:
             status, error = exc.status, {"code": "token_revoked", "message": exc.message}
         except ProxyError as exc:
             status, error = exc.status, {"code": exc.code or exc.type, "message": exc.message}
+        finally:
+            if call is not None:
+                gateway.release(call)  # refused or failed upstream: nothing stays held
         event = UsageRecorded(
             occurred_at=occurred_at,
             kind="batch",

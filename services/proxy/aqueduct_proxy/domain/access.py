@@ -41,9 +41,11 @@ def check_grant(grant: TokenGrant | None, snapshot: Snapshot, public_ui_url: str
         )
     decision = snapshot.quota_in_force(grant)
     if decision is not None:
+        resets = decision.until.astimezone(UTC).isoformat().replace("+00:00", "Z")
         raise BudgetExhaustedError(
-            f"The {decision.budget} is used up until {decision.until.isoformat()}. "
-            "Ask your administrator to raise it or wait for the next period."
+            f"Budget exceeded: the {decision.budget} ({decision.scope} {decision.scope_id}) is used up. "
+            f"It resets at {resets}. Ask your administrator to raise it or wait for the next period.",
+            headers={"x-aqueduct-budget-reset": resets},
         )
     return grant
 

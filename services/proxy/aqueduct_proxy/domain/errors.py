@@ -12,6 +12,7 @@ __all__ = [
     "PayloadTooLargeError",
     "ProxyError",
     "RateLimitedError",
+    "RequestTooLargeError",
     "RouteNotFoundError",
     "TermsNotAcceptedError",
     "UpstreamError",
@@ -75,15 +76,33 @@ class ModelNotFoundError(ProxyError):
 
 
 class RateLimitedError(ProxyError):
+    """A per-minute limit is used up; ``type`` names the dimension as OpenAI does ("requests" or
+    "tokens"), ``Retry-After`` says when to try again."""
+
     status = 429
     type = "requests"
     code = "rate_limit_exceeded"
 
+    def __init__(self, message: str, *, type: str = "requests", headers: dict[str, str] | None = None):
+        super().__init__(message, headers=headers)
+        self.type = type
+
+
+class RequestTooLargeError(RateLimitedError):
+    """The request alone needs more than a per-minute limit allows: no retry can succeed, so the answer
+    has no ``Retry-After`` and tells the official SDKs not to retry (``x-should-retry: false``)."""
+
 
 class BudgetExhaustedError(ProxyError):
+    """A budget is spent until its period ends: the official SDKs are told not to retry."""
+
     status = 429
     type = "insufficient_quota"
     code = "insufficient_quota"
+
+    def __init__(self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None):
+        # Retrying cannot help before the budget resets: the official SDKs honour this header.
+        super().__init__(message, param=param, headers={"x-should-retry": "false", **(headers or {})})
 
 
 class LimiterUnavailableError(ProxyError):

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from aqueduct_libs import names
-from aqueduct_libs.snapshot import EndpointRoute, ModelRoute, QuotaDecision, TokenGrant
+from aqueduct_libs.pricing import Price, PriceBook
+from aqueduct_libs.snapshot import BudgetRule, EndpointRoute, ModelRoute, QuotaDecision, TokenGrant
 
 __all__ = ["Endpoint", "Snapshot"]
 
@@ -48,14 +49,19 @@ class Endpoint:
 
 
 class Snapshot:
-    """Token grants, model routes, endpoints and quota decisions, kept current by KV watches."""
+    """Token grants, model routes and their prices, endpoints, budgets and quota decisions, kept current
+    by KV watches."""
 
-    def __init__(self) -> None:
+    def __init__(self, price_catalog: dict[str, Price] | None = None) -> None:
         self.grants: dict[str, TokenGrant] = {}
         self.models: dict[str, ModelRoute] = {}
         self.endpoints: dict[str, Endpoint] = {}
+        self.budgets: dict[str, BudgetRule] = {}  # "user.<id>", "team.<id>", "org.<id>"
+        self.budgets_version = 0  # changes with every budget put or delete (for the callers' caches)
+        self.prices = PriceBook(price_catalog)
         self.quotas: dict[str, QuotaDecision] = {}
         self._model_keys: dict[str, str] = {}  # KV key -> model name, to apply deletes
+        self._budget_keys: dict[str, str] = {}  # KV key -> "<scope>.<id>", to apply deletes
 
     # -- auth_snapshot bucket --------------------------------------------------------------------------
 
@@ -71,6 +77,12 @@ class Snapshot:
                     self.models.pop(old, None)
                 self._model_keys[key] = model.name
                 self.models[model.name] = model
+                self.prices.put_route(model)
+            elif key.startswith(names.SNAPSHOT_BUDGET_PREFIX):
+                rule = BudgetRule.model_validate_json(value)
+                self._budget_keys[key] = f"{rule.scope}.{rule.scope_id}"
+                self.budgets[self._budget_keys[key]] = rule
+                self.budgets_version += 1
             elif key.startswith(names.SNAPSHOT_ENDPOINT_PREFIX):
                 endpoint = Endpoint.from_route(EndpointRoute.model_validate_json(value))
                 self.endpoints[endpoint.slug] = endpoint
@@ -84,10 +96,27 @@ class Snapshot:
             name = self._model_keys.pop(key, None)
             if name is not None:
                 self.models.pop(name, None)
+                self.prices.remove_route(name)
+        elif key.startswith(names.SNAPSHOT_BUDGET_PREFIX):
+            scoped = self._budget_keys.pop(key, None)
+            if scoped is not None:
+                self.budgets.pop(scoped, None)
+                self.budgets_version += 1
         elif key.startswith(names.SNAPSHOT_ENDPOINT_PREFIX):
             slug = key[len(names.SNAPSHOT_ENDPOINT_PREFIX) :]
             for endpoint_slug in [s for s in self.endpoints if names.kv_safe(s) == slug]:
                 self.endpoints.pop(endpoint_slug, None)
+
+    def budgets_of(self, grant: TokenGrant) -> list[BudgetRule]:
+        """The budgets a request of this grant counts against: its user's, team's and org's."""
+        if not self.budgets:
+            return []
+        found = []
+        for key in (f"user.{grant.user_id}", f"team.{grant.team_id}", f"org.{grant.org_id}"):
+            rule = self.budgets.get(key)
+            if rule is not None:
+                found.append(rule)
+        return found
 
     # -- quota bucket ----------------------------------------------------------------------------------
 

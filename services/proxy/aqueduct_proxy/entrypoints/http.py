@@ -17,12 +17,14 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from aqueduct_libs.request_id import HEADER as REQUEST_ID_HEADER
+from aqueduct_libs.request_id import aiohttp_request_id, setup_aiohttp_request_ids
 from aqueduct_proxy.application.gateway import Call, Gateway
 from aqueduct_proxy.domain.errors import BadRequestError, PayloadTooLargeError, ProxyError, RouteNotFoundError
 from aqueduct_proxy.entrypoints.openapi import OPENAPI_DOCUMENT
 from aqueduct_proxy.entrypoints.relay import relay
 
-__all__ = ["build_app"]
+__all__ = ["build_app", "errors_middleware"]
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +112,26 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 async def _form_body(request: web.Request) -> list[tuple[str, Any]]:
     if request.content_type != "multipart/form-data":
         raise BadRequestError("This route expects multipart/form-data (a file upload).")
-    form = await request.post()
+    try:
+        form = await request.post()
+    except web.HTTPException:
+        raise  # 413: the body is over the size limit
+    except ValueError as exc:  # a broken multipart body (no closing boundary, bad headers)
+        raise BadRequestError(f"The multipart body cannot be read: {exc}.") from exc
     return list(form.items())
 
 
 async def _forward(request: web.Request, gateway: Gateway, call: Call) -> web.StreamResponse:
+    call.request_id = aiohttp_request_id(request)
     limit_headers = await gateway.admit(call)
-    upstream = await gateway.send(call, request.method, request.query_string, _forward_headers(request))
-    return await relay(request, gateway, call, upstream, limit_headers)
+    headers = _forward_headers(request)
+    if call.request_id:  # the upstream's logs can then be matched with ours
+        headers[REQUEST_ID_HEADER] = call.request_id
+    try:
+        upstream = await gateway.send(call, request.method, request.query_string, headers)
+        return await relay(request, gateway, call, upstream, limit_headers)
+    finally:
+        gateway.release(call)  # no usage was recorded (upstream error, client gone): nothing stays held
 
 
 def _model_route(api_path: str, multipart: bool) -> Handler:
@@ -149,6 +163,8 @@ _SLUG_TAILS = re.compile(
     r"|audio/(speech|transcriptions|translations)|images/(generations|edits|variations)"
     r"|tokenize|detokenize|score|rerank|classify|pooling)$"
 )
+# Tails that take a file upload, as their /v1/ routes do.
+_SLUG_MULTIPART_TAILS = frozenset({"audio/transcriptions", "audio/translations"})
 # Tails whose requests name a model: the model is checked against the token like on /v1/ routes.
 _SLUG_MODEL_TAILS = frozenset(
     {
@@ -182,28 +198,35 @@ async def _endpoint_route(request: web.Request) -> web.StreamResponse:
         raise RouteNotFoundError(f"The gateway does not forward '/{slug}/v1/{tail}'.")
     api_path, upstream_path = f"/{slug}/v1/{tail}", f"/{tail}"
     kwargs: dict[str, Any] = {"slug": slug, "model_required": tail in _SLUG_MODEL_TAILS}
-    if request.content_type == "multipart/form-data":
-        kwargs["form"] = await _form_body(request)
-    elif request.can_read_body:
+    if tail in _SLUG_MULTIPART_TAILS or request.content_type == "multipart/form-data":
+        kwargs["form"] = await _form_body(request)  # image edits and variations may upload too
+    elif tail in _SLUG_MODEL_TAILS:
+        # The same body rules as the /v1/ routes (JSON object, application/json), so the model, token
+        # count and price always apply.
+        kwargs["payload"] = await _json_body(request)
+    elif request.body_exists:
+        # Not ``can_read_body``: a middleware (file inlining) may have read the body already; aiohttp
+        # keeps it and ``read()`` returns it again.
         raw = await request.read()
         try:
             payload = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
             payload = None
-        # A JSON object is read as one whatever its declared content type, so the model, token count
-        # and price always apply; only bodies that are not JSON objects pass as bytes.
+        # A JSON object is read as one whatever its declared content type; other bodies pass as bytes.
         if isinstance(payload, dict):
             kwargs["payload"] = payload
-        elif tail in _SLUG_MODEL_TAILS:
-            raise BadRequestError("The request body must be a JSON object.")
         else:
             kwargs["raw"] = raw
     call = gateway.prepare(grant, api_path, upstream_path, **kwargs)
     return await _forward(request, gateway, call)
 
 
+errors_middleware = _errors  # others place their middlewares after it (jupyterhub.wiring)
+
+
 def build_app(gateway: Gateway, ready: Callable[[], bool], max_body_bytes: int) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=max_body_bytes)
+    setup_aiohttp_request_ids(app)
     app[GATEWAY] = gateway
     metrics_registry = gateway.metrics.registry
     openapi = orjson.dumps(OPENAPI_DOCUMENT)

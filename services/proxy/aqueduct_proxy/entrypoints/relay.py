@@ -18,7 +18,8 @@ from aqueduct_proxy.domain.usage import StreamTally, usage_from_body
 __all__ = ["relay"]
 
 _READ_WHOLE = frozenset({"application/json", "text/plain", "text/html"})
-_PASSED_HEADERS = ("Content-Type", "Content-Disposition", "x-request-id", "openai-processing-ms")
+# (Not the upstream's x-request-id: the answer carries the gateway's, which the upstream also received.)
+_PASSED_HEADERS = ("Content-Type", "Content-Disposition", "openai-processing-ms")
 # The client went away, or the upstream broke off: either way the stream is cut short.
 _CUT_SHORT = (ConnectionResetError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError)
 _BROKEN_STREAM = (

@@ -9,6 +9,7 @@ from prometheus_client import Counter
 from aqueduct_libs import names
 from aqueduct_libs.bus import KVWatcher
 from aqueduct_proxy.application.gateway import Gateway
+from aqueduct_proxy.entrypoints.http import errors_middleware
 from aqueduct_proxy.jupyterhub.bridge import HubBridge
 from aqueduct_proxy.jupyterhub.exchange import AuthExchangeClient
 from aqueduct_proxy.jupyterhub.middleware import hub_token_middleware
@@ -67,5 +68,6 @@ def wire_jupyterhub(
     app.on_cleanup.append(stop)
     # Right after the error middleware (OpenAI error bodies), before anything that authenticates
     # (the file-inlining middleware does).
-    app.middlewares.insert(min(1, len(app.middlewares)), hub_token_middleware(bridge))
+    after = app.middlewares.index(errors_middleware) + 1 if errors_middleware in app.middlewares else 0
+    app.middlewares.insert(after, hub_token_middleware(bridge))
     return bridge

@@ -1,0 +1,152 @@
+"""What a request costs, in integer nano-dollars (1e-9 USD): the one pricing rule of the product.
+
+The proxy prices a request's worst case before forwarding it and its real usage after (budgets); accounting
+prices every stored usage event. Both call ``PriceBook.cost`` here, so the two can never disagree.
+
+Prices come from the directory's model routes where set; otherwise from a catalog (the price map that
+ships with LiteLLM, see ``price_catalog``). Per-token prices may be fractions of a nano-dollar (cheap
+models), so the rounding happens once, on the request's total.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+from aqueduct_libs.snapshot import ModelRoute
+
+__all__ = [
+    "NANOS_PER_USD",
+    "Price",
+    "PriceBook",
+    "TokenClasses",
+    "format_usd",
+    "nanos_to_usd",
+    "usd_to_nanos",
+]
+
+NANOS_PER_USD = 1_000_000_000
+
+
+def usd_to_nanos(usd: float) -> int:
+    return round(usd * NANOS_PER_USD)
+
+
+def nanos_to_usd(nanos: int) -> float:
+    return nanos / NANOS_PER_USD
+
+
+def format_usd(nanos: int) -> str:
+    """Dollars a person can read: cents from $1 up, else three significant digits ($0.002, $0.0123),
+    never "$0.00" for an amount that is not zero."""
+    sign = "-" if nanos < 0 else ""
+    value = Decimal(abs(nanos)) / NANOS_PER_USD
+    if value >= 1 or value == 0:
+        return f"{sign}${value:,.2f}"
+    places = min(9, max(2, -value.adjusted() + 2))
+    whole, _, fraction = f"{value:.{places}f}".partition(".")
+    fraction = fraction.rstrip("0").ljust(2, "0")
+    return f"{sign}${whole}.{fraction}"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClasses:
+    """What one request used, in the token classes prices tell apart. New classes (cache writes,
+    reasoning tokens) are new fields with a default of 0, priced in ``Price.cost``."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0  # the part of input_tokens read from the provider's prompt cache
+
+    @property
+    def total_tokens(self) -> int:
+        """What token budgets count."""
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    input_nanos_per_token: float
+    output_nanos_per_token: float
+    # Where the catalog has a cheaper rate for cached prompt tokens (a subset of the input tokens).
+    cached_input_nanos_per_token: float | None = None
+    # The most output tokens one answer of the model may hold (the catalog's max_output_tokens): the
+    # worst case a budget reserves when a request sets no cap of its own.
+    max_output_tokens: int | None = None
+
+    def cost(self, usage: TokenClasses) -> int:
+        input_tokens = max(usage.input_tokens, 0)
+        cached = (
+            min(max(usage.cached_tokens, 0), input_tokens)
+            if self.cached_input_nanos_per_token is not None
+            else 0
+        )
+        total = (
+            (input_tokens - cached) * self.input_nanos_per_token
+            + cached * (self.cached_input_nanos_per_token or 0.0)
+            + max(usage.output_tokens, 0) * self.output_nanos_per_token
+        )
+        return round(total)
+
+    def cost_nanos(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> int:
+        return self.cost(TokenClasses(input_tokens, output_tokens, cached_tokens))
+
+
+class PriceBook:
+    """Model name -> price: the directory's route prices first, then the catalog by name or upstream id."""
+
+    def __init__(self, catalog: Mapping[str, Price] | None = None) -> None:
+        self._catalog = dict(catalog or {})
+        self._routes: dict[str, ModelRoute] = {}
+        self._cache: dict[str, Price | None] = {}  # the request path asks for the same few models
+
+    def put_route(self, route: ModelRoute) -> None:
+        self._routes[route.name] = route
+        self._cache.clear()
+
+    def remove_route(self, name: str) -> None:
+        self._routes.pop(name, None)
+        self._cache.clear()
+
+    def _from_catalog(self, name: str) -> Price | None:
+        if not name:
+            return None
+        if name in self._catalog:
+            return self._catalog[name]
+        # "openai/gpt-4o-mini" in a route is "gpt-4o-mini" in the catalog, and the other way round.
+        _, _, bare = name.partition("/")
+        return self._catalog.get(bare) if bare else None
+
+    def price_for(self, model: str) -> Price | None:
+        if model in self._cache:
+            return self._cache[model]
+        price = self._price_for(model)
+        if len(self._cache) < 10_000:
+            self._cache[model] = price
+        return price
+
+    def _price_for(self, model: str) -> Price | None:
+        route = self._routes.get(model)
+        if route is not None:
+            listed = self._from_catalog(route.upstream_model) or self._from_catalog(model)
+            if (
+                route.input_price_nanos_per_token is not None
+                or route.output_price_nanos_per_token is not None
+            ):
+                return Price(
+                    float(route.input_price_nanos_per_token or 0),
+                    float(route.output_price_nanos_per_token or 0),
+                    max_output_tokens=listed.max_output_tokens if listed else None,
+                )
+            if listed is not None:
+                return listed
+        return self._from_catalog(model)
+
+    def cost(self, model: str, usage: TokenClasses) -> int:
+        """Zero for a model nobody priced: usage is still counted in tokens."""
+        price = self.price_for(model)
+        return price.cost(usage) if price else 0
+
+    def cost_nanos(self, model: str, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> int:
+        return self.cost(model, TokenClasses(input_tokens, output_tokens, cached_tokens))

@@ -1,0 +1,61 @@
+"""The one pricing rule (proxy budgets and accounting both use it), money as people read it, and the
+budget periods both sides key their counters by."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aqueduct_libs.budgets import counter_key, limits_of, periods_at
+from aqueduct_libs.price_catalog import load_price_catalog
+from aqueduct_libs.pricing import Price, PriceBook, TokenClasses, format_usd
+from aqueduct_libs.snapshot import BudgetRule, ModelRoute
+
+
+def test_small_amounts_are_never_shown_as_zero() -> None:
+    assert format_usd(0) == "$0.00"
+    assert format_usd(2_000_000) == "$0.002"
+    assert format_usd(50_000_000) == "$0.05"
+    assert format_usd(500_000_000) == "$0.50"
+    assert format_usd(12_345_678) == "$0.0123"
+    assert format_usd(1) == "$0.000000001"
+    assert format_usd(1_234_567_000_000) == "$1,234.57"
+    assert format_usd(-2_000_000) == "-$0.002"
+
+
+def test_cost_of_the_token_classes_rounds_once() -> None:
+    price = Price(0.15, 0.6, cached_input_nanos_per_token=0.075)
+    # 1,000 input of which 400 cached, 10 output: 600 x 0.15 + 400 x 0.075 + 10 x 0.6 = 126
+    assert price.cost(TokenClasses(1000, 10, 400)) == 126
+    assert Price(1, 2).cost(TokenClasses(10, 5, cached_tokens=10)) == 20  # no cached rate: full price
+    assert TokenClasses(3, 4).total_tokens == 7
+
+
+def test_directory_prices_win_and_the_catalog_still_gives_the_maximum_output() -> None:
+    catalog = load_price_catalog()
+    assert catalog["gpt-4o-mini"].max_output_tokens
+    book = PriceBook(catalog)
+    book.put_route(
+        ModelRoute(
+            name="mini",
+            endpoint="e",
+            upstream_model="gpt-4o-mini",
+            input_price_nanos_per_token=1000,
+            output_price_nanos_per_token=2000,
+        )
+    )
+    price = book.price_for("mini")
+    assert price is not None and (price.input_nanos_per_token, price.output_nanos_per_token) == (1000, 2000)
+    assert price.max_output_tokens == catalog["gpt-4o-mini"].max_output_tokens
+    assert book.cost("mini", TokenClasses(10, 1)) == 12_000
+    book.remove_route("mini")
+    assert book.price_for("mini") is None and book.cost("mini", TokenClasses(10, 1)) == 0
+
+
+def test_periods_and_counter_keys_are_utc_days_and_months() -> None:
+    day, month = periods_at(datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC))
+    assert (day.label, month.label) == ("d20261231", "m202612")
+    assert day.end == month.end == datetime(2027, 1, 1, tzinfo=UTC)
+    rule = BudgetRule(scope="team", scope_id="t1", daily_nanos=5, monthly_tokens=7)
+    assert (limits_of(rule, day), limits_of(rule, month)) == ((5, None), (None, 7))
+    # One hash tag for every budget key: a request's user, team and org counters change in one script.
+    assert counter_key("team", "t1", day) == "aq:budget:{aqb}:team:t1:d20261231"

@@ -1,0 +1,232 @@
+"""Budgets at admission: reserve a request's worst-case cost before it is forwarded, settle the real cost
+when its usage is known. One object the gateway calls, so every route that admits a call gets it.
+
+The worst case is the input the tokenizer counted (plus a few tokens a chat template adds per message)
+at the input price, and the output cap at the output price: the request's ``max_tokens`` (or
+``max_completion_tokens``, ``max_output_tokens``; times ``n`` choices), else the model's maximum output
+from the price map, else ``default_output_tokens``. Embeddings produce no output.
+
+While Valkey is unreachable, budgets behave as the rate limits do (``limits_on_store_failure``):
+"closed" refuses with 503; "open" (the default) keeps serving, each process checking on its own against
+what Valkey last told it each budget counted, plus what it admitted since: exact for one process, and
+with several each may spend what was left when Valkey went away. Accounting's quota decisions (from
+ClickHouse) still refuse a used-up budget a second or two later on every replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aqueduct_libs.budgets import periods_at
+from aqueduct_libs.pricing import TokenClasses
+from aqueduct_libs.snapshot import TokenGrant
+from aqueduct_proxy.adapters.budget_store import (
+    BudgetCounter,
+    BudgetHold,
+    BudgetRefusal,
+    BudgetStore,
+    BudgetStoreDown,
+    SentReservation,
+)
+from aqueduct_proxy.domain.budgets import budget_counters, refusal_message, worst_case
+from aqueduct_proxy.domain.errors import BudgetExhaustedError, LimiterUnavailableError
+from aqueduct_proxy.domain.snapshot import Snapshot
+from aqueduct_proxy.domain.usage import TokenUsage
+from aqueduct_proxy.metrics import ProxyMetrics
+
+if TYPE_CHECKING:
+    from aqueduct_proxy.application.gateway import Call
+
+__all__ = ["Budgeting", "Reservation"]
+
+log = logging.getLogger(__name__)
+
+_PER_MESSAGE = 4  # tokens a chat template adds around each message (OpenAI's published rule of thumb)
+_PER_CHAT = 3
+_NO_OUTPUT = ("/embeddings",)
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    counters: tuple[BudgetCounter, ...]
+    nanos: int
+    tokens: int
+    sent: SentReservation | None  # None: not sent yet (the slow client, or Valkey recently down)
+
+
+class Budgeting:
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        store: BudgetStore | None,
+        metrics: ProxyMetrics,
+        *,
+        fail_open: bool = True,
+        default_output_tokens: int = 4096,
+    ) -> None:
+        self.snapshot = snapshot
+        self.store = store
+        self.metrics = metrics
+        self.fail_open = fail_open
+        self.default_output_tokens = default_output_tokens
+        self._background: set[asyncio.Task[Any]] = set()
+        # (user, team, org) -> (the snapshot's budgets version, their counters today): the hot path
+        # builds no keys or dates.
+        self._counters: dict[tuple[str, str | None, str], tuple[int, tuple[BudgetCounter, ...]]] = {}
+        self._counters_until = datetime.min.replace(tzinfo=UTC)
+        # Counter key -> [nanos, tokens] it counted at this process's last reservation, plus what the
+        # process admitted and settled since: the fallback while Valkey is away.
+        self._counted: dict[str, list[int]] = {}
+
+    def counters_of(self, grant: TokenGrant, now: datetime) -> tuple[BudgetCounter, ...]:
+        """The budget counters a call of this grant counts against today (none: no budget applies).
+        Looked up once per user, team and org, per day and per change of the snapshot's budgets."""
+        if self.store is None or not self.snapshot.budgets:
+            return ()
+        if now >= self._counters_until or len(self._counters) > 10_000:
+            self._counters = {}
+            self._counters_until = periods_at(now)[0].end
+        owner = (grant.user_id, grant.team_id, grant.org_id)
+        found = self._counters.get(owner)
+        if found is None or found[0] != self.snapshot.budgets_version:
+            counters = budget_counters(self.snapshot.budgets_of(grant), now)
+            found = self._counters[owner] = (self.snapshot.budgets_version, counters)
+        return found[1]
+
+    def applies(self, call: Call) -> bool:
+        return bool(self.counters_of(call.grant, call.occurred_at))
+
+    def _output_cap(self, call: Call, max_output: int | None) -> int:
+        if call.upstream_path.endswith(_NO_OUTPUT):
+            return 0
+        cap = call.reserved_output or max_output or self.default_output_tokens
+        choices = call.payload.get("n") if call.payload is not None else None
+        return cap * choices if isinstance(choices, int) and choices > 1 else cap
+
+    def _worst_case(self, call: Call) -> tuple[int, int]:
+        """The dearest of the model and its fallbacks (a fallback may serve the call)."""
+        if not call.model:
+            return worst_case(None, self._input(call), self._output_cap(call, None))
+        worst = (0, 0)
+        models = (call.model, *call.route.fallbacks) if call.route is not None else (call.model,)
+        for model in models:
+            price = self.snapshot.prices.price_for(model)
+            output = self._output_cap(call, price.max_output_tokens if price else None)
+            nanos, tokens = worst_case(price, self._input(call), output)
+            worst = (max(worst[0], nanos), max(worst[1], tokens))
+        return worst
+
+    def _input(self, call: Call) -> int:
+        messages = call.payload.get("messages") if call.payload is not None else None
+        overhead = _PER_CHAT + _PER_MESSAGE * len(messages) if isinstance(messages, list) else 0
+        return call.input_tokens + overhead
+
+    async def reserve(self, call: Call) -> None:
+        """Hold the request's worst case on every budget of its user, team and org, or refuse it."""
+        reservation = self.begin(call)
+        if reservation is not None:
+            await self.complete(call, reservation)
+
+    def begin(self, call: Call) -> Reservation | None:
+        """What the call must reserve (None: no budget applies), sent to Valkey at once where the fast
+        client allows, so that it travels with the rate-limit check; ``complete`` reads the answer."""
+        counters = self.counters_of(call.grant, call.occurred_at)
+        if not counters:
+            return None
+        assert self.store is not None
+        nanos, tokens = self._worst_case(call)
+        return Reservation(counters, nanos, tokens, self.store.reserve_nowait(counters, nanos, tokens))
+
+    async def complete(self, call: Call, reservation: Reservation) -> None:
+        """The call's hold, or BudgetExhaustedError (LimiterUnavailableError: Valkey down, closed)."""
+        assert self.store is not None
+        counters, nanos, tokens = reservation.counters, reservation.nanos, reservation.tokens
+        try:
+            if reservation.sent is not None:
+                result = await self.store.reserved(reservation.sent)
+            else:
+                result = await self.store.reserve(counters, nanos, tokens)
+        except BudgetStoreDown as exc:
+            self.metrics.limiter_failures.inc()
+            if not self.fail_open:
+                raise LimiterUnavailableError(
+                    "Budgets cannot be checked right now; try again shortly."
+                ) from exc
+            result = self._reserve_here(counters, nanos, tokens)
+        if isinstance(result, BudgetRefusal):
+            self.metrics.budget_refusals.labels(result.counter.scope, result.counter.period.kind).inc()
+            message, resets = refusal_message(result, nanos, tokens)
+            if not result.held and self.store.down:
+                message += " (Checked by this gateway process alone: the budget store is unreachable.)"
+            raise BudgetExhaustedError(message, headers={"x-aqueduct-budget-reset": resets})
+        if result.counted:
+            if len(self._counted) > 100_000:
+                self._counted = {}
+            for i, counter in enumerate(counters):
+                self._counted[counter.key] = [result.counted[2 * i], result.counted[2 * i + 1]]
+        call.budget_hold = result
+
+    def _reserve_here(
+        self, counters: tuple[BudgetCounter, ...], nanos: int, tokens: int
+    ) -> BudgetHold | BudgetRefusal:
+        """Valkey is away: check against what this process knows each counter counts."""
+        for counter in counters:
+            known = self._counted.get(counter.key)
+            if known is None:
+                continue  # never seen here: nothing to check against (accounting's decision still is)
+            if counter.limit_nanos is not None and known[0] + nanos > counter.limit_nanos:
+                return BudgetRefusal(counter, "nanos", known[0], 0)
+            if counter.limit_tokens is not None and known[1] + tokens > counter.limit_tokens:
+                return BudgetRefusal(counter, "tokens", known[1], 0)
+        for counter in counters:
+            known = self._counted.get(counter.key)
+            if known is not None:
+                known[0] += nanos
+                known[1] += tokens
+        return BudgetHold("", counters, nanos, tokens)
+
+    async def settle(self, call: Call, usage: TokenUsage | None) -> None:
+        """Replace the call's hold by what its usage event says it cost (nothing, without usage).
+        Sent without waiting for Valkey's answer where the client allows: this process's next
+        reservation runs after it all the same."""
+        unsent = self._settle(call, usage)
+        if unsent is not None:
+            await unsent
+
+    def settle_later(self, call: Call, usage: TokenUsage | None) -> None:
+        """``settle`` off the response path (the answer is over, or never came)."""
+        unsent = self._settle(call, usage)
+        if unsent is not None:
+            task = asyncio.create_task(unsent)
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def _settle(self, call: Call, usage: TokenUsage | None) -> Coroutine[Any, Any, bool] | None:
+        """Settle at once if the store can send now; else the coroutine that settles."""
+        hold, call.budget_hold = call.budget_hold, None
+        if hold is None or self.store is None:
+            return None
+        nanos, tokens = self._cost(call, usage)
+        for counter in hold.counters:  # what Valkey now counts, as far as this process can tell
+            known = self._counted.get(counter.key)
+            if known is not None:
+                known[0] += nanos - hold.nanos
+                known[1] += tokens - hold.tokens
+        if not hold.id or self.store.settle_nowait(hold, nanos, tokens):
+            return None
+        return self.store.settle(hold, nanos, tokens)
+
+    def _cost(self, call: Call, usage: TokenUsage | None) -> tuple[int, int]:
+        if usage is None:
+            return 0, 0
+        classes = TokenClasses(usage.input_tokens, usage.output_tokens, usage.cached_tokens)
+        return self.snapshot.prices.cost(call.model, classes), classes.total_tokens
+
+    async def drain(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)

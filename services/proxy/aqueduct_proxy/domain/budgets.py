@@ -1,0 +1,55 @@
+"""Which budget counters a request counts against, what it may cost at worst, and how a refusal reads."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from aqueduct_libs.budgets import counter_key, limits_of, periods_at
+from aqueduct_libs.pricing import Price, TokenClasses, format_usd
+from aqueduct_libs.snapshot import BudgetRule
+from aqueduct_proxy.adapters.budget_store import BudgetCounter, BudgetRefusal
+
+__all__ = ["budget_counters", "refusal_message", "worst_case"]
+
+
+def budget_counters(rules: list[BudgetRule], now: datetime) -> tuple[BudgetCounter, ...]:
+    """One counter per budget rule and period that sets a limit."""
+    counters = []
+    for period in periods_at(now):
+        for rule in rules:
+            nanos, tokens = limits_of(rule, period)
+            if nanos is not None or tokens is not None:
+                key = counter_key(rule.scope, rule.scope_id, period)
+                counters.append(BudgetCounter(key, nanos, tokens, rule.scope, rule.scope_id, period))
+    return tuple(counters)
+
+
+def worst_case(price: Price | None, input_tokens: int, output_tokens: int) -> tuple[int, int]:
+    """(nano-dollars, tokens) a request may cost at most: its counted input and its output cap."""
+    usage = TokenClasses(input_tokens, output_tokens)
+    return (price.cost(usage) if price else 0), usage.total_tokens
+
+
+def _tokens(n: int) -> str:
+    return f"{n:,} tokens"
+
+
+def refusal_message(refusal: BudgetRefusal, worst_nanos: int, worst_tokens: int) -> tuple[str, str]:
+    """The error message, and when the budget resets (ISO 8601, UTC)."""
+    counter = refusal.counter
+    money = refusal.dimension == "nanos"
+    limit = counter.limit_nanos if money else counter.limit_tokens
+    assert limit is not None
+    show = format_usd if money else _tokens
+    used = refusal.spent + refusal.held
+    left = max(0, limit - used)
+    resets = counter.period.end.isoformat().replace("+00:00", "Z")
+    adjective = "daily" if counter.period.kind == "day" else "monthly"
+    held = f", {show(refusal.held)} of it held by requests in progress" if refusal.held else ""
+    message = (
+        f"Budget exceeded: the {counter.scope} {adjective} budget of {show(limit)} "
+        f"({counter.scope} {counter.scope_id}) has {show(left)} left (used {show(used)}{held}), and this "
+        f"request may cost up to {show(worst_nanos if money else worst_tokens)}. "
+        f"It resets at {resets}. Ask your administrator to raise it, or lower max_tokens."
+    )
+    return message, resets

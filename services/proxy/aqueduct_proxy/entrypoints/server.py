@@ -1,0 +1,81 @@
+"""The proxy's HTTP server: aiohttp's, with OpenAI's error body for requests refused before any route.
+
+aiohttp answers a request it cannot parse (a header line longer than the limit, a malformed request line)
+itself, in plain text, before any middleware runs. Clients of the gateway are OpenAI clients: they get
+``{"error": {...}}`` here too, with an ``x-request-id``, and 431 for headers that are too large.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_server import Server
+
+from aqueduct_libs.request_id import HEADER, new_request_id
+
+__all__ = ["OpenAIErrorsRunner"]
+
+log = logging.getLogger(__name__)
+
+
+def _error(status: int, type_: str, code: str, message: str) -> web.Response:
+    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    response = web.Response(
+        body=orjson.dumps(body),
+        status=status,
+        content_type="application/json",
+        headers={HEADER: new_request_id()},
+    )
+    response.force_close()  # the connection's framing cannot be trusted after a parse error
+    return response
+
+
+class _Handler(RequestHandler):
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:  # as aiohttp: an answer is under way, the connection is lost
+            raise ConnectionError("Response is sent already, cannot send the error answer")
+        # Not aiohttp's log line: it quotes the offending header, which may be a credential.
+        log.warning("refused an unreadable request (%s, %d)", type(exc).__name__, status)
+        if isinstance(exc, LineTooLong):
+            return _error(
+                431,
+                "invalid_request_error",
+                "request_header_fields_too_large",
+                f"A request header (or the request line) is longer than the gateway accepts "
+                f"({self.max_field_size} bytes).",
+            )
+        if status >= 500:
+            return _error(status, "server_error", "server_error", "The gateway failed to handle the request.")
+        return _error(
+            status, "invalid_request_error", "invalid_http_request", "The request is not valid HTTP."
+        )
+
+
+class _Server(Server):
+    def __call__(self) -> RequestHandler:
+        return _Handler(self, loop=self._loop, **self._kwargs)
+
+
+class OpenAIErrorsRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections answer parse errors in OpenAI's format; ``max_header_bytes``
+    bounds each header line (and the request line)."""
+
+    def __init__(self, app: web.Application, *, max_header_bytes: int = 8190, **kwargs: Any) -> None:
+        super().__init__(app, max_line_size=max_header_bytes, max_field_size=max_header_bytes, **kwargs)
+
+    async def _make_server(self) -> Server:
+        server = await super()._make_server()
+        server.__class__ = _Server  # same state, our handler class; aiohttp builds Server itself
+        return server
