@@ -180,7 +180,7 @@ async def test_replay_into_empty_projections_reproduces_the_live_snapshot(servic
     t1 = app.issue_token(world.p(world.member), "one")["token"]["id"]
     app.issue_token(world.p(world.team_admin), "two")
     app.regenerate_token(world.p(world.member), t1)
-    sa = app.create_service_account(world.p(world.team_admin), world.team, "bot", "")
+    sa = app.create_service_account(world.p(world.team_admin), world.team, "bot", "runs the nightly jobs")
     app.update_service_account(
         world.p(world.team_admin), sa["service_account"]["id"], owner_user_id=world.member
     )
