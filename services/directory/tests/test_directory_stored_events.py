@@ -9,6 +9,8 @@ topic (``register_topic``), fails here.
 from __future__ import annotations
 
 import json
+import os
+from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
@@ -16,8 +18,11 @@ import pytest
 from directory_testkit import make_app
 from event_samples import one_of_each
 from eventsourcing.persistence import StoredEvent
+from eventsourcing.utils import TopicError
 
 from aqueduct_directory.application.translate import to_integration_event
+from aqueduct_directory.domain import Endpoint
+from aqueduct_directory.domain.topics import keep_old_topics
 
 FIXTURES = Path(__file__).parent / "fixtures" / "stored_events"
 STORES = sorted(FIXTURES.glob("*.json"))
@@ -90,3 +95,69 @@ def test_every_stored_event_of_today_replays_through_the_store(tmp_path):
         for e, s in zip(events, stored, strict=True)
     }
     assert versions["Model.ModelRegistered"] == versions["McpServer.McpServerUpdated"] == 2
+
+
+def test_every_stored_event_class_and_version_of_today_has_a_fixture(tmp_path):
+    """So a class renamed, moved or changed later is caught by the replay above. Missing ones are
+    written, as one new store, with ``AQUEDUCT_WRITE_EVENT_FIXTURES=1``."""
+    app = make_app(tmp_path)
+    kept = {
+        (e["topic"], e["state"].get("class_version", 1))
+        for fixture in STORES
+        for e in json.loads(fixture.read_text())["events"]
+    }
+    events = one_of_each()
+    app.save(*_aggregates_of(events))
+    today = [
+        {
+            "id": n.id,
+            "originator_id": str(n.originator_id),
+            "originator_version": n.originator_version,
+            "topic": n.topic,
+            "state": json.loads(n.state),
+        }
+        for n in app.recorder.select_notifications(start=1, limit=1000)
+    ]
+    missing = sorted({(e["topic"], e["state"].get("class_version", 1)) for e in today} - kept)
+    if missing and os.environ.get("AQUEDUCT_WRITE_EVENT_FIXTURES") == "1":
+        path = FIXTURES / f"{datetime.now(UTC):%Y-%m-%d}-every-event.json"
+        assert not path.exists()
+        note = "one of every stored event class (event_samples.one_of_each), recorded by the code of that day"
+        path.write_text(
+            json.dumps({"recorded_by": note, "events": today}, indent=1, ensure_ascii=False) + "\n"
+        )
+        missing = []
+    assert missing == [], f"no stored fixture of {missing}; AQUEDUCT_WRITE_EVENT_FIXTURES=1 writes one"
+
+
+def _aggregates_of(events: list) -> list:
+    """The aggregates the events make, with the events pending, to save them as commands would."""
+    by_id: dict = {}
+    for event in events:
+        by_id.setdefault(event.originator_id, []).append(event)
+    aggregates = []
+    for stream in by_id.values():
+        aggregate = None
+        for event in stream:
+            aggregate = event.mutate(aggregate)
+        aggregate._pending_events.extend(stream)
+        aggregates.append(aggregate)
+    return aggregates
+
+
+def test_a_renamed_class_replays_once_its_old_topic_is_kept(tmp_path):
+    """As if ``Endpoint`` had been called ``Upstream`` in module ``aqueduct_directory.domain.upstreams``
+    when the first release recorded its events."""
+    old = "aqueduct_directory.domain.upstreams:Upstream"
+    events = json.loads((FIXTURES / "2026-11-22-first-release.json").read_text())["events"]
+    for e in events:
+        e["topic"] = e["topic"].replace("aqueduct_directory.domain.catalog:Endpoint", old)
+        if e["state"].get("originator_topic") == "aqueduct_directory.domain.catalog:Endpoint":
+            e["state"]["originator_topic"] = old
+    renamed = tmp_path / "renamed.json"
+    renamed.write_text(json.dumps({"events": events}))
+    load_store(make_app(tmp_path), renamed)
+    with pytest.raises(TopicError, match="upstreams"):
+        make_app(tmp_path)
+    keep_old_topics({old: Endpoint})
+    assert make_app(tmp_path).state.endpoints["openai"].url == "https://api.openai.com/v1/"
