@@ -9,6 +9,7 @@ new type or version (the directory's tests write the missing ones).
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,6 +22,19 @@ from aqueduct_libs.event_versions import EventModel, EventRegistry, UnknownEvent
 from aqueduct_libs.events import DirectoryEvent
 
 FIXTURES = Path(__file__).parent / "fixtures" / "directory_events"
+CONTRACTS = Path(__file__).resolve().parents[2] / "docs" / "contracts.md"
+BLOCK = re.compile(r"(<!-- directory-events:start[^>]*-->\n)(.*?)(<!-- directory-events:end -->)", re.S)
+AGGREGATES = [
+    "Org",
+    "Team",
+    "User",
+    "Token",
+    "ServiceAccount",
+    "Endpoint",
+    "Model",
+    "McpServer",
+    "TermsOfService",
+]
 FILES = sorted(FIXTURES.glob("*.json"))
 NAME = re.compile(r"^(?P<type>[A-Za-z]+)\.v(?P<version>\d+)(\.[a-z0-9-]+)?\.json$")
 
@@ -81,6 +95,31 @@ def test_an_unknown_type_or_a_newer_version_is_reported_not_guessed() -> None:
         event.model_copy(update={"version": 2}).payload()
     with pytest.raises(ValidationError):
         event.model_copy(update={"data": {"name": "no org id"}}).payload()
+
+
+def contract_table() -> str:
+    rows = []
+    for event_type, version in DIRECTORY_EVENTS.versions():
+        model = DIRECTORY_EVENTS.model_of(event_type, version)
+        assert issubclass(model, DirectoryEventData)
+        fields = ", ".join(f"`{n}`" + ("" if f.is_required() else "?") for n, f in model.model_fields.items())
+        rows.append(
+            (AGGREGATES.index(model.aggregate_type), model.aggregate_type, event_type, version, fields)
+        )
+    lines = ["| aggregate | type | version | fields (`?`: optional) |", "|---|---|---|---|"]
+    lines += [f"| {a} | `{t}` | {v} | {f or 'none'} |" for _, a, t, v, f in sorted(rows)]
+    return "\n".join(lines) + "\n"
+
+
+def test_the_contracts_page_lists_every_event_type_and_version() -> None:
+    """``docs/contracts.md`` shows the models as they are (``AQUEDUCT_WRITE_EVENT_FIXTURES=1`` rewrites it)."""
+    text = CONTRACTS.read_text()
+    found = BLOCK.search(text)
+    assert found, "docs/contracts.md lost its directory-events block"
+    if found[2] != contract_table() and os.environ.get("AQUEDUCT_WRITE_EVENT_FIXTURES") == "1":
+        CONTRACTS.write_text(text[: found.start(2)] + contract_table() + text[found.end(2) :])
+    else:
+        assert found[2] == contract_table()
 
 
 # -- the upcasting mechanism, on a registry of its own ---------------------------------------------
