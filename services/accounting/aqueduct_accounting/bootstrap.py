@@ -12,6 +12,7 @@ import uvicorn
 from fastapi import FastAPI
 from nats.aio.client import Client as NATS
 
+from aqueduct_accounting.adapters.analyst_sql import AnalystQueries, QueryLimits, open_analyst
 from aqueduct_accounting.adapters.api_tokens import ApiTokenViewers
 from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ClickHouse, open_clickhouse
 from aqueduct_accounting.adapters.kv_views import watch_jwks, watch_model_prices
@@ -92,6 +93,10 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
     # Before consuming: a crash may have left roll-ups short of the last events stored.
     await asyncio.to_thread(repair_rollups, engine)
     clickhouse = AsyncClickHouse(engine)
+    limits = QueryLimits(settings.sql_max_rows, settings.sql_max_bytes, settings.sql_max_seconds)
+    analyst = AnalystQueries(
+        open_analyst(settings.clickhouse_url, settings.analyst_clickhouse_url, common.data_dir, limits)
+    )
 
     nc = await connect(common.nats_url, "aqueduct-accounting")
     js = nc.jetstream()
@@ -172,7 +177,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
     api_tokens = ApiTokenViewers(common.directory_url)
     app = create_app(
         HttpDeps(
-            reports=Reports(clickhouse, settings.sql_max_rows),
+            reports=Reports(clickhouse, analyst, settings.sql_max_rows),
             verifier=verifier,
             ready=lambda: bool(ready_check) and ready_check[0].ready(),
             registry=metrics.registry,
@@ -205,6 +210,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
     async def stop() -> None:
         await service.stop()
         await api_tokens.close()
+        analyst.close()
         if counters is not None:
             await counters.close()
 
