@@ -201,6 +201,13 @@ class UserRolesChanged(_UserEvent):
 
 
 @_event
+class UserAdminSetAtSignIn(_UserEvent):
+    """The identity provider's groups granted Admin at a sign-in (or took back one they had granted)."""
+
+    admin: bool
+
+
+@_event
 class UserLimitsSet(_UserEvent):
     limits: Limits
 

@@ -50,6 +50,7 @@ def one_of_each() -> list[Any]:
     user.update_profile("Ada L.", "ada@acme.test", actor=ACTOR)
     user.link_subject("oidc:https://idp.acme.test:ada", actor=ACTOR)
     user.change_roles(False, True, actor=ACTOR)
+    user.set_admin_at_sign_in(True, actor=ACTOR)
     user.set_limits({"input_tokens_per_minute": 50_000}, actor=ACTOR)
     user.set_budgets({"daily_tokens": 100_000}, actor=ACTOR)
     user.set_excluded_models(["o1"], actor=ACTOR)

@@ -120,8 +120,11 @@ def test_every_stored_event_class_and_version_of_today_has_a_fixture(tmp_path):
     ]
     missing = sorted({(e["topic"], e["state"].get("class_version", 1)) for e in today} - kept)
     if missing and os.environ.get("AQUEDUCT_WRITE_EVENT_FIXTURES") == "1":
-        path = FIXTURES / f"{datetime.now(UTC):%Y-%m-%d}-every-event.json"
-        assert not path.exists()
+        day, n = f"{datetime.now(UTC):%Y-%m-%d}", 1
+        path = FIXTURES / f"{day}-every-event.json"
+        while path.exists():  # never overwritten
+            n += 1
+            path = FIXTURES / f"{day}-every-event-{n}.json"
         note = "one of every stored event class (event_samples.one_of_each), recorded by the code of that day"
         path.write_text(
             json.dumps({"recorded_by": note, "events": today}, indent=1, ensure_ascii=False) + "\n"

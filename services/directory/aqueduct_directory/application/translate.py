@@ -103,6 +103,7 @@ _BY_NAME: dict[tuple[type[Aggregate], str], Translation] = {
     (User, "UserProfileUpdated"): _to(public.UserProfileUpdated, "name", "email"),
     (User, "UserSubjectLinked"): _to(public.UserSubjectLinked, "subject"),
     (User, "UserRolesChanged"): _to(public.UserRolesChanged, "admin", "org_admin"),
+    (User, "UserAdminSetAtSignIn"): _to(public.UserAdminSetAtSignIn, "admin"),
     (User, "UserLimitsSet"): _to(public.UserLimitsSet, "limits"),
     (User, "UserBudgetsSet"): _to(public.UserBudgetsSet, "budgets"),
     (User, "UserModelsExcluded"): _to(public.UserModelsExcluded, "excluded_models"),
