@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from aqueduct_libs.bounds import clamp_tokens
+
 __all__ = ["StreamTally", "TokenUsage", "usage_from_anthropic", "usage_from_body"]
 
 
@@ -33,7 +35,9 @@ class TokenUsage:
 
 
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and value > 0 else 0
+    # An upstream's count as accounting accepts it: a negative or non-integer count is 0, an absurd one
+    # (beyond aqueduct_libs.bounds.MAX_TOKENS, which would overflow the cost) is counted as the maximum.
+    return clamp_tokens(value)
 
 
 def _dict(value: Any) -> dict[str, Any]:
