@@ -75,6 +75,7 @@ async def test_relay_publishes_every_event_once_with_its_notification_id(service
     issued = [e for _, e in messages if e.type == "TokenIssued"]
     assert issued[0].actor == world.member and issued[0].data["token_hash"] == hash_token(value, SECRET)
     assert all(value not in e.model_dump_json() for _, e in messages)
+    assert all(type(e.payload()).__name__ == e.type and e.version == 1 for _, e in messages)  # typed
     assert {e.actor for _, e in messages} == {"system", world.member}
 
 
