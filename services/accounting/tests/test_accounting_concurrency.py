@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from accounting_testing import usage_event
 
+from aqueduct_accounting.adapters.analyst_sql import AnalystQueries, ChdbAnalyst, QueryLimits
 from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ChdbClickHouse
 from aqueduct_accounting.adapters.migrations import apply_migrations
 from aqueduct_accounting.application.ingest import UsageIngest
@@ -40,7 +41,8 @@ async def test_reports_inserts_and_budget_checks_in_parallel_never_fail(tmp_path
         apply_migrations(engine, default_migrations_dir())
         clickhouse = AsyncClickHouse(engine)
         ingest = UsageIngest(clickhouse, PriceBook())
-        reports = Reports(clickhouse)
+        analyst = AnalystQueries(ChdbAnalyst(tmp_path / "chdb", QueryLimits()))
+        reports = Reports(clickhouse, analyst)
         admin = Viewer("admin", admin=True)
         window = ReportWindow(START - timedelta(days=1), START + timedelta(days=1))
         events = [
