@@ -12,7 +12,9 @@ tests can check exact token counts:
 Fault injection, per request, via headers: ``x-fake-status: 500`` answers that status;
 ``x-fake-break-after: N`` closes the connection after N streamed chunks. ``GET /_requests`` returns the
 bodies received (the last 200), so tests can see what the gateway forwarded; ``DELETE /_requests``
-clears them; ``POST /_fail {"status": 500, "times": 3}`` makes the next N requests fail.
+clears them; ``POST /_fail {"status": 500, "times": 3}`` makes the next N requests fail;
+``POST /_usage {"prompt_tokens": 1e30, "times": 1}`` makes the next N chat answers report that
+``prompt_tokens`` (any JSON number, however absurd, as a faulty upstream might).
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ class FakeUpstream:
         self.requests: deque[dict[str, Any]] = deque(maxlen=200)
         self.fail_status = 0
         self.fail_times = 0
+        self.prompt_tokens_override: Any = None
+        self.override_times = 0
 
     def _record(self, request: web.Request, body: Any) -> None:
         self.requests.append(
@@ -107,8 +111,12 @@ class FakeUpstream:
             return failure
         prompt = count_words(body.get("messages"))
         words = _words(_output_tokens(body))
+        reported: Any = prompt
+        if self.override_times > 0:
+            self.override_times -= 1
+            reported = self.prompt_tokens_override
         usage = {
-            "prompt_tokens": prompt,
+            "prompt_tokens": reported,
             "completion_tokens": len(words),
             "total_tokens": prompt + len(words),
         }
@@ -267,6 +275,12 @@ class FakeUpstream:
         self.fail_times = int(body.get("times", 1))
         return web.json_response({"ok": True})
 
+    async def set_usage(self, request: web.Request) -> web.Response:
+        body = json.loads(await request.text())  # json, not orjson: numbers beyond 64 bits kept exact
+        self.prompt_tokens_override = body.get("prompt_tokens")
+        self.override_times = int(body.get("times", 1))
+        return web.json_response({"ok": True})
+
 
 def build_app() -> web.Application:
     fake = FakeUpstream()
@@ -285,6 +299,7 @@ def build_app() -> web.Application:
             web.get("/_requests", fake.get_requests),
             web.delete("/_requests", fake.clear_requests),
             web.post("/_fail", fake.set_failures),
+            web.post("/_usage", fake.set_usage),
         ]
     )
     return app

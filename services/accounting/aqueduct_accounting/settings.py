@@ -52,3 +52,11 @@ class AccountingSettings(BaseSettings):
     budget_reconcile_seconds: float = 30.0
     # Rows an /api/sql answer may hold.
     sql_max_rows: int = 10_000
+    # Tries of a failing batch before the messages at fault go to the dead-letter stream (only while the
+    # engine itself answers; otherwise the batch is retried until it does).
+    store_max_tries: int = 5
+    # Not ready (/readyz 503) when a consumer has this many messages not yet stored, or when its stores
+    # have kept failing for this long; the lag is measured every lag_check_seconds.
+    ready_max_lag: int = 100_000
+    ready_stuck_seconds: float = 30.0
+    lag_check_seconds: float = 2.0

@@ -374,6 +374,19 @@ async def test_operational_routes(stack):
     )
 
 
+async def test_a_price_beyond_the_usage_bounds_is_refused(stack):
+    """A price accounting could not apply without overflowing a cost (aqueduct_libs.bounds) is a 4xx
+    problem that changes nothing."""
+    service, signer, http = stack
+    admin = bearer(signer.session(service.directory.sign_in("local:admin", "", "admin", [], admin=True)))
+    path = "/api/models/gpt-4o-mini"
+    refused = await http.patch(path, json={"input_price_per_million": "10000.01"}, headers=admin)
+    assert 400 <= refused.status_code < 500 and "at most 10,000 dollars" in refused.json()["detail"]
+    assert (await http.get("/api/models", headers=admin)).json()[0]["input_price_per_million"] == "0.15"
+    at_bound = await http.patch(path, json={"output_price_per_million": "10000"}, headers=admin)
+    assert at_bound.status_code == 200
+
+
 async def test_lists_search_sort_and_page_with_a_total(stack):
     service, signer, http = stack
     admin = bearer(signer.session(service.directory.sign_in("local:admin", "", "admin", [], admin=True)))

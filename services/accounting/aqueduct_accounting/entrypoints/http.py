@@ -21,9 +21,11 @@ from aqueduct_accounting.adapters.api_tokens import (
     DirectoryUnavailableError,
 )
 from aqueduct_accounting.adapters.clickhouse import ClickHouseError
+from aqueduct_accounting.application.dead_letters import DeadLetterAdmin
 from aqueduct_accounting.application.reports import BadReportRequestError, Reports, ReportWindow
 from aqueduct_accounting.domain.readonly_sql import ReadOnlySqlError
 from aqueduct_accounting.domain.scope import ForbiddenError, UsageFilter, Viewer
+from aqueduct_accounting.entrypoints.http_dead_letters import add_dead_letter_routes
 from aqueduct_libs.ops import add_operational_routes
 from aqueduct_libs.sessions import InvalidSessionError, SessionVerifier
 from aqueduct_libs.tokens import TOKEN_PREFIX
@@ -43,6 +45,9 @@ class HttpDeps:
     # so a graceful flush must happen in the lifespan).
     on_start: Callable[[], Awaitable[None]] | None = None
     on_stop: Callable[[], Awaitable[None]] | None = None
+    # Why the service is not ready (ingest stuck, far behind, ...), for /readyz.
+    not_ready_reasons: Callable[[], list[str]] | None = None
+    dead_letters: DeadLetterAdmin | None = None
 
 
 class NotAuthenticatedError(Exception):
@@ -131,7 +136,7 @@ def create_app(deps: HttpDeps) -> FastAPI:
 
     app = FastAPI(title="Aqueduct accounting", version="1", lifespan=lifespan)
     app.state.deps = deps
-    add_operational_routes(app, deps.ready, deps.registry)
+    add_operational_routes(app, deps.ready, deps.registry, deps.not_ready_reasons)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -224,4 +229,5 @@ def create_app(deps: HttpDeps) -> FastAPI:
             headers={"Content-Disposition": 'attachment; filename="usage.csv"'},
         )
 
+    add_dead_letter_routes(app, CurrentViewer)
     return app

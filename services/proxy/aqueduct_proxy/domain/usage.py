@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from aqueduct_libs.bounds import clamp_tokens
+
 __all__ = ["StreamTally", "TokenUsage", "usage_from_body"]
 
 
@@ -23,7 +25,9 @@ class TokenUsage:
 
 
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) else 0
+    # An upstream's count as accounting accepts it: a negative or non-integer count is 0, an absurd one
+    # (beyond aqueduct_libs.bounds.MAX_TOKENS, which would overflow the cost) is counted as the maximum.
+    return clamp_tokens(value)
 
 
 def _from_usage(usage: Any) -> TokenUsage | None:

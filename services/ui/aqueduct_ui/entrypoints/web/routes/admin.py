@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from aqueduct_ui.adapters.api import ApiError, q
 from aqueduct_ui.application.admin import load_admin_page, load_audit_page
+from aqueduct_ui.application.dead_letters import load_dead_letters_page, redrive_all, redrive_one
 from aqueduct_ui.domain.forms import (
     BUDGET_FIELDS,
     LIMIT_FIELDS,
@@ -255,3 +256,32 @@ async def audit_page(
         page,
     )
     return render(request, "audit.html", data=data, page_section="audit")
+
+
+@router.get("/dead-letters")
+async def dead_letters_page(request: Request, viewer: AdminViewer, api: Api, after: int = 0) -> Response:
+    page = await load_dead_letters_page(api, max(after, 0))
+    return render(request, "dead_letters.html", data=page, page_section="admin")
+
+
+@router.post("/dead-letters/redrive")
+async def redrive_all_dead_letters(request: Request, api: Api) -> Response:
+    stored, failed = await redrive_all(api)
+    if failed:
+        reasons = "; ".join(f"{f['id']}: {str(f['reason']).splitlines()[0][:120]}" for f in failed[:3])
+        message = f"{stored} re-driven and stored; {len(failed)} still failing ({reasons})."
+        return redirect(request, "/admin/dead-letters", Flash("error", message))
+    return redirect(request, "/admin/dead-letters", Flash("success", f"{stored} re-driven and stored."))
+
+
+@router.post("/dead-letters/{letter_id}/redrive")
+async def redrive_dead_letter(request: Request, api: Api, letter_id: int) -> Response:
+    try:
+        await redrive_one(api, letter_id)
+    except ApiError as exc:
+        if exc.status not in (404, 409):
+            raise
+        return redirect(request, "/admin/dead-letters", Flash("error", exc.detail))
+    return redirect(
+        request, "/admin/dead-letters", Flash("success", f"Dead letter {letter_id} re-driven and stored.")
+    )
