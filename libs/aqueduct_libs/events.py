@@ -46,12 +46,17 @@ class UsageRecorded(BaseModel):
     team_id: str | None = None
     org_id: str
     endpoint: str  # endpoint slug
-    model: str  # model name as the client asked for it ("" for routes without a model)
+    model: str  # the model's name (for an alias, the model it maps to; "" for routes without a model)
     route: str  # e.g. "/v1/chat/completions"
     status_code: int
     input_tokens: int = 0
     output_tokens: int = 0
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # read from the prompt cache (part of input_tokens)
+    # Written to the prompt cache, kept 5 minutes or 1 hour (parts of input_tokens; Anthropic-style caches).
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0  # part of output_tokens
+    alias: str | None = None  # the alias the client named; model is then the model it maps to
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     streamed: bool = False

@@ -38,7 +38,12 @@ from aqueduct_accounting.application.reports import Reports
 from aqueduct_accounting.application.rollups import repair_rollups
 from aqueduct_accounting.application.self_repair import migrate_and_repair
 from aqueduct_accounting.domain.pricing import PriceBook
-from aqueduct_accounting.domain.usage import UsageMessage, usage_message_from_json, usage_message_parts
+from aqueduct_accounting.domain.usage import (
+    UsageMessage,
+    token_classes,
+    usage_message_from_json,
+    usage_message_parts,
+)
 from aqueduct_accounting.entrypoints.dead_letter_path import DeadLetterPolicy
 from aqueduct_accounting.entrypoints.http import HttpDeps, create_app
 from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer
@@ -177,9 +182,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
             health.usage_stored(str(newest))
 
     def row_cost(row: dict[str, Any]) -> int:
-        return prices.cost_nanos(
-            row["model"], row["input_tokens"], row["output_tokens"], row["cached_tokens"]
-        )
+        return prices.cost(row["model"], token_classes(row))
 
     def read_usage(payload: bytes) -> UsageMessage:
         # Accounting's door: every event checked against aqueduct_libs.bounds, its cost included.

@@ -169,6 +169,11 @@ async def test_config_applied_at_start_and_by_api_idempotently(stack):
             "input_price_per_million": "0.15",
             "output_price_per_million": "0.6",
             "fallbacks": [],
+            "aliases": [],
+            "cached_input_price_per_million": None,
+            "cache_write_price_per_million": None,
+            "cache_write_1h_price_per_million": None,
+            "reasoning_price_per_million": None,
             "available": True,
             "unavailable_reason": None,
         }

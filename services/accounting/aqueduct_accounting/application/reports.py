@@ -31,7 +31,9 @@ _BUCKETS = {"minute": "toStartOfMinute", "hour": "toStartOfHour", "day": "toStar
 _ORDER = {"cost": "cost_nanos", "tokens": "input_tokens + output_tokens", "requests": "requests"}
 _METRICS = (
     "sum(requests) AS requests, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, "
-    "sum(cached_tokens) AS cached_tokens, sum(cost_nanos) AS cost_nanos"
+    "sum(cached_tokens) AS cached_tokens, sum(cache_write_5m_tokens) AS cache_write_5m_tokens, "
+    "sum(cache_write_1h_tokens) AS cache_write_1h_tokens, sum(reasoning_tokens) AS reasoning_tokens, "
+    "sum(cost_nanos) AS cost_nanos"
 )
 # Per segment level: the table, its time column, and how it counts requests.
 _SOURCES = {
@@ -40,7 +42,16 @@ _SOURCES = {
     "minute": ("usage_by_minute", "bucket", "requests"),
     "raw": ("usage_events", "occurred_at", "toUInt64(1)"),
 }
-METRIC_NAMES = ("requests", "input_tokens", "output_tokens", "cached_tokens", "cost_nanos")
+METRIC_NAMES = (
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "cost_nanos",
+)
 
 
 class BadReportRequestError(ValueError):
@@ -103,7 +114,8 @@ class Reports:
             params[f"u{n}"] = clickhouse_time(segment.until)
             parts.append(
                 f"SELECT toDateTime({time_column}, 'UTC') AS t, org_id, team_id, user_id, token_id, model, "
-                f"{requests} AS requests, input_tokens, output_tokens, cached_tokens, cost_nanos FROM {table} "
+                f"{requests} AS requests, input_tokens, output_tokens, cached_tokens, cache_write_5m_tokens, "
+                f"cache_write_1h_tokens, reasoning_tokens, cost_nanos FROM {table} "
                 f"WHERE {time_column} >= {{s{n}:DateTime64(3, 'UTC')}} AND {time_column} < {{u{n}:DateTime64(3, 'UTC')}} "
                 f"AND {where}"
             )

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from aqueduct_accounting.domain.pricing import TokenClasses
 from aqueduct_libs import bounds
 from aqueduct_libs.events import UsageRecorded
 
@@ -25,6 +26,7 @@ __all__ = [
     "UsageMessage",
     "check_stored_row",
     "clickhouse_time",
+    "token_classes",
     "usage_message_from_json",
     "usage_message_parts",
     "usage_row",
@@ -35,8 +37,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _REQUIRED_TEXT = ("event_id", "token_id", "user_id", "org_id", "endpoint", "model", "route")
-_OPTIONAL_TEXT = ("service_account_id", "team_id", "tool", "batch_id", "request_id")
-_COUNTS = ("input_tokens", "output_tokens", "cached_tokens")
+_OPTIONAL_TEXT = ("service_account_id", "team_id", "tool", "batch_id", "request_id", "alias")
+_COUNTS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+)
 _TEXT = _REQUIRED_TEXT + _OPTIONAL_TEXT
 _KINDS = frozenset(("model", "mcp", "batch"))
 
@@ -244,3 +253,15 @@ def _row(data: Any, latest: str) -> dict[str, Any]:
     ):
         raise InvalidUsageEventError(f"latency_ms and ttft_ms must be within 0..{bounds.MAX_LATENCY_MS:.0f}")
     return row
+
+
+def token_classes(row: dict[str, Any]) -> TokenClasses:
+    """A row's token counts by class, as the cost rule takes them."""
+    return TokenClasses(
+        row["input_tokens"],
+        row["output_tokens"],
+        row["cached_tokens"],
+        row["cache_write_5m_tokens"],
+        row["cache_write_1h_tokens"],
+        row["reasoning_tokens"],
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from aqueduct_directory.domain.catalog import Endpoint, McpServer, Model
+from aqueduct_directory.domain.catalog import TOKEN_PRICE_FIELDS, Endpoint, McpServer, Model
 from aqueduct_directory.domain.org import Org, Team, User
 from aqueduct_directory.domain.state import DirectoryState
 from aqueduct_directory.domain.token import ServiceAccount, Token
@@ -145,6 +145,7 @@ def endpoint_view(endpoint: Endpoint) -> dict[str, Any]:
         "url": endpoint.url,
         "provider": endpoint.provider,
         "api_key_env": endpoint.api_key_env,
+        "responses": endpoint.responses,
     }
 
 
@@ -156,6 +157,8 @@ def model_view(model: Model) -> dict[str, Any]:
         "input_price_per_million": model.input_price_per_million,
         "output_price_per_million": model.output_price_per_million,
         "fallbacks": model.fallbacks,
+        "aliases": list(model.aliases),
+        **{field: model.token_prices.get(field) for field in TOKEN_PRICE_FIELDS},
     }
 
 

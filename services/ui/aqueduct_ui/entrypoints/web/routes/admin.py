@@ -46,6 +46,13 @@ def require_admin_page(viewer: CurrentViewer) -> Viewer:
 
 AdminViewer = Annotated[Viewer, Depends(require_admin_page)]
 _PROVIDERS = ("openai", "anthropic", "azure", "litellm")
+# The token classes a model may price apart (blank: as its input or output price), with their labels.
+TOKEN_PRICE_FIELDS = (
+    ("cached_input_price_per_million", "Cached input (read) $ per 1M tokens"),
+    ("cache_write_price_per_million", "Cache write (5 min) $ per 1M tokens"),
+    ("cache_write_1h_price_per_million", "Cache write (1 h) $ per 1M tokens"),
+    ("reasoning_price_per_million", "Reasoning $ per 1M tokens"),
+)
 
 
 def _done(request: Request, anchor: str, message: str) -> Response:
@@ -62,6 +69,7 @@ async def admin_page(request: Request, viewer: AdminViewer, api: Api) -> Respons
         limit_fields=LIMIT_FIELDS,
         budget_fields=BUDGET_FIELDS,
         providers=_PROVIDERS,
+        token_price_fields=TOKEN_PRICE_FIELDS,
         page_section="admin",
     )
 
@@ -117,12 +125,14 @@ async def create_endpoint(
     url: Annotated[str, Form()] = "",
     provider: Annotated[str, Form()] = "openai",
     api_key_env: Annotated[str, Form()] = "",
+    responses: Annotated[str, Form()] = "",
 ) -> Response:
     body = {
         "slug": require_text(slug, "Slug", 64),
         "url": require_text(url, "URL", 500),
         "provider": provider,
         "api_key_env": api_key_env.strip() or None,
+        "responses": responses == "on",
     }
     await api.directory.post("/api/endpoints", body)
     return _done(request, "endpoints", f"Endpoint “{body['slug']}” added.")
@@ -136,11 +146,17 @@ async def update_endpoint(
     url: Annotated[str, Form()] = "",
     provider: Annotated[str, Form()] = "",
     api_key_env: Annotated[str, Form()] = "",
+    responses: Annotated[str, Form()] = "",
 ) -> Response:
     if provider not in _PROVIDERS:
         raise FormError(f"Provider must be one of {', '.join(_PROVIDERS)}.")
     # api_key_env "" clears the key: the directory stores only the variable's name, never its value.
-    body = {"url": parse_url(url), "provider": provider, "api_key_env": parse_api_key_env(api_key_env)}
+    body = {
+        "url": parse_url(url),
+        "provider": provider,
+        "api_key_env": parse_api_key_env(api_key_env),
+        "responses": responses == "on",  # an unticked checkbox is not sent at all
+    }
     await api.directory.patch(f"/api/endpoints/{q(slug)}", body)
     return _done(request, "endpoints", f"Endpoint “{slug}” saved.")
 
@@ -160,6 +176,7 @@ async def create_model(
     upstream_model: Annotated[str, Form()] = "",
     input_price_per_million: Annotated[str, Form()] = "",
     output_price_per_million: Annotated[str, Form()] = "",
+    aliases: Annotated[str, Form()] = "",
 ) -> Response:
     body = {
         "name": require_text(name, "Model name", 200),
@@ -167,6 +184,7 @@ async def create_model(
         "upstream_model": upstream_model.strip() or None,
         "input_price_per_million": input_price_per_million.strip() or None,
         "output_price_per_million": output_price_per_million.strip() or None,
+        "aliases": _aliases(aliases),
     }
     await api.directory.post("/api/models", body)
     return _done(request, "models", f"Model “{body['name']}” added.")
@@ -189,10 +207,17 @@ async def update_model(request: Request, api: Api, name: str) -> Response:
     for key, label in (
         ("input_price_per_million", "Input $ per 1M tokens"),
         ("output_price_per_million", "Output $ per 1M tokens"),
+        *TOKEN_PRICE_FIELDS,
     ):
         body[key] = parse_price(fields.get(key), label)
+    body["aliases"] = _aliases(fields.get("aliases", ""))
     await api.directory.patch(f"/api/models/{q(name)}", body)
     return _done(request, "models", f"Model “{name}” saved.")
+
+
+def _aliases(text: str) -> list[str]:
+    """Comma- or space-separated names; the directory checks each one."""
+    return [a for a in text.replace(",", " ").split() if a]
 
 
 @router.post("/models/{name}/delete")
