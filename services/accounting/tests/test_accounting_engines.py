@@ -108,11 +108,13 @@ def test_roll_ups_left_short_by_a_crash_are_rebuilt(tmp_path: Path) -> None:
         ]
         engine.insert_json_rows("usage_events", rows)
         assert repair_rollups(engine) == []  # consistent: nothing to do
-        # What a kill between the events' part and the views' parts leaves behind.
+        # What a kill between the events' part and the roll-up's part leaves behind (usage_rollup holds
+        # the three grains that usage_by_minute, usage_by_hour and usage_by_day show).
         engine.execute(
-            "ALTER TABLE usage_by_minute DELETE WHERE bucket < '2026-01-05 10:30:00' SETTINGS mutations_sync = 2"
+            "ALTER TABLE usage_rollup DELETE WHERE grain = 'minute' AND bucket < '2026-01-05 10:30:00' "
+            "SETTINGS mutations_sync = 2"
         )
-        engine.execute("ALTER TABLE usage_by_day DELETE WHERE 1 SETTINGS mutations_sync = 2")
+        engine.execute("ALTER TABLE usage_rollup DELETE WHERE grain = 'day' SETTINGS mutations_sync = 2")
 
         assert repair_rollups(engine) == [
             "usage_by_minute@2026-01-05T10:00:00+00:00",
