@@ -215,7 +215,9 @@ async def write_snapshot(nats_url: str, upstream_url: str) -> tuple[str, str]:
     return values[0], values[1]
 
 
-def start_aqueduct(port: int, nats: EmbeddedNats, valkey: EmbeddedValkey, data_dir: Path) -> subprocess.Popen:
+def start_aqueduct(
+    port: int, nats: EmbeddedNats, valkey: EmbeddedValkey, data_dir: Path, upstream_client: str = "builtin"
+) -> subprocess.Popen:
     env = {
         **os.environ,
         "AQUEDUCT_DEV_MODE": "true",
@@ -224,6 +226,7 @@ def start_aqueduct(port: int, nats: EmbeddedNats, valkey: EmbeddedValkey, data_d
         "AQUEDUCT_DATA_DIR": str(data_dir),
         "AQUEDUCT_PROXY_PORT": str(port),
         "AQUEDUCT_PROXY_REDIS_URL": valkey.url,
+        "AQUEDUCT_PROXY_UPSTREAM_CLIENT": upstream_client,
         "AQUEDUCT_LOG_LEVEL": "WARNING",
     }
     process = subprocess.Popen([sys.executable, "-m", "aqueduct_proxy"], env=env, cwd=ROOT)
@@ -344,6 +347,12 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="duration of each measurement")
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--skip-budgets", action="store_true", help="no 'budgets on' row")
+    parser.add_argument(
+        "--upstream-client",
+        choices=("builtin", "aiohttp", "both"),
+        default="builtin",
+        help="the proxy's upstream HTTP client; 'both' adds a row with aiohttp's client for every call",
+    )
     args = parser.parse_args()
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
@@ -403,6 +412,23 @@ async def main() -> None:
                 )
             )
             stop(aqueduct)
+            if args.upstream_client in ("aiohttp", "both"):
+                port = free_port()
+                aqueduct = start_aqueduct(
+                    port, nats, valkey, work / "aqueduct-aiohttp", upstream_client="aiohttp"
+                )
+                processes.append(aqueduct)
+                await asyncio.sleep(1.0)
+                rows.append(
+                    await bench_one(
+                        "Aqueduct proxy, aiohttp's upstream client instead of the built-in one",
+                        f"http://127.0.0.1:{port}/v1/chat/completions",
+                        token,
+                        args.seconds,
+                        aqueduct.pid,
+                    )
+                )
+                stop(aqueduct)
 
             if not args.skip_litellm:
                 port = free_port()
