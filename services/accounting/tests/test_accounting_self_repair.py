@@ -23,6 +23,7 @@ from aqueduct_cli.embedded import EmbeddedNats
 from aqueduct_libs import names
 from aqueduct_libs.bus import ensure_topology
 from aqueduct_libs.events import DirectoryEvent
+from aqueduct_libs.snapshot import BudgetRule
 
 pytestmark = [pytest.mark.chdb]
 
@@ -115,21 +116,10 @@ async def test_usage_table_and_directory_mirror_dropped_are_refilled_after_a_res
     today = [usage_event(i, event_id=f"sr-today-{i}", user_id="user-spent") for i in range(3)]
     events += today
     await publish_usage(js, events)
-    spent = DirectoryEvent(
-        notification_id=6,
-        type="UserBudgetsSet",
-        aggregate_type="User",
-        aggregate_id="user-spent",
-        aggregate_version=1,
-        actor="admin-1",
-        occurred_at=START,
-        data={"budgets": {"daily_tokens": 10}},
-    )
-    await js.publish(
-        names.directory_event_subject(spent.type),
-        spent.model_dump_json().encode(),
-        headers={"Nats-Msg-Id": "6"},
-    )
+    # Budget definitions come from the directory's snapshot (not from the mirror, which can be lost).
+    snapshot = await js.key_value(names.AUTH_SNAPSHOT_BUCKET)
+    rule = BudgetRule(scope="user", scope_id="user-spent", daily_tokens=10)
+    await snapshot.put(names.snapshot_budget_key("user", "user-spent"), rule.model_dump_json().encode())
     for n in range(1, 6):
         event = DirectoryEvent(
             notification_id=n,
@@ -155,7 +145,7 @@ async def test_usage_table_and_directory_mirror_dropped_are_refilled_after_a_res
         )
         return answer.json()["rows"] if answer.status_code == 200 else []
 
-    expected = [[303, 6, 303, sum(e.input_tokens for e in events)]]
+    expected = [[303, 5, 303, sum(e.input_tokens for e in events)]]
     assert await wait_until(lambda: counts() == expected, within=30)
     quota = await js.key_value(names.QUOTA_BUCKET)
 

@@ -18,7 +18,12 @@ import orjson
 from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse
 from aqueduct_accounting.adapters.dead_letters import DeadLetters
 from aqueduct_accounting.application.rollups import ROLLUP_TABLE, repair_rollups
-from aqueduct_accounting.domain.usage import InvalidUsageEventError, check_stored_row, clickhouse_time
+from aqueduct_accounting.domain.usage import (
+    TOKEN_COUNTS,
+    InvalidUsageEventError,
+    check_stored_row,
+    clickhouse_time,
+)
 from aqueduct_libs import bounds, names
 from aqueduct_libs.events import DeadLetter
 
@@ -26,7 +31,7 @@ __all__ = ["quarantine_out_of_bounds"]
 
 log = logging.getLogger(__name__)
 
-_COUNTS = ("input_tokens", "output_tokens", "cached_tokens")
+_COUNTS = TOKEN_COUNTS
 _OUT_OF_BOUNDS = (
     "SELECT * FROM usage_events WHERE occurred_at < {earliest:DateTime64(3, 'UTC')} "
     "OR occurred_at > {latest:DateTime64(3, 'UTC')} OR status_code < {min_status:UInt16} "

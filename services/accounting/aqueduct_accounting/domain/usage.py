@@ -21,6 +21,7 @@ from aqueduct_libs import bounds
 from aqueduct_libs.events import UsageRecorded
 
 __all__ = [
+    "TOKEN_COUNTS",
     "InvalidUsageEventError",
     "RejectedEvent",
     "UsageMessage",
@@ -47,6 +48,7 @@ _COUNTS = (
     "reasoning_tokens",
 )
 _TEXT = _REQUIRED_TEXT + _OPTIONAL_TEXT
+TOKEN_COUNTS = _COUNTS  # every token count of a row, each within 0..bounds.MAX_TOKENS
 _KINDS = frozenset(("model", "mcp", "batch"))
 
 
