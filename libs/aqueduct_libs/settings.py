@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["CommonSettings", "InsecureSettingError"]
@@ -26,7 +26,12 @@ class CommonSettings(BaseSettings):
 
     # The embedded one-machine mode started by ``aqueduct up``. Outside it, secrets must be real.
     dev_mode: bool = False
+    # One address, or every node of a NATS cluster comma-separated (each service may carry its own user).
     nats_url: str = "nats://127.0.0.1:4222"
+    # Replicas of every JetStream stream, KV bucket and object store the product creates: 1 on a single
+    # server, 3 on a three-node cluster (so losing one node loses neither data nor service). The directory
+    # (and the proxy, for the files and batches stores) also bring existing ones to this count.
+    nats_replicas: int = Field(default=1, ge=1, le=5)
     data_dir: Path = Path(".aqueduct")
     config_file: Path | None = None
     # Key of the keyed token hash (HMAC-SHA256). Shared by the directory and the proxy.
@@ -42,19 +47,28 @@ class CommonSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> CommonSettings:
+        # Unset is allowed here: a service that does not use the key (accounting) is not given it.
+        # A service that does reads ``secret_key_bytes``, which refuses an unset key.
         value = self.secret_key.get_secret_value()
-        lowered = value.lower()
-        looks_like_a_placeholder = lowered in _PLACEHOLDERS or any(
-            marker in lowered for marker in ("replace", "change", "xxxx", "example")
-        )
-        if not self.dev_mode and (looks_like_a_placeholder or len(value) < 32):
-            raise InsecureSettingError(
-                "AQUEDUCT_SECRET_KEY must be a random value of at least 32 characters "
-                "(e.g. `openssl rand -hex 32`); placeholders are only accepted with AQUEDUCT_DEV_MODE=true"
-            )
+        if value and not self.dev_mode:
+            _check_secret_key(value)
         return self
 
     @property
     def secret_key_bytes(self) -> bytes:
-        value = self.secret_key.get_secret_value() or "aqueduct-dev-mode-insecure-key"
-        return value.encode()
+        value = self.secret_key.get_secret_value()
+        if not self.dev_mode:
+            _check_secret_key(value)
+        return (value or "aqueduct-dev-mode-insecure-key").encode()
+
+
+def _check_secret_key(value: str) -> None:
+    lowered = value.lower()
+    looks_like_a_placeholder = lowered in _PLACEHOLDERS or any(
+        marker in lowered for marker in ("replace", "change", "xxxx", "example")
+    )
+    if looks_like_a_placeholder or len(value) < 32:
+        raise InsecureSettingError(
+            "AQUEDUCT_SECRET_KEY must be a random value of at least 32 characters "
+            "(e.g. `openssl rand -hex 32`); placeholders are only accepted with AQUEDUCT_DEV_MODE=true"
+        )

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
+from aqueduct_accounting.adapters.analyst_sql import AnalystQueries, QueryLimits, open_analyst
 from aqueduct_accounting.adapters.api_tokens import ApiTokenViewers
 from aqueduct_accounting.adapters.clickhouse import (
     AsyncClickHouse,
@@ -134,10 +135,14 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         migrate_and_repair, engine, settings.migrations_dir or default_migrations_dir()
     )
     clickhouse = AsyncClickHouse(engine)
+    limits = QueryLimits(settings.sql_max_rows, settings.sql_max_bytes, settings.sql_max_seconds)
+    analyst = AnalystQueries(
+        open_analyst(settings.clickhouse_url, settings.analyst_clickhouse_url, common.data_dir, limits)
+    )
 
     nc = await connect(common.nats_url, "aqueduct-accounting")
     js = nc.jetstream()
-    await ensure_topology(js)
+    await ensure_topology(js, common.nats_replicas)
     for replay, stream, durable in (
         (repair.replay_usage, names.USAGE_STREAM, settings.consumer_name),
         (repair.replay_directory, names.DIRECTORY_EVENTS_STREAM, settings.directory_consumer_name),
@@ -284,7 +289,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
     api_tokens = ApiTokenViewers(common.directory_url)
     app = create_app(
         HttpDeps(
-            reports=Reports(clickhouse, settings.sql_max_rows),
+            reports=Reports(clickhouse, analyst, settings.sql_max_rows),
             verifier=verifier,
             ready=lambda: bool(ready_check) and ready_check[0].ready(),
             registry=metrics.registry,
@@ -329,6 +334,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
     async def stop() -> None:
         await service.stop()
         await api_tokens.close()
+        analyst.close()
         if counters is not None:
             await counters.close()
 

@@ -56,7 +56,7 @@ def create_app(settings: AuthSettings, common: CommonSettings) -> FastAPI:
         store = AuthStore(settings.database_url or f"sqlite:///{folder / 'auth.sqlite'}")
         nc = await connect(common.nats_url, "aqueduct-auth")
         js = nc.jetstream()
-        await ensure_topology(js)
+        await ensure_topology(js, common.nats_replicas)
 
         async def publish(jwks: dict[str, Any]) -> None:
             await publish_jwks(js, jwks)
@@ -186,6 +186,11 @@ def _oidc_client(settings: AuthSettings, common: CommonSettings) -> OidcClient |
             groups_claim=settings.oidc_groups_claim,
             admin_group=settings.oidc_admin_group,
             trust_email=settings.oidc_trust_email,
+            post_logout_redirect_uri=(
+                (settings.oidc_post_logout_redirect_uri or f"{common.public_ui_url.rstrip('/')}/login")
+                if settings.oidc_end_provider_session
+                else ""
+            ),
         )
     )
 

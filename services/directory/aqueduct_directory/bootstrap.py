@@ -27,6 +27,7 @@ from aqueduct_libs import bus, names
 from aqueduct_libs.ops import configure_logging
 from aqueduct_libs.sessions import JWKS_KEY, SessionVerifier, watch_revoked_sessions
 from aqueduct_libs.settings import CommonSettings
+from aqueduct_libs.snapshot_push import SnapshotPusher
 
 __all__ = ["DirectoryService", "build_directory", "run", "run_replay"]
 
@@ -83,9 +84,13 @@ class DirectoryService:
     async def start(self) -> None:
         self.nc = await bus.connect(self.common.nats_url, "aqueduct-directory")
         js = self.nc.jetstream()
-        await bus.ensure_topology(js)
+        # The directory owns the topology: it also brings existing streams to AQUEDUCT_NATS_REPLICAS.
+        await bus.ensure_topology(js, self.common.nats_replicas, adjust=True)
         self.relay = OutboxRelay(self.directory, js, self._positions)
-        self.projector = SnapshotProjector(self.directory, js)
+        # Short timeouts: on a NATS cluster a write waits while the bucket elects a leader; retry soon.
+        self.projector = SnapshotProjector(
+            self.directory, self.nc.jetstream(timeout=2.0), push=SnapshotPusher(self.nc)
+        )
         self.relay.start()
         self.projector.start()
         await serve_sign_in(self.nc, self.directory)
@@ -185,7 +190,7 @@ async def _replay_once(common: CommonSettings, settings: DirectorySettings) -> d
     nc = await bus.connect(common.nats_url, "aqueduct-directory-replay")
     try:
         js = nc.jetstream()
-        await bus.ensure_topology(js)
+        await bus.ensure_topology(js, common.nats_replicas)
         projector = SnapshotProjector(directory, js)
         started = time.perf_counter()
         await projector.load()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from aqueduct_accounting.adapters.analyst_sql import AnalystQueries
 from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, QueryResult
 from aqueduct_accounting.domain.pricing import nanos_to_usd
 from aqueduct_accounting.domain.readonly_sql import check_read_only
@@ -83,8 +84,11 @@ def _metrics(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class Reports:
-    def __init__(self, clickhouse: AsyncClickHouse, sql_max_rows: int = 10_000) -> None:
+    def __init__(
+        self, clickhouse: AsyncClickHouse, analyst: AnalystQueries, sql_max_rows: int = 10_000
+    ) -> None:
         self._ch = clickhouse
+        self._analyst = analyst
         self._sql_max_rows = sql_max_rows
 
     async def _grouped(
@@ -204,10 +208,10 @@ class Reports:
         return out.getvalue()
 
     async def sql(self, query: str) -> QueryResult:
-        statement = check_read_only(query)
-        result = await self._ch.query(
-            statement,
-            settings={"readonly": 1, "max_result_rows": self._sql_max_rows, "result_overflow_mode": "break"},
-        )
+        # Parsed by the engine, checked here, run on the read-only connection (which enforces read-only
+        # and the limits on its own): the same steps for chDB and a ClickHouse server.
+        parsed = await self._analyst.parse(query)
+        statement = check_read_only(parsed, await self._analyst.table_functions(), self._analyst.database)
+        result = await self._analyst.run(statement)
         # "break" stops at a block boundary, so the engine may hand back a little more than asked.
         return QueryResult(result.columns, result.rows[: self._sql_max_rows])

@@ -81,6 +81,9 @@ def user_view(user: User, state: DirectoryState | None = None) -> dict[str, Any]
         "name": user.name,
         "subject": user.subject,
         "admin": user.admin,
+        # Admin through the identity provider's admin group (re-evaluated at every sign-in), not granted
+        # in the product.
+        "admin_from_sign_in": user.admin_from_sign_in,
         "org_admin": user.org_admin,
         "limits": user.limits,
         "budgets": user.budgets,

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from aqueduct_libs.request_id import current_request_id
 from aqueduct_libs.snapshot import Limits, TokenGrant
 from aqueduct_libs.tokens import hash_token
 from aqueduct_proxy.adapters.budget_store import BudgetHold
@@ -106,7 +107,8 @@ class Call:
     reserved_output: int = 0
     admission: Admission | None = None
     budget_hold: BudgetHold | None = None  # the worst case reserved on its budgets, until settled
-    request_id: str | None = None  # the answer's x-request-id, carried into the usage event
+    # The answer's x-request-id (the one of the request being served), carried into the usage event.
+    request_id: str | None = field(default_factory=current_request_id)
     # Clients of Anthropic's Messages API: their request as sent, and its path on Anthropic endpoints
     # ("/v1/messages" or "/v1/messages/count_tokens"). ``native`` tells whether the endpoint that answers
     # speaks it too (the answer passes unchanged) or chat completions (``payload`` holds the translation).
