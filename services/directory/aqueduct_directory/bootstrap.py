@@ -19,6 +19,7 @@ from aqueduct_directory.adapters.projection import SnapshotProjector
 from aqueduct_directory.adapters.relay import OutboxRelay
 from aqueduct_directory.application import DirectoryApp
 from aqueduct_directory.application.config_apply import apply_config, parse_config
+from aqueduct_directory.domain.errors import InvalidInputError
 from aqueduct_directory.domain.policy import SYSTEM
 from aqueduct_directory.entrypoints.http.app import create_http_app
 from aqueduct_directory.entrypoints.rpc import serve_sign_in
@@ -182,7 +183,12 @@ async def serve(common: CommonSettings, settings: DirectorySettings) -> None:
 def run() -> None:
     common, settings = CommonSettings(), DirectorySettings()
     configure_logging("directory", common.log_level)
-    asyncio.run(serve(common, settings))
+    try:
+        asyncio.run(serve(common, settings))
+    except InvalidInputError as exc:
+        # A bad value in aqueduct.yaml: the file was checked whole, so nothing of it was applied.
+        log.error("%s refused, nothing applied: %s", common.config_file, exc.detail)
+        raise SystemExit(2) from None
 
 
 async def _replay_once(common: CommonSettings, settings: DirectorySettings) -> dict[str, Any]:

@@ -9,7 +9,11 @@ from collections.abc import Callable
 
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import (
+    InvalidKeyError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+)
 from nats.js.kv import KeyValue
 
 from aqueduct_libs import names
@@ -77,7 +81,8 @@ class BatchStore:
     async def _get(self, owner: str, batch_id: str) -> tuple[Batch, int]:
         try:
             entry = await self.batches.get(self.key(owner, batch_id))
-        except (KeyNotFoundError, ValueError):
+        except (KeyNotFoundError, InvalidKeyError, ValueError):
+            # An id that cannot even be a key names no batch either (a 404, not a 500).
             raise BatchNotFoundError(f"No such batch: {batch_id}", param="batch_id") from None
         return Batch.model_validate_json(entry.value or b""), entry.revision or 0
 

@@ -14,7 +14,7 @@ from typing import IO
 
 import nats.errors
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.errors import InvalidKeyError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
@@ -99,7 +99,8 @@ class FileStore:
     async def get(self, owner: str, file_id: str) -> StoredFile:
         try:
             entry = await self.meta.get(self._key(owner, file_id))
-        except (KeyNotFoundError, nats.errors.BadSubjectError):
+        except (KeyNotFoundError, InvalidKeyError, nats.errors.BadSubjectError):
+            # An id that cannot even be a key (a client's typo, a fuzzer's bytes) names no file either.
             raise FileNotFoundInStoreError(f"No such File object: {file_id}", param="file_id") from None
         return StoredFile.model_validate_json(entry.value or b"")
 
