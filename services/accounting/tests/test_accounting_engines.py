@@ -108,11 +108,13 @@ def test_roll_ups_left_short_by_a_crash_are_rebuilt(tmp_path: Path) -> None:
         ]
         engine.insert_json_rows("usage_events", rows)
         assert repair_rollups(engine) == []  # consistent: nothing to do
-        # What a kill between the events' part and the views' parts leaves behind.
+        # What a kill between the events' part and the roll-up's part leaves behind (usage_rollup holds
+        # the three grains that usage_by_minute, usage_by_hour and usage_by_day show).
         engine.execute(
-            "ALTER TABLE usage_by_minute DELETE WHERE bucket < '2026-01-05 10:30:00' SETTINGS mutations_sync = 2"
+            "ALTER TABLE usage_rollup DELETE WHERE grain = 'minute' AND bucket < '2026-01-05 10:30:00' "
+            "SETTINGS mutations_sync = 2"
         )
-        engine.execute("ALTER TABLE usage_by_day DELETE WHERE 1 SETTINGS mutations_sync = 2")
+        engine.execute("ALTER TABLE usage_rollup DELETE WHERE grain = 'day' SETTINGS mutations_sync = 2")
 
         assert repair_rollups(engine) == [
             "usage_by_minute@2026-01-05T10:00:00+00:00",
@@ -123,5 +125,54 @@ def test_roll_ups_left_short_by_a_crash_are_rebuilt(tmp_path: Path) -> None:
                 f"SELECT sum(requests), sum(input_tokens), sum(cost_nanos) FROM {table}"
             ).rows == [[100, 300, 700]], table
         assert repair_rollups(engine) == []
+    finally:
+        engine.close()
+
+
+@pytest.mark.chdb
+def test_a_deployment_with_three_rollup_tables_migrates_to_one_with_the_same_sums(tmp_path: Path) -> None:
+    """0008 replaces usage_by_minute/hour/day (tables fed by three views) with views of usage_rollup: a
+    database migrated up to 0007, with rows in it, reads the same roll-ups afterwards, and new events
+    reach all three."""
+    old = tmp_path / "old"
+    old.mkdir()
+    for source in default_migrations_dir().glob("000[1-7]_*.sql"):
+        (old / source.name).write_text(source.read_text())
+    engine = ChdbClickHouse(tmp_path / "chdb")
+
+    def rows(first: int, count: int) -> list[dict[str, object]]:
+        return [
+            {
+                "event_id": f"m-{i}",
+                "occurred_at": f"2026-01-05 {10 + i % 3}:{i % 60:02d}:00.000",
+                "org_id": f"o{i % 2}",
+                "model": "m",
+                "input_tokens": i,
+                "reasoning_tokens": 1,
+                "cost_nanos": 7,
+            }
+            for i in range(first, first + count)
+        ]
+
+    sums = "SELECT sum(requests), sum(input_tokens), sum(reasoning_tokens), sum(cost_nanos), uniqExact(bucket) FROM "
+    try:
+        apply_migrations(engine, old)
+        engine.insert_json_rows("usage_events", rows(0, 90))
+        before = {
+            table: engine.query(sums + table).rows
+            for table in ("usage_by_minute", "usage_by_hour", "usage_by_day")
+        }
+        assert before["usage_by_hour"][0][:4] == [90, sum(range(90)), 90, 630]
+
+        assert apply_migrations(engine, default_migrations_dir())[0] == "0008"
+        kinds = dict(engine.query("SELECT name, engine FROM system.tables WHERE name LIKE 'usage_%'").rows)
+        assert kinds["usage_by_minute"] == kinds["usage_by_hour"] == kinds["usage_by_day"] == "View"
+        assert "usage_by_hour_mv" not in kinds and kinds["usage_rollup"] == "SummingMergeTree"
+        for table, expected in before.items():
+            assert engine.query(sums + table).rows == expected, table
+
+        engine.insert_json_rows("usage_events", rows(90, 10))
+        for table in before:
+            assert engine.query(f"SELECT sum(requests) FROM {table}").rows == [[100]], table
     finally:
         engine.close()

@@ -82,15 +82,23 @@ def test_a_lost_rollup_view_is_recreated_and_the_rollup_rebuilt(tmp_path: Path) 
     try:
         migrate_and_repair(engine, default_migrations_dir())
         _insert(engine, 30)
-        engine.execute("DROP TABLE usage_by_hour_mv")
-        _insert(engine, 60, first=30)  # the hour roll-up misses these
+        # The three roll-ups are the grains of usage_rollup (0008), fed by one view, read through views.
+        engine.execute("DROP TABLE usage_rollup_mv")
+        _insert(engine, 60, first=30)  # the roll-ups miss these
         engine.execute("DROP TABLE usage_by_day")
 
         repair = migrate_and_repair(engine, default_migrations_dir())
 
-        assert repair.created == ["usage_by_day", "usage_by_hour_mv"]
+        assert repair.created == ["usage_by_day", "usage_rollup_mv"]
         assert not repair.replay_usage and not repair.replay_directory
         raw = _rows(engine, "SELECT count(), sum(input_tokens) FROM usage_events")
+        for table in ROLLUPS:
+            assert _rows(engine, f"SELECT sum(requests), sum(input_tokens) FROM {table}") == raw, table
+
+        engine.execute("DROP TABLE usage_rollup")  # the roll-up table itself, rows and all
+        repair = migrate_and_repair(engine, default_migrations_dir())
+        assert repair.created == ["usage_rollup"]
+        assert raw[0][0] == 60
         for table in ROLLUPS:
             assert _rows(engine, f"SELECT sum(requests), sum(input_tokens) FROM {table}") == raw, table
     finally:
@@ -245,9 +253,9 @@ def test_a_lost_object_comes_back_in_its_latest_definition(tmp_path: Path) -> No
     for source in default_migrations_dir().glob("*.sql"):
         (folder / source.name).write_text(source.read_text())
     (folder / "9001_replace_a_view.sql").write_text(
-        "DROP VIEW IF EXISTS usage_by_day_mv;\n"
-        "CREATE MATERIALIZED VIEW IF NOT EXISTS usage_by_day_mv TO usage_by_day AS\n"
-        "SELECT toDateTime(toStartOfDay(occurred_at), 'UTC') AS bucket, org_id, team_id, user_id, token_id,\n"
+        "DROP VIEW IF EXISTS usage_rollup_mv;\n"
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS usage_rollup_mv TO usage_rollup AS\n"
+        "SELECT 'day' AS grain, toDateTime(toStartOfDay(occurred_at), 'UTC') AS bucket, org_id, team_id, user_id, token_id,\n"
         "model, count() * 10 AS requests, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,\n"
         "sum(cached_tokens) AS cached_tokens, sum(cost_nanos) AS cost_nanos FROM usage_events\n"
         "GROUP BY bucket, org_id, team_id, user_id, token_id, model;\n"
@@ -256,10 +264,10 @@ def test_a_lost_object_comes_back_in_its_latest_definition(tmp_path: Path) -> No
     engine = ChdbClickHouse(tmp_path / "chdb")
     try:
         migrate_and_repair(engine, folder)
-        engine.execute("DROP TABLE usage_by_day_mv")
+        engine.execute("DROP TABLE usage_rollup_mv")
         engine.execute("DROP TABLE usage_events")
         repair = migrate_and_repair(engine, folder)
-        assert repair.created == ["usage_by_day_mv", "usage_events"]
+        assert repair.created == ["usage_events", "usage_rollup_mv"]
         _insert(engine, 3)
         assert _rows(
             engine, "SELECT count() FROM system.columns WHERE table = 'usage_events' AND name = 'request_id'"

@@ -34,6 +34,7 @@ _CREATES = re.compile(
     r"^\s*CREATE\s+(?:TABLE|MATERIALIZED\s+VIEW|VIEW|DICTIONARY)\s+IF\s+NOT\s+EXISTS\s+`?(\w+)`?", re.I
 )
 _ALTERS = re.compile(r"^\s*ALTER\s+TABLE\s+`?(\w+)`?", re.I)
+_DROPS = re.compile(r"^\s*DROP\s+(?:TABLE|VIEW|DICTIONARY)\s+IF\s+EXISTS\s+`?(\w+)`?", re.I)
 
 _CREATE_LEDGER = """
 CREATE TABLE IF NOT EXISTS schema_migrations
@@ -100,14 +101,20 @@ def existing_tables(engine: ClickHouse) -> set[str]:
     return {str(row[0]) for row in rows}
 
 
+def _kept(statements: list[str]) -> set[str]:
+    """The tables and views these statements leave: created, and not dropped by a later statement."""
+    kept: set[str] = set()
+    for statement in statements:
+        if match := _CREATES.match(statement):
+            kept.add(match.group(1))
+        elif match := _DROPS.match(statement):
+            kept.discard(match.group(1))
+    return kept
+
+
 def expected_tables(folder: Path) -> set[str]:
-    """Every table and view the migrations create."""
-    return {
-        match.group(1)
-        for migration in load_migrations(folder)
-        for statement in migration.statements
-        if (match := _CREATES.match(statement))
-    }
+    """Every table and view the migrations create (and a later one does not drop)."""
+    return _kept([statement for migration in load_migrations(folder) for statement in migration.statements])
 
 
 def _target(statement: str) -> str | None:
@@ -124,19 +131,13 @@ def repair_missing(engine: ClickHouse, folder: Path) -> list[str]:
     """
     done = {row[0] for row in engine.query("SELECT version FROM schema_migrations").rows}
     applied = [m for m in load_migrations(folder) if m.version in done]
-    present = existing_tables(engine)
-    missing = {
-        name
-        for migration in applied
-        for statement in migration.statements
-        if (match := _CREATES.match(statement)) and (name := match.group(1)) not in present
-    }
+    statements = [statement for migration in applied for statement in migration.statements]
+    missing = _kept(statements) - existing_tables(engine)  # what a later migration dropped stays dropped
     if not missing:
         return []
     log.warning(
         "ClickHouse objects missing although migrated: %s; recreating them", ", ".join(sorted(missing))
     )
-    statements = [statement for migration in applied for statement in migration.statements]
     # A later migration may replace an object (drop it, create it anew): only its last definition counts,
     # with the alterations that follow it.
     last_create = {

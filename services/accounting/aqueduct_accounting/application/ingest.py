@@ -118,7 +118,7 @@ class UsageIngest:
         return found
 
     async def ingest_rows(self, rows: list[dict[str, Any]]) -> IngestResult:
-        """``rows`` as ``usage_row_from_json`` makes them; each gets its cost here."""
+        """``rows`` as ``usage_row_from_json`` makes them; each without a ``cost_nanos`` gets its cost here."""
         if not rows:
             return IngestResult(0, 0)
         unique: dict[str, dict[str, Any]] = {}
@@ -128,7 +128,8 @@ class UsageIngest:
         fresh = [row for event_id, row in unique.items() if event_id not in existing]
         cost = self._prices.cost
         for row in fresh:
-            row["cost_nanos"] = cost(row["model"], token_classes(row))
+            if "cost_nanos" not in row:  # not priced when it was read
+                row["cost_nanos"] = cost(row["model"], token_classes(row))
         if fresh:
             token = hashlib.sha256("\n".join(row["event_id"] for row in fresh).encode()).hexdigest()
             try:

@@ -17,7 +17,7 @@ import orjson
 
 from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse
 from aqueduct_accounting.adapters.dead_letters import DeadLetters
-from aqueduct_accounting.application.rollups import repair_rollups
+from aqueduct_accounting.application.rollups import ROLLUP_TABLE, repair_rollups
 from aqueduct_accounting.domain.usage import (
     TOKEN_COUNTS,
     InvalidUsageEventError,
@@ -81,8 +81,7 @@ async def quarantine_out_of_bounds(clickhouse: AsyncClickHouse, letters: DeadLet
         {"ids": ids},
     )
     # The roll-ups counted those rows (in buckets that may not even be their hour): rebuild them all.
-    for table in ("usage_by_minute", "usage_by_hour", "usage_by_day"):
-        await clickhouse.execute(f"TRUNCATE TABLE IF EXISTS {table}")
+    await clickhouse.execute(f"TRUNCATE TABLE IF EXISTS {ROLLUP_TABLE}")
     await clickhouse.run(repair_rollups, datetime(1970, 1, 1, tzinfo=UTC))
     log.warning("%d usage rows out of bounds moved to the dead-letter stream; roll-ups rebuilt", len(ids))
     return len(ids)

@@ -3,7 +3,8 @@
 A materialized view writes its roll-up part just after the ``usage_events`` part. A process killed between
 the two leaves events whose redelivery the id check then (rightly) skips, so the roll-up would stay short.
 At start, every hour that received events recently is compared with its roll-ups; a roll-up range that
-disagrees is rebuilt from the raw events.
+disagrees is rebuilt from the raw events. The three roll-ups are the grains of one table, ``usage_rollup``
+(migration 0008), read through the views ``usage_by_minute``, ``usage_by_hour`` and ``usage_by_day``.
 """
 
 from __future__ import annotations
@@ -14,19 +15,21 @@ from datetime import UTC, datetime, timedelta
 from aqueduct_accounting.adapters.clickhouse import ClickHouse
 from aqueduct_accounting.domain.usage import clickhouse_time
 
-__all__ = ["repair_rollups"]
+__all__ = ["ROLLUP_TABLE", "repair_rollups"]
 
 log = logging.getLogger(__name__)
 
+ROLLUP_TABLE = "usage_rollup"
+# (the view's name, the grain in usage_rollup, the bucket of an event, the range checked at once)
 _ROLLUPS = (
-    ("usage_by_minute", "toStartOfMinute(occurred_at)", timedelta(hours=1)),
-    ("usage_by_hour", "toStartOfHour(occurred_at)", timedelta(hours=1)),
-    ("usage_by_day", "toDateTime(toStartOfDay(occurred_at), 'UTC')", timedelta(days=1)),
+    ("usage_by_minute", "minute", "toStartOfMinute(occurred_at)", timedelta(hours=1)),
+    ("usage_by_hour", "hour", "toStartOfHour(occurred_at)", timedelta(hours=1)),
+    ("usage_by_day", "day", "toDateTime(toStartOfDay(occurred_at), 'UTC')", timedelta(days=1)),
 )
 _TOTALS = "count(), sum(input_tokens), sum(output_tokens), sum(cost_nanos)"
 _ROLLED = "sum(requests), sum(input_tokens), sum(output_tokens), sum(cost_nanos)"
 _ROLLUP_COLUMNS = (
-    "bucket, org_id, team_id, user_id, token_id, model, requests, input_tokens, output_tokens, cached_tokens, "
+    "grain, bucket, org_id, team_id, user_id, token_id, model, requests, input_tokens, output_tokens, cached_tokens, "
     "cache_write_5m_tokens, cache_write_1h_tokens, reasoning_tokens, cost_nanos"
 )
 _RANGE = "{{lo:DateTime64(3, 'UTC')}} AND {column} < {{hi:DateTime64(3, 'UTC')}}"
@@ -55,29 +58,33 @@ def repair_rollups(engine: ClickHouse, recorded_since: datetime | None = None) -
     checked: set[tuple[str, datetime]] = set()
     for (hour_value,) in hours:
         hour = _as_utc(hour_value)
-        for table, bucket_expression, span in _ROLLUPS:
+        for table, grain, bucket_expression, span in _ROLLUPS:
             lo = hour if span == timedelta(hours=1) else hour.replace(hour=0)
             if (table, lo) in checked:
                 continue
             checked.add((table, lo))
-            params = {"lo": clickhouse_time(lo), "hi": clickhouse_time(lo + span)}
+            params = {"lo": clickhouse_time(lo), "hi": clickhouse_time(lo + span), "grain": grain}
             raw = engine.query(
                 f"SELECT {_TOTALS} FROM usage_events WHERE occurred_at >= {_RANGE.format(column='occurred_at')}",
                 params,
             ).rows
             rolled = engine.query(
-                f"SELECT {_ROLLED} FROM {table} WHERE bucket >= {_RANGE.format(column='bucket')}", params
+                f"SELECT {_ROLLED} FROM {ROLLUP_TABLE} WHERE grain = {{grain:String}} "
+                f"AND bucket >= {_RANGE.format(column='bucket')}",
+                params,
             ).rows
             if [[int(v) for v in row] for row in raw] == [[int(v or 0) for v in row] for row in rolled]:
                 continue
             log.warning("roll-up %s disagrees with usage_events from %s; rebuilding", table, lo)
             engine.execute(
-                f"ALTER TABLE {table} DELETE WHERE bucket >= {_RANGE.format(column='bucket')} "
+                f"ALTER TABLE {ROLLUP_TABLE} DELETE WHERE grain = {{grain:String}} "
+                f"AND bucket >= {_RANGE.format(column='bucket')} "
                 "SETTINGS mutations_sync = 2",
                 params,
             )
             engine.execute(
-                f"INSERT INTO {table} ({_ROLLUP_COLUMNS}) SELECT {bucket_expression} AS bucket, org_id, team_id, "
+                f"INSERT INTO {ROLLUP_TABLE} ({_ROLLUP_COLUMNS}) SELECT {{grain:String}}, "
+                f"{bucket_expression} AS bucket, org_id, team_id, "
                 "user_id, token_id, model, count() AS requests, sum(input_tokens), sum(output_tokens), "
                 "sum(cached_tokens), sum(cache_write_5m_tokens), sum(cache_write_1h_tokens), sum(reasoning_tokens), "
                 f"sum(cost_nanos) FROM usage_events WHERE occurred_at >= {_RANGE.format(column='occurred_at')} "

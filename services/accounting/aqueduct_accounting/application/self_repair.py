@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aqueduct_accounting.adapters.clickhouse import ClickHouse
 from aqueduct_accounting.adapters.migrations import apply_migrations, existing_tables, repair_missing
-from aqueduct_accounting.application.rollups import repair_rollups
+from aqueduct_accounting.application.rollups import ROLLUP_TABLE, repair_rollups
 
 __all__ = ["SchemaRepair", "migrate_and_repair"]
 
@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 USAGE_TABLE = "usage_events"
 DIRECTORY_TABLE = "directory_events"
-ROLLUP_PREFIX = "usage_by_"
+# The roll-up table (usage_rollup), its view, and the views of its grains (usage_by_minute, ...).
+ROLLUP_PREFIXES = (ROLLUP_TABLE, "usage_by_")
 
 
 @dataclass
@@ -48,10 +49,9 @@ def migrate_and_repair(engine: ClickHouse, folder: Path) -> SchemaRepair:
     if USAGE_TABLE in created:
         repair.replay_usage = True
         # The roll-ups still count the lost events: empty them, the replay counts everything again.
-        for table in sorted(before):
-            if table.startswith(ROLLUP_PREFIX) and not table.endswith("_mv"):
-                engine.execute(f"TRUNCATE TABLE IF EXISTS {table}")
-    elif any(name.startswith(ROLLUP_PREFIX) for name in created) and USAGE_TABLE in before:
+        if ROLLUP_TABLE in before:
+            engine.execute(f"TRUNCATE TABLE IF EXISTS {ROLLUP_TABLE}")
+    elif any(name.startswith(ROLLUP_PREFIXES) for name in created) and USAGE_TABLE in before:
         # A roll-up or its view was lost alone: rebuild every hour from the raw events.
         rebuilt = repair_rollups(engine, recorded_since=datetime(1970, 1, 1, tzinfo=UTC))
         log.warning("roll-ups rebuilt from usage_events: %d ranges", len(rebuilt))

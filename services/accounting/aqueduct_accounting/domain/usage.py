@@ -177,6 +177,7 @@ def _priced_row(data: Any, latest: str, cost: Callable[[dict[str, Any]], int] | 
             raise InvalidUsageEventError(
                 f"the event costs {nanos} nano-dollars, outside 0..{bounds.MAX_EVENT_COST_NANOS}"
             )
+        row["cost_nanos"] = nanos  # priced once: ingest keeps it
     return row
 
 

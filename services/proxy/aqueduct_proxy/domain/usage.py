@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from aqueduct_libs.bounds import clamp_tokens
+from aqueduct_libs.bounds import MAX_TOKENS, clamp_tokens
 
 __all__ = ["StreamTally", "TokenUsage", "usage_from_anthropic", "usage_from_body"]
 
@@ -73,7 +73,7 @@ def _from_usage(usage: Any) -> TokenUsage | None:
             usage.get("output_tokens") if "output_tokens" in usage else usage.get("completion_tokens")
         )
         reasoning = _int(_dict(usage.get("completion_tokens_details")).get("reasoning_tokens"))
-        return TokenUsage(fresh + read + five + hour, output, read, five, hour, reasoning)
+        return TokenUsage(min(fresh + read + five + hour, MAX_TOKENS), output, read, five, hour, reasoning)
     if "input_tokens" in usage or "output_tokens" in usage:  # Responses API naming
         return TokenUsage(
             _int(usage.get("input_tokens")),
