@@ -177,6 +177,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
             ready=lambda: bool(ready_check) and ready_check[0].ready(),
             registry=metrics.registry,
             api_tokens=api_tokens,
+            budgets=budgets,
         )
     )
     service = Service(
