@@ -108,7 +108,7 @@ async def test_budget_status_for_the_viewer_and_by_scope(
     # Bad input: a clear 400 and no answer without a credential.
     assert _get(accounting, user, scope="planet", id="x").status_code == 400
     assert _get(accounting, user, scope="team").status_code == 400
-    assert httpx.get(f"{accounting.url}/api/budgets/status", timeout=10).status_code == 401
+    assert _get(accounting, "not-a-session").status_code == 401
 
     # Used up: spent reaches the limit and nothing remains.
     await publish_usage(

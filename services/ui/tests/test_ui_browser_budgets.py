@@ -4,8 +4,11 @@ model marked unavailable on the Models page with the budget as the reason."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import openai
@@ -122,6 +125,21 @@ async def test_a_user_with_a_used_up_budget_sees_it_and_the_models_unavailable(
 
         await page.goto("/usage")
         await expect(page.locator("#budget-state tr[data-scope='user']")).to_contain_text("used up")
+
+        # The CSV export names its ids (user name and e-mail, token name) next to them.
+        await page.goto("/usage?range=24h&group_by=user")
+        async with page.expect_download() as waiting:
+            await page.get_by_role("link", name="Export CSV").click()
+        download = await waiting.value
+        rows = list(csv.DictReader(io.StringIO(Path(await download.path()).read_text())))  # noqa: ASYNC240
+        assert [(r["user"], r["user_name"], r["user_email"]) for r in rows] == [
+            (bea.user_id, bea.name, bea.email)
+        ], rows
+        tokens = await page.request.get("/usage/export.csv", params={"group_by": "token"})
+        by_token = list(csv.DictReader(io.StringIO(await tokens.text())))
+        assert [(r["token"], r["token_name"]) for r in by_token] == [
+            (token.json()["token"]["id"], "budget probe")
+        ]
 
         await page.goto(f"/teams/{team_id}")
         team_state = page.locator("#budget-state")
