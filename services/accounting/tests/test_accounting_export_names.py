@@ -41,6 +41,15 @@ async def _event(js, type_: str, aggregate_type: str, aggregate_id: str, **data:
     )
 
 
+def _summary(service: AccountingProcess, token: str, **params: str) -> dict:
+    return httpx.get(
+        f"{service.url}/api/usage/summary",
+        params={**WINDOW, **params},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    ).json()
+
+
 def _csv(service: AccountingProcess, token: str, **params: str) -> list[dict[str, str]]:
     answer = httpx.get(
         f"{service.url}/api/usage/export.csv",
@@ -104,6 +113,15 @@ async def test_export_carries_names_next_to_ids(
     assert list(orgs[0])[:3] == ["bucket", "org", "org_name"]
     # Grouped by model: no name columns.
     assert "model_name" not in _csv(accounting, admin_token, group_by="model")[0]
+
+    # The summary names its groups too (the usage page labels them without asking for every user).
+    summary = _summary(accounting, admin_token, group_by="user")
+    named = {g["key"]: (g.get("name"), g.get("email")) for g in summary["groups"]}
+    assert named == {
+        "u-ada": ("Ada Lovelace", "ada@example.org"),
+        "u-bob": ("Bob Builder", "bob@uni.example"),
+        "u-nameless": (None, None),
+    }
 
     # A user's export names only what they may see: their own row.
     ada = session_keys.token("u-ada", org="o-1")

@@ -144,6 +144,11 @@ class Reports:
     ) -> dict[str, Any]:
         if group_by:
             groups = await self._grouped(viewer, wanted, window, group_by)
+            # Each group's name (and a user's e-mail), so screens need not fetch every user to label them.
+            named = await latest_names(self._ch, group_by, [str(g["key"]) for g in groups])
+            for g in groups:
+                if str(g["key"]) in named:
+                    g["name"], g["email"] = named[str(g["key"])]
             totals = {name: sum(g[name] for g in groups) for name in METRIC_NAMES}
             totals["cost_usd"] = nanos_to_usd(totals["cost_nanos"])
         else:
