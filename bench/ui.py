@@ -68,11 +68,13 @@ async def seed(stack: Stack, users: int, teams: int, tokens: int) -> dict[str, s
         )
         admin = {"Authorization": f"Bearer {pair.json()['access_token']}"}
         directory = stack.urls["directory"]
-        org_id = (await http.get(f"{directory}/api/me", headers=admin)).json()["org_id"]
+        me = (await http.get(f"{directory}/api/me", headers=admin)).json()
+        org_id = me["org_id"]
 
         async def post(path: str, body: dict, headers: dict = admin) -> dict:
             answer = await http.post(f"{directory}{path}", json=body, headers=headers)
-            answer.raise_for_status()
+            if answer.status_code >= 400:
+                raise SystemExit(f"seeding failed: POST {path}: {answer.status_code} {answer.text[:300]}")
             return answer.json()
 
         team_ids = [
@@ -101,6 +103,8 @@ async def seed(stack: Stack, users: int, teams: int, tokens: int) -> dict[str, s
                 for i, u in enumerate(user_ids)
             ]
         )
+        # The service accounts' creator owns them, so must be a member of each team.
+        await _bulk([lambda t=t: post(f"/api/teams/{t}/members", {"user_id": me["id"]}) for t in team_ids])
         # Personal tokens would need each owner to sign in (and are capped per user): the tokens are those
         # of service accounts (one token each), spread evenly over the teams.
         await _bulk(
