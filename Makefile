@@ -29,11 +29,13 @@ install: $(STAMP) ## Create or update the virtual environment from uv.lock
 
 OIDC_DIR := services/auth/tests/oidc
 HUB_DIR := services/auth/tests/jupyterhub
-test-deps: $(STAMP) ## Install the test-only peers: oidc-provider and JupyterHub (pinned; needs node and npm)
+AGENTS_DIR := tests/agents
+test-deps: $(STAMP) ## Install the test-only peers: oidc-provider, JupyterHub, Claude Code and Codex (pinned; needs npm)
 	@if command -v npm >/dev/null 2>&1; then \
 	  [ -d $(OIDC_DIR)/node_modules ] || $(OIDC_DIR)/install.sh; \
 	  [ -x $(HUB_DIR)/.venv/bin/jupyterhub ] || PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(HUB_DIR)/install.sh; \
-	else echo "npm not found: the OIDC and JupyterHub tests will be skipped"; fi
+	  [ -x $(AGENTS_DIR)/node_modules/.bin/claude ] || $(AGENTS_DIR)/install.sh; \
+	else echo "npm not found: the OIDC, JupyterHub and coding-agent tests will be skipped"; fi
 
 up: $(STAMP) ## Run the whole product on embedded defaults (NATS, Valkey, SQLite, chDB)
 	$(VENV)/bin/aqueduct up

@@ -9,6 +9,9 @@ reserves its worst case on six counters in Valkey and settles it). ``--skip-budg
 LiteLLM (a pinned, known-good version) is installed on first use into ``bench/.venv-litellm``, never
 into the project's environment; ``--skip-litellm`` leaves it out.
 
+The Aqueduct proxy is measured twice in one run: on chat completions, and on Anthropic's ``/v1/messages``
+translated to the same chat upstream (the cost of the translation is the difference of the two rows).
+
 Prints a markdown table: requests/s at concurrency 32, p50/p99 latency at concurrency 1 and 32, and the
 resident memory (RSS, summed over the process tree) of each proxy after the load.
 """
@@ -49,23 +52,35 @@ BODY = {
     "messages": [{"role": "user", "content": "hello there how are you"}],
     "max_tokens": 5,
 }
+# The same request in Anthropic's Messages format (/v1/messages, translated to the chat upstream).
+MESSAGES_BODY = {
+    "model": "gpt-test",
+    "max_tokens": 5,
+    "messages": [{"role": "user", "content": "hello there how are you"}],
+}
 
 
 # -- load generation -----------------------------------------------------------------------------------
 
 
 async def measure(
-    url: str, key: str, concurrency: int, seconds: float, pid: int | None = None
+    url: str,
+    key: str,
+    concurrency: int,
+    seconds: float,
+    pid: int | None = None,
+    body: dict[str, object] | None = None,
 ) -> dict[str, float]:
     """Closed-loop load: ``concurrency`` workers each sending the next request when the last one ends."""
     latencies: list[float] = []
     errors = 0
+    body = body or BODY
     connector = aiohttp.TCPConnector(limit=concurrency)
     headers = {"Authorization": f"Bearer {key}"}
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
         # Warm up connections and caches.
         for _ in range(20):
-            async with session.post(url, json=BODY) as r:
+            async with session.post(url, json=body) as r:
                 await r.read()
         deadline = time.perf_counter() + seconds
 
@@ -73,7 +88,7 @@ async def measure(
             nonlocal errors
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
-                async with session.post(url, json=BODY) as r:
+                async with session.post(url, json=body) as r:
                     await r.read()
                     if r.status != 200:
                         errors += 1
@@ -200,7 +215,9 @@ async def write_snapshot(nats_url: str, upstream_url: str) -> tuple[str, str]:
     return values[0], values[1]
 
 
-def start_aqueduct(port: int, nats: EmbeddedNats, valkey: EmbeddedValkey, data_dir: Path) -> subprocess.Popen:
+def start_aqueduct(
+    port: int, nats: EmbeddedNats, valkey: EmbeddedValkey, data_dir: Path, upstream_client: str = "builtin"
+) -> subprocess.Popen:
     env = {
         **os.environ,
         "AQUEDUCT_DEV_MODE": "true",
@@ -209,6 +226,7 @@ def start_aqueduct(port: int, nats: EmbeddedNats, valkey: EmbeddedValkey, data_d
         "AQUEDUCT_DATA_DIR": str(data_dir),
         "AQUEDUCT_PROXY_PORT": str(port),
         "AQUEDUCT_PROXY_REDIS_URL": valkey.url,
+        "AQUEDUCT_PROXY_UPSTREAM_CLIENT": upstream_client,
         "AQUEDUCT_LOG_LEVEL": "WARNING",
     }
     process = subprocess.Popen([sys.executable, "-m", "aqueduct_proxy"], env=env, cwd=ROOT)
@@ -292,10 +310,12 @@ def stop(process: subprocess.Popen) -> None:
 # -- the run -------------------------------------------------------------------------------------------
 
 
-async def bench_one(name: str, url: str, key: str, seconds: float, pid: int | None) -> dict[str, object]:
+async def bench_one(
+    name: str, url: str, key: str, seconds: float, pid: int | None, body: dict[str, object] | None = None
+) -> dict[str, object]:
     print(f"measuring {name} ...", file=sys.stderr)
-    single = await measure(url, key, 1, seconds, pid)
-    many = await measure(url, key, 32, seconds, pid)
+    single = await measure(url, key, 1, seconds, pid, body)
+    many = await measure(url, key, 32, seconds, pid, body)
     return {"name": name, "c1": single, "c32": many, "rss": rss_mb(pid) if pid else None}
 
 
@@ -327,6 +347,12 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="duration of each measurement")
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--skip-budgets", action="store_true", help="no 'budgets on' row")
+    parser.add_argument(
+        "--upstream-client",
+        choices=("builtin", "aiohttp", "both"),
+        default="builtin",
+        help="the proxy's upstream HTTP client; 'both' adds a row with aiohttp's client for every call",
+    )
     args = parser.parse_args()
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
@@ -375,7 +401,34 @@ async def main() -> None:
                         aqueduct.pid,
                     )
                 )
+            rows.append(
+                await bench_one(
+                    "Aqueduct proxy, /v1/messages translated to the chat upstream",
+                    f"http://127.0.0.1:{port}/v1/messages",
+                    token,
+                    args.seconds,
+                    aqueduct.pid,
+                    MESSAGES_BODY,
+                )
+            )
             stop(aqueduct)
+            if args.upstream_client in ("aiohttp", "both"):
+                port = free_port()
+                aqueduct = start_aqueduct(
+                    port, nats, valkey, work / "aqueduct-aiohttp", upstream_client="aiohttp"
+                )
+                processes.append(aqueduct)
+                await asyncio.sleep(1.0)
+                rows.append(
+                    await bench_one(
+                        "Aqueduct proxy, aiohttp's upstream client instead of the built-in one",
+                        f"http://127.0.0.1:{port}/v1/chat/completions",
+                        token,
+                        args.seconds,
+                        aqueduct.pid,
+                    )
+                )
+                stop(aqueduct)
 
             if not args.skip_litellm:
                 port = free_port()

@@ -61,3 +61,57 @@ def test_compose_refuses_to_start_without_secrets(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "AQUEDUCT_SECRET_KEY" in result.stderr or "set " in result.stderr
+
+
+# Which secret each container may hold (the variable names of infra/compose.env.example).
+_SECRETS_FOR = {
+    "directory": {"AQUEDUCT_SECRET_KEY", "NATS_DIRECTORY_PASSWORD", "POSTGRES_PASSWORD"},
+    "auth": {"AQUEDUCT_SECRET_KEY", "NATS_AUTH_PASSWORD", "AQUEDUCT_OIDC_CLIENT_SECRET"},
+    # Valkey: it reconciles the proxies' budget counters.
+    "accounting": {
+        "NATS_ACCOUNTING_PASSWORD",
+        "CLICKHOUSE_PASSWORD",
+        "CLICKHOUSE_ANALYST_PASSWORD",
+        "VALKEY_PASSWORD",
+    },
+    "proxy": {
+        "AQUEDUCT_SECRET_KEY",
+        "NATS_PROXY_PASSWORD",
+        "VALKEY_PASSWORD",
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+    },
+    "batch-worker": {
+        "AQUEDUCT_SECRET_KEY",
+        "NATS_BATCH_WORKER_PASSWORD",
+        "VALKEY_PASSWORD",
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+    },
+    "ui": {"AQUEDUCT_SECRET_KEY", "NATS_UI_PASSWORD"},
+}
+
+
+def test_each_service_gets_only_its_own_secrets(tmp_path: Path) -> None:
+    names = [
+        line.split("=", 1)[0]
+        for line in (ROOT / "infra/compose.env.example").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    ] + ["ANTHROPIC_API_KEY"]
+    # A distinct, recognisable value per secret, so each can be traced to the containers that get it.
+    values = {name: f"{name.lower().replace('_', '')}{'0' * 40}" for name in names}
+    env_file = tmp_path / "distinct.env"
+    env_file.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
+    result = subprocess.run(
+        [*_compose_command(), "--env-file", str(env_file), "-f", "docker-compose.yml", "config"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+
+    for service, allowed in _SECRETS_FOR.items():
+        environment = " ".join(f"{k}={v}" for k, v in services[service]["environment"].items())
+        held = {name for name, value in values.items() if value in environment}
+        assert held == allowed, service

@@ -130,6 +130,10 @@ EVENT_STREAMS: tuple[tuple[str, str], ...] = (
     (names.USAGE_STREAM, "usage.v1.>"),
     (names.AUTH_EVENTS_STREAM, f"{names.AUTH_EVENTS_SUBJECT_PREFIX}.>"),
 )
+# Streams of which only the last message of each subject is kept: (name, subject filter).
+LAST_PER_SUBJECT_STREAMS: tuple[tuple[str, str], ...] = (
+    (names.DEAD_LETTERS_STREAM, f"{names.DEAD_LETTERS_SUBJECT_PREFIX}.>"),
+)
 
 
 async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
@@ -142,6 +146,19 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
                 storage=js_api.StorageType.FILE,
                 retention=js_api.RetentionPolicy.LIMITS,
                 duplicate_window=DUPLICATE_WINDOW_SECONDS,
+                num_replicas=replicas,
+            ),
+        )
+    for name, subjects in LAST_PER_SUBJECT_STREAMS:
+        await _ensure_stream(
+            js,
+            js_api.StreamConfig(
+                name=name,
+                subjects=[subjects],
+                storage=js_api.StorageType.FILE,
+                retention=js_api.RetentionPolicy.LIMITS,
+                duplicate_window=DUPLICATE_WINDOW_SECONDS,
+                max_msgs_per_subject=1,
                 num_replicas=replicas,
             ),
         )

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aqueduct_libs.request_id import current_request_id
 
-__all__ = ["AuthEvent", "DirectoryEvent", "UsageRecorded", "new_event_id", "utcnow"]
+__all__ = ["AuthEvent", "DeadLetter", "DirectoryEvent", "UsageRecorded", "new_event_id", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -46,12 +46,17 @@ class UsageRecorded(BaseModel):
     team_id: str | None = None
     org_id: str
     endpoint: str  # endpoint slug
-    model: str  # model name as the client asked for it ("" for routes without a model)
+    model: str  # the model's name (for an alias, the model it maps to; "" for routes without a model)
     route: str  # e.g. "/v1/chat/completions"
     status_code: int
     input_tokens: int = 0
     output_tokens: int = 0
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # read from the prompt cache (part of input_tokens)
+    # Written to the prompt cache, kept 5 minutes or 1 hour (parts of input_tokens; Anthropic-style caches).
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0  # part of output_tokens
+    alias: str | None = None  # the alias the client named; model is then the model it maps to
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     streamed: bool = False
@@ -102,3 +107,26 @@ class AuthEvent(BaseModel):
     method: str = ""  # "local", "oidc", "refresh", "jupyterhub"
     client_ip: str | None = None
     reason: str | None = None  # for SignInFailed: "invalid_credentials", "rate_limited", "refused", ...
+
+
+class DeadLetter(BaseModel):
+    """A message, or one event of a message, that a consumer could not store, and why.
+
+    Subject: ``names.dead_letter_subject(source_stream, source_sequence, index)`` in the
+    ``names.DEAD_LETTERS_STREAM`` stream; ``Nats-Msg-Id`` is the subject. ``payload`` is the message (or the
+    event, for one event of an array) as it was published, so that re-driving it once the cause is fixed
+    stores it exactly as it would have been (consumers deduplicate, so a re-drive counts nothing twice).
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: Literal[1] = 1
+    source_stream: str  # e.g. "USAGE"
+    source_subject: str
+    source_sequence: int  # the message's sequence in its stream
+    index: int | None = None  # the event's position in a message holding a JSON array; None: the message
+    consumer: str  # the durable consumer that gave up
+    reason: str
+    tries: int = 1
+    failed_at: datetime = Field(default_factory=utcnow)
+    payload: str  # the message or event text (UTF-8; undecodable bytes replaced)

@@ -18,6 +18,8 @@ __all__ = [
     "BATCH_LINES_STREAM",
     "BATCH_LINES_SUBJECT_PREFIX",
     "BATCH_RESULTS_BUCKET",
+    "DEAD_LETTERS_STREAM",
+    "DEAD_LETTERS_SUBJECT_PREFIX",
     "DIRECTORY_EVENTS_STREAM",
     "DIRECTORY_EVENTS_SUBJECT_PREFIX",
     "DIRECTORY_RPC_SIGN_IN",
@@ -35,6 +37,7 @@ __all__ = [
     "USAGE_SUBJECT",
     "auth_event_subject",
     "batch_lines_subject",
+    "dead_letter_subject",
     "directory_event_subject",
     "kv_safe",
     "snapshot_budget_key",
@@ -52,6 +55,13 @@ DIRECTORY_EVENTS_SUBJECT_PREFIX = "directory.events.v1"
 # JetStream stream holding usage events (published by the proxy, consumed by accounting).
 USAGE_STREAM = "USAGE"
 USAGE_SUBJECT = "usage.v1.recorded"
+
+# JetStream stream of dead letters: messages (or single events of a message) a consumer could not store
+# after a bounded number of tries, each with the reason (``events.DeadLetter``), written by accounting.
+# Subject ``deadletter.v1.<source stream, lower case>.<source sequence>[-<event index>]``; one message per
+# subject (a letter dead-lettered again replaces itself), purged by subject once re-driven.
+DEAD_LETTERS_STREAM = "DEAD_LETTERS"
+DEAD_LETTERS_SUBJECT_PREFIX = "deadletter.v1"
 
 # KV bucket with the proxy's auth snapshot, written by the directory's projection.
 AUTH_SNAPSHOT_BUCKET = "auth_snapshot"
@@ -112,6 +122,16 @@ def auth_event_subject(event_type: str) -> str:
 
 def batch_lines_subject(batch_id: str) -> str:
     return f"{BATCH_LINES_SUBJECT_PREFIX}.{batch_id}"
+
+
+def dead_letter_subject(
+    source_stream: str, source_sequence: int, index: int | None = None, key: str | None = None
+) -> str:
+    """``key`` (a subject token) names a letter that has no position in its stream (a row found out of
+    bounds in storage) instead of the sequence and index."""
+    if key is None:
+        key = str(source_sequence) if index is None else f"{source_sequence}-{index}"
+    return f"{DEAD_LETTERS_SUBJECT_PREFIX}.{source_stream.lower()}.{key}"
 
 
 def snapshot_token_key(token_hash: str) -> str:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
+from types import TracebackType
+from typing import Any
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from aqueduct_libs.redact import install_redaction, secret_values
 from aqueduct_libs.request_id import RequestIdLogFilter, add_request_ids
 
 __all__ = ["add_operational_routes", "configure_logging"]
@@ -18,9 +22,11 @@ def add_operational_routes(
     app: FastAPI,
     ready: Callable[[], bool],
     registry: CollectorRegistry | None = None,
+    reasons: Callable[[], list[str]] | None = None,
 ) -> None:
-    """``/healthz``: the process answers. ``/readyz``: it can do its job (``ready()``). ``/metrics``.
-    And an ``x-request-id`` on every answer of the app (``aqueduct_libs.request_id``)."""
+    """``/healthz``: the process answers. ``/readyz``: it can do its job (``ready()``; when not, the
+    ``reasons`` why, if given). ``/metrics``. And an ``x-request-id`` on every answer of the app
+    (``aqueduct_libs.request_id``)."""
     add_request_ids(app)
 
     @app.get("/healthz", include_in_schema=False)
@@ -28,10 +34,12 @@ def add_operational_routes(
         return {"status": "ok"}
 
     @app.get("/readyz", include_in_schema=False)
-    async def readyz(response: Response) -> dict[str, str]:
+    async def readyz(response: Response) -> dict[str, Any]:
         if ready():
             return {"status": "ready"}
         response.status_code = 503
+        if reasons is not None:
+            return {"status": "not ready", "reasons": reasons()}
         return {"status": "not ready"}
 
     @app.get("/metrics", include_in_schema=False)
@@ -42,10 +50,18 @@ def add_operational_routes(
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
+    """Log lines to stderr, each through the secrets filter (``aqueduct_libs.redact``), which knows the
+    secret values of this process's environment. Uncaught exceptions go through it as well."""
     logging.basicConfig(
         level=level.upper(),
         stream=sys.stderr,
         format=f"%(asctime)s {service} %(levelname)s %(name)s [%(request_id)s]: %(message)s",
     )
+    install_redaction(secret_values(os.environ))
+
+    def log_uncaught(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
+        logging.getLogger(service).critical("uncaught exception", exc_info=(kind, error, trace))
+
+    sys.excepthook = log_uncaught
     for handler in logging.getLogger().handlers:  # the request being served, "-" outside one
         handler.addFilter(RequestIdLogFilter())

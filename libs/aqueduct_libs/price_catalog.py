@@ -30,6 +30,10 @@ def litellm_price_file() -> Path | None:
     return None
 
 
+def _nanos(usd_per_token: object) -> float | None:
+    return float(usd_per_token) * NANOS_PER_USD if isinstance(usd_per_token, int | float) else None
+
+
 def load_price_catalog(path: Path | None = None) -> dict[str, Price]:
     path = path or litellm_price_file()
     if path is None:
@@ -50,5 +54,8 @@ def load_price_catalog(path: Path | None = None) -> dict[str, Price]:
             float(output_cost or 0) * NANOS_PER_USD,
             float(cached) * NANOS_PER_USD if isinstance(cached, int | float) else None,
             max_output if isinstance(max_output, int) and max_output > 0 else None,
+            cache_write_nanos_per_token=_nanos(entry.get("cache_creation_input_token_cost")),
+            cache_write_1h_nanos_per_token=_nanos(entry.get("cache_creation_input_token_cost_above_1hr")),
+            reasoning_nanos_per_token=_nanos(entry.get("output_cost_per_reasoning_token")),
         )
     return catalog

@@ -55,9 +55,12 @@ class TokenClasses:
     """What one request used, in the token classes prices tell apart. New classes (cache writes,
     reasoning tokens) are new fields with a default of 0, priced in ``Price.cost``."""
 
-    input_tokens: int = 0
-    output_tokens: int = 0
+    input_tokens: int = 0  # every prompt token, cached or not
+    output_tokens: int = 0  # every generated token, reasoning included
     cached_tokens: int = 0  # the part of input_tokens read from the provider's prompt cache
+    cache_write_5m_tokens: int = 0  # the part of input_tokens written to the cache, kept 5 minutes
+    cache_write_1h_tokens: int = 0  # ... kept 1 hour
+    reasoning_tokens: int = 0  # the part of output_tokens spent reasoning
 
     @property
     def total_tokens(self) -> int:
@@ -67,6 +70,9 @@ class TokenClasses:
 
 @dataclass(frozen=True, slots=True)
 class Price:
+    """Nano-dollars per token of each class. A class without a price of its own costs what its whole
+    costs: cache reads and writes the input price, reasoning the output price."""
+
     input_nanos_per_token: float
     output_nanos_per_token: float
     # Where the catalog has a cheaper rate for cached prompt tokens (a subset of the input tokens).
@@ -74,23 +80,41 @@ class Price:
     # The most output tokens one answer of the model may hold (the catalog's max_output_tokens): the
     # worst case a budget reserves when a request sets no cap of its own.
     max_output_tokens: int | None = None
+    cache_write_nanos_per_token: float | None = None  # written to the cache, kept 5 minutes
+    cache_write_1h_nanos_per_token: float | None = None
+    reasoning_nanos_per_token: float | None = None
 
     def cost(self, usage: TokenClasses) -> int:
-        input_tokens = max(usage.input_tokens, 0)
-        cached = (
-            min(max(usage.cached_tokens, 0), input_tokens)
-            if self.cached_input_nanos_per_token is not None
-            else 0
-        )
+        """Each token class at its price, rounded once on the total. The parts are clamped to their
+        whole (cache reads, then 5-minute, then 1-hour writes within the input; reasoning within the
+        output), so a provider's inconsistent report neither charges a token twice nor goes negative."""
+        total_in = max(usage.input_tokens, 0)
+        cached = min(max(usage.cached_tokens, 0), total_in)
+        five = min(max(usage.cache_write_5m_tokens, 0), total_in - cached)
+        hour = min(max(usage.cache_write_1h_tokens, 0), total_in - cached - five)
+        total_out = max(usage.output_tokens, 0)
+        reasoning = min(max(usage.reasoning_tokens, 0), total_out)
+        base_in, base_out = self.input_nanos_per_token, self.output_nanos_per_token
         total = (
-            (input_tokens - cached) * self.input_nanos_per_token
-            + cached * (self.cached_input_nanos_per_token or 0.0)
-            + max(usage.output_tokens, 0) * self.output_nanos_per_token
+            (total_in - cached - five - hour) * base_in
+            + cached * _or(self.cached_input_nanos_per_token, base_in)
+            + five * _or(self.cache_write_nanos_per_token, base_in)
+            + hour * _or(self.cache_write_1h_nanos_per_token, base_in)
+            + (total_out - reasoning) * base_out
+            + reasoning * _or(self.reasoning_nanos_per_token, base_out)
         )
         return round(total)
 
     def cost_nanos(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> int:
         return self.cost(TokenClasses(input_tokens, output_tokens, cached_tokens))
+
+
+def _or(price: float | None, base: float) -> float:
+    return base if price is None else price
+
+
+def _nanos(value: int | None) -> float | None:
+    return None if value is None else float(value)
 
 
 class PriceBook:
@@ -137,7 +161,11 @@ class PriceBook:
                 return Price(
                     float(route.input_price_nanos_per_token or 0),
                     float(route.output_price_nanos_per_token or 0),
+                    _nanos(route.cached_input_price_nanos_per_token),
                     max_output_tokens=listed.max_output_tokens if listed else None,
+                    cache_write_nanos_per_token=_nanos(route.cache_write_price_nanos_per_token),
+                    cache_write_1h_nanos_per_token=_nanos(route.cache_write_1h_price_nanos_per_token),
+                    reasoning_nanos_per_token=_nanos(route.reasoning_price_nanos_per_token),
                 )
             if listed is not None:
                 return listed

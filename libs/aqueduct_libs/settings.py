@@ -42,19 +42,28 @@ class CommonSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> CommonSettings:
+        # Unset is allowed here: a service that does not use the key (accounting) is not given it.
+        # A service that does reads ``secret_key_bytes``, which refuses an unset key.
         value = self.secret_key.get_secret_value()
-        lowered = value.lower()
-        looks_like_a_placeholder = lowered in _PLACEHOLDERS or any(
-            marker in lowered for marker in ("replace", "change", "xxxx", "example")
-        )
-        if not self.dev_mode and (looks_like_a_placeholder or len(value) < 32):
-            raise InsecureSettingError(
-                "AQUEDUCT_SECRET_KEY must be a random value of at least 32 characters "
-                "(e.g. `openssl rand -hex 32`); placeholders are only accepted with AQUEDUCT_DEV_MODE=true"
-            )
+        if value and not self.dev_mode:
+            _check_secret_key(value)
         return self
 
     @property
     def secret_key_bytes(self) -> bytes:
-        value = self.secret_key.get_secret_value() or "aqueduct-dev-mode-insecure-key"
-        return value.encode()
+        value = self.secret_key.get_secret_value()
+        if not self.dev_mode:
+            _check_secret_key(value)
+        return (value or "aqueduct-dev-mode-insecure-key").encode()
+
+
+def _check_secret_key(value: str) -> None:
+    lowered = value.lower()
+    looks_like_a_placeholder = lowered in _PLACEHOLDERS or any(
+        marker in lowered for marker in ("replace", "change", "xxxx", "example")
+    )
+    if looks_like_a_placeholder or len(value) < 32:
+        raise InsecureSettingError(
+            "AQUEDUCT_SECRET_KEY must be a random value of at least 32 characters "
+            "(e.g. `openssl rand -hex 32`); placeholders are only accepted with AQUEDUCT_DEV_MODE=true"
+        )

@@ -76,6 +76,9 @@ class EndpointRoute(BaseModel):
     url: str  # base URL including /v1 where the provider has it, e.g. http://vllm:8000/v1
     provider: Literal["openai", "anthropic", "azure", "litellm"] = "openai"
     api_key_env: str | None = None  # name of the environment variable holding the key, never the key
+    # Whether the server has OpenAI's Responses API (/responses); false: the proxy translates
+    # /v1/responses into chat completions (local vLLM, Ollama, llama.cpp servers). Only for "openai".
+    responses: bool = True
 
 
 class ModelRoute(BaseModel):
@@ -89,6 +92,12 @@ class ModelRoute(BaseModel):
     input_price_nanos_per_token: int | None = None  # integer nano-dollars per token
     output_price_nanos_per_token: int | None = None
     fallbacks: list[str] = Field(default_factory=list)
+    aliases: list[str] = Field(default_factory=list)  # other names clients may use for this model
+    # Prices of the other token classes where the model sets them (None: derived, see accounting).
+    cached_input_price_nanos_per_token: int | None = None
+    cache_write_price_nanos_per_token: int | None = None  # cache writes kept 5 minutes
+    cache_write_1h_price_nanos_per_token: int | None = None
+    reasoning_price_nanos_per_token: int | None = None
 
 
 class McpServerRoute(BaseModel):

@@ -123,6 +123,10 @@ _BODIES: dict[str, Body] = {
 }
 
 
+# Paths under an endpoint with a route of their own (translated APIs), not the catch-all forward.
+_SLUG_ROUTES = frozenset({"responses", "messages", "messages/count_tokens"})
+
+
 def json_row(
     name: str,
     path: str,
@@ -140,9 +144,12 @@ def json_row(
         return c.http.post(c.base + path, json=body(c.model, c.text, c.max_tokens), headers=c.auth())
 
     slug = path.startswith("/fake/")
+    tail = path.removeprefix("/fake/v1/")
     return Row(
         name,
-        ("*", "/{slug}/v1/{tail}") if slug else ("POST", path),
+        (("POST", "/{slug}/v1/" + tail) if tail in _SLUG_ROUTES else ("*", "/{slug}/v1/{tail}"))
+        if slug
+        else ("POST", path),
         "model",
         path,
         send or raw_send,
@@ -193,6 +200,25 @@ def _model_rows(prefix: str) -> list[Row]:
         ),
     )
     return [_slug_name(r) if slug else r for r in rows]
+
+
+def _anthropic_rows(prefix: str) -> list[Row]:
+    """Anthropic's Messages API (raw JSON; its errors in Anthropic's shape): translated to the test
+    upstream's chat completions. ``count_tokens`` calls no model: its usage row counts no tokens."""
+    messages = json_row(
+        f"POST {prefix}/messages",
+        f"{prefix}/messages",
+        lambda m, t, n: {"model": m, "max_tokens": n, "messages": [{"role": "user", "content": t}]},
+        output=True,
+    )
+    count = json_row(
+        f"POST {prefix}/messages/count_tokens",
+        f"{prefix}/messages/count_tokens",
+        lambda m, t, n: {"model": m, "messages": [{"role": "user", "content": t}]},
+    )
+    count = Row(**{**count.__dict__, "input_tokens": False, "usage_input": lambda words: 0})
+    rows = [messages, count]
+    return [_slug_name(r) for r in rows] if prefix != "/v1" else rows
 
 
 def _slug_name(row: Row) -> Row:
@@ -341,7 +367,14 @@ MCP_ROW = Row(
 )
 
 # The table's rows, in the order they are printed.
-ROUTES: list[Row] = [*_model_rows("/v1"), *_files_rows(), MCP_ROW, *_model_rows("/fake/v1")]
+ROUTES: list[Row] = [
+    *_model_rows("/v1"),
+    *_anthropic_rows("/v1"),
+    *_files_rows(),
+    MCP_ROW,
+    *_model_rows("/fake/v1"),
+    *_anthropic_rows("/fake/v1"),
+]
 
 # Proxy routes that are not part of the client API (no credentials, no rules): each with its reason.
 OPERATIONAL: dict[tuple[str, str], str] = {

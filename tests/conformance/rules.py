@@ -519,6 +519,14 @@ NOT_APPLICABLE: dict[tuple[str, str], str] = {
     ("stream", "* /mcp/*"): "the MCP server answers JSON; event streams are relayed as they come "
     "(services/proxy/tests/test_mcp_gateway.py)",
     ("stream", "POST /{slug}/v1/files"): "refused under an endpoint: 404 (see ok)",
+    ("stream", "POST */v1/messages*"): "the rule streams chat completions; Anthropic's event stream is "
+    "checked by services/proxy/tests/test_proxy_messages.py and tests/e2e/test_coding_agents.py",
+    (
+        "itpm_*",
+        "POST */v1/messages/count_tokens",
+    ): "counting spends no tokens: only requests per minute apply",
+    ("otpm_*", "POST */v1/messages/count_tokens"): "counting caps no output tokens",
+    ("too_large", "POST */v1/messages/count_tokens"): "counting spends no tokens",
     ("usage row", "GET /v1/models"): "answered by the gateway itself: no usage event",
     ("usage row", "* /v1/files*"): "no model call, no usage event",
     ("usage row", "* /v1/batches*"): "recorded per line by the batch worker (kind batch): "

@@ -61,6 +61,8 @@ LIMIT_KEYS = {
     "itpm": "input_tokens_per_minute",
     "otpm": "output_tokens_per_minute",
 }
+# Below what one request of the suite costs: set after one request, the budget is used up.
+USED_UP_BUDGET = {"daily_usd": "0.000001"}
 # Small enough that two ordinary requests of the suite go over, large enough that one passes.
 LIMIT_VALUES = {"rpm": 1, "itpm": 8, "otpm": 8}
 
@@ -107,9 +109,11 @@ class World:
                 time.sleep(0.2)
 
     def exhaust_budget(self, level: str) -> None:
-        """One request costs more than the daily budget of the level (user, team or org) of the
-        "budget-<level>" person; accounting then stops them."""
-        token = self.token(f"budget-{level}")
+        """Use up the daily budget of the level (user, team or org) of the "budget-<level>" person: one
+        request fits in it and is served; then an Admin lowers the budget below what was spent, so it is
+        used up and every route is refused (the quota decision), not only those that would cost more."""
+        key = f"budget-{level}"
+        token = self.token(key)
         with httpx.Client(timeout=30) as http:
             answer = http.post(
                 f"{self.urls['proxy']}/v1/chat/completions",
@@ -121,6 +125,15 @@ class World:
                 },
             )
             assert answer.status_code == 200, answer.text
+            path = {
+                "user": f"/api/users/{self.people[key].user_id}",
+                "team": f"/api/teams/{self.teams_of[key]}",
+                "org": f"/api/orgs/{self.orgs_of[key]}",
+            }[level]
+            lowered = http.patch(
+                self.urls["directory"] + path, json={"budgets": USED_UP_BUDGET}, headers=self.admin.headers
+            )
+            assert lowered.status_code == 200, lowered.text
         self._until(token, 429)
 
     def publish_terms(self) -> None:
@@ -256,7 +269,7 @@ async def provision(
         plain = await p.person("plain", org_id, team_id)
         await p.person("excl-team", org_id, excl_team["id"])
         await p.person("excl-user", org_id, team_id, {"excluded_models": ["excluded-at-user"]})
-        tiny = {"daily_usd": "0.000001"}  # less than one request of the suite costs
+        tiny = {"daily_usd": "0.0001"}  # one request of the suite fits (its worst case is $0.000019)
         await p.person("budget-user", org_id, team_id, {"budgets": tiny})
         budget_team = await p.directory("POST", "/teams", json={"org_id": org_id, "name": f"budget-{p.tag}"})
         await p.directory("PATCH", f"/teams/{budget_team['id']}", json={"budgets": tiny})

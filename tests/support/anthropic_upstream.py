@@ -11,6 +11,16 @@ like ``tests/support/upstream.py``:
   per word, ``content_block_stop``, ``message_delta`` (with the cumulative ``usage.output_tokens``) and
   ``message_stop``.
 
+Tools: when ``tool_choice`` is ``{"type": "any"}`` or ``{"type": "tool", "name": ...}``, the answer is
+one ``tool_use`` block for that tool (else the first), its input giving each schema property a value
+(strings ``"tok<i>"``, numbers 0, booleans true), ``stop_reason: "tool_use"``, 1 output token plus one per
+property; streamed as ``content_block_start`` and two ``input_json_delta`` pieces.
+Prompt caching, per request, via headers: ``x-fake-cache-read: N``, ``x-fake-cache-write-5m: N`` and
+``x-fake-cache-write-1h: N`` report that many of the prompt's words as read from or written to the cache;
+``input_tokens`` is then what is left (Anthropic's ``input_tokens`` exclude cached tokens), and the usage
+carries ``cache_read_input_tokens``, ``cache_creation_input_tokens`` and ``cache_creation`` split by TTL.
+``POST /v1/messages/count_tokens`` answers ``{"input_tokens": <words>}``.
+
 Every request must carry ``anthropic-version`` (else 400) and ``x-api-key`` (else 401; when ``--api-key``
 is given the key must equal it). Errors use Anthropic's body ``{"type": "error", "error": {"type",
 "message"}}``. ``GET /_requests`` returns what was received (path, headers, body; the last 200),
@@ -60,6 +70,33 @@ def count_words(value: Any) -> int:
         if "content" in value:
             return count_words(value["content"])
     return 0
+
+
+def _forced_tool(body: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    tools = [t for t in body.get("tools") or () if isinstance(t, dict) and isinstance(t.get("name"), str)]
+    choice = body.get("tool_choice") or {}
+    if not tools or choice.get("type") not in ("any", "tool"):
+        return None
+    tool = next((t for t in tools if t["name"] == choice.get("name")), tools[0])
+    properties = (tool.get("input_schema") or {}).get("properties") or {}
+    values = {"integer": 0, "number": 0, "boolean": True}
+    arguments = {
+        name: (f"tok{i}" if (spec or {}).get("type", "string") == "string" else values.get(spec.get("type")))
+        for i, (name, spec) in enumerate(properties.items())
+    }
+    return tool["name"], arguments
+
+
+def _usage(request: web.Request, prompt: int, output: int) -> dict[str, Any]:
+    read = int(request.headers.get("x-fake-cache-read", "0"))
+    five = int(request.headers.get("x-fake-cache-write-5m", "0"))
+    hour = int(request.headers.get("x-fake-cache-write-1h", "0"))
+    usage: dict[str, Any] = {"input_tokens": max(prompt - read - five - hour, 0), "output_tokens": output}
+    if read or five or hour:
+        usage["cache_read_input_tokens"] = read
+        usage["cache_creation_input_tokens"] = five + hour
+        usage["cache_creation"] = {"ephemeral_5m_input_tokens": five, "ephemeral_1h_input_tokens": hour}
+    return usage
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -113,7 +150,9 @@ class FakeAnthropic:
         if not isinstance(body.get("max_tokens"), int):
             return _error(400, "max_tokens: Field required")
         input_tokens = count_words(body.get("system")) + count_words(body.get("messages"))
-        words = [f"tok{i}" for i in range(body["max_tokens"])]
+        tool = _forced_tool(body)
+        words = [] if tool else [f"tok{i}" for i in range(body["max_tokens"])]
+        usage = _usage(request, input_tokens, 1 + len(tool[1]) if tool else len(words))
         message = {
             "id": "msg_fake",
             "type": "message",
@@ -122,12 +161,15 @@ class FakeAnthropic:
             "stop_sequence": None,
         }
         if not body.get("stream"):
+            content: list[dict[str, Any]] = [{"type": "text", "text": " ".join(words)}]
+            if tool:
+                content = [{"type": "tool_use", "id": "toolu_fake", "name": tool[0], "input": tool[1]}]
             return web.json_response(
                 {
                     **message,
-                    "content": [{"type": "text", "text": " ".join(words)}],
-                    "stop_reason": "max_tokens",
-                    "usage": {"input_tokens": input_tokens, "output_tokens": len(words)},
+                    "content": content,
+                    "stop_reason": "tool_use" if tool else "max_tokens",
+                    "usage": usage,
                 }
             )
         error_after = -1
@@ -139,7 +181,7 @@ class FakeAnthropic:
             self.word_delay_times -= 1
             word_delay = self.word_delay
         try:
-            return await self._stream(request, message, input_tokens, words, error_after, word_delay, record)
+            return await self._stream(request, message, usage, words, error_after, word_delay, record, tool)
         except (ConnectionResetError, asyncio.CancelledError):
             record["aborted"] = True
             raise
@@ -148,11 +190,12 @@ class FakeAnthropic:
         self,
         request: web.Request,
         message: dict[str, Any],
-        input_tokens: int,
+        usage: dict[str, Any],
         words: list[str],
         error_after: int,
         word_delay: float,
         record: dict[str, Any],
+        tool: tuple[str, dict[str, Any]] | None = None,
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
@@ -161,15 +204,22 @@ class FakeAnthropic:
             **message,
             "content": [],
             "stop_reason": None,
-            "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+            "usage": {**usage, "output_tokens": 1},
         }
         await response.write(_sse("message_start", {"type": "message_start", "message": start}))
+        block: dict[str, Any] = {"type": "text", "text": ""}
+        if tool:
+            block = {"type": "tool_use", "id": "toolu_fake", "name": tool[0], "input": {}}
         await response.write(
-            _sse(
-                "content_block_start",
-                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-            )
+            _sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block})
         )
+        if tool:
+            arguments = json.dumps(tool[1])
+            for piece in (arguments[: len(arguments) // 2], arguments[len(arguments) // 2 :]):
+                delta = {"type": "input_json_delta", "partial_json": piece}
+                await response.write(
+                    _sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+                )
         await response.write(_sse("ping", {"type": "ping"}))
         for i, word in enumerate(words):
             if i == error_after:
@@ -190,14 +240,29 @@ class FakeAnthropic:
                 "message_delta",
                 {
                     "type": "message_delta",
-                    "delta": {"stop_reason": "max_tokens", "stop_sequence": None},
-                    "usage": {"output_tokens": len(words)},
+                    "delta": {"stop_reason": "tool_use" if tool else "max_tokens", "stop_sequence": None},
+                    "usage": {"output_tokens": usage["output_tokens"]},
                 },
             )
         )
         await response.write(_sse("message_stop", {"type": "message_stop"}))
         await response.write_eof()
         return response
+
+    async def count_tokens(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append(
+            {
+                "path": request.path,
+                "headers": {k.lower(): v for k, v in request.headers.items()},
+                "body": body,
+            }
+        )
+        if (refusal := self._refusal(request)) is not None:
+            return refusal
+        return web.json_response(
+            {"input_tokens": count_words(body.get("system")) + count_words(body.get("messages"))}
+        )
 
     async def get_requests(self, request: web.Request) -> web.Response:
         return web.json_response(list(self.requests))
@@ -229,6 +294,7 @@ def build_app(api_key: str | None = None) -> web.Application:
     app.add_routes(
         [
             web.post("/v1/messages", fake.messages),
+            web.post("/v1/messages/count_tokens", fake.count_tokens),
             web.get("/_requests", fake.get_requests),
             web.delete("/_requests", fake.clear_requests),
             web.post("/_fail", fake.set_failures),

@@ -9,10 +9,20 @@ tests can check exact token counts:
 - Streaming sends one chunk per output word, ``stream_delay`` seconds apart (query param or the
   ``x-fake-delay`` header, default 0), plus a usage chunk when ``stream_options.include_usage`` is true.
 
+- Tools: when ``tool_choice`` is ``"required"`` or names a function, the answer is one call of that
+  function (else the first tool) with ``finish_reason: "tool_calls"``; its arguments give each property of
+  the tool's schema a value (strings ``"tok<i>"``, numbers 0, booleans true); it counts 1 output token plus
+  one per argument. Streamed, the call comes as a first delta (id, name) and the arguments in two pieces.
+- Usage details, per request, via headers: ``x-fake-cached-tokens: N`` reports N of the prompt tokens as
+  cached (``prompt_tokens_details.cached_tokens``), ``x-fake-reasoning-tokens: N`` adds N reasoning tokens to
+  the completion (``completion_tokens_details.reasoning_tokens``, counted inside ``completion_tokens``).
+
 Fault injection, per request, via headers: ``x-fake-status: 500`` answers that status;
 ``x-fake-break-after: N`` closes the connection after N streamed chunks. ``GET /_requests`` returns the
 bodies received (the last 200), so tests can see what the gateway forwarded; ``DELETE /_requests``
-clears them; ``POST /_fail {"status": 500, "times": 3}`` makes the next N requests fail.
+clears them; ``POST /_fail {"status": 500, "times": 3}`` makes the next N requests fail;
+``POST /_usage {"prompt_tokens": 1e30, "times": 1}`` makes the next N chat answers report that
+``prompt_tokens`` (any JSON number, however absurd, as a faulty upstream might).
 """
 
 from __future__ import annotations
@@ -58,11 +68,46 @@ def _words(n: int) -> list[str]:
     return [f"tok{i}" for i in range(n)]
 
 
+def _forced_tool(body: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The function call the answer makes (see the module doc), or None for a text answer."""
+    tools = [t.get("function") for t in body.get("tools") or () if isinstance(t, dict)]
+    tools = [t for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)]
+    choice = body.get("tool_choice")
+    if not tools or not (choice == "required" or isinstance(choice, dict)):
+        return None
+    wanted = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
+    tool = next((t for t in tools if t["name"] == wanted), tools[0])
+    properties = (tool.get("parameters") or {}).get("properties") or {}
+    values = {"string": None, "integer": 0, "number": 0, "boolean": True}
+    arguments = {
+        name: (f"tok{i}" if (spec or {}).get("type", "string") == "string" else values.get(spec.get("type")))
+        for i, (name, spec) in enumerate(properties.items())
+    }
+    return tool["name"], arguments
+
+
+def _usage(body: dict[str, Any], request: web.Request, prompt: int, completion: int) -> dict[str, Any]:
+    cached = int(request.headers.get("x-fake-cached-tokens", "0"))
+    reasoning = int(request.headers.get("x-fake-reasoning-tokens", "0"))
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion + reasoning,
+        "total_tokens": prompt + completion + reasoning,
+    }
+    if cached:
+        usage["prompt_tokens_details"] = {"cached_tokens": min(cached, prompt)}
+    if reasoning:
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+    return usage
+
+
 class FakeUpstream:
     def __init__(self) -> None:
         self.requests: deque[dict[str, Any]] = deque(maxlen=200)
         self.fail_status = 0
         self.fail_times = 0
+        self.prompt_tokens_override: Any = None
+        self.override_times = 0
 
     def _record(self, request: web.Request, body: Any) -> None:
         self.requests.append(
@@ -106,14 +151,28 @@ class FakeUpstream:
         if (failure := self._injected_failure(request)) is not None:
             return failure
         prompt = count_words(body.get("messages"))
-        words = _words(_output_tokens(body))
-        usage = {
-            "prompt_tokens": prompt,
-            "completion_tokens": len(words),
-            "total_tokens": prompt + len(words),
-        }
+        tool = _forced_tool(body)
+        words = [] if tool else _words(_output_tokens(body))
+        usage = _usage(body, request, prompt, 1 + len(tool[1]) if tool else len(words))
+        if self.override_times > 0:
+            self.override_times -= 1
+            usage["prompt_tokens"] = self.prompt_tokens_override
         created = int(time.time())
+        call_id = f"call_fake_{len(self.requests)}"
         if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": " ".join(words)}
+            if tool:
+                message = {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": call_id,
+                            "type": "function",
+                            "function": {"name": tool[0], "arguments": json.dumps(tool[1])},
+                        }
+                    ],
+                }
             return web.json_response(
                 {
                     "id": "chatcmpl-fake",
@@ -121,11 +180,7 @@ class FakeUpstream:
                     "created": created,
                     "model": body.get("model"),
                     "choices": [
-                        {
-                            "index": 0,
-                            "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": " ".join(words)},
-                        }
+                        {"index": 0, "finish_reason": "tool_calls" if tool else "stop", "message": message}
                     ],
                     "usage": usage,
                 }
@@ -158,7 +213,19 @@ class FakeUpstream:
             if delay:
                 await asyncio.sleep(delay)
             await response.write(chunk({"content": (" " if i else "") + word}))
-        await response.write(chunk({}, finish="stop"))
+        if tool:
+            arguments = json.dumps(tool[1])
+            half = len(arguments) // 2
+            start = {
+                "index": 0,
+                "id": call_id,
+                "type": "function",
+                "function": {"name": tool[0], "arguments": ""},
+            }
+            await response.write(chunk({"tool_calls": [start]}))
+            for piece in (arguments[:half], arguments[half:]):
+                await response.write(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+        await response.write(chunk({}, finish="tool_calls" if tool else "stop"))
         if include_usage:
             await response.write(chunk(None, with_usage=usage))  # type: ignore[arg-type]
         await response.write(b"data: [DONE]\n\n")
@@ -267,6 +334,12 @@ class FakeUpstream:
         self.fail_times = int(body.get("times", 1))
         return web.json_response({"ok": True})
 
+    async def set_usage(self, request: web.Request) -> web.Response:
+        body = json.loads(await request.text())  # json, not orjson: numbers beyond 64 bits kept exact
+        self.prompt_tokens_override = body.get("prompt_tokens")
+        self.override_times = int(body.get("times", 1))
+        return web.json_response({"ok": True})
+
 
 def build_app() -> web.Application:
     fake = FakeUpstream()
@@ -285,6 +358,7 @@ def build_app() -> web.Application:
             web.get("/_requests", fake.get_requests),
             web.delete("/_requests", fake.clear_requests),
             web.post("/_fail", fake.set_failures),
+            web.post("/_usage", fake.set_usage),
         ]
     )
     return app

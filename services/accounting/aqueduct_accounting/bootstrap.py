@@ -5,28 +5,47 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 from nats.aio.client import Client as NATS
+from nats.js.errors import NotFoundError
 
+from aqueduct_accounting.adapters.analyst_sql import AnalystQueries, QueryLimits, open_analyst
 from aqueduct_accounting.adapters.api_tokens import ApiTokenViewers
-from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ClickHouse, open_clickhouse
+from aqueduct_accounting.adapters.clickhouse import (
+    AsyncClickHouse,
+    ClickHouse,
+    ClickHouseError,
+    open_clickhouse,
+)
+from aqueduct_accounting.adapters.dead_letters import DeadLetters
 from aqueduct_accounting.adapters.kv_views import watch_jwks, watch_model_prices
 from aqueduct_accounting.adapters.metrics import AccountingMetrics
-from aqueduct_accounting.adapters.migrations import apply_migrations
+from aqueduct_accounting.adapters.migrations import existing_tables, expected_tables
 from aqueduct_accounting.adapters.price_catalog import load_price_catalog
 from aqueduct_accounting.adapters.quota_kv import QuotaBucket
 from aqueduct_accounting.adapters.spend_counters import SpendCounters
 from aqueduct_accounting.application.budgets import BudgetEnforcer
+from aqueduct_accounting.application.dead_letters import DeadLetterAdmin
 from aqueduct_accounting.application.directory_mirror import DirectoryMirror
 from aqueduct_accounting.application.ingest import UsageIngest
+from aqueduct_accounting.application.ingest_health import IngestHealth
+from aqueduct_accounting.application.quarantine import quarantine_out_of_bounds
 from aqueduct_accounting.application.reports import Reports
 from aqueduct_accounting.application.rollups import repair_rollups
+from aqueduct_accounting.application.self_repair import migrate_and_repair
 from aqueduct_accounting.domain.pricing import PriceBook
-from aqueduct_accounting.domain.usage import usage_rows_from_json
+from aqueduct_accounting.domain.usage import (
+    UsageMessage,
+    token_classes,
+    usage_message_from_json,
+    usage_message_parts,
+)
+from aqueduct_accounting.entrypoints.dead_letter_path import DeadLetterPolicy
 from aqueduct_accounting.entrypoints.http import HttpDeps, create_app
 from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer
 from aqueduct_accounting.settings import AccountingSettings, default_migrations_dir
@@ -41,6 +60,8 @@ __all__ = ["Service", "build", "run", "serve"]
 
 log = logging.getLogger(__name__)
 
+_NEWEST = "SELECT count(), toString(max(occurred_at)) FROM usage_events"
+
 
 @dataclass
 class Service:
@@ -52,23 +73,43 @@ class Service:
     consumers: list[BatchConsumer[Any]]
     budgets: BudgetEnforcer
     budget_interval: float
+    health: IngestHealth
+    lag_interval: float = 2.0
+    # After a table was lost: the budget loop waits until the replays that refill it caught up, or
+    # budgets (or spend) read from a half-refilled table would lift decisions that still hold.
+    replaying: list[BatchConsumer[Any]] = field(default_factory=list)
     watchers: list[KVWatcher] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    def ready(self) -> bool:
+    def not_ready_reasons(self) -> list[str]:
+        reasons = [] if self.nc.is_connected else ["not connected to NATS"]
+        reasons += [f"{c.durable}: not consuming yet" for c in self.consumers if not c.running.is_set()]
         # The watchers' first load included: a signed-out session is refused from the first request.
-        return (
-            self.nc.is_connected
-            and all(c.running.is_set() for c in self.consumers)
-            and all(w.ready.is_set() for w in self.watchers)
-        )
+        reasons += ["session keys or prices not loaded yet" for w in self.watchers if not w.ready.is_set()][
+            :1
+        ]
+        return reasons + self.health.problems()
+
+    def ready(self) -> bool:
+        return not self.not_ready_reasons()
 
     async def start(self) -> None:
         for watcher in self.watchers:
             watcher.start()
         for consumer in self.consumers:
             await consumer.start()
-        self.tasks.append(asyncio.create_task(self.budgets.run(self.budget_interval), name="budgets"))
+        self.tasks.append(asyncio.create_task(self._run_budgets(), name="budgets"))
+        self.tasks.append(asyncio.create_task(self.health.run(self.lag_interval), name="ingest-health"))
+
+    async def _run_budgets(self) -> None:
+        for consumer in self.replaying:
+            for _ in range(600):  # at most a minute each; the consumer's lag is read from the bus
+                with contextlib.suppress(Exception):
+                    if await consumer.pending() == 0:
+                        break
+                await asyncio.sleep(0.1)
+            log.info("%s is refilled from its stream; budgets are checked from now", consumer.stream)
+        await self.budgets.run(self.budget_interval)
 
     async def stop(self) -> None:
         log.info("stopping: flushing the batches in hand")
@@ -88,16 +129,38 @@ class Service:
 async def build(settings: AccountingSettings, common: CommonSettings) -> Service:
     """Wire the real adapters: ClickHouse (migrated), NATS, the consumers, the budget loop, the HTTP app."""
     engine = open_clickhouse(settings.clickhouse_url, common.data_dir)
-    await asyncio.to_thread(apply_migrations, engine, settings.migrations_dir or default_migrations_dir())
-    # Before consuming: a crash may have left roll-ups short of the last events stored.
-    await asyncio.to_thread(repair_rollups, engine)
+    # Self-repair: whatever table is missing is created again, whatever copy of a stream was lost is
+    # refilled by replaying the stream (its consumer starts over, below).
+    repair = await asyncio.to_thread(
+        migrate_and_repair, engine, settings.migrations_dir or default_migrations_dir()
+    )
     clickhouse = AsyncClickHouse(engine)
+    limits = QueryLimits(settings.sql_max_rows, settings.sql_max_bytes, settings.sql_max_seconds)
+    analyst = AnalystQueries(
+        open_analyst(settings.clickhouse_url, settings.analyst_clickhouse_url, common.data_dir, limits)
+    )
 
     nc = await connect(common.nats_url, "aqueduct-accounting")
     js = nc.jetstream()
     await ensure_topology(js)
-
+    for replay, stream, durable in (
+        (repair.replay_usage, names.USAGE_STREAM, settings.consumer_name),
+        (repair.replay_directory, names.DIRECTORY_EVENTS_STREAM, settings.directory_consumer_name),
+    ):
+        if replay:
+            with contextlib.suppress(NotFoundError):
+                await js.delete_consumer(stream, durable)
+                log.warning("replaying the %s stream from its start into ClickHouse", stream)
     metrics = AccountingMetrics()
+    dead_letters = DeadLetters(js, on_sent=lambda _stream: metrics.dead_letters.inc())
+    # Before consuming: rows a version without bounds stored out of them go to the dead letters, and a
+    # crash may have left roll-ups short of the last events stored. Neither may stop the start.
+    try:
+        await quarantine_out_of_bounds(clickhouse, dead_letters, settings.consumer_name)
+        await clickhouse.run(repair_rollups)
+    except ClickHouseError:
+        log.exception("repairing the stored usage failed; starting anyway")
+
     prices = PriceBook(await asyncio.to_thread(load_price_catalog))
     verifier = SessionVerifier()
     # The proxies' budget counters in Valkey, reconciled from ClickHouse (none configured: not reconciled).
@@ -117,13 +180,27 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         max_recent_ids=settings.recent_ids_max,
     )
     mirror = DirectoryMirror(clickhouse)
+    health = IngestHealth([], settings.ready_max_lag, settings.ready_stuck_seconds)
+    with contextlib.suppress(ClickHouseError):  # the age metric starts from what is stored
+        stored, newest = (await clickhouse.query(_NEWEST)).rows[0]
+        if int(stored):
+            health.usage_stored(str(newest))
 
-    async def store_usage(messages: list[list[dict[str, Any]]]) -> None:
-        rows = [row for rows in messages for row in rows]
+    def row_cost(row: dict[str, Any]) -> int:
+        return prices.cost(row["model"], token_classes(row))
+
+    def read_usage(payload: bytes) -> UsageMessage:
+        # Accounting's door: every event checked against aqueduct_libs.bounds, its cost included.
+        return usage_message_from_json(payload, cost=row_cost)
+
+    async def store_usage(messages: list[UsageMessage]) -> None:
+        rows = [row for message in messages for row in message.rows]
         metrics.batch_size.observe(len(rows))
         result = await ingest.ingest_rows(rows)
         metrics.ingested.inc(result.inserted)
         metrics.duplicates.inc(result.duplicates)
+        if rows:
+            health.usage_stored(max(row["occurred_at"] for row in rows))
         if result.inserted:
             budgets.usage_stored(result.stored)
 
@@ -133,51 +210,93 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
     async def store_directory(events: list[DirectoryEvent]) -> None:
         metrics.directory_events.inc(await mirror.store(events))
 
+    wanted_tables = expected_tables(settings.migrations_dir or default_migrations_dir())
+
+    async def engine_works() -> bool:
+        # An insert into usage_events also writes its roll-ups: any table gone fails every insert, as
+        # does an engine that cannot write (a full disk). Then the engine, not a message, is at fault:
+        # nothing is dead-lettered, the batch is retried (and /readyz says so); a restart recreates tables.
+        if not wanted_tables <= await asyncio.to_thread(existing_tables, engine):
+            return False
+        await clickhouse.execute("INSERT INTO ingest_probe (at) VALUES (now64(3))")
+        return True
+
     common_options: dict[str, Any] = {
         "flush_interval": settings.flush_interval_seconds,
         "max_ack_pending": settings.max_ack_pending,
         "ack_wait": settings.ack_wait_seconds,
         "on_store_failed": metrics.insert_failures.inc,
     }
-    consumers: list[BatchConsumer[Any]] = [
-        BatchConsumer(
-            nc,
-            js,
-            stream=names.USAGE_STREAM,
-            subject=names.USAGE_SUBJECT,
-            durable=settings.consumer_name,
-            decode=usage_rows_from_json,
-            store=store_usage,
-            batch_size=settings.batch_size,
-            batch_bytes=settings.batch_bytes,
-            on_stored=usage_stored,
-            on_rejected=metrics.rejected.inc,
-            on_lag=metrics.lag.set,
-            store_interval=settings.store_interval_seconds,
-            **common_options,
+    usage_consumer: BatchConsumer[UsageMessage] = BatchConsumer(
+        nc,
+        js,
+        stream=names.USAGE_STREAM,
+        subject=names.USAGE_SUBJECT,
+        durable=settings.consumer_name,
+        decode=read_usage,
+        store=store_usage,
+        batch_size=settings.batch_size,
+        batch_bytes=settings.batch_bytes,
+        on_stored=usage_stored,
+        on_rejected=metrics.rejected.inc,
+        store_interval=settings.store_interval_seconds,
+        dead_letters=DeadLetterPolicy(
+            dead_letters,
+            max_tries=settings.store_max_tries,
+            rejected_of=lambda message: message.rejected,
+            split=lambda payload: usage_message_parts(payload, read_usage),
+            healthy=engine_works,
         ),
-        BatchConsumer(
-            nc,
-            js,
-            stream=names.DIRECTORY_EVENTS_STREAM,
-            subject=f"{names.DIRECTORY_EVENTS_SUBJECT_PREFIX}.>",
-            durable=settings.directory_consumer_name,
-            decode=DirectoryEvent.model_validate_json,
-            store=store_directory,
-            batch_size=1000,
-            **common_options,
-        ),
-    ]
+        **common_options,
+    )
+    directory_consumer: BatchConsumer[DirectoryEvent] = BatchConsumer(
+        nc,
+        js,
+        stream=names.DIRECTORY_EVENTS_STREAM,
+        subject=f"{names.DIRECTORY_EVENTS_SUBJECT_PREFIX}.>",
+        durable=settings.directory_consumer_name,
+        decode=DirectoryEvent.model_validate_json,
+        store=store_directory,
+        batch_size=1000,
+        dead_letters=DeadLetterPolicy(dead_letters, max_tries=settings.store_max_tries, healthy=engine_works),
+        **common_options,
+    )
+    consumers: list[BatchConsumer[Any]] = [usage_consumer, directory_consumer]
+    health.consumers = consumers
+    lag_gauges = {
+        settings.consumer_name: metrics.lag,
+        settings.directory_consumer_name: metrics.directory_lag,
+    }
+    health.on_lag = lambda durable, lag: lag_gauges[durable].set(lag)
+    health.count_letters = dead_letters.count
+    health.on_letters = metrics.dead_letters_waiting.set
+    metrics.last_stored_age.set_function(health.newest_event_age)
+    metrics.not_ready.set_function(lambda: 1.0 if health.problems() else 0.0)
+
+    def redrive_with(consumer: BatchConsumer[Any]) -> Callable[[bytes], Awaitable[None]]:
+        async def redrive(payload: bytes) -> None:
+            assert consumer.guard is not None
+            await consumer.guard.redrive(consumer.decode(payload))
+
+        return redrive
+
+    dead_letter_admin = DeadLetterAdmin(
+        dead_letters,
+        {c.stream: redrive_with(c) for c in consumers},
+        on_redriven=metrics.redriven.inc,
+    )
     ready_check: list[Service] = []
     api_tokens = ApiTokenViewers(common.directory_url)
     app = create_app(
         HttpDeps(
-            reports=Reports(clickhouse, settings.sql_max_rows),
+            reports=Reports(clickhouse, analyst, settings.sql_max_rows),
             verifier=verifier,
             ready=lambda: bool(ready_check) and ready_check[0].ready(),
             registry=metrics.registry,
             api_tokens=api_tokens,
             budgets=budgets,
+            not_ready_reasons=lambda: ready_check[0].not_ready_reasons() if ready_check else ["starting"],
+            dead_letters=dead_letter_admin,
         )
     )
     service = Service(
@@ -187,6 +306,16 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         consumers=consumers,
         budgets=budgets,
         budget_interval=settings.budget_check_seconds,
+        health=health,
+        lag_interval=settings.lag_check_seconds,
+        replaying=[
+            consumer
+            for consumer, replay in (
+                (usage_consumer, repair.replay_usage),
+                (directory_consumer, repair.replay_directory),
+            )
+            if replay
+        ],
         watchers=[
             watch_model_prices(js, prices),
             # Budget definitions: the directory's snapshot, not a copy accounting could lose.
@@ -206,6 +335,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
     async def stop() -> None:
         await service.stop()
         await api_tokens.close()
+        analyst.close()
         if counters is not None:
             await counters.close()
 

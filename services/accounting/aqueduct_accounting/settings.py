@@ -21,6 +21,8 @@ class AccountingSettings(BaseSettings):
     port: int = 8003
     # Empty: chDB under <data_dir>/chdb. Else a ClickHouse server: http://user:pass@host:8123/db
     clickhouse_url: str = ""
+    # With a server: the read-only `analyst` user ad-hoc SQL runs as (infra/clickhouse-server/users.xml).
+    analyst_clickhouse_url: str = ""
     migrations_dir: Path | None = None
     # Usage ingest: one ClickHouse insert when this many messages or this many bytes are buffered (a
     # message holds one event, or up to 100 as the proxy groups them; an event is about 450 bytes), when
@@ -50,5 +52,15 @@ class AccountingSettings(BaseSettings):
     # reconciled (budgets then still end in quota decisions).
     redis_url: str = ""
     budget_reconcile_seconds: float = 30.0
-    # Rows an /api/sql answer may hold.
+    # Limits of an /api/sql answer: rows, bytes, seconds (enforced by the engine).
     sql_max_rows: int = 10_000
+    # Tries of a failing batch before the messages at fault go to the dead-letter stream (only while the
+    # engine itself answers; otherwise the batch is retried until it does).
+    store_max_tries: int = 5
+    # Not ready (/readyz 503) when a consumer has this many messages not yet stored, or when its stores
+    # have kept failing for this long; the lag is measured every lag_check_seconds.
+    ready_max_lag: int = 100_000
+    ready_stuck_seconds: float = 30.0
+    lag_check_seconds: float = 2.0
+    sql_max_bytes: int = 64 * 1024 * 1024
+    sql_max_seconds: int = 30

@@ -186,6 +186,11 @@ def _oidc_client(settings: AuthSettings, common: CommonSettings) -> OidcClient |
             groups_claim=settings.oidc_groups_claim,
             admin_group=settings.oidc_admin_group,
             trust_email=settings.oidc_trust_email,
+            post_logout_redirect_uri=(
+                (settings.oidc_post_logout_redirect_uri or f"{common.public_ui_url.rstrip('/')}/login")
+                if settings.oidc_end_provider_session
+                else ""
+            ),
         )
     )
 

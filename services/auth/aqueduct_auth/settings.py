@@ -59,6 +59,11 @@ class AuthSettings(BaseSettings):
     oidc_trust_email: bool = False
     # Empty: <AQUEDUCT_AUTH_URL>/auth/oidc/callback.
     oidc_redirect_uri: str = ""
+    # Signing out ends the provider's session too (RP-initiated logout), where the provider offers an
+    # end_session_endpoint; the browser then comes back here (register it at the provider as a
+    # post-logout redirect URI). Empty: <AQUEDUCT_PUBLIC_UI_URL>/login.
+    oidc_end_provider_session: bool = True
+    oidc_post_logout_redirect_uri: str = ""
 
     # JupyterHub token bridge. Empty: off.
     jupyterhub_api_url: str = ""

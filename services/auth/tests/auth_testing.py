@@ -61,7 +61,10 @@ class DirectoryTestResponder:
         orgs = [ORG_OF_GROUP[g] for g in request.get("groups", []) if g in ORG_OF_GROUP]
         if not orgs and not request.get("admin"):
             groups = ", ".join(request.get("groups", [])) or "none"
-            return {"error": f"No organisation is mapped from your groups ({groups}). Ask an administrator."}
+            return {
+                "error": f"No organisation is mapped from your groups ({groups}). Ask an administrator.",
+                "code": "no_org",
+            }
         return {
             "user_id": self.user_id(subject),
             "org_id": orgs[0] if orgs else None,

@@ -96,6 +96,7 @@ async def test_a_hub_users_token_becomes_a_directory_user_and_a_session(
             "groups": ["staff"],
             "admin": False,
             "email_verified": False,
+            "renewal": False,
         }
         kv = await nc.jetstream().key_value(names.AUTH_KEYS_BUCKET)
         verifier = SessionVerifier()

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
 import pytest
-from auth_testing import DirectoryTestResponder
+from auth_testing import ADMIN_PASSWORD, ADMIN_USERNAME, DirectoryTestResponder
 from nats.aio.client import Client as NATS
 
 from aqueduct_auth.adapters.oidc import safe_next
@@ -55,6 +55,7 @@ def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider
         "CLIENT_ID": CLIENT_ID,
         "CLIENT_SECRET": CLIENT_SECRET,
         "REDIRECT_URI": f"{AUTH_BASE}/auth/oidc/callback",
+        "POST_LOGOUT_REDIRECT_URI": f"http://{UI_HOST}/login",
     }
     log = tmp_path_factory.mktemp("oidc") / "provider.log"
     with open(log, "wb") as out:
@@ -145,6 +146,7 @@ async def test_a_staff_member_lands_in_the_org_of_their_group(
             "groups": ["staff"],
             "admin": False,
             "email_verified": True,  # the provider says so
+            "renewal": False,  # a sign-in: the directory re-evaluates the roles the groups grant
         }
 
         # The UI exchanges the one-time code server-side for the token pair.
@@ -161,6 +163,8 @@ async def test_a_staff_member_lands_in_the_org_of_their_group(
             "/auth/refresh", json={"refresh_token": exchanged.json()["refresh_token"]}
         )
         assert refreshed.status_code == 200
+        # A refresh replays the sign-in's claims as a renewal: the directory changes no role for it.
+        assert directory.last(subject)["renewal"] is True
 
 
 async def test_a_member_of_the_admin_group_is_admin(
@@ -186,8 +190,8 @@ async def test_a_user_with_no_mapped_group_gets_a_clear_message(sso_client) -> N
     async with sso_client() as auth:
         landed = await sign_in_via_sso(auth, "nobody", "nobody-password", "/tokens")
     assert landed.path == "/session/error"
-    message = parse_qs(landed.query.decode())["message"][0]
-    assert message == "No organisation is mapped from your groups (none). Ask an administrator."
+    # A reason code only: the UI shows its own text for it, never words carried in the address.
+    assert parse_qs(landed.query.decode()) == {"reason": ["no_org"]}
 
 
 async def test_a_forged_callback_ends_at_the_error_page_not_a_500(sso_client) -> None:
@@ -196,14 +200,15 @@ async def test_a_forged_callback_ends_at_the_error_page_not_a_500(sso_client) ->
     assert answer.status_code == 303
     landed = httpx.URL(answer.headers["location"])
     assert (landed.host, landed.path) == (UI_HOST, "/session/error")
-    assert "single sign-on failed" in parse_qs(landed.query.decode())["message"][0]
+    assert parse_qs(landed.query.decode()) == {"reason": ["sso_failed"]}
 
 
 async def test_an_unreachable_provider_ends_at_the_error_page(auth_client) -> None:
     async with auth_client(oidc_issuer=f"http://127.0.0.1:{free_port()}", oidc_client_id="x") as auth:
-        answer = await auth.get("/auth/oidc/login?next=/tokens")
+        answer = await auth.get(f"/auth/oidc/login?next=/tokens&binding={BINDING}")
     assert answer.status_code == 303
     assert urlsplit(answer.headers["location"]).path == "/session/error"
+    assert parse_qs(urlsplit(answer.headers["location"]).query) == {"reason": ["idp_unreachable"]}
 
 
 def test_next_only_leads_inside_the_ui() -> None:
@@ -237,4 +242,80 @@ async def test_a_sign_in_not_started_by_the_ui_is_refused(sso_client) -> None:
             assert answer.status_code == 303
             landed = httpx.URL(answer.headers["location"])
             assert (landed.host, landed.path) == (UI_HOST, "/session/error")
-            assert "sign-in page" in parse_qs(landed.query.decode())["message"][0]
+            assert parse_qs(landed.query.decode()) == {"reason": ["not_started_here"]}
+
+
+async def _start_sso(browser: httpx.AsyncClient) -> tuple[httpx.URL, bool]:
+    """Start single sign-on as alice; where the browser lands at the UI, and whether the provider asked
+    for her password (False: it signed her in from its own session)."""
+    response = await browser.get(f"{AUTH_BASE}/auth/oidc/login?next=/&binding={BINDING}")
+    asked = False
+    for _ in range(20):
+        if response.is_redirect:
+            target = httpx.URL(urljoin(str(response.url), response.headers["location"]))
+            if target.host == UI_HOST:
+                return target, asked
+            response = await browser.get(target)
+            continue
+        action = re.search(r'<form method="post" action="([^"]+)"', response.text)
+        assert action, f"no sign-in form at {response.url}: {response.text[:300]}"
+        asked = True
+        response = await browser.post(
+            urljoin(str(response.url), action.group(1)), data={"login": "alice", "password": "alice-password"}
+        )
+    raise AssertionError("too many redirects")
+
+
+async def _exchange(auth: httpx.AsyncClient, landed: httpx.URL) -> dict:
+    code = parse_qs(landed.query.decode())["code"][0]
+    answer = await auth.post("/auth/exchange", json={"code": code, "binding": BROWSER_SECRET})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+async def test_signing_out_ends_the_providers_session_too(sso_client, oidc_provider: Provider) -> None:
+    async with sso_client() as auth, browser_for(auth) as browser:
+        landed, asked = await _start_sso(browser)
+        assert asked
+        # Without RP-initiated logout the provider's session lives on: SSO signs straight back in.
+        again, asked = await _start_sso(browser)
+        assert not asked and again.path == "/session/complete"
+        await _exchange(auth, landed)
+        pair = await _exchange(auth, again)
+
+        signed_out = await auth.post("/auth/logout", json={"refresh_token": pair["refresh_token"]})
+
+        assert signed_out.status_code == 200, signed_out.text
+        end_session = httpx.URL(signed_out.json()["end_session_url"])
+        assert str(end_session).startswith(f"{oidc_provider.issuer}/")
+        query = parse_qs(end_session.query.decode())
+        assert query["post_logout_redirect_uri"] == [f"http://{UI_HOST}/login"]
+        assert query["client_id"] == [CLIENT_ID] and query["id_token_hint"][0].count(".") == 2
+        # The browser goes there; the provider asks to confirm, then sends it back to the UI.
+        page = await browser.get(end_session)
+        form = re.search(r'<form[^>]*action="([^"]+)"', page.text)
+        xsrf = re.search(r'name="xsrf" value="([^"]+)"', page.text)
+        assert form and xsrf, page.text[:500]
+        confirmed = await browser.post(
+            urljoin(str(page.url), form.group(1)), data={"xsrf": xsrf.group(1), "logout": "yes"}
+        )
+        assert confirmed.is_redirect
+        back = httpx.URL(urljoin(str(confirmed.url), confirmed.headers["location"]))
+        assert (back.host, back.path) == (UI_HOST, "/login")
+        # The provider's session is over: the next single sign-on asks for the password again.
+        _, asked = await _start_sso(browser)
+        assert asked
+        # Sign-out is idempotent, and the end-session address is handed out once.
+        assert (
+            await auth.post("/auth/logout", json={"refresh_token": pair["refresh_token"]})
+        ).status_code == 204
+
+
+async def test_a_local_sign_out_has_nothing_to_end_at_a_provider(sso_client) -> None:
+    async with sso_client() as auth:
+        pair = (
+            await auth.post("/auth/token", json={"username": ADMIN_USERNAME, "password": ADMIN_PASSWORD})
+        ).json()
+        assert (
+            await auth.post("/auth/logout", json={"refresh_token": pair["refresh_token"]})
+        ).status_code == 204

@@ -43,6 +43,7 @@ async def test_bootstrap_admin_signs_in_and_other_services_verify_the_token(
             "groups": [],
             "admin": True,
             "email_verified": False,  # no email on the account, so nothing to link by
+            "renewal": False,
         }
         jwks = (await client.get("/.well-known/jwks.json")).json()
         kv_jwks = json.loads(

@@ -25,6 +25,14 @@ KeyEnv = Annotated[
     str | None, typer.Option("--api-key-env", help="Name of the environment variable holding the key")
 ]
 Yes = Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")]
+Responses = Annotated[
+    bool | None,
+    typer.Option(
+        "--responses/--no-responses",
+        help="Whether the server has OpenAI's Responses API (--no-responses: the gateway translates "
+        "/v1/responses to chat completions, for Ollama, llama.cpp and other chat-only servers)",
+    ),
+]
 
 
 def _confirm(yes: bool, question: str) -> None:
@@ -35,7 +43,7 @@ def _confirm(yes: bool, question: str) -> None:
 @endpoints.command("list")
 def endpoints_list(output: Format = "table", as_json: AsJson = False) -> None:
     """Every endpoint."""
-    emit(listing("/api/endpoints"), ["slug", "url", "provider", "api_key_env"], output, as_json)
+    emit(listing("/api/endpoints"), ["slug", "url", "provider", "api_key_env", "responses"], output, as_json)
 
 
 @endpoints.command("create")
@@ -44,20 +52,31 @@ def endpoints_create(
     url: Annotated[str, typer.Option(help="Base URL including /v1, e.g. http://vllm:8000/v1")],
     provider: Provider = "openai",
     api_key_env: KeyEnv = None,
+    responses: Responses = None,
 ) -> None:
     """Register an endpoint; its key stays in the proxy's environment, only its variable's name is stored."""
-    body = {"slug": slug, "url": url, "provider": provider, "api_key_env": api_key_env}
+    body = {
+        "slug": slug,
+        "url": url,
+        "provider": provider,
+        "api_key_env": api_key_env,
+        "responses": responses,
+    }
     emit_one(call("POST", "/api/endpoints", json=compact(body)))
 
 
 @endpoints.command("update")
 def endpoints_update(
-    slug: Slug, url: Url = None, provider: Provider = None, api_key_env: KeyEnv = None
+    slug: Slug,
+    url: Url = None,
+    provider: Provider = None,
+    api_key_env: KeyEnv = None,
+    responses: Responses = None,
 ) -> None:
-    """Change an endpoint's URL, provider or key variable."""
-    body = compact({"url": url, "provider": provider, "api_key_env": api_key_env})
+    """Change an endpoint's URL, provider, key variable or Responses API setting."""
+    body = compact({"url": url, "provider": provider, "api_key_env": api_key_env, "responses": responses})
     if not body:
-        raise CliError("nothing to change: give --url, --provider or --api-key-env")
+        raise CliError("nothing to change: give --url, --provider, --api-key-env or --[no-]responses")
     emit_one(call("PATCH", f"/api/endpoints/{slug}", json=body))
 
 
@@ -79,6 +98,34 @@ OutPrice = Annotated[str | None, typer.Option("--output-price", help="Dollars pe
 Fallbacks = Annotated[
     list[str] | None, typer.Option("--fallback", help="A model to try when this one fails (repeatable)")
 ]
+Aliases = Annotated[
+    list[str] | None,
+    typer.Option("--alias", help="Another name clients may use for it, e.g. claude-sonnet-4-5 (repeatable)"),
+]
+CachedPrice = Annotated[
+    str | None,
+    typer.Option("--cached-input-price", help="Dollars per million input tokens read from the cache"),
+]
+WritePrice = Annotated[
+    str | None,
+    typer.Option("--cache-write-price", help="Dollars per million tokens written to the cache for 5 minutes"),
+]
+WriteHourPrice = Annotated[
+    str | None,
+    typer.Option("--cache-write-1h-price", help="Dollars per million tokens written to the cache for 1 hour"),
+]
+ReasoningPrice = Annotated[
+    str | None, typer.Option("--reasoning-price", help="Dollars per million reasoning tokens")
+]
+
+
+def _class_prices(cached: str | None, write: str | None, hour: str | None, reasoning: str | None) -> dict:
+    return {
+        "cached_input_price_per_million": cached,
+        "cache_write_price_per_million": write,
+        "cache_write_1h_price_per_million": hour,
+        "reasoning_price_per_million": reasoning,
+    }
 
 
 @models.command("list")
@@ -94,7 +141,14 @@ def models_list(
 ) -> None:
     """The models you may call (the same list the proxy's /v1/models gives your tokens)."""
     rows = listing("/api/models", {"all": "true" if everything else None, "q": search})
-    columns = ["name", "endpoint", "upstream_model", "input_price_per_million", "output_price_per_million"]
+    columns = [
+        "name",
+        "endpoint",
+        "upstream_model",
+        "aliases",
+        "input_price_per_million",
+        "output_price_per_million",
+    ]
     if everything:
         columns += ["available", "unavailable_reason"]
     emit(rows, columns, output, as_json)
@@ -110,6 +164,11 @@ def models_create(
     input_price: InPrice = None,
     output_price: OutPrice = None,
     fallback: Fallbacks = None,
+    alias: Aliases = None,
+    cached_input_price: CachedPrice = None,
+    cache_write_price: WritePrice = None,
+    cache_write_1h_price: WriteHourPrice = None,
+    reasoning_price: ReasoningPrice = None,
 ) -> None:
     """Register a model on an endpoint."""
     body = {
@@ -119,6 +178,8 @@ def models_create(
         "input_price_per_million": input_price,
         "output_price_per_million": output_price,
         "fallbacks": fallback,
+        "aliases": alias,
+        **_class_prices(cached_input_price, cache_write_price, cache_write_1h_price, reasoning_price),
     }
     emit_one(call("POST", "/api/models", json=compact(body)))
 
@@ -134,8 +195,13 @@ def models_update(
         bool, typer.Option("--clear-prices", help="Remove both prices (LiteLLM's price map applies)")
     ] = False,
     fallback: Fallbacks = None,
+    alias: Aliases = None,
+    cached_input_price: CachedPrice = None,
+    cache_write_price: WritePrice = None,
+    cache_write_1h_price: WriteHourPrice = None,
+    reasoning_price: ReasoningPrice = None,
 ) -> None:
-    """Change a model's endpoint, upstream id, prices or fallbacks."""
+    """Change a model's endpoint, upstream id, prices, fallbacks or aliases (--alias replaces them)."""
     body = compact(
         {
             "endpoint": endpoint,
@@ -143,6 +209,8 @@ def models_update(
             "input_price_per_million": input_price,
             "output_price_per_million": output_price,
             "fallbacks": fallback,
+            "aliases": alias,
+            **_class_prices(cached_input_price, cache_write_price, cache_write_1h_price, reasoning_price),
         }
     )
     if clear_prices:
@@ -150,6 +218,16 @@ def models_update(
     if not body:
         raise CliError("nothing to change")
     emit_one(call("PATCH", f"/api/models/{name}", json=body))
+
+
+@models.command("aliases")
+def models_aliases(
+    name: Name,
+    aliases: Annotated[list[str] | None, typer.Argument(help="Its aliases (none: remove them all)")] = None,
+) -> None:
+    """Set the other names clients may use for a model (e.g. the fixed names coding agents send)."""
+    answer = call("PATCH", f"/api/models/{name}", json={"aliases": aliases or []})
+    typer.echo(", ".join(answer.get("aliases") or []) or "No aliases.")
 
 
 @models.command("delete")

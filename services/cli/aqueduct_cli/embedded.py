@@ -23,6 +23,7 @@ from typing import Self
 from urllib.parse import quote
 
 from aqueduct_cli.nats_users import SERVICE_USERS, embedded_authorization
+from aqueduct_cli.service_env import env_for_engine
 
 __all__ = ["EmbeddedNats", "EmbeddedValkey", "free_port", "wait_for_port"]
 
@@ -71,7 +72,9 @@ class _ChildServer(ABC):
     def start(self, log_file: Path | None = None) -> Self:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(log_file, "ab") if log_file else subprocess.DEVNULL
-        self.process = subprocess.Popen(self._argv(), stdout=log, stderr=log, start_new_session=True)
+        self.process = subprocess.Popen(
+            self._argv(), stdout=log, stderr=log, start_new_session=True, env=env_for_engine(os.environ)
+        )
         wait_for_port(self.host, self.port, process=self.process)
         return self
 

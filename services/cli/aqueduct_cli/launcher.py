@@ -24,6 +24,8 @@ import httpx
 from aqueduct_cli.client import forget_running_product, record_running_product
 from aqueduct_cli.embedded import EmbeddedNats, EmbeddedValkey, free_port
 from aqueduct_cli.nats_users import SERVICE_USERS
+from aqueduct_cli.service_env import env_for_service
+from aqueduct_libs.redact import redact
 
 __all__ = ["SERVICES", "WORKERS", "LaunchOptions", "Launcher"]
 
@@ -203,6 +205,7 @@ class Launcher:
     def _spawn(self, service: ServiceProcess, env: dict[str, str]) -> None:
         if own := self.nats_urls.get(service.name):
             env = {**env, "AQUEDUCT_NATS_URL": own}
+        env = env_for_service(service.name, env)
         log = open(self.data_dir / "logs" / f"{service.name}.log", "ab")
         service.process = subprocess.Popen(
             [sys.executable, "-m", service.module or f"aqueduct_{service.name}"],
@@ -263,7 +266,7 @@ class Launcher:
         runtime = {
             "urls": self.urls,
             "nats_url": nats_url,
-            "redis_url": redis_url,
+            "redis_url": redact(redis_url),  # the address; the password stays with the proxy
             "data_dir": str(self.data_dir),
             "pid": os.getpid(),
         }

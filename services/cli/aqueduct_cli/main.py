@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from aqueduct_cli import access, admin, audit, catalog
+from aqueduct_cli import access, admin, audit, catalog, dead_letters
 from aqueduct_cli.client import SERVICE_NAMES, ApiClient, CliError, PasswordChangeRequired
 from aqueduct_cli.launcher import SERVICES, WORKERS, Launcher, LaunchOptions
 from aqueduct_cli.output import print_rows
@@ -34,6 +34,7 @@ app.add_typer(catalog.models, name="models")
 app.add_typer(catalog.mcp, name="mcp")
 app.add_typer(catalog.terms, name="terms")
 app.add_typer(audit.audit, name="audit")
+app.add_typer(dead_letters.dead_letters, name="dead-letters")
 
 
 def _url_option(service: str) -> Any:

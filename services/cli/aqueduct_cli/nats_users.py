@@ -47,6 +47,7 @@ TOPOLOGY_STREAMS: tuple[str, ...] = (
     names.DIRECTORY_EVENTS_STREAM,
     names.USAGE_STREAM,
     names.AUTH_EVENTS_STREAM,
+    names.DEAD_LETTERS_STREAM,
     *(
         _kv(b)
         for b in (
@@ -76,6 +77,7 @@ PROTECTED_PUBLISH: tuple[tuple[str, str], ...] = (
     (f"$KV.{names.AUTH_ATTEMPTS_BUCKET}.>", "auth"),
     (f"{names.AUTH_EVENTS_SUBJECT_PREFIX}.>", "auth"),
     (f"$KV.{names.QUOTA_BUCKET}.>", "accounting"),
+    (f"{names.DEAD_LETTERS_SUBJECT_PREFIX}.>", "accounting"),
 )
 # Administrative JetStream calls nobody needs at run time: changing, deleting or restoring a stream,
 # deleting single messages, and the server-wide meta calls.
@@ -187,7 +189,8 @@ GRANTS: dict[str, Grant] = {
         ),
         requests=(names.DIRECTORY_RPC_SIGN_IN,),
     ),
-    # Consumes usage and directory events, writes budget decisions.
+    # Consumes usage and directory events, writes budget decisions; writes, reads and (once re-driven)
+    # purges the dead letters of its consumers.
     "accounting": Grant(
         reads=(
             *_EVERYONE_READS,
@@ -195,9 +198,11 @@ GRANTS: dict[str, Grant] = {
             _kv(names.QUOTA_BUCKET),
             names.USAGE_STREAM,
             names.DIRECTORY_EVENTS_STREAM,
+            names.DEAD_LETTERS_STREAM,
         ),
-        publishes=(f"$KV.{names.QUOTA_BUCKET}.>",),
-        creates=(_kv(names.QUOTA_BUCKET),),
+        publishes=(f"$KV.{names.QUOTA_BUCKET}.>", f"{names.DEAD_LETTERS_SUBJECT_PREFIX}.>"),
+        creates=(_kv(names.QUOTA_BUCKET), names.DEAD_LETTERS_STREAM),
+        purges=(names.DEAD_LETTERS_STREAM,),
     ),
     "proxy": _BATCH,
     "batch-worker": _BATCH,

@@ -169,6 +169,11 @@ async def test_config_applied_at_start_and_by_api_idempotently(stack):
             "input_price_per_million": "0.15",
             "output_price_per_million": "0.6",
             "fallbacks": [],
+            "aliases": [],
+            "cached_input_price_per_million": None,
+            "cache_write_price_per_million": None,
+            "cache_write_1h_price_per_million": None,
+            "reasoning_price_per_million": None,
             "available": True,
             "unavailable_reason": None,
         }
@@ -372,6 +377,19 @@ async def test_operational_routes(stack):
         "aqueduct_directory_relay_position" in metrics
         and "aqueduct_directory_snapshot_writes_total" in metrics
     )
+
+
+async def test_a_price_beyond_the_usage_bounds_is_refused(stack):
+    """A price accounting could not apply without overflowing a cost (aqueduct_libs.bounds) is a 4xx
+    problem that changes nothing."""
+    service, signer, http = stack
+    admin = bearer(signer.session(service.directory.sign_in("local:admin", "", "admin", [], admin=True)))
+    path = "/api/models/gpt-4o-mini"
+    refused = await http.patch(path, json={"input_price_per_million": "10000.01"}, headers=admin)
+    assert 400 <= refused.status_code < 500 and "at most 10,000 dollars" in refused.json()["detail"]
+    assert (await http.get("/api/models", headers=admin)).json()[0]["input_price_per_million"] == "0.15"
+    at_bound = await http.patch(path, json={"output_price_per_million": "10000"}, headers=admin)
+    assert at_bound.status_code == 200
 
 
 async def test_lists_search_sort_and_page_with_a_total(stack):

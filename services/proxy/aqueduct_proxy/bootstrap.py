@@ -18,6 +18,7 @@ from aqueduct_libs import names
 from aqueduct_libs.bus import KVWatcher, connect, ensure_topology
 from aqueduct_libs.ops import configure_logging
 from aqueduct_libs.price_catalog import load_price_catalog
+from aqueduct_libs.redact import redact
 from aqueduct_libs.settings import CommonSettings
 from aqueduct_proxy.adapters.budget_store import BudgetStore
 from aqueduct_proxy.adapters.limiter import Limiter
@@ -72,7 +73,7 @@ async def _connect_bus(url: str) -> NATS:
         try:
             return await connect(url, name="aqueduct-proxy")
         except Exception as exc:  # the bus may start after us; the proxy cannot serve without it
-            log.warning("NATS at %s not reachable yet (%s); retrying", url, exc)
+            log.warning("NATS at %s not reachable yet (%s); retrying", redact(url), exc)
             await asyncio.sleep(1.0)
 
 

@@ -50,3 +50,30 @@ def test_responses_stream_usage_from_the_completed_event():
     assert tally.observe(_event(done, "response.completed"))  # part of the protocol: always forwarded
     assert tally.usage is not None and (tally.usage.input_tokens, tally.usage.output_tokens) == (9, 1)
     assert tally.chunks == 1
+
+
+def test_absurd_upstream_counts_are_published_within_bounds():
+    """An upstream reporting more tokens than can be priced without overflow is counted at the bound, a
+    negative or non-integer count as none: accounting never receives an event it must refuse for that."""
+    from aqueduct_libs.bounds import MAX_TOKENS
+
+    huge = {
+        "usage": {
+            "prompt_tokens": 10**30,
+            "completion_tokens": -5,
+            "prompt_tokens_details": {"cached_tokens": 2.5},
+        }
+    }
+    u = usage_from_body(huge)
+    assert u is not None and (u.input_tokens, u.output_tokens, u.cached_tokens) == (MAX_TOKENS, 0, 2)
+    tally = StreamTally(client_wants_usage=True)
+    # Beyond 64 bits, as an upstream may write it (JSON parsers read it as a float).
+    tally.observe(
+        b'data: {"choices": [], "usage": {"prompt_tokens": true, "completion_tokens": 1'
+        + b"0" * 30
+        + b"}}\n\n"
+    )
+    assert tally.usage is not None and (tally.usage.input_tokens, tally.usage.output_tokens) == (
+        0,
+        MAX_TOKENS,
+    )

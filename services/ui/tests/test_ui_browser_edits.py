@@ -458,3 +458,61 @@ async def test_an_admin_sets_the_limits_of_a_service_accounts_token(
     finally:
         await context.close()
         await ok(directory.delete(f"/api/service-accounts/{made['service_account']['id']}"))
+
+
+async def test_an_admin_sets_aliases_token_prices_and_the_responses_setting(
+    stack, browser: Browser, people: People, directory: httpx.AsyncClient, upstream
+) -> None:
+    tag = os.urandom(2).hex()
+    slug, model, alias = f"agents-{tag}", f"agent-model-{tag}", f"claude-sonnet-{tag}"
+    await ok(directory.post("/api/endpoints", json={"slug": slug, "url": upstream.url}))
+    await ok(
+        directory.post("/api/models", json={"name": model, "endpoint": slug, "input_price_per_million": 3})
+    )
+    token = await ok(directory.post("/api/tokens", json={"name": f"alias probe {tag}"}))
+
+    context, page = await sign_in(browser, stack.urls["ui"], people.admin)
+    await page.goto("/admin#endpoints")
+    edit = page.locator(f"details[data-endpoint='{slug}']")
+    await edit.locator("summary").click()
+    await expect(edit.get_by_label("Has the Responses API")).to_be_checked()
+    await edit.get_by_label("Has the Responses API").uncheck()
+    await edit.get_by_role("button", name=f"Save endpoint {slug}").click()
+    await expect(page.get_by_role("status")).to_contain_text(f"Endpoint “{slug}” saved.")
+
+    edit = page.locator(f"details[data-model='{model}']")
+    await edit.locator("summary").click()
+    await edit.get_by_label("Aliases").fill(f"{alias}, fake-model")  # fake-model is another model's name
+    await edit.get_by_role("button", name=f"Save model {model}").click()
+    await expect(page.get_by_role("alert")).to_contain_text("another model")
+    edit = page.locator(f"details[data-model='{model}']")
+    await edit.locator("summary").click()
+    await edit.get_by_label("Aliases").fill(alias)
+    await edit.get_by_label("Cached input (read) $ per 1M tokens").fill("0.3")
+    await edit.get_by_label("Cache write (1 h) $ per 1M tokens").fill("6")
+    await edit.get_by_role("button", name=f"Save model {model}").click()
+    await expect(page.get_by_role("status")).to_contain_text(f"Model “{model}” saved.")
+    await expect(page.locator("#admin-models tr", has_text=model).first).to_contain_text(alias)
+    await context.close()
+
+    saved = next(m for m in await ok(directory.get("/api/models")) if m["name"] == model)
+    assert (saved["aliases"], saved["cached_input_price_per_million"]) == ([alias], "0.3")
+    assert (saved["cache_write_1h_price_per_million"], saved["cache_write_price_per_million"]) == ("6", None)
+    assert saved["input_price_per_million"] == "3.0"  # the form kept the price it showed
+    endpoint = next(e for e in await ok(directory.get("/api/endpoints")) if e["slug"] == slug)
+    assert endpoint["responses"] is False
+
+    async def served_by_alias() -> None:
+        async with httpx.AsyncClient(timeout=20) as http:
+            answer = await http.post(
+                f"{stack.urls['proxy']}/v1/responses",
+                headers={"Authorization": f"Bearer {token['value']}"},
+                json={"model": alias, "input": "hi", "max_output_tokens": 2},
+            )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["output"][0]["content"][0]["text"] == "tok0 tok1"  # translated to chat
+
+    await eventually(served_by_alias)
+    await ok(directory.delete(f"/api/tokens/{token['token']['id']}"))
+    await ok(directory.delete(f"/api/models/{model}"))
+    await ok(directory.delete(f"/api/endpoints/{slug}"))

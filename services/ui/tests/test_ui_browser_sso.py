@@ -70,6 +70,7 @@ def sso_stack(tmp_path_factory: pytest.TempPathFactory, upstream) -> Iterator[St
             "CLIENT_ID": CLIENT_ID,
             "CLIENT_SECRET": CLIENT_SECRET,
             "REDIRECT_URI": f"http://127.0.0.1:{auth_port}/auth/oidc/callback",
+            "POST_LOGOUT_REDIRECT_URI": f"http://127.0.0.1:{stack.env['AQUEDUCT_UI_PORT']}/login",
         },
         stdout=log,
         stderr=log,
@@ -203,4 +204,86 @@ async def test_tokens_work_once_the_terms_of_service_are_accepted(browser: Brows
     await expect(page.get_by_role("status")).to_contain_text("terms of service 2026-11 accepted")
     await expect(page.locator("#terms-banner")).to_have_count(0)
     assert await eventually(lambda: asyncio.to_thread(chat, urls["proxy"], value)) == "tok0 tok1"
+    await context.close()
+
+
+async def test_signing_out_ends_the_identity_providers_session(browser: Browser, sso_stack: Stack) -> None:
+    """Else "Sign in with SSO" after signing out would sign the user straight back in, unasked."""
+    context, page = await sso_sign_in(browser, sso_stack, "alice", "alice-password")
+    await expect(page.locator(".who-name")).to_have_text("Alice Staff")
+
+    await page.get_by_role("button", name="Sign out").click()
+    # The provider asks to confirm (oidc-provider's own page), then sends the browser back to /login.
+    await page.get_by_role("button", name="Yes, sign me out").click()
+    await expect(page).to_have_url(re.compile(r"/login$"))
+    await expect(page.get_by_role("status")).to_contain_text("You are signed out")
+    assert not [c for c in await context.cookies() if c["name"] in ("aq_session", "aq_refresh")]
+
+    await page.get_by_role("link", name="Sign in with SSO").click()
+    await expect(page.get_by_role("heading", name="Sign in to the test provider")).to_be_visible()
+    await context.close()
+
+
+async def test_roles_from_the_providers_groups_are_re_evaluated_at_each_sign_in(
+    browser: Browser, sso_stack: Stack
+) -> None:
+    issuer = sso_stack.env["AQUEDUCT_AUTH_OIDC_ISSUER"]
+    urls = sso_stack.urls
+
+    async def groups_at_the_provider(login: str, groups: str) -> None:
+        async with httpx.AsyncClient(timeout=10) as http:
+            (await http.post(f"{issuer}/test/groups/{login}", content=groups)).raise_for_status()
+
+    async def role_after_sign_in(login: str, password: str) -> str:
+        context, page = await sso_sign_in(browser, sso_stack, login, password)
+        await expect(page.locator(".who-name")).to_be_visible()
+        role = await page.locator(".who .tag").inner_text()
+        await context.close()
+        return role
+
+    try:
+        assert await role_after_sign_in("root", "root-password") == "Admin"
+        await groups_at_the_provider("root", "staff")  # root leaves the admin group
+        assert await role_after_sign_in("root", "root-password") == "User"
+        await groups_at_the_provider("root", "admins,staff")  # and joins it again
+        assert await role_after_sign_in("root", "root-password") == "Admin"
+    finally:
+        await groups_at_the_provider("root", "admins,staff")
+
+    # An Admin's grant in the product is not the provider's to take back.
+    assert await role_after_sign_in("alice", "alice-password") == "User"
+    async with httpx.AsyncClient(timeout=20) as http:
+        pair = (
+            await http.post(
+                f"{urls['auth']}/auth/token",
+                json={"username": sso_stack.admin_username, "password": sso_stack.admin_password},
+            )
+        ).json()
+        admin = {"Authorization": f"Bearer {pair['access_token']}"}
+        users = (await http.get(f"{urls['directory']}/api/users", headers=admin)).json()
+        alice = next(u for u in users if u["email"] == "alice@example.org")
+        root = next(u for u in users if u["email"] == "root@example.org")
+        assert root["admin"] and root["admin_from_sign_in"]  # the user's page says where Admin comes from
+        granted = await http.patch(
+            f"{urls['directory']}/api/users/{alice['id']}", json={"admin": True}, headers=admin
+        )
+        granted.raise_for_status()
+        try:
+            assert await role_after_sign_in("alice", "alice-password") == "Admin"
+        finally:
+            revoked = await http.patch(
+                f"{urls['directory']}/api/users/{alice['id']}", json={"admin": False}, headers=admin
+            )
+            revoked.raise_for_status()
+    assert await role_after_sign_in("alice", "alice-password") == "User"
+
+
+async def test_the_error_page_shows_only_the_products_own_words(browser: Browser, sso_stack: Stack) -> None:
+    context = await browser.new_context(base_url=sso_stack.urls["ui"])
+    page = await context.new_page()
+    await page.goto("/session/error?message=Your+account+is+locked.+Call+%2B1-555-0100&reason=no_org")
+    await expect(page.get_by_role("alert")).to_have_text(
+        "No organisation is mapped from your groups. Ask an administrator."
+    )
+    assert "555-0100" not in await page.content()
     await context.close()

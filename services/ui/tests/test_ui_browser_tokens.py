@@ -181,11 +181,13 @@ async def test_a_failed_single_sign_on_says_why(stack, browser: Browser) -> None
     page = await context.new_page()
     # The auth service hands the browser back with a one-time code; a wrong or spent one is refused there.
     await page.goto("/session/complete?code=not-a-real-code")
-    await expect(page).to_have_url(re.compile(r"/session/error\?message="))
+    await expect(page).to_have_url(re.compile(r"/session/error\?reason="))
     await expect(page.get_by_role("heading", name="Sign-in failed")).to_be_visible()
     await expect(page.get_by_role("alert")).not_to_be_empty()
-    await page.goto("/session/error?message=No+organisation+is+mapped+from+your+groups")
-    await expect(page.get_by_role("alert")).to_have_text("No organisation is mapped from your groups")
+    await page.goto("/session/error?reason=no_org")
+    await expect(page.get_by_role("alert")).to_have_text(
+        "No organisation is mapped from your groups. Ask an administrator."
+    )
     await page.get_by_role("link", name="Back to sign in").click()
     await expect(page.get_by_label("Username")).to_be_visible()
     await context.close()

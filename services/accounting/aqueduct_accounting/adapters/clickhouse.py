@@ -7,10 +7,12 @@ Query parameters use ClickHouse's own ``{name:Type}`` placeholders, so values ne
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote, urlparse
 
 import orjson
@@ -25,6 +27,9 @@ __all__ = [
     "open_clickhouse",
     "server_options",
 ]
+
+
+T = TypeVar("T")
 
 
 class ClickHouseError(Exception):
@@ -81,18 +86,39 @@ def _settings_clause(settings: dict[str, Any] | None) -> str:
 
 
 class ChdbClickHouse:
-    """chDB, file-backed. Only one process may open the folder, so all SQL goes through this service."""
+    """chDB, file-backed. Only one process may open the folder, so all SQL goes through this service.
+
+    One chDB connection per thread: a connection keeps the query parameters of the statement it runs, so
+    two threads sharing one swap each other's parameters ("Substitution `lo` is not set"). Connections to
+    the same folder share one engine and run in parallel safely.
+    """
 
     def __init__(self, path: Path) -> None:
-        from chdb import session
-
         path.mkdir(parents=True, exist_ok=True)
-        self._session = session.Session(str(path))
+        self._path = str(path)
+        self._local = threading.local()
+        self._sessions: list[Any] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._session()  # opens the engine now: a folder another process holds fails here, at start
+
+    def _session(self) -> Any:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            from chdb import session as chdb_session
+
+            with self._lock:
+                if self._closed:
+                    raise ClickHouseError("the ClickHouse engine is closed")
+                session = chdb_session.Session(self._path)
+                self._sessions.append(session)
+            self._local.session = session
+        return session
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
         text_params = {k: _param_text(v) for k, v in (params or {}).items()}
         try:
-            self._session.query(sql, params=text_params or None)
+            self._session().query(sql, params=text_params or None)
         except Exception as exc:
             raise ClickHouseError(str(exc)) from exc
 
@@ -101,7 +127,7 @@ class ChdbClickHouse:
     ) -> QueryResult:
         text_params = {k: _param_text(v) for k, v in (params or {}).items()}
         try:
-            result = self._session.query(
+            result = self._session().query(
                 sql + _settings_clause(settings), "JSONCompact", params=text_params or None
             )
         except Exception as exc:
@@ -120,7 +146,11 @@ class ChdbClickHouse:
         self.execute(f"INSERT INTO {table} FORMAT JSONEachRow\n{orjson.dumps(rows).decode()}")
 
     def close(self) -> None:
-        self._session.close()
+        with self._lock:
+            self._closed = True
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
 
 
 def server_options(url: str) -> dict[str, Any]:
@@ -209,3 +239,7 @@ class AsyncClickHouse:
 
     async def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
         await asyncio.to_thread(self.engine.execute, sql, params)
+
+    async def run(self, work: Callable[..., T], *args: Any) -> T:
+        """``work(engine, *args)`` in a worker thread: a blocking use case (repairs at start)."""
+        return await asyncio.to_thread(work, self.engine, *args)

@@ -35,7 +35,37 @@ class AccountingMetrics:
             "aqueduct_accounting_insert_failures", "Batch inserts that failed and were retried", registry=r
         )
         self.lag = Gauge(
-            "aqueduct_accounting_consumer_lag", "Usage events in the stream not yet delivered", registry=r
+            "aqueduct_accounting_consumer_lag",
+            "Usage messages in the stream not yet stored (not delivered, or delivered and not acknowledged)",
+            registry=r,
+        )
+        self.directory_lag = Gauge(
+            "aqueduct_accounting_directory_consumer_lag",
+            "Directory events in the stream not yet mirrored",
+            registry=r,
+        )
+        self.last_stored_age = Gauge(
+            "aqueduct_accounting_last_stored_event_age_seconds",
+            "How long ago the newest stored usage event happened",
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "aqueduct_accounting_dead_letters",
+            "Messages or events sent to the dead-letter stream (they could not be stored)",
+            registry=r,
+        )
+        self.dead_letters_waiting = Gauge(
+            "aqueduct_accounting_dead_letters_waiting",
+            "Dead letters in their stream, not re-driven yet",
+            registry=r,
+        )
+        self.redriven = Counter(
+            "aqueduct_accounting_redriven_dead_letters", "Dead letters re-driven and stored", registry=r
+        )
+        self.not_ready = Gauge(
+            "aqueduct_accounting_not_ready",
+            "1 while ingest is stuck (stores keep failing) or far behind, else 0",
+            registry=r,
         )
         self.directory_events = Counter(
             "aqueduct_accounting_directory_events", "Directory events mirrored", registry=r

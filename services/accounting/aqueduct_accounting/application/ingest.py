@@ -21,7 +21,7 @@ from typing import Any
 from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse
 from aqueduct_accounting.domain.pricing import PriceBook
 from aqueduct_accounting.domain.recent_ids import RecentIds, next_second
-from aqueduct_accounting.domain.usage import clickhouse_time, usage_row
+from aqueduct_accounting.domain.usage import clickhouse_time, token_classes, usage_row
 from aqueduct_libs.events import UsageRecorded
 
 __all__ = ["IngestResult", "UsageIngest"]
@@ -126,11 +126,9 @@ class UsageIngest:
             unique.setdefault(row["event_id"], row)
         existing = await self._stored_already(list(unique.values()))
         fresh = [row for event_id, row in unique.items() if event_id not in existing]
-        cost = self._prices.cost_nanos
+        cost = self._prices.cost
         for row in fresh:
-            row["cost_nanos"] = cost(
-                row["model"], row["input_tokens"], row["output_tokens"], row["cached_tokens"]
-            )
+            row["cost_nanos"] = cost(row["model"], token_classes(row))
         if fresh:
             token = hashlib.sha256("\n".join(row["event_id"] for row in fresh).encode()).hexdigest()
             try:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from aqueduct_accounting.adapters.analyst_sql import AnalystQueries
 from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, QueryResult
 from aqueduct_accounting.application.names import latest_names
 from aqueduct_accounting.domain.pricing import nanos_to_usd
@@ -32,7 +33,9 @@ _BUCKETS = {"minute": "toStartOfMinute", "hour": "toStartOfHour", "day": "toStar
 _ORDER = {"cost": "cost_nanos", "tokens": "input_tokens + output_tokens", "requests": "requests"}
 _METRICS = (
     "sum(requests) AS requests, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, "
-    "sum(cached_tokens) AS cached_tokens, sum(cost_nanos) AS cost_nanos"
+    "sum(cached_tokens) AS cached_tokens, sum(cache_write_5m_tokens) AS cache_write_5m_tokens, "
+    "sum(cache_write_1h_tokens) AS cache_write_1h_tokens, sum(reasoning_tokens) AS reasoning_tokens, "
+    "sum(cost_nanos) AS cost_nanos"
 )
 # Per segment level: the table, its time column, and how it counts requests.
 _SOURCES = {
@@ -47,7 +50,16 @@ _NAME_COLUMNS = {
     "token": ("token_name",),
     "org": ("org_name",),
 }
-METRIC_NAMES = ("requests", "input_tokens", "output_tokens", "cached_tokens", "cost_nanos")
+METRIC_NAMES = (
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "cost_nanos",
+)
 
 
 class BadReportRequestError(ValueError):
@@ -79,8 +91,11 @@ def _metrics(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class Reports:
-    def __init__(self, clickhouse: AsyncClickHouse, sql_max_rows: int = 10_000) -> None:
+    def __init__(
+        self, clickhouse: AsyncClickHouse, analyst: AnalystQueries, sql_max_rows: int = 10_000
+    ) -> None:
         self._ch = clickhouse
+        self._analyst = analyst
         self._sql_max_rows = sql_max_rows
 
     async def _grouped(
@@ -110,7 +125,8 @@ class Reports:
             params[f"u{n}"] = clickhouse_time(segment.until)
             parts.append(
                 f"SELECT toDateTime({time_column}, 'UTC') AS t, org_id, team_id, user_id, token_id, model, "
-                f"{requests} AS requests, input_tokens, output_tokens, cached_tokens, cost_nanos FROM {table} "
+                f"{requests} AS requests, input_tokens, output_tokens, cached_tokens, cache_write_5m_tokens, "
+                f"cache_write_1h_tokens, reasoning_tokens, cost_nanos FROM {table} "
                 f"WHERE {time_column} >= {{s{n}:DateTime64(3, 'UTC')}} AND {time_column} < {{u{n}:DateTime64(3, 'UTC')}} "
                 f"AND {where}"
             )
@@ -209,10 +225,10 @@ class Reports:
         return out.getvalue()
 
     async def sql(self, query: str) -> QueryResult:
-        statement = check_read_only(query)
-        result = await self._ch.query(
-            statement,
-            settings={"readonly": 1, "max_result_rows": self._sql_max_rows, "result_overflow_mode": "break"},
-        )
+        # Parsed by the engine, checked here, run on the read-only connection (which enforces read-only
+        # and the limits on its own): the same steps for chDB and a ClickHouse server.
+        parsed = await self._analyst.parse(query)
+        statement = check_read_only(parsed, await self._analyst.table_functions(), self._analyst.database)
+        result = await self._analyst.run(statement)
         # "break" stops at a block boundary, so the engine may hand back a little more than asked.
         return QueryResult(result.columns, result.rows[: self._sql_max_rows])

@@ -25,6 +25,10 @@ _ROLLUPS = (
 )
 _TOTALS = "count(), sum(input_tokens), sum(output_tokens), sum(cost_nanos)"
 _ROLLED = "sum(requests), sum(input_tokens), sum(output_tokens), sum(cost_nanos)"
+_ROLLUP_COLUMNS = (
+    "bucket, org_id, team_id, user_id, token_id, model, requests, input_tokens, output_tokens, cached_tokens, "
+    "cache_write_5m_tokens, cache_write_1h_tokens, reasoning_tokens, cost_nanos"
+)
 _RANGE = "{{lo:DateTime64(3, 'UTC')}} AND {column} < {{hi:DateTime64(3, 'UTC')}}"
 
 
@@ -73,8 +77,9 @@ def repair_rollups(engine: ClickHouse, recorded_since: datetime | None = None) -
                 params,
             )
             engine.execute(
-                f"INSERT INTO {table} SELECT {bucket_expression} AS bucket, org_id, team_id, user_id, token_id, "
-                "model, count() AS requests, sum(input_tokens), sum(output_tokens), sum(cached_tokens), "
+                f"INSERT INTO {table} ({_ROLLUP_COLUMNS}) SELECT {bucket_expression} AS bucket, org_id, team_id, "
+                "user_id, token_id, model, count() AS requests, sum(input_tokens), sum(output_tokens), "
+                "sum(cached_tokens), sum(cache_write_5m_tokens), sum(cache_write_1h_tokens), sum(reasoning_tokens), "
                 f"sum(cost_nanos) FROM usage_events WHERE occurred_at >= {_RANGE.format(column='occurred_at')} "
                 "GROUP BY bucket, org_id, team_id, user_id, token_id, model",
                 params,

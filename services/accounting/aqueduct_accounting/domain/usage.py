@@ -1,22 +1,35 @@
 """A usage event as a ``usage_events`` row.
 
 The consumer reads ``UsageRecorded`` JSON straight into rows (``usage_row_from_json``): the checks here
-are the contract's required fields and types, at a fraction of the cost of building a model per event.
+are the contract's required fields and types, and the bounds of ``aqueduct_libs.bounds`` (so that every
+value fits its column), at a fraction of the cost of building a model per event. An event out of bounds is
+refused whole, never stored half-right.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from aqueduct_accounting.domain.pricing import TokenClasses
+from aqueduct_libs import bounds
 from aqueduct_libs.events import UsageRecorded
 
 __all__ = [
+    "TOKEN_COUNTS",
     "InvalidUsageEventError",
+    "RejectedEvent",
+    "UsageMessage",
+    "check_stored_row",
     "clickhouse_time",
+    "token_classes",
+    "usage_message_from_json",
+    "usage_message_parts",
     "usage_row",
     "usage_row_from_json",
     "usage_rows_from_json",
@@ -25,15 +38,39 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _REQUIRED_TEXT = ("event_id", "token_id", "user_id", "org_id", "endpoint", "model", "route")
-_OPTIONAL_TEXT = ("service_account_id", "team_id", "tool", "batch_id", "request_id")
-_COUNTS = ("input_tokens", "output_tokens", "cached_tokens")
+_OPTIONAL_TEXT = ("service_account_id", "team_id", "tool", "batch_id", "request_id", "alias")
+_COUNTS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+)
 _TEXT = _REQUIRED_TEXT + _OPTIONAL_TEXT
-_INTEGERS = ("status_code", *_COUNTS)
+TOKEN_COUNTS = _COUNTS  # every token count of a row, each within 0..bounds.MAX_TOKENS
 _KINDS = frozenset(("model", "mcp", "batch"))
 
 
 class InvalidUsageEventError(ValueError):
-    """The message is not a ``UsageRecorded`` event (schema version 1)."""
+    """The message is not a ``UsageRecorded`` event (schema version 1), or one out of bounds."""
+
+
+@dataclass(frozen=True)
+class RejectedEvent:
+    """One event of a message that cannot be stored: its position in the message, its text, why."""
+
+    index: int | None  # None: the message itself (a lone event)
+    payload: bytes
+    reason: str
+
+
+@dataclass
+class UsageMessage:
+    """One message's rows, and its events that were refused (the message's good events are kept)."""
+
+    rows: list[dict[str, Any]]
+    rejected: list[RejectedEvent] = field(default_factory=list)
 
 
 def clickhouse_time(moment: datetime) -> str:
@@ -62,13 +99,85 @@ def usage_row(event: UsageRecorded) -> dict[str, Any]:
     return usage_row_from_json(event.model_dump_json().encode())
 
 
+_EARLIEST = clickhouse_time(bounds.EARLIEST_OCCURRED_AT)
+
+
+def _latest(now: datetime | None = None) -> str:
+    """The latest ``occurred_at`` accepted now, as ClickHouse text (which sorts as time)."""
+    return clickhouse_time((now or datetime.now(UTC)) + bounds.MAX_FUTURE_SKEW)
+
+
 def usage_row_from_json(payload: bytes) -> dict[str, Any]:
     """The row of one ``UsageRecorded`` message."""
     try:
         data = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise InvalidUsageEventError(f"not JSON: {exc}") from exc
-    return _row(data)
+    return _row(data, _latest())
+
+
+def usage_message_from_json(
+    payload: bytes, now: datetime | None = None, cost: Callable[[dict[str, Any]], int] | None = None
+) -> UsageMessage:
+    """One message (a ``UsageRecorded`` object or a JSON array of them): the rows of its good events, and
+    each bad event with its reason. ``cost`` (nano-dollars of a row) refuses an event dearer than
+    ``bounds.MAX_EVENT_COST_NANOS``. Raises ``InvalidUsageEventError`` when the message is no event at all
+    (not JSON, an empty array, ...) or is a lone bad event."""
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidUsageEventError(f"not JSON: {exc}") from exc
+    latest = _latest(now)
+    if not isinstance(data, list):
+        return UsageMessage([_priced_row(data, latest, cost)])
+    if not data:
+        raise InvalidUsageEventError("an empty array holds no usage event")
+    message = UsageMessage([])
+    for index, item in enumerate(data):
+        try:
+            message.rows.append(_priced_row(item, latest, cost))
+        except InvalidUsageEventError as exc:
+            message.rejected.append(RejectedEvent(index, orjson.dumps(item), str(exc)))
+    return message
+
+
+def usage_message_parts(
+    payload: bytes, read: Callable[[bytes], UsageMessage]
+) -> list[tuple[int, bytes, UsageMessage]]:
+    """The events of a message holding a JSON array, one by one as ``(index, event text, read(text))``,
+    to find which of them a store refuses; events refused by ``read`` are left out (already refused)."""
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return []
+    if not isinstance(data, list):
+        return []
+    parts = []
+    for index, item in enumerate(data):
+        text = orjson.dumps(item)
+        try:
+            part = read(text)
+        except InvalidUsageEventError:
+            continue
+        parts.append((index, text, part))
+    return parts
+
+
+def check_stored_row(row: dict[str, Any]) -> None:
+    """Raise ``InvalidUsageEventError`` if a stored ``usage_events`` row (as a dict) is out of bounds."""
+    event = {**row, "occurred_at": str(row["occurred_at"]).replace(" ", "T") + "+00:00"}
+    _row(event, _latest())
+
+
+def _priced_row(data: Any, latest: str, cost: Callable[[dict[str, Any]], int] | None) -> dict[str, Any]:
+    row = _row(data, latest)
+    if cost is not None:
+        nanos = cost(row)
+        if not 0 <= nanos <= bounds.MAX_EVENT_COST_NANOS:
+            raise InvalidUsageEventError(
+                f"the event costs {nanos} nano-dollars, outside 0..{bounds.MAX_EVENT_COST_NANOS}"
+            )
+    return row
 
 
 def usage_rows_from_json(payload: bytes) -> list[dict[str, Any]]:
@@ -78,12 +187,13 @@ def usage_rows_from_json(payload: bytes) -> list[dict[str, Any]]:
         data = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise InvalidUsageEventError(f"not JSON: {exc}") from exc
+    latest = _latest()
     if not isinstance(data, list):
-        return [_row(data)]
+        return [_row(data, latest)]
     rows = []
     for item in data:
         try:
-            rows.append(_row(item))
+            rows.append(_row(item, latest))
         except InvalidUsageEventError as exc:
             log.error("dropping an unreadable usage event of a batch: %s", exc)
     if not rows:
@@ -91,7 +201,7 @@ def usage_rows_from_json(payload: bytes) -> list[dict[str, Any]]:
     return rows
 
 
-def _row(data: Any) -> dict[str, Any]:
+def _row(data: Any, latest: str) -> dict[str, Any]:
     # Hot path (one call per usage event): plain lookups first, then exact type checks in one pass.
     try:
         if data.get("schema_version", 1) != 1:
@@ -115,15 +225,45 @@ def _row(data: Any) -> dict[str, Any]:
     for name in _TEXT:
         if type(row[name]) is not str:
             raise InvalidUsageEventError(f"{name} must be a string")
+        if len(row[name]) > bounds.MAX_TEXT_LENGTH:
+            raise InvalidUsageEventError(f"{name} is longer than {bounds.MAX_TEXT_LENGTH} characters")
     if not row["event_id"]:
         raise InvalidUsageEventError("event_id must not be empty")
-    for name in _INTEGERS:
+    for name in _COUNTS:
         if type(row[name]) is not int:
             raise InvalidUsageEventError(f"{name} must be an integer")
-        if row[name] < 0:
-            row[name] = 0
+        if not 0 <= row[name] <= bounds.MAX_TOKENS:
+            raise InvalidUsageEventError(f"{name} {row[name]} is outside 0..{bounds.MAX_TOKENS}")
+    status = row["status_code"]
+    if type(status) is not int:
+        raise InvalidUsageEventError("status_code must be an integer")
+    if not bounds.MIN_STATUS_CODE <= status <= bounds.MAX_STATUS_CODE:
+        raise InvalidUsageEventError(
+            f"status_code {status} is outside {bounds.MIN_STATUS_CODE}..{bounds.MAX_STATUS_CODE}"
+        )
+    if not _EARLIEST <= row["occurred_at"] <= latest:
+        raise InvalidUsageEventError(
+            f"occurred_at {data['occurred_at']} is outside {_EARLIEST} .. now + skew"
+        )
     if row["kind"] not in _KINDS:
         raise InvalidUsageEventError("kind must be model, mcp or batch")
-    if type(row["latency_ms"]) not in (int, float) or type(row["ttft_ms"]) not in (int, float, type(None)):
+    latency, ttft = row["latency_ms"], row["ttft_ms"]
+    if type(latency) not in (int, float) or type(ttft) not in (int, float, type(None)):
         raise InvalidUsageEventError("latency_ms and ttft_ms must be numbers")
+    if not 0 <= latency <= bounds.MAX_LATENCY_MS or (
+        ttft is not None and not 0 <= ttft <= bounds.MAX_LATENCY_MS
+    ):
+        raise InvalidUsageEventError(f"latency_ms and ttft_ms must be within 0..{bounds.MAX_LATENCY_MS:.0f}")
     return row
+
+
+def token_classes(row: dict[str, Any]) -> TokenClasses:
+    """A row's token counts by class, as the cost rule takes them."""
+    return TokenClasses(
+        row["input_tokens"],
+        row["output_tokens"],
+        row["cached_tokens"],
+        row["cache_write_5m_tokens"],
+        row["cache_write_1h_tokens"],
+        row["reasoning_tokens"],
+    )

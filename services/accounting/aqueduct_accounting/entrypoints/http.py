@@ -21,10 +21,12 @@ from aqueduct_accounting.adapters.api_tokens import (
     DirectoryUnavailableError,
 )
 from aqueduct_accounting.adapters.clickhouse import ClickHouseError
+from aqueduct_accounting.application.dead_letters import DeadLetterAdmin
 from aqueduct_accounting.application.reports import BadReportRequestError, Reports, ReportWindow
 from aqueduct_accounting.domain.budget_status import BudgetLine
 from aqueduct_accounting.domain.readonly_sql import ReadOnlySqlError
 from aqueduct_accounting.domain.scope import ForbiddenError, UsageFilter, Viewer, scope_predicate
+from aqueduct_accounting.entrypoints.http_dead_letters import add_dead_letter_routes
 from aqueduct_libs.ops import add_operational_routes
 from aqueduct_libs.sessions import InvalidSessionError, SessionVerifier
 from aqueduct_libs.tokens import TOKEN_PREFIX
@@ -46,6 +48,10 @@ class HttpDeps:
     on_stop: Callable[[], Awaitable[None]] | None = None
     # Spent / remaining / resets-at of budgets; None: the route answers 503.
     budgets: BudgetStatus | None = None
+
+    # Why the service is not ready (ingest stuck, far behind, ...), for /readyz.
+    not_ready_reasons: Callable[[], list[str]] | None = None
+    dead_letters: DeadLetterAdmin | None = None
 
 
 class BudgetStatus(Protocol):
@@ -138,7 +144,7 @@ def create_app(deps: HttpDeps) -> FastAPI:
 
     app = FastAPI(title="Aqueduct accounting", version="1", lifespan=lifespan)
     app.state.deps = deps
-    add_operational_routes(app, deps.ready, deps.registry)
+    add_operational_routes(app, deps.ready, deps.registry, deps.not_ready_reasons)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -260,4 +266,5 @@ def create_app(deps: HttpDeps) -> FastAPI:
         lines = await deps.budgets.status(scopes)
         return {"budgets": [line.as_json() for line in lines]}
 
+    add_dead_letter_routes(app, CurrentViewer)
     return app

@@ -4,9 +4,10 @@ A batch is flushed when ``batch_size`` messages or ``batch_bytes`` of payload ar
 lingered briefly, or after ``flush_interval`` at the latest; but, unless it is full, not sooner than
 ``store_interval`` after the previous store began. So a steady stream is stored once per ``store_interval``
 (one insert, whatever the rate: its cost is shared by every event of the interval), while the first
-events after a quiet spell are stored at once. Messages are acknowledged only after their
-batch is stored; a failed store is retried with the same messages, never skipped. Used for usage events
-and for the directory's integration events.
+events after a quiet spell are stored at once. Messages are acknowledged only after their batch is
+stored. With a dead-letter policy, what cannot be read or stored goes to the dead-letter stream
+(``dead_letter_path``) and ingest goes on; without one, a poison message is terminated and a failed store
+retried with the same messages forever. Used for usage events and for the directory's integration events.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from nats.js import api as js_api
 from pydantic import ValidationError
 
 from aqueduct_accounting.adapters.jetstream_pull import PullBatches
+from aqueduct_accounting.entrypoints.dead_letter_path import DeadLetterPolicy, GuardedStore, Letter
 
 __all__ = ["BatchConsumer", "ensure_durable_consumer"]
 
@@ -79,6 +81,7 @@ class BatchConsumer(Generic[T]):
         on_rejected: Callable[[int], None] | None = None,
         on_store_failed: Callable[[], None] | None = None,
         on_lag: Callable[[int], None] | None = None,
+        dead_letters: DeadLetterPolicy[T] | None = None,
     ) -> None:
         self._nc = nc
         self._js = js
@@ -99,8 +102,41 @@ class BatchConsumer(Generic[T]):
         self._on_store_failed = on_store_failed
         self._on_lag = on_lag
         self._stopping = asyncio.Event()
+        self.guard: GuardedStore[T] | None = None
+        if dead_letters is not None:
+            self.guard = GuardedStore(
+                store,
+                dead_letters,
+                stream=stream,
+                consumer=durable,
+                on_store_failed=on_store_failed,
+                stopping=self._stopping,
+            )
+        # Since when (monotonic) stores fail, without a dead-letter policy (None: they do not).
+        self._failing_since: float | None = None
         self._task: asyncio.Task[None] | None = None
         self.running = asyncio.Event()
+
+    @property
+    def stream(self) -> str:
+        return self._stream
+
+    @property
+    def durable(self) -> str:
+        return self._durable
+
+    @property
+    def failing_since(self) -> float | None:
+        """Since when (monotonic) every store has failed; None while stores succeed."""
+        return self.guard.failing_since if self.guard is not None else self._failing_since
+
+    def decode(self, payload: bytes) -> T:
+        return self._decode(payload)
+
+    async def pending(self) -> int:
+        """Messages of the stream not yet stored: not delivered, or delivered and not acknowledged."""
+        info = await self._js.consumer_info(self._stream, self._durable)
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     async def start(self) -> None:
         await ensure_durable_consumer(
@@ -174,42 +210,66 @@ class BatchConsumer(Generic[T]):
             if batch:
                 await self._flush(batch, self._decode_all(batch))
 
-    def _decode_all(self, msgs: list[Msg]) -> tuple[list[T], set[int]]:
-        """The batch's items, and the messages (by id()) that cannot be read."""
+    def _decode_all(self, msgs: list[Msg]) -> tuple[list[T], set[int], list[Letter]]:
+        """The batch's items, the messages (by id()) that cannot be read, and the dead letters due."""
         items: list[T] = []
         poisoned: set[int] = set()
+        letters: list[Letter] = []
         for msg in msgs:
             try:
-                items.append(self._decode(msg.data))
+                item = self._decode(msg.data)
             except (ValidationError, ValueError) as exc:
-                log.error("%s: dropping a message that cannot be read: %s", self._durable, exc)
+                log.error("%s: a message cannot be read: %s", self._durable, exc)
                 poisoned.add(id(msg))
-        return items, poisoned
+                if self.guard is not None:
+                    letters += self.guard.letters_of_decoding(msg, None, str(exc))
+                continue
+            items.append(item)
+            if self.guard is not None:
+                letters += self.guard.letters_of_decoding(msg, item, None)
+        return items, poisoned, letters
 
-    async def _flush(self, msgs: list[Msg], decoded: tuple[list[T], set[int]]) -> None:
-        items, poisoned = decoded
+    async def _flush(self, msgs: list[Msg], decoded: tuple[list[T], set[int], list[Letter]]) -> None:
+        items, poisoned, letters = decoded
+        if poisoned and self._on_rejected is not None:
+            self._on_rejected(len(poisoned))
+        started = time.perf_counter()
+        if self.guard is not None:
+            readable = [msg for msg in msgs if id(msg) not in poisoned]
+            letters = letters + await self.guard.store(list(zip(readable, items, strict=True)))
+            elapsed = time.perf_counter() - started
+            # Each letter is in its stream before the message it came from is acknowledged.
+            await self.guard.send(letters)
+            for msg in msgs:
+                await msg.ack()
+        else:
+            elapsed = await self._store_until_stored(items)
+            for msg in msgs:
+                if id(msg) in poisoned:
+                    await msg.term()  # never redelivered: it can never become valid
+                else:
+                    await msg.ack()
+        if self._on_stored is not None:
+            self._on_stored(len(items), elapsed)
+
+    async def _store_until_stored(self, items: list[T]) -> float:
         delay = 0.2
         while True:
             started = time.perf_counter()
             try:
                 await self._store(items)
-                break
+                self._failing_since = None
+                return time.perf_counter() - started
             except Exception:
                 # Not acked, so nothing is lost; retry the same items (stores are idempotent).
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
                 if self._on_store_failed is not None:
                     self._on_store_failed()
                 log.exception(
                     "%s: storing %d items failed; retrying in %.1fs", self._durable, len(items), delay
                 )
+                if self._stopping.is_set():
+                    raise  # stopping: left unacknowledged, they come back
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        elapsed = time.perf_counter() - started
-        for msg in msgs:
-            if id(msg) in poisoned:
-                await msg.term()  # never redelivered: it can never become valid
-            else:
-                await msg.ack()
-        if poisoned and self._on_rejected is not None:
-            self._on_rejected(len(poisoned))
-        if self._on_stored is not None:
-            self._on_stored(len(items), elapsed)

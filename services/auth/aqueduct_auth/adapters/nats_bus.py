@@ -53,7 +53,7 @@ class DirectoryClient:
             raise DirectoryUnavailableError() from exc
         answer = json.loads(reply.data)
         if "error" in answer:
-            raise SignInRefusedError(str(answer["error"]))
+            raise SignInRefusedError(str(answer["error"]), str(answer.get("code") or "sign_in_refused"))
         return DirectoryUser.model_validate(answer)
 
 

@@ -9,7 +9,9 @@ in userinfo) are taken from the userinfo endpoint.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.starlette_client import OAuth
@@ -19,7 +21,7 @@ from starlette.responses import RedirectResponse
 from aqueduct_auth.domain.errors import SingleSignOnError
 from aqueduct_auth.domain.sign_in import SignInRequest
 
-__all__ = ["OidcClient", "OidcConfig", "safe_next"]
+__all__ = ["OidcClient", "OidcConfig", "OidcSignIn", "safe_next"]
 
 
 class OidcConfig:
@@ -33,6 +35,7 @@ class OidcConfig:
         groups_claim: str = "groups",
         admin_group: str = "",
         trust_email: bool = False,
+        post_logout_redirect_uri: str = "",
     ) -> None:
         self.issuer = issuer.rstrip("/")
         self.client_id = client_id
@@ -43,6 +46,20 @@ class OidcConfig:
         self.admin_group = admin_group
         # A single-tenant provider that does not send email_verified (Entra ID) can be trusted explicitly.
         self.trust_email = trust_email
+        # Where the provider sends the browser after ending its session (RP-initiated logout); it must be
+        # registered at the provider. Empty: no RP-initiated logout.
+        self.post_logout_redirect_uri = post_logout_redirect_uri
+
+
+@dataclass(frozen=True)
+class OidcSignIn:
+    """A completed single sign-on: who, where they were going, the starting browser's binding, and the
+    provider's address that ends its own session too at sign-out (empty if it offers none)."""
+
+    request: SignInRequest
+    next_path: str
+    binding: str
+    end_session_url: str = ""
 
 
 _BINDING = re.compile(r"[0-9a-f]{64}")
@@ -71,15 +88,17 @@ class OidcClient:
     async def login_redirect(self, request: Request, next_path: str | None, binding: str) -> RedirectResponse:
         """``binding``: the SHA-256 (hex) of the starting browser's secret (see ``sign_in_with_code``)."""
         if not _BINDING.fullmatch(binding):
-            raise SingleSignOnError("start single sign-on from the sign-in page")
+            raise SingleSignOnError("start single sign-on from the sign-in page", "not_started_here")
         request.session["aqueduct_next"] = safe_next(next_path)
         request.session["aqueduct_binding"] = binding
         try:
             return await self._idp.authorize_redirect(request, self.config.redirect_uri)  # type: ignore[no-any-return]
         except Exception as exc:  # discovery failed: the provider is down or misconfigured
-            raise SingleSignOnError(f"the identity provider is not reachable ({type(exc).__name__})") from exc
+            raise SingleSignOnError(
+                f"the identity provider is not reachable ({type(exc).__name__})", "idp_unreachable"
+            ) from exc
 
-    async def complete(self, request: Request) -> tuple[SignInRequest, str, str]:
+    async def complete(self, request: Request) -> OidcSignIn:
         """The provider redirected back: validate, and say who signed in, where they were going, and the
         binding of the browser that started the sign-in."""
         next_path = safe_next(request.session.pop("aqueduct_next", None))
@@ -96,7 +115,9 @@ class OidcClient:
         except OAuthError as exc:
             raise SingleSignOnError(f"single sign-on failed: {exc.description or exc.error}") from exc
         if not _BINDING.fullmatch(binding):
-            raise SingleSignOnError("the sign-in was not started from the sign-in page; start again")
+            raise SingleSignOnError(
+                "the sign-in was not started from the sign-in page; start again", "not_started_here"
+            )
         groups = self._groups(claims)
         request_ = SignInRequest(
             subject=f"oidc:{self.config.issuer}:{claims['sub']}",
@@ -106,7 +127,24 @@ class OidcClient:
             admin=bool(self.config.admin_group) and self.config.admin_group in groups,
             email_verified=claims.get("email_verified") is True or self.config.trust_email,
         )
-        return request_, next_path, binding
+        return OidcSignIn(request_, next_path, binding, await self._end_session_url(token))
+
+    async def _end_session_url(self, token: dict[str, Any]) -> str:
+        """RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0), where the provider offers it."""
+        if not self.config.post_logout_redirect_uri or not token.get("id_token"):
+            return ""
+        metadata = await self._idp.load_server_metadata()
+        endpoint = str(metadata.get("end_session_endpoint") or "")
+        if not endpoint:
+            return ""
+        query = urlencode(
+            {
+                "id_token_hint": token["id_token"],
+                "post_logout_redirect_uri": self.config.post_logout_redirect_uri,
+                "client_id": self.config.client_id,
+            }
+        )
+        return f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"
 
     def _groups(self, claims: dict[str, Any]) -> list[str]:
         value = self._lookup(claims, self.config.groups_claim)

@@ -35,6 +35,9 @@ _SCHEMA = [
     # The browser a single sign-on code belongs to: the hash of a secret only that browser holds.
     """CREATE TABLE IF NOT EXISTS exchange_code_bindings (
         code_hash TEXT PRIMARY KEY, binding TEXT NOT NULL)""",
+    # A single sign-on session's address at the identity provider that ends the provider's session too.
+    """CREATE TABLE IF NOT EXISTS end_session_urls (
+        session_id TEXT PRIMARY KEY, url TEXT NOT NULL)""",
 ]
 
 
@@ -164,6 +167,15 @@ class AuthStore:
             (session_id, json.dumps(sign_in), now),
         )
 
+    def add_end_session_url(self, session_id: str, url: str) -> None:
+        self._execute("INSERT INTO end_session_urls (session_id, url) VALUES (?, ?)", (session_id, url))
+
+    def take_end_session_url(self, session_id: str) -> str:
+        """The session's end-session address at its identity provider, once (empty if none)."""
+        row = self._one("SELECT url FROM end_session_urls WHERE session_id = ?", (session_id,))
+        self._execute("DELETE FROM end_session_urls WHERE session_id = ?", (session_id,))
+        return str(row[0]) if row else ""
+
     def revoke_session(self, session_id: str, now: float) -> None:
         self._execute(
             "UPDATE sessions SET revoked_at = ? WHERE session_id = ? AND revoked_at IS NULL",
@@ -217,6 +229,9 @@ class AuthStore:
             " session_id NOT IN (SELECT session_id FROM refresh_tokens)"
             " AND session_id NOT IN (SELECT session_id FROM exchange_codes)))",
             (now - keep_seconds,),
+        )
+        self._execute(
+            "DELETE FROM end_session_urls WHERE session_id NOT IN (SELECT session_id FROM sessions)"
         )
 
     def _find(self, table: str, column: str, value: str) -> StoredToken | None:

@@ -79,14 +79,24 @@ class Sessions:
         return self._issue(session_id, user)
 
     async def sign_in_with_code(
-        self, request: SignInRequest, method: str, client_ip: str | None, binding: str
+        self,
+        request: SignInRequest,
+        method: str,
+        client_ip: str | None,
+        binding: str,
+        end_session_url: str = "",
     ) -> str:
         """Like ``sign_in``, but answers a one-time code the UI exchanges server-side for the tokens.
 
         ``binding`` is the SHA-256 (hex) of a secret that the browser which started the sign-in holds (the
         UI keeps it in a cookie): the code is only exchanged together with that secret, so a code that an
-        attacker obtained for their own account cannot sign somebody else's browser in (login CSRF)."""
+        attacker obtained for their own account cannot sign somebody else's browser in (login CSRF).
+
+        ``end_session_url``: the identity provider's address that ends its session as well, handed back
+        at sign-out."""
         session_id, _ = await self._open_session(request, method, client_ip)
+        if end_session_url:
+            self._store.add_end_session_url(session_id, end_session_url)
         code = EXCHANGE_CODE_PREFIX + secrets.token_urlsafe(32)
         self._store.add_exchange_code(
             self._hash(code), session_id, self._clock() + self._policy.exchange_code_ttl, binding
@@ -142,12 +152,17 @@ class Sessions:
         )
         raise RefreshTokenInvalidError()
 
-    async def sign_out(self, refresh_token: str, client_ip: str | None) -> None:
-        """Revoke the session of this refresh token. Unknown tokens are ignored: sign-out is idempotent."""
+    async def sign_out(self, refresh_token: str, client_ip: str | None) -> str:
+        """Revoke the session of this refresh token. Unknown tokens are ignored: sign-out is idempotent.
+
+        Returns where to send the browser so the identity provider ends its session too (RP-initiated
+        logout; empty for local sign-ins and providers without it), else "Sign in with SSO" would sign
+        the user straight back in."""
         stored = self._store.find_refresh_token(self._hash(refresh_token))
         if stored is None or stored.session_revoked:
-            return
+            return ""
         self._end_session(stored.session_id)
+        end_session_url = self._store.take_end_session_url(stored.session_id)
         await self._events.publish(
             AuthEvent(
                 type="SignedOut",
@@ -156,6 +171,7 @@ class Sessions:
                 client_ip=client_ip,
             )
         )
+        return end_session_url
 
     async def _open_session(
         self, request: SignInRequest, method: str, client_ip: str | None
@@ -189,7 +205,7 @@ class Sessions:
 
     async def _resolve(self, session_id: str, request: SignInRequest) -> DirectoryUser:
         try:
-            return await self._directory.sign_in(request)
+            return await self._directory.sign_in(request.model_copy(update={"renewal": True}))
         except SignInRefusedError:
             # The directory no longer accepts this user (removed, group gone): end the session.
             self._end_session(session_id)

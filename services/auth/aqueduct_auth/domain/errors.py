@@ -39,7 +39,14 @@ class SignInRateLimitedError(AuthError):
 
 
 class SignInRefusedError(AuthError):
-    """The directory refused the user (e.g. no org is mapped from their groups)."""
+    """The directory refused the user (e.g. no org is mapped from their groups).
+
+    ``reason``: the directory's code (``no_org``, ``user_deactivated``, ...), which the UI turns into its
+    own text; no text from here reaches the browser's address bar."""
+
+    def __init__(self, message: str, reason: str = "sign_in_refused") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class DirectoryUnavailableError(AuthError):
@@ -66,7 +73,13 @@ class NotAllowedError(AuthError):
 
 
 class SingleSignOnError(AuthError):
-    """The identity provider's answer could not be used (state mismatch, bad ID token, ...)."""
+    """The identity provider's answer could not be used (state mismatch, bad ID token, ...).
+
+    ``reason``: ``sso_failed``, ``idp_unreachable`` or ``not_started_here``, for the UI's error page."""
+
+    def __init__(self, message: str, reason: str = "sso_failed") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class PasswordChangeRequiredError(AuthError):

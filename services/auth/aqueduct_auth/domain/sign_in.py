@@ -20,6 +20,10 @@ class SignInRequest(BaseModel):
     # Only a verified email may link this identity to a user invited by that email (else anyone who
     # can make an account with that address at the provider would take the invited user over).
     email_verified: bool = False
+    # A session renewing (refresh, code exchange) with the claims of its sign-in: the directory answers
+    # with the user's current roles but changes none (the claims may be days old; a role an Admin took
+    # away in the product must not come back from them). Only a real sign-in re-evaluates the groups.
+    renewal: bool = False
 
 
 class DirectoryUser(BaseModel):

@@ -10,7 +10,7 @@ from aqueduct_auth.adapters.jupyterhub import HubTokenInvalidError, HubUnavailab
 from aqueduct_auth.domain import errors
 from aqueduct_auth.entrypoints.container import NotSignedInError
 
-__all__ = ["add_error_handlers"]
+__all__ = ["add_error_handlers", "error_reason"]
 
 _STATUS: list[tuple[type[errors.AuthError], int, str]] = [
     (errors.InvalidCredentialsError, 401, "invalid_credentials"),
@@ -28,6 +28,13 @@ _STATUS: list[tuple[type[errors.AuthError], int, str]] = [
     (errors.DirectoryUnavailableError, 503, "directory_unavailable"),
     (errors.SingleSignOnError, 400, "sso_failed"),
 ]
+
+
+def error_reason(exc: errors.AuthError) -> str:
+    """A code for the UI's sign-in error page (``/session/error?reason=``), which shows its own text for
+    it: never the message itself, so nobody can put words of their choosing on the product's page."""
+    reason = getattr(exc, "reason", "")
+    return reason or next((c for kind, _, c in _STATUS if isinstance(exc, kind)), "sso_failed")
 
 
 def _problem(exc: errors.AuthError) -> JSONResponse:

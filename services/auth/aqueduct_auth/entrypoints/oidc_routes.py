@@ -1,5 +1,5 @@
 """Single sign-on routes. The browser never sees an error page here: failures go to the UI's
-``/session/error`` with a message, success to ``/session/complete`` with a one-time code that the UI
+``/session/error`` with a reason code (the UI shows its own text for it), success to ``/session/complete`` with a one-time code that the UI
 exchanges server-side (``POST /auth/exchange``)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse
 
 from aqueduct_auth.domain.errors import AuthError
 from aqueduct_auth.entrypoints.container import ClientIp, ContainerDep
+from aqueduct_auth.entrypoints.errors import error_reason
 
 __all__ = ["router"]
 
@@ -33,7 +34,7 @@ async def oidc_login(
     try:
         return await container.oidc.login_redirect(request, next, binding)
     except AuthError as exc:
-        return _to_ui(container.public_ui_url, "/session/error", message=exc.message)
+        return _to_ui(container.public_ui_url, "/session/error", reason=error_reason(exc))
 
 
 @router.get("/auth/oidc/callback")
@@ -42,11 +43,13 @@ async def oidc_callback(request: Request, container: ContainerDep, ip: ClientIp)
     if container.oidc is None:
         raise SingleSignOnOffError("single sign-on is not configured (AQUEDUCT_AUTH_OIDC_ISSUER)")
     try:
-        sign_in, next_path, binding = await container.oidc.complete(request)
-        code = await container.sessions.sign_in_with_code(sign_in, "oidc", ip, binding)
+        done = await container.oidc.complete(request)
+        code = await container.sessions.sign_in_with_code(
+            done.request, "oidc", ip, done.binding, end_session_url=done.end_session_url
+        )
     except AuthError as exc:
-        return _to_ui(container.public_ui_url, "/session/error", message=exc.message)
-    return _to_ui(container.public_ui_url, "/session/complete", code=code, next=next_path)
+        return _to_ui(container.public_ui_url, "/session/error", reason=error_reason(exc))
+    return _to_ui(container.public_ui_url, "/session/complete", code=code, next=done.next_path)
 
 
 def _to_ui(base: str, path: str, **params: str) -> RedirectResponse:

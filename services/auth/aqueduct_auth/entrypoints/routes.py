@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from aqueduct_auth.adapters.store import LocalAccount
@@ -107,10 +108,24 @@ async def refresh(body: RefreshBody, container: ContainerDep, response: Response
     return TokenAnswer.of(await container.sessions.refresh(body.refresh_token))
 
 
-@router.post("/auth/logout", status_code=204, tags=["sessions"])
+class SignedOutAnswer(BaseModel):
+    end_session_url: str
+
+
+@router.post(
+    "/auth/logout",
+    status_code=204,
+    tags=["sessions"],
+    responses={200: {"model": SignedOutAnswer, "description": "Signed out; end the IdP's session too"}},
+)
 async def sign_out(body: RefreshBody, container: ContainerDep, ip: ClientIp) -> Response:
-    """End the session of this refresh token; every service refuses its access tokens from then on."""
-    await container.sessions.sign_out(body.refresh_token, ip)
+    """End the session of this refresh token; every service refuses its access tokens from then on.
+
+    204, or for a single sign-on session at a provider that offers RP-initiated logout, 200 with the
+    ``end_session_url`` to send the browser to, so the provider's session ends as well."""
+    end_session_url = await container.sessions.sign_out(body.refresh_token, ip)
+    if end_session_url:
+        return JSONResponse(SignedOutAnswer(end_session_url=end_session_url).model_dump(), headers=_NO_STORE)
     return Response(status_code=204)
 
 

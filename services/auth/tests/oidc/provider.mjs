@@ -26,6 +26,8 @@ const configuration = {
       client_id: process.env.CLIENT_ID,
       client_secret: process.env.CLIENT_SECRET,
       redirect_uris: [process.env.REDIRECT_URI],
+      // RP-initiated logout: where the provider may send the browser back after ending its session.
+      post_logout_redirect_uris: process.env.POST_LOGOUT_REDIRECT_URI ? [process.env.POST_LOGOUT_REDIRECT_URI] : [],
       grant_types: ['authorization_code'],
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
@@ -109,7 +111,26 @@ async function interaction(req, res) {
   await provider.interactionFinished(req, res, { login: { accountId: login } }, { mergeWithLastSubmission: false });
 }
 
+// Test control: a user's groups change at the provider (joined or left a group), as a directory admin
+// would do it. POST /test/groups/<user> with the groups as a comma-separated body.
+async function setGroups(req, res) {
+  const name = decodeURIComponent(req.url.slice('/test/groups/'.length));
+  if (req.method !== 'POST' || !USERS[name]) {
+    res.writeHead(404).end();
+    return;
+  }
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
+  const body = Buffer.concat(chunks).toString().trim();
+  USERS[name].groups = body ? body.split(',') : [];
+  res.writeHead(204).end();
+}
+
 const server = http.createServer((req, res) => {
+  if (req.url.startsWith('/test/groups/')) {
+    setGroups(req, res).catch((err) => res.writeHead(500).end(String(err)));
+    return;
+  }
   if (req.url.startsWith('/interaction/')) {
     interaction(req, res).catch((err) => {
       res.writeHead(400, { 'content-type': 'text/plain' }).end(String(err));

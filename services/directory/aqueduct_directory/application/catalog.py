@@ -7,7 +7,14 @@ from typing import Any
 
 from aqueduct_directory.application.base import DirectoryCore
 from aqueduct_directory.application.views import endpoint_view, mcp_view, model_view
-from aqueduct_directory.domain.catalog import PROVIDERS, Endpoint, McpServer, Model, TermsOfService
+from aqueduct_directory.domain.catalog import (
+    PROVIDERS,
+    TOKEN_PRICE_FIELDS,
+    Endpoint,
+    McpServer,
+    Model,
+    TermsOfService,
+)
 from aqueduct_directory.domain.errors import ConflictError, InvalidInputError
 from aqueduct_directory.domain.policy import Principal
 from aqueduct_directory.domain.values import clean_price
@@ -48,11 +55,41 @@ def _key_env(value: str | None) -> str | None:
     return value
 
 
+MAX_ALIASES = 50
+_ALIAS = re.compile(r"[A-Za-z0-9._:/@-]{1,200}")
+
+
+def _flag(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInputError(f"{what} must be true or false")
+    return value
+
+
+def _token_prices(current: dict[str, str], *given: Any) -> dict[str, str]:
+    """The token-class prices after a change: a price not given stays, ``None`` removes it."""
+    prices = dict(current)
+    for field, value in zip(TOKEN_PRICE_FIELDS, given, strict=True):
+        if value is _LEAVE:
+            continue
+        cleaned = clean_price(value)
+        if cleaned is None:
+            prices.pop(field, None)
+        else:
+            prices[field] = cleaned
+    return prices
+
+
 class CatalogUseCases(DirectoryCore):
     # -- endpoints ---------------------------------------------------------------------------------
 
     def register_endpoint(
-        self, p: Principal, slug: str, url: str, provider: str = "openai", api_key_env: str | None = None
+        self,
+        p: Principal,
+        slug: str,
+        url: str,
+        provider: str = "openai",
+        api_key_env: str | None = None,
+        responses: bool = True,
     ) -> dict[str, Any]:
         p.require_admin("register endpoints")
         slug, url, provider = _required(slug, "slug"), _required(url, "url"), _provider(provider)
@@ -65,6 +102,8 @@ class CatalogUseCases(DirectoryCore):
             endpoint.update(url, provider, api_key_env or None, actor=p.actor)
         else:
             endpoint = Endpoint(slug, url, provider, api_key_env or None, actor=p.actor)
+        if endpoint.responses != _flag(responses, "responses"):
+            endpoint.set_responses(responses, actor=p.actor)
         self.commit(endpoint)
         return endpoint_view(self.state.endpoints[slug])
 
@@ -75,6 +114,7 @@ class CatalogUseCases(DirectoryCore):
         url: str | None = None,
         provider: str | None = None,
         api_key_env: str | None = None,
+        responses: bool | None = None,
     ) -> dict[str, Any]:
         p.require_admin("change endpoints")
         endpoint = self.editable(self.find(self.state.endpoints, slug, "endpoint"))
@@ -83,8 +123,14 @@ class CatalogUseCases(DirectoryCore):
             _provider(provider) if provider is not None else endpoint.provider,
             _key_env(api_key_env) if api_key_env is not None else endpoint.api_key_env,
         )
+        changed = False
         if new != (endpoint.url, endpoint.provider, endpoint.api_key_env):
             endpoint.update(*new, actor=p.actor)
+            changed = True
+        if responses is not None and _flag(responses, "responses") != endpoint.responses:
+            endpoint.set_responses(responses, actor=p.actor)
+            changed = True
+        if changed:
             self.commit(endpoint)
         return endpoint_view(self.state.endpoints[slug])
 
@@ -111,10 +157,24 @@ class CatalogUseCases(DirectoryCore):
         input_price_per_million: Any = None,
         output_price_per_million: Any = None,
         fallbacks: list[str] | None = None,
+        aliases: list[str] | None = None,
+        cached_input_price_per_million: Any = None,
+        cache_write_price_per_million: Any = None,
+        cache_write_1h_price_per_million: Any = None,
+        reasoning_price_per_million: Any = None,
     ) -> dict[str, Any]:
         p.require_admin("register models")
         name = _required(name, "model name")
+        if self._alias_owner(name) is not None:
+            raise ConflictError(
+                f"{name!r} is an alias of the model {self._alias_owner(name)!r}", "alias_taken"
+            )
         self.find(self.state.endpoints, endpoint, "endpoint")
+        wanted_aliases = self._aliases(name, aliases or [])
+        prices = _token_prices(
+            {}, cached_input_price_per_million, cache_write_price_per_million,
+            cache_write_1h_price_per_million, reasoning_price_per_million,
+        )  # fmt: skip
         values = (endpoint, upstream_model or name, clean_price(input_price_per_million),
                   clean_price(output_price_per_million), self._fallbacks(name, fallbacks))  # fmt: skip
         existing = self.state.models.get(name)
@@ -125,6 +185,10 @@ class CatalogUseCases(DirectoryCore):
             model.update(*values, actor=p.actor)
         else:
             model = Model(name, *values, actor=p.actor)
+        if list(model.aliases) != wanted_aliases:
+            model.set_aliases(wanted_aliases, actor=p.actor)
+        if model.token_prices != prices:
+            model.set_token_prices(prices, actor=p.actor)
         self.commit(model)
         return model_view(self.state.models[name])
 
@@ -137,6 +201,11 @@ class CatalogUseCases(DirectoryCore):
         input_price_per_million: Any = _LEAVE,
         output_price_per_million: Any = _LEAVE,
         fallbacks: list[str] | None = None,
+        aliases: list[str] | None = None,
+        cached_input_price_per_million: Any = _LEAVE,
+        cache_write_price_per_million: Any = _LEAVE,
+        cache_write_1h_price_per_million: Any = _LEAVE,
+        reasoning_price_per_million: Any = _LEAVE,
     ) -> dict[str, Any]:
         """Prices: left as they are unless given; ``None`` removes a price (the model's cost is then
         unknown), as an explicit JSON ``null`` in ``PATCH /api/models/{name}`` does."""
@@ -155,8 +224,21 @@ class CatalogUseCases(DirectoryCore):
         )  # fmt: skip
         current = (model.endpoint, model.upstream_model, model.input_price_per_million,
                    model.output_price_per_million, model.fallbacks)  # fmt: skip
+        changed = False
         if new != current:
             model.update(*new, actor=p.actor)
+            changed = True
+        if aliases is not None and (wanted := self._aliases(name, aliases)) != list(model.aliases):
+            model.set_aliases(wanted, actor=p.actor)
+            changed = True
+        prices = _token_prices(
+            model.token_prices, cached_input_price_per_million, cache_write_price_per_million,
+            cache_write_1h_price_per_million, reasoning_price_per_million,
+        )  # fmt: skip
+        if prices != model.token_prices:
+            model.set_token_prices(prices, actor=p.actor)
+            changed = True
+        if changed:
             self.commit(model)
         return model_view(self.state.models[name])
 
@@ -170,6 +252,34 @@ class CatalogUseCases(DirectoryCore):
         cleaned = [str(f) for f in fallbacks or []]
         if name in cleaned:
             raise InvalidInputError("a model cannot be its own fallback")
+        return cleaned
+
+    def _alias_owner(self, alias: str) -> str | None:
+        return next(
+            (m.name for m in self.state.models.values() if not m.deleted and alias in m.aliases), None
+        )
+
+    def _aliases(self, name: str, aliases: list[str]) -> list[str]:
+        """Checked aliases: names as clean as model names, none another model's name or alias."""
+        if not isinstance(aliases, list) or len(aliases) > MAX_ALIASES:
+            raise InvalidInputError(f"aliases must be a list of at most {MAX_ALIASES} names")
+        cleaned: list[str] = []
+        for alias in aliases:
+            if not isinstance(alias, str) or not _ALIAS.fullmatch(alias):
+                raise InvalidInputError(
+                    f"alias {alias!r} must be 1 to 200 letters, digits or . _ - : / @ characters"
+                )
+            if alias == name:
+                raise InvalidInputError("a model's alias cannot be its own name")
+            if alias in cleaned:
+                continue
+            other = self.state.models.get(alias)
+            if other is not None and not other.deleted:
+                raise ConflictError(f"alias {alias!r} is the name of another model", "alias_taken")
+            owner = self._alias_owner(alias)
+            if owner is not None and owner != name:
+                raise ConflictError(f"alias {alias!r} belongs to the model {owner!r}", "alias_taken")
+            cleaned.append(alias)
         return cleaned
 
     def list_models(self, p: Principal, include_unavailable: bool = False) -> list[dict[str, Any]]:

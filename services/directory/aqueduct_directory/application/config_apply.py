@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aqueduct_directory.application.app import DirectoryApp
+from aqueduct_directory.domain.catalog import TOKEN_PRICE_FIELDS
 from aqueduct_directory.domain.errors import InvalidInputError
 from aqueduct_directory.domain.policy import Principal
 from aqueduct_directory.domain.values import (
@@ -38,6 +39,7 @@ class EndpointConfig(_Strict):
     provider: str = "openai"
     api_key: str | None = None
     api_key_env: str | None = None
+    responses: bool = True  # false: a chat-only server; the proxy translates /v1/responses
 
     def key_env(self) -> str | None:
         if self.api_key is None:
@@ -58,6 +60,15 @@ class ModelConfig(_Strict):
     input_price_per_million: float | str | None = None
     output_price_per_million: float | str | None = None
     fallbacks: list[str] = Field(default_factory=list)
+    aliases: list[str] = Field(default_factory=list)
+    cached_input_price_per_million: float | str | None = None
+    cache_write_price_per_million: float | str | None = None
+    cache_write_1h_price_per_million: float | str | None = None
+    reasoning_price_per_million: float | str | None = None
+
+    def token_prices(self) -> dict[str, Any]:
+        """The token-class prices the file gives (a price it leaves out is left as it is)."""
+        return {f: getattr(self, f) for f in TOKEN_PRICE_FIELDS if getattr(self, f) is not None}
 
 
 class Levels(_Strict):
@@ -145,11 +156,16 @@ def apply_config(app: DirectoryApp, p: Principal, config: ConfigFile, dry_run: b
         if current is None or current.deleted:
             changes.append(f"create endpoint {ep.slug}")
             if not dry_run:
-                app.register_endpoint(p, ep.slug, ep.url, ep.provider, env)
-        elif (current.url, current.provider, current.api_key_env) != (ep.url, ep.provider, env):
+                app.register_endpoint(p, ep.slug, ep.url, ep.provider, env, ep.responses)
+        elif (current.url, current.provider, current.api_key_env, current.responses) != (
+            ep.url,
+            ep.provider,
+            env,
+            ep.responses,
+        ):
             changes.append(f"update endpoint {ep.slug}")
             if not dry_run:
-                app.update_endpoint(p, ep.slug, ep.url, ep.provider, env or "")
+                app.update_endpoint(p, ep.slug, ep.url, ep.provider, env or "", ep.responses)
     for m in config.models:
         current_model = app.state.models.get(m.name)
         wanted = (m.endpoint, m.upstream_model or m.name, clean_price(m.input_price_per_million),
@@ -157,8 +173,15 @@ def apply_config(app: DirectoryApp, p: Principal, config: ConfigFile, dry_run: b
         if current_model is None or current_model.deleted:
             changes.append(f"create model {m.name}")
             if not dry_run:
-                app.register_model(p, m.name, *wanted)
+                app.register_model(p, m.name, *wanted, aliases=m.aliases, **m.token_prices())
             continue
+        prices = m.token_prices()
+        if list(current_model.aliases) != m.aliases or any(
+            clean_price(v) != current_model.token_prices.get(f) for f, v in prices.items()
+        ):
+            changes.append(f"update model {m.name}: aliases and token prices")
+            if not dry_run:
+                app.update_model(p, m.name, aliases=m.aliases, **prices)
         # A price the file does not give is left as it is (it may have been set in the UI or the API).
         wanted = (*wanted[:2], wanted[2] or current_model.input_price_per_million,
                   wanted[3] or current_model.output_price_per_million, wanted[4])  # fmt: skip

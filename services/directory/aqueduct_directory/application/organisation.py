@@ -386,10 +386,12 @@ class OrganisationUseCases(DirectoryCore):
         groups: list[str] | None = None,
         admin: bool = False,
         email_verified: bool = False,
+        renewal: bool = False,
     ) -> dict[str, Any]:
         """Resolve an identity to a user, provisioning on first sign-in. Acts as "system".
 
         An identity is linked to a user invited by email only when the provider verified that email.
+        ``renewal``: a session renewing with the claims of its sign-in; roles are read, never changed.
         """
         subject = _name(subject, "subject")
         user_id = self.state.users_by_subject.get(subject)
@@ -412,8 +414,10 @@ class OrganisationUseCases(DirectoryCore):
             if fallback_email.lower() in self.state.users_by_email:
                 fallback_email = f"{subject}@local"
             user = User(
-                str(org.id), fallback_email, name or subject.split(":")[-1], subject, admin, False, "system"
+                str(org.id), fallback_email, name or subject.split(":")[-1], subject, False, False, "system"
             )
+            if admin:
+                user.set_admin_at_sign_in(True, actor="system")
             joined = []
             default_team = self.state.teams.get(org.default_team_id or "")
             if default_team is not None and not default_team.deleted:
@@ -426,10 +430,11 @@ class OrganisationUseCases(DirectoryCore):
         user = self.state.users[user_id]
         if user.deleted:
             raise NotFoundError("this user was deactivated", "user_deactivated")
-        if admin and not user.admin:
-            # The identity provider's admin group grants Admin; it never silently revokes it.
+        if not renewal and admin != user.admin and (admin or user.admin_from_sign_in):
+            # Every sign-in re-evaluates what the identity provider's admin group grants: granted when in
+            # the group, taken back when no longer. A grant by an Admin in the product is never taken.
             editable = self.editable(user)
-            editable.change_roles(True, user.org_admin, actor="system")
+            editable.set_admin_at_sign_in(admin, actor="system")
             self.commit(editable)
         view = user_view(self.state.users[user_id], self.state)
         return {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from aqueduct_directory.domain.catalog import Endpoint, McpServer, Model
+from aqueduct_directory.domain.catalog import TOKEN_PRICE_FIELDS, Endpoint, McpServer, Model
 from aqueduct_directory.domain.org import Org, Team, User
 from aqueduct_directory.domain.state import DirectoryState
 from aqueduct_directory.domain.token import ServiceAccount, Token
@@ -88,6 +88,9 @@ def user_view(user: User, state: DirectoryState | None = None) -> dict[str, Any]
         "name": user.name,
         "subject": user.subject,
         "admin": user.admin,
+        # Admin through the identity provider's admin group (re-evaluated at every sign-in), not granted
+        # in the product.
+        "admin_from_sign_in": user.admin_from_sign_in,
         "org_admin": user.org_admin,
         "limits": user.limits,
         "budgets": user.budgets,
@@ -152,6 +155,7 @@ def endpoint_view(endpoint: Endpoint) -> dict[str, Any]:
         "url": endpoint.url,
         "provider": endpoint.provider,
         "api_key_env": endpoint.api_key_env,
+        "responses": endpoint.responses,
     }
 
 
@@ -163,6 +167,8 @@ def model_view(model: Model) -> dict[str, Any]:
         "input_price_per_million": model.input_price_per_million,
         "output_price_per_million": model.output_price_per_million,
         "fallbacks": model.fallbacks,
+        "aliases": list(model.aliases),
+        **{field: model.token_prices.get(field) for field in TOKEN_PRICE_FIELDS},
     }
 
 

@@ -8,7 +8,7 @@ from eventsourcing.domain import Aggregate, event
 
 from aqueduct_directory.domain.errors import ConflictError
 
-__all__ = ["Endpoint", "McpServer", "Model", "TermsOfService"]
+__all__ = ["TOKEN_PRICE_FIELDS", "Endpoint", "McpServer", "Model", "TermsOfService"]
 
 PROVIDERS = ("openai", "anthropic", "azure", "litellm")
 
@@ -19,7 +19,13 @@ def _named_id(kind: str, name: str) -> UUID:
 
 
 class Endpoint(Aggregate):
-    """``api_key_env`` names the environment variable holding the credential; the key is never stored."""
+    """``api_key_env`` names the environment variable holding the credential; the key is never stored.
+    ``responses`` tells whether the server has OpenAI's Responses API (else the proxy translates it)."""
+
+    # Class attributes, not annotated fields (the library would make those __init__ arguments), named
+    # unlike any event field (whose default the library would take from them): the value of aggregates
+    # created before the setting existed.
+    responses = True
 
     @staticmethod
     def create_id(slug: str) -> UUID:
@@ -40,14 +46,35 @@ class Endpoint(Aggregate):
         self.api_key_env = api_key_env
         self.deleted = False
 
+    @event("EndpointResponsesSet")
+    def set_responses(self, enabled: bool, actor: str) -> None:
+        self.responses = enabled
+
     @event("EndpointRemoved")
     def remove(self, actor: str) -> None:
         self.deleted = True
 
 
+# The token classes a model may price apart from input and output (dollars per million tokens, as
+# decimal strings): cached input read, cache writes kept 5 minutes and 1 hour, reasoning output.
+TOKEN_PRICE_FIELDS = (
+    "cached_input_price_per_million",
+    "cache_write_price_per_million",
+    "cache_write_1h_price_per_million",
+    "reasoning_price_per_million",
+)
+
+
 class Model(Aggregate):
     """Prices are decimal strings in dollars per million tokens, as admins write them. ``fallbacks``
-    names the models the proxy tries, in order, when this one's upstream fails."""
+    names the models the proxy tries, in order, when this one's upstream fails. ``aliases`` are other
+    names clients may use for it (agents send fixed names such as ``claude-sonnet-4-5``);
+    ``token_prices`` holds the prices of the token classes in ``TOKEN_PRICE_FIELDS`` that are set."""
+
+    # Class attributes, not annotated fields (the library would make those __init__ arguments), named
+    # unlike any event field: the values of models registered before these existed.
+    aliases = tuple[str, ...]()
+    token_prices = dict[str, str]()  # replaced, never mutated
 
     @staticmethod
     def create_id(name: str) -> UUID:
@@ -88,6 +115,14 @@ class Model(Aggregate):
         self.output_price_per_million = output_price_per_million
         self.fallbacks = fallbacks
         self.deleted = False
+
+    @event("ModelAliasesSet")
+    def set_aliases(self, names: list[str], actor: str) -> None:
+        self.aliases = tuple(names)
+
+    @event("ModelTokenPricesSet")
+    def set_token_prices(self, prices: dict[str, str], actor: str) -> None:
+        self.token_prices = prices
 
     @event("ModelRemoved")
     def remove(self, actor: str) -> None:

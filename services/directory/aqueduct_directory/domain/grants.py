@@ -167,6 +167,7 @@ def endpoint_route(endpoint: Endpoint) -> EndpointRoute:
         url=endpoint.url,
         provider=endpoint.provider,  # type: ignore[arg-type]
         api_key_env=endpoint.api_key_env,
+        responses=endpoint.responses,
     )
 
 
@@ -178,6 +179,11 @@ def model_route(model: Model) -> ModelRoute:
         input_price_nanos_per_token=price_nanos_per_token(model.input_price_per_million),
         output_price_nanos_per_token=price_nanos_per_token(model.output_price_per_million),
         fallbacks=list(model.fallbacks),
+        aliases=list(model.aliases),
+        **{
+            field.replace("_per_million", "_nanos_per_token"): price_nanos_per_token(price)
+            for field, price in model.token_prices.items()
+        },
     )
 
 

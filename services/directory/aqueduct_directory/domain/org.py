@@ -143,7 +143,15 @@ class Team(Aggregate):
 
 
 class User(Aggregate):
-    """A person. ``subject`` links them to an identity ("local:admin", "oidc:<issuer>:<sub>")."""
+    """A person. ``subject`` links them to an identity ("local:admin", "oidc:<issuer>:<sub>").
+
+    Admin comes from one of two places: an Admin in the product (``change_roles``), which stays until an
+    Admin takes it away, or the identity provider at sign-in (``set_admin_at_sign_in``: its admin group),
+    which every sign-in re-evaluates. ``admin_from_sign_in`` remembers which.
+    """
+
+    # Users recorded before the origin was tracked count as granted in the product: nothing is taken.
+    admin_from_sign_in = False
 
     @event("UserRegistered")
     def __init__(
@@ -180,8 +188,16 @@ class User(Aggregate):
 
     @event("UserRolesChanged")
     def change_roles(self, admin: bool, org_admin: bool, actor: str) -> None:
+        if admin != self.admin:
+            self.admin_from_sign_in = False  # an Admin's decision in the product from now on
         self.admin = admin
         self.org_admin = org_admin
+
+    @event("UserAdminSetAtSignIn")
+    def set_admin_at_sign_in(self, admin: bool, actor: str) -> None:
+        """The identity provider's groups granted (or, for a grant of its own, took back) Admin."""
+        self.admin = admin
+        self.admin_from_sign_in = admin
 
     @event("UserLimitsSet")
     def set_limits(self, limits: dict[str, int], actor: str) -> None:

@@ -8,6 +8,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from aqueduct_directory.domain.errors import InvalidInputError
+from aqueduct_libs.bounds import MAX_PRICE_NANOS_PER_TOKEN
 
 __all__ = [
     "BUDGET_FIELDS",
@@ -76,10 +77,17 @@ def clean_models(models: Iterable[str] | None) -> list[str]:
     return sorted({str(m) for m in (models or []) if str(m)})
 
 
+# Dollars per million tokens: the largest per-token price an event may be priced at (aqueduct_libs.bounds).
+MAX_PRICE_PER_MILLION = Decimal(MAX_PRICE_NANOS_PER_TOKEN) / 1000
+
+
 def clean_price(value: Any) -> str | None:
     if value is None:
         return None
-    return str(_decimal(value, "price"))
+    amount = _decimal(value, "price")
+    if amount > MAX_PRICE_PER_MILLION:
+        raise InvalidInputError(f"a price is at most {MAX_PRICE_PER_MILLION:,} dollars per million tokens")
+    return str(amount)
 
 
 def price_nanos_per_token(price_per_million: str | None) -> int | None:

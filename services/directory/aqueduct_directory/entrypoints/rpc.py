@@ -29,6 +29,7 @@ def handle_sign_in(directory: DirectoryApp, request: dict[str, Any]) -> dict[str
             groups=[str(g) for g in request.get("groups") or []],
             admin=bool(request.get("admin", False)),
             email_verified=request.get("email_verified") is True,
+            renewal=request.get("renewal") is True,
         )
     except DirectoryError as exc:
         return {"error": exc.detail, "code": exc.code}

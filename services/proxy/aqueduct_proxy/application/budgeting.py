@@ -224,7 +224,14 @@ class Budgeting:
     def _cost(self, call: Call, usage: TokenUsage | None) -> tuple[int, int]:
         if usage is None:
             return 0, 0
-        classes = TokenClasses(usage.input_tokens, usage.output_tokens, usage.cached_tokens)
+        classes = TokenClasses(
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cached_tokens,
+            usage.cache_write_5m_tokens,
+            usage.cache_write_1h_tokens,
+            usage.reasoning_tokens,
+        )
         return self.snapshot.prices.cost(call.model, classes), classes.total_tokens
 
     async def drain(self) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from aqueduct_libs.request_id import current_request_id
 from aqueduct_libs.snapshot import Limits, TokenGrant
 from aqueduct_libs.tokens import hash_token
 from aqueduct_proxy.adapters.budget_store import BudgetHold
@@ -38,13 +39,16 @@ from aqueduct_proxy.domain.errors import (
 from aqueduct_proxy.domain.snapshot import Endpoint, Snapshot
 from aqueduct_proxy.domain.usage import TokenUsage
 from aqueduct_proxy.metrics import ProxyMetrics
+from aqueduct_proxy.wire.anthropic import messages_to_chat
 
-__all__ = ["Call", "Gateway", "GatewayConfig"]
+__all__ = ["ANTHROPIC_VERSION", "Call", "Gateway", "GatewayConfig"]
 
 log = logging.getLogger(__name__)
 
 # Routes whose streams accept stream_options.include_usage (the Responses API reports usage on its own).
 _STREAM_OPTIONS_ROUTES = frozenset({"/chat/completions", "/completions"})
+# Sent to Anthropic endpoints when the client named no version of the Messages API.
+ANTHROPIC_VERSION = "2023-06-01"
 _OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 # The fields the gateway itself reads (to count tokens); the upstream validates everything else.
 _REQUIRED_FIELDS: dict[str, tuple[str, tuple[type, ...], str]] = {
@@ -103,7 +107,14 @@ class Call:
     reserved_output: int = 0
     admission: Admission | None = None
     budget_hold: BudgetHold | None = None  # the worst case reserved on its budgets, until settled
-    request_id: str | None = None  # the answer's x-request-id, carried into the usage event
+    # The answer's x-request-id (the one of the request being served), carried into the usage event.
+    request_id: str | None = field(default_factory=current_request_id)
+    # Clients of Anthropic's Messages API: their request as sent, and its path on Anthropic endpoints
+    # ("/v1/messages" or "/v1/messages/count_tokens"). ``native`` tells whether the endpoint that answers
+    # speaks it too (the answer passes unchanged) or chat completions (``payload`` holds the translation).
+    anthropic: dict[str, Any] | None = None
+    anthropic_path: str = ""
+    native: bool = False
     started: float = field(default_factory=time.perf_counter)
     occurred_at: datetime = field(default_factory=_now)
 
@@ -391,6 +402,10 @@ class Gateway:
             endpoint = route.endpoint if route is not None else call.endpoint
             if index < last and self.cooldown.cooling(endpoint.slug):
                 continue
+            if call.anthropic is not None:
+                call.native = endpoint.provider == "anthropic"
+                if not call.native and call.payload is None:
+                    call.payload = messages_to_chat(call.anthropic)  # once, for the first chat endpoint
             url = endpoint.base_url + call.upstream_path + (f"?{query}" if query else "")
             headers = dict(forward_headers)
             if endpoint.auth_header:
@@ -398,8 +413,10 @@ class Gateway:
             for attempt in range(self.config.retries + 1):
                 final = index == last and attempt == self.config.retries
                 try:
-                    if endpoint.provider == "openai":
-                        response: Any = await self.upstream.request(
+                    if call.anthropic is not None and endpoint.provider == "anthropic":
+                        response: Any = await self._anthropic(call, route, endpoint, method, forward_headers)
+                    elif endpoint.provider == "openai":
+                        response = await self.upstream.request(
                             method, url, headers=headers, data=self._body(call, route)
                         )
                     else:
@@ -409,7 +426,7 @@ class Gateway:
                     self.metrics.upstream_errors.labels(endpoint.slug, type(exc).__name__).inc()
                     self.cooldown.failed(endpoint.slug)
                 else:
-                    if response.status in (401, 403) and endpoint.provider == "openai":
+                    if response.status in (401, 403) and (endpoint.provider == "openai" or call.native):
                         # The upstream refused the gateway's own key: a 401 would tell the client that
                         # their Aqueduct token is wrong. Retrying the same key is pointless; a fallback
                         # on another endpoint may still serve.
@@ -438,6 +455,26 @@ class Gateway:
         if isinstance(error, TimeoutError):
             raise UpstreamError("The model server did not answer in time.") from error
         raise UpstreamError(f"The model server could not be reached ({type(error).__name__}).") from error
+
+    async def _anthropic(
+        self,
+        call: Call,
+        route: Route | None,
+        endpoint: Endpoint,
+        method: str,
+        forward_headers: dict[str, str],
+    ) -> UpstreamResponse:
+        """The client's Messages request, unchanged but for the model id, to an Anthropic endpoint."""
+        assert call.anthropic is not None
+        payload = call.anthropic
+        if route is not None and route.upstream_model:
+            payload = {**payload, "model": route.upstream_model}
+        headers = {"anthropic-version": ANTHROPIC_VERSION, **forward_headers}
+        if endpoint.api_key:
+            headers["x-api-key"] = endpoint.api_key
+        return await self.upstream.request(
+            method, endpoint.root_url + call.anthropic_path, headers=headers, data=orjson.dumps(payload)
+        )
 
     async def _via_litellm(self, call: Call, route: Route | None, endpoint: Endpoint) -> LiteLLMAnswer:
         if call.upstream_path != "/chat/completions" or call.payload is None:
@@ -536,6 +573,10 @@ class Gateway:
                 "input_tokens": usage.input_tokens,
                 "output_tokens": usage.output_tokens,
                 "cached_tokens": usage.cached_tokens,
+                "cache_write_5m_tokens": usage.cache_write_5m_tokens,
+                "cache_write_1h_tokens": usage.cache_write_1h_tokens,
+                "reasoning_tokens": usage.reasoning_tokens,
+                "alias": call.route.alias if call.route else None,
                 "latency_ms": round(latency * 1000, 3),
                 "ttft_ms": round(ttft * 1000, 3) if ttft is not None else None,
                 "streamed": call.stream,

@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 
 from aqueduct_libs import names
+from aqueduct_libs.bounds import MAX_TEXT_LENGTH
 from aqueduct_libs.events import UsageRecorded, utcnow
 from aqueduct_libs.snapshot import TokenGrant
 from aqueduct_proxy.application.gateway import Gateway
@@ -248,7 +249,8 @@ class BatchWorker:
             team_id=batch.team_id,
             org_id=batch.org_id,
             endpoint=call.route.endpoint.slug if call is not None and call.route else "",
-            model=call.model if call is not None else str(line.body.get("model", "")),
+            # A model the line names but nothing serves is the client's text: kept within the usage bounds.
+            model=call.model if call is not None else str(line.body.get("model", ""))[:MAX_TEXT_LENGTH],
             route=line.url,
             status_code=status,
             input_tokens=usage.input_tokens if usage else 0,

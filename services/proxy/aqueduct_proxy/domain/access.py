@@ -27,6 +27,7 @@ class Route:
     endpoint: Endpoint
     fallbacks: tuple[str, ...] = ()
     model_limits: Limits | None = None
+    alias: str | None = None  # the alias the client named, when it named one (model is then the model's)
 
 
 def check_grant(grant: TokenGrant | None, snapshot: Snapshot, public_ui_url: str) -> TokenGrant:
@@ -68,12 +69,17 @@ def visible_models(grant: TokenGrant, snapshot: Snapshot) -> list[ModelRoute]:
 def resolve_model(grant: TokenGrant, snapshot: Snapshot, model: str, slug: str | None = None) -> Route:
     """Route a model name; with ``slug`` (the ``/{slug}/v1/...`` form) the model must live on that endpoint."""
     route = snapshot.models.get(model)
+    alias = None
+    if route is None and model in snapshot.aliases:
+        # An alias is the model it names: the same access rules, limits and prices apply.
+        alias, route = model, snapshot.models.get(snapshot.aliases[model])
     if slug is not None:
         endpoint = snapshot.endpoints.get(slug)
         if endpoint is None:
             raise ModelNotFoundError(f"The endpoint '{slug}' does not exist.")
         if route is None or route.endpoint != slug:
             # Clients of an endpoint route may use the upstream's own model id.
+            alias = None
             route = next(
                 (m for m in snapshot.models.values() if m.endpoint == slug and m.upstream_model == model),
                 None,
@@ -95,4 +101,5 @@ def resolve_model(grant: TokenGrant, snapshot: Snapshot, model: str, slug: str |
         endpoint=endpoint,
         fallbacks=tuple(route.fallbacks),
         model_limits=grant.model_limits.get(route.name),
+        alias=alias,
     )

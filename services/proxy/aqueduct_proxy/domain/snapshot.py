@@ -32,19 +32,22 @@ class Endpoint:
     auth_header: str | None = field(repr=False)  # "Bearer <key>", read when the route arrives
     route: EndpointRoute = field(repr=False)
     api_key: str | None = field(default=None, repr=False)
+    root_url: str = ""  # base_url without a trailing /v1: Anthropic's paths start with /v1 themselves
 
     @classmethod
     def from_route(cls, route: EndpointRoute) -> Endpoint:
         key = os.environ.get(route.api_key_env) if route.api_key_env else None
         if route.api_key_env and not key:
             log.warning("endpoint %s: environment variable %s is not set", route.slug, route.api_key_env)
+        base_url = route.url.rstrip("/")
         return cls(
             slug=route.slug,
-            base_url=route.url.rstrip("/"),
+            base_url=base_url,
             provider=route.provider,
             auth_header=f"Bearer {key}" if key else None,
             route=route,
             api_key=key,
+            root_url=base_url.removesuffix("/v1"),
         )
 
 
@@ -60,6 +63,7 @@ class Snapshot:
         self.budgets_version = 0  # changes with every budget put or delete (for the callers' caches)
         self.prices = PriceBook(price_catalog)
         self.quotas: dict[str, QuotaDecision] = {}
+        self.aliases: dict[str, str] = {}  # alias -> model name
         self._model_keys: dict[str, str] = {}  # KV key -> model name, to apply deletes
         self._budget_keys: dict[str, str] = {}  # KV key -> "<scope>.<id>", to apply deletes
 
@@ -73,10 +77,14 @@ class Snapshot:
             elif key.startswith(names.SNAPSHOT_MODEL_PREFIX):
                 model = ModelRoute.model_validate_json(value)
                 old = self._model_keys.get(key)
-                if old is not None and old != model.name:
-                    self.models.pop(old, None)
+                if old is not None:
+                    self._drop_aliases(old)
+                    if old != model.name:
+                        self.models.pop(old, None)
                 self._model_keys[key] = model.name
                 self.models[model.name] = model
+                for alias in model.aliases:
+                    self.aliases[alias] = model.name
                 self.prices.put_route(model)
             elif key.startswith(names.SNAPSHOT_BUDGET_PREFIX):
                 rule = BudgetRule.model_validate_json(value)
@@ -95,6 +103,7 @@ class Snapshot:
         elif key.startswith(names.SNAPSHOT_MODEL_PREFIX):
             name = self._model_keys.pop(key, None)
             if name is not None:
+                self._drop_aliases(name)
                 self.models.pop(name, None)
                 self.prices.remove_route(name)
         elif key.startswith(names.SNAPSHOT_BUDGET_PREFIX):
@@ -106,6 +115,12 @@ class Snapshot:
             slug = key[len(names.SNAPSHOT_ENDPOINT_PREFIX) :]
             for endpoint_slug in [s for s in self.endpoints if names.kv_safe(s) == slug]:
                 self.endpoints.pop(endpoint_slug, None)
+
+    def _drop_aliases(self, name: str) -> None:
+        model = self.models.get(name)
+        for alias in model.aliases if model is not None else ():
+            if self.aliases.get(alias) == name:
+                del self.aliases[alias]
 
     def budgets_of(self, grant: TokenGrant) -> list[BudgetRule]:
         """The budgets a request of this grant counts against: its user's, team's and org's."""

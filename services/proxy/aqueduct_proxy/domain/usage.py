@@ -12,36 +12,89 @@ from typing import Any
 
 import orjson
 
-__all__ = ["StreamTally", "TokenUsage", "usage_from_body"]
+from aqueduct_libs.bounds import clamp_tokens
+
+__all__ = ["StreamTally", "TokenUsage", "usage_from_anthropic", "usage_from_body"]
 
 
 @dataclass(slots=True)
 class TokenUsage:
+    """Token counts by class, as the gateway records them whatever shape the provider reported.
+
+    ``input_tokens`` count every prompt token, cached or not (as OpenAI counts; Anthropic reports its
+    cached ones apart); ``cached_tokens`` (read from the cache) and the cache writes kept 5 minutes and
+    1 hour are parts of it. ``output_tokens`` count every generated token; ``reasoning_tokens`` are part
+    of it."""
+
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) else 0
+    # An upstream's count as accounting accepts it: a negative or non-integer count is 0, an absurd one
+    # (beyond aqueduct_libs.bounds.MAX_TOKENS, which would overflow the cost) is counted as the maximum.
+    return clamp_tokens(value)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _cache_writes(usage: dict[str, Any]) -> tuple[int, int]:
+    """Anthropic's cache writes, 5-minute and 1-hour; a total without the split counts as 5 minutes
+    (its default lifetime)."""
+    total = _int(usage.get("cache_creation_input_tokens"))
+    split = _dict(usage.get("cache_creation"))
+    hour = _int(split.get("ephemeral_1h_input_tokens"))
+    five = _int(split.get("ephemeral_5m_input_tokens")) if split else total
+    if split and five + hour < total:
+        five = total - hour
+    return five, hour
 
 
 def _from_usage(usage: Any) -> TokenUsage | None:
     if not isinstance(usage, dict):
         return None
+    if (
+        "cache_read_input_tokens" in usage
+        or "cache_creation_input_tokens" in usage
+        or ("input_tokens" in usage and "input_tokens_details" not in usage and "total_tokens" not in usage)
+    ):  # Anthropic's shape: its input_tokens leave out what was read from or written to the cache
+        read = _int(usage.get("cache_read_input_tokens"))
+        five, hour = _cache_writes(usage)
+        fresh = _int(usage.get("input_tokens") if "input_tokens" in usage else usage.get("prompt_tokens"))
+        if "prompt_tokens" in usage:  # LiteLLM's chat usage for Anthropic: prompt_tokens include them
+            fresh = max(fresh - read - five - hour, 0)
+        output = _int(
+            usage.get("output_tokens") if "output_tokens" in usage else usage.get("completion_tokens")
+        )
+        reasoning = _int(_dict(usage.get("completion_tokens_details")).get("reasoning_tokens"))
+        return TokenUsage(fresh + read + five + hour, output, read, five, hour, reasoning)
     if "input_tokens" in usage or "output_tokens" in usage:  # Responses API naming
-        details = usage.get("input_tokens_details") or {}
         return TokenUsage(
             _int(usage.get("input_tokens")),
             _int(usage.get("output_tokens")),
-            _int(details.get("cached_tokens")),
+            _int(_dict(usage.get("input_tokens_details")).get("cached_tokens")),
+            reasoning_tokens=_int(_dict(usage.get("output_tokens_details")).get("reasoning_tokens")),
         )
-    details = usage.get("prompt_tokens_details") or {}
     return TokenUsage(
         _int(usage.get("prompt_tokens")),
         _int(usage.get("completion_tokens")),
-        _int(details.get("cached_tokens") if isinstance(details, dict) else 0),
+        _int(_dict(usage.get("prompt_tokens_details")).get("cached_tokens")),
+        reasoning_tokens=_int(_dict(usage.get("completion_tokens_details")).get("reasoning_tokens")),
     )
+
+
+def usage_from_anthropic(usage: Any) -> TokenUsage | None:
+    """Usage in Anthropic's shape (a Messages answer's, or a stream's merged ``message_start`` and
+    ``message_delta`` counts)."""
+    if not isinstance(usage, dict):
+        return None
+    return _from_usage({**usage, "cache_read_input_tokens": usage.get("cache_read_input_tokens") or 0})
 
 
 def usage_from_body(data: Any) -> TokenUsage | None:

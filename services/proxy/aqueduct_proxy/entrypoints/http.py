@@ -22,6 +22,9 @@ from aqueduct_proxy.application.gateway import Call, Gateway
 from aqueduct_proxy.domain.errors import BadRequestError, PayloadTooLargeError, ProxyError, RouteNotFoundError
 from aqueduct_proxy.entrypoints.openapi import OPENAPI_DOCUMENT
 from aqueduct_proxy.entrypoints.relay import relay
+from aqueduct_proxy.wire.anthropic import anthropic_model_list, proxy_error_body
+from aqueduct_proxy.wire.messages import count_tokens, messages
+from aqueduct_proxy.wire.responses_route import has_responses_api, translated_responses
 
 __all__ = ["build_app", "errors_middleware"]
 
@@ -33,7 +36,6 @@ JSON_ROUTES = (
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/embeddings",
-    "/v1/responses",
     "/v1/audio/speech",
     "/v1/images/generations",
 )
@@ -42,9 +44,20 @@ _HOP_BY_HOP = frozenset({"x-forwarded-for", "x-real-ip"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error_response(error: ProxyError) -> web.Response:
+# Routes that answer in Anthropic's format, errors included (its SDKs read {"type": "error", ...}).
+_ANTHROPIC_ROUTES = frozenset(
+    {
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/{slug}/v1/messages",
+        "/{slug}/v1/messages/count_tokens",
+    }
+)
+
+
+def _error_response(error: ProxyError, anthropic: bool = False) -> web.Response:
     return web.Response(
-        body=orjson.dumps(error.body()),
+        body=orjson.dumps(proxy_error_body(error) if anthropic else error.body()),
         status=error.status,
         headers=error.headers,
         content_type="application/json",
@@ -59,20 +72,25 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         response = await handler(request)
     except ProxyError as error:
-        response = _error_response(error)
+        response = _error_response(error, route in _ANTHROPIC_ROUTES)
     except web.HTTPRequestEntityTooLarge:
-        response = _error_response(PayloadTooLargeError("The request body is too large."))
+        response = _error_response(
+            PayloadTooLargeError("The request body is too large."), route in _ANTHROPIC_ROUTES
+        )
     except web.HTTPNotFound:
         response = _error_response(
             RouteNotFoundError(f"Unknown request URL: {request.method} {request.path}.")
         )
     except web.HTTPMethodNotAllowed:
         response = _error_response(
-            BadRequestError(f"Method {request.method} is not allowed on {request.path}.")
+            BadRequestError(f"Method {request.method} is not allowed on {request.path}."),
+            route in _ANTHROPIC_ROUTES,
         )
     except Exception:
         log.exception("unexpected error on %s", request.path)
-        response = _error_response(ProxyError("The gateway failed to handle the request."))
+        response = _error_response(
+            ProxyError("The gateway failed to handle the request."), route in _ANTHROPIC_ROUTES
+        )
     gateway.metrics.observe_request(route, response.status, time.perf_counter() - started)
     return response
 
@@ -144,10 +162,44 @@ def _model_route(api_path: str, multipart: bool) -> Handler:
     return handle
 
 
-async def _models(request: web.Request) -> web.Response:
+def _anthropic_credentials(request: web.Request) -> str | None:
+    """Anthropic's SDKs send the key as ``x-api-key``; Claude Code's ``ANTHROPIC_AUTH_TOKEN`` as a bearer."""
+    key = request.headers.get("x-api-key")
+    return f"Bearer {key}" if key else request.headers.get("Authorization")
+
+
+def _anthropic_route(serve: Callable[..., Awaitable[web.StreamResponse]]) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        gateway = request.app[GATEWAY]
+        grant = gateway.authenticate(_anthropic_credentials(request))
+        payload = await _json_body(request)
+        return await serve(request, gateway, grant, payload, request.match_info.get("slug"))
+
+    return handle
+
+
+async def _responses(request: web.Request) -> web.StreamResponse:
+    """``/v1/responses`` (and ``/{slug}/v1/responses``): forwarded to endpoints that have the Responses
+    API, translated to chat completions for the others."""
     gateway = request.app[GATEWAY]
     grant = gateway.authenticate(request.headers.get("Authorization"))
-    return web.json_response(gateway.list_models(grant), dumps=lambda v: orjson.dumps(v).decode())
+    payload = await _json_body(request)
+    slug = request.match_info.get("slug")
+    api_path = f"/{slug}/v1/responses" if slug else "/v1/responses"
+    call = gateway.prepare(grant, api_path, "/responses", payload=payload, slug=slug)
+    assert call.route is not None
+    if has_responses_api(call.route.endpoint):
+        return await _forward(request, gateway, call)
+    return await translated_responses(request, gateway, call, payload, _forward_headers(request))
+
+
+async def _models(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    grant = gateway.authenticate(_anthropic_credentials(request))
+    listed = gateway.list_models(grant)
+    if "anthropic-version" in request.headers:  # Anthropic's SDKs and Claude Code list models too
+        listed = anthropic_model_list(listed)
+    return web.json_response(listed, dumps=lambda v: orjson.dumps(v).decode())
 
 
 # What ``/{slug}/v1/...`` forwards. Anything else under an endpoint (an upstream's files, batches,
@@ -253,6 +305,10 @@ def build_app(gateway: Gateway, ready: Callable[[], bool], max_body_bytes: int) 
     ]
     routes += [web.post(path, _model_route(path, multipart=False)) for path in JSON_ROUTES]
     routes += [web.post(path, _model_route(path, multipart=True)) for path in MULTIPART_ROUTES]
+    for prefix in ("/v1", "/{slug}/v1"):
+        routes.append(web.post(prefix + "/responses", _responses))
+        routes.append(web.post(prefix + "/messages", _anthropic_route(messages)))
+        routes.append(web.post(prefix + "/messages/count_tokens", _anthropic_route(count_tokens)))
     routes.append(web.route("*", "/{slug}/v1/{tail:.+}", _endpoint_route))
     app.add_routes(routes)
     return app

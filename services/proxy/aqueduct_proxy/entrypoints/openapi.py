@@ -72,6 +72,48 @@ def _model_call(summary: str, content_type: str = "application/json") -> dict[st
     }
 
 
+_ANTHROPIC_ERROR = {
+    "type": "object",
+    "properties": {
+        "type": {"const": "error"},
+        "error": {
+            "type": "object",
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+        },
+    },
+}
+
+
+def _anthropic_call(summary: str) -> dict[str, Any]:
+    """Anthropic's Messages API: its key as ``x-api-key`` or a bearer token; errors in its own format."""
+    errors = {
+        status: {
+            "description": answer["description"],
+            "content": {"application/json": {"schema": _ref("AnthropicError")}},
+        }
+        for status, answer in _ERRORS.items()
+    }
+    return {
+        "post": {
+            "summary": summary,
+            "description": (
+                "Anthropic's Messages API. Passed unchanged to Anthropic endpoints; translated to chat "
+                "completions (and the answer, whole or streamed, back) for every other endpoint."
+            ),
+            "security": [{"bearer": []}, {"anthropicKey": []}],
+            "parameters": [
+                {"name": h, "in": "header", "required": False, "schema": {"type": "string"}}
+                for h in ("anthropic-version", "anthropic-beta")
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+            "responses": {"200": {"description": "Anthropic's message (stream: its events)"}, **errors},
+        }
+    }
+
+
 _NULLABLE_INT = {"type": ["integer", "null"]}
 _FILE = {
     "type": "object",
@@ -377,9 +419,13 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
         "description": "OpenAI-compatible data plane. Point the OpenAI SDK at http://HOST:PORT/v1.",
     },
     "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "anthropicKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+        },
         "schemas": {
             "Error": _ERROR,
+            "AnthropicError": _ANTHROPIC_ERROR,
             "File": _FILE,
             "FileList": _list_of("File"),
             "Batch": _BATCH,
@@ -398,11 +444,27 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
         "/v1/chat/completions": _model_call("Chat completion (stream: server-sent events)"),
         "/v1/completions": _model_call("Text completion"),
         "/v1/embeddings": _model_call("Embeddings"),
-        "/v1/responses": _model_call("Responses API"),
+        "/v1/responses": _model_call(
+            "Responses API (translated to chat completions for endpoints without it: responses: false)"
+        ),
+        "/{slug}/v1/responses": {
+            "parameters": [_path_param("slug")],
+            **_model_call("Responses API on the endpoint with this slug"),
+        },
         "/v1/audio/speech": _model_call("Text to speech"),
         "/v1/audio/transcriptions": _model_call("Speech to text", "multipart/form-data"),
         "/v1/audio/translations": _model_call("Speech to English text", "multipart/form-data"),
         "/v1/images/generations": _model_call("Image generation"),
+        "/v1/messages": _anthropic_call("Anthropic Messages (stream: Anthropic's server-sent events)"),
+        "/v1/messages/count_tokens": _anthropic_call("Count a Messages request's input tokens"),
+        "/{slug}/v1/messages": {
+            "parameters": [_path_param("slug")],
+            **_anthropic_call("Anthropic Messages on the endpoint with this slug"),
+        },
+        "/{slug}/v1/messages/count_tokens": {
+            "parameters": [_path_param("slug")],
+            **_anthropic_call("Count tokens on the endpoint with this slug"),
+        },
         **_FILES_PATHS,
         **_BATCHES_PATHS,
         **_MCP_PATHS,

@@ -8,6 +8,9 @@ import re
 import zipfile
 from xml.etree import ElementTree
 
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring as _parse_xml
+
 from aqueduct_proxy.domain.errors import BadRequestError
 
 __all__ = ["UnreadableFileError", "extract_text"]
@@ -120,10 +123,21 @@ def _open_zip(data: bytes) -> zipfile.ZipFile:
     return archive
 
 
+def _xml(raw: bytes) -> ElementTree.Element:
+    """An Office XML part, parsed by defusedxml: no DTD, no entity (billion laughs), no external entity
+    (which would read local files or URLs). Office documents never need any of them."""
+    return _parse_xml(raw, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+
+
 def _docx(data: bytes) -> str:
     import docx  # imported on first use
 
-    _open_zip(data).close()  # the size check before python-docx inflates it
+    archive = _open_zip(data)  # the size check before python-docx inflates it
+    # python-docx parses with lxml; every XML part goes through defusedxml first.
+    for name in archive.namelist():
+        if name.endswith((".xml", ".rels")):
+            _xml(archive.read(name))
+    archive.close()
 
     document = docx.Document(io.BytesIO(data))
     parts = [p.text for p in document.paragraphs]
@@ -134,7 +148,7 @@ def _docx(data: bytes) -> str:
 
 
 def _xml_texts(archive: zipfile.ZipFile, name: str, tag: str) -> list[str]:
-    root = ElementTree.fromstring(archive.read(name))
+    root = _xml(archive.read(name))
     return [el.text or "" for el in root.iter(tag)]
 
 
@@ -149,7 +163,7 @@ def _xlsx(data: bytes) -> str:
     out = []
     for sheet in sheets:
         out.append(f"# {sheet.rsplit('/', 1)[-1][:-4]}")
-        for row in ElementTree.fromstring(archive.read(sheet)).iter(f"{_S}row"):
+        for row in _xml(archive.read(sheet)).iter(f"{_S}row"):
             cells = []
             for cell in row.iter(f"{_S}c"):
                 value = cell.find(f"{_S}v")
@@ -177,7 +191,7 @@ def _pptx(data: bytes) -> str:
 
 def _odf(data: bytes) -> str:
     archive = _open_zip(data)
-    root = ElementTree.fromstring(archive.read("content.xml"))
+    root = _xml(archive.read("content.xml"))
     return "\n".join(
         "".join(el.itertext()) for el in root.iter() if el.tag in (f"{_ODF_TEXT}p", f"{_ODF_TEXT}h")
     )
@@ -205,6 +219,10 @@ def extract_text(data: bytes, filename: str = "", mime: str = "") -> str:
                 f"The model cannot read {label} ({mime or 'unknown type'}) and its text cannot be extracted. "
                 "Supported: PDF, DOCX, XLSX, PPTX, OpenDocument and plain-text formats."
             )
+    except DefusedXmlException as exc:
+        raise UnreadableFileError(
+            f"{label} contains XML declarations (a DTD or entities) that documents never need; it is not read."
+        ) from exc
     except (zipfile.BadZipFile, KeyError, IndexError, ElementTree.ParseError, ValueError) as exc:
         raise UnreadableFileError(f"{label} looks like a {kind.upper()} file but could not be read.") from exc
     if kind == "pdf" and not text:

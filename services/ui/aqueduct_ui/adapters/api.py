@@ -174,9 +174,11 @@ class AuthApi:
         body = {"code": code, "binding": binding}
         return await self.service.post("/auth/exchange", body, self._forwarded(client_ip))
 
-    async def sign_out(self, refresh_token: str, client_ip: str | None = None) -> None:
+    async def sign_out(self, refresh_token: str, client_ip: str | None = None) -> str:
+        """End the session; for single sign-on, the provider's address that ends its session too."""
         body = {"refresh_token": refresh_token}
-        await self.service.post("/auth/logout", body, self._forwarded(client_ip))
+        answer = await self.service.post("/auth/logout", body, self._forwarded(client_ip))
+        return str((answer or {}).get("end_session_url") or "")
 
     async def jwks(self) -> dict[str, Any]:
         return await self.service.get("/.well-known/jwks.json")

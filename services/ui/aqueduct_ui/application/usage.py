@@ -86,6 +86,9 @@ class GroupRow:
     input_tokens: int
     output_tokens: int
     cost_usd: float
+    cached_tokens: int = 0  # read from the prompt cache (part of the input)
+    cache_write_tokens: int = 0  # written to it, kept 5 minutes or 1 hour (part of the input)
+    reasoning_tokens: int = 0  # part of the output
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,10 @@ async def load_usage_page(api: UserApi, viewer: Viewer, query: UsageQuery) -> Us
             input_tokens=int(g.get("input_tokens", 0)),
             output_tokens=int(g.get("output_tokens", 0)),
             cost_usd=float(g.get("cost_usd", 0.0)),
+            cached_tokens=int(g.get("cached_tokens", 0)),
+            cache_write_tokens=int(g.get("cache_write_5m_tokens", 0))
+            + int(g.get("cache_write_1h_tokens", 0)),
+            reasoning_tokens=int(g.get("reasoning_tokens", 0)),
         )
         for g in summary.get("groups", [])
     ]

@@ -125,12 +125,14 @@ class EndpointIn(_Body):
     url: str
     provider: str = "openai"
     api_key_env: str | None = None
+    responses: bool = True  # the server has OpenAI's Responses API; false: the proxy translates it
 
 
 class EndpointPatch(_Body):
     url: str | None = None
     provider: str | None = None
     api_key_env: str | None = None
+    responses: bool | None = None
 
 
 class ModelIn(_Body):
@@ -140,6 +142,11 @@ class ModelIn(_Body):
     input_price_per_million: float | str | None = None
     output_price_per_million: float | str | None = None
     fallbacks: list[str] | None = None
+    aliases: list[str] | None = None  # other names clients may use for this model
+    cached_input_price_per_million: float | str | None = None
+    cache_write_price_per_million: float | str | None = None  # cache writes kept 5 minutes
+    cache_write_1h_price_per_million: float | str | None = None
+    reasoning_price_per_million: float | str | None = None
 
 
 class ModelPatch(_Body):
@@ -148,6 +155,11 @@ class ModelPatch(_Body):
     input_price_per_million: float | str | None = None
     output_price_per_million: float | str | None = None
     fallbacks: list[str] | None = None
+    aliases: list[str] | None = None
+    cached_input_price_per_million: float | str | None = None
+    cache_write_price_per_million: float | str | None = None
+    cache_write_1h_price_per_million: float | str | None = None
+    reasoning_price_per_million: float | str | None = None
 
 
 class McpServerIn(_Body):

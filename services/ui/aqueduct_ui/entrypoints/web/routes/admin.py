@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from aqueduct_ui.adapters.api import ApiError, q
 from aqueduct_ui.application.admin import load_admin_page, load_audit_page
+from aqueduct_ui.application.dead_letters import load_dead_letters_page, redrive_all, redrive_one
 from aqueduct_ui.domain.forms import (
     BUDGET_FIELDS,
     LIMIT_FIELDS,
@@ -45,6 +46,13 @@ def require_admin_page(viewer: CurrentViewer) -> Viewer:
 
 AdminViewer = Annotated[Viewer, Depends(require_admin_page)]
 _PROVIDERS = ("openai", "anthropic", "azure", "litellm")
+# The token classes a model may price apart (blank: as its input or output price), with their labels.
+TOKEN_PRICE_FIELDS = (
+    ("cached_input_price_per_million", "Cached input (read) $ per 1M tokens"),
+    ("cache_write_price_per_million", "Cache write (5 min) $ per 1M tokens"),
+    ("cache_write_1h_price_per_million", "Cache write (1 h) $ per 1M tokens"),
+    ("reasoning_price_per_million", "Reasoning $ per 1M tokens"),
+)
 
 
 def _done(request: Request, anchor: str, message: str) -> Response:
@@ -61,6 +69,7 @@ async def admin_page(request: Request, viewer: AdminViewer, api: Api) -> Respons
         limit_fields=LIMIT_FIELDS,
         budget_fields=BUDGET_FIELDS,
         providers=_PROVIDERS,
+        token_price_fields=TOKEN_PRICE_FIELDS,
         page_section="admin",
     )
 
@@ -116,12 +125,14 @@ async def create_endpoint(
     url: Annotated[str, Form()] = "",
     provider: Annotated[str, Form()] = "openai",
     api_key_env: Annotated[str, Form()] = "",
+    responses: Annotated[str, Form()] = "",
 ) -> Response:
     body = {
         "slug": require_text(slug, "Slug", 64),
         "url": require_text(url, "URL", 500),
         "provider": provider,
         "api_key_env": api_key_env.strip() or None,
+        "responses": responses == "on",
     }
     await api.directory.post("/api/endpoints", body)
     return _done(request, "endpoints", f"Endpoint “{body['slug']}” added.")
@@ -135,11 +146,17 @@ async def update_endpoint(
     url: Annotated[str, Form()] = "",
     provider: Annotated[str, Form()] = "",
     api_key_env: Annotated[str, Form()] = "",
+    responses: Annotated[str, Form()] = "",
 ) -> Response:
     if provider not in _PROVIDERS:
         raise FormError(f"Provider must be one of {', '.join(_PROVIDERS)}.")
     # api_key_env "" clears the key: the directory stores only the variable's name, never its value.
-    body = {"url": parse_url(url), "provider": provider, "api_key_env": parse_api_key_env(api_key_env)}
+    body = {
+        "url": parse_url(url),
+        "provider": provider,
+        "api_key_env": parse_api_key_env(api_key_env),
+        "responses": responses == "on",  # an unticked checkbox is not sent at all
+    }
     await api.directory.patch(f"/api/endpoints/{q(slug)}", body)
     return _done(request, "endpoints", f"Endpoint “{slug}” saved.")
 
@@ -159,6 +176,7 @@ async def create_model(
     upstream_model: Annotated[str, Form()] = "",
     input_price_per_million: Annotated[str, Form()] = "",
     output_price_per_million: Annotated[str, Form()] = "",
+    aliases: Annotated[str, Form()] = "",
 ) -> Response:
     body = {
         "name": require_text(name, "Model name", 200),
@@ -166,6 +184,7 @@ async def create_model(
         "upstream_model": upstream_model.strip() or None,
         "input_price_per_million": input_price_per_million.strip() or None,
         "output_price_per_million": output_price_per_million.strip() or None,
+        "aliases": _aliases(aliases),
     }
     await api.directory.post("/api/models", body)
     return _done(request, "models", f"Model “{body['name']}” added.")
@@ -188,10 +207,17 @@ async def update_model(request: Request, api: Api, name: str) -> Response:
     for key, label in (
         ("input_price_per_million", "Input $ per 1M tokens"),
         ("output_price_per_million", "Output $ per 1M tokens"),
+        *TOKEN_PRICE_FIELDS,
     ):
         body[key] = parse_price(fields.get(key), label)
+    body["aliases"] = _aliases(fields.get("aliases", ""))
     await api.directory.patch(f"/api/models/{q(name)}", body)
     return _done(request, "models", f"Model “{name}” saved.")
+
+
+def _aliases(text: str) -> list[str]:
+    """Comma- or space-separated names; the directory checks each one."""
+    return [a for a in text.replace(",", " ").split() if a]
 
 
 @router.post("/models/{name}/delete")
@@ -255,3 +281,32 @@ async def audit_page(
         page,
     )
     return render(request, "audit.html", data=data, page_section="audit")
+
+
+@router.get("/dead-letters")
+async def dead_letters_page(request: Request, viewer: AdminViewer, api: Api, after: int = 0) -> Response:
+    page = await load_dead_letters_page(api, max(after, 0))
+    return render(request, "dead_letters.html", data=page, page_section="admin")
+
+
+@router.post("/dead-letters/redrive")
+async def redrive_all_dead_letters(request: Request, api: Api) -> Response:
+    stored, failed = await redrive_all(api)
+    if failed:
+        reasons = "; ".join(f"{f['id']}: {str(f['reason']).splitlines()[0][:120]}" for f in failed[:3])
+        message = f"{stored} re-driven and stored; {len(failed)} still failing ({reasons})."
+        return redirect(request, "/admin/dead-letters", Flash("error", message))
+    return redirect(request, "/admin/dead-letters", Flash("success", f"{stored} re-driven and stored."))
+
+
+@router.post("/dead-letters/{letter_id}/redrive")
+async def redrive_dead_letter(request: Request, api: Api, letter_id: int) -> Response:
+    try:
+        await redrive_one(api, letter_id)
+    except ApiError as exc:
+        if exc.status not in (404, 409):
+            raise
+        return redirect(request, "/admin/dead-letters", Flash("error", exc.detail))
+    return redirect(
+        request, "/admin/dead-letters", Flash("success", f"Dead letter {letter_id} re-driven and stored.")
+    )

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Form, Request
 from starlette.responses import RedirectResponse, Response
 
 from aqueduct_ui.adapters.api import ApiError
+from aqueduct_ui.domain.sign_in_errors import sign_in_error_message
 from aqueduct_ui.entrypoints.web.context import WebContext
 from aqueduct_ui.entrypoints.web.cookies import REFRESH_COOKIE, Flash
 from aqueduct_ui.entrypoints.web.deps import Auth, Context
@@ -173,18 +174,14 @@ async def complete_sso(
 ) -> Response:
     """The auth service sends the browser here after single sign-on with a one-time code."""
     if not code:
-        return redirect(request, "/session/error?message=" + quote("The sign-in link is incomplete."))
+        return redirect(request, "/session/error?reason=incomplete_link")
     binding = request.cookies.get(SSO_COOKIE, "")
     if not binding:
-        return redirect(
-            request,
-            "/session/error?message="
-            + quote("This sign-in was not started in this browser. Sign in again from the sign-in page."),
-        )
+        return redirect(request, "/session/error?reason=not_started_here")
     try:
         pair = await auth.exchange(code, binding, client_ip(request))
     except ApiError as exc:
-        return redirect(request, "/session/error?message=" + quote(exc.detail))
+        return redirect(request, "/session/error?reason=" + quote(exc.code or "sso_failed"))
     response = redirect(request, safe_next(next))
     response.delete_cookie(SSO_COOKIE, path=_SSO_COOKIE_PATH)
     ctx.cookies.set_session(request, response, pair)
@@ -192,19 +189,28 @@ async def complete_sso(
 
 
 @router.get("/session/error")
-async def sso_error(request: Request, message: str = "Sign-in failed.") -> Response:
-    return render(request, "session_error.html", status_code=400, message=message[:500])
+async def sso_error(request: Request, reason: str = "") -> Response:
+    """Only the product's own texts, chosen by reason code; any other query parameter is ignored."""
+    return render(request, "session_error.html", status_code=400, message=sign_in_error_message(reason))
 
 
 @router.post("/logout")
 async def logout(request: Request, ctx: Context, auth: Auth) -> Response:
     refresh = request.cookies.get(REFRESH_COOKIE)
+    end_session_url = ""
     if refresh:
         try:
-            await auth.sign_out(refresh, client_ip(request))
+            end_session_url = await auth.sign_out(refresh, client_ip(request))
         except ApiError as exc:
             # The cookies go regardless; a refresh token that could not be revoked expires on its own.
             log.warning("could not revoke a session at sign-out: %s", exc)
-    response = redirect(request, "/login", Flash("info", "You are signed out."))
+    if end_session_url:
+        # A single sign-on session: on to the identity provider, which ends its own session too and
+        # sends the browser back to /login (else "Sign in with SSO" would sign the user straight back in).
+        request.state.session = None  # the page shows no signed-in header any more
+        response = render(request, "signed_out.html", end_session_url=end_session_url)
+        ctx.cookies.set_flash(request, response, Flash("info", "You are signed out."))
+    else:
+        response = redirect(request, "/login", Flash("info", "You are signed out."))
     ctx.cookies.clear_session(response)
     return response

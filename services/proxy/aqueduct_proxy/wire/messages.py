@@ -1,0 +1,196 @@
+"""``/v1/messages`` and ``/v1/messages/count_tokens``: Anthropic's Messages API on any endpoint.
+
+A request goes through the gateway's one path (``prepare``, ``admit``, ``send``, ``finish``/``record``),
+so authentication, model access, terms, budgets, limits and usage events are those of chat completions.
+On an Anthropic endpoint the request and answer pass unchanged (the model id aside); on any other the
+request is translated into chat completions and the answer, whole or streamed, back into Anthropic's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import replace
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from aqueduct_libs.snapshot import TokenGrant
+from aqueduct_proxy.adapters.upstream import UpstreamResponse
+from aqueduct_proxy.application.gateway import Call, Gateway
+from aqueduct_proxy.domain.errors import BadRequestError, UpstreamError
+from aqueduct_proxy.domain.usage import TokenUsage, usage_from_body
+from aqueduct_proxy.wire.anthropic import (
+    ChatToMessagesStream,
+    chat_error_to_anthropic,
+    chat_to_message,
+    error_body,
+    messages_problem,
+    sse,
+)
+from aqueduct_proxy.wire.anthropic_usage import AnthropicTally, usage_from_anthropic
+from aqueduct_proxy.wire.relay import CUT_SHORT, Stream, events, read_whole, translated_stream
+
+__all__ = ["anthropic_headers", "count_tokens", "messages"]
+
+_PASSED_HEADERS = ("Content-Type", "request-id", "x-request-id")
+_NOT_FORWARDED = frozenset({"x-api-key", "x-forwarded-for", "x-real-ip"})
+_BROKEN_STREAM = sse("error", error_body(502, "The model server broke off the stream."))
+_JSON = "application/json"
+
+
+def anthropic_headers(request: web.Request) -> dict[str, str]:
+    """What passes to the upstream: ``anthropic-version``/``-beta``, the SDK's ``x-stainless-*`` and test
+    hints; never the client's own credentials (``x-api-key``, ``Authorization``)."""
+    return {
+        k: v
+        for k, v in request.headers.items()
+        if (k[:2].lower() == "x-" or k[:10].lower() == "anthropic-") and k.lower() not in _NOT_FORWARDED
+    }
+
+
+def _api_path(slug: str | None, tail: str) -> str:
+    return f"/{slug}/v1/{tail}" if slug else f"/v1/{tail}"
+
+
+def _prepare(
+    gateway: Gateway, grant: TokenGrant, payload: dict[str, Any], api_path: str, slug: str | None
+) -> Call:
+    if (problem := messages_problem(payload)) is not None:
+        raise BadRequestError(problem[1], param=problem[0])
+    call = gateway.prepare(grant, api_path, "/chat/completions", payload=payload, slug=slug)
+    call.anthropic, call.payload = payload, None  # the chat translation is made when an endpoint needs it
+    return call
+
+
+async def messages(
+    request: web.Request, gateway: Gateway, grant: TokenGrant, payload: dict[str, Any], slug: str | None
+) -> web.StreamResponse:
+    if not isinstance(payload.get("max_tokens"), int) or payload["max_tokens"] < 1:
+        raise BadRequestError("max_tokens: a positive integer is required.", param="max_tokens")
+    call = _prepare(gateway, grant, payload, _api_path(slug, "messages"), slug)
+    call.anthropic_path = "/v1/messages"
+    limit_headers = await gateway.admit(call)
+    upstream = await gateway.send(call, "POST", "", anthropic_headers(request))
+    if upstream.content_type == "text/event-stream" and upstream.status < 400:
+        if call.native:
+            return await _native_stream(request, gateway, call, upstream, limit_headers)
+        translator = ChatToMessagesStream(call.model, call.input_tokens)
+        return await translated_stream(
+            request, gateway, call, upstream, limit_headers, translator, _BROKEN_STREAM
+        )
+    return await _whole(gateway, call, upstream, limit_headers)
+
+
+async def count_tokens(
+    request: web.Request, gateway: Gateway, grant: TokenGrant, payload: dict[str, Any], slug: str | None
+) -> web.StreamResponse:
+    """Anthropic endpoints count themselves; for others the gateway counts the prompt with its tokenizer.
+    Either way it is a request of the token (authenticated, admitted, recorded) that spends no tokens."""
+    call = _prepare(gateway, grant, payload, _api_path(slug, "messages/count_tokens"), slug)
+    call.anthropic_path = "/v1/messages/count_tokens"
+    call.stream, call.input_tokens, call.reserved_output = False, 0, 0
+    assert call.route is not None
+    if call.route.endpoint.provider != "anthropic":
+        counted = _count(gateway, payload)
+        limit_headers = await gateway.admit(call)
+        await gateway.finish(call, 200, TokenUsage())
+        return web.Response(
+            body=orjson.dumps({"input_tokens": counted}), content_type=_JSON, headers=limit_headers
+        )
+    call.route = replace(call.route, fallbacks=())  # a chat endpoint cannot count for an Anthropic one
+    limit_headers = await gateway.admit(call)
+    upstream = await gateway.send(call, "POST", "", anthropic_headers(request))
+    body = await read_whole(gateway, call, upstream, TokenUsage())
+    await gateway.finish(call, upstream.status, TokenUsage())
+    return web.Response(body=body, status=upstream.status, headers=_headers(upstream, limit_headers))
+
+
+def _count(gateway: Gateway, payload: dict[str, Any]) -> int:
+    counter = gateway.counter
+    total = counter.count(payload)
+    system = payload.get("system")
+    if isinstance(system, str):
+        total += counter.count_text(system)
+    elif isinstance(system, list):
+        total += counter.count({"messages": system})
+    if payload.get("tools"):
+        total += counter.count_text(orjson.dumps(payload["tools"]).decode())
+    return total
+
+
+def _headers(upstream: UpstreamResponse, extra: dict[str, str]) -> dict[str, str]:
+    headers = {name: upstream.headers[name] for name in _PASSED_HEADERS if name in upstream.headers}
+    headers.update(extra)
+    return headers
+
+
+async def _whole(
+    gateway: Gateway, call: Call, upstream: UpstreamResponse, extra: dict[str, str]
+) -> web.Response:
+    body = await read_whole(gateway, call, upstream)
+    status = upstream.status
+    data: Any = None
+    if status < 400:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = None
+    if call.native:
+        usage = usage_from_anthropic(data.get("usage")) if isinstance(data, dict) else None
+        await gateway.finish(call, status, usage)
+        return web.Response(body=body, status=status, headers=_headers(upstream, extra))
+    if status >= 400:
+        await gateway.finish(call, status, None)
+        return web.Response(
+            body=chat_error_to_anthropic(status, body), status=status, content_type=_JSON, headers=extra
+        )
+    if not isinstance(data, dict):
+        await gateway.finish(call, 502, None)
+        raise UpstreamError("The model server's answer is not a chat completion.")
+    usage = usage_from_body(data)
+    await gateway.finish(call, status, usage)
+    answer = chat_to_message(data, call.model, usage)
+    return web.Response(body=orjson.dumps(answer), content_type=_JSON, headers=extra)
+
+
+async def _native_stream(
+    request: web.Request, gateway: Gateway, call: Call, upstream: UpstreamResponse, extra: dict[str, str]
+) -> web.StreamResponse:
+    """Anthropic's events passed as they come; ``message_stop`` waits until the usage is accounted."""
+    response = web.StreamResponse(status=upstream.status, headers=_headers(upstream, extra))
+    response.headers["Cache-Control"] = "no-cache"
+    stream, tally = Stream(request, gateway, call, upstream), AnthropicTally()
+    held = b""
+    done = False
+    try:
+        await response.prepare(request)
+        async for event in events(upstream):
+            if tally.observe(event):
+                held += event
+            else:
+                await stream.write(response, event)
+        done = True
+        # An error event the upstream sent mid-stream (overloaded) reached the client as it came.
+        await stream.record(tally.usage, tally.chunks, cut_short=tally.errored)
+        await response.write(held)
+        await response.write_eof()
+    except CUT_SHORT as exc:
+        if not done:
+            await stream.record(tally.usage, tally.chunks, cut_short=True)
+            if not isinstance(exc, ConnectionResetError):
+                with contextlib.suppress(Exception):
+                    await response.write(_BROKEN_STREAM)
+                    await response.write_eof()
+    except asyncio.CancelledError:
+        if not done:
+            await stream.record(tally.usage, tally.chunks, cut_short=True)
+        upstream.close()
+        raise
+    finally:
+        if done:
+            upstream.release()
+        else:
+            upstream.close()
+    return response
