@@ -87,6 +87,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, upstream: UpstreamProcess) -
     ``stack.cli(...)`` runs the CLI in the stack's folder, ``stack.login_admin()`` signs the CLI in.
     """
     workdir = tmp_path_factory.mktemp("stack")
-    running = Stack(workdir, write_config(workdir / "aqueduct.yaml", upstream.url)).start()
+    # Many test modules sign the same Admin in, one after another, within a minute: the per-username
+    # sign-in limit (10 a minute by default, tested on its own in the auth tests) is raised for them.
+    env = {"AQUEDUCT_AUTH_SIGN_IN_ATTEMPTS_PER_USERNAME": "1000"}
+    running = Stack(workdir, write_config(workdir / "aqueduct.yaml", upstream.url), env=env).start()
     yield running
     running.stop()

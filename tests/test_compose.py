@@ -115,3 +115,37 @@ def test_each_service_gets_only_its_own_secrets(tmp_path: Path) -> None:
         environment = " ".join(f"{k}={v}" for k, v in services[service]["environment"].items())
         held = {name for name, value in values.items() if value in environment}
         assert held == allowed, service
+
+
+def test_the_cluster_override_makes_three_routed_nodes_and_three_replicas() -> None:
+    result = subprocess.run(
+        [
+            *_compose_command(),
+            "--env-file",
+            "infra/compose.env.example",
+            "-f",
+            "docker-compose.yml",
+            "-f",
+            "docker-compose.cluster.yml",
+            "config",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    nodes = ("nats", "nats-2", "nats-3")
+    routes = "nats://nats:6222,nats://nats-2:6222,nats://nats-3:6222"
+    for node in nodes:
+        assert services[node]["command"][-2:] == ["--routes", routes]
+    assert len({services[node]["environment"]["SERVER_NAME"] for node in nodes}) == 3
+    assert len({str(services[node]["volumes"]) for node in nodes}) == 3, "each node keeps its own store"
+    for name in ("directory", "auth", "accounting", "proxy", "batch-worker", "ui"):
+        environment = services[name]["environment"]
+        assert str(environment["AQUEDUCT_NATS_REPLICAS"]) == "3"
+        addresses = environment["AQUEDUCT_NATS_URL"].split(",")
+        assert [a.rsplit("@", 1)[-1].removeprefix("nats://") for a in addresses] == [
+            f"{node}:4222" for node in nodes
+        ]
+        assert addresses[0].startswith(f"nats://{name}:"), "each service keeps its own NATS user"

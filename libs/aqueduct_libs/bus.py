@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
 import nats
@@ -21,39 +23,105 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 from aqueduct_libs import names
 from aqueduct_libs.kvload import follow_bucket
 
-__all__ = ["KVWatcher", "connect", "ensure_topology"]
+__all__ = [
+    "KVWatcher",
+    "connect",
+    "ensure_kv",
+    "ensure_object_store",
+    "ensure_stream",
+    "ensure_topology",
+    "patiently",
+]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # How long JetStream remembers a Nats-Msg-Id for de-duplication of re-published messages.
 DUPLICATE_WINDOW_SECONDS = 10 * 60
 
 
+def _credentials(url: str) -> tuple[str, str] | None:
+    """(user, password) of one ``nats://user:password@host:port`` address; a bare token is ``(token, "")``."""
+    netloc = urlsplit(url if "://" in url else f"nats://{url}").netloc
+    credentials = netloc.rpartition("@")[0]
+    if not credentials:
+        return None
+    user, _, password = credentials.partition(":")
+    return unquote(user), unquote(password)
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url if "://" in url else f"nats://{url}")
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+def servers_of(url: str) -> list[str]:
+    """The server addresses of ``AQUEDUCT_NATS_URL`` (comma-separated on a cluster), without credentials."""
+    return [_without_credentials(part.strip()) for part in url.split(",") if part.strip()]
+
+
 def inbox_prefix_of(url: str) -> str:
     """The inbox prefix of the NATS user in ``url`` (``nats://user:password@host:port``); a bare token
     (``nats://token@host``) names no user."""
-    credentials = urlsplit(url.split(",")[0].strip()).netloc.rpartition("@")[0]
-    user, colon, _ = credentials.partition(":")
-    return names.inbox_prefix(unquote(user) if user and colon else None)
+    found = next((c for part in url.split(",") if (c := _credentials(part.strip()))), None)
+    return names.inbox_prefix(found[0] if found and found[1] else None)
 
 
 async def connect(url: str, name: str) -> NATS:
     """Connect and keep reconnecting forever: a service outlives restarts of the bus. Replies arrive
-    under the NATS user's own inbox prefix (``names.inbox_prefix``)."""
+    under the NATS user's own inbox prefix (``names.inbox_prefix``).
+
+    ``url`` may name every node of a cluster, comma-separated. The credentials (of whichever address
+    carries them) are given to the client once, not per address, so they also open the nodes the
+    cluster announces itself (a node added later, or one missing from the list). The client starts at a
+    random node and, when its node dies, moves to a surviving one; a node that does not answer is given
+    up after ``connect_timeout`` so a dead address first in the list costs two seconds, not five.
+    """
+    found = next((c for part in url.split(",") if (c := _credentials(part.strip()))), None)
+    auth: dict[str, str] = {}
+    if found and found[1]:
+        auth = {"user": found[0], "password": found[1]}
+    elif found:
+        auth = {"token": found[0]}
     return await nats.connect(
-        servers=url.split(","),
+        servers=servers_of(url),
         name=name,
         inbox_prefix=inbox_prefix_of(url),
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         allow_reconnect=True,
-        connect_timeout=5,
+        connect_timeout=2,
+        # A node that went silent (host down, network cut) is noticed in about 15 s, not nats-py's 4 min.
+        ping_interval=5,
+        max_outstanding_pings=3,
+        **auth,
     )
 
 
 # How long a service waits for a stream it may not create itself (with per-service NATS users only the
 # directory creates the shared topology) before giving up.
 TOPOLOGY_WAIT_SECONDS = 60.0
+# How long one look at a stream may take before it is asked again.
+ATTEMPT_SECONDS = 2.0
+
+
+async def patiently(call: Callable[[], Awaitable[T]], what: str) -> T:
+    """``call()``, again while it times out. On a NATS cluster, a stream whose leader died answers nothing
+    until its other replicas have elected a new one (4 to 9 s): a service starting meanwhile waits for
+    the election instead of failing its start, asking every ``ATTEMPT_SECONDS`` so that it goes on as
+    soon as the election is over (a request sent meanwhile is never answered)."""
+    deadline = asyncio.get_running_loop().time() + TOPOLOGY_WAIT_SECONDS
+    said = False
+    while True:
+        try:
+            return await asyncio.wait_for(call(), ATTEMPT_SECONDS)
+        except TimeoutError:  # nats.errors.TimeoutError is one too
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            if not said:
+                log.warning("%s does not answer (a NATS cluster electing its leader?); waiting", what)
+                said = True
 
 
 async def _exists(js: JetStreamContext, stream: str) -> bool:
@@ -101,27 +169,102 @@ async def _create_or_await(
         creating.cancel()
 
 
-async def _ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> None:
-    if not await _exists(js, config.name or ""):
-        await _create_or_await(js, config.name or "", lambda: js.add_stream(config))
+async def _adjust_replicas(js: JetStreamContext, info: js_api.StreamInfo, replicas: int) -> None:
+    """Bring an existing stream to ``replicas`` (NATS moves the data to the new peers on its own).
+
+    Only the stream's owner calls this (its NATS user may update it, see ``aqueduct_cli.nats_users``). A
+    refusal is logged, never fatal: the stream still works with the replicas it has.
+    """
+    config = info.config
+    if (config.num_replicas or 1) == replicas:
+        return
+    log.warning(
+        "stream %s has %d replica(s), AQUEDUCT_NATS_REPLICAS asks for %d: changing it",
+        config.name,
+        config.num_replicas or 1,
+        replicas,
+    )
+    try:
+        await js.update_stream(dataclasses.replace(config, num_replicas=replicas))
+    except Exception as exc:  # not allowed, or not enough servers for that many replicas
+        log.error(
+            "could not change the replicas of stream %s to %d (%s); it keeps %d",
+            config.name,
+            replicas,
+            exc,
+            config.num_replicas or 1,
+        )
 
 
-async def _ensure_kv(
+async def ensure_stream(
+    js: JetStreamContext, config: js_api.StreamConfig, replicas: int | None = None, *, adjust: bool = False
+) -> None:
+    """Create ``config``'s stream with ``replicas`` (``AQUEDUCT_NATS_REPLICAS``) if it is missing; with
+    ``adjust`` (its owner), also bring an existing one to that many replicas."""
+    if replicas is not None:
+        config = dataclasses.replace(config, num_replicas=replicas)
+    name = config.name or ""
+    try:
+        info = await patiently(lambda: js.stream_info(name), f"the stream {name}")
+    except NotFoundError:
+        await _create_or_await(js, name, lambda: js.add_stream(config))
+        return
+    if adjust and config.num_replicas:
+        await _adjust_replicas(js, info, config.num_replicas)
+
+
+# Kept for callers of the earlier private name (every stream still gets the replicas it is given).
+_ensure_stream = ensure_stream
+
+
+async def ensure_kv(
     js: JetStreamContext,
     bucket: str,
+    replicas: int = 1,
+    *,
     history: int = 1,
     max_age: float | None = None,
+    adjust: bool = False,
 ) -> None:
+    """Create the KV bucket with ``replicas`` if missing; with ``adjust`` also bring an existing one to it."""
     try:
-        await js.key_value(bucket)
+        await patiently(lambda: js.key_value(bucket), f"the KV bucket {bucket}")
     except BucketNotFoundError:
         await _create_or_await(
             js,
             f"KV_{bucket}",
             lambda: js.create_key_value(
-                bucket=bucket, history=history, ttl=max_age, storage=js_api.StorageType.FILE
+                bucket=bucket,
+                history=history,
+                ttl=max_age,
+                storage=js_api.StorageType.FILE,
+                replicas=replicas,
             ),
         )
+        return
+    if adjust:
+        info = await patiently(lambda: js.stream_info(f"KV_{bucket}"), f"the KV bucket {bucket}")
+        await _adjust_replicas(js, info, replicas)
+
+
+async def ensure_object_store(
+    js: JetStreamContext, store: str, replicas: int = 1, *, adjust: bool = False
+) -> None:
+    """Create the object store with ``replicas`` if missing; with ``adjust`` also bring an existing one to it."""
+    try:
+        await patiently(lambda: js.object_store(store), f"the object store {store}")
+    except BucketNotFoundError:
+        await _create_or_await(
+            js,
+            f"OBJ_{store}",
+            lambda: js.create_object_store(
+                store, config=js_api.ObjectStoreConfig(storage=js_api.StorageType.FILE, replicas=replicas)
+            ),
+        )
+        return
+    if adjust:
+        info = await patiently(lambda: js.stream_info(f"OBJ_{store}"), f"the object store {store}")
+        await _adjust_replicas(js, info, replicas)
 
 
 # The event streams every service relies on: (name, subject filter). All keep events (limits retention).
@@ -136,9 +279,12 @@ LAST_PER_SUBJECT_STREAMS: tuple[tuple[str, str], ...] = (
 )
 
 
-async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
+async def ensure_topology(js: JetStreamContext, replicas: int = 1, *, adjust: bool = False) -> None:
+    """Every shared stream and KV bucket, created with ``replicas`` (``AQUEDUCT_NATS_REPLICAS``: 3 on a
+    three-node cluster) if missing. The directory, which owns the topology, passes ``adjust`` to bring
+    existing ones to that many replicas too (a single server that became a cluster)."""
     for name, subjects in EVENT_STREAMS:
-        await _ensure_stream(
+        await ensure_stream(
             js,
             js_api.StreamConfig(
                 name=name,
@@ -146,11 +292,12 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
                 storage=js_api.StorageType.FILE,
                 retention=js_api.RetentionPolicy.LIMITS,
                 duplicate_window=DUPLICATE_WINDOW_SECONDS,
-                num_replicas=replicas,
             ),
+            replicas,
+            adjust=adjust,
         )
     for name, subjects in LAST_PER_SUBJECT_STREAMS:
-        await _ensure_stream(
+        await ensure_stream(
             js,
             js_api.StreamConfig(
                 name=name,
@@ -159,13 +306,18 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
                 retention=js_api.RetentionPolicy.LIMITS,
                 duplicate_window=DUPLICATE_WINDOW_SECONDS,
                 max_msgs_per_subject=1,
-                num_replicas=replicas,
             ),
+            replicas,
+            adjust=adjust,
         )
     for bucket in (names.AUTH_SNAPSHOT_BUCKET, names.QUOTA_BUCKET, names.AUTH_KEYS_BUCKET):
-        await _ensure_kv(js, bucket)
-    await _ensure_kv(js, names.AUTH_REVOKED_BUCKET, max_age=names.AUTH_REVOKED_MAX_AGE_SECONDS)
-    await _ensure_kv(js, names.AUTH_ATTEMPTS_BUCKET, max_age=names.AUTH_ATTEMPTS_MAX_AGE_SECONDS)
+        await ensure_kv(js, bucket, replicas, adjust=adjust)
+    await ensure_kv(
+        js, names.AUTH_REVOKED_BUCKET, replicas, max_age=names.AUTH_REVOKED_MAX_AGE_SECONDS, adjust=adjust
+    )
+    await ensure_kv(
+        js, names.AUTH_ATTEMPTS_BUCKET, replicas, max_age=names.AUTH_ATTEMPTS_MAX_AGE_SECONDS, adjust=adjust
+    )
 
 
 OnPut = Callable[[str, bytes], Awaitable[None] | None]
@@ -218,7 +370,7 @@ class KVWatcher:
                 raise
             except Exception as exc:  # the bus is down or the consumer vanished: retry, keep state
                 log.warning("watch of KV bucket %s broke (%s); retrying", self._bucket, exc)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(0.5)
 
     async def _watch_once(self) -> None:
         await follow_bucket(self._js, self._bucket, self._keys, self._on_put, self._on_delete, self.ready)

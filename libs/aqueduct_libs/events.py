@@ -1,6 +1,8 @@
 """Integration events: the public, versioned contract between services.
 
-Rules: a version only ever gains optional fields. A breaking change is a new version with a new subject.
+Rules: a version only ever gains optional fields. A breaking change of an envelope is a new version with a
+new subject; a breaking change of one directory event type is a new version of that type, read by every
+consumer through its upcaster (``aqueduct_libs.directory_events``, ``docs/contracts.md``).
 Stored domain events inside the directory are *not* this contract; the directory translates them.
 """
 
@@ -12,6 +14,7 @@ from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aqueduct_libs.directory_events import DirectoryEventData, parse_directory_event
 from aqueduct_libs.request_id import current_request_id
 
 __all__ = ["AuthEvent", "DeadLetter", "DirectoryEvent", "UsageRecorded", "new_event_id", "utcnow"]
@@ -72,7 +75,9 @@ class DirectoryEvent(BaseModel):
     """Envelope of every integration event the directory publishes through its outbox relay.
 
     Subject: ``names.directory_event_subject(type)``; ``Nats-Msg-Id`` is ``str(notification_id)``.
-    ``data`` holds the event's fields (never a token value or a secret; token hashes are allowed).
+    ``data`` holds the fields of version ``version`` of ``type``'s model in ``aqueduct_libs.directory_events``
+    (never a token value or a secret; token hashes are allowed); ``payload()`` parses it, upcast to the
+    newest version this code knows. Events published before ``version`` existed are version 1.
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -86,6 +91,14 @@ class DirectoryEvent(BaseModel):
     actor: str  # user id of who caused it, or "system"
     occurred_at: datetime
     data: dict[str, Any] = Field(default_factory=dict)
+    version: int = 1  # of the type's model (added within schema version 1: absent means 1)
+
+    def payload(self) -> DirectoryEventData:
+        """``data`` as the typed model of ``type`` (the newest version, upcast from ``version``).
+
+        Raises ``aqueduct_libs.event_versions.UnknownEventError`` for a type or version this code does
+        not know (e.g. from a newer directory), pydantic's ``ValidationError`` for data its model refuses."""
+        return parse_directory_event(self.type, self.version, self.data)
 
 
 class AuthEvent(BaseModel):

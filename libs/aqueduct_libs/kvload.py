@@ -39,6 +39,12 @@ OnDelete = Callable[[str], Awaitable[None] | None]
 BATCH = 5000  # entries per pull request
 MAX_BYTES = 8 * 1024 * 1024  # payload per pull request (never below the server's max_payload)
 EXPIRES = 10.0  # seconds a pull request waits for changes; then the consumer's health is checked
+# The server says "still here" this often while a pull request is open. Silence for SILENCE seconds means
+# the request died with the server holding the consumer (a NATS cluster node lost while the client is
+# connected to another one, so no reconnect tells us): the consumer is checked at once, not at EXPIRES.
+HEARTBEAT = 1.0
+SILENCE = 3.5 * HEARTBEAT
+CHECK_TIMEOUT = 2.0
 INACTIVE_THRESHOLD = 30.0  # the server drops the consumer this long after its follower is gone
 
 _STATUS = "Status"
@@ -95,6 +101,7 @@ class _Pulls:
         self._reconnects = 0  # the client's count when the open request was sent
         self._expired = False  # the last request ended quietly: check the consumer before the next
         self._failure = ""
+        self._heard = 0.0  # when the open request last delivered anything (a heartbeat included)
         self._woken = asyncio.Event()
         self.consumer_sequence = 0  # of the last entry handed out
 
@@ -110,6 +117,7 @@ class _Pulls:
             self._sub = None
 
     async def _on_msg(self, msg: Msg) -> None:
+        self._heard = time.monotonic()
         headers = msg.headers
         if headers and not msg.data and _STATUS in headers:
             status = headers[_STATUS]
@@ -134,8 +142,10 @@ class _Pulls:
             "batch": BATCH,
             "expires": int(EXPIRES * 1e9),
             "max_bytes": max(MAX_BYTES, self._nc.max_payload or 0),
+            "idle_heartbeat": int(HEARTBEAT * 1e9),
         }
         self._open = True
+        self._heard = time.monotonic()
         self._remaining = BATCH
         self._deadline = time.monotonic() + EXPIRES + 2.0
         self._reconnects = self._nc.stats["reconnects"]
@@ -144,7 +154,7 @@ class _Pulls:
     async def _check(self) -> None:
         """The consumer still exists and delivered nothing we did not see (only called with no request
         open, so nothing can be on its way)."""
-        info = await self._js.consumer_info(self._stream, self._consumer, timeout=5)
+        info = await self._js.consumer_info(self._stream, self._consumer, timeout=CHECK_TIMEOUT)
         delivered = info.delivered.consumer_seq if info.delivered else 0
         if delivered != self.consumer_sequence:
             raise FollowBrokenError(
@@ -161,10 +171,11 @@ class _Pulls:
                     self._expired = False
                     await self._check()
                 await self._request()
-            wait = self._deadline - time.monotonic()
-            if wait <= 0 or self._nc.stats["reconnects"] != self._reconnects:
-                # The request never ended, or the client reconnected since it was sent: it was lost
-                # with the old connection (a restarted bus has also forgotten the consumer).
+            now = time.monotonic()
+            wait = self._deadline - now
+            if wait <= 0 or now - self._heard > SILENCE or self._nc.stats["reconnects"] != self._reconnects:
+                # The request never ended, the server holding it went silent, or the client reconnected
+                # since it was sent: it was lost (a restarted bus has also forgotten the consumer).
                 self._open = False
                 await self._check()
                 continue
@@ -197,7 +208,9 @@ async def follow_bucket(
         mem_storage=True,
         num_replicas=1,
     )
-    info = await js.add_consumer(stream, config)
+    # A short timeout: while a NATS cluster elects the stream's leader the request is never answered, and
+    # the caller tries again soon (KVWatcher), so a proxy is ready right after the election.
+    info = await js.add_consumer(stream, config, timeout=CHECK_TIMEOUT)
     consumer = info.name or config.name or ""
     pulls = _Pulls(js, js._nc, stream, consumer)
     try:

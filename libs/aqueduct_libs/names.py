@@ -31,6 +31,7 @@ __all__ = [
     "SNAPSHOT_MCP_PREFIX",
     "SNAPSHOT_META_KEY",
     "SNAPSHOT_MODEL_PREFIX",
+    "SNAPSHOT_PUSH_PREFIX",
     "SNAPSHOT_TOKEN_PREFIX",
     "SNAPSHOT_USER_PREFIX",
     "USAGE_STREAM",
@@ -44,6 +45,7 @@ __all__ = [
     "snapshot_endpoint_key",
     "snapshot_mcp_key",
     "snapshot_model_key",
+    "snapshot_push_subject",
     "snapshot_token_key",
     "snapshot_user_key",
 ]
@@ -74,6 +76,9 @@ SNAPSHOT_ENDPOINT_PREFIX = "endpoint."  # endpoint.<slug>   -> EndpointRoute
 SNAPSHOT_MCP_PREFIX = "mcp."  # mcp.<server name>          -> McpServerRoute
 SNAPSHOT_BUDGET_PREFIX = "budget."  # budget.<scope>.<id>  -> BudgetRule (scope: user, team, org)
 SNAPSHOT_META_KEY = "meta"  # SnapshotMeta: the notification id the snapshot reflects
+# Every change of the snapshot, also published as a plain message (``aqueduct_libs.snapshot_push``):
+# <prefix>.<key> -> the new value, or an empty payload for a deleted key. Published by the directory only.
+SNAPSHOT_PUSH_PREFIX = "directory.snapshot.v1"
 
 # KV bucket with budget decisions, written by accounting, watched by the proxy.
 QUOTA_BUCKET = "quota"  # keys: user.<id>, team.<id>, org.<id> -> QuotaDecision
@@ -132,6 +137,10 @@ def dead_letter_subject(
     if key is None:
         key = str(source_sequence) if index is None else f"{source_sequence}-{index}"
     return f"{DEAD_LETTERS_SUBJECT_PREFIX}.{source_stream.lower()}.{key}"
+
+
+def snapshot_push_subject(key: str) -> str:
+    return f"{SNAPSHOT_PUSH_PREFIX}.{key}"
 
 
 def snapshot_token_key(token_hash: str) -> str:

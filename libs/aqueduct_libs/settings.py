@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["CommonSettings", "InsecureSettingError"]
@@ -26,7 +26,12 @@ class CommonSettings(BaseSettings):
 
     # The embedded one-machine mode started by ``aqueduct up``. Outside it, secrets must be real.
     dev_mode: bool = False
+    # One address, or every node of a NATS cluster comma-separated (each service may carry its own user).
     nats_url: str = "nats://127.0.0.1:4222"
+    # Replicas of every JetStream stream, KV bucket and object store the product creates: 1 on a single
+    # server, 3 on a three-node cluster (so losing one node loses neither data nor service). The directory
+    # (and the proxy, for the files and batches stores) also bring existing ones to this count.
+    nats_replicas: int = Field(default=1, ge=1, le=5)
     data_dir: Path = Path(".aqueduct")
     config_file: Path | None = None
     # Key of the keyed token hash (HMAC-SHA256). Shared by the directory and the proxy.

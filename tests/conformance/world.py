@@ -296,7 +296,11 @@ async def provision(
         await p.directory("PATCH", f"/mcp-servers/{world.mcp_server}", json={"allowed_team_ids": mcp_teams})
         # The service account of the research team, with its one token (its creator must be a member).
         await p.directory("POST", f"/teams/{team_id}/members", json={"user_id": world.admin.user_id})
-        sa = await p.directory("POST", f"/teams/{team_id}/service-accounts", json={"name": f"sa-{p.tag}"})
+        sa = await p.directory(
+            "POST",
+            f"/teams/{team_id}/service-accounts",
+            json={"name": f"sa-{p.tag}", "description": "calls every route for the conformance suite"},
+        )
         world.tokens[("service_account", "*")] = sa["value"]
         world.token_ids[sa["value"]] = sa["token"]["id"]
 

@@ -130,6 +130,8 @@ PROTECTED = [
     pytest.param(
         f"$KV.{names.AUTH_SNAPSHOT_BUCKET}.{names.snapshot_token_key('minted')}", id="auth-snapshot"
     ),
+    # The snapshot's changes pushed as plain messages grant access as the bucket does (minting a token).
+    pytest.param(names.snapshot_push_subject(names.snapshot_token_key("minted")), id="snapshot-push"),
     pytest.param(f"$KV.{names.AUTH_KEYS_BUCKET}.{JWKS_KEY}", id="signing-keys"),
     pytest.param(f"$KV.{names.AUTH_REVOKED_BUCKET}.some-session", id="ended-sessions"),
     pytest.param(f"$KV.{names.QUOTA_BUCKET}.user.someone", id="quota"),
@@ -200,12 +202,20 @@ async def test_the_proxy_publishes_usage_and_reads_what_it_watches(stack: Stack)
         quota = await js.key_value(names.QUOTA_BUCKET)
         with pytest.raises(KeyNotFoundError):  # an answer (the key is not there), not a refusal (timeout)
             await quota.get("user.permission-probe")
+        # It follows the snapshot changes the directory pushes, and may change the replicas of its own
+        # stores, but not of the directory's streams.
+        await nc.subscribe(f"{names.SNAPSHOT_PUSH_PREFIX}.>")
+        info = await js.stream_info(names.BATCH_LINES_STREAM)
+        assert (await js.update_stream(info.config)).config.name == names.BATCH_LINES_STREAM
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.update_stream((await js.stream_info(names.USAGE_STREAM)).config)
         # Stream administration stays with nobody: not even the proxy's own work queue may be deleted.
         with pytest.raises(nats.errors.TimeoutError):
             await js.delete_stream(names.USAGE_STREAM)
         await nc.flush()
     assert refusals == [
-        f'nats: permissions violation for publish to "$js.api.stream.delete.{names.USAGE_STREAM.lower()}"'
+        f'nats: permissions violation for publish to "$js.api.stream.update.{names.USAGE_STREAM.lower()}"',
+        f'nats: permissions violation for publish to "$js.api.stream.delete.{names.USAGE_STREAM.lower()}"',
     ]
 
 

@@ -142,7 +142,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
 
     nc = await connect(common.nats_url, "aqueduct-accounting")
     js = nc.jetstream()
-    await ensure_topology(js)
+    await ensure_topology(js, common.nats_replicas)
     for replay, stream, durable in (
         (repair.replay_usage, names.USAGE_STREAM, settings.consumer_name),
         (repair.replay_directory, names.DIRECTORY_EVENTS_STREAM, settings.directory_consumer_name),
@@ -255,7 +255,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         stream=names.DIRECTORY_EVENTS_STREAM,
         subject=f"{names.DIRECTORY_EVENTS_SUBJECT_PREFIX}.>",
         durable=settings.directory_consumer_name,
-        decode=DirectoryEvent.model_validate_json,
+        decode=mirror.read,
         store=store_directory,
         batch_size=1000,
         dead_letters=DeadLetterPolicy(dead_letters, max_tries=settings.store_max_tries, healthy=engine_works),

@@ -56,7 +56,7 @@ def create_app(settings: AuthSettings, common: CommonSettings) -> FastAPI:
         store = AuthStore(settings.database_url or f"sqlite:///{folder / 'auth.sqlite'}")
         nc = await connect(common.nats_url, "aqueduct-auth")
         js = nc.jetstream()
-        await ensure_topology(js)
+        await ensure_topology(js, common.nats_replicas)
 
         async def publish(jwks: dict[str, Any]) -> None:
             await publish_jwks(js, jwks)

@@ -76,11 +76,12 @@ async def test_wrong_password_and_unknown_user_get_the_same_401(auth_client) -> 
         assert answer.json() == {"detail": "invalid username or password", "code": "invalid_credentials"}
 
 
-async def test_bad_input_is_a_400_problem(auth_client) -> None:
+async def test_bad_input_is_a_422_problem_naming_the_field(auth_client) -> None:
     async with auth_client() as client:
         answer = await client.post("/auth/token", json={"username": "admin"})
-    assert answer.status_code == 400
+    assert answer.status_code == 422
     assert answer.json()["code"] == "bad_request" and "password" in answer.json()["detail"]
+    assert answer.json()["field"] == "password"
 
 
 async def test_refresh_rotates_and_a_reused_refresh_token_ends_the_session(auth_client, nc: NATS) -> None:
@@ -193,7 +194,7 @@ async def test_an_admin_adds_a_local_user_who_lands_in_the_org_of_their_groups(
         assert (await client.post("/auth/local-users", json=other, headers=as_carol)).status_code == 403
         assert (await client.post("/auth/local-users", json=other)).status_code == 401
         short = {**other, "password": "short"}
-        assert (await client.post("/auth/local-users", json=short, headers=as_admin)).status_code == 400
+        assert (await client.post("/auth/local-users", json=short, headers=as_admin)).status_code == 422
 
 
 async def test_key_rotation_keeps_current_sessions_valid(auth_client, nc: NATS) -> None:
@@ -237,7 +238,7 @@ async def test_an_invited_user_replaces_the_one_time_password_and_an_admin_reset
         too_short = await client.post(
             "/auth/password", json={"username": "erin", "password": one_time, "new_password": "short"}
         )
-        assert too_short.status_code == 400 and "password" in too_short.json()["detail"]
+        assert too_short.status_code == 422 and too_short.json()["field"] == "new_password"
         changed = await client.post(
             "/auth/password",
             json={"username": "erin", "password": one_time, "new_password": "erins-own-password"},

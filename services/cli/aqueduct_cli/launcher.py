@@ -1,8 +1,10 @@
 """``aqueduct up``: the whole product on one machine, on embedded defaults.
 
 Starts NATS (JetStream) and Valkey from their PyPI packages unless URLs are configured, then each
-service as its own process, waits until every part is ready, prints where everything is, and supervises
-(restarting a service that dies). Ctrl-C (or SIGTERM) stops every process it started.
+service as its own process, waits until every part is ready, prints where everything is, and supervises:
+a service that dies is restarted, and so is an embedded NATS or Valkey (same port, same data;
+``aqueduct_cli.supervision``), each said on the output and in ``logs/launcher.log``. Ctrl-C (or SIGTERM)
+stops every process it started.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from aqueduct_cli.client import forget_running_product, record_running_product
 from aqueduct_cli.embedded import EmbeddedNats, EmbeddedValkey, free_port
 from aqueduct_cli.nats_users import SERVICE_USERS
 from aqueduct_cli.service_env import env_for_service
+from aqueduct_cli.supervision import EngineWatch, launcher_log
 from aqueduct_libs.redact import redact
 
 __all__ = ["SERVICES", "WORKERS", "LaunchOptions", "Launcher"]
@@ -280,8 +283,13 @@ class Launcher:
         }
 
     def supervise(self) -> None:
-        """Restart a service that dies (with backoff) until asked to stop."""
+        """Restart an engine or a service that dies (with backoff) until asked to stop."""
+        say = launcher_log(self.data_dir)
+        engines = EngineWatch(self.data_dir, say)
+        engines.watch("NATS", self.nats)
+        engines.watch("Valkey", self.valkey)
         while not self._stopping:
+            engines.check()
             for service in self.services.values():
                 process = service.process
                 if process is None or process.poll() is None or self._stopping:
@@ -289,7 +297,7 @@ class Launcher:
                 backoff = min(30.0, 0.5 * 2 ** min(service.restarts, 6))
                 if time.monotonic() - service.started_at < backoff:
                     continue
-                print(f"aqueduct: {service.name} exited with {process.returncode}; restarting", flush=True)
+                say(f"{service.name} exited with {process.returncode}; restarting")
                 service.restarts += 1
                 self._spawn(service, self._env)
             time.sleep(0.2)

@@ -71,6 +71,7 @@ BATCH_STREAMS: tuple[str, ...] = (
 # Subjects whose writers are the trust root: (subject, the one service allowed to publish it).
 PROTECTED_PUBLISH: tuple[tuple[str, str], ...] = (
     (f"$KV.{names.AUTH_SNAPSHOT_BUCKET}.>", "directory"),
+    (f"{names.SNAPSHOT_PUSH_PREFIX}.>", "directory"),
     (f"{names.DIRECTORY_EVENTS_SUBJECT_PREFIX}.>", "directory"),
     (f"$KV.{names.AUTH_KEYS_BUCKET}.>", "auth"),
     (f"$KV.{names.AUTH_REVOKED_BUCKET}.>", "auth"),
@@ -79,10 +80,11 @@ PROTECTED_PUBLISH: tuple[tuple[str, str], ...] = (
     (f"$KV.{names.QUOTA_BUCKET}.>", "accounting"),
     (f"{names.DEAD_LETTERS_SUBJECT_PREFIX}.>", "accounting"),
 )
-# Administrative JetStream calls nobody needs at run time: changing, deleting or restoring a stream,
-# deleting single messages, and the server-wide meta calls.
+# Administrative JetStream calls nobody needs at run time: deleting or restoring a stream, deleting
+# single messages, and the server-wide meta calls. Changing a stream is denied too, but to its owner (the
+# replicas of AQUEDUCT_NATS_REPLICAS, see ``Grant.updates``).
+STREAM_UPDATE = "$JS.API.STREAM.UPDATE"
 FORBIDDEN_PUBLISH: tuple[str, ...] = (
-    "$JS.API.STREAM.UPDATE.>",
     "$JS.API.STREAM.DELETE.>",
     "$JS.API.STREAM.MSG.DELETE.>",
     "$JS.API.STREAM.RESTORE.>",
@@ -100,9 +102,12 @@ class Grant:
 
     reads: tuple[str, ...] = ()  # streams (and KV/object stores) it reads, watches or consumes
     publishes: tuple[str, ...] = ()  # plain and JetStream subjects, KV and object store subjects
-    creates: tuple[str, ...] = ()  # streams it may create if missing (never update or delete)
+    creates: tuple[str, ...] = ()  # streams it may create if missing (never delete)
+    # Streams it owns and may update: it brings them to the configured replicas (AQUEDUCT_NATS_REPLICAS).
+    updates: tuple[str, ...] = ()
     purges: tuple[str, ...] = ()  # streams it may purge (its own work queue, its own object store)
     serves: tuple[str, ...] = ()  # request/reply subjects it answers
+    follows: tuple[str, ...] = ()  # plain subjects it subscribes to
     requests: tuple[str, ...] = field(default=())  # request/reply subjects it calls
 
     def publish_allow(self) -> list[str]:
@@ -126,18 +131,25 @@ class Grant:
             ]
         allow += [f"$JS.API.STREAM.CREATE.{stream}" for stream in self.creates]
         allow += [f"$JS.API.STREAM.PURGE.{stream}" for stream in self.purges]
+        allow += [f"{STREAM_UPDATE}.{stream}" for stream in self.updates]
         return [*allow, *self.publishes, *self.requests]
 
     def publish_deny(self, service: str) -> list[str]:
         deny = [subject for subject, owner in PROTECTED_PUBLISH if owner != service]
         if not self.requests:  # a sign-in request provisions users: only auth may send one
             deny.append(DIRECTORY_RPC)
+        if self.updates:  # every known stream but its own (a deny would win over the allow)
+            deny += [
+                f"{STREAM_UPDATE}.{s}" for s in (*TOPOLOGY_STREAMS, *BATCH_STREAMS) if s not in self.updates
+            ]
+        else:
+            deny.append(f"{STREAM_UPDATE}.>")
         return [*deny, *FORBIDDEN_PUBLISH]
 
     def subscribe_allow(self, service: str) -> list[str]:
         # Its own inbox prefix only (aqueduct_libs.bus.connect sets it from the user name): replies to
         # other services' requests, JetStream answers included, are not its to read.
-        return [f"{names.inbox_prefix(service)}.>", *self.serves]
+        return [f"{names.inbox_prefix(service)}.>", *self.serves, *self.follows]
 
     def subscribe_deny(self) -> list[str]:
         return [] if self.serves else [DIRECTORY_RPC]
@@ -160,7 +172,9 @@ _BATCH = Grant(
         f"$O.{names.FILES_OBJECT_STORE}.>",
     ),
     creates=(names.USAGE_STREAM, *BATCH_STREAMS),
+    updates=BATCH_STREAMS,
     purges=(names.BATCH_LINES_STREAM, _obj(names.FILES_OBJECT_STORE)),
+    follows=(f"{names.SNAPSHOT_PUSH_PREFIX}.>",),  # the auth snapshot's changes (aqueduct_libs.snapshot_push)
 )
 
 GRANTS: dict[str, Grant] = {
@@ -168,8 +182,13 @@ GRANTS: dict[str, Grant] = {
     # sign-in RPC.
     "directory": Grant(
         reads=(*_EVERYONE_READS, _kv(names.AUTH_SNAPSHOT_BUCKET)),
-        publishes=(f"$KV.{names.AUTH_SNAPSHOT_BUCKET}.>", f"{names.DIRECTORY_EVENTS_SUBJECT_PREFIX}.>"),
+        publishes=(
+            f"$KV.{names.AUTH_SNAPSHOT_BUCKET}.>",
+            f"{names.SNAPSHOT_PUSH_PREFIX}.>",
+            f"{names.DIRECTORY_EVENTS_SUBJECT_PREFIX}.>",
+        ),
         creates=TOPOLOGY_STREAMS,
+        updates=TOPOLOGY_STREAMS,
         serves=(DIRECTORY_RPC,),
     ),
     # Signing keys, ended sessions, sign-in attempts and its events; asks the directory who signed in.
@@ -253,8 +272,9 @@ def embedded_authorization(passwords: Mapping[str, str]) -> str:
 
 
 COMPOSE_HEADER = """\
-# NATS with JetStream for the scale-out deployment. For a cluster, add a `cluster {}` block with routes
-# and raise the stream replicas (AQUEDUCT_NATS_REPLICAS) to 3.
+# NATS with JetStream for the scale-out deployment: one server, or every node of a three-node cluster
+# (docker-compose.cluster.yml gives each node its cluster routes on the command line, and the services
+# AQUEDUCT_NATS_REPLICAS=3 and every node's address).
 #
 # GENERATED by `python -m aqueduct_cli.nats_users > infra/nats/nats.conf`; edit
 # services/cli/aqueduct_cli/nats_users.py instead (a test keeps the two equal).

@@ -19,6 +19,7 @@ from aqueduct_directory.adapters.projection import SnapshotProjector
 from aqueduct_directory.adapters.relay import OutboxRelay
 from aqueduct_directory.application import DirectoryApp
 from aqueduct_directory.application.config_apply import apply_config, parse_config
+from aqueduct_directory.domain.errors import InvalidInputError
 from aqueduct_directory.domain.policy import SYSTEM
 from aqueduct_directory.entrypoints.http.app import create_http_app
 from aqueduct_directory.entrypoints.rpc import serve_sign_in
@@ -27,6 +28,7 @@ from aqueduct_libs import bus, names
 from aqueduct_libs.ops import configure_logging
 from aqueduct_libs.sessions import JWKS_KEY, SessionVerifier, watch_revoked_sessions
 from aqueduct_libs.settings import CommonSettings
+from aqueduct_libs.snapshot_push import SnapshotPusher
 
 __all__ = ["DirectoryService", "build_directory", "run", "run_replay"]
 
@@ -83,9 +85,13 @@ class DirectoryService:
     async def start(self) -> None:
         self.nc = await bus.connect(self.common.nats_url, "aqueduct-directory")
         js = self.nc.jetstream()
-        await bus.ensure_topology(js)
+        # The directory owns the topology: it also brings existing streams to AQUEDUCT_NATS_REPLICAS.
+        await bus.ensure_topology(js, self.common.nats_replicas, adjust=True)
         self.relay = OutboxRelay(self.directory, js, self._positions)
-        self.projector = SnapshotProjector(self.directory, js)
+        # Short timeouts: on a NATS cluster a write waits while the bucket elects a leader; retry soon.
+        self.projector = SnapshotProjector(
+            self.directory, self.nc.jetstream(timeout=2.0), push=SnapshotPusher(self.nc)
+        )
         self.relay.start()
         self.projector.start()
         await serve_sign_in(self.nc, self.directory)
@@ -177,7 +183,12 @@ async def serve(common: CommonSettings, settings: DirectorySettings) -> None:
 def run() -> None:
     common, settings = CommonSettings(), DirectorySettings()
     configure_logging("directory", common.log_level)
-    asyncio.run(serve(common, settings))
+    try:
+        asyncio.run(serve(common, settings))
+    except InvalidInputError as exc:
+        # A bad value in aqueduct.yaml: the file was checked whole, so nothing of it was applied.
+        log.error("%s refused, nothing applied: %s", common.config_file, exc.detail)
+        raise SystemExit(2) from None
 
 
 async def _replay_once(common: CommonSettings, settings: DirectorySettings) -> dict[str, Any]:
@@ -185,7 +196,7 @@ async def _replay_once(common: CommonSettings, settings: DirectorySettings) -> d
     nc = await bus.connect(common.nats_url, "aqueduct-directory-replay")
     try:
         js = nc.jetstream()
-        await bus.ensure_topology(js)
+        await bus.ensure_topology(js, common.nats_replicas)
         projector = SnapshotProjector(directory, js)
         started = time.perf_counter()
         await projector.load()

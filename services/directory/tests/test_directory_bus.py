@@ -75,6 +75,7 @@ async def test_relay_publishes_every_event_once_with_its_notification_id(service
     issued = [e for _, e in messages if e.type == "TokenIssued"]
     assert issued[0].actor == world.member and issued[0].data["token_hash"] == hash_token(value, SECRET)
     assert all(value not in e.model_dump_json() for _, e in messages)
+    assert all(type(e.payload()).__name__ == e.type and e.version == 1 for _, e in messages)  # typed
     assert {e.actor for _, e in messages} == {"system", world.member}
 
 
@@ -180,7 +181,7 @@ async def test_replay_into_empty_projections_reproduces_the_live_snapshot(servic
     t1 = app.issue_token(world.p(world.member), "one")["token"]["id"]
     app.issue_token(world.p(world.team_admin), "two")
     app.regenerate_token(world.p(world.member), t1)
-    sa = app.create_service_account(world.p(world.team_admin), world.team, "bot", "")
+    sa = app.create_service_account(world.p(world.team_admin), world.team, "bot", "runs the nightly jobs")
     app.update_service_account(
         world.p(world.team_admin), sa["service_account"]["id"], owner_user_id=world.member
     )

@@ -26,7 +26,7 @@ TEAM_ADMINS = {"admin", "org_admin", "team_admin"}
 
 
 def _sa(w) -> dict[str, Any]:
-    return w.app.create_service_account(w.p(w.team_admin), w.team, "bot", "")
+    return w.app.create_service_account(w.p(w.team_admin), w.team, "bot", "runs the nightly jobs")
 
 
 def _member_token(w) -> str:
@@ -136,7 +136,7 @@ CASES: dict[str, tuple[Callable[[Any], Any], Callable[[Any, Any, Any], Any], set
     ),
     "create service account": (
         lambda w: [w.app.add_member(SYSTEM, w.team, u) for u in (w.admin, w.org_admin)],
-        lambda w, p, c: w.app.create_service_account(p, w.team, "bot", ""),
+        lambda w, p, c: w.app.create_service_account(p, w.team, "bot", "runs the nightly jobs"),
         TEAM_ADMINS,
     ),
     "list service accounts": (

@@ -42,7 +42,7 @@ def test_rules_and_restart_on_postgres(database_url, tmp_path):
     issued = app.issue_token(world.p(world.member), "t")
     with pytest.raises(Exception, match="token limit"):
         app.issue_token(world.p(world.member), "two")
-    sa = app.create_service_account(world.p(world.team_admin), world.team, "bot", "")
+    sa = app.create_service_account(world.p(world.team_admin), world.team, "bot", "runs the nightly jobs")
     app.close()
     reopened = DirectoryApp(env=env, secret_key=SECRET, clock=Clock())
     try:

@@ -71,3 +71,30 @@ async def test_serves_until_sigterm_then_replays_from_the_command_line(tmp_path)
             await process.wait()
         await nc.drain()
         server.stop()
+
+
+async def test_a_bad_value_in_aqueduct_yaml_stops_the_start_with_the_place_and_the_reason(tmp_path):
+    (tmp_path / "aqueduct.yaml").write_text(
+        CONFIG + "mcp_servers: [{name: tools, url: 'javascript:alert(1)'}]\n"
+    )
+    env = {
+        **os.environ,
+        "AQUEDUCT_DEV_MODE": "true",
+        "AQUEDUCT_NATS_URL": "nats://127.0.0.1:9",  # never reached: the file is refused first
+        "AQUEDUCT_DATA_DIR": str(tmp_path / "data"),
+        "AQUEDUCT_CONFIG_FILE": str(tmp_path / "aqueduct.yaml"),
+        "AQUEDUCT_DIRECTORY_PORT": str(free_port()),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "aqueduct_directory",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 2, output.decode()
+    said = output.decode()
+    assert "refused, nothing applied" in said and "mcp_servers[0].url" in said, said
+    assert "http:// or https://" in said and "Traceback" not in said

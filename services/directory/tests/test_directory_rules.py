@@ -133,14 +133,16 @@ def test_service_account_lifecycle(world):
 
 def test_service_account_cap_per_team(world):
     ta = world.p(world.team_admin)
-    world.app.create_service_account(ta, world.team, "a", "")
-    world.app.create_service_account(ta, world.team, "b", "")
+    world.app.create_service_account(ta, world.team, "a", "runs the nightly jobs")
+    world.app.create_service_account(ta, world.team, "b", "runs the nightly jobs")
     with pytest.raises(ConflictError):
-        world.app.create_service_account(ta, world.team, "c", "")
+        world.app.create_service_account(ta, world.team, "c", "runs the nightly jobs")
 
 
 def test_deleting_a_team_deletes_its_service_accounts_and_their_tokens(world):
-    created = world.app.create_service_account(world.p(world.team_admin), world.team, "bot", "")
+    created = world.app.create_service_account(
+        world.p(world.team_admin), world.team, "bot", "runs the nightly jobs"
+    )
     world.app.delete_team(world.p(world.org_admin), world.team)
     assert world.app.state.tokens[created["token"]["id"]].revoked
     assert world.app.state.service_accounts[created["service_account"]["id"]].deleted
@@ -203,7 +205,9 @@ def test_read_model_survives_a_restart(world, tmp_path, clock):
 
 def test_deactivated_users_lose_every_token_but_keep_their_history(world):
     token_id = world.app.issue_token(world.p(world.member), "t")["token"]["id"]
-    sa = world.app.create_service_account(world.p(world.team_admin), world.team, "bot", "")
+    sa = world.app.create_service_account(
+        world.p(world.team_admin), world.team, "bot", "runs the nightly jobs"
+    )
     with pytest.raises(ConflictError):
         world.app.deactivate_user(world.p(world.org_admin), world.team_admin)  # owns a service account
     world.app.deactivate_user(world.p(world.org_admin), world.member)

@@ -9,6 +9,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -20,6 +21,7 @@ from aqueduct_libs.ops import configure_logging
 from aqueduct_libs.price_catalog import load_price_catalog
 from aqueduct_libs.redact import redact
 from aqueduct_libs.settings import CommonSettings
+from aqueduct_libs.snapshot_push import follow_snapshot_pushes
 from aqueduct_proxy.adapters.budget_store import BudgetStore
 from aqueduct_proxy.adapters.limiter import Limiter
 from aqueduct_proxy.adapters.publisher import UsagePublisher
@@ -49,6 +51,7 @@ class Proxy:
     nc: NATS
     watchers: list[KVWatcher] = field(default_factory=list)
     drain_seconds: float = 5.0
+    replicas: int = 1  # AQUEDUCT_NATS_REPLICAS, for the stores the extensions open
 
     @property
     def ready(self) -> bool:
@@ -78,9 +81,11 @@ async def _connect_bus(url: str) -> NATS:
 
 
 async def bootstrap(settings: ProxySettings, common: CommonSettings) -> Proxy:
+    started = time.monotonic()
     nc = await _connect_bus(common.nats_url)
     js = nc.jetstream()
-    await ensure_topology(js)
+    await ensure_topology(js, common.nats_replicas)
+    log.info("connected to NATS, topology checked in %.1fs", time.monotonic() - started)
     metrics = ProxyMetrics()
     snapshot = Snapshot(await asyncio.to_thread(load_price_catalog))
     upstream = UpstreamClient(
@@ -129,6 +134,9 @@ async def bootstrap(settings: ProxySettings, common: CommonSettings) -> Proxy:
     ]
     for watcher in watchers:
         watcher.start()
+    # Changes the directory pushes as it writes them: a new token works even while the bucket cannot be
+    # written (a NATS cluster electing its leader).
+    await follow_snapshot_pushes(nc, snapshot.on_snapshot_put, snapshot.on_snapshot_delete)
     _GC_TASKS.add(asyncio.create_task(_no_gc_while_loading(watchers[0].ready), name="snapshot-load-gc"))
     proxy = Proxy(
         app=web.Application(),
@@ -136,6 +144,7 @@ async def bootstrap(settings: ProxySettings, common: CommonSettings) -> Proxy:
         nc=nc,
         watchers=watchers,
         drain_seconds=settings.shutdown_drain_seconds,
+        replicas=common.nats_replicas,
     )
     proxy.app = build_app(gateway, lambda: proxy.ready, settings.max_body_bytes)
     return proxy
@@ -186,8 +195,8 @@ def wire_extensions(proxy: Proxy) -> None:
     from aqueduct_proxy.mcp.wiring import wire_mcp
 
     js = proxy.nc.jetstream()
-    files = wire_files(proxy.app, proxy.gateway, js, FilesSettings())
-    wire_batches(proxy.app, proxy.gateway, js, files, BatchSettings())
+    files = wire_files(proxy.app, proxy.gateway, js, FilesSettings(), proxy.replicas)
+    wire_batches(proxy.app, proxy.gateway, js, files, BatchSettings(), proxy.replicas)
     wire_mcp(proxy.app, proxy.gateway, js, McpSettings())
 
 

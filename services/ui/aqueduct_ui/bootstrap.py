@@ -58,7 +58,7 @@ def bootstrap(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.http = create_http_client(settings.api_timeout)
         if use_bus:
-            await ctx.keyring.start(common.nats_url)
+            await ctx.keyring.start(common.nats_url, common.nats_replicas)
         loader = asyncio.create_task(_load_keys_until_ready(ctx))
         try:
             yield

@@ -82,7 +82,10 @@ async def test_an_admin_edits_an_endpoint_and_a_model_and_the_proxy_follows(
     await edit.get_by_role("button", name=f"Save endpoint {slug}").click()
     await expect(page.get_by_role("alert")).to_contain_text("variable name such as OPENAI_API_KEY")
     edit = page.locator(f"details[data-endpoint='{slug}']")
-    await edit.locator("summary").click()
+    # The refused form comes back open, as the Admin typed it, with the message next to the field.
+    await expect(edit).to_have_attribute("open", "")
+    await expect(edit.get_by_label("API key environment variable")).to_have_value("sk-not-a-variable-name")
+    await expect(edit.locator(".field-error")).to_contain_text("variable name such as OPENAI_API_KEY")
     await edit.get_by_label("Upstream URL").fill(upstream.url)
     await edit.get_by_label("API key environment variable").fill("FAKE_UPSTREAM_KEY")
     await edit.get_by_role("button", name=f"Save endpoint {slug}").click()
@@ -99,7 +102,8 @@ async def test_an_admin_edits_an_endpoint_and_a_model_and_the_proxy_follows(
     await edit.get_by_role("button", name=f"Save model {model}").click()
     await expect(page.get_by_role("alert")).to_contain_text("Output $ per 1M tokens must be an amount")
     edit = page.locator(f"details[data-model='{model}']")
-    await edit.locator("summary").click()
+    await expect(edit).to_have_attribute("open", "")
+    await expect(edit.get_by_label("Output $ per 1M tokens")).to_have_value("abc")
     await edit.get_by_label("Upstream model").fill(f"renamed-{tag}")
     await edit.get_by_label("Input $ per 1M tokens").fill("3")
     await edit.get_by_label("Output $ per 1M tokens").fill("4.5")
@@ -154,7 +158,8 @@ async def test_an_org_admin_sets_a_users_limits_and_a_teams_budgets_and_exclusio
         await edit.get_by_role("button", name=f"Save limits of {otto.name}").click()
         await expect(page.get_by_role("alert")).to_contain_text("Requests per minute must be a whole number")
         edit = page.locator("details", has_text=f"Edit limits of {otto.name}")
-        await edit.locator("summary").click()
+        await expect(edit).to_have_attribute("open", "")
+        await expect(edit.get_by_label("Requests per minute")).to_have_value("seven")
         await edit.get_by_label("Requests per minute").fill("7")
         await edit.get_by_label("Output tokens per minute").fill("12,000")
         await edit.get_by_role("button", name=f"Save limits of {otto.name}").click()
@@ -433,7 +438,7 @@ async def test_an_admin_sets_the_limits_of_a_service_accounts_token(
         made = await ok(
             http.post(
                 f"{stack.urls['directory']}/api/teams/{people.team_id}/service-accounts",
-                json={"name": f"bot-{tag}", "description": ""},
+                json={"name": f"bot-{tag}", "description": "runs the nightly jobs"},
                 headers={"Authorization": f"Bearer {pair['access_token']}"},
             )
         )

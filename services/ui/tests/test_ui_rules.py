@@ -19,7 +19,7 @@ from aqueduct_ui.domain.forms import (
     require_text,
 )
 from aqueduct_ui.domain.viewer import Viewer, role_tag
-from aqueduct_ui.entrypoints.web.render import safe_next
+from aqueduct_ui.entrypoints.web.render import http_href, safe_next
 
 
 def viewer(**claims: object) -> Viewer:
@@ -134,3 +134,10 @@ def test_required_text() -> None:
 )
 def test_only_local_redirects(target: str | None, expected: str) -> None:
     assert safe_next(target) == expected
+
+
+def test_only_http_urls_become_links() -> None:
+    assert http_href("https://example.org/terms") == "https://example.org/terms"
+    assert http_href(" HTTP://intranet/terms ") == "HTTP://intranet/terms"
+    for stored_before_the_check in ("javascript:alert(1)", "data:text/html,<b>x</b>", "//evil.test", None):
+        assert http_href(stored_before_the_check) == "#"

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from aqueduct_accounting.adapters.jetstream_pull import PullBatches
 from aqueduct_accounting.entrypoints.dead_letter_path import DeadLetterPolicy, GuardedStore, Letter
+from aqueduct_libs.bus import patiently
 
 __all__ = ["BatchConsumer", "ensure_durable_consumer"]
 
@@ -53,7 +54,8 @@ async def ensure_durable_consumer(
         max_ack_pending=max_ack_pending,
         max_deliver=-1,
     )
-    await js.add_consumer(stream, config)
+    # Patiently: on a NATS cluster electing the stream's leader the request is never answered.
+    await patiently(lambda: js.add_consumer(stream, config), f"the stream {stream}")
 
 
 class BatchConsumer(Generic[T]):

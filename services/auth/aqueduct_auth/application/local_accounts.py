@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 from collections.abc import Callable
@@ -11,10 +10,11 @@ from aqueduct_auth.adapters.passwords import Passwords
 from aqueduct_auth.adapters.store import AuthStore, LocalAccount
 from aqueduct_auth.application.ports import AttemptCounter, Events
 from aqueduct_auth.application.sessions import Sessions, TokenPair
+from aqueduct_auth.domain.accounts import check_new_account, check_password
 from aqueduct_auth.domain.errors import (
     AccountExistsError,
-    AuthError,
     InvalidCredentialsError,
+    InvalidFieldError,
     NoSuchAccountError,
     NotAllowedError,
     PasswordChangeRequiredError,
@@ -26,10 +26,6 @@ from aqueduct_libs.sessions import SessionClaims
 
 __all__ = ["LocalAccounts", "local_subject"]
 
-_USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")
-MIN_PASSWORD_LENGTH = 8
-MAX_PASSWORD_LENGTH = 1000
-
 
 def local_subject(username: str) -> str:
     return f"local:{username}"
@@ -37,13 +33,6 @@ def local_subject(username: str) -> str:
 
 def _one_time_password() -> str:
     return secrets.token_urlsafe(12)
-
-
-def _check_new_password(password: str) -> None:
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise AuthError(f"password: at least {MIN_PASSWORD_LENGTH} characters")
-    if len(password) > MAX_PASSWORD_LENGTH:
-        raise AuthError(f"password: at most {MAX_PASSWORD_LENGTH} characters")
 
 
 def _require_admin(actor: SessionClaims, what: str) -> None:
@@ -93,20 +82,18 @@ class LocalAccounts:
         the user must replace it at first sign-in (``must_change_password`` defaults to that: True for a
         made password, False for one the Admin chose)."""
         _require_admin(actor, "create local accounts")
-        username = username.strip().lower()
-        if not _USERNAME.match(username):
-            raise AuthError("username: lower-case letters, digits and . _ @ - only, at most 64 characters")
+        username, email, name, groups = check_new_account(username, email, name, groups or [])
         one_time = None
         if password is None:
             password = one_time = _one_time_password()
-        _check_new_password(password)
+        check_password(password, "password")
         account = LocalAccount(
             username,
             await self._passwords.hash(password),
             admin,
             email,
             name or username,
-            list(groups or []),
+            groups,
             must_change_password=one_time is not None
             if must_change_password is None
             else must_change_password,
@@ -136,9 +123,9 @@ class LocalAccounts:
         same attempt limits as sign-in apply."""
         username = username.strip().lower()
         account = await self._verified(username, password, client_ip)
-        _check_new_password(new_password)
+        check_password(new_password, "new_password")
         if new_password == password:
-            raise AuthError("new_password: must differ from the current password")
+            raise InvalidFieldError("new_password", "must differ from the current password")
         self._store.set_password_hash(account.username, await self._passwords.hash(new_password), False)
 
     async def _verified(self, username: str, password: str, client_ip: str | None) -> LocalAccount:

@@ -8,6 +8,7 @@ __all__ = [
     "DirectoryUnavailableError",
     "ExchangeCodeInvalidError",
     "InvalidCredentialsError",
+    "InvalidFieldError",
     "NoSuchAccountError",
     "NotAllowedError",
     "PasswordChangeRequiredError",
@@ -66,6 +67,14 @@ class ExchangeCodeInvalidError(AuthError):
 
 class AccountExistsError(AuthError):
     pass
+
+
+class InvalidFieldError(AuthError):
+    """One named field of a request (``email``, ``password``) holds a value its rule refuses."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
 
 
 class NotAllowedError(AuthError):

@@ -24,6 +24,7 @@ _STATUS: list[tuple[type[errors.AuthError], int, str]] = [
     (errors.NoSuchAccountError, 404, "not_found"),
     (errors.SignInRefusedError, 403, "sign_in_refused"),
     (errors.AccountExistsError, 409, "conflict"),
+    (errors.InvalidFieldError, 422, "invalid_field"),
     (errors.SignInRateLimitedError, 429, "rate_limited"),
     (errors.DirectoryUnavailableError, 503, "directory_unavailable"),
     (errors.SingleSignOnError, 400, "sso_failed"),
@@ -44,7 +45,10 @@ def _problem(exc: errors.AuthError) -> JSONResponse:
         headers["Retry-After"] = str(exc.retry_after)
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    return JSONResponse({"detail": exc.message, "code": code}, status_code=status, headers=headers)
+    body = {"detail": exc.message, "code": code}
+    if isinstance(exc, errors.InvalidFieldError):
+        body["field"] = exc.field
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def add_error_handlers(app: FastAPI) -> None:
@@ -54,9 +58,11 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_bad_input(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # 422 naming the field, as the directory answers (and FastAPI by default).
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
         detail = (
             f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg", "invalid input"))
         )
-        return JSONResponse({"detail": detail, "code": "bad_request"}, status_code=400)
+        body = {"detail": detail, "code": "bad_request"} | ({"field": where} if where else {})
+        return JSONResponse(body, status_code=422)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -40,7 +40,13 @@ __all__ = ["SnapshotProjector", "compute_snapshot", "read_bucket"]
 log = logging.getLogger(__name__)
 
 CONCURRENCY = 1000
-ACK_TIMEOUT = 10.0
+# How long a chunk of puts may wait for its acknowledgements: 2 s, and more for a large chunk (a full
+# replay). Short, because on a NATS cluster a put waits while the bucket's stream elects a new leader
+# (4 to 9 s after one dies): a short wait and a quick retry land the change right after the election.
+ACK_TIMEOUT = 2.0
+ACKS_PER_SECOND = 500
+# The longest pause between two attempts while the bus is away.
+RETRY_CAP = 1.0
 YIELD_EVERY = 2000
 
 
@@ -123,11 +129,17 @@ class SnapshotProjector(WokenByCommits):
     task_name = "snapshot-projector"
 
     def __init__(
-        self, app: DirectoryCore, js: JetStreamContext, clock: Callable[[], datetime] = utcnow
+        self,
+        app: DirectoryCore,
+        js: JetStreamContext,
+        clock: Callable[[], datetime] = utcnow,
+        push: Callable[[str, bytes | None], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__()
         self._app = app
         self._js = js
+        self._push = push  # also publishes each change as a plain message (aqueduct_libs.snapshot_push)
+        self._bucket: KeyValue | None = None
         self._clock = clock
         self._prefix = f"$KV.{names.AUTH_SNAPSHOT_BUCKET}."  # the subjects a KV bucket stores its keys under
         self._state: DirectoryState | None = None
@@ -219,7 +231,10 @@ class SnapshotProjector(WokenByCommits):
     # -- writing -----------------------------------------------------------------------------------
 
     async def _kv(self) -> KeyValue:
-        return await self._js.key_value(names.AUTH_SNAPSHOT_BUCKET)
+        # Looked up once: each lookup asks the stream's leader, which a cluster may be re-electing.
+        if self._bucket is None:
+            self._bucket = await self._js.key_value(names.AUTH_SNAPSHOT_BUCKET)
+        return self._bucket
 
     async def load(self) -> None:
         """Start from what the bucket holds now, then make it equal to the read model (a replay)."""
@@ -260,13 +275,16 @@ class SnapshotProjector(WokenByCommits):
     async def _write(self, kv: KeyValue, keys: list[str]) -> None:
         # Puts are pipelined (publish now, collect the acks after): twice the rate of one kv.put at a time.
         puts = [k for k in keys if self.desired.get(k) is not None]
+        if self._push is not None:  # first, and again on every retry: the proxies need no bucket leader
+            for key in keys:
+                await self._push(key, self.desired.get(key))
 
         async def put_all() -> list[Any]:
             # No stall timeout per publish: it would yield after every message and send them one by one.
             acks = [await self._js.publish_async(f"{self._prefix}{key}", self.desired[key]) for key in puts]
             return await asyncio.gather(*acks, return_exceptions=True)
 
-        for result in await asyncio.wait_for(put_all(), ACK_TIMEOUT):
+        for result in await asyncio.wait_for(put_all(), max(ACK_TIMEOUT, len(puts) / ACKS_PER_SECOND)):
             if isinstance(result, BaseException):
                 raise result
         for key in puts:
@@ -299,4 +317,4 @@ class SnapshotProjector(WokenByCommits):
             except Exception as exc:  # bus down: pending keys stay pending, the proxy keeps its copy
                 log.warning("snapshot projection could not write (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, RETRY_CAP)

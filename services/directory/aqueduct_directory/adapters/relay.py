@@ -27,7 +27,11 @@ log = logging.getLogger(__name__)
 
 POSITION_NAME = "outbox_relay"
 BATCH = 500
-ACK_TIMEOUT = 10.0
+# How long a page may wait for its acknowledgements. Short, with quick retries (re-sent messages are
+# dropped by their Nats-Msg-Id), so a page sent while a NATS cluster elects a new leader for the stream
+# lands right after the election rather than a long timeout later.
+ACK_TIMEOUT = 3.0
+RETRY_CAP = 1.0
 
 
 class OutboxRelay(WokenByCommits):
@@ -93,4 +97,4 @@ class OutboxRelay(WokenByCommits):
             except Exception as exc:  # the bus is down: keep the position, try again later
                 log.warning("outbox relay could not publish (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, RETRY_CAP)

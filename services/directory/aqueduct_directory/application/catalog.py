@@ -15,25 +15,36 @@ from aqueduct_directory.domain.catalog import (
     Model,
     TermsOfService,
 )
-from aqueduct_directory.domain.errors import ConflictError, InvalidInputError
+from aqueduct_directory.domain.errors import ConflictError, InvalidFieldError
+from aqueduct_directory.domain.inputs import (
+    check_mcp_name,
+    check_model_name,
+    check_name,
+    check_slug,
+    check_url,
+)
 from aqueduct_directory.domain.policy import Principal
 from aqueduct_directory.domain.values import clean_price
 
 __all__ = ["CatalogUseCases"]
 
 
-def _required(value: str | None, what: str) -> str:
-    value = (value or "").strip()
-    if not value:
-        raise InvalidInputError(f"{what} must not be empty")
-    return value
-
-
 def _provider(value: str | None) -> str:
     provider = value or "openai"
     if provider not in PROVIDERS:
-        raise InvalidInputError(f"provider must be one of {', '.join(PROVIDERS)}")
+        raise InvalidFieldError("provider", f"the provider must be one of {', '.join(PROVIDERS)}")
     return provider
+
+
+def _endpoint_url(value: str | None) -> str:
+    return check_url(value, "url", "the endpoint URL")
+
+
+def _mcp_url(value: str | None) -> str:
+    return check_url(value, "url", "the MCP server URL")
+
+
+_MAX_FALLBACKS = 10
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -48,10 +59,10 @@ def _key_env(value: str | None) -> str | None:
     """
     if not value:
         return None
-    if not _ENV_NAME.fullmatch(value):
-        raise InvalidInputError(f"api_key_env must be an environment variable name, not {value!r}")
+    if not _ENV_NAME.fullmatch(value) or len(value) > 200:
+        raise InvalidFieldError("api_key_env", f"must be an environment variable name, not {value!r}")
     if value.upper().startswith("AQUEDUCT_"):
-        raise InvalidInputError("api_key_env may not name one of the gateway's own AQUEDUCT_* settings")
+        raise InvalidFieldError("api_key_env", "may not name one of the gateway's own AQUEDUCT_* settings")
     return value
 
 
@@ -61,7 +72,7 @@ _ALIAS = re.compile(r"[A-Za-z0-9._:/@-]{1,200}")
 
 def _flag(value: Any, what: str) -> bool:
     if not isinstance(value, bool):
-        raise InvalidInputError(f"{what} must be true or false")
+        raise InvalidFieldError(what, f"{what} must be true or false")
     return value
 
 
@@ -71,12 +82,20 @@ def _token_prices(current: dict[str, str], *given: Any) -> dict[str, str]:
     for field, value in zip(TOKEN_PRICE_FIELDS, given, strict=True):
         if value is _LEAVE:
             continue
-        cleaned = clean_price(value)
+        cleaned = clean_price(value, field)
         if cleaned is None:
             prices.pop(field, None)
         else:
             prices[field] = cleaned
     return prices
+
+
+def _upstream(value: str | None) -> str | None:
+    return check_model_name(value, "upstream_model", "the upstream model name") if value else None
+
+
+def _price(value: Any, which: str) -> str | None:
+    return clean_price(value, f"{which}_price_per_million")
 
 
 class CatalogUseCases(DirectoryCore):
@@ -92,7 +111,7 @@ class CatalogUseCases(DirectoryCore):
         responses: bool = True,
     ) -> dict[str, Any]:
         p.require_admin("register endpoints")
-        slug, url, provider = _required(slug, "slug"), _required(url, "url"), _provider(provider)
+        slug, url, provider = check_slug(slug), _endpoint_url(url), _provider(provider)
         api_key_env = _key_env(api_key_env)
         existing = self.state.endpoints.get(slug)
         if existing is not None and not existing.deleted:
@@ -119,7 +138,7 @@ class CatalogUseCases(DirectoryCore):
         p.require_admin("change endpoints")
         endpoint = self.editable(self.find(self.state.endpoints, slug, "endpoint"))
         new = (
-            _required(url, "url") if url is not None else endpoint.url,
+            _endpoint_url(url) if url is not None else endpoint.url,
             _provider(provider) if provider is not None else endpoint.provider,
             _key_env(api_key_env) if api_key_env is not None else endpoint.api_key_env,
         )
@@ -164,7 +183,7 @@ class CatalogUseCases(DirectoryCore):
         reasoning_price_per_million: Any = None,
     ) -> dict[str, Any]:
         p.require_admin("register models")
-        name = _required(name, "model name")
+        name = check_model_name(name)
         if self._alias_owner(name) is not None:
             raise ConflictError(
                 f"{name!r} is an alias of the model {self._alias_owner(name)!r}", "alias_taken"
@@ -175,8 +194,8 @@ class CatalogUseCases(DirectoryCore):
             {}, cached_input_price_per_million, cache_write_price_per_million,
             cache_write_1h_price_per_million, reasoning_price_per_million,
         )  # fmt: skip
-        values = (endpoint, upstream_model or name, clean_price(input_price_per_million),
-                  clean_price(output_price_per_million), self._fallbacks(name, fallbacks))  # fmt: skip
+        values = (endpoint, _upstream(upstream_model) or name, _price(input_price_per_million, "input"),
+                  _price(output_price_per_million, "output"), self._fallbacks(name, fallbacks))  # fmt: skip
         existing = self.state.models.get(name)
         if existing is not None and not existing.deleted:
             raise ConflictError(f"model {name!r} exists", "model_exists")
@@ -215,10 +234,10 @@ class CatalogUseCases(DirectoryCore):
             self.find(self.state.endpoints, endpoint, "endpoint")
         new = (
             endpoint or model.endpoint,
-            upstream_model or model.upstream_model,
-            clean_price(input_price_per_million) if input_price_per_million is not _LEAVE
+            _upstream(upstream_model) or model.upstream_model,
+            _price(input_price_per_million, "input") if input_price_per_million is not _LEAVE
             else model.input_price_per_million,
-            clean_price(output_price_per_million) if output_price_per_million is not _LEAVE
+            _price(output_price_per_million, "output") if output_price_per_million is not _LEAVE
             else model.output_price_per_million,
             self._fallbacks(name, fallbacks) if fallbacks is not None else model.fallbacks,
         )  # fmt: skip
@@ -249,9 +268,11 @@ class CatalogUseCases(DirectoryCore):
         self.commit(model)
 
     def _fallbacks(self, name: str, fallbacks: list[str] | None) -> list[str]:
-        cleaned = [str(f) for f in fallbacks or []]
+        cleaned = [check_model_name(f, "fallbacks", "a fallback model name") for f in fallbacks or []]
         if name in cleaned:
-            raise InvalidInputError("a model cannot be its own fallback")
+            raise InvalidFieldError("fallbacks", "a model cannot be its own fallback")
+        if len(cleaned) > _MAX_FALLBACKS:
+            raise InvalidFieldError("fallbacks", f"a model may have at most {_MAX_FALLBACKS} fallbacks")
         return cleaned
 
     def _alias_owner(self, alias: str) -> str | None:
@@ -262,15 +283,15 @@ class CatalogUseCases(DirectoryCore):
     def _aliases(self, name: str, aliases: list[str]) -> list[str]:
         """Checked aliases: names as clean as model names, none another model's name or alias."""
         if not isinstance(aliases, list) or len(aliases) > MAX_ALIASES:
-            raise InvalidInputError(f"aliases must be a list of at most {MAX_ALIASES} names")
+            raise InvalidFieldError("aliases", f"aliases must be a list of at most {MAX_ALIASES} names")
         cleaned: list[str] = []
         for alias in aliases:
             if not isinstance(alias, str) or not _ALIAS.fullmatch(alias):
-                raise InvalidInputError(
-                    f"alias {alias!r} must be 1 to 200 letters, digits or . _ - : / @ characters"
+                raise InvalidFieldError(
+                    "aliases", f"alias {alias!r} must be 1 to 200 letters, digits or . _ - : / @ characters"
                 )
             if alias == name:
-                raise InvalidInputError("a model's alias cannot be its own name")
+                raise InvalidFieldError("aliases", "a model's alias cannot be its own name")
             if alias in cleaned:
                 continue
             other = self.state.models.get(alias)
@@ -327,7 +348,7 @@ class CatalogUseCases(DirectoryCore):
         api_key_env: str | None = None,
     ) -> dict[str, Any]:
         p.require_admin("register MCP servers")
-        name, url = _required(name, "name"), _required(url, "url")
+        name, url = check_mcp_name(name), _mcp_url(url)
         api_key_env = _key_env(api_key_env)
         teams = self._team_ids(allowed_team_ids)
         existing = self.state.mcp_servers.get(name)
@@ -351,7 +372,7 @@ class CatalogUseCases(DirectoryCore):
     ) -> dict[str, Any]:
         p.require_admin("change MCP servers")
         server = self.editable(self.find(self.state.mcp_servers, name, "MCP server"))
-        new_url = _required(url, "url") if url is not None else server.url
+        new_url = _mcp_url(url) if url is not None else server.url
         teams = self._team_ids(allowed_team_ids) if allowed_team_ids is not None else server.allowed_team_ids
         key_env = _key_env(api_key_env) if api_key_env is not None else server.api_key_env
         if (new_url, teams, key_env) != (server.url, server.allowed_team_ids, server.api_key_env):
@@ -378,7 +399,8 @@ class CatalogUseCases(DirectoryCore):
 
     def publish_terms(self, p: Principal, version: str, url: str) -> dict[str, Any]:
         p.require_admin("publish terms of service")
-        version, url = _required(version, "version"), _required(url, "url")
+        version = check_name(version, "version", "the terms of service version", 50)
+        url = check_url(url, "url", "the terms of service URL")
         terms = self.state.terms
         terms = self.editable(terms) if terms is not None else TermsOfService(actor=p.actor)
         terms.publish(version, url, actor=p.actor)

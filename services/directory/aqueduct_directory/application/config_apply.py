@@ -14,7 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aqueduct_directory.application.app import DirectoryApp
 from aqueduct_directory.domain.catalog import TOKEN_PRICE_FIELDS
-from aqueduct_directory.domain.errors import InvalidInputError
+from aqueduct_directory.domain.errors import InvalidFieldError, InvalidInputError
+from aqueduct_directory.domain.inputs import (
+    check_description,
+    check_mcp_name,
+    check_model_name,
+    check_name,
+    check_slug,
+    check_url,
+)
 from aqueduct_directory.domain.policy import Principal
 from aqueduct_directory.domain.values import (
     clean_budgets,
@@ -24,7 +32,7 @@ from aqueduct_directory.domain.values import (
     clean_price,
 )
 
-__all__ = ["ConfigFile", "apply_config", "parse_config"]
+__all__ = ["ConfigFile", "apply_config", "check_config", "parse_config"]
 
 _ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
@@ -125,6 +133,66 @@ def parse_config(text: str) -> ConfigFile:
         raise InvalidInputError(f"invalid configuration: {exc}") from exc
 
 
+def check_config(config: ConfigFile) -> None:
+    """Every value of the file against the rules the API applies, before anything is changed: a file with
+    one bad value changes nothing. The error names the place in the file (``endpoints[1].url``)."""
+
+    def at(where: str, check: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return check(*args, **kwargs)
+        except InvalidFieldError as exc:
+            raise InvalidFieldError(f"{where}.{exc.field}", exc.message) from exc
+
+    for i, ep in enumerate(config.endpoints):
+        at(f"endpoints[{i}]", check_slug, ep.slug)
+        at(f"endpoints[{i}]", check_url, ep.url, "url", "the endpoint URL")
+    for i, m in enumerate(config.models):
+        at(f"models[{i}]", check_model_name, m.name)
+        if m.upstream_model:
+            at(
+                f"models[{i}]",
+                check_model_name,
+                m.upstream_model,
+                "upstream_model",
+                "the upstream model name",
+            )
+        at(f"models[{i}]", clean_price, m.input_price_per_million, "input_price_per_million")
+        at(f"models[{i}]", clean_price, m.output_price_per_million, "output_price_per_million")
+        for fallback in m.fallbacks:
+            at(f"models[{i}]", check_model_name, fallback, "fallbacks", "a fallback model name")
+    for i, o in enumerate(config.orgs):
+        at(f"orgs[{i}]", check_name, o.name, "name", "the org name")
+        at(f"orgs[{i}]", check_name, o.sso_group, "sso_group", "the SSO group", 200, required=False)
+        _check_levels(at, f"orgs[{i}]", o)
+        for j, t in enumerate(o.teams):
+            at(f"orgs[{i}].teams[{j}]", check_name, t.name, "name", "the team name")
+            at(
+                f"orgs[{i}].teams[{j}]",
+                check_description,
+                t.description,
+                "description",
+                "the team description",
+            )
+            _check_levels(at, f"orgs[{i}].teams[{j}]", t)
+    for i, server in enumerate(config.mcp_servers):
+        at(f"mcp_servers[{i}]", check_mcp_name, server.name)
+        at(f"mcp_servers[{i}]", check_url, server.url, "url", "the MCP server URL")
+    if config.terms is not None:
+        at("terms", check_name, config.terms.version, "version", "the terms of service version", 50)
+        at("terms", check_url, config.terms.url, "url", "the terms of service URL")
+
+
+def _check_levels(at: Any, where: str, level: Levels) -> None:
+    if level.limits is not None:
+        at(where, clean_limits, level.limits)
+    if level.budgets is not None:
+        at(where, clean_budgets, level.budgets)
+    if level.excluded_models is not None:
+        at(where, clean_models, level.excluded_models)
+    if level.model_limits is not None:
+        at(where, clean_model_limits, level.model_limits)
+
+
 def _level_changes(current: Any, wanted: Levels) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     if wanted.limits is not None and clean_limits(wanted.limits) != (current.limits if current else None):
@@ -145,6 +213,7 @@ def _level_changes(current: Any, wanted: Levels) -> dict[str, Any]:
 def apply_config(app: DirectoryApp, p: Principal, config: ConfigFile, dry_run: bool = False) -> list[str]:
     """Returns the changes made (or, with ``dry_run``, the changes it would make)."""
     p.require_admin("apply configuration")
+    check_config(config)
     changes: list[str] = []
     if config.default_org and config.default_org != app.default_org:
         changes.append(f"set default org to {config.default_org}")

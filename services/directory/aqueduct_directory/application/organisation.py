@@ -15,6 +15,7 @@ from aqueduct_directory.domain.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from aqueduct_directory.domain.inputs import check_description, check_email, check_name
 from aqueduct_directory.domain.org import Org, Team, User
 from aqueduct_directory.domain.policy import Principal, above_org_bounds
 from aqueduct_directory.domain.values import clean_budgets, clean_limits, clean_model_limits, clean_models
@@ -31,6 +32,26 @@ def _name(value: str, what: str) -> str:
     return value
 
 
+def _org_name(value: str | None) -> str:
+    return check_name(value, "name", "the org name")
+
+
+def _team_name(value: str | None) -> str:
+    return check_name(value, "name", "the team name")
+
+
+def _sso_group(value: str | None) -> str | None:
+    return check_name(value, "sso_group", "the SSO group", 200, required=False) or None
+
+
+def _description(value: str | None) -> str:
+    return check_description(value, "description", "the team description")
+
+
+def _person_name(value: str | None) -> str:
+    return check_name(value, "name", "the name", 200, required=False)
+
+
 class OrganisationUseCases(DirectoryCore):
     # -- orgs --------------------------------------------------------------------------------------
 
@@ -43,10 +64,10 @@ class OrganisationUseCases(DirectoryCore):
         budgets: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         p.require_admin("create orgs")
-        name = _name(name, "org name")
+        name = _org_name(name)
         if self.state.org_by_name(name):
             raise ConflictError(f"an org named {name!r} exists", "org_exists")
-        org = Org(name, sso_group or None, clean_limits(limits), clean_budgets(budgets), actor=p.actor)
+        org = Org(name, _sso_group(sso_group), clean_limits(limits), clean_budgets(budgets), actor=p.actor)
         self.commit(org)
         return org_view(self.state.orgs[str(org.id)])
 
@@ -64,8 +85,8 @@ class OrganisationUseCases(DirectoryCore):
     ) -> dict[str, Any]:
         p.require_admin("change orgs")
         org = self.editable(self.find(self.state.orgs, org_id, "org"))
-        new_name = _name(name, "org name") if name is not None else org.name
-        new_group = org.sso_group if sso_group is _UNSET else (sso_group or None)
+        new_name = _org_name(name) if name is not None else org.name
+        new_group = org.sso_group if sso_group is _UNSET else _sso_group(sso_group)
         if new_name != org.name and self.state.org_by_name(new_name):
             raise ConflictError(f"an org named {new_name!r} exists", "org_exists")
         if (new_name, new_group) != (org.name, org.sso_group):
@@ -106,10 +127,10 @@ class OrganisationUseCases(DirectoryCore):
     ) -> dict[str, Any]:
         self.find(self.state.orgs, org_id, "org")
         p.require_org_admin(org_id, "create teams")
-        name = _name(name, "team name")
+        name = _team_name(name)
         if self.state.team_by_name(org_id, name):
             raise ConflictError(f"a team named {name!r} exists in this org", "team_exists")
-        team = Team(org_id, name, description or "", clean_limits(limits), actor=p.actor)
+        team = Team(org_id, name, _description(description), clean_limits(limits), actor=p.actor)
         self.commit(team)
         return team_view(self.state.teams[str(team.id)], self.state)
 
@@ -142,8 +163,8 @@ class OrganisationUseCases(DirectoryCore):
                     f"a Team-Admin may set the team's values up to the org's own: {'; '.join(above)}",
                     "above_org_bound",
                 )
-        new_name = _name(name, "team name") if name is not None else team.name
-        new_description = description if description is not None else team.description
+        new_name = _team_name(name) if name is not None else team.name
+        new_description = _description(description) if description is not None else team.description
         if new_name != team.name and self.state.team_by_name(team.org_id, new_name):
             raise ConflictError(f"a team named {new_name!r} exists in this org", "team_exists")
         if (new_name, new_description) != (team.name, team.description):
@@ -244,7 +265,7 @@ class OrganisationUseCases(DirectoryCore):
         p.require_org_admin(org_id, "add users")
         if admin:
             p.require_admin("make Admins")
-        email = _name(email, "email")
+        email, name = check_email(email), _person_name(name)
         if email.lower() in self.state.users_by_email:
             raise ConflictError(f"a user with email {email!r} exists", "user_exists")
         if subject and subject in self.state.users_by_subject:
@@ -277,10 +298,10 @@ class OrganisationUseCases(DirectoryCore):
             p.require_admin("grant Admin")
         if user.admin and user_id != p.user_id:
             p.require_admin("change an Admin's profile")
-        new_email = _name(email, "email") if email is not None else user.email
+        new_email = user.email if email is None or email == user.email else check_email(email)
         if new_email.lower() != user.email.lower() and new_email.lower() in self.state.users_by_email:
             raise ConflictError(f"a user with email {new_email!r} exists", "user_exists")
-        new_name = name if name is not None else user.name
+        new_name = check_name(name, "name", "the name", 200) if name is not None else user.name
         if (new_name, new_email) != (user.name, user.email):
             user.update_profile(new_name, new_email, actor=p.actor)
         roles = (user.admin if admin is None else admin, user.org_admin if org_admin is None else org_admin)

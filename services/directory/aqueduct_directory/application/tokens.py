@@ -14,6 +14,7 @@ from aqueduct_directory.domain.errors import (
     PermissionDeniedError,
 )
 from aqueduct_directory.domain.grants import effective_team
+from aqueduct_directory.domain.inputs import check_description, check_name
 from aqueduct_directory.domain.policy import Principal
 from aqueduct_directory.domain.token import ServiceAccount, Token
 from aqueduct_directory.domain.values import clean_limits
@@ -27,6 +28,11 @@ class Unset:
 
 
 UNSET = Unset()
+
+
+def _sa_description(value: str | None) -> str:
+    # The user guide: "Service accounts require a name and description" (what the account is for).
+    return check_description(value, "description", "the service account's description", required=True)
 
 
 class TokenUseCases(DirectoryCore):
@@ -61,6 +67,7 @@ class TokenUseCases(DirectoryCore):
         management: bool = False,
     ) -> dict[str, Any]:
         user = self.find(self.state.users, p.user_id, "user")
+        name = check_name(name, "name", "the token name")
         if management and p.via_api_token:
             raise PermissionDeniedError(
                 "a token with management access can only be created by a signed-in user, not with an API token"
@@ -170,18 +177,18 @@ class TokenUseCases(DirectoryCore):
             raise InvalidInputError(
                 "the creator owns the service account, so must be a team member", "not_member"
             )
-        if not (name or "").strip():
-            raise InvalidInputError("a service account needs a name")
+        name = check_name(name, "name", "the service account's name")
+        description = _sa_description(description)
         if len(self.state.team_service_accounts(team_id)) >= self.max_service_accounts_per_team:
             raise ConflictError(
                 f"service account limit reached: a team may have at most "
                 f"{self.max_service_accounts_per_team} service accounts",
                 "service_account_cap_reached",
             )
-        sa = ServiceAccount(team_id, team.org_id, name.strip(), description or "", p.user_id, actor=p.actor)
+        sa = ServiceAccount(team_id, team.org_id, name, description, p.user_id, actor=p.actor)
         value, token_hash, preview = self._new_value()
         token = Token.issue(
-            name.strip(),
+            name,
             token_hash,
             preview,
             p.user_id,
@@ -211,8 +218,8 @@ class TokenUseCases(DirectoryCore):
         team = self.find(self.state.teams, sa.team_id, "team")
         p.require_team_admin(team, "change service accounts")
         changed = []
-        new_name = (name or "").strip() or sa.name
-        new_description = description if description is not None else sa.description
+        new_name = check_name(name, "name", "the service account's name") if name is not None else sa.name
+        new_description = _sa_description(description) if description is not None else sa.description
         if (new_name, new_description) != (sa.name, sa.description):
             sa.update(new_name, new_description, actor=p.actor)
         if owner_user_id is not None and owner_user_id != sa.owner_user_id:

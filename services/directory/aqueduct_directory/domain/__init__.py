@@ -10,6 +10,9 @@ from aqueduct_directory.domain.errors import (
 )
 from aqueduct_directory.domain.org import Org, Team, User
 from aqueduct_directory.domain.token import ServiceAccount, Token
+from aqueduct_directory.domain.topics import keep_old_topics
+
+keep_old_topics()
 
 __all__ = [
     "ConflictError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
@@ -80,7 +81,36 @@ class Model(Aggregate):
     def create_id(name: str) -> UUID:
         return _named_id("model", name)
 
-    @event("ModelRegistered")
+    # Stored events change shape through class_version and upcasters (eventsourcing): version 2 of
+    # both added ``fallbacks`` (2026-11-22); events recorded before replay with none.
+    class ModelRegistered(Aggregate.Created):
+        class_version = 2
+        name: str
+        endpoint: str
+        upstream_model: str
+        input_price_per_million: str | None
+        output_price_per_million: str | None
+        fallbacks: list[str]
+        actor: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["fallbacks"] = []
+
+    class ModelUpdated(Aggregate.Event):
+        class_version = 2
+        endpoint: str
+        upstream_model: str
+        input_price_per_million: str | None
+        output_price_per_million: str | None
+        fallbacks: list[str]
+        actor: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["fallbacks"] = []
+
+    @event(ModelRegistered)
     def __init__(
         self,
         name: str,
@@ -99,7 +129,7 @@ class Model(Aggregate):
         self.fallbacks = fallbacks
         self.deleted = False
 
-    @event("ModelUpdated")
+    @event(ModelUpdated)
     def update(
         self,
         endpoint: str,
@@ -136,7 +166,31 @@ class McpServer(Aggregate):
     def create_id(name: str) -> UUID:
         return _named_id("mcp", name)
 
-    @event("McpServerRegistered")
+    # Version 2 of both added ``api_key_env`` (2026-11-22); events recorded before replay without one.
+    class McpServerRegistered(Aggregate.Created):
+        class_version = 2
+        name: str
+        url: str
+        allowed_team_ids: list[str]
+        api_key_env: str | None
+        actor: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["api_key_env"] = None
+
+    class McpServerUpdated(Aggregate.Event):
+        class_version = 2
+        url: str
+        allowed_team_ids: list[str]
+        api_key_env: str | None
+        actor: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["api_key_env"] = None
+
+    @event(McpServerRegistered)
     def __init__(
         self, name: str, url: str, allowed_team_ids: list[str], api_key_env: str | None, actor: str
     ) -> None:
@@ -146,7 +200,7 @@ class McpServer(Aggregate):
         self.api_key_env = api_key_env
         self.deleted = False
 
-    @event("McpServerUpdated")
+    @event(McpServerUpdated)
     def update(self, url: str, allowed_team_ids: list[str], api_key_env: str | None, actor: str) -> None:
         self.url = url
         self.allowed_team_ids = allowed_team_ids

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "ConflictError",
     "DirectoryError",
+    "InvalidFieldError",
     "InvalidInputError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -25,8 +26,21 @@ class DirectoryError(Exception):
 
 
 class InvalidInputError(DirectoryError):
-    status = 400
+    """The request is well-formed but a value breaks a rule: 422, as FastAPI answers for a wrong type."""
+
+    status = 422
     code = "invalid_input"
+
+
+class InvalidFieldError(InvalidInputError):
+    """One named field (``slug``, ``limits.requests_per_minute``) holds a value its rule refuses."""
+
+    code = "invalid_field"
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(f"{field}: {detail}")
+        self.field = field
+        self.message = detail
 
 
 class PermissionDeniedError(DirectoryError):

@@ -7,7 +7,16 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from aqueduct_directory.domain.errors import InvalidInputError
+from aqueduct_directory.domain.errors import InvalidFieldError
+from aqueduct_directory.domain.inputs import (
+    MAX_BUDGET_TOKENS,
+    MAX_BUDGET_USD,
+    MAX_LIMIT,
+    MAX_PRICE_PER_MILLION,
+    check_amount,
+    check_model_name,
+    check_whole,
+)
 from aqueduct_libs.bounds import MAX_PRICE_NANOS_PER_TOKEN
 
 __all__ = [
@@ -33,61 +42,71 @@ def as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def clean_limits(limits: Mapping[str, Any] | None) -> dict[str, int]:
+def clean_limits(limits: Mapping[str, Any] | None, field: str = "limits") -> dict[str, int]:
     """Only the fields that are set are stored: a missing field means "inherit from the level above"."""
+    if limits is not None and not isinstance(limits, Mapping):
+        raise InvalidFieldError(field, 'limits must be an object such as {"requests_per_minute": 60}')
     result: dict[str, int] = {}
     for key, value in (limits or {}).items():
         if key not in LIMIT_FIELDS:
-            raise InvalidInputError(f"unknown limit {key!r}; known: {', '.join(LIMIT_FIELDS)}")
+            raise InvalidFieldError(
+                f"{field}.{key}", f"unknown limit {key!r}; known: {', '.join(LIMIT_FIELDS)}"
+            )
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InvalidInputError(f"limit {key} must be a non-negative integer")
-        result[key] = value
+        result[key] = check_whole(value, f"{field}.{key}", key.replace("_", " "), MAX_LIMIT)
     return result
 
 
-def clean_model_limits(model_limits: Mapping[str, Any] | None) -> dict[str, dict[str, int]]:
+def clean_model_limits(
+    model_limits: Mapping[str, Any] | None, field: str = "model_limits"
+) -> dict[str, dict[str, int]]:
+    if model_limits is not None and not isinstance(model_limits, Mapping):
+        raise InvalidFieldError(field, "model limits must map model names to limits")
     result: dict[str, dict[str, int]] = {}
     for model, limits in (model_limits or {}).items():
-        cleaned = clean_limits(limits)
+        name = check_model_name(model, field, "a model name")
+        cleaned = clean_limits(limits, f"{field}.{name}")
         if cleaned:
-            result[str(model)] = cleaned
+            result[name] = cleaned
     return result
 
 
-def clean_budgets(budgets: Mapping[str, Any] | None) -> dict[str, Any]:
+def clean_budgets(budgets: Mapping[str, Any] | None, field: str = "budgets") -> dict[str, Any]:
     """Money is kept as decimal strings so no float rounding ever reaches accounting; tokens as ints."""
+    if budgets is not None and not isinstance(budgets, Mapping):
+        raise InvalidFieldError(field, 'budgets must be an object such as {"monthly_usd": "100"}')
     result: dict[str, Any] = {}
     for key, value in (budgets or {}).items():
+        where = f"{field}.{key}"
         if key not in BUDGET_FIELDS:
-            raise InvalidInputError(f"unknown budget {key!r}; known: {', '.join(BUDGET_FIELDS)}")
+            raise InvalidFieldError(where, f"unknown budget {key!r}; known: {', '.join(BUDGET_FIELDS)}")
         if value is None:
             continue
+        label = key.replace("_usd", " budget in USD").replace("_tokens", " budget in tokens")
         if key.endswith("_tokens"):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise InvalidInputError(f"budget {key} must be a non-negative integer")
-            result[key] = value
+            result[key] = check_whole(value, where, label, MAX_BUDGET_TOKENS)
         else:
-            result[key] = str(_decimal(value, f"budget {key}"))
+            result[key] = str(check_amount(value, where, label, MAX_BUDGET_USD, 9, allow_zero=False))
     return result
 
 
-def clean_models(models: Iterable[str] | None) -> list[str]:
-    return sorted({str(m) for m in (models or []) if str(m)})
+def clean_models(models: Iterable[str] | None, field: str = "excluded_models") -> list[str]:
+    if models is not None and (isinstance(models, str) or not isinstance(models, Iterable)):
+        raise InvalidFieldError(field, "must be a list of model names")
+    return sorted({check_model_name(m, field, "a model name") for m in (models or []) if m})
 
 
-# Dollars per million tokens: the largest per-token price an event may be priced at (aqueduct_libs.bounds).
-MAX_PRICE_PER_MILLION = Decimal(MAX_PRICE_NANOS_PER_TOKEN) / 1000
+# Dollars per million tokens: no more than the largest per-token price a usage event may be priced at
+# (aqueduct_libs.bounds; accounting refuses events beyond it), nor than the input rule allows.
+_MAX_PRICE = min(Decimal(MAX_PRICE_PER_MILLION), Decimal(MAX_PRICE_NANOS_PER_TOKEN) / 1000)
 
 
-def clean_price(value: Any) -> str | None:
+def clean_price(value: Any, field: str = "price") -> str | None:
     if value is None:
         return None
-    amount = _decimal(value, "price")
-    if amount > MAX_PRICE_PER_MILLION:
-        raise InvalidInputError(f"a price is at most {MAX_PRICE_PER_MILLION:,} dollars per million tokens")
-    return str(amount)
+    label = field.replace("_", " ")
+    return str(check_amount(value, field, label, _MAX_PRICE, 6))
 
 
 def price_nanos_per_token(price_per_million: str | None) -> int | None:
@@ -114,15 +133,3 @@ def merge_limits(*levels: Mapping[str, int] | None) -> dict[str, int]:
         for key, value in (level or {}).items():
             merged.setdefault(key, value)
     return merged
-
-
-def _decimal(value: Any, what: str) -> Decimal:
-    if isinstance(value, bool):
-        raise InvalidInputError(f"{what} must be a number")
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation as exc:
-        raise InvalidInputError(f"{what} must be a number") from exc
-    if not amount.is_finite() or amount < 0:
-        raise InvalidInputError(f"{what} must be a non-negative number")
-    return amount

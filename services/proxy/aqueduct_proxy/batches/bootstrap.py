@@ -69,11 +69,16 @@ async def bootstrap(
 ) -> WorkerProcess:
     nc = await connect(common.nats_url, name="aqueduct-batch-worker")
     js = nc.jetstream()
-    await ensure_topology(js)
-    store = BatchStore(js, replicas=settings.replicas, results_max_age_days=settings.results_max_age_days)
+    await ensure_topology(js, common.nats_replicas)
+    replicas = common.nats_replicas
+    store = BatchStore(
+        js, replicas=settings.replicas or replicas, results_max_age_days=settings.results_max_age_days
+    )
     await store.start()
     files = FileStore(
-        js, quota_bytes_per_user=files_settings.quota_bytes_per_user, replicas=files_settings.replicas
+        js,
+        quota_bytes_per_user=files_settings.quota_bytes_per_user,
+        replicas=files_settings.replicas or replicas,
     )
     await files.start()
     snapshot = Snapshot(await asyncio.to_thread(load_price_catalog))

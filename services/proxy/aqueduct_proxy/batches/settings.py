@@ -20,7 +20,8 @@ class BatchSettings(BaseSettings):
     finalize_interval_seconds: float = 0.5
     # Results of finished lines are kept this long (the output file holds them after finalization).
     results_max_age_days: int = 30
-    replicas: int = 1
+    # JetStream replicas of the batch buckets and work queue; unset: AQUEDUCT_NATS_REPLICAS.
+    replicas: int | None = None
 
 
 class BatchWorkerSettings(BaseSettings):

@@ -9,11 +9,15 @@ from collections.abc import Callable
 
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import (
+    InvalidKeyError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+)
 from nats.js.kv import KeyValue
 
 from aqueduct_libs import names
-from aqueduct_libs.bus import DUPLICATE_WINDOW_SECONDS
+from aqueduct_libs.bus import DUPLICATE_WINDOW_SECONDS, ensure_kv, ensure_stream
 from aqueduct_proxy.batches.domain import Batch, BatchLine, BatchNotFoundError, LineResult
 from aqueduct_proxy.files.store import scan_kv
 
@@ -32,29 +36,25 @@ class BatchStore:
 
     async def start(self) -> None:
         """Create the buckets and the work queue if missing (the proxy and the worker may start first)."""
+        # The proxy and the batch worker own these: they also bring existing ones to ``replicas``.
         self._batches = await self._kv(names.BATCHES_BUCKET, ttl=None)
         self._results = await self._kv(names.BATCH_RESULTS_BUCKET, ttl=self._results_max_age)
-        try:
-            await self.js.stream_info(names.BATCH_LINES_STREAM)
-        except NotFoundError:
-            await self.js.add_stream(
-                js_api.StreamConfig(
-                    name=names.BATCH_LINES_STREAM,
-                    subjects=[f"{names.BATCH_LINES_SUBJECT_PREFIX}.>"],
-                    retention=js_api.RetentionPolicy.WORK_QUEUE,
-                    storage=js_api.StorageType.FILE,
-                    duplicate_window=DUPLICATE_WINDOW_SECONDS,
-                    num_replicas=self._replicas,
-                )
-            )
+        await ensure_stream(
+            self.js,
+            js_api.StreamConfig(
+                name=names.BATCH_LINES_STREAM,
+                subjects=[f"{names.BATCH_LINES_SUBJECT_PREFIX}.>"],
+                retention=js_api.RetentionPolicy.WORK_QUEUE,
+                storage=js_api.StorageType.FILE,
+                duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            ),
+            self._replicas,
+            adjust=True,
+        )
 
     async def _kv(self, bucket: str, ttl: float | None) -> KeyValue:
-        try:
-            return await self.js.key_value(bucket)
-        except BucketNotFoundError:
-            return await self.js.create_key_value(
-                bucket=bucket, history=1, storage=js_api.StorageType.FILE, replicas=self._replicas, ttl=ttl
-            )
+        await ensure_kv(self.js, bucket, self._replicas, max_age=ttl, adjust=True)
+        return await self.js.key_value(bucket)
 
     @property
     def batches(self) -> KeyValue:
@@ -81,7 +81,8 @@ class BatchStore:
     async def _get(self, owner: str, batch_id: str) -> tuple[Batch, int]:
         try:
             entry = await self.batches.get(self.key(owner, batch_id))
-        except (KeyNotFoundError, ValueError):
+        except (KeyNotFoundError, InvalidKeyError, ValueError):
+            # An id that cannot even be a key names no batch either (a 404, not a 500).
             raise BatchNotFoundError(f"No such batch: {batch_id}", param="batch_id") from None
         return Batch.model_validate_json(entry.value or b""), entry.revision or 0
 

@@ -15,9 +15,16 @@ __all__ = ["wire_batches"]
 
 
 def wire_batches(
-    app: web.Application, gateway: Gateway, js: JetStreamContext, files: FileStore, settings: BatchSettings
+    app: web.Application,
+    gateway: Gateway,
+    js: JetStreamContext,
+    files: FileStore,
+    settings: BatchSettings,
+    replicas: int = 1,
 ) -> BatchStore:
-    store = BatchStore(js, replicas=settings.replicas, results_max_age_days=settings.results_max_age_days)
+    store = BatchStore(
+        js, replicas=settings.replicas or replicas, results_max_age_days=settings.results_max_age_days
+    )
 
     async def open_store(app: web.Application) -> None:
         await store.start()

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aqueduct_libs.request_id import HEADER as REQUEST_ID_HEADER
@@ -73,6 +74,13 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except ProxyError as error:
         response = _error_response(error, route in _ANTHROPIC_ROUTES)
+    except HttpProcessingError:
+        # aiohttp's parser read a malformed body part (a multipart part with a bad header, say) only when
+        # the handler asked for it; that is the client's error, not the gateway's.
+        response = _error_response(
+            BadRequestError("The request body is malformed and could not be parsed."),
+            route in _ANTHROPIC_ROUTES,
+        )
     except web.HTTPRequestEntityTooLarge:
         response = _error_response(
             PayloadTooLargeError("The request body is too large."), route in _ANTHROPIC_ROUTES

@@ -18,5 +18,5 @@ class FilesSettings(BaseSettings):
     # Endpoints (slugs, comma-separated) whose upstream reads file parts itself. For every other endpoint
     # the gateway replaces file parts of chat and Responses requests with the files' extracted text.
     native_file_endpoints: str = ""
-    # JetStream replicas of the object store and metadata bucket (3 on a NATS cluster).
-    replicas: int = 1
+    # JetStream replicas of the object store and metadata bucket; unset: AQUEDUCT_NATS_REPLICAS.
+    replicas: int | None = None

@@ -14,12 +14,12 @@ from typing import IO
 
 import nats.errors
 from nats.js import JetStreamContext
-from nats.js import api as js_api
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
+from nats.js.errors import InvalidKeyError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from aqueduct_libs import names
+from aqueduct_libs.bus import ensure_kv, ensure_object_store
 from aqueduct_proxy.files.domain import FileNotFoundInStoreError, QuotaExceededError, StoredFile
 
 __all__ = ["FileStore", "scan_kv"]
@@ -51,22 +51,11 @@ class FileStore:
 
     async def start(self) -> None:
         """Open the object store and metadata bucket, creating them if missing (any start order)."""
-        try:
-            self._objects = await self._js.object_store(names.FILES_OBJECT_STORE)
-        except BucketNotFoundError:
-            self._objects = await self._js.create_object_store(
-                names.FILES_OBJECT_STORE,
-                config=js_api.ObjectStoreConfig(storage=js_api.StorageType.FILE, replicas=self._replicas),
-            )
-        try:
-            self._meta = await self._js.key_value(names.FILES_META_BUCKET)
-        except BucketNotFoundError:
-            self._meta = await self._js.create_key_value(
-                bucket=names.FILES_META_BUCKET,
-                history=1,
-                storage=js_api.StorageType.FILE,
-                replicas=self._replicas,
-            )
+        # The proxy and the batch worker own these: they also bring existing ones to ``replicas``.
+        await ensure_object_store(self._js, names.FILES_OBJECT_STORE, self._replicas, adjust=True)
+        await ensure_kv(self._js, names.FILES_META_BUCKET, self._replicas, adjust=True)
+        self._objects = await self._js.object_store(names.FILES_OBJECT_STORE)
+        self._meta = await self._js.key_value(names.FILES_META_BUCKET)
 
     @property
     def objects(self) -> ObjectStore:
@@ -110,7 +99,8 @@ class FileStore:
     async def get(self, owner: str, file_id: str) -> StoredFile:
         try:
             entry = await self.meta.get(self._key(owner, file_id))
-        except (KeyNotFoundError, nats.errors.BadSubjectError):
+        except (KeyNotFoundError, InvalidKeyError, nats.errors.BadSubjectError):
+            # An id that cannot even be a key (a client's typo, a fuzzer's bytes) names no file either.
             raise FileNotFoundInStoreError(f"No such File object: {file_id}", param="file_id") from None
         return StoredFile.model_validate_json(entry.value or b"")
 

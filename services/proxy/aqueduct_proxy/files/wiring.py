@@ -15,10 +15,17 @@ __all__ = ["wire_files"]
 
 
 def wire_files(
-    app: web.Application, gateway: Gateway, js: JetStreamContext, settings: FilesSettings
+    app: web.Application,
+    gateway: Gateway,
+    js: JetStreamContext,
+    settings: FilesSettings,
+    replicas: int = 1,
 ) -> FileStore:
-    """``/v1/files`` and the inlining of file parts; the store opens when the application starts."""
-    store = FileStore(js, quota_bytes_per_user=settings.quota_bytes_per_user, replicas=settings.replicas)
+    """``/v1/files`` and the inlining of file parts; the store opens when the application starts.
+    ``replicas`` (``AQUEDUCT_NATS_REPLICAS``) unless the files settings name their own."""
+    store = FileStore(
+        js, quota_bytes_per_user=settings.quota_bytes_per_user, replicas=settings.replicas or replicas
+    )
 
     async def open_store(app: web.Application) -> None:
         await store.start()

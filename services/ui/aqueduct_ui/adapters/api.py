@@ -20,11 +20,12 @@ __all__ = ["ApiError", "AuthApi", "ServiceApi", "UserApi", "create_http_client",
 class ApiError(Exception):
     """A management API said no (problem document ``{"detail", "code"}``) or could not be reached."""
 
-    def __init__(self, status: int, detail: str, code: str = "") -> None:
+    def __init__(self, status: int, detail: str, code: str = "", field: str | None = None) -> None:
         super().__init__(f"{status}: {detail}")
         self.status = status
         self.detail = detail
         self.code = code
+        self.field = field  # the field a 422 names (``slug``, ``limits.requests_per_minute``)
 
 
 API_CALLS = Counter(
@@ -52,7 +53,7 @@ def create_http_client(timeout: float) -> httpx.AsyncClient:
 
 
 def _problem(response: httpx.Response) -> ApiError:
-    detail, code = response.reason_phrase or "error", ""
+    detail, code, field = response.reason_phrase or "error", "", None
     try:
         body = response.json()
     except ValueError:
@@ -66,7 +67,8 @@ def _problem(response: httpx.Response) -> ApiError:
         elif isinstance(raw, dict):
             raw = raw.get("message", str(raw))
         detail, code = str(raw), str(body.get("code", ""))
-    return ApiError(response.status_code, detail, code)
+        field = str(body["field"]) if body.get("field") else None
+    return ApiError(response.status_code, detail, code, field)
 
 
 @dataclass(frozen=True)

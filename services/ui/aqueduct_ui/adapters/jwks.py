@@ -44,10 +44,10 @@ class KeyRing:
     def ready(self) -> bool:
         return self.verifier.ready
 
-    async def start(self, nats_url: str) -> None:
+    async def start(self, nats_url: str, replicas: int = 1) -> None:
         self._nc = await connect(nats_url, "aqueduct-ui")
         js = self._nc.jetstream()
-        await ensure_topology(js)
+        await ensure_topology(js, replicas)
         self._watcher = KVWatcher(js, names.AUTH_KEYS_BUCKET, self._on_put, self._on_delete)
         self._watcher.start()
         self._revoked = watch_revoked_sessions(js, self.verifier)

@@ -139,7 +139,7 @@ async def load_audit_page(
         try:
             state = await api.directory.get("/api/audit/at", time=at.isoformat(), aggregate_id=state_id)
         except ApiError as exc:
-            if exc.status not in (400, 404):
+            if exc.status not in (400, 404, 422):
                 raise
             state_error = exc.detail
     return AuditPage(

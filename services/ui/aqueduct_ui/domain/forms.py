@@ -38,15 +38,20 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class FormError(ValueError):
-    """A form field does not hold what it should; the message is shown next to the form."""
+    """A form field does not hold what it should; the message is shown next to ``field`` (an input's
+    name) when it is known, else above the form."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
-def require_text(value: str | None, label: str, max_length: int = 200) -> str:
+def require_text(value: str | None, label: str, max_length: int = 200, field: str | None = None) -> str:
     text = (value or "").strip()
     if not text:
-        raise FormError(f"{label} is required.")
+        raise FormError(f"{label} is required.", field)
     if len(text) > max_length:
-        raise FormError(f"{label} is longer than {max_length} characters.")
+        raise FormError(f"{label} is longer than {max_length} characters.", field)
     return text
 
 
@@ -76,20 +81,21 @@ def parse_moment(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _whole(text: str, label: str) -> int:
+def _whole(text: str, label: str, field: str | None = None) -> int:
+    # Only the shape is checked here; the bounds (at least 1, at most a trillion) are the directory's.
     digits = text.replace(",", "").replace("_", "")
-    if not digits.isdigit():
-        raise FormError(f"{label} must be a whole number of zero or more.")
+    if not digits.isdigit() or len(digits) > 30:
+        raise FormError(f"{label} must be a whole number.", field)
     return int(digits)
 
 
-def _amount(text: str, label: str) -> Decimal:
+def _amount(text: str, label: str, field: str | None = None) -> Decimal:
     try:
         amount = Decimal(text.strip().lstrip("$").replace(",", ""))
     except InvalidOperation as exc:
-        raise FormError(f"{label} must be an amount such as 25 or 12.50.") from exc
+        raise FormError(f"{label} must be an amount such as 25 or 12.50.", field) from exc
     if not amount.is_finite() or amount < 0:
-        raise FormError(f"{label} must be zero or more.")
+        raise FormError(f"{label} must be zero or more.", field)
     return amount
 
 
@@ -98,7 +104,7 @@ def parse_limits(form: Mapping[str, str]) -> dict[str, int | None]:
     limits: dict[str, int | None] = {}
     for key, label in LIMIT_FIELDS:
         text = (form.get(key) or "").strip()
-        limits[key] = _whole(text, label) if text else None
+        limits[key] = _whole(text, label, key) if text else None
     return limits
 
 
@@ -116,7 +122,7 @@ def parse_model_limits(form: Mapping[str, str]) -> dict[str, dict[str, int]]:
             raise FormError(f"Unknown per-model limit field {name!r}.")
         text = (value or "").strip()
         if text:
-            result.setdefault(model, {})[key] = _whole(text, f"{labels[key]} of {model}")
+            result.setdefault(model, {})[key] = _whole(text, f"{labels[key]} of {model}", name)
     return dict(sorted(result.items()))
 
 
@@ -128,22 +134,22 @@ def parse_budgets(form: Mapping[str, str]) -> dict[str, str | int | None]:
         if not text:
             budgets[key] = None
         elif key.endswith("_tokens"):
-            budgets[key] = _whole(text, label)
+            budgets[key] = _whole(text, label, key)
         else:
-            budgets[key] = str(_amount(text, label))
+            budgets[key] = str(_amount(text, label, key))
     return budgets
 
 
-def parse_price(value: str | None, label: str) -> str | None:
+def parse_price(value: str | None, label: str, field: str | None = None) -> str | None:
     """Dollars per million tokens; blank is None (the caller decides what blank means)."""
     text = (value or "").strip()
-    return str(_amount(text, label)) if text else None
+    return str(_amount(text, label, field)) if text else None
 
 
-def parse_url(value: str | None, label: str = "URL") -> str:
-    url = require_text(value, label, 500)
+def parse_url(value: str | None, label: str = "URL", field: str = "url") -> str:
+    url = require_text(value, label, 2000, field)
     if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
-        raise FormError(f"{label} must start with http:// or https://.")
+        raise FormError(f"{label} must start with http:// or https://.", field)
     return url
 
 
@@ -157,6 +163,7 @@ def parse_api_key_env(value: str | None) -> str:
         text = text[2:-1].strip()
     if text and not _ENV_NAME.fullmatch(text):
         raise FormError(
-            "API key environment variable must be a variable name such as OPENAI_API_KEY, not the key."
+            "API key environment variable must be a variable name such as OPENAI_API_KEY, not the key.",
+            "api_key_env",
         )
     return text

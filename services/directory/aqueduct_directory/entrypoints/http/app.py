@@ -23,13 +23,20 @@ __all__ = ["create_http_app"]
 log = logging.getLogger(__name__)
 
 
-def _problem(status: int, detail: Any, code: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=dict(headers or {}))
+def _problem(
+    status: int,
+    detail: Any,
+    code: str,
+    headers: Mapping[str, str] | None = None,
+    field: str | None = None,
+) -> JSONResponse:
+    body = {"detail": detail, "code": code} | ({"field": field} if field else {})
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 
 async def _on_directory_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DirectoryError)
-    return _problem(exc.status, exc.detail, exc.code)
+    return _problem(exc.status, exc.detail, exc.code, field=getattr(exc, "field", None))
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -39,8 +46,12 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """A body or parameter of the wrong shape: 422 naming the field, in words (``limits: ...``)."""
     assert isinstance(exc, RequestValidationError)
-    return _problem(400, str(exc.errors()), "invalid_input")
+    errors = exc.errors()
+    fields = [".".join(str(part) for part in e.get("loc", ())[1:]) or "body" for e in errors]
+    detail = "; ".join(f"{field}: {e.get('msg', 'invalid')}" for field, e in zip(fields, errors, strict=True))
+    return _problem(422, detail or "invalid request", "invalid_input", field=fields[0] if fields else None)
 
 
 async def _on_concurrent_write(request: Request, exc: Exception) -> JSONResponse:

@@ -50,6 +50,9 @@ class Flash:
     message: str
     secret: str | None = None
     secret_label: str | None = None
+    # A refused form: {"action", "values", "field", "message"}, so the page shows the message next to
+    # the field and keeps what the user typed (see ``refused_form``).
+    form: dict[str, Any] | None = None
 
     def to_json(self) -> bytes:
         return json.dumps(self.__dict__).encode()
@@ -57,7 +60,14 @@ class Flash:
     @classmethod
     def from_json(cls, data: bytes) -> Flash:
         raw: dict[str, Any] = json.loads(data)
-        return cls(str(raw["level"]), str(raw["message"]), raw.get("secret"), raw.get("secret_label"))
+        form = raw.get("form")
+        return cls(
+            str(raw["level"]),
+            str(raw["message"]),
+            raw.get("secret"),
+            raw.get("secret_label"),
+            form if isinstance(form, dict) else None,
+        )
 
 
 class CookieKit:

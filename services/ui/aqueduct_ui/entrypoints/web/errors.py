@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from urllib.parse import quote
 
 from fastapi import FastAPI
@@ -10,7 +11,7 @@ from starlette.responses import Response
 
 from aqueduct_ui.adapters.api import ApiError
 from aqueduct_ui.domain.forms import FormError
-from aqueduct_ui.entrypoints.web.cookies import Flash
+from aqueduct_ui.entrypoints.web.cookies import CSRF_FIELD, Flash
 from aqueduct_ui.entrypoints.web.deps import CsrfError, SignInRequired
 from aqueduct_ui.entrypoints.web.render import back_url, redirect, render
 
@@ -21,6 +22,7 @@ _TITLES = {
     403: "Not allowed",
     404: "Not found",
     409: "Refused",
+    422: "Not accepted",
     503: "Service unavailable",
 }
 
@@ -41,8 +43,31 @@ async def _on_csrf(request: Request, exc: Exception) -> Response:
     return redirect(request, back_url(request), flash)
 
 
+# The flash travels in a cookie (4 KB at most, sealed): beyond this the typed values are not kept.
+_MAX_KEPT_BYTES = 2000
+
+
+async def refused_form(request: Request, message: str, field: str | None) -> Flash:
+    """An error flash that carries the refused form back: what the user typed (never a password or the
+    CSRF token) and the field the message belongs to, for the page to show them in place."""
+    try:
+        form = await request.form()  # parsed once already by the route; Starlette keeps it
+        pairs = list(form.multi_items())
+    except Exception:
+        pairs = []
+    values: dict[str, list[str]] = {}
+    for name, value in pairs:
+        if isinstance(value, str) and name != CSRF_FIELD and "password" not in name:
+            values.setdefault(name, []).append(value[:500])
+    if len(json.dumps(values)) > _MAX_KEPT_BYTES:
+        values = {}
+    state = {"action": request.url.path, "values": values, "field": field, "message": message}
+    return Flash("error", message, form=state)
+
+
 async def _on_form_error(request: Request, exc: Exception) -> Response:
-    return redirect(request, back_url(request), Flash("error", str(exc)))
+    assert isinstance(exc, FormError)
+    return redirect(request, back_url(request), await refused_form(request, str(exc), exc.field))
 
 
 async def _on_api_error(request: Request, exc: Exception) -> Response:
@@ -54,8 +79,9 @@ async def _on_api_error(request: Request, exc: Exception) -> Response:
         request.app.state.ctx.cookies.clear_access(response)
         return response
     if request.method != "GET":
-        # A refused action returns to the form with the API's reason (e.g. "owns a service account").
-        return redirect(request, back_url(request), Flash("error", exc.detail))
+        # A refused action returns to the form with the API's reason (e.g. "owns a service account"),
+        # next to the field it names, with what the user typed.
+        return redirect(request, back_url(request), await refused_form(request, exc.detail, exc.field))
     status = exc.status if exc.status in _TITLES else 502
     return render(
         request,

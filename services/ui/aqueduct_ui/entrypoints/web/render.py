@@ -12,7 +12,7 @@ from starlette.responses import RedirectResponse, Response
 
 from aqueduct_ui.entrypoints.web.cookies import CSRF_FIELD, Flash
 
-__all__ = ["back_url", "create_templates", "redirect", "render", "safe_next"]
+__all__ = ["back_url", "create_templates", "http_href", "redirect", "render", "safe_next"]
 
 _PACKAGE = Path(__file__).resolve().parents[2]
 
@@ -60,7 +60,15 @@ def create_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(_PACKAGE / "templates"), context_processors=[_page_context])
     templates.env.trim_blocks = True
     templates.env.lstrip_blocks = True
+    templates.env.filters["http_href"] = http_href
     return templates
+
+
+def http_href(url: object) -> str:
+    """A link target only when it is http(s): the directory refuses other schemes now, but a value stored
+    before it did (``javascript:...``) must not become a link."""
+    text = str(url or "").strip()
+    return text if text.lower().startswith(("http://", "https://")) else "#"
 
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:

@@ -78,7 +78,7 @@ async def admin_page(request: Request, viewer: AdminViewer, api: Api) -> Respons
 async def create_org(
     request: Request, api: Api, name: Annotated[str, Form()] = "", sso_group: Annotated[str, Form()] = ""
 ) -> Response:
-    body = {"name": require_text(name, "Name", 100), "sso_group": sso_group.strip() or None}
+    body = {"name": require_text(name, "Name", 100, "name"), "sso_group": sso_group.strip() or None}
     org = await api.directory.post("/api/orgs", body)
     return _done(request, "orgs", f"Organisation “{org.get('name', name)}” created.")
 
@@ -108,7 +108,7 @@ async def create_user(
     org_admin: Annotated[str, Form()] = "",
 ) -> Response:
     body = {
-        "email": require_text(email, "Email", 200),
+        "email": require_text(email, "Email", 200, "email"),
         "name": name.strip(),
         "org_id": org_id,
         "org_admin": org_admin == "on",
@@ -128,8 +128,8 @@ async def create_endpoint(
     responses: Annotated[str, Form()] = "",
 ) -> Response:
     body = {
-        "slug": require_text(slug, "Slug", 64),
-        "url": require_text(url, "URL", 500),
+        "slug": require_text(slug, "Slug", 64, "slug"),
+        "url": require_text(url, "URL", 500, "url"),
         "provider": provider,
         "api_key_env": api_key_env.strip() or None,
         "responses": responses == "on",
@@ -179,8 +179,8 @@ async def create_model(
     aliases: Annotated[str, Form()] = "",
 ) -> Response:
     body = {
-        "name": require_text(name, "Model name", 200),
-        "endpoint": require_text(endpoint, "Endpoint", 64),
+        "name": require_text(name, "Model name", 200, "name"),
+        "endpoint": require_text(endpoint, "Endpoint", 64, "endpoint"),
         "upstream_model": upstream_model.strip() or None,
         "input_price_per_million": input_price_per_million.strip() or None,
         "output_price_per_million": output_price_per_million.strip() or None,
@@ -198,8 +198,8 @@ async def update_model(request: Request, api: Api, name: str) -> Response:
     if name in fallbacks:
         raise FormError("A model cannot be its own fallback.")
     body: dict[str, object] = {
-        "endpoint": require_text(fields.get("endpoint"), "Endpoint", 64),
-        "upstream_model": require_text(fields.get("upstream_model"), "Upstream model", 200),
+        "endpoint": require_text(fields.get("endpoint"), "Endpoint", 64, "endpoint"),
+        "upstream_model": require_text(fields.get("upstream_model"), "Upstream model", 200, "upstream_model"),
         "fallbacks": fallbacks,
     }
     # The form shows the current prices: a field left blank removes that price (cost unknown), 0 makes
@@ -209,7 +209,7 @@ async def update_model(request: Request, api: Api, name: str) -> Response:
         ("output_price_per_million", "Output $ per 1M tokens"),
         *TOKEN_PRICE_FIELDS,
     ):
-        body[key] = parse_price(fields.get(key), label)
+        body[key] = parse_price(fields.get(key), label, key)
     body["aliases"] = _aliases(fields.get("aliases", ""))
     await api.directory.patch(f"/api/models/{q(name)}", body)
     return _done(request, "models", f"Model “{name}” saved.")
@@ -230,7 +230,10 @@ async def delete_model(request: Request, api: Api, name: str) -> Response:
 async def publish_terms(
     request: Request, api: Api, version: Annotated[str, Form()] = "", url: Annotated[str, Form()] = ""
 ) -> Response:
-    body = {"version": require_text(version, "Version", 50), "url": require_text(url, "URL", 500)}
+    body = {
+        "version": require_text(version, "Version", 50, "version"),
+        "url": require_text(url, "URL", 500, "url"),
+    }
     await api.directory.post("/api/terms", body)
     return _done(request, "terms", f"Terms of service {body['version']} published.")
 
@@ -239,8 +242,8 @@ async def publish_terms(
 async def register_mcp_server(request: Request, api: Api) -> Response:
     form = await request.form()
     body = {
-        "name": require_text(str(form.get("name") or ""), "Name", 100),
-        "url": require_text(str(form.get("url") or ""), "URL", 500),
+        "name": require_text(str(form.get("name") or ""), "Name", 100, "name"),
+        "url": require_text(str(form.get("url") or ""), "URL", 500, "url"),
         "allowed_team_ids": [v for v in form.getlist("allowed_team_ids") if isinstance(v, str) and v],
     }
     await api.directory.post("/api/mcp-servers", body)

@@ -48,7 +48,11 @@ async def create_team(
 ) -> Response:
     team = await api.directory.post(
         "/api/teams",
-        {"org_id": org_id, "name": require_text(name, "Team name", 100), "description": description.strip()},
+        {
+            "org_id": org_id,
+            "name": require_text(name, "Team name", 100, "name"),
+            "description": description.strip(),
+        },
     )
     return redirect(
         request, f"/teams/{team['id']}", Flash("success", f"Team “{team.get('name', name)}” created.")
@@ -88,7 +92,7 @@ async def team_page(
 async def update_team(request: Request, api: Api, team_id: str) -> Response:
     form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
     body = {
-        "name": require_text(form.get("name"), "Team name", 100),
+        "name": require_text(form.get("name"), "Team name", 100, "name"),
         "description": (form.get("description") or "").strip(),
         "limits": parse_limits(form),
     }
@@ -137,8 +141,8 @@ async def create_service_account(
     answer = await api.directory.post(
         f"/api/teams/{q(team_id)}/service-accounts",
         {
-            "name": require_text(name, "Name", 100),
-            "description": require_text(description, "Description", 500),
+            "name": require_text(name, "Name", 100, "name"),
+            "description": require_text(description, "Description", 500, "description"),
         },
     )
     account = answer.get("service_account", {})
@@ -158,7 +162,7 @@ async def edit_service_account(
     name: Annotated[str, Form()] = "",
     description: Annotated[str, Form()] = "",
 ) -> Response:
-    body = {"name": require_text(name, "Name", 100), "description": description.strip()}
+    body = {"name": require_text(name, "Name", 100, "name"), "description": description.strip()}
     await api.directory.patch(f"/api/service-accounts/{q(sa_id)}", body)
     return redirect(request, f"/teams/{team_id}", Flash("success", "Service account saved."))
 

@@ -39,7 +39,7 @@ async def create_token(
     management: Annotated[str, Form()] = "",
 ) -> Response:
     token, value = await use_cases.create_token(
-        api, require_text(name, "Name", 100), parse_expiry(expires_on), management == "on"
+        api, require_text(name, "Name", 100, "name"), parse_expiry(expires_on), management == "on"
     )
     flash = Flash(
         "success", f"Token “{token.get('name', name)}” created. {_STORE_IT}", value, token.get("name")
@@ -97,5 +97,5 @@ async def delete_token(request: Request, api: Api, token_id: str) -> Response:
 
 @router.post("/terms/accept")
 async def accept_terms(request: Request, api: Api, version: Annotated[str, Form()] = "") -> Response:
-    await use_cases.accept_terms(api, require_text(version, "Version", 50))
+    await use_cases.accept_terms(api, require_text(version, "Version", 50, "version"))
     return redirect(request, "/", Flash("success", f"Thank you: terms of service {version} accepted."))
