@@ -71,7 +71,17 @@ async def test_export_carries_names_next_to_ids(
     await _event(js, "UserProfileUpdated", "User", "u-bob", name="Bob Builder", email="bob@uni.example")
     await _event(js, "UserBudgetsSet", "User", "u-bob", budgets={})  # no name: does not blank it
     await _event(js, "TeamCreated", "Team", "t-phys", name="Physics", org_id="o-1", description="", limits={})
-    await _event(js, "TokenIssued", "Token", "k-1", name="laptop", user_id="u-ada", team_id=None)
+    await _event(
+        js,
+        "TokenIssued",
+        "Token",
+        "k-1",
+        name="laptop",
+        token_hash="h" * 64,
+        preview="aq-abc...wxyz",
+        user_id="u-ada",
+        org_id="o-1",
+    )
     await _event(js, "OrgCreated", "Org", "o-1", name="University")
     events = [
         usage_event(
