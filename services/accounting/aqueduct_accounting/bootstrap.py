@@ -294,6 +294,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
             ready=lambda: bool(ready_check) and ready_check[0].ready(),
             registry=metrics.registry,
             api_tokens=api_tokens,
+            budgets=budgets,
             not_ready_reasons=lambda: ready_check[0].not_ready_reasons() if ready_check else ["starting"],
             dead_letters=dead_letter_admin,
         )

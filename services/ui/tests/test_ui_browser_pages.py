@@ -88,7 +88,8 @@ async def test_usage_of_a_browser_token_appears_on_the_usage_page(
     csv = await page.request.get(href)
     assert csv.ok and csv.headers["content-type"].startswith("text/csv")
     lines = (await csv.text()).strip().splitlines()
-    assert lines[0].startswith("token,requests") and len(lines) >= 2
+    assert lines[0].startswith("token,token_name,requests") and len(lines) >= 2
+    assert any(",usage probe," in line for line in lines[1:])  # named next to its id
     await context.close()
 
 

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse
 from aqueduct_accounting.adapters.quota_kv import QuotaBucket
 from aqueduct_accounting.adapters.spend_counters import CounterFloor, SpendCounters, SpendCountersDown
+from aqueduct_accounting.domain.budget_status import BudgetLine, budget_lines
 from aqueduct_accounting.domain.budgets import Periods, Spend, decide, quota_key
 from aqueduct_accounting.domain.usage import clickhouse_time
 from aqueduct_libs import names
@@ -125,7 +126,10 @@ class BudgetEnforcer:
 
     # -- reconciliation --------------------------------------------------------------------------------
 
-    async def _spend_in_clickhouse(self, periods: Periods) -> dict[str, Spend]:
+    async def _spend_in_clickhouse(
+        self, periods: Periods, rules: list[BudgetRule] | None = None
+    ) -> dict[str, Spend]:
+        rules = list(self._budgets.values()) if rules is None else rules
         parts: list[str] = []
         params: dict[str, object] = {
             "day": clickhouse_time(periods.day_start),
@@ -133,7 +137,7 @@ class BudgetEnforcer:
             "month_end": clickhouse_time(periods.month_end),
         }
         for scope, column in _COLUMN.items():
-            ids = [b.scope_id for b in self._budgets.values() if b.scope == scope]
+            ids = [b.scope_id for b in rules if b.scope == scope]
             if ids:
                 parts.append(_SPEND_PART.format(scope=scope, column=column))
                 params[f"{scope}_ids"] = ids
@@ -188,6 +192,30 @@ class BudgetEnforcer:
             # as it answers again.
             self._stale = True
             return False
+
+    # -- state, for people ---------------------------------------------------------------------------
+
+    async def status(self, scopes: list[tuple[str, str]]) -> list[BudgetLine]:
+        """Spent, remaining and reset time of every budget the given (scope, id) pairs have. From the
+        running totals; straight from ClickHouse while they are not loaded yet (a budget just set)."""
+        rules = [
+            self._budgets[key]
+            for key in dict.fromkeys(quota_key(s, i) for s, i in scopes)
+            if key in self._budgets
+        ]
+        if not rules:
+            return []
+        periods = Periods.containing(self._clock())
+        if self._stale or periods != self._periods:
+            totals = await self._spend_in_clickhouse(periods, rules)
+        else:
+            totals = self._totals
+        lines: list[BudgetLine] = []
+        for rule in rules:
+            lines.extend(
+                budget_lines(rule, totals.get(quota_key(rule.scope, rule.scope_id), Spend()), periods)
+            )
+        return lines
 
     # -- decisions -------------------------------------------------------------------------------------
 

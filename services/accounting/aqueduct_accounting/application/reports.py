@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from aqueduct_accounting.adapters.analyst_sql import AnalystQueries
 from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, QueryResult
+from aqueduct_accounting.application.names import latest_names
 from aqueduct_accounting.domain.pricing import nanos_to_usd
 from aqueduct_accounting.domain.readonly_sql import check_read_only
 from aqueduct_accounting.domain.scope import UsageFilter, Viewer, scope_predicate
@@ -42,6 +43,12 @@ _SOURCES = {
     "hour": ("usage_by_hour", "bucket", "requests"),
     "minute": ("usage_by_minute", "bucket", "requests"),
     "raw": ("usage_events", "occurred_at", "toUInt64(1)"),
+}
+_NAME_COLUMNS = {
+    "user": ("user_name", "user_email"),
+    "team": ("team_name",),
+    "token": ("token_name",),
+    "org": ("org_name",),
 }
 METRIC_NAMES = (
     "requests",
@@ -153,6 +160,11 @@ class Reports:
     ) -> dict[str, Any]:
         if group_by:
             groups = await self._grouped(viewer, wanted, window, group_by)
+            # Each group's name (and a user's e-mail), so screens need not fetch every user to label them.
+            named = await latest_names(self._ch, group_by, [str(g["key"]) for g in groups])
+            for g in groups:
+                if str(g["key"]) in named:
+                    g["name"], g["email"] = named[str(g["key"])]
             totals = {name: sum(g[name] for g in groups) for name in METRIC_NAMES}
             totals["cost_usd"] = nanos_to_usd(totals["cost_nanos"])
         else:
@@ -196,13 +208,18 @@ class Reports:
         group_by: str | None,
         bucket: str | None,
     ) -> str:
-        rows = await self._grouped(viewer, wanted, window, group_by or "model", bucket=bucket)
-        header = [*(["bucket"] if bucket else []), group_by or "model", *METRIC_NAMES, "cost_usd"]
+        group = group_by or "model"
+        rows = await self._grouped(viewer, wanted, window, group, bucket=bucket)
+        # Next to each id, the name people know it by (users also their e-mail), as the directory last said.
+        named = await latest_names(self._ch, group, [str(r["key"]) for r in rows])
+        name_columns = _NAME_COLUMNS.get(group, ())
+        header = [*(["bucket"] if bucket else []), group, *name_columns, *METRIC_NAMES, "cost_usd"]
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(header)
         for row in rows:
             values = [*([row["bucket"]] if bucket else []), row["key"]]
+            values += list(named.get(str(row["key"]), ("", "")))[: len(name_columns)]
             values += [row[name] for name in METRIC_NAMES] + [f"{row['cost_usd']:.9f}"]
             writer.writerow(values)
         return out.getvalue()

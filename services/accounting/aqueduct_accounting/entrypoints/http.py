@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
@@ -23,8 +23,9 @@ from aqueduct_accounting.adapters.api_tokens import (
 from aqueduct_accounting.adapters.clickhouse import ClickHouseError
 from aqueduct_accounting.application.dead_letters import DeadLetterAdmin
 from aqueduct_accounting.application.reports import BadReportRequestError, Reports, ReportWindow
+from aqueduct_accounting.domain.budget_status import BudgetLine
 from aqueduct_accounting.domain.readonly_sql import ReadOnlySqlError
-from aqueduct_accounting.domain.scope import ForbiddenError, UsageFilter, Viewer
+from aqueduct_accounting.domain.scope import ForbiddenError, UsageFilter, Viewer, scope_predicate
 from aqueduct_accounting.entrypoints.http_dead_letters import add_dead_letter_routes
 from aqueduct_libs.ops import add_operational_routes
 from aqueduct_libs.sessions import InvalidSessionError, SessionVerifier
@@ -45,9 +46,16 @@ class HttpDeps:
     # so a graceful flush must happen in the lifespan).
     on_start: Callable[[], Awaitable[None]] | None = None
     on_stop: Callable[[], Awaitable[None]] | None = None
+    # Spent / remaining / resets-at of budgets; None: the route answers 503.
+    budgets: BudgetStatus | None = None
+
     # Why the service is not ready (ingest stuck, far behind, ...), for /readyz.
     not_ready_reasons: Callable[[], list[str]] | None = None
     dead_letters: DeadLetterAdmin | None = None
+
+
+class BudgetStatus(Protocol):
+    async def status(self, scopes: list[tuple[str, str]]) -> list[BudgetLine]: ...
 
 
 class NotAuthenticatedError(Exception):
@@ -228,6 +236,35 @@ def create_app(deps: HttpDeps) -> FastAPI:
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="usage.csv"'},
         )
+
+    @app.get("/api/budgets/status", response_model=None)
+    async def budget_status(
+        viewer: CurrentViewer,
+        scope: Annotated[
+            Literal["user", "team", "org"] | None,
+            Query(description="user, team or org; default: every budget that applies to the viewer"),
+        ] = None,
+        id: Annotated[str | None, Query(description="the user's, team's or org's id", min_length=1)] = None,
+    ) -> dict[str, Any] | JSONResponse:
+        """Spent, remaining and "resets at" per budget (daily and monthly, dollars and tokens). Without
+        ``scope``: the viewer's own, their teams' and their org's budgets. With it: that one, when the
+        viewer may read its usage (the reports API's rule)."""
+        if deps.budgets is None:
+            return _problem(503, "budgets are not tracked by this accounting service", "unavailable")
+        if scope is None:
+            if id is not None:
+                raise BadReportRequestError("id needs a scope (user, team or org)")
+            scopes = [("user", viewer.user_id)]
+            scopes += [("team", t) for t in sorted(set(viewer.teams) | set(viewer.team_admin))]
+            if viewer.org_id:
+                scopes.append(("org", viewer.org_id))
+        else:
+            if id is None:
+                raise BadReportRequestError("scope needs an id")
+            scope_predicate(viewer, UsageFilter(**{f"{scope}_id": id}))  # refuses what is out of reach
+            scopes = [(scope, id)]
+        lines = await deps.budgets.status(scopes)
+        return {"budgets": [line.as_json() for line in lines]}
 
     add_dead_letter_routes(app, CurrentViewer)
     return app

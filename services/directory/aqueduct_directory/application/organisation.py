@@ -7,6 +7,7 @@ from typing import Any
 from eventsourcing.domain import Aggregate
 
 from aqueduct_directory.application.base import DirectoryCore
+from aqueduct_directory.application.lazy_views import LazyViews
 from aqueduct_directory.application.views import org_view, team_view, user_view
 from aqueduct_directory.domain.errors import (
     ConflictError,
@@ -204,7 +205,9 @@ class OrganisationUseCases(DirectoryCore):
     def list_teams(self, p: Principal, org_id: str | None = None) -> list[dict[str, Any]]:
         if not p.admin:
             org_id = p.org_id
-        return [team_view(t, self.state) for t in self.state.live_teams(org_id)]
+        return LazyViews(  # type: ignore[return-value]
+            self.state.live_teams(org_id), _team_brief, lambda t: team_view(t, self.state)
+        )
 
     def add_member(
         self, p: Principal, team_id: str, user_id: str, team_admin: bool = False
@@ -365,7 +368,7 @@ class OrganisationUseCases(DirectoryCore):
             org_id = p.org_id
             include_deactivated = include_deactivated and p.org_admin
         users = self.state.all_users(org_id) if include_deactivated else self.state.live_users(org_id)
-        return [user_view(u, self.state) for u in users]
+        return LazyViews(users, _user_brief, lambda u: user_view(u, self.state))  # type: ignore[return-value]
 
     def me(self, p: Principal) -> dict[str, Any]:
         view = user_view(self.find(self.state.users, p.user_id, "user"), self.state)
@@ -470,3 +473,18 @@ class OrganisationUseCases(DirectoryCore):
         org = Org(self.default_org, None, {}, {}, actor="system")
         self.commit(org)
         return self.state.orgs[str(org.id)]
+
+
+def _user_brief(user: Any) -> dict[str, Any]:
+    """The fields the users list searches and sorts by, without building the whole view."""
+    return {
+        "id": str(user.id),
+        "email": user.email,
+        "name": user.name,
+        "org_id": user.org_id,
+        "created_at": user.created_on.isoformat() if user.created_on else None,
+    }
+
+
+def _team_brief(team: Any) -> dict[str, Any]:
+    return {"id": str(team.id), "name": team.name, "description": team.description, "org_id": team.org_id}

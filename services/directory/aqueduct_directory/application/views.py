@@ -49,6 +49,12 @@ def _person(state: DirectoryState | None, user_id: str | None) -> dict[str, Any]
     return {"name": user.name, "email": user.email, "active": not user.deleted}
 
 
+def _roles(state: DirectoryState | None, user_id: str) -> dict[str, Any]:
+    """A member's org-wide roles, for the role tag their team shows (User, Team-Admin, Org-Admin, Admin)."""
+    user = state.users.get(user_id) if state is not None else None
+    return {} if user is None else {"org_admin": bool(user.org_admin), "admin": bool(user.admin)}
+
+
 def team_view(team: Team, state: DirectoryState | None = None) -> dict[str, Any]:
     return {
         "id": str(team.id),
@@ -65,6 +71,7 @@ def team_view(team: Team, state: DirectoryState | None = None) -> dict[str, Any]
                 "team_admin": m["team_admin"],
                 "joined_at": m["joined_at"],
                 **_person(state, uid),
+                **_roles(state, uid),
             }
             for uid, m in team.members.items()
         ],

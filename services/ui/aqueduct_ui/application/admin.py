@@ -17,13 +17,19 @@ __all__ = ["AdminPage", "AuditPage", "load_admin_page", "load_audit_page"]
 @dataclass(frozen=True)
 class AdminPage:
     orgs: list[dict[str, Any]]
-    users: list[dict[str, Any]]
+    users: list[dict[str, Any]]  # the newest ADMIN_USERS_SHOWN; every user is on the paged Users page
     endpoints: list[dict[str, Any]]
     models: list[dict[str, Any]]
     teams: list[dict[str, Any]]
     terms: dict[str, Any] | None
     mcp_servers: list[dict[str, Any]]
     org_names: dict[str, str]
+    users_total: int = 0
+
+
+# At the size of a university the Admin page shows the newest users only and links to the Users page
+# (search, sort, pages) for the rest.
+ADMIN_USERS_SHOWN = 20
 
 
 async def _optional(api: UserApi, path: str, key: str) -> list[dict[str, Any]]:
@@ -49,18 +55,20 @@ async def load_admin_page(api: UserApi) -> AdminPage:
     orgs_answer, terms, users_answer, teams_answer, endpoints, models, mcp_servers = await asyncio.gather(
         api.directory.get("/api/orgs"),
         _terms(api),
-        api.directory.get("/api/users"),
+        api.directory.get_page("/api/users", sort="created_at", order="desc", limit=ADMIN_USERS_SHOWN),
         api.directory.get("/api/teams"),
         api.directory.get("/api/endpoints"),
         api.directory.get("/api/models", all="true"),
         _optional(api, "/api/mcp-servers", "mcp_servers"),
     )
     orgs = items(orgs_answer, "orgs")
-    users = [u for u in items(users_answer, "users") if not u.get("deleted")]
+    users_page, users_total = users_answer
+    users = [u for u in users_page if not u.get("deleted")]
     teams = [t for t in items(teams_answer, "teams") if not t.get("deleted")]
     return AdminPage(
         orgs=orgs,
-        users=sorted(users, key=lambda u: (u.get("name") or u.get("email") or "").lower()),
+        users=users,
+        users_total=users_total,
         endpoints=sorted(items(endpoints, "endpoints"), key=lambda e: e["slug"]),
         models=sorted(items(models, "models"), key=lambda m: m["name"]),
         teams=sorted(teams, key=lambda t: t.get("name", "").lower()),

@@ -7,7 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from aqueduct_ui.adapters.api import UserApi, items
+from aqueduct_ui.adapters.api import ApiError, UserApi, items
+from aqueduct_ui.application.budgets import BudgetLine, load_budget_state
 from aqueduct_ui.domain.viewer import Viewer
 
 __all__ = ["EndpointCard", "ModelRow", "ModelsPage", "load_models_page", "sdk_snippet"]
@@ -37,6 +38,8 @@ class ModelsPage:
     base_url: str
     endpoints: list[EndpointCard]
     example_model: str | None
+    blocked_by: str | None = None  # why no model can be used right now (budget used up, terms)
+    team_budgets_used_up: tuple[BudgetLine, ...] = ()  # refuse the team's service-account tokens
 
     @property
     def snippet(self) -> str:
@@ -70,11 +73,34 @@ def _price(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
 
 
+async def _me(api: UserApi) -> dict[str, Any]:
+    try:
+        me = await api.directory.get("/api/me")
+    except ApiError:
+        return {}
+    return me if isinstance(me, dict) else {}
+
+
+def _blocked_by(me: dict[str, Any], used_up: list[BudgetLine]) -> str | None:
+    """Why the viewer's own tokens are refused whatever the model: their or their org's budget is used
+    up, or the current terms of service are not accepted. (A used-up team budget refuses only that
+    team's service-account tokens.)"""
+    personal = [line for line in used_up if line.scope in ("user", "org")]
+    if personal:
+        return personal[0].reason
+    if me.get("tos_accepted") is False:
+        return "terms of service not accepted (accept them on the Tokens page)"
+    return None
+
+
 async def load_models_page(api: UserApi, viewer: Viewer, proxy_url: str) -> ModelsPage:
-    endpoints_answer, models_answer = await asyncio.gather(
+    endpoints_answer, models_answer, budgets, me = await asyncio.gather(
         api.directory.get("/api/endpoints"),
         api.directory.get("/api/models", all="true"),
+        load_budget_state(api, viewer),
+        _me(api),
     )
+    blocked_by = _blocked_by(me, budgets.used_up)
     endpoints = items(endpoints_answer, "endpoints")
     models = items(models_answer, "models")
     proxy = proxy_url.rstrip("/")
@@ -90,7 +116,7 @@ async def load_models_page(api: UserApi, viewer: Viewer, proxy_url: str) -> Mode
             key=lambda m: m["name"],
         ):
             # The directory says why (org, team or account), by the same rule as the proxy's /v1/models.
-            excluded_by = model.get("unavailable_reason")
+            excluded_by = model.get("unavailable_reason") or blocked_by
             rows.append(
                 ModelRow(
                     name=model["name"],
@@ -118,4 +144,10 @@ async def load_models_page(api: UserApi, viewer: Viewer, proxy_url: str) -> Mode
                 models=rows,
             )
         )
-    return ModelsPage(base_url=f"{proxy}/v1", endpoints=cards, example_model=example)
+    return ModelsPage(
+        base_url=f"{proxy}/v1",
+        endpoints=cards,
+        example_model=example,
+        blocked_by=blocked_by,
+        team_budgets_used_up=tuple(line for line in budgets.used_up if line.scope == "team"),
+    )

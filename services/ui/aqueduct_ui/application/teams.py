@@ -128,7 +128,13 @@ async def load_team_page(api: UserApi, viewer: Viewer, team_id: str, find: str =
     # Names come with the members (the directory shows teammates by name and email).
     for m in members_raw:
         if m.get("name") or m.get("email"):
-            users[m["user_id"]] = {"id": m["user_id"], "name": m.get("name"), "email": m.get("email", "")}
+            users[m["user_id"]] = {
+                "id": m["user_id"],
+                "name": m.get("name"),
+                "email": m.get("email", ""),
+                "org_admin": m.get("org_admin"),
+                "admin": m.get("admin"),
+            }
 
     def name_of(user_id: str) -> str:
         user = users.get(user_id)

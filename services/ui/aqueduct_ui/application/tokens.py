@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -66,10 +67,16 @@ async def load_tokens_page(api: UserApi, viewer: Viewer, default_cap: int | None
     sa_names: dict[str, str] = {}
     team_names: dict[str, str] = {}
     if any(t.get("service_account_id") for t in tokens):
-        for team_id in sorted({t["team_id"] for t in tokens if t.get("team_id")}):
-            team = await api.directory.get(f"/api/teams/{q(team_id)}")
+        # Every team at once, not one after the other: a Team-Admin of many teams waited for each in turn.
+        team_ids = sorted({t["team_id"] for t in tokens if t.get("service_account_id") and t.get("team_id")})
+        answers = await asyncio.gather(
+            *(api.directory.get(f"/api/teams/{q(team_id)}") for team_id in team_ids),
+            *(api.directory.get(f"/api/teams/{q(team_id)}/service-accounts") for team_id in team_ids),
+        )
+        for team_id, team, accounts in zip(
+            team_ids, answers[: len(team_ids)], answers[len(team_ids) :], strict=True
+        ):
             team_names[team_id] = team.get("name", team_id)
-            accounts = await api.directory.get(f"/api/teams/{q(team_id)}/service-accounts")
             for sa in items(accounts, "service_accounts"):
                 sa_names[sa["id"]] = sa.get("name", sa["id"])
 

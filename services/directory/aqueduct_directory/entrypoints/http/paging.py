@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, Query, Response
 from fastapi.exceptions import RequestValidationError
 
+from aqueduct_directory.application.lazy_views import LazyViews
+
 __all__ = ["MAX_PAGE", "ListQuery", "Paged", "paged"]
 
 MAX_PAGE = 1000
@@ -29,11 +31,26 @@ class ListQuery:
     def apply(
         self, rows: Sequence[dict[str, Any]], response: Response, fields: Sequence[str]
     ) -> list[dict[str, Any]]:
-        """Filter by ``q`` (case-insensitive, any of ``fields``), sort by ``sort`` (one of ``fields``), page."""
-        found = list(rows)
+        """Filter by ``q`` (case-insensitive, any of ``fields``), sort by ``sort`` (one of ``fields``), page.
+        With ``LazyViews``, search and sort use each object's brief and only the page's views are built."""
+        if isinstance(rows, LazyViews):
+            pairs = [(rows.brief(o), o) for o in rows.objects]
+            chosen = self._select([brief for brief, _ in pairs], response, fields, pairs)
+            return [rows.view(o) for _, o in chosen]
+        return self._select(list(rows), response, fields)
+
+    def _select(
+        self,
+        found: list[dict[str, Any]],
+        response: Response,
+        fields: Sequence[str],
+        carried: list[Any] | None = None,
+    ) -> list[Any]:
+        """Rows (or, with ``carried``, the items carried alongside them) that match, in order, paged."""
+        order = list(range(len(found)))
         if self.q:
             needle = self.q.casefold()
-            found = [r for r in found if any(needle in str(r.get(f) or "").casefold() for f in fields)]
+            order = [i for i in order if any(needle in str(found[i].get(f) or "").casefold() for f in fields)]
         if self.sort is not None:
             if self.sort not in fields:
                 # Answered like any other bad query parameter (the app's validation handler).
@@ -47,12 +64,13 @@ class ListQuery:
                     ]
                 )
             key = self.sort
-            found.sort(key=lambda r: (r.get(key) is None, str(r.get(key) or "").casefold()))
+            order.sort(key=lambda i: (found[i].get(key) is None, str(found[i].get(key) or "").casefold()))
             if self.order == "desc":
-                found.reverse()
-        response.headers["X-Total-Count"] = str(len(found))
+                order.reverse()
+        response.headers["X-Total-Count"] = str(len(order))
         end = None if self.limit is None else self.offset + self.limit
-        return found[self.offset : end]
+        source = found if carried is None else carried
+        return [source[i] for i in order[self.offset : end]]
 
 
 def _list_query(

@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from aqueduct_ui.adapters.api import q
 from aqueduct_ui.application import teams as use_cases
+from aqueduct_ui.application.budgets import load_budget_state
 from aqueduct_ui.domain.forms import (
     BUDGET_FIELDS,
     LIMIT_FIELDS,
@@ -73,10 +74,14 @@ async def team_page(
     find: Annotated[str, Query(max_length=200)] = "",
 ) -> Response:
     page = await use_cases.load_team_page(api, viewer, team_id, find)
+    budgets = await load_budget_state(
+        api, viewer, "team", team_id, {team_id: str(page.team.get("name") or team_id)}
+    )
     return render(
         request,
         "team.html",
         data=page,
+        budgets=budgets,
         limit_fields=LIMIT_FIELDS,
         budget_fields=BUDGET_FIELDS,
         page_section="teams",

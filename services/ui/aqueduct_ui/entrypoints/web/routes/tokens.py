@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from starlette.responses import Response
 
 from aqueduct_ui.application import tokens as use_cases
+from aqueduct_ui.application.budgets import load_budget_state
 from aqueduct_ui.domain.forms import FormError, parse_expiry, require_text
 from aqueduct_ui.entrypoints.web.cookies import Flash
 from aqueduct_ui.entrypoints.web.deps import Api, Context, CurrentViewer
@@ -22,8 +24,10 @@ _STORE_IT = "Copy it now and keep it in a password manager: it is not stored and
 
 @router.get("/")
 async def tokens_page(request: Request, ctx: Context, viewer: CurrentViewer, api: Api) -> Response:
-    page = await use_cases.load_tokens_page(api, viewer, ctx.settings.token_cap)
-    return render(request, "tokens.html", tokens=page)
+    page, budgets = await asyncio.gather(
+        use_cases.load_tokens_page(api, viewer, ctx.settings.token_cap), load_budget_state(api, viewer)
+    )
+    return render(request, "tokens.html", tokens=page, budgets=budgets)
 
 
 @router.post("/tokens")

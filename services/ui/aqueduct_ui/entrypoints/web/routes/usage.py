@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from aqueduct_ui.application.budgets import load_budget_state
 from aqueduct_ui.application.usage import GROUP_LABELS, RANGES, load_usage_page, resolve_query
 from aqueduct_ui.domain.charts import bar_chart, format_count, format_usd, line_chart
 from aqueduct_ui.entrypoints.web.deps import Api, CurrentViewer
@@ -28,7 +30,7 @@ async def usage_page(
     group_by: str | None = None,
 ) -> Response:
     query = resolve_query(viewer, range, since, until, group_by)
-    page = await load_usage_page(api, viewer, query)
+    page, budgets = await asyncio.gather(load_usage_page(api, viewer, query), load_budget_state(api, viewer))
     group_label = GROUP_LABELS[query.group_by]
     charts = {
         "requests": line_chart(page.requests, query.since, query.until, f"Requests per {query.bucket}"),
@@ -48,6 +50,7 @@ async def usage_page(
         request,
         "usage.html",
         data=page,
+        budgets=budgets,
         charts=charts,
         ranges=RANGES,
         group_labels=GROUP_LABELS,
