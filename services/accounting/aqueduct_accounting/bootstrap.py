@@ -80,6 +80,9 @@ class Service:
     replaying: list[BatchConsumer[Any]] = field(default_factory=list)
     watchers: list[KVWatcher] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # Other engine connections (the read-only analyst's), closed with the engine: chDB keeps one embedded
+    # server per process, on one folder, until its last connection is closed.
+    closers: list[Callable[[], None]] = field(default_factory=list)
 
     def not_ready_reasons(self) -> list[str]:
         reasons = [] if self.nc.is_connected else ["not connected to NATS"]
@@ -123,6 +126,9 @@ class Service:
             await watcher.stop()
         with contextlib.suppress(Exception):
             await self.nc.drain()
+        for close in self.closers:
+            close()
+        self.closers = []
         self.engine.close()
 
 
@@ -331,11 +337,11 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         ],
     )
     ready_check.append(service)
+    service.closers.append(analyst.close)
 
     async def stop() -> None:
         await service.stop()
         await api_tokens.close()
-        analyst.close()
         if counters is not None:
             await counters.close()
 
