@@ -72,11 +72,24 @@ class SecretsFilter(logging.Filter):
         self.known = [value for value in known if value]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format string: keep the template, drop the arguments
-            message = str(record.msg)
-        record.msg, record.args = redact(message, self.known), None
+        if isinstance(record.args, tuple) and isinstance(record.msg, str):
+            # The arguments stay a tuple of the same length: some formatters read them one by one
+            # (uvicorn's access log unpacks client, method, path, ...). Each is redacted on its own.
+            record.msg = redact(record.msg, self.known)
+            record.args = tuple(redact(a, self.known) if isinstance(a, str) else a for a in record.args)
+            try:
+                message = record.getMessage()
+            except Exception:  # a bad format string: keep the template, drop the arguments
+                message = str(record.msg)
+            redacted = redact(message, self.known)
+            if redacted != message:  # a secret only whole after formatting (split over arguments)
+                record.msg, record.args = redacted, None
+        else:
+            try:
+                message = record.getMessage()
+            except Exception:  # a bad format string: keep the template, drop the arguments
+                message = str(record.msg)
+            record.msg, record.args = redact(message, self.known), None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:

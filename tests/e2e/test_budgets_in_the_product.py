@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import openai
 import pytest
@@ -95,8 +96,13 @@ def test_an_org_budget_from_the_config_is_enforced_at_admission(frugal_stack: St
 
 
 async def _check_counters(stack: Stack, cost: int) -> None:
+    # runtime.json names Valkey's address only; its password is in the embedded server's owner-only
+    # config file, as the machine's operator would find it.
     runtime = json.loads((stack.data_dir / "runtime.json").read_text())
-    valkey = Redis.from_url(runtime["redis_url"])
+    address = urlsplit(runtime["redis_url"])
+    [config] = [p for p in stack.data_dir.rglob("auth.conf") if p.read_text().startswith("requirepass")]
+    password = json.loads(config.read_text().split(" ", 1)[1])
+    valkey = Redis(host=address.hostname, port=address.port, password=password)
     try:
         assert await valkey.exists(MARKER_KEY)
         day = periods_at(datetime.now(UTC))[0]

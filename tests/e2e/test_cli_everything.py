@@ -146,6 +146,8 @@ def test_accounts_roles_and_deactivation(admin: Cli, product: Stack, tmp_path: P
             "name": "Alice",
             "email": "alice@uni.test",
             "active": True,
+            "org_admin": False,
+            "admin": False,
         }
     ]
     admin("teams", "demote", "uni/physics", "alice@uni.test")

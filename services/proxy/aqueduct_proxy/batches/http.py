@@ -48,11 +48,11 @@ def setup_batches(
         grant = authenticate(request.headers.get("Authorization"))
         payload = await _json(request)
         endpoint, window = payload.get("endpoint"), payload.get("completion_window")
-        if endpoint not in ENDPOINTS:
+        if not isinstance(endpoint, str) or endpoint not in ENDPOINTS:
             raise BadRequestError(
                 f"Unsupported endpoint '{endpoint}'; use one of {sorted(ENDPOINTS)}.", param="endpoint"
             )
-        if window not in _COMPLETION_WINDOWS:
+        if not isinstance(window, str) or window not in _COMPLETION_WINDOWS:
             raise BadRequestError("completion_window must be '24h'.", param="completion_window")
         metadata = payload.get("metadata")
         if metadata is not None and not (
