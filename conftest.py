@@ -89,7 +89,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, upstream: UpstreamProcess) -
     workdir = tmp_path_factory.mktemp("stack")
     # Many test modules sign the same Admin in, one after another, within a minute: the per-username
     # sign-in limit (10 a minute by default, tested on its own in the auth tests) is raised for them.
-    env = {"AQUEDUCT_AUTH_SIGN_IN_ATTEMPTS_PER_USERNAME": "1000"}
+    # Likewise the Admin and the shared people create more tokens than one person's cap (10) over the run.
+    env = {
+        "AQUEDUCT_AUTH_SIGN_IN_ATTEMPTS_PER_USERNAME": "1000",
+        "AQUEDUCT_DIRECTORY_MAX_TOKENS_PER_USER": "1000",
+    }
     running = Stack(workdir, write_config(workdir / "aqueduct.yaml", upstream.url), env=env).start()
     yield running
     running.stop()

@@ -99,7 +99,8 @@ async def _check_counters(stack: Stack, cost: int) -> None:
     # runtime.json names Valkey's address only; its password is in the embedded server's owner-only
     # config file, as the machine's operator would find it.
     runtime = json.loads((stack.data_dir / "runtime.json").read_text())
-    address = urlsplit(runtime["redis_url"])
+    # (the redacted credentials, ":[redacted]@", are no URL syntax: read the host and port after them)
+    address = urlsplit("redis://" + runtime["redis_url"].rpartition("@")[2])
     [config] = [p for p in stack.data_dir.rglob("auth.conf") if p.read_text().startswith("requirepass")]
     password = json.loads(config.read_text().split(" ", 1)[1])
     valkey = Redis(host=address.hostname, port=address.port, password=password)

@@ -108,6 +108,13 @@ async def test_a_team_admin_runs_service_accounts_and_members(
     user_row = page.locator("#members tr", has_text=people.user.name)
     await user_row.get_by_role("button", name=f"Promote {people.user.name} to Team-Admin").click()
     await expect(page.locator("#members tr", has_text=people.user.name)).to_contain_text("Team-Admin")
+    # And back: the shared plain user stays a plain user for the other test modules.
+    await (
+        page.locator("#members tr", has_text=people.user.name)
+        .get_by_role("button", name=f"Demote {people.user.name} to member")
+        .click()
+    )
+    await expect(page.locator("#members tr", has_text=people.user.name).locator(".tag")).to_have_text("User")
 
     # Edit, regenerate, then delete the service account; now the outsider can go.
     await page.get_by_text("Edit or transfer “ci-bot”").click()
