@@ -11,6 +11,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from faststream.nats import NatsBroker
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
@@ -47,16 +48,16 @@ from aqueduct_accounting.domain.usage import (
 )
 from aqueduct_accounting.entrypoints.dead_letter_path import DeadLetterPolicy
 from aqueduct_accounting.entrypoints.http import HttpDeps, create_app
-from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer
+from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer, StreamBroker
 from aqueduct_accounting.settings import AccountingSettings, default_migrations_dir
 from aqueduct_libs import names
 from aqueduct_libs.bus import KVWatcher, connect, ensure_topology
-from aqueduct_libs.events import DirectoryEvent
+from aqueduct_libs.events import DirectoryEvent, UsageRecorded
 from aqueduct_libs.ops import configure_logging
 from aqueduct_libs.sessions import SessionVerifier, watch_revoked_sessions
 from aqueduct_libs.settings import CommonSettings
 
-__all__ = ["Service", "build", "run", "serve"]
+__all__ = ["Service", "asyncapi_broker", "build", "directory_consumer", "run", "serve", "usage_consumer"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class Service:
     """Everything the process runs, started and stopped in order."""
 
     engine: ClickHouse
+    broker: NatsBroker
     nc: NATS
     app: FastAPI
     consumers: list[BatchConsumer[Any]]
@@ -125,7 +127,7 @@ class Service:
         for watcher in self.watchers:
             await watcher.stop()
         with contextlib.suppress(Exception):
-            await self.nc.drain()
+            await self.broker.stop()  # drains the connection
         for close in self.closers:
             close()
         self.closers = []
@@ -146,7 +148,8 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         open_analyst(settings.clickhouse_url, settings.analyst_clickhouse_url, common.data_dir, limits)
     )
 
-    nc = await connect(common.nats_url, "aqueduct-accounting")
+    broker = StreamBroker(lambda: connect(common.nats_url, "aqueduct-accounting"))
+    nc = await broker.connect()
     js = nc.jetstream()
     await ensure_topology(js, common.nats_replicas)
     for replay, stream, durable in (
@@ -227,25 +230,14 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         await clickhouse.execute("INSERT INTO ingest_probe (at) VALUES (now64(3))")
         return True
 
-    common_options: dict[str, Any] = {
-        "flush_interval": settings.flush_interval_seconds,
-        "max_ack_pending": settings.max_ack_pending,
-        "ack_wait": settings.ack_wait_seconds,
-        "on_store_failed": metrics.insert_failures.inc,
-    }
-    usage_consumer: BatchConsumer[UsageMessage] = BatchConsumer(
-        nc,
-        js,
-        stream=names.USAGE_STREAM,
-        subject=names.USAGE_SUBJECT,
-        durable=settings.consumer_name,
-        decode=read_usage,
-        store=store_usage,
-        batch_size=settings.batch_size,
-        batch_bytes=settings.batch_bytes,
+    common_options: dict[str, Any] = {"on_store_failed": metrics.insert_failures.inc}
+    usage = usage_consumer(
+        broker,
+        settings,
+        read_usage,
+        store_usage,
         on_stored=usage_stored,
         on_rejected=metrics.rejected.inc,
-        store_interval=settings.store_interval_seconds,
         dead_letters=DeadLetterPolicy(
             dead_letters,
             max_tries=settings.store_max_tries,
@@ -255,19 +247,15 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         ),
         **common_options,
     )
-    directory_consumer: BatchConsumer[DirectoryEvent] = BatchConsumer(
-        nc,
-        js,
-        stream=names.DIRECTORY_EVENTS_STREAM,
-        subject=f"{names.DIRECTORY_EVENTS_SUBJECT_PREFIX}.>",
-        durable=settings.directory_consumer_name,
-        decode=mirror.read,
-        store=store_directory,
-        batch_size=1000,
+    directory = directory_consumer(
+        broker,
+        settings,
+        mirror.read,
+        store_directory,
         dead_letters=DeadLetterPolicy(dead_letters, max_tries=settings.store_max_tries, healthy=engine_works),
         **common_options,
     )
-    consumers: list[BatchConsumer[Any]] = [usage_consumer, directory_consumer]
+    consumers: list[BatchConsumer[Any]] = [usage, directory]
     health.consumers = consumers
     lag_gauges = {
         settings.consumer_name: metrics.lag,
@@ -307,6 +295,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
     )
     service = Service(
         engine=engine,
+        broker=broker,
         nc=nc,
         app=app,
         consumers=consumers,
@@ -317,8 +306,8 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         replaying=[
             consumer
             for consumer, replay in (
-                (usage_consumer, repair.replay_usage),
-                (directory_consumer, repair.replay_directory),
+                (usage, repair.replay_usage),
+                (directory, repair.replay_directory),
             )
             if replay
         ],
@@ -348,6 +337,75 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
     app.state.deps.on_start = service.start
     app.state.deps.on_stop = stop
     return service
+
+
+def usage_consumer(
+    broker: NatsBroker,
+    settings: AccountingSettings,
+    read: Callable[[bytes], UsageMessage],
+    store: Callable[[list[UsageMessage]], Awaitable[None]],
+    **options: Any,
+) -> BatchConsumer[UsageMessage]:
+    """The usage events' consumer, declared on ``broker``."""
+    return BatchConsumer(
+        broker,
+        stream=names.USAGE_STREAM,
+        subject=names.USAGE_SUBJECT,
+        durable=settings.consumer_name,
+        decode=read,
+        store=store,
+        batch_size=settings.batch_size,
+        batch_bytes=settings.batch_bytes,
+        flush_interval=settings.flush_interval_seconds,
+        store_interval=settings.store_interval_seconds,
+        pull_wait=settings.pull_wait_seconds,
+        max_ack_pending=settings.max_ack_pending,
+        ack_wait=settings.ack_wait_seconds,
+        payload=UsageRecorded | list[UsageRecorded],
+        description="The proxies' usage events (a UsageRecorded, or a JSON array of up to 100), counted "
+        "exactly once into ClickHouse in batches; what cannot be stored goes to the dead-letter stream.",
+        **options,
+    )
+
+
+def directory_consumer(
+    broker: NatsBroker,
+    settings: AccountingSettings,
+    read: Callable[[bytes], DirectoryEvent],
+    store: Callable[[list[DirectoryEvent]], Awaitable[None]],
+    **options: Any,
+) -> BatchConsumer[DirectoryEvent]:
+    """The directory's integration events' consumer (names of users, teams, tokens), declared on ``broker``."""
+    return BatchConsumer(
+        broker,
+        stream=names.DIRECTORY_EVENTS_STREAM,
+        subject=f"{names.DIRECTORY_EVENTS_SUBJECT_PREFIX}.>",
+        durable=settings.directory_consumer_name,
+        decode=read,
+        store=store,
+        batch_size=1000,
+        flush_interval=settings.flush_interval_seconds,
+        pull_wait=settings.flush_interval_seconds,  # seldom any: one pull request a second
+        max_ack_pending=settings.max_ack_pending,
+        ack_wait=settings.ack_wait_seconds,
+        payload=DirectoryEvent,
+        description="The directory's integration events, mirrored into ClickHouse for report names.",
+        **options,
+    )
+
+
+def asyncapi_broker(settings: AccountingSettings | None = None) -> NatsBroker:
+    """A broker with accounting's subscribers declared as ``build`` declares them, not connected: for
+    FastStream's AsyncAPI document."""
+    settings = settings or AccountingSettings()
+    broker = StreamBroker(lambda: connect("nats://127.0.0.1:4222", "aqueduct-accounting"))
+
+    async def nowhere(_items: list[Any]) -> None:
+        raise RuntimeError("a broker for the AsyncAPI document stores nothing")
+
+    usage_consumer(broker, settings, usage_message_from_json, nowhere)
+    directory_consumer(broker, settings, DirectoryEvent.model_validate_json, nowhere)
+    return broker
 
 
 async def serve(settings: AccountingSettings, common: CommonSettings) -> None:

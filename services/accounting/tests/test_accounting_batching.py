@@ -21,7 +21,7 @@ from aqueduct_accounting.application.ingest import UsageIngest
 from aqueduct_accounting.domain.pricing import PriceBook
 from aqueduct_accounting.domain.recent_ids import RecentIds
 from aqueduct_accounting.domain.usage import usage_row, usage_rows_from_json
-from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer
+from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer, broker_on
 from aqueduct_accounting.settings import default_migrations_dir
 from aqueduct_cli.embedded import EmbeddedNats
 from aqueduct_libs import names
@@ -153,8 +153,7 @@ async def test_a_steady_stream_is_stored_once_per_interval_and_a_lone_event_at_o
         stores.append((time.monotonic(), sum(len(rows) for rows in items)))
 
     consumer: BatchConsumer[list[dict[str, Any]]] = BatchConsumer(
-        nc,
-        nc.jetstream(),
+        broker_on(nc),
         stream=names.USAGE_STREAM,
         subject=names.USAGE_SUBJECT,
         durable="batching-test",
