@@ -358,7 +358,6 @@ def usage_consumer(
         batch_bytes=settings.batch_bytes,
         flush_interval=settings.flush_interval_seconds,
         store_interval=settings.store_interval_seconds,
-        pull_wait=settings.pull_wait_seconds,
         max_ack_pending=settings.max_ack_pending,
         ack_wait=settings.ack_wait_seconds,
         payload=UsageRecorded | list[UsageRecorded],
@@ -385,7 +384,6 @@ def directory_consumer(
         store=store,
         batch_size=1000,
         flush_interval=settings.flush_interval_seconds,
-        pull_wait=settings.flush_interval_seconds,  # seldom any: one pull request a second
         max_ack_pending=settings.max_ack_pending,
         ack_wait=settings.ack_wait_seconds,
         payload=DirectoryEvent,

@@ -34,9 +34,6 @@ class AccountingSettings(BaseSettings):
     # usage_events and in each roll-up, whatever the rate), unless a batch fills first; the first events
     # after a quiet spell are stored at once. Bounds how late usage reaches reports and budget checks.
     store_interval_seconds: float = 1.0
-    # One pull from the stream waits at most this long for messages (they are then held until a store is
-    # due): how long the first event after a quiet spell waits, and how many pull requests a second.
-    pull_wait_seconds: float = 0.2
     # The duplicate check answers from memory for events that occurred in the last this many seconds
     # (their ids, at most recent_ids_max of them), and with a bounded query for older ones.
     recent_ids_seconds: float = 120.0

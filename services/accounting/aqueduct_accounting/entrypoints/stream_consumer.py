@@ -2,11 +2,12 @@
 messages into ClickHouse in batches.
 
 Each consumer is one FastStream subscriber (``PullSub(batch=True)``, manual acknowledgement) whose handler
-receives the messages of one pull, decoded (``Delivered``). Pulls end after ``pull_wait`` or when
-``pull_size`` messages arrived; what they deliver is held until a store is due: when ``batch_size``
-messages or ``batch_bytes`` of payload are held, or ``store_interval`` after the previous store began. So
-a steady stream is stored once per ``store_interval`` (one insert, whatever the rate: its cost is shared by
-every event of the interval), while the first events after a quiet spell are stored after one pull.
+receives the messages of one pull, decoded (``Delivered``). A store is due when ``batch_size`` messages or
+``batch_bytes`` of payload are held, or ``store_interval`` after the previous store began; a pull keeps
+one request open until then (``_pull_until_due``), or until ``pull_size`` messages arrived. So a steady
+stream is pulled, handled and stored once per ``store_interval`` (one request, one insert, whatever the
+rate: their cost is shared by every event of the interval), while the first events after a quiet spell
+are stored ``linger`` after they arrive.
 Messages are acknowledged only after their batch is stored. With a dead-letter policy, what cannot be read
 or stored goes to the dead-letter stream (``dead_letter_path``) and ingest goes on; without one, a poison
 message is terminated and a failed store retried with the same messages forever. Used for usage events and
@@ -20,6 +21,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -137,7 +139,7 @@ class BatchConsumer(Generic[T]):
         batch_bytes: int = 1 << 62,
         max_ack_pending: int,
         ack_wait: float,
-        pull_wait: float = 0.2,
+        linger: float = 0.05,
         pull_size: int = 1000,
         store_interval: float = 0.0,
         on_stored: Callable[[int, float], None] | None = None,
@@ -159,6 +161,8 @@ class BatchConsumer(Generic[T]):
         self._max_ack_pending = max_ack_pending
         self._ack_wait = ack_wait
         self._store_interval = store_interval
+        self._linger = min(linger, flush_interval)
+        self._max_wait = max(flush_interval, 0.1)
         self._on_stored = on_stored
         self._on_rejected = on_rejected
         self._on_store_failed = on_store_failed
@@ -183,8 +187,8 @@ class BatchConsumer(Generic[T]):
         self._timer: asyncio.TimerHandle | None = None
         self._starting: asyncio.Task[None] | None = None
         self.running = asyncio.Event()
-        # Declared on the broker (and so in its AsyncAPI document); started by start(). A pull waits at most
-        # pull_wait (flush_interval bounds it), so the first events after a quiet spell are not held long.
+        # Declared on the broker (and so in its AsyncAPI document); started by start(). FastStream's own
+        # wait for a batch is a token: each pull (``_pull_until_due``) waits until a store is due.
         self.subscriber = broker.subscriber(
             subject,
             stream=JStream(stream, declare=False),
@@ -192,7 +196,7 @@ class BatchConsumer(Generic[T]):
             config=_consumer_config(durable, subject, max_ack_pending, ack_wait),
             pull_sub=PullSub(
                 batch_size=max(1, min(pull_size, batch_size)),
-                timeout=max(0.01, min(pull_wait, flush_interval)),
+                timeout=0.001,
                 batch=True,
             ),
             ack_policy=AckPolicy.MANUAL,
@@ -256,7 +260,12 @@ class BatchConsumer(Generic[T]):
                     await self.subscriber.stop()
                 await asyncio.sleep(1.0)
                 continue
-            _pull_with_one_request(self.subscriber)
+            _pull_until_due(
+                self.subscriber,
+                lambda: self._stored_at + self._store_interval,
+                self._linger,
+                self._max_wait,
+            )
             self.running.set()
             return
 
@@ -388,61 +397,98 @@ class BatchConsumer(Generic[T]):
                 delay = min(delay * 2, 5.0)
 
 
-# A pull request shorter than this is not sent: FastStream's loop asks again with what is left of its wait.
-_SHORTEST_PULL = 0.01
 _STATUS = "Status"
 _STATUS_HEARTBEAT = "100"
+_STATUS_EXPIRED = "408"
+_LONGEST_NAP = 0.25  # seconds between looks at what a held pull has brought
 
 
-def _pull_with_one_request(subscriber: Any) -> None:
-    """Make the subscription's ``fetch`` (what FastStream's batch pull loop calls) send one pull request
-    that stays open for the whole wait, instead of nats-py's, which ends a request as soon as what is
-    available was delivered: at a steady trickle that meant one request, one status message and one
-    round of the loop per message (four pulls for each of the proxy's 20 messages a second). Here a pull
-    ends when ``batch`` messages arrived or the request expired (the server's 408, or our deadline if that
-    was lost). ``subscriber.start()`` created the subscription; its pull task has not run yet."""
+def _pull_until_due(subscriber: Any, hold_until: Callable[[], float], linger: float, max_wait: float) -> None:
+    """Replace the subscription's ``fetch`` (what FastStream's batch pull loop calls). nats-py's ends its
+    pull request as soon as what is available was delivered: at a steady trickle, one request, one status
+    message and one round of FastStream's loop per message. This one keeps one request open until a store
+    is due (``hold_until()``, a ``time.monotonic()``; at most ``max_wait`` when nothing comes) and returns
+    what arrived then: one request and one handler call per store at a steady rate. After a quiet spell
+    (the store due already) it returns ``linger`` after the first message, once arrivals pause. It also
+    returns when ``batch`` messages arrived or the request is over (the server's 408 when it expired, 404,
+    409). ``subscriber.start()`` created the subscription; its pull task has not run yet."""
     subscription = subscriber.subscription
     nc = subscription._nc
     queue: asyncio.Queue[Msg] = subscription._sub._pending_queue
     inner = subscription._sub
+    open_requests: deque[float] = deque()  # when each request sent and not known over expires
 
-    def accept(msg: Msg, msgs: list[Msg]) -> bool:
-        """Count ``msg`` in; True if it ends the request (a status other than a heartbeat)."""
+    def accept(msg: Msg, msgs: list[Msg]) -> str:
+        """Count ``msg`` in; its status if it is one ("" if a message)."""
         inner._pending_size -= len(msg.data)
         headers = msg.headers
         if headers and not msg.data and _STATUS in headers:
-            return headers[_STATUS] != _STATUS_HEARTBEAT  # expired (408), none left (404), refused (409)
+            return str(headers[_STATUS])
         msgs.append(msg)
-        return False
+        return ""
 
-    async def fetch(  # nats-py's signature, which FastStream calls
+    async def fetch(  # nats-py's signature, which FastStream calls; its timeout is FastStream's, not ours
         batch: int = 1,
-        timeout: float | None = 5.0,  # noqa: ASYNC109
+        timeout: float | None = None,  # noqa: ASYNC109
         heartbeat: float | None = None,
     ) -> list[Msg]:
-        wait = 5.0 if timeout is None else timeout
-        if wait < _SHORTEST_PULL:
-            raise nats_errors.TimeoutError
         msgs: list[Msg] = []
         # Left over from an earlier request (the statuses of requests already over are dropped).
         while not queue.empty() and len(msgs) < batch:
             accept(queue.get_nowait(), msgs)
+        started = time.monotonic()
+        hold = hold_until()
+        # A little past the hold: the pull ends here, at the hold, not by the server's 408 a moment early.
+        expires = max(hold - started + 0.05, max_wait)
+        request = {"batch": batch - len(msgs), "expires": int(expires * 1e9)}
+        while open_requests and open_requests[0] < started - 2.0:
+            open_requests.popleft()  # its 408 was lost
+        mine = started + expires
         if len(msgs) < batch:
-            request = {"batch": batch - len(msgs), "expires": int(wait * 1e9)}
+            open_requests.append(mine)
             await nc.publish(subscription._nms, json.dumps(request).encode(), reply=subscription._deliver)
-            deadline = time.monotonic() + wait + 0.5  # the server's 408 comes first unless it was lost
-            over = False
-            while not over and len(msgs) < batch:
-                if queue.empty():
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    try:
-                        over = accept(await asyncio.wait_for(queue.get(), remaining), msgs)
-                    except TimeoutError:
-                        break
-                else:
-                    over = accept(queue.get_nowait(), msgs)
+        deadline = started + expires + 0.5  # the server's 408 comes first, unless it was lost
+        first_at = 0.0
+        over = False
+
+        def take(msg: Msg) -> None:
+            nonlocal over, first_at
+            if not msgs:
+                first_at = time.monotonic()
+            status = accept(msg, msgs)
+            if status == _STATUS_EXPIRED and open_requests:
+                # Requests expire in the order they were sent: this 408 may end an earlier one, which a
+                # pull that returned at its hold left open.
+                over = open_requests.popleft() == mine
+            elif status and status != _STATUS_HEARTBEAT:
+                over = True  # nothing left (404), refused (409)
+
+        # Woken by the first message only when a store is due already; otherwise the queue is looked at
+        # when the store falls due, or sooner if the batch may have filled (not once per message).
+        while not over and len(msgs) < batch:
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if now < hold:
+                rate = len(msgs) / max(now - started, 0.001)
+                fill = (batch - len(msgs)) / rate if rate else _LONGEST_NAP
+                await asyncio.sleep(max(0.005, min(hold - now, fill, _LONGEST_NAP)))
+            elif not msgs:
+                try:
+                    async with asyncio.timeout(deadline - now):
+                        take(await queue.get())
+                except TimeoutError:
+                    break
+            elif now - first_at < linger:
+                await asyncio.sleep(first_at + linger - now)
+            elif queue.empty():
+                break  # due, lingered, and arrivals paused
+            else:
+                await asyncio.sleep(0.005)  # still arriving: a moment more
+            while not over and not queue.empty() and len(msgs) < batch:
+                take(queue.get_nowait())
+        if len(msgs) >= batch and mine in open_requests:
+            open_requests.remove(mine)  # filled: the server sends no 408 for it
         if not msgs:
             raise nats_errors.TimeoutError
         return msgs
