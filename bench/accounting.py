@@ -24,6 +24,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import nats
 
+from aqueduct_accounting.adapters.analyst_sql import AnalystQueries, QueryLimits, open_analyst
 from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ChdbClickHouse
 from aqueduct_accounting.adapters.migrations import apply_migrations
 from aqueduct_accounting.adapters.price_catalog import load_price_catalog
@@ -208,8 +209,12 @@ def generate(engine: ChdbClickHouse, rows: int) -> float:
     return time.perf_counter() - started
 
 
-async def measure_queries(engine: ChdbClickHouse, repeat: int = 7) -> list[tuple[str, float]]:
-    reports = Reports(AsyncClickHouse(engine))
+async def measure_queries(
+    engine: ChdbClickHouse, folder: Path, repeat: int = 7
+) -> list[tuple[str, float]]:
+    # The reports measured here do not use the analyst's engine; it is opened as the service opens it.
+    analyst = AnalystQueries(open_analyst("", "", folder, QueryLimits()))
+    reports = Reports(AsyncClickHouse(engine), analyst)
     now = datetime.now(UTC)
     month = ReportWindow(now - timedelta(days=30), now)
     week = ReportWindow(now - timedelta(days=7), now)
@@ -239,6 +244,7 @@ async def measure_queries(engine: ChdbClickHouse, repeat: int = 7) -> list[tuple
             await run()
             times.append((time.perf_counter() - started) * 1000)
         results.append((label, statistics.median(times)))
+    analyst.close()
     return results
 
 
@@ -264,7 +270,7 @@ async def main() -> None:
             batched = await measure_batched_ingest(engine, bus.url, args.events, args.per_message)
             generated = generate(engine, args.rows)
             total = _count(engine)
-            queries = await measure_queries(engine)
+            queries = await measure_queries(engine, Path(folder))
         finally:
             engine.close()
             bus.stop()

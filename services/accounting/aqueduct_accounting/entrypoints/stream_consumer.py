@@ -450,6 +450,7 @@ def _pull_until_due(subscriber: Any, hold_until: Callable[[], float], linger: fl
         deadline = started + expires + 0.5  # the server's 408 comes first, unless it was lost
         first_at = 0.0
         over = False
+        empty_nap = 0.005
 
         def take(msg: Msg) -> None:
             nonlocal over, first_at
@@ -470,9 +471,11 @@ def _pull_until_due(subscriber: Any, hold_until: Callable[[], float], linger: fl
             if now >= deadline:
                 break
             if now < hold:
-                rate = len(msgs) / max(now - started, 0.001)
-                fill = (batch - len(msgs)) / rate if rate else _LONGEST_NAP
-                await asyncio.sleep(max(0.005, min(hold - now, fill, _LONGEST_NAP)))
+                if msgs:  # the time the batch would take to fill at the rate seen so far
+                    nap = (batch - len(msgs)) * (now - started) / len(msgs)
+                else:  # nothing yet: look again soon, then less and less often
+                    nap, empty_nap = empty_nap, min(empty_nap * 2, _LONGEST_NAP)
+                await asyncio.sleep(max(0.002, min(hold - now, nap, _LONGEST_NAP)))
             elif not msgs:
                 try:
                     async with asyncio.timeout(deadline - now):
