@@ -44,6 +44,9 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
+_UNBOUNDED = 1 << 62
+_LARGEST_MESSAGE = 64 * 1024 * 1024
+
 
 class StreamBroker(NatsBroker):
     """A FastStream NATS broker whose connection ``connect`` opens (``aqueduct_libs.bus.connect``: the
@@ -136,7 +139,7 @@ class BatchConsumer(Generic[T]):
         store: Callable[[list[T]], Awaitable[object]],
         batch_size: int,
         flush_interval: float,
-        batch_bytes: int = 1 << 62,
+        batch_bytes: int = _UNBOUNDED,
         max_ack_pending: int,
         ack_wait: float,
         linger: float = 0.05,
@@ -263,6 +266,7 @@ class BatchConsumer(Generic[T]):
             _pull_until_due(
                 self.subscriber,
                 lambda: self._stored_at + self._store_interval,
+                lambda: self._batch_bytes - self._held.size,
                 self._linger,
                 self._max_wait,
             )
@@ -403,12 +407,18 @@ _STATUS_EXPIRED = "408"
 _LONGEST_NAP = 0.25  # seconds between looks at what a held pull has brought
 
 
-def _pull_until_due(subscriber: Any, hold_until: Callable[[], float], linger: float, max_wait: float) -> None:
+def _pull_until_due(
+    subscriber: Any,
+    hold_until: Callable[[], float],
+    max_bytes: Callable[[], int],
+    linger: float,
+    max_wait: float,
+) -> None:
     """Replace the subscription's ``fetch`` (what FastStream's batch pull loop calls). nats-py's ends its
     pull request as soon as what is available was delivered: at a steady trickle, one request, one status
     message and one round of FastStream's loop per message. This one keeps one request open until a store
-    is due (``hold_until()``, a ``time.monotonic()``; at most ``max_wait`` when nothing comes) and returns
-    what arrived then: one request and one handler call per store at a steady rate. After a quiet spell
+    is due (``hold_until()``, a ``time.monotonic()``; at most ``max_wait`` when nothing comes), for about
+    ``max_bytes()`` of payload at most, and returns what arrived then: one request and one handler call per store at a steady rate. After a quiet spell
     (the store due already) it returns ``linger`` after the first message, once arrivals pause. It also
     returns when ``batch`` messages arrived or the request is over (the server's 408 when it expired, 404,
     409). ``subscriber.start()`` created the subscription; its pull task has not run yet."""
@@ -441,6 +451,11 @@ def _pull_until_due(subscriber: Any, hold_until: Callable[[], float], linger: fl
         # A little past the hold: the pull ends here, at the hold, not by the server's 408 a moment early.
         expires = max(hold - started + 0.05, max_wait)
         request = {"batch": batch - len(msgs), "expires": int(expires * 1e9)}
+        room = max_bytes() - sum(len(m.data) for m in msgs)
+        if room < _UNBOUNDED:
+            # Bounds what one pull piles up when messages carry many events. Never below what one message
+            # may weigh (the server's max_payload), or a large message would never come.
+            request["max_bytes"] = max(room, nc.max_payload or _LARGEST_MESSAGE)
         while open_requests and open_requests[0] < started - 2.0:
             open_requests.popleft()  # its 408 was lost
         mine = started + expires
