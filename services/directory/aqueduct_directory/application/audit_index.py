@@ -71,9 +71,7 @@ class AuditIndex:
             index[value].append(row)
         self.position = notification_id
 
-    def select(
-        self, query: AuditQuery, offset: int, limit: int, newest_first: bool
-    ) -> tuple[list[int], int]:
+    def select(self, query: AuditQuery, offset: int, limit: int, newest_first: bool) -> tuple[list[int], int]:
         """Notification ids of one page of matching events, and how many match in all (cursor aside)."""
         wanted = [
             (index, column, value)

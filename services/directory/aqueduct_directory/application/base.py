@@ -11,6 +11,7 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
 
 from aqueduct_directory.application.audit_index import AuditIndex
+from aqueduct_directory.application.lazy_views import Projection
 from aqueduct_directory.domain.errors import NotFoundError, PermissionDeniedError
 from aqueduct_directory.domain.policy import SYSTEM, Principal
 from aqueduct_directory.domain.state import DirectoryState
@@ -22,6 +23,8 @@ A = TypeVar("A", bound=Aggregate)
 
 # Notifications are read in pages this large when folding or relaying.
 PAGE = 1000
+# List projections kept (per kind of list, org and option); more means someone asks for made-up orgs.
+KEPT_PROJECTIONS = 64
 
 
 class DirectoryCore(Application):
@@ -48,6 +51,7 @@ class DirectoryCore(Application):
         self.listeners: list[Callable[[], None]] = []
         self.state = DirectoryState()
         self.audit = AuditIndex()
+        self._projections: dict[tuple[Any, ...], tuple[DirectoryState, int, Projection[Any]]] = {}
         self.catch_up()
 
     # -- the read model ----------------------------------------------------------------------------
@@ -95,6 +99,21 @@ class DirectoryCore(Application):
                 if notification.id in wanted:
                     found[notification.id] = self.mapper.to_domain_event(notification)
         return found
+
+    def kept_projection(
+        self, key: tuple[Any, ...], kind: str, build: Callable[[], Projection[Any]]
+    ) -> Projection[Any]:
+        """A list's projection (``key`` names the list), built again only once objects of ``kind``
+        changed or the read model was replayed."""
+        kept = self._projections.get(key)
+        version = self.state.changes[kind]
+        if kept is not None and kept[0] is self.state and kept[1] == version:
+            return kept[2]
+        if len(self._projections) >= KEPT_PROJECTIONS:
+            self._projections.clear()
+        projection = build()
+        self._projections[key] = (self.state, version, projection)
+        return projection
 
     def commit(self, *aggregates: Aggregate) -> None:
         self.save(*aggregates)
