@@ -3,7 +3,7 @@
 A session's claims carry the roles of its sign-in; a user promoted to Team-Admin (or demoted, or made
 Org-Admin) would see the change only after signing in again. Each page load therefore reads the user's
 current roles from the directory (``GET /api/me``, with the user's own session), kept for ``ttl`` seconds
-per user so that a burst of page loads costs one call. A change made through this UI process forgets what
+per session so that a burst of page loads costs one call (a new sign-in is a new session: read afresh). A change made through this UI process forgets what
 was kept at once; a change made elsewhere (CLI, API, another UI process) shows within ``ttl``.
 """
 
@@ -17,7 +17,7 @@ from aqueduct_ui.domain.viewer import Roles
 
 __all__ = ["NO_ROLES", "CurrentRoles"]
 
-# Beyond this many users seen within ``ttl``, expired entries are dropped.
+# Beyond this many sessions seen within ``ttl``, expired entries are dropped.
 _PRUNE_AT = 10_000
 
 
@@ -31,10 +31,10 @@ class CurrentRoles:
         self.clock = clock
         self._kept: dict[str, tuple[float, Roles]] = {}
 
-    async def of(self, user_id: str, directory: ServiceApi) -> Roles | None:
-        """The user's roles now; None when the directory cannot be asked (the sign-in's roles apply)."""
+    async def of(self, session_token: str, directory: ServiceApi) -> Roles | None:
+        """The session's user's roles now; None when the directory cannot be asked (the sign-in's apply)."""
         now = self.clock()
-        kept = self._kept.get(user_id)
+        kept = self._kept.get(session_token)
         if kept is not None and kept[0] > now:
             return kept[1]
         try:
@@ -53,7 +53,7 @@ class CurrentRoles:
             )
         if len(self._kept) >= _PRUNE_AT:
             self._kept = {k: v for k, v in self._kept.items() if v[0] > now}
-        self._kept[user_id] = (now + self.ttl, roles)
+        self._kept[session_token] = (now + self.ttl, roles)
         return roles
 
     def forget(self) -> None:

@@ -51,7 +51,7 @@ class WebContext:
 
     async def with_current_roles(self, session: Session) -> Session:
         directory = ServiceApi(self._client(), self.common.directory_url, session.access_token)
-        return replace(session, roles=await self.roles.of(session.claims.sub, directory))
+        return replace(session, roles=await self.roles.of(session.access_token, directory))
 
     def user_api(self, session: Session) -> UserApi:
         client = self._client()
