@@ -3,8 +3,9 @@
 A session's claims carry the roles of its sign-in; a user promoted to Team-Admin (or demoted, or made
 Org-Admin) would see the change only after signing in again. Each page load therefore reads the user's
 current roles from the directory (``GET /api/me``, with the user's own session), kept for ``ttl`` seconds
-per session so that a burst of page loads costs one call (a new sign-in is a new session: read afresh). A change made through this UI process forgets what
-was kept at once; a change made elsewhere (CLI, API, another UI process) shows within ``ttl``.
+per session so that a burst of page loads costs one call (a new sign-in is a new session, read afresh).
+A change made through this UI process forgets what was kept at once; a change made elsewhere (CLI, API,
+another UI process) shows within ``ttl``.
 """
 
 from __future__ import annotations
