@@ -53,8 +53,15 @@ async def client(bus: EmbeddedNats) -> AsyncIterator[NATS]:
     await nc.close()
 
 
-async def _bucket(js: JetStreamContext, history: int = 1) -> KeyValue:
-    return await js.create_key_value(bucket="mirror", history=history)
+@pytest.fixture(params=[True, False], ids=["direct", "consumer-only"])
+def direct(request: pytest.FixtureRequest) -> bool:
+    """Buckets the product creates answer direct gets from any replica and are loaded with them; one made
+    by an older release (no ``allow_direct``) is loaded by the consumer alone."""
+    return bool(request.param)
+
+
+async def _bucket(js: JetStreamContext, direct: bool, history: int = 1) -> KeyValue:
+    return await js.create_key_value(bucket="mirror", history=history, direct=direct)
 
 
 async def _put_many(js: JetStreamContext, items: list[tuple[str, bytes]]) -> None:
@@ -97,9 +104,11 @@ async def _seed(js: JetStreamContext, kv: KeyValue) -> None:
     await _put_many(js, [(f"k.{i:05d}", f"v3-{i}".encode()) for i in range(0, KEYS, 22)])
 
 
-async def test_the_initial_load_equals_the_bucket_with_one_entry_per_key(client: NATS) -> None:
+async def test_the_initial_load_equals_the_bucket_with_one_entry_per_key(client: NATS, direct: bool) -> None:
     js = client.jetstream()
-    kv = await _bucket(js, history=5)  # older revisions stay in the stream: only the last may be applied
+    kv = await _bucket(
+        js, direct, history=5
+    )  # older revisions stay in the stream: only the last may be applied
     await _seed(js, kv)
     truth = _seeded()
     dead = [i for i in range(KEYS) if (i % 11 == 0 and i % 22) or (i % 13 == 0 and i % 11)]
@@ -117,9 +126,9 @@ async def test_the_initial_load_equals_the_bucket_with_one_entry_per_key(client:
         await watcher.stop()
 
 
-async def test_writes_during_the_load_are_not_lost(client: NATS) -> None:
+async def test_writes_during_the_load_are_not_lost(client: NATS, direct: bool) -> None:
     js = client.jetstream()
-    kv = await _bucket(js)
+    kv = await _bucket(js, direct)
     await _seed(js, kv)
     mirror = Mirror()
     watcher = KVWatcher(js, "mirror", mirror.on_put, mirror.on_delete)
@@ -157,9 +166,11 @@ async def test_writes_during_the_load_are_not_lost(client: NATS) -> None:
         await watcher.stop()
 
 
-async def test_a_key_written_just_before_the_watcher_starts_is_there_when_it_is_ready(client: NATS) -> None:
+async def test_a_key_written_just_before_the_watcher_starts_is_there_when_it_is_ready(
+    client: NATS, direct: bool
+) -> None:
     js = client.jetstream()
-    kv = await _bucket(js)
+    kv = await _bucket(js, direct)
     await _put_many(js, [(f"k.{i:05d}", b"x") for i in range(2000)])
     for n in range(20):
         await kv.put(f"just.{n}", b"written")
@@ -177,9 +188,9 @@ async def test_a_key_written_just_before_the_watcher_starts_is_there_when_it_is_
             await watcher.stop()
 
 
-async def test_changes_right_after_the_load_are_applied(client: NATS) -> None:
+async def test_changes_right_after_the_load_are_applied(client: NATS, direct: bool) -> None:
     js = client.jetstream()
-    kv = await _bucket(js)
+    kv = await _bucket(js, direct)
     await _seed(js, kv)
     mirror = Mirror()
     watcher = KVWatcher(js, "mirror", mirror.on_put, mirror.on_delete)
@@ -202,9 +213,11 @@ async def test_changes_right_after_the_load_are_applied(client: NATS) -> None:
         await watcher.stop()
 
 
-async def test_a_key_filter_narrows_the_watch_and_no_match_is_ready_at_once(client: NATS) -> None:
+async def test_a_key_filter_narrows_the_watch_and_no_match_is_ready_at_once(
+    client: NATS, direct: bool
+) -> None:
     js = client.jetstream()
-    kv = await _bucket(js)
+    kv = await _bucket(js, direct)
     await _put_many(js, [("user.a", b"1"), ("user.b", b"2"), ("token.t", b"3")])
     users, nobody = Mirror(), Mirror()
     watchers = [
@@ -225,9 +238,9 @@ async def test_a_key_filter_narrows_the_watch_and_no_match_is_ready_at_once(clie
             await watcher.stop()
 
 
-async def test_a_vanished_consumer_is_replaced_and_changes_keep_coming(client: NATS) -> None:
+async def test_a_vanished_consumer_is_replaced_and_changes_keep_coming(client: NATS, direct: bool) -> None:
     js = client.jetstream()
-    kv = await _bucket(js)
+    kv = await _bucket(js, direct)
     await _put_many(js, [(f"k.{i}", b"x") for i in range(100)])
     mirror = Mirror()
     watcher = KVWatcher(js, "mirror", mirror.on_put, mirror.on_delete)
@@ -247,10 +260,10 @@ async def test_a_vanished_consumer_is_replaced_and_changes_keep_coming(client: N
 
 @pytest.mark.slow
 async def test_the_watcher_follows_the_bucket_across_a_restart_of_the_bus(
-    bus: EmbeddedNats, client: NATS
+    bus: EmbeddedNats, client: NATS, direct: bool
 ) -> None:
     js = client.jetstream()
-    kv = await _bucket(js)
+    kv = await _bucket(js, direct)
     await _put_many(js, [(f"k.{i}", b"x") for i in range(100)])
     mirror = Mirror()
     watcher = KVWatcher(js, "mirror", mirror.on_put, mirror.on_delete)
