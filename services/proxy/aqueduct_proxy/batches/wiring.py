@@ -9,6 +9,7 @@ from aqueduct_proxy.application.gateway import Gateway
 from aqueduct_proxy.batches.http import setup_batches
 from aqueduct_proxy.batches.settings import BatchSettings
 from aqueduct_proxy.batches.store import BatchStore
+from aqueduct_proxy.entrypoints.startup import open_on_startup
 from aqueduct_proxy.files.store import FileStore
 
 __all__ = ["wire_batches"]
@@ -26,9 +27,6 @@ def wire_batches(
         js, replicas=settings.replicas or replicas, results_max_age_days=settings.results_max_age_days
     )
 
-    async def open_store(app: web.Application) -> None:
-        await store.start()
-
-    app.on_startup.append(open_store)
+    open_on_startup(app, store.start, "the batches store")
     setup_batches(app, gateway.authenticate, files, store, settings)
     return store

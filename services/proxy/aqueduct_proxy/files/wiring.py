@@ -6,6 +6,7 @@ from aiohttp import web
 from nats.js import JetStreamContext
 
 from aqueduct_proxy.application.gateway import Gateway
+from aqueduct_proxy.entrypoints.startup import open_on_startup
 from aqueduct_proxy.files.http import setup_files
 from aqueduct_proxy.files.inline import setup_file_inlining
 from aqueduct_proxy.files.settings import FilesSettings
@@ -27,10 +28,7 @@ def wire_files(
         js, quota_bytes_per_user=settings.quota_bytes_per_user, replicas=settings.replicas or replicas
     )
 
-    async def open_store(app: web.Application) -> None:
-        await store.start()
-
-    app.on_startup.append(open_store)
+    open_on_startup(app, store.start, "the files store")
     setup_files(app, gateway.authenticate, store, settings)
     setup_file_inlining(app, gateway.authenticate, gateway.snapshot, store, settings)
     return store
