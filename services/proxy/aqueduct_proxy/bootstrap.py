@@ -18,7 +18,7 @@ from nats.js import JetStreamContext
 
 from aqueduct_libs import names
 from aqueduct_libs.bus import KVWatcher, connect, ensure_topology
-from aqueduct_libs.ops import configure_logging
+from aqueduct_libs.logs import configure_logging
 from aqueduct_libs.price_catalog import load_price_catalog
 from aqueduct_libs.redact import redact
 from aqueduct_libs.settings import CommonSettings
