@@ -7,8 +7,9 @@ permissions are exercised separately, by the topology test, with each service's 
 
 Under a steady stream of requests through the proxy (the OpenAI SDK), the node leading both the auth
 snapshot bucket and the usage stream is killed with SIGKILL: no request fails, every served request is
-stored exactly once in ClickHouse, a token created after the kill is served within 5 s, and a proxy
-restarted after the kill is ready within 5 s.
+stored exactly once in ClickHouse, and a token created after the kill is served within 5 s. Then the
+node comes back, leads both again and is killed again at the moment the proxy is: the restarted proxy is
+ready within 5 s, without waiting for the new leaders (it loads the auth snapshot from any replica).
 """
 
 from __future__ import annotations
@@ -248,7 +249,8 @@ def test_losing_the_leading_node_under_load_loses_and_doubles_nothing(
     ).stdout.strip()
 
     # One node leads both the auth snapshot and the usage stream; that is the one to lose.
-    victim = asyncio.run(cluster.leader_of(f"KV_{names.AUTH_SNAPSHOT_BUCKET}"))
+    streams = (f"KV_{names.AUTH_SNAPSHOT_BUCKET}", names.USAGE_STREAM)
+    victim = asyncio.run(cluster.leader_of(streams[0]))
     asyncio.run(cluster.move_leader(names.USAGE_STREAM, victim))
     # How long a proxy restart takes on a healthy cluster (Python's start on this machine included).
     healthy_restart = _restart_proxy(stack)
@@ -258,8 +260,8 @@ def test_losing_the_leading_node_under_load_loses_and_doubles_nothing(
     served_before = len(load.served)
     cluster.kill(cluster.node(victim))
     killed = time.monotonic()
-    election = Election(cluster, victim, (f"KV_{names.AUTH_SNAPSHOT_BUCKET}", names.USAGE_STREAM))
-    election.start()
+    first_election = Election(cluster, victim, streams)
+    first_election.start()
 
     # A token created after the kill (by automation, through the management API) is served within 5 s.
     fresh = _issue(stack, automation, "after-the-kill")
@@ -268,27 +270,36 @@ def test_losing_the_leading_node_under_load_loses_and_doubles_nothing(
     _until(lambda: len(load.served) >= served_before + 20, timeout=60)  # and on, across the election
     time.sleep(2)
     load.stop()
-    # A proxy restarted after the kill, while the cluster elects new leaders (the launcher restarts it).
+    first_election.join(60)
+
+    # A proxy restarted while the cluster elects new leaders: the node comes back, leads both again, and
+    # is killed again at the moment the proxy is (the launcher restarts the proxy). The proxy loads the
+    # auth snapshot from a surviving replica; it waits for no leader.
+    cluster.restart(cluster.node(victim))
+    for stream in streams:
+        asyncio.run(cluster.move_leader(stream, victim))
+    cluster.kill(cluster.node(victim))
     restart = time.monotonic()
+    election = Election(cluster, victim, streams)
+    election.start()
     restarted = _restart_proxy(stack)
     election.join(60)
     elected = election.done_at - restart
 
     timings = (
         f"served {len(load.served)}, failed {len(load.failed)}; token created {created - killed:.1f}s after "
-        f"the kill, served {new_token_served:.1f}s later; proxy ready {restarted:.1f}s after a restart "
-        f"({healthy_restart:.1f}s on the healthy cluster; new leaders {election.done_at - killed:.1f}s after "
-        f"the kill, {elected:.1f}s after the restart)"
+        f"the kill, served {new_token_served:.1f}s later (new leaders {first_election.done_at - killed:.1f}s "
+        f"after the kill); proxy restarted with a second kill: ready {restarted:.1f}s later, new leaders "
+        f"{elected:.1f}s later ({healthy_restart:.1f}s for a restart on the healthy cluster)"
     )
     print(timings)
     assert served_before > 0 and len(load.served) > served_before, "the load did not run across the kill"
     assert load.failed == [], f"{len(load.failed)} requests failed, first: {load.failed[:3]}; {timings}"
     assert new_token_served <= 5.0, timings
-    # Ready within 5 s; on a machine so loaded that Python's start alone takes longer, about as fast as a
-    # restart on the healthy cluster (the same machine's noise, so half as much again); and when the
-    # election ends later than that, within 3 s of its end: a starting proxy waits for the new leaders,
-    # not for a request timeout more (before: 28 s).
-    assert restarted <= max(5.0, 1.5 * healthy_restart, elected + 3.0), timings
+    # Ready within 5 s, whenever the election ends; on a machine so loaded that the proxy's start alone
+    # takes longer (Python's imports), about as fast as a restart on the healthy cluster (the same
+    # machine's noise, so half as much again).
+    assert restarted <= max(5.0, 1.5 * healthy_restart), timings
 
     # The new token reached the bucket too (the restarted proxy loaded it from there).
     assert _served_after(base_url, fresh, timeout=10) < 10
