@@ -15,6 +15,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from aqueduct_cli.embedded import EmbeddedNats
+from aqueduct_libs import kvload
 from aqueduct_libs.bus import KVWatcher
 
 pytestmark = pytest.mark.nats
@@ -53,11 +54,25 @@ async def client(bus: EmbeddedNats) -> AsyncIterator[NATS]:
     await nc.close()
 
 
-@pytest.fixture(params=[True, False], ids=["direct", "consumer-only"])
-def direct(request: pytest.FixtureRequest) -> bool:
-    """Buckets the product creates answer direct gets from any replica and are loaded with them; one made
-    by an older release (no ``allow_direct``) is loaded by the consumer alone."""
-    return bool(request.param)
+@pytest.fixture(params=[False, True], ids=["leader", "no-leader"])
+def direct(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[bool]:
+    """With a leader, a watch loads through its consumer. Without one (a NATS cluster electing it: no
+    consumer request is answered in time, here by giving the leader no time at all), it loads with
+    direct gets from any replica of a bucket with ``allow_direct``, then follows with a consumer."""
+    if not request.param:
+        yield False
+        return
+    monkeypatch.setattr(kvload, "LEADER_WAIT", 1e-9)
+    loads: list[int] = []
+    apply = kvload._DirectLoad.apply
+
+    async def counted(self: kvload._DirectLoad, on_put: kvload.OnPut, on_delete: kvload.OnDelete) -> None:
+        loads.append(len(self.entries))
+        await apply(self, on_put, on_delete)
+
+    monkeypatch.setattr(kvload._DirectLoad, "apply", counted)
+    yield True
+    assert loads, "no watch loaded with direct gets"
 
 
 async def _bucket(js: JetStreamContext, direct: bool, history: int = 1) -> KeyValue:
