@@ -58,7 +58,7 @@ SILENCE = 3.5 * HEARTBEAT
 CHECK_TIMEOUT = 2.0
 # How long a starting watch waits for the stream's leader to create its consumer before it loads from any
 # replica instead (direct gets): a NATS cluster electing a leader answers no consumer request for 4-9 s.
-LEADER_WAIT = 1.0
+LEADER_WAIT = 0.5
 INACTIVE_THRESHOLD = 30.0  # the server drops the consumer this long after its follower is gone
 
 _STATUS = "Status"
