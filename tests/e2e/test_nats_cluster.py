@@ -15,6 +15,7 @@ ready within 5 s, without waiting for the new leaders (it loads the auth snapsho
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import secrets
@@ -41,6 +42,15 @@ from tests.support.stack import Stack, write_config
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.nats]
 
 PASSWORDS = {service: secrets.token_hex(16) for service in SERVICE_USERS}
+WATCHED = tuple(
+    f"KV_{bucket}"
+    for bucket in (
+        names.AUTH_SNAPSHOT_BUCKET,
+        names.QUOTA_BUCKET,
+        names.AUTH_KEYS_BUCKET,
+        names.AUTH_REVOKED_BUCKET,
+    )
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +74,13 @@ async def test_a_single_replica_topology_is_brought_to_three_by_its_owners(clust
     with their own NATS users, start with AQUEDUCT_NATS_REPLICAS=3; a service that does not own them
     leaves them alone."""
     admin = await connect(cluster.admin_url, "test-admin")
-    await ensure_topology(admin.jetstream(), 1)
-    await FileStore(admin.jetstream(), quota_bytes_per_user=1 << 20, replicas=1).start()
-    await BatchStore(admin.jetstream(), replicas=1).start()
+    js = admin.jetstream()
+    await ensure_topology(js, 1)
+    await FileStore(js, quota_bytes_per_user=1 << 20, replicas=1).start()
+    await BatchStore(js, replicas=1).start()
+    for stream in WATCHED:  # as an older release made them: read through their leader only
+        config = (await js.stream_info(stream)).config
+        await js.update_stream(dataclasses.replace(config, allow_direct=False))
     await admin.close()
     assert set((await _replicas(cluster, (*TOPOLOGY_STREAMS, *BATCH_STREAMS))).values()) == {1}
 
@@ -82,6 +96,11 @@ async def test_a_single_replica_topology_is_brought_to_three_by_its_owners(clust
     assert await _replicas(cluster, (*TOPOLOGY_STREAMS, *BATCH_STREAMS)) == dict.fromkeys(
         (*TOPOLOGY_STREAMS, *BATCH_STREAMS), 3
     )
+    # And the buckets services watch answer reads from any replica (a start during an election).
+    admin = await connect(cluster.admin_url, "test-admin")
+    js = admin.jetstream()
+    assert [(await js.stream_info(stream)).config.allow_direct for stream in WATCHED] == [True] * len(WATCHED)
+    await admin.close()
 
 
 @pytest.fixture(scope="module")
