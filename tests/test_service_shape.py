@@ -4,6 +4,7 @@ returning a ``Service``, and ``run()``, which ``python -m aqueduct_<name>`` call
 from __future__ import annotations
 
 import ast
+import asyncio
 import importlib
 import inspect
 from pathlib import Path
@@ -65,24 +66,47 @@ def test_python_dash_m_calls_run(name: str) -> None:
     assert "run" in called
 
 
-async def test_bootstrap_returns_a_service_with_its_app(tmp_path: Path) -> None:
-    """The services whose wiring needs no bus before ``start``: what bootstrap returns is a ``Service``."""
+@pytest.mark.nats
+@pytest.mark.chdb
+@pytest.mark.slow
+async def test_every_service_bootstraps_starts_gets_ready_and_stops(tmp_path: Path) -> None:
+    """All five on one real bus, through the shape alone: bootstrap, start, ready, stop."""
+    from aqueduct_accounting.bootstrap import bootstrap as accounting
+    from aqueduct_accounting.settings import AccountingSettings
     from aqueduct_auth.bootstrap import bootstrap as auth
+    from aqueduct_cli.embedded import EmbeddedNats
     from aqueduct_directory.bootstrap import bootstrap as directory
     from aqueduct_directory.settings import DirectorySettings
+    from aqueduct_proxy.bootstrap import bootstrap as proxy
+    from aqueduct_proxy.settings import ProxySettings
     from aqueduct_ui.bootstrap import bootstrap as ui
 
-    common = CommonSettings(dev_mode=True, data_dir=tmp_path, secret_key="shape-test-secret-0123456789abcdef")
-    built: list[Any] = [
-        await auth(AuthSettings(), common),
-        await ui(UISettings(), common, use_bus=False),
-        await directory(DirectorySettings(), common),
-    ]
+    bus = EmbeddedNats(tmp_path / "nats").start()
+    common = CommonSettings(
+        dev_mode=True, nats_url=bus.url, data_dir=tmp_path / "data", secret_key="shape-test-0123456789abcdef"
+    )
+    started: list[Any] = []
     try:
-        for service in built:
+        # The directory first (it creates the streams and buckets), auth before the UI (it publishes the
+        # session keys the UI waits for).
+        for service in [
+            await directory(DirectorySettings(), common),
+            await auth(AuthSettings(), common),
+            await ui(UISettings(), common),
+            await proxy(ProxySettings(redis_url=""), common),  # no Valkey: limits not counted
+            await accounting(AccountingSettings(), common),
+        ]:
             assert isinstance(service, Service)
-            assert callable(service.app)  # an ASGI application
-            assert service.ready() is False  # nothing started yet
+            assert callable(service.app)  # an ASGI application, or the proxy's aiohttp one
+            await service.start()
+            started.append(service)
+        for service in started:
+            for _ in range(300):
+                if service.ready():
+                    break
+                await asyncio.sleep(0.1)
+            assert service.ready(), f"{type(service).__name__} not ready after 30 s"
     finally:
-        for service in built:
+        for service in reversed(started):
             await service.stop()
+        bus.stop()

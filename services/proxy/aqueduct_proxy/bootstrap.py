@@ -59,9 +59,9 @@ class Proxy:
     def ready(self) -> bool:
         return self.watchers[0].ready.is_set()
 
-    def wire(self, features: Sequence[Feature]) -> None:
+    def wire(self, listed: Sequence[Feature]) -> None:
         """Add the features to the app, in the order given; each finds what those before it built."""
-        for feature in features:
+        for feature in listed:
             self.wired[feature.name] = feature.wire(self)
 
     async def start(self) -> None:
