@@ -60,7 +60,7 @@ class DirectoryService:
 
     app: FastAPI
 
-    def __init__(self, common: CommonSettings, settings: DirectorySettings) -> None:
+    def __init__(self, settings: DirectorySettings, common: CommonSettings) -> None:
         self.common = common
         self.settings = settings
         self.directory = _open_directory(common, settings)
@@ -158,7 +158,7 @@ class DirectoryService:
 
 async def bootstrap(settings: DirectorySettings, common: CommonSettings) -> DirectoryService:
     """The directory's event store (``aqueduct.yaml`` applied) and its HTTP app; ``start`` connects."""
-    return DirectoryService(common, settings)
+    return DirectoryService(settings, common)
 
 
 class _Server(uvicorn.Server):

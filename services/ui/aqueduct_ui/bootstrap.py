@@ -70,7 +70,7 @@ async def bootstrap(settings: UISettings, common: CommonSettings, *, use_bus: bo
             ctx.http = None
 
     app = create_app(ctx, lifespan)
-    return LifespanService(app, lambda: ctx.http is not None and ctx.keyring.ready)
+    return LifespanService(app, ctx.ready)
 
 
 async def serve(settings: UISettings, common: CommonSettings) -> None:

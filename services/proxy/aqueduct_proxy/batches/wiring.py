@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from aiohttp import web
 
@@ -21,7 +21,7 @@ __all__ = ["BatchesFeature"]
 @dataclass(frozen=True)
 class BatchesFeature:
     settings: BatchSettings
-    name: str = "batches"
+    name: ClassVar[str] = "batches"
 
     def wire(self, proxy: Proxy) -> BatchStore:
         """``/v1/batches``; its input and output are files, so the files feature comes first."""

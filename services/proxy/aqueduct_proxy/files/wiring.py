@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from aiohttp import web
 
@@ -21,7 +21,7 @@ __all__ = ["FilesFeature"]
 @dataclass(frozen=True)
 class FilesFeature:
     settings: FilesSettings
-    name: str = "files"
+    name: ClassVar[str] = "files"
 
     def wire(self, proxy: Proxy) -> FileStore:
         """``/v1/files`` and the inlining of file parts (a middleware); the store opens when the application

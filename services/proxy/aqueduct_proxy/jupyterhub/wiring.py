@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from aiohttp import web
 from nats.js import JetStreamContext
@@ -30,7 +30,7 @@ class JupyterHubFeature:
 
     settings: HubBridgeSettings
     auth_url: str
-    name: str = "jupyterhub"
+    name: ClassVar[str] = "jupyterhub"
 
     def wire(self, proxy: Proxy) -> HubBridge | None:
         return _wire(proxy.app, proxy.gateway, proxy.nc.jetstream(), self.settings, self.auth_url)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from aiohttp import web
 from nats.js import JetStreamContext
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class McpFeature:
     settings: McpSettings
-    name: str = "mcp"
+    name: ClassVar[str] = "mcp"
 
     def wire(self, proxy: Proxy) -> McpRegistry:
         return _wire(proxy.app, proxy.gateway, proxy.nc.jetstream(), self.settings)
