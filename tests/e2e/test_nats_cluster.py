@@ -32,7 +32,7 @@ import openai
 import pytest
 
 from aqueduct_cli.nats_users import BATCH_STREAMS, SERVICE_USERS, TOPOLOGY_STREAMS
-from aqueduct_libs import names
+from aqueduct_libs import kvload, names
 from aqueduct_libs.bus import connect, ensure_topology
 from aqueduct_proxy.batches.store import BatchStore
 from aqueduct_proxy.files.store import FileStore
@@ -101,6 +101,11 @@ async def test_a_single_replica_topology_is_brought_to_three_by_its_owners(clust
     js = admin.jetstream()
     assert [(await js.stream_info(stream)).config.allow_direct for stream in WATCHED] == [True] * len(WATCHED)
     await admin.close()
+    proxy = await connect(cluster.url_for("proxy"), "aqueduct-proxy")
+    for bucket in (names.AUTH_SNAPSHOT_BUCKET, names.QUOTA_BUCKET):  # its own user may read them so
+        prefix = f"$KV.{bucket}."
+        assert await kvload._DirectLoad(proxy, "$JS.API", f"KV_{bucket}", f"{prefix}>", len(prefix)).run()
+    await proxy.close()
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +243,8 @@ class Election(threading.Thread):
     def run(self) -> None:
         async def wait() -> None:
             for stream in self.streams:
-                while await self.cluster.leader_of(stream) == self.victim:  # noqa: ASYNC110
+                # Asked every 0.5 s: the time of the election to within about that.
+                while await self.cluster.leader_of(stream, ask_every=0.5) == self.victim:  # noqa: ASYNC110
                     await asyncio.sleep(0.1)  # the old leader's answer, sent before it died
 
         asyncio.run(wait())
