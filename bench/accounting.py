@@ -24,6 +24,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import nats
 
+from aqueduct_accounting.adapters.analyst_sql import AnalystEngine, AnalystQueries, QueryLimits
 from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ClickHouse, embedded_dsn
 from aqueduct_accounting.adapters.migrations import apply_migrations
 from aqueduct_accounting.adapters.price_catalog import load_price_catalog
@@ -210,7 +211,8 @@ def generate(engine: ClickHouse, rows: int) -> float:
 
 
 async def measure_queries(engine: ClickHouse, repeat: int = 7) -> list[tuple[str, float]]:
-    reports = Reports(AsyncClickHouse(engine))
+    analyst = AnalystQueries(AnalystEngine.read_only(engine.dsn, QueryLimits()))
+    reports = Reports(AsyncClickHouse(engine), analyst)
     now = datetime.now(UTC)
     month = ReportWindow(now - timedelta(days=30), now)
     week = ReportWindow(now - timedelta(days=7), now)
@@ -240,6 +242,7 @@ async def measure_queries(engine: ClickHouse, repeat: int = 7) -> list[tuple[str
             await run()
             times.append((time.perf_counter() - started) * 1000)
         results.append((label, statistics.median(times)))
+    analyst.close()
     return results
 
 
