@@ -57,7 +57,15 @@ from aqueduct_libs.ops import configure_logging
 from aqueduct_libs.sessions import SessionVerifier, watch_revoked_sessions
 from aqueduct_libs.settings import CommonSettings
 
-__all__ = ["Service", "asyncapi_broker", "build", "directory_consumer", "run", "serve", "usage_consumer"]
+__all__ = [
+    "AccountingService",
+    "asyncapi_broker",
+    "bootstrap",
+    "directory_consumer",
+    "run",
+    "serve",
+    "usage_consumer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +73,7 @@ _NEWEST = "SELECT count(), toString(max(occurred_at)) FROM usage_events"
 
 
 @dataclass
-class Service:
+class AccountingService:
     """Everything the process runs, started and stopped in order."""
 
     engine: ClickHouse
@@ -134,7 +142,7 @@ class Service:
         self.engine.close()
 
 
-async def build(settings: AccountingSettings, common: CommonSettings) -> Service:
+async def bootstrap(settings: AccountingSettings, common: CommonSettings) -> AccountingService:
     """Wire the real adapters: ClickHouse (migrated), NATS, the consumers, the budget loop, the HTTP app."""
     engine = open_clickhouse(settings.clickhouse_url, common.data_dir)
     # Self-repair: whatever table is missing is created again, whatever copy of a stream was lost is
@@ -279,7 +287,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         {c.stream: redrive_with(c) for c in consumers},
         on_redriven=metrics.redriven.inc,
     )
-    ready_check: list[Service] = []
+    ready_check: list[AccountingService] = []
     api_tokens = ApiTokenViewers(common.directory_url)
     app = create_app(
         HttpDeps(
@@ -293,7 +301,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
             dead_letters=dead_letter_admin,
         )
     )
-    service = Service(
+    service = AccountingService(
         engine=engine,
         broker=broker,
         nc=nc,
@@ -393,7 +401,7 @@ def directory_consumer(
 
 
 def asyncapi_broker(settings: AccountingSettings | None = None) -> NatsBroker:
-    """A broker with accounting's subscribers declared as ``build`` declares them, not connected: for
+    """A broker with accounting's subscribers declared as ``bootstrap`` declares them, not connected: for
     FastStream's AsyncAPI document."""
     settings = settings or AccountingSettings()
     broker = StreamBroker(lambda: connect("nats://127.0.0.1:4222", "aqueduct-accounting"))
@@ -407,7 +415,7 @@ def asyncapi_broker(settings: AccountingSettings | None = None) -> NatsBroker:
 
 
 async def serve(settings: AccountingSettings, common: CommonSettings) -> None:
-    service = await build(settings, common)
+    service = await bootstrap(settings, common)
     config = uvicorn.Config(
         service.app,
         host=settings.host,
