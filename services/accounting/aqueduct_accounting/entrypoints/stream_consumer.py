@@ -486,8 +486,10 @@ def _pull_until_due(
             if now >= deadline:
                 break
             if now < hold:
-                if msgs:  # the time the batch would take to fill at the rate seen so far
-                    nap = (batch - len(msgs)) * (now - started) / len(msgs)
+                if msgs:  # the time the pull would take to fill (messages or bytes) at the rate seen so far
+                    got = sum(len(m.data) for m in msgs) or 1
+                    left = min((batch - len(msgs)) / len(msgs), max(room - got, 0) / got)
+                    nap = left * (now - started)
                 else:  # nothing yet: look again soon, then less and less often
                     nap, empty_nap = empty_nap, min(empty_nap * 2, _LONGEST_NAP)
                 await asyncio.sleep(max(0.002, min(hold - now, nap, _LONGEST_NAP)))
@@ -499,8 +501,8 @@ def _pull_until_due(
                     break
             elif now - first_at < linger:
                 await asyncio.sleep(first_at + linger - now)
-            elif queue.empty():
-                break  # due, lingered, and arrivals paused
+            elif queue.empty() or first_at < hold:
+                break  # due, and held since before, or lingered and arrivals paused
             else:
                 await asyncio.sleep(0.005)  # still arriving: a moment more
             while not over and not queue.empty() and len(msgs) < batch:
