@@ -189,6 +189,7 @@ class BatchConsumer(Generic[T]):
         self._storing: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._starting: asyncio.Task[None] | None = None
+        self._pull = _PullState(self._stopping)
         self.running = asyncio.Event()
         # Declared on the broker (and so in its AsyncAPI document); started by start(). FastStream's own
         # wait for a batch is a token: each pull (``_pull_until_due``) waits until a store is due.
@@ -269,14 +270,21 @@ class BatchConsumer(Generic[T]):
                 lambda: self._batch_bytes - self._held.size,
                 self._linger,
                 self._max_wait,
+                self._pull,
             )
             self.running.set()
             return
 
     async def stop(self) -> None:
-        """Stop pulling, store what is held (insert and ack), then return. Messages a pull had in hand but
-        not handed over yet come back after ``ack_wait``."""
+        """Stop pulling, store what the pull and the handler hold (insert and ack), then return."""
         self._stopping.set()
+        # The pull in progress returns what it has, and the handler takes it, before FastStream stops
+        # the subscriber (it would drop a pull's messages then: they would wait for ``ack_wait``).
+        if self._pull.wake is not None:
+            self._pull.wake()
+        handed_over_by = time.monotonic() + 2.0
+        while (self._pull.pulling or self._pull.unhandled) and time.monotonic() < handed_over_by:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # once, at a stop
         if self._starting is not None:
             self._starting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -315,6 +323,7 @@ class BatchConsumer(Generic[T]):
         return delivered
 
     async def _on_batch(self, delivered: Delivered[T]) -> None:
+        self._pull.unhandled = 0
         if not delivered.msgs:
             return
         if self._on_lag is not None:
@@ -407,29 +416,51 @@ _STATUS_EXPIRED = "408"
 _LONGEST_NAP = 0.25  # seconds between looks at what a held pull has brought
 
 
+@dataclass
+class _PullState:
+    """What a consumer and its pull share, for a stop that loses no pulled message."""
+
+    stopping: asyncio.Event
+    pulling: bool = False  # a pull is in progress
+    unhandled: int = 0  # messages a pull returned that the handler has not taken yet
+    wake: Callable[[], None] | None = None  # ends a pull waiting for its first message
+
+
+async def _nap(stopping: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or until ``stopping`` is set."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stopping.wait()
+
+
 def _pull_until_due(
     subscriber: Any,
     hold_until: Callable[[], float],
     max_bytes: Callable[[], int],
     linger: float,
     max_wait: float,
+    state: _PullState,
 ) -> None:
     """Replace the subscription's ``fetch`` (what FastStream's batch pull loop calls). nats-py's ends its
     pull request as soon as what is available was delivered: at a steady trickle, one request, one status
     message and one round of FastStream's loop per message. This one keeps one request open until a store
     is due (``hold_until()``, a ``time.monotonic()``; at most ``max_wait`` when nothing comes), for about
-    ``max_bytes()`` of payload at most, and returns what arrived then: one request and one handler call per store at a steady rate. After a quiet spell
-    (the store due already) it returns ``linger`` after the first message, once arrivals pause. It also
-    returns when ``batch`` messages arrived or the request is over (the server's 408 when it expired, 404,
-    409). ``subscriber.start()`` created the subscription; its pull task has not run yet."""
+    ``max_bytes()`` of payload at most, and returns what arrived then: one request and one handler call per
+    store at a steady rate. After a quiet spell (the store due already) it returns ``linger`` after the
+    first message, once arrivals pause. It also returns when ``batch`` messages arrived, the request is over
+    (the server's 408 when it expired, 404, 409), or the consumer stops (``state``).
+    ``subscriber.start()`` created the subscription; its pull task has not run yet."""
     subscription = subscriber.subscription
     nc = subscription._nc
     queue: asyncio.Queue[Msg] = subscription._sub._pending_queue
     inner = subscription._sub
     open_requests: deque[float] = deque()  # when each request sent and not known over expires
+    state.wake = lambda: queue.put_nowait(None)  # type: ignore[arg-type]  # read as "look again"
 
-    def accept(msg: Msg, msgs: list[Msg]) -> str:
-        """Count ``msg`` in; its status if it is one ("" if a message)."""
+    def accept(msg: Msg | None, msgs: list[Msg]) -> str:
+        """Count ``msg`` in; its status if it is one ("" if a message or a wake-up)."""
+        if msg is None:
+            return ""
         inner._pending_size -= len(msg.data)
         headers = msg.headers
         if headers and not msg.data and _STATUS in headers:
@@ -442,6 +473,20 @@ def _pull_until_due(
         timeout: float | None = None,  # noqa: ASYNC109
         heartbeat: float | None = None,
     ) -> list[Msg]:
+        if state.stopping.is_set():
+            await asyncio.sleep(0.05)  # FastStream's loop asks again at once until it is stopped
+            raise nats_errors.TimeoutError
+        state.pulling = True
+        try:
+            msgs = await pull(batch)
+        finally:
+            state.pulling = False
+        state.unhandled = len(msgs)
+        if not msgs:
+            raise nats_errors.TimeoutError
+        return msgs
+
+    async def pull(batch: int) -> list[Msg]:
         msgs: list[Msg] = []
         # Left over from an earlier request (the statuses of requests already over are dropped).
         while not queue.empty() and len(msgs) < batch:
@@ -481,7 +526,7 @@ def _pull_until_due(
 
         # Woken by the first message only when a store is due already; otherwise the queue is looked at
         # when the store falls due, or sooner if the batch may have filled (not once per message).
-        while not over and len(msgs) < batch:
+        while not over and len(msgs) < batch and not state.stopping.is_set():
             now = time.monotonic()
             if now >= deadline:
                 break
@@ -492,7 +537,7 @@ def _pull_until_due(
                     nap = left * (now - started)
                 else:  # nothing yet: look again soon, then less and less often
                     nap, empty_nap = empty_nap, min(empty_nap * 2, _LONGEST_NAP)
-                await asyncio.sleep(max(0.002, min(hold - now, nap, _LONGEST_NAP)))
+                await _nap(state.stopping, max(0.002, min(hold - now, nap, _LONGEST_NAP)))
             elif not msgs:
                 try:
                     async with asyncio.timeout(deadline - now):
@@ -500,7 +545,7 @@ def _pull_until_due(
                 except TimeoutError:
                     break
             elif now - first_at < linger:
-                await asyncio.sleep(first_at + linger - now)
+                await _nap(state.stopping, first_at + linger - now)
             elif queue.empty() or first_at < hold:
                 break  # due, and held since before, or lingered and arrivals paused
             else:
@@ -509,8 +554,6 @@ def _pull_until_due(
                 take(queue.get_nowait())
         if len(msgs) >= batch and mine in open_requests:
             open_requests.remove(mine)  # filled: the server sends no 408 for it
-        if not msgs:
-            raise nats_errors.TimeoutError
         return msgs
 
     subscription.fetch = fetch
