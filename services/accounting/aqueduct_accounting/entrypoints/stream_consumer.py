@@ -426,13 +426,6 @@ class _PullState:
     wake: Callable[[], None] | None = None  # ends a pull waiting for its first message
 
 
-async def _nap(stopping: asyncio.Event, seconds: float) -> None:
-    """Sleep ``seconds``, or until ``stopping`` is set."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await stopping.wait()
-
-
 def _pull_until_due(
     subscriber: Any,
     hold_until: Callable[[], float],
@@ -537,7 +530,8 @@ def _pull_until_due(
                     nap = left * (now - started)
                 else:  # nothing yet: look again soon, then less and less often
                     nap, empty_nap = empty_nap, min(empty_nap * 2, _LONGEST_NAP)
-                await _nap(state.stopping, max(0.002, min(hold - now, nap, _LONGEST_NAP)))
+                # A plain sleep (a stop is noticed after it, within _LONGEST_NAP).
+                await asyncio.sleep(max(0.002, min(hold - now, nap, _LONGEST_NAP)))
             elif not msgs:
                 try:
                     async with asyncio.timeout(deadline - now):
@@ -545,7 +539,7 @@ def _pull_until_due(
                 except TimeoutError:
                     break
             elif now - first_at < linger:
-                await _nap(state.stopping, first_at + linger - now)
+                await asyncio.sleep(first_at + linger - now)
             elif queue.empty() or first_at < hold:
                 break  # due, and held since before, or lingered and arrivals paused
             else:
