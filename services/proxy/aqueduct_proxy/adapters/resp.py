@@ -3,7 +3,9 @@
 redis-py's asyncio client checks a connection out of a pool and parses replies in Python for every
 command, which cost more CPU per request than the rest of the proxy together. Here one connection per
 process carries every command, replies are matched to callers in order (RESP is strictly FIFO), and only
-the reply types our scripts return (integers, arrays, simple strings, errors) are parsed.
+the reply types our scripts return (integers, arrays, simple strings, errors) are parsed. Commands sent
+during one turn of the event loop leave in one write: on a loopback socket each write costs more CPU
+(here 30-70 µs, in the kernel and in Valkey's reading) than building the command.
 """
 
 from __future__ import annotations
@@ -89,9 +91,22 @@ class _Protocol(asyncio.Protocol):
         self.waiters: deque[asyncio.Future[Any]] = deque()
         self.parser = _Parser()
         self.lost = False
+        self._unsent: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    def send(self, command: bytes, waiter: asyncio.Future[Any]) -> None:
+        """Queue a command; whatever this turn of the loop queues leaves in one write, in order."""
+        self.waiters.append(waiter)
+        if not self._unsent:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._unsent.append(command)
+
+    def _flush(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        if self.transport is not None and not self.lost:
+            self.transport.write(unsent[0] if len(unsent) == 1 else b"".join(unsent))
 
     def data_received(self, data: bytes) -> None:
         for reply in self.parser.feed(data):
@@ -153,9 +168,7 @@ class RespClient:
     async def _send(self, protocol: _Protocol, command: bytes) -> Any:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
-        protocol.waiters.append(waiter)
-        assert protocol.transport is not None
-        protocol.transport.write(command)
+        protocol.send(command, waiter)
         timer = loop.call_later(self._timeout, _expire, waiter, protocol)
         try:
             reply = await waiter
@@ -191,8 +204,7 @@ class RespClient:
             return None
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
-        protocol.waiters.append(waiter)
-        protocol.transport.write(self._evalsha_command(sha, keys, args))
+        protocol.send(self._evalsha_command(sha, keys, args), waiter)
         timer = loop.call_later(self._timeout, _expire, waiter, protocol)
         waiter.add_done_callback(lambda _: timer.cancel())
         return waiter
