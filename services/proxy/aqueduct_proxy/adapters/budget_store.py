@@ -38,22 +38,20 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # KEYS: holds, due, then every counter the call touches. ARGV[1]: hold seconds; ARGV[2]: per counter
-# "<nano limit> <token limit> <expire-at>" (limit -1: none); ARGV[3...]: the operations in order, each
-# "<s|r> <hold id> <nanos> <tokens> <counter index>..." (s: settle the hold to that real cost; r: reserve
-# that worst case). Returns one string per reservation: "1 <nanos> <tokens> ..." (per counter what it
-# counts now, spent + held) or "0 <counter's position in the request> <1 nanos | 2 tokens> <spent> <held>".
-# A hold record is "<nanos> <tokens> <counter key>..."; a settled hold that has expired meanwhile (and
-# was released) still charges its real cost. Each ``redis.call`` costs Valkey more than the arithmetic
-# around it: counters are read once, kept in Lua tables, and written once at the end.
+# "<nano limit> <token limit> <expire-at>" (limit -1: none); ARGV[3]: the sets of counters requests count
+# against, "<index>,<index>... <index>,..."; ARGV[4...]: the operations in order, each
+# "<s|r> <hold id> <nanos> <tokens> <set>" (s: settle the hold to that real cost; r: reserve that worst
+# case). Returns one string per reservation, "1" or "0 <counter's position in its set> <1 nanos | 2
+# tokens> <spent> <held>", then what each counter counts once the call is done, spent + held:
+# "<nanos> <tokens> ...". A hold record is "<nanos> <tokens> <counter key without the common prefix>...";
+# a settled hold that has expired meanwhile (and was released) still charges its real cost. Each
+# ``redis.call`` costs Valkey more than the arithmetic around it: counters are read once, kept in Lua
+# tables, and written once at the end.
 _BATCH = """
 -- Lua hands numbers to Valkey as "%.14g" (1e+15: a million dollars in nano-dollars): integers go as
 -- text.
 local function int(x) return string.format('%d', x) end
-local function words(s)
-  local out = {}
-  for w in string.gmatch(s, '%S+') do out[#out + 1] = w end
-  return out
-end
+local prefix = string.sub(KEYS[1], 1, #KEYS[1] - #'holds')
 -- The holds of a proxy that died: released before anything reads the counters.
 local now = tonumber(redis.call('TIME')[1])
 local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 16)
@@ -62,19 +60,19 @@ for _, id in ipairs(stale) do
   redis.call('HDEL', KEYS[1], id)
   redis.call('ZREM', KEYS[2], id)
   if record then
-    local parts = words(record)
-    local n, t = tonumber(parts[1]), tonumber(parts[2])
-    for j = 3, #parts do
-      local v = redis.call('HMGET', parts[j], 'hn', 'ht')
+    local n, t, keys = string.match(record, '^(%S+) (%S+)(.*)$')
+    for key in string.gmatch(keys, '%S+') do
+      if string.sub(key, 1, 3) ~= 'aq:' then key = prefix .. key end
+      local v = redis.call('HMGET', key, 'hn', 'ht')
       if v[1] then
-        redis.call('HSET', parts[j], 'hn', int((tonumber(v[1]) or 0) - n), 'ht', int((tonumber(v[2]) or 0) - t))
+        redis.call('HSET', key, 'hn', int((tonumber(v[1]) or 0) - n), 'ht', int((tonumber(v[2]) or 0) - t))
       end
     end
   end
 end
 local own = {}
-for _, value in ipairs(words(ARGV[2])) do own[#own + 1] = tonumber(value) end
-local sn, st, hn, ht, held, fresh = {}, {}, {}, {}, {}, {}
+for value in string.gmatch(ARGV[2], '%S+') do own[#own + 1] = tonumber(value) end
+local sn, st, hn, ht, held, fresh, short = {}, {}, {}, {}, {}, {}, {}
 for i = 1, #KEYS - 2 do
   local v = redis.call('HMGET', KEYS[i + 2], 'sn', 'st', 'hn', 'ht')
   sn[i], st[i] = tonumber(v[1]) or 0, tonumber(v[2]) or 0
@@ -82,13 +80,19 @@ for i = 1, #KEYS - 2 do
   -- No held field: the counter was rebuilt (Valkey lost its data) and holds nothing of ours.
   held[i] = v[3] ~= false
   fresh[i] = v[1] == false or v[3] == false
+  short[i] = string.sub(KEYS[i + 2], #prefix + 1)
 end
-local ops = {}
-local settled = {}
-for a = 3, #ARGV do
-  local op = words(ARGV[a])
-  ops[#ops + 1] = op
-  if op[1] == 's' then settled[#settled + 1] = op[2] end
+local sets = {}
+for set in string.gmatch(ARGV[3], '%S+') do
+  local members = {}
+  for i in string.gmatch(set, '[^,]+') do members[#members + 1] = tonumber(i) end
+  sets[#sets + 1] = members
+end
+local ops, settled = {}, {}
+for a = 4, #ARGV do
+  local kind, id, n, t, set = string.match(ARGV[a], '^(%a) (%S+) (%S+) (%S+) (%d+)$')
+  ops[#ops + 1] = {kind, id, tonumber(n), tonumber(t), sets[tonumber(set)]}
+  if kind == 's' then settled[#settled + 1] = id end
 end
 local records = {}
 if #settled > 0 then
@@ -98,60 +102,60 @@ if #settled > 0 then
   redis.call('ZREM', KEYS[2], unpack(settled))
 end
 local answers, new_holds, new_due = {}, {}, {}
+local due = now + tonumber(ARGV[1])
 for _, op in ipairs(ops) do
-  local n, t = tonumber(op[3]), tonumber(op[4])
+  local id, n, t, set = op[2], op[3], op[4], op[5]
   if op[1] == 's' then
-    local record = records[op[2]]
+    local record = records[id]
     local rn, rt = 0, 0
     if record then
-      local parts = words(record)
-      rn, rt = tonumber(parts[1]), tonumber(parts[2])
+      local a, b = string.match(record, '^(%S+) (%S+)')
+      rn, rt = tonumber(a), tonumber(b)
     end
-    for j = 5, #op do
-      local i = tonumber(op[j])
+    for _, i in ipairs(set) do
       sn[i], st[i] = sn[i] + n, st[i] + t
       if held[i] then hn[i], ht[i] = hn[i] - rn, ht[i] - rt end
     end
   else
     local refused
-    for j = 5, #op do
-      local i = tonumber(op[j])
+    for position, i in ipairs(set) do
       local ln, lt = own[3 * i - 2], own[3 * i - 1]
       if ln >= 0 and sn[i] + hn[i] + n > ln then
-        refused = string.format('0 %d 1 %d %d', j - 4, sn[i], hn[i])
+        refused = string.format('0 %d 1 %d %d', position, sn[i], hn[i])
         break
       end
       if lt >= 0 and st[i] + ht[i] + t > lt then
-        refused = string.format('0 %d 2 %d %d', j - 4, st[i], ht[i])
+        refused = string.format('0 %d 2 %d %d', position, st[i], ht[i])
         break
       end
     end
     if refused then
       answers[#answers + 1] = refused
     else
-      local counted, record = {'1'}, {op[3], op[4]}
-      for j = 5, #op do
-        local i = tonumber(op[j])
+      local record = {int(n), int(t)}
+      for _, i in ipairs(set) do
         hn[i], ht[i], held[i] = hn[i] + n, ht[i] + t, true
-        counted[#counted + 1] = string.format('%d %d', sn[i] + hn[i], st[i] + ht[i])
-        record[#record + 1] = KEYS[i + 2]
+        record[#record + 1] = short[i]
       end
-      answers[#answers + 1] = table.concat(counted, ' ')
-      new_holds[#new_holds + 1] = op[2]
+      answers[#answers + 1] = '1'
+      new_holds[#new_holds + 1] = id
       new_holds[#new_holds + 1] = table.concat(record, ' ')
-      new_due[#new_due + 1] = now + tonumber(ARGV[1])
-      new_due[#new_due + 1] = op[2]
+      new_due[#new_due + 1] = due
+      new_due[#new_due + 1] = id
     end
   end
 end
+local counted = {}
 for i = 1, #KEYS - 2 do
   redis.call('HSET', KEYS[i + 2], 'sn', int(sn[i]), 'st', int(st[i]), 'hn', int(hn[i]), 'ht', int(ht[i]))
   if fresh[i] then redis.call('EXPIREAT', KEYS[i + 2], own[3 * i]) end
+  counted[i] = int(sn[i] + hn[i]) .. ' ' .. int(st[i] + ht[i])
 end
 if #new_holds > 0 then
   redis.call('HSET', KEYS[1], unpack(new_holds))
   redis.call('ZADD', KEYS[2], unpack(new_due))
 end
+answers[#answers + 1] = table.concat(counted, ' ')
 return answers
 """
 
@@ -180,7 +184,7 @@ class BudgetCounter:
 @dataclass(frozen=True, slots=True)
 class BudgetHold:
     """What an admitted request holds until it settles. ``counted``: per counter, spent + held in nanos
-    and tokens once this hold was added (what the proxy falls back on while Valkey is away). A hold
+    and tokens once the call that added this hold was done (what the proxy falls back on while Valkey is away). A hold
     with no ``id`` was admitted by that fallback and exists in this process only."""
 
     id: str
@@ -256,15 +260,16 @@ class BudgetStore:
 
     async def reserved(self, sent: SentReservation) -> BudgetHold | BudgetRefusal:
         """The reservation's hold or refusal; BudgetStoreDown when Valkey did not answer."""
-        answer = (await sent.answer).split()
-        if int(answer[0]) == 1:
-            counted = tuple(map(int, answer[1:]))
-            return BudgetHold(sent.hold_id, sent.counters, sent.nanos, sent.tokens, counted)
+        answer, counted = await sent.answer
+        if len(answer) == 1:  # "1": admitted; a refusal says more
+            values = tuple(value for counter in sent.counters for value in counted[counter.key])
+            return BudgetHold(sent.hold_id, sent.counters, sent.nanos, sent.tokens, values)
+        refusal = answer.split()
         return BudgetRefusal(
-            sent.counters[int(answer[1]) - 1],
-            "nanos" if int(answer[2]) == 1 else "tokens",
-            int(answer[3]),
-            int(answer[4]),
+            sent.counters[int(refusal[1]) - 1],
+            "nanos" if int(refusal[2]) == 1 else "tokens",
+            int(refusal[3]),
+            int(refusal[4]),
         )
 
     def settle_nowait(self, hold: BudgetHold, nanos: int, tokens: int) -> None:
@@ -296,21 +301,23 @@ class BudgetStore:
         keys: list[str] = [HOLDS_KEY, DUE_KEY]
         own: list[str] = []
         index: dict[str, str] = {}
+        sets: dict[int, str] = {}
+        members: list[str] = []
         # A reservation's counters first: their limits are the ones it must be checked against (a
         # settlement may carry those of before a budget changed).
         for operation in sorted(operations, key=lambda o: o.kind):
-            for counter in operation.counters:
+            counters = operation.counters
+            if id(counters) in sets:
+                continue
+            for counter in counters:
                 if counter.key not in index:
                     index[counter.key] = str(len(index) + 1)
                     keys.append(counter.key)
                     own.append(counter.own)
-        refs: dict[int, str] = {}
-        args: list[Any] = [self._hold_seconds, " ".join(own)]
-        for operation in operations:
-            ref = refs.get(id(operation.counters))
-            if ref is None:
-                ref = refs[id(operation.counters)] = " ".join(index[c.key] for c in operation.counters)
-            args.append(f"{operation.kind} {operation.hold_id} {operation.nanos} {operation.tokens} {ref}")
+            members.append(",".join([index[c.key] for c in counters]))
+            sets[id(counters)] = str(len(members))
+        args: list[Any] = [self._hold_seconds, " ".join(own), " ".join(members)]
+        args += [f"{o.kind} {o.hold_id} {o.nanos} {o.tokens} {sets[id(o.counters)]}" for o in operations]
         self._call(operations, keys, args, retry=True)
 
     def _call(self, operations: list[_Operation], keys: list[str], args: list[Any], *, retry: bool) -> None:
@@ -350,10 +357,12 @@ class BudgetStore:
             if settled:
                 log.warning("could not settle %d budget holds: %s", settled, result)
             return
+        values = result[-1].split()
+        counted = {key: (int(values[2 * i]), int(values[2 * i + 1])) for i, key in enumerate(keys[2:])}
         answers = iter(result)
         for operation in operations:
             if operation.answer is not None and not operation.answer.done():
-                operation.answer.set_result(next(answers) if operation.kind == "r" else None)
+                operation.answer.set_result((next(answers), counted) if operation.kind == "r" else None)
             elif operation.kind == "r":
                 next(answers)
 
