@@ -181,7 +181,7 @@ class BudgetCounter:
         return f"{nanos} {tokens} {self.expire_at}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built on every request: not frozen, which costs twice as much
 class BudgetHold:
     """What an admitted request holds until it settles. ``counted``: per counter, spent + held in nanos
     and tokens once the call that added this hold was done (what the proxy falls back on while Valkey is away). A hold
@@ -202,19 +202,11 @@ class BudgetRefusal:
     held: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built on every request, and a frozen one costs twice as much
 class SentReservation:
-    """A reservation queued for this turn's call to Valkey; ``reserved`` reads its answer."""
+    """An operation queued for this turn's call to Valkey: a reservation (``reserved`` reads its
+    answer) or a settlement."""
 
-    hold_id: str
-    counters: tuple[BudgetCounter, ...]
-    nanos: int
-    tokens: int
-    answer: asyncio.Future[Any]
-
-
-@dataclass(frozen=True, slots=True)
-class _Operation:
     kind: str  # "r" reserve, "s" settle
     hold_id: str
     counters: tuple[BudgetCounter, ...]
@@ -235,8 +227,14 @@ class BudgetStore:
         self._hold_seconds = hold_seconds
         self._retry_down_after = retry_down_after
         self._down_until = 0.0
-        self._queue: list[_Operation] = []
+        self._queue: list[SentReservation] = []
+        # Hold ids: unique per process start, then counted (no system call per request).
+        self._hold_prefix = os.urandom(6).hex()
+        self._holds = 0
         self._calls: set[asyncio.Future[Any]] = set()
+        if isinstance(self._redis, RespClient):
+            # The call leaves in the same write as the turn's other commands (the rate-limit checks).
+            self._redis.before_flush(self._flush)
 
     def reserve_nowait(
         self, counters: tuple[BudgetCounter, ...], nanos: int, tokens: int
@@ -245,10 +243,17 @@ class BudgetStore:
         travels with the rate-limit check; ``reserved`` reads the answer."""
         if self.down:
             return None
-        hold_id = os.urandom(8).hex()
-        answer = asyncio.get_running_loop().create_future()
-        self._enqueue(_Operation("r", hold_id, counters, nanos, tokens, answer))
-        return SentReservation(hold_id, counters, nanos, tokens, answer)
+        self._holds += 1
+        sent = SentReservation(
+            "r",
+            f"{self._hold_prefix}{self._holds:x}",
+            counters,
+            nanos,
+            tokens,
+            asyncio.get_running_loop().create_future(),
+        )
+        self._enqueue(sent)
+        return sent
 
     async def reserve(
         self, counters: tuple[BudgetCounter, ...], nanos: int, tokens: int
@@ -260,6 +265,7 @@ class BudgetStore:
 
     async def reserved(self, sent: SentReservation) -> BudgetHold | BudgetRefusal:
         """The reservation's hold or refusal; BudgetStoreDown when Valkey did not answer."""
+        assert sent.answer is not None
         answer, counted = await sent.answer
         if len(answer) == 1:  # "1": admitted; a refusal says more
             values = tuple(value for counter in sent.counters for value in counted[counter.key])
@@ -276,21 +282,23 @@ class BudgetStore:
         """Replace the hold by the real cost in this turn's call, without waiting: this process's next
         reservation runs after it. When Valkey is unreachable the hold expires on its own, and
         accounting brings the spend back from ClickHouse."""
-        self._enqueue(_Operation("s", hold.id, hold.counters, nanos, tokens, None))
+        self._enqueue(SentReservation("s", hold.id, hold.counters, nanos, tokens, None))
 
     async def settle(self, hold: BudgetHold, nanos: int, tokens: int) -> bool:
         """``settle_nowait``, waiting for Valkey: False when it is unreachable."""
         done = asyncio.get_running_loop().create_future()
-        self._enqueue(_Operation("s", hold.id, hold.counters, nanos, tokens, done))
+        self._enqueue(SentReservation("s", hold.id, hold.counters, nanos, tokens, done))
         try:
             await done
         except BudgetStoreDown:
             return False
         return True
 
-    def _enqueue(self, operation: _Operation) -> None:
+    def _enqueue(self, operation: SentReservation) -> None:
         if not self._queue:
-            asyncio.get_running_loop().call_soon(self._flush)
+            runner = self._redis
+            if not (isinstance(runner, RespClient) and runner.flush_soon()):
+                asyncio.get_running_loop().call_soon(self._flush)
         self._queue.append(operation)
 
     def _flush(self) -> None:
@@ -320,7 +328,9 @@ class BudgetStore:
         args += [f"{o.kind} {o.hold_id} {o.nanos} {o.tokens} {sets[id(o.counters)]}" for o in operations]
         self._call(operations, keys, args, retry=True)
 
-    def _call(self, operations: list[_Operation], keys: list[str], args: list[Any], *, retry: bool) -> None:
+    def _call(
+        self, operations: list[SentReservation], keys: list[str], args: list[Any], *, retry: bool
+    ) -> None:
         runner = self._redis
         sent: asyncio.Future[Any] | None = None
         if retry and isinstance(runner, RespClient):
@@ -333,7 +343,7 @@ class BudgetStore:
 
     def _answered(
         self,
-        operations: list[_Operation],
+        operations: list[SentReservation],
         keys: list[str],
         args: list[Any],
         retry: bool,

@@ -14,6 +14,8 @@ import asyncio
 import hashlib
 import ssl
 from collections import deque
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -86,12 +88,14 @@ class _Parser:
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, before_flush: list[Callable[[], None]]) -> None:
         self.transport: asyncio.Transport | None = None
         self.waiters: deque[asyncio.Future[Any]] = deque()
         self.parser = _Parser()
         self.lost = False
         self._unsent: list[bytes] = []
+        self._flushing = False
+        self._before_flush = before_flush
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -99,14 +103,23 @@ class _Protocol(asyncio.Protocol):
     def send(self, command: bytes, waiter: asyncio.Future[Any]) -> None:
         """Queue a command; whatever this turn of the loop queues leaves in one write, in order."""
         self.waiters.append(waiter)
-        if not self._unsent:
-            asyncio.get_running_loop().call_soon(self._flush)
         self._unsent.append(command)
+        self.flush_soon()
+
+    def flush_soon(self) -> None:
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
-        unsent, self._unsent = self._unsent, []
-        if self.transport is not None and not self.lost:
-            self.transport.write(unsent[0] if len(unsent) == 1 else b"".join(unsent))
+        try:
+            for hook in self._before_flush:  # they may add commands: those leave in this write too
+                hook()
+        finally:
+            self._flushing = False
+            unsent, self._unsent = self._unsent, []
+            if unsent and self.transport is not None and not self.lost:
+                self.transport.write(unsent[0] if len(unsent) == 1 else b"".join(unsent))
 
     def data_received(self, data: bytes) -> None:
         for reply in self.parser.feed(data):
@@ -135,6 +148,7 @@ class RespClient:
         self._ssl = ssl.create_default_context() if parsed.scheme == "rediss" else None
         self._timeout = timeout
         self._protocol: _Protocol | None = None
+        self._before_flush: list[Callable[[], None]] = []
         self._connecting: asyncio.Lock | None = None
         self._scripts: dict[str, bytes] = {}
         # "EVALSHA <sha> <n> <keys...>", encoded once per key set: a token's counters keep their keys.
@@ -150,7 +164,10 @@ class RespClient:
                 return self._protocol
             loop = asyncio.get_running_loop()
             _, fresh = await asyncio.wait_for(
-                loop.create_connection(_Protocol, self._host, self._port, ssl=self._ssl), self._timeout
+                loop.create_connection(
+                    partial(_Protocol, self._before_flush), self._host, self._port, ssl=self._ssl
+                ),
+                self._timeout,
             )
             self._protocol = fresh
             if self._password is not None:
@@ -180,6 +197,18 @@ class RespClient:
 
     async def execute(self, *args: Any) -> Any:
         return await self._call(await self._connection(), args)
+
+    def before_flush(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` before each write: what it sends joins the commands of that turn."""
+        self._before_flush.append(hook)
+
+    def flush_soon(self) -> bool:
+        """Make sure a write (and its hooks) runs at the end of this turn; False when not connected."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost:
+            return False
+        protocol.flush_soon()
+        return True
 
     def register_script(self, source: str) -> str:
         sha = hashlib.sha1(source.encode()).hexdigest()

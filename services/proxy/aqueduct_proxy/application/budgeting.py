@@ -49,7 +49,7 @@ _PER_CHAT = 3
 _NO_OUTPUT = ("/embeddings",)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built on every request: not frozen, which costs twice as much
 class Reservation:
     counters: tuple[BudgetCounter, ...]
     nanos: int
@@ -207,6 +207,15 @@ class Budgeting:
     def _cost(self, call: Call, usage: TokenUsage | None) -> tuple[int, int]:
         if usage is None:
             return 0, 0
+        if not (
+            usage.cached_tokens
+            or usage.cache_write_5m_tokens
+            or usage.cache_write_1h_tokens
+            or usage.reasoning_tokens
+        ):  # the common case, priced without building token classes: the same arithmetic
+            return worst_case(
+                self.snapshot.prices.price_for(call.model), usage.input_tokens, usage.output_tokens
+            )
         classes = TokenClasses(
             usage.input_tokens,
             usage.output_tokens,
