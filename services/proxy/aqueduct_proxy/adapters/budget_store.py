@@ -18,6 +18,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -332,14 +333,14 @@ class BudgetStore:
         self, operations: list[SentReservation], keys: list[str], args: list[Any], *, retry: bool
     ) -> None:
         runner = self._redis
-        sent: asyncio.Future[Any] | None = None
-        if retry and isinstance(runner, RespClient):
-            sent = runner.evalsha_nowait(self._batch, keys, args)
-        if sent is None:  # not connected yet, a redis-py client, or the script to load again
-            sent = asyncio.ensure_future(runner.evalsha(self._batch, keys, args))
-            self._calls.add(sent)
-            sent.add_done_callback(self._calls.discard)
-        sent.add_done_callback(partial(self._answered, operations, keys, args, retry))
+        answer = partial(self._answered, operations, keys, args, retry)
+        if retry and isinstance(runner, RespClient) and runner.evalsha_then(self._batch, keys, args, answer):
+            return
+        # Not connected yet, a redis-py client, or the script to load again.
+        sent = asyncio.ensure_future(runner.evalsha(self._batch, keys, args))
+        self._calls.add(sent)
+        sent.add_done_callback(self._calls.discard)
+        sent.add_done_callback(partial(_outcome, answer))
 
     def _answered(
         self,
@@ -347,12 +348,9 @@ class BudgetStore:
         keys: list[str],
         args: list[Any],
         retry: bool,
-        sent: asyncio.Future[Any],
+        result: Any,
     ) -> None:
-        if sent.cancelled():
-            result: Any = asyncio.CancelledError()
-        else:
-            result = sent.exception() or sent.result()  # an error reply comes as a result
+        """The call's reply, error reply or exception, handed to each operation."""
         if retry and isinstance(result, RespError) and str(result).startswith("NOSCRIPT"):
             self._call(operations, keys, args, retry=False)  # Valkey restarted: load the script
             return
@@ -391,3 +389,7 @@ class BudgetStore:
         if time.monotonic() >= self._down_until:
             log.warning("budget store unreachable: %s", exc)
         self._down_until = time.monotonic() + self._retry_down_after
+
+
+def _outcome(answer: Callable[[Any], None], sent: asyncio.Future[Any]) -> None:
+    answer(asyncio.CancelledError() if sent.cancelled() else sent.exception() or sent.result())

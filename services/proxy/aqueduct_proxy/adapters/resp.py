@@ -87,10 +87,38 @@ class _Parser:
         raise RespError(f"unexpected reply type {kind!r}")
 
 
+class _Handoff:
+    """A waiter that hands the reply straight to a function: a future's callbacks would wait for the
+    next turn of the loop."""
+
+    __slots__ = ("_done", "_on_reply", "timer")
+
+    def __init__(self, on_reply: Callable[[Any], None]) -> None:
+        self._on_reply = on_reply
+        self._done = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, reply: Any) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self.timer is not None:
+            self.timer.cancel()
+        self._on_reply(reply)
+
+    set_exception = set_result
+
+
+_Waiter = asyncio.Future[Any] | _Handoff
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self, before_flush: list[Callable[[], None]]) -> None:
         self.transport: asyncio.Transport | None = None
-        self.waiters: deque[asyncio.Future[Any]] = deque()
+        self.waiters: deque[_Waiter] = deque()
         self.parser = _Parser()
         self.lost = False
         self._unsent: list[bytes] = []
@@ -100,7 +128,7 @@ class _Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def send(self, command: bytes, waiter: asyncio.Future[Any]) -> None:
+    def send(self, command: bytes, waiter: _Waiter) -> None:
         """Queue a command; whatever this turn of the loop queues leaves in one write, in order."""
         self.waiters.append(waiter)
         self._unsent.append(command)
@@ -224,19 +252,20 @@ class RespClient:
                 self._heads[head_key] = head
         return b"*%d\r\n" % (3 + len(keys) + len(args)) + head + _bulk(args)
 
-    def evalsha_nowait(self, sha: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any] | None:
-        """Send without waiting for the answer (None when not connected): the reply, or the error, lands
-        in the returned future. Commands keep their order on the one connection, so whatever this
-        process sends next runs after it."""
+    def evalsha_then(
+        self, sha: str, keys: list[str], args: list[Any], on_reply: Callable[[Any], None]
+    ) -> bool:
+        """Send without waiting (False when not connected): ``on_reply`` gets the reply, an error reply
+        or the exception (timeout, connection lost) as soon as it is read, before any task resumes,
+        so that whoever waits for the result of that reply finds it ready. Commands keep their order
+        on the one connection, so whatever this process sends next runs after it."""
         protocol = self._protocol
         if protocol is None or protocol.lost or protocol.transport is None:
-            return None
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Any] = loop.create_future()
+            return False
+        waiter = _Handoff(on_reply)
         protocol.send(self._evalsha_command(sha, keys, args), waiter)
-        timer = loop.call_later(self._timeout, _expire, waiter, protocol)
-        waiter.add_done_callback(lambda _: timer.cancel())
-        return waiter
+        waiter.timer = asyncio.get_running_loop().call_later(self._timeout, _expire, waiter, protocol)
+        return True
 
     async def evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
         command = self._evalsha_command(sha, keys, args)
@@ -253,7 +282,7 @@ class RespClient:
             self._protocol.transport.close()
 
 
-def _expire(waiter: asyncio.Future[Any], protocol: _Protocol) -> None:
+def _expire(waiter: _Waiter, protocol: _Protocol) -> None:
     if not waiter.done():
         # The connection is out of step now (a late reply would go to the next caller): drop it.
         waiter.set_exception(TimeoutError("Valkey did not answer in time"))
