@@ -221,14 +221,26 @@ class BudgetStoreDown(Exception):
 
 
 class BudgetStore:
-    def __init__(self, redis: Any, hold_seconds: int = 900, retry_down_after: float = 1.0) -> None:
-        """``redis``: a ``RespClient`` (shared with the limiter) or a redis-py asyncio client."""
+    def __init__(
+        self,
+        redis: Any,
+        hold_seconds: int = 900,
+        retry_down_after: float = 1.0,
+        settle_within: float = 0.005,
+    ) -> None:
+        """``redis``: a ``RespClient`` (shared with the limiter) or a redis-py asyncio client.
+        ``settle_within``: how long a settlement sent without waiting may wait for other commands to
+        travel with (the next reservation, usually): a call to Valkey costs it more than the
+        operations in it."""
         self._redis: ScriptRunner = as_runner(redis)
         self._batch = self._redis.register_script(_BATCH)
         self._hold_seconds = hold_seconds
         self._retry_down_after = retry_down_after
         self._down_until = 0.0
         self._queue: list[SentReservation] = []
+        self._settle_within = settle_within
+        self._flushing = False
+        self._timer: asyncio.TimerHandle | None = None
         # Hold ids: unique per process start, then counted (no system call per request).
         self._hold_prefix = os.urandom(6).hex()
         self._holds = 0
@@ -280,10 +292,13 @@ class BudgetStore:
         )
 
     def settle_nowait(self, hold: BudgetHold, nanos: int, tokens: int) -> None:
-        """Replace the hold by the real cost in this turn's call, without waiting: this process's next
-        reservation runs after it. When Valkey is unreachable the hold expires on its own, and
-        accounting brings the spend back from ClickHouse."""
-        self._enqueue(SentReservation("s", hold.id, hold.counters, nanos, tokens, None))
+        """Replace the hold by the real cost without waiting, in the next call to Valkey (within
+        ``settle_within``): this process's next reservation runs after it, and until then the hold,
+        never less than the cost, counts on every replica. When Valkey is unreachable the hold expires
+        on its own, and accounting brings the spend back from ClickHouse."""
+        self._queue.append(SentReservation("s", hold.id, hold.counters, nanos, tokens, None))
+        if self._timer is None and not self._flushing:
+            self._timer = asyncio.get_running_loop().call_later(self._settle_within, self._flush)
 
     async def settle(self, hold: BudgetHold, nanos: int, tokens: int) -> bool:
         """``settle_nowait``, waiting for Valkey: False when it is unreachable."""
@@ -296,14 +311,20 @@ class BudgetStore:
         return True
 
     def _enqueue(self, operation: SentReservation) -> None:
-        if not self._queue:
+        self._queue.append(operation)
+        if not self._flushing:
+            self._flushing = True
             runner = self._redis
             if not (isinstance(runner, RespClient) and runner.flush_soon()):
                 asyncio.get_running_loop().call_soon(self._flush)
-        self._queue.append(operation)
 
     def _flush(self) -> None:
-        """This turn's operations, in order, as one call."""
+        """The operations queued so far, in order, as one call (also run before every write of the
+        fast client: whatever leaves for Valkey takes the waiting settlements along)."""
+        self._flushing = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         operations, self._queue = self._queue, []
         if not operations:
             return

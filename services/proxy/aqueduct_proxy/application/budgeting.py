@@ -189,9 +189,9 @@ class Budgeting:
 
     def settle(self, call: Call, usage: TokenUsage | None) -> None:
         """Replace the call's hold by what its usage event says it cost (nothing, without usage), in
-        this turn's call to Valkey, without waiting for its answer: this process's next reservation
-        runs after it all the same, and on other replicas the hold, never less than the cost, counts
-        until then."""
+        the next call to Valkey (within a few milliseconds), without waiting for its answer: this
+        process's next reservation runs after it all the same, and on other replicas the hold, never
+        less than the cost, counts until then."""
         hold, call.budget_hold = call.budget_hold, None
         if hold is None or self.store is None:
             return
