@@ -15,6 +15,7 @@ limits' when every request ran two scripts of its own). The call is still atomic
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -245,6 +246,9 @@ class BudgetStore:
         self._hold_prefix = os.urandom(6).hex()
         self._holds = 0
         self._calls: set[asyncio.Future[Any]] = set()
+        self._handed = 0  # calls handed to the fast client whose reply has not been read yet
+        self._idle = asyncio.Event()
+        self._idle.set()
         if isinstance(self._redis, RespClient):
             # The call leaves in the same write as the turn's other commands (the rate-limit checks).
             self._redis.before_flush(self._flush)
@@ -354,9 +358,13 @@ class BudgetStore:
         self, operations: list[SentReservation], keys: list[str], args: list[Any], *, retry: bool
     ) -> None:
         runner = self._redis
-        answer = partial(self._answered, operations, keys, args, retry)
-        if retry and isinstance(runner, RespClient) and runner.evalsha_then(self._batch, keys, args, answer):
-            return
+        if retry and isinstance(runner, RespClient):
+            handed = partial(self._answered, operations, keys, args, retry, True)
+            if runner.evalsha_then(self._batch, keys, args, handed):
+                self._handed += 1  # until its reply is read (``drain`` waits for it)
+                self._idle.clear()
+                return
+        answer = partial(self._answered, operations, keys, args, retry, False)
         # Not connected yet, a redis-py client, or the script to load again.
         sent = asyncio.ensure_future(runner.evalsha(self._batch, keys, args))
         self._calls.add(sent)
@@ -369,9 +377,14 @@ class BudgetStore:
         keys: list[str],
         args: list[Any],
         retry: bool,
+        handed: bool,
         result: Any,
     ) -> None:
         """The call's reply, error reply or exception, handed to each operation."""
+        if handed:
+            self._handed -= 1
+            if not self._handed:
+                self._idle.set()
         if retry and isinstance(result, RespError) and str(result).startswith("NOSCRIPT"):
             self._call(operations, keys, args, retry=False)  # Valkey restarted: load the script
             return
@@ -396,8 +409,11 @@ class BudgetStore:
                 next(answers)
 
     async def drain(self) -> None:
-        """Send what is queued and wait for the calls on their way (at shutdown)."""
+        """Send what is queued and wait for the calls on their way (at shutdown): a settlement lost here
+        would keep its hold for ``hold_seconds``."""
         self._flush()
+        with contextlib.suppress(TimeoutError):  # each is answered within the client's own timeout
+            await asyncio.wait_for(self._idle.wait(), 2.0)
         if self._calls:
             await asyncio.gather(*self._calls, return_exceptions=True)
 
