@@ -361,3 +361,37 @@ async def test_budgets_and_rate_limits_together(proxy, snapshot, bus, priced, va
     raw = await valkey.hget(f"aq:rl:{{{grant.token_id}}}:t:otpm", "t")
     assert int(raw) == sum(e.output_tokens for e in events) == 1000
     await client.close()
+
+
+async def test_one_turns_reservations_and_settlements_are_one_exact_call(valkey_url, valkey):
+    # What a busy process reserves in one turn of its event loop goes to Valkey as one script call, and
+    # stays exact: of 40 requests of 100 on a budget of 1,000, exactly 10 are admitted, in order.
+    from aqueduct_proxy.adapters.resp import RespClient
+
+    scope_id = "team-" + uuid.uuid4().hex[:8]
+    counters = budget_counters(
+        [BudgetRule(scope="team", scope_id=scope_id, daily_nanos=1_000)], datetime.now(UTC)
+    )
+    client = RespClient(valkey_url)
+    await client.execute("PING")
+    store = BudgetStore(client, settle_within=60)  # settlements wait for the next call, however long
+    await store.settle(BudgetHold("none", counters, 0, 0), 0, 0)  # Valkey loads the script
+    before = (await valkey.info("commandstats"))["cmdstat_evalsha"]["calls"]
+
+    answers = await asyncio.gather(*(store.reserve(counters, 100, 1) for _ in range(40)))
+    held = [a for a in answers if isinstance(a, BudgetHold)]
+    assert len(held) == 10 and all(isinstance(a, BudgetHold) for a in answers[:10])
+    assert not any(isinstance(a, BudgetHold) for a in answers[10:])
+    assert held[-1].counted == (1_000, 10)
+    assert (await valkey.info("commandstats"))["cmdstat_evalsha"]["calls"] == before + 1
+
+    for hold in held:
+        store.settle_nowait(hold, 30, 1)  # nothing sent yet: they wait for the next call ...
+    await asyncio.sleep(0.1)
+    assert (await _counter(valkey, "team", scope_id))["hn"] == 1_000
+    again = await store.reserve(counters, 700, 1)  # ... and go first in it: 300 spent, 700 more fit
+    assert isinstance(again, BudgetHold) and again.counted == (1_000, 11)
+    assert await _counter(valkey, "team", scope_id) == {"sn": 300, "st": 10, "hn": 700, "ht": 1}
+    await store.settle(again, 0, 0)
+    assert not await valkey.hexists(HOLDS_KEY, again.id)
+    await client.close()
