@@ -255,7 +255,25 @@ async def test_holds_of_a_proxy_that_died_expire(valkey_url, valkey):
     await alive.settle(again, 300, 4)
     counter = await _counter(valkey, "team", scope_id)
     assert (counter["sn"], counter["hn"], counter["st"], counter["ht"]) == (300, 0, 4, 0)
-    assert not await valkey.hexists(HOLDS_KEY, again.id) and await valkey.zscore(DUE_KEY, again.id) is None
+    assert not [m for m in await valkey.zrange(DUE_KEY, 0, -1) if m.startswith(again.id.encode())]
+
+
+async def test_a_hold_recorded_by_the_previous_version_is_released_too(valkey_url, valkey):
+    # Before: the due set held the id, the holds hash its record "<nanos> <tokens> <counter key>...".
+    scope_id = "team-" + uuid.uuid4().hex[:8]
+    counters = budget_counters(
+        [BudgetRule(scope="team", scope_id=scope_id, daily_nanos=1_000)], datetime.now(UTC)
+    )
+    old_id = "old-" + uuid.uuid4().hex[:8]
+    key = counters[0].key
+    await valkey.hset(key, mapping={"sn": 0, "st": 0, "hn": 800, "ht": 10})
+    await valkey.hset(HOLDS_KEY, old_id, f"800 10 {key}")
+    await valkey.zadd(DUE_KEY, {old_id: 1})  # long past its deadline
+    store = BudgetStore(Redis.from_url(valkey_url))
+    held = await store.reserve(counters, 900, 1)
+    assert isinstance(held, BudgetHold) and held.counted == (900, 1)
+    assert not await valkey.hexists(HOLDS_KEY, old_id) and await valkey.zscore(DUE_KEY, old_id) is None
+    await store.settle(held, 0, 0)
 
 
 async def test_valkey_gone_mid_run_one_process_still_holds_the_budget(

@@ -39,35 +39,43 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# KEYS: holds, due, then every counter the call touches. ARGV[1]: hold seconds; ARGV[2]: per counter
-# "<nano limit> <token limit> <expire-at>" (limit -1: none); ARGV[3]: the sets of counters requests count
-# against, "<index>,<index>... <index>,..."; ARGV[4...]: the operations in order, each
-# "<s|r> <hold id> <nanos> <tokens> <set>" (s: settle the hold to that real cost; r: reserve that worst
-# case). Returns one string per reservation, "1" or "0 <counter's position in its set> <1 nanos | 2
-# tokens> <spent> <held>", then what each counter counts once the call is done, spent + held:
-# "<nanos> <tokens> ...". A hold record is "<nanos> <tokens> <counter key without the common prefix>...";
-# a settled hold that has expired meanwhile (and was released) still charges its real cost. Each
-# ``redis.call`` costs Valkey more than the arithmetic around it: counters are read once, kept in Lua
-# tables, and written once at the end.
+# KEYS: holds (records of an earlier version), due, then every counter the call touches. ARGV[1]: hold
+# seconds; ARGV[2]: per counter "<nano limit> <token limit> <expire-at>" (limit -1: none); ARGV[3]: the
+# sets of counters requests count against, "<index>,<index>... <index>,..."; ARGV[4]: "1" to release the
+# holds of proxies that died; ARGV[5...]: the operations in order, "r <hold id> <nanos> <tokens> <set>"
+# to reserve that worst case, "s <hold id> <nanos> <tokens> <set> <held nanos> <held tokens>" to settle
+# the hold to that real cost. Returns one string per reservation, "1" or "0 <counter's position in its
+# set> <1 nanos | 2 tokens> <spent> <held>", then what each counter counts once the call is done, spent +
+# held: "<nanos> <tokens> ...". A hold is a member of the due set, "<id> <nanos> <tokens> <counter key
+# without the common prefix>...", scored by when it expires; a settled hold that has expired meanwhile
+# (and was released) still charges its real cost. Each ``redis.call`` costs Valkey more than the
+# arithmetic around it: counters are read once, kept in Lua tables, and written once at the end.
 _BATCH = """
 -- Lua hands numbers to Valkey as "%.14g" (1e+15: a million dollars in nano-dollars): integers go as
 -- text.
 local function int(x) return string.format('%d', x) end
 local prefix = string.sub(KEYS[1], 1, #KEYS[1] - #'holds')
--- The holds of a proxy that died: released before anything reads the counters.
+-- The holds of a proxy that died: released before anything reads the counters (looked for at most once
+-- a second per process). A hold is a member "<id> <nanos> <tokens> <counter key without the common
+-- prefix>..." of the due set, scored by when it expires; one recorded by an earlier version is its id
+-- alone, its record in the holds hash.
 local now = tonumber(redis.call('TIME')[1])
-local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 16)
-for _, id in ipairs(stale) do
-  local record = redis.call('HGET', KEYS[1], id)
-  redis.call('HDEL', KEYS[1], id)
-  redis.call('ZREM', KEYS[2], id)
-  if record then
-    local n, t, keys = string.match(record, '^(%S+) (%S+)(.*)$')
-    for key in string.gmatch(keys, '%S+') do
-      if string.sub(key, 1, 3) ~= 'aq:' then key = prefix .. key end
-      local v = redis.call('HMGET', key, 'hn', 'ht')
-      if v[1] then
-        redis.call('HSET', key, 'hn', int((tonumber(v[1]) or 0) - n), 'ht', int((tonumber(v[2]) or 0) - t))
+if ARGV[4] == '1' then
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 16)) do
+    redis.call('ZREM', KEYS[2], member)
+    local record = string.match(member, '^%S+ (.*)$')
+    if not record then
+      record = redis.call('HGET', KEYS[1], member)
+      redis.call('HDEL', KEYS[1], member)
+    end
+    if record then
+      local n, t, keys = string.match(record, '^(%S+) (%S+)(.*)$')
+      for key in string.gmatch(keys, '%S+') do
+        if string.sub(key, 1, 3) ~= 'aq:' then key = prefix .. key end
+        local v = redis.call('HMGET', key, 'hn', 'ht')
+        if v[1] then
+          redis.call('HSET', key, 'hn', int((tonumber(v[1]) or 0) - n), 'ht', int((tonumber(v[2]) or 0) - t))
+        end
       end
     end
   end
@@ -84,34 +92,45 @@ for i = 1, #KEYS - 2 do
   fresh[i] = v[1] == false or v[3] == false
   short[i] = string.sub(KEYS[i + 2], #prefix + 1)
 end
-local sets = {}
+local sets, names = {}, {}
 for set in string.gmatch(ARGV[3], '%S+') do
-  local members = {}
-  for i in string.gmatch(set, '[^,]+') do members[#members + 1] = tonumber(i) end
+  local members, keys = {}, {}
+  for i in string.gmatch(set, '[^,]+') do
+    members[#members + 1] = tonumber(i)
+    keys[#keys + 1] = short[tonumber(i)]
+  end
   sets[#sets + 1] = members
+  names[#names + 1] = table.concat(keys, ' ')
 end
+-- A settlement names the hold by what it reserved: "s <id> <nanos> <tokens> <set> <held nanos> <held
+-- tokens>", so that its member of the due set is known without a lookup.
 local ops, settled = {}, {}
-for a = 4, #ARGV do
-  local kind, id, n, t, set = string.match(ARGV[a], '^(%a) (%S+) (%S+) (%S+) (%d+)$')
-  ops[#ops + 1] = {kind, id, tonumber(n), tonumber(t), sets[tonumber(set)]}
-  if kind == 's' then settled[#settled + 1] = id end
+for a = 5, #ARGV do
+  local kind, id, n, t, set, hold = string.match(ARGV[a], '^(%a) (%S+) (%S+) (%S+) (%d+)(.*)$')
+  set = tonumber(set)
+  local member
+  if kind == 's' then
+    member = id .. hold .. ' ' .. names[set]
+    settled[#settled + 1] = member
+  else
+    member = id .. ' ' .. n .. ' ' .. t .. ' ' .. names[set]
+  end
+  ops[#ops + 1] = {kind, member, tonumber(n), tonumber(t), sets[set], hold}
 end
-local records = {}
+local present = {}
 if #settled > 0 then
-  local found = redis.call('HMGET', KEYS[1], unpack(settled))
-  for j = 1, #settled do records[settled[j]] = found[j] end
-  redis.call('HDEL', KEYS[1], unpack(settled))
+  local scores = redis.call('ZMSCORE', KEYS[2], unpack(settled))
+  for j = 1, #settled do present[settled[j]] = scores[j] ~= false end
   redis.call('ZREM', KEYS[2], unpack(settled))
 end
-local answers, new_holds, new_due = {}, {}, {}
+local answers, new_due = {}, {}
 local due = now + tonumber(ARGV[1])
 for _, op in ipairs(ops) do
-  local id, n, t, set = op[2], op[3], op[4], op[5]
+  local member, n, t, set = op[2], op[3], op[4], op[5]
   if op[1] == 's' then
-    local record = records[id]
     local rn, rt = 0, 0
-    if record then
-      local a, b = string.match(record, '^(%S+) (%S+)')
+    if present[member] then  -- not expired (and released) meanwhile
+      local a, b = string.match(op[6], '^ (%S+) (%S+)$')
       rn, rt = tonumber(a), tonumber(b)
     end
     for _, i in ipairs(set) do
@@ -134,16 +153,12 @@ for _, op in ipairs(ops) do
     if refused then
       answers[#answers + 1] = refused
     else
-      local record = {int(n), int(t)}
       for _, i in ipairs(set) do
         hn[i], ht[i], held[i] = hn[i] + n, ht[i] + t, true
-        record[#record + 1] = short[i]
       end
       answers[#answers + 1] = '1'
-      new_holds[#new_holds + 1] = id
-      new_holds[#new_holds + 1] = table.concat(record, ' ')
       new_due[#new_due + 1] = due
-      new_due[#new_due + 1] = id
+      new_due[#new_due + 1] = member
     end
   end
 end
@@ -153,10 +168,7 @@ for i = 1, #KEYS - 2 do
   if fresh[i] then redis.call('EXPIREAT', KEYS[i + 2], own[3 * i]) end
   counted[i] = int(sn[i] + hn[i]) .. ' ' .. int(st[i] + ht[i])
 end
-if #new_holds > 0 then
-  redis.call('HSET', KEYS[1], unpack(new_holds))
-  redis.call('ZADD', KEYS[2], unpack(new_due))
-end
+if #new_due > 0 then redis.call('ZADD', KEYS[2], unpack(new_due)) end
 answers[#answers + 1] = table.concat(counted, ' ')
 return answers
 """
@@ -215,6 +227,7 @@ class SentReservation:
     nanos: int
     tokens: int
     answer: asyncio.Future[Any] | None  # a reservation's answer, or whoever waits for a settlement
+    held: str = ""  # a settlement's hold: " <nanos> <tokens>" as it was reserved
 
 
 class BudgetStoreDown(Exception):
@@ -245,6 +258,7 @@ class BudgetStore:
         # Hold ids: unique per process start, then counted (no system call per request).
         self._hold_prefix = os.urandom(6).hex()
         self._holds = 0
+        self._next_scan = 0.0  # when to look for the holds of proxies that died, next
         self._calls: set[asyncio.Future[Any]] = set()
         self._handed = 0  # calls handed to the fast client whose reply has not been read yet
         self._idle = asyncio.Event()
@@ -300,14 +314,16 @@ class BudgetStore:
         ``settle_within``): this process's next reservation runs after it, and until then the hold,
         never less than the cost, counts on every replica. When Valkey is unreachable the hold expires
         on its own, and accounting brings the spend back from ClickHouse."""
-        self._queue.append(SentReservation("s", hold.id, hold.counters, nanos, tokens, None))
+        held = f" {hold.nanos} {hold.tokens}"
+        self._queue.append(SentReservation("s", hold.id, hold.counters, nanos, tokens, None, held))
         if self._timer is None and not self._flushing:
             self._timer = asyncio.get_running_loop().call_later(self._settle_within, self._flush)
 
     async def settle(self, hold: BudgetHold, nanos: int, tokens: int) -> bool:
         """``settle_nowait``, waiting for Valkey: False when it is unreachable."""
         done = asyncio.get_running_loop().create_future()
-        self._enqueue(SentReservation("s", hold.id, hold.counters, nanos, tokens, done))
+        held = f" {hold.nanos} {hold.tokens}"
+        self._enqueue(SentReservation("s", hold.id, hold.counters, nanos, tokens, done, held))
         try:
             await done
         except BudgetStoreDown:
@@ -350,8 +366,13 @@ class BudgetStore:
                     own.append(counter.own)
             members.append(",".join([index[c.key] for c in counters]))
             sets[id(counters)] = str(len(members))
-        args: list[Any] = [self._hold_seconds, " ".join(own), " ".join(members)]
-        args += [f"{o.kind} {o.hold_id} {o.nanos} {o.tokens} {sets[id(o.counters)]}" for o in operations]
+        scan = time.monotonic() >= self._next_scan
+        if scan:
+            self._next_scan = time.monotonic() + 1.0
+        args: list[Any] = [self._hold_seconds, " ".join(own), " ".join(members), int(scan)]
+        args += [
+            f"{o.kind} {o.hold_id} {o.nanos} {o.tokens} {sets[id(o.counters)]}{o.held}" for o in operations
+        ]
         self._call(operations, keys, args, retry=True)
 
     def _call(
