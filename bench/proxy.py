@@ -325,7 +325,8 @@ async def bench_budgets(
     url: str, token: str, budgeted: str, seconds: float, pid: int, rounds: int
 ) -> tuple[list[dict[str, object]], str]:
     """Budgets off and on, the load at concurrency 32 alternated ``rounds`` times (this machine's load
-    drifts within a minute): each row keeps its median round, and the ratio of the two medians."""
+    drifts within a minute): each row keeps its median round (and the median CPU per request), and the
+    ratio of the two medians with the median of the rounds' own ratios."""
     names = (
         "Aqueduct proxy (auth + limits + usage events)",
         "Aqueduct proxy, same + budgets (user, team, org; day, month)",
@@ -340,14 +341,14 @@ async def bench_budgets(
     rows = []
     for i in range(2):
         ordered = sorted(many[i], key=lambda m: m["rps"])
-        rows.append(
-            {"name": names[i], "c1": single[i], "c32": ordered[len(ordered) // 2], "rss": rss_mb(pid)}
-        )
-    pairs = ", ".join(f"{on['rps'] / off['rps']:.2f}" for off, on in zip(many[0], many[1], strict=True))
+        median = {**ordered[len(ordered) // 2], "cpu_us": statistics.median(m["cpu_us"] for m in many[i])}
+        rows.append({"name": names[i], "c1": single[i], "c32": median, "rss": rss_mb(pid)})
+    ratios = [on["rps"] / off["rps"] for off, on in zip(many[0], many[1], strict=True)]
     off_rps, on_rps = rows[0]["c32"]["rps"], rows[1]["c32"]["rps"]  # type: ignore[index]
     summary = (
-        f"Budgets on / off at concurrency 32: {on_rps / off_rps:.2f} of the requests per second (medians of "
-        f"{rounds} alternated rounds; each round's ratio: {pairs})."
+        f"Budgets on / off at concurrency 32, {rounds} alternated rounds: {on_rps / off_rps:.2f} of the "
+        f"requests per second (ratio of the medians), {statistics.median(ratios):.2f} (median of the "
+        f"rounds' ratios: {', '.join(f'{r:.2f}' for r in ratios)})."
     )
     return rows, summary
 
