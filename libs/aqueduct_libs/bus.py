@@ -26,6 +26,7 @@ from aqueduct_libs.kvload import follow_bucket
 __all__ = [
     "KVWatcher",
     "connect",
+    "credentials_of",
     "ensure_kv",
     "ensure_object_store",
     "ensure_stream",
@@ -51,6 +52,11 @@ def _credentials(url: str) -> tuple[str, str] | None:
     return unquote(user), unquote(password)
 
 
+def credentials_of(url: str) -> tuple[str, str] | None:
+    """The credentials of whichever address of ``url`` (comma-separated) carries them."""
+    return next((c for part in url.split(",") if (c := _credentials(part.strip()))), None)
+
+
 def _without_credentials(url: str) -> str:
     parts = urlsplit(url if "://" in url else f"nats://{url}")
     return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
@@ -64,7 +70,7 @@ def servers_of(url: str) -> list[str]:
 def inbox_prefix_of(url: str) -> str:
     """The inbox prefix of the NATS user in ``url`` (``nats://user:password@host:port``); a bare token
     (``nats://token@host``) names no user."""
-    found = next((c for part in url.split(",") if (c := _credentials(part.strip()))), None)
+    found = credentials_of(url)
     return names.inbox_prefix(found[0] if found and found[1] else None)
 
 
@@ -78,7 +84,7 @@ async def connect(url: str, name: str) -> NATS:
     random node and, when its node dies, moves to a surviving one; a node that does not answer is given
     up after ``connect_timeout`` so a dead address first in the list costs two seconds, not five.
     """
-    found = next((c for part in url.split(",") if (c := _credentials(part.strip()))), None)
+    found = credentials_of(url)
     auth: dict[str, str] = {}
     if found and found[1]:
         auth = {"user": found[0], "password": found[1]}
