@@ -18,11 +18,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from faststream.nats import NatsBroker, NatsMessage
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 from aqueduct_libs import names
+from aqueduct_libs.broker import subscribe
 
 __all__ = ["SnapshotPusher", "follow_snapshot_pushes"]
 
@@ -47,17 +47,17 @@ class SnapshotPusher:
             log.debug("snapshot push of %s not sent (%s)", key, exc)
 
 
-async def follow_snapshot_pushes(nc: NATS, on_put: OnPut, on_delete: OnDelete) -> Subscription:
-    """The proxy's side: apply every pushed change (re-subscribed by nats-py after a reconnect)."""
+async def follow_snapshot_pushes(broker: NatsBroker, on_put: OnPut, on_delete: OnDelete) -> None:
+    """The proxy's side: a FastStream handler applies every pushed change (on a running broker)."""
     skip = len(names.SNAPSHOT_PUSH_PREFIX) + 1
 
-    async def on_msg(msg: Msg) -> None:
-        key = msg.subject[skip:]
+    async def on_snapshot_pushed(msg: NatsMessage) -> None:  # the raw bytes: applied as the bucket's are
+        key, body = msg.raw_message.subject[skip:], msg.body
         try:
-            result = on_put(key, msg.data) if msg.data else on_delete(key)
+            result = on_put(key, body) if body else on_delete(key)
             if asyncio.iscoroutine(result):
                 await result
         except Exception:  # a bad push never stops the others; the bucket has the truth
             log.exception("could not apply the pushed snapshot change %s", key)
 
-    return await nc.subscribe(f"{names.SNAPSHOT_PUSH_PREFIX}.>", cb=on_msg)
+    await subscribe(broker, f"{names.SNAPSHOT_PUSH_PREFIX}.>", on_snapshot_pushed)

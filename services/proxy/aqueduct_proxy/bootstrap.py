@@ -13,10 +13,12 @@ import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from faststream.nats import NatsBroker
 from nats.aio.client import Client as NATS
 
 from aqueduct_libs import names
-from aqueduct_libs.bus import KVWatcher, connect, ensure_topology
+from aqueduct_libs.broker import new_broker
+from aqueduct_libs.bus import KVWatcher, ensure_topology
 from aqueduct_libs.ops import configure_logging
 from aqueduct_libs.price_catalog import load_price_catalog
 from aqueduct_libs.redact import redact
@@ -52,6 +54,7 @@ class Proxy:
     watchers: list[KVWatcher] = field(default_factory=list)
     drain_seconds: float = 5.0
     replicas: int = 1  # AQUEDUCT_NATS_REPLICAS, for the stores the extensions open
+    broker: NatsBroker | None = None  # owns ``nc``: its handlers (acks, snapshot pushes)
 
     @property
     def ready(self) -> bool:
@@ -68,13 +71,17 @@ class Proxy:
             await self.gateway.limiter.close()
         await self.gateway.upstream.close()
         with contextlib.suppress(Exception):
+            if self.broker is not None:
+                await self.broker.stop()
             await self.nc.close()
 
 
-async def _connect_bus(url: str) -> NATS:
+async def _connect_bus(url: str) -> NatsBroker:
     while True:
+        broker = new_broker(url, "aqueduct-proxy")
         try:
-            return await connect(url, name="aqueduct-proxy")
+            await broker.start()  # its handlers are added once their targets exist (``subscribe``)
+            return broker
         except Exception as exc:  # the bus may start after us; the proxy cannot serve without it
             log.warning("NATS at %s not reachable yet (%s); retrying", redact(url), exc)
             await asyncio.sleep(1.0)
@@ -82,7 +89,8 @@ async def _connect_bus(url: str) -> NATS:
 
 async def bootstrap(settings: ProxySettings, common: CommonSettings) -> Proxy:
     started = time.monotonic()
-    nc = await _connect_bus(common.nats_url)
+    broker = await _connect_bus(common.nats_url)
+    nc = broker.connection
     js = nc.jetstream()
     await ensure_topology(js, common.nats_replicas)
     log.info("connected to NATS, topology checked in %.1fs", time.monotonic() - started)
@@ -102,7 +110,7 @@ async def bootstrap(settings: ProxySettings, common: CommonSettings) -> Proxy:
         limiter = Limiter(valkey)
         budgets = BudgetStore(valkey, hold_seconds=settings.budget_hold_seconds)
     publisher = UsagePublisher(
-        nc,
+        broker,
         common.data_dir / "proxy-spool",
         max_buffered=settings.usage_buffer_max,
         events_per_message=settings.usage_events_per_message,
@@ -136,12 +144,13 @@ async def bootstrap(settings: ProxySettings, common: CommonSettings) -> Proxy:
         watcher.start()
     # Changes the directory pushes as it writes them: a new token works even while the bucket cannot be
     # written (a NATS cluster electing its leader).
-    await follow_snapshot_pushes(nc, snapshot.on_snapshot_put, snapshot.on_snapshot_delete)
+    await follow_snapshot_pushes(broker, snapshot.on_snapshot_put, snapshot.on_snapshot_delete)
     _GC_TASKS.add(asyncio.create_task(_no_gc_while_loading(watchers[0].ready), name="snapshot-load-gc"))
     proxy = Proxy(
         app=web.Application(),
         gateway=gateway,
         nc=nc,
+        broker=broker,
         watchers=watchers,
         drain_seconds=settings.shutdown_drain_seconds,
         replicas=common.nats_replicas,
