@@ -62,7 +62,9 @@ def new_broker(url: str | None, name: str, routers: tuple[NatsRouter, ...] = ())
     )
 
 
-async def subscribe(broker: NatsBroker, subject: str, handler: Callable[..., Any], **options: Any) -> LogicSubscriber[Any]:
+async def subscribe(
+    broker: NatsBroker, subject: str, handler: Callable[..., Any], **options: Any
+) -> LogicSubscriber[Any]:
     """Add a handler to a running broker (a subject known only at run time, e.g. an inbox) and start it."""
     subscriber = broker.subscriber(subject, persistent=False, **options)
     subscriber(handler)

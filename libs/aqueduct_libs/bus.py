@@ -32,6 +32,7 @@ __all__ = [
     "ensure_stream",
     "ensure_topology",
     "patiently",
+    "read_bucket",
 ]
 
 log = logging.getLogger(__name__)
@@ -328,6 +329,35 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1, *, adjust: bo
 
 OnPut = Callable[[str, bytes], Awaitable[None] | None]
 OnDelete = Callable[[str], Awaitable[None] | None]
+
+
+READ_SECONDS = 30.0  # a bucket read that takes longer fails (TimeoutError)
+
+
+async def read_bucket(js: JetStreamContext, bucket: str, keys: str = ">") -> dict[str, bytes]:
+    """The current value of every key of ``bucket`` matching ``keys`` (deleted keys left out), read once
+    by the one KV reader (``kvload.follow_bucket``): every key written before the call is in it."""
+    contents: dict[str, bytes] = {}
+
+    def put(key: str, value: bytes) -> None:
+        contents[key] = value
+
+    def delete(key: str) -> None:
+        contents.pop(key, None)
+
+    loaded = asyncio.Event()
+    follow = asyncio.create_task(follow_bucket(js, bucket, keys, put, delete, loaded))
+    waiting = asyncio.create_task(loaded.wait())
+    try:
+        async with asyncio.timeout(READ_SECONDS):
+            await asyncio.wait({follow, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if follow.done():
+            follow.result()  # the follow ended before the contents were loaded: its error
+        return dict(contents)
+    finally:
+        for task in (waiting, follow):
+            task.cancel()
+        await asyncio.gather(waiting, follow, return_exceptions=True)
 
 
 class KVWatcher:

@@ -18,7 +18,7 @@ import pytest
 from aqueduct_cli.embedded import EmbeddedNats
 from aqueduct_libs.bus import ensure_topology
 from aqueduct_proxy.adapters.publisher import UsagePublisher
-from conftest import started_broker, SnapshotWriter, spawn_proxy, usage_event, usage_events, wait_token
+from conftest import SnapshotWriter, spawn_proxy, started_broker, usage_event, usage_events, wait_token
 
 pytestmark = [pytest.mark.nats, pytest.mark.valkey, pytest.mark.slow]
 

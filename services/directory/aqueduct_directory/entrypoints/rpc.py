@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
+from fast_depends.exceptions import ValidationError as DependsValidationError
 from faststream import Context
 from faststream.middlewares import ExceptionMiddleware
 from faststream.nats import NatsRouter
-from fast_depends.exceptions import ValidationError as DependsValidationError
 from pydantic import ValidationError
 
 from aqueduct_directory.application import DirectoryApp
@@ -70,5 +70,7 @@ async def on_sign_in(
 def sign_in_router() -> NatsRouter:
     """The handler for one broker (a router belongs to one broker; tests run two directories at once)."""
     router = NatsRouter(middlewares=(errors,))
-    router.subscriber(names.DIRECTORY_RPC_SIGN_IN, queue="directory", title="directory.rpc.v1.sign_in")(on_sign_in)
+    router.subscriber(names.DIRECTORY_RPC_SIGN_IN, queue="directory", title="directory.rpc.v1.sign_in")(
+        on_sign_in
+    )
     return router

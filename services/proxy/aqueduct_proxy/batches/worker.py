@@ -13,9 +13,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from typing import Any
-
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from faststream import Context
@@ -424,7 +422,9 @@ async def on_batch_line(
     await worker.handle(line, msg)
 
 
-def subscribe_lines(broker: NatsRegistrator, concurrency: int, *, persistent: bool = True) -> LogicSubscriber[Msg]:
+def subscribe_lines(
+    broker: NatsRegistrator, concurrency: int, *, persistent: bool = True
+) -> LogicSubscriber[Msg]:
     """The durable pull consumer every worker process shares, ``concurrency`` lines at once; a line is
     acknowledged (or sent back with a delay) by ``BatchWorker.handle``, never before its work is done."""
     subscriber = broker.subscriber(
