@@ -34,7 +34,9 @@ SPEC_URL = "nats://nats:4222"
 OWN_INBOX: Any = None
 
 
-def new_broker(url: str | None, name: str, routers: tuple[NatsRouter, ...] = ()) -> NatsBroker:
+def new_broker(
+    url: str | None, name: str, routers: tuple[NatsRouter, ...] = (), description: str | None = None
+) -> NatsBroker:
     """A broker for ``url`` (``None``: only for the AsyncAPI document, never started)."""
     security: BaseSecurity | None = None
     found = credentials_of(url) if url else None
@@ -55,6 +57,7 @@ def new_broker(url: str | None, name: str, routers: tuple[NatsRouter, ...] = ())
         max_outstanding_pings=3,
         routers=routers,
         specification_url=SPEC_URL,
+        description=description,
         logger=log,
         log_level=logging.DEBUG,  # one line per message would flood the log; failures are logged anyway
         graceful_timeout=5.0,
