@@ -125,7 +125,10 @@ class BatchWorker:
         self.consuming = True
         try:
             await self._stopping.wait()
-            await self.drain()  # lines fetched meanwhile go back to the queue (``on_batch_line``)
+            # No more fetches, and lines fetched but not started are left to their redelivery; the
+            # lines being run finish (FastStream's own stop would cancel them after its grace period).
+            subscriber.running = False
+            await self.drain()
         finally:
             self.consuming = False
             await subscriber.stop()
@@ -144,9 +147,9 @@ class BatchWorker:
             await self._idle.wait()
 
     async def handle(self, line: BatchLine, msg: NatsMessage) -> None:
-        if self._stopping.is_set():
+        if self._stopping.is_set():  # dispatched as the worker stops: another worker takes it
             with contextlib.suppress(Exception):
-                await msg.nack()  # another worker (or this one, restarted) takes it
+                await msg.nack()
             return
         self._running += 1
         try:
