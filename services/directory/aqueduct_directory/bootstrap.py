@@ -31,7 +31,7 @@ from aqueduct_libs.sessions import JWKS_KEY, SessionVerifier, watch_revoked_sess
 from aqueduct_libs.settings import CommonSettings
 from aqueduct_libs.snapshot_push import SnapshotPusher
 
-__all__ = ["DirectoryService", "build_directory", "run", "run_replay"]
+__all__ = ["DirectoryService", "bootstrap", "run", "run_replay"]
 
 log = logging.getLogger("aqueduct_directory")
 
@@ -39,7 +39,7 @@ log = logging.getLogger("aqueduct_directory")
 FOLLOW_INTERVAL = 1.0
 
 
-def build_directory(
+def _open_directory(
     common: CommonSettings, settings: DirectorySettings, apply_config_file: bool = True
 ) -> DirectoryApp:
     directory = DirectoryApp(
@@ -57,12 +57,14 @@ def build_directory(
 
 
 class DirectoryService:
-    """Everything that runs beside the HTTP API, started and stopped together."""
+    """The HTTP API and everything that runs beside it, started and stopped together."""
 
-    def __init__(self, common: CommonSettings, settings: DirectorySettings) -> None:
+    app: FastAPI
+
+    def __init__(self, settings: DirectorySettings, common: CommonSettings) -> None:
         self.common = common
         self.settings = settings
-        self.directory = build_directory(common, settings)
+        self.directory = _open_directory(common, settings)
         self.verifier = SessionVerifier()
         self.broker = new_broker(common.nats_url, "aqueduct-directory", routers=(sign_in_router(),))
         self.broker.context.set_global(DIRECTORY, self.directory)
@@ -73,6 +75,7 @@ class DirectoryService:
         self._revoked: bus.KVWatcher | None = None
         self._follower: asyncio.Task[None] | None = None
         self._positions = open_position_store(self.directory.store_env)
+        self.app = create_http_app(self.directory, self.verifier, self.ready, self.replay)
 
     def ready(self) -> bool:
         return bool(
@@ -155,8 +158,10 @@ class DirectoryService:
         self._positions.close()
         self.directory.close()
 
-    def http_app(self) -> FastAPI:
-        return create_http_app(self.directory, self.verifier, self.ready, self.replay)
+
+async def bootstrap(settings: DirectorySettings, common: CommonSettings) -> DirectoryService:
+    """The directory's event store (``aqueduct.yaml`` applied) and its HTTP app; ``start`` connects."""
+    return DirectoryService(settings, common)
 
 
 class _Server(uvicorn.Server):
@@ -168,10 +173,10 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve(common: CommonSettings, settings: DirectorySettings) -> None:
-    service = DirectoryService(common, settings)
+async def serve(settings: DirectorySettings, common: CommonSettings) -> None:
+    service = await bootstrap(settings, common)
     await service.start()
-    config = uvicorn.Config(service.http_app(), host=settings.host, port=settings.port, log_level="warning")
+    config = uvicorn.Config(service.app, host=settings.host, port=settings.port, log_level="warning")
     server = _Server(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -187,7 +192,7 @@ def run() -> None:
     common, settings = CommonSettings(), DirectorySettings()
     configure_logging("directory", common.log_level)
     try:
-        asyncio.run(serve(common, settings))
+        asyncio.run(serve(settings, common))
     except InvalidInputError as exc:
         # A bad value in aqueduct.yaml: the file was checked whole, so nothing of it was applied.
         log.error("%s refused, nothing applied: %s", common.config_file, exc.detail)
@@ -195,7 +200,7 @@ def run() -> None:
 
 
 async def _replay_once(common: CommonSettings, settings: DirectorySettings) -> dict[str, Any]:
-    directory = build_directory(common, settings, apply_config_file=False)  # a replay changes nothing
+    directory = _open_directory(common, settings, apply_config_file=False)  # a replay changes nothing
     nc = await bus.connect(common.nats_url, "aqueduct-directory-replay")
     try:
         js = nc.jetstream()
