@@ -70,3 +70,8 @@ def test_nothing_but_faststream_handlers_and_the_one_reader_consumes_the_bus() -
         f"{offenders}. Register a FastStream subscriber on the service's broker instead "
         "(aqueduct_libs.broker), or read a KV bucket with aqueduct_libs.bus.read_bucket / KVWatcher."
     )
+
+
+def test_the_allow_list_holds_only_what_still_consumes_with_nats_py() -> None:
+    stale = [p for p in NOT_CONVERTED_YET if not (ROOT / p).exists() or not _consuming(ROOT / p)]
+    assert not stale, f"converted or gone, remove from NOT_CONVERTED_YET: {stale}"
