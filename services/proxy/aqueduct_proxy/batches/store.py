@@ -19,10 +19,12 @@ from nats.js.kv import KeyValue
 from aqueduct_libs import names
 from aqueduct_libs.bus import DUPLICATE_WINDOW_SECONDS, ensure_kv, ensure_stream, read_bucket
 from aqueduct_proxy.batches.domain import Batch, BatchLine, BatchNotFoundError, LineResult
+from aqueduct_proxy.domain.errors import StoreUnavailableError
 
 __all__ = ["BatchStore"]
 
 _PUBLISH_CONCURRENCY = 256
+_NOT_OPEN = "The batches store is not available yet; try again in a few seconds."
 
 
 class BatchStore:
@@ -57,12 +59,14 @@ class BatchStore:
 
     @property
     def batches(self) -> KeyValue:
-        assert self._batches is not None, "BatchStore.start() was not awaited"
+        if self._batches is None:
+            raise StoreUnavailableError(_NOT_OPEN)
         return self._batches
 
     @property
     def results(self) -> KeyValue:
-        assert self._results is not None, "BatchStore.start() was not awaited"
+        if self._results is None:
+            raise StoreUnavailableError(_NOT_OPEN)
         return self._results
 
     # -- batch records ---------------------------------------------------------------------------------
@@ -86,6 +90,8 @@ class BatchStore:
         return Batch.model_validate_json(entry.value or b""), entry.revision or 0
 
     async def list(self, owner: str) -> list[Batch]:
+        if self._batches is None:  # read through the bus's one KV reader, once the store is open
+            raise StoreUnavailableError(_NOT_OPEN)
         return [
             Batch.model_validate_json(value)
             for value in (
@@ -159,6 +165,8 @@ class BatchStore:
             return existing
 
     async def all_results(self, batch_id: str) -> builtins.list[LineResult]:
+        if self._results is None:
+            raise StoreUnavailableError(_NOT_OPEN)
         return [
             LineResult.model_validate_json(value)
             for value in (await read_bucket(self.js, names.BATCH_RESULTS_BUCKET, f"{batch_id}.*")).values()

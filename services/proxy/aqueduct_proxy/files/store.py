@@ -20,9 +20,12 @@ from nats.js.object_store import ObjectStore
 
 from aqueduct_libs import names
 from aqueduct_libs.bus import ensure_kv, ensure_object_store, read_bucket
+from aqueduct_proxy.domain.errors import StoreUnavailableError
 from aqueduct_proxy.files.domain import FileNotFoundInStoreError, QuotaExceededError, StoredFile
 
 __all__ = ["FileStore"]
+
+_NOT_OPEN = "The files store is not available yet; try again in a few seconds."
 
 
 class FileStore:
@@ -45,12 +48,14 @@ class FileStore:
 
     @property
     def objects(self) -> ObjectStore:
-        assert self._objects is not None, "FileStore.start() was not awaited"
+        if self._objects is None:
+            raise StoreUnavailableError(_NOT_OPEN)
         return self._objects
 
     @property
     def meta(self) -> KeyValue:
-        assert self._meta is not None, "FileStore.start() was not awaited"
+        if self._meta is None:
+            raise StoreUnavailableError(_NOT_OPEN)
         return self._meta
 
     @staticmethod
@@ -91,6 +96,8 @@ class FileStore:
         return StoredFile.model_validate_json(entry.value or b"")
 
     async def list(self, owner: str, purpose: str | None = None) -> list[StoredFile]:
+        if self._meta is None:  # read through the bus's one KV reader, once the store is open
+            raise StoreUnavailableError(_NOT_OPEN)
         entries = await read_bucket(self._js, names.FILES_META_BUCKET, f"{names.kv_safe(owner)}.>")
         files = [StoredFile.model_validate_json(value) for value in entries.values()]
         return [f for f in files if purpose is None or f.purpose == purpose]
