@@ -51,6 +51,7 @@ from aqueduct_accounting.entrypoints.http import HttpDeps, create_app
 from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer, StreamBroker
 from aqueduct_accounting.settings import AccountingSettings, default_migrations_dir
 from aqueduct_libs import names
+from aqueduct_libs.broker import SPEC_URL
 from aqueduct_libs.bus import KVWatcher, connect, ensure_topology
 from aqueduct_libs.events import DirectoryEvent, UsageRecorded
 from aqueduct_libs.ops import configure_logging
@@ -404,7 +405,12 @@ def asyncapi_broker(settings: AccountingSettings | None = None) -> NatsBroker:
     """A broker with accounting's subscribers declared as ``bootstrap`` declares them, not connected: for
     FastStream's AsyncAPI document."""
     settings = settings or AccountingSettings()
-    broker = StreamBroker(lambda: connect("nats://127.0.0.1:4222", "aqueduct-accounting"))
+    broker = StreamBroker(
+        lambda: connect(SPEC_URL, "aqueduct-accounting"),
+        servers=[SPEC_URL],
+        specification_url=SPEC_URL,
+        description="aqueduct-accounting: usage counted exactly once, budgets, reports",
+    )
 
     async def nowhere(_items: list[Any]) -> None:
         raise RuntimeError("a broker for the AsyncAPI document stores nothing")
