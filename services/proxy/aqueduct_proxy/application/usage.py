@@ -1,0 +1,146 @@
+"""The end of a call: its usage event (built and published off the response path), and what admission
+reserved settled against the real usage (budgets, output-token limits) or released when none came."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import orjson
+
+from aqueduct_proxy.adapters.limiter import Limiter
+from aqueduct_proxy.adapters.publisher import UsagePublisher
+from aqueduct_proxy.application.budgeting import Budgeting
+from aqueduct_proxy.application.call import Call
+from aqueduct_proxy.domain.usage import TokenUsage
+from aqueduct_proxy.metrics import ProxyMetrics
+
+__all__ = ["UsageRecorder"]
+
+
+class UsageRecorder:
+    def __init__(
+        self,
+        publisher: UsagePublisher | None,
+        limiter: Limiter | None,
+        budgeting: Budgeting,
+        metrics: ProxyMetrics,
+    ) -> None:
+        self.publisher = publisher
+        self.limiter = limiter
+        self.budgeting = budgeting
+        self.metrics = metrics
+        self._background: set[asyncio.Task[None]] = set()
+
+    def record(
+        self,
+        call: Call,
+        status: int,
+        usage: TokenUsage | None,
+        *,
+        ttft: float | None = None,
+        cut_short: bool = False,
+        estimated_output: int = 0,
+    ) -> None:
+        """Publish the usage event (off the response path); settle output-token limits in the background."""
+        usage = self._publish_usage(call, status, usage, ttft, cut_short, estimated_output)
+        self.budgeting.settle_later(call, usage)
+        if self._settles(call):
+            assert self.limiter is not None and call.admission is not None
+            task = asyncio.create_task(self.limiter.settle(call.admission, usage.output_tokens))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def finish(
+        self,
+        call: Call,
+        status: int,
+        usage: TokenUsage | None,
+        *,
+        ttft: float | None = None,
+        estimated_output: int = 0,
+    ) -> None:
+        """``record``, with the output tokens settled before the answer ends: the client's next request,
+        on whichever replica, then sees them (this is what keeps output-token limits exact)."""
+        usage = self._publish_usage(call, status, usage, ttft, False, estimated_output)
+        await self.budgeting.settle(call, usage)
+        if self._settles(call):
+            assert self.limiter is not None and call.admission is not None
+            await self.limiter.settle(call.admission, usage.output_tokens)
+
+    def _settles(self, call: Call) -> bool:
+        return (
+            self.limiter is not None
+            and call.admission is not None
+            and any(c.dimension == "output_tokens" for c in call.admission.counters)
+        )
+
+    def _publish_usage(
+        self,
+        call: Call,
+        status: int,
+        usage: TokenUsage | None,
+        ttft: float | None,
+        cut_short: bool,
+        estimated_output: int,
+    ) -> TokenUsage:
+        if usage is None:
+            usage = TokenUsage(call.input_tokens, estimated_output, 0)
+        grant = call.grant
+        latency = time.perf_counter() - call.started
+        # The UsageRecorded contract (schema version 1), serialised directly: building and dumping the
+        # pydantic model cost ~100 µs per request; tests check the bytes validate as UsageRecorded.
+        event_id = os.urandom(16).hex()
+        payload = orjson.dumps(
+            {
+                "schema_version": 1,
+                "event_id": event_id,
+                "occurred_at": call.occurred_at,
+                "kind": "model",
+                "token_id": grant.token_id,
+                "user_id": grant.user_id,
+                "service_account_id": grant.service_account_id,
+                "team_id": grant.team_id,
+                "org_id": grant.org_id,
+                "endpoint": call.route.endpoint.slug if call.route else call.endpoint.slug,
+                "model": call.model,
+                "route": call.api_path,
+                "status_code": status,
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "cached_tokens": usage.cached_tokens,
+                "cache_write_5m_tokens": usage.cache_write_5m_tokens,
+                "cache_write_1h_tokens": usage.cache_write_1h_tokens,
+                "reasoning_tokens": usage.reasoning_tokens,
+                "alias": call.route.alias if call.route else None,
+                "latency_ms": round(latency * 1000, 3),
+                "ttft_ms": round(ttft * 1000, 3) if ttft is not None else None,
+                "streamed": call.stream,
+                "cut_short": cut_short,
+                "request_id": call.request_id,
+            }
+        )
+        if self.publisher is not None:
+            self.publisher.record_json(event_id, payload)
+        if usage.input_tokens or usage.output_tokens:
+            self.metrics.count_tokens(call.model, usage.input_tokens, usage.output_tokens)
+        return usage
+
+    def release(self, call: Call) -> None:
+        """End a call that produced no usage (refused, failed upstream, abandoned): its budget hold goes.
+        Does nothing once the call was recorded."""
+        self.budgeting.settle_later(call, None)
+
+    async def settle(self, call: Call, usage: TokenUsage | None) -> None:
+        """Settle a call whose usage event someone else publishes (the batch worker): output-token
+        limits and budgets, from the usage the event carries."""
+        await self.budgeting.settle(call, usage)
+        if self._settles(call):
+            assert self.limiter is not None and call.admission is not None
+            await self.limiter.settle(call.admission, usage.output_tokens if usage else 0)
+
+    async def drain(self) -> None:
+        await self.budgeting.drain()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
