@@ -8,7 +8,8 @@ admission reserved). ``Gateway`` puts them in a request's order.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from aqueduct_libs.snapshot import TokenGrant
 from aqueduct_libs.tokens import hash_token
@@ -21,13 +22,17 @@ from aqueduct_proxy.application.admission import Gatekeeper
 from aqueduct_proxy.application.budgeting import Budgeting
 from aqueduct_proxy.application.call import Call, GatewayConfig
 from aqueduct_proxy.application.routing import ANTHROPIC_VERSION, Router
-from aqueduct_proxy.application.usage import UsageRecorder
+from aqueduct_proxy.application.usage import Meter, UsageRecorder
 from aqueduct_proxy.domain.access import check_grant, visible_models
 from aqueduct_proxy.domain.snapshot import Snapshot
 from aqueduct_proxy.domain.usage import TokenUsage
 from aqueduct_proxy.metrics import ProxyMetrics
 
-__all__ = ["ANTHROPIC_VERSION", "Call", "Gateway", "GatewayConfig"]
+__all__ = ["ANTHROPIC_VERSION", "Call", "Gateway", "GatewayConfig", "Meter", "Relay"]
+
+Answer = TypeVar("Answer")
+# Moves the upstream's answer to the client, with the limit headers, reporting to the meter how it ended.
+Relay = Callable[[UpstreamResponse, dict[str, str], Meter], Awaitable[Answer]]
 
 
 class Gateway:
@@ -77,7 +82,28 @@ class Gateway:
             ],
         }
 
-    # -- a request's steps, in order -------------------------------------------------------------------
+    # -- a request's life ------------------------------------------------------------------------------
+
+    async def forward(
+        self,
+        call: Call,
+        method: str,
+        query: str,
+        headers: dict[str, str],
+        relay: Relay[Answer],
+    ) -> Answer:
+        """A prepared call, from admission to its usage event: its worst case reserved on its budgets
+        and charged to its limits (or refused), sent upstream (fallbacks, retries, cooldown), the answer
+        moved to the client by ``relay``, which tells the meter how it ended (the usage event, the
+        settlement). Whatever it still holds when the answer is over (no usage came) is released."""
+        limit_headers = await self.admit(call)
+        try:
+            upstream = await self.send(call, method, query, headers)
+            return await relay(upstream, limit_headers, Meter(self.usage, call))
+        finally:
+            self.release(call)
+
+    # -- the same steps one by one (routes that translate the answer, the batch worker) ----------------
 
     def prepare(
         self,

@@ -13,10 +13,10 @@ from aqueduct_proxy.adapters.limiter import Limiter
 from aqueduct_proxy.adapters.publisher import UsagePublisher
 from aqueduct_proxy.application.budgeting import Budgeting
 from aqueduct_proxy.application.call import Call
-from aqueduct_proxy.domain.usage import TokenUsage
+from aqueduct_proxy.domain.usage import StreamTally, TokenUsage
 from aqueduct_proxy.metrics import ProxyMetrics
 
-__all__ = ["UsageRecorder"]
+__all__ = ["Meter", "UsageRecorder"]
 
 
 class UsageRecorder:
@@ -144,3 +144,53 @@ class UsageRecorder:
         await self.budgeting.drain()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+
+
+class Meter:
+    """One answer as a relay moves its bytes: which server-sent events reach the client (not the usage
+    chunk asked for on the client's behalf), when the first output left, and how the answer ended. Every
+    ending records the call's usage event once; an answer that went through whole is settled before
+    its last bytes leave (what keeps output-token limits exact), one cut short off the response path."""
+
+    __slots__ = ("_call", "_recorder", "_tally", "ttft")
+
+    def __init__(self, recorder: UsageRecorder, call: Call) -> None:
+        self._recorder, self._call = recorder, call
+        self._tally: StreamTally | None = None
+        self.ttft: float | None = None
+
+    def passes(self, event: bytes) -> bool:
+        """Tally one complete server-sent event (usage seen, content chunks); True if it goes to the client."""
+        if self._tally is None:
+            self._tally = StreamTally(self._call.client_wants_usage)
+        return self._tally.observe(event)
+
+    def first_output(self) -> None:
+        if self.ttft is None:
+            self.ttft = time.perf_counter() - self._call.started
+
+    async def answered(self, status: int, usage: TokenUsage | None) -> None:
+        """A whole answer was read (``usage`` as it states it, if any)."""
+        await self._recorder.finish(self._call, status, usage)
+
+    def broke_off(self) -> None:
+        """The upstream broke off a whole answer before it was read: the client gets a 502."""
+        self._recorder.record(self._call, 502, None, cut_short=True)
+
+    def passed(self, status: int, *, cut_short: bool) -> None:
+        """A binary answer (audio, images) went through as it came, or was cut short: no usage in it."""
+        self._recorder.record(self._call, status, None, cut_short=cut_short)
+
+    async def stream_ended(self, status: int, *, cut_short: bool) -> None:
+        """A stream ended, with the usage it reported (else the prompt's count and a chunk per token)."""
+        call, tally, ttft = self._call, self._tally, self.ttft
+        if ttft is not None:
+            self._recorder.metrics.ttft.labels(call.api_path).observe(ttft)
+        usage = tally.usage if tally is not None else None
+        chunks = tally.chunks if tally is not None else 0
+        if usage is not None and not usage.input_tokens:
+            usage.input_tokens = call.input_tokens
+        if cut_short:  # nothing waits for the settlement: the answer is over already
+            self._recorder.record(call, status, usage, ttft=ttft, cut_short=True, estimated_output=chunks)
+        else:
+            await self._recorder.finish(call, status, usage, ttft=ttft, estimated_output=chunks)
