@@ -25,7 +25,6 @@ from aqueduct_proxy.application.routing import ANTHROPIC_VERSION, Router
 from aqueduct_proxy.application.usage import Meter, UsageRecorder
 from aqueduct_proxy.domain.access import check_grant, visible_models
 from aqueduct_proxy.domain.snapshot import Snapshot
-from aqueduct_proxy.domain.usage import TokenUsage
 from aqueduct_proxy.metrics import ProxyMetrics
 
 __all__ = ["ANTHROPIC_VERSION", "Call", "Gateway", "GatewayConfig", "Meter", "Relay"]
@@ -64,6 +63,16 @@ class Gateway:
         self.gatekeeper = Gatekeeper(config, snapshot, limiter, counter, self.budgeting, metrics)
         self.router = Router(config, snapshot, upstream, cooldown, metrics, self.providers, upstream_timeout)
         self.usage = UsageRecorder(publisher, limiter, self.budgeting, metrics)
+        # The steps one by one, for the routes that translate the answer and the batch worker. Whoever
+        # admits a call must end it with ``record``, ``finish``, ``settle`` or ``release``.
+        self.prepare = self.gatekeeper.prepare
+        self.admit = self.gatekeeper.admit
+        self.admit_requests = self.gatekeeper.admit_requests
+        self.record = self.usage.record
+        self.finish = self.usage.finish
+        self.settle = self.usage.settle
+        self.release = self.usage.release
+        self.drain = self.usage.drain
 
     # -- who and where ---------------------------------------------------------------------------------
 
@@ -103,40 +112,6 @@ class Gateway:
         finally:
             self.release(call)
 
-    # -- the same steps one by one (routes that translate the answer, the batch worker) ----------------
-
-    def prepare(
-        self,
-        grant: TokenGrant,
-        api_path: str,
-        upstream_path: str,
-        *,
-        payload: dict[str, Any] | None = None,
-        form: list[tuple[str, Any]] | None = None,
-        raw: bytes | None = None,
-        slug: str | None = None,
-        model_required: bool = True,
-    ) -> Call:
-        return self.gatekeeper.prepare(
-            grant,
-            api_path,
-            upstream_path,
-            payload=payload,
-            form=form,
-            raw=raw,
-            slug=slug,
-            model_required=model_required,
-        )
-
-    async def admit(self, call: Call) -> dict[str, str]:
-        """Reserve the call's worst case on its budgets and charge its limits: the ``x-ratelimit-*``
-        headers, or a refusal. Whoever admits a call must end it with ``record``, ``finish``, ``settle``
-        or ``release``."""
-        return await self.gatekeeper.admit(call)
-
-    async def admit_requests(self, grant: TokenGrant, count: int = 1) -> dict[str, str]:
-        return await self.gatekeeper.admit_requests(grant, count)
-
     async def send(
         self, call: Call, method: str, query: str, forward_headers: dict[str, str]
     ) -> UpstreamResponse:
@@ -147,37 +122,3 @@ class Gateway:
         except BaseException:
             self.release(call)
             raise
-
-    def record(
-        self,
-        call: Call,
-        status: int,
-        usage: TokenUsage | None,
-        *,
-        ttft: float | None = None,
-        cut_short: bool = False,
-        estimated_output: int = 0,
-    ) -> None:
-        self.usage.record(
-            call, status, usage, ttft=ttft, cut_short=cut_short, estimated_output=estimated_output
-        )
-
-    async def finish(
-        self,
-        call: Call,
-        status: int,
-        usage: TokenUsage | None,
-        *,
-        ttft: float | None = None,
-        estimated_output: int = 0,
-    ) -> None:
-        await self.usage.finish(call, status, usage, ttft=ttft, estimated_output=estimated_output)
-
-    async def settle(self, call: Call, usage: TokenUsage | None) -> None:
-        await self.usage.settle(call, usage)
-
-    def release(self, call: Call) -> None:
-        self.usage.release(call)
-
-    async def drain(self) -> None:
-        await self.usage.drain()
