@@ -29,12 +29,14 @@ def _proxy_routes() -> set[tuple[str, str]]:
     """The proxy's own route table, built as its ``serve`` builds it (no bus needed to build it)."""
     from aiohttp import web
 
+    from aqueduct_libs.settings import CommonSettings
     from aqueduct_proxy.adapters.upstream import Cooldown, UpstreamClient
     from aqueduct_proxy.application.gateway import Gateway, GatewayConfig
-    from aqueduct_proxy.bootstrap import Proxy, wire_extensions
+    from aqueduct_proxy.bootstrap import Proxy
     from aqueduct_proxy.domain.snapshot import Snapshot
     from aqueduct_proxy.entrypoints.http import build_app
-    from aqueduct_proxy.jupyterhub import HubBridgeSettings, wire_jupyterhub
+    from aqueduct_proxy.features import features
+    from aqueduct_proxy.jupyterhub import HubBridgeSettings, JupyterHubFeature
     from aqueduct_proxy.metrics import ProxyMetrics
 
     gateway = Gateway(
@@ -49,8 +51,8 @@ def _proxy_routes() -> set[tuple[str, str]]:
     )
     bus = SimpleNamespace(jetstream=lambda: SimpleNamespace())
     proxy = Proxy(app=build_app(gateway, lambda: True, 1024), gateway=gateway, nc=bus)  # type: ignore[arg-type]
-    wire_extensions(proxy)
-    wire_jupyterhub(proxy.app, gateway, bus.jetstream(), HubBridgeSettings(enabled=True), "http://auth")  # type: ignore[arg-type]
+    hub = JupyterHubFeature(HubBridgeSettings(enabled=True), "http://auth")
+    proxy.wire([hub if f.name == hub.name else f for f in features(CommonSettings(dev_mode=True))])
     found = set()
     for route in proxy.app.router.routes():
         if route.method == "HEAD" or not isinstance(route.resource, web.AbstractResource):

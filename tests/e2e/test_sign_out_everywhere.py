@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aqueduct_auth.bootstrap import create_app as create_auth_app
+from aqueduct_auth.bootstrap import bootstrap as bootstrap_auth
 from aqueduct_auth.settings import AuthSettings
 from aqueduct_cli.embedded import EmbeddedNats, free_port
-from aqueduct_directory.bootstrap import DirectoryService
+from aqueduct_directory.bootstrap import bootstrap as bootstrap_directory
 from aqueduct_directory.settings import DirectorySettings
 from aqueduct_libs.settings import CommonSettings
 
@@ -38,23 +38,26 @@ def common(nats_url: str, data_dir: Path) -> CommonSettings:
 
 @asynccontextmanager
 async def auth_service(nats_url: str, data_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_auth_app(
+    service = await bootstrap_auth(
         AuthSettings(bootstrap_admin_username=ADMIN, bootstrap_admin_password=PASSWORD),
         common(nats_url, data_dir),
     )
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+    await service.start()
+    try:
+        transport = httpx.ASGITransport(app=service.app, client=("127.0.0.1", 50000))
         async with httpx.AsyncClient(transport=transport, base_url="http://auth") as client:
             yield client
+    finally:
+        await service.stop()
 
 
 @asynccontextmanager
 async def directory_service(nats_url: str, data_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
-    service = DirectoryService(common(nats_url, data_dir), DirectorySettings())
+    service = await bootstrap_directory(DirectorySettings(), common(nats_url, data_dir))
     await service.start()
     try:
         assert await until(lambda: service.ready(), within=30) is not None, "the directory never got ready"
-        transport = httpx.ASGITransport(app=service.http_app())
+        transport = httpx.ASGITransport(app=service.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://directory") as client:
             yield client
     finally:

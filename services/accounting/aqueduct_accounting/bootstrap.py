@@ -56,7 +56,7 @@ from aqueduct_libs.ops import configure_logging
 from aqueduct_libs.sessions import SessionVerifier, watch_revoked_sessions
 from aqueduct_libs.settings import CommonSettings
 
-__all__ = ["Service", "build", "run", "serve"]
+__all__ = ["AccountingService", "bootstrap", "run", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ _NEWEST = "SELECT count(), toString(max(occurred_at)) FROM usage_events"
 
 
 @dataclass
-class Service:
+class AccountingService:
     """Everything the process runs, started and stopped in order."""
 
     engine: ClickHouse
@@ -132,7 +132,7 @@ class Service:
         self.engine.close()
 
 
-async def build(settings: AccountingSettings, common: CommonSettings) -> Service:
+async def bootstrap(settings: AccountingSettings, common: CommonSettings) -> AccountingService:
     """Wire the real adapters: ClickHouse (migrated), NATS, the consumers, the budget loop, the HTTP app."""
     engine = open_clickhouse(settings.clickhouse_url, common.data_dir)
     # Self-repair: whatever table is missing is created again, whatever copy of a stream was lost is
@@ -291,7 +291,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
         {c.stream: redrive_with(c) for c in consumers},
         on_redriven=metrics.redriven.inc,
     )
-    ready_check: list[Service] = []
+    ready_check: list[AccountingService] = []
     api_tokens = ApiTokenViewers(common.directory_url)
     app = create_app(
         HttpDeps(
@@ -305,7 +305,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
             dead_letters=dead_letter_admin,
         )
     )
-    service = Service(
+    service = AccountingService(
         engine=engine,
         nc=nc,
         app=app,
@@ -351,7 +351,7 @@ async def build(settings: AccountingSettings, common: CommonSettings) -> Service
 
 
 async def serve(settings: AccountingSettings, common: CommonSettings) -> None:
-    service = await build(settings, common)
+    service = await bootstrap(settings, common)
     config = uvicorn.Config(
         service.app,
         host=settings.host,

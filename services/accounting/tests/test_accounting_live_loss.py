@@ -1,7 +1,7 @@
 """The usage table dropped while accounting runs (as an operator could on a ClickHouse server): stores
 fail, nothing is dead-lettered (the engine is at fault, not the events), /readyz says ingest is stuck and
 why, a stop does not hang on the failing batch, and the next start recreates the table and refills it
-from the stream. The service as ``bootstrap.build`` wires it, on a real NATS and a real chDB."""
+from the stream. The service as ``bootstrap.bootstrap`` wires it, on a real NATS and a real chDB."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from accounting_testing import usage_event, wait_until
 
 from aqueduct_accounting.adapters.dead_letters import DeadLetters
-from aqueduct_accounting.bootstrap import Service, build
+from aqueduct_accounting.bootstrap import AccountingService, bootstrap
 from aqueduct_accounting.settings import AccountingSettings
 from aqueduct_cli.embedded import EmbeddedNats
 from aqueduct_libs import names
@@ -24,14 +24,14 @@ from aqueduct_libs.settings import CommonSettings
 pytestmark = [pytest.mark.nats, pytest.mark.chdb]
 
 
-def _count(service: Service) -> int:
+def _count(service: AccountingService) -> int:
     try:
         return int(service.engine.query("SELECT count() FROM usage_events").rows[0][0])
     except Exception:
         return -1
 
 
-async def _readyz(service: Service) -> httpx.Response:
+async def _readyz(service: AccountingService) -> httpx.Response:
     transport = httpx.ASGITransport(app=service.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://accounting") as http:
         return await http.get("/readyz")
@@ -46,7 +46,7 @@ async def test_a_usage_table_dropped_while_running(tmp_path: Path) -> None:
         ready_stuck_seconds=1.0, lag_check_seconds=0.2, store_max_tries=2, flush_interval_seconds=0.2
     )
     common = CommonSettings(dev_mode=True, nats_url=bus.url, data_dir=tmp_path / "data")
-    service = await build(settings, common)
+    service = await bootstrap(settings, common)
     try:
         await service.start()
         for i in range(20):
@@ -68,7 +68,7 @@ async def test_a_usage_table_dropped_while_running(tmp_path: Path) -> None:
         assert await DeadLetters(js).list() == [], "the engine's fault: nothing is dead-lettered"
 
         await asyncio.wait_for(service.stop(), timeout=30)  # never hangs on the failing batch
-        service = await build(settings, common)
+        service = await bootstrap(settings, common)
         await service.start()
         assert await wait_until(lambda: _count(service) == 25, within=30), _count(service)
         assert await wait_until(service.ready, within=10), service.not_ready_reasons()

@@ -37,16 +37,17 @@ from aqueduct_auth.entrypoints.errors import add_error_handlers
 from aqueduct_auth.settings import AuthSettings
 from aqueduct_libs.bus import connect, ensure_topology
 from aqueduct_libs.ops import add_operational_routes, configure_logging
+from aqueduct_libs.service import LifespanService
 from aqueduct_libs.sessions import watch_revoked_sessions
 from aqueduct_libs.settings import CommonSettings
 
-__all__ = ["create_app", "run"]
+__all__ = ["bootstrap", "run", "serve"]
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: AuthSettings, common: CommonSettings) -> FastAPI:
-    """The auth service as an ASGI app; its lifespan connects to the bus and wires everything."""
+async def bootstrap(settings: AuthSettings, common: CommonSettings) -> LifespanService:
+    """The auth service: an ASGI app whose lifespan connects to the bus and wires everything."""
     state: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
@@ -155,13 +156,12 @@ def create_app(settings: AuthSettings, common: CommonSettings) -> FastAPI:
     add_error_handlers(app)
     app.include_router(routes.router)
     app.include_router(oidc_routes.router)
-    add_operational_routes(
-        app,
-        ready=lambda: bool(
-            state.get("nc") and state["nc"].is_connected and state["revoked_watch"].ready.is_set()
-        ),
-    )
-    return app
+
+    def ready() -> bool:
+        return bool(state.get("nc") and state["nc"].is_connected and state["revoked_watch"].ready.is_set())
+
+    add_operational_routes(app, ready=ready)
+    return LifespanService(app, ready)
 
 
 async def _purge_periodically(store: AuthStore, every_seconds: float = 3600) -> None:
@@ -195,14 +195,20 @@ def _oidc_client(settings: AuthSettings, common: CommonSettings) -> OidcClient |
     )
 
 
-def run() -> None:
-    common = CommonSettings()
-    settings = AuthSettings()
-    configure_logging("auth", common.log_level)
-    uvicorn.run(
-        create_app(settings, common),
+async def serve(settings: AuthSettings, common: CommonSettings) -> None:
+    service = await bootstrap(settings, common)
+    config = uvicorn.Config(
+        service.app,
         host=settings.host,
         port=settings.port,
         log_level=common.log_level.lower(),
         proxy_headers=False,
     )
+    await uvicorn.Server(config).serve()  # the app's lifespan starts and stops the service
+
+
+def run() -> None:
+    common = CommonSettings()
+    settings = AuthSettings()
+    configure_logging("auth", common.log_level)
+    asyncio.run(serve(settings, common))

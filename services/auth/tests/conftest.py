@@ -18,7 +18,7 @@ import pytest
 from auth_testing import ADMIN_PASSWORD, ADMIN_USERNAME, SECRET_KEY, DirectoryTestResponder
 from nats.aio.client import Client as NATS
 
-from aqueduct_auth.bootstrap import create_app
+from aqueduct_auth.bootstrap import bootstrap
 from aqueduct_auth.settings import AuthSettings
 from aqueduct_cli.embedded import EmbeddedNats
 from aqueduct_libs import names
@@ -80,14 +80,18 @@ def auth_client(
             bootstrap_admin_password=ADMIN_PASSWORD,
             **overrides,
         )
-        app = create_app(settings, common)
-        async with app.router.lifespan_context(app):
+        service = await bootstrap(settings, common)
+        app = service.app
+        await service.start()
+        try:
             if not keep_attempts:
                 await _forget_attempts(common.nats_url)
             transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
             async with httpx.AsyncClient(transport=transport, base_url="http://auth.test") as client:
                 client.app = app  # type: ignore[attr-defined]
                 yield client
+        finally:
+            await service.stop()
 
     return factory
 

@@ -30,7 +30,7 @@ from aqueduct_libs.sessions import JWKS_KEY, SessionVerifier, watch_revoked_sess
 from aqueduct_libs.settings import CommonSettings
 from aqueduct_libs.snapshot_push import SnapshotPusher
 
-__all__ = ["DirectoryService", "build_directory", "run", "run_replay"]
+__all__ = ["DirectoryService", "bootstrap", "run", "run_replay"]
 
 log = logging.getLogger("aqueduct_directory")
 
@@ -38,7 +38,7 @@ log = logging.getLogger("aqueduct_directory")
 FOLLOW_INTERVAL = 1.0
 
 
-def build_directory(
+def _open_directory(
     common: CommonSettings, settings: DirectorySettings, apply_config_file: bool = True
 ) -> DirectoryApp:
     directory = DirectoryApp(
@@ -56,12 +56,14 @@ def build_directory(
 
 
 class DirectoryService:
-    """Everything that runs beside the HTTP API, started and stopped together."""
+    """The HTTP API and everything that runs beside it, started and stopped together."""
 
-    def __init__(self, common: CommonSettings, settings: DirectorySettings) -> None:
+    app: FastAPI
+
+    def __init__(self, settings: DirectorySettings, common: CommonSettings) -> None:
         self.common = common
         self.settings = settings
-        self.directory = build_directory(common, settings)
+        self.directory = _open_directory(common, settings)
         self.verifier = SessionVerifier()
         self.nc: NATS | None = None
         self.relay: OutboxRelay | None = None
@@ -70,6 +72,7 @@ class DirectoryService:
         self._revoked: bus.KVWatcher | None = None
         self._follower: asyncio.Task[None] | None = None
         self._positions = open_position_store(self.directory.store_env)
+        self.app = create_http_app(self.directory, self.verifier, self.ready, self.replay)
 
     def ready(self) -> bool:
         return bool(
@@ -152,8 +155,10 @@ class DirectoryService:
         self._positions.close()
         self.directory.close()
 
-    def http_app(self) -> FastAPI:
-        return create_http_app(self.directory, self.verifier, self.ready, self.replay)
+
+async def bootstrap(settings: DirectorySettings, common: CommonSettings) -> DirectoryService:
+    """The directory's event store (``aqueduct.yaml`` applied) and its HTTP app; ``start`` connects."""
+    return DirectoryService(settings, common)
 
 
 class _Server(uvicorn.Server):
@@ -165,10 +170,10 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve(common: CommonSettings, settings: DirectorySettings) -> None:
-    service = DirectoryService(common, settings)
+async def serve(settings: DirectorySettings, common: CommonSettings) -> None:
+    service = await bootstrap(settings, common)
     await service.start()
-    config = uvicorn.Config(service.http_app(), host=settings.host, port=settings.port, log_level="warning")
+    config = uvicorn.Config(service.app, host=settings.host, port=settings.port, log_level="warning")
     server = _Server(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -184,7 +189,7 @@ def run() -> None:
     common, settings = CommonSettings(), DirectorySettings()
     configure_logging("directory", common.log_level)
     try:
-        asyncio.run(serve(common, settings))
+        asyncio.run(serve(settings, common))
     except InvalidInputError as exc:
         # A bad value in aqueduct.yaml: the file was checked whole, so nothing of it was applied.
         log.error("%s refused, nothing applied: %s", common.config_file, exc.detail)
@@ -192,7 +197,7 @@ def run() -> None:
 
 
 async def _replay_once(common: CommonSettings, settings: DirectorySettings) -> dict[str, Any]:
-    directory = build_directory(common, settings, apply_config_file=False)  # a replay changes nothing
+    directory = _open_directory(common, settings, apply_config_file=False)  # a replay changes nothing
     nc = await bus.connect(common.nats_url, "aqueduct-directory-replay")
     try:
         js = nc.jetstream()

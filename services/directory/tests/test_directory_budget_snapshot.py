@@ -10,7 +10,7 @@ from directory_testkit import common_settings, make_world, wait_until
 
 from aqueduct_cli.embedded import EmbeddedNats
 from aqueduct_directory.adapters.projection import compute_snapshot, read_bucket
-from aqueduct_directory.bootstrap import DirectoryService
+from aqueduct_directory.bootstrap import bootstrap
 from aqueduct_directory.domain.policy import SYSTEM
 from aqueduct_directory.settings import DirectorySettings
 from aqueduct_libs import names
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.nats
 @pytest.fixture
 async def service(tmp_path):
     bus = EmbeddedNats(tmp_path / "nats").start()
-    svc = DirectoryService(common_settings(bus.url, tmp_path / "data"), DirectorySettings())
+    svc = await bootstrap(DirectorySettings(), common_settings(bus.url, tmp_path / "data"))
     await svc.start()
     await wait_until(svc.ready)
     nc = await nats.connect(bus.url)

@@ -12,7 +12,7 @@ from directory_testkit import SECRET, common_settings, make_world, wait_until
 
 from aqueduct_cli.embedded import EmbeddedNats
 from aqueduct_directory.adapters.projection import read_bucket
-from aqueduct_directory.bootstrap import DirectoryService
+from aqueduct_directory.bootstrap import bootstrap
 from aqueduct_directory.domain.policy import SYSTEM
 from aqueduct_directory.settings import DirectorySettings
 from aqueduct_libs import names
@@ -32,7 +32,7 @@ async def bus(tmp_path):
 
 @pytest.fixture
 async def service(bus, tmp_path):
-    svc = DirectoryService(common_settings(bus.url, tmp_path / "data"), DirectorySettings())
+    svc = await bootstrap(DirectorySettings(), common_settings(bus.url, tmp_path / "data"))
     await svc.start()
     await wait_until(svc.ready)
     yield svc
@@ -199,7 +199,7 @@ async def test_replay_into_empty_projections_reproduces_the_live_snapshot(servic
     other = EmbeddedNats(tmp_path / "other-nats").start()
     try:
         settings = common_settings(other.url, tmp_path / "data")
-        fresh = DirectoryService(settings, DirectorySettings())
+        fresh = await bootstrap(DirectorySettings(), settings)
         await fresh.start()
         await wait_until(fresh.ready)
         nc = await nats.connect(other.url)
@@ -242,7 +242,7 @@ async def test_two_directory_processes_on_one_store_converge(service, bus, tmp_p
     import httpx
 
     # A second process on the same store and bus (what a scale-out on PostgreSQL looks like).
-    other = DirectoryService(common_settings(bus.url, tmp_path / "data"), DirectorySettings())
+    other = await bootstrap(DirectorySettings(), common_settings(bus.url, tmp_path / "data"))
     await other.start()
     try:
         world = make_world(service.directory)
@@ -255,7 +255,7 @@ async def test_two_directory_processes_on_one_store_converge(service, bus, tmp_p
         # Both change the same team before the second one caught up: the later write is refused (409).
         other._follower.cancel()  # hold the second process's read model still for the race
         service.directory.update_team(SYSTEM, world.team, description="first")
-        transport = httpx.ASGITransport(app=other.http_app())
+        transport = httpx.ASGITransport(app=other.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://directory") as http:
             answer = await http.patch(
                 f"/api/teams/{world.team}",

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from directory_testkit import common_settings, wait_until
 
 from aqueduct_cli.embedded import EmbeddedNats
-from aqueduct_directory.bootstrap import DirectoryService
+from aqueduct_directory.bootstrap import bootstrap
 from aqueduct_directory.domain.grants import model_route
 from aqueduct_directory.settings import DirectorySettings
 from aqueduct_libs import names
@@ -75,13 +75,13 @@ async def stack(tmp_path):
     server = EmbeddedNats(tmp_path / "nats").start()
     config = tmp_path / "aqueduct.yaml"
     config.write_text(CONFIG)
-    service = DirectoryService(common_settings(server.url, tmp_path / "data", config), DirectorySettings())
+    service = await bootstrap(DirectorySettings(), common_settings(server.url, tmp_path / "data", config))
     await service.start()
     signer = Signer()
     kv = await service.nc.jetstream().key_value(names.AUTH_KEYS_BUCKET)
     await kv.put("jwks", json.dumps(signer.jwks).encode())
     await wait_until(lambda: service.ready() and service.verifier.ready)
-    transport = httpx.ASGITransport(app=service.http_app())
+    transport = httpx.ASGITransport(app=service.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://directory") as http:
         yield service, signer, http
     await service.stop()

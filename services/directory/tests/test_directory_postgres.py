@@ -10,7 +10,7 @@ from directory_testkit import SECRET, Clock, common_settings, make_world, wait_u
 from aqueduct_cli.embedded import EmbeddedNats
 from aqueduct_directory.adapters.persistence import event_store_env, open_position_store
 from aqueduct_directory.application import DirectoryApp
-from aqueduct_directory.bootstrap import DirectoryService
+from aqueduct_directory.bootstrap import bootstrap
 from aqueduct_directory.settings import DirectorySettings
 from aqueduct_libs import names
 from aqueduct_libs.tokens import hash_token
@@ -60,8 +60,8 @@ def test_rules_and_restart_on_postgres(database_url, tmp_path):
 @pytest.mark.nats
 async def test_service_relays_and_projects_from_postgres(database_url, tmp_path):
     server = EmbeddedNats(tmp_path / "nats").start()
-    service = DirectoryService(
-        common_settings(server.url, tmp_path / "data"), DirectorySettings(database_url=database_url)
+    service = await bootstrap(
+        DirectorySettings(database_url=database_url), common_settings(server.url, tmp_path / "data")
     )
     try:
         await service.start()

@@ -12,7 +12,7 @@ from directory_testkit import common_settings, make_app, make_world, wait_until
 
 from aqueduct_cli.embedded import EmbeddedNats
 from aqueduct_directory.adapters.projection import compute_snapshot, read_bucket
-from aqueduct_directory.bootstrap import DirectoryService
+from aqueduct_directory.bootstrap import bootstrap
 from aqueduct_directory.domain.grants import token_grant, user_grant
 from aqueduct_directory.domain.policy import SYSTEM
 from aqueduct_directory.settings import DirectorySettings
@@ -74,7 +74,7 @@ def test_a_user_outside_teams_and_a_deactivated_user(world):
 @pytest.mark.nats
 async def test_the_snapshot_keeps_user_grants_current(tmp_path):
     bus = EmbeddedNats(tmp_path / "nats").start()
-    service = DirectoryService(common_settings(bus.url, tmp_path / "data"), DirectorySettings())
+    service = await bootstrap(DirectorySettings(), common_settings(bus.url, tmp_path / "data"))
     nc = None
     try:
         await service.start()

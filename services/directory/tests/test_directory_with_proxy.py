@@ -17,7 +17,7 @@ import pytest
 from directory_testkit import SECRET, common_settings, make_world, wait_until
 
 from aqueduct_cli.embedded import EmbeddedNats, free_port
-from aqueduct_directory.bootstrap import DirectoryService
+from aqueduct_directory.bootstrap import bootstrap
 from aqueduct_directory.domain.policy import SYSTEM
 from aqueduct_directory.settings import DirectorySettings
 
@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.nats, pytest.mark.slow]
 @pytest.fixture
 async def running(tmp_path, upstream_url):
     server = EmbeddedNats(tmp_path / "nats").start()
-    service = DirectoryService(common_settings(server.url, tmp_path / "data"), DirectorySettings())
+    service = await bootstrap(DirectorySettings(), common_settings(server.url, tmp_path / "data"))
     await service.start()
     port = free_port()
     env = {

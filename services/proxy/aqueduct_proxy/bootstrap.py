@@ -10,7 +10,9 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 from nats.aio.client import Client as NATS
@@ -33,31 +35,48 @@ from aqueduct_proxy.application.gateway import Gateway, GatewayConfig
 from aqueduct_proxy.domain.snapshot import Snapshot
 from aqueduct_proxy.entrypoints.http import build_app
 from aqueduct_proxy.entrypoints.server import OpenAIErrorsRunner
-from aqueduct_proxy.jupyterhub import HubBridgeSettings, wire_jupyterhub
+from aqueduct_proxy.features import Feature, features
 from aqueduct_proxy.metrics import ProxyMetrics
 from aqueduct_proxy.settings import ProxySettings
 
-__all__ = ["Proxy", "bootstrap", "budgeting", "run", "serve", "wire_extensions"]
+__all__ = ["Proxy", "bootstrap", "budgeting", "run", "serve"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Proxy:
-    """The wired proxy: its HTTP app and everything to shut down after it."""
+    """The wired proxy: its HTTP app and everything to start beside it and shut down after it."""
 
     app: web.Application
     gateway: Gateway
     nc: NATS
     watchers: list[KVWatcher] = field(default_factory=list)
     drain_seconds: float = 5.0
-    replicas: int = 1  # AQUEDUCT_NATS_REPLICAS, for the stores the extensions open
+    replicas: int = 1  # AQUEDUCT_NATS_REPLICAS, for the stores the features open
+    wired: dict[str, Any] = field(default_factory=dict)  # what each feature built, by its name
 
-    @property
     def ready(self) -> bool:
         return self.watchers[0].ready.is_set()
 
-    async def close(self) -> None:
+    def wire(self, listed: Sequence[Feature]) -> None:
+        """Add the features to the app, in the order given; each finds what those before it built."""
+        for feature in listed:
+            self.wired[feature.name] = feature.wire(self)
+
+    async def start(self) -> None:
+        """Load and follow the snapshot (the features start with the application, ``on_startup``)."""
+        for watcher in self.watchers:
+            watcher.start()
+        snapshot = self.gateway.snapshot
+        # Changes the directory pushes as it writes them: a new token works even while the bucket cannot be
+        # written (a NATS cluster electing its leader).
+        await follow_snapshot_pushes(self.nc, snapshot.on_snapshot_put, snapshot.on_snapshot_delete)
+        _GC_TASKS.add(
+            asyncio.create_task(_no_gc_while_loading(self.watchers[0].ready), name="snapshot-load-gc")
+        )
+
+    async def stop(self) -> None:
         """Stop watching, deliver or spool every usage event, then let go of the connections."""
         for watcher in self.watchers:
             await watcher.stop()
@@ -80,7 +99,11 @@ async def _connect_bus(url: str) -> NATS:
             await asyncio.sleep(1.0)
 
 
-async def bootstrap(settings: ProxySettings, common: CommonSettings) -> Proxy:
+async def bootstrap(
+    settings: ProxySettings, common: CommonSettings, *, with_features: Sequence[Feature] | None = None
+) -> Proxy:
+    """The gateway on its adapters and its HTTP app with the optional features (all of them unless
+    ``with_features`` names some: tests wire what they exercise)."""
     started = time.monotonic()
     nc = await _connect_bus(common.nats_url)
     js = nc.jetstream()
@@ -132,12 +155,6 @@ async def bootstrap(settings: ProxySettings, common: CommonSettings) -> Proxy:
         KVWatcher(js, names.AUTH_SNAPSHOT_BUCKET, snapshot.on_snapshot_put, snapshot.on_snapshot_delete),
         KVWatcher(js, names.QUOTA_BUCKET, snapshot.on_quota_put, snapshot.on_quota_delete),
     ]
-    for watcher in watchers:
-        watcher.start()
-    # Changes the directory pushes as it writes them: a new token works even while the bucket cannot be
-    # written (a NATS cluster electing its leader).
-    await follow_snapshot_pushes(nc, snapshot.on_snapshot_put, snapshot.on_snapshot_delete)
-    _GC_TASKS.add(asyncio.create_task(_no_gc_while_loading(watchers[0].ready), name="snapshot-load-gc"))
     proxy = Proxy(
         app=web.Application(),
         gateway=gateway,
@@ -146,7 +163,8 @@ async def bootstrap(settings: ProxySettings, common: CommonSettings) -> Proxy:
         drain_seconds=settings.shutdown_drain_seconds,
         replicas=common.nats_replicas,
     )
-    proxy.app = build_app(gateway, lambda: proxy.ready, settings.max_body_bytes)
+    proxy.app = build_app(gateway, proxy.ready, settings.max_body_bytes)
+    proxy.wire(features(common) if with_features is None else with_features)
     return proxy
 
 
@@ -182,24 +200,6 @@ async def _no_gc_while_loading(ready: asyncio.Event, limit: float = 120.0) -> No
         _GC_TASKS.discard(asyncio.current_task())  # type: ignore[arg-type]
 
 
-def wire_extensions(proxy: Proxy) -> None:
-    """The files API (and file content in chat), the Batch API and the MCP gateway, on the same app.
-
-    Kept apart from ``bootstrap`` so tests can wire exactly the parts they exercise.
-    """
-    from aqueduct_proxy.batches.settings import BatchSettings
-    from aqueduct_proxy.batches.wiring import wire_batches
-    from aqueduct_proxy.files.settings import FilesSettings
-    from aqueduct_proxy.files.wiring import wire_files
-    from aqueduct_proxy.mcp.settings import McpSettings
-    from aqueduct_proxy.mcp.wiring import wire_mcp
-
-    js = proxy.nc.jetstream()
-    files = wire_files(proxy.app, proxy.gateway, js, FilesSettings(), proxy.replicas)
-    wire_batches(proxy.app, proxy.gateway, js, files, BatchSettings(), proxy.replicas)
-    wire_mcp(proxy.app, proxy.gateway, js, McpSettings())
-
-
 async def serve(settings: ProxySettings, common: CommonSettings, stop: asyncio.Event | None = None) -> None:
     """Serve until SIGTERM/SIGINT (or ``stop``), then shut down without losing usage events."""
     stop = stop or asyncio.Event()
@@ -207,9 +207,7 @@ async def serve(settings: ProxySettings, common: CommonSettings, stop: asyncio.E
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     proxy = await bootstrap(settings, common)
-    wire_extensions(proxy)
-    # JupyterHub users' tokens as API keys (AQUEDUCT_PROXY_JUPYTERHUB_ENABLED); off by default.
-    wire_jupyterhub(proxy.app, proxy.gateway, proxy.nc.jetstream(), HubBridgeSettings(), common.auth_url)
+    await proxy.start()
     runner = OpenAIErrorsRunner(
         proxy.app,
         max_header_bytes=settings.max_header_bytes,
@@ -224,7 +222,7 @@ async def serve(settings: ProxySettings, common: CommonSettings, stop: asyncio.E
     await stop.wait()
     log.info("shutting down: finishing requests, delivering usage events")
     await runner.cleanup()  # stops accepting, waits for in-flight requests
-    await proxy.close()
+    await proxy.stop()
 
 
 def _serve_process(settings: ProxySettings) -> None:

@@ -156,7 +156,8 @@ class RunningProxy:
 
 
 async def start_in_process(settings: ProxySettings, common: CommonSettings) -> RunningProxy:
-    proxy = await bootstrap(settings, common)
+    proxy = await bootstrap(settings, common, with_features=())
+    await proxy.start()
     await asyncio.wait_for(proxy.watchers[0].ready.wait(), 10)
     runner = web.AppRunner(proxy.app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -166,7 +167,7 @@ async def start_in_process(settings: ProxySettings, common: CommonSettings) -> R
 
 async def stop_in_process(running: RunningProxy) -> None:
     await running.runner.cleanup()
-    await running.proxy.close()
+    await running.proxy.stop()
 
 
 @pytest.fixture(scope="session")

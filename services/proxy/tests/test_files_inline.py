@@ -182,7 +182,9 @@ async def proxy_with_files(
 ) -> AsyncIterator[str]:
     """The proxy as its bootstrap builds it, plus the files routes and the inlining, as wired at start."""
     settings = proxy_settings(valkey_url)
-    proxy = await bootstrap(settings, common_settings(nats_url, tmp_path_factory.mktemp("proxy-files")))
+    common = common_settings(nats_url, tmp_path_factory.mktemp("proxy-files"))
+    proxy = await bootstrap(settings, common, with_features=())
+    await proxy.start()
     files_settings = FilesSettings()
     store = FileStore(bus, quota_bytes_per_user=files_settings.quota_bytes_per_user)
     await store.start()
@@ -194,7 +196,7 @@ async def proxy_with_files(
     await web.TCPSite(runner, settings.host, settings.port).start()
     yield f"http://{settings.host}:{settings.port}"
     await runner.cleanup()
-    await proxy.close()
+    await proxy.stop()
 
 
 async def last_upstream_body(upstream: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from aqueduct_libs import names
 from aqueduct_libs.snapshot import Limits, McpServerRoute
 from aqueduct_proxy.bootstrap import bootstrap
 from aqueduct_proxy.mcp import McpSettings
-from aqueduct_proxy.mcp.wiring import wire_mcp
+from aqueduct_proxy.mcp.wiring import McpFeature
 from conftest import common_settings, proxy_settings, spawn_proxy, usage_events, wait_token
 
 pytestmark = [pytest.mark.nats, pytest.mark.valkey]
@@ -96,15 +96,16 @@ async def gateway(
 ) -> AsyncIterator[str]:
     """The proxy as its bootstrap builds it, with the MCP routes wired in as at start."""
     settings = proxy_settings(valkey_url)
-    proxy = await bootstrap(settings, common_settings(nats_url, tmp_path_factory.mktemp("proxy-mcp")))
-    wire_mcp(proxy.app, proxy.gateway, proxy.nc.jetstream(), McpSettings())
+    common = common_settings(nats_url, tmp_path_factory.mktemp("proxy-mcp"))
+    proxy = await bootstrap(settings, common, with_features=[McpFeature(McpSettings())])
+    await proxy.start()
     await asyncio.wait_for(proxy.watchers[0].ready.wait(), 10)
     runner = web.AppRunner(proxy.app, access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()
     yield f"http://{settings.host}:{settings.port}"
     await runner.cleanup()
-    await proxy.close()
+    await proxy.stop()
 
 
 async def issue(gateway: str, snapshot_writer: Any, **grant: Any) -> tuple[str, Any]:

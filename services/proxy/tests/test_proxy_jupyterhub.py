@@ -32,11 +32,13 @@ from test_batches_worker import chat_line, jsonl, wait_status
 
 from aqueduct_cli.embedded import EmbeddedNats, free_port, wait_for_port
 from aqueduct_directory.bootstrap import DirectoryService
+from aqueduct_directory.bootstrap import bootstrap as bootstrap_directory
 from aqueduct_directory.domain.policy import SYSTEM
 from aqueduct_directory.settings import DirectorySettings
 from aqueduct_libs.settings import CommonSettings
-from aqueduct_proxy.bootstrap import Proxy, bootstrap, wire_extensions
-from aqueduct_proxy.jupyterhub import HubBridgeSettings, wire_jupyterhub
+from aqueduct_proxy.bootstrap import Proxy, bootstrap
+from aqueduct_proxy.features import features
+from aqueduct_proxy.jupyterhub import HubBridgeSettings, JupyterHubFeature
 from aqueduct_proxy.jupyterhub.bridge import HubBridge
 from conftest import SECRET, error_body, proxy_settings, spawn_proxy, usage_events
 from tests.support.jupyterhub import running_hub
@@ -113,7 +115,7 @@ async def stack(
     """A bus of its own (the directory owns the whole snapshot), the directory and the auth process."""
     folder = tmp_path_factory.mktemp("hub-stack")
     bus = EmbeddedNats(folder / "nats").start()
-    directory = DirectoryService(_common(bus.url, folder / "directory"), DirectorySettings())
+    directory = await bootstrap_directory(DirectorySettings(), _common(bus.url, folder / "directory"))
     await directory.start()
     app = directory.directory
     app.create_org(SYSTEM, "notebooks", "staff", {"requests_per_minute": 600})
@@ -165,11 +167,15 @@ async def start_bridged_proxy(
 ) -> BridgedProxy:
     common = _common(stack.nats_url, stack.data_dir / f"proxy-{free_port()}", stack.auth_url)
     settings = proxy_settings(valkey_url)
-    proxy = await bootstrap(settings, common)
-    wire_extensions(proxy)  # files, batches and MCP, as python -m aqueduct_proxy serves them
-    hub_settings = HubBridgeSettings(enabled=True, auth_url=auth_url or "", **bridge)
-    wired = wire_jupyterhub(proxy.app, proxy.gateway, proxy.nc.jetstream(), hub_settings, common.auth_url)
+    hub = JupyterHubFeature(
+        HubBridgeSettings(enabled=True, auth_url=auth_url or "", **bridge), common.auth_url
+    )
+    # Every feature as python -m aqueduct_proxy serves them, the bridge with this test's settings.
+    listed = [hub if feature.name == hub.name else feature for feature in features(common)]
+    proxy = await bootstrap(settings, common, with_features=listed)
+    wired = proxy.wired[hub.name]
     assert wired is not None
+    await proxy.start()
     await asyncio.wait_for(proxy.watchers[0].ready.wait(), 10)
     runner = web.AppRunner(proxy.app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -182,7 +188,7 @@ async def bridged(stack: Stack, valkey_url: str) -> AsyncIterator[BridgedProxy]:
     running = await start_bridged_proxy(stack, valkey_url)
     yield running
     await running.runner.cleanup()
-    await running.proxy.close()
+    await running.proxy.stop()
 
 
 def client(v1: str, api_key: str) -> openai.AsyncOpenAI:
@@ -283,7 +289,7 @@ async def test_a_revoked_hub_token_is_refused_after_the_window(
         assert time.monotonic() - started < 3.0
     finally:
         await short.runner.cleanup()
-        await short.proxy.close()
+        await short.proxy.stop()
 
 
 async def test_a_hub_user_without_an_org_gets_403_and_no_auth_service_gets_503(
@@ -302,7 +308,7 @@ async def test_a_hub_user_without_an_org_gets_403_and_no_auth_service_gets_503(
         assert error_body(unavailable.value)["code"] == "auth_unavailable"
     finally:
         await dead.runner.cleanup()
-        await dead.proxy.close()
+        await dead.proxy.stop()
 
 
 async def test_the_seed_example_against_python_m_aqueduct_proxy(

@@ -11,8 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from aqueduct_proxy.bootstrap import bootstrap, wire_extensions
-from aqueduct_proxy.jupyterhub import HubBridgeSettings, wire_jupyterhub
+from aqueduct_proxy.bootstrap import bootstrap
 from conftest import common_settings, proxy_settings
 
 pytestmark = [pytest.mark.nats]
@@ -21,14 +20,12 @@ _METHODS = ("get", "post", "put", "patch", "delete")
 
 
 async def test_every_served_route_is_in_the_openapi_document_and_nothing_else(
-    nats_url: str, valkey_url: str, tmp_path: Any
+    nats_url: str, valkey_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = proxy_settings(valkey_url)
+    monkeypatch.setenv("AQUEDUCT_PROXY_JUPYTERHUB_ENABLED", "true")  # every feature, the bridge included
     proxy = await bootstrap(settings, common_settings(nats_url, tmp_path))
-    wire_extensions(proxy)
-    wire_jupyterhub(
-        proxy.app, proxy.gateway, proxy.nc.jetstream(), HubBridgeSettings(enabled=True), "http://auth"
-    )
+    await proxy.start()
     await asyncio.wait_for(proxy.watchers[0].ready.wait(), 10)
     runner = web.AppRunner(proxy.app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -47,7 +44,7 @@ async def test_every_served_route_is_in_the_openapi_document_and_nothing_else(
                 served.setdefault(route.resource.canonical, set()).add(route.method.lower())
     finally:
         await runner.cleanup()
-        await proxy.close()
+        await proxy.stop()
 
     paths = document["paths"]
     assert set(served) == set(paths), "routes served but not documented, or documented but not served"

@@ -11,6 +11,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from aqueduct_libs.ops import configure_logging
+from aqueduct_libs.service import LifespanService
 from aqueduct_libs.sessions import SessionVerifier
 from aqueduct_libs.settings import CommonSettings
 from aqueduct_ui.adapters.api import create_http_client
@@ -21,7 +22,7 @@ from aqueduct_ui.entrypoints.web.cookies import CookieKit
 from aqueduct_ui.entrypoints.web.render import create_templates
 from aqueduct_ui.settings import UISettings
 
-__all__ = ["bootstrap", "run"]
+__all__ = ["bootstrap", "run", "serve"]
 
 log = logging.getLogger("aqueduct_ui")
 
@@ -34,11 +35,9 @@ async def _load_keys_until_ready(ctx: WebContext) -> None:
             await ctx.keyring.fetch_over_http()
 
 
-def bootstrap(
-    settings: UISettings | None = None, common: CommonSettings | None = None, use_bus: bool = True
-) -> FastAPI:
-    settings = settings or UISettings()
-    common = common or CommonSettings()
+async def bootstrap(settings: UISettings, common: CommonSettings, *, use_bus: bool = True) -> LifespanService:
+    """The web app; its lifespan opens the HTTP client to the APIs and watches the session keys
+    (``use_bus=False``: fetched from the auth service only, for tests without a bus)."""
     verifier = SessionVerifier()
     ctx = WebContext(
         settings=settings,
@@ -70,19 +69,25 @@ def bootstrap(
             await ctx.http.aclose()
             ctx.http = None
 
-    return create_app(ctx, lifespan)
+    app = create_app(ctx, lifespan)
+    return LifespanService(app, ctx.ready)
 
 
-def run() -> None:
-    settings = UISettings()
-    common = CommonSettings()
-    configure_logging("ui", common.log_level)
-    app = bootstrap(settings, common)
-    uvicorn.run(
-        app,
+async def serve(settings: UISettings, common: CommonSettings) -> None:
+    service = await bootstrap(settings, common)
+    config = uvicorn.Config(
+        service.app,
         host=settings.host,
         port=settings.port,
         log_level=common.log_level.lower(),
         proxy_headers=True,
         access_log=False,
     )
+    await uvicorn.Server(config).serve()  # the app's lifespan starts and stops the service
+
+
+def run() -> None:
+    settings = UISettings()
+    common = CommonSettings()
+    configure_logging("ui", common.log_level)
+    asyncio.run(serve(settings, common))

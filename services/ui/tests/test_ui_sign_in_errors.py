@@ -3,6 +3,8 @@ the address is ever shown (else a link could put a phishing text on the product'
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi.testclient import TestClient
 
 from aqueduct_libs.settings import CommonSettings
@@ -15,7 +17,10 @@ PHISHING = "Your account is locked. Call +1-555-0100 and give your password to u
 
 def _client() -> TestClient:
     common = CommonSettings(dev_mode=True, auth_url="http://127.0.0.1:9")  # nothing is asked of it
-    return TestClient(bootstrap(UISettings(oidc_enabled=True), common, use_bus=False), follow_redirects=False)
+    return TestClient(
+        asyncio.run(bootstrap(UISettings(oidc_enabled=True), common, use_bus=False)).app,
+        follow_redirects=False,
+    )
 
 
 def test_text_in_the_address_is_never_shown() -> None:

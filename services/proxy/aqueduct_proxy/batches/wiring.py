@@ -1,34 +1,43 @@
-"""How the proxy's bootstrap adds the Batch API to its application (the worker is its own process)."""
+"""The Batch API as a feature of the proxy (``aqueduct_proxy.features``); the worker is its own process."""
 
 from __future__ import annotations
 
-from aiohttp import web
-from nats.js import JetStreamContext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
-from aqueduct_proxy.application.gateway import Gateway
+from aiohttp import web
+
 from aqueduct_proxy.batches.http import setup_batches
 from aqueduct_proxy.batches.settings import BatchSettings
 from aqueduct_proxy.batches.store import BatchStore
 from aqueduct_proxy.files.store import FileStore
 
-__all__ = ["wire_batches"]
+if TYPE_CHECKING:
+    from aqueduct_proxy.bootstrap import Proxy
+
+__all__ = ["BatchesFeature"]
 
 
-def wire_batches(
-    app: web.Application,
-    gateway: Gateway,
-    js: JetStreamContext,
-    files: FileStore,
-    settings: BatchSettings,
-    replicas: int = 1,
-) -> BatchStore:
-    store = BatchStore(
-        js, replicas=settings.replicas or replicas, results_max_age_days=settings.results_max_age_days
-    )
+@dataclass(frozen=True)
+class BatchesFeature:
+    settings: BatchSettings
+    name: ClassVar[str] = "batches"
 
-    async def open_store(app: web.Application) -> None:
-        await store.start()
+    def wire(self, proxy: Proxy) -> BatchStore:
+        """``/v1/batches``; its input and output are files, so the files feature comes first."""
+        files = proxy.wired.get("files")
+        if not isinstance(files, FileStore):
+            raise RuntimeError("the batches feature needs the files feature wired before it")
+        settings = self.settings
+        store = BatchStore(
+            proxy.nc.jetstream(),
+            replicas=settings.replicas or proxy.replicas,
+            results_max_age_days=settings.results_max_age_days,
+        )
 
-    app.on_startup.append(open_store)
-    setup_batches(app, gateway.authenticate, files, store, settings)
-    return store
+        async def open_store(app: web.Application) -> None:
+            await store.start()
+
+        proxy.app.on_startup.append(open_store)
+        setup_batches(proxy.app, proxy.gateway.authenticate, files, store, settings)
+        return store

@@ -1,36 +1,42 @@
-"""How the proxy's bootstrap adds the files API and file content in chat to its application."""
+"""The files API and file content in chat, as a feature of the proxy (``aqueduct_proxy.features``)."""
 
 from __future__ import annotations
 
-from aiohttp import web
-from nats.js import JetStreamContext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
-from aqueduct_proxy.application.gateway import Gateway
+from aiohttp import web
+
 from aqueduct_proxy.files.http import setup_files
 from aqueduct_proxy.files.inline import setup_file_inlining
 from aqueduct_proxy.files.settings import FilesSettings
 from aqueduct_proxy.files.store import FileStore
 
-__all__ = ["wire_files"]
+if TYPE_CHECKING:
+    from aqueduct_proxy.bootstrap import Proxy
+
+__all__ = ["FilesFeature"]
 
 
-def wire_files(
-    app: web.Application,
-    gateway: Gateway,
-    js: JetStreamContext,
-    settings: FilesSettings,
-    replicas: int = 1,
-) -> FileStore:
-    """``/v1/files`` and the inlining of file parts; the store opens when the application starts.
-    ``replicas`` (``AQUEDUCT_NATS_REPLICAS``) unless the files settings name their own."""
-    store = FileStore(
-        js, quota_bytes_per_user=settings.quota_bytes_per_user, replicas=settings.replicas or replicas
-    )
+@dataclass(frozen=True)
+class FilesFeature:
+    settings: FilesSettings
+    name: ClassVar[str] = "files"
 
-    async def open_store(app: web.Application) -> None:
-        await store.start()
+    def wire(self, proxy: Proxy) -> FileStore:
+        """``/v1/files`` and the inlining of file parts (a middleware); the store opens when the application
+        starts. ``AQUEDUCT_NATS_REPLICAS`` unless the files settings name their own."""
+        settings = self.settings
+        store = FileStore(
+            proxy.nc.jetstream(),
+            quota_bytes_per_user=settings.quota_bytes_per_user,
+            replicas=settings.replicas or proxy.replicas,
+        )
 
-    app.on_startup.append(open_store)
-    setup_files(app, gateway.authenticate, store, settings)
-    setup_file_inlining(app, gateway.authenticate, gateway.snapshot, store, settings)
-    return store
+        async def open_store(app: web.Application) -> None:
+            await store.start()
+
+        proxy.app.on_startup.append(open_store)
+        setup_files(proxy.app, proxy.gateway.authenticate, store, settings)
+        setup_file_inlining(proxy.app, proxy.gateway.authenticate, proxy.gateway.snapshot, store, settings)
+        return store

@@ -7,6 +7,6 @@ directory user; the request then authenticates as that user's own grant (snapsho
 
 from aqueduct_proxy.jupyterhub.settings import HubBridgeSettings
 from aqueduct_proxy.jupyterhub.users import UserGrants
-from aqueduct_proxy.jupyterhub.wiring import wire_jupyterhub
+from aqueduct_proxy.jupyterhub.wiring import JupyterHubFeature
 
-__all__ = ["HubBridgeSettings", "UserGrants", "wire_jupyterhub"]
+__all__ = ["HubBridgeSettings", "JupyterHubFeature", "UserGrants"]

@@ -1,6 +1,9 @@
-"""How the proxy's bootstrap adds the JupyterHub token bridge to its application."""
+"""The JupyterHub token bridge as a feature of the proxy (``aqueduct_proxy.features``)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 from aiohttp import web
 from nats.js import JetStreamContext
@@ -9,17 +12,31 @@ from prometheus_client import Counter
 from aqueduct_libs import names
 from aqueduct_libs.bus import KVWatcher
 from aqueduct_proxy.application.gateway import Gateway
-from aqueduct_proxy.entrypoints.http import errors_middleware
 from aqueduct_proxy.jupyterhub.bridge import HubBridge
 from aqueduct_proxy.jupyterhub.exchange import AuthExchangeClient
 from aqueduct_proxy.jupyterhub.middleware import hub_token_middleware
 from aqueduct_proxy.jupyterhub.settings import HubBridgeSettings
 from aqueduct_proxy.jupyterhub.users import USER_GRANT_KEYS
 
-__all__ = ["wire_jupyterhub"]
+if TYPE_CHECKING:
+    from aqueduct_proxy.bootstrap import Proxy
+
+__all__ = ["JupyterHubFeature"]
 
 
-def wire_jupyterhub(
+@dataclass(frozen=True)
+class JupyterHubFeature:
+    """On with ``AQUEDUCT_PROXY_JUPYTERHUB_ENABLED``; ``auth_url`` is ``AQUEDUCT_AUTH_URL``."""
+
+    settings: HubBridgeSettings
+    auth_url: str
+    name: ClassVar[str] = "jupyterhub"
+
+    def wire(self, proxy: Proxy) -> HubBridge | None:
+        return _wire(proxy.app, proxy.gateway, proxy.nc.jetstream(), self.settings, self.auth_url)
+
+
+def _wire(
     app: web.Application,
     gateway: Gateway,
     js: JetStreamContext,
@@ -66,8 +83,7 @@ def wire_jupyterhub(
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
-    # Right after the error middleware (OpenAI error bodies), before anything that authenticates
-    # (the file-inlining middleware does).
-    after = app.middlewares.index(errors_middleware) + 1 if errors_middleware in app.middlewares else 0
-    app.middlewares.insert(after, hub_token_middleware(bridge))
+    # Before anything that authenticates (the files feature's inlining middleware does): the features'
+    # list puts this feature first.
+    app.middlewares.append(hub_token_middleware(bridge))
     return bridge

@@ -1,9 +1,11 @@
-"""How the proxy's bootstrap adds ``/mcp/{name}`` to its application."""
+"""The MCP gateway (``/mcp/{name}``) as a feature of the proxy (``aqueduct_proxy.features``)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 from aiohttp import web
 from nats.js import JetStreamContext
@@ -17,14 +19,24 @@ from aqueduct_proxy.mcp.limits import tool_call_admission
 from aqueduct_proxy.mcp.registry import McpRegistry
 from aqueduct_proxy.mcp.settings import McpSettings
 
-__all__ = ["wire_mcp"]
+if TYPE_CHECKING:
+    from aqueduct_proxy.bootstrap import Proxy
+
+__all__ = ["McpFeature"]
 
 log = logging.getLogger(__name__)
 
 
-def wire_mcp(
-    app: web.Application, gateway: Gateway, js: JetStreamContext, settings: McpSettings
-) -> McpRegistry:
+@dataclass(frozen=True)
+class McpFeature:
+    settings: McpSettings
+    name: ClassVar[str] = "mcp"
+
+    def wire(self, proxy: Proxy) -> McpRegistry:
+        return _wire(proxy.app, proxy.gateway, proxy.nc.jetstream(), self.settings)
+
+
+def _wire(app: web.Application, gateway: Gateway, js: JetStreamContext, settings: McpSettings) -> McpRegistry:
     """The MCP routes, and a watch of the auth snapshot's ``mcp.*`` entries for as long as the app runs."""
     registry = McpRegistry()
     watcher = KVWatcher(js, names.AUTH_SNAPSHOT_BUCKET, registry.on_snapshot_put, registry.on_snapshot_delete)

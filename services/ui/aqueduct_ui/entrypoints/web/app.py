@@ -37,5 +37,5 @@ def create_app(ctx: WebContext, lifespan: Lifespan | None = None) -> FastAPI:
     for module in (auth, tokens, teams, models, usage, users, admin):
         app.include_router(module.router)
     install_error_handlers(app)
-    add_operational_routes(app, ready=lambda: ctx.http is not None and ctx.keyring.ready)
+    add_operational_routes(app, ready=ctx.ready)
     return app

@@ -37,6 +37,10 @@ class WebContext:
     templates: Jinja2Templates
     http: httpx.AsyncClient | None = field(default=None)
 
+    def ready(self) -> bool:
+        """Started (the HTTP client exists) and the session keys are loaded."""
+        return self.http is not None and self.keyring.ready
+
     def _client(self) -> httpx.AsyncClient:
         if self.http is None:
             raise RuntimeError("the HTTP client is created at start-up; the app is not started")
