@@ -24,7 +24,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import nats
 
-from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ChdbClickHouse
+from aqueduct_accounting.adapters.analyst_sql import AnalystEngine, AnalystQueries, QueryLimits
+from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ClickHouse, embedded_dsn
 from aqueduct_accounting.adapters.migrations import apply_migrations
 from aqueduct_accounting.adapters.price_catalog import load_price_catalog
 from aqueduct_accounting.application.ingest import UsageIngest
@@ -76,7 +77,7 @@ async def _stream_count(js) -> int:
     return (await js.stream_info(names.USAGE_STREAM)).state.messages
 
 
-def _count(engine: ChdbClickHouse, where: str = "1") -> int:
+def _count(engine: ClickHouse, where: str = "1") -> int:
     return int(engine.query(f"SELECT count() FROM usage_events WHERE {where}").rows[0][0])
 
 
@@ -87,7 +88,7 @@ async def _poll(current: Callable[[], Awaitable[int]], target: int, interval: fl
         await asyncio.sleep(interval)
 
 
-def _consumer(nc: nats.NATS, js, engine: ChdbClickHouse, durable: str, batch: int) -> BatchConsumer:
+def _consumer(nc: nats.NATS, js, engine: ClickHouse, durable: str, batch: int) -> BatchConsumer:
     """The usage consumer as ``aqueduct_accounting.bootstrap`` builds it (settings' defaults)."""
     ingest = UsageIngest(
         AsyncClickHouse(engine),
@@ -117,7 +118,7 @@ def _consumer(nc: nats.NATS, js, engine: ChdbClickHouse, durable: str, batch: in
 
 
 async def measure_batched_ingest(
-    engine: ChdbClickHouse, nats_url: str, events: int, per_message: int
+    engine: ClickHouse, nats_url: str, events: int, per_message: int
 ) -> dict[str, float]:
     """The same events, ``per_message`` to a message (a JSON array), as the proxy's publisher groups them
     (``AQUEDUCT_PROXY_USAGE_EVENTS_PER_MESSAGE``, 100 by default)."""
@@ -144,7 +145,7 @@ async def measure_batched_ingest(
     return {"rate": events / seconds, "seconds": seconds, "cpu_us": cpu_seconds / events * 1e6}
 
 
-async def measure_ingest(engine: ChdbClickHouse, nats_url: str, events: int, batch: int) -> dict[str, float]:
+async def measure_ingest(engine: ClickHouse, nats_url: str, events: int, batch: int) -> dict[str, float]:
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     await ensure_topology(js)
@@ -186,7 +187,7 @@ async def measure_ingest(engine: ChdbClickHouse, nats_url: str, events: int, bat
     }
 
 
-def generate(engine: ChdbClickHouse, rows: int) -> float:
+def generate(engine: ClickHouse, rows: int) -> float:
     """``rows`` usage events over the last 30 days, straight into chDB (roll-ups fill through their views)."""
     started = time.perf_counter()
     step = 2_000_000
@@ -209,8 +210,9 @@ def generate(engine: ChdbClickHouse, rows: int) -> float:
     return time.perf_counter() - started
 
 
-async def measure_queries(engine: ChdbClickHouse, repeat: int = 7) -> list[tuple[str, float]]:
-    reports = Reports(AsyncClickHouse(engine))
+async def measure_queries(engine: ClickHouse, repeat: int = 7) -> list[tuple[str, float]]:
+    analyst = AnalystQueries(AnalystEngine.read_only(engine.dsn, QueryLimits()))
+    reports = Reports(AsyncClickHouse(engine), analyst)
     now = datetime.now(UTC)
     month = ReportWindow(now - timedelta(days=30), now)
     week = ReportWindow(now - timedelta(days=7), now)
@@ -240,6 +242,7 @@ async def measure_queries(engine: ChdbClickHouse, repeat: int = 7) -> list[tuple
             await run()
             times.append((time.perf_counter() - started) * 1000)
         results.append((label, statistics.median(times)))
+    analyst.close()
     return results
 
 
@@ -258,7 +261,7 @@ async def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="aqueduct-bench-") as folder:
         bus = EmbeddedNats(Path(folder) / "nats").start()
-        engine = ChdbClickHouse(Path(folder) / "chdb")
+        engine = ClickHouse(embedded_dsn(Path(folder) / "chdb"))
         try:
             apply_migrations(engine, default_migrations_dir())
             ingest = await measure_ingest(engine, bus.url, args.events, args.batch)

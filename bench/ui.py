@@ -152,11 +152,14 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="aqueduct-bench-ui-") as tmp:
             work = Path(tmp)
-            stack = Stack(work, write_config(work / "aqueduct.yaml", upstream_url)).start()
+            # A university-size directory on a busy machine may need more than the default 90 s to be ready.
+            stack = Stack(
+                work, write_config(work / "aqueduct.yaml", upstream_url), {"AQUEDUCT_READY_TIMEOUT": "900"}
+            ).start()
             stack.stop()
             seed_directory(stack.data_dir, args.teams, args.users_per_team, args.tokens)
             started = time.perf_counter()
-            stack.start(timeout=600)
+            stack.start(timeout=900)
             print(
                 f"product ready on the seeded directory in {time.perf_counter() - started:.0f} s",
                 file=sys.stderr,

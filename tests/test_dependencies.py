@@ -25,6 +25,7 @@ PACKAGES = {
 # Needed at run time although no module of the package imports them.
 WITHOUT_IMPORT = {
     ("accounting", "faststream"): "the stream consumers move to FastStream (issue #16)",
+    ("accounting", "chdb"): "the embedded ClickHouse that clickhouse-connect opens for a chdb:// DSN",
     ("directory", "faststream"): "the relay and the sign-in RPC move to FastStream (issue #16)",
     ("directory", "psycopg-pool"): "eventsourcing's PostgreSQL recorder, chosen by name, imports it",
     ("auth", "itsdangerous"): "starlette's SessionMiddleware signs the OIDC state with it",

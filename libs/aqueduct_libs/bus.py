@@ -169,30 +169,35 @@ async def _create_or_await(
         creating.cancel()
 
 
-async def _adjust_replicas(js: JetStreamContext, info: js_api.StreamInfo, replicas: int) -> None:
-    """Bring an existing stream to ``replicas`` (NATS moves the data to the new peers on its own).
+async def _adjust_replicas(
+    js: JetStreamContext, info: js_api.StreamInfo, replicas: int, *, allow_direct: bool = False
+) -> None:
+    """Bring an existing stream to ``replicas`` (NATS moves the data to the new peers on its own), and
+    with ``allow_direct`` let every replica answer direct gets (a KV bucket made by an older release).
 
     Only the stream's owner calls this (its NATS user may update it, see ``aqueduct_cli.nats_users``). A
-    refusal is logged, never fatal: the stream still works with the replicas it has.
+    refusal is logged, never fatal: the stream still works as it is.
     """
     config = info.config
-    if (config.num_replicas or 1) == replicas:
+    has = config.num_replicas or 1
+    if has == replicas and (config.allow_direct or not allow_direct):
         return
-    log.warning(
-        "stream %s has %d replica(s), AQUEDUCT_NATS_REPLICAS asks for %d: changing it",
-        config.name,
-        config.num_replicas or 1,
-        replicas,
-    )
+    if has != replicas:
+        log.warning(
+            "stream %s has %d replica(s), AQUEDUCT_NATS_REPLICAS asks for %d: changing it",
+            config.name,
+            has,
+            replicas,
+        )
     try:
-        await js.update_stream(dataclasses.replace(config, num_replicas=replicas))
+        await js.update_stream(
+            dataclasses.replace(
+                config, num_replicas=replicas, allow_direct=config.allow_direct or allow_direct
+            )
+        )
     except Exception as exc:  # not allowed, or not enough servers for that many replicas
         log.error(
-            "could not change the replicas of stream %s to %d (%s); it keeps %d",
-            config.name,
-            replicas,
-            exc,
-            config.num_replicas or 1,
+            "could not change stream %s to %d replica(s) (%s); it stays as it is", config.name, replicas, exc
         )
 
 
@@ -225,8 +230,14 @@ async def ensure_kv(
     history: int = 1,
     max_age: float | None = None,
     adjust: bool = False,
+    direct: bool = False,
 ) -> None:
-    """Create the KV bucket with ``replicas`` if missing; with ``adjust`` also bring an existing one to it."""
+    """Create the KV bucket with ``replicas`` if missing; with ``adjust`` also bring an existing one to it.
+
+    ``direct`` (``allow_direct``): every replica, followers included, answers reads, so a ``KVWatcher``
+    loads the bucket while a NATS cluster elects its leader (``kvload``). Only for buckets read by
+    watches: a direct ``get`` may miss a write its follower has not applied yet (milliseconds behind).
+    """
     try:
         await patiently(lambda: js.key_value(bucket), f"the KV bucket {bucket}")
     except BucketNotFoundError:
@@ -239,12 +250,13 @@ async def ensure_kv(
                 ttl=max_age,
                 storage=js_api.StorageType.FILE,
                 replicas=replicas,
+                direct=direct,
             ),
         )
         return
     if adjust:
         info = await patiently(lambda: js.stream_info(f"KV_{bucket}"), f"the KV bucket {bucket}")
-        await _adjust_replicas(js, info, replicas)
+        await _adjust_replicas(js, info, replicas, allow_direct=direct)
 
 
 async def ensure_object_store(
@@ -310,10 +322,17 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1, *, adjust: bo
             replicas,
             adjust=adjust,
         )
+    # The buckets every service watches (KVWatcher): readable from any replica, so a service starting
+    # while a NATS cluster elects their leader loads them at once.
     for bucket in (names.AUTH_SNAPSHOT_BUCKET, names.QUOTA_BUCKET, names.AUTH_KEYS_BUCKET):
-        await ensure_kv(js, bucket, replicas, adjust=adjust)
+        await ensure_kv(js, bucket, replicas, adjust=adjust, direct=True)
     await ensure_kv(
-        js, names.AUTH_REVOKED_BUCKET, replicas, max_age=names.AUTH_REVOKED_MAX_AGE_SECONDS, adjust=adjust
+        js,
+        names.AUTH_REVOKED_BUCKET,
+        replicas,
+        max_age=names.AUTH_REVOKED_MAX_AGE_SECONDS,
+        adjust=adjust,
+        direct=True,
     )
     await ensure_kv(
         js, names.AUTH_ATTEMPTS_BUCKET, replicas, max_age=names.AUTH_ATTEMPTS_MAX_AGE_SECONDS, adjust=adjust

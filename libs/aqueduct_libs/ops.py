@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from aqueduct_libs.redact import install_redaction, secret_values
-from aqueduct_libs.request_id import RequestIdLogFilter, add_request_ids
+from aqueduct_libs.logs import configure_logging
+from aqueduct_libs.request_id import add_request_ids
 
 __all__ = ["add_operational_routes", "configure_logging"]
 
@@ -47,21 +43,3 @@ def add_operational_routes(
         from prometheus_client import REGISTRY
 
         return Response(generate_latest(registry or REGISTRY), media_type=CONTENT_TYPE_LATEST)
-
-
-def configure_logging(service: str, level: str = "INFO") -> None:
-    """Log lines to stderr, each through the secrets filter (``aqueduct_libs.redact``), which knows the
-    secret values of this process's environment. Uncaught exceptions go through it as well."""
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format=f"%(asctime)s {service} %(levelname)s %(name)s [%(request_id)s]: %(message)s",
-    )
-    install_redaction(secret_values(os.environ))
-
-    def log_uncaught(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
-        logging.getLogger(service).critical("uncaught exception", exc_info=(kind, error, trace))
-
-    sys.excepthook = log_uncaught
-    for handler in logging.getLogger().handlers:  # the request being served, "-" outside one
-        handler.addFilter(RequestIdLogFilter())

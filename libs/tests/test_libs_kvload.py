@@ -15,6 +15,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from aqueduct_cli.embedded import EmbeddedNats
+from aqueduct_libs import kvload
 from aqueduct_libs.bus import KVWatcher
 
 pytestmark = pytest.mark.nats
@@ -53,8 +54,29 @@ async def client(bus: EmbeddedNats) -> AsyncIterator[NATS]:
     await nc.close()
 
 
-async def _bucket(js: JetStreamContext, history: int = 1) -> KeyValue:
-    return await js.create_key_value(bucket="mirror", history=history)
+@pytest.fixture(params=[False, True], ids=["leader", "no-leader"])
+def direct(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[bool]:
+    """With a leader, a watch loads through its consumer. Without one (a NATS cluster electing it: no
+    consumer request is answered in time, here by giving the leader no time at all), it loads with
+    direct gets from any replica of a bucket with ``allow_direct``, then follows with a consumer."""
+    if not request.param:
+        yield False
+        return
+    monkeypatch.setattr(kvload, "LEADER_WAIT", 1e-9)
+    loads: list[int] = []
+    apply = kvload._DirectLoad.apply
+
+    async def counted(self: kvload._DirectLoad, on_put: kvload.OnPut, on_delete: kvload.OnDelete) -> None:
+        loads.append(len(self.entries))
+        await apply(self, on_put, on_delete)
+
+    monkeypatch.setattr(kvload._DirectLoad, "apply", counted)
+    yield True
+    assert loads, "no watch loaded with direct gets"
+
+
+async def _bucket(js: JetStreamContext, direct: bool, history: int = 1) -> KeyValue:
+    return await js.create_key_value(bucket="mirror", history=history, direct=direct)
 
 
 async def _put_many(js: JetStreamContext, items: list[tuple[str, bytes]]) -> None:
@@ -97,9 +119,11 @@ async def _seed(js: JetStreamContext, kv: KeyValue) -> None:
     await _put_many(js, [(f"k.{i:05d}", f"v3-{i}".encode()) for i in range(0, KEYS, 22)])
 
 
-async def test_the_initial_load_equals_the_bucket_with_one_entry_per_key(client: NATS) -> None:
+async def test_the_initial_load_equals_the_bucket_with_one_entry_per_key(client: NATS, direct: bool) -> None:
     js = client.jetstream()
-    kv = await _bucket(js, history=5)  # older revisions stay in the stream: only the last may be applied
+    kv = await _bucket(
+        js, direct, history=5
+    )  # older revisions stay in the stream: only the last may be applied
     await _seed(js, kv)
     truth = _seeded()
     dead = [i for i in range(KEYS) if (i % 11 == 0 and i % 22) or (i % 13 == 0 and i % 11)]
@@ -117,9 +141,9 @@ async def test_the_initial_load_equals_the_bucket_with_one_entry_per_key(client:
         await watcher.stop()
 
 
-async def test_writes_during_the_load_are_not_lost(client: NATS) -> None:
+async def test_writes_during_the_load_are_not_lost(client: NATS, direct: bool) -> None:
     js = client.jetstream()
-    kv = await _bucket(js)
+    kv = await _bucket(js, direct)
     await _seed(js, kv)
     mirror = Mirror()
     watcher = KVWatcher(js, "mirror", mirror.on_put, mirror.on_delete)
@@ -157,9 +181,11 @@ async def test_writes_during_the_load_are_not_lost(client: NATS) -> None:
         await watcher.stop()
 
 
-async def test_a_key_written_just_before_the_watcher_starts_is_there_when_it_is_ready(client: NATS) -> None:
+async def test_a_key_written_just_before_the_watcher_starts_is_there_when_it_is_ready(
+    client: NATS, direct: bool
+) -> None:
     js = client.jetstream()
-    kv = await _bucket(js)
+    kv = await _bucket(js, direct)
     await _put_many(js, [(f"k.{i:05d}", b"x") for i in range(2000)])
     for n in range(20):
         await kv.put(f"just.{n}", b"written")
@@ -177,9 +203,9 @@ async def test_a_key_written_just_before_the_watcher_starts_is_there_when_it_is_
             await watcher.stop()
 
 
-async def test_changes_right_after_the_load_are_applied(client: NATS) -> None:
+async def test_changes_right_after_the_load_are_applied(client: NATS, direct: bool) -> None:
     js = client.jetstream()
-    kv = await _bucket(js)
+    kv = await _bucket(js, direct)
     await _seed(js, kv)
     mirror = Mirror()
     watcher = KVWatcher(js, "mirror", mirror.on_put, mirror.on_delete)
@@ -202,9 +228,11 @@ async def test_changes_right_after_the_load_are_applied(client: NATS) -> None:
         await watcher.stop()
 
 
-async def test_a_key_filter_narrows_the_watch_and_no_match_is_ready_at_once(client: NATS) -> None:
+async def test_a_key_filter_narrows_the_watch_and_no_match_is_ready_at_once(
+    client: NATS, direct: bool
+) -> None:
     js = client.jetstream()
-    kv = await _bucket(js)
+    kv = await _bucket(js, direct)
     await _put_many(js, [("user.a", b"1"), ("user.b", b"2"), ("token.t", b"3")])
     users, nobody = Mirror(), Mirror()
     watchers = [
@@ -225,9 +253,9 @@ async def test_a_key_filter_narrows_the_watch_and_no_match_is_ready_at_once(clie
             await watcher.stop()
 
 
-async def test_a_vanished_consumer_is_replaced_and_changes_keep_coming(client: NATS) -> None:
+async def test_a_vanished_consumer_is_replaced_and_changes_keep_coming(client: NATS, direct: bool) -> None:
     js = client.jetstream()
-    kv = await _bucket(js)
+    kv = await _bucket(js, direct)
     await _put_many(js, [(f"k.{i}", b"x") for i in range(100)])
     mirror = Mirror()
     watcher = KVWatcher(js, "mirror", mirror.on_put, mirror.on_delete)
@@ -247,10 +275,10 @@ async def test_a_vanished_consumer_is_replaced_and_changes_keep_coming(client: N
 
 @pytest.mark.slow
 async def test_the_watcher_follows_the_bucket_across_a_restart_of_the_bus(
-    bus: EmbeddedNats, client: NATS
+    bus: EmbeddedNats, client: NATS, direct: bool
 ) -> None:
     js = client.jetstream()
-    kv = await _bucket(js)
+    kv = await _bucket(js, direct)
     await _put_many(js, [(f"k.{i}", b"x") for i in range(100)])
     mirror = Mirror()
     watcher = KVWatcher(js, "mirror", mirror.on_put, mirror.on_delete)

@@ -275,6 +275,9 @@ def test_tokens_catalogue_mcp_terms_and_audit(admin: Cli, upstream) -> None:
     assert first[0]["type"] == "McpServerRemoved" or first[0]["type"].endswith("Removed")  # type: ignore[index]
     page2 = admin.json("audit", "log", "--limit", "1", "--page", "2", "--json")
     assert page2[0]["notification_id"] == first[0]["notification_id"] - 1  # type: ignore[index]
+    cursor = str(first[0]["notification_id"])  # type: ignore[index]
+    # By cursor: the events older than the last one shown, the same page while new events arrive.
+    assert admin.json("audit", "log", "--limit", "1", "--before", cursor, "--json") == page2
     table = subprocess.run(
         [AQUEDUCT, "audit", "log", "--limit", "3"],
         cwd=admin.cwd,

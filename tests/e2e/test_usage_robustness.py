@@ -20,7 +20,7 @@ import nats
 import openai
 import pytest
 
-from aqueduct_accounting.adapters.clickhouse import ChdbClickHouse
+from aqueduct_accounting.adapters.clickhouse import ClickHouse, embedded_dsn
 from aqueduct_libs import bounds, names
 from aqueduct_libs.events import UsageRecorded
 from tests.support.stack import Stack, write_config
@@ -182,7 +182,7 @@ def test_dropped_usage_table_and_directory_mirror_are_rebuilt_after_a_restart(pr
     letters_before = len(json.loads(product.cli("dead-letters", "list", "--format", "json").stdout))
 
     product.stop()
-    engine = ChdbClickHouse(product.data_dir / "chdb")
+    engine = ClickHouse(embedded_dsn(product.data_dir / "chdb"))
     try:
         engine.execute("DROP TABLE usage_events")
         engine.execute("DROP TABLE directory_events")

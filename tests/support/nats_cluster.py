@@ -175,11 +175,12 @@ class NatsCluster:
             await asyncio.sleep(0.25)
         raise TimeoutError(f"the cluster has no JetStream meta leader after {within}s ({last})")
 
-    async def leader_of(self, stream: str) -> str:
-        """The name of the node leading ``stream`` (its ``cluster.leader``), waiting for an election."""
+    async def leader_of(self, stream: str, ask_every: float = 2.0) -> str:
+        """The name of the node leading ``stream`` (its ``cluster.leader``), waiting for an election (a
+        stream without a leader does not answer: asked again every ``ask_every`` seconds)."""
         nc = await nats.connect(self._any_url(), connect_timeout=2)
         try:
-            js = nc.jetstream(timeout=2)
+            js = nc.jetstream(timeout=ask_every)
             deadline = time.monotonic() + 30
             while True:
                 try:

@@ -19,7 +19,8 @@ class AccountingSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8003
-    # Empty: chDB under <data_dir>/chdb. Else a ClickHouse server: http://user:pass@host:8123/db
+    # A clickhouse-connect DSN. Empty: chDB under <data_dir>/chdb (chdb:///folder for another folder);
+    # a ClickHouse server: http://user:pass@host:8123/db (https:// with TLS).
     clickhouse_url: str = ""
     # With a server: the read-only `analyst` user ad-hoc SQL runs as (infra/clickhouse-server/users.xml).
     analyst_clickhouse_url: str = ""

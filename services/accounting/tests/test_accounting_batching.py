@@ -15,7 +15,7 @@ import nats
 import pytest
 from accounting_testing import usage_event, wait_until
 
-from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ChdbClickHouse, QueryResult
+from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ClickHouse, QueryResult, embedded_dsn
 from aqueduct_accounting.adapters.migrations import apply_migrations
 from aqueduct_accounting.application.ingest import UsageIngest
 from aqueduct_accounting.domain.pricing import PriceBook
@@ -54,7 +54,7 @@ class CountingEngine:
     """chDB, counting the statements that reach it; ``fail_after_insert`` raises once after an insert
     landed (an insert that timed out on its way back, as a server's can)."""
 
-    def __init__(self, engine: ChdbClickHouse) -> None:
+    def __init__(self, engine: ClickHouse) -> None:
         self.engine = engine
         self.queries: list[str] = []
         self.fail_after_insert = False
@@ -82,7 +82,7 @@ def _rows(*events: Any) -> list[dict[str, Any]]:
     return [usage_row(event) for event in events]
 
 
-def _counts(engine: ChdbClickHouse) -> list[list[Any]]:
+def _counts(engine: ClickHouse) -> list[list[Any]]:
     return engine.query("SELECT event_id, count() FROM usage_events GROUP BY event_id ORDER BY event_id").rows
 
 
@@ -90,7 +90,7 @@ def _counts(engine: ChdbClickHouse) -> list[list[Any]]:
 async def test_duplicates_are_found_in_memory_for_recent_events_and_by_query_for_old_ones(
     tmp_path: Path,
 ) -> None:
-    chdb = ChdbClickHouse(tmp_path / "chdb")
+    chdb = ClickHouse(embedded_dsn(tmp_path / "chdb"))
     apply_migrations(chdb, default_migrations_dir())
     engine = CountingEngine(chdb)
     try:

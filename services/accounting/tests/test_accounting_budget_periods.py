@@ -13,7 +13,7 @@ import pytest
 from accounting_testing import usage_event
 from redis.asyncio import Redis
 
-from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ChdbClickHouse
+from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ClickHouse, embedded_dsn
 from aqueduct_accounting.adapters.migrations import apply_migrations
 from aqueduct_accounting.adapters.quota_kv import QuotaBucket
 from aqueduct_accounting.adapters.spend_counters import SpendCounters
@@ -33,7 +33,7 @@ class Engines:
     def __init__(self, tmp_path: Path) -> None:
         self.bus = EmbeddedNats(tmp_path / "nats").start()
         self.valkey = EmbeddedValkey(tmp_path / "valkey").start()
-        self.engine = ChdbClickHouse(tmp_path / "chdb")
+        self.engine = ClickHouse(embedded_dsn(tmp_path / "chdb"))
         apply_migrations(self.engine, default_migrations_dir())
         self.clickhouse = AsyncClickHouse(self.engine)
         # $0.001 per input token

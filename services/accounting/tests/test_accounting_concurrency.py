@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from accounting_testing import usage_event
 
-from aqueduct_accounting.adapters.analyst_sql import AnalystQueries, ChdbAnalyst, QueryLimits
-from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ChdbClickHouse
+from aqueduct_accounting.adapters.analyst_sql import AnalystEngine, AnalystQueries, QueryLimits
+from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ClickHouse, embedded_dsn
 from aqueduct_accounting.adapters.migrations import apply_migrations
 from aqueduct_accounting.application.ingest import UsageIngest
 from aqueduct_accounting.application.reports import Reports, ReportWindow
@@ -36,12 +36,12 @@ GROUP BY user_id
 
 
 async def test_reports_inserts_and_budget_checks_in_parallel_never_fail(tmp_path: Path) -> None:
-    engine = ChdbClickHouse(tmp_path / "chdb")
+    engine = ClickHouse(embedded_dsn(tmp_path / "chdb"))
     try:
         apply_migrations(engine, default_migrations_dir())
         clickhouse = AsyncClickHouse(engine)
         ingest = UsageIngest(clickhouse, PriceBook())
-        analyst = AnalystQueries(ChdbAnalyst(tmp_path / "chdb", QueryLimits()))
+        analyst = AnalystQueries(AnalystEngine.read_only(embedded_dsn(tmp_path / "chdb"), QueryLimits()))
         reports = Reports(clickhouse, analyst)
         admin = Viewer("admin", admin=True)
         window = ReportWindow(START - timedelta(days=1), START + timedelta(days=1))

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from accounting_testing import usage_event, wait_until
 
-from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ChdbClickHouse
+from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ClickHouse, embedded_dsn
 from aqueduct_accounting.adapters.dead_letters import DeadLetters
 from aqueduct_accounting.adapters.migrations import apply_migrations
 from aqueduct_accounting.application.ingest import UsageIngest
@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.nats, pytest.mark.chdb]
 
 
 class Rig:
-    def __init__(self, js: Any, engine: ChdbClickHouse, durable: str) -> None:
+    def __init__(self, js: Any, engine: ClickHouse, durable: str) -> None:
         self.js = js
         self.engine = engine
         self.refused: set[str] = set()  # event ids the store refuses
@@ -84,7 +84,7 @@ class Rig:
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     bus = EmbeddedNats(tmp_path / "nats").start()
     nc = await nats.connect(bus.url)
-    engine = ChdbClickHouse(tmp_path / "chdb")
+    engine = ClickHouse(embedded_dsn(tmp_path / "chdb"))
     apply_migrations(engine, default_migrations_dir())
     js = nc.jetstream()
     await ensure_topology(js)

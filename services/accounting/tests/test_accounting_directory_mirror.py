@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ChdbClickHouse
+from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ClickHouse, embedded_dsn
 from aqueduct_accounting.adapters.migrations import apply_migrations
 from aqueduct_accounting.application.directory_mirror import DirectoryMirror
 from aqueduct_accounting.settings import default_migrations_dir
@@ -22,7 +22,7 @@ FIXTURES = Path(__file__).resolve().parents[3] / "libs" / "tests" / "fixtures" /
 
 @pytest.fixture
 def mirror(tmp_path: Path):
-    engine = ChdbClickHouse(tmp_path / "chdb")
+    engine = ClickHouse(embedded_dsn(tmp_path / "chdb"))
     apply_migrations(engine, default_migrations_dir())
     yield DirectoryMirror(AsyncClickHouse(engine)), engine
     engine.close()

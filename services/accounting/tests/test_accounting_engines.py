@@ -1,4 +1,4 @@
-"""The ClickHouse adapters: chDB for real (migrations, parameters), clickhouse-connect without a server."""
+"""The ClickHouse adapter: on chDB for real (migrations, parameters), and its server path without a server."""
 
 from __future__ import annotations
 
@@ -6,19 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from aqueduct_accounting.adapters.clickhouse import (
-    ChdbClickHouse,
-    ClickHouseError,
-    ServerClickHouse,
-    server_options,
-)
+from aqueduct_accounting.adapters.clickhouse import ClickHouse, ClickHouseError, clickhouse_dsn, embedded_dsn
 from aqueduct_accounting.adapters.migrations import apply_migrations, split_statements
 from aqueduct_accounting.settings import default_migrations_dir
 
 
 @pytest.mark.chdb
 def test_migrations_apply_once_and_parameters_are_never_spliced(tmp_path: Path) -> None:
-    engine = ChdbClickHouse(tmp_path / "chdb")
+    engine = ClickHouse(embedded_dsn(tmp_path / "chdb"))
     try:
         shipped = sorted(p.name[:4] for p in default_migrations_dir().glob("[0-9][0-9][0-9][0-9]_*.sql"))
         assert shipped[:5] == ["0001", "0002", "0003", "0004", "0005"] and "0007" in shipped
@@ -62,20 +57,12 @@ def test_statements_split_at_line_ends_and_comments_drop() -> None:
     assert split_statements(sql) == ["CREATE TABLE a (x UInt8) ENGINE = Memory", "SELECT 1"]
 
 
-def test_server_urls_are_read_like_the_contract_says() -> None:
-    options = server_options("https://analyst:p%40ss@ch.example.org/usage")
-    assert options | {} == {
-        "host": "ch.example.org",
-        "port": 8443,
-        "username": "analyst",
-        "password": "p@ss",
-        "database": "usage",
-        "secure": True,
-        "autogenerate_session_id": False,
-    }
-    assert server_options("http://ch:8123")["database"] == "default"
-    with pytest.raises(ValueError):
-        server_options("clickhouse://ch:9000/db")
+def test_the_dsn_names_the_engine(tmp_path: Path) -> None:
+    assert clickhouse_dsn("", tmp_path) == f"chdb://{tmp_path.resolve()}/chdb"
+    assert clickhouse_dsn("http://ch:8123/usage", tmp_path) == "http://ch:8123/usage"
+    with pytest.raises(ClickHouseError) as failure:
+        ClickHouse("clickhouse://default:hunter2@ch:9000/db")
+    assert "hunter2" not in str(failure.value)
 
 
 def test_an_unreachable_server_fails_at_start_without_leaking_the_password() -> None:
@@ -83,7 +70,7 @@ def test_an_unreachable_server_fails_at_start_without_leaking_the_password() -> 
 
     port = free_port()
     with pytest.raises(ClickHouseError) as failure:
-        ServerClickHouse(f"http://default:hunter2@127.0.0.1:{port}/default")
+        ClickHouse(f"http://default:hunter2@127.0.0.1:{port}/default")
     assert f"127.0.0.1:{port}" in str(failure.value)
     assert "hunter2" not in str(failure.value)
 
@@ -92,7 +79,7 @@ def test_an_unreachable_server_fails_at_start_without_leaking_the_password() -> 
 def test_roll_ups_left_short_by_a_crash_are_rebuilt(tmp_path: Path) -> None:
     from aqueduct_accounting.application.rollups import repair_rollups
 
-    engine = ChdbClickHouse(tmp_path / "chdb")
+    engine = ClickHouse(embedded_dsn(tmp_path / "chdb"))
     try:
         apply_migrations(engine, default_migrations_dir())
         assert repair_rollups(engine) == []  # nothing stored yet
@@ -138,7 +125,7 @@ def test_a_deployment_with_three_rollup_tables_migrates_to_one_with_the_same_sum
     old.mkdir()
     for source in default_migrations_dir().glob("000[1-7]_*.sql"):
         (old / source.name).write_text(source.read_text())
-    engine = ChdbClickHouse(tmp_path / "chdb")
+    engine = ClickHouse(embedded_dsn(tmp_path / "chdb"))
 
     def rows(first: int, count: int) -> list[dict[str, object]]:
         return [

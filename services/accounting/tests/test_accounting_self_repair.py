@@ -12,7 +12,7 @@ import nats
 import pytest
 from accounting_testing import AccountingProcess, publish_usage, usage_event, wait_until
 
-from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ChdbClickHouse
+from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ClickHouse, embedded_dsn
 from aqueduct_accounting.adapters.dead_letters import DeadLetters
 from aqueduct_accounting.adapters.migrations import apply_migrations, existing_tables
 from aqueduct_accounting.application.quarantine import quarantine_out_of_bounds
@@ -31,11 +31,11 @@ START = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
 ROLLUPS = ("usage_by_minute", "usage_by_hour", "usage_by_day")
 
 
-def _rows(engine: ChdbClickHouse, sql: str) -> list[list[int]]:
+def _rows(engine: ClickHouse, sql: str) -> list[list[int]]:
     return [[int(v or 0) for v in row] for row in engine.query(sql).rows]
 
 
-def _insert(engine: ChdbClickHouse, count: int, first: int = 0) -> None:
+def _insert(engine: ClickHouse, count: int, first: int = 0) -> None:
     engine.insert_json_rows(
         "usage_events",
         [
@@ -52,7 +52,7 @@ def _insert(engine: ChdbClickHouse, count: int, first: int = 0) -> None:
 
 
 def test_a_dropped_table_is_created_again_whatever_the_record_says(tmp_path: Path) -> None:
-    engine = ChdbClickHouse(tmp_path / "chdb")
+    engine = ClickHouse(embedded_dsn(tmp_path / "chdb"))
     try:
         first = migrate_and_repair(engine, default_migrations_dir())
         assert {"usage_events", "directory_events", *ROLLUPS} <= set(first.created)
@@ -78,7 +78,7 @@ def test_a_dropped_table_is_created_again_whatever_the_record_says(tmp_path: Pat
 
 
 def test_a_lost_rollup_view_is_recreated_and_the_rollup_rebuilt(tmp_path: Path) -> None:
-    engine = ChdbClickHouse(tmp_path / "chdb")
+    engine = ClickHouse(embedded_dsn(tmp_path / "chdb"))
     try:
         migrate_and_repair(engine, default_migrations_dir())
         _insert(engine, 30)
@@ -162,7 +162,7 @@ async def test_usage_table_and_directory_mirror_dropped_are_refilled_after_a_res
     assert await refused(), "the used-up budget is decided"
 
     accounting.stop()
-    engine = ChdbClickHouse(accounting.data_dir / "chdb")
+    engine = ClickHouse(embedded_dsn(accounting.data_dir / "chdb"))
     try:
         engine.execute("DROP TABLE usage_events")
         engine.execute("DROP TABLE directory_events")
@@ -186,7 +186,7 @@ async def test_rows_stored_out_of_bounds_by_an_older_version_are_dead_lettered_a
     negative) would stop the roll-up repair or silence budgets: they become dead letters, once."""
     bus = EmbeddedNats(tmp_path / "nats").start()
     nc = await nats.connect(bus.url)
-    engine = ChdbClickHouse(tmp_path / "chdb")
+    engine = ClickHouse(embedded_dsn(tmp_path / "chdb"))
     try:
         js = nc.jetstream()
         await ensure_topology(js)
@@ -261,7 +261,7 @@ def test_a_lost_object_comes_back_in_its_latest_definition(tmp_path: Path) -> No
         "GROUP BY bucket, org_id, team_id, user_id, token_id, model;\n"
         "ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS request_id String DEFAULT '';\n"
     )
-    engine = ChdbClickHouse(tmp_path / "chdb")
+    engine = ClickHouse(embedded_dsn(tmp_path / "chdb"))
     try:
         migrate_and_repair(engine, folder)
         engine.execute("DROP TABLE usage_rollup_mv")

@@ -1,6 +1,7 @@
 """Ad-hoc SQL cannot escape read-only: every attempt below is refused, and afterwards no table, row or
-file has changed. Against the accounting service on chDB (as `aqueduct up` runs it), and through the
-server deployment's code path (clickhouse-connect, here on chDB's clickhouse-connect backend)."""
+file has changed. Against the accounting service on chDB (as `aqueduct up` runs it), and by the rules
+alone on a connection that is not read-only (as a server's analyst profile might be misconfigured): the
+one clickhouse-connect adapter, the server's code path, here on chDB's backend."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 import pytest
 from accounting_testing import AccountingProcess, publish_usage, usage_event
 
-from aqueduct_accounting.adapters.analyst_sql import AnalystQueries, ChdbAnalyst, QueryLimits, ServerAnalyst
-from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ChdbClickHouse, ClickHouseError
+from aqueduct_accounting.adapters.analyst_sql import AnalystEngine, AnalystQueries, QueryLimits
+from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ClickHouse, ClickHouseError, embedded_dsn
 from aqueduct_accounting.adapters.migrations import apply_migrations
 from aqueduct_accounting.application.reports import Reports
 from aqueduct_accounting.domain.readonly_sql import ReadOnlySqlError
@@ -194,17 +195,15 @@ async def test_a_slow_query_is_stopped_by_the_time_limit(module_dir: Path, bus, 
 
 
 @pytest.mark.chdb
-async def test_the_server_code_path_refuses_the_same(tmp_path: Path) -> None:
-    """The server deployment's analyst engine is clickhouse-connect; the same parse and checks run."""
-    import clickhouse_connect
-
-    writer = ChdbClickHouse(tmp_path / "chdb")
+async def test_the_rules_alone_refuse_the_same(tmp_path: Path) -> None:
+    """The same parse and checks on an analyst connection that the engine does not hold read-only."""
+    writer = ClickHouse(embedded_dsn(tmp_path / "chdb"))
     apply_migrations(writer, default_migrations_dir())
     writer.insert_json_rows("usage_events", [{"event_id": "e1", "occurred_at": "2026-01-01 00:00:00.000"}])
     canary = tmp_path / "canary.txt"
     canary.write_text("unchanged\n")
-    client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path / 'chdb'}")
-    analyst = AnalystQueries(ServerAnalyst("", QueryLimits(max_rows=100), client=client))
+    limits = QueryLimits(max_rows=100).settings()
+    analyst = AnalystQueries(AnalystEngine(ClickHouse(embedded_dsn(tmp_path / "chdb"), settings=limits)))
     reports = Reports(AsyncClickHouse(writer), analyst, sql_max_rows=100)
     try:
         tables_before = writer.query("SHOW TABLES").rows
@@ -232,9 +231,11 @@ async def test_the_server_code_path_refuses_the_same(tmp_path: Path) -> None:
 def test_the_engine_holds_the_analyst_connection_read_only_on_its_own(tmp_path: Path) -> None:
     """Without any of the rules: the analyst connection itself refuses every statement of a multi-statement
     string that writes, and carries the limits as its own settings, which no query can change."""
-    writer = ChdbClickHouse(tmp_path / "chdb")
+    writer = ClickHouse(embedded_dsn(tmp_path / "chdb"))
     apply_migrations(writer, default_migrations_dir())
-    analyst = ChdbAnalyst(tmp_path / "chdb", QueryLimits(max_rows=123, max_bytes=4567, max_seconds=7))
+    analyst = AnalystEngine.read_only(
+        embedded_dsn(tmp_path / "chdb"), QueryLimits(max_rows=123, max_bytes=4567, max_seconds=7)
+    )
     try:
         settings = analyst.query(
             "SELECT name, value FROM system.settings WHERE name IN ('readonly', 'allow_ddl', "

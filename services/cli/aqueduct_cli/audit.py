@@ -33,6 +33,14 @@ def audit_log(
     limit: Annotated[int, typer.Option(help="Events per page", min=1, max=100_000)] = 50,
     page: Annotated[int, typer.Option(help="Page number, 1 = the newest events", min=1)] = 1,
     oldest_first: Annotated[bool, typer.Option("--oldest-first", help="Oldest events first")] = False,
+    before: Annotated[
+        int | None,
+        typer.Option(
+            help="Only events older than this notification id: the next page after the last event shown, "
+            "steady while new events arrive",
+            min=1,
+        ),
+    ] = None,
     output: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
     as_json: Annotated[bool, typer.Option("--json", help="Output JSON (for scripts)")] = False,
 ) -> None:
@@ -47,6 +55,7 @@ def audit_log(
         "limit": limit,
         "offset": (page - 1) * limit,
         "order": "asc" if oldest_first else "desc",
+        "before_id": before,
     }
     client = ApiClient()
     answer, total = client.request_page(

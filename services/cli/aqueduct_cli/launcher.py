@@ -84,6 +84,7 @@ class LaunchOptions:
     config_file: Path | None
     host: str = "127.0.0.1"
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    ready_timeout: float = 90.0  # seconds each group of processes has to answer /readyz
 
 
 @dataclass
@@ -220,7 +221,8 @@ class Launcher:
         service.started_at = time.monotonic()
         log.close()
 
-    def _wait_ready(self, names: tuple[str, ...], timeout: float = 90.0) -> None:
+    def _wait_ready(self, names: tuple[str, ...]) -> None:
+        timeout = self.options.ready_timeout
         deadline = time.monotonic() + timeout
         pending = set(names)
         with httpx.Client(timeout=2.0) as client:

@@ -100,11 +100,20 @@ def up(
     host: Annotated[
         str, typer.Option(envvar="AQUEDUCT_HOST", help="Address the services listen on")
     ] = "127.0.0.1",
+    ready_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="AQUEDUCT_READY_TIMEOUT",
+            min=1,
+            help="Seconds the services have to become ready (a large directory on a busy machine needs more)",
+        ),
+    ] = 90.0,
 ) -> None:
     """Run the whole product on this machine (NATS, Valkey, SQLite, chDB); Ctrl-C stops everything."""
     if config is None and Path("aqueduct.yaml").exists():
         config = Path("aqueduct.yaml")
-    launcher = Launcher(LaunchOptions(data_dir=data_dir, config_file=config, host=host))
+    options = LaunchOptions(data_dir=data_dir, config_file=config, host=host, ready_timeout=ready_timeout)
+    launcher = Launcher(options)
     signal.signal(signal.SIGTERM, launcher.request_stop)
     signal.signal(signal.SIGINT, launcher.request_stop)
     try:

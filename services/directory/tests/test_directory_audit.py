@@ -78,3 +78,66 @@ def test_state_of_a_token_and_the_log_of_who_changed_it(tmp_path):
     ]
     assert [e["type"] for e in audit_events(app, SYSTEM, since=before)[0]] == ["TokenRevoked"]
     assert all(e["actor"] == "system" for e in audit_events(app, SYSTEM, until=before)[0][:5])
+
+
+def _folded_answer(app, newest_first: bool, **wanted) -> list[int]:
+    """What the audit log must answer, found the slow way: every stored event decoded and filtered."""
+    since, until = wanted.get("since"), wanted.get("until")
+    found = [
+        notification_id
+        for notification_id, e in app.iter_events()
+        if (since is None or e.timestamp >= since)
+        and (until is None or e.timestamp <= until)
+        and wanted.get("aggregate_id") in (None, str(e.originator_id))
+        and wanted.get("actor") in (None, getattr(e, "actor", "system"))
+        and wanted.get("event_type") in (None, type(e).__name__)
+        and wanted.get("aggregate_type") in (None, type(e).__qualname__.split(".")[0])
+    ]
+    return found[::-1] if newest_first else found
+
+
+def test_the_audit_index_answers_what_folding_every_event_answers_and_pages_by_cursor(tmp_path):
+    world = make_world(make_app(tmp_path))
+    app = world.app
+    member = world.p(world.member)
+    tokens = [app.issue_token(member, f"laptop {i}")["token"]["id"] for i in range(6)]
+    middle = moment()
+    for token_id in tokens[:3]:
+        app.revoke_token(member, token_id)
+    app.update_team(world.p(world.org_admin), world.team, limits={"requests_per_minute": 45})
+    queries = [
+        {},
+        {"aggregate_type": "Token"},
+        {"actor": world.member},
+        {"actor": world.member, "event_type": "TokenRevoked"},
+        {"aggregate_id": tokens[0]},
+        {"aggregate_type": "Token", "since": middle},
+        {"until": middle, "aggregate_type": "Team"},
+        {"actor": "nobody-at-all"},
+    ]
+    for wanted in queries:
+        for newest_first in (True, False):
+            expected = _folded_answer(app, newest_first, **wanted)
+            page, total = audit_events(app, SYSTEM, newest_first=newest_first, limit=4, offset=1, **wanted)
+            assert total == len(expected), wanted
+            assert [e["notification_id"] for e in page] == expected[1:5], wanted
+
+    # Newest first by cursor: each page starts below the last one shown, and the pages cover the log.
+    seen: list[int] = []
+    before = None
+    while True:
+        page, total = audit_events(app, SYSTEM, newest_first=True, limit=5, before_id=before)
+        if not page:
+            break
+        seen += [e["notification_id"] for e in page]
+        before = page[-1]["notification_id"]
+    assert seen == _folded_answer(app, True) and total == len(seen)
+    newer, _ = audit_events(app, SYSTEM, after_id=seen[2], limit=10)
+    assert [e["notification_id"] for e in newer] == seen[:2][::-1]
+
+    # Another process writing to the same store: its events are indexed once the store is followed.
+    other = make_app(tmp_path)
+    other.issue_token(other.principal(world.member), "from elsewhere")
+    app.catch_up()
+    latest, _ = audit_events(app, SYSTEM, newest_first=True, limit=1)
+    assert latest[0]["type"] == "TokenIssued" and latest[0]["data"]["name"] == "from elsewhere"

@@ -16,10 +16,11 @@ from typing import Any
 
 from aiohttp import web
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 
 from aqueduct_libs import names
 from aqueduct_libs.bus import KVWatcher, connect, ensure_topology
-from aqueduct_libs.ops import configure_logging
+from aqueduct_libs.logs import configure_logging
 from aqueduct_libs.price_catalog import load_price_catalog
 from aqueduct_libs.redact import redact
 from aqueduct_libs.settings import CommonSettings
@@ -72,7 +73,7 @@ class Proxy:
         # Changes the directory pushes as it writes them: a new token works even while the bucket cannot be
         # written (a NATS cluster electing its leader).
         await follow_snapshot_pushes(self.nc, snapshot.on_snapshot_put, snapshot.on_snapshot_delete)
-        _GC_TASKS.add(
+        _BACKGROUND.add(
             asyncio.create_task(_no_gc_while_loading(self.watchers[0].ready), name="snapshot-load-gc")
         )
 
@@ -107,8 +108,11 @@ async def bootstrap(
     started = time.monotonic()
     nc = await _connect_bus(common.nats_url)
     js = nc.jetstream()
-    await ensure_topology(js, common.nats_replicas)
-    log.info("connected to NATS, topology checked in %.1fs", time.monotonic() - started)
+    log.info("connected to NATS in %.1fs", time.monotonic() - started)
+    # Not awaited: checking a stream asks its leader, and on a NATS cluster that just lost a node none
+    # answers for 4 to 9 s. Nothing below needs it first: the KV watches load from any replica and retry
+    # until their bucket exists, usage waits in the journal until its stream answers.
+    _BACKGROUND.add(asyncio.create_task(_check_topology(js, common.nats_replicas), name="topology-check"))
     metrics = ProxyMetrics()
     snapshot = Snapshot(await asyncio.to_thread(load_price_catalog))
     upstream = UpstreamClient(
@@ -181,7 +185,19 @@ def budgeting(
     )
 
 
-_GC_TASKS: set[asyncio.Task[None]] = set()
+_BACKGROUND: set[asyncio.Task[None]] = set()  # start-up tasks, held until they end
+
+
+async def _check_topology(js: JetStreamContext, replicas: int) -> None:
+    started = time.monotonic()
+    try:
+        await ensure_topology(js, replicas)
+    except Exception as exc:  # the directory owns the topology; the proxy only checks it
+        log.error("could not check the NATS topology (%s); serving with what exists", exc)
+    else:
+        log.info("NATS topology checked in %.1fs", time.monotonic() - started)
+    finally:
+        _BACKGROUND.discard(asyncio.current_task())  # type: ignore[arg-type]
 
 
 async def _no_gc_while_loading(ready: asyncio.Event, limit: float = 120.0) -> None:
@@ -197,7 +213,7 @@ async def _no_gc_while_loading(ready: asyncio.Event, limit: float = 120.0) -> No
     finally:
         gc.enable()
         gc.freeze()
-        _GC_TASKS.discard(asyncio.current_task())  # type: ignore[arg-type]
+        _BACKGROUND.discard(asyncio.current_task())  # type: ignore[arg-type]
 
 
 async def serve(settings: ProxySettings, common: CommonSettings, stop: asyncio.Event | None = None) -> None:

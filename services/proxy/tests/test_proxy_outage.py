@@ -86,7 +86,7 @@ async def test_nats_outage_under_load_loses_and_duplicates_nothing(
 async def _accounted(nc, js, folder, token_id: str, expected: int) -> tuple[int, int, int]:
     """Run accounting's usage consumer into a fresh chDB until ``expected`` rows of the token are in:
     (rows, distinct event ids, output tokens)."""
-    from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ChdbClickHouse
+    from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ClickHouse, embedded_dsn
     from aqueduct_accounting.adapters.migrations import apply_migrations
     from aqueduct_accounting.adapters.price_catalog import load_price_catalog
     from aqueduct_accounting.application.ingest import UsageIngest
@@ -96,7 +96,7 @@ async def _accounted(nc, js, folder, token_id: str, expected: int) -> tuple[int,
     from aqueduct_accounting.settings import default_migrations_dir
     from aqueduct_libs import names
 
-    engine = ChdbClickHouse(folder)
+    engine = ClickHouse(embedded_dsn(folder))
     apply_migrations(engine, default_migrations_dir())
     ingest = UsageIngest(AsyncClickHouse(engine), PriceBook(load_price_catalog()))
 

@@ -16,6 +16,7 @@ from aqueduct_libs.sessions import SessionVerifier
 from aqueduct_libs.settings import CommonSettings
 from aqueduct_ui.adapters.api import create_http_client
 from aqueduct_ui.adapters.jwks import KeyRing
+from aqueduct_ui.application.roles import CurrentRoles
 from aqueduct_ui.entrypoints.web.app import create_app
 from aqueduct_ui.entrypoints.web.context import WebContext
 from aqueduct_ui.entrypoints.web.cookies import CookieKit
@@ -51,6 +52,7 @@ async def bootstrap(settings: UISettings, common: CommonSettings, *, use_bus: bo
         # Evaluated at call time: the HTTP client behind ``ctx.auth`` exists only once started.
         keyring=KeyRing(verifier, lambda: ctx.auth.jwks()),
         templates=create_templates(),
+        roles=CurrentRoles(settings.roles_ttl),
     )
 
     @contextlib.asynccontextmanager

@@ -30,6 +30,9 @@ class UISettings(BaseSettings):
     # The per-user token cap shown on the tokens page when the directory's /api/me does not report it
     # (``max_tokens_per_user``); keep it equal to the directory's cap, which is what is enforced.
     token_cap: int = 10
+    # How long a user's roles read from the directory are kept before a page load reads them again
+    # (seconds): a promotion or demotion made elsewhere shows within this long, without signing in again.
+    roles_ttl: float = Field(default=2.0, ge=0, le=60)
 
     @property
     def sso_enabled(self) -> bool:

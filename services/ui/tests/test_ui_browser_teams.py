@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import re
 
+import httpx
 import pytest
 from playwright.async_api import Browser, expect
-from ui_browser_support import CHROMIUM, People, forced_post, shoot, sign_in
+from ui_browser_support import CHROMIUM, People, eventually, forced_post, shoot, sign_in
 
 pytestmark = [
     pytest.mark.browser,
@@ -160,3 +161,62 @@ async def test_an_org_admin_creates_edits_and_deletes_a_team(stack, browser: Bro
     await expect(page.get_by_role("status")).to_contain_text("Team deleted")
     await expect(page.locator("#teams")).not_to_contain_text("vision lab")
     await context.close()
+
+
+async def test_a_promotion_shows_at_the_next_page_load_and_a_demotion_takes_the_controls_away(
+    stack, browser: Browser, people: People
+) -> None:
+    """Roles are read from the directory at each page load, not from the session's sign-in."""
+    context, page = await sign_in(browser, stack.urls["ui"], people.user)
+    lead_context, lead_page = await sign_in(browser, stack.urls["ui"], people.team_admin)
+    promoted = False
+    try:
+        await page.goto(f"/teams/{people.team_id}")
+        await expect(page.get_by_role("heading", name="research")).to_be_visible()
+        await expect(page.get_by_text("Add Service Account")).to_have_count(0)
+
+        # The Team-Admin promotes the user in their own browser; the user only reloads.
+        await lead_page.goto(f"/teams/{people.team_id}")
+        row = lead_page.locator("#members tr", has_text=people.user.name)
+        await row.get_by_role("button", name=f"Promote {people.user.name} to Team-Admin").click()
+        promoted = True
+        await expect(lead_page.locator("#members tr", has_text=people.user.name)).to_contain_text(
+            "Team-Admin"
+        )
+        await page.reload()
+        await expect(page.get_by_text("Add Service Account")).to_be_visible()
+        await expect(page.get_by_role("heading", name="Add Users to Team")).to_be_visible()
+
+        # Demoted through the API (as the CLI does, not through this UI): the controls go at a page load
+        # within the moment the UI keeps roles (2 s), and a forced request is refused.
+        async with httpx.AsyncClient(timeout=20) as http:
+            pair = await http.post(
+                f"{stack.urls['auth']}/auth/token",
+                json={"username": stack.admin_username, "password": stack.admin_password},
+            )
+            demoted = await http.post(
+                f"{stack.urls['directory']}/api/teams/{people.team_id}/members/{people.user.user_id}/demote",
+                headers={"Authorization": f"Bearer {pair.json()['access_token']}"},
+            )
+            demoted.raise_for_status()
+        promoted = False
+
+        async def controls_gone() -> None:
+            await page.goto(f"/teams/{people.team_id}")
+            await expect(page.get_by_text("Add Service Account")).to_have_count(0, timeout=500)
+
+        await eventually(controls_gone, within=10)
+        await expect(page.get_by_role("heading", name="Add Users to Team")).to_have_count(0)
+        await expect(page.get_by_role("button", name=re.compile("^(Remove|Promote|Demote)"))).to_have_count(0)
+        await forced_post(page, f"/teams/{people.team_id}/members/{people.team_admin.user_id}/remove", {})
+        await expect(page.get_by_role("alert")).to_contain_text("Team-Admin")
+    finally:
+        if promoted:  # the shared plain user stays a plain user for the other test modules
+            await lead_page.goto(f"/teams/{people.team_id}")
+            await (
+                lead_page.locator("#members tr", has_text=people.user.name)
+                .get_by_role("button", name=f"Demote {people.user.name} to member")
+                .click()
+            )
+        await lead_context.close()
+        await context.close()

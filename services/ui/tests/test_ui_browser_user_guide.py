@@ -217,9 +217,8 @@ async def test_an_org_admin_and_a_team_admin_walk_the_team_parts_of_the_guide(
             )
         ).raise_for_status()
 
-    # A session's roles are those of its sign-in (a new Team-Admin sees the team's controls after signing
-    # in again, or when the session is next refreshed): sign in afresh.
-    people.team_admin.storage = None
+    # The Team-Admin's session from before: the UI reads their current roles at each page load, so the
+    # new team's controls show without signing in again.
     context, page = await sign_in(browser, stack.urls["ui"], people.team_admin)
     try:
         await page.goto(team_url)

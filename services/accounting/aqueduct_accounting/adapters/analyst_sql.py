@@ -1,11 +1,13 @@
 """The read-only path for ad-hoc SQL, apart from the engine accounting writes with.
 
-Read-only is the engine's job for the whole call, never text appended to a query:
-- chDB: a connection of its own to the same folder, opened with ``readonly=1``, ``allow_ddl=0`` and the
-  limits as connection settings (chDB applies them to that connection only; with ``readonly=1`` no query
-  can change them back).
-- ClickHouse server: clickhouse-connect as the ``analyst`` user (``infra/clickhouse-server/users.xml``:
-  a read-only profile with the same limits as constraints), the limits sent as HTTP settings.
+One clickhouse-connect adapter (``adapters/clickhouse.py``) for both deployments; read-only is the
+engine's job for the whole call, never text appended to a query:
+- chDB (``chdb:///folder``): a connection of its own to the folder accounting writes, opened with
+  ``readonly=1``, ``allow_ddl=0`` and the limits in its connection string (chDB applies them to that
+  connection only; with ``readonly=1`` no query can change them).
+- ClickHouse server: the ``analyst`` user (``infra/clickhouse-server/users.xml``: a read-only profile
+  with the same limits as constraints).
+The limits also go with every statement, as settings, on both.
 
 Both parse the query with the engine's own parser the same way (``parse``), so the rules of
 ``domain/readonly_sql.py`` run identically in the embedded and the server deployment.
@@ -16,22 +18,22 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import urlencode
+from typing import Any
+from urllib.parse import urlparse
 
-import orjson
-
-from aqueduct_accounting.adapters.clickhouse import ClickHouseError, QueryResult, server_options
+from aqueduct_accounting.adapters.clickhouse import ClickHouse, ClickHouseError, QueryResult, clickhouse_dsn
 from aqueduct_accounting.domain.readonly_sql import KNOWN_TABLE_FUNCTIONS, ParsedQuery
 
 __all__ = [
+    "READ_ONLY",
     "AnalystEngine",
     "AnalystQueries",
-    "ChdbAnalyst",
     "QueryLimits",
-    "ServerAnalyst",
     "open_analyst",
 ]
+
+# The embedded engine's read-only connection (a server's analyst profile holds the same).
+READ_ONLY: dict[str, Any] = {"readonly": 1, "allow_ddl": 0, "allow_introspection_functions": 0}
 
 
 @dataclass(frozen=True)
@@ -50,115 +52,40 @@ class QueryLimits:
         }
 
 
-class AnalystEngine(Protocol):
-    """A read-only connection. ``query`` blocks; ``params`` bind ``{name:String}`` placeholders."""
+class AnalystEngine:
+    """The analyst's connection: ``query`` blocks; ``params`` bind ``{name:Type}`` placeholders."""
 
-    database: str
+    def __init__(self, engine: ClickHouse) -> None:
+        self._engine = engine
+        self.database = engine.database
 
-    def query(self, sql: str, params: dict[str, str] | None = None) -> QueryResult: ...
+    @classmethod
+    def read_only(cls, dsn: str, limits: QueryLimits) -> AnalystEngine:
+        """A read-only connection to ``dsn`` carrying ``limits``."""
+        return cls(ClickHouse(dsn, engine_options=READ_ONLY | limits.settings(), settings=limits.settings()))
 
-    def explain_ast(self, statement: str) -> list[str]:
-        """The lines of ``EXPLAIN AST <statement>``, with nothing added to the statement."""
-        ...
-
-    def close(self) -> None: ...
-
-
-def _escaped(value: str) -> str:
-    # chDB takes parameter values in the escaped (TSV) text form, as clickhouse-client does.
-    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
-class ChdbAnalyst:
-    """A read-only chDB connection to the folder the accounting engine writes."""
-
-    database = "default"
-
-    def __init__(self, path: Path, limits: QueryLimits) -> None:
-        import chdb
-
-        read_only = {"readonly": 1, "allow_ddl": 0, "allow_introspection_functions": 0}
-        self._conn = chdb.connect(f"{path}?{urlencode({**read_only, **limits.settings()})}")
-
-    def query(self, sql: str, params: dict[str, str] | None = None) -> QueryResult:
-        text = {k: _escaped(v) for k, v in (params or {}).items()}
-        try:
-            raw = self._conn.query(sql, "JSONCompact", params=text or None).bytes()
-        except Exception as exc:
-            raise ClickHouseError(str(exc)) from exc
-        if not raw:
-            return QueryResult([], [])
-        try:
-            document = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise ClickHouseError("the engine's answer is not JSON") from exc
-        return QueryResult([c["name"] for c in document.get("meta", [])], document.get("data", []))
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> QueryResult:
+        return self._engine.query(sql, params)
 
     def explain_ast(self, statement: str) -> list[str]:
-        return [str(row[0]) for row in self.query(f"EXPLAIN AST {statement}").rows]
+        """The lines of ``EXPLAIN AST <statement>``, with nothing added to the statement (no FORMAT, which
+        would show up in the tree)."""
+        return self._engine.raw_query(f"EXPLAIN AST {statement}").decode().rstrip("\n").split("\n")
 
     def close(self) -> None:
-        self._conn.close()
-
-
-class ServerAnalyst:
-    """clickhouse-connect as the read-only ``analyst`` user; the limits go with every request.
-
-    Read-only comes from the user's profile (``readonly=2``: settings within the profile's constraints
-    may be sent, ``readonly`` itself and ``allow_ddl`` never change).
-
-    ``client``: an existing clickhouse-connect client (tests reach chDB through clickhouse-connect's
-    ``chdb://`` backend with it).
-    """
-
-    def __init__(self, url: str, limits: QueryLimits, client: Any = None) -> None:
-        self._settings = limits.settings()
-        if client is None:
-            import clickhouse_connect
-
-            options = server_options(url)
-            self.database = options["database"]
-            try:
-                client = clickhouse_connect.get_client(**options)
-            except Exception as exc:
-                raise ClickHouseError(
-                    f"cannot use the ClickHouse server at {options['host']}:{options['port']} "
-                    f"as the analyst: {type(exc).__name__}"
-                ) from exc
-        else:
-            self.database = "default"
-        self._client = client
-
-    def query(self, sql: str, params: dict[str, str] | None = None) -> QueryResult:
-        try:
-            result = self._client.query(sql, parameters=params or None, settings=self._settings)
-        except Exception as exc:
-            raise ClickHouseError(str(exc)) from exc
-        return QueryResult(list(result.column_names), [list(row) for row in result.result_rows])
-
-    def explain_ast(self, statement: str) -> list[str]:
-        # A raw query without format or settings: clickhouse-connect adds nothing to the text, so the
-        # tree is the statement's alone (``query`` appends FORMAT, which would show up in the tree).
-        try:
-            raw = self._client.raw_query(f"EXPLAIN AST {statement}")
-        except Exception as exc:
-            raise ClickHouseError(str(exc)) from exc
-        return raw.decode().rstrip("\n").split("\n")
-
-    def close(self) -> None:
-        self._client.close()
+        self._engine.close()
 
 
 def open_analyst(server_url: str, analyst_url: str, data_dir: Path, limits: QueryLimits) -> AnalystEngine:
-    """The read-only engine next to ``open_clickhouse(server_url, data_dir)``."""
-    if server_url:
-        if not analyst_url:
-            raise ValueError(
-                "with a ClickHouse server, set AQUEDUCT_ACCOUNTING_ANALYST_CLICKHOUSE_URL "
-                "(the read-only `analyst` user of infra/clickhouse-server/users.xml)"
-            )
-        return ServerAnalyst(analyst_url, limits)
-    return ChdbAnalyst(data_dir / "chdb", limits)
+    """The read-only engine next to ``open_clickhouse(server_url, data_dir)``: the same chDB folder, or
+    the server's ``analyst`` user at ``analyst_url``."""
+    dsn = analyst_url or clickhouse_dsn(server_url, data_dir)
+    if urlparse(dsn).scheme != "chdb" and not analyst_url:
+        raise ValueError(
+            "with a ClickHouse server, set AQUEDUCT_ACCOUNTING_ANALYST_CLICKHOUSE_URL "
+            "(the read-only `analyst` user of infra/clickhouse-server/users.xml)"
+        )
+    return AnalystEngine.read_only(dsn, limits)
 
 
 class AnalystQueries:

@@ -1,7 +1,10 @@
-"""ClickHouse access with one interface and two engines: chDB in-process (embedded default) and a
-ClickHouse server through clickhouse-connect (scale-out). The SQL is the same for both.
+"""ClickHouse access through clickhouse-connect: one adapter for chDB in-process (``chdb:///path``, the
+embedded default) and a ClickHouse server (``http(s)://user:pass@host:port/db``). Every statement takes
+the same code path for both; the DSN is the only difference.
 
-Query parameters use ClickHouse's own ``{name:Type}`` placeholders, so values never get spliced into SQL.
+Values are never spliced into SQL: statements use ClickHouse's ``{name:Type}`` placeholders and the
+values travel as query parameters, which the engine binds (clickhouse-connect's server-side binding).
+Rows are inserted as JSONEachRow through clickhouse-connect's ``raw_insert``.
 """
 
 from __future__ import annotations
@@ -10,22 +13,21 @@ import asyncio
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 import orjson
 
 __all__ = [
+    "EMBEDDED_OPTIONS",
     "AsyncClickHouse",
-    "ChdbClickHouse",
     "ClickHouse",
     "ClickHouseError",
     "QueryResult",
-    "ServerClickHouse",
+    "clickhouse_dsn",
+    "embedded_dsn",
     "open_clickhouse",
-    "server_options",
 ]
 
 
@@ -42,191 +44,151 @@ class QueryResult:
     rows: list[list[Any]]
 
 
-class ClickHouse(Protocol):
-    """What accounting needs from a ClickHouse engine. Methods block; callers run them off the loop."""
-
-    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None: ...
-
-    def query(
-        self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
-    ) -> QueryResult: ...
-
-    def insert_json_rows(self, table: str, rows: list[dict[str, Any]], dedup_token: str = "") -> None: ...
-
-    def close(self) -> None: ...
+# The embedded engine's memory worker corrects its memory tracker from the process's resident size every
+# 100 ms by default: about 2 ms of CPU per second, idle or not (4 µs an event at 500 events/s). Every 5 s
+# is enough for one service's engine.
+EMBEDDED_OPTIONS: dict[str, Any] = {"memory_worker_period_ms": 5000}
 
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+def embedded_dsn(folder: Path) -> str:
+    """``chdb:///absolute/folder``."""
+    return f"chdb://{folder.resolve()}"
 
 
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
+def clickhouse_dsn(url: str, data_dir: Path) -> str:
+    """The configured DSN, or chDB under ``<data_dir>/chdb`` when none is."""
+    return url or embedded_dsn(data_dir / "chdb")
 
 
-def _param_text(value: Any) -> str:
-    """A parameter value in the text form chDB expects for ``{name:Type}`` (as clickhouse-client does):
-    top-level strings in the escaped (TSV) form, values inside arrays quoted."""
-    if isinstance(value, str):
-        return value.translate(_ESCAPES)
-    if isinstance(value, list | tuple | set):
-        return "[" + ",".join(_quote(v) if isinstance(v, str) else _param_text(v) for v in value) + "]"
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    return str(value)
+def _connect(dsn: str, engine_options: dict[str, Any], settings: dict[str, Any]) -> Any:
+    """A clickhouse-connect client. ``engine_options`` go into the embedded engine's connection string
+    (chDB applies them to that connection only); a server takes its equivalents from the user's profile.
+    ``settings`` go with every statement."""
+    import clickhouse_connect
+
+    parts = urlparse(dsn)
+    try:
+        if parts.scheme == "chdb":
+            Path(unquote(parts.path)).mkdir(parents=True, exist_ok=True)
+            return clickhouse_connect.get_client(
+                dsn=dsn, chdb_options=engine_options or None, settings=settings or None
+            )
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("a ClickHouse DSN looks like chdb:///folder or http://user:pass@host:8123/db")
+        # One HTTP session per client would serialize concurrent queries; statements here are stateless.
+        return clickhouse_connect.get_client(
+            dsn=dsn, settings=settings or None, autogenerate_session_id=False
+        )
+    except Exception as exc:
+        # The DSN may hold a password: the message names the place and the failure, never the DSN.
+        reason = str(exc)
+        for secret in filter(None, {parts.password, unquote(parts.password or "")}):
+            reason = reason.replace(secret, "***")
+        where = parts.path if parts.scheme == "chdb" else f"{parts.hostname}:{parts.port or ''}"
+        raise ClickHouseError(f"cannot use ClickHouse at {parts.scheme}://{where}: {reason}") from exc
 
 
-def _settings_clause(settings: dict[str, Any] | None) -> str:
-    if not settings:
-        return ""
-    return "\nSETTINGS " + ", ".join(
-        f"{k}={_quote(v) if isinstance(v, str) else _param_text(v)}" for k, v in settings.items()
-    )
+class ClickHouse:
+    """One clickhouse-connect client per thread that uses the adapter (a client runs one statement at a
+    time; chDB's clients to one folder share its engine and run in parallel). Methods block; callers run
+    them off the loop (``AsyncClickHouse``).
 
-
-# The engine's memory worker corrects its memory tracker from the process's resident size every 100 ms
-# by default: about 2 ms of CPU per second, idle or not (4 µs an event at 500 events/s). Every 5 s is
-# enough for one service's engine.
-_CHDB_OPTIONS = "?memory_worker_period_ms=5000"
-
-
-class ChdbClickHouse:
-    """chDB, file-backed. Only one process may open the folder, so all SQL goes through this service.
-
-    One chDB connection per thread: a connection keeps the query parameters of the statement it runs, so
-    two threads sharing one swap each other's parameters ("Substitution `lo` is not set"). Connections to
-    the same folder share one engine and run in parallel safely.
+    ``engine_options``: options of the embedded engine's connections (ignored by a server).
+    ``settings``: ClickHouse settings sent with every statement of this adapter.
     """
 
-    def __init__(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        self._path = str(path)
+    def __init__(
+        self,
+        dsn: str,
+        engine_options: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        self.dsn = dsn
+        self._options = dict(EMBEDDED_OPTIONS if engine_options is None else engine_options)
+        self._settings = dict(settings or {})
         self._local = threading.local()
-        self._sessions: list[Any] = []
+        self._clients: list[Any] = []
         self._lock = threading.Lock()
         self._closed = False
-        self._session()  # opens the engine now: a folder another process holds fails here, at start
+        # Connects now: a folder another process holds, or a server out of reach, fails here, at start.
+        self.database: str = self._client().database or "default"
 
-    def _session(self) -> Any:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            from chdb import session as chdb_session
-
+    def _client(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
             with self._lock:
                 if self._closed:
                     raise ClickHouseError("the ClickHouse engine is closed")
-                session = chdb_session.Session(self._path + _CHDB_OPTIONS)
-                self._sessions.append(session)
-            self._local.session = session
-        return session
+            client = _connect(self.dsn, self._options, self._settings)
+            with self._lock:
+                if self._closed:
+                    client.close()
+                    raise ClickHouseError("the ClickHouse engine is closed")
+                self._clients.append(client)
+            self._local.client = client
+        return client
 
-    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
-        text_params = {k: _param_text(v) for k, v in (params or {}).items()}
+    def execute(
+        self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+    ) -> None:
+        client = self._client()
         try:
-            self._session().query(sql, params=text_params or None)
+            client.command(sql, parameters=params or None, settings=settings or None)
         except Exception as exc:
             raise ClickHouseError(str(exc)) from exc
 
     def query(
         self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
     ) -> QueryResult:
-        text_params = {k: _param_text(v) for k, v in (params or {}).items()}
-        try:
-            result = self._session().query(
-                sql + _settings_clause(settings), "JSONCompact", params=text_params or None
-            )
-        except Exception as exc:
-            raise ClickHouseError(str(exc)) from exc
-        raw = result.bytes()
+        """Rows as ClickHouse's JSONCompact gives them (dates as text, 64-bit integers as numbers)."""
+        raw = self.raw_query(sql, params, settings, "JSONCompact")
         if not raw:
             return QueryResult([], [])
-        document = orjson.loads(raw)
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ClickHouseError("the engine's answer is not JSON") from exc
         return QueryResult([c["name"] for c in document.get("meta", [])], document.get("data", []))
 
+    def raw_query(
+        self,
+        sql: str,
+        params: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+        fmt: str | None = None,
+    ) -> bytes:
+        """The engine's answer as bytes; without ``fmt`` nothing is added to ``sql`` (TabSeparated)."""
+        client = self._client()
+        try:
+            raw: bytes = client.raw_query(sql, parameters=params or None, settings=settings or None, fmt=fmt)
+        except Exception as exc:
+            raise ClickHouseError(str(exc)) from exc
+        return raw
+
     def insert_json_rows(self, table: str, rows: list[dict[str, Any]], dedup_token: str = "") -> None:
+        """``rows`` (column name -> value; missing columns take their defaults) in one insert. With a
+        token, a server drops a retried insert of the same batch (chDB keeps no insert dedup log for
+        these tables; uniqueness comes from the caller's id check)."""
         if not rows:
             return
-        # JSONEachRow takes a JSON array of objects as well. chDB keeps no insert dedup log;
-        # uniqueness comes from the caller's id check.
-        self.execute(f"INSERT INTO {table} FORMAT JSONEachRow\n{orjson.dumps(rows).decode()}")
+        client = self._client()
+        settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
+        try:
+            client.raw_insert(table, insert_block=orjson.dumps(rows), fmt="JSONEachRow", settings=settings)
+        except Exception as exc:
+            raise ClickHouseError(str(exc)) from exc
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
-
-
-def server_options(url: str) -> dict[str, Any]:
-    """Connection options from ``http(s)://user:pass@host:port/database``."""
-    parts = urlparse(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"a ClickHouse URL looks like http://user:pass@host:8123/db, not {url!r}")
-    secure = parts.scheme == "https"
-    return {
-        "host": parts.hostname,
-        "port": parts.port or (8443 if secure else 8123),
-        "username": unquote(parts.username or "default"),
-        "password": unquote(parts.password or ""),
-        "database": parts.path.strip("/") or "default",
-        "secure": secure,
-        # One HTTP session per client would serialize concurrent queries; statements here are stateless.
-        "autogenerate_session_id": False,
-    }
-
-
-class ServerClickHouse:
-    """A ClickHouse server over HTTP (``http://user:pass@host:8123/db``) through clickhouse-connect."""
-
-    def __init__(self, url: str) -> None:
-        import clickhouse_connect
-
-        options = server_options(url)
-        try:
-            self._client = clickhouse_connect.get_client(**options)
-        except Exception as exc:
-            # The URL may hold a password: name only the host in the message.
-            raise ClickHouseError(
-                f"cannot use the ClickHouse server at {options['host']}:{options['port']}: {type(exc).__name__}"
-            ) from exc
-
-    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
-        try:
-            self._client.command(sql, parameters=params or None)
-        except Exception as exc:
-            raise ClickHouseError(str(exc)) from exc
-
-    def query(
-        self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
-    ) -> QueryResult:
-        try:
-            result = self._client.query(sql, parameters=params or None, settings=settings or None)
-        except Exception as exc:
-            raise ClickHouseError(str(exc)) from exc
-        return QueryResult(list(result.column_names), [list(row) for row in result.result_rows])
-
-    def insert_json_rows(self, table: str, rows: list[dict[str, Any]], dedup_token: str = "") -> None:
-        if not rows:
-            return
-        body = orjson.dumps(rows)
-        # On a (replicated) server a retried insert of the same batch is dropped by the server as well.
-        settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
-        try:
-            self._client.raw_insert(table, insert_block=body, fmt="JSONEachRow", settings=settings)
-        except Exception as exc:
-            raise ClickHouseError(str(exc)) from exc
-
-    def close(self) -> None:
-        self._client.close()
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
 
 
 def open_clickhouse(url: str, data_dir: Path) -> ClickHouse:
-    """Empty URL: chDB under ``<data_dir>/chdb``; otherwise the server at ``url``."""
-    if url:
-        return ServerClickHouse(url)
-    return ChdbClickHouse(data_dir / "chdb")
+    """Empty URL: chDB under ``<data_dir>/chdb``; otherwise the DSN given (``chdb://`` or ``http(s)://``)."""
+    return ClickHouse(clickhouse_dsn(url, data_dir))
 
 
 class AsyncClickHouse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from aqueduct_directory.application.audit_index import AuditQuery
 from aqueduct_directory.application.base import DirectoryCore, fold_events
 from aqueduct_directory.application.translate import to_integration_event, to_plain
 from aqueduct_directory.application.views import view_of
@@ -29,37 +30,28 @@ def audit_events(
     event_type: str | None = None,
     aggregate_type: str | None = None,
     with_changes: bool = False,
+    before_id: int | None = None,
+    after_id: int | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """The events that match, one page of them, and how many match in all."""
+    """The events that match, one page of them, and how many match in all.
+
+    The audit index picks the page; only its events are read from the store. ``before_id`` and
+    ``after_id`` (notification ids) page by cursor: stable while new events arrive, unlike an offset."""
     p.require_admin("read the audit log")
     since, until = (as_utc(t) if t is not None else None for t in (since, until))
-    matches: list[tuple[int, Any]] = []
-    for notification_id, domain_event in app.iter_events():
-        if until is not None and domain_event.timestamp > until:
-            break
-        if since is not None and domain_event.timestamp < since:
-            continue
-        if aggregate_id is not None and str(domain_event.originator_id) != aggregate_id:
-            continue
-        if actor is not None and getattr(domain_event, "actor", "system") != actor:
-            continue
-        if event_type is not None and type(domain_event).__name__ != event_type:
-            continue
-        if aggregate_type is not None and type(domain_event).__qualname__.split(".")[0] != aggregate_type:
-            continue
-        matches.append((notification_id, domain_event))
-    if newest_first:
-        matches.reverse()
-    page = matches[offset : offset + limit]
+    query = AuditQuery(aggregate_id, actor, event_type, aggregate_type, since, until, after_id, before_id)
+    ids, total = app.audit.select(query, offset, limit, newest_first)
+    stored = app.stored_events(ids)
     answer = []
-    for notification_id, domain_event in page:
+    for notification_id in ids:
+        domain_event = stored[notification_id]
         event = to_integration_event(domain_event, notification_id).model_dump(mode="json")
         if with_changes:
             event["actor_name"] = _name_of(app, event["actor"])
             event["aggregate_name"] = _name_of(app, event["aggregate_id"])
             event["changes"] = _changes(app, domain_event, event["data"])
         answer.append(event)
-    return answer, len(matches)
+    return answer, total
 
 
 def _name_of(app: DirectoryCore, object_id: str) -> str | None:

@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
 
+from aqueduct_directory.application.audit_index import AuditIndex
+from aqueduct_directory.application.lazy_views import Projection
 from aqueduct_directory.domain.errors import NotFoundError, PermissionDeniedError
 from aqueduct_directory.domain.policy import SYSTEM, Principal
 from aqueduct_directory.domain.state import DirectoryState
@@ -21,6 +23,8 @@ A = TypeVar("A", bound=Aggregate)
 
 # Notifications are read in pages this large when folding or relaying.
 PAGE = 1000
+# List projections kept (per kind of list, org and option); more means someone asks for made-up orgs.
+KEPT_PROJECTIONS = 64
 
 
 class DirectoryCore(Application):
@@ -46,6 +50,8 @@ class DirectoryCore(Application):
         self.clock = clock
         self.listeners: list[Callable[[], None]] = []
         self.state = DirectoryState()
+        self.audit = AuditIndex()
+        self._projections: dict[tuple[Any, ...], tuple[DirectoryState, int, Projection[Any]]] = {}
         self.catch_up()
 
     # -- the read model ----------------------------------------------------------------------------
@@ -62,17 +68,52 @@ class DirectoryCore(Application):
             position = page[-1].id + 1
 
     def catch_up(self) -> None:
-        for notification_id, domain_event in self.iter_events(self.state.position + 1):
-            self.state.apply(domain_event, notification_id)
+        """Fold the events stored since the last look into the read model and the audit index."""
+        start = min(self.state.position, self.audit.position) + 1
+        for notification_id, domain_event in self.iter_events(start):
+            if notification_id > self.state.position:
+                self.state.apply(domain_event, notification_id)
+            if notification_id > self.audit.position:
+                self.audit.record(domain_event, notification_id)
         for listener in self.listeners:
             listener()
 
     def rebuild_state(self) -> DirectoryState:
         """Fold every stored event into a fresh read model and use it from now on (replay)."""
         self.state = fold_events(self.iter_events())
-        for listener in self.listeners:
-            listener()
+        self.catch_up()  # the audit index too, should events have arrived meanwhile
         return self.state
+
+    def stored_events(self, notification_ids: list[int]) -> dict[int, Any]:
+        """Some stored domain events by notification id: one range read when they lie close together."""
+        if not notification_ids:
+            return {}
+        low, high = min(notification_ids), max(notification_ids)
+        if high - low < 4 * len(notification_ids):
+            ranges = [(low, high)]
+        else:
+            ranges = [(i, i) for i in sorted(notification_ids)]
+        wanted, found = set(notification_ids), {}
+        for start, stop in ranges:
+            for notification in self.recorder.select_notifications(start, stop - start + 1, stop=stop):
+                if notification.id in wanted:
+                    found[notification.id] = self.mapper.to_domain_event(notification)
+        return found
+
+    def kept_projection(
+        self, key: tuple[Any, ...], kind: str, build: Callable[[], Projection[Any]]
+    ) -> Projection[Any]:
+        """A list's projection (``key`` names the list), built again only once objects of ``kind``
+        changed or the read model was replayed."""
+        kept = self._projections.get(key)
+        version = self.state.changes[kind]
+        if kept is not None and kept[0] is self.state and kept[1] == version:
+            return kept[2]
+        if len(self._projections) >= KEPT_PROJECTIONS:
+            self._projections.clear()
+        projection = build()
+        self._projections[key] = (self.state, version, projection)
+        return projection
 
     def commit(self, *aggregates: Aggregate) -> None:
         self.save(*aggregates)

@@ -7,8 +7,8 @@ from typing import Any
 from eventsourcing.domain import Aggregate
 
 from aqueduct_directory.application.base import DirectoryCore
-from aqueduct_directory.application.lazy_views import LazyViews
-from aqueduct_directory.application.views import org_view, team_view, user_view
+from aqueduct_directory.application.lazy_views import LazyViews, Projection
+from aqueduct_directory.application.views import org_view, team_brief_view, team_view, user_view
 from aqueduct_directory.domain.errors import (
     ConflictError,
     InvalidInputError,
@@ -202,12 +202,17 @@ class OrganisationUseCases(DirectoryCore):
         p.require_in_org(team.org_id, "see this team")
         return team_view(team, self.state)
 
-    def list_teams(self, p: Principal, org_id: str | None = None) -> list[dict[str, Any]]:
+    def list_teams(
+        self, p: Principal, org_id: str | None = None, brief: bool = False
+    ) -> list[dict[str, Any]]:
+        """The live teams; ``brief``: without members, with their number (what lists and pickers show)."""
         if not p.admin:
             org_id = p.org_id
-        return LazyViews(  # type: ignore[return-value]
-            self.state.live_teams(org_id), _team_brief, lambda t: team_view(t, self.state)
+        projection = self.kept_projection(
+            ("teams", org_id), "Team", lambda: Projection(self.state.live_teams(org_id), _team_brief)
         )
+        view = team_brief_view if brief else lambda t: team_view(t, self.state)
+        return LazyViews(projection, view)  # type: ignore[return-value]
 
     def add_member(
         self, p: Principal, team_id: str, user_id: str, team_admin: bool = False
@@ -367,8 +372,15 @@ class OrganisationUseCases(DirectoryCore):
                 return [user_view(self.find(self.state.users, p.user_id, "user"), self.state)]
             org_id = p.org_id
             include_deactivated = include_deactivated and p.org_admin
-        users = self.state.all_users(org_id) if include_deactivated else self.state.live_users(org_id)
-        return LazyViews(users, _user_brief, lambda u: user_view(u, self.state))  # type: ignore[return-value]
+        state = self.state
+        projection = self.kept_projection(
+            ("users", org_id, include_deactivated),
+            "User",
+            lambda: Projection(
+                state.all_users(org_id) if include_deactivated else state.live_users(org_id), _user_brief
+            ),
+        )
+        return LazyViews(projection, lambda u: user_view(u, state))  # type: ignore[return-value]
 
     def me(self, p: Principal) -> dict[str, Any]:
         view = user_view(self.find(self.state.users, p.user_id, "user"), self.state)

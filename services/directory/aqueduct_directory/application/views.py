@@ -16,6 +16,7 @@ __all__ = [
     "model_view",
     "org_view",
     "service_account_view",
+    "team_brief_view",
     "team_view",
     "token_view",
     "user_view",
@@ -75,6 +76,19 @@ def team_view(team: Team, state: DirectoryState | None = None) -> dict[str, Any]
             }
             for uid, m in team.members.items()
         ],
+        "deleted": team.deleted,
+        "created_at": _iso(team.created_on),
+    }
+
+
+def team_brief_view(team: Team) -> dict[str, Any]:
+    """A team as lists and pickers show it: no members, their number."""
+    return {
+        "id": str(team.id),
+        "org_id": team.org_id,
+        "name": team.name,
+        "description": team.description,
+        "member_count": len(team.members),
         "deleted": team.deleted,
         "created_at": _iso(team.created_on),
     }

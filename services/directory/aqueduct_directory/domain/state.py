@@ -22,6 +22,7 @@ __all__ = ["DirectoryState"]
 class DirectoryState:
     def __init__(self) -> None:
         self.position = 0  # last notification id folded in
+        self.changes: dict[str, int] = defaultdict(int)  # events folded per kind of aggregate (Team, User)
         self.aggregates: dict[str, Aggregate] = {}
         self.orgs: dict[str, Org] = {}
         self.teams: dict[str, Team] = {}
@@ -54,6 +55,7 @@ class DirectoryState:
             self._mark_dirty(before)
             self._unindex(before)
         aggregate = domain_event.mutate(before)
+        self.changes[type(aggregate).__name__] += 1
         self.aggregates[key] = aggregate
         self._index(aggregate)
         self._mark_dirty(aggregate)

@@ -12,8 +12,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from redis.exceptions import NoScriptError, RedisError
-
 from aqueduct_proxy.adapters.resp import RespClient, RespError
 
 __all__ = [
@@ -178,11 +176,18 @@ class ScriptRunner(Protocol):
 
 
 class _RedisPyRunner:
-    """redis-py's asyncio client (cluster, sentinel) behind the same two calls as ``RespClient``."""
+    """redis-py's asyncio client (cluster, sentinel) behind the same two calls as ``RespClient``; its
+    errors come out as ``RespError``, so the callers know one kind (``STORE_ERRORS``). redis-py is
+    imported here, by whoever passes its client: the proxy's own client does not need it (it costs
+    close to a second of the proxy's start on a busy machine)."""
 
     def __init__(self, redis: Any) -> None:
+        from redis.exceptions import NoScriptError, RedisError
+
         self._redis = redis
         self._scripts: dict[str, str] = {}
+        self._no_script = NoScriptError
+        self._redis_error = RedisError
 
     def register_script(self, source: str) -> str:
         script = self._redis.register_script(source)
@@ -191,16 +196,19 @@ class _RedisPyRunner:
 
     async def evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
         try:
-            return await self._redis.evalsha(sha, len(keys), *keys, *args)
-        except NoScriptError:
-            await self._redis.script_load(self._scripts[sha])
-            return await self._redis.evalsha(sha, len(keys), *keys, *args)
+            try:
+                return await self._redis.evalsha(sha, len(keys), *keys, *args)
+            except self._no_script:
+                await self._redis.script_load(self._scripts[sha])
+                return await self._redis.evalsha(sha, len(keys), *keys, *args)
+        except self._redis_error as exc:
+            raise RespError(str(exc)) from exc
 
     async def close(self) -> None:
         await self._redis.aclose()
 
 
-STORE_ERRORS = (RespError, RedisError, OSError, TimeoutError)
+STORE_ERRORS = (RespError, OSError, TimeoutError)
 _STORE_ERRORS = STORE_ERRORS
 
 

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from aqueduct_libs import names
 from aqueduct_libs.bus import KVWatcher, connect, ensure_topology
-from aqueduct_libs.ops import configure_logging
+from aqueduct_libs.logs import configure_logging
 from aqueduct_libs.price_catalog import load_price_catalog
 from aqueduct_libs.settings import CommonSettings
 from aqueduct_proxy.adapters.budget_store import BudgetStore

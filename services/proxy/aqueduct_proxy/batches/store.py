@@ -19,11 +19,13 @@ from nats.js.kv import KeyValue
 from aqueduct_libs import names
 from aqueduct_libs.bus import DUPLICATE_WINDOW_SECONDS, ensure_kv, ensure_stream
 from aqueduct_proxy.batches.domain import Batch, BatchLine, BatchNotFoundError, LineResult
+from aqueduct_proxy.domain.errors import StoreUnavailableError
 from aqueduct_proxy.files.store import scan_kv
 
 __all__ = ["BatchStore"]
 
 _PUBLISH_CONCURRENCY = 256
+_NOT_OPEN = "The batches store is not available yet; try again in a few seconds."
 
 
 class BatchStore:
@@ -58,12 +60,14 @@ class BatchStore:
 
     @property
     def batches(self) -> KeyValue:
-        assert self._batches is not None, "BatchStore.start() was not awaited"
+        if self._batches is None:
+            raise StoreUnavailableError(_NOT_OPEN)
         return self._batches
 
     @property
     def results(self) -> KeyValue:
-        assert self._results is not None, "BatchStore.start() was not awaited"
+        if self._results is None:
+            raise StoreUnavailableError(_NOT_OPEN)
         return self._results
 
     # -- batch records ---------------------------------------------------------------------------------

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from aiohttp import web
-
 from aqueduct_proxy.batches.http import setup_batches
 from aqueduct_proxy.batches.settings import BatchSettings
 from aqueduct_proxy.batches.store import BatchStore
+from aqueduct_proxy.entrypoints.startup import open_on_startup
 from aqueduct_proxy.files.store import FileStore
 
 if TYPE_CHECKING:
@@ -35,9 +34,6 @@ class BatchesFeature:
             results_max_age_days=settings.results_max_age_days,
         )
 
-        async def open_store(app: web.Application) -> None:
-            await store.start()
-
-        proxy.app.on_startup.append(open_store)
+        open_on_startup(proxy.app, store.start, "the batches store")
         setup_batches(proxy.app, proxy.gateway.authenticate, files, store, settings)
         return store

@@ -14,6 +14,7 @@ __all__ = [
     "RateLimitedError",
     "RequestTooLargeError",
     "RouteNotFoundError",
+    "StoreUnavailableError",
     "TermsNotAcceptedError",
     "UpstreamError",
 ]
@@ -109,6 +110,15 @@ class LimiterUnavailableError(ProxyError):
     status = 503
     type = "server_error"
     code = "rate_limiter_unavailable"
+
+
+class StoreUnavailableError(ProxyError):
+    """A store on the bus (files, batches) is not open yet: the proxy started while a NATS cluster was
+    electing its leader, and opens it in the background."""
+
+    status = 503
+    type = "server_error"
+    code = "store_unavailable"
 
 
 class UpstreamError(ProxyError):

@@ -20,9 +20,12 @@ from nats.js.object_store import ObjectStore
 
 from aqueduct_libs import names
 from aqueduct_libs.bus import ensure_kv, ensure_object_store
+from aqueduct_proxy.domain.errors import StoreUnavailableError
 from aqueduct_proxy.files.domain import FileNotFoundInStoreError, QuotaExceededError, StoredFile
 
 __all__ = ["FileStore", "scan_kv"]
+
+_NOT_OPEN = "The files store is not available yet; try again in a few seconds."
 
 
 async def scan_kv(kv: KeyValue, pattern: str, wait: float = 5.0) -> list[KeyValue.Entry]:
@@ -59,12 +62,14 @@ class FileStore:
 
     @property
     def objects(self) -> ObjectStore:
-        assert self._objects is not None, "FileStore.start() was not awaited"
+        if self._objects is None:
+            raise StoreUnavailableError(_NOT_OPEN)
         return self._objects
 
     @property
     def meta(self) -> KeyValue:
-        assert self._meta is not None, "FileStore.start() was not awaited"
+        if self._meta is None:
+            raise StoreUnavailableError(_NOT_OPEN)
         return self._meta
 
     @staticmethod

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from aiohttp import web
-
+from aqueduct_proxy.entrypoints.startup import open_on_startup
 from aqueduct_proxy.files.http import setup_files
 from aqueduct_proxy.files.inline import setup_file_inlining
 from aqueduct_proxy.files.settings import FilesSettings
@@ -33,10 +32,7 @@ class FilesFeature:
             replicas=settings.replicas or proxy.replicas,
         )
 
-        async def open_store(app: web.Application) -> None:
-            await store.start()
-
-        proxy.app.on_startup.append(open_store)
+        open_on_startup(proxy.app, store.start, "the files store")
         setup_files(proxy.app, proxy.gateway.authenticate, store, settings)
         setup_file_inlining(proxy.app, proxy.gateway.authenticate, proxy.gateway.snapshot, store, settings)
         return store

@@ -56,7 +56,7 @@ async def load_admin_page(api: UserApi) -> AdminPage:
         api.directory.get("/api/orgs"),
         _terms(api),
         api.directory.get_page("/api/users", sort="created_at", order="desc", limit=ADMIN_USERS_SHOWN),
-        api.directory.get("/api/teams"),
+        api.directory.get("/api/teams", brief="true"),  # names for the MCP servers' team picker
         api.directory.get("/api/endpoints"),
         api.directory.get("/api/models", all="true"),
         _optional(api, "/api/mcp-servers", "mcp_servers"),

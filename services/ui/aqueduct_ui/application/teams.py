@@ -19,31 +19,56 @@ __all__ = [
 ]
 
 
+TEAMS_PAGE_SIZE = 100
+
+
 @dataclass(frozen=True)
 class TeamsPage:
     org: dict[str, Any]
     orgs: list[dict[str, Any]]  # the orgs an Admin may switch between; empty for everyone else
-    teams: list[dict[str, Any]]
+    teams: list[dict[str, Any]]  # one page, by name
     can_manage: bool
+    search: str = ""
+    page: int = 1
+    total: int = 0
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // TEAMS_PAGE_SIZE))
 
 
-async def load_teams_page(api: UserApi, viewer: Viewer, org_id: str | None) -> TeamsPage:
+async def load_teams_page(
+    api: UserApi, viewer: Viewer, org_id: str | None, search: str = "", page: int = 1
+) -> TeamsPage:
     orgs = items(await api.directory.get("/api/orgs"), "orgs") if viewer.admin else []
     chosen = org_id or viewer.org_id or (orgs[0]["id"] if orgs else None)
     if chosen is None:
         return TeamsPage(org={}, orgs=orgs, teams=[], can_manage=False)
-    org = await api.directory.get(f"/api/orgs/{q(chosen)}")
-    teams = [
-        t
-        for t in items(await api.directory.get("/api/teams", org_id=chosen), "teams")
-        if not t.get("deleted")
-    ]
+    page = max(1, page)
+    # Brief rows (a member count, no member list), one page, searched and sorted by the directory.
+    org, (teams, total) = await asyncio.gather(
+        api.directory.get(f"/api/orgs/{q(chosen)}"),
+        api.directory.get_page(
+            "/api/teams",
+            org_id=chosen,
+            brief="true",
+            q=search.strip() or None,
+            sort="name",
+            limit=TEAMS_PAGE_SIZE,
+            offset=(page - 1) * TEAMS_PAGE_SIZE,
+        ),
+    )
     for team in teams:
-        members = team.get("members", [])
-        team["member_count"] = len(members)
-        team["is_member"] = any(m.get("user_id") == viewer.user_id for m in members)
-    teams.sort(key=lambda t: t.get("name", "").lower())
-    return TeamsPage(org=org, orgs=orgs, teams=teams, can_manage=viewer.manages_org(chosen))
+        team["is_member"] = team["id"] in viewer.teams
+    return TeamsPage(
+        org=org,
+        orgs=orgs,
+        teams=teams,
+        can_manage=viewer.manages_org(chosen),
+        search=search,
+        page=page,
+        total=total,
+    )
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,18 @@ from dataclasses import dataclass, field
 
 from aqueduct_libs.sessions import SessionClaims
 
-__all__ = ["Viewer", "role_tag"]
+__all__ = ["Roles", "Viewer", "role_tag"]
+
+
+@dataclass(frozen=True)
+class Roles:
+    """What a user may do, as the directory has it now (a session's claims have it as at sign-in)."""
+
+    admin: bool = False
+    org_admin: bool = False
+    org_id: str | None = None
+    teams: frozenset[str] = frozenset()
+    team_admin: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -25,16 +36,20 @@ class Viewer:
     team_admin: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
-    def from_claims(cls, claims: SessionClaims) -> Viewer:
+    def from_claims(cls, claims: SessionClaims, current: Roles | None = None) -> Viewer:
+        """The signed-in user; with ``current``, their roles now rather than those of the sign-in."""
+        roles = current or Roles(
+            claims.admin, claims.org_admin, claims.org, frozenset(claims.teams), frozenset(claims.team_admin)
+        )
         return cls(
             user_id=claims.sub,
             name=claims.name or claims.email or claims.sub,
             email=claims.email,
-            org_id=claims.org,
-            admin=claims.admin,
-            org_admin=claims.org_admin,
-            teams=frozenset(claims.teams),
-            team_admin=frozenset(claims.team_admin),
+            org_id=roles.org_id or claims.org,
+            admin=roles.admin,
+            org_admin=roles.org_admin,
+            teams=roles.teams,
+            team_admin=roles.team_admin,
         )
 
     @property

@@ -61,9 +61,16 @@ async def events(
     changes: Annotated[
         bool, Query(description="Add actor_name, aggregate_name and each field's value before the change")
     ] = False,
+    before_id: Annotated[
+        int | None, Query(ge=1, description="Cursor: only events older than this notification id")
+    ] = None,
+    after_id: Annotated[
+        int | None, Query(ge=0, description="Cursor: only events newer than this notification id")
+    ] = None,
 ) -> list[Json]:
-    """The event log, one page; ``X-Total-Count`` says how many events match in all."""
-    # Audit folds the whole log: off the event loop, so commands keep flowing meanwhile.
+    """The event log, one page; ``X-Total-Count`` says how many events match in all (cursor aside).
+    Newest first, the next page is ``before_id=`` the last event's ``notification_id``."""
+    # The page's events (and their "before" states) are read from the store: off the event loop.
     found, total = await asyncio.to_thread(
         audit_events,
         directory,
@@ -78,6 +85,8 @@ async def events(
         type,
         aggregate_type,
         changes,
+        before_id,
+        after_id,
     )
     response.headers["X-Total-Count"] = str(total)
     return found

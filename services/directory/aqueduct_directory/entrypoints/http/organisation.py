@@ -63,9 +63,16 @@ async def update_org(org_id: str, body: OrgPatch, user: CurrentUser, directory: 
 
 @router.get("/teams", tags=["teams"])
 async def list_teams(
-    user: CurrentUser, directory: DirectoryDep, page: Paged, response: Response, org_id: str | None = None
+    user: CurrentUser,
+    directory: DirectoryDep,
+    page: Paged,
+    response: Response,
+    org_id: str | None = None,
+    brief: Annotated[
+        bool, Query(description="Without the members: their number (member_count) instead")
+    ] = False,
 ) -> list[Json]:
-    return paged(page, response, directory.list_teams(user, org_id), TEAM_FIELDS)
+    return paged(page, response, directory.list_teams(user, org_id, brief), TEAM_FIELDS)
 
 
 @router.post("/teams", tags=["teams"], status_code=201)

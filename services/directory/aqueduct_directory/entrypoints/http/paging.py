@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, Query, Response
 from fastapi.exceptions import RequestValidationError
 
-from aqueduct_directory.application.lazy_views import LazyViews
+from aqueduct_directory.application.lazy_views import LazyViews, Projection
 
 __all__ = ["MAX_PAGE", "ListQuery", "Paged", "paged"]
 
@@ -32,45 +32,28 @@ class ListQuery:
         self, rows: Sequence[dict[str, Any]], response: Response, fields: Sequence[str]
     ) -> list[dict[str, Any]]:
         """Filter by ``q`` (case-insensitive, any of ``fields``), sort by ``sort`` (one of ``fields``), page.
-        With ``LazyViews``, search and sort use each object's brief and only the page's views are built."""
-        if isinstance(rows, LazyViews):
-            pairs = [(rows.brief(o), o) for o in rows.objects]
-            chosen = self._select([brief for brief, _ in pairs], response, fields, pairs)
-            return [rows.view(o) for _, o in chosen]
-        return self._select(list(rows), response, fields)
-
-    def _select(
-        self,
-        found: list[dict[str, Any]],
-        response: Response,
-        fields: Sequence[str],
-        carried: list[Any] | None = None,
-    ) -> list[Any]:
-        """Rows (or, with ``carried``, the items carried alongside them) that match, in order, paged."""
-        order = list(range(len(found)))
-        if self.q:
-            needle = self.q.casefold()
-            order = [i for i in order if any(needle in str(found[i].get(f) or "").casefold() for f in fields)]
-        if self.sort is not None:
-            if self.sort not in fields:
-                # Answered like any other bad query parameter (the app's validation handler).
-                raise RequestValidationError(
-                    [
-                        {
-                            "loc": ("query", "sort"),
-                            "msg": f"sort by one of: {', '.join(fields)}",
-                            "type": "value_error",
-                        }
-                    ]
-                )
-            key = self.sort
-            order.sort(key=lambda i: (found[i].get(key) is None, str(found[i].get(key) or "").casefold()))
-            if self.order == "desc":
-                order.reverse()
-        response.headers["X-Total-Count"] = str(len(order))
+        With ``LazyViews``, search and sort use the kept projection and only the page's views are built."""
+        if self.sort is not None and self.sort not in fields:
+            # Answered like any other bad query parameter (the app's validation handler).
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ("query", "sort"),
+                        "msg": f"sort by one of: {', '.join(fields)}",
+                        "type": "value_error",
+                    }
+                ]
+            )
+        lazy = rows if isinstance(rows, LazyViews) else LazyViews(Projection(rows, _same), _same)
+        projection = lazy.projection
+        chosen = projection.select(self.q, self.sort, self.order == "desc", fields)
+        response.headers["X-Total-Count"] = str(len(chosen))
         end = None if self.limit is None else self.offset + self.limit
-        source = found if carried is None else carried
-        return [source[i] for i in order[self.offset : end]]
+        return [lazy.view(projection.objects[i]) for i in chosen[self.offset : end]]
+
+
+def _same(row: dict[str, Any]) -> dict[str, Any]:
+    return row
 
 
 def _list_query(

@@ -72,9 +72,13 @@ class SessionMiddleware(BaseHTTPMiddleware):
         request.state.flash = kit.unseal(request.cookies.get(FLASH_COOKIE))
         request.state.flash_shown = False
         session, renewed, stale = await self._resolve(request)
+        if session is not None:
+            session = await self.ctx.with_current_roles(session)
         request.state.session = session
 
         response = await call_next(request)
+        if request.method != "GET" and response.status_code < 400:
+            self.ctx.roles.forget()  # a change went through: anyone's roles may differ now
 
         # A route that signs in or out sets the session cookies itself; never overwrite its decision.
         if not _sets_cookie(response, ACCESS_COOKIE):

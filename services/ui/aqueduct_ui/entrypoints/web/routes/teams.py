@@ -32,10 +32,15 @@ _STORE_IT = "Copy it now and keep it in a password manager: it is not stored and
 
 @router.get("/teams")
 async def teams_page(
-    request: Request, viewer: CurrentViewer, api: Api, org_id: str | None = None
+    request: Request,
+    viewer: CurrentViewer,
+    api: Api,
+    org_id: str | None = None,
+    search: Annotated[str, Query(alias="q", max_length=200)] = "",
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> Response:
-    page = await use_cases.load_teams_page(api, viewer, org_id)
-    return render(request, "teams.html", data=page, limit_fields=LIMIT_FIELDS, page_section="teams")
+    data = await use_cases.load_teams_page(api, viewer, org_id, search, page)
+    return render(request, "teams.html", data=data, limit_fields=LIMIT_FIELDS, page_section="teams")
 
 
 @router.post("/teams")
