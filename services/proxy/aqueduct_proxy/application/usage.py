@@ -173,9 +173,10 @@ class Meter:
         """A whole answer was read (``usage`` as it states it, if any)."""
         await self._recorder.finish(self._call, status, usage)
 
-    def broke_off(self) -> None:
-        """The upstream broke off a whole answer before it was read: the client gets a 502."""
-        self._recorder.record(self._call, 502, None, cut_short=True)
+    def broke_off(self, usage: TokenUsage | None = None) -> None:
+        """The upstream broke off a whole answer before it was read: the client gets a 502 (``usage``:
+        None for the gateway's own count of the prompt)."""
+        self._recorder.record(self._call, 502, usage, cut_short=True)
 
     def passed(self, status: int, *, cut_short: bool) -> None:
         """A binary answer (audio, images) went through as it came, or was cut short: no usage in it."""
@@ -183,11 +184,25 @@ class Meter:
 
     async def stream_ended(self, status: int, *, cut_short: bool) -> None:
         """A stream ended, with the usage it reported (else the prompt's count and a chunk per token)."""
-        call, tally, ttft = self._call, self._tally, self.ttft
+        tally = self._tally
+        if tally is None:
+            await self._ended(status, None, 0, cut_short)
+        else:
+            await self._ended(status, tally.usage, tally.chunks, cut_short)
+
+    async def translation_ended(
+        self, status: int, usage: TokenUsage | None, chunks: int, *, cut_short: bool
+    ) -> None:
+        """A stream a translation tallied itself ended. Cut short, its usage is provisional (Anthropic's
+        message_start says 1 output token): what was relayed is at least that much."""
+        if cut_short and usage is not None:
+            usage.output_tokens = max(usage.output_tokens, chunks)
+        await self._ended(status, usage, chunks, cut_short)
+
+    async def _ended(self, status: int, usage: TokenUsage | None, chunks: int, cut_short: bool) -> None:
+        call, ttft = self._call, self.ttft
         if ttft is not None:
             self._recorder.metrics.ttft.labels(call.api_path).observe(ttft)
-        usage = tally.usage if tally is not None else None
-        chunks = tally.chunks if tally is not None else 0
         if usage is not None and not usage.input_tokens:
             usage.input_tokens = call.input_tokens
         if cut_short:  # nothing waits for the settlement: the answer is over already
