@@ -170,7 +170,7 @@ class Gatekeeper:
             if reservation is not None and reservation.sent is not None:
                 with contextlib.suppress(Exception):  # the refusal that counts is the limit's
                     await self.budgeting.complete(call, reservation)
-                self.budgeting.settle_later(call, None)  # released: no usage will come
+                self.budgeting.settle(call, None)  # released: no usage will come
             raise
         if reservation is not None:
             try:

@@ -45,7 +45,7 @@ class UsageRecorder:
     ) -> None:
         """Publish the usage event (off the response path); settle output-token limits in the background."""
         usage = self._publish_usage(call, status, usage, ttft, cut_short, estimated_output)
-        self.budgeting.settle_later(call, usage)
+        self.budgeting.settle(call, usage)
         if self._settles(call):
             assert self.limiter is not None and call.admission is not None
             task = asyncio.create_task(self.limiter.settle(call.admission, usage.output_tokens))
@@ -64,7 +64,7 @@ class UsageRecorder:
         """``record``, with the output tokens settled before the answer ends: the client's next request,
         on whichever replica, then sees them (this is what keeps output-token limits exact)."""
         usage = self._publish_usage(call, status, usage, ttft, False, estimated_output)
-        await self.budgeting.settle(call, usage)
+        self.budgeting.settle(call, usage)
         if self._settles(call):
             assert self.limiter is not None and call.admission is not None
             await self.limiter.settle(call.admission, usage.output_tokens)
@@ -130,12 +130,12 @@ class UsageRecorder:
     def release(self, call: Call) -> None:
         """End a call that produced no usage (refused, failed upstream, abandoned): its budget hold goes.
         Does nothing once the call was recorded."""
-        self.budgeting.settle_later(call, None)
+        self.budgeting.settle(call, None)
 
     async def settle(self, call: Call, usage: TokenUsage | None) -> None:
         """Settle a call whose usage event someone else publishes (the batch worker): output-token
         limits and budgets, from the usage the event carries."""
-        await self.budgeting.settle(call, usage)
+        self.budgeting.settle(call, usage)
         if self._settles(call):
             assert self.limiter is not None and call.admission is not None
             await self.limiter.settle(call.admission, usage.output_tokens if usage else 0)
