@@ -38,7 +38,7 @@ from aqueduct_proxy.domain.usage import TokenUsage
 from aqueduct_proxy.metrics import ProxyMetrics
 
 if TYPE_CHECKING:
-    from aqueduct_proxy.application.gateway import Call
+    from aqueduct_proxy.application.call import Call
 
 __all__ = ["Budgeting", "Reservation"]
 
