@@ -36,6 +36,7 @@ from nats.js import api as js_api
 from pydantic import ValidationError
 
 from aqueduct_accounting.entrypoints.dead_letter_path import DeadLetterPolicy, GuardedStore, Letter
+from aqueduct_libs.broker import OWN_INBOX
 from aqueduct_libs.bus import patiently
 
 __all__ = ["BatchConsumer", "Delivered", "StreamBroker", "broker_on", "ensure_durable_consumer"]
@@ -204,6 +205,7 @@ class BatchConsumer(Generic[T]):
                 batch=True,
             ),
             ack_policy=AckPolicy.MANUAL,
+            inbox_prefix=OWN_INBOX,  # the NATS user's own inbox: FastStream's default `_INBOX.` is refused
             decoder=self._decode_batch,
             title=f"{durable}:{subject}",
             description=description,
