@@ -12,7 +12,7 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 export UV_PYTHON := $(shell command -v $(PYTHON))
 
 .DEFAULT_GOAL := help
-.PHONY: help install test-deps up test test-fast screenshots bench lint format typecheck compose-check clean
+.PHONY: help install test-deps up test test-fast screenshots bench lint format typecheck compose-check asyncapi clean
 
 help: ## List what one can do
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ lint: $(STAMP) ## ruff (lint and format check) and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy libs services
+
+asyncapi: $(STAMP) ## Regenerate docs/asyncapi.yaml from the services' FastStream brokers
+	$(VENV)/bin/python -m tools.asyncapi
 
 format: $(STAMP) ## Format the code with ruff
 	$(VENV)/bin/ruff format .

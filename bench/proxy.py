@@ -5,7 +5,9 @@ same OpenAI-compatible test upstream (``python -m tests.support.upstream``), one
 The Aqueduct proxy runs with authentication, rate limits (Valkey) and usage events (NATS JetStream) on,
 measured twice in one run: with budgets off, and with budgets on (the token's user, team and org each
 have a daily and a monthly budget, in dollars and tokens, high enough never to refuse: every request
-reserves its worst case on six counters in Valkey and settles it). ``--skip-budgets`` leaves that row out.
+reserves its worst case on six counters in Valkey and settles it). The two are measured alternately
+(``--rounds``, the median of each is shown, with the ratio): this machine's load drifts within a minute.
+``--skip-budgets`` leaves that row out.
 LiteLLM (a pinned, known-good version) is installed on first use into ``bench/.venv-litellm``, never
 into the project's environment; ``--skip-litellm`` leaves it out.
 
@@ -319,6 +321,38 @@ async def bench_one(
     return {"name": name, "c1": single, "c32": many, "rss": rss_mb(pid) if pid else None}
 
 
+async def bench_budgets(
+    url: str, token: str, budgeted: str, seconds: float, pid: int, rounds: int
+) -> tuple[list[dict[str, object]], str]:
+    """Budgets off and on, the load at concurrency 32 alternated ``rounds`` times (this machine's load
+    drifts within a minute): each row keeps its median round (and the median CPU per request), and the
+    ratio of the two medians with the median of the rounds' own ratios."""
+    names = (
+        "Aqueduct proxy (auth + limits + usage events)",
+        "Aqueduct proxy, same + budgets (user, team, org; day, month)",
+    )
+    keys = (token, budgeted)
+    print("measuring budgets off and on, alternated ...", file=sys.stderr)
+    single = [await measure(url, key, 1, seconds, pid) for key in keys]
+    many: list[list[dict[str, float]]] = [[], []]
+    for _ in range(rounds):
+        for i, key in enumerate(keys):
+            many[i].append(await measure(url, key, 32, seconds, pid))
+    rows = []
+    for i in range(2):
+        ordered = sorted(many[i], key=lambda m: m["rps"])
+        median = {**ordered[len(ordered) // 2], "cpu_us": statistics.median(m["cpu_us"] for m in many[i])}
+        rows.append({"name": names[i], "c1": single[i], "c32": median, "rss": rss_mb(pid)})
+    ratios = [on["rps"] / off["rps"] for off, on in zip(many[0], many[1], strict=True)]
+    off_rps, on_rps = rows[0]["c32"]["rps"], rows[1]["c32"]["rps"]  # type: ignore[index]
+    summary = (
+        f"Budgets on / off at concurrency 32, {rounds} alternated rounds: {on_rps / off_rps:.2f} of the "
+        f"requests per second (ratio of the medians), {statistics.median(ratios):.2f} (median of the "
+        f"rounds' ratios: {', '.join(f'{r:.2f}' for r in ratios)})."
+    )
+    return rows, summary
+
+
 def table(rows: list[dict[str, object]], seconds: float) -> str:
     lines = [
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.node()} "
@@ -348,6 +382,12 @@ async def main() -> None:
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--skip-budgets", action="store_true", help="no 'budgets on' row")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="budgets off and on are measured alternately this many times (their medians are shown)",
+    )
+    parser.add_argument(
         "--upstream-client",
         choices=("builtin", "aiohttp", "both"),
         default="builtin",
@@ -357,6 +397,7 @@ async def main() -> None:
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
     processes: list[subprocess.Popen] = []
+    summary = ""
     engines: list[EmbeddedNats | EmbeddedValkey] = []
     with tempfile.TemporaryDirectory(prefix="aqueduct-bench-") as tmp:
         work = Path(tmp)
@@ -382,25 +423,26 @@ async def main() -> None:
             aqueduct = start_aqueduct(port, nats, valkey, work / "aqueduct")
             processes.append(aqueduct)
             await asyncio.sleep(1.0)  # the snapshot watch delivers the token
-            rows.append(
-                await bench_one(
-                    "Aqueduct proxy (auth + limits + usage events)",
-                    f"http://127.0.0.1:{port}/v1/chat/completions",
-                    token,
-                    args.seconds,
-                    aqueduct.pid,
-                )
-            )
-            if not args.skip_budgets:
+            if args.skip_budgets:
                 rows.append(
                     await bench_one(
-                        "Aqueduct proxy, same + budgets (user, team, org; day, month)",
+                        "Aqueduct proxy (auth + limits + usage events)",
                         f"http://127.0.0.1:{port}/v1/chat/completions",
-                        budgeted,
+                        token,
                         args.seconds,
                         aqueduct.pid,
                     )
                 )
+            else:
+                pair, summary = await bench_budgets(
+                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                    token,
+                    budgeted,
+                    args.seconds,
+                    aqueduct.pid,
+                    args.rounds,
+                )
+                rows += pair
             rows.append(
                 await bench_one(
                     "Aqueduct proxy, /v1/messages translated to the chat upstream",
@@ -449,6 +491,8 @@ async def main() -> None:
             for engine in engines:
                 engine.stop()
     print(table(rows, args.seconds))
+    if summary:
+        print("\n" + summary)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,12 @@ __all__ = [
 ]
 
 _PREFIX = "aq:budget:{aqb}"
-HOLDS_KEY = f"{_PREFIX}:holds"  # hash: reservation id -> "<nanos> <tokens> <counter key>..."
-DUE_KEY = f"{_PREFIX}:due"  # sorted set: reservation id by the second it expires (a crashed proxy's)
+# Sorted set of the holds in flight, "<reservation id> <nanos> <tokens> <counter key without the prefix
+# aq:budget:{aqb}:>...", by the second each expires (a crashed proxy's is released then).
+DUE_KEY = f"{_PREFIX}:due"
+# Hash of the holds recorded by the previous layout (reservation id -> "<nanos> <tokens> <counter
+# key>...", its id alone in the due set): still released when due.
+HOLDS_KEY = f"{_PREFIX}:holds"
 # Written by accounting's reconciliation: when it is missing, Valkey lost its data and the counters must
 # be rebuilt from ClickHouse.
 MARKER_KEY = f"{_PREFIX}:reconciled"

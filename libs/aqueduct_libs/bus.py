@@ -26,11 +26,13 @@ from aqueduct_libs.kvload import follow_bucket
 __all__ = [
     "KVWatcher",
     "connect",
+    "credentials_of",
     "ensure_kv",
     "ensure_object_store",
     "ensure_stream",
     "ensure_topology",
     "patiently",
+    "read_bucket",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,11 @@ def _credentials(url: str) -> tuple[str, str] | None:
     return unquote(user), unquote(password)
 
 
+def credentials_of(url: str) -> tuple[str, str] | None:
+    """The credentials of whichever address of ``url`` (comma-separated) carries them."""
+    return next((c for part in url.split(",") if (c := _credentials(part.strip()))), None)
+
+
 def _without_credentials(url: str) -> str:
     parts = urlsplit(url if "://" in url else f"nats://{url}")
     return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
@@ -64,7 +71,7 @@ def servers_of(url: str) -> list[str]:
 def inbox_prefix_of(url: str) -> str:
     """The inbox prefix of the NATS user in ``url`` (``nats://user:password@host:port``); a bare token
     (``nats://token@host``) names no user."""
-    found = next((c for part in url.split(",") if (c := _credentials(part.strip()))), None)
+    found = credentials_of(url)
     return names.inbox_prefix(found[0] if found and found[1] else None)
 
 
@@ -78,7 +85,7 @@ async def connect(url: str, name: str) -> NATS:
     random node and, when its node dies, moves to a surviving one; a node that does not answer is given
     up after ``connect_timeout`` so a dead address first in the list costs two seconds, not five.
     """
-    found = next((c for part in url.split(",") if (c := _credentials(part.strip()))), None)
+    found = credentials_of(url)
     auth: dict[str, str] = {}
     if found and found[1]:
         auth = {"user": found[0], "password": found[1]}
@@ -341,6 +348,35 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1, *, adjust: bo
 
 OnPut = Callable[[str, bytes], Awaitable[None] | None]
 OnDelete = Callable[[str], Awaitable[None] | None]
+
+
+READ_SECONDS = 30.0  # a bucket read that takes longer fails (TimeoutError)
+
+
+async def read_bucket(js: JetStreamContext, bucket: str, keys: str = ">") -> dict[str, bytes]:
+    """The current value of every key of ``bucket`` matching ``keys`` (deleted keys left out), read once
+    by the one KV reader (``kvload.follow_bucket``): every key written before the call is in it."""
+    contents: dict[str, bytes] = {}
+
+    def put(key: str, value: bytes) -> None:
+        contents[key] = value
+
+    def delete(key: str) -> None:
+        contents.pop(key, None)
+
+    loaded = asyncio.Event()
+    follow = asyncio.create_task(follow_bucket(js, bucket, keys, put, delete, loaded))
+    waiting = asyncio.create_task(loaded.wait())
+    try:
+        async with asyncio.timeout(READ_SECONDS):
+            await asyncio.wait({follow, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if follow.done():
+            follow.result()  # the follow ended before the contents were loaded: its error
+        return dict(contents)
+    finally:
+        for task in (waiting, follow):
+            task.cancel()
+        await asyncio.gather(waiting, follow, return_exceptions=True)
 
 
 class KVWatcher:

@@ -17,14 +17,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+from faststream.nats import NatsBroker, NatsMessage
+from faststream.nats.broker.registrator import NatsRegistrator
+from faststream.nats.subscriber.usecases.basic import LogicSubscriber
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 from aqueduct_libs import names
 
-__all__ = ["SnapshotPusher", "follow_snapshot_pushes"]
+__all__ = ["SnapshotPusher", "follow_snapshot_pushes", "snapshot_pushes"]
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +49,32 @@ class SnapshotPusher:
             log.debug("snapshot push of %s not sent (%s)", key, exc)
 
 
-async def follow_snapshot_pushes(nc: NATS, on_put: OnPut, on_delete: OnDelete) -> Subscription:
-    """The proxy's side: apply every pushed change (re-subscribed by nats-py after a reconnect)."""
+def snapshot_pushes(
+    broker: NatsRegistrator, on_put: OnPut, on_delete: OnDelete, *, persistent: bool = True
+) -> LogicSubscriber[Any]:
+    """The proxy's side: a FastStream handler that applies every pushed change (registered, not started)."""
     skip = len(names.SNAPSHOT_PUSH_PREFIX) + 1
 
-    async def on_msg(msg: Msg) -> None:
-        key = msg.subject[skip:]
+    async def on_snapshot_pushed(msg: NatsMessage) -> None:  # the raw bytes: applied as the bucket's are
+        key, body = msg.raw_message.subject[skip:], msg.body
         try:
-            result = on_put(key, msg.data) if msg.data else on_delete(key)
+            result = on_put(key, body) if body else on_delete(key)
             if asyncio.iscoroutine(result):
                 await result
         except Exception:  # a bad push never stops the others; the bucket has the truth
             log.exception("could not apply the pushed snapshot change %s", key)
 
-    return await nc.subscribe(f"{names.SNAPSHOT_PUSH_PREFIX}.>", cb=on_msg)
+    subscriber = broker.subscriber(
+        f"{names.SNAPSHOT_PUSH_PREFIX}.>",
+        persistent=persistent,
+        title="directory.snapshot.v1 (auth snapshot changes)",
+        description="A change of the auth snapshot bucket, pushed as it is written: the key after the "
+        "prefix, the entry's value as the payload, an empty payload for a delete.",
+    )
+    subscriber(on_snapshot_pushed)
+    return subscriber  # type: ignore[return-value]
+
+
+async def follow_snapshot_pushes(broker: NatsBroker, on_put: OnPut, on_delete: OnDelete) -> None:
+    """Apply every pushed change, from now on (on a running broker)."""
+    await snapshot_pushes(broker, on_put, on_delete, persistent=False).start()

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from aqueduct_libs import names
+from aqueduct_libs.broker import new_broker
 from aqueduct_libs.bus import connect
 from aqueduct_libs.snapshot_push import SnapshotPusher, follow_snapshot_pushes
 
@@ -15,7 +16,8 @@ pytestmark = pytest.mark.nats
 
 async def test_a_pushed_put_and_delete_reach_every_follower(nats_url: str) -> None:
     directory = await connect(nats_url, "push-test-directory")
-    proxy = await connect(nats_url, "push-test-proxy")
+    proxy = new_broker(nats_url, "push-test-proxy")
+    await proxy.start()
     seen: list[tuple[str, bytes | None]] = []
     arrived = asyncio.Event()
 
@@ -33,7 +35,7 @@ async def test_a_pushed_put_and_delete_reach_every_follower(nats_url: str) -> No
     try:
         await follow_snapshot_pushes(proxy, broken, on_delete)  # never stops the other followers
         await follow_snapshot_pushes(proxy, on_put, on_delete)
-        await proxy.flush()
+        await proxy.connection.flush()
         push = SnapshotPusher(directory)
         key = names.snapshot_token_key("abc123")
         await push(key, b'{"token_id": "t1"}')
@@ -48,4 +50,4 @@ async def test_a_pushed_put_and_delete_reach_every_follower(nats_url: str) -> No
         assert all(k == key for k, _ in seen)
     finally:
         await directory.close()
-        await proxy.close()
+        await proxy.stop()

@@ -35,7 +35,8 @@ from aqueduct_auth.entrypoints import oidc_routes, routes
 from aqueduct_auth.entrypoints.container import Container
 from aqueduct_auth.entrypoints.errors import add_error_handlers
 from aqueduct_auth.settings import AuthSettings
-from aqueduct_libs.bus import connect, ensure_topology
+from aqueduct_libs.broker import new_broker
+from aqueduct_libs.bus import ensure_topology
 from aqueduct_libs.ops import add_operational_routes, configure_logging
 from aqueduct_libs.service import LifespanService
 from aqueduct_libs.sessions import watch_revoked_sessions
@@ -55,15 +56,16 @@ async def bootstrap(settings: AuthSettings, common: CommonSettings) -> LifespanS
         folder = common.data_dir / "auth"
         keys = KeyRing.load(folder, settings.signing_key.get_secret_value())
         store = AuthStore(settings.database_url or f"sqlite:///{folder / 'auth.sqlite'}")
-        nc = await connect(common.nats_url, "aqueduct-auth")
-        js = nc.jetstream()
+        broker = new_broker(common.nats_url, "aqueduct-auth")
+        await broker.start()  # publishes auth events, asks the directory; consumes only KV buckets
+        js = broker.connection.jetstream()
         await ensure_topology(js, common.nats_replicas)
 
         async def publish(jwks: dict[str, Any]) -> None:
             await publish_jwks(js, jwks)
 
-        events = EventPublisher(js)
-        directory = DirectoryClient(nc, settings.directory_timeout)
+        events = EventPublisher(broker)
+        directory = DirectoryClient(broker, settings.directory_timeout)
         hub = JupyterHubClient(settings.jupyterhub_api_url) if settings.jupyterhub_api_url else None
         revoked = RevokedSessionsPublisher(js)
         sessions = Sessions(
@@ -126,7 +128,7 @@ async def bootstrap(settings: AuthSettings, common: CommonSettings) -> LifespanS
                 log.info("created the bootstrap admin account %r", settings.bootstrap_admin_username)
         housekeeping = asyncio.create_task(_purge_periodically(store), name="auth-purge")
         app.state.container = container
-        state["nc"] = nc
+        state["nc"] = broker.connection
         state["revoked_watch"] = revoked_watch
         log.info("auth service ready; signing key %s published", keys.current.kid)
         try:
@@ -138,7 +140,7 @@ async def bootstrap(settings: AuthSettings, common: CommonSettings) -> LifespanS
             await revoked.flush()
             await events.flush()
             await revoked_watch.stop()
-            await nc.drain()
+            await broker.stop()  # drains the connection
             store.close()
             if hub:
                 await hub.close()

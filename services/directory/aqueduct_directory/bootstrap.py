@@ -22,9 +22,10 @@ from aqueduct_directory.application.config_apply import apply_config, parse_conf
 from aqueduct_directory.domain.errors import InvalidInputError
 from aqueduct_directory.domain.policy import SYSTEM
 from aqueduct_directory.entrypoints.http.app import create_http_app
-from aqueduct_directory.entrypoints.rpc import serve_sign_in
+from aqueduct_directory.entrypoints.rpc import DIRECTORY, sign_in_router
 from aqueduct_directory.settings import DirectorySettings
 from aqueduct_libs import bus, names
+from aqueduct_libs.broker import new_broker
 from aqueduct_libs.ops import configure_logging
 from aqueduct_libs.sessions import JWKS_KEY, SessionVerifier, watch_revoked_sessions
 from aqueduct_libs.settings import CommonSettings
@@ -65,6 +66,8 @@ class DirectoryService:
         self.settings = settings
         self.directory = _open_directory(common, settings)
         self.verifier = SessionVerifier()
+        self.broker = new_broker(common.nats_url, "aqueduct-directory", routers=(sign_in_router(),))
+        self.broker.context.set_global(DIRECTORY, self.directory)
         self.nc: NATS | None = None
         self.relay: OutboxRelay | None = None
         self.projector: SnapshotProjector | None = None
@@ -86,7 +89,7 @@ class DirectoryService:
         )
 
     async def start(self) -> None:
-        self.nc = await bus.connect(self.common.nats_url, "aqueduct-directory")
+        self.nc = await self.broker.connect()
         js = self.nc.jetstream()
         # The directory owns the topology: it also brings existing streams to AQUEDUCT_NATS_REPLICAS.
         await bus.ensure_topology(js, self.common.nats_replicas, adjust=True)
@@ -97,7 +100,7 @@ class DirectoryService:
         )
         self.relay.start()
         self.projector.start()
-        await serve_sign_in(self.nc, self.directory)
+        await self.broker.start()  # the sign-in RPC
         self._watcher = bus.KVWatcher(js, names.AUTH_KEYS_BUCKET, self._on_key, lambda key: None)
         self._watcher.start()
         self._revoked = watch_revoked_sessions(js, self.verifier)
@@ -151,7 +154,7 @@ class DirectoryService:
             await self.relay.stop()
         if self.nc is not None:
             with contextlib.suppress(Exception):
-                await self.nc.drain()
+                await self.broker.stop()  # drains the connection
         self._positions.close()
         self.directory.close()
 

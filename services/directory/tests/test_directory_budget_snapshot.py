@@ -9,11 +9,12 @@ import pytest
 from directory_testkit import common_settings, make_world, wait_until
 
 from aqueduct_cli.embedded import EmbeddedNats
-from aqueduct_directory.adapters.projection import compute_snapshot, read_bucket
+from aqueduct_directory.adapters.projection import compute_snapshot
 from aqueduct_directory.bootstrap import bootstrap
 from aqueduct_directory.domain.policy import SYSTEM
 from aqueduct_directory.settings import DirectorySettings
 from aqueduct_libs import names
+from aqueduct_libs.bus import read_bucket
 from aqueduct_libs.snapshot import BudgetRule
 
 pytestmark = pytest.mark.nats
@@ -33,10 +34,9 @@ async def service(tmp_path):
 
 
 async def _budgets(nc) -> dict[str, BudgetRule]:
-    kv = await nc.jetstream().key_value(names.AUTH_SNAPSHOT_BUCKET)
     return {
         key: BudgetRule.model_validate_json(value)
-        for key, value in (await read_bucket(kv)).items()
+        for key, value in (await read_bucket(nc.jetstream(), names.AUTH_SNAPSHOT_BUCKET)).items()
         if key.startswith(names.SNAPSHOT_BUDGET_PREFIX)
     }
 

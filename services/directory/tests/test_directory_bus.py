@@ -11,11 +11,11 @@ import pytest
 from directory_testkit import SECRET, common_settings, make_world, wait_until
 
 from aqueduct_cli.embedded import EmbeddedNats
-from aqueduct_directory.adapters.projection import read_bucket
 from aqueduct_directory.bootstrap import bootstrap
 from aqueduct_directory.domain.policy import SYSTEM
 from aqueduct_directory.settings import DirectorySettings
 from aqueduct_libs import names
+from aqueduct_libs.bus import read_bucket
 from aqueduct_libs.events import DirectoryEvent
 from aqueduct_libs.snapshot import EndpointRoute, McpServerRoute, ModelRoute, SnapshotMeta, TokenGrant
 from aqueduct_libs.tokens import hash_token
@@ -48,8 +48,7 @@ async def client(bus):
 
 
 async def snapshot(nc) -> dict[str, bytes]:
-    kv = await nc.jetstream().key_value(names.AUTH_SNAPSHOT_BUCKET)
-    return await read_bucket(kv)
+    return await read_bucket(nc.jetstream(), names.AUTH_SNAPSHOT_BUCKET)
 
 
 async def stream_messages(nc) -> list[tuple[str, DirectoryEvent]]:
@@ -207,7 +206,7 @@ async def test_replay_into_empty_projections_reproduces_the_live_snapshot(servic
         await kv.put("token.stale", b"{}")  # stale keys the replay must delete
         await kv.put(names.snapshot_user_key("gone"), b"{}")
         result = await fresh.replay()
-        replayed = await read_bucket(kv)
+        replayed = await read_bucket(nc.jetstream(), names.AUTH_SNAPSHOT_BUCKET)
         replayed.pop(names.SNAPSHOT_META_KEY)
         await nc.drain()
         await fresh.stop()

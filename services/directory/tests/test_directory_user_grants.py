@@ -11,12 +11,13 @@ import pytest
 from directory_testkit import common_settings, make_app, make_world, wait_until
 
 from aqueduct_cli.embedded import EmbeddedNats
-from aqueduct_directory.adapters.projection import compute_snapshot, read_bucket
+from aqueduct_directory.adapters.projection import compute_snapshot
 from aqueduct_directory.bootstrap import bootstrap
 from aqueduct_directory.domain.grants import token_grant, user_grant
 from aqueduct_directory.domain.policy import SYSTEM
 from aqueduct_directory.settings import DirectorySettings
 from aqueduct_libs import names
+from aqueduct_libs.bus import read_bucket
 from aqueduct_libs.snapshot import TokenGrant
 
 
@@ -80,14 +81,13 @@ async def test_the_snapshot_keeps_user_grants_current(tmp_path):
         await service.start()
         await wait_until(service.ready)
         nc = await nats.connect(bus.url)
-        kv = await nc.jetstream().key_value(names.AUTH_SNAPSHOT_BUCKET)
         app = service.directory
         world = make_world(app)
         key = names.snapshot_user_key(world.member)
 
         async def published() -> TokenGrant | None:
             await service.projector.flush()
-            value = (await read_bucket(kv)).get(key)
+            value = (await read_bucket(nc.jetstream(), names.AUTH_SNAPSHOT_BUCKET)).get(key)
             return TokenGrant.model_validate_json(value) if value is not None else None
 
         async def rpm_is(expected: int) -> bool:
@@ -116,7 +116,11 @@ async def test_the_snapshot_keeps_user_grants_current(tmp_path):
             return await published() is None
 
         await wait_until(deleted)
-        users = [k for k in await read_bucket(kv) if k.startswith(names.SNAPSHOT_USER_PREFIX)]
+        users = [
+            k
+            for k in await read_bucket(nc.jetstream(), names.AUTH_SNAPSHOT_BUCKET)
+            if k.startswith(names.SNAPSHOT_USER_PREFIX)
+        ]
         assert len(users) == 4  # the world's five users, less the deactivated one
     finally:
         if nc is not None:

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from faststream.nats import NatsBroker
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from aqueduct_libs import names
-from aqueduct_libs.bus import KVWatcher, connect, ensure_topology
+from aqueduct_libs.broker import new_broker
+from aqueduct_libs.bus import KVWatcher, ensure_topology
 from aqueduct_libs.logs import configure_logging
 from aqueduct_libs.price_catalog import load_price_catalog
 from aqueduct_libs.redact import redact
@@ -56,6 +58,7 @@ class Proxy:
     drain_seconds: float = 5.0
     replicas: int = 1  # AQUEDUCT_NATS_REPLICAS, for the stores the features open
     wired: dict[str, Any] = field(default_factory=dict)  # what each feature built, by its name
+    broker: NatsBroker | None = None  # owns ``nc``: its handlers (usage acks, snapshot pushes)
 
     def ready(self) -> bool:
         return self.watchers[0].ready.is_set()
@@ -72,7 +75,8 @@ class Proxy:
         snapshot = self.gateway.snapshot
         # Changes the directory pushes as it writes them: a new token works even while the bucket cannot be
         # written (a NATS cluster electing its leader).
-        await follow_snapshot_pushes(self.nc, snapshot.on_snapshot_put, snapshot.on_snapshot_delete)
+        assert self.broker is not None
+        await follow_snapshot_pushes(self.broker, snapshot.on_snapshot_put, snapshot.on_snapshot_delete)
         _BACKGROUND.add(
             asyncio.create_task(_no_gc_while_loading(self.watchers[0].ready), name="snapshot-load-gc")
         )
@@ -88,13 +92,17 @@ class Proxy:
             await self.gateway.limiter.close()
         await self.gateway.upstream.close()
         with contextlib.suppress(Exception):
+            if self.broker is not None:
+                await self.broker.stop()
             await self.nc.close()
 
 
-async def _connect_bus(url: str) -> NATS:
+async def _connect_bus(url: str) -> NatsBroker:
     while True:
+        broker = new_broker(url, "aqueduct-proxy")
         try:
-            return await connect(url, name="aqueduct-proxy")
+            await broker.start()  # its handlers are added once their targets exist (``subscribe``)
+            return broker
         except Exception as exc:  # the bus may start after us; the proxy cannot serve without it
             log.warning("NATS at %s not reachable yet (%s); retrying", redact(url), exc)
             await asyncio.sleep(1.0)
@@ -106,7 +114,8 @@ async def bootstrap(
     """The gateway on its adapters and its HTTP app with the optional features (all of them unless
     ``with_features`` names some: tests wire what they exercise)."""
     started = time.monotonic()
-    nc = await _connect_bus(common.nats_url)
+    broker = await _connect_bus(common.nats_url)
+    nc = broker.connection
     js = nc.jetstream()
     log.info("connected to NATS in %.1fs", time.monotonic() - started)
     # Not awaited: checking a stream asks its leader, and on a NATS cluster that just lost a node none
@@ -129,7 +138,7 @@ async def bootstrap(
         limiter = Limiter(valkey)
         budgets = BudgetStore(valkey, hold_seconds=settings.budget_hold_seconds)
     publisher = UsagePublisher(
-        nc,
+        broker,
         common.data_dir / "proxy-spool",
         max_buffered=settings.usage_buffer_max,
         events_per_message=settings.usage_events_per_message,
@@ -163,6 +172,7 @@ async def bootstrap(
         app=web.Application(),
         gateway=gateway,
         nc=nc,
+        broker=broker,
         watchers=watchers,
         drain_seconds=settings.shutdown_drain_seconds,
         replicas=common.nats_replicas,

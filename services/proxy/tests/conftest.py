@@ -21,6 +21,7 @@ from nats.js import api as js_api
 
 from aqueduct_cli.embedded import free_port, wait_for_port
 from aqueduct_libs import names
+from aqueduct_libs.broker import new_broker
 from aqueduct_libs.bus import ensure_topology
 from aqueduct_libs.events import UsageRecorded
 from aqueduct_libs.settings import CommonSettings
@@ -69,6 +70,13 @@ class SnapshotWriter:
     async def delete_token(self, value: str) -> None:
         kv = await self.js.key_value(names.AUTH_SNAPSHOT_BUCKET)
         await kv.delete(names.snapshot_token_key(hash_token(value, SECRET.encode())))
+
+
+async def started_broker(url: str) -> Any:
+    """A service's FastStream broker, started (what ``UsagePublisher`` is given in the proxy)."""
+    broker = new_broker(url, "proxy-test")
+    await broker.start()
+    return broker
 
 
 def usage_event(token_id: str, i: int) -> UsageRecorded:

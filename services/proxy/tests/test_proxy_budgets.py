@@ -255,7 +255,25 @@ async def test_holds_of_a_proxy_that_died_expire(valkey_url, valkey):
     await alive.settle(again, 300, 4)
     counter = await _counter(valkey, "team", scope_id)
     assert (counter["sn"], counter["hn"], counter["st"], counter["ht"]) == (300, 0, 4, 0)
-    assert not await valkey.hexists(HOLDS_KEY, again.id) and await valkey.zscore(DUE_KEY, again.id) is None
+    assert not [m for m in await valkey.zrange(DUE_KEY, 0, -1) if m.startswith(again.id.encode())]
+
+
+async def test_a_hold_recorded_by_the_previous_version_is_released_too(valkey_url, valkey):
+    # Before: the due set held the id, the holds hash its record "<nanos> <tokens> <counter key>...".
+    scope_id = "team-" + uuid.uuid4().hex[:8]
+    counters = budget_counters(
+        [BudgetRule(scope="team", scope_id=scope_id, daily_nanos=1_000)], datetime.now(UTC)
+    )
+    old_id = "old-" + uuid.uuid4().hex[:8]
+    key = counters[0].key
+    await valkey.hset(key, mapping={"sn": 0, "st": 0, "hn": 800, "ht": 10})
+    await valkey.hset(HOLDS_KEY, old_id, f"800 10 {key}")
+    await valkey.zadd(DUE_KEY, {old_id: 1})  # long past its deadline
+    store = BudgetStore(Redis.from_url(valkey_url))
+    held = await store.reserve(counters, 900, 1)
+    assert isinstance(held, BudgetHold) and held.counted == (900, 1)
+    assert not await valkey.hexists(HOLDS_KEY, old_id) and await valkey.zscore(DUE_KEY, old_id) is None
+    await store.settle(held, 0, 0)
 
 
 async def test_valkey_gone_mid_run_one_process_still_holds_the_budget(
@@ -360,4 +378,38 @@ async def test_budgets_and_rate_limits_together(proxy, snapshot, bus, priced, va
     # The output tokens the refused request had reserved were given back to the per-minute limit.
     raw = await valkey.hget(f"aq:rl:{{{grant.token_id}}}:t:otpm", "t")
     assert int(raw) == sum(e.output_tokens for e in events) == 1000
+    await client.close()
+
+
+async def test_one_turns_reservations_and_settlements_are_one_exact_call(valkey_url, valkey):
+    # What a busy process reserves in one turn of its event loop goes to Valkey as one script call, and
+    # stays exact: of 40 requests of 100 on a budget of 1,000, exactly 10 are admitted, in order.
+    from aqueduct_proxy.adapters.resp import RespClient
+
+    scope_id = "team-" + uuid.uuid4().hex[:8]
+    counters = budget_counters(
+        [BudgetRule(scope="team", scope_id=scope_id, daily_nanos=1_000)], datetime.now(UTC)
+    )
+    client = RespClient(valkey_url)
+    await client.execute("PING")
+    store = BudgetStore(client, settle_within=60)  # settlements wait for the next call, however long
+    await store.settle(BudgetHold("none", counters, 0, 0), 0, 0)  # Valkey loads the script
+    before = (await valkey.info("commandstats"))["cmdstat_evalsha"]["calls"]
+
+    answers = await asyncio.gather(*(store.reserve(counters, 100, 1) for _ in range(40)))
+    held = [a for a in answers if isinstance(a, BudgetHold)]
+    assert len(held) == 10 and all(isinstance(a, BudgetHold) for a in answers[:10])
+    assert not any(isinstance(a, BudgetHold) for a in answers[10:])
+    assert held[-1].counted == (1_000, 10)
+    assert (await valkey.info("commandstats"))["cmdstat_evalsha"]["calls"] == before + 1
+
+    for hold in held:
+        store.settle_nowait(hold, 30, 1)  # nothing sent yet: they wait for the next call ...
+    await asyncio.sleep(0.1)
+    assert (await _counter(valkey, "team", scope_id))["hn"] == 1_000
+    again = await store.reserve(counters, 700, 1)  # ... and go first in it: 300 spent, 700 more fit
+    assert isinstance(again, BudgetHold) and again.counted == (1_000, 11)
+    assert await _counter(valkey, "team", scope_id) == {"sn": 300, "st": 10, "hn": 700, "ht": 1}
+    await store.settle(again, 0, 0)
+    assert not await valkey.hexists(HOLDS_KEY, again.id)
     await client.close()

@@ -12,14 +12,13 @@ import subprocess
 import uuid
 from pathlib import Path
 
-import nats
 import openai
 import pytest
 
 from aqueduct_cli.embedded import EmbeddedNats
 from aqueduct_libs.bus import ensure_topology
 from aqueduct_proxy.adapters.publisher import UsagePublisher
-from conftest import SnapshotWriter, spawn_proxy, usage_event, usage_events, wait_token
+from conftest import SnapshotWriter, spawn_proxy, started_broker, usage_event, usage_events, wait_token
 
 pytestmark = [pytest.mark.nats, pytest.mark.valkey, pytest.mark.slow]
 
@@ -27,7 +26,8 @@ N = 300
 
 
 async def _connect(server: EmbeddedNats):
-    nc = await nats.connect(server.url)
+    broker = await started_broker(server.url)
+    nc = broker.connection
     js = nc.jetstream()
     await ensure_topology(js)
     return nc, js
@@ -146,9 +146,10 @@ async def test_live_segments_are_never_taken_over_and_acked_ones_are_deleted(nat
     """Two publishers sharing the spool folder, as worker processes do; small segments to see rotation."""
     token_id = "tok-journal-" + uuid.uuid4().hex[:8]
     spool = tmp_path / "proxy-spool"
-    nc = await nats.connect(nats_url)
+    broker = await started_broker(nats_url)
+    nc = broker.connection
     await ensure_topology(nc.jetstream())
-    owner = UsagePublisher(nc, spool, segment_bytes=2048, segment_seconds=0.2)
+    owner = UsagePublisher(broker, spool, segment_bytes=2048, segment_seconds=0.2)
     # Not started: nothing is published, so the owner's segments stay pending, and locked.
     for i in range(20):
         owner.record(usage_event(token_id, i))
@@ -156,7 +157,7 @@ async def test_live_segments_are_never_taken_over_and_acked_ones_are_deleted(nat
     assert len(owner_segments) > 1  # rotated by size
     assert all(p.startswith(f"usage-{os.getpid()}-") for p in owner_segments)
 
-    other = UsagePublisher(nc, spool, claim_interval=0.1)
+    other = UsagePublisher(broker, spool, claim_interval=0.1)
     await other.start()
     await asyncio.sleep(0.5)
     assert other.published == 0 and other.buffered == 0  # the live owner's segments were left alone
@@ -186,8 +187,9 @@ async def test_a_torn_last_line_is_dropped(nats_url, tmp_path):
     ]
     # A process killed in the middle of writing its third line.
     (spool / "usage-999999999-dead.wal").write_bytes(lines[0] + b"\n" + lines[1] + b"\n" + lines[2][:40])
-    nc = await nats.connect(nats_url)
-    publisher = UsagePublisher(nc, spool)
+    broker = await started_broker(nats_url)
+    nc = broker.connection
+    publisher = UsagePublisher(broker, spool)
     await publisher.start()
     events = await usage_events(nc.jetstream(), token_id, 2)
     assert await _wait_spool_empty(spool, 5) == []

@@ -40,7 +40,7 @@ def _key(kind: str) -> str:
 
 async def test_a_request_larger_than_the_limit_is_told_so_without_retry_after(gateway) -> None:
     with pytest.raises(RequestTooLargeError) as refused:
-        await gateway._charge([Counter(_key("itpm"), "input_tokens", 100, 250)])
+        await gateway.gatekeeper._charge([Counter(_key("itpm"), "input_tokens", 100, 250)])
     error = refused.value
     assert (error.status, error.type, error.code) == (429, "tokens", "rate_limit_exceeded")
     assert "Request too large" in error.message and "Limit 100, Requested 250" in error.message
@@ -60,9 +60,9 @@ async def test_a_used_up_limit_names_its_dimension_and_when_to_retry(
 ) -> None:
     key = _key(kind)
     cost = 1 if dimension == "requests" else 6
-    await gateway._charge([Counter(key, dimension, cost, cost)])
+    await gateway.gatekeeper._charge([Counter(key, dimension, cost, cost)])
     with pytest.raises(RateLimitedError) as refused:
-        await gateway._charge([Counter(key, dimension, cost, cost)])
+        await gateway.gatekeeper._charge([Counter(key, dimension, cost, cost)])
     error = refused.value
     assert not isinstance(error, RequestTooLargeError)
     assert (error.status, error.type, error.code) == (429, expected, "rate_limit_exceeded")

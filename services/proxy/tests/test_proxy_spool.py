@@ -13,7 +13,7 @@ from nats.js import api as js_api
 from aqueduct_libs import names
 from aqueduct_libs.bus import ensure_topology
 from aqueduct_proxy.adapters.publisher import UsagePublisher
-from conftest import usage_event, usage_events
+from conftest import started_broker, usage_event, usage_events
 
 pytestmark = [pytest.mark.nats]
 
@@ -28,10 +28,11 @@ async def test_spool_claimed_by_a_dead_process_is_delivered_once(nats_url, tmp_p
     (spool / "usage-1-deadbeef.claimed-999999999").write_bytes(b"\n".join(lines) + b"\n")
     (spool / "usage-1-fresh.jsonl").write_bytes(lines[0] + b"\n")  # one event spooled twice
 
-    nc = await nats.connect(nats_url)
+    broker = await started_broker(nats_url)
+    nc = broker.connection
     js = nc.jetstream()
     await ensure_topology(js)
-    publisher = UsagePublisher(nc, spool)
+    publisher = UsagePublisher(broker, spool)
     await publisher.start()
     delivered = await usage_events(js, token_id, 3)
     for _ in range(50):
@@ -50,10 +51,11 @@ async def test_events_travel_grouped_and_each_arrives_once(nats_url, tmp_path):
     each a JSON array; every event arrives exactly once."""
     token_id = "tok-group-" + uuid.uuid4().hex[:8]
     events = [usage_event(token_id, i) for i in range(250)]
-    nc = await nats.connect(nats_url)
+    broker = await started_broker(nats_url)
+    nc = broker.connection
     js = nc.jetstream()
     await ensure_topology(js)
-    publisher = UsagePublisher(nc, tmp_path / "spool", events_per_message=100)
+    publisher = UsagePublisher(broker, tmp_path / "spool", events_per_message=100)
     for event in events:
         publisher.record(event)
     await publisher.start()
@@ -87,10 +89,11 @@ async def test_events_travel_grouped_and_each_arrives_once(nats_url, tmp_path):
 async def test_a_steady_stream_goes_out_one_message_per_linger(nats_url, tmp_path):
     """Not one small message per acknowledgement round trip: rounds at most ``linger`` apart."""
     token_id = "tok-pace-" + uuid.uuid4().hex[:8]
-    nc = await nats.connect(nats_url)
+    broker = await started_broker(nats_url)
+    nc = broker.connection
     js = nc.jetstream()
     await ensure_topology(js)
-    publisher = UsagePublisher(nc, tmp_path / "spool", linger=0.05)
+    publisher = UsagePublisher(broker, tmp_path / "spool", linger=0.05)
     await publisher.start()
     started = asyncio.get_running_loop().time()
     for i in range(500):  # an event every 2 ms for about a second

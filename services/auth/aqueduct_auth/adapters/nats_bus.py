@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import nats.errors
-from nats.aio.client import Client as NATS
+from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
 from prometheus_client import Counter
 
@@ -35,15 +35,13 @@ AUTH_EVENTS = Counter(
 class DirectoryClient:
     """Asks the directory to resolve or provision a signed-in user (``directory.rpc.v1.sign_in``)."""
 
-    def __init__(self, nc: NATS, timeout: float) -> None:
-        self._nc = nc
+    def __init__(self, broker: NatsBroker, timeout: float) -> None:
+        self._broker = broker
         self._timeout = timeout
 
     async def sign_in(self, request: SignInRequest) -> DirectoryUser:
         try:
-            reply = await self._nc.request(
-                names.DIRECTORY_RPC_SIGN_IN, request.model_dump_json().encode(), timeout=self._timeout
-            )
+            reply = await self._broker.request(request, names.DIRECTORY_RPC_SIGN_IN, timeout=self._timeout)
         except (
             nats.errors.TimeoutError,
             nats.errors.NoRespondersError,
@@ -51,7 +49,7 @@ class DirectoryClient:
         ) as exc:
             log.warning("directory sign-in RPC failed: %s", type(exc).__name__)
             raise DirectoryUnavailableError() from exc
-        answer = json.loads(reply.data)
+        answer = json.loads(reply.body)
         if "error" in answer:
             raise SignInRefusedError(str(answer["error"]), str(answer.get("code") or "sign_in_refused"))
         return DirectoryUser.model_validate(answer)
@@ -65,13 +63,13 @@ class EventPublisher:
 
     def __init__(
         self,
-        js: JetStreamContext,
+        broker: NatsBroker,
         timeout: float = 2.0,
         retry_seconds: tuple[float, float] = (0.5, 5.0),
         give_up_after: float = 300.0,
         max_pending: int = 10_000,
     ) -> None:
-        self._js = js
+        self._broker = broker
         self._timeout = timeout
         self._first_retry, self._max_retry = retry_seconds
         self._give_up_after = give_up_after
@@ -98,15 +96,16 @@ class EventPublisher:
         task.add_done_callback(self._tasks.discard)
 
     async def _send(self, event: AuthEvent) -> None:
-        payload = event.model_dump_json().encode()
         deadline = time.monotonic() + self._give_up_after
         delay = self._first_retry
         while True:
             try:
-                await self._js.publish(
+                # To JetStream, waiting for its acknowledgement (one event at a time is plenty here).
+                await self._broker.publish(
+                    event,
                     names.auth_event_subject(event.type),
-                    payload,
                     headers={"Nats-Msg-Id": event.event_id},
+                    stream=names.AUTH_EVENTS_STREAM,
                     timeout=self._timeout,
                 )
                 return

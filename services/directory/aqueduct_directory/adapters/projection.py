@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.errors import KeyDeletedError, KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
@@ -32,10 +31,11 @@ from aqueduct_directory.domain.grants import (
 )
 from aqueduct_directory.domain.state import DirectoryState
 from aqueduct_libs import names
+from aqueduct_libs.bus import read_bucket
 from aqueduct_libs.events import utcnow
 from aqueduct_libs.snapshot import SnapshotMeta
 
-__all__ = ["SnapshotProjector", "compute_snapshot", "read_bucket"]
+__all__ = ["SnapshotProjector", "compute_snapshot"]
 
 log = logging.getLogger(__name__)
 
@@ -92,37 +92,6 @@ def _catalog(state: DirectoryState) -> dict[str, bytes]:
         if not server.deleted:
             entries[names.snapshot_mcp_key(server.name)] = _encode(mcp_route(server))
     return entries
-
-
-async def read_bucket(kv: KeyValue) -> dict[str, bytes]:
-    """The current value of every key in a bucket (deleted keys left out).
-
-    One ordered watch reads everything fast, but nats-py may signal "caught up" before delivering keys
-    written just before the watch began; the stream's list of subjects is then the authority, and any
-    key the watch missed is read on its own. A replay that missed a key would leave it stale.
-    """
-    watcher = await kv.watchall(ignore_deletes=True)
-    contents: dict[str, bytes] = {}
-    try:
-        while True:
-            entry = await watcher.updates(timeout=30)
-            if entry is None:
-                break
-            contents[entry.key] = entry.value or b""
-    finally:
-        await watcher.stop()
-    prefix = kv._pre  # "$KV.<bucket>."
-    info = await kv._js.stream_info(kv._stream, subjects_filter=f"{prefix}>")
-    for subject in info.state.subjects or {}:
-        key = subject[len(prefix) :]
-        if key in contents:
-            continue
-        try:
-            entry = await kv.get(key)
-        except (KeyDeletedError, KeyNotFoundError):
-            continue
-        contents[key] = entry.value or b""
-    return contents
 
 
 class SnapshotProjector(WokenByCommits):
@@ -239,8 +208,7 @@ class SnapshotProjector(WokenByCommits):
     async def load(self) -> None:
         """Start from what the bucket holds now, then make it equal to the read model (a replay)."""
         async with self._lock:
-            kv = await self._kv()
-            self.published = await read_bucket(kv)
+            self.published = await read_bucket(self._js, names.AUTH_SNAPSHOT_BUCKET)
             self.published.pop(names.SNAPSHOT_META_KEY, None)
             await self._recompute_all(self._app.state)
             self._meta_position = -1

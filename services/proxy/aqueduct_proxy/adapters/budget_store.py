@@ -3,22 +3,29 @@
 Admission reserves a request's worst-case cost on every budget counter that applies (its user's, team's
 and org's, per day and month), all or none, in one Lua script: refused when the settled spend, plus what
 requests in flight hold, plus this request would cross a limit. When the request ends the hold is
-replaced by the real cost (``settle``). A hold whose proxy died is released by the next admission after
+replaced by the real cost (settled). A hold whose proxy died is released by a later admission after
 its deadline: nothing stays reserved for ever. Key layout: ``aqueduct_libs.budgets``.
+
+What one process asks during a turn of its event loop (settlements and reservations, in order) goes to
+Valkey as one script call: each counter is read and written once per call, not once per request, which
+is what makes budgets nearly free on the hot path (Valkey's CPU per request was three times the
+limits' when every request ran two scripts of its own). The call is still atomic: exact as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from aqueduct_libs.budgets import DUE_KEY, HOLDS_KEY, Period
-from aqueduct_proxy.adapters.limiter import STORE_ERRORS, ScriptRunner, as_runner
+from aqueduct_proxy.adapters.limiter import ScriptRunner, as_runner
 from aqueduct_proxy.adapters.resp import RespClient, RespError
 
 __all__ = [
@@ -32,104 +39,139 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Releasing a hold: its record "<nanos> <tokens> <key>..." is taken off each counter it names. Each
-# ``redis.call`` costs Valkey more than the arithmetic around it: counters are read and written whole.
-_RELEASE = """
+# KEYS: holds (records of an earlier version), due, then every counter the call touches. ARGV[1]: hold
+# seconds; ARGV[2]: per counter "<nano limit> <token limit> <expire-at>" (limit -1: none); ARGV[3]: the
+# sets of counters requests count against, "<index>,<index>... <index>,..."; ARGV[4]: "1" to release the
+# holds of proxies that died; ARGV[5...]: the operations in order, "r <hold id> <nanos> <tokens> <set>"
+# to reserve that worst case, "s <hold id> <nanos> <tokens> <set> <held nanos> <held tokens>" to settle
+# the hold to that real cost. Returns one string per reservation, "1" or "0 <counter's position in its
+# set> <1 nanos | 2 tokens> <spent> <held>", then what each counter counts once the call is done, spent +
+# held: "<nanos> <tokens> ...". A hold is a member of the due set, "<id> <nanos> <tokens> <counter key
+# without the common prefix>...", scored by when it expires; a settled hold that has expired meanwhile
+# (and was released) still charges its real cost. Each ``redis.call`` costs Valkey more than the
+# arithmetic around it: counters are read once, kept in Lua tables, and written once at the end.
+_BATCH = """
 -- Lua hands numbers to Valkey as "%.14g" (1e+15: a million dollars in nano-dollars): integers go as
 -- text.
 local function int(x) return string.format('%d', x) end
-local function release(id)
-  local record = redis.call('HGET', KEYS[1], id)
-  if not record then return end
-  redis.call('HDEL', KEYS[1], id)
-  redis.call('ZREM', KEYS[2], id)
-  local parts = {}
-  for part in string.gmatch(record, '%S+') do parts[#parts + 1] = part end
-  local n, t = tonumber(parts[1]), tonumber(parts[2])
-  for j = 3, #parts do
-    local v = redis.call('HMGET', parts[j], 'hn', 'ht')
-    if v[1] then
-      redis.call('HSET', parts[j], 'hn', int((tonumber(v[1]) or 0) - n), 'ht', int((tonumber(v[2]) or 0) - t))
+local prefix = string.sub(KEYS[1], 1, #KEYS[1] - #'holds')
+-- The holds of a proxy that died: released before anything reads the counters (looked for at most once
+-- a second per process). A hold is a member "<id> <nanos> <tokens> <counter key without the common
+-- prefix>..." of the due set, scored by when it expires; one recorded by an earlier version is its id
+-- alone, its record in the holds hash.
+local now = tonumber(redis.call('TIME')[1])
+if ARGV[4] == '1' then
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 16)) do
+    redis.call('ZREM', KEYS[2], member)
+    local record = string.match(member, '^%S+ (.*)$')
+    if not record then
+      record = redis.call('HGET', KEYS[1], member)
+      redis.call('HDEL', KEYS[1], member)
+    end
+    if record then
+      local n, t, keys = string.match(record, '^(%S+) (%S+)(.*)$')
+      for key in string.gmatch(keys, '%S+') do
+        if string.sub(key, 1, 3) ~= 'aq:' then key = prefix .. key end
+        local v = redis.call('HMGET', key, 'hn', 'ht')
+        if v[1] then
+          redis.call('HSET', key, 'hn', int((tonumber(v[1]) or 0) - n), 'ht', int((tonumber(v[2]) or 0) - t))
+        end
+      end
     end
   end
 end
-"""
-
-# KEYS: holds, due, counters... ARGV: id, hold seconds, nanos, tokens, and the counters' own values in one
-# string (fewer arguments to encode on the hot path): per counter "<nano limit> <token limit> <expire-at>"
-# (limit -1: none). Returns {1, "<nanos> <tokens> ..." (per counter what it counts now, spent + held)}
-# or {0, counter index, 1 (nanos) | 2 (tokens), spent, held}.
-_RESERVE = (
-    _RELEASE
-    + """
-local now = tonumber(redis.call('TIME')[1])
-local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 16)
-for _, id in ipairs(stale) do release(id) end
-local n, t = tonumber(ARGV[3]), tonumber(ARGV[4])
 local own = {}
-for value in string.gmatch(ARGV[5], '%S+') do own[#own + 1] = tonumber(value) end
-local state = {}
-for i = 3, #KEYS do
-  local base = 3 * (i - 3)
-  local ln, lt = own[base + 1], own[base + 2]
-  local v = redis.call('HMGET', KEYS[i], 'sn', 'st', 'hn', 'ht')
-  local sn, st = tonumber(v[1]) or 0, tonumber(v[2]) or 0
-  local hn, ht = tonumber(v[3]) or 0, tonumber(v[4]) or 0
-  if ln >= 0 and sn + hn + n > ln then return {0, i - 2, 1, sn, hn} end
-  if lt >= 0 and st + ht + t > lt then return {0, i - 2, 2, st, ht} end
-  state[i] = {hn, ht, v[1] == false, sn, st}
+for value in string.gmatch(ARGV[2], '%S+') do own[#own + 1] = tonumber(value) end
+local sn, st, hn, ht, held, fresh, short = {}, {}, {}, {}, {}, {}, {}
+for i = 1, #KEYS - 2 do
+  local v = redis.call('HMGET', KEYS[i + 2], 'sn', 'st', 'hn', 'ht')
+  sn[i], st[i] = tonumber(v[1]) or 0, tonumber(v[2]) or 0
+  hn[i], ht[i] = tonumber(v[3]) or 0, tonumber(v[4]) or 0
+  -- No held field: the counter was rebuilt (Valkey lost its data) and holds nothing of ours.
+  held[i] = v[3] ~= false
+  fresh[i] = v[1] == false or v[3] == false
+  short[i] = string.sub(KEYS[i + 2], #prefix + 1)
 end
-local record = ARGV[3] .. ' ' .. ARGV[4]
-local counted = {}
-for i = 3, #KEYS do
-  local s = state[i]
-  redis.call('HSET', KEYS[i], 'hn', int(s[1] + n), 'ht', int(s[2] + t))
-  if s[3] then redis.call('EXPIREAT', KEYS[i], own[3 * (i - 3) + 3]) end
-  record = record .. ' ' .. KEYS[i]
-  counted[#counted + 1] = string.format('%d %d', s[4] + s[1] + n, s[5] + s[2] + t)
+local sets, names = {}, {}
+for set in string.gmatch(ARGV[3], '%S+') do
+  local members, keys = {}, {}
+  for i in string.gmatch(set, '[^,]+') do
+    members[#members + 1] = tonumber(i)
+    keys[#keys + 1] = short[tonumber(i)]
+  end
+  sets[#sets + 1] = members
+  names[#names + 1] = table.concat(keys, ' ')
 end
-redis.call('HSET', KEYS[1], ARGV[1], record)
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
-return {1, table.concat(counted, ' ')}
-"""
-)
-
-# KEYS: holds, due, counters... ARGV: id, nanos, tokens, and the counters' own values as in _RESERVE.
-# The hold (if it has not expired) is released and the real cost charged in one write per counter; a
-# late settle still counts what was spent.
-_SETTLE = (
-    _RELEASE
-    + """
-local n, t = tonumber(ARGV[2]), tonumber(ARGV[3])
-local own = {}
-for value in string.gmatch(ARGV[4], '%S+') do own[#own + 1] = tonumber(value) end
-local hn, ht = 0, 0
-local record = redis.call('HGET', KEYS[1], ARGV[1])
-if record then
-  local parts = {}
-  for part in string.gmatch(record, '%S+') do parts[#parts + 1] = part end
-  if #parts == #KEYS then  -- the same counters (always, unless a caller changed them): one pass
-    redis.call('HDEL', KEYS[1], ARGV[1])
-    redis.call('ZREM', KEYS[2], ARGV[1])
-    hn, ht = tonumber(parts[1]), tonumber(parts[2])
+-- A settlement names the hold by what it reserved: "s <id> <nanos> <tokens> <set> <held nanos> <held
+-- tokens>", so that its member of the due set is known without a lookup.
+local ops, settled = {}, {}
+for a = 5, #ARGV do
+  local kind, id, n, t, set, hold = string.match(ARGV[a], '^(%a) (%S+) (%S+) (%S+) (%d+)(.*)$')
+  set = tonumber(set)
+  local member
+  if kind == 's' then
+    member = id .. hold .. ' ' .. names[set]
+    settled[#settled + 1] = member
   else
-    release(ARGV[1])
+    member = id .. ' ' .. n .. ' ' .. t .. ' ' .. names[set]
+  end
+  ops[#ops + 1] = {kind, member, tonumber(n), tonumber(t), sets[set], hold}
+end
+local present = {}
+if #settled > 0 then
+  local scores = redis.call('ZMSCORE', KEYS[2], unpack(settled))
+  for j = 1, #settled do present[settled[j]] = scores[j] ~= false end
+  redis.call('ZREM', KEYS[2], unpack(settled))
+end
+local answers, new_due = {}, {}
+local due = now + tonumber(ARGV[1])
+for _, op in ipairs(ops) do
+  local member, n, t, set = op[2], op[3], op[4], op[5]
+  if op[1] == 's' then
+    local rn, rt = 0, 0
+    if present[member] then  -- not expired (and released) meanwhile
+      local a, b = string.match(op[6], '^ (%S+) (%S+)$')
+      rn, rt = tonumber(a), tonumber(b)
+    end
+    for _, i in ipairs(set) do
+      sn[i], st[i] = sn[i] + n, st[i] + t
+      if held[i] then hn[i], ht[i] = hn[i] - rn, ht[i] - rt end
+    end
+  else
+    local refused
+    for position, i in ipairs(set) do
+      local ln, lt = own[3 * i - 2], own[3 * i - 1]
+      if ln >= 0 and sn[i] + hn[i] + n > ln then
+        refused = string.format('0 %d 1 %d %d', position, sn[i], hn[i])
+        break
+      end
+      if lt >= 0 and st[i] + ht[i] + t > lt then
+        refused = string.format('0 %d 2 %d %d', position, st[i], ht[i])
+        break
+      end
+    end
+    if refused then
+      answers[#answers + 1] = refused
+    else
+      for _, i in ipairs(set) do
+        hn[i], ht[i], held[i] = hn[i] + n, ht[i] + t, true
+      end
+      answers[#answers + 1] = '1'
+      new_due[#new_due + 1] = due
+      new_due[#new_due + 1] = member
+    end
   end
 end
-for i = 3, #KEYS do
-  local v = redis.call('HMGET', KEYS[i], 'sn', 'st', 'hn', 'ht')
-  if v[3] or n ~= 0 or t ~= 0 then
-    -- No held field: the counter was rebuilt (Valkey lost its data) and holds nothing of ours.
-    local held_n = v[3] and (tonumber(v[3]) - hn) or 0
-    local held_t = v[4] and (tonumber(v[4]) - ht) or 0
-    redis.call('HSET', KEYS[i], 'sn', int((tonumber(v[1]) or 0) + n), 'st', int((tonumber(v[2]) or 0) + t),
-      'hn', int(held_n), 'ht', int(held_t))
-    if not v[3] then redis.call('EXPIREAT', KEYS[i], own[3 * (i - 3) + 3]) end
-  end
+local counted = {}
+for i = 1, #KEYS - 2 do
+  redis.call('HSET', KEYS[i + 2], 'sn', int(sn[i]), 'st', int(st[i]), 'hn', int(hn[i]), 'ht', int(ht[i]))
+  if fresh[i] then redis.call('EXPIREAT', KEYS[i + 2], own[3 * i]) end
+  counted[i] = int(sn[i] + hn[i]) .. ' ' .. int(st[i] + ht[i])
 end
-return 1
+if #new_due > 0 then redis.call('ZADD', KEYS[2], unpack(new_due)) end
+answers[#answers + 1] = table.concat(counted, ' ')
+return answers
 """
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,11 +187,18 @@ class BudgetCounter:
     def expire_at(self) -> int:
         return self.period.expire_at
 
+    @property
+    def own(self) -> str:
+        """Its limits and expiry as the budget script reads them: "<nanos> <tokens> <expire-at>"."""
+        nanos = -1 if self.limit_nanos is None else self.limit_nanos
+        tokens = -1 if self.limit_tokens is None else self.limit_tokens
+        return f"{nanos} {tokens} {self.expire_at}"
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)  # built on every request: not frozen, which costs twice as much
 class BudgetHold:
     """What an admitted request holds until it settles. ``counted``: per counter, spent + held in nanos
-    and tokens once this hold was added (what the proxy falls back on while Valkey is away). A hold
+    and tokens once the call that added this hold was done (what the proxy falls back on while Valkey is away). A hold
     with no ``id`` was admitted by that fallback and exists in this process only."""
 
     id: str
@@ -167,15 +216,18 @@ class BudgetRefusal:
     held: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built on every request, and a frozen one costs twice as much
 class SentReservation:
-    """A reservation on its way to Valkey."""
+    """An operation queued for this turn's call to Valkey: a reservation (``reserved`` reads its
+    answer) or a settlement."""
 
+    kind: str  # "r" reserve, "s" settle
     hold_id: str
     counters: tuple[BudgetCounter, ...]
     nanos: int
     tokens: int
-    answer: asyncio.Future[Any]
+    answer: asyncio.Future[Any] | None  # a reservation's answer, or whoever waits for a settlement
+    held: str = ""  # a settlement's hold: " <nanos> <tokens>" as it was reserved
 
 
 class BudgetStoreDown(Exception):
@@ -183,134 +235,219 @@ class BudgetStoreDown(Exception):
 
 
 class BudgetStore:
-    def __init__(self, redis: Any, hold_seconds: int = 900, retry_down_after: float = 1.0) -> None:
-        """``redis``: a ``RespClient`` (shared with the limiter) or a redis-py asyncio client."""
+    def __init__(
+        self,
+        redis: Any,
+        hold_seconds: int = 900,
+        retry_down_after: float = 1.0,
+        settle_within: float = 0.005,
+    ) -> None:
+        """``redis``: a ``RespClient`` (shared with the limiter) or a redis-py asyncio client.
+        ``settle_within``: how long a settlement sent without waiting may wait for other commands to
+        travel with (the next reservation, usually): a call to Valkey costs it more than the
+        operations in it."""
         self._redis: ScriptRunner = as_runner(redis)
-        self._reserve = self._redis.register_script(_RESERVE)
-        self._settle = self._redis.register_script(_SETTLE)
+        self._batch = self._redis.register_script(_BATCH)
         self._hold_seconds = hold_seconds
         self._retry_down_after = retry_down_after
         self._down_until = 0.0
-        self._encodings: dict[tuple[BudgetCounter, ...], tuple[list[str], str]] = {}
-        self._retries: set[asyncio.Task[bool]] = set()
-
-    async def reserve(
-        self, counters: tuple[BudgetCounter, ...], nanos: int, tokens: int
-    ) -> BudgetHold | BudgetRefusal:
-        if time.monotonic() < self._down_until:
-            raise BudgetStoreDown("budget store unreachable (recent failure)")
-        hold_id = os.urandom(8).hex()
-        keys, own = self._encoded(counters)
-        try:
-            result = await self._redis.evalsha(
-                self._reserve, keys, [hold_id, self._hold_seconds, nanos, tokens, own]
-            )
-        except STORE_ERRORS as exc:
-            self._mark_down(exc)
-            raise BudgetStoreDown(str(exc)) from exc
-        return self._outcome(result, hold_id, counters, nanos, tokens)
+        self._queue: list[SentReservation] = []
+        self._settle_within = settle_within
+        self._flushing = False
+        self._timer: asyncio.TimerHandle | None = None
+        # Hold ids: unique per process start, then counted (no system call per request).
+        self._hold_prefix = os.urandom(6).hex()
+        self._holds = 0
+        self._next_scan = 0.0  # when to look for the holds of proxies that died, next
+        self._calls: set[asyncio.Future[Any]] = set()
+        self._handed = 0  # calls handed to the fast client whose reply has not been read yet
+        self._idle = asyncio.Event()
+        self._idle.set()
+        if isinstance(self._redis, RespClient):
+            # The call leaves in the same write as the turn's other commands (the rate-limit checks).
+            self._redis.before_flush(self._flush)
 
     def reserve_nowait(
         self, counters: tuple[BudgetCounter, ...], nanos: int, tokens: int
     ) -> SentReservation | None:
-        """Send the reservation without waiting (the fast client only; None: use ``reserve``), so that
-        it travels with the rate-limit check; ``reserved`` reads the answer."""
-        runner = self._redis
-        if not isinstance(runner, RespClient) or self.down:
+        """Queue the reservation for this turn's call (None: Valkey failed a moment ago), so that it
+        travels with the rate-limit check; ``reserved`` reads the answer."""
+        if self.down:
             return None
-        hold_id = os.urandom(8).hex()
-        keys, own = self._encoded(counters)
-        sent = runner.evalsha_nowait(self._reserve, keys, [hold_id, self._hold_seconds, nanos, tokens, own])
-        return None if sent is None else SentReservation(hold_id, counters, nanos, tokens, sent)
+        self._holds += 1
+        sent = SentReservation(
+            "r",
+            f"{self._hold_prefix}{self._holds:x}",
+            counters,
+            nanos,
+            tokens,
+            asyncio.get_running_loop().create_future(),
+        )
+        self._enqueue(sent)
+        return sent
+
+    async def reserve(
+        self, counters: tuple[BudgetCounter, ...], nanos: int, tokens: int
+    ) -> BudgetHold | BudgetRefusal:
+        sent = self.reserve_nowait(counters, nanos, tokens)
+        if sent is None:
+            raise BudgetStoreDown("budget store unreachable (recent failure)")
+        return await self.reserved(sent)
 
     async def reserved(self, sent: SentReservation) -> BudgetHold | BudgetRefusal:
-        try:
-            result = await sent.answer
-        except STORE_ERRORS as exc:
-            self._mark_down(exc)
-            raise BudgetStoreDown(str(exc)) from exc
-        if isinstance(result, RespError):
-            if str(result).startswith("NOSCRIPT"):  # Valkey restarted: the long way loads the script
-                return await self.reserve(sent.counters, sent.nanos, sent.tokens)
-            self._mark_down(result)
-            raise BudgetStoreDown(str(result))
-        return self._outcome(result, sent.hold_id, sent.counters, sent.nanos, sent.tokens)
-
-    @staticmethod
-    def _outcome(
-        result: Any, hold_id: str, counters: tuple[BudgetCounter, ...], nanos: int, tokens: int
-    ) -> BudgetHold | BudgetRefusal:
-        if int(result[0]) == 1:
-            counted = result[1].split() if isinstance(result[1], bytes | str) else ()
-            return BudgetHold(hold_id, counters, nanos, tokens, tuple(map(int, counted)))
+        """The reservation's hold or refusal; BudgetStoreDown when Valkey did not answer."""
+        assert sent.answer is not None
+        answer, counted = await sent.answer
+        if len(answer) == 1:  # "1": admitted; a refusal says more
+            values = tuple(value for counter in sent.counters for value in counted[counter.key])
+            return BudgetHold(sent.hold_id, sent.counters, sent.nanos, sent.tokens, values)
+        refusal = answer.split()
         return BudgetRefusal(
-            counters[int(result[1]) - 1],
-            "nanos" if int(result[2]) == 1 else "tokens",
-            int(result[3]),
-            int(result[4]),
+            sent.counters[int(refusal[1]) - 1],
+            "nanos" if int(refusal[2]) == 1 else "tokens",
+            int(refusal[3]),
+            int(refusal[4]),
         )
 
-    def settle_nowait(self, hold: BudgetHold, nanos: int, tokens: int) -> bool:
-        """``settle`` without waiting for Valkey's answer (the fast client only; False when it cannot
-        send now: call ``settle``). The next reservation of this process runs after it in Valkey."""
-        runner = self._redis
-        if not isinstance(runner, RespClient) or self.down:
-            return False
-        keys, own = self._encoded(hold.counters)
-        sent = runner.evalsha_nowait(self._settle, keys, [hold.id, nanos, tokens, own])
-        if sent is None:
-            return False
-        sent.add_done_callback(partial(self._settled, hold, nanos, tokens))
-        return True
-
-    def _settled(self, hold: BudgetHold, nanos: int, tokens: int, sent: asyncio.Future[Any]) -> None:
-        if sent.cancelled():
-            return
-        error = sent.exception() or sent.result()  # an error reply comes as a result
-        if not isinstance(error, BaseException):
-            return
-        if isinstance(error, RespError) and str(error).startswith("NOSCRIPT"):
-            # Valkey restarted without its scripts: settle the long way (which loads them).
-            task = asyncio.get_running_loop().create_task(self.settle(hold, nanos, tokens))
-            self._retries.add(task)
-            task.add_done_callback(self._retries.discard)
-            return
-        self._mark_down(error)
-        log.warning("could not settle budget hold %s: %s", hold.id, error)
+    def settle_nowait(self, hold: BudgetHold, nanos: int, tokens: int) -> None:
+        """Replace the hold by the real cost without waiting, in the next call to Valkey (within
+        ``settle_within``): this process's next reservation runs after it, and until then the hold,
+        never less than the cost, counts on every replica. When Valkey is unreachable the hold expires
+        on its own, and accounting brings the spend back from ClickHouse."""
+        held = f" {hold.nanos} {hold.tokens}"
+        self._queue.append(SentReservation("s", hold.id, hold.counters, nanos, tokens, None, held))
+        if self._timer is None and not self._flushing:
+            self._timer = asyncio.get_running_loop().call_later(self._settle_within, self._flush)
 
     async def settle(self, hold: BudgetHold, nanos: int, tokens: int) -> bool:
-        """Replace the hold by the real cost; False when Valkey is unreachable (the hold then expires on
-        its own, and accounting brings the spend back from ClickHouse)."""
-        keys, own = self._encoded(hold.counters)
-        args = [hold.id, nanos, tokens, own]
+        """``settle_nowait``, waiting for Valkey: False when it is unreachable."""
+        done = asyncio.get_running_loop().create_future()
+        held = f" {hold.nanos} {hold.tokens}"
+        self._enqueue(SentReservation("s", hold.id, hold.counters, nanos, tokens, done, held))
         try:
-            await self._redis.evalsha(self._settle, keys, args)
-        except STORE_ERRORS as exc:
-            self._mark_down(exc)
-            log.warning("could not settle budget hold %s: %s", hold.id, exc)
+            await done
+        except BudgetStoreDown:
             return False
         return True
 
-    def _encoded(self, counters: tuple[BudgetCounter, ...]) -> tuple[list[str], str]:
-        """The keys of a set of counters and their own values as one argument, built once per set."""
-        found = self._encodings.get(counters)
-        if found is None:
-            if len(self._encodings) > 10_000:
-                self._encodings = {}
-            own = " ".join(
-                f"{-1 if c.limit_nanos is None else c.limit_nanos} "
-                f"{-1 if c.limit_tokens is None else c.limit_tokens} {c.expire_at}"
-                for c in counters
-            )
-            found = self._encodings[counters] = ([HOLDS_KEY, DUE_KEY, *(c.key for c in counters)], own)
-        return found
+    def _enqueue(self, operation: SentReservation) -> None:
+        self._queue.append(operation)
+        if not self._flushing:
+            self._flushing = True
+            runner = self._redis
+            if not (isinstance(runner, RespClient) and runner.flush_soon()):
+                asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """The operations queued so far, in order, as one call (also run before every write of the
+        fast client: whatever leaves for Valkey takes the waiting settlements along)."""
+        self._flushing = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        operations, self._queue = self._queue, []
+        if not operations:
+            return
+        keys: list[str] = [HOLDS_KEY, DUE_KEY]
+        own: list[str] = []
+        index: dict[str, str] = {}
+        sets: dict[int, str] = {}
+        members: list[str] = []
+        # A reservation's counters first: their limits are the ones it must be checked against (a
+        # settlement may carry those of before a budget changed).
+        for operation in sorted(operations, key=lambda o: o.kind):
+            counters = operation.counters
+            if id(counters) in sets:
+                continue
+            for counter in counters:
+                if counter.key not in index:
+                    index[counter.key] = str(len(index) + 1)
+                    keys.append(counter.key)
+                    own.append(counter.own)
+            members.append(",".join([index[c.key] for c in counters]))
+            sets[id(counters)] = str(len(members))
+        scan = time.monotonic() >= self._next_scan
+        if scan:
+            self._next_scan = time.monotonic() + 1.0
+        args: list[Any] = [self._hold_seconds, " ".join(own), " ".join(members), int(scan)]
+        args += [
+            f"{o.kind} {o.hold_id} {o.nanos} {o.tokens} {sets[id(o.counters)]}{o.held}" for o in operations
+        ]
+        self._call(operations, keys, args, retry=True)
+
+    def _call(
+        self, operations: list[SentReservation], keys: list[str], args: list[Any], *, retry: bool
+    ) -> None:
+        runner = self._redis
+        if retry and isinstance(runner, RespClient):
+            handed = partial(self._answered, operations, keys, args, retry, True)
+            if runner.evalsha_then(self._batch, keys, args, handed):
+                self._handed += 1  # until its reply is read (``drain`` waits for it)
+                self._idle.clear()
+                return
+        answer = partial(self._answered, operations, keys, args, retry, False)
+        # Not connected yet, a redis-py client, or the script to load again.
+        sent = asyncio.ensure_future(runner.evalsha(self._batch, keys, args))
+        self._calls.add(sent)
+        sent.add_done_callback(self._calls.discard)
+        sent.add_done_callback(partial(_outcome, answer))
+
+    def _answered(
+        self,
+        operations: list[SentReservation],
+        keys: list[str],
+        args: list[Any],
+        retry: bool,
+        handed: bool,
+        result: Any,
+    ) -> None:
+        """The call's reply, error reply or exception, handed to each operation."""
+        if handed:
+            self._handed -= 1
+            if not self._handed:
+                self._idle.set()
+        if retry and isinstance(result, RespError) and str(result).startswith("NOSCRIPT"):
+            self._call(operations, keys, args, retry=False)  # Valkey restarted: load the script
+            return
+        if isinstance(result, BaseException):
+            self._mark_down(result)
+            down = BudgetStoreDown(str(result))
+            settled = 0
+            for operation in operations:
+                if operation.answer is not None and not operation.answer.done():
+                    operation.answer.set_exception(down)
+                settled += operation.kind == "s"
+            if settled:
+                log.warning("could not settle %d budget holds: %s", settled, result)
+            return
+        values = result[-1].split()
+        counted = {key: (int(values[2 * i]), int(values[2 * i + 1])) for i, key in enumerate(keys[2:])}
+        answers = iter(result)
+        for operation in operations:
+            if operation.answer is not None and not operation.answer.done():
+                operation.answer.set_result((next(answers), counted) if operation.kind == "r" else None)
+            elif operation.kind == "r":
+                next(answers)
+
+    async def drain(self) -> None:
+        """Send what is queued and wait for the calls on their way (at shutdown): a settlement lost here
+        would keep its hold for ``hold_seconds``."""
+        self._flush()
+        with contextlib.suppress(TimeoutError):  # each is answered within the client's own timeout
+            await asyncio.wait_for(self._idle.wait(), 2.0)
+        if self._calls:
+            await asyncio.gather(*self._calls, return_exceptions=True)
 
     @property
     def down(self) -> bool:
-        """A recent call failed: calls skip Valkey for a moment."""
+        """A recent call failed: reservations skip Valkey for a moment."""
         return time.monotonic() < self._down_until
 
     def _mark_down(self, exc: BaseException) -> None:
         if time.monotonic() >= self._down_until:
             log.warning("budget store unreachable: %s", exc)
         self._down_until = time.monotonic() + self._retry_down_after
+
+
+def _outcome(answer: Callable[[Any], None], sent: asyncio.Future[Any]) -> None:
+    answer(asyncio.CancelledError() if sent.cancelled() else sent.exception() or sent.result())

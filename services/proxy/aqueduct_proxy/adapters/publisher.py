@@ -43,10 +43,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
+from faststream.nats import NatsBroker, NatsMessage
 
 from aqueduct_libs import names
+from aqueduct_libs.broker import subscribe
 from aqueduct_libs.events import UsageRecorded
 
 __all__ = ["UsagePublisher"]
@@ -78,7 +78,7 @@ _Message = tuple[str, bytes, list[_Entry], bytes]
 class UsagePublisher:
     def __init__(
         self,
-        nc: NATS,
+        broker: NatsBroker,  # connected
         spool_dir: Path,
         *,
         max_buffered: int = 100_000,
@@ -93,8 +93,11 @@ class UsagePublisher:
         claim_interval: float = 30.0,
         on_published: Callable[[int], None] | None = None,
     ) -> None:
-        self._nc = nc
-        self._inbox = nc.new_inbox()
+        self._broker = broker
+        # Publishes go through nats-py with a reply inbox, not the broker's ``publish(stream=...)``, which
+        # would wait for each acknowledgement in turn: several messages are in flight at once.
+        self._nc = broker.connection
+        self._inbox = self._nc.new_inbox()
         self._acks: dict[str, asyncio.Future[bool]] = {}
         self._sequence = 0
         self._spool_dir = spool_dir
@@ -142,8 +145,8 @@ class UsagePublisher:
 
     async def start(self) -> None:
         self._spool_dir.mkdir(parents=True, exist_ok=True)
-        # One wildcard subscription receives every acknowledgement (re-subscribed by nats-py on reconnect).
-        await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_ack)
+        # One wildcard handler receives every acknowledgement (re-subscribed by nats-py on reconnect).
+        await subscribe(self._broker, f"{self._inbox}.*", self._on_ack, include_in_schema=False)
         self._claim_spool()
         self._task = asyncio.create_task(self._run(), name="usage-publisher")
 
@@ -292,12 +295,13 @@ class UsagePublisher:
             log.warning("%d usage events not delivered yet; %d buffered", len(failed), len(self._buffer))
         return failed
 
-    async def _on_ack(self, msg: Msg) -> None:
-        waiter = self._acks.pop(msg.subject.rpartition(".")[2], None)
+    async def _on_ack(self, msg: NatsMessage) -> None:
+        waiter = self._acks.pop(msg.raw_message.subject.rpartition(".")[2], None)
         if waiter is None or waiter.done():
             return
         # A stored (or de-duplicated) message answers {"stream":..,"seq":..}; no stream answers a 503 status.
-        waiter.set_result(bool(msg.data) and b'"error"' not in msg.data)
+        data = msg.body
+        waiter.set_result(bool(data) and b'"error"' not in data)
 
     # -- journal ---------------------------------------------------------------------------------------
 

@@ -15,12 +15,10 @@ ClickHouse) still refuse a used-up budget a second or two later on every replica
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aqueduct_libs.budgets import periods_at
 from aqueduct_libs.pricing import TokenClasses
@@ -40,7 +38,7 @@ from aqueduct_proxy.domain.usage import TokenUsage
 from aqueduct_proxy.metrics import ProxyMetrics
 
 if TYPE_CHECKING:
-    from aqueduct_proxy.application.gateway import Call
+    from aqueduct_proxy.application.call import Call
 
 __all__ = ["Budgeting", "Reservation"]
 
@@ -51,7 +49,7 @@ _PER_CHAT = 3
 _NO_OUTPUT = ("/embeddings",)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built on every request: not frozen, which costs twice as much
 class Reservation:
     counters: tuple[BudgetCounter, ...]
     nanos: int
@@ -74,7 +72,6 @@ class Budgeting:
         self.metrics = metrics
         self.fail_open = fail_open
         self.default_output_tokens = default_output_tokens
-        self._background: set[asyncio.Task[Any]] = set()
         # (user, team, org) -> (the snapshot's budgets version, their counters today): the hot path
         # builds no keys or dates.
         self._counters: dict[tuple[str, str | None, str], tuple[int, tuple[BudgetCounter, ...]]] = {}
@@ -190,40 +187,35 @@ class Budgeting:
                 known[1] += tokens
         return BudgetHold("", counters, nanos, tokens)
 
-    async def settle(self, call: Call, usage: TokenUsage | None) -> None:
-        """Replace the call's hold by what its usage event says it cost (nothing, without usage).
-        Sent without waiting for Valkey's answer where the client allows: this process's next
-        reservation runs after it all the same."""
-        unsent = self._settle(call, usage)
-        if unsent is not None:
-            await unsent
-
-    def settle_later(self, call: Call, usage: TokenUsage | None) -> None:
-        """``settle`` off the response path (the answer is over, or never came)."""
-        unsent = self._settle(call, usage)
-        if unsent is not None:
-            task = asyncio.create_task(unsent)
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-    def _settle(self, call: Call, usage: TokenUsage | None) -> Coroutine[Any, Any, bool] | None:
-        """Settle at once if the store can send now; else the coroutine that settles."""
+    def settle(self, call: Call, usage: TokenUsage | None) -> None:
+        """Replace the call's hold by what its usage event says it cost (nothing, without usage), in
+        the next call to Valkey (within a few milliseconds), without waiting for its answer: this
+        process's next reservation runs after it all the same, and on other replicas the hold, never
+        less than the cost, counts until then."""
         hold, call.budget_hold = call.budget_hold, None
         if hold is None or self.store is None:
-            return None
+            return
         nanos, tokens = self._cost(call, usage)
         for counter in hold.counters:  # what Valkey now counts, as far as this process can tell
             known = self._counted.get(counter.key)
             if known is not None:
                 known[0] += nanos - hold.nanos
                 known[1] += tokens - hold.tokens
-        if not hold.id or self.store.settle_nowait(hold, nanos, tokens):
-            return None
-        return self.store.settle(hold, nanos, tokens)
+        if hold.id:
+            self.store.settle_nowait(hold, nanos, tokens)
 
     def _cost(self, call: Call, usage: TokenUsage | None) -> tuple[int, int]:
         if usage is None:
             return 0, 0
+        if not (
+            usage.cached_tokens
+            or usage.cache_write_5m_tokens
+            or usage.cache_write_1h_tokens
+            or usage.reasoning_tokens
+        ):  # the common case, priced without building token classes: the same arithmetic
+            return worst_case(
+                self.snapshot.prices.price_for(call.model), usage.input_tokens, usage.output_tokens
+            )
         classes = TokenClasses(
             usage.input_tokens,
             usage.output_tokens,
@@ -235,5 +227,5 @@ class Budgeting:
         return self.snapshot.prices.cost(call.model, classes), classes.total_tokens
 
     async def drain(self) -> None:
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        if self.store is not None:
+            await self.store.drain()

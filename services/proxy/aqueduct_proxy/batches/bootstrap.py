@@ -18,7 +18,8 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
 from aqueduct_libs import names
-from aqueduct_libs.bus import KVWatcher, connect, ensure_topology
+from aqueduct_libs.broker import new_broker
+from aqueduct_libs.bus import KVWatcher, ensure_topology
 from aqueduct_libs.logs import configure_logging
 from aqueduct_libs.price_catalog import load_price_catalog
 from aqueduct_libs.settings import CommonSettings
@@ -61,13 +62,16 @@ class WorkerProcess:
         if self.worker.gateway.limiter is not None:
             await self.worker.gateway.limiter.close()
         with contextlib.suppress(Exception):
+            await self.worker.broker.stop()
             await self.nc.close()
 
 
 async def bootstrap(
     settings: BatchSettings, proxy: ProxySettings, files_settings: FilesSettings, common: CommonSettings
 ) -> WorkerProcess:
-    nc = await connect(common.nats_url, name="aqueduct-batch-worker")
+    broker = new_broker(common.nats_url, "aqueduct-batch-worker")
+    await broker.start()  # its subscriber is added by ``BatchWorker.consume``, once the snapshot is loaded
+    nc = broker.connection
     js = nc.jetstream()
     await ensure_topology(js, common.nats_replicas)
     replicas = common.nats_replicas
@@ -118,7 +122,7 @@ async def bootstrap(
         budgeting=budgeting(proxy, snapshot, budgets, metrics),
     )
     users = UserGrants()
-    process = WorkerProcess(BatchWorker(store, files, gateway, settings, users), nc, [])
+    process = WorkerProcess(BatchWorker(store, files, gateway, settings, broker, users), nc, [])
 
     process.watchers = [
         KVWatcher(js, names.AUTH_SNAPSHOT_BUCKET, snapshot.on_snapshot_put, snapshot.on_snapshot_delete),

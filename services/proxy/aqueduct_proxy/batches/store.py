@@ -17,10 +17,9 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from aqueduct_libs import names
-from aqueduct_libs.bus import DUPLICATE_WINDOW_SECONDS, ensure_kv, ensure_stream
+from aqueduct_libs.bus import DUPLICATE_WINDOW_SECONDS, ensure_kv, ensure_stream, read_bucket
 from aqueduct_proxy.batches.domain import Batch, BatchLine, BatchNotFoundError, LineResult
 from aqueduct_proxy.domain.errors import StoreUnavailableError
-from aqueduct_proxy.files.store import scan_kv
 
 __all__ = ["BatchStore"]
 
@@ -91,9 +90,13 @@ class BatchStore:
         return Batch.model_validate_json(entry.value or b""), entry.revision or 0
 
     async def list(self, owner: str) -> list[Batch]:
+        if self._batches is None:  # read through the bus's one KV reader, once the store is open
+            raise StoreUnavailableError(_NOT_OPEN)
         return [
-            Batch.model_validate_json(e.value or b"")
-            for e in await scan_kv(self.batches, f"{names.kv_safe(owner)}.>")
+            Batch.model_validate_json(value)
+            for value in (
+                await read_bucket(self.js, names.BATCHES_BUCKET, f"{names.kv_safe(owner)}.>")
+            ).values()
         ]
 
     async def mutate(self, owner: str, batch_id: str, change: Callable[[Batch], Batch | None]) -> Batch:
@@ -162,7 +165,9 @@ class BatchStore:
             return existing
 
     async def all_results(self, batch_id: str) -> builtins.list[LineResult]:
+        if self._results is None:
+            raise StoreUnavailableError(_NOT_OPEN)
         return [
-            LineResult.model_validate_json(e.value or b"")
-            for e in await scan_kv(self.results, f"{batch_id}.*")
+            LineResult.model_validate_json(value)
+            for value in (await read_bucket(self.js, names.BATCH_RESULTS_BUCKET, f"{batch_id}.*")).values()
         ]

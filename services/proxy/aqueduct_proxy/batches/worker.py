@@ -13,16 +13,20 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from typing import Any
+from typing import Annotated, Any
 
-import nats.errors
 import orjson
+from faststream import Context
+from faststream.middlewares import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from faststream.nats.broker.registrator import NatsRegistrator
+from faststream.nats.subscriber.usecases.basic import LogicSubscriber
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from nats.js import api as js_api
 
 from aqueduct_libs import names
 from aqueduct_libs.bounds import MAX_TEXT_LENGTH
+from aqueduct_libs.broker import OWN_INBOX
 from aqueduct_libs.events import UsageRecorded, utcnow
 from aqueduct_libs.snapshot import TokenGrant
 from aqueduct_proxy.application.gateway import Gateway
@@ -48,11 +52,13 @@ from aqueduct_proxy.domain.usage import usage_from_body
 from aqueduct_proxy.files.store import FileStore
 from aqueduct_proxy.jupyterhub.users import UserGrants
 
-__all__ = ["CONSUMER", "BatchWorker", "RetryLater"]
+__all__ = ["CONSUMER", "BatchWorker", "RetryLater", "on_batch_line", "subscribe_lines"]
 
 log = logging.getLogger(__name__)
 
 CONSUMER = "batch-workers"  # one durable pull consumer shared by every worker process
+LINES = f"{names.BATCH_LINES_SUBJECT_PREFIX}.>"
+WORKER = "batch_worker"  # the worker in its broker's context
 # A batch still "validating" this long after creation lost its proxy while its lines were being queued.
 _STUCK_VALIDATING = 60.0
 _SKIPPED = frozenset({"cancelling", "cancelled", "failed", "expired", "completed"})
@@ -72,8 +78,10 @@ class BatchWorker:
         files: FileStore,
         gateway: Gateway,
         settings: BatchSettings,
+        broker: NatsBroker,
         users: UserGrants | None = None,
     ) -> None:
+        self.broker = broker
         self.store = store
         self.files = files
         self.gateway = gateway
@@ -83,12 +91,13 @@ class BatchWorker:
         # The batches bucket mirrored by a KV watch (key -> record): no lookup per line, and the list
         # the finalizer walks.
         self.batches: dict[str, Batch] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._running = 0  # lines being run now
+        self._idle = asyncio.Event()
         self._progress: dict[tuple[str, str], list[int]] = defaultdict(
             lambda: [0, 0]
         )  # (owner, id) -> ok, failed
         self._finalizing: set[str] = set()
-        # For /readyz and /metrics: bound to the shared consumer and fetching; lines acknowledged by this
+        # For /readyz and /metrics: bound to the shared consumer; lines acknowledged by this
         # process (done), the ones among them answered with an error (failed).
         self.consuming = False
         self.lines_done = 0
@@ -97,58 +106,62 @@ class BatchWorker:
     # -- consuming lines -------------------------------------------------------------------------------
 
     async def consume(self) -> None:
+        """Run queued lines (``on_batch_line``, up to ``concurrency`` at once) until ``stop``."""
         # Create or update: a changed ack_wait takes effect for every worker of the shared consumer.
         await self.store.js.add_consumer(
             names.BATCH_LINES_STREAM,
             js_api.ConsumerConfig(
                 durable_name=CONSUMER,
-                filter_subject=f"{names.BATCH_LINES_SUBJECT_PREFIX}.>",
+                filter_subject=LINES,
                 ack_policy=js_api.AckPolicy.EXPLICIT,
                 ack_wait=self.settings.ack_wait_seconds,
                 max_ack_pending=max(10_000, self.settings.concurrency * 4),
                 max_deliver=-1,
             ),
         )
-        sub = await self.store.js.pull_subscribe_bind(durable=CONSUMER, stream=names.BATCH_LINES_STREAM)
+        self.broker.context.set_global(WORKER, self)
+        subscriber = subscribe_lines(self.broker, self.settings.concurrency, persistent=False)
+        await subscriber.start()
         self.consuming = True
         try:
-            await self._fetch_lines(sub)
+            await self._stopping.wait()
+            # No more fetches, and lines fetched but not started are left to their redelivery; the
+            # lines being run finish (FastStream's own stop would cancel them after its grace period).
+            subscriber.running = False
+            await self.drain()
         finally:
             self.consuming = False
-
-    async def _fetch_lines(self, sub: JetStreamContext.PullSubscription) -> None:
-        while not self._stopping.is_set():
-            free = self.settings.concurrency - len(self._tasks)
-            if free <= 0:
-                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
-                continue
-            try:
-                messages = await sub.fetch(batch=free, timeout=1.0)
-            except (nats.errors.TimeoutError, TimeoutError):
-                messages = []  # nothing queued (or the bus is away, which readiness checks on its own)
-            except Exception as exc:  # the bus or the consumer is away: try again shortly
-                log.warning("fetching batch lines failed: %s", exc)
-                self.consuming = False
-                await asyncio.sleep(1.0)
-                continue
-            self.consuming = True
-            for msg in messages:
-                task = asyncio.create_task(self._handle(msg))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            await subscriber.stop()
 
     @property
     def in_flight(self) -> int:
-        return len(self._tasks)
+        return self._running
 
     def stop(self) -> None:
-        """Fetch no more lines; lines in flight finish (``drain``)."""
+        """Run no more lines; lines in flight finish (``drain``)."""
         self._stopping.set()
 
-    async def _handle(self, msg: Msg) -> None:
+    async def drain(self) -> None:
+        while self._running:
+            self._idle.clear()
+            await self._idle.wait()
+
+    async def handle(self, line: BatchLine, msg: NatsMessage) -> None:
+        if self._stopping.is_set():  # dispatched as the worker stops: another worker takes it
+            with contextlib.suppress(Exception):
+                await msg.nack()
+            return
+        self._running += 1
+        try:
+            await self._handle(line, msg.raw_message)
+        finally:
+            self._running -= 1
+            if not self._running:
+                self._idle.set()
+
+    async def _handle(self, line: BatchLine, msg: Msg) -> None:
         try:
             async with self._heartbeat(msg):
-                line = BatchLine.model_validate_json(msg.data)
                 batch = self.batches.get(self.store.key(line.owner, line.batch_id))
                 if batch is None:  # newer than the mirror
                     try:
@@ -404,6 +417,29 @@ class BatchWorker:
             update["failed"],
         )
 
-    async def drain(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+async def on_batch_line(
+    line: BatchLine, msg: NatsMessage, worker: Annotated[BatchWorker, Context(WORKER)]
+) -> None:
+    """One queued line of a batch: run, store its result, publish its usage, then acknowledge."""
+    await worker.handle(line, msg)
+
+
+def subscribe_lines(
+    broker: NatsRegistrator, concurrency: int, *, persistent: bool = True
+) -> LogicSubscriber[Msg]:
+    """The durable pull consumer every worker process shares, ``concurrency`` lines at once; a line is
+    acknowledged (or sent back with a delay) by ``BatchWorker.handle``, never before its work is done."""
+    subscriber = broker.subscriber(
+        LINES,
+        stream=JStream(names.BATCH_LINES_STREAM, declare=False),  # created by ``ensure_topology``
+        durable=CONSUMER,
+        pull_sub=PullSub(batch_size=concurrency, timeout=1.0),
+        max_workers=concurrency,
+        ack_policy=AckPolicy.MANUAL,
+        inbox_prefix=OWN_INBOX,
+        persistent=persistent,
+        title="batch lines",
+    )
+    subscriber(on_batch_line)
+    return subscriber  # type: ignore[return-value]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from aqueduct_libs.budgets import counter_key, limits_of, periods_at
-from aqueduct_libs.pricing import Price, TokenClasses, format_usd
+from aqueduct_libs.pricing import Price, format_usd
 from aqueduct_libs.snapshot import BudgetRule
 from aqueduct_proxy.adapters.budget_store import BudgetCounter, BudgetRefusal
 
@@ -25,9 +25,14 @@ def budget_counters(rules: list[BudgetRule], now: datetime) -> tuple[BudgetCount
 
 
 def worst_case(price: Price | None, input_tokens: int, output_tokens: int) -> tuple[int, int]:
-    """(nano-dollars, tokens) a request may cost at most: its counted input and its output cap."""
-    usage = TokenClasses(input_tokens, output_tokens)
-    return (price.cost(usage) if price else 0), usage.total_tokens
+    """(nano-dollars, tokens) a request may cost at most: its counted input and its output cap. What
+    ``Price.cost`` gives for plain input and output, without building its token classes (every request
+    comes here)."""
+    input_tokens, output_tokens = max(input_tokens, 0), max(output_tokens, 0)
+    if price is None:
+        return 0, input_tokens + output_tokens
+    nanos = round(input_tokens * price.input_nanos_per_token + output_tokens * price.output_nanos_per_token)
+    return nanos, input_tokens + output_tokens
 
 
 def _tokens(n: int) -> str:

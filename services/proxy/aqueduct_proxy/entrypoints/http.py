@@ -10,6 +10,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import orjson
@@ -144,15 +145,10 @@ async def _form_body(request: web.Request) -> list[tuple[str, Any]]:
 
 async def _forward(request: web.Request, gateway: Gateway, call: Call) -> web.StreamResponse:
     call.request_id = aiohttp_request_id(request)
-    limit_headers = await gateway.admit(call)
     headers = _forward_headers(request)
     if call.request_id:  # the upstream's logs can then be matched with ours
         headers[REQUEST_ID_HEADER] = call.request_id
-    try:
-        upstream = await gateway.send(call, request.method, request.query_string, headers)
-        return await relay(request, gateway, call, upstream, limit_headers)
-    finally:
-        gateway.release(call)  # no usage was recorded (upstream error, client gone): nothing stays held
+    return await gateway.forward(call, request.method, request.query_string, headers, partial(relay, request))
 
 
 def _model_route(api_path: str, multipart: bool) -> Handler:

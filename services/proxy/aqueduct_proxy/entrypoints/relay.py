@@ -1,19 +1,19 @@
-"""Relaying an upstream answer to the client: whole, or server-sent events chunk by chunk."""
+"""Relaying an upstream answer to the client: whole, or server-sent events chunk by chunk. Only bytes
+move here; the meter (``application.usage.Meter``) is told which events pass and how the answer ended."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 
 import aiohttp
 import orjson
 from aiohttp import web
 
 from aqueduct_proxy.adapters.upstream import UpstreamResponse
-from aqueduct_proxy.application.gateway import Call, Gateway
+from aqueduct_proxy.application.usage import Meter
 from aqueduct_proxy.domain.errors import UpstreamError
-from aqueduct_proxy.domain.usage import StreamTally, usage_from_body
+from aqueduct_proxy.domain.usage import usage_from_body
 
 __all__ = ["relay"]
 
@@ -45,21 +45,17 @@ def _headers(upstream: UpstreamResponse, extra: dict[str, str]) -> dict[str, str
 
 
 async def relay(
-    request: web.Request,
-    gateway: Gateway,
-    call: Call,
-    upstream: UpstreamResponse,
-    extra: dict[str, str],
+    request: web.Request, upstream: UpstreamResponse, extra: dict[str, str], meter: Meter
 ) -> web.StreamResponse:
     if upstream.content_type == "text/event-stream":
-        return await _relay_stream(request, gateway, call, upstream, extra)
+        return await _relay_stream(request, upstream, extra, meter)
     if upstream.content_type not in _READ_WHOLE and upstream.status < 400:
-        return await _relay_bytes(request, gateway, call, upstream, extra)
+        return await _relay_bytes(request, upstream, extra, meter)
     try:
         body = await upstream.read()
     except _CUT_SHORT as exc:
         upstream.close()
-        gateway.record(call, 502, None, cut_short=True)
+        meter.broke_off()
         raise UpstreamError("The model server broke off its answer.") from exc
     finally:
         upstream.release()
@@ -69,16 +65,12 @@ async def relay(
             usage = usage_from_body(orjson.loads(body))
         except orjson.JSONDecodeError:
             usage = None
-    await gateway.finish(call, upstream.status, usage)
+    await meter.answered(upstream.status, usage)
     return web.Response(body=body, status=upstream.status, headers=_headers(upstream, extra))
 
 
 async def _relay_bytes(
-    request: web.Request,
-    gateway: Gateway,
-    call: Call,
-    upstream: UpstreamResponse,
-    extra: dict[str, str],
+    request: web.Request, upstream: UpstreamResponse, extra: dict[str, str], meter: Meter
 ) -> web.StreamResponse:
     """Audio, images and other binary answers: passed on as they arrive (no usage in them to read)."""
     response = web.StreamResponse(status=upstream.status, headers=_headers(upstream, extra))
@@ -96,7 +88,7 @@ async def _relay_bytes(
             upstream.close()
         else:
             upstream.release()
-        gateway.record(call, upstream.status, None, cut_short=cut_short)
+        meter.passed(upstream.status, cut_short=cut_short)
     return response
 
 
@@ -110,16 +102,10 @@ def _next_event_end(pending: bytes) -> tuple[int, int]:
 
 
 async def _relay_stream(
-    request: web.Request,
-    gateway: Gateway,
-    call: Call,
-    upstream: UpstreamResponse,
-    extra: dict[str, str],
+    request: web.Request, upstream: UpstreamResponse, extra: dict[str, str], meter: Meter
 ) -> web.StreamResponse:
     response = web.StreamResponse(status=upstream.status, headers=_headers(upstream, extra))
     response.headers["Cache-Control"] = "no-cache"
-    tally = StreamTally(call.client_wants_usage)
-    ttft: float | None = None
     cut_short = True
     pending = done = b""
     try:
@@ -131,30 +117,29 @@ async def _relay_stream(
             while end >= 0:
                 event, pending = pending[: end + separator], pending[end + separator :]
                 if event.startswith(b"data: [DONE]"):
-                    done = event  # held back until the usage is accounted (see Gateway.finish)
-                elif tally.observe(event):
+                    done = event  # held back until the usage is accounted (see Meter.stream_ended)
+                elif meter.passes(event):
                     out.append(event)
                 end, separator = _next_event_end(pending)
             if out:
                 await response.write(b"".join(out))
-                if ttft is None:
-                    ttft = time.perf_counter() - call.started
+                meter.first_output()
         cut_short = False
-        await _record_stream(gateway, call, upstream.status, tally, ttft, cut_short=False)
+        await meter.stream_ended(upstream.status, cut_short=False)
         await response.write(done + pending if pending.strip() else done)
         await response.write_eof()
     except ConnectionResetError:
         if cut_short:  # the client went away mid-stream; recorded with what was produced so far
-            await _record_stream(gateway, call, upstream.status, tally, ttft, cut_short=True)
+            await meter.stream_ended(upstream.status, cut_short=True)
     except _CUT_SHORT:
-        await _record_stream(gateway, call, upstream.status, tally, ttft, cut_short=True)
+        await meter.stream_ended(upstream.status, cut_short=True)
         # The upstream broke off: say so in the stream (the SDK raises on an error event), then end it.
         with contextlib.suppress(Exception):
             await response.write(_BROKEN_STREAM)
             await response.write_eof()
     except asyncio.CancelledError:
         if cut_short:
-            await _record_stream(gateway, call, upstream.status, tally, ttft, cut_short=True)
+            await meter.stream_ended(upstream.status, cut_short=True)
         upstream.close()
         raise
     finally:
@@ -163,17 +148,3 @@ async def _relay_stream(
         else:
             upstream.release()
     return response
-
-
-async def _record_stream(
-    gateway: Gateway, call: Call, status: int, tally: StreamTally, ttft: float | None, *, cut_short: bool
-) -> None:
-    if ttft is not None:
-        gateway.metrics.ttft.labels(call.api_path).observe(ttft)
-    usage = tally.usage
-    if usage is not None and not usage.input_tokens:
-        usage.input_tokens = call.input_tokens
-    if cut_short:  # nothing waits for the settlement: the answer is over already
-        gateway.record(call, status, usage, ttft=ttft, cut_short=True, estimated_output=tally.chunks)
-    else:
-        await gateway.finish(call, status, usage, ttft=ttft, estimated_output=tally.chunks)

@@ -19,27 +19,13 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from aqueduct_libs import names
-from aqueduct_libs.bus import ensure_kv, ensure_object_store
+from aqueduct_libs.bus import ensure_kv, ensure_object_store, read_bucket
 from aqueduct_proxy.domain.errors import StoreUnavailableError
 from aqueduct_proxy.files.domain import FileNotFoundInStoreError, QuotaExceededError, StoredFile
 
-__all__ = ["FileStore", "scan_kv"]
+__all__ = ["FileStore"]
 
 _NOT_OPEN = "The files store is not available yet; try again in a few seconds."
-
-
-async def scan_kv(kv: KeyValue, pattern: str, wait: float = 5.0) -> list[KeyValue.Entry]:
-    """Current entries under a key pattern (``owner.>``), read with one ordered watch."""
-    watcher = await kv.watch(pattern, ignore_deletes=True)
-    entries: list[KeyValue.Entry] = []
-    try:
-        while True:
-            entry = await watcher.updates(timeout=wait)
-            if entry is None:  # the initial values are all delivered
-                return entries
-            entries.append(entry)
-    finally:
-        await watcher.stop()
 
 
 class FileStore:
@@ -110,8 +96,10 @@ class FileStore:
         return StoredFile.model_validate_json(entry.value or b"")
 
     async def list(self, owner: str, purpose: str | None = None) -> list[StoredFile]:
-        entries = await scan_kv(self.meta, f"{names.kv_safe(owner)}.>")
-        files = [StoredFile.model_validate_json(e.value or b"") for e in entries]
+        if self._meta is None:  # read through the bus's one KV reader, once the store is open
+            raise StoreUnavailableError(_NOT_OPEN)
+        entries = await read_bucket(self._js, names.FILES_META_BUCKET, f"{names.kv_safe(owner)}.>")
+        files = [StoredFile.model_validate_json(value) for value in entries.values()]
         return [f for f in files if purpose is None or f.purpose == purpose]
 
     async def content(self, owner: str, file_id: str) -> bytes:

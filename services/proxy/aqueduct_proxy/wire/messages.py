@@ -1,7 +1,6 @@
 """``/v1/messages`` and ``/v1/messages/count_tokens``: Anthropic's Messages API on any endpoint.
 
-A request goes through the gateway's one path (``prepare``, ``admit``, ``send``, ``finish``/``record``),
-so authentication, model access, terms, budgets, limits and usage events are those of chat completions.
+A request goes through the gateway's one path (``prepare``, then ``Gateway.forward``), so authentication, model access, terms, budgets, limits and usage events are those of chat completions.
 On an Anthropic endpoint the request and answer pass unchanged (the model id aside); on any other the
 request is translated into chat completions and the answer, whole or streamed, back into Anthropic's.
 """
@@ -11,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import orjson
@@ -18,7 +18,7 @@ from aiohttp import web
 
 from aqueduct_libs.snapshot import TokenGrant
 from aqueduct_proxy.adapters.upstream import UpstreamResponse
-from aqueduct_proxy.application.gateway import Call, Gateway
+from aqueduct_proxy.application.gateway import Call, Gateway, Meter
 from aqueduct_proxy.domain.errors import BadRequestError, UpstreamError
 from aqueduct_proxy.domain.usage import TokenUsage, usage_from_body
 from aqueduct_proxy.wire.anthropic import (
@@ -30,7 +30,7 @@ from aqueduct_proxy.wire.anthropic import (
     sse,
 )
 from aqueduct_proxy.wire.anthropic_usage import AnthropicTally, usage_from_anthropic
-from aqueduct_proxy.wire.relay import CUT_SHORT, Stream, events, read_whole, translated_stream
+from aqueduct_proxy.wire.relay import CUT_SHORT, events, read_whole, translated_stream, write_output
 
 __all__ = ["anthropic_headers", "count_tokens", "messages"]
 
@@ -71,16 +71,18 @@ async def messages(
         raise BadRequestError("max_tokens: a positive integer is required.", param="max_tokens")
     call = _prepare(gateway, grant, payload, _api_path(slug, "messages"), slug)
     call.anthropic_path = "/v1/messages"
-    limit_headers = await gateway.admit(call)
-    upstream = await gateway.send(call, "POST", "", anthropic_headers(request))
+    return await gateway.forward(call, "POST", "", anthropic_headers(request), partial(_relay, request, call))
+
+
+async def _relay(
+    request: web.Request, call: Call, upstream: UpstreamResponse, limit_headers: dict[str, str], meter: Meter
+) -> web.StreamResponse:
     if upstream.content_type == "text/event-stream" and upstream.status < 400:
         if call.native:
-            return await _native_stream(request, gateway, call, upstream, limit_headers)
+            return await _native_stream(request, upstream, limit_headers, meter)
         translator = ChatToMessagesStream(call.model, call.input_tokens)
-        return await translated_stream(
-            request, gateway, call, upstream, limit_headers, translator, _BROKEN_STREAM
-        )
-    return await _whole(gateway, call, upstream, limit_headers)
+        return await translated_stream(request, upstream, limit_headers, meter, translator, _BROKEN_STREAM)
+    return await _whole(call, upstream, limit_headers, meter)
 
 
 async def count_tokens(
@@ -100,10 +102,14 @@ async def count_tokens(
             body=orjson.dumps({"input_tokens": counted}), content_type=_JSON, headers=limit_headers
         )
     call.route = replace(call.route, fallbacks=())  # a chat endpoint cannot count for an Anthropic one
-    limit_headers = await gateway.admit(call)
-    upstream = await gateway.send(call, "POST", "", anthropic_headers(request))
-    body = await read_whole(gateway, call, upstream, TokenUsage())
-    await gateway.finish(call, upstream.status, TokenUsage())
+    return await gateway.forward(call, "POST", "", anthropic_headers(request), _relay_count)
+
+
+async def _relay_count(
+    upstream: UpstreamResponse, limit_headers: dict[str, str], meter: Meter
+) -> web.StreamResponse:
+    body = await read_whole(upstream, meter, TokenUsage())
+    await meter.answered(upstream.status, TokenUsage())
     return web.Response(body=body, status=upstream.status, headers=_headers(upstream, limit_headers))
 
 
@@ -126,10 +132,8 @@ def _headers(upstream: UpstreamResponse, extra: dict[str, str]) -> dict[str, str
     return headers
 
 
-async def _whole(
-    gateway: Gateway, call: Call, upstream: UpstreamResponse, extra: dict[str, str]
-) -> web.Response:
-    body = await read_whole(gateway, call, upstream)
+async def _whole(call: Call, upstream: UpstreamResponse, extra: dict[str, str], meter: Meter) -> web.Response:
+    body = await read_whole(upstream, meter)
     status = upstream.status
     data: Any = None
     if status < 400:
@@ -139,29 +143,29 @@ async def _whole(
             data = None
     if call.native:
         usage = usage_from_anthropic(data.get("usage")) if isinstance(data, dict) else None
-        await gateway.finish(call, status, usage)
+        await meter.answered(status, usage)
         return web.Response(body=body, status=status, headers=_headers(upstream, extra))
     if status >= 400:
-        await gateway.finish(call, status, None)
+        await meter.answered(status, None)
         return web.Response(
             body=chat_error_to_anthropic(status, body), status=status, content_type=_JSON, headers=extra
         )
     if not isinstance(data, dict):
-        await gateway.finish(call, 502, None)
+        await meter.answered(502, None)
         raise UpstreamError("The model server's answer is not a chat completion.")
     usage = usage_from_body(data)
-    await gateway.finish(call, status, usage)
+    await meter.answered(status, usage)
     answer = chat_to_message(data, call.model, usage)
     return web.Response(body=orjson.dumps(answer), content_type=_JSON, headers=extra)
 
 
 async def _native_stream(
-    request: web.Request, gateway: Gateway, call: Call, upstream: UpstreamResponse, extra: dict[str, str]
+    request: web.Request, upstream: UpstreamResponse, extra: dict[str, str], meter: Meter
 ) -> web.StreamResponse:
     """Anthropic's events passed as they come; ``message_stop`` waits until the usage is accounted."""
     response = web.StreamResponse(status=upstream.status, headers=_headers(upstream, extra))
     response.headers["Cache-Control"] = "no-cache"
-    stream, tally = Stream(request, gateway, call, upstream), AnthropicTally()
+    tally = AnthropicTally()
     held = b""
     done = False
     try:
@@ -170,22 +174,22 @@ async def _native_stream(
             if tally.observe(event):
                 held += event
             else:
-                await stream.write(response, event)
+                await write_output(response, meter, event)
         done = True
         # An error event the upstream sent mid-stream (overloaded) reached the client as it came.
-        await stream.record(tally.usage, tally.chunks, cut_short=tally.errored)
+        await meter.translation_ended(upstream.status, tally.usage, tally.chunks, cut_short=tally.errored)
         await response.write(held)
         await response.write_eof()
     except CUT_SHORT as exc:
         if not done:
-            await stream.record(tally.usage, tally.chunks, cut_short=True)
+            await meter.translation_ended(upstream.status, tally.usage, tally.chunks, cut_short=True)
             if not isinstance(exc, ConnectionResetError):
                 with contextlib.suppress(Exception):
                     await response.write(_BROKEN_STREAM)
                     await response.write_eof()
     except asyncio.CancelledError:
         if not done:
-            await stream.record(tally.usage, tally.chunks, cut_short=True)
+            await meter.translation_ended(upstream.status, tally.usage, tally.chunks, cut_short=True)
         upstream.close()
         raise
     finally:

@@ -2,17 +2,19 @@
 
 Whether an endpoint has it is its ``responses`` setting (``true`` by default for provider ``openai``;
 every LiteLLM-served provider is translated). The request goes through the gateway's one path
-(``admit``, ``send``, ``finish``/``record``) like every other route.
+(``Gateway.forward``) like every other route.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from aqueduct_proxy.application.gateway import Call, Gateway
+from aqueduct_proxy.adapters.upstream import UpstreamResponse
+from aqueduct_proxy.application.gateway import Call, Gateway, Meter
 from aqueduct_proxy.domain.errors import BadRequestError, UpstreamError
 from aqueduct_proxy.domain.snapshot import Endpoint
 from aqueduct_proxy.domain.usage import usage_from_body
@@ -39,16 +41,23 @@ async def translated_responses(
     if (problem := responses_problem(payload)) is not None:
         raise BadRequestError(problem[1], param=problem[0])
     call.payload, call.upstream_path = responses_to_chat(payload), "/chat/completions"
-    limit_headers = await gateway.admit(call)
-    upstream = await gateway.send(call, "POST", "", headers)
+    return await gateway.forward(call, "POST", "", headers, partial(_relay, request, call, payload))
+
+
+async def _relay(
+    request: web.Request,
+    call: Call,
+    payload: dict[str, Any],
+    upstream: UpstreamResponse,
+    limit_headers: dict[str, str],
+    meter: Meter,
+) -> web.StreamResponse:
     if upstream.content_type == "text/event-stream" and upstream.status < 400:
         translator = ChatToResponsesStream(call.model, payload)
-        return await translated_stream(
-            request, gateway, call, upstream, limit_headers, translator, _BROKEN_STREAM
-        )
-    body = await read_whole(gateway, call, upstream)
+        return await translated_stream(request, upstream, limit_headers, meter, translator, _BROKEN_STREAM)
+    body = await read_whole(upstream, meter)
     if upstream.status >= 400:  # already OpenAI's error format
-        await gateway.finish(call, upstream.status, None)
+        await meter.answered(upstream.status, None)
         return web.Response(
             body=body, status=upstream.status, content_type="application/json", headers=limit_headers
         )
@@ -57,9 +66,9 @@ async def translated_responses(
     except orjson.JSONDecodeError:
         data = None
     if not isinstance(data, dict):
-        await gateway.finish(call, 502, None)
+        await meter.answered(502, None)
         raise UpstreamError("The model server's answer is not a chat completion.")
     usage = usage_from_body(data)
-    await gateway.finish(call, upstream.status, usage)
+    await meter.answered(upstream.status, usage)
     answer = chat_to_response(data, call.model, payload, usage)
     return web.Response(body=orjson.dumps(answer), content_type="application/json", headers=limit_headers)

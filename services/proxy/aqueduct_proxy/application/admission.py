@@ -1,0 +1,264 @@
+"""Admission: a request's input checks (model, the fields the gateway reads, its token count), then its
+worst case reserved on its budgets and charged to its per-minute limits, which answer with the
+``x-ratelimit-*`` headers or a refusal."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from aqueduct_libs.snapshot import Limits, TokenGrant
+from aqueduct_proxy.adapters.limiter import Admission, Counter, Limiter, LimiterDown, Rejection
+from aqueduct_proxy.adapters.tokenizer import TokenCounter
+from aqueduct_proxy.application.budgeting import Budgeting
+from aqueduct_proxy.application.call import Call, GatewayConfig
+from aqueduct_proxy.domain.access import model_allowed, resolve_model
+from aqueduct_proxy.domain.errors import (
+    BadRequestError,
+    ForbiddenError,
+    LimiterUnavailableError,
+    ModelNotFoundError,
+    RateLimitedError,
+    RequestTooLargeError,
+)
+from aqueduct_proxy.domain.snapshot import Snapshot
+from aqueduct_proxy.metrics import ProxyMetrics
+
+__all__ = ["Gatekeeper"]
+
+_OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+# The fields the gateway itself reads (to count tokens); the upstream validates everything else.
+_REQUIRED_FIELDS: dict[str, tuple[str, tuple[type, ...], str]] = {
+    "/chat/completions": ("messages", (list,), "'messages' must be a non-empty array of message objects."),
+    "/completions": ("prompt", (str, list), "'prompt' must be a string or an array."),
+    "/embeddings": ("input", (str, list), "'input' must be a string or an array."),
+}
+
+
+def _shape_problem(upstream_path: str, payload: dict[str, Any]) -> tuple[str, str] | None:
+    rule = _REQUIRED_FIELDS.get(upstream_path)
+    if rule is None:
+        return None
+    field, kinds, message = rule
+    value = payload.get(field)
+    if not isinstance(value, kinds) or (isinstance(value, list) and not value):
+        return field, message
+    if field == "messages" and isinstance(value, list) and not all(isinstance(m, dict) for m in value):
+        return field, message
+    return None
+
+
+_ERROR_TYPE = {"requests": "requests", "input_tokens": "tokens", "output_tokens": "tokens"}
+_HEADER_DIMENSION = {"requests": "requests", "input_tokens": "tokens", "output_tokens": "output-tokens"}
+
+
+class Gatekeeper:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        snapshot: Snapshot,
+        limiter: Limiter | None,
+        counter: TokenCounter,
+        budgeting: Budgeting,
+        metrics: ProxyMetrics,
+    ) -> None:
+        self.config = config
+        self.snapshot = snapshot
+        self.limiter = limiter
+        self.counter = counter
+        self.budgeting = budgeting
+        self.metrics = metrics
+
+    def prepare(
+        self,
+        grant: TokenGrant,
+        api_path: str,
+        upstream_path: str,
+        *,
+        payload: dict[str, Any] | None = None,
+        form: list[tuple[str, Any]] | None = None,
+        raw: bytes | None = None,
+        slug: str | None = None,
+        model_required: bool = True,
+    ) -> Call:
+        model: Any = None
+        if payload is not None:
+            model = payload.get("model")
+        elif form is not None:
+            model = next((v for k, v in form if k == "model" and isinstance(v, str)), None)
+        if model is None and not model_required and slug is not None:
+            endpoint = self.snapshot.endpoints.get(slug)
+            if endpoint is None:
+                raise ModelNotFoundError(f"The endpoint '{slug}' does not exist.")
+            if grant.allowed_models is not None and not any(
+                m.endpoint == slug and model_allowed(grant, m.name) for m in self.snapshot.models.values()
+            ):
+                raise ForbiddenError(f"This API key may not use any model of the endpoint '{slug}'.")
+            return Call(grant, api_path, upstream_path, endpoint, payload=payload, form=form, raw=raw)
+        if not isinstance(model, str) or not model:
+            raise BadRequestError("You must provide a model parameter.", param="model")
+        if payload is not None and (problem := _shape_problem(upstream_path, payload)):
+            raise BadRequestError(problem[1], param=problem[0])
+        route = resolve_model(grant, self.snapshot, model, slug)
+        call = Call(grant, api_path, upstream_path, route.endpoint, route=route, payload=payload, form=form)
+        if payload is not None:
+            call.stream = payload.get("stream") is True
+            options = payload.get("stream_options")
+            call.client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+            cap = next((payload[k] for k in _OUTPUT_CAPS if isinstance(payload.get(k), int)), 0)
+            call.reserved_output = max(0, cap)
+            if (
+                call.stream
+                or (self.limiter is not None and self._limits_input(call))
+                or self.budgeting.applies(call)
+            ):
+                call.input_tokens = self.counter.count(payload)
+        return call
+
+    # -- limits ----------------------------------------------------------------------------------------
+
+    def _limit_sets(self, call: Call) -> list[tuple[str, Limits]]:
+        sets = [("t", call.grant.limits)]
+        if call.route is not None and call.route.model_limits is not None:
+            sets.append((f"m:{call.route.model}", call.route.model_limits))
+        return sets
+
+    def _limits_input(self, call: Call) -> bool:
+        return any(limits.input_tokens_per_minute is not None for _, limits in self._limit_sets(call))
+
+    def _counters(self, call: Call) -> list[Counter]:
+        # One hash tag per token keeps all of a request's counters in one cluster slot (one Lua script).
+        prefix = f"aq:rl:{{{call.grant.token_id}}}"
+        counters = []
+        for scope, limits in self._limit_sets(call):
+            if limits.requests_per_minute is not None:
+                counters.append(Counter(f"{prefix}:{scope}:rpm", "requests", limits.requests_per_minute, 1))
+            if limits.input_tokens_per_minute is not None:
+                counters.append(
+                    Counter(
+                        f"{prefix}:{scope}:itpm",
+                        "input_tokens",
+                        limits.input_tokens_per_minute,
+                        call.input_tokens,
+                    )
+                )
+            if limits.output_tokens_per_minute is not None:
+                counters.append(
+                    Counter(
+                        f"{prefix}:{scope}:otpm",
+                        "output_tokens",
+                        limits.output_tokens_per_minute,
+                        call.reserved_output,
+                    )
+                )
+        return counters
+
+    async def admit(self, call: Call) -> dict[str, str]:
+        """Reserve the request's worst-case cost on its budgets (or BudgetExhaustedError), then charge
+        its limits: the answer's ``x-ratelimit-*`` headers, or RateLimitedError. Whoever admits a call
+        must end it with ``record``, ``finish``, ``settle`` or ``release`` (``usage.UsageRecorder``)."""
+        # The budget reservation is sent first and travels with the limits' check (one wait for both).
+        reservation = self.budgeting.begin(call)
+        counters = self._counters(call) if self.limiter is not None else []
+        if not counters:
+            if reservation is not None:
+                await self.budgeting.complete(call, reservation)
+            return {}
+        try:
+            admission = await self._charge(counters)
+        except BaseException:
+            if reservation is not None and reservation.sent is not None:
+                with contextlib.suppress(Exception):  # the refusal that counts is the limit's
+                    await self.budgeting.complete(call, reservation)
+                self.budgeting.settle(call, None)  # released: no usage will come
+            raise
+        if reservation is not None:
+            try:
+                await self.budgeting.complete(call, reservation)
+            except BaseException:
+                if admission is not None and self.limiter is not None:
+                    await self.limiter.settle(admission, 0)  # no output will come
+                raise
+        if admission is None:
+            return {}
+        call.admission = admission
+        return _admission_headers(admission)
+
+    async def admit_requests(self, grant: TokenGrant, count: int = 1) -> dict[str, str]:
+        """Charge ``count`` requests to the token's requests-per-minute counter only, all or none: for
+        calls that spend no model tokens (MCP tool calls), on the counter its model requests use."""
+        limit = grant.limits.requests_per_minute
+        if self.limiter is None or limit is None or count < 1:
+            return {}
+        counter = Counter(f"aq:rl:{{{grant.token_id}}}:t:rpm", "requests", limit, count)
+        admission = await self._charge([counter])
+        return {} if admission is None else _admission_headers(admission)
+
+    async def _charge(self, counters: list[Counter]) -> Admission | None:
+        """The admission, None when the limiter is down and limits fail open, or RateLimitedError."""
+        assert self.limiter is not None
+        for counter in counters:
+            if counter.cost > counter.limit:
+                raise RequestTooLargeError(
+                    _too_large_message(counter),
+                    type=_ERROR_TYPE[counter.dimension],
+                    headers={"x-should-retry": "false"},
+                )
+        try:
+            result = await self.limiter.admit(counters)
+        except LimiterDown as exc:
+            self.metrics.limiter_failures.inc()
+            if self.config.fail_open:
+                return None
+            raise LimiterUnavailableError(
+                "Rate limits cannot be checked right now; try again shortly."
+            ) from exc
+        if isinstance(result, Rejection):
+            self.metrics.limit_rejections.labels(result.counter.dimension).inc()
+            raise RateLimitedError(
+                _rejection_message(result),
+                type=_ERROR_TYPE[result.counter.dimension],
+                headers=_rejection_headers(result),
+            )
+        return result
+
+
+def _admission_headers(admission: Admission) -> dict[str, str]:
+    """``x-ratelimit-limit-*`` and ``-remaining-*``: per dimension, the counter with the least left."""
+    headers: dict[str, str] = {}
+    for counter, used in zip(admission.counters, admission.used, strict=True):
+        name = _HEADER_DIMENSION[counter.dimension]
+        remaining = str(max(0, counter.limit - used))
+        previous = headers.get(f"x-ratelimit-remaining-{name}")
+        if previous is None or int(remaining) < int(previous):
+            headers[f"x-ratelimit-limit-{name}"] = str(counter.limit)
+            headers[f"x-ratelimit-remaining-{name}"] = remaining
+    return headers
+
+
+def _rejection_message(rejection: Rejection) -> str:
+    counter = rejection.counter
+    what = {"requests": "requests", "input_tokens": "input tokens", "output_tokens": "output tokens"}
+    return (
+        f"Rate limit reached: {counter.limit} {what[counter.dimension]} per minute "
+        f"(used {rejection.used}). Please try again in {rejection.retry_after}s."
+    )
+
+
+def _too_large_message(counter: Counter) -> str:
+    what = {"requests": "requests", "input_tokens": "input tokens", "output_tokens": "output tokens"}
+    return (
+        f"Request too large: {what[counter.dimension]} per minute: Limit {counter.limit}, "
+        f"Requested {counter.cost}. Send a smaller request (fewer input tokens or a lower max_tokens)."
+    )
+
+
+def _rejection_headers(rejection: Rejection) -> dict[str, str]:
+    counter = rejection.counter
+    name = _HEADER_DIMENSION[counter.dimension]
+    return {
+        "Retry-After": str(rejection.retry_after),
+        f"x-ratelimit-limit-{name}": str(counter.limit),
+        f"x-ratelimit-remaining-{name}": str(max(0, counter.limit - rejection.used)),
+        f"x-ratelimit-reset-{name}": f"{rejection.retry_after}s",
+    }
