@@ -116,6 +116,24 @@ def test_cli_outside_any_product_folder_says_how_to_find_it(tmp_path: Path) -> N
     assert result.returncode == 2 and "aqueduct up" in result.stderr and "--directory-url" in result.stderr
 
 
+@pytest.mark.parametrize("value", ["-1", "0", "0.5", "abc", "nan", "1e3s"])
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_up_refuses_a_bad_ready_timeout_before_starting_anything(
+    tmp_path: Path, how: str, value: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AQUEDUCT_")}
+    data_dir = tmp_path / "data"
+    args = [AQUEDUCT, "up", "--data-dir", str(data_dir)]
+    if how == "option":
+        args += ["--ready-timeout", value]
+    else:
+        env["AQUEDUCT_READY_TIMEOUT"] = value
+    result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "ready-timeout" in result.stderr and "Traceback" not in result.stderr
+    assert not data_dir.exists()  # nothing was started
+
+
 def test_accounts_roles_and_deactivation(admin: Cli, product: Stack, tmp_path: Path) -> None:
     org = admin.json("orgs", "create", "uni", "--sso-group", "uni-staff")
     assert isinstance(org, dict)

@@ -76,8 +76,10 @@ def _connect(dsn: str, engine_options: dict[str, Any], settings: dict[str, Any])
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("a ClickHouse DSN looks like chdb:///folder or http://user:pass@host:8123/db")
         # One HTTP session per client would serialize concurrent queries; statements here are stateless.
+        # The scheme is passed on: clickhouse-connect reads TLS from a DSN's port only (443, 8443), so an
+        # https:// DSN on another port, or none, would otherwise send the password in clear text.
         return clickhouse_connect.get_client(
-            dsn=dsn, settings=settings or None, autogenerate_session_id=False
+            dsn=dsn, interface=parts.scheme, settings=settings or None, autogenerate_session_id=False
         )
     except Exception as exc:
         # The DSN may hold a password: the message names the place and the failure, never the DSN.

@@ -6,6 +6,10 @@ current roles from the directory (``GET /api/me``, with the user's own session),
 per session so that a burst of page loads costs one call (a new sign-in is a new session, read afresh).
 A change made through this UI process forgets what was kept at once; a change made elsewhere (CLI, API,
 another UI process) shows within ``ttl``.
+
+When the directory cannot be asked, the roles it last gave for the session still hold: falling back to the
+sign-in's would hand a demoted Admin their controls back for as long as the directory is away, and auth
+and accounting still act on the sign-in's claims.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from aqueduct_ui.domain.viewer import Roles
 
 __all__ = ["NO_ROLES", "CurrentRoles"]
 
-# Beyond this many sessions seen within ``ttl``, expired entries are dropped.
+# Beyond this many sessions kept, the half read longest ago is dropped.
 _PRUNE_AT = 10_000
 
 
@@ -33,7 +37,8 @@ class CurrentRoles:
         self._kept: dict[str, tuple[float, Roles]] = {}
 
     async def of(self, session_token: str, directory: ServiceApi) -> Roles | None:
-        """The session's user's roles now; None when the directory cannot be asked (the sign-in's apply)."""
+        """The session's user's roles now; when the directory cannot be asked, the last it gave for this
+        session, or None when it never did (the sign-in's apply)."""
         now = self.clock()
         kept = self._kept.get(session_token)
         if kept is not None and kept[0] > now:
@@ -42,7 +47,7 @@ class CurrentRoles:
             me = await directory.get("/api/me")
         except ApiError as exc:
             if exc.status >= 500:
-                return None
+                return None if kept is None else kept[1]  # the last known, however old
             roles = NO_ROLES
         else:
             roles = Roles(
@@ -53,10 +58,13 @@ class CurrentRoles:
                 team_admin=frozenset(me.get("team_admin") or ()),
             )
         if len(self._kept) >= _PRUNE_AT:
-            self._kept = {k: v for k, v in self._kept.items() if v[0] > now}
+            # The half read longest ago is dropped (a live session is read again within ``ttl``).
+            newest = sorted(self._kept.items(), key=lambda item: item[1][0], reverse=True)
+            self._kept = dict(newest[: _PRUNE_AT // 2])
         self._kept[session_token] = (now + self.ttl, roles)
         return roles
 
     def forget(self) -> None:
-        """Roles may have changed (a form was submitted): read them afresh on the next page load."""
-        self._kept.clear()
+        """Roles may have changed (a form was submitted): read them afresh on the next page load (what
+        was read stays the last known, should the directory not answer then)."""
+        self._kept = {k: (float("-inf"), roles) for k, (_, roles) in self._kept.items()}

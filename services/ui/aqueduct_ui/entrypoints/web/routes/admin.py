@@ -292,8 +292,10 @@ async def dead_letters_page(request: Request, viewer: AdminViewer, api: Api, aft
     return render(request, "dead_letters.html", data=page, page_section="admin")
 
 
+# Accounting decides on the session's claims (an Admin's until the access token expires): the UI's check
+# of the viewer's current roles is what refuses a demoted Admin at once.
 @router.post("/dead-letters/redrive")
-async def redrive_all_dead_letters(request: Request, api: Api) -> Response:
+async def redrive_all_dead_letters(request: Request, viewer: AdminViewer, api: Api) -> Response:
     stored, failed = await redrive_all(api)
     if failed:
         reasons = "; ".join(f"{f['id']}: {str(f['reason']).splitlines()[0][:120]}" for f in failed[:3])
@@ -303,7 +305,7 @@ async def redrive_all_dead_letters(request: Request, api: Api) -> Response:
 
 
 @router.post("/dead-letters/{letter_id}/redrive")
-async def redrive_dead_letter(request: Request, api: Api, letter_id: int) -> Response:
+async def redrive_dead_letter(request: Request, viewer: AdminViewer, api: Api, letter_id: int) -> Response:
     try:
         await redrive_one(api, letter_id)
     except ApiError as exc:

@@ -110,6 +110,10 @@ async def reactivate_user(request: Request, api: Api, user_id: str) -> Response:
 
 @router.post("/users/{user_id}/reset-password")
 async def reset_password(request: Request, viewer: CurrentViewer, api: Api, user_id: str) -> Response:
+    # Auth decides on the session's claims (an Admin's until the access token expires): the viewer's
+    # current roles refuse a demoted Admin at once.
+    if not viewer.admin:
+        raise FormError("Only an Admin can reset passwords.")
     page = await load_user_page(api, viewer, user_id)
     if page.local_username is None or api.auth is None:
         raise FormError("This user signs in with single sign-on: there is no password to reset.")
