@@ -48,6 +48,7 @@ from aqueduct_accounting.domain.usage import (
 )
 from aqueduct_accounting.entrypoints.dead_letter_path import DeadLetterPolicy
 from aqueduct_accounting.entrypoints.http import HttpDeps, create_app
+from aqueduct_accounting.entrypoints.server import QuietServer
 from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer, StreamBroker
 from aqueduct_accounting.settings import AccountingSettings, default_migrations_dir
 from aqueduct_libs import names
@@ -431,7 +432,7 @@ async def serve(settings: AccountingSettings, common: CommonSettings) -> None:
         lifespan="on",
     )
     # The app's lifespan starts the consumers and, on SIGTERM / SIGINT, flushes and stops them.
-    await uvicorn.Server(config).serve()
+    await QuietServer(config).serve()
 
 
 def run() -> None:
