@@ -110,7 +110,7 @@ class CurrentRoles:
         roles = entry.roles or UserRoles()  # a directory that publishes no roles grants none
         return claims.model_copy(
             update={
-                "org": entry.org_id,
+                "org": entry.org_id or None,
                 "admin": roles.admin,
                 "org_admin": roles.org_admin,
                 "teams": list(roles.team_ids),
