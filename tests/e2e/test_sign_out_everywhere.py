@@ -193,7 +193,9 @@ async def test_role_changes_reach_auth_and_accounting_at_once(tmp_path: Path) ->
             root = (await auth.post("/auth/token", json={"username": ADMIN, "password": PASSWORD})).json()
             as_root = bearer(root["access_token"])
             eve_account = {"username": "eve", "password": "eve-password-long"}
-            assert (await auth.post("/auth/local-users", json=eve_account, headers=as_root)).status_code == 201
+            assert (
+                await auth.post("/auth/local-users", json=eve_account, headers=as_root)
+            ).status_code == 201
             eve_id = (await _sign_in(auth, "eve", "eve-password-long"))[1]
             promoted = await directory.patch(f"/api/users/{eve_id}", json={"admin": True}, headers=as_root)
             assert promoted.status_code == 200, promoted.text
@@ -205,7 +207,9 @@ async def test_role_changes_reach_auth_and_accounting_at_once(tmp_path: Path) ->
                     "/auth/local-users", json={"username": f"u{time.monotonic_ns()}"}, headers=as_eve
                 )
                 return (
-                    (await accounting.post("/api/sql", json={"query": "SELECT 1"}, headers=as_eve)).status_code,
+                    (
+                        await accounting.post("/api/sql", json={"query": "SELECT 1"}, headers=as_eve)
+                    ).status_code,
                     (await accounting.get("/api/usage/summary?org_id=elsewhere", headers=as_eve)).status_code,
                     made.status_code,
                     (await auth.post("/auth/local-users/eve/reset-password", headers=as_eve)).status_code,
@@ -220,11 +224,15 @@ async def test_role_changes_reach_auth_and_accounting_at_once(tmp_path: Path) ->
             demoted = await directory.patch(f"/api/users/{eve_id}", json={"admin": False}, headers=as_root)
             assert demoted.status_code == 200, demoted.text
             demotion = await reaches((403, 403, 403, 403))
-            assert (await directory.patch(f"/api/users/{eve_id}", json={"admin": True}, headers=as_root)).is_success
+            assert (
+                await directory.patch(f"/api/users/{eve_id}", json={"admin": True}, headers=as_root)
+            ).is_success
             promotion = await reaches((200, 200, 201, 200))
             assert (await directory.delete(f"/api/users/{eve_id}", headers=as_root)).status_code == 204
             deactivation = await reaches((401, 401, 401, 401))
-            print(f"\nroles reached auth and accounting: demotion {demotion:.3f}s, promotion {promotion:.3f}s,")
+            print(
+                f"\nroles reached auth and accounting: demotion {demotion:.3f}s, promotion {promotion:.3f}s,"
+            )
             print(f"deactivation {deactivation:.3f}s")
     finally:
         bus.stop()

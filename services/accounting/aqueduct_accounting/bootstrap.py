@@ -51,9 +51,9 @@ from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer
 from aqueduct_accounting.settings import AccountingSettings, default_migrations_dir
 from aqueduct_libs import names
 from aqueduct_libs.bus import KVWatcher, connect, ensure_topology
+from aqueduct_libs.current_roles import CurrentRoles
 from aqueduct_libs.events import DirectoryEvent
 from aqueduct_libs.ops import configure_logging
-from aqueduct_libs.current_roles import CurrentRoles
 from aqueduct_libs.sessions import SessionVerifier, watch_revoked_sessions
 from aqueduct_libs.settings import CommonSettings
 
@@ -89,9 +89,9 @@ class AccountingService:
         reasons = [] if self.nc.is_connected else ["not connected to NATS"]
         reasons += [f"{c.durable}: not consuming yet" for c in self.consumers if not c.running.is_set()]
         # The watchers' first load included: a signed-out session is refused from the first request.
-        reasons += ["session keys, users or prices not loaded yet" for w in self.watchers if not w.ready.is_set()][
-            :1
-        ]
+        reasons += [
+            "session keys, users or prices not loaded yet" for w in self.watchers if not w.ready.is_set()
+        ][:1]
         return reasons + self.health.problems()
 
     def ready(self) -> bool:

@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 import httpx
-
 import pytest
 from auth_testing import ADMIN_PASSWORD, ADMIN_USERNAME, DirectoryTestResponder, sign_in
 from nats.aio.client import Client as NATS
@@ -282,7 +281,9 @@ async def test_local_account_routes_check_the_roles_the_directory_gives_now(
         admin = (await sign_in(client, ADMIN_USERNAME, ADMIN_PASSWORD)).json()["access_token"]
         as_admin = {"Authorization": f"Bearer {admin}"}
         frank_account = {"username": "frank", "password": "frank-password", "groups": ["staff"]}
-        assert (await client.post("/auth/local-users", json=frank_account, headers=as_admin)).status_code == 201
+        assert (
+            await client.post("/auth/local-users", json=frank_account, headers=as_admin)
+        ).status_code == 201
         frank = (await sign_in(client, "frank", "frank-password")).json()["access_token"]
         as_frank = {"Authorization": f"Bearer {frank}"}
         reset_frank = "/auth/local-users/frank/reset-password"

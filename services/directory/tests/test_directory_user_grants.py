@@ -67,7 +67,9 @@ def test_a_user_grant_carries_the_users_current_roles(world):
     app = world.app
     assert grant(world, world.admin).roles == UserRoles(admin=True)
     assert grant(world, world.org_admin).roles == UserRoles(org_admin=True)
-    assert grant(world, world.team_admin).roles == UserRoles(team_ids=[world.team], team_admin_ids=[world.team])
+    assert grant(world, world.team_admin).roles == UserRoles(
+        team_ids=[world.team], team_admin_ids=[world.team]
+    )
     assert grant(world, world.member).roles == UserRoles(team_ids=[world.team])
 
     app.update_user(SYSTEM, world.admin, admin=False)

@@ -27,8 +27,8 @@ from aqueduct_accounting.domain.budget_status import BudgetLine
 from aqueduct_accounting.domain.readonly_sql import ReadOnlySqlError
 from aqueduct_accounting.domain.scope import ForbiddenError, UsageFilter, Viewer, scope_predicate
 from aqueduct_accounting.entrypoints.http_dead_letters import add_dead_letter_routes
-from aqueduct_libs.ops import add_operational_routes
 from aqueduct_libs.current_roles import CurrentRoles, RolesNotLoadedError
+from aqueduct_libs.ops import add_operational_routes
 from aqueduct_libs.sessions import InvalidSessionError, SessionVerifier
 from aqueduct_libs.tokens import TOKEN_PREFIX
 
