@@ -64,7 +64,7 @@ class CurrentRoles:
     def loaded(self) -> bool:
         return self.watcher is not None and self.watcher.ready.is_set()
 
-    def watch(self, js: JetStreamContext) -> KVWatcher:
+    def follow(self, js: JetStreamContext) -> KVWatcher:
         """The watcher to start (and wait for) with the service's others."""
         self.watcher = KVWatcher(
             js, names.AUTH_SNAPSHOT_BUCKET, self.put, self.delete, keys=f"{names.SNAPSHOT_USER_PREFIX}>"

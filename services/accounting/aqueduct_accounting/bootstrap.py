@@ -337,7 +337,7 @@ async def bootstrap(settings: AccountingSettings, common: CommonSettings) -> Acc
             ),
             watch_jwks(js, verifier),
             watch_revoked_sessions(js, verifier),
-            roles.watch(js),
+            roles.follow(js),
         ],
     )
     ready_check.append(service)

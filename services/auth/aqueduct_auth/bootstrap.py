@@ -121,7 +121,7 @@ async def bootstrap(settings: AuthSettings, common: CommonSettings) -> LifespanS
         revoked_watch = watch_revoked_sessions(js, container.verifier)
         revoked_watch.start()
         # The bearer's current roles for the admin routes (the directory's user entries).
-        roles_watch = container.roles.watch(js)
+        roles_watch = container.roles.follow(js)
         roles_watch.start()
         if settings.bootstrap_admin_username and settings.bootstrap_admin_password.get_secret_value():
             created = await local_accounts.ensure_bootstrap_admin(
