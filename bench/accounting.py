@@ -33,7 +33,7 @@ from aqueduct_accounting.application.reports import Reports, ReportWindow
 from aqueduct_accounting.domain.pricing import PriceBook
 from aqueduct_accounting.domain.scope import UsageFilter, Viewer
 from aqueduct_accounting.domain.usage import usage_rows_from_json
-from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer
+from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer, broker_on
 from aqueduct_accounting.settings import AccountingSettings, default_migrations_dir
 from aqueduct_cli.embedded import EmbeddedNats
 from aqueduct_libs import names
@@ -101,8 +101,7 @@ def _consumer(nc: nats.NATS, js, engine: ClickHouse, durable: str, batch: int) -
         await ingest.ingest_rows([row for rows in messages for row in rows])
 
     return BatchConsumer(
-        nc,
-        js,
+        broker_on(nc),
         stream=names.USAGE_STREAM,
         subject=names.USAGE_SUBJECT,
         durable=durable,

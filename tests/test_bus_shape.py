@@ -21,9 +21,8 @@ CONSUMING_CALLS = frozenset(
 AMBIGUOUS_CALLS = frozenset({"fetch", "watch"})
 CONSUMING_IMPORTS = frozenset({"nats.aio.subscription"})
 THE_ONE_READER = "libs/aqueduct_libs/kvload.py"
-# TEMPORARY: accounting's consumers are being moved to FastStream on another branch; the lead removes
-# this entry when that branch is merged.
-NOT_CONVERTED_YET = frozenset({"services/accounting/aqueduct_accounting/adapters/jetstream_pull.py"})
+# Modules still consuming with nats-py while they are moved to FastStream (none left).
+NOT_CONVERTED_YET: frozenset[str] = frozenset()
 
 
 def _production_modules() -> list[Path]:

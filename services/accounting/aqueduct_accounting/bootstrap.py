@@ -11,6 +11,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from faststream.nats import NatsBroker
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
@@ -47,17 +48,26 @@ from aqueduct_accounting.domain.usage import (
 )
 from aqueduct_accounting.entrypoints.dead_letter_path import DeadLetterPolicy
 from aqueduct_accounting.entrypoints.http import HttpDeps, create_app
-from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer
+from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer, StreamBroker
 from aqueduct_accounting.settings import AccountingSettings, default_migrations_dir
 from aqueduct_libs import names
+from aqueduct_libs.broker import SPEC_URL
 from aqueduct_libs.bus import KVWatcher, connect, ensure_topology
 from aqueduct_libs.current_roles import CurrentRoles
-from aqueduct_libs.events import DirectoryEvent
+from aqueduct_libs.events import DirectoryEvent, UsageRecorded
 from aqueduct_libs.ops import configure_logging
 from aqueduct_libs.sessions import SessionVerifier, watch_revoked_sessions
 from aqueduct_libs.settings import CommonSettings
 
-__all__ = ["AccountingService", "bootstrap", "run", "serve"]
+__all__ = [
+    "AccountingService",
+    "asyncapi_broker",
+    "bootstrap",
+    "directory_consumer",
+    "run",
+    "serve",
+    "usage_consumer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +79,7 @@ class AccountingService:
     """Everything the process runs, started and stopped in order."""
 
     engine: ClickHouse
+    broker: NatsBroker
     nc: NATS
     app: FastAPI
     consumers: list[BatchConsumer[Any]]
@@ -126,7 +137,7 @@ class AccountingService:
         for watcher in self.watchers:
             await watcher.stop()
         with contextlib.suppress(Exception):
-            await self.nc.drain()
+            await self.broker.stop()  # drains the connection
         for close in self.closers:
             close()
         self.closers = []
@@ -147,7 +158,8 @@ async def bootstrap(settings: AccountingSettings, common: CommonSettings) -> Acc
         open_analyst(settings.clickhouse_url, settings.analyst_clickhouse_url, common.data_dir, limits)
     )
 
-    nc = await connect(common.nats_url, "aqueduct-accounting")
+    broker = StreamBroker(lambda: connect(common.nats_url, "aqueduct-accounting"))
+    nc = await broker.connect()
     js = nc.jetstream()
     await ensure_topology(js, common.nats_replicas)
     for replay, stream, durable in (
@@ -228,25 +240,14 @@ async def bootstrap(settings: AccountingSettings, common: CommonSettings) -> Acc
         await clickhouse.execute("INSERT INTO ingest_probe (at) VALUES (now64(3))")
         return True
 
-    common_options: dict[str, Any] = {
-        "flush_interval": settings.flush_interval_seconds,
-        "max_ack_pending": settings.max_ack_pending,
-        "ack_wait": settings.ack_wait_seconds,
-        "on_store_failed": metrics.insert_failures.inc,
-    }
-    usage_consumer: BatchConsumer[UsageMessage] = BatchConsumer(
-        nc,
-        js,
-        stream=names.USAGE_STREAM,
-        subject=names.USAGE_SUBJECT,
-        durable=settings.consumer_name,
-        decode=read_usage,
-        store=store_usage,
-        batch_size=settings.batch_size,
-        batch_bytes=settings.batch_bytes,
+    common_options: dict[str, Any] = {"on_store_failed": metrics.insert_failures.inc}
+    usage = usage_consumer(
+        broker,
+        settings,
+        read_usage,
+        store_usage,
         on_stored=usage_stored,
         on_rejected=metrics.rejected.inc,
-        store_interval=settings.store_interval_seconds,
         dead_letters=DeadLetterPolicy(
             dead_letters,
             max_tries=settings.store_max_tries,
@@ -256,19 +257,15 @@ async def bootstrap(settings: AccountingSettings, common: CommonSettings) -> Acc
         ),
         **common_options,
     )
-    directory_consumer: BatchConsumer[DirectoryEvent] = BatchConsumer(
-        nc,
-        js,
-        stream=names.DIRECTORY_EVENTS_STREAM,
-        subject=f"{names.DIRECTORY_EVENTS_SUBJECT_PREFIX}.>",
-        durable=settings.directory_consumer_name,
-        decode=mirror.read,
-        store=store_directory,
-        batch_size=1000,
+    directory = directory_consumer(
+        broker,
+        settings,
+        mirror.read,
+        store_directory,
         dead_letters=DeadLetterPolicy(dead_letters, max_tries=settings.store_max_tries, healthy=engine_works),
         **common_options,
     )
-    consumers: list[BatchConsumer[Any]] = [usage_consumer, directory_consumer]
+    consumers: list[BatchConsumer[Any]] = [usage, directory]
     health.consumers = consumers
     lag_gauges = {
         settings.consumer_name: metrics.lag,
@@ -310,6 +307,7 @@ async def bootstrap(settings: AccountingSettings, common: CommonSettings) -> Acc
     )
     service = AccountingService(
         engine=engine,
+        broker=broker,
         nc=nc,
         app=app,
         consumers=consumers,
@@ -320,8 +318,8 @@ async def bootstrap(settings: AccountingSettings, common: CommonSettings) -> Acc
         replaying=[
             consumer
             for consumer, replay in (
-                (usage_consumer, repair.replay_usage),
-                (directory_consumer, repair.replay_directory),
+                (usage, repair.replay_usage),
+                (directory, repair.replay_directory),
             )
             if replay
         ],
@@ -352,6 +350,78 @@ async def bootstrap(settings: AccountingSettings, common: CommonSettings) -> Acc
     app.state.deps.on_start = service.start
     app.state.deps.on_stop = stop
     return service
+
+
+def usage_consumer(
+    broker: NatsBroker,
+    settings: AccountingSettings,
+    read: Callable[[bytes], UsageMessage],
+    store: Callable[[list[UsageMessage]], Awaitable[None]],
+    **options: Any,
+) -> BatchConsumer[UsageMessage]:
+    """The usage events' consumer, declared on ``broker``."""
+    return BatchConsumer(
+        broker,
+        stream=names.USAGE_STREAM,
+        subject=names.USAGE_SUBJECT,
+        durable=settings.consumer_name,
+        decode=read,
+        store=store,
+        batch_size=settings.batch_size,
+        batch_bytes=settings.batch_bytes,
+        flush_interval=settings.flush_interval_seconds,
+        store_interval=settings.store_interval_seconds,
+        max_ack_pending=settings.max_ack_pending,
+        ack_wait=settings.ack_wait_seconds,
+        payload=UsageRecorded | list[UsageRecorded],
+        description="The proxies' usage events (a UsageRecorded, or a JSON array of up to 100), counted "
+        "exactly once into ClickHouse in batches; what cannot be stored goes to the dead-letter stream.",
+        **options,
+    )
+
+
+def directory_consumer(
+    broker: NatsBroker,
+    settings: AccountingSettings,
+    read: Callable[[bytes], DirectoryEvent],
+    store: Callable[[list[DirectoryEvent]], Awaitable[None]],
+    **options: Any,
+) -> BatchConsumer[DirectoryEvent]:
+    """The directory's integration events' consumer (names of users, teams, tokens), declared on ``broker``."""
+    return BatchConsumer(
+        broker,
+        stream=names.DIRECTORY_EVENTS_STREAM,
+        subject=f"{names.DIRECTORY_EVENTS_SUBJECT_PREFIX}.>",
+        durable=settings.directory_consumer_name,
+        decode=read,
+        store=store,
+        batch_size=1000,
+        flush_interval=settings.flush_interval_seconds,
+        max_ack_pending=settings.max_ack_pending,
+        ack_wait=settings.ack_wait_seconds,
+        payload=DirectoryEvent,
+        description="The directory's integration events, mirrored into ClickHouse for report names.",
+        **options,
+    )
+
+
+def asyncapi_broker(settings: AccountingSettings | None = None) -> NatsBroker:
+    """A broker with accounting's subscribers declared as ``bootstrap`` declares them, not connected: for
+    FastStream's AsyncAPI document."""
+    settings = settings or AccountingSettings()
+    broker = StreamBroker(
+        lambda: connect(SPEC_URL, "aqueduct-accounting"),
+        servers=[SPEC_URL],
+        specification_url=SPEC_URL,
+        description="aqueduct-accounting: usage counted exactly once, budgets, reports",
+    )
+
+    async def nowhere(_items: list[Any]) -> None:
+        raise RuntimeError("a broker for the AsyncAPI document stores nothing")
+
+    usage_consumer(broker, settings, usage_message_from_json, nowhere)
+    directory_consumer(broker, settings, DirectoryEvent.model_validate_json, nowhere)
+    return broker
 
 
 async def serve(settings: AccountingSettings, common: CommonSettings) -> None:

@@ -21,7 +21,7 @@ from aqueduct_accounting.application.ingest import UsageIngest
 from aqueduct_accounting.domain.pricing import PriceBook
 from aqueduct_accounting.domain.recent_ids import RecentIds
 from aqueduct_accounting.domain.usage import usage_row, usage_rows_from_json
-from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer
+from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer, broker_on
 from aqueduct_accounting.settings import default_migrations_dir
 from aqueduct_cli.embedded import EmbeddedNats
 from aqueduct_libs import names
@@ -153,8 +153,7 @@ async def test_a_steady_stream_is_stored_once_per_interval_and_a_lone_event_at_o
         stores.append((time.monotonic(), sum(len(rows) for rows in items)))
 
     consumer: BatchConsumer[list[dict[str, Any]]] = BatchConsumer(
-        nc,
-        nc.jetstream(),
+        broker_on(nc),
         stream=names.USAGE_STREAM,
         subject=names.USAGE_SUBJECT,
         durable="batching-test",
@@ -194,6 +193,55 @@ async def test_a_steady_stream_is_stored_once_per_interval_and_a_lone_event_at_o
         assert len(stores) <= span + 2, stores
         gaps = [b[0] - a[0] for a, b in itertools.pairwise(stores)]
         assert all(gap >= 0.9 for gap in gaps), gaps
+    finally:
+        await consumer.stop()
+        await nc.close()
+        bus.stop()
+
+
+@pytest.mark.nats
+async def test_a_stop_stores_what_the_pull_holds(tmp_path: Path) -> None:
+    """Events pulled but held for the next store are stored at a stop, not left for the ack wait."""
+    bus = EmbeddedNats(tmp_path / "nats").start()
+    nc = await nats.connect(bus.url)
+    stored: list[int] = []
+
+    async def store(items: list[list[dict[str, Any]]]) -> None:
+        stored.append(sum(len(rows) for rows in items))
+
+    consumer: BatchConsumer[list[dict[str, Any]]] = BatchConsumer(
+        broker_on(nc),
+        stream=names.USAGE_STREAM,
+        subject=names.USAGE_SUBJECT,
+        durable="stop-test",
+        decode=usage_rows_from_json,
+        store=store,
+        batch_size=20_000,
+        flush_interval=1.0,
+        max_ack_pending=50_000,
+        ack_wait=30,
+        store_interval=5.0,
+    )
+    try:
+        js = nc.jetstream()
+        await ensure_topology(js)
+        await consumer.start()
+        await asyncio.wait_for(consumer.running.wait(), 10)
+        await js.publish(names.USAGE_SUBJECT, usage_event(0, event_id="first").model_dump_json().encode())
+        await wait_until(lambda: sum(stored) == 1, within=5, interval=0.02)
+        # The next store is due in 5 s: these wait in the pull.
+        for i in range(20):
+            await js.publish(
+                names.USAGE_SUBJECT, usage_event(i, event_id=f"held-{i}").model_dump_json().encode()
+            )
+        await asyncio.sleep(0.5)
+        assert sum(stored) == 1
+        stopping = time.monotonic()
+        await consumer.stop()
+        assert sum(stored) == 21 and time.monotonic() - stopping < 3
+        await nc.flush()  # the acknowledgements sent
+        info = await js.consumer_info(names.USAGE_STREAM, "stop-test")
+        assert info.num_ack_pending == 0 and info.num_pending == 0
     finally:
         await consumer.stop()
         await nc.close()

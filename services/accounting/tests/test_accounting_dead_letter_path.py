@@ -23,7 +23,7 @@ from aqueduct_accounting.application.ingest_health import IngestHealth
 from aqueduct_accounting.domain.pricing import PriceBook
 from aqueduct_accounting.domain.usage import UsageMessage, usage_message_from_json, usage_message_parts
 from aqueduct_accounting.entrypoints.dead_letter_path import DeadLetterPolicy
-from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer
+from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer, broker_on
 from aqueduct_accounting.settings import default_migrations_dir
 from aqueduct_cli.embedded import EmbeddedNats
 from aqueduct_libs import names
@@ -54,8 +54,7 @@ class Rig:
             return self.engine_up
 
         self.consumer: BatchConsumer[UsageMessage] = BatchConsumer(
-            js._nc,
-            js,
+            broker_on(js._nc),
             stream=names.USAGE_STREAM,
             subject=names.USAGE_SUBJECT,
             durable=durable,

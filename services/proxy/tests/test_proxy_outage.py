@@ -92,7 +92,7 @@ async def _accounted(nc, js, folder, token_id: str, expected: int) -> tuple[int,
     from aqueduct_accounting.application.ingest import UsageIngest
     from aqueduct_accounting.domain.pricing import PriceBook
     from aqueduct_accounting.domain.usage import usage_rows_from_json
-    from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer
+    from aqueduct_accounting.entrypoints.stream_consumer import BatchConsumer, broker_on
     from aqueduct_accounting.settings import default_migrations_dir
     from aqueduct_libs import names
 
@@ -104,8 +104,7 @@ async def _accounted(nc, js, folder, token_id: str, expected: int) -> tuple[int,
         await ingest.ingest_rows([row for rows in messages for row in rows])
 
     consumer = BatchConsumer(
-        nc,
-        js,
+        broker_on(nc),
         stream=names.USAGE_STREAM,
         subject=names.USAGE_SUBJECT,
         durable="outage-test",
