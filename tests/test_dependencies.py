@@ -45,7 +45,8 @@ def _imported(folders: list[Path]) -> set[str]:
     found: set[str] = set()
     for folder in folders:
         for path in folder.rglob("*.py"):
-            if "node_modules" in path.parts:
+            # Installed peers: npm packages, JupyterHub's and the LiteLLM benchmark's environments.
+            if any(part == "node_modules" or part.startswith(".venv") for part in path.parts):
                 continue
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Import):

@@ -7,7 +7,9 @@ Besides one ``TokenGrant`` per API token (key ``token.<hash>``), the directory p
 user (key ``user.<user id>``) with ``token_id = "user:<user id>"`` and ``token_hash = ""``: the user's
 effective limits (user > team > org default), allowed models after exclusions and terms-of-service status,
 for credentials that identify a user rather than an API token (the proxy's JupyterHub bridge). The key is
-deleted when the user is deactivated.
+deleted when the user is deactivated. It also carries the user's current roles (``roles``, a
+``UserRoles``): the auth and accounting services check a session token's holder against them on every
+request (``aqueduct_libs.current_roles``), not against the roles written into the token at sign-in.
 
 Budgets are entries of their own (key ``budget.<scope>.<id>``, one per org, team and user that has one): a
 changed org budget rewrites one key, not every token of the org. The proxy reserves against them at
@@ -30,6 +32,7 @@ __all__ = [
     "QuotaDecision",
     "SnapshotMeta",
     "TokenGrant",
+    "UserRoles",
 ]
 
 
@@ -41,6 +44,17 @@ class Limits(BaseModel):
     requests_per_minute: int | None = None
     input_tokens_per_minute: int | None = None
     output_tokens_per_minute: int | None = None
+
+
+class UserRoles(BaseModel):
+    """A user's roles as the directory holds them now (on ``user.<id>`` entries only)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    admin: bool = False
+    org_admin: bool = False  # of the grant's ``org_id``
+    team_ids: list[str] = Field(default_factory=list)  # teams the user belongs to
+    team_admin_ids: list[str] = Field(default_factory=list)  # teams the user administers
 
 
 class TokenGrant(BaseModel):
@@ -65,6 +79,9 @@ class TokenGrant(BaseModel):
     allowed_mcp_servers: list[str] = Field(default_factory=list)
     tos_accepted: bool = True  # False: the user has not accepted the current terms of service
     tos_url: str | None = None
+    # On ``user.<id>`` entries: the user's current roles. None on token entries, and on the user entries
+    # of a directory older than this field (readers then grant no role).
+    roles: UserRoles | None = None
 
 
 class EndpointRoute(BaseModel):

@@ -1,5 +1,6 @@
 """Signing out ends the session everywhere at once: the directory and accounting refuse its access token
 within about a second, although the token has not expired, while the user's other sessions keep working.
+Role changes and deactivation reach the auth and accounting services as fast, for the same token.
 
 Real services on a real bus: the auth service and the directory in this process, accounting as its own
 process (as the launcher runs it), a fresh NATS.
@@ -17,6 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 
 from aqueduct_auth.bootstrap import bootstrap as bootstrap_auth
@@ -175,3 +177,74 @@ async def test_a_signed_out_token_is_refused_by_every_service_within_a_second(tm
             assert late_other.status_code == 200
     finally:
         bus.stop()
+
+
+async def test_role_changes_reach_auth_and_accounting_at_once(tmp_path: Path) -> None:
+    """An Admin demoted through the directory API loses, with the same session token and no new sign-in,
+    accounting's ad-hoc SQL and other orgs' usage and auth's local-account creation and reset within 2 s;
+    promoted again, they regain them; deactivated, the token is refused."""
+    bus = EmbeddedNats(tmp_path / "nats").start()
+    try:
+        async with (
+            directory_service(bus.url, tmp_path / "directory") as directory,
+            auth_service(bus.url, tmp_path / "auth") as auth,
+            accounting_process(bus.url, tmp_path / "accounting") as accounting,
+        ):
+            root = (await auth.post("/auth/token", json={"username": ADMIN, "password": PASSWORD})).json()
+            as_root = bearer(root["access_token"])
+            eve_account = {"username": "eve", "password": "eve-password-long"}
+            assert (
+                await auth.post("/auth/local-users", json=eve_account, headers=as_root)
+            ).status_code == 201
+            eve_id = (await _sign_in(auth, "eve", "eve-password-long"))[1]
+            promoted = await directory.patch(f"/api/users/{eve_id}", json={"admin": True}, headers=as_root)
+            assert promoted.status_code == 200, promoted.text
+            eve, _ = await _sign_in(auth, "eve", "eve-password-long")  # a session token saying Admin
+            as_eve = bearer(eve)
+
+            async def answers() -> tuple[int, int, int, int]:
+                made = await auth.post(
+                    "/auth/local-users", json={"username": f"u{time.monotonic_ns()}"}, headers=as_eve
+                )
+                return (
+                    (
+                        await accounting.post("/api/sql", json={"query": "SELECT 1"}, headers=as_eve)
+                    ).status_code,
+                    (await accounting.get("/api/usage/summary?org_id=elsewhere", headers=as_eve)).status_code,
+                    made.status_code,
+                    (await auth.post("/auth/local-users/eve/reset-password", headers=as_eve)).status_code,
+                )
+
+            async def reaches(wanted: tuple[int, ...]) -> float:
+                seconds = await until(lambda: _is(answers, wanted), within=2)
+                assert seconds is not None, await answers()
+                return seconds
+
+            assert await answers() == (200, 200, 201, 200)
+            demoted = await directory.patch(f"/api/users/{eve_id}", json={"admin": False}, headers=as_root)
+            assert demoted.status_code == 200, demoted.text
+            demotion = await reaches((403, 403, 403, 403))
+            assert (
+                await directory.patch(f"/api/users/{eve_id}", json={"admin": True}, headers=as_root)
+            ).is_success
+            promotion = await reaches((200, 200, 201, 200))
+            assert (await directory.delete(f"/api/users/{eve_id}", headers=as_root)).status_code == 204
+            deactivation = await reaches((401, 401, 401, 401))
+            print(
+                f"\nroles reached auth and accounting: demotion {demotion:.3f}s, promotion {promotion:.3f}s,"
+            )
+            print(f"deactivation {deactivation:.3f}s")
+    finally:
+        bus.stop()
+
+
+async def _sign_in(auth: httpx.AsyncClient, username: str, password: str) -> tuple[str, str]:
+    """(access token, directory user id)."""
+    answer = await auth.post("/auth/token", json={"username": username, "password": password})
+    assert answer.status_code == 200, answer.text
+    token = answer.json()["access_token"]
+    return token, jwt.decode(token, options={"verify_signature": False})["sub"]
+
+
+async def _is(answers: Callable[[], Awaitable[tuple[int, ...]]], wanted: tuple[int, ...]) -> bool:
+    return await answers() == wanted

@@ -54,6 +54,7 @@ from aqueduct_accounting.settings import AccountingSettings, default_migrations_
 from aqueduct_libs import names
 from aqueduct_libs.broker import SPEC_URL
 from aqueduct_libs.bus import KVWatcher, connect, ensure_topology
+from aqueduct_libs.current_roles import CurrentRoles
 from aqueduct_libs.events import DirectoryEvent, UsageRecorded
 from aqueduct_libs.ops import configure_logging
 from aqueduct_libs.sessions import SessionVerifier, watch_revoked_sessions
@@ -100,9 +101,9 @@ class AccountingService:
         reasons = [] if self.nc.is_connected else ["not connected to NATS"]
         reasons += [f"{c.durable}: not consuming yet" for c in self.consumers if not c.running.is_set()]
         # The watchers' first load included: a signed-out session is refused from the first request.
-        reasons += ["session keys or prices not loaded yet" for w in self.watchers if not w.ready.is_set()][
-            :1
-        ]
+        reasons += [
+            "session keys, users or prices not loaded yet" for w in self.watchers if not w.ready.is_set()
+        ][:1]
         return reasons + self.health.problems()
 
     def ready(self) -> bool:
@@ -291,10 +292,12 @@ async def bootstrap(settings: AccountingSettings, common: CommonSettings) -> Acc
     )
     ready_check: list[AccountingService] = []
     api_tokens = ApiTokenViewers(common.directory_url)
+    roles = CurrentRoles()
     app = create_app(
         HttpDeps(
             reports=Reports(clickhouse, analyst, settings.sql_max_rows),
             verifier=verifier,
+            roles=roles,
             ready=lambda: bool(ready_check) and ready_check[0].ready(),
             registry=metrics.registry,
             api_tokens=api_tokens,
@@ -333,6 +336,7 @@ async def bootstrap(settings: AccountingSettings, common: CommonSettings) -> Acc
             ),
             watch_jwks(js, verifier),
             watch_revoked_sessions(js, verifier),
+            roles.follow(js),
         ],
     )
     ready_check.append(service)

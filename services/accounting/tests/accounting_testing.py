@@ -22,16 +22,22 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from aqueduct_cli.embedded import free_port
 from aqueduct_libs import names
 from aqueduct_libs.events import UsageRecorded
+from aqueduct_libs.snapshot import TokenGrant, UserRoles
 
 __all__ = ["AccountingProcess", "SessionKeys", "publish_usage", "usage_event", "wait_until"]
 
 
 class SessionKeys:
-    """An ES256 key pair standing in for the auth service's: JWKS for the KV bucket, and signed tokens."""
+    """An ES256 key pair standing in for the auth service's: JWKS for the KV bucket, and signed tokens.
+
+    Like the directory's projection, it also publishes each token's user, with the roles the token
+    claims, as the auth snapshot's ``user.<id>`` entry: accounting acts on those, not on the token's."""
 
     def __init__(self, kid: str = "test-key-1") -> None:
         self.kid = kid
         self._private = ec.generate_private_key(ec.SECP256R1())
+        self._js: Any = None
+        self._users: dict[str, bytes] = {}  # key -> entry, written by ``publish`` and ``signed_in``
 
     @property
     def jwks(self) -> dict[str, Any]:
@@ -49,11 +55,54 @@ class SessionKeys:
             "exp": now + 3600,
             **claims,
         }
+        self._users[names.snapshot_user_key(sub)] = self.user_entry(sub, **claims)  # for ``publish``
         return jwt.encode(payload, self._private, algorithm="ES256", headers={"kid": self.kid})
+
+    async def signed_in(self, sub: str, **claims: Any) -> str:
+        """A token, its user published (once the keys are): what signing in gives."""
+        token = self.token(sub, **claims)
+        if self._js is not None:
+            key = names.snapshot_user_key(sub)
+            await self._put(key, self._users[key])
+        return token
+
+    @staticmethod
+    def user_entry(sub: str, **claims: Any) -> bytes:
+        """The ``user.<id>`` entry of an active user with these roles."""
+        grant = TokenGrant(
+            token_id=f"user:{sub}",
+            token_hash="",
+            name=claims.get("name", ""),
+            user_id=sub,
+            org_id=claims.get("org") or "",
+            roles=UserRoles(
+                admin=claims.get("admin", False),
+                org_admin=claims.get("org_admin", False),
+                team_ids=claims.get("teams", []),
+                team_admin_ids=claims.get("team_admin", []),
+            ),
+        )
+        return grant.model_dump_json(exclude_defaults=True).encode()
+
+    async def _put(self, key: str, entry: bytes) -> None:
+        kv = await self._js.key_value(names.AUTH_SNAPSHOT_BUCKET)
+        await kv.put(key, entry)
+
+    async def set_user(self, js: Any, sub: str, **claims: Any) -> None:
+        """The directory changed the user's roles (or, with ``active=False``, deactivated them)."""
+        kv = await js.key_value(names.AUTH_SNAPSHOT_BUCKET)
+        key = names.snapshot_user_key(sub)
+        if claims.pop("active", True):
+            await kv.put(key, self.user_entry(sub, **claims))
+        else:
+            await kv.delete(key)
 
     async def publish(self, js: Any) -> None:
         kv = await js.key_value(names.AUTH_KEYS_BUCKET)
         await kv.put("jwks", json.dumps(self.jwks).encode())
+        self._js = js
+        for key, entry in self._users.items():
+            await self._put(key, entry)
 
 
 def usage_event(i: int, **overrides: Any) -> UsageRecorded:

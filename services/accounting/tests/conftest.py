@@ -55,5 +55,5 @@ def accounting(module_dir: Path, bus: EmbeddedNats, js: JetStreamContext) -> Ite
 
 
 @pytest.fixture(scope="module")
-def admin_token(session_keys: SessionKeys) -> str:
-    return session_keys.token("admin-1", admin=True, name="Admin")
+async def admin_token(session_keys: SessionKeys, js: JetStreamContext) -> str:
+    return await session_keys.signed_in("admin-1", admin=True, name="Admin")

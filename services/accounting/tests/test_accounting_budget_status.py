@@ -68,7 +68,7 @@ async def test_budget_status_for_the_viewer_and_by_scope(
             )
         ],
     )
-    user = session_keys.token("st-user", org="st-org", teams=["st-team"])
+    user = await session_keys.signed_in("st-user", org="st-org", teams=["st-team"])
 
     def spent() -> bool:
         answer = _get(accounting, user).json()["budgets"]
@@ -101,7 +101,7 @@ async def test_budget_status_for_the_viewer_and_by_scope(
     assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
     assert _get(accounting, user, scope="org", id="another-org").status_code == 403
     assert _get(accounting, user, scope="user", id="someone-else").status_code == 403
-    admin = session_keys.token("admin-1", admin=True)
+    admin = await session_keys.signed_in("admin-1", admin=True)
     assert [
         b["scope_id"] for b in _get(accounting, admin, scope="team", id="other-team").json()["budgets"]
     ] == ["other-team"]

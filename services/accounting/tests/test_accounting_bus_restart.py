@@ -28,7 +28,7 @@ async def test_ingest_resumes_after_the_bus_restarts(tmp_path: Path) -> None:
     try:
         keys = SessionKeys()
         await keys.publish(js)
-        admin = keys.token("admin-1", admin=True)
+        admin = await keys.signed_in("admin-1", admin=True)
         service.start()
 
         def rows() -> int:

@@ -97,7 +97,7 @@ async def test_out_of_bounds_events_are_dead_lettered_and_ingest_goes_on(
     assert await wait_until(lambda: accounting.metrics()["aqueduct_accounting_consumer_lag"] == 0, within=15)
 
     # Only Admins see them.
-    member = session_keys.token("user-1", name="Member")
+    member = await session_keys.signed_in("user-1", name="Member")
     assert _get(accounting, member, "/api/dead-letters").status_code == 403
     assert _post(accounting, member, f"/api/dead-letters/{letters[0]['id']}/redrive").status_code == 403
 

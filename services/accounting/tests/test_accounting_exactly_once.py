@@ -40,7 +40,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_pat
         await ensure_topology(js)
         keys = SessionKeys()
         await keys.publish(js)
-        admin = keys.token("admin-1", admin=True)
+        admin = await keys.signed_in("admin-1", admin=True)
         events = [usage_event(i) for i in range(TOTAL)]
         service.start()
 

@@ -134,7 +134,7 @@ async def test_export_carries_names_next_to_ids(
     }
 
     # A user's export names only what they may see: their own row.
-    ada = session_keys.token("u-ada", org="o-1")
+    ada = await session_keys.signed_in("u-ada", org="o-1")
     assert [(r["user"], r["user_name"]) for r in _csv(accounting, ada, group_by="user")] == [
         ("u-ada", "Ada Lovelace")
     ]

@@ -133,7 +133,7 @@ async def test_csv_export(loaded: AccountingProcess, admin_token: str) -> None:
 
 
 async def test_a_user_sees_only_their_own_usage(loaded: AccountingProcess, session_keys: SessionKeys) -> None:
-    token = session_keys.token("user-1", org="org-b", teams=["team-a2"])
+    token = await session_keys.signed_in("user-1", org="org-b", teams=["team-a2"])
 
     body = _get(loaded, token, "/api/usage/summary", group_by="user").json()
     other = _get(loaded, token, "/api/usage/summary", user_id="user-2")
@@ -146,7 +146,7 @@ async def test_a_user_sees_only_their_own_usage(loaded: AccountingProcess, sessi
 async def test_a_team_admin_reads_their_team_but_not_another(
     loaded: AccountingProcess, session_keys: SessionKeys
 ) -> None:
-    token = session_keys.token("user-0", org="org-a", teams=["team-a1"], team_admin=["team-a1"])
+    token = await session_keys.signed_in("user-0", org="org-a", teams=["team-a1"], team_admin=["team-a1"])
 
     own = _get(loaded, token, "/api/usage/summary", team_id="team-a1", group_by="team")
     other = _get(loaded, token, "/api/usage/summary", team_id="team-b1")
@@ -169,7 +169,7 @@ async def test_a_team_admin_reads_their_team_but_not_another(
 async def test_an_org_admin_reads_their_org_only(
     loaded: AccountingProcess, session_keys: SessionKeys
 ) -> None:
-    token = session_keys.token("user-3", org="org-a", org_admin=True)
+    token = await session_keys.signed_in("user-3", org="org-a", org_admin=True)
 
     body = _get(loaded, token, "/api/usage/summary", group_by="org").json()
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
+import httpx
 import pytest
 from accounting_testing import AccountingProcess, SessionKeys, publish_usage, usage_event
 
@@ -62,7 +64,7 @@ async def test_writes_are_refused(accounting: AccountingProcess, admin_token: st
 
 
 async def test_sql_is_for_admins_only(accounting: AccountingProcess, session_keys: SessionKeys) -> None:
-    org_admin = session_keys.token("u-2", org="org-0", org_admin=True)
+    org_admin = await session_keys.signed_in("u-2", org="org-0", org_admin=True)
 
     assert accounting.sql(org_admin, "SELECT 1").status_code == 403
     assert accounting.sql("not-a-jwt", "SELECT 1").status_code == 401
@@ -83,3 +85,38 @@ async def test_answers_are_capped_even_for_endless_queries(
 
     assert answer.status_code == 200
     assert len(answer.json()["rows"]) == 10_000
+
+
+async def test_a_session_acts_with_the_roles_the_directory_gives_now(
+    js, accounting: AccountingProcess, session_keys: SessionKeys
+) -> None:
+    """An Admin demoted (an Org-Admin promoted, a user deactivated) by the directory: the same session
+    token, not renewed, loses (gains) SQL, other orgs' usage and dead letters within 2 s."""
+    admin = await session_keys.signed_in("u-demoted", org="org-0", admin=True)
+    org_admin = await session_keys.signed_in("u-promoted", org="org-0", org_admin=True)
+
+    def answers(token: str) -> tuple[int, int, int]:
+        with httpx.Client(base_url=accounting.url, headers={"Authorization": f"Bearer {token}"}) as client:
+            return (
+                accounting.sql(token, "SELECT 1").status_code,
+                client.get("/api/usage/summary", params={"org_id": "org-1"}).status_code,
+                client.get("/api/dead-letters").status_code,
+            )
+
+    async def until(token: str, wanted: tuple[int, int, int]) -> float:
+        started = time.monotonic()
+        while (seen := await asyncio.to_thread(answers, token)) != wanted:
+            assert time.monotonic() - started < 2.0, seen
+            await asyncio.sleep(0.02)
+        return time.monotonic() - started
+
+    assert answers(admin) == (200, 200, 200)
+    assert answers(org_admin) == (403, 403, 403)
+
+    await session_keys.set_user(js, "u-demoted", org="org-0", org_admin=True)
+    await session_keys.set_user(js, "u-promoted", org="org-0", admin=True)
+    demoted, promoted = await until(admin, (403, 403, 403)), await until(org_admin, (200, 200, 200))
+    print(f"\ndemotion reached accounting in {demoted:.3f}s, promotion in {promoted:.3f}s")
+
+    await session_keys.set_user(js, "u-promoted", active=False)
+    await until(org_admin, (401, 401, 401))

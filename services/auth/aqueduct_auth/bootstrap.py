@@ -120,6 +120,9 @@ async def bootstrap(settings: AuthSettings, common: CommonSettings) -> LifespanS
         # This service's own admin routes refuse ended sessions too, whichever auth process ended them.
         revoked_watch = watch_revoked_sessions(js, container.verifier)
         revoked_watch.start()
+        # The bearer's current roles for the admin routes (the directory's user entries).
+        roles_watch = container.roles.follow(js)
+        roles_watch.start()
         if settings.bootstrap_admin_username and settings.bootstrap_admin_password.get_secret_value():
             created = await local_accounts.ensure_bootstrap_admin(
                 settings.bootstrap_admin_username, settings.bootstrap_admin_password.get_secret_value()
@@ -140,6 +143,7 @@ async def bootstrap(settings: AuthSettings, common: CommonSettings) -> LifespanS
             await revoked.flush()
             await events.flush()
             await revoked_watch.stop()
+            await roles_watch.stop()
             await broker.stop()  # drains the connection
             store.close()
             if hub:

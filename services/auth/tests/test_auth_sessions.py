@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
+import time
+from typing import Any
 
+import httpx
 import pytest
 from auth_testing import ADMIN_PASSWORD, ADMIN_USERNAME, DirectoryTestResponder, sign_in
 from nats.aio.client import Client as NATS
@@ -266,3 +270,52 @@ async def test_an_invited_user_replaces_the_one_time_password_and_an_admin_reset
         assert again.json()["code"] == "password_change_required"
         missing = await client.post("/auth/local-users/nobody/reset-password", headers=as_admin)
         assert missing.status_code == 404
+
+
+async def test_local_account_routes_check_the_roles_the_directory_gives_now(
+    auth_client, directory: DirectoryTestResponder
+) -> None:
+    """The directory demotes, promotes or deactivates a user: their session token, unchanged, is refused
+    or let in by the local-account routes within 2 s (the roles written into it at sign-in are not used)."""
+    async with auth_client() as client:
+        admin = (await sign_in(client, ADMIN_USERNAME, ADMIN_PASSWORD)).json()["access_token"]
+        as_admin = {"Authorization": f"Bearer {admin}"}
+        frank_account = {"username": "frank", "password": "frank-password", "groups": ["staff"]}
+        assert (
+            await client.post("/auth/local-users", json=frank_account, headers=as_admin)
+        ).status_code == 201
+        frank = (await sign_in(client, "frank", "frank-password")).json()["access_token"]
+        as_frank = {"Authorization": f"Bearer {frank}"}
+        reset_frank = "/auth/local-users/frank/reset-password"
+        assert (await client.post(reset_frank, headers=as_frank)).status_code == 403
+        admin_entry = {"user_id": directory.user_id("local:admin"), "org_id": None, "admin": True}
+        frank_entry = {"user_id": directory.user_id("local:frank"), "org_id": "org-staff", "admin": False}
+        plain = {"org_admin": False, "teams": [], "team_admin": []}
+        try:
+            # Demoted: the Admin's session token is refused without signing in again.
+            await directory.publish_user({**admin_entry, **plain, "admin": False})
+            new = {"username": "gina", "password": "gina-password", "groups": ["staff"]}
+            assert await _until_status(client, "/auth/local-users", as_admin, 403, json=new)
+            assert (await client.post(reset_frank, headers=as_admin)).status_code == 403
+            assert (await client.get("/auth/local-users", headers=as_admin)).status_code == 403
+            # Promoted: a plain user's token now may.
+            await directory.publish_user({**frank_entry, **plain, "admin": True})
+            assert await _until_status(client, reset_frank, as_frank, 200)
+            # Deactivated: refused at once, whatever the token and the last roles said.
+            await directory.deactivate("local:frank")
+            assert await _until_status(client, reset_frank, as_frank, 401)
+        finally:
+            await directory.publish_user({**admin_entry, **plain})
+            await directory.publish_user({**frank_entry, **plain})
+
+
+async def _until_status(
+    client: httpx.AsyncClient, path: str, headers: dict[str, str], wanted: int, **body: Any
+) -> bool:
+    """The route answers ``wanted`` within 2 s (the directory's change reaches the service's watcher)."""
+    started = time.monotonic()
+    while time.monotonic() - started < 2.0:
+        if (await client.post(path, headers=headers, **body)).status_code == wanted:
+            return True
+        await asyncio.sleep(0.02)
+    return False

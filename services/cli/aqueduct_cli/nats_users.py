@@ -191,9 +191,10 @@ GRANTS: dict[str, Grant] = {
         updates=TOPOLOGY_STREAMS,
         serves=(DIRECTORY_RPC,),
     ),
-    # Signing keys, ended sessions, sign-in attempts and its events; asks the directory who signed in.
+    # Signing keys, ended sessions, sign-in attempts and its events; asks the directory who signed in, and
+    # reads its users' current roles from the auth snapshot.
     "auth": Grant(
-        reads=(*_EVERYONE_READS, _kv(names.AUTH_ATTEMPTS_BUCKET)),
+        reads=(*_EVERYONE_READS, _kv(names.AUTH_ATTEMPTS_BUCKET), _kv(names.AUTH_SNAPSHOT_BUCKET)),
         publishes=(
             f"$KV.{names.AUTH_KEYS_BUCKET}.>",
             f"$KV.{names.AUTH_REVOKED_BUCKET}.>",

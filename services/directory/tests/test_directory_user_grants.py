@@ -18,7 +18,7 @@ from aqueduct_directory.domain.policy import SYSTEM
 from aqueduct_directory.settings import DirectorySettings
 from aqueduct_libs import names
 from aqueduct_libs.bus import read_bucket
-from aqueduct_libs.snapshot import TokenGrant
+from aqueduct_libs.snapshot import TokenGrant, UserRoles
 
 
 @pytest.fixture
@@ -56,9 +56,34 @@ def test_a_user_grant_has_the_users_effective_limits_models_and_terms(world):
     token_id = app.issue_token(world.p(world.member), "laptop")["token"]["id"]
     token = token_grant(app.state, app.state.tokens[token_id])
     member = grant(world, world.member)
-    assert member.model_dump(exclude={"token_id", "token_hash", "name"}) == token.model_dump(
-        exclude={"token_id", "token_hash", "name"}
+    assert member.model_dump(exclude={"token_id", "token_hash", "name", "roles"}) == token.model_dump(
+        exclude={"token_id", "token_hash", "name", "roles"}
     )
+    assert token.roles is None  # roles are the user's, on their own entry only
+
+
+def test_a_user_grant_carries_the_users_current_roles(world):
+    """What the auth and accounting services check a session token's holder against."""
+    app = world.app
+    assert grant(world, world.admin).roles == UserRoles(admin=True)
+    assert grant(world, world.org_admin).roles == UserRoles(org_admin=True)
+    assert grant(world, world.team_admin).roles == UserRoles(
+        team_ids=[world.team], team_admin_ids=[world.team]
+    )
+    assert grant(world, world.member).roles == UserRoles(team_ids=[world.team])
+
+    app.update_user(SYSTEM, world.admin, admin=False)
+    app.update_user(SYSTEM, world.member, org_admin=True)
+    app.demote_member(SYSTEM, world.team, world.team_admin)
+    app.promote_member(SYSTEM, world.team, world.member)
+    assert grant(world, world.admin).roles == UserRoles()
+    assert grant(world, world.team_admin).roles == UserRoles(team_ids=[world.team])
+    assert grant(world, world.member).roles == UserRoles(
+        org_admin=True, team_ids=[world.team], team_admin_ids=[world.team]
+    )
+    # A plain user's entry still says so (an empty ``roles``), not "no roles published".
+    encoded = compute_snapshot(app.state)[names.snapshot_user_key(world.admin)]
+    assert TokenGrant.model_validate_json(encoded).roles == UserRoles()
 
 
 def test_a_user_outside_teams_and_a_deactivated_user(world):
@@ -110,6 +135,13 @@ async def test_the_snapshot_keeps_user_grants_current(tmp_path):
             return found is not None and found.tos_accepted is False
 
         await wait_until(terms_pending)
+        app.update_user(SYSTEM, world.member, admin=True)  # roles are published with the grant
+
+        async def admin() -> bool:
+            found = await published()
+            return found is not None and found.roles is not None and found.roles.admin
+
+        await wait_until(admin)
         app.deactivate_user(SYSTEM, world.member)
 
         async def deleted() -> bool:

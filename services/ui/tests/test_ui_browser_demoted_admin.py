@@ -1,7 +1,7 @@
 """A demoted Admin in headless Chromium, against the whole product: the UI reads roles from the directory at
-each page load, and auth and accounting still trust the session's claims (an Admin's, until the access
-token expires). So every Admin action the UI carries to auth or accounting is refused by the UI itself,
-within the moment it keeps roles (2 s): a forced POST re-drives no dead letter and resets no password."""
+each page load, and refuses every Admin action it carries to auth or accounting itself, within the moment
+it keeps roles (2 s): a forced POST re-drives no dead letter and resets no password. (Auth and accounting
+check the current roles too, from the directory's snapshot: tests/e2e/test_sign_out_everywhere.py.)"""
 
 from __future__ import annotations
 

@@ -27,6 +27,7 @@ from aqueduct_accounting.domain.budget_status import BudgetLine
 from aqueduct_accounting.domain.readonly_sql import ReadOnlySqlError
 from aqueduct_accounting.domain.scope import ForbiddenError, UsageFilter, Viewer, scope_predicate
 from aqueduct_accounting.entrypoints.http_dead_letters import add_dead_letter_routes
+from aqueduct_libs.current_roles import CurrentRoles, RolesNotLoadedError
 from aqueduct_libs.ops import add_operational_routes
 from aqueduct_libs.sessions import InvalidSessionError, SessionVerifier
 from aqueduct_libs.tokens import TOKEN_PREFIX
@@ -38,6 +39,9 @@ __all__ = ["HttpDeps", "create_app"]
 class HttpDeps:
     reports: Reports
     verifier: SessionVerifier
+    # The current roles and active state of a session token's user (the directory's auth snapshot): a
+    # session acts with those, never with the roles written into the token at sign-in.
+    roles: CurrentRoles
     ready: Callable[[], bool]
     registry: CollectorRegistry | None = None
     # API tokens (aq-...) resolved through the directory; None: session tokens only.
@@ -89,8 +93,11 @@ async def _viewer(request: Request) -> Viewer:
         raise NotAuthenticatedError("session keys are not loaded yet; try again shortly")
     try:
         claims = deps.verifier.verify(credential.strip())
+        claims = await deps.roles.current(claims)
     except InvalidSessionError as exc:
         raise NotAuthenticatedError(f"invalid session token: {exc}") from exc
+    except RolesNotLoadedError as exc:
+        raise NotAuthenticatedError(str(exc)) from exc
     return Viewer.from_claims(claims)
 
 

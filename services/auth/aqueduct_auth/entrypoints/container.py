@@ -13,6 +13,7 @@ from aqueduct_auth.application.local_accounts import LocalAccounts
 from aqueduct_auth.application.ports import KeyPublisher
 from aqueduct_auth.application.sessions import Sessions
 from aqueduct_auth.domain.errors import AuthError
+from aqueduct_libs.current_roles import CurrentRoles, RolesNotLoadedError
 from aqueduct_libs.sessions import InvalidSessionError, SessionClaims, SessionVerifier
 
 if TYPE_CHECKING:
@@ -42,6 +43,9 @@ class Container:
     jupyterhub: JupyterHubBridge | None = None
     # Verifies the bearer of this service's own admin routes, with this service's own keys.
     verifier: SessionVerifier = field(default_factory=SessionVerifier)
+    # The current roles and active state of the bearer (the directory's auth snapshot): a session acts
+    # with those, never with the roles written into its token at sign-in.
+    roles: CurrentRoles = field(default_factory=CurrentRoles)
 
     def __post_init__(self) -> None:
         self.verifier.load_jwks(self.keys.jwks())
@@ -89,14 +93,17 @@ def _trusted(peer: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Ne
 ClientIp = Annotated[str | None, Depends(client_ip)]
 
 
-def _current_user(request: Request, container: ContainerDep) -> SessionClaims:
+async def _current_user(request: Request, container: ContainerDep) -> SessionClaims:
+    """The bearer's claims with the roles the directory gives them now; a deactivated user is refused."""
     scheme, _, credential = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not credential:
         raise NotSignedInError("sign in first: Authorization: Bearer <session token>")
     try:
-        return container.verifier.verify(credential.strip())
+        return await container.roles.current(container.verifier.verify(credential.strip()))
     except InvalidSessionError as exc:
         raise NotSignedInError(f"invalid session token: {exc}") from exc
+    except RolesNotLoadedError as exc:
+        raise NotSignedInError(str(exc)) from exc
 
 
 CurrentUser = Annotated[SessionClaims, Depends(_current_user)]

@@ -5,6 +5,10 @@ page took seconds at the size of a university; the index answers which events ma
 type, kind of object, time, a cursor) and how many, and only the page's events are then read from the store.
 Rows are kept in notification order; timestamps grow with it (the store's order is the order of recording),
 so time bounds and cursors are binary searches.
+
+``record`` runs on the event loop while ``select`` runs in a worker thread: a row's columns and index
+entries are appended first and its ``ids`` entry last, and ``select`` reads ``len(ids)`` once and ignores
+every row at or past it, so it never sees a row half recorded.
 """
 
 from __future__ import annotations
@@ -59,7 +63,6 @@ class AuditIndex:
             sys.intern(cls.__name__),
             sys.intern(cls.__qualname__.split(".")[0]),
         )
-        self.ids.append(notification_id)
         self.times.append(domain_event.timestamp)
         for column, index, value in zip(
             (self.objects, self.actors, self.types, self.kinds),
@@ -69,6 +72,7 @@ class AuditIndex:
         ):
             column.append(value)
             index[value].append(row)
+        self.ids.append(notification_id)  # last: the row is complete (see ``select``)
         self.position = notification_id
 
     def select(self, query: AuditQuery, offset: int, limit: int, newest_first: bool) -> tuple[list[int], int]:
@@ -85,12 +89,16 @@ class AuditIndex:
         ]
         if any(value not in index for index, _, value in wanted):
             return [], 0
+        rows_done = len(self.ids)  # read once: rows from here on may be half recorded (``record``)
         # Walk the shortest list of rows; the other filters are checked on its rows only.
-        base: Sequence[int] = range(len(self.ids))
-        for index, _, value in wanted:
+        base: Sequence[int] = range(rows_done)
+        walked = -1
+        for n, (index, _, value) in enumerate(wanted):
             if len(index[value]) < len(base):
-                base = index[value]
-        checks = [(column, value) for index, column, value in wanted if index[value] is not base]
+                base, walked = index[value], n
+        if walked >= 0:
+            base = base[: bisect_left(base, rows_done)]
+        checks = [(column, value) for n, (_, column, value) in enumerate(wanted) if n != walked]
         lo, hi = 0, len(base)
         if query.since is not None:
             lo = bisect_left(base, query.since, key=self.times.__getitem__)

@@ -12,7 +12,15 @@ from aqueduct_directory.domain.org import Org, Team, User
 from aqueduct_directory.domain.state import DirectoryState
 from aqueduct_directory.domain.token import Token
 from aqueduct_directory.domain.values import budget_nanos, merge_limits, price_nanos_per_token
-from aqueduct_libs.snapshot import BudgetRule, EndpointRoute, Limits, McpServerRoute, ModelRoute, TokenGrant
+from aqueduct_libs.snapshot import (
+    BudgetRule,
+    EndpointRoute,
+    Limits,
+    McpServerRoute,
+    ModelRoute,
+    TokenGrant,
+    UserRoles,
+)
 
 __all__ = [
     "budget_rule",
@@ -75,7 +83,8 @@ def token_grant(state: DirectoryState, token: Token) -> TokenGrant | None:
 
 def user_grant(state: DirectoryState, user: User) -> TokenGrant | None:
     """The snapshot entry ``user.<id>`` of an active user: what a credential naming the user (not an
-    API token, e.g. a JupyterHub token) may do. None once the user is deactivated."""
+    API token, e.g. a JupyterHub token) may do, and the user's current roles (which the auth and
+    accounting services check session tokens against). None once the user is deactivated."""
     org = state.orgs.get(user.org_id)
     if user.deleted or org is None:
         return None
@@ -87,6 +96,12 @@ def user_grant(state: DirectoryState, user: User) -> TokenGrant | None:
         name=user.name,
         user_id=user_id,
         org_id=user.org_id,
+        roles=UserRoles(
+            admin=user.admin,
+            org_admin=user.org_admin,
+            team_ids=[str(t.id) for t in teams],
+            team_admin_ids=[str(t.id) for t in teams if t.is_admin(user_id)],
+        ),
         **_entitlements(state, org, teams[0] if teams else None, user, None),
     )
 
