@@ -257,12 +257,12 @@ def ensure_litellm() -> Path:
     return binary
 
 
-def start_litellm(port: int, upstream_url: str, workdir: Path) -> subprocess.Popen:
+def start_litellm(port: int, upstream_url: str, workdir: Path, model: str = "gpt-test") -> subprocess.Popen:
     binary = ensure_litellm()
     config = workdir / "litellm.yaml"
     config.write_text(
         "model_list:\n"
-        "  - model_name: gpt-test\n"
+        f"  - model_name: {model}\n"
         "    litellm_params:\n"
         "      model: openai/fake-model\n"
         f"      api_base: {upstream_url}\n"
