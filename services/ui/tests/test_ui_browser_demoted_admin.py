@@ -10,7 +10,15 @@ import os
 import httpx
 import pytest
 from playwright.async_api import Browser, expect
-from ui_browser_support import CHROMIUM, PASSWORD, People, Person, eventually, forced_post, sign_in
+from ui_browser_support import (
+    CHROMIUM,
+    People,
+    Person,
+    create_person,
+    eventually,
+    forced_post,
+    sign_in,
+)
 
 pytestmark = [
     pytest.mark.browser,
@@ -25,21 +33,9 @@ async def _person(
     http: httpx.AsyncClient, stack, headers: dict[str, str], people: People, handle: str, **roles
 ) -> Person:
     tag = os.urandom(3).hex()
-    p = Person(f"{handle}-{tag}", PASSWORD, handle.title(), f"{handle}-{tag}@example.org")
-    created = await http.post(
-        f"{stack.urls['directory']}/api/users",
-        json={"email": p.email, "name": p.name, "org_id": people.org_id, **roles},
-        headers=headers,
+    return await create_person(
+        http, stack.urls, headers, people.org_id, f"{handle}-{tag}", handle.title(), **roles
     )
-    created.raise_for_status()
-    p.user_id = created.json()["id"]
-    account = await http.post(
-        f"{stack.urls['auth']}/auth/local-users",
-        json={"username": p.username, "password": p.password, "email": p.email, "name": p.name},
-        headers=headers,
-    )
-    account.raise_for_status()
-    return p
 
 
 async def test_a_demoted_admin_can_no_longer_redrive_or_reset_passwords_through_the_ui(

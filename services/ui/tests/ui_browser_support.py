@@ -82,6 +82,34 @@ async def eventually(probe: Callable[[], Awaitable[T]], within: float = 10.0, in
             await asyncio.sleep(interval)
 
 
+async def create_person(
+    http: httpx.AsyncClient,
+    urls: dict[str, str],
+    headers: dict[str, str],
+    org_id: str,
+    username: str,
+    name: str,
+    **roles: Any,
+) -> Person:
+    """A user of ``org_id`` in the directory (with ``roles``, e.g. ``org_admin=True``) and a local account
+    to sign in with, created by the caller behind ``headers``."""
+    p = Person(username, PASSWORD, name, f"{username}@example.org")
+    created = await http.post(
+        f"{urls['directory']}/api/users",
+        json={"email": p.email, "name": p.name, "org_id": org_id, **roles},
+        headers=headers,
+    )
+    created.raise_for_status()
+    p.user_id = created.json()["id"]
+    account = await http.post(
+        f"{urls['auth']}/auth/local-users",
+        json={"username": p.username, "password": p.password, "email": p.email, "name": p.name},
+        headers=headers,
+    )
+    account.raise_for_status()
+    return p
+
+
 async def provision_people(urls: dict[str, str], admin_username: str, admin_password: str) -> People:
     """Users of each role, created through the public APIs as an Admin would (directory + local accounts)."""
     tag = os.urandom(3).hex()
@@ -100,21 +128,9 @@ async def provision_people(urls: dict[str, str], admin_username: str, admin_pass
         team_id = next(t["id"] for t in teams if t["name"] == "research")
 
         async def person(handle: str, name: str, org_admin: bool = False) -> Person:
-            p = Person(f"{handle}-{tag}", PASSWORD, name, f"{handle}-{tag}@example.org")
-            created = await http.post(
-                f"{urls['directory']}/api/users",
-                json={"email": p.email, "name": p.name, "org_id": org_id, "org_admin": org_admin},
-                headers=admin_headers,
+            return await create_person(
+                http, urls, admin_headers, org_id, f"{handle}-{tag}", name, org_admin=org_admin
             )
-            created.raise_for_status()
-            p.user_id = created.json()["id"]
-            account = await http.post(
-                f"{urls['auth']}/auth/local-users",
-                json={"username": p.username, "password": p.password, "email": p.email, "name": p.name},
-                headers=admin_headers,
-            )
-            account.raise_for_status()
-            return p
 
         org_admin = await person("olga", "Olga Org-Admin", org_admin=True)
         team_admin = await person("tom", "Tom Team-Admin")
