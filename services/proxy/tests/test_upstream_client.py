@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gc
 import ipaddress
 import socket
 import ssl
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -118,6 +120,30 @@ async def test_json_call_reuses_one_connection(client: Http1Client, upstream) ->
         assert body["choices"][0]["message"]["content"] == "tok0 tok1 tok2 tok3 tok4"
         response.release()
     assert client.open_connections == 1
+
+
+async def test_answers_are_freed_by_reference_counting(client: Http1Client, upstream) -> None:
+    """No answer is left in a reference cycle: the cyclic garbage collector, which every few dozen such
+    answers would run (its pause landing on a request), has nothing of it to collect."""
+    stream = orjson.dumps({"model": "m", "stream": True, "max_tokens": 3, "messages": []})
+    gc.collect()
+    gc.disable()
+    try:
+        for body, ending in ((CHAT, "release"), (stream, "release"), (stream, "close")):
+            response = await client.request(
+                "POST", upstream.url + "/chat/completions", headers=JSON, data=body
+            )
+            if ending == "release":
+                await response.read()
+                response.release()
+            else:
+                await response.content.readany()
+                response.close()  # mid-answer
+            gone = weakref.ref(response)
+            del response
+            assert gone() is None, ending
+    finally:
+        gc.enable()
 
 
 async def test_stream_yields_each_event_as_it_arrives(client: Http1Client, upstream) -> None:
