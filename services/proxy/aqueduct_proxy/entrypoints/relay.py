@@ -92,38 +92,63 @@ async def _relay_bytes(
     return response
 
 
-def _next_event_end(pending: bytes) -> tuple[int, int]:
-    """End of the first complete server-sent event in ``pending`` and its separator's length."""
-    end = pending.find(b"\n\n")
+def _next_event_end(pending: bytes, start: int) -> tuple[int, int]:
+    """End of the first complete server-sent event in ``pending`` from ``start``, and its separator's
+    length."""
+    end = pending.find(b"\n\n", start)
     if end >= 0:
         return end, 2
-    end = pending.find(b"\r\n\r\n")
+    end = pending.find(b"\r\n\r\n", start)
     return end, 4
+
+
+class _EventStream(web.StreamResponse):
+    """An event stream whose head leaves with its first event: one write, and one wake-up of the client
+    instead of two, before the first chunk. aiohttp's own ``web.Response`` holds its head back this way
+    (its version is pinned); the relay sends the head alone when the first event is not there yet."""
+
+    _send_headers_immediately = False
+
+
+def _arrived(upstream: UpstreamResponse) -> bool:
+    """Whether body bytes of the upstream's answer are here already (the lean client's answers tell)."""
+    return bool(getattr(upstream.content, "buffered", 0))
 
 
 async def _relay_stream(
     request: web.Request, upstream: UpstreamResponse, extra: dict[str, str], meter: Meter
 ) -> web.StreamResponse:
-    response = web.StreamResponse(status=upstream.status, headers=_headers(upstream, extra))
+    response = _EventStream(status=upstream.status, headers=_headers(upstream, extra))
     response.headers["Cache-Control"] = "no-cache"
     cut_short = True
     pending = done = b""
     try:
         await response.prepare(request)
+        held = _arrived(upstream)
+        if not held:  # the model is still thinking: the client learns at once that the stream began
+            await response.write(b"")
         async for data in upstream.content.iter_any():
             pending += data
             out = []
-            end, separator = _next_event_end(pending)
+            start = 0
+            end, separator = _next_event_end(pending, start)
             while end >= 0:
-                event, pending = pending[: end + separator], pending[end + separator :]
+                event, start = pending[start : end + separator], end + separator
                 if event.startswith(b"data: [DONE]"):
                     done = event  # held back until the usage is accounted (see Meter.stream_ended)
                 elif meter.passes(event):
-                    out.append(event)
-                end, separator = _next_event_end(pending)
+                    if meter.ttft is None:  # the first output leaves at once, the rest of a read after it
+                        await response.write(event)
+                        meter.first_output()
+                    else:
+                        out.append(event)
+                end, separator = _next_event_end(pending, start)
+            pending = pending[start:]
             if out:
                 await response.write(b"".join(out))
-                meter.first_output()
+            elif held and meter.ttft is None:  # no whole event came with the head: the head goes alone
+                await response.write(b"")
+            held = False
         cut_short = False
         await meter.stream_ended(upstream.status, cut_short=False)
         await response.write(done + pending if pending.strip() else done)
