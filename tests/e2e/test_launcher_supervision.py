@@ -182,3 +182,19 @@ def _service_pid(stack: Stack, module: str) -> int:
         if module.encode() in argv and marker in environ:
             return int(entry.name)
     raise LookupError(f"no {module} process for {stack.data_dir}")
+
+
+def test_background_services_run_at_a_lower_cpu_priority(supervised: Stack) -> None:
+    """Accounting and the batch worker (every thread of them) at the launcher's priority + 10; the data
+    plane (the proxy) and the control plane at the launcher's own (``AQUEDUCT_BACKGROUND_NICE``)."""
+    assert supervised.process is not None
+    base = os.getpriority(os.PRIO_PROCESS, supervised.process.pid)
+
+    def nices(module: str) -> set[int]:
+        pid = _service_pid(supervised, module)
+        return {os.getpriority(os.PRIO_PROCESS, int(t.name)) for t in Path(f"/proc/{pid}/task").iterdir()}
+
+    assert nices("aqueduct_accounting") == {min(19, base + 10)}
+    assert nices("aqueduct_proxy.batches") == {min(19, base + 10)}
+    for module in ("aqueduct_proxy", "aqueduct_directory", "aqueduct_auth"):
+        assert nices(module) == {base}, module

@@ -113,7 +113,11 @@ def up(
     if config is None and Path("aqueduct.yaml").exists():
         config = Path("aqueduct.yaml")
     options = LaunchOptions(data_dir=data_dir, config_file=config, host=host, ready_timeout=ready_timeout)
-    launcher = Launcher(options)
+    try:
+        launcher = Launcher(options)
+    except ValueError as exc:  # a setting out of range: nothing started
+        print(f"aqueduct: {exc}", file=sys.stderr, flush=True)
+        raise typer.Exit(2) from exc
     signal.signal(signal.SIGTERM, launcher.request_stop)
     signal.signal(signal.SIGINT, launcher.request_stop)
     try:

@@ -10,6 +10,8 @@ Rows are inserted as JSONEachRow through clickhouse-connect's ``raw_insert``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,6 +92,18 @@ def _connect(dsn: str, engine_options: dict[str, Any], settings: dict[str, Any])
         raise ClickHouseError(f"cannot use ClickHouse at {parts.scheme}://{where}: {reason}") from exc
 
 
+def _no_thread_above_the_process() -> None:
+    """chDB runs its memory worker threads at the highest CPU priority (nice -20) where it may (as root).
+    In-process, in a service the launcher starts at a lower priority (``AQUEDUCT_BACKGROUND_NICE``), they
+    would preempt the proxy on its core every time they wake: they get the process's own priority."""
+    own = os.getpriority(os.PRIO_PROCESS, os.getpid())
+    with contextlib.suppress(OSError):  # no /proc (not Linux): nothing to do
+        for task in Path("/proc/self/task").iterdir():
+            with contextlib.suppress(OSError, ValueError):  # a thread that ended meanwhile
+                if os.getpriority(os.PRIO_PROCESS, int(task.name)) < own:
+                    os.setpriority(os.PRIO_PROCESS, int(task.name), own)
+
+
 class ClickHouse:
     """One clickhouse-connect client per thread that uses the adapter (a client runs one statement at a
     time; chDB's clients to one folder share its engine and run in parallel). Methods block; callers run
@@ -114,6 +128,8 @@ class ClickHouse:
         self._closed = False
         # Connects now: a folder another process holds, or a server out of reach, fails here, at start.
         self.database: str = self._client().database or "default"
+        if dsn.startswith("chdb:"):
+            _no_thread_above_the_process()
 
     def _client(self) -> Any:
         client = getattr(self._local, "client", None)
