@@ -37,6 +37,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -300,22 +301,63 @@ def load(
 
 
 def measure_system(
-    name: str, url: str, key: str, args: argparse.Namespace, root: int | None = None
+    name: str,
+    url: str,
+    key: str,
+    args: argparse.Namespace,
+    root: int | None = None,
+    *,
+    concurrency_one: bool = True,
 ) -> dict[str, object]:
-    """c=1 and c=32 plain, then streamed at c=1 (first chunk) and c=32 (chunks per second)."""
+    """c=1 and c=32 plain, then streamed at c=1 (first chunk) and c=32 (chunks per second). Without
+    ``concurrency_one`` the c=1 rows are left to ``measure_alternating``."""
     print(f"measuring {name} ...", file=sys.stderr)
     use_wrk = not args.no_wrk
     row: dict[str, object] = {"name": name}
-    row["c1"] = load(url, key, 1, args.seconds, args.load_cores, use_wrk=use_wrk)
+    if concurrency_one:
+        row["c1"] = load(url, key, 1, args.c1_seconds, args.load_cores, use_wrk=use_wrk)
     before = cpu_by_part(root) if root else {}
     row["c32"] = many = load(url, key, 32, args.seconds, args.load_cores, use_wrk=use_wrk)
     if root:
         after = cpu_by_part(root)
         requests = max(int(many["requests"]), 1)
         row["cpu_us"] = {k: (after[k] - before[k]) / requests * 1e6 for k in COLUMNS}
-    row["s1"] = load(url, key, 1, args.seconds, args.load_cores, stream=True)
+    if concurrency_one:
+        row["s1"] = load(url, key, 1, args.c1_seconds, args.load_cores, stream=True)
     row["s32"] = load(url, key, 32, args.seconds, args.load_cores, stream=True)
     return row
+
+
+def _median_of(results: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure the median of the rounds; the requests summed (the samples behind the percentiles)."""
+    merged = dict(results[0])
+    for name, value in results[0].items():
+        if isinstance(value, int | float) and name != "requests":
+            merged[name] = statistics.median(float(r[name]) for r in results)
+    merged["requests"] = sum(int(r["requests"]) for r in results)
+    return merged
+
+
+def measure_alternating(targets: list[tuple[dict[str, object], str, str]], args: argparse.Namespace) -> None:
+    """The concurrency-1 figures (latency percentiles, first streamed chunk) of the rows in ``targets``
+    (row, URL, key), measured in turn, ``args.rounds`` times, ``args.c1_seconds`` in all per figure:
+    other load on the machine then weighs on each row alike, and the ratios between rows compare like
+    with like."""
+    use_wrk = not args.no_wrk
+    runs: dict[int, dict[str, list[dict[str, float]]]] = {
+        id(row): {"c1": [], "s1": []} for row, _, _ in targets
+    }
+    seconds = args.c1_seconds / args.rounds
+    for round_ in range(args.rounds):
+        print(f"concurrency 1, round {round_ + 1} of {args.rounds} ...", file=sys.stderr)
+        for kind in ("c1", "s1"):
+            for row, url, key in targets:
+                runs[id(row)][kind].append(
+                    load(url, key, 1, seconds, args.load_cores, stream=kind == "s1", use_wrk=use_wrk)
+                )
+    for row, _, _ in targets:
+        row["c1"] = _median_of(runs[id(row)]["c1"])
+        row["s1"] = _median_of(runs[id(row)]["s1"])
 
 
 def config_text(upstream_url: str) -> str:
@@ -379,8 +421,8 @@ def product_nats(stack) -> tuple[str, str]:  # type: ignore[no-untyped-def]
     return url("proxy"), url("accounting")
 
 
-def wait_drained(info_url: str, timeout: float = 120.0) -> float:
-    """Until the accounting consumer has nothing pending or unacknowledged; returns the seconds waited."""
+def backlog(info_url: str) -> int:
+    """Usage events the accounting consumer has not stored yet (pending or unacknowledged)."""
     import nats
 
     from aqueduct_libs.bus import inbox_prefix_of
@@ -393,22 +435,28 @@ def wait_drained(info_url: str, timeout: float = 120.0) -> float:
         finally:
             await nc.close()
 
+    return asyncio.run(pending())
+
+
+def wait_drained(info_url: str, timeout: float = 120.0) -> float:
+    """Until the accounting consumer has nothing pending or unacknowledged; returns the seconds waited."""
     started = time.monotonic()
-    while asyncio.run(pending()) > 0 and time.monotonic() - started < timeout:
+    while backlog(info_url) > 0 and time.monotonic() - started < timeout:
         time.sleep(0.2)
     return time.monotonic() - started
 
 
 def systems_table(rows: list[dict[str, object]]) -> str:
     lines = [
-        "| system | req/s @32 | p50 / p99 / p99.9 @1 (ms) | p50 / p99 / p99.9 @32 (ms) | streamed: first chunk "
-        "p50 / p99 @1 (ms) | streamed: chunks/s @32 |",
+        "| system | req/s @32 | p50 / p99 / p99.9 @1 (ms) (requests) | p50 / p99 / p99.9 @32 (ms) | streamed: "
+        "first chunk p50 / p99 @1 (ms) | streamed: chunks/s @32 |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         c1, c32, s1, s32 = (row[k] for k in ("c1", "c32", "s1", "s32"))
         lines.append(
-            f"| {row['name']} | {c32['rps']:,.0f} | {c1['p50']:.2f} / {c1['p99']:.2f} / {c1['p999']:.2f} | "  # type: ignore[index]
+            f"| {row['name']} | {c32['rps']:,.0f} | {c1['p50']:.2f} / {c1['p99']:.2f} / {c1['p999']:.2f} "  # type: ignore[index]
+            f"({c1['requests']:,}) | "  # type: ignore[index]
             f"{c32['p50']:.2f} / {c32['p99']:.2f} / {c32['p999']:.2f} | "  # type: ignore[index]
             f"{s1['ttft_p50']:.2f} / {s1['ttft_p99']:.2f} | {s32['chunks_per_s']:,.0f} |"  # type: ignore[index]
         )
@@ -453,6 +501,17 @@ def targets_table(rows: dict[str, dict[str, object]], rates: list[tuple[str, dic
     c1 = product["c1"]
     ratio = c1["p99"] / c1["p50"]  # type: ignore[index]
     checks.append(("p99 / p50 @1, product", f"{ratio:.1f} (<= 5)", ratio <= 5))
+    ratio = c1["p999"] / c1["p50"]  # type: ignore[index]
+    checks.append(("p99.9 / p50 @1, product (no target; for the tail)", f"{ratio:.1f}", True))
+    if "backlog" in product:
+        keeps_up = float(product["drained_after"]) < 60  # type: ignore[arg-type]
+        checks.append(
+            (
+                "accounting keeps up @32: backlog right after the load, stored all within",
+                f"{product['backlog']:,} events, {product['drained_after']:.1f} s (< 60 s)",
+                keeps_up,
+            )
+        )
     ratio = product["s1"]["ttft_p50"] / direct["s1"]["ttft_p50"]  # type: ignore[index]
     checks.append(("streamed first chunk p50, product / direct", f"{ratio:.2f} (<= 2.5)", ratio <= 2.5))
     ratio = product["s32"]["chunks_per_s"] / direct["s32"]["chunks_per_s"]  # type: ignore[index]
@@ -476,8 +535,9 @@ def run_everything(args: argparse.Namespace) -> None:
         try:
             upstream, upstream_url = start_upstream(args.load_cores)
             processes.append(upstream)
+            direct_url = f"{upstream_url}/chat/completions"
             rows["direct"] = measure_system(
-                "test upstream, direct", f"{upstream_url}/chat/completions", "x", args
+                "test upstream, direct", direct_url, "x", args, concurrency_one=False
             )
 
             print("starting the product (aqueduct up) ...", file=sys.stderr)
@@ -485,8 +545,15 @@ def run_everything(args: argparse.Namespace) -> None:
             stack, token = start_product(work / "product", upstream_url, args.product_cores)
             root = stack.process.pid
             url = f"{stack.urls['proxy']}/v1/chat/completions"
-            rows["product"] = measure_system("Aqueduct, whole product (aqueduct up)", url, token, args, root)
             publish_url, info_url = product_nats(stack)
+            rows["product"] = product = measure_system(
+                "Aqueduct, whole product (aqueduct up)", url, token, args, root, concurrency_one=False
+            )
+            # Accounting keeps up under full load: what is left right after it (the streamed c=32 run
+            # ended last), and how long until all of it is stored.
+            product["backlog"] = backlog(info_url)
+            product["drained_after"] = wait_drained(info_url)
+            measure_alternating([(rows["direct"], direct_url, "x"), (product, url, token)], args)
             wait_drained(info_url)
 
             accounting = find_pid(root, "accounting")
@@ -550,7 +617,9 @@ def run_everything(args: argparse.Namespace) -> None:
     print(
         f"{machine_line()}. The product (everything aqueduct up starts) and the LiteLLM proxy pinned to "
         f"core(s) {args.product_cores or 'any'}; the load generator ({load_tool}; streamed requests: Python) "
-        f"and the test upstream to core(s) {args.load_cores or 'any'}. {args.seconds:g} s per measurement."
+        f"and the test upstream to core(s) {args.load_cores or 'any'}. {args.seconds:g} s per c=32 measurement; "
+        f"c=1 figures {args.c1_seconds:g} s each, the direct upstream's and the product's in {args.rounds} "
+        "alternating rounds (each figure the median of its rounds) while the product runs."
     )
     print()
     print(systems_table(order))
@@ -571,7 +640,16 @@ def main() -> None:
     parser.add_argument(
         "--load-cores", default=",".join(str(c) for c in sorted(cores) if c != 0) if len(cores) > 1 else ""
     )
-    parser.add_argument("--seconds", type=float, default=8.0, help="duration of each load measurement")
+    parser.add_argument("--seconds", type=float, default=8.0, help="duration of each c=32 measurement")
+    parser.add_argument(
+        "--c1-seconds",
+        type=float,
+        default=24.0,
+        help="duration of each concurrency-1 figure (about 50,000 requests at 0.45 ms: p99.9 from 50)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds the direct and product c=1 figures alternate in"
+    )
     parser.add_argument("--rate-seconds", type=float, default=10.0, help="measured window of each rate")
     parser.add_argument(
         "--rates", type=lambda s: [float(x) for x in s.split(",")], default=[100.0, 500.0, 2000.0]
