@@ -40,9 +40,6 @@ RAW_PUBLISH_ALLOWED = {
     "accounting's FastStream pull subscriber (several outstanding at once: part of consuming, not data)",
     "services/directory/aqueduct_directory/adapters/projection.py": "puts to the auth snapshot KV bucket, "
     "pipelined (a KV store, which FastStream does not wrap, as kv.put and kv.delete beside them)",
-    # Still publishing data with nats-py, to move to aqueduct_libs.publishers (the test below fails once
-    # one no longer does, so the list only shrinks):
-    "services/proxy/aqueduct_proxy/batches/store.py": "not converted yet (the lines of a new batch)",
 }
 
 

@@ -29,7 +29,7 @@ from aqueduct_proxy.adapters.upstream import Cooldown, EgressProxies, UpstreamCl
 from aqueduct_proxy.application.gateway import Gateway, GatewayConfig
 from aqueduct_proxy.batches.health import health_app
 from aqueduct_proxy.batches.settings import BatchWorkerSettings
-from aqueduct_proxy.batches.store import BatchStore
+from aqueduct_proxy.batches.store import BatchStore, batch_lines_publisher
 from aqueduct_proxy.batches.worker import BatchWorker
 from aqueduct_proxy.bootstrap import budgeting
 from aqueduct_proxy.domain.snapshot import Snapshot
@@ -95,7 +95,10 @@ async def bootstrap(settings: BatchWorkerSettings, *, consume: bool = True) -> W
     await ensure_topology(js, common.nats_replicas)
     replicas = common.nats_replicas
     store = BatchStore(
-        js, replicas=batch.replicas or replicas, results_max_age_days=batch.results_max_age_days
+        js,
+        lines=batch_lines_publisher(broker),
+        replicas=batch.replicas or replicas,
+        results_max_age_days=batch.results_max_age_days,
     )
     await store.start()
     files = FileStore(

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from faststream.nats import JStream, NatsBroker
+from faststream.nats import NatsBroker
 
-from aqueduct_libs import names
 from aqueduct_libs.broker import new_broker
 from aqueduct_libs.publishers import usage_publisher
 from aqueduct_libs.snapshot_push import snapshot_pushes
-from aqueduct_proxy.batches.domain import BatchLine
+from aqueduct_proxy.batches.store import batch_lines_publisher
 from aqueduct_proxy.batches.worker import BatchWorker, subscribe_lines
 
 __all__ = ["batch_worker_broker", "proxy_broker"]
@@ -23,13 +22,7 @@ def proxy_broker() -> NatsBroker:
     broker = new_broker(None, "aqueduct-proxy", description="aqueduct-proxy: the OpenAI-compatible gateway")
     snapshot_pushes(broker, _ignore, _ignore)
     usage_publisher(broker)  # UsagePublisher, one per proxy process
-    broker.publisher(
-        f"{names.BATCH_LINES_SUBJECT_PREFIX}.*",
-        stream=JStream(names.BATCH_LINES_STREAM, declare=False),
-        schema=BatchLine,
-        title="batch.lines.<batch id>",
-        description="One queued line of a batch (BatchStore), for the batch workers.",
-    )
+    batch_lines_publisher(broker)  # BatchStore.enqueue
     return broker
 
 
