@@ -30,7 +30,7 @@ THE_ONE_READER = "libs/aqueduct_libs/kvload.py"
 NOT_CONVERTED_YET: frozenset[str] = frozenset()
 
 PUBLISHING_CALLS = frozenset({"publish", "publish_async", "request"})
-# What a FastStream object is called where it publishes: a broker, a publisher (``*_publisher``, ``_usage``).
+# What a FastStream object is called where it publishes: a broker, a publisher (``*_publisher``).
 FASTSTREAM_RECEIVERS = ("broker", "publisher")
 # What a nats-py connection or JetStream context is called: published with in any module.
 NATS_PY_RECEIVERS = frozenset({"nc", "_nc", "js", "_js", "connection", "jetstream"})
@@ -91,7 +91,7 @@ def _raw_publishes(path: Path) -> list[str]:
         ):
             continue
         name = _receiver_name(node.func.value)
-        faststream = any(word in name.lower() for word in FASTSTREAM_RECEIVERS) or name == "_usage"
+        faststream = any(word in name.lower() for word in FASTSTREAM_RECEIVERS)
         if name in NATS_PY_RECEIVERS or (nats_py and not faststream):
             found.append(f"{node.lineno}: {name}.{node.func.attr}(...)")
     return found

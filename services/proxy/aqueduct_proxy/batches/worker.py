@@ -84,7 +84,7 @@ class BatchWorker:
         users: UserGrants | None = None,
     ) -> None:
         self.broker = broker
-        self._usage = self.declare_publishers(broker)
+        self._usage_publisher = self.declare_publishers(broker)
         self.store = store
         self.files = files
         self.gateway = gateway
@@ -186,7 +186,7 @@ class BatchWorker:
                     result = await self.store.store_result(line.batch_id, await self.run_line(batch, line))
                     self._progress[(batch.owner, batch.id)][0 if result.succeeded else 1] += 1
                 # Published after the result is stored and before the ack; again after a crash, same id.
-                await self._usage.publish(
+                await self._usage_publisher.publish(
                     result.usage_event.encode(),
                     names.USAGE_SUBJECT,
                     headers={"Nats-Msg-Id": result.usage_event_id},
