@@ -17,7 +17,10 @@ One run measures, for the upstream called directly, the product, the product wit
 (SIGSTOP: usage events wait in JetStream) and the LiteLLM proxy (no database, as ``bench/proxy.py`` runs
 it): requests per second at concurrency 32; p50, p99 and p99.9 latency at concurrency 1 and 32; a
 streamed row (time to first chunk p50 at concurrency 1, chunks relayed per second at concurrency 32); and
-the CPU time per request of every process of the product (from ``/proc/<pid>/stat``). Then it publishes
+the CPU time per request of every process of the product (from ``/proc/<pid>/stat``). The concurrency-1
+figures of the direct upstream and the product run ``--c1-seconds`` each (about 50,000 requests), in
+``--rounds`` alternating rounds while the product runs (each figure the median of its rounds), and
+accounting's backlog right after the c=32 load is read with the time until it is all stored. Then it publishes
 usage events to JetStream at a steady 100, 500 and 2,000 events per second, grouped into messages as the
 proxy's publisher groups them (``bench/steady_usage.py``), and prints accounting's CPU-µs per event at each
 rate. Prints markdown tables with the date, the machine and its load average.
