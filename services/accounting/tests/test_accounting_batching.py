@@ -78,6 +78,23 @@ class CountingEngine:
         self.engine.close()
 
 
+def _consumer(nc: Any, durable: str, store: Any, **intervals: Any) -> BatchConsumer[list[dict[str, Any]]]:
+    """A usage consumer reading rows, storing with ``store``, with the given store intervals."""
+    return BatchConsumer(
+        broker_on(nc),
+        stream=names.USAGE_STREAM,
+        subject=names.USAGE_SUBJECT,
+        durable=durable,
+        decode=usage_rows_from_json,
+        store=store,
+        batch_size=20_000,
+        flush_interval=1.0,
+        max_ack_pending=50_000,
+        ack_wait=30,
+        **intervals,
+    )
+
+
 def _rows(*events: Any) -> list[dict[str, Any]]:
     return [usage_row(event) for event in events]
 
@@ -152,19 +169,7 @@ async def test_a_steady_stream_is_stored_once_per_interval_and_a_lone_event_at_o
     async def store(items: list[list[dict[str, Any]]]) -> None:
         stores.append((time.monotonic(), sum(len(rows) for rows in items)))
 
-    consumer: BatchConsumer[list[dict[str, Any]]] = BatchConsumer(
-        broker_on(nc),
-        stream=names.USAGE_STREAM,
-        subject=names.USAGE_SUBJECT,
-        durable="batching-test",
-        decode=usage_rows_from_json,
-        store=store,
-        batch_size=20_000,
-        flush_interval=1.0,
-        max_ack_pending=50_000,
-        ack_wait=30,
-        store_interval=1.0,
-    )
+    consumer = _consumer(nc, "batching-test", store, store_interval=1.0)
     try:
         js = nc.jetstream()
         await ensure_topology(js)
@@ -210,20 +215,8 @@ async def test_a_busy_stream_is_stored_at_the_busy_interval(tmp_path: Path) -> N
     async def store(items: list[list[dict[str, Any]]]) -> None:
         stores.append((time.monotonic(), sum(len(rows) for rows in items)))
 
-    consumer: BatchConsumer[list[dict[str, Any]]] = BatchConsumer(
-        broker_on(nc),
-        stream=names.USAGE_STREAM,
-        subject=names.USAGE_SUBJECT,
-        durable="busy-test",
-        decode=usage_rows_from_json,
-        store=store,
-        batch_size=20_000,
-        flush_interval=1.0,
-        max_ack_pending=50_000,
-        ack_wait=30,
-        store_interval=1.5,
-        busy_store_interval=0.5,
-        busy_store_bytes=30_000,
+    consumer = _consumer(
+        nc, "busy-test", store, store_interval=1.5, busy_store_interval=0.5, busy_store_bytes=30_000
     )
 
     async def stream(per_second: int, seconds: float, tag: str) -> float:
@@ -267,19 +260,7 @@ async def test_a_stop_stores_what_the_pull_holds(tmp_path: Path) -> None:
     async def store(items: list[list[dict[str, Any]]]) -> None:
         stored.append(sum(len(rows) for rows in items))
 
-    consumer: BatchConsumer[list[dict[str, Any]]] = BatchConsumer(
-        broker_on(nc),
-        stream=names.USAGE_STREAM,
-        subject=names.USAGE_SUBJECT,
-        durable="stop-test",
-        decode=usage_rows_from_json,
-        store=store,
-        batch_size=20_000,
-        flush_interval=1.0,
-        max_ack_pending=50_000,
-        ack_wait=30,
-        store_interval=5.0,
-    )
+    consumer = _consumer(nc, "stop-test", store, store_interval=5.0)
     try:
         js = nc.jetstream()
         await ensure_topology(js)
