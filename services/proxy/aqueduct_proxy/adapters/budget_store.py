@@ -26,7 +26,7 @@ from typing import Any
 
 from aqueduct_libs.budgets import DUE_KEY, HOLDS_KEY, Period
 from aqueduct_proxy.adapters.limiter import ScriptRunner, as_runner
-from aqueduct_proxy.adapters.resp import RespClient, RespError
+from aqueduct_proxy.adapters.resp import Encoded, RespClient, RespError, bulk
 
 __all__ = [
     "BudgetCounter",
@@ -192,6 +192,7 @@ class BudgetHold:
     nanos: int
     tokens: int
     counted: tuple[int, ...] = ()
+    member: bytes = b""  # its member of the due set (built from the rest when empty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +214,22 @@ class SentReservation:
     nanos: int
     tokens: int
     answer: asyncio.Future[Any] | None  # a reservation's answer, or whoever waits for a settlement
-    member: str  # the hold's member of the due set: "<id> <nanos> <tokens> <counter keys>" as reserved
+    member: bytes  # the hold's member of the due set: "<id> <nanos> <tokens> <counter keys>" as reserved
+
+
+_KIND = {"r": bulk("r"), "s": bulk("s")}
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """What a call's arguments say before its operations (see ``_BATCH``)."""
+
+    sets_of: tuple[tuple[BudgetCounter, ...], ...]  # the sets of counters, in order (kept: ids are keys)
+    keys: list[str]
+    plain: list[Any]  # the counters' limits and the sets, as arguments
+    encoded: Encoded  # the same, encoded
+    positions: dict[int, int]  # id of a set -> its number
+    sets: dict[int, bytes]  # id of a set -> its number, encoded
 
 
 class BudgetStoreDown(Exception):
@@ -248,6 +264,10 @@ class BudgetStore:
         # A set of counters (a tuple the caller keeps) -> its keys without the common prefix, as a hold's
         # member of the due set names them: built once, not per request.
         self._names: dict[int, tuple[tuple[BudgetCounter, ...], str]] = {}
+        self._layouts: dict[tuple[int, ...], _Layout] = {}
+        # Counter key -> [nanos, tokens] it counted once the last call that touched it was done; its
+        # owner adds what this process admits and settles while Valkey is away.
+        self.counted: dict[str, list[int]] = {}
         self._calls: set[asyncio.Future[Any]] = set()
         self._handed = 0  # calls handed to the fast client whose reply has not been read yet
         self._idle = asyncio.Event()
@@ -265,7 +285,7 @@ class BudgetStore:
             return None
         self._holds += 1
         hold_id = f"{self._hold_prefix}{self._holds:x}"
-        member = f"{hold_id} {nanos} {tokens} {self._names_of(counters)}"
+        member = f"{hold_id} {nanos} {tokens} {self._names_of(counters)}".encode()
         future = asyncio.get_running_loop().create_future()
         sent = SentReservation("r", hold_id, counters, nanos, tokens, future, member)
         self._enqueue(sent)
@@ -282,8 +302,8 @@ class BudgetStore:
             known = self._names[id(counters)] = (counters, names)
         return known[1]
 
-    def _member(self, hold: BudgetHold) -> str:
-        return f"{hold.id} {hold.nanos} {hold.tokens} {self._names_of(hold.counters)}"
+    def _member(self, hold: BudgetHold) -> bytes:
+        return hold.member or f"{hold.id} {hold.nanos} {hold.tokens} {self._names_of(hold.counters)}".encode()
 
     async def reserve(
         self, counters: tuple[BudgetCounter, ...], nanos: int, tokens: int
@@ -299,7 +319,7 @@ class BudgetStore:
         answer, counted = await sent.answer
         if answer == 1:  # admitted; a refusal says more
             values = tuple([value for counter in sent.counters for value in counted[counter.key]])
-            return BudgetHold(sent.hold_id, sent.counters, sent.nanos, sent.tokens, values)
+            return BudgetHold(sent.hold_id, sent.counters, sent.nanos, sent.tokens, values, sent.member)
         position, dimension, spent, held = answer
         return BudgetRefusal(
             sent.counters[int(position) - 1],
@@ -347,17 +367,58 @@ class BudgetStore:
         operations, self._queue = self._queue, []
         if not operations:
             return
-        keys: list[str] = [HOLDS_KEY, DUE_KEY]
-        own: list[Any] = []
-        index: dict[str, int] = {}
-        sets: dict[int, int] = {}
-        members: list[Any] = []
+        layout = self._layout(operations)
+        now = time.time()
+        scan = 0
+        if now >= self._next_scan:
+            self._next_scan, scan = now + 1.0, int(now)
+        args: list[Any] = [int(now) + self._hold_seconds, scan]
+        if isinstance(self._redis, RespClient):  # what the fast client sends, encoded here at once
+            encoded = []
+            for o in operations:
+                nanos, tokens = b"%d" % o.nanos, b"%d" % o.tokens
+                encoded.append(
+                    b"%b$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n%b"
+                    % (
+                        _KIND[o.kind],
+                        len(o.member),
+                        o.member,
+                        len(nanos),
+                        nanos,
+                        len(tokens),
+                        tokens,
+                        layout.sets[id(o.counters)],
+                    )
+                )
+            args += (layout.encoded, Encoded(5 * len(operations), b"".join(encoded)))
+        else:
+            args += layout.plain
+            for o in operations:
+                args += (o.kind, o.member, o.nanos, o.tokens, layout.positions[id(o.counters)])
+        self._call(operations, layout.keys, args, retry=True)
+
+    def _layout(self, operations: list[SentReservation]) -> _Layout:
+        """The call's keys, the counters' limits and the sets of counters its operations count against
+        (with their arguments encoded): the same from one call to the next while the same requesters
+        are busy, so kept for the next call."""
         # A reservation's counters first: their limits are the ones it must be checked against (a
         # settlement may carry those of before a budget changed).
-        for operation in sorted(operations, key=lambda o: o.kind):
-            counters = operation.counters
-            if id(counters) in sets:
-                continue
+        distinct: dict[int, tuple[BudgetCounter, ...]] = {}
+        for operation in operations:
+            if operation.kind == "r":
+                distinct.setdefault(id(operation.counters), operation.counters)
+        for operation in operations:
+            distinct.setdefault(id(operation.counters), operation.counters)
+        signature = tuple(distinct)
+        known = self._layouts.get(signature)
+        if known is not None and all(a is b for a, b in zip(known.sets_of, distinct.values(), strict=True)):
+            return known
+        keys: list[str] = [HOLDS_KEY, DUE_KEY]
+        own: list[int] = []
+        index: dict[str, int] = {}
+        members: list[int] = []
+        positions: dict[int, int] = {}
+        for number, counters in enumerate(distinct.values(), 1):
             members.append(len(counters))
             for counter in counters:
                 position = index.get(counter.key)
@@ -366,15 +427,20 @@ class BudgetStore:
                     keys.append(counter.key)
                     own += counter.own
                 members.append(position)
-            sets[id(counters)] = len(sets) + 1
-        now = time.time()
-        scan = 0
-        if now >= self._next_scan:
-            self._next_scan, scan = now + 1.0, int(now)
-        args: list[Any] = [int(now) + self._hold_seconds, scan, *own, len(sets), *members]
-        for o in operations:
-            args += (o.kind, o.member, o.nanos, o.tokens, sets[id(o.counters)])
-        self._call(operations, keys, args, retry=True)
+            positions[id(counters)] = number
+        plain: list[Any] = [*own, len(positions), *members]
+        layout = _Layout(
+            tuple(distinct.values()),
+            keys,
+            plain,
+            Encoded(len(plain), b"".join([bulk(arg) for arg in plain])),
+            positions,
+            {key: bulk(number) for key, number in positions.items()},
+        )
+        if len(self._layouts) > 1_000:
+            self._layouts = {}
+        self._layouts[signature] = layout
+        return layout
 
     def _call(
         self, operations: list[SentReservation], keys: list[str], args: list[Any], *, retry: bool
@@ -423,6 +489,10 @@ class BudgetStore:
             return
         values = result[-1]
         counted = {key: (values[2 * i], values[2 * i + 1]) for i, key in enumerate(keys[2:])}
+        if len(self.counted) > 100_000:
+            self.counted.clear()
+        for key, pair in counted.items():
+            self.counted[key] = list(pair)
         answers = iter(result)
         for operation in operations:
             if operation.answer is not None and not operation.answer.done():

@@ -76,9 +76,9 @@ class Budgeting:
         # builds no keys or dates.
         self._counters: dict[tuple[str, str | None, str], tuple[int, tuple[BudgetCounter, ...]]] = {}
         self._counters_until = datetime.min.replace(tzinfo=UTC)
-        # Counter key -> [nanos, tokens] it counted at this process's last reservation, plus what the
-        # process admitted and settled since: the fallback while Valkey is away.
-        self._counted: dict[str, list[int]] = {}
+        # Counter key -> [nanos, tokens] Valkey counted at this process's last call (the store keeps
+        # it), plus what the process admitted and settled since: the fallback while Valkey is away.
+        self._counted: dict[str, list[int]] = store.counted if store is not None else {}
 
     def counters_of(self, grant: TokenGrant, now: datetime) -> tuple[BudgetCounter, ...]:
         """The budget counters a call of this grant counts against today (none: no budget applies).
@@ -161,11 +161,6 @@ class Budgeting:
             if not result.held and self.store.down:
                 message += " (Checked by this gateway process alone: the budget store is unreachable.)"
             raise BudgetExhaustedError(message, headers={"x-aqueduct-budget-reset": resets})
-        if result.counted:
-            if len(self._counted) > 100_000:
-                self._counted = {}
-            for i, counter in enumerate(counters):
-                self._counted[counter.key] = [result.counted[2 * i], result.counted[2 * i + 1]]
         call.budget_hold = result
 
     def _reserve_here(
