@@ -184,15 +184,20 @@ class BudgetCounter:
 @dataclass(slots=True)  # built on every request: not frozen, which costs twice as much
 class BudgetHold:
     """What an admitted request holds until it settles. ``counted``: per counter, spent + held in nanos
-    and tokens once the call that added this hold was done (what the proxy falls back on while Valkey is away). A hold
-    with no ``id`` was admitted by that fallback and exists in this process only."""
+    and tokens once the call that added this hold was done. A hold with no ``id`` was admitted while
+    Valkey was away and exists in this process only."""
 
     id: str
     counters: tuple[BudgetCounter, ...]
     nanos: int
     tokens: int
-    counted: tuple[int, ...] = ()
     member: bytes = b""  # its member of the due set (built from the rest when empty)
+    counts: dict[str, tuple[int, int]] | None = None  # what the call counted, per counter key
+
+    @property
+    def counted(self) -> tuple[int, ...]:
+        counts = self.counts
+        return () if counts is None else tuple([v for c in self.counters for v in counts[c.key]])
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +270,7 @@ class BudgetStore:
         # member of the due set names them: built once, not per request.
         self._names: dict[int, tuple[tuple[BudgetCounter, ...], str]] = {}
         self._layouts: dict[tuple[int, ...], _Layout] = {}
+        self._last: _Layout | None = None
         # Counter key -> [nanos, tokens] it counted once the last call that touched it was done; its
         # owner adds what this process admits and settles while Valkey is away.
         self.counted: dict[str, list[int]] = {}
@@ -318,8 +324,7 @@ class BudgetStore:
         assert sent.answer is not None
         answer, counted = await sent.answer
         if answer == 1:  # admitted; a refusal says more
-            values = tuple([value for counter in sent.counters for value in counted[counter.key]])
-            return BudgetHold(sent.hold_id, sent.counters, sent.nanos, sent.tokens, values, sent.member)
+            return BudgetHold(sent.hold_id, sent.counters, sent.nanos, sent.tokens, sent.member, counted)
         position, dimension, spent, held = answer
         return BudgetRefusal(
             sent.counters[int(position) - 1],
@@ -401,6 +406,13 @@ class BudgetStore:
         """The call's keys, the counters' limits and the sets of counters its operations count against
         (with their arguments encoded): the same from one call to the next while the same requesters
         are busy, so kept for the next call."""
+        last, first = self._last, operations[0].counters
+        if last is not None and last.sets_of[0] is first and len(last.sets_of) == 1:
+            for operation in operations:
+                if operation.counters is not first:
+                    break
+            else:
+                return last  # the busy case: one set of counters, as in the call before
         # A reservation's counters first: their limits are the ones it must be checked against (a
         # settlement may carry those of before a budget changed).
         distinct: dict[int, tuple[BudgetCounter, ...]] = {}
@@ -412,6 +424,7 @@ class BudgetStore:
         signature = tuple(distinct)
         known = self._layouts.get(signature)
         if known is not None and all(a is b for a, b in zip(known.sets_of, distinct.values(), strict=True)):
+            self._last = known
             return known
         keys: list[str] = [HOLDS_KEY, DUE_KEY]
         own: list[int] = []
@@ -439,7 +452,7 @@ class BudgetStore:
         )
         if len(self._layouts) > 1_000:
             self._layouts = {}
-        self._layouts[signature] = layout
+        self._layouts[signature] = self._last = layout
         return layout
 
     def _call(

@@ -94,6 +94,13 @@ class _Parser:
                 return None, end + 2
             items, cursor = [], end + 2
             for _ in range(count):
+                if buffer[cursor : cursor + 1] == b":":  # an integer, read here: most items are
+                    end = buffer.find(b"\r\n", cursor)
+                    if end < 0:
+                        return None
+                    items.append(int(buffer[cursor + 1 : end]))
+                    cursor = end + 2
+                    continue
                 parsed = self._parse(cursor)
                 if parsed is None:
                     return None

@@ -107,14 +107,19 @@ class Budgeting:
 
     def _worst_case(self, call: Call) -> tuple[int, int]:
         """The dearest of the model and its fallbacks (a fallback may serve the call)."""
-        if not call.model:
-            return worst_case(None, self._input(call), self._output_cap(call, None))
-        worst = (0, 0)
-        models = (call.model, *call.route.fallbacks) if call.route is not None else (call.model,)
-        for model in models:
-            price = self.snapshot.prices.price_for(model)
-            output = self._output_cap(call, price.max_output_tokens if price else None)
-            nanos, tokens = worst_case(price, self._input(call), output)
+        input_tokens, route = self._input(call), call.route
+        if route is None or not route.model:
+            return worst_case(None, input_tokens, self._output_cap(call, None))
+        prices = self.snapshot.prices
+        price = prices.price_for(route.model)
+        worst = worst_case(
+            price, input_tokens, self._output_cap(call, price.max_output_tokens if price else None)
+        )
+        for model in route.fallbacks:
+            price = prices.price_for(model)
+            nanos, tokens = worst_case(
+                price, input_tokens, self._output_cap(call, price.max_output_tokens if price else None)
+            )
             worst = (max(worst[0], nanos), max(worst[1], tokens))
         return worst
 
@@ -191,11 +196,13 @@ class Budgeting:
         if hold is None or self.store is None:
             return
         nanos, tokens = self._cost(call, usage)
+        less_nanos, less_tokens = hold.nanos - nanos, hold.tokens - tokens
+        counted = self._counted
         for counter in hold.counters:  # what Valkey now counts, as far as this process can tell
-            known = self._counted.get(counter.key)
+            known = counted.get(counter.key)
             if known is not None:
-                known[0] += nanos - hold.nanos
-                known[1] += tokens - hold.tokens
+                known[0] -= less_nanos
+                known[1] -= less_tokens
         if hold.id:
             self.store.settle_nowait(hold, nanos, tokens)
 
