@@ -41,9 +41,9 @@ log = logging.getLogger(__name__)
 
 _PREFIX = HOLDS_KEY[: -len("holds")]  # what every budget key starts with
 
-# KEYS: holds (records of an earlier version), due, then every counter the call touches. ARGV[1]: when
-# the holds this call adds expire (unix second); ARGV[2]: now, to release the holds of proxies that died,
-# or 0; then per counter its limits and expiry, "<nanos>", "<tokens>", "<expire-at>" (limit -1: none);
+# KEYS: holds (records of an earlier version), due, then every counter the call touches. ARGV[1]: hold
+# seconds (by Valkey's clock, as every replica sees it); ARGV[2]: "1" to release the holds of proxies that
+# died; then per counter its limits and expiry, "<nanos>", "<tokens>", "<expire-at>" (limit -1: none);
 # then the sets of counters requests count against: how many, then per set its size and its counters'
 # positions; then the operations in order, five arguments each: "r", the hold's member of the due set,
 # nanos, tokens, set to reserve that worst case; "s", the member, nanos, tokens, set to settle that hold
@@ -60,8 +60,8 @@ local prefix = string.sub(KEYS[1], 1, #KEYS[1] - #'holds')
 -- The holds of a proxy that died: released before anything reads the counters (looked for at most once
 -- a second per process). One recorded by an earlier version is its id alone, its record in the holds
 -- hash.
-local now = tonumber(ARGV[2])
-if now > 0 then
+local now = tonumber(redis.call('TIME')[1])
+if ARGV[2] == '1' then
   for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 16)) do
     redis.call('ZREM', KEYS[2], member)
     local record = string.match(member, '^%S+ (.*)$')
@@ -110,7 +110,7 @@ if #settled > 0 then
   redis.call('ZREM', KEYS[2], unpack(settled))
 end
 local answers, new_due = {}, {}
-local due = tonumber(ARGV[1])
+local due = now + tonumber(ARGV[1])
 for o = a, #ARGV, 5 do
   local member, n, t, set = ARGV[o + 1], tonumber(ARGV[o + 2]), tonumber(ARGV[o + 3]), sets[tonumber(ARGV[o + 4])]
   if ARGV[o] == 's' then
@@ -373,11 +373,10 @@ class BudgetStore:
         if not operations:
             return
         layout = self._layout(operations)
-        now = time.time()
-        scan = 0
-        if now >= self._next_scan:
-            self._next_scan, scan = now + 1.0, int(now)
-        args: list[Any] = [int(now) + self._hold_seconds, scan]
+        scan = time.monotonic() >= self._next_scan
+        if scan:
+            self._next_scan = time.monotonic() + 1.0
+        args: list[Any] = [self._hold_seconds, int(scan)]
         if isinstance(self._redis, RespClient):  # what the fast client sends, encoded here at once
             encoded = []
             for o in operations:
