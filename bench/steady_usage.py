@@ -6,8 +6,8 @@ Run by ``bench/system.py`` as a process of its own (pinned to the load generator
 
 Every ``linger`` (the proxy publisher's, 50 ms) it publishes one message holding the events due since the last
 tick (a JSON array of ``UsageRecorded``, at most 100 to a message, a lone event as a bare object; the
-``Nats-Msg-Id`` derived from the event ids), with a reply inbox for JetStream's acknowledgement, as
-``aqueduct_proxy.adapters.publisher`` does. After a warm-up it reads the CPU time (user + system, all
+``Nats-Msg-Id`` derived from the event ids), a JetStream publish awaiting its acknowledgement, what
+``aqueduct_proxy.adapters.publisher`` sends through its FastStream publisher. After a warm-up it reads the CPU time (user + system, all
 threads, from ``/proc/<pid>/stat``) of each process given with ``--pid`` at the start and the end of the
 measured window, then waits until the accounting consumer has stored and acknowledged everything (its
 pending and unacknowledged counts are zero). Prints one JSON object.

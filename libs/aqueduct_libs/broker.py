@@ -2,8 +2,8 @@
 
 A service registers its handlers (``NatsRouter``s of typed handlers) on the broker before it starts, or
 adds one to a running broker with ``subscribe``; once started, ``broker.connection`` is the service's
-nats-py client for what FastStream does not wrap (KV and object stores, JetStream publishes that must not
-wait for their acknowledgement one by one). The connection options are ``bus.connect``'s: reconnect
+nats-py client for what FastStream does not wrap (KV and object stores, stream management). Publishes go
+through the broker's publishers (``aqueduct_libs.publishers``). The connection options are ``bus.connect``'s: reconnect
 forever, replies under the NATS user's own inbox prefix (``_INBOX_<service>``, the only inbox its
 allow-list in ``aqueduct_cli.nats_users`` lets it read), a silent node noticed in about 15 s.
 

@@ -2,12 +2,13 @@
 
 Each service package has ``bootstrap.py`` with
 
-- ``async def bootstrap(settings, common) -> Service``: wire the real adapters from the service's own
-  settings and the common ones (it may connect: the proxy and accounting reach the bus and their stores);
+- ``async def bootstrap(settings) -> Service``: wire the real adapters from the service's settings, which
+  carry the common ones as ``settings.common`` (``AQUEDUCT_*``; it may connect: the proxy and accounting
+  reach the bus and their stores); more parameters only as keywords with defaults (what tests choose);
 - ``def run() -> None``: the process entry point (``python -m aqueduct_<name>``): read the settings from
   the environment, configure logging, serve ``Service.app`` until SIGTERM, then stop.
 
-``tests/test_service_shape.py`` holds every service to it.
+``tests/test_service_shape.py`` holds every service, and the batch worker (``aqueduct_proxy.batches``), to it.
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ from typing import Any
 from faststream.nats import NatsBroker, NatsMessage
 from faststream.nats.broker.registrator import NatsRegistrator
 from faststream.nats.subscriber.usecases.basic import LogicSubscriber
-from nats.aio.client import Client as NATS
 
 from aqueduct_libs import names
+from aqueduct_libs.publishers import snapshot_push_publisher
 
 __all__ = ["SnapshotPusher", "follow_snapshot_pushes", "snapshot_pushes"]
 
@@ -35,16 +35,17 @@ OnDelete = Callable[[str], Awaitable[None] | None]
 
 
 class SnapshotPusher:
-    """The directory's side: ``await push(key, value)`` (``None``: the key is deleted)."""
+    """The directory's side: ``await push(key, value)`` (``None``: the key is deleted), through the FastStream
+    publisher it declares on the directory's broker (``aqueduct_libs.publishers``)."""
 
-    def __init__(self, nc: NATS) -> None:
-        self._nc = nc
+    def __init__(self, broker: NatsBroker) -> None:
+        self._publisher = snapshot_push_publisher(broker)
 
     async def __call__(self, key: str, value: bytes | None) -> None:
         if key == names.SNAPSHOT_META_KEY:
             return  # the position of the bucket, meaningful only there
         try:
-            await self._nc.publish(names.snapshot_push_subject(key), value or b"")
+            await self._publisher.publish(value or b"", names.snapshot_push_subject(key))
         except Exception as exc:  # closed or draining connection: the bucket write still carries it
             log.debug("snapshot push of %s not sent (%s)", key, exc)
 

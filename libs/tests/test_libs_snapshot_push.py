@@ -8,14 +8,14 @@ import pytest
 
 from aqueduct_libs import names
 from aqueduct_libs.broker import new_broker
-from aqueduct_libs.bus import connect
 from aqueduct_libs.snapshot_push import SnapshotPusher, follow_snapshot_pushes
 
 pytestmark = pytest.mark.nats
 
 
 async def test_a_pushed_put_and_delete_reach_every_follower(nats_url: str) -> None:
-    directory = await connect(nats_url, "push-test-directory")
+    directory = new_broker(nats_url, "push-test-directory")
+    await directory.start()
     proxy = new_broker(nats_url, "push-test-proxy")
     await proxy.start()
     seen: list[tuple[str, bytes | None]] = []
@@ -41,7 +41,7 @@ async def test_a_pushed_put_and_delete_reach_every_follower(nats_url: str) -> No
         await push(key, b'{"token_id": "t1"}')
         await push(names.SNAPSHOT_META_KEY, b'{"notification_id": 7}')  # the bucket's own: not pushed
         await push(key, None)
-        await directory.flush()
+        await directory.connection.flush()
         async with asyncio.timeout(5):
             while len([s for s in seen if s[1] is None]) < 2:  # both followers saw the delete
                 arrived.clear()
@@ -49,5 +49,5 @@ async def test_a_pushed_put_and_delete_reach_every_follower(nats_url: str) -> No
         assert (key, b'{"token_id": "t1"}') in seen
         assert all(k == key for k, _ in seen)
     finally:
-        await directory.close()
+        await directory.stop()
         await proxy.stop()

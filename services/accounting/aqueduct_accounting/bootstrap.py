@@ -58,7 +58,6 @@ from aqueduct_libs.current_roles import CurrentRoles
 from aqueduct_libs.events import DirectoryEvent, UsageRecorded
 from aqueduct_libs.ops import configure_logging
 from aqueduct_libs.sessions import SessionVerifier, watch_revoked_sessions
-from aqueduct_libs.settings import CommonSettings
 
 __all__ = [
     "AccountingService",
@@ -145,8 +144,9 @@ class AccountingService:
         self.engine.close()
 
 
-async def bootstrap(settings: AccountingSettings, common: CommonSettings) -> AccountingService:
+async def bootstrap(settings: AccountingSettings) -> AccountingService:
     """Wire the real adapters: ClickHouse (migrated), NATS, the consumers, the budget loop, the HTTP app."""
+    common = settings.common
     engine = open_clickhouse(settings.clickhouse_url, common.data_dir)
     # Self-repair: whatever table is missing is created again, whatever copy of a stream was lost is
     # refilled by replaying the stream (its consumer starts over, below).
@@ -172,7 +172,7 @@ async def bootstrap(settings: AccountingSettings, common: CommonSettings) -> Acc
                 await js.delete_consumer(stream, durable)
                 log.warning("replaying the %s stream from its start into ClickHouse", stream)
     metrics = AccountingMetrics()
-    dead_letters = DeadLetters(js, on_sent=lambda _stream: metrics.dead_letters.inc())
+    dead_letters = DeadLetters(broker, on_sent=lambda _stream: metrics.dead_letters.inc())
     # Before consuming: rows a version without bounds stored out of them go to the dead letters, and a
     # crash may have left roll-ups short of the last events stored. Neither may stop the start.
     try:
@@ -407,7 +407,8 @@ def directory_consumer(
 
 
 def asyncapi_broker(settings: AccountingSettings | None = None) -> NatsBroker:
-    """A broker with accounting's subscribers declared as ``bootstrap`` declares them, not connected: for
+    """A broker with accounting's subscribers and publisher declared as ``bootstrap`` declares them, not
+    connected: for
     FastStream's AsyncAPI document."""
     settings = settings or AccountingSettings()
     broker = StreamBroker(
@@ -422,11 +423,13 @@ def asyncapi_broker(settings: AccountingSettings | None = None) -> NatsBroker:
 
     usage_consumer(broker, settings, usage_message_from_json, nowhere)
     directory_consumer(broker, settings, DirectoryEvent.model_validate_json, nowhere)
+    DeadLetters(broker)  # its publisher
     return broker
 
 
-async def serve(settings: AccountingSettings, common: CommonSettings) -> None:
-    service = await bootstrap(settings, common)
+async def serve(settings: AccountingSettings) -> None:
+    common = settings.common
+    service = await bootstrap(settings)
     config = uvicorn.Config(
         service.app,
         host=settings.host,
@@ -440,7 +443,6 @@ async def serve(settings: AccountingSettings, common: CommonSettings) -> None:
 
 
 def run() -> None:
-    common = CommonSettings()
     settings = AccountingSettings()
-    configure_logging("accounting", common.log_level)
-    asyncio.run(serve(settings, common))
+    configure_logging("accounting", settings.common.log_level)
+    asyncio.run(serve(settings))

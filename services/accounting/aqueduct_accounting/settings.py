@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aqueduct_libs.settings import CommonSettings
 
 __all__ = ["AccountingSettings", "default_migrations_dir"]
 
@@ -16,6 +19,9 @@ def default_migrations_dir() -> Path:
 
 class AccountingSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AQUEDUCT_ACCOUNTING_", extra="ignore")
+
+    # AQUEDUCT_*: what every service shares (its own environment prefix; given whole by tests).
+    common: CommonSettings = Field(default_factory=CommonSettings)
 
     host: str = "127.0.0.1"
     port: int = 8003

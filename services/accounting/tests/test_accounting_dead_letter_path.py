@@ -38,7 +38,8 @@ class Rig:
         self.engine = engine
         self.refused: set[str] = set()  # event ids the store refuses
         self.engine_up = True
-        self.letters = DeadLetters(js)
+        self.broker = broker_on(js._nc)  # connected by the consumer's start
+        self.letters = DeadLetters(self.broker)
         ingest = UsageIngest(AsyncClickHouse(engine), PriceBook())
 
         async def store(messages: list[UsageMessage]) -> None:
@@ -54,7 +55,7 @@ class Rig:
             return self.engine_up
 
         self.consumer: BatchConsumer[UsageMessage] = BatchConsumer(
-            broker_on(js._nc),
+            self.broker,
             stream=names.USAGE_STREAM,
             subject=names.USAGE_SUBJECT,
             durable=durable,

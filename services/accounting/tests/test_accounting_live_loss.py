@@ -15,6 +15,7 @@ from accounting_testing import usage_event, wait_until
 
 from aqueduct_accounting.adapters.dead_letters import DeadLetters
 from aqueduct_accounting.bootstrap import AccountingService, bootstrap
+from aqueduct_accounting.entrypoints.stream_consumer import broker_on
 from aqueduct_accounting.settings import AccountingSettings
 from aqueduct_cli.embedded import EmbeddedNats
 from aqueduct_libs import names
@@ -43,10 +44,13 @@ async def test_a_usage_table_dropped_while_running(tmp_path: Path) -> None:
     js = nc.jetstream()
     await ensure_topology(js)
     settings = AccountingSettings(
-        ready_stuck_seconds=1.0, lag_check_seconds=0.2, store_max_tries=2, flush_interval_seconds=0.2
+        ready_stuck_seconds=1.0,
+        lag_check_seconds=0.2,
+        store_max_tries=2,
+        flush_interval_seconds=0.2,
+        common=CommonSettings(dev_mode=True, nats_url=bus.url, data_dir=tmp_path / "data"),
     )
-    common = CommonSettings(dev_mode=True, nats_url=bus.url, data_dir=tmp_path / "data")
-    service = await bootstrap(settings, common)
+    service = await bootstrap(settings)
     try:
         await service.start()
         for i in range(20):
@@ -65,10 +69,12 @@ async def test_a_usage_table_dropped_while_running(tmp_path: Path) -> None:
         answer = await _readyz(service)
         assert answer.status_code == 503
         assert any("every store has failed" in r for r in answer.json()["reasons"]), answer.json()
-        assert await DeadLetters(js).list() == [], "the engine's fault: nothing is dead-lettered"
+        letters = broker_on(nc)
+        await letters.connect()
+        assert await DeadLetters(letters).list() == [], "the engine's fault: nothing is dead-lettered"
 
         await asyncio.wait_for(service.stop(), timeout=30)  # never hangs on the failing batch
-        service = await bootstrap(settings, common)
+        service = await bootstrap(settings)
         await service.start()
         assert await wait_until(lambda: _count(service) == 25, within=30), _count(service)
         assert await wait_until(service.ready, within=10), service.not_ready_reasons()

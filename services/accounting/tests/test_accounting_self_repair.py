@@ -18,6 +18,7 @@ from aqueduct_accounting.adapters.migrations import apply_migrations, existing_t
 from aqueduct_accounting.application.quarantine import quarantine_out_of_bounds
 from aqueduct_accounting.application.rollups import repair_rollups
 from aqueduct_accounting.application.self_repair import migrate_and_repair
+from aqueduct_accounting.entrypoints.stream_consumer import broker_on
 from aqueduct_accounting.settings import default_migrations_dir
 from aqueduct_cli.embedded import EmbeddedNats
 from aqueduct_libs import names
@@ -224,7 +225,9 @@ async def test_rows_stored_out_of_bounds_by_an_older_version_are_dead_lettered_a
                 },
             ],
         )
-        letters = DeadLetters(js)
+        broker = broker_on(nc)
+        await broker.connect()
+        letters = DeadLetters(broker)
         clickhouse = AsyncClickHouse(engine)
 
         assert await quarantine_out_of_bounds(clickhouse, letters, "accounting-usage") == 3

@@ -47,8 +47,9 @@ __all__ = ["bootstrap", "run", "serve"]
 log = logging.getLogger(__name__)
 
 
-async def bootstrap(settings: AuthSettings, common: CommonSettings) -> LifespanService:
+async def bootstrap(settings: AuthSettings) -> LifespanService:
     """The auth service: an ASGI app whose lifespan connects to the bus and wires everything."""
+    common = settings.common
     state: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
@@ -201,8 +202,9 @@ def _oidc_client(settings: AuthSettings, common: CommonSettings) -> OidcClient |
     )
 
 
-async def serve(settings: AuthSettings, common: CommonSettings) -> None:
-    service = await bootstrap(settings, common)
+async def serve(settings: AuthSettings) -> None:
+    common = settings.common
+    service = await bootstrap(settings)
     config = uvicorn.Config(
         service.app,
         host=settings.host,
@@ -214,7 +216,6 @@ async def serve(settings: AuthSettings, common: CommonSettings) -> None:
 
 
 def run() -> None:
-    common = CommonSettings()
     settings = AuthSettings()
-    configure_logging("auth", common.log_level)
-    asyncio.run(serve(settings, common))
+    configure_logging("auth", settings.common.log_level)
+    asyncio.run(serve(settings))

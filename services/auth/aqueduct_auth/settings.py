@@ -9,12 +9,16 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aqueduct_libs.names import AUTH_ATTEMPTS_MAX_AGE_SECONDS, AUTH_REVOKED_MAX_AGE_SECONDS
+from aqueduct_libs.settings import CommonSettings
 
 __all__ = ["AuthSettings"]
 
 
 class AuthSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AQUEDUCT_AUTH_", extra="ignore")
+
+    # AQUEDUCT_*: what every service shares (its own environment prefix; given whole by tests).
+    common: CommonSettings = Field(default_factory=CommonSettings)
 
     host: str = "127.0.0.1"
     port: int = 8002

@@ -78,9 +78,10 @@ def auth_client(
         settings = AuthSettings(
             bootstrap_admin_username=ADMIN_USERNAME,
             bootstrap_admin_password=ADMIN_PASSWORD,
+            common=common,
             **overrides,
         )
-        service = await bootstrap(settings, common)
+        service = await bootstrap(settings)
         app = service.app
         await service.start()
         try:

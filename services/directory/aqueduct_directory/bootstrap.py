@@ -93,10 +93,10 @@ class DirectoryService:
         js = self.nc.jetstream()
         # The directory owns the topology: it also brings existing streams to AQUEDUCT_NATS_REPLICAS.
         await bus.ensure_topology(js, self.common.nats_replicas, adjust=True)
-        self.relay = OutboxRelay(self.directory, js, self._positions)
+        self.relay = OutboxRelay(self.directory, self.broker, self._positions)
         # Short timeouts: on a NATS cluster a write waits while the bucket elects a leader; retry soon.
         self.projector = SnapshotProjector(
-            self.directory, self.nc.jetstream(timeout=2.0), push=SnapshotPusher(self.nc)
+            self.directory, self.nc.jetstream(timeout=2.0), push=SnapshotPusher(self.broker)
         )
         self.relay.start()
         self.projector.start()
@@ -159,8 +159,9 @@ class DirectoryService:
         self.directory.close()
 
 
-async def bootstrap(settings: DirectorySettings, common: CommonSettings) -> DirectoryService:
+async def bootstrap(settings: DirectorySettings) -> DirectoryService:
     """The directory's event store (``aqueduct.yaml`` applied) and its HTTP app; ``start`` connects."""
+    common = settings.common
     return DirectoryService(settings, common)
 
 
@@ -173,8 +174,8 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve(settings: DirectorySettings, common: CommonSettings) -> None:
-    service = await bootstrap(settings, common)
+async def serve(settings: DirectorySettings) -> None:
+    service = await bootstrap(settings)
     await service.start()
     config = uvicorn.Config(service.app, host=settings.host, port=settings.port, log_level="warning")
     server = _Server(config)
@@ -189,10 +190,11 @@ async def serve(settings: DirectorySettings, common: CommonSettings) -> None:
 
 
 def run() -> None:
-    common, settings = CommonSettings(), DirectorySettings()
+    settings = DirectorySettings()
+    common = settings.common
     configure_logging("directory", common.log_level)
     try:
-        asyncio.run(serve(settings, common))
+        asyncio.run(serve(settings))
     except InvalidInputError as exc:
         # A bad value in aqueduct.yaml: the file was checked whole, so nothing of it was applied.
         log.error("%s refused, nothing applied: %s", common.config_file, exc.detail)
@@ -219,7 +221,7 @@ async def _replay_once(common: CommonSettings, settings: DirectorySettings) -> d
 
 
 def run_replay() -> None:
-    common, settings = CommonSettings(), DirectorySettings()
-    configure_logging("directory", common.log_level)
-    result = asyncio.run(_replay_once(common, settings))
+    settings = DirectorySettings()
+    configure_logging("directory", settings.common.log_level)
+    result = asyncio.run(_replay_once(settings.common, settings))
     print(" ".join(f"{k}={v}" for k, v in result.items()))

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aqueduct_libs.settings import CommonSettings
 
 __all__ = ["DirectorySettings"]
 
 
 class DirectorySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AQUEDUCT_DIRECTORY_", extra="ignore")
+
+    # AQUEDUCT_*: what every service shares (its own environment prefix; given whole by tests).
+    common: CommonSettings = Field(default_factory=CommonSettings)
 
     host: str = "127.0.0.1"
     port: int = 8001

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.nats
 @pytest.fixture
 async def service(tmp_path):
     bus = EmbeddedNats(tmp_path / "nats").start()
-    svc = await bootstrap(DirectorySettings(), common_settings(bus.url, tmp_path / "data"))
+    svc = await bootstrap(DirectorySettings(common=common_settings(bus.url, tmp_path / "data")))
     await svc.start()
     await wait_until(svc.ready)
     nc = await nats.connect(bus.url)

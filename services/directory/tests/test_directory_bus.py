@@ -32,7 +32,7 @@ async def bus(tmp_path):
 
 @pytest.fixture
 async def service(bus, tmp_path):
-    svc = await bootstrap(DirectorySettings(), common_settings(bus.url, tmp_path / "data"))
+    svc = await bootstrap(DirectorySettings(common=common_settings(bus.url, tmp_path / "data")))
     await svc.start()
     await wait_until(svc.ready)
     yield svc
@@ -198,7 +198,7 @@ async def test_replay_into_empty_projections_reproduces_the_live_snapshot(servic
     other = EmbeddedNats(tmp_path / "other-nats").start()
     try:
         settings = common_settings(other.url, tmp_path / "data")
-        fresh = await bootstrap(DirectorySettings(), settings)
+        fresh = await bootstrap(DirectorySettings(common=settings))
         await fresh.start()
         await wait_until(fresh.ready)
         nc = await nats.connect(other.url)
@@ -241,7 +241,7 @@ async def test_two_directory_processes_on_one_store_converge(service, bus, tmp_p
     import httpx
 
     # A second process on the same store and bus (what a scale-out on PostgreSQL looks like).
-    other = await bootstrap(DirectorySettings(), common_settings(bus.url, tmp_path / "data"))
+    other = await bootstrap(DirectorySettings(common=common_settings(bus.url, tmp_path / "data")))
     await other.start()
     try:
         world = make_world(service.directory)

@@ -75,7 +75,9 @@ async def stack(tmp_path):
     server = EmbeddedNats(tmp_path / "nats").start()
     config = tmp_path / "aqueduct.yaml"
     config.write_text(CONFIG)
-    service = await bootstrap(DirectorySettings(), common_settings(server.url, tmp_path / "data", config))
+    service = await bootstrap(
+        DirectorySettings(common=common_settings(server.url, tmp_path / "data", config))
+    )
     await service.start()
     signer = Signer()
     kv = await service.nc.jetstream().key_value(names.AUTH_KEYS_BUCKET)

@@ -61,7 +61,7 @@ def test_rules_and_restart_on_postgres(database_url, tmp_path):
 async def test_service_relays_and_projects_from_postgres(database_url, tmp_path):
     server = EmbeddedNats(tmp_path / "nats").start()
     service = await bootstrap(
-        DirectorySettings(database_url=database_url), common_settings(server.url, tmp_path / "data")
+        DirectorySettings(database_url=database_url, common=common_settings(server.url, tmp_path / "data"))
     )
     try:
         await service.start()

@@ -100,7 +100,7 @@ def test_a_user_outside_teams_and_a_deactivated_user(world):
 @pytest.mark.nats
 async def test_the_snapshot_keeps_user_grants_current(tmp_path):
     bus = EmbeddedNats(tmp_path / "nats").start()
-    service = await bootstrap(DirectorySettings(), common_settings(bus.url, tmp_path / "data"))
+    service = await bootstrap(DirectorySettings(common=common_settings(bus.url, tmp_path / "data")))
     nc = None
     try:
         await service.start()

@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.nats, pytest.mark.slow]
 @pytest.fixture
 async def running(tmp_path, upstream_url):
     server = EmbeddedNats(tmp_path / "nats").start()
-    service = await bootstrap(DirectorySettings(), common_settings(server.url, tmp_path / "data"))
+    service = await bootstrap(DirectorySettings(common=common_settings(server.url, tmp_path / "data")))
     await service.start()
     port = free_port()
     env = {

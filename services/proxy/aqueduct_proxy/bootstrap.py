@@ -25,7 +25,6 @@ from aqueduct_libs.bus import KVWatcher, ensure_topology
 from aqueduct_libs.logs import configure_logging
 from aqueduct_libs.price_catalog import load_price_catalog
 from aqueduct_libs.redact import redact
-from aqueduct_libs.settings import CommonSettings
 from aqueduct_libs.snapshot_push import follow_snapshot_pushes
 from aqueduct_proxy.adapters.budget_store import BudgetStore
 from aqueduct_proxy.adapters.limiter import Limiter
@@ -108,11 +107,10 @@ async def _connect_bus(url: str) -> NatsBroker:
             await asyncio.sleep(1.0)
 
 
-async def bootstrap(
-    settings: ProxySettings, common: CommonSettings, *, with_features: Sequence[Feature] | None = None
-) -> Proxy:
+async def bootstrap(settings: ProxySettings, *, with_features: Sequence[Feature] | None = None) -> Proxy:
     """The gateway on its adapters and its HTTP app with the optional features (all of them unless
     ``with_features`` names some: tests wire what they exercise)."""
+    common = settings.common
     started = time.monotonic()
     broker = await _connect_bus(common.nats_url)
     nc = broker.connection
@@ -226,13 +224,13 @@ async def _no_gc_while_loading(ready: asyncio.Event, limit: float = 120.0) -> No
         _BACKGROUND.discard(asyncio.current_task())  # type: ignore[arg-type]
 
 
-async def serve(settings: ProxySettings, common: CommonSettings, stop: asyncio.Event | None = None) -> None:
+async def serve(settings: ProxySettings, stop: asyncio.Event | None = None) -> None:
     """Serve until SIGTERM/SIGINT (or ``stop``), then shut down without losing usage events."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    proxy = await bootstrap(settings, common)
+    proxy = await bootstrap(settings)
     await proxy.start()
     runner = OpenAIErrorsRunner(
         proxy.app,
@@ -252,17 +250,15 @@ async def serve(settings: ProxySettings, common: CommonSettings, stop: asyncio.E
 
 
 def _serve_process(settings: ProxySettings) -> None:
-    common = CommonSettings()
-    configure_logging("proxy", common.log_level)
+    configure_logging("proxy", settings.common.log_level)
     import uvloop
 
-    uvloop.run(serve(settings, common))
+    uvloop.run(serve(settings))
 
 
 def run() -> None:
-    settings = ProxySettings()
-    common = CommonSettings()  # fail fast on insecure settings, before forking workers
-    configure_logging("proxy", common.log_level)
+    settings = ProxySettings()  # fails fast on insecure settings, before forking workers
+    configure_logging("proxy", settings.common.log_level)
     if settings.workers <= 1:
         _serve_process(settings)
         return

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aqueduct_libs.settings import CommonSettings
 
 __all__ = ["ProxySettings"]
 
 
 class ProxySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AQUEDUCT_PROXY_", extra="ignore")
+
+    # AQUEDUCT_*: what every service shares (its own environment prefix; given whole by tests).
+    common: CommonSettings = Field(default_factory=CommonSettings)
 
     host: str = "127.0.0.1"
     port: int = 8000

@@ -164,7 +164,7 @@ class RunningProxy:
 
 
 async def start_in_process(settings: ProxySettings, common: CommonSettings) -> RunningProxy:
-    proxy = await bootstrap(settings, common, with_features=())
+    proxy = await bootstrap(settings.model_copy(update={"common": common}), with_features=())
     await proxy.start()
     await asyncio.wait_for(proxy.watchers[0].ready.wait(), 10)
     runner = web.AppRunner(proxy.app, access_log=None, handle_signals=False)

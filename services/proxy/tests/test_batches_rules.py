@@ -18,7 +18,7 @@ from aqueduct_libs import names
 from aqueduct_libs.snapshot import Limits, QuotaDecision
 from aqueduct_proxy.batches.bootstrap import WorkerProcess, bootstrap
 from aqueduct_proxy.batches.domain import Batch, BatchLine
-from aqueduct_proxy.batches.settings import BatchSettings
+from aqueduct_proxy.batches.settings import BatchSettings, BatchWorkerSettings
 from aqueduct_proxy.batches.worker import RetryLater
 from aqueduct_proxy.files.settings import FilesSettings
 from conftest import common_settings, proxy_settings
@@ -30,15 +30,17 @@ pytestmark = [pytest.mark.nats, pytest.mark.valkey]
 async def worker(
     nats_url: str, valkey_url: str, snapshot: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[WorkerProcess]:
-    process = await bootstrap(
-        BatchSettings(concurrency=4, ack_wait_seconds=2, finalize_interval_seconds=0.2),
-        proxy_settings(valkey_url),
-        FilesSettings(),
-        common_settings(nats_url, tmp_path_factory.mktemp("batch-worker")),
+    settings = BatchWorkerSettings(
+        batch=BatchSettings(concurrency=4, ack_wait_seconds=2, finalize_interval_seconds=0.2),
+        proxy=proxy_settings(valkey_url),
+        files=FilesSettings(),
+        common=common_settings(nats_url, tmp_path_factory.mktemp("batch-worker")),
     )
+    process = await bootstrap(settings, consume=False)  # the tests run lines themselves
+    await process.start()
     await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in process.watchers)), 10)
     yield process
-    await process.close()
+    await process.stop()
 
 
 async def grant_in(process: WorkerProcess, snapshot_writer: Any, **grant: Any) -> Any:

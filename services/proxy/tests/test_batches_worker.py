@@ -25,11 +25,12 @@ from aqueduct_libs import names
 from aqueduct_libs.bus import KVWatcher
 from aqueduct_libs.tokens import hash_token
 from aqueduct_proxy.batches import BatchSettings, BatchStore, setup_batches
+from aqueduct_proxy.batches.store import batch_lines_publisher
 from aqueduct_proxy.domain.access import check_grant
 from aqueduct_proxy.domain.snapshot import Snapshot
 from aqueduct_proxy.files import FilesSettings, FileStore, setup_files
 from aqueduct_proxy.files.edge import openai_error_middleware
-from conftest import ROOT, SECRET, usage_events
+from conftest import ROOT, SECRET, started_broker, usage_events
 
 pytestmark = [pytest.mark.nats, pytest.mark.valkey]
 
@@ -40,7 +41,8 @@ class BatchApp:
 
 
 @pytest.fixture(scope="module")
-async def batch_app(bus: Any) -> AsyncIterator[BatchApp]:
+async def batch_app(bus: Any, nats_url: str) -> AsyncIterator[BatchApp]:
+    broker = await started_broker(nats_url)  # what the proxy's batches feature enqueues lines with
     snapshot = Snapshot()
     watcher = KVWatcher(
         bus, names.AUTH_SNAPSHOT_BUCKET, snapshot.on_snapshot_put, snapshot.on_snapshot_delete
@@ -52,7 +54,7 @@ async def batch_app(bus: Any) -> AsyncIterator[BatchApp]:
         return check_grant(grant, snapshot, "http://ui")
 
     files = FileStore(bus, quota_bytes_per_user=10**9)
-    store = BatchStore(bus)
+    store = BatchStore(bus, lines=batch_lines_publisher(broker))
     await files.start()
     await store.start()
     app = web.Application(middlewares=[openai_error_middleware])
@@ -65,6 +67,7 @@ async def batch_app(bus: Any) -> AsyncIterator[BatchApp]:
     yield BatchApp(f"http://127.0.0.1:{port}/v1", snapshot, store)
     await runner.cleanup()
     await watcher.stop()
+    await broker.stop()
 
 
 @pytest.fixture

@@ -183,7 +183,7 @@ async def proxy_with_files(
     """The proxy as its bootstrap builds it, plus the files routes and the inlining, as wired at start."""
     settings = proxy_settings(valkey_url)
     common = common_settings(nats_url, tmp_path_factory.mktemp("proxy-files"))
-    proxy = await bootstrap(settings, common, with_features=())
+    proxy = await bootstrap(settings.model_copy(update={"common": common}), with_features=())
     await proxy.start()
     files_settings = FilesSettings()
     store = FileStore(bus, quota_bytes_per_user=files_settings.quota_bytes_per_user)

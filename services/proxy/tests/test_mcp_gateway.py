@@ -97,7 +97,9 @@ async def gateway(
     """The proxy as its bootstrap builds it, with the MCP routes wired in as at start."""
     settings = proxy_settings(valkey_url)
     common = common_settings(nats_url, tmp_path_factory.mktemp("proxy-mcp"))
-    proxy = await bootstrap(settings, common, with_features=[McpFeature(McpSettings())])
+    proxy = await bootstrap(
+        settings.model_copy(update={"common": common}), with_features=[McpFeature(McpSettings())]
+    )
     await proxy.start()
     await asyncio.wait_for(proxy.watchers[0].ready.wait(), 10)
     runner = web.AppRunner(proxy.app, access_log=None, handle_signals=False)

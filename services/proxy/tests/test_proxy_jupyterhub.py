@@ -172,7 +172,7 @@ async def start_bridged_proxy(
     )
     # Every feature as python -m aqueduct_proxy serves them, the bridge with this test's settings.
     listed = [hub if feature.name == hub.name else feature for feature in features(common)]
-    proxy = await bootstrap(settings, common, with_features=listed)
+    proxy = await bootstrap(settings.model_copy(update={"common": common}), with_features=listed)
     wired = proxy.wired[hub.name]
     assert wired is not None
     await proxy.start()

@@ -24,7 +24,7 @@ async def test_every_served_route_is_in_the_openapi_document_and_nothing_else(
 ) -> None:
     settings = proxy_settings(valkey_url)
     monkeypatch.setenv("AQUEDUCT_PROXY_JUPYTERHUB_ENABLED", "true")  # every feature, the bridge included
-    proxy = await bootstrap(settings, common_settings(nats_url, tmp_path))
+    proxy = await bootstrap(settings.model_copy(update={"common": common_settings(nats_url, tmp_path)}))
     await proxy.start()
     await asyncio.wait_for(proxy.watchers[0].ready.wait(), 10)
     runner = web.AppRunner(proxy.app, access_log=None, handle_signals=False)

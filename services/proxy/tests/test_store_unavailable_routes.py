@@ -28,7 +28,7 @@ async def running(
     settings = proxy_settings(valkey_url)
     common = common_settings(nats_url, tmp_path_factory.mktemp("proxy-stores"))
     features = [FilesFeature(FilesSettings()), BatchesFeature(BatchSettings())]
-    proxy = await bootstrap(settings, common, with_features=features)
+    proxy = await bootstrap(settings.model_copy(update={"common": common}), with_features=features)
     await proxy.start()
     runner = web.AppRunner(proxy.app, access_log=None, handle_signals=False)
     await runner.setup()

@@ -13,7 +13,6 @@ from fastapi import FastAPI
 from aqueduct_libs.ops import configure_logging
 from aqueduct_libs.service import LifespanService
 from aqueduct_libs.sessions import SessionVerifier
-from aqueduct_libs.settings import CommonSettings
 from aqueduct_ui.adapters.api import create_http_client
 from aqueduct_ui.adapters.jwks import KeyRing
 from aqueduct_ui.application.roles import CurrentRoles
@@ -36,9 +35,10 @@ async def _load_keys_until_ready(ctx: WebContext) -> None:
             await ctx.keyring.fetch_over_http()
 
 
-async def bootstrap(settings: UISettings, common: CommonSettings, *, use_bus: bool = True) -> LifespanService:
+async def bootstrap(settings: UISettings, *, use_bus: bool = True) -> LifespanService:
     """The web app; its lifespan opens the HTTP client to the APIs and watches the session keys
     (``use_bus=False``: fetched from the auth service only, for tests without a bus)."""
+    common = settings.common
     verifier = SessionVerifier()
     ctx = WebContext(
         settings=settings,
@@ -75,8 +75,9 @@ async def bootstrap(settings: UISettings, common: CommonSettings, *, use_bus: bo
     return LifespanService(app, ctx.ready)
 
 
-async def serve(settings: UISettings, common: CommonSettings) -> None:
-    service = await bootstrap(settings, common)
+async def serve(settings: UISettings) -> None:
+    common = settings.common
+    service = await bootstrap(settings)
     config = uvicorn.Config(
         service.app,
         host=settings.host,
@@ -90,6 +91,5 @@ async def serve(settings: UISettings, common: CommonSettings) -> None:
 
 def run() -> None:
     settings = UISettings()
-    common = CommonSettings()
-    configure_logging("ui", common.log_level)
-    asyncio.run(serve(settings, common))
+    configure_logging("ui", settings.common.log_level)
+    asyncio.run(serve(settings))

@@ -5,11 +5,16 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from aqueduct_libs.settings import CommonSettings
+
 __all__ = ["UISettings"]
 
 
 class UISettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AQUEDUCT_UI_", extra="ignore")
+
+    # AQUEDUCT_*: what every service shares (its own environment prefix; given whole by tests).
+    common: CommonSettings = Field(default_factory=CommonSettings)
 
     host: str = "127.0.0.1"
     port: int = 8080

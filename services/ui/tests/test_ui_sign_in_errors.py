@@ -18,7 +18,7 @@ PHISHING = "Your account is locked. Call +1-555-0100 and give your password to u
 def _client() -> TestClient:
     common = CommonSettings(dev_mode=True, auth_url="http://127.0.0.1:9")  # nothing is asked of it
     return TestClient(
-        asyncio.run(bootstrap(UISettings(oidc_enabled=True), common, use_bus=False)).app,
+        asyncio.run(bootstrap(UISettings(oidc_enabled=True, common=common), use_bus=False)).app,
         follow_redirects=False,
     )
 

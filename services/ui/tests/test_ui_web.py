@@ -40,7 +40,7 @@ def client(signing_key: ec.EllipticCurvePrivateKey) -> Iterator[TestClient]:
         directory_url="http://127.0.0.1:9",
         accounting_url="http://127.0.0.1:9",
     )
-    app = asyncio.run(bootstrap(UISettings(), common, use_bus=False)).app
+    app = asyncio.run(bootstrap(UISettings(common=common), use_bus=False)).app
     jwk = json.loads(ECAlgorithm.to_jwk(signing_key.public_key()))
     app.state.ctx.keyring.verifier.load_jwks({"keys": [{**jwk, "kid": "k1", "alg": "ES256", "use": "sig"}]})
     with TestClient(app, base_url="http://ui.test", follow_redirects=False) as test_client:
@@ -93,7 +93,7 @@ def test_sso_button_points_at_the_auth_service_when_configured(
     signing_key: ec.EllipticCurvePrivateKey,
 ) -> None:
     common = CommonSettings(dev_mode=True, auth_url="https://auth.example.org")
-    app = asyncio.run(bootstrap(UISettings(oidc_enabled=True), common, use_bus=False)).app
+    app = asyncio.run(bootstrap(UISettings(oidc_enabled=True, common=common), use_bus=False)).app
     with TestClient(app, follow_redirects=False) as client:
         html = client.get("/login?next=/models").text
         assert 'href="/login/sso?next=%2Fmodels"' in html
@@ -112,7 +112,7 @@ def test_sso_button_points_at_the_auth_service_when_configured(
 def test_a_hand_off_link_opened_in_another_browser_is_refused() -> None:
     """Login CSRF: a browser that did not start the sign-in holds no secret, so it is not signed in."""
     common = CommonSettings(dev_mode=True, auth_url="http://127.0.0.1:9")  # nothing is asked of it
-    app = asyncio.run(bootstrap(UISettings(oidc_enabled=True), common, use_bus=False)).app
+    app = asyncio.run(bootstrap(UISettings(oidc_enabled=True, common=common), use_bus=False)).app
     with TestClient(app, follow_redirects=False) as client:
         answer = client.get("/session/complete?code=aqx-someone-elses-code&next=/")
     assert answer.status_code == 303
@@ -124,7 +124,8 @@ def test_the_sso_link_uses_the_public_auth_url_when_set() -> None:
     common = CommonSettings(dev_mode=True, auth_url="http://auth:8002")
     app = asyncio.run(
         bootstrap(
-            UISettings(oidc_enabled=True, public_auth_url="https://auth.example.org/"), common, use_bus=False
+            UISettings(oidc_enabled=True, public_auth_url="https://auth.example.org/", common=common),
+            use_bus=False,
         )
     ).app
     with TestClient(app, follow_redirects=False) as client:

@@ -10,17 +10,20 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from aqueduct_libs import names
 from aqueduct_libs.events import DeadLetter
+from aqueduct_libs.publishers import dead_letters_publisher
 
 __all__ = ["DeadLetterNotFoundError", "DeadLetters", "StoredDeadLetter"]
 
 log = logging.getLogger(__name__)
 
 _ALL = f"{names.DEAD_LETTERS_SUBJECT_PREFIX}.>"
+_ACK_TIMEOUT = 5.0  # nats-py's own default for a JetStream publish
 
 
 class DeadLetterNotFoundError(LookupError):
@@ -35,16 +38,25 @@ class StoredDeadLetter:
 
 
 class DeadLetters:
-    def __init__(self, js: JetStreamContext, on_sent: Callable[[str], None] | None = None) -> None:
-        self._js = js
+    def __init__(self, broker: NatsBroker, on_sent: Callable[[str], None] | None = None) -> None:
+        """``broker``: the service's, connected before the first letter is sent or read."""
+        self._broker = broker
+        self._publisher = dead_letters_publisher(broker)
         self._on_sent = on_sent
+
+    @property
+    def _js(self) -> JetStreamContext:
+        return self._broker.connection.jetstream()
 
     async def send(self, letter: DeadLetter, key: str | None = None) -> None:
         """Publish and wait for the stream to hold it (the caller acknowledges the original only then).
         ``key``: for a letter without a place in its stream (``names.dead_letter_subject``)."""
         subject = names.dead_letter_subject(letter.source_stream, letter.source_sequence, letter.index, key)
-        await self._js.publish(
-            subject, letter.model_dump_json().encode(), headers={"Nats-Msg-Id": f"{subject}:{letter.tries}"}
+        await self._publisher.publish(
+            letter.model_dump_json().encode(),
+            subject,
+            headers={"Nats-Msg-Id": f"{subject}:{letter.tries}"},
+            timeout=_ACK_TIMEOUT,
         )
         log.warning(
             "dead letter %s (consumer %s): %s", subject, letter.consumer, letter.reason.splitlines()[0][:500]

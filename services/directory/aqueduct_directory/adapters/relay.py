@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from eventsourcing.persistence import Notification
-from nats.js import JetStreamContext
+from faststream.nats import NatsBroker
 
 from aqueduct_directory.adapters.background import WokenByCommits
 from aqueduct_directory.adapters.metrics import RELAY_POSITION, RELAY_PUBLISHED
@@ -20,6 +20,7 @@ from aqueduct_directory.adapters.persistence import PositionStore
 from aqueduct_directory.application.base import DirectoryCore
 from aqueduct_directory.application.translate import to_integration_event
 from aqueduct_libs import names
+from aqueduct_libs.publishers import directory_events_publisher, publish_all
 
 __all__ = ["OutboxRelay"]
 
@@ -37,10 +38,10 @@ RETRY_CAP = 1.0
 class OutboxRelay(WokenByCommits):
     task_name = "outbox-relay"
 
-    def __init__(self, app: DirectoryCore, js: JetStreamContext, positions: PositionStore) -> None:
+    def __init__(self, app: DirectoryCore, broker: NatsBroker, positions: PositionStore) -> None:
         super().__init__()
         self._app = app
-        self._js = js
+        self._publisher = directory_events_publisher(broker)
         self._positions = positions
         self.published = 0
 
@@ -66,19 +67,13 @@ class OutboxRelay(WokenByCommits):
             RELAY_POSITION.set(page[-1].id)
 
     async def _publish_page(self, page: Sequence[Notification]) -> list[Any]:
-        # Pipelined: the whole page goes out, then every ack must arrive before the position moves.
-        # No stall timeout per publish: it would yield after every message and send them one by one.
-        acks = []
+        # The whole page in flight at once; every ack must arrive before the position moves.
+        messages = []
         for notification in page:
             event = to_integration_event(self._app.mapper.to_domain_event(notification), notification.id)
-            acks.append(
-                await self._js.publish_async(
-                    names.directory_event_subject(event.type),
-                    event.model_dump_json().encode(),
-                    headers={"Nats-Msg-Id": str(notification.id)},
-                )
-            )
-        return await asyncio.gather(*acks, return_exceptions=True)
+            subject = names.directory_event_subject(event.type)
+            messages.append((subject, event.model_dump_json().encode(), str(notification.id)))
+        return await publish_all(self._publisher, messages, ACK_TIMEOUT)
 
     async def _run(self) -> None:
         delay = 0.2

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from faststream.nats import JStream, NatsBroker
+from faststream.nats import NatsBroker
 
 from aqueduct_directory.entrypoints.rpc import sign_in_router
-from aqueduct_libs import names
 from aqueduct_libs.broker import new_broker
-from aqueduct_libs.events import DirectoryEvent
+from aqueduct_libs.publishers import directory_events_publisher, snapshot_push_publisher
 
 __all__ = ["directory_broker"]
 
@@ -20,18 +19,6 @@ def directory_broker() -> NatsBroker:
         (sign_in_router(),),
         description="aqueduct-directory: users, teams, tokens",
     )
-    broker.publisher(
-        f"{names.DIRECTORY_EVENTS_SUBJECT_PREFIX}.*",
-        stream=JStream(names.DIRECTORY_EVENTS_STREAM, declare=False),
-        schema=DirectoryEvent,
-        title="directory.events.v1.<type>",
-        description="Integration events relayed from the directory's outbox (OutboxRelay, pipelined with "
-        "nats-py's publish_async); Nats-Msg-Id is the notification id.",
-    )
-    broker.publisher(
-        f"{names.SNAPSHOT_PUSH_PREFIX}.>",
-        title="directory.snapshot.v1.<key>",
-        description="A change of the auth snapshot bucket as it is written (SnapshotPusher): the entry's "
-        "value, an empty payload for a delete.",
-    )
+    directory_events_publisher(broker)  # OutboxRelay
+    snapshot_push_publisher(broker)  # SnapshotPusher
     return broker

@@ -3,7 +3,8 @@
 Write-ahead journal: every event is first appended to this process's current journal segment
 (``usage-<pid>-<uuid>.wal`` in the spool folder, one ``os.write`` of its line), then queued in memory. A
 background task publishes what gathered: up to ``events_per_message`` events to a message, as a JSON array
-(a lone event goes as a bare object), several messages in flight at once; rounds start at most ``linger``
+(a lone event goes as a bare object), through the broker's FastStream publisher of the usage stream
+(``aqueduct_libs.publishers``), several messages in flight at once; rounds start at most ``linger``
 (50 ms) apart unless a full message is waiting, so a steady stream costs a message per ``linger``. A message's ``Nats-Msg-Id`` is
 derived from its event ids (a lone event: its ``event_id``), so re-sending the same message is de-duplicated
 by JetStream; accounting de-duplicates by ``event_id`` whatever the grouping. One message per event would
@@ -43,11 +44,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-from faststream.nats import NatsBroker, NatsMessage
+from faststream.nats import NatsBroker
 
 from aqueduct_libs import names
-from aqueduct_libs.broker import subscribe
 from aqueduct_libs.events import UsageRecorded
+from aqueduct_libs.publishers import publish_all, usage_publisher
 
 __all__ = ["UsagePublisher"]
 
@@ -94,12 +95,10 @@ class UsagePublisher:
         on_published: Callable[[int], None] | None = None,
     ) -> None:
         self._broker = broker
-        # Publishes go through nats-py with a reply inbox, not the broker's ``publish(stream=...)``, which
-        # would wait for each acknowledgement in turn: several messages are in flight at once.
-        self._nc = broker.connection
-        self._inbox = self._nc.new_inbox()
-        self._acks: dict[str, asyncio.Future[bool]] = {}
-        self._sequence = 0
+        # The broker's FastStream publisher of the usage stream: a batch's messages are published
+        # concurrently, each waiting for its JetStream acknowledgement (its cost is per message, and a
+        # message carries up to ``events_per_message`` events).
+        self._publisher = usage_publisher(broker)
         self._spool_dir = spool_dir
         self._max_buffered = max_buffered
         self._batch_size = batch_size
@@ -145,8 +144,6 @@ class UsagePublisher:
 
     async def start(self) -> None:
         self._spool_dir.mkdir(parents=True, exist_ok=True)
-        # One wildcard handler receives every acknowledgement (re-subscribed by nats-py on reconnect).
-        await subscribe(self._broker, f"{self._inbox}.*", self._on_ack, include_in_schema=False)
         self._claim_spool()
         self._task = asyncio.create_task(self._run(), name="usage-publisher")
 
@@ -215,7 +212,7 @@ class UsagePublisher:
             if failed:
                 # Keep their order ahead of newer events; the same ids are re-sent, so retries are safe.
                 self._buffer.extendleft(reversed(failed))
-                if self._closing and not self._nc.is_connected:
+                if self._closing and not self._broker.connection.is_connected:
                     return
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -255,38 +252,22 @@ class UsagePublisher:
         return messages
 
     async def _publish(self, batch: list[_Entry]) -> list[_Entry]:
-        """Publish a batch with one shared reply inbox; an event counts once JetStream acknowledged the
-        message that carries it."""
-        loop = asyncio.get_running_loop()
-        sent: list[tuple[asyncio.Future[bool], list[_Entry], bytes]] = []
-        for message_id, payload, entries, last_id in self._messages(batch):
-            waiter: asyncio.Future[bool] = loop.create_future()
-            sent.append((waiter, entries, last_id))
-            self._sequence += 1
-            token = str(self._sequence)
-            self._acks[token] = waiter
-            try:
-                await self._nc.publish(
-                    names.USAGE_SUBJECT,
-                    payload,
-                    reply=f"{self._inbox}.{token}",
-                    headers={"Nats-Msg-Id": message_id},
-                )
-            except Exception:  # any bus failure: keep the events and try again later
-                self._acks.pop(token, None)
-                waiter.set_result(False)
-        await asyncio.wait([waiter for waiter, _, _ in sent], timeout=self._timeout)
+        """Publish a batch, its messages all in flight at once; an event counts once JetStream acknowledged
+        the message that carries it (a de-duplicated re-send is acknowledged too)."""
+        messages = self._messages(batch)
+        results = await publish_all(
+            self._publisher,
+            ((names.USAGE_SUBJECT, payload, message_id) for message_id, payload, _, _ in messages),
+            self._timeout,
+        )
         delivered: list[_Entry] = []
         failed: list[_Entry] = []
-        for waiter, entries, last_id in sent:
-            if waiter.done() and waiter.result():
-                delivered += entries
-            else:
-                waiter.cancel()
+        for (_, _, entries, last_id), result in zip(messages, results, strict=True):
+            if isinstance(result, BaseException):  # no acknowledgement, or an error from JetStream
                 failed += entries
                 self._resend_ends.add(last_id)
-        if len(self._acks) > 10 * self._batch_size:  # acks that never came (bus restarts)
-            self._acks = {t: w for t, w in self._acks.items() if not w.done()}
+            else:
+                delivered += entries
         self._settle(delivered)
         self.published += len(delivered)
         if self._on_published and delivered:
@@ -294,14 +275,6 @@ class UsagePublisher:
         if failed:
             log.warning("%d usage events not delivered yet; %d buffered", len(failed), len(self._buffer))
         return failed
-
-    async def _on_ack(self, msg: NatsMessage) -> None:
-        waiter = self._acks.pop(msg.raw_message.subject.rpartition(".")[2], None)
-        if waiter is None or waiter.done():
-            return
-        # A stored (or de-duplicated) message answers {"stream":..,"seq":..}; no stream answers a 503 status.
-        data = msg.body
-        waiter.set_result(bool(data) and b'"error"' not in data)
 
     # -- journal ---------------------------------------------------------------------------------------
 

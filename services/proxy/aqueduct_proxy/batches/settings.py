@@ -3,7 +3,12 @@ where the worker process serves its health and metrics (read once, at wiring).""
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aqueduct_libs.settings import CommonSettings
+from aqueduct_proxy.files.settings import FilesSettings
+from aqueduct_proxy.settings import ProxySettings
 
 __all__ = ["BatchSettings", "BatchWorkerSettings"]
 
@@ -25,10 +30,17 @@ class BatchSettings(BaseSettings):
 
 
 class BatchWorkerSettings(BaseSettings):
-    """The worker's operational HTTP server (``/healthz``, ``/readyz``, ``/metrics``), named like the
-    other services' ``AQUEDUCT_<SERVICE>_HOST``/``_PORT`` (the launcher sets them for ``batch-worker``)."""
+    """The batch worker process's settings: its operational HTTP server (``/healthz``, ``/readyz``,
+    ``/metrics``), named like the other services' ``AQUEDUCT_<SERVICE>_HOST``/``_PORT`` (the launcher sets
+    them for ``batch-worker``), and the proxy's settings it runs lines with, each read from its own
+    environment prefix."""
 
     model_config = SettingsConfigDict(env_prefix="AQUEDUCT_BATCH_WORKER_", extra="ignore")
+
+    common: CommonSettings = Field(default_factory=CommonSettings)  # AQUEDUCT_*
+    batch: BatchSettings = Field(default_factory=BatchSettings)  # AQUEDUCT_PROXY_BATCH_*
+    proxy: ProxySettings = Field(default_factory=ProxySettings)  # AQUEDUCT_PROXY_*: routing, limits, upstream
+    files: FilesSettings = Field(default_factory=FilesSettings)  # AQUEDUCT_PROXY_FILES_*
 
     host: str = "127.0.0.1"
     port: int = 8004

@@ -7,6 +7,7 @@ import asyncio
 import builtins
 from collections.abc import Callable
 
+from faststream.nats import JStream, NatsBroker
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import (
@@ -18,18 +19,41 @@ from nats.js.kv import KeyValue
 
 from aqueduct_libs import names
 from aqueduct_libs.bus import DUPLICATE_WINDOW_SECONDS, ensure_kv, ensure_stream, read_bucket
+from aqueduct_libs.publishers import Publisher
 from aqueduct_proxy.batches.domain import Batch, BatchLine, BatchNotFoundError, LineResult
 from aqueduct_proxy.domain.errors import StoreUnavailableError
 
-__all__ = ["BatchStore"]
+__all__ = ["BatchStore", "batch_lines_publisher"]
 
 _PUBLISH_CONCURRENCY = 256
+_ACK_TIMEOUT = 5.0  # nats-py's own default for a JetStream publish
 _NOT_OPEN = "The batches store is not available yet; try again in a few seconds."
 
 
+def batch_lines_publisher(broker: NatsBroker) -> Publisher:
+    """The work queue's publisher (``BatchStore.enqueue``), also what the AsyncAPI document shows."""
+    return broker.publisher(  # type: ignore[return-value]
+        f"{names.BATCH_LINES_SUBJECT_PREFIX}.*",
+        stream=JStream(names.BATCH_LINES_STREAM, declare=False),
+        schema=BatchLine,
+        title="batch.lines.<batch id>",
+        description="One queued line of a batch (BatchStore), for the batch workers; Nats-Msg-Id is the "
+        "batch id and the line number.",
+    )
+
+
 class BatchStore:
-    def __init__(self, js: JetStreamContext, *, replicas: int = 1, results_max_age_days: int = 30) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        lines: Publisher | None = None,
+        replicas: int = 1,
+        results_max_age_days: int = 30,
+    ) -> None:
+        """``lines``: the broker's ``batch_lines_publisher``, for a store that enqueues lines."""
         self.js = js
+        self._lines = lines
         self._replicas = replicas
         self._results_max_age = results_max_age_days * 86400
         self._batches: KeyValue | None = None
@@ -118,14 +142,18 @@ class BatchStore:
 
     async def enqueue(self, lines: builtins.list[BatchLine]) -> None:
         """One message per line; the message id makes a repeated enqueue of the same line a no-op."""
+        publisher = self._lines
+        if publisher is None:
+            raise RuntimeError("this batch store was opened without the publisher of batch lines")
         gate = asyncio.Semaphore(_PUBLISH_CONCURRENCY)
 
         async def one(line: BatchLine) -> None:
             async with gate:
-                await self.js.publish(
-                    names.batch_lines_subject(line.batch_id),
+                await publisher.publish(
                     line.model_dump_json().encode(),
+                    names.batch_lines_subject(line.batch_id),
                     headers={"Nats-Msg-Id": f"{line.batch_id}:{line.line}"},
+                    timeout=_ACK_TIMEOUT,
                 )
 
         await asyncio.gather(*(one(line) for line in lines))

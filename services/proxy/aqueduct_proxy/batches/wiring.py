@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from aqueduct_proxy.batches.http import setup_batches
 from aqueduct_proxy.batches.settings import BatchSettings
-from aqueduct_proxy.batches.store import BatchStore
+from aqueduct_proxy.batches.store import BatchStore, batch_lines_publisher
 from aqueduct_proxy.entrypoints.startup import open_on_startup
 from aqueduct_proxy.files.store import FileStore
 
@@ -28,8 +28,10 @@ class BatchesFeature:
         if not isinstance(files, FileStore):
             raise RuntimeError("the batches feature needs the files feature wired before it")
         settings = self.settings
+        assert proxy.broker is not None
         store = BatchStore(
             proxy.nc.jetstream(),
+            lines=batch_lines_publisher(proxy.broker),
             replicas=settings.replicas or proxy.replicas,
             results_max_age_days=settings.results_max_age_days,
         )

@@ -28,6 +28,7 @@ from aqueduct_libs import names
 from aqueduct_libs.bounds import MAX_TEXT_LENGTH
 from aqueduct_libs.broker import OWN_INBOX
 from aqueduct_libs.events import UsageRecorded, utcnow
+from aqueduct_libs.publishers import Publisher, usage_publisher
 from aqueduct_libs.snapshot import TokenGrant
 from aqueduct_proxy.application.gateway import Gateway
 from aqueduct_proxy.batches.domain import (
@@ -61,6 +62,7 @@ LINES = f"{names.BATCH_LINES_SUBJECT_PREFIX}.>"
 WORKER = "batch_worker"  # the worker in its broker's context
 # A batch still "validating" this long after creation lost its proxy while its lines were being queued.
 _STUCK_VALIDATING = 60.0
+_USAGE_ACK_TIMEOUT = 5.0  # nats-py's own default for a JetStream publish
 _SKIPPED = frozenset({"cancelling", "cancelled", "failed", "expired", "completed"})
 
 
@@ -82,6 +84,7 @@ class BatchWorker:
         users: UserGrants | None = None,
     ) -> None:
         self.broker = broker
+        self._usage_publisher = self.declare_publishers(broker)
         self.store = store
         self.files = files
         self.gateway = gateway
@@ -102,6 +105,11 @@ class BatchWorker:
         self.consuming = False
         self.lines_done = 0
         self.lines_failed = 0
+
+    @staticmethod
+    def declare_publishers(broker: NatsBroker) -> Publisher:
+        """The worker's one publisher: usage events, one per line (also what the AsyncAPI document shows)."""
+        return usage_publisher(broker, "batch worker", "one per line, after its result is stored")
 
     # -- consuming lines -------------------------------------------------------------------------------
 
@@ -178,10 +186,11 @@ class BatchWorker:
                     result = await self.store.store_result(line.batch_id, await self.run_line(batch, line))
                     self._progress[(batch.owner, batch.id)][0 if result.succeeded else 1] += 1
                 # Published after the result is stored and before the ack; again after a crash, same id.
-                await self.store.js.publish(
-                    names.USAGE_SUBJECT,
+                await self._usage_publisher.publish(
                     result.usage_event.encode(),
+                    names.USAGE_SUBJECT,
                     headers={"Nats-Msg-Id": result.usage_event_id},
+                    timeout=_USAGE_ACK_TIMEOUT,
                 )
                 await msg.ack_sync()
                 self.lines_done += 1
