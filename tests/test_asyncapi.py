@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import warnings
 
+import yaml
+
 from tools.asyncapi import DOCUMENT, render
 
 
@@ -23,3 +25,14 @@ def test_every_service_on_the_bus_is_in_the_document() -> None:
         assert handler in document
     for server in ("aqueduct-directory", "aqueduct-proxy", "aqueduct-batch-worker", "aqueduct-auth"):
         assert f"'{server}:" in document
+
+
+def test_the_usage_payloads_are_what_the_publishers_send() -> None:
+    """A lone usage event travels as a bare object (the proxy's alone, the batch worker's always), a group
+    as a JSON array: a consumer generated from the document must accept both, as accounting does."""
+
+    schemas = yaml.safe_load(DOCUMENT.read_text())["components"]
+    bare = {"$ref": "#/components/schemas/UsageRecorded"}
+    proxy = schemas["schemas"]["usage.v1.recorded (proxy):Message:Payload"]
+    assert {"items": bare, "type": "array"} in proxy["anyOf"] and bare in proxy["anyOf"]
+    assert schemas["messages"]["usage.v1.recorded (batch worker):Message"]["payload"] == bare

@@ -45,11 +45,20 @@ def _declare(
     )
 
 
-def usage_publisher(broker: NatsBroker, service: str = "proxy", by: str = "UsagePublisher") -> Publisher:
-    about = f"Usage events ({by}): a JSON array of events, or a bare event when alone; Nats-Msg-Id is the "
-    about += "event id of a lone event, a hash of the event ids of a group."
+def usage_publisher(
+    broker: NatsBroker, service: str = "proxy", by: str = "UsagePublisher", *, grouped: bool = True
+) -> Publisher:
+    """``grouped``: several events may travel in one message (a JSON array); a lone event is always a bare
+    object, so the document's payload is either (as accounting's consumer reads it)."""
+    about = f"Usage events ({by}): " + (
+        "a JSON array of events, or a bare event when alone; Nats-Msg-Id is the event id of a lone event, "
+        "a hash of the event ids of a group."
+        if grouped
+        else "one bare event to a message; Nats-Msg-Id is its event id."
+    )
     title = f"{names.USAGE_SUBJECT} ({service})"
-    return _declare(broker, names.USAGE_SUBJECT, names.USAGE_STREAM, list[UsageRecorded], title, about)
+    schema: Any = UsageRecorded | list[UsageRecorded] if grouped else UsageRecorded
+    return _declare(broker, names.USAGE_SUBJECT, names.USAGE_STREAM, schema, title, about)
 
 
 def directory_events_publisher(broker: NatsBroker) -> Publisher:

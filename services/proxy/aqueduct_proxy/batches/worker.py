@@ -109,7 +109,9 @@ class BatchWorker:
     @staticmethod
     def declare_publishers(broker: NatsBroker) -> Publisher:
         """The worker's one publisher: usage events, one per line (also what the AsyncAPI document shows)."""
-        return usage_publisher(broker, "batch worker", "one per line, after its result is stored")
+        return usage_publisher(
+            broker, "batch worker", "one per line, after its result is stored", grouped=False
+        )
 
     # -- consuming lines -------------------------------------------------------------------------------
 
