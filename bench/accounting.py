@@ -111,6 +111,8 @@ def _consumer(nc: nats.NATS, js, engine: ClickHouse, durable: str, batch: int) -
         batch_bytes=SETTINGS.batch_bytes,
         flush_interval=SETTINGS.flush_interval_seconds,
         store_interval=SETTINGS.store_interval_seconds,
+        busy_store_interval=SETTINGS.busy_store_interval_seconds,
+        busy_store_bytes=SETTINGS.busy_store_bytes,
         max_ack_pending=SETTINGS.max_ack_pending,
         ack_wait=60,
     )

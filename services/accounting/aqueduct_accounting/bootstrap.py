@@ -372,6 +372,8 @@ def usage_consumer(
         batch_bytes=settings.batch_bytes,
         flush_interval=settings.flush_interval_seconds,
         store_interval=settings.store_interval_seconds,
+        busy_store_interval=settings.busy_store_interval_seconds,
+        busy_store_bytes=settings.busy_store_bytes,
         max_ack_pending=settings.max_ack_pending,
         ack_wait=settings.ack_wait_seconds,
         payload=UsageRecorded | list[UsageRecorded],

@@ -78,6 +78,23 @@ class CountingEngine:
         self.engine.close()
 
 
+def _consumer(nc: Any, durable: str, store: Any, **intervals: Any) -> BatchConsumer[list[dict[str, Any]]]:
+    """A usage consumer reading rows, storing with ``store``, with the given store intervals."""
+    return BatchConsumer(
+        broker_on(nc),
+        stream=names.USAGE_STREAM,
+        subject=names.USAGE_SUBJECT,
+        durable=durable,
+        decode=usage_rows_from_json,
+        store=store,
+        batch_size=20_000,
+        flush_interval=1.0,
+        max_ack_pending=50_000,
+        ack_wait=30,
+        **intervals,
+    )
+
+
 def _rows(*events: Any) -> list[dict[str, Any]]:
     return [usage_row(event) for event in events]
 
@@ -152,19 +169,7 @@ async def test_a_steady_stream_is_stored_once_per_interval_and_a_lone_event_at_o
     async def store(items: list[list[dict[str, Any]]]) -> None:
         stores.append((time.monotonic(), sum(len(rows) for rows in items)))
 
-    consumer: BatchConsumer[list[dict[str, Any]]] = BatchConsumer(
-        broker_on(nc),
-        stream=names.USAGE_STREAM,
-        subject=names.USAGE_SUBJECT,
-        durable="batching-test",
-        decode=usage_rows_from_json,
-        store=store,
-        batch_size=20_000,
-        flush_interval=1.0,
-        max_ack_pending=50_000,
-        ack_wait=30,
-        store_interval=1.0,
-    )
+    consumer = _consumer(nc, "batching-test", store, store_interval=1.0)
     try:
         js = nc.jetstream()
         await ensure_topology(js)
@@ -200,6 +205,52 @@ async def test_a_steady_stream_is_stored_once_per_interval_and_a_lone_event_at_o
 
 
 @pytest.mark.nats
+async def test_a_busy_stream_is_stored_at_the_busy_interval(tmp_path: Path) -> None:
+    """Stores of less than ``busy_store_bytes`` come ``store_interval`` apart; once a store holds more, the
+    next comes ``busy_store_interval`` after it."""
+    bus = EmbeddedNats(tmp_path / "nats").start()
+    nc = await nats.connect(bus.url)
+    stores: list[tuple[float, int]] = []
+
+    async def store(items: list[list[dict[str, Any]]]) -> None:
+        stores.append((time.monotonic(), sum(len(rows) for rows in items)))
+
+    consumer = _consumer(
+        nc, "busy-test", store, store_interval=1.5, busy_store_interval=0.5, busy_store_bytes=30_000
+    )
+
+    async def stream(per_second: int, seconds: float, tag: str) -> float:
+        started = time.monotonic()
+        for tick in range(int(per_second * seconds)):
+            events = [usage_event(i, event_id=f"{tag}-{tick}-{i}") for i in range(2)]
+            await nc.publish(
+                names.USAGE_SUBJECT, b"[" + b",".join(e.model_dump_json().encode() for e in events) + b"]"
+            )
+            await asyncio.sleep(max(0.0, started + (tick + 1) / per_second - time.monotonic()))
+        return time.monotonic()
+
+    try:
+        await ensure_topology(nc.jetstream())
+        await consumer.start()
+        await asyncio.wait_for(consumer.running.wait(), 10)
+        # A trickle: 10 messages (about 9 kB) a second, so 1.5 s hold about 14 kB.
+        await stream(10, 5.0, "slow")
+        slow = [when for when, _ in stores]
+        slow_gaps = [b - a for a, b in itertools.pairwise(slow[1:])]  # the first after the quiet spell
+        assert slow_gaps and all(gap >= 1.4 for gap in slow_gaps), slow_gaps
+        # Busy: 100 messages (about 90 kB) a second, so even 0.5 s hold more than 30 kB.
+        first_busy = len(stores)
+        await stream(100, 4.0, "busy")
+        busy = [when for when, _ in stores[first_busy + 1 :]]
+        busy_gaps = [b - a for a, b in itertools.pairwise(busy)]
+        assert len([gap for gap in busy_gaps if gap <= 0.8]) >= 3, busy_gaps
+    finally:
+        await consumer.stop()
+        await nc.close()
+        bus.stop()
+
+
+@pytest.mark.nats
 async def test_a_stop_stores_what_the_pull_holds(tmp_path: Path) -> None:
     """Events pulled but held for the next store are stored at a stop, not left for the ack wait."""
     bus = EmbeddedNats(tmp_path / "nats").start()
@@ -209,19 +260,7 @@ async def test_a_stop_stores_what_the_pull_holds(tmp_path: Path) -> None:
     async def store(items: list[list[dict[str, Any]]]) -> None:
         stored.append(sum(len(rows) for rows in items))
 
-    consumer: BatchConsumer[list[dict[str, Any]]] = BatchConsumer(
-        broker_on(nc),
-        stream=names.USAGE_STREAM,
-        subject=names.USAGE_SUBJECT,
-        durable="stop-test",
-        decode=usage_rows_from_json,
-        store=store,
-        batch_size=20_000,
-        flush_interval=1.0,
-        max_ack_pending=50_000,
-        ack_wait=30,
-        store_interval=5.0,
-    )
+    consumer = _consumer(nc, "stop-test", store, store_interval=5.0)
     try:
         js = nc.jetstream()
         await ensure_topology(js)

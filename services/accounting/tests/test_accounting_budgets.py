@@ -114,6 +114,32 @@ async def test_team_daily_budget_crossed_then_raised(js, accounting: AccountingP
     assert await _until(js, "team.team-bud", present=False, within=2.0) <= 2.0
 
 
+async def test_a_budget_crossed_in_a_steady_stream_is_decided_within_2_s(
+    js, accounting: AccountingProcess, priced: str
+) -> None:
+    """A steady stream is stored once per ``STORE_INTERVAL_SECONDS``, not as each event comes: an event
+    that crosses a budget waits for the next store, then one check. At three phases of the stores."""
+    stop = asyncio.Event()
+
+    async def trickle() -> None:  # other usage, 20 messages a second: stores come by the interval
+        while not stop.is_set():
+            await _spend(js, team_id="team-trickle", model="local-llama", input_tokens=1, output_tokens=0)
+            await asyncio.sleep(0.05)
+
+    running = asyncio.create_task(trickle())
+    try:
+        await asyncio.sleep(3.0)
+        for phase in range(3):
+            team = f"team-steady-{phase}"
+            await _budget(js, "team", team, daily_nanos=100_000_000)  # $0.10
+            await asyncio.sleep(1.0 + 0.5 * phase)
+            await _spend(js, team_id=team, model=priced, input_tokens=100, output_tokens=0)  # $0.10 reached
+            assert await _until(js, f"team.{team}", present=True, within=2.0) <= 2.0
+    finally:
+        stop.set()
+        await running
+
+
 async def test_user_monthly_token_budget_and_org_budget(
     js, accounting: AccountingProcess, priced: str
 ) -> None:

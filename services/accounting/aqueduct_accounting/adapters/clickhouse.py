@@ -27,6 +27,7 @@ __all__ = [
     "ClickHouse",
     "ClickHouseError",
     "QueryResult",
+    "StringArray",
     "clickhouse_dsn",
     "embedded_dsn",
     "open_clickhouse",
@@ -44,6 +45,29 @@ class ClickHouseError(Exception):
 class QueryResult:
     columns: list[str]
     rows: list[list[Any]]
+
+
+# What ClickHouse's quoted string literals escape, as clickhouse-connect escapes query parameters.
+_ESCAPES = str.maketrans({c: "\\" + c for c in ("\\", "'", "`", "\t", "\n")})
+
+
+class StringArray:
+    """An ``Array(String)`` query parameter rendered at C speed: clickhouse-connect escapes a string value
+    character by character in Python (4 µs an id: a duplicate check of 20,000 ids spent 80 ms there). The
+    text is the same as clickhouse-connect's own (it passes values of a type it does not know as ``str()``)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: list[str]) -> None:
+        self._values = values
+
+    def __str__(self) -> str:
+        if not self._values:
+            return "[]"
+        return "['" + "', '".join(value.translate(_ESCAPES) for value in self._values) + "']"
+
+    def __len__(self) -> int:
+        return len(self._values)
 
 
 # The embedded engine's memory worker corrects its memory tracker from the process's resident size every

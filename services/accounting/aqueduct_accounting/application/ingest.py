@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse
+from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, StringArray
 from aqueduct_accounting.domain.pricing import PriceBook
 from aqueduct_accounting.domain.recent_ids import RecentIds, next_second
 from aqueduct_accounting.domain.usage import clickhouse_time, token_classes, usage_row
@@ -92,8 +92,8 @@ class UsageIngest:
             {
                 "lo": min(times),
                 "hi": max(times),
-                "orgs": sorted({row["org_id"] for row in rows}),
-                "ids": [row["event_id"] for row in rows],
+                "orgs": StringArray(sorted({row["org_id"] for row in rows})),
+                "ids": StringArray([row["event_id"] for row in rows]),
             },
         )
         return {row[0] for row in result.rows}

@@ -9,6 +9,7 @@ refused whole, never stored half-right.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -107,13 +108,35 @@ def _latest(now: datetime | None = None) -> str:
     return clickhouse_time((now or datetime.now(UTC)) + bounds.MAX_FUTURE_SKEW)
 
 
+class _LatestBound:
+    """``_latest()`` kept for a second rather than computed for every message (it cost as much as reading
+    an event). Time goes forward, so an event at or before the kept bound is at or before the current one;
+    an event past it is checked against a bound computed then, as before. Computed again every second all
+    the same, so that a clock set back is followed."""
+
+    __slots__ = ("_at", "_text")
+
+    def __init__(self) -> None:
+        self._text = ""
+        self._at = -1.0
+
+    def admits(self, occurred_at: str) -> bool:
+        if occurred_at <= self._text and time.monotonic() - self._at < 1.0:
+            return True
+        self._text, self._at = _latest(), time.monotonic()
+        return occurred_at <= self._text
+
+
+_LATEST = _LatestBound()
+
+
 def usage_row_from_json(payload: bytes) -> dict[str, Any]:
     """The row of one ``UsageRecorded`` message."""
     try:
         data = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise InvalidUsageEventError(f"not JSON: {exc}") from exc
-    return _row(data, _latest())
+    return _row(data, None)
 
 
 def usage_message_from_json(
@@ -127,7 +150,7 @@ def usage_message_from_json(
         data = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise InvalidUsageEventError(f"not JSON: {exc}") from exc
-    latest = _latest(now)
+    latest = None if now is None else _latest(now)
     if not isinstance(data, list):
         return UsageMessage([_priced_row(data, latest, cost)])
     if not data:
@@ -166,10 +189,12 @@ def usage_message_parts(
 def check_stored_row(row: dict[str, Any]) -> None:
     """Raise ``InvalidUsageEventError`` if a stored ``usage_events`` row (as a dict) is out of bounds."""
     event = {**row, "occurred_at": str(row["occurred_at"]).replace(" ", "T") + "+00:00"}
-    _row(event, _latest())
+    _row(event, None)
 
 
-def _priced_row(data: Any, latest: str, cost: Callable[[dict[str, Any]], int] | None) -> dict[str, Any]:
+def _priced_row(
+    data: Any, latest: str | None, cost: Callable[[dict[str, Any]], int] | None
+) -> dict[str, Any]:
     row = _row(data, latest)
     if cost is not None:
         nanos = cost(row)
@@ -188,13 +213,12 @@ def usage_rows_from_json(payload: bytes) -> list[dict[str, Any]]:
         data = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise InvalidUsageEventError(f"not JSON: {exc}") from exc
-    latest = _latest()
     if not isinstance(data, list):
-        return [_row(data, latest)]
+        return [_row(data, None)]
     rows = []
     for item in data:
         try:
-            rows.append(_row(item, latest))
+            rows.append(_row(item, None))
         except InvalidUsageEventError as exc:
             log.error("dropping an unreadable usage event of a batch: %s", exc)
     if not rows:
@@ -202,7 +226,8 @@ def usage_rows_from_json(payload: bytes) -> list[dict[str, Any]]:
     return rows
 
 
-def _row(data: Any, latest: str) -> dict[str, Any]:
+def _row(data: Any, latest: str | None) -> dict[str, Any]:
+    """``latest``: the latest ``occurred_at`` accepted (None: now's, ``_LATEST``)."""
     # Hot path (one call per usage event): plain lookups first, then exact type checks in one pass.
     try:
         if data.get("schema_version", 1) != 1:
@@ -242,7 +267,8 @@ def _row(data: Any, latest: str) -> dict[str, Any]:
         raise InvalidUsageEventError(
             f"status_code {status} is outside {bounds.MIN_STATUS_CODE}..{bounds.MAX_STATUS_CODE}"
         )
-    if not _EARLIEST <= row["occurred_at"] <= latest:
+    occurred = row["occurred_at"]
+    if not _EARLIEST <= occurred or not (_LATEST.admits(occurred) if latest is None else occurred <= latest):
         raise InvalidUsageEventError(
             f"occurred_at {data['occurred_at']} is outside {_EARLIEST} .. now + skew"
         )

@@ -146,6 +146,8 @@ class BatchConsumer(Generic[T]):
         linger: float = 0.05,
         pull_size: int = 1000,
         store_interval: float = 0.0,
+        busy_store_interval: float | None = None,
+        busy_store_bytes: int = _UNBOUNDED,
         on_stored: Callable[[int, float], None] | None = None,
         on_rejected: Callable[[int], None] | None = None,
         on_store_failed: Callable[[], None] | None = None,
@@ -165,6 +167,12 @@ class BatchConsumer(Generic[T]):
         self._max_ack_pending = max_ack_pending
         self._ack_wait = ack_wait
         self._store_interval = store_interval
+        # A store that held busy_store_bytes of payload or more makes the next one due after
+        # busy_store_interval instead (a busy stream's inserts take longer; its per-store cost is shared
+        # by more events already): see _flush_held.
+        self._busy_store_interval = store_interval if busy_store_interval is None else busy_store_interval
+        self._busy_store_bytes = busy_store_bytes
+        self._interval = store_interval  # the time between the last store and the next one
         self._linger = min(linger, flush_interval)
         self._max_wait = max(flush_interval, 0.1)
         self._on_stored = on_stored
@@ -185,7 +193,9 @@ class BatchConsumer(Generic[T]):
         # Since when (monotonic) stores fail, without a dead-letter policy (None: they do not).
         self._failing_since: float | None = None
         self._held: Delivered[T] = Delivered()
-        self._stored_at = -store_interval  # when (monotonic) the last store began
+        self._stored_at = -max(
+            store_interval, busy_store_interval or 0.0
+        )  # when (monotonic) the last store began
         self._flushing = asyncio.Lock()
         self._storing: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -268,7 +278,7 @@ class BatchConsumer(Generic[T]):
                 continue
             _pull_until_due(
                 self.subscriber,
-                lambda: self._stored_at + self._store_interval,
+                lambda: self._stored_at + self._interval,
                 lambda: self._batch_bytes - self._held.size,
                 self._linger,
                 self._max_wait,
@@ -332,7 +342,7 @@ class BatchConsumer(Generic[T]):
             with contextlib.suppress(Exception):
                 self._on_lag(delivered.msgs[-1].metadata.num_pending)
         self._held.extend(delivered)
-        due = self._stored_at + self._store_interval
+        due = self._stored_at + self._interval
         if (
             len(self._held.msgs) >= self._batch_size
             or self._held.size >= self._batch_bytes
@@ -359,6 +369,8 @@ class BatchConsumer(Generic[T]):
                 return
             held, self._held = self._held, Delivered()
             self._stored_at = time.monotonic()
+            busy = held.size >= self._busy_store_bytes
+            self._interval = self._busy_store_interval if busy else self._store_interval
             if self._storing is not None:
                 # Shielded: a stop cancelling the pull must not cancel a store half done. A store that
                 # broke off (stopping, the bus gone) left its messages unacknowledged: they come back.

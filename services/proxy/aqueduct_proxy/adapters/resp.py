@@ -19,16 +19,32 @@ from functools import partial
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-__all__ = ["RespClient", "RespError"]
+__all__ = ["Encoded", "RespClient", "RespError", "bulk"]
 
 
 class RespError(Exception):
     """An error reply from the server (for example NOSCRIPT)."""
 
 
+def bulk(arg: bytes | str | int) -> bytes:
+    """One argument as RESP sends it (a bulk string)."""
+    data = arg if isinstance(arg, bytes) else str(arg).encode()
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+class Encoded:
+    """``count`` arguments already encoded (``bulk`` each, joined), passed among a command's arguments
+    as they are: what a caller sends again and again is encoded once."""
+
+    __slots__ = ("count", "data")
+
+    def __init__(self, count: int, data: bytes) -> None:
+        self.count, self.data = count, data
+
+
 def _bulk(args: Any) -> bytes:
-    parts = [arg if isinstance(arg, bytes) else str(arg).encode() for arg in args]
-    return b"".join(b"$%d\r\n%b\r\n" % (len(p), p) for p in parts)
+    parts = [arg.data if isinstance(arg, Encoded) else bulk(arg) for arg in args]
+    return b"".join(parts)
 
 
 def _encode(args: tuple[Any, ...]) -> bytes:
@@ -78,6 +94,13 @@ class _Parser:
                 return None, end + 2
             items, cursor = [], end + 2
             for _ in range(count):
+                if buffer[cursor : cursor + 1] == b":":  # an integer, read here: most items are
+                    end = buffer.find(b"\r\n", cursor)
+                    if end < 0:
+                        return None
+                    items.append(int(buffer[cursor + 1 : end]))
+                    cursor = end + 2
+                    continue
                 parsed = self._parse(cursor)
                 if parsed is None:
                     return None
@@ -250,7 +273,8 @@ class RespClient:
             head = _bulk(("EVALSHA", sha, len(keys), *keys))
             if len(self._heads) < 10_000:
                 self._heads[head_key] = head
-        return b"*%d\r\n" % (3 + len(keys) + len(args)) + head + _bulk(args)
+        count = 3 + len(keys) + sum([arg.count if isinstance(arg, Encoded) else 1 for arg in args])
+        return b"*%d\r\n" % count + head + _bulk(args)
 
     def evalsha_then(
         self, sha: str, keys: list[str], args: list[Any], on_reply: Callable[[Any], None]

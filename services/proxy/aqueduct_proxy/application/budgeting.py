@@ -76,9 +76,9 @@ class Budgeting:
         # builds no keys or dates.
         self._counters: dict[tuple[str, str | None, str], tuple[int, tuple[BudgetCounter, ...]]] = {}
         self._counters_until = datetime.min.replace(tzinfo=UTC)
-        # Counter key -> [nanos, tokens] it counted at this process's last reservation, plus what the
-        # process admitted and settled since: the fallback while Valkey is away.
-        self._counted: dict[str, list[int]] = {}
+        # Counter key -> [nanos, tokens] Valkey counted at this process's last call (the store keeps
+        # it), plus what the process admitted and settled since: the fallback while Valkey is away.
+        self._counted: dict[str, list[int]] = store.counted if store is not None else {}
 
     def counters_of(self, grant: TokenGrant, now: datetime) -> tuple[BudgetCounter, ...]:
         """The budget counters a call of this grant counts against today (none: no budget applies).
@@ -107,14 +107,19 @@ class Budgeting:
 
     def _worst_case(self, call: Call) -> tuple[int, int]:
         """The dearest of the model and its fallbacks (a fallback may serve the call)."""
-        if not call.model:
-            return worst_case(None, self._input(call), self._output_cap(call, None))
-        worst = (0, 0)
-        models = (call.model, *call.route.fallbacks) if call.route is not None else (call.model,)
-        for model in models:
-            price = self.snapshot.prices.price_for(model)
-            output = self._output_cap(call, price.max_output_tokens if price else None)
-            nanos, tokens = worst_case(price, self._input(call), output)
+        input_tokens, route = self._input(call), call.route
+        if route is None or not route.model:
+            return worst_case(None, input_tokens, self._output_cap(call, None))
+        prices = self.snapshot.prices
+        price = prices.price_for(route.model)
+        worst = worst_case(
+            price, input_tokens, self._output_cap(call, price.max_output_tokens if price else None)
+        )
+        for model in route.fallbacks:
+            price = prices.price_for(model)
+            nanos, tokens = worst_case(
+                price, input_tokens, self._output_cap(call, price.max_output_tokens if price else None)
+            )
             worst = (max(worst[0], nanos), max(worst[1], tokens))
         return worst
 
@@ -161,11 +166,6 @@ class Budgeting:
             if not result.held and self.store.down:
                 message += " (Checked by this gateway process alone: the budget store is unreachable.)"
             raise BudgetExhaustedError(message, headers={"x-aqueduct-budget-reset": resets})
-        if result.counted:
-            if len(self._counted) > 100_000:
-                self._counted = {}
-            for i, counter in enumerate(counters):
-                self._counted[counter.key] = [result.counted[2 * i], result.counted[2 * i + 1]]
         call.budget_hold = result
 
     def _reserve_here(
@@ -196,11 +196,13 @@ class Budgeting:
         if hold is None or self.store is None:
             return
         nanos, tokens = self._cost(call, usage)
+        less_nanos, less_tokens = hold.nanos - nanos, hold.tokens - tokens
+        counted = self._counted
         for counter in hold.counters:  # what Valkey now counts, as far as this process can tell
-            known = self._counted.get(counter.key)
+            known = counted.get(counter.key)
             if known is not None:
-                known[0] += nanos - hold.nanos
-                known[1] += tokens - hold.tokens
+                known[0] -= less_nanos
+                known[1] -= less_tokens
         if hold.id:
             self.store.settle_nowait(hold, nanos, tokens)
 
