@@ -37,6 +37,7 @@ def _proxy_routes() -> set[tuple[str, str]]:
     from aqueduct_proxy.entrypoints.http import build_app
     from aqueduct_proxy.features import features
     from aqueduct_proxy.jupyterhub import HubBridgeSettings, JupyterHubFeature
+    from aqueduct_libs.broker import new_broker
     from aqueduct_proxy.metrics import ProxyMetrics
 
     gateway = Gateway(
@@ -50,7 +51,9 @@ def _proxy_routes() -> set[tuple[str, str]]:
         ProxyMetrics(),
     )
     bus = SimpleNamespace(jetstream=lambda: SimpleNamespace())
-    proxy = Proxy(app=build_app(gateway, lambda: True, 1024), gateway=gateway, nc=bus)  # type: ignore[arg-type]
+    # A broker never connected: the features only declare their publishers on it.
+    broker = new_broker("nats://127.0.0.1:1", "aqueduct-proxy")
+    proxy = Proxy(app=build_app(gateway, lambda: True, 1024), gateway=gateway, nc=bus, broker=broker)  # type: ignore[arg-type]
     hub = JupyterHubFeature(HubBridgeSettings(enabled=True), "http://auth")
     proxy.wire([hub if f.name == hub.name else f for f in features(CommonSettings(dev_mode=True))])
     found = set()

@@ -41,8 +41,11 @@ def common(nats_url: str, data_dir: Path) -> CommonSettings:
 @asynccontextmanager
 async def auth_service(nats_url: str, data_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
     service = await bootstrap_auth(
-        AuthSettings(bootstrap_admin_username=ADMIN, bootstrap_admin_password=PASSWORD),
-        common(nats_url, data_dir),
+        AuthSettings(
+            bootstrap_admin_username=ADMIN,
+            bootstrap_admin_password=PASSWORD,
+            common=common(nats_url, data_dir),
+        ),
     )
     await service.start()
     try:
@@ -55,7 +58,7 @@ async def auth_service(nats_url: str, data_dir: Path) -> AsyncIterator[httpx.Asy
 
 @asynccontextmanager
 async def directory_service(nats_url: str, data_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
-    service = await bootstrap_directory(DirectorySettings(), common(nats_url, data_dir))
+    service = await bootstrap_directory(DirectorySettings(common=common(nats_url, data_dir)))
     await service.start()
     try:
         assert await until(lambda: service.ready(), within=30) is not None, "the directory never got ready"
