@@ -15,11 +15,14 @@ from collections.abc import Iterable, Mapping
 __all__ = ["REDACTED", "SecretsFilter", "install_redaction", "redact", "secret_values"]
 
 REDACTED = "[redacted]"
+_SCHEME = r"(?<![a-zA-Z0-9+.-])([a-zA-Z][a-zA-Z0-9+.-]*://)"
 
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # userinfo of a URL: scheme://user:password@host -> scheme://user:[redacted]@host; scheme://token@host
-    (re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)([^/\s:@]*):([^/\s@]+)@"), rf"\1\2:{REDACTED}@"),
-    (re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)([^/\s:@]{16,})@"), rf"\1{REDACTED}@"),
+    # A scheme starts where no scheme character precedes it: tried from every letter of a long word, the
+    # search was quadratic (a 60,000-letter query string took seconds to log: a denial of service).
+    (re.compile(rf"{_SCHEME}([^/\s:@]*):([^/\s@]+)@"), rf"\1\2:{REDACTED}@"),
+    (re.compile(rf"{_SCHEME}([^/\s:@]{{16,}})@"), rf"\1{REDACTED}@"),
     (
         re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?:(bearer|basic|token)\s+)?[^\s\"',}]+"),
         rf"\1\2 {REDACTED}",

@@ -29,6 +29,7 @@ def _proxy_routes() -> set[tuple[str, str]]:
     """The proxy's own route table, built as its ``serve`` builds it (no bus needed to build it)."""
     from aiohttp import web
 
+    from aqueduct_libs.broker import new_broker
     from aqueduct_libs.settings import CommonSettings
     from aqueduct_proxy.adapters.upstream import Cooldown, UpstreamClient
     from aqueduct_proxy.application.gateway import Gateway, GatewayConfig
@@ -37,7 +38,6 @@ def _proxy_routes() -> set[tuple[str, str]]:
     from aqueduct_proxy.entrypoints.http import build_app
     from aqueduct_proxy.features import features
     from aqueduct_proxy.jupyterhub import HubBridgeSettings, JupyterHubFeature
-    from aqueduct_libs.broker import new_broker
     from aqueduct_proxy.metrics import ProxyMetrics
 
     gateway = Gateway(

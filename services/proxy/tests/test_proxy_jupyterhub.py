@@ -115,9 +115,7 @@ async def stack(
     """A bus of its own (the directory owns the whole snapshot), the directory and the auth process."""
     folder = tmp_path_factory.mktemp("hub-stack")
     bus = EmbeddedNats(folder / "nats").start()
-    directory = await bootstrap_directory(
-        DirectorySettings(common=_common(bus.url, folder / "directory"))
-    )
+    directory = await bootstrap_directory(DirectorySettings(common=_common(bus.url, folder / "directory")))
     await directory.start()
     app = directory.directory
     app.create_org(SYSTEM, "notebooks", "staff", {"requests_per_minute": 600})

@@ -27,6 +27,7 @@ from aqueduct_accounting.domain.budget_status import BudgetLine
 from aqueduct_accounting.domain.readonly_sql import ReadOnlySqlError
 from aqueduct_accounting.domain.scope import ForbiddenError, UsageFilter, Viewer, scope_predicate
 from aqueduct_accounting.entrypoints.http_dead_letters import add_dead_letter_routes
+from aqueduct_libs import bounds
 from aqueduct_libs.current_roles import CurrentRoles, RolesNotLoadedError
 from aqueduct_libs.ops import add_operational_routes
 from aqueduct_libs.sessions import InvalidSessionError, SessionVerifier
@@ -121,12 +122,17 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+# No stored id or model name is longer than an event's text may be (bounds.MAX_TEXT_LENGTH): a longer
+# filter can match nothing; refused (400 bad_request) before any work is done.
+FilterValue = Annotated[str | None, Query(max_length=bounds.MAX_TEXT_LENGTH)]
+
+
 def _filter(
-    org_id: str | None = None,
-    team_id: str | None = None,
-    user_id: str | None = None,
-    token_id: str | None = None,
-    model: str | None = None,
+    org_id: FilterValue = None,
+    team_id: FilterValue = None,
+    user_id: FilterValue = None,
+    token_id: FilterValue = None,
+    model: FilterValue = None,
 ) -> UsageFilter:
     return UsageFilter(org_id, team_id, user_id, token_id, model)
 
