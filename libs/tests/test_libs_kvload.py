@@ -262,7 +262,12 @@ async def test_a_vanished_consumer_is_replaced_and_changes_keep_coming(client: N
     watcher.start()
     try:
         await asyncio.wait_for(watcher.ready.wait(), 10)
-        (consumer,) = await js.consumers_info("KV_mirror")
+        # The load's own consumer may still be going away when ready is set (seen on a slow machine): the
+        # watcher settles on one that follows the bucket.
+        deadline = time.monotonic() + 10
+        while len(consumers := await js.consumers_info("KV_mirror")) != 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        (consumer,) = consumers
         await js.delete_consumer("KV_mirror", consumer.name)
         await kv.delete("k.1")  # while no consumer follows the bucket
         await kv.put("k.new", b"after")
