@@ -263,14 +263,15 @@ async def test_a_vanished_consumer_is_replaced_and_changes_keep_coming(client: N
     try:
         await asyncio.wait_for(watcher.ready.wait(), 10)
         # The load's own consumer may still be going away when ready is set (seen on a slow machine): the
-        # watcher settles on one that follows the bucket.
-        consumers = await js.consumers_info("KV_mirror")
-        for _ in range(200):
-            if len(consumers) == 1:
+        # watcher settles on one that follows the bucket: the same single consumer in two looks 0.3 s apart.
+        names: list[str] = []
+        for _ in range(40):
+            await asyncio.sleep(0.3)
+            looked = [info.name for info in await js.consumers_info("KV_mirror")]
+            if len(looked) == 1 and looked == names:
                 break
-            await asyncio.sleep(0.05)
-            consumers = await js.consumers_info("KV_mirror")
-        (consumer,) = consumers
+            names = looked
+        (consumer,) = await js.consumers_info("KV_mirror")
         await js.delete_consumer("KV_mirror", consumer.name)
         await kv.delete("k.1")  # while no consumer follows the bucket
         await kv.put("k.new", b"after")
