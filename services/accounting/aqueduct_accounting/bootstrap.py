@@ -37,7 +37,7 @@ from aqueduct_accounting.application.ingest import UsageIngest
 from aqueduct_accounting.application.ingest_health import IngestHealth
 from aqueduct_accounting.application.quarantine import quarantine_out_of_bounds
 from aqueduct_accounting.application.reports import Reports
-from aqueduct_accounting.application.rollups import repair_rollups
+from aqueduct_accounting.application.rollups import roll_up
 from aqueduct_accounting.application.self_repair import migrate_and_repair
 from aqueduct_accounting.domain.pricing import PriceBook
 from aqueduct_accounting.domain.usage import (
@@ -86,7 +86,9 @@ class AccountingService:
     budgets: BudgetEnforcer
     budget_interval: float
     health: IngestHealth
+    ingest: UsageIngest
     lag_interval: float = 2.0
+    rollup_interval: float = 10.0
     # After a table was lost: the budget loop waits until the replays that refill it caught up, or
     # budgets (or spend) read from a half-refilled table would lift decisions that still hold.
     replaying: list[BatchConsumer[Any]] = field(default_factory=list)
@@ -115,6 +117,21 @@ class AccountingService:
             await consumer.start()
         self.tasks.append(asyncio.create_task(self._run_budgets(), name="budgets"))
         self.tasks.append(asyncio.create_task(self.health.run(self.lag_interval), name="ingest-health"))
+        self.tasks.append(asyncio.create_task(self._run_rollups(), name="rollups"))
+
+    async def _run_rollups(self) -> None:
+        """Roll up what was stored, every ``rollup_interval`` (at once at start: what an earlier run left
+        in the tail), in steps while there is more than one roll-up holds."""
+        clickhouse = AsyncClickHouse(self.engine)
+        while True:
+            try:
+                await self.ingest.ready()
+                for _ in range(1000):  # a bound on one round of steps: the next round goes on
+                    if not await clickhouse.run(roll_up, self.ingest.store_clock.stored_through()):
+                        break
+            except ClickHouseError as exc:
+                log.warning("rolling up usage failed (retried; reports still count every event): %s", exc)
+            await asyncio.sleep(self.rollup_interval)
 
     async def _run_budgets(self) -> None:
         for consumer in self.replaying:
@@ -173,11 +190,10 @@ async def bootstrap(settings: AccountingSettings) -> AccountingService:
                 log.warning("replaying the %s stream from its start into ClickHouse", stream)
     metrics = AccountingMetrics()
     dead_letters = DeadLetters(broker, on_sent=lambda _stream: metrics.dead_letters.inc())
-    # Before consuming: rows a version without bounds stored out of them go to the dead letters, and a
-    # crash may have left roll-ups short of the last events stored. Neither may stop the start.
+    # Before consuming: rows a version without bounds stored out of them go to the dead letters (it may
+    # not stop the start). What a crash left not rolled up is in the roll-up views' tail already.
     try:
         await quarantine_out_of_bounds(clickhouse, dead_letters, settings.consumer_name)
-        await clickhouse.run(repair_rollups)
     except ClickHouseError:
         log.exception("repairing the stored usage failed; starting anyway")
 
@@ -316,6 +332,8 @@ async def bootstrap(settings: AccountingSettings) -> AccountingService:
         budget_interval=settings.budget_check_seconds,
         health=health,
         lag_interval=settings.lag_check_seconds,
+        ingest=ingest,
+        rollup_interval=settings.rollup_interval_seconds,
         replaying=[
             consumer
             for consumer, replay in (

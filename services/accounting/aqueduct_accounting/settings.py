@@ -38,18 +38,21 @@ class AccountingSettings(BaseSettings):
     batch_bytes: int = 8 * 1024 * 1024
     flush_interval_seconds: float = 1.0
     # A steady stream of usage is stored at most once per this many seconds (one insert: one part in
-    # usage_events and one in usage_rollup, whatever the rate), unless a batch fills first; the first
-    # events after a quiet spell are stored at once. Bounds how late usage reaches reports and budget
-    # checks: a budget crossed by a steady stream is decided within 2 s (the store, then one check), and
-    # an event is stored within about a second of its arrival (issue 14). An insert costs 12 to 16 ms of
-    # CPU whatever its size: at 500 events/s, 1.5 instead of 1 saves about 10 CPU-µs per event (issue
-    # 15), at the price of that second; AQUEDUCT_ACCOUNTING_STORE_INTERVAL_SECONDS=1.5 trades it so.
+    # usage_events, whatever the rate), unless a batch fills first; the first events after a quiet spell
+    # are stored at once. Bounds how late usage reaches reports and budget checks: a budget crossed by a
+    # steady stream is decided within 2 s (the store, then one check), and an event is stored within
+    # about a second of its arrival (issue 14). An insert's CPU is mostly fixed (8 to 12 ms here):
+    # AQUEDUCT_ACCOUNTING_STORE_INTERVAL_SECONDS=1.5 saves a third of it, at the price of that second.
     store_interval_seconds: float = 1.0
     # After a store of at least busy_store_bytes of payload (about 1,100 events: a stream above about 750
     # events/s), the next one is due after busy_store_interval_seconds instead: a large insert takes
     # longer, which the 2 s must leave room for, and its fixed cost is shared by many events already.
     busy_store_interval_seconds: float = 1.0
     busy_store_bytes: int = 512 * 1024
+    # Roll-ups (usage_totals: the minute, hour and day sums reports and budgets read) are written this
+    # often from the events stored since the last one, not by every insert: reports read the roll-ups
+    # plus those few seconds of events, so nothing waits for them (application/rollups.py).
+    rollup_interval_seconds: float = 10.0
     # The duplicate check answers from memory for events that occurred in the last this many seconds
     # (their ids, at most recent_ids_max of them), and with a bounded query for older ones.
     recent_ids_seconds: float = 120.0

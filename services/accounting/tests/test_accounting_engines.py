@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -76,47 +77,6 @@ def test_an_unreachable_server_fails_at_start_without_leaking_the_password() -> 
 
 
 @pytest.mark.chdb
-def test_roll_ups_left_short_by_a_crash_are_rebuilt(tmp_path: Path) -> None:
-    from aqueduct_accounting.application.rollups import repair_rollups
-
-    engine = ClickHouse(embedded_dsn(tmp_path / "chdb"))
-    try:
-        apply_migrations(engine, default_migrations_dir())
-        assert repair_rollups(engine) == []  # nothing stored yet
-        rows = [
-            {
-                "event_id": f"r{i}",
-                "occurred_at": f"2026-01-05 10:{i % 60:02d}:00.000",
-                "org_id": "o",
-                "input_tokens": 3,
-                "cost_nanos": 7,
-            }
-            for i in range(100)
-        ]
-        engine.insert_json_rows("usage_events", rows)
-        assert repair_rollups(engine) == []  # consistent: nothing to do
-        # What a kill between the events' part and the roll-up's part leaves behind (usage_rollup holds
-        # the three grains that usage_by_minute, usage_by_hour and usage_by_day show).
-        engine.execute(
-            "ALTER TABLE usage_rollup DELETE WHERE grain = 'minute' AND bucket < '2026-01-05 10:30:00' "
-            "SETTINGS mutations_sync = 2"
-        )
-        engine.execute("ALTER TABLE usage_rollup DELETE WHERE grain = 'day' SETTINGS mutations_sync = 2")
-
-        assert repair_rollups(engine) == [
-            "usage_by_minute@2026-01-05T10:00:00+00:00",
-            "usage_by_day@2026-01-05T00:00:00+00:00",
-        ]
-        for table in ("usage_by_minute", "usage_by_hour", "usage_by_day"):
-            assert engine.query(
-                f"SELECT sum(requests), sum(input_tokens), sum(cost_nanos) FROM {table}"
-            ).rows == [[100, 300, 700]], table
-        assert repair_rollups(engine) == []
-    finally:
-        engine.close()
-
-
-@pytest.mark.chdb
 def test_a_deployment_with_three_rollup_tables_migrates_to_one_with_the_same_sums(tmp_path: Path) -> None:
     """0008 replaces usage_by_minute/hour/day (tables fed by three views) with views of usage_rollup: a
     database migrated up to 0007, with rows in it, reads the same roll-ups afterwards, and new events
@@ -154,11 +114,13 @@ def test_a_deployment_with_three_rollup_tables_migrates_to_one_with_the_same_sum
         assert apply_migrations(engine, default_migrations_dir())[0] == "0008"
         kinds = dict(engine.query("SELECT name, engine FROM system.tables WHERE name LIKE 'usage_%'").rows)
         assert kinds["usage_by_minute"] == kinds["usage_by_hour"] == kinds["usage_by_day"] == "View"
-        assert "usage_by_hour_mv" not in kinds and kinds["usage_rollup"] == "SummingMergeTree"
+        # 0009 then puts the roll-ups into usage_totals, written by accounting rather than by a view.
+        assert "usage_by_hour_mv" not in kinds and kinds["usage_totals"] == "SummingMergeTree"
         for table, expected in before.items():
             assert engine.query(sums + table).rows == expected, table
 
-        engine.insert_json_rows("usage_events", rows(90, 10))
+        later = (datetime.now(UTC) + timedelta(seconds=2)).isoformat(" ", "milliseconds")[:23]
+        engine.insert_json_rows("usage_events", [{**row, "recorded_at": later} for row in rows(90, 10)])
         for table in before:
             assert engine.query(f"SELECT sum(requests) FROM {table}").rows == [[100]], table
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ClickHouse,
 from aqueduct_accounting.adapters.dead_letters import DeadLetters
 from aqueduct_accounting.adapters.migrations import apply_migrations, existing_tables
 from aqueduct_accounting.application.quarantine import quarantine_out_of_bounds
-from aqueduct_accounting.application.rollups import repair_rollups
+from aqueduct_accounting.application.rollups import roll_up
 from aqueduct_accounting.application.self_repair import migrate_and_repair
 from aqueduct_accounting.entrypoints.stream_consumer import broker_on
 from aqueduct_accounting.settings import default_migrations_dir
@@ -78,28 +79,25 @@ def test_a_dropped_table_is_created_again_whatever_the_record_says(tmp_path: Pat
         engine.close()
 
 
-def test_a_lost_rollup_view_is_recreated_and_the_rollup_rebuilt(tmp_path: Path) -> None:
+def test_lost_roll_ups_and_their_views_are_recreated_and_count_every_event(tmp_path: Path) -> None:
     engine = ClickHouse(embedded_dsn(tmp_path / "chdb"))
     try:
         migrate_and_repair(engine, default_migrations_dir())
         _insert(engine, 30)
-        # The three roll-ups are the grains of usage_rollup (0008), fed by one view, read through views.
-        engine.execute("DROP TABLE usage_rollup_mv")
-        _insert(engine, 60, first=30)  # the roll-ups miss these
+        assert roll_up(engine, time.time() + 1) == 30  # rolled up: in usage_totals, behind a mark
+        _insert(engine, 60, first=30)  # not yet rolled up: in the views' tail
         engine.execute("DROP TABLE usage_by_day")
+        engine.execute("DROP TABLE usage_totals")  # the roll-ups themselves, rows, marks and all
 
         repair = migrate_and_repair(engine, default_migrations_dir())
 
-        assert repair.created == ["usage_by_day", "usage_rollup_mv"]
+        assert repair.created == ["usage_by_day", "usage_totals"]
         assert not repair.replay_usage and not repair.replay_directory
         raw = _rows(engine, "SELECT count(), sum(input_tokens) FROM usage_events")
-        for table in ROLLUPS:
-            assert _rows(engine, f"SELECT sum(requests), sum(input_tokens) FROM {table}") == raw, table
-
-        engine.execute("DROP TABLE usage_rollup")  # the roll-up table itself, rows and all
-        repair = migrate_and_repair(engine, default_migrations_dir())
-        assert repair.created == ["usage_rollup"]
         assert raw[0][0] == 60
+        for table in ROLLUPS:  # every event is in the tail again, until rolled up anew
+            assert _rows(engine, f"SELECT sum(requests), sum(input_tokens) FROM {table}") == raw, table
+        assert roll_up(engine, time.time() + 1) == 60
         for table in ROLLUPS:
             assert _rows(engine, f"SELECT sum(requests), sum(input_tokens) FROM {table}") == raw, table
     finally:
@@ -241,7 +239,6 @@ async def test_rows_stored_out_of_bounds_by_an_older_version_are_dead_lettered_a
         assert raw == [[10, sum(range(10))]]
         for table in ROLLUPS:
             assert _rows(engine, f"SELECT sum(requests), sum(input_tokens) FROM {table}") == raw, table
-        repair_rollups(engine)  # and the start goes on
     finally:
         await nc.close()
         engine.close()
@@ -256,21 +253,19 @@ def test_a_lost_object_comes_back_in_its_latest_definition(tmp_path: Path) -> No
     for source in default_migrations_dir().glob("*.sql"):
         (folder / source.name).write_text(source.read_text())
     (folder / "9001_replace_a_view.sql").write_text(
-        "DROP VIEW IF EXISTS usage_rollup_mv;\n"
-        "CREATE MATERIALIZED VIEW IF NOT EXISTS usage_rollup_mv TO usage_rollup AS\n"
-        "SELECT 'day' AS grain, toDateTime(toStartOfDay(occurred_at), 'UTC') AS bucket, org_id, team_id, user_id, token_id,\n"
-        "model, count() * 10 AS requests, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,\n"
-        "sum(cached_tokens) AS cached_tokens, sum(cost_nanos) AS cost_nanos FROM usage_events\n"
-        "GROUP BY bucket, org_id, team_id, user_id, token_id, model;\n"
+        "DROP VIEW IF EXISTS usage_by_day;\n"
+        "CREATE VIEW IF NOT EXISTS usage_by_day AS\n"
+        "SELECT toDateTime(toStartOfDay(occurred_at), 'UTC') AS bucket, org_id, count() * 10 AS requests\n"
+        "FROM usage_events GROUP BY bucket, org_id;\n"
         "ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS request_id String DEFAULT '';\n"
     )
     engine = ClickHouse(embedded_dsn(tmp_path / "chdb"))
     try:
         migrate_and_repair(engine, folder)
-        engine.execute("DROP TABLE usage_rollup_mv")
+        engine.execute("DROP TABLE usage_by_day")
         engine.execute("DROP TABLE usage_events")
         repair = migrate_and_repair(engine, folder)
-        assert repair.created == ["usage_events", "usage_rollup_mv"]
+        assert repair.created == ["usage_by_day", "usage_events"]
         _insert(engine, 3)
         assert _rows(
             engine, "SELECT count() FROM system.columns WHERE table = 'usage_events' AND name = 'request_id'"

@@ -220,6 +220,14 @@ class ClickHouse:
         except Exception as exc:
             raise ClickHouseError(str(exc)) from exc
 
+    def insert_json_lines(self, table: str, lines: bytes, settings: dict[str, Any] | None = None) -> None:
+        """Rows already written as JSONEachRow (one object a line), in one insert."""
+        client = self._client()
+        try:
+            client.raw_insert(table, insert_block=lines, fmt="JSONEachRow", settings=settings or None)
+        except Exception as exc:
+            raise ClickHouseError(str(exc)) from exc
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

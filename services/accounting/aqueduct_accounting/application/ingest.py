@@ -8,6 +8,9 @@ Which ids are present is answered without a query for recent events (``domain.re
 stored in the last ``window`` seconds of ``occurred_at``, loaded from the table at start and kept up to
 date by every insert), and by a query bounded by the events' time span and orgs for older ones. After an
 insert that failed (it may have landed all the same), the next batch is checked against the table in full.
+
+Each insert's rows carry its ``recorded_at`` from ``StoreClock`` (strictly increasing), which roll-ups
+(``application.rollups``) rely on.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, StringArray
+from aqueduct_accounting.application.rollups import LATEST_MARK, StoreClock
 from aqueduct_accounting.domain.pricing import PriceBook
 from aqueduct_accounting.domain.recent_ids import RecentIds, next_second
 from aqueduct_accounting.domain.usage import clickhouse_time, token_classes, usage_row
@@ -33,6 +37,9 @@ SELECT event_id FROM usage_events
 WHERE occurred_at >= {lo:DateTime64(3, 'UTC')} AND occurred_at <= {hi:DateTime64(3, 'UTC')}
   AND org_id IN {orgs:Array(String)} AND event_id IN {ids:Array(String)}
 """
+
+# Where the store clock starts: the latest insert's stamp and the latest roll-up mark.
+_LATEST_RECORDED = f"SELECT toUnixTimestamp64Milli(max(recorded_at)), ({LATEST_MARK}) FROM usage_events"
 
 _RECENT = """
 SELECT event_id, occurred_at FROM usage_events
@@ -65,6 +72,7 @@ class UsageIngest:
         self._max_recent = max_recent_ids
         self._clock = clock
         self._recent = RecentIds(max_recent_ids)
+        self.store_clock = StoreClock()
         self._started = False
         # An insert raised: it may have landed all the same (a server that timed out), so the next batch
         # (the same events, retried) is checked against the table, not the set.
@@ -72,6 +80,8 @@ class UsageIngest:
 
     async def start(self) -> int:
         """Load the ids stored in the last ``window`` seconds; returns how many."""
+        recorded, mark = (await self._ch.query(_LATEST_RECORDED)).rows[0]
+        self.store_clock.start(int(recorded or 0), int(mark or 0))
         since = clickhouse_time(self._clock() - self._window)[:19]
         result = await self._ch.query(_RECENT, {"since": since, "limit": self._max_recent})
         stored = [(str(event_id), str(occurred_at)) for event_id, occurred_at in result.rows]
@@ -82,6 +92,11 @@ class UsageIngest:
         self._started = True
         self._unsure = False
         return len(self._recent)
+
+    async def ready(self) -> None:
+        """Started (``start``) if not yet."""
+        if not self._started:
+            await self.start()
 
     async def existing_ids(self, rows: list[dict[str, Any]]) -> set[str]:
         """The ids of ``rows`` present in ``usage_events`` (one query)."""
@@ -99,8 +114,7 @@ class UsageIngest:
         return {row[0] for row in result.rows}
 
     async def _stored_already(self, rows: list[dict[str, Any]]) -> set[str]:
-        if not self._started:
-            await self.start()
+        await self.ready()
         self._recent.advance(clickhouse_time(self._clock() - self._window))
         if self._unsure:
             return await self.existing_ids(rows)
@@ -132,11 +146,17 @@ class UsageIngest:
                 row["cost_nanos"] = cost(row["model"], token_classes(row))
         if fresh:
             token = hashlib.sha256("\n".join(row["event_id"] for row in fresh).encode()).hexdigest()
+            stamp = self.store_clock.stamp()
+            recorded_at = clickhouse_time(datetime.fromtimestamp(stamp / 1000, UTC))
+            for row in fresh:
+                row["recorded_at"] = recorded_at
             try:
                 await self._ch.insert_json_rows("usage_events", fresh, dedup_token=token)
             except BaseException:
                 self._unsure = True
+                self.store_clock.failed(stamp)
                 raise
+            self.store_clock.finished(stamp)
         # Every one of them is stored now (the ones found present as well: after an unsure insert, those
         # may be new to the set).
         self._recent.add((row["event_id"], row["occurred_at"]) for row in unique.values())

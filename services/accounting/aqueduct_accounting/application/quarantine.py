@@ -17,7 +17,7 @@ import orjson
 
 from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse
 from aqueduct_accounting.adapters.dead_letters import DeadLetters
-from aqueduct_accounting.application.rollups import ROLLUP_TABLE, repair_rollups
+from aqueduct_accounting.application.rollups import TOTALS_TABLE
 from aqueduct_accounting.domain.usage import (
     TOKEN_COUNTS,
     InvalidUsageEventError,
@@ -80,9 +80,9 @@ async def quarantine_out_of_bounds(clickhouse: AsyncClickHouse, letters: DeadLet
         "ALTER TABLE usage_events DELETE WHERE event_id IN {ids:Array(String)} SETTINGS mutations_sync = 2",
         {"ids": ids},
     )
-    # The roll-ups counted those rows (in buckets that may not even be their hour): rebuild them all.
-    await clickhouse.execute(f"TRUNCATE TABLE IF EXISTS {ROLLUP_TABLE}")
-    await clickhouse.run(repair_rollups, datetime(1970, 1, 1, tzinfo=UTC))
+    # The roll-ups counted those rows (in buckets that may not even be their hour): emptied, every event
+    # is in the views' tail until rolled up again (application.rollups).
+    await clickhouse.execute(f"TRUNCATE TABLE IF EXISTS {TOTALS_TABLE}")
     log.warning("%d usage rows out of bounds moved to the dead-letter stream; roll-ups rebuilt", len(ids))
     return len(ids)
 

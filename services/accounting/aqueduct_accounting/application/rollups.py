@@ -1,95 +1,155 @@
-"""Use case: repair the roll-ups after a crash.
+"""Use case: roll the stored usage events up, every few seconds, off the insert path (issue 15).
 
-A materialized view writes its roll-up part just after the ``usage_events`` part. A process killed between
-the two leaves events whose redelivery the id check then (rightly) skips, so the roll-up would stay short.
-At start, every hour that received events recently is compared with its roll-ups; a roll-up range that
-disagrees is rebuilt from the raw events. The three roll-ups are the grains of one table, ``usage_rollup``
-(migration 0008), read through the views ``usage_by_minute``, ``usage_by_hour`` and ``usage_by_day``.
+``usage_totals`` (migration 0009) holds the three roll-ups (grains ``minute``, ``hour``, ``day``) and one
+``mark`` row per roll-up whose ``bucket`` says through when it is complete: every event whose
+``recorded_at`` is before the latest mark is counted there, none after it. The views ``usage_by_minute``,
+``usage_by_hour`` and ``usage_by_day`` add the events recorded since (the tail), so readers see every
+stored event, once, whether it is rolled up yet or not.
+
+A roll-up reads the events recorded between the latest mark and a new one, and writes their sums together
+with the new mark in one insert of one block: the table is not partitioned, so that is one part, which
+lands whole or not at all (a crash between the sums and the mark cannot count anything twice). The new
+mark is a whole second no later than the last insert accounting knows finished: ``recorded_at`` is
+stamped by accounting, strictly increasing from one insert to the next (``StoreClock``), so an insert
+still running or yet to come is always recorded after it.
+
+What the mark cannot cover, nothing has to repair: rows deleted from ``usage_events`` or a roll-up table
+lost are handled by emptying ``usage_totals`` (everything is tail again, rolled up anew in steps).
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import orjson
 
 from aqueduct_accounting.adapters.clickhouse import ClickHouse
-from aqueduct_accounting.domain.usage import clickhouse_time
 
-__all__ = ["ROLLUP_TABLE", "repair_rollups"]
+__all__ = ["LATEST_MARK", "MAX_EVENTS_PER_ROLLUP", "TOTALS_TABLE", "StoreClock", "latest_mark", "roll_up"]
 
 log = logging.getLogger(__name__)
 
-ROLLUP_TABLE = "usage_rollup"
-# (the view's name, the grain in usage_rollup, the bucket of an event, the range checked at once)
-_ROLLUPS = (
-    ("usage_by_minute", "minute", "toStartOfMinute(occurred_at)", timedelta(hours=1)),
-    ("usage_by_hour", "hour", "toStartOfHour(occurred_at)", timedelta(hours=1)),
-    ("usage_by_day", "day", "toDateTime(toStartOfDay(occurred_at), 'UTC')", timedelta(days=1)),
+TOTALS_TABLE = "usage_totals"
+# At most this many events in one roll-up (one insert: at most three rows an event), so that catching up
+# after a long outage, or after the totals were emptied, goes in steps of bounded memory.
+MAX_EVENTS_PER_ROLLUP = 200_000
+
+LATEST_MARK = f"SELECT toUnixTimestamp(max(bucket)) FROM {TOTALS_TABLE} WHERE grain = 'mark'"
+# In milliseconds, as the table's index of recorded_at is (migration 0009).
+_RANGE = (
+    "toUnixTimestamp64Milli(recorded_at) >= {lo:Int64} AND toUnixTimestamp64Milli(recorded_at) < {hi:Int64}"
 )
-_TOTALS = "count(), sum(input_tokens), sum(output_tokens), sum(cost_nanos)"
-_ROLLED = "sum(requests), sum(input_tokens), sum(output_tokens), sum(cost_nanos)"
-_ROLLUP_COLUMNS = (
-    "grain, bucket, org_id, team_id, user_id, token_id, model, requests, input_tokens, output_tokens, cached_tokens, "
-    "cache_write_5m_tokens, cache_write_1h_tokens, reasoning_tokens, cost_nanos"
+# The second in which the n-th event from the mark was recorded: a roll-up stops before it.
+_NTH_SECOND = (
+    "SELECT toUnixTimestamp(toStartOfSecond(recorded_at)) FROM usage_events "
+    "WHERE toUnixTimestamp64Milli(recorded_at) >= {lo:Int64} ORDER BY recorded_at LIMIT 1 OFFSET {n:UInt64}"
 )
-_RANGE = "{{lo:DateTime64(3, 'UTC')}} AND {column} < {{hi:DateTime64(3, 'UTC')}}"
+_SUMS = f"""
+SELECT
+    grain,
+    multiIf(grain = 'minute', toStartOfMinute(occurred_at), grain = 'hour', toStartOfHour(occurred_at),
+            toDateTime(toStartOfDay(occurred_at), 'UTC')) AS bucket,
+    org_id, team_id, user_id, token_id, model,
+    count() AS requests,
+    sum(input_tokens) AS input_tokens,
+    sum(output_tokens) AS output_tokens,
+    sum(cached_tokens) AS cached_tokens,
+    sum(cache_write_5m_tokens) AS cache_write_5m_tokens,
+    sum(cache_write_1h_tokens) AS cache_write_1h_tokens,
+    sum(reasoning_tokens) AS reasoning_tokens,
+    sum(cost_nanos) AS cost_nanos
+FROM usage_events
+ARRAY JOIN ['minute', 'hour', 'day'] AS grain
+WHERE {_RANGE}
+GROUP BY grain, bucket, org_id, team_id, user_id, token_id, model
+"""
+# One block, whatever its size (a roll-up holds at most 3 * MAX_EVENTS_PER_ROLLUP rows): one part.
+_ONE_BLOCK = {
+    "input_format_parallel_parsing": 0,
+    "max_insert_block_size": 4 * MAX_EVENTS_PER_ROLLUP,
+    "min_insert_block_size_rows": 0,
+    "min_insert_block_size_bytes": 0,
+}
 
 
-def _as_utc(value: object) -> datetime:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+def latest_mark(engine: ClickHouse) -> int:
+    """The latest mark, in seconds since 1970 (0: nothing rolled up)."""
+    return int(engine.query(LATEST_MARK).rows[0][0] or 0)
 
 
-def repair_rollups(engine: ClickHouse, recorded_since: datetime | None = None) -> list[str]:
-    """Rebuild roll-up ranges that disagree with ``usage_events`` for hours written to since
-    ``recorded_since`` (default: the last ten minutes of writes, when the process last ran); return the
-    ranges rebuilt (``table@start``)."""
-    if recorded_since is None:
-        last = engine.query("SELECT count(), max(recorded_at) FROM usage_events").rows[0]
-        if not int(last[0]):
-            return []
-        recorded_since = _as_utc(last[1]) - timedelta(minutes=10)
-    hours = engine.query(
-        "SELECT DISTINCT toStartOfHour(occurred_at) FROM usage_events WHERE recorded_at >= {since:DateTime64(3, 'UTC')}",
-        {"since": clickhouse_time(recorded_since)},
-    ).rows
-    rebuilt: list[str] = []
-    checked: set[tuple[str, datetime]] = set()
-    for (hour_value,) in hours:
-        hour = _as_utc(hour_value)
-        for table, grain, bucket_expression, span in _ROLLUPS:
-            lo = hour if span == timedelta(hours=1) else hour.replace(hour=0)
-            if (table, lo) in checked:
-                continue
-            checked.add((table, lo))
-            params = {"lo": clickhouse_time(lo), "hi": clickhouse_time(lo + span), "grain": grain}
-            raw = engine.query(
-                f"SELECT {_TOTALS} FROM usage_events WHERE occurred_at >= {_RANGE.format(column='occurred_at')}",
-                params,
-            ).rows
-            rolled = engine.query(
-                f"SELECT {_ROLLED} FROM {ROLLUP_TABLE} WHERE grain = {{grain:String}} "
-                f"AND bucket >= {_RANGE.format(column='bucket')}",
-                params,
-            ).rows
-            if [[int(v) for v in row] for row in raw] == [[int(v or 0) for v in row] for row in rolled]:
-                continue
-            log.warning("roll-up %s disagrees with usage_events from %s; rebuilding", table, lo)
-            engine.execute(
-                f"ALTER TABLE {ROLLUP_TABLE} DELETE WHERE grain = {{grain:String}} "
-                f"AND bucket >= {_RANGE.format(column='bucket')} "
-                "SETTINGS mutations_sync = 2",
-                params,
-            )
-            engine.execute(
-                f"INSERT INTO {ROLLUP_TABLE} ({_ROLLUP_COLUMNS}) SELECT {{grain:String}}, "
-                f"{bucket_expression} AS bucket, org_id, team_id, "
-                "user_id, token_id, model, count() AS requests, sum(input_tokens), sum(output_tokens), "
-                "sum(cached_tokens), sum(cache_write_5m_tokens), sum(cache_write_1h_tokens), sum(reasoning_tokens), "
-                f"sum(cost_nanos) FROM usage_events WHERE occurred_at >= {_RANGE.format(column='occurred_at')} "
-                "GROUP BY bucket, org_id, team_id, user_id, token_id, model",
-                params,
-            )
-            rebuilt.append(f"{table}@{lo.isoformat()}")
-    return rebuilt
+def _text(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def roll_up(engine: ClickHouse, stored_through: float) -> int:
+    """Roll up the events recorded from the latest mark up to the whole second before
+    ``stored_through`` (seconds since 1970: when the last insert known to have finished was recorded);
+    return how many events (0: nothing to do). Blocking: run it in a worker thread."""
+    lo = latest_mark(engine)
+    hi = int(stored_through)  # its second: later inserts are recorded after stored_through, so after hi
+    if hi <= lo:
+        return 0
+    params = {"lo": lo * 1000, "hi": hi * 1000, "n": MAX_EVENTS_PER_ROLLUP}
+    (count,) = engine.query(f"SELECT count() FROM usage_events WHERE {_RANGE}", params).rows[0]
+    if int(count) > MAX_EVENTS_PER_ROLLUP:
+        # The step ends before the second of the n-th event, or after it when the first event is in it
+        # too (a second holding more events than the bound is rolled up whole).
+        first = int(engine.query(_NTH_SECOND, {**params, "n": 0}).rows[0][0])
+        nth = int(engine.query(_NTH_SECOND, params).rows[0][0])
+        hi = nth if nth > first else nth + 1
+        params["hi"] = hi * 1000
+        (count,) = engine.query(f"SELECT count() FROM usage_events WHERE {_RANGE}", params).rows[0]
+    if not int(count):
+        return 0  # the mark may stay: every event from it on is still in the tail
+    sums = engine.raw_query(_SUMS, params, fmt="JSONEachRow")
+    mark = orjson.dumps({"grain": "mark", "bucket": _text(hi), "requests": 1})
+    engine.insert_json_lines(TOTALS_TABLE, sums + mark + b"\n", settings=_ONE_BLOCK)
+    return int(count)
+
+
+class StoreClock:
+    """``recorded_at`` of each insert into ``usage_events``: the wall clock in milliseconds, but always
+    after the previous insert's and after the latest mark (a clock set back, or a mark written by a
+    process whose clock ran ahead, never puts an event behind a roll-up already written).
+
+    ``stored_through()`` is what a roll-up may cover: the stamp of the latest insert that finished, held
+    below the stamp of an insert that failed for ``failed_grace`` seconds (a server may still be writing
+    an insert its client gave up on: its rows must not appear behind a mark)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time, failed_grace: float = 120.0) -> None:
+        self._clock = clock
+        self._grace = failed_grace
+        self._given = 0  # milliseconds: the latest stamp handed out
+        self._finished = 0  # milliseconds: the stamp of the latest insert that finished
+        self._failed: tuple[int, float] | None = None  # (stamp, when) of the oldest failure held
+
+    def start(self, latest_recorded_ms: int, mark_seconds: int) -> None:
+        """At start, before any insert: what the table holds (every insert in it has finished)."""
+        self._given = max(self._given, latest_recorded_ms, mark_seconds * 1000 - 1)
+        self._finished = max(self._finished, self._given)
+
+    def stamp(self) -> int:
+        """A new stamp, in milliseconds since 1970."""
+        self._given = max(int(self._clock() * 1000), self._given + 1)
+        return self._given
+
+    def finished(self, stamp_ms: int) -> None:
+        self._finished = max(self._finished, stamp_ms)
+
+    def failed(self, stamp_ms: int) -> None:
+        if self._failed is None:
+            self._failed = (stamp_ms, self._clock())
+
+    def stored_through(self) -> float:
+        """Seconds since 1970."""
+        through = self._finished
+        if self._failed is not None:
+            stamp, at = self._failed
+            if self._clock() - at < self._grace:
+                through = min(through, stamp - 1)
+            else:
+                self._failed = None
+        return through / 1000

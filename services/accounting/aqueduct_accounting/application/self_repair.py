@@ -4,20 +4,20 @@ Migrations (``adapters.migrations``) create what is missing, even tables their r
 created in this start that holds a copy of a stream is refilled by replaying that stream from its start:
 its durable consumer is deleted, and is created again (delivering everything) when the consumers start.
 Replays are exact because every store drops what it already holds (``event_id``, ``notification_id``).
-The roll-ups follow the usage table: emptied when it is refilled (the replay rebuilds them through the
-materialized views), rebuilt from it when one of them (or its view) was lost alone.
+The roll-ups follow the usage table: emptied when it is refilled. Empty roll-ups (the table lost alone,
+or emptied) need nothing more: every event is in the roll-up views' tail until the next roll-ups have
+covered it again (``application.rollups``).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from aqueduct_accounting.adapters.clickhouse import ClickHouse
 from aqueduct_accounting.adapters.migrations import apply_migrations, existing_tables, repair_missing
-from aqueduct_accounting.application.rollups import ROLLUP_TABLE, repair_rollups
+from aqueduct_accounting.application.rollups import TOTALS_TABLE
 
 __all__ = ["SchemaRepair", "migrate_and_repair"]
 
@@ -25,8 +25,6 @@ log = logging.getLogger(__name__)
 
 USAGE_TABLE = "usage_events"
 DIRECTORY_TABLE = "directory_events"
-# The roll-up table (usage_rollup), its view, and the views of its grains (usage_by_minute, ...).
-ROLLUP_PREFIXES = (ROLLUP_TABLE, "usage_by_")
 
 
 @dataclass
@@ -49,10 +47,6 @@ def migrate_and_repair(engine: ClickHouse, folder: Path) -> SchemaRepair:
     if USAGE_TABLE in created:
         repair.replay_usage = True
         # The roll-ups still count the lost events: empty them, the replay counts everything again.
-        if ROLLUP_TABLE in before:
-            engine.execute(f"TRUNCATE TABLE IF EXISTS {ROLLUP_TABLE}")
-    elif any(name.startswith(ROLLUP_PREFIXES) for name in created) and USAGE_TABLE in before:
-        # A roll-up or its view was lost alone: rebuild every hour from the raw events.
-        rebuilt = repair_rollups(engine, recorded_since=datetime(1970, 1, 1, tzinfo=UTC))
-        log.warning("roll-ups rebuilt from usage_events: %d ranges", len(rebuilt))
+        if TOTALS_TABLE in before:
+            engine.execute(f"TRUNCATE TABLE IF EXISTS {TOTALS_TABLE}")
     return repair
