@@ -308,8 +308,7 @@ class BudgetStore:
         self.counted: dict[str, list[int]] = {}
         self._calls: set[asyncio.Future[Any]] = set()
         self._handed = 0  # calls handed to the fast client whose reply has not been read yet
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._idle: asyncio.Future[None] | None = None  # ``drain`` waits for the last reply (made then)
         if isinstance(self._redis, RespClient):
             # The call leaves in the same write as the turn's other commands (the rate-limit checks).
             self._redis.before_flush(self._flush)
@@ -352,9 +351,18 @@ class BudgetStore:
 
     async def reserved(self, sent: SentReservation) -> BudgetHold | BudgetRefusal:
         """The reservation's hold or refusal; BudgetStoreDown when Valkey did not answer."""
+        if sent.outcome is None:
+            await sent.wait()
+        result = self.answer_of(sent)
+        assert result is not None
+        return result
+
+    def answer_of(self, sent: SentReservation) -> BudgetHold | BudgetRefusal | None:
+        """``reserved`` without waiting: None while the call is not answered (usually it is, by the time
+        the rate-limit check's answer is read)."""
         outcome = sent.outcome
         if outcome is None:
-            outcome = await sent.wait()
+            return None
         if isinstance(outcome, BudgetStoreDown):
             raise outcome
         answer, counted = outcome
@@ -495,7 +503,6 @@ class BudgetStore:
             handed = partial(self._answered, operations, keys, args, retry, True)
             if runner.evalsha_then(self._batch, keys, args, handed):
                 self._handed += 1  # until its reply is read (``drain`` waits for it)
-                self._idle.clear()
                 return
         answer = partial(self._answered, operations, keys, args, retry, False)
         # Not connected yet, a redis-py client, or the script to load again.
@@ -516,8 +523,8 @@ class BudgetStore:
         """The call's reply, error reply or exception, handed to each operation."""
         if handed:
             self._handed -= 1
-            if not self._handed:
-                self._idle.set()
+            if not self._handed and self._idle is not None and not self._idle.done():
+                self._idle.set_result(None)
         if retry and isinstance(result, RespError) and str(result).startswith("NOSCRIPT"):
             self._call(operations, keys, args, retry=False)  # Valkey restarted: load the script
             return
@@ -556,7 +563,10 @@ class BudgetStore:
         would keep its hold for ``hold_seconds``."""
         self._flush()
         with contextlib.suppress(TimeoutError):  # each is answered within the client's own timeout
-            await asyncio.wait_for(self._idle.wait(), 2.0)
+            if self._handed:
+                if self._idle is None or self._idle.done():
+                    self._idle = asyncio.get_running_loop().create_future()
+                await asyncio.wait_for(asyncio.shield(self._idle), 2.0)
         if self._calls:
             await asyncio.gather(*self._calls, return_exceptions=True)
 

@@ -150,7 +150,7 @@ class Budgeting:
         counters, nanos, tokens = reservation.counters, reservation.nanos, reservation.tokens
         try:
             if reservation.sent is not None:
-                result = await self.store.reserved(reservation.sent)
+                result = self.store.answer_of(reservation.sent) or await self.store.reserved(reservation.sent)
             else:
                 result = await self.store.reserve(counters, nanos, tokens)
         except BudgetStoreDown as exc:
