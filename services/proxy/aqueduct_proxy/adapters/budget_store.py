@@ -55,6 +55,7 @@ _PREFIX = HOLDS_KEY[: -len("holds")]  # what every budget key starts with
 # charges its real cost. Each ``redis.call`` and each string the script builds cost Valkey more than the
 # arithmetic: counters are read once, kept in Lua tables, written once at the end; numbers go to Valkey
 # and back as numbers (exact integers below 2^53: Valkey formats a Lua number that is an integer as one).
+# The operations' loop runs some ten times a call: limits are converted once, globals looked up once.
 _BATCH = """
 local prefix = string.sub(KEYS[1], 1, #KEYS[1] - #'holds')
 -- The holds of a proxy that died: released before anything reads the counters (looked for at most once
@@ -82,14 +83,16 @@ if ARGV[2] == '1' then
   end
 end
 local count = #KEYS - 2
-local sn, st, hn, ht, held, fresh = {}, {}, {}, {}, {}, {}
+local tonumber, call = tonumber, redis.call
+local sn, st, hn, ht, held, fresh, ln, lt = {}, {}, {}, {}, {}, {}, {}, {}
 for i = 1, count do
-  local v = redis.call('HMGET', KEYS[i + 2], 'sn', 'st', 'hn', 'ht')
+  local v = call('HMGET', KEYS[i + 2], 'sn', 'st', 'hn', 'ht')
   sn[i], st[i] = tonumber(v[1]) or 0, tonumber(v[2]) or 0
   hn[i], ht[i] = tonumber(v[3]) or 0, tonumber(v[4]) or 0
   -- No held field: the counter was rebuilt (Valkey lost its data) and holds nothing of ours.
   held[i] = v[3] ~= false
   fresh[i] = v[1] == false or v[3] == false
+  ln[i], lt[i] = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
 end
 local a = 3 + 3 * count
 local sets = {}
@@ -100,46 +103,53 @@ for s = 1, tonumber(ARGV[a]) do
   a = a + 1 + size
 end
 a = a + 1
+local last = #ARGV
 local settled, present = {}, {}
-for o = a, #ARGV, 5 do
+for o = a, last, 5 do
   if ARGV[o] == 's' then settled[#settled + 1] = ARGV[o + 1] end
 end
 if #settled > 0 then
-  local scores = redis.call('ZMSCORE', KEYS[2], unpack(settled))
+  local scores = call('ZMSCORE', KEYS[2], unpack(settled))
   for j = 1, #settled do present[settled[j]] = scores[j] ~= false end
-  redis.call('ZREM', KEYS[2], unpack(settled))
+  call('ZREM', KEYS[2], unpack(settled))
 end
 local answers, new_due = {}, {}
 local due = now + tonumber(ARGV[1])
-for o = a, #ARGV, 5 do
+local match = string.match
+for o = a, last, 5 do
   local member, n, t, set = ARGV[o + 1], tonumber(ARGV[o + 2]), tonumber(ARGV[o + 3]), sets[tonumber(ARGV[o + 4])]
+  local size = #set
   if ARGV[o] == 's' then
     local rn, rt = 0, 0
     if present[member] then  -- not expired (and released) meanwhile: what it held goes
-      local x, y = string.match(member, '^%S+ (%S+) (%S+)')
+      local x, y = match(member, '^%S+ (%S+) (%S+)')
       rn, rt = tonumber(x), tonumber(y)
     end
-    for _, i in ipairs(set) do
+    for j = 1, size do
+      local i = set[j]
       sn[i], st[i] = sn[i] + n, st[i] + t
       if held[i] then hn[i], ht[i] = hn[i] - rn, ht[i] - rt end
     end
   else
     local refused
-    for position, i in ipairs(set) do
-      local ln, lt = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
-      if ln >= 0 and sn[i] + hn[i] + n > ln then
-        refused = {position, 1, sn[i], hn[i]}
+    for j = 1, size do
+      local i = set[j]
+      local limit = ln[i]
+      if limit >= 0 and sn[i] + hn[i] + n > limit then
+        refused = {j, 1, sn[i], hn[i]}
         break
       end
-      if lt >= 0 and st[i] + ht[i] + t > lt then
-        refused = {position, 2, st[i], ht[i]}
+      limit = lt[i]
+      if limit >= 0 and st[i] + ht[i] + t > limit then
+        refused = {j, 2, st[i], ht[i]}
         break
       end
     end
     if refused then
       answers[#answers + 1] = refused
     else
-      for _, i in ipairs(set) do
+      for j = 1, size do
+        local i = set[j]
         hn[i], ht[i], held[i] = hn[i] + n, ht[i] + t, true
       end
       answers[#answers + 1] = 1
@@ -150,11 +160,11 @@ for o = a, #ARGV, 5 do
 end
 local counted = {}
 for i = 1, count do
-  redis.call('HSET', KEYS[i + 2], 'sn', sn[i], 'st', st[i], 'hn', hn[i], 'ht', ht[i])
-  if fresh[i] then redis.call('EXPIREAT', KEYS[i + 2], ARGV[3 * i + 2]) end
+  call('HSET', KEYS[i + 2], 'sn', sn[i], 'st', st[i], 'hn', hn[i], 'ht', ht[i])
+  if fresh[i] then call('EXPIREAT', KEYS[i + 2], ARGV[3 * i + 2]) end
   counted[2 * i - 1], counted[2 * i] = sn[i] + hn[i], st[i] + ht[i]
 end
-if #new_due > 0 then redis.call('ZADD', KEYS[2], unpack(new_due)) end
+if #new_due > 0 then call('ZADD', KEYS[2], unpack(new_due)) end
 answers[#answers + 1] = counted
 return answers
 """
@@ -192,12 +202,16 @@ class BudgetHold:
     nanos: int
     tokens: int
     member: bytes = b""  # its member of the due set (built from the rest when empty)
-    counts: dict[str, tuple[int, int]] | None = None  # what the call counted, per counter key
+    # What the call counted: its counter keys and, per key, nanos and tokens (as Valkey answered).
+    counts: tuple[list[str], list[int]] | None = None
 
     @property
     def counted(self) -> tuple[int, ...]:
-        counts = self.counts
-        return () if counts is None else tuple([v for c in self.counters for v in counts[c.key]])
+        if self.counts is None:
+            return ()
+        keys, values = self.counts
+        at = {key: 2 * i for i, key in enumerate(keys)}
+        return tuple([values[at[c.key] + d] for c in self.counters for d in (0, 1)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,8 +232,26 @@ class SentReservation:
     counters: tuple[BudgetCounter, ...]
     nanos: int
     tokens: int
-    answer: asyncio.Future[Any] | None  # a reservation's answer, or whoever waits for a settlement
     member: bytes  # the hold's member of the due set: "<id> <nanos> <tokens> <counter keys>" as reserved
+    # What the call answered: (the reservation's answer, what its counters count), or BudgetStoreDown.
+    # Kept here, not in a future: the answer is usually read before anyone waits for it (it arrives with
+    # the rate-limit check's), so a future is made only for whoever waits sooner.
+    outcome: Any = None
+    waiter: asyncio.Future[Any] | None = None
+
+    def answered(self, outcome: Any) -> None:
+        self.outcome = outcome
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(outcome)
+
+    async def wait(self) -> Any:
+        """The outcome, once the call is answered."""
+        if self.outcome is None:
+            if self.waiter is None:
+                self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+        return self.outcome
 
 
 _KIND = {"r": bulk("r"), "s": bulk("s")}
@@ -276,8 +308,7 @@ class BudgetStore:
         self.counted: dict[str, list[int]] = {}
         self._calls: set[asyncio.Future[Any]] = set()
         self._handed = 0  # calls handed to the fast client whose reply has not been read yet
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._idle: asyncio.Future[None] | None = None  # ``drain`` waits for the last reply (made then)
         if isinstance(self._redis, RespClient):
             # The call leaves in the same write as the turn's other commands (the rate-limit checks).
             self._redis.before_flush(self._flush)
@@ -292,8 +323,7 @@ class BudgetStore:
         self._holds += 1
         hold_id = f"{self._hold_prefix}{self._holds:x}"
         member = f"{hold_id} {nanos} {tokens} {self._names_of(counters)}".encode()
-        future = asyncio.get_running_loop().create_future()
-        sent = SentReservation("r", hold_id, counters, nanos, tokens, future, member)
+        sent = SentReservation("r", hold_id, counters, nanos, tokens, member)
         self._enqueue(sent)
         return sent
 
@@ -321,8 +351,21 @@ class BudgetStore:
 
     async def reserved(self, sent: SentReservation) -> BudgetHold | BudgetRefusal:
         """The reservation's hold or refusal; BudgetStoreDown when Valkey did not answer."""
-        assert sent.answer is not None
-        answer, counted = await sent.answer
+        if sent.outcome is None:
+            await sent.wait()
+        result = self.answer_of(sent)
+        assert result is not None
+        return result
+
+    def answer_of(self, sent: SentReservation) -> BudgetHold | BudgetRefusal | None:
+        """``reserved`` without waiting: None while the call is not answered (usually it is, by the time
+        the rate-limit check's answer is read)."""
+        outcome = sent.outcome
+        if outcome is None:
+            return None
+        if isinstance(outcome, BudgetStoreDown):
+            raise outcome
+        answer, counted = outcome
         if answer == 1:  # admitted; a refusal says more
             return BudgetHold(sent.hold_id, sent.counters, sent.nanos, sent.tokens, sent.member, counted)
         position, dimension, spent, held = answer
@@ -338,21 +381,22 @@ class BudgetStore:
         ``settle_within``): this process's next reservation runs after it, and until then the hold,
         never less than the cost, counts on every replica. When Valkey is unreachable the hold expires
         on its own, and accounting brings the spend back from ClickHouse."""
-        self._queue.append(
-            SentReservation("s", hold.id, hold.counters, nanos, tokens, None, self._member(hold))
-        )
+        self._queue.append(SentReservation("s", hold.id, hold.counters, nanos, tokens, self._member(hold)))
         if self._timer is None and not self._flushing:
-            self._timer = asyncio.get_running_loop().call_later(self._settle_within, self._flush)
+            self._timer = asyncio.get_running_loop().call_later(self._settle_within, self._on_timer)
+
+    def _on_timer(self) -> None:
+        """The settlements still waiting leave now. The timer is not cancelled when they leave sooner
+        (with a reservation, usually): one timer per ``settle_within`` at most, not one per call."""
+        self._timer = None
+        if self._queue and not self._flushing:
+            self._flush()
 
     async def settle(self, hold: BudgetHold, nanos: int, tokens: int) -> bool:
         """``settle_nowait``, waiting for Valkey: False when it is unreachable."""
-        done = asyncio.get_running_loop().create_future()
-        self._enqueue(SentReservation("s", hold.id, hold.counters, nanos, tokens, done, self._member(hold)))
-        try:
-            await done
-        except BudgetStoreDown:
-            return False
-        return True
+        operation = SentReservation("s", hold.id, hold.counters, nanos, tokens, self._member(hold))
+        self._enqueue(operation)
+        return not isinstance(await operation.wait(), BudgetStoreDown)
 
     def _enqueue(self, operation: SentReservation) -> None:
         self._queue.append(operation)
@@ -366,9 +410,6 @@ class BudgetStore:
         """The operations queued so far, in order, as one call (also run before every write of the
         fast client: whatever leaves for Valkey takes the waiting settlements along)."""
         self._flushing = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         operations, self._queue = self._queue, []
         if not operations:
             return
@@ -462,7 +503,6 @@ class BudgetStore:
             handed = partial(self._answered, operations, keys, args, retry, True)
             if runner.evalsha_then(self._batch, keys, args, handed):
                 self._handed += 1  # until its reply is read (``drain`` waits for it)
-                self._idle.clear()
                 return
         answer = partial(self._answered, operations, keys, args, retry, False)
         # Not connected yet, a redis-py client, or the script to load again.
@@ -483,8 +523,8 @@ class BudgetStore:
         """The call's reply, error reply or exception, handed to each operation."""
         if handed:
             self._handed -= 1
-            if not self._handed:
-                self._idle.set()
+            if not self._handed and self._idle is not None and not self._idle.done():
+                self._idle.set_result(None)
         if retry and isinstance(result, RespError) and str(result).startswith("NOSCRIPT"):
             self._call(operations, keys, args, retry=False)  # Valkey restarted: load the script
             return
@@ -493,31 +533,40 @@ class BudgetStore:
             down = BudgetStoreDown(str(result))
             settled = 0
             for operation in operations:
-                if operation.answer is not None and not operation.answer.done():
-                    operation.answer.set_exception(down)
+                operation.answered(down)
                 settled += operation.kind == "s"
             if settled:
                 log.warning("could not settle %d budget holds: %s", settled, result)
             return
-        values = result[-1]
-        counted = {key: (values[2 * i], values[2 * i + 1]) for i, key in enumerate(keys[2:])}
-        if len(self.counted) > 100_000:
-            self.counted.clear()
-        for key, pair in counted.items():
-            self.counted[key] = list(pair)
+        counters, values = keys[2:], result[-1]
+        self._remember(counters, values)
+        counted = (counters, values)
         answers = iter(result)
         for operation in operations:
-            if operation.answer is not None and not operation.answer.done():
-                operation.answer.set_result((next(answers), counted) if operation.kind == "r" else None)
-            elif operation.kind == "r":
-                next(answers)
+            operation.answered((next(answers), counted) if operation.kind == "r" else True)
+
+    def _remember(self, keys: list[str], values: list[int]) -> None:
+        """What each counter of the call counts now (nanos, tokens), for when Valkey goes away: updated
+        in place, no new dictionary per call."""
+        counted = self.counted
+        if len(counted) > 100_000:
+            counted.clear()
+        for i, key in enumerate(keys):
+            known = counted.get(key)
+            if known is None:
+                counted[key] = [values[2 * i], values[2 * i + 1]]
+            else:
+                known[0], known[1] = values[2 * i], values[2 * i + 1]
 
     async def drain(self) -> None:
         """Send what is queued and wait for the calls on their way (at shutdown): a settlement lost here
         would keep its hold for ``hold_seconds``."""
         self._flush()
         with contextlib.suppress(TimeoutError):  # each is answered within the client's own timeout
-            await asyncio.wait_for(self._idle.wait(), 2.0)
+            if self._handed:
+                if self._idle is None or self._idle.done():
+                    self._idle = asyncio.get_running_loop().create_future()
+                await asyncio.wait_for(asyncio.shield(self._idle), 2.0)
         if self._calls:
             await asyncio.gather(*self._calls, return_exceptions=True)
 

@@ -98,35 +98,35 @@ class Budgeting:
     def applies(self, call: Call) -> bool:
         return bool(self.counters_of(call.grant, call.occurred_at))
 
-    def _output_cap(self, call: Call, max_output: int | None) -> int:
-        if call.upstream_path.endswith(_NO_OUTPUT):
-            return 0
-        cap = call.reserved_output or max_output or self.default_output_tokens
-        choices = call.payload.get("n") if call.payload is not None else None
-        return cap * choices if isinstance(choices, int) and choices > 1 else cap
-
     def _worst_case(self, call: Call) -> tuple[int, int]:
-        """The dearest of the model and its fallbacks (a fallback may serve the call)."""
-        input_tokens, route = self._input(call), call.route
+        """The dearest of the model and its fallbacks (a fallback may serve the call). The request's
+        own parts (input, cap, choices) are read once, not once per model."""
+        payload, route = call.payload, call.route
+        input_tokens, choices = call.input_tokens, 1
+        if payload is not None:
+            messages = payload.get("messages")
+            if isinstance(messages, list):
+                input_tokens += _PER_CHAT + _PER_MESSAGE * len(messages)
+            n = payload.get("n")
+            if isinstance(n, int) and n > 1:
+                choices = n
+        no_output = call.upstream_path.endswith(_NO_OUTPUT)
         if route is None or not route.model:
-            return worst_case(None, input_tokens, self._output_cap(call, None))
+            cap = 0 if no_output else call.reserved_output or self.default_output_tokens
+            return worst_case(None, input_tokens, cap * choices)
         prices = self.snapshot.prices
-        price = prices.price_for(route.model)
-        worst = worst_case(
-            price, input_tokens, self._output_cap(call, price.max_output_tokens if price else None)
-        )
-        for model in route.fallbacks:
+        worst_nanos = worst_tokens = 0
+        for model in (route.model, *route.fallbacks) if route.fallbacks else (route.model,):
             price = prices.price_for(model)
-            nanos, tokens = worst_case(
-                price, input_tokens, self._output_cap(call, price.max_output_tokens if price else None)
-            )
-            worst = (max(worst[0], nanos), max(worst[1], tokens))
-        return worst
-
-    def _input(self, call: Call) -> int:
-        messages = call.payload.get("messages") if call.payload is not None else None
-        overhead = _PER_CHAT + _PER_MESSAGE * len(messages) if isinstance(messages, list) else 0
-        return call.input_tokens + overhead
+            if no_output:
+                cap = 0
+            else:
+                cap = (
+                    call.reserved_output or (price and price.max_output_tokens) or self.default_output_tokens
+                )
+            nanos, tokens = worst_case(price, input_tokens, cap * choices)
+            worst_nanos, worst_tokens = max(worst_nanos, nanos), max(worst_tokens, tokens)
+        return worst_nanos, worst_tokens
 
     async def reserve(self, call: Call) -> None:
         """Hold the request's worst case on every budget of its user, team and org, or refuse it."""
@@ -150,7 +150,7 @@ class Budgeting:
         counters, nanos, tokens = reservation.counters, reservation.nanos, reservation.tokens
         try:
             if reservation.sent is not None:
-                result = await self.store.reserved(reservation.sent)
+                result = self.store.answer_of(reservation.sent) or await self.store.reserved(reservation.sent)
             else:
                 result = await self.store.reserve(counters, nanos, tokens)
         except BudgetStoreDown as exc:
