@@ -52,7 +52,7 @@ class AccountingSettings(BaseSettings):
     # Roll-ups (usage_totals: the minute, hour and day sums reports and budgets read) are written this
     # often from the events stored since the last one, not by every insert: reports read the roll-ups
     # plus those few seconds of events, so nothing waits for them (application/rollups.py).
-    rollup_interval_seconds: float = 10.0
+    rollup_interval_seconds: float = 30.0
     # The duplicate check answers from memory for events that occurred in the last this many seconds
     # (their ids, at most recent_ids_max of them), and with a bounded query for older ones.
     recent_ids_seconds: float = 120.0
