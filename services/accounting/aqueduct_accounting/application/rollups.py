@@ -42,11 +42,19 @@ LATEST_MARK = f"SELECT toUnixTimestamp(max(bucket)) FROM {TOTALS_TABLE} WHERE gr
 _RANGE = (
     "toUnixTimestamp64Milli(recorded_at) >= {lo:Int64} AND toUnixTimestamp64Milli(recorded_at) < {hi:Int64}"
 )
-# The second in which the n-th event from the mark was recorded: a roll-up stops before it.
-_NTH_SECOND = (
-    "SELECT toUnixTimestamp(toStartOfSecond(recorded_at)) FROM usage_events "
-    "WHERE toUnixTimestamp64Milli(recorded_at) >= {lo:Int64} ORDER BY recorded_at LIMIT 1 OFFSET {n:UInt64}"
+# Where a step of at most {n} events ends: after the last whole second that keeps the step within the
+# bound (how many seconds do, and the last). One grouped scan of the range, no sort of its rows.
+_STEP_END = f"""
+SELECT count(), max(second) FROM (
+    SELECT second, sum(events) OVER (ORDER BY second ROWS UNBOUNDED PRECEDING) AS so_far
+    FROM (
+        SELECT toUnixTimestamp(toStartOfSecond(recorded_at)) AS second, count() AS events
+        FROM usage_events WHERE {_RANGE} GROUP BY second
+    )
 )
+WHERE so_far <= {{n:UInt64}}
+"""
+_FIRST_SECOND = f"SELECT toUnixTimestamp(toStartOfSecond(min(recorded_at))) FROM usage_events WHERE {_RANGE}"
 _SUMS = f"""
 SELECT
     grain,
@@ -95,11 +103,10 @@ def roll_up(engine: ClickHouse, stored_through: float) -> int:
     params = {"lo": lo * 1000, "hi": hi * 1000, "n": MAX_EVENTS_PER_ROLLUP}
     (count,) = engine.query(f"SELECT count() FROM usage_events WHERE {_RANGE}", params).rows[0]
     if int(count) > MAX_EVENTS_PER_ROLLUP:
-        # The step ends before the second of the n-th event, or after it when the first event is in it
-        # too (a second holding more events than the bound is rolled up whole).
-        first = int(engine.query(_NTH_SECOND, {**params, "n": 0}).rows[0][0])
-        nth = int(engine.query(_NTH_SECOND, params).rows[0][0])
-        hi = nth if nth > first else nth + 1
+        # The step ends after the last whole second within the bound, or after the first second when it
+        # alone holds more (a second is never split: the mark is a whole second).
+        seconds, last = engine.query(_STEP_END, params).rows[0]
+        hi = (int(last) if int(seconds) else int(engine.query(_FIRST_SECOND, params).rows[0][0])) + 1
         params["hi"] = hi * 1000
         (count,) = engine.query(f"SELECT count() FROM usage_events WHERE {_RANGE}", params).rows[0]
     if not int(count):
