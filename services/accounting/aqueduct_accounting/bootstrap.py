@@ -37,7 +37,7 @@ from aqueduct_accounting.application.ingest import UsageIngest
 from aqueduct_accounting.application.ingest_health import IngestHealth
 from aqueduct_accounting.application.quarantine import quarantine_out_of_bounds
 from aqueduct_accounting.application.reports import Reports
-from aqueduct_accounting.application.rollups import roll_up
+from aqueduct_accounting.application.rollups import RollupGate, roll_up
 from aqueduct_accounting.application.self_repair import migrate_and_repair
 from aqueduct_accounting.domain.pricing import PriceBook
 from aqueduct_accounting.domain.usage import (
@@ -87,6 +87,7 @@ class AccountingService:
     budget_interval: float
     health: IngestHealth
     ingest: UsageIngest
+    gate: RollupGate
     lag_interval: float = 2.0
     rollup_interval: float = 10.0
     # After a table was lost: the budget loop waits until the replays that refill it caught up, or
@@ -127,7 +128,9 @@ class AccountingService:
             try:
                 await self.ingest.ready()
                 for _ in range(1000):  # a bound on one round of steps: the next round goes on
-                    if not await clickhouse.run(roll_up, self.ingest.store_clock.stored_through()):
+                    async with self.gate.writing():
+                        rolled = await clickhouse.run(roll_up, self.ingest.store_clock.stored_through())
+                    if not rolled:
                         break
             except ClickHouseError as exc:
                 log.warning("rolling up usage failed (retried; reports still count every event): %s", exc)
@@ -201,9 +204,12 @@ async def bootstrap(settings: AccountingSettings) -> AccountingService:
     verifier = SessionVerifier()
     # The proxies' budget counters in Valkey, reconciled from ClickHouse (none configured: not reconciled).
     counters = SpendCounters.from_url(settings.redis_url) if settings.redis_url else None
+    # Reports, budget reconciliation and SQL read the roll-ups and their tail; roll-ups wait for them.
+    gate = RollupGate()
     budgets = BudgetEnforcer(
         clickhouse,
         QuotaBucket(js),
+        gate=gate,
         on_decisions=metrics.quota_decisions.set,
         counters=counters,
         reconcile_seconds=settings.budget_reconcile_seconds,
@@ -311,7 +317,7 @@ async def bootstrap(settings: AccountingSettings) -> AccountingService:
     roles = CurrentRoles()
     app = create_app(
         HttpDeps(
-            reports=Reports(clickhouse, analyst, settings.sql_max_rows),
+            reports=Reports(clickhouse, analyst, settings.sql_max_rows, gate),
             verifier=verifier,
             roles=roles,
             ready=lambda: bool(ready_check) and ready_check[0].ready(),
@@ -333,6 +339,7 @@ async def bootstrap(settings: AccountingSettings) -> AccountingService:
         health=health,
         lag_interval=settings.lag_check_seconds,
         ingest=ingest,
+        gate=gate,
         rollup_interval=settings.rollup_interval_seconds,
         replaying=[
             consumer

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import time
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ClickHouse,
 from aqueduct_accounting.adapters.migrations import apply_migrations
 from aqueduct_accounting.application import rollups
 from aqueduct_accounting.application.ingest import UsageIngest
-from aqueduct_accounting.application.rollups import StoreClock, latest_mark, roll_up
+from aqueduct_accounting.application.rollups import RollupGate, StoreClock, latest_mark, roll_up
 from aqueduct_accounting.domain.pricing import PriceBook
 from aqueduct_accounting.settings import default_migrations_dir
 
@@ -237,3 +238,66 @@ def test_migrating_from_the_view_fed_roll_up_keeps_every_sum(tmp_path: Path) -> 
         assert "usage_rollup" not in tables and "usage_rollup_mv" not in tables
     finally:
         engine.close()
+
+
+async def test_a_roll_up_waits_for_reads_and_holds_new_ones_back() -> None:
+    gate = RollupGate()
+    order: list[str] = []
+    first_read = asyncio.Event()
+    release = asyncio.Event()
+
+    async def read(name: str, hold: asyncio.Event | None = None) -> None:
+        async with gate.reading():
+            order.append(f"{name} in")
+            first_read.set()
+            if hold is not None:
+                await hold.wait()
+            order.append(f"{name} out")
+
+    async def write() -> None:
+        async with gate.writing():
+            order.append("roll-up")
+
+    reader = asyncio.create_task(read("a", release))
+    await first_read.wait()
+    writer = asyncio.create_task(write())
+    await asyncio.sleep(0.01)
+    late = asyncio.create_task(read("b"))
+    await asyncio.sleep(0.01)
+    assert order == ["a in"]  # the roll-up waits for a; b waits behind the roll-up
+    release.set()
+    await asyncio.gather(reader, writer, late)
+    assert order == ["a in", "a out", "roll-up", "b in", "b out"]
+
+
+@pytest.mark.chdb
+async def test_reports_count_each_event_once_while_it_moves_from_the_tail_to_the_totals(
+    engine: ClickHouse,
+) -> None:
+    from aqueduct_accounting.adapters.analyst_sql import AnalystEngine, AnalystQueries, QueryLimits
+    from aqueduct_accounting.application.reports import Reports, ReportWindow
+    from aqueduct_accounting.domain.scope import UsageFilter, Viewer
+
+    recorded = datetime.fromtimestamp(1_800_000_000, UTC).isoformat(" ", "milliseconds")[:23]
+    start = datetime(2026, 5, 1, 22, 0, tzinfo=UTC)
+    rows = _rows("r", 90, start)  # 7 minutes apart: days, hours and minutes of a window
+    engine.insert_json_rows("usage_events", [{**r, "recorded_at": recorded} for r in rows])
+    reports = Reports(
+        AsyncClickHouse(engine), AnalystQueries(AnalystEngine.read_only(engine.dsn, QueryLimits()))
+    )
+    admin = Viewer(user_id="admin", admin=True)
+    # Unaligned: raw ends, minute and hour edges, whole days in the middle.
+    window = ReportWindow(start + timedelta(minutes=3, seconds=20), start + timedelta(hours=10, minutes=1))
+    inside = [
+        r
+        for r in rows
+        if window.since.isoformat(" ")[:23] <= r["occurred_at"] < window.until.isoformat(" ")[:23]
+    ]
+
+    async def total() -> list[int]:
+        summary = await reports.summary(admin, UsageFilter(), window, None)
+        return [summary["totals"][name] for name in ("requests", "input_tokens", "cost_nanos")]
+
+    assert await total() == _expected(inside)  # all in the tail
+    assert roll_up(engine, 1_800_000_001.0) == 90
+    assert await total() == _expected(inside)  # all in the totals

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse
 from aqueduct_accounting.adapters.quota_kv import QuotaBucket
 from aqueduct_accounting.adapters.spend_counters import CounterFloor, SpendCounters, SpendCountersDown
+from aqueduct_accounting.application.rollups import RollupGate
 from aqueduct_accounting.domain.budget_status import BudgetLine, budget_lines
 from aqueduct_accounting.domain.budgets import Periods, Spend, decide, quota_key
 from aqueduct_accounting.domain.usage import clickhouse_time
@@ -62,8 +63,10 @@ class BudgetEnforcer:
         counters: SpendCounters | None = None,
         reconcile_seconds: float = 30.0,
         on_reconciled: Callable[[], None] | None = None,
+        gate: RollupGate | None = None,
     ) -> None:
         self._ch = clickhouse
+        self._gate = gate or RollupGate()
         self._quota = quota
         self._clock = clock
         self._on_decisions = on_decisions
@@ -143,7 +146,8 @@ class BudgetEnforcer:
                 params[f"{scope}_ids"] = ids
         if not parts:
             return {}
-        result = await self._ch.query(" UNION ALL ".join(parts), params)
+        async with self._gate.reading():  # usage_by_day: the totals and their tail, not mid roll-up
+            result = await self._ch.query(" UNION ALL ".join(parts), params)
         return {
             quota_key(scope, scope_id): Spend(int(dn), int(dt), int(mn), int(mt))
             for scope, scope_id, dn, dt, mn, mt in result.rows

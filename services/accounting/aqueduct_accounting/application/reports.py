@@ -11,6 +11,7 @@ from typing import Any, Literal
 from aqueduct_accounting.adapters.analyst_sql import AnalystQueries
 from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, QueryResult
 from aqueduct_accounting.application.names import latest_names
+from aqueduct_accounting.application.rollups import LATEST_MARK, RollupGate
 from aqueduct_accounting.domain.pricing import nanos_to_usd
 from aqueduct_accounting.domain.readonly_sql import check_read_only
 from aqueduct_accounting.domain.scope import UsageFilter, Viewer, scope_predicate
@@ -37,13 +38,17 @@ _METRICS = (
     "sum(cache_write_1h_tokens) AS cache_write_1h_tokens, sum(reasoning_tokens) AS reasoning_tokens, "
     "sum(cost_nanos) AS cost_nanos"
 )
-# Per segment level: the table, its time column, and how it counts requests.
+# Per segment level: the table, its time column, how it counts requests, and which of its rows. Whole
+# days, hours and minutes are read from the roll-ups (usage_totals) plus, in one more part, the events
+# recorded since the latest mark (the tail, not rolled up yet: application/rollups.py); the rest from
+# the events. The mark is read once, under the roll-up gate.
 _SOURCES = {
-    "day": ("usage_by_day", "bucket", "requests"),
-    "hour": ("usage_by_hour", "bucket", "requests"),
-    "minute": ("usage_by_minute", "bucket", "requests"),
-    "raw": ("usage_events", "occurred_at", "toUInt64(1)"),
+    "day": ("usage_totals", "bucket", "requests", "grain = 'day'"),
+    "hour": ("usage_totals", "bucket", "requests", "grain = 'hour'"),
+    "minute": ("usage_totals", "bucket", "requests", "grain = 'minute'"),
+    "raw": ("usage_events", "occurred_at", "toUInt64(1)", "1"),
 }
+_TAIL = "toUnixTimestamp64Milli(recorded_at) >= {mark:Int64}"
 _NAME_COLUMNS = {
     "user": ("user_name", "user_email"),
     "team": ("team_name",),
@@ -90,13 +95,26 @@ def _metrics(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _part(table: str, time_column: str, requests: str, rows: str, where: str) -> str:
+    return (
+        f"SELECT toDateTime({time_column}, 'UTC') AS t, org_id, team_id, user_id, token_id, model, "
+        f"{requests} AS requests, input_tokens, output_tokens, cached_tokens, cache_write_5m_tokens, "
+        f"cache_write_1h_tokens, reasoning_tokens, cost_nanos FROM {table} WHERE {rows} AND {where}"
+    )
+
+
 class Reports:
     def __init__(
-        self, clickhouse: AsyncClickHouse, analyst: AnalystQueries, sql_max_rows: int = 10_000
+        self,
+        clickhouse: AsyncClickHouse,
+        analyst: AnalystQueries,
+        sql_max_rows: int = 10_000,
+        gate: RollupGate | None = None,
     ) -> None:
         self._ch = clickhouse
         self._analyst = analyst
         self._sql_max_rows = sql_max_rows
+        self._gate = gate or RollupGate()
 
     async def _grouped(
         self,
@@ -118,17 +136,26 @@ class Reports:
             keys.append(f"{_BUCKETS[bucket]}(t) AS bucket")
         if group_by is not None:
             keys.append(f"{GROUPS[group_by]} AS key")
-        parts = []
+        parts, rolled = [], []
         for n, segment in enumerate(segments(window.since, window.until, coarsest=bucket or "day")):
-            table, time_column, requests = _SOURCES[segment.level]
+            table, time_column, requests, which = _SOURCES[segment.level]
             params[f"s{n}"] = clickhouse_time(segment.since)
             params[f"u{n}"] = clickhouse_time(segment.until)
+            span = f"{{time}} >= {{{{s{n}:DateTime64(3, 'UTC')}}}} AND {{time}} < {{{{u{n}:DateTime64(3, 'UTC')}}}}"
             parts.append(
-                f"SELECT toDateTime({time_column}, 'UTC') AS t, org_id, team_id, user_id, token_id, model, "
-                f"{requests} AS requests, input_tokens, output_tokens, cached_tokens, cache_write_5m_tokens, "
-                f"cache_write_1h_tokens, reasoning_tokens, cost_nanos FROM {table} "
-                f"WHERE {time_column} >= {{s{n}:DateTime64(3, 'UTC')}} AND {time_column} < {{u{n}:DateTime64(3, 'UTC')}} "
-                f"AND {where}"
+                _part(table, time_column, requests, f"{which} AND {span.format(time=time_column)}", where)
+            )
+            if segment.level != "raw":
+                rolled.append(f"({span.format(time='occurred_at')})")
+        if rolled:
+            parts.append(
+                _part(
+                    "usage_events",
+                    "occurred_at",
+                    "toUInt64(1)",
+                    f"{_TAIL} AND ({' OR '.join(rolled)})",
+                    where,
+                )
             )
         select = ", ".join([*keys, _METRICS])
         sql = f"SELECT {select} FROM ({' UNION ALL '.join(parts)})"
@@ -140,7 +167,9 @@ class Reports:
             sql += " ORDER BY " + ", ".join(k.rsplit(" AS ", 1)[1] for k in keys)
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        result = await self._ch.query(sql, params)
+        async with self._gate.reading():
+            params["mark"] = int((await self._ch.query(LATEST_MARK)).rows[0][0] or 0) * 1000
+            result = await self._ch.query(sql, params)
         rows = []
         for values in result.rows:
             row = dict(zip(result.columns, values, strict=True))
@@ -229,6 +258,7 @@ class Reports:
         # and the limits on its own): the same steps for chDB and a ClickHouse server.
         parsed = await self._analyst.parse(query)
         statement = check_read_only(parsed, await self._analyst.table_functions(), self._analyst.database)
-        result = await self._analyst.run(statement)
+        async with self._gate.reading():  # the roll-up views read the totals and their tail
+            result = await self._analyst.run(statement)
         # "break" stops at a block boundary, so the engine may hand back a little more than asked.
         return QueryResult(result.columns, result.rows[: self._sql_max_rows])

@@ -19,16 +19,26 @@ lost are handled by emptying ``usage_totals`` (everything is tail again, rolled 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 import orjson
 
 from aqueduct_accounting.adapters.clickhouse import ClickHouse
 
-__all__ = ["LATEST_MARK", "MAX_EVENTS_PER_ROLLUP", "TOTALS_TABLE", "StoreClock", "latest_mark", "roll_up"]
+__all__ = [
+    "LATEST_MARK",
+    "MAX_EVENTS_PER_ROLLUP",
+    "TOTALS_TABLE",
+    "RollupGate",
+    "StoreClock",
+    "latest_mark",
+    "roll_up",
+]
 
 log = logging.getLogger(__name__)
 
@@ -160,3 +170,34 @@ class StoreClock:
             else:
                 self._failed = None
         return through / 1000
+
+
+class RollupGate:
+    """Reads of the totals and their tail against roll-ups: a roll-up moves events from the tail into the
+    totals, so a read that saw the mark before it and the totals after it would count them twice. Reads
+    (reports, budget reconciliation, ad-hoc SQL) share the gate; a roll-up waits for them and holds new
+    ones back until it is written (a few milliseconds every interval)."""
+
+    def __init__(self) -> None:
+        self._turn = asyncio.Lock()  # a roll-up holds it while it waits and writes
+        self._readers = 0
+        self._no_readers = asyncio.Event()
+        self._no_readers.set()
+
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[None]:
+        async with self._turn:
+            self._readers += 1
+            self._no_readers.clear()
+        try:
+            yield
+        finally:
+            self._readers -= 1
+            if not self._readers:
+                self._no_readers.set()
+
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[None]:
+        async with self._turn:
+            await self._no_readers.wait()
+            yield
