@@ -317,7 +317,9 @@ async def bootstrap(settings: AccountingSettings) -> AccountingService:
     roles = CurrentRoles()
     app = create_app(
         HttpDeps(
-            reports=Reports(clickhouse, analyst, settings.sql_max_rows, gate),
+            reports=Reports(
+                clickhouse, analyst, settings.sql_max_rows, gate, ingest.store_clock.newest_stamp
+            ),
             verifier=verifier,
             roles=roles,
             ready=lambda: bool(ready_check) and ready_check[0].ready(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -103,6 +104,33 @@ def _part(table: str, time_column: str, requests: str, rows: str, where: str) ->
     )
 
 
+def _sql(parts: list[str], keys: list[str], order: str | None, limit: int | None) -> str:
+    select = ", ".join([*keys, _METRICS])
+    sql = f"SELECT {select} FROM ({' UNION ALL '.join(parts)})"
+    if keys:
+        sql += " GROUP BY " + ", ".join(k.rsplit(" AS ", 1)[1] for k in keys)
+    if order is not None:
+        sql += f" ORDER BY {_ORDER[order]} DESC, key"
+    elif keys:
+        sql += " ORDER BY " + ", ".join(k.rsplit(" AS ", 1)[1] for k in keys)
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return sql
+
+
+def _row(columns: list[str], values: list[Any], bucket: str | None, group_by: str | None) -> dict[str, Any]:
+    row = dict(zip(columns, values, strict=True))
+    if bucket is None and group_by is None and int(row["requests"]) == 0:
+        row = {name: 0 for name in METRIC_NAMES}
+    out: dict[str, Any] = {}
+    if bucket is not None:
+        out["bucket"] = _iso(row["bucket"])
+    if group_by is not None:
+        out["key"] = row["key"]
+    out |= _metrics(row)
+    return out
+
+
 class Reports:
     def __init__(
         self,
@@ -110,11 +138,15 @@ class Reports:
         analyst: AnalystQueries,
         sql_max_rows: int = 10_000,
         gate: RollupGate | None = None,
+        newest_stamp: Callable[[], int | None] = lambda: None,
     ) -> None:
+        """``newest_stamp``: no stored event was recorded after it (``StoreClock.newest_stamp``; None:
+        unknown); a report skips the tail when the latest mark is later."""
         self._ch = clickhouse
         self._analyst = analyst
         self._sql_max_rows = sql_max_rows
         self._gate = gate or RollupGate()
+        self._newest_stamp = newest_stamp
 
     async def _grouped(
         self,
@@ -147,42 +179,14 @@ class Reports:
             )
             if segment.level != "raw":
                 rolled.append(f"({span.format(time='occurred_at')})")
-        if rolled:
-            parts.append(
-                _part(
-                    "usage_events",
-                    "occurred_at",
-                    "toUInt64(1)",
-                    f"{_TAIL} AND ({' OR '.join(rolled)})",
-                    where,
-                )
-            )
-        select = ", ".join([*keys, _METRICS])
-        sql = f"SELECT {select} FROM ({' UNION ALL '.join(parts)})"
-        if keys:
-            sql += " GROUP BY " + ", ".join(k.rsplit(" AS ", 1)[1] for k in keys)
-        if order is not None:
-            sql += f" ORDER BY {_ORDER[order]} DESC, key"
-        elif keys:
-            sql += " ORDER BY " + ", ".join(k.rsplit(" AS ", 1)[1] for k in keys)
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
+        tail = f"{_TAIL} AND ({' OR '.join(rolled)})" if rolled else ""
         async with self._gate.reading():
-            params["mark"] = int((await self._ch.query(LATEST_MARK)).rows[0][0] or 0) * 1000
-            result = await self._ch.query(sql, params)
-        rows = []
-        for values in result.rows:
-            row = dict(zip(result.columns, values, strict=True))
-            if bucket is None and group_by is None and int(row["requests"]) == 0:
-                row = {name: 0 for name in METRIC_NAMES}
-            out: dict[str, Any] = {}
-            if bucket is not None:
-                out["bucket"] = _iso(row["bucket"])
-            if group_by is not None:
-                out["key"] = row["key"]
-            out |= _metrics(row)
-            rows.append(out)
-        return rows
+            params["mark"] = mark = int((await self._ch.query(LATEST_MARK)).rows[0][0] or 0) * 1000
+            newest = self._newest_stamp()
+            if tail and (newest is None or newest >= mark):  # else nothing was recorded since the mark
+                parts.append(_part("usage_events", "occurred_at", "toUInt64(1)", tail, where))
+            result = await self._ch.query(_sql(parts, keys, order, limit), params)
+        return [_row(result.columns, values, bucket, group_by) for values in result.rows]
 
     async def summary(
         self, viewer: Viewer, wanted: UsageFilter, window: ReportWindow, group_by: str | None

@@ -142,11 +142,17 @@ class StoreClock:
         self._given = 0  # milliseconds: the latest stamp handed out
         self._finished = 0  # milliseconds: the stamp of the latest insert that finished
         self._failed: tuple[int, float] | None = None  # (stamp, when) of the oldest failure held
+        self._started = False
 
     def start(self, latest_recorded_ms: int, mark_seconds: int) -> None:
         """At start, before any insert: what the table holds (every insert in it has finished)."""
         self._given = max(self._given, latest_recorded_ms, mark_seconds * 1000 - 1)
         self._finished = max(self._finished, self._given)
+        self._started = True
+
+    def newest_stamp(self) -> int | None:
+        """No row of the table was recorded after this (milliseconds); None before ``start``."""
+        return self._given if self._started else None
 
     def stamp(self) -> int:
         """A new stamp, in milliseconds since 1970."""
