@@ -189,11 +189,18 @@ async def measure_ingest(engine: ClickHouse, nats_url: str, events: int, batch: 
     }
 
 
+_TOTALS_PARTS = "SELECT count() FROM system.parts WHERE database = currentDatabase() AND table = 'usage_totals' AND active"
+
+
 def roll_up_all(engine: ClickHouse) -> float:
-    """What accounting's roll-ups do with what was inserted: every step until none is due."""
+    """What accounting's roll-ups do with what was inserted: every step until none is due; then the
+    engine's background merges of their parts (a report over many unmerged parts sums them all), as a
+    running accounting has between a catch-up and the reports people read afterwards (at most 60 s)."""
     started = time.perf_counter()
     while roll_up(engine, time.time() + 1):
         pass
+    while int(engine.query(_TOTALS_PARTS).rows[0][0]) > 3 and time.perf_counter() - started < 60:
+        time.sleep(0.5)
     return time.perf_counter() - started
 
 
@@ -304,7 +311,7 @@ async def main() -> None:
     )
     print(f"| generate {args.rows:,} usage rows (INSERT ... SELECT) | {generated:.1f} s |")
     print(
-        f"| roll them up (accounting's roll-ups, steps of {MAX_EVENTS_PER_ROLLUP:,} events) | {rolled:.1f} s |"
+        f"| roll them up (accounting's roll-ups, steps of {MAX_EVENTS_PER_ROLLUP:,} events; parts merged) | {rolled:.1f} s |"
     )
     for label, p50 in queries:
         print(f"| {label}, over {total:,} rows (p50) | {p50:.1f} ms |")
