@@ -108,6 +108,22 @@ def accounting_at_rate(
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def settle(
+    pid: int, idle_ms_per_s: float = 10.0, window: float = 3.0, at_least: float = 35.0, timeout: float = 150.0
+) -> float:
+    """Wait ``at_least`` seconds (one roll-up interval of accounting's, 30 s: the roll-up of what the load
+    stored), then until ``pid`` spends at most ``idle_ms_per_s`` of CPU per second over ``window`` seconds
+    (its background work after a load done), at most ``timeout`` in all; return the seconds waited."""
+    started = time.monotonic()
+    time.sleep(at_least)
+    while time.monotonic() - started < timeout:
+        before = cpu_seconds(pid)
+        time.sleep(window)
+        if (cpu_seconds(pid) - before) / window * 1000 <= idle_ms_per_s:
+            break
+    return time.monotonic() - started
+
+
 def accounting_rate_table(rows: list[tuple[str, dict[str, object]]]) -> str:
     lines = [
         "| accounting | events/s asked | achieved | events | CPU-s | CPU-µs per event | backlog at end | "
@@ -569,6 +585,10 @@ def run_everything(args: argparse.Namespace) -> None:
                 os.kill(accounting, signal.SIGCONT)
             print("accounting catches up ...", file=sys.stderr)
             wait_drained(info_url)
+            # A steady rate is measured in a steady state: not while accounting still rolls up and its
+            # engine merges the parts of the tens of thousands of events the load above stored.
+            settled = settle(find_pid(root, "accounting"))
+            print(f"accounting settled after {settled:.0f} s", file=sys.stderr)
 
             for rate in args.rates:
                 print(f"accounting at {rate:g} events/s ...", file=sys.stderr)
