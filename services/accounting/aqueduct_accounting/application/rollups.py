@@ -1,4 +1,5 @@
-"""Use case: roll the stored usage events up, every few seconds, off the insert path (issue 15).
+"""Use case: roll the stored usage events up every ``ROLLUP_INTERVAL_SECONDS`` (30), off the insert path
+(issue 15).
 
 ``usage_totals`` (migration 0009) holds the three roll-ups (grains ``minute``, ``hour``, ``day``) and one
 ``mark`` row per roll-up whose ``bucket`` says through when it is complete: every event whose
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -39,8 +39,6 @@ __all__ = [
     "latest_mark",
     "roll_up",
 ]
-
-log = logging.getLogger(__name__)
 
 TOTALS_TABLE = "usage_totals"
 # At most this many events in one roll-up (one insert: at most three rows an event), so that catching up
@@ -64,6 +62,7 @@ SELECT count(), max(second) FROM (
 )
 WHERE so_far <= {{n:UInt64}}
 """
+_COUNT = f"SELECT count() FROM usage_events WHERE {_RANGE}"
 _FIRST_SECOND = f"SELECT toUnixTimestamp(toStartOfSecond(min(recorded_at))) FROM usage_events WHERE {_RANGE}"
 _SUMS = f"""
 SELECT
@@ -111,14 +110,14 @@ def roll_up(engine: ClickHouse, stored_through: float) -> int:
     if hi <= lo:
         return 0
     params = {"lo": lo * 1000, "hi": hi * 1000, "n": MAX_EVENTS_PER_ROLLUP}
-    (count,) = engine.query(f"SELECT count() FROM usage_events WHERE {_RANGE}", params).rows[0]
+    (count,) = engine.query(_COUNT, params).rows[0]
     if int(count) > MAX_EVENTS_PER_ROLLUP:
         # The step ends after the last whole second within the bound, or after the first second when it
         # alone holds more (a second is never split: the mark is a whole second).
         seconds, last = engine.query(_STEP_END, params).rows[0]
         hi = (int(last) if int(seconds) else int(engine.query(_FIRST_SECOND, params).rows[0][0])) + 1
         params["hi"] = hi * 1000
-        (count,) = engine.query(f"SELECT count() FROM usage_events WHERE {_RANGE}", params).rows[0]
+        (count,) = engine.query(_COUNT, params).rows[0]
     if not int(count):
         return 0  # the mark may stay: every event from it on is still in the tail
     sums = engine.raw_query(_SUMS, params, fmt="JSONEachRow")
