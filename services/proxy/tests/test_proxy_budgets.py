@@ -413,3 +413,35 @@ async def test_one_turns_reservations_and_settlements_are_one_exact_call(valkey_
     await store.settle(again, 0, 0)
     assert not await valkey.hexists(HOLDS_KEY, again.id)
     await client.close()
+
+
+async def test_settlements_of_one_call_with_a_hold_expired_meanwhile_charge_exactly(valkey_url, valkey):
+    # A call settles its holds together when all are still there; one of them expired (and released by
+    # another process's admission) makes it settle them one by one: each charges its real cost, and only
+    # the holds still there are taken back.
+    from aqueduct_proxy.adapters.resp import RespClient
+
+    scope_id = "team-" + uuid.uuid4().hex[:8]
+    counters = budget_counters(
+        [BudgetRule(scope="team", scope_id=scope_id, daily_nanos=10_000)], datetime.now(UTC)
+    )
+    client = RespClient(valkey_url)
+    await client.execute("PING")
+    short = BudgetStore(client, hold_seconds=1, settle_within=60)
+    expired = await short.reserve(counters, 800, 10)
+    assert isinstance(expired, BudgetHold)
+    await asyncio.sleep(2.2)
+    other = BudgetStore(Redis.from_url(valkey_url), hold_seconds=60)
+    releaser = await other.reserve(counters, 100, 1)  # releases the expired hold on its way
+    assert isinstance(releaser, BudgetHold) and releaser.counted == (100, 1)
+    kept = await short.reserve(counters, 500, 5)
+    assert isinstance(kept, BudgetHold)
+    short.settle_nowait(expired, 300, 3)
+    short.settle_nowait(kept, 200, 2)
+    after = await short.reserve(counters, 1_000, 1)  # the settlements go first in its call
+    assert isinstance(after, BudgetHold) and after.counted == (300 + 200 + 100 + 1_000, 3 + 2 + 1 + 1)
+    assert await _counter(valkey, "team", scope_id) == {"sn": 500, "st": 5, "hn": 1_100, "ht": 2}
+    await other.settle(releaser, 0, 0)
+    await short.settle(after, 0, 0)
+    assert await _counter(valkey, "team", scope_id) == {"sn": 500, "st": 5, "hn": 0, "ht": 0}
+    await client.close()
