@@ -47,11 +47,10 @@ _PREFIX = HOLDS_KEY[: -len("holds")]  # what every budget key starts with
 # then the sets of counters requests count against: how many, then per set its size and its counters'
 # positions; then per set seven sums: its reservations (-1: one of them is negative), their nanos and
 # tokens, its settlements' nanos and tokens, and what the holds they settle held, nanos and tokens; then
-# the operations in order, five arguments each: "r", the hold's member of the due set, nanos, tokens, set
-# to reserve that worst case; "s", the member, nanos, tokens, set to settle that hold to that real cost.
-# A member is "<id> <nanos> <tokens> <counter key without the common prefix>...": what a later admission
-# needs to release it once it expires (its proxy died); a settlement finds the nanos and tokens it held
-# there. Returns per reservation 1, or {<counter's position in its set>, <1 nanos | 2 tokens>, <spent>,
+# the operations in order: "r", the hold's member of the due set, set to reserve the worst case the
+# member names; "s", the member, set, nanos, tokens to settle that hold to that real cost. A member is
+# "<id> <nanos> <tokens> <counter key without the common prefix>...": what a later admission needs to
+# release it once it expires (its proxy died); a settlement finds the nanos and tokens it held there. Returns per reservation 1, or {<counter's position in its set>, <1 nanos | 2 tokens>, <spent>,
 # <held>} when refused; then what each counter counts once the call is done, spent + held: {<nanos>,
 # <tokens>, ...}. A settled hold that has expired meanwhile (and was released) still charges its real
 # cost. The call's settlements go first (sent without waiting, any order among its operations is one they
@@ -116,12 +115,15 @@ local last = #ARGV
 local due = now + tonumber(ARGV[1])
 -- What the reservations add to the due set if all are admitted, and the holds settled.
 local settled, new_due = {}, {}
-for o = a, last, 5 do
+local o = a
+while o <= last do
   if ARGV[o] == 's' then
     settled[#settled + 1] = ARGV[o + 1]
+    o = o + 5
   else
     new_due[#new_due + 1] = due
     new_due[#new_due + 1] = ARGV[o + 1]
+    o = o + 3
   end
 end
 -- Settlements first (they were sent before this call, without waiting: any order among the call's
@@ -150,11 +152,13 @@ if #settled > 0 then
       end
     end
   else
-    local k = 0
-    for o = a, last, 5 do
-      if ARGV[o] == 's' then
+    local k, o = 0, a
+    while o <= last do
+      if ARGV[o] ~= 's' then
+        o = o + 3
+      else
         k = k + 1
-        local n, t, set = tonumber(ARGV[o + 2]), tonumber(ARGV[o + 3]), sets[tonumber(ARGV[o + 4])]
+        local set, n, t = sets[tonumber(ARGV[o + 2])], tonumber(ARGV[o + 3]), tonumber(ARGV[o + 4])
         local rn, rt = 0, 0
         if scores[k] ~= false then
           local x, y = string.match(ARGV[o + 1], '^%S+ (%S+) (%S+)')
@@ -165,6 +169,7 @@ if #settled > 0 then
           sn[i], st[i] = sn[i] + n, st[i] + t
           if held[i] then hn[i], ht[i] = hn[i] - rn, ht[i] - rt end
         end
+        o = o + 5
       end
     end
   end
@@ -204,9 +209,13 @@ if #new_due > 0 then
     for j = 1, #new_due / 2 do answers[j] = 1 end
   else
     new_due = {}
-    for o = a, last, 5 do
-      if ARGV[o] == 'r' then
-        local n, t, set = tonumber(ARGV[o + 2]), tonumber(ARGV[o + 3]), sets[tonumber(ARGV[o + 4])]
+    local o = a
+    while o <= last do
+      if ARGV[o] == 's' then
+        o = o + 5
+      else
+        local x, y = string.match(ARGV[o + 1], '^%S+ (%S+) (%S+)')
+        local n, t, set = tonumber(x), tonumber(y), sets[tonumber(ARGV[o + 2])]
         local size = #set
         local refused
         for j = 1, size do
@@ -233,6 +242,7 @@ if #new_due > 0 then
           new_due[#new_due + 1] = due
           new_due[#new_due + 1] = ARGV[o + 1]
         end
+        o = o + 3
       end
     end
   end
@@ -280,7 +290,7 @@ class BudgetHold:
     counters: tuple[BudgetCounter, ...]
     nanos: int
     tokens: int
-    member: bytes = b""  # its member of the due set (built from the rest when empty)
+    member: bytes = b""  # its member of the due set, as RESP sends it (built from the rest when empty)
     # What the call counted: its counter keys and, per key, nanos and tokens (as Valkey answered).
     counts: tuple[list[str], list[int]] | None = None
 
@@ -311,7 +321,9 @@ class SentReservation:
     counters: tuple[BudgetCounter, ...]
     nanos: int
     tokens: int
-    member: bytes  # the hold's member of the due set: "<id> <nanos> <tokens> <counter keys>" as reserved
+    # The hold's member of the due set, "<id> <nanos> <tokens> <counter keys>" as reserved, encoded as RESP
+    # sends it (``bulk``): once per request, for its reservation and its settlement.
+    member: bytes
     held_nanos: int = 0  # a settlement's: what its hold held
     held_tokens: int = 0
     # What the call answered: (the reservation's answer, what its counters count), or BudgetStoreDown.
@@ -335,7 +347,7 @@ class SentReservation:
         return self.outcome
 
 
-_KIND = {"r": bulk("r"), "s": bulk("s")}
+_RESERVE, _SETTLE = bulk("r"), bulk("s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,8 +415,7 @@ class BudgetStore:
             return None
         self._holds += 1
         hold_id = f"{self._hold_prefix}{self._holds:x}"
-        member = f"{hold_id} {nanos} {tokens} {self._names_of(counters)}".encode()
-        sent = SentReservation("r", hold_id, counters, nanos, tokens, member)
+        sent = SentReservation("r", hold_id, counters, nanos, tokens, self._encoded(hold_id, nanos, tokens, counters))
         self._enqueue(sent)
         return sent
 
@@ -419,8 +430,12 @@ class BudgetStore:
             known = self._names[id(counters)] = (counters, names)
         return known[1]
 
+    def _encoded(self, hold_id: str, nanos: int, tokens: int, counters: tuple[BudgetCounter, ...]) -> bytes:
+        member = f"{hold_id} {nanos} {tokens} {self._names_of(counters)}".encode()
+        return b"$%d\r\n%b\r\n" % (len(member), member)
+
     def _member(self, hold: BudgetHold) -> bytes:
-        return hold.member or f"{hold.id} {hold.nanos} {hold.tokens} {self._names_of(hold.counters)}".encode()
+        return hold.member or self._encoded(hold.id, hold.nanos, hold.tokens, hold.counters)
 
     async def reserve(
         self, counters: tuple[BudgetCounter, ...], nanos: int, tokens: int
@@ -508,50 +523,62 @@ class BudgetStore:
         # Per set of counters: its reservations (-1: one is negative), their nanos and tokens; its
         # settlements' nanos and tokens, and what their holds held. Valkey applies each set's sums at
         # once when it can (see ``_BATCH``): summing here costs less than there.
-        positions = layout.positions
-        sums = [0] * (7 * len(positions))
-        fast = isinstance(self._redis, RespClient)  # what it sends is encoded here at once
-        encoded = []
-        for o in operations:
-            at = 7 * positions[id(o.counters)] - 7
-            if o.kind == "r":
-                if o.nanos < 0 or o.tokens < 0 or sums[at] < 0:
-                    sums[at] = -1
+        positions, sets = layout.positions, layout.sets
+        parts: list[bytes] = []  # the operations, encoded
+        settling = 0
+        if len(positions) == 1:  # the busy case: one set of counters, summed in locals
+            number = sets[id(operations[0].counters)]
+            reserved, nanos, tokens, settled_nanos, settled_tokens, held_nanos, held_tokens = (0,) * 7
+            for o in operations:
+                if o.kind == "r":
+                    if o.nanos < 0 or o.tokens < 0 or reserved < 0:
+                        reserved = -1
+                    else:
+                        reserved += 1
+                    nanos += o.nanos
+                    tokens += o.tokens
+                    parts += (_RESERVE, o.member, number)
                 else:
-                    sums[at] += 1
-                sums[at + 1] += o.nanos
-                sums[at + 2] += o.tokens
-            else:
-                sums[at + 3] += o.nanos
-                sums[at + 4] += o.tokens
-                sums[at + 5] += o.held_nanos
-                sums[at + 6] += o.held_tokens
-            if fast:
-                nanos, tokens = b"%d" % o.nanos, b"%d" % o.tokens
-                encoded.append(
-                    b"%b$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n%b"
-                    % (
-                        _KIND[o.kind],
-                        len(o.member),
-                        o.member,
-                        len(nanos),
-                        nanos,
-                        len(tokens),
-                        tokens,
-                        layout.sets[id(o.counters)],
-                    )
-                )
-        if fast:
+                    settled_nanos += o.nanos
+                    settled_tokens += o.tokens
+                    held_nanos += o.held_nanos
+                    held_tokens += o.held_tokens
+                    settling += 1
+                    parts += (_SETTLE, o.member, number, _two(o.nanos, o.tokens))
+            sums = [reserved, nanos, tokens, settled_nanos, settled_tokens, held_nanos, held_tokens]
+        else:
+            sums = [0] * (7 * len(positions))
+            for o in operations:
+                at = 7 * positions[id(o.counters)] - 7
+                if o.kind == "r":
+                    if o.nanos < 0 or o.tokens < 0 or sums[at] < 0:
+                        sums[at] = -1
+                    else:
+                        sums[at] += 1
+                    sums[at + 1] += o.nanos
+                    sums[at + 2] += o.tokens
+                    parts += (_RESERVE, o.member, sets[id(o.counters)])
+                else:
+                    sums[at + 3] += o.nanos
+                    sums[at + 4] += o.tokens
+                    sums[at + 5] += o.held_nanos
+                    sums[at + 6] += o.held_tokens
+                    settling += 1
+                    parts += (_SETTLE, o.member, sets[id(o.counters)], _two(o.nanos, o.tokens))
+        if isinstance(self._redis, RespClient):  # what the fast client sends, encoded here at once
             args += (
                 layout.encoded,
-                Encoded(len(sums), b"".join([b"$%d\r\n%d\r\n" % (len(b"%d" % v), v) for v in sums])),
-                Encoded(5 * len(operations), b"".join(encoded)),
+                Encoded(len(sums), b"".join([bulk(v) for v in sums])),
+                Encoded(3 * len(operations) + 2 * settling, b"".join(parts)),
             )
         else:
             args += layout.plain
             args += sums
             for o in operations:
-                args += (o.kind, o.member, o.nanos, o.tokens, layout.positions[id(o.counters)])
+                member = o.member[o.member.index(b"\r\n") + 2 : -2]
+                args += (o.kind, member, positions[id(o.counters)])
+                if o.kind == "s":
+                    args += (o.nanos, o.tokens)
         self._call(operations, layout.keys, args, retry=True)
 
     def _layout(self, operations: list[SentReservation]) -> _Layout:
@@ -691,6 +718,12 @@ class BudgetStore:
         if time.monotonic() >= self._down_until:
             log.warning("budget store unreachable: %s", exc)
         self._down_until = time.monotonic() + self._retry_down_after
+
+
+def _two(nanos: int, tokens: int) -> bytes:
+    """Two numbers as RESP sends them (two bulk strings)."""
+    n, t = b"%d" % nanos, b"%d" % tokens
+    return b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(n), n, len(t), t)
 
 
 def _outcome(answer: Callable[[Any], None], sent: asyncio.Future[Any]) -> None:
