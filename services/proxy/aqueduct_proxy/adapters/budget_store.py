@@ -45,8 +45,9 @@ _PREFIX = HOLDS_KEY[: -len("holds")]  # what every budget key starts with
 # seconds (by Valkey's clock, as every replica sees it); ARGV[2]: "1" to release the holds of proxies that
 # died; then per counter its limits and expiry, "<nanos>", "<tokens>", "<expire-at>" (limit -1: none);
 # then the sets of counters requests count against: how many, then per set its size and its counters'
-# positions; then per set seven sums: its reservations (-1: one of them is negative), their nanos and
-# tokens, its settlements' nanos and tokens, and what the holds they settle held, nanos and tokens; then
+# positions; then per set its seven sums in one argument, "<reservations (-1: one of them is negative)>
+# <their nanos> <tokens> <its settlements' nanos> <tokens> <what the holds they settle held, nanos>
+# <tokens>"; then
 # the operations in order: "r", the hold's member of the due set, set to reserve the worst case the
 # member names; "s", the member, set, nanos, tokens to settle that hold to that real cost. A member is
 # "<id> <nanos> <tokens> <counter key without the common prefix>...": what a later admission needs to
@@ -107,10 +108,14 @@ for s = 1, nsets do
   sets[s] = members
   a = a + 1 + size
 end
--- Per set, seven sums: its reservations (-1: one of them is negative), their nanos and tokens; its
--- settlements' nanos and tokens, and what the holds settled held.
-local sums = a + 1
-a = sums + 7 * nsets
+-- Per set, seven sums in one argument: its reservations (-1: one of them is negative), their nanos and
+-- tokens; its settlements' nanos and tokens, and what the holds settled held.
+local sums = {}
+for s = 1, nsets do
+  local r, n, t, sn_, st_, hn_, ht_ = string.match(ARGV[a + s], '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')
+  sums[s] = {tonumber(r), tonumber(n), tonumber(t), tonumber(sn_), tonumber(st_), tonumber(hn_), tonumber(ht_)}
+end
+a = a + nsets + 1
 local last = #ARGV
 local due = now + tonumber(ARGV[1])
 -- What the reservations add to the due set if all are admitted, and the holds settled.
@@ -139,9 +144,8 @@ if #settled > 0 then
   end
   if all then
     for s = 1, nsets do
-      local b = sums + 7 * (s - 1)
-      local n, t = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
-      local rn, rt = tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
+      local sum = sums[s]
+      local n, t, rn, rt = sum[4], sum[5], sum[6], sum[7]
       if n ~= 0 or t ~= 0 or rn ~= 0 or rt ~= 0 then
         local set = sets[s]
         for j = 1, #set do
@@ -181,11 +185,11 @@ if #new_due > 0 then
   local need_n, need_t = {}, {}
   local room = true
   for s = 1, nsets do
-    local b = sums + 7 * (s - 1)
-    local r = tonumber(ARGV[b])
+    local sum = sums[s]
+    local r = sum[1]
     if r < 0 then room = false end
     if r > 0 then
-      local n, t = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
+      local n, t = sum[2], sum[3]
       local set = sets[s]
       for j = 1, #set do
         local i = set[j]
@@ -545,30 +549,34 @@ class BudgetStore:
                     held_tokens += o.held_tokens
                     settling += 1
                     parts += (_SETTLE, o.member, number, _two(o.nanos, o.tokens))
-            sums = [reserved, nanos, tokens, settled_nanos, settled_tokens, held_nanos, held_tokens]
+            sums = [
+                b"%d %d %d %d %d %d %d"
+                % (reserved, nanos, tokens, settled_nanos, settled_tokens, held_nanos, held_tokens)
+            ]
         else:
-            sums = [0] * (7 * len(positions))
+            values = [0] * (7 * len(positions))
             for o in operations:
                 at = 7 * positions[id(o.counters)] - 7
                 if o.kind == "r":
-                    if o.nanos < 0 or o.tokens < 0 or sums[at] < 0:
-                        sums[at] = -1
+                    if o.nanos < 0 or o.tokens < 0 or values[at] < 0:
+                        values[at] = -1
                     else:
-                        sums[at] += 1
-                    sums[at + 1] += o.nanos
-                    sums[at + 2] += o.tokens
+                        values[at] += 1
+                    values[at + 1] += o.nanos
+                    values[at + 2] += o.tokens
                     parts += (_RESERVE, o.member, sets[id(o.counters)])
                 else:
-                    sums[at + 3] += o.nanos
-                    sums[at + 4] += o.tokens
-                    sums[at + 5] += o.held_nanos
-                    sums[at + 6] += o.held_tokens
+                    values[at + 3] += o.nanos
+                    values[at + 4] += o.tokens
+                    values[at + 5] += o.held_nanos
+                    values[at + 6] += o.held_tokens
                     settling += 1
                     parts += (_SETTLE, o.member, sets[id(o.counters)], _two(o.nanos, o.tokens))
+            sums = [b"%d %d %d %d %d %d %d" % tuple(values[at : at + 7]) for at in range(0, len(values), 7)]
         if isinstance(self._redis, RespClient):  # what the fast client sends, encoded here at once
             args += (
                 layout.encoded,
-                Encoded(len(sums), b"".join([bulk(v) for v in sums])),
+                Encoded(len(sums), b"".join([bulk(v) for v in sums])),  # one per set
                 Encoded(3 * len(operations) + 2 * settling, b"".join(parts)),
             )
         else:
