@@ -419,7 +419,9 @@ class BudgetStore:
             return None
         self._holds += 1
         hold_id = f"{self._hold_prefix}{self._holds:x}"
-        sent = SentReservation("r", hold_id, counters, nanos, tokens, self._encoded(hold_id, nanos, tokens, counters))
+        sent = SentReservation(
+            "r", hold_id, counters, nanos, tokens, self._encoded(hold_id, nanos, tokens, counters)
+        )
         self._enqueue(sent)
         return sent
 
