@@ -26,11 +26,11 @@ import nats
 
 from aqueduct_accounting.adapters.analyst_sql import AnalystEngine, AnalystQueries, QueryLimits
 from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ClickHouse, embedded_dsn
-from aqueduct_accounting.adapters.migrations import apply_migrations
 from aqueduct_accounting.adapters.price_catalog import load_price_catalog
 from aqueduct_accounting.application.ingest import UsageIngest
 from aqueduct_accounting.application.reports import Reports, ReportWindow
 from aqueduct_accounting.application.rollups import MAX_EVENTS_PER_ROLLUP, roll_up
+from aqueduct_accounting.application.self_repair import migrate_and_repair
 from aqueduct_accounting.domain.pricing import PriceBook
 from aqueduct_accounting.domain.scope import UsageFilter, Viewer
 from aqueduct_accounting.domain.usage import usage_rows_from_json
@@ -280,7 +280,7 @@ async def main() -> None:
         bus = EmbeddedNats(Path(folder) / "nats").start()
         engine = ClickHouse(embedded_dsn(Path(folder) / "chdb"))
         try:
-            apply_migrations(engine, default_migrations_dir())
+            migrate_and_repair(engine, default_migrations_dir())  # as accounting starts: its merge policy
             ingest = await measure_ingest(engine, bus.url, args.events, args.batch)
             batched = await measure_batched_ingest(engine, bus.url, args.events, args.per_message)
             generated = generate(engine, args.rows)

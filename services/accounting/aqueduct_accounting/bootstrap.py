@@ -171,7 +171,10 @@ async def bootstrap(settings: AccountingSettings) -> AccountingService:
     # Self-repair: whatever table is missing is created again, whatever copy of a stream was lost is
     # refilled by replaying the stream (its consumer starts over, below).
     repair = await asyncio.to_thread(
-        migrate_and_repair, engine, settings.migrations_dir or default_migrations_dir()
+        migrate_and_repair,
+        engine,
+        settings.migrations_dir or default_migrations_dir(),
+        settings.merge_selector_base or None,
     )
     clickhouse = AsyncClickHouse(engine)
     limits = QueryLimits(settings.sql_max_rows, settings.sql_max_bytes, settings.sql_max_seconds)

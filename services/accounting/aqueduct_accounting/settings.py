@@ -53,6 +53,9 @@ class AccountingSettings(BaseSettings):
     # often from the events stored since the last one, not by every insert: reports read the roll-ups
     # plus those few seconds of events, so nothing waits for them (application/rollups.py).
     rollup_interval_seconds: float = 30.0
+    # usage_events' merge policy (the engine's merge_selector_base; 0: the engine's default, 5). See
+    # application/self_repair.py: the default rewrites a small month's partition every fifth insert.
+    merge_selector_base: float = 20.0
     # The duplicate check answers from memory for events that occurred in the last this many seconds
     # (their ids, at most recent_ids_max of them), and with a bounded query for older ones.
     recent_ids_seconds: float = 120.0
