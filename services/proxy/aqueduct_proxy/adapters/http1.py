@@ -120,20 +120,6 @@ class Http1Content:
         while data := await self.readany():
             yield data
 
-    async def arrived_within(self, seconds: float) -> bool:
-        """Whether body bytes are here, waiting at most ``seconds`` for the first ones; takes nothing
-        (the end of the body or an error also ends the wait, for ``readany`` to tell)."""
-        response = self._response
-        if not self._chunks and not self._eof and self._exc is None and response is not None:
-            waiter = self._waiter = response._loop.create_future()
-            timer = response._loop.call_later(seconds, _settle, waiter)
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-                timer.cancel()
-        return bool(self._chunks)
-
     @property
     def buffered(self) -> int:
         """Bytes of the body received and not yet taken by the reader."""
@@ -168,11 +154,6 @@ class Http1Content:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-
-
-def _settle(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 class Http1Response:

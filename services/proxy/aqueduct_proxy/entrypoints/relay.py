@@ -10,7 +10,6 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from aqueduct_proxy.adapters.http1 import Http1Content
 from aqueduct_proxy.adapters.upstream import UpstreamResponse
 from aqueduct_proxy.application.usage import Meter
 from aqueduct_proxy.domain.errors import UpstreamError
@@ -18,8 +17,6 @@ from aqueduct_proxy.domain.usage import usage_from_body
 
 __all__ = ["relay"]
 
-# How long a stream's head waits for its first event, to leave with it (see ``_EventStream``).
-_HEAD_GRACE = 0.002
 _READ_WHOLE = frozenset({"application/json", "text/plain", "text/html"})
 # (Not the upstream's x-request-id: the answer carries the gateway's, which the upstream also received.)
 _PASSED_HEADERS = ("Content-Type", "Content-Disposition", "openai-processing-ms")
@@ -108,23 +105,14 @@ def _next_event_end(pending: bytes, start: int) -> tuple[int, int]:
 class _EventStream(web.StreamResponse):
     """An event stream whose head leaves with its first event: one write, and one wake-up of the client
     instead of two, before the first chunk. aiohttp's own ``web.Response`` holds its head back this way
-    (its version is pinned); the relay sends the head alone when the first event is not there within
-    ``_HEAD_GRACE`` of the upstream's head (a model still thinking).
-
-    Upstreams commonly send their head in one write and the first event in the next, microseconds
-    apart: sent on at once, the head alone woke the client (and, on a shared machine, took the CPU from
-    whoever was producing that event) only for it to wait for the event anyway."""
+    (its version is pinned); the relay sends the head alone when the first event is not there yet."""
 
     _send_headers_immediately = False
 
 
-async def _arrived(upstream: UpstreamResponse) -> bool:
-    """Whether body bytes of the upstream's answer are here, or come within ``_HEAD_GRACE`` (the lean
-    client's answers tell; for others, False)."""
-    content = upstream.content
-    if isinstance(content, Http1Content):
-        return content.buffered > 0 or await content.arrived_within(_HEAD_GRACE)
-    return False
+def _arrived(upstream: UpstreamResponse) -> bool:
+    """Whether body bytes of the upstream's answer are here already (the lean client's answers tell)."""
+    return bool(getattr(upstream.content, "buffered", 0))
 
 
 async def _relay_stream(
@@ -136,8 +124,8 @@ async def _relay_stream(
     pending = done = b""
     try:
         await response.prepare(request)
-        held = await _arrived(upstream)
-        if not held:  # the model is still thinking: the client learns now that the stream began
+        held = _arrived(upstream)
+        if not held:  # the model is still thinking: the client learns at once that the stream began
             await response.write(b"")
         async for data in upstream.content.iter_any():
             pending += data
