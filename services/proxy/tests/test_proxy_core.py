@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 
 import aiohttp
 import openai
 import pytest
+from aiohttp import web
 
+from aqueduct_cli.embedded import free_port
 from aqueduct_libs.snapshot import Limits
 from conftest import error_body, usage_events, wait_token
 
@@ -113,7 +117,7 @@ async def test_client_disconnect_midway_records_partial_usage(proxy, snapshot, b
 
     [event] = await usage_events(bus, grant.token_id, 1)
     assert event.cut_short and event.streamed
-    assert event.input_tokens == 2  # counted before forwarding
+    assert event.input_tokens == 2  # counted by the gateway: the stream ended without the upstream's usage
     assert 5 <= event.output_tokens < 20
 
 
@@ -202,3 +206,53 @@ async def test_operational_routes(proxy):
 
 
 _ = Limits
+
+
+async def _thinking_upstream(think: float) -> tuple[web.AppRunner, str]:
+    """An upstream that sends a stream's head, then its first event ``think`` seconds later."""
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)  # the head leaves now
+        await asyncio.sleep(think)
+        delta = {"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}]}
+        await response.write(
+            b"data: " + json.dumps({"id": "x", "object": "chat.completion.chunk", **delta}).encode() + b"\n\n"
+        )
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"http://127.0.0.1:{port}/v1"
+
+
+async def test_a_streams_head_waits_briefly_for_its_first_event_not_for_a_thinking_model(proxy, snapshot):
+    runner, url = await _thinking_upstream(0.5)
+    try:
+        await snapshot.put_endpoint("thinking", url)
+        await snapshot.put_model("thinker", "thinking", "t")
+        value, _ = await snapshot.issue_token()
+        await wait_token(proxy.base_url, value)
+        for _ in range(100):
+            if "thinker" in proxy.proxy.gateway.snapshot.models:
+                break
+            await asyncio.sleep(0.05)
+        body = {"model": "thinker", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {value}"}) as session:
+            started = time.perf_counter()
+            async with session.post(f"{proxy.v1}/chat/completions", json=body) as answer:
+                head_at = time.perf_counter() - started  # the head came alone: the model was thinking
+                assert answer.status == 200
+                lines = [line async for line in answer.content if line.startswith(b"data: ")]
+                first_at = time.perf_counter() - started
+        assert head_at < 0.25 and first_at >= 0.5
+        assert lines[0].startswith(b"data: {") and lines[-1] == b"data: [DONE]\n"
+    finally:
+        await runner.cleanup()

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from aqueduct_cli.embedded import free_port
 from aqueduct_libs.snapshot import Limits
 from aqueduct_proxy.adapters.limiter import Admission, Counter, Limiter, LimiterDown, Rejection
+from aqueduct_proxy.adapters.resp import RespClient, _encode
 from conftest import common_settings, proxy_settings, start_in_process, stop_in_process, wait_token
 
 pytestmark = [pytest.mark.nats, pytest.mark.valkey]
@@ -112,3 +113,43 @@ async def test_body_size_limit_and_upstream_time_limit(snapshot, nats_url, valke
         await client.close()
     finally:
         await stop_in_process(running)
+
+
+async def test_a_counter_outlives_its_last_charge_by_the_window(valkey_url):
+    # The expiry is pushed back by the first charge of each second, not by every request: a counter
+    # charged again in a later second lives on for the window from then, a cost-0 counter too.
+    limiter = Limiter.from_url(valkey_url)
+    key = f"aq:test:{uuid.uuid4().hex}"
+    counters = [Counter(key + ":rpm", "requests", 1000, 1), Counter(key + ":otpm", "output_tokens", 1000, 0)]
+    redis = RespClient(valkey_url)
+    try:
+        for _ in range(3):
+            assert isinstance(await limiter.admit(counters), Admission)
+        ttls = [await redis.execute("TTL", c.key) for c in counters]
+        assert all(60 < ttl <= 65 for ttl in ttls), ttls
+        await asyncio.sleep(2.1)
+        assert isinstance(await limiter.admit(counters), Admission)
+        ttls = [await redis.execute("TTL", c.key) for c in counters]
+        assert all(ttl >= 64 for ttl in ttls), ttls
+    finally:
+        await redis.close()
+        await limiter.close()
+
+
+async def test_an_awaited_command_leaves_at_once_when_nothing_is_in_flight(valkey_url):
+    client = RespClient(valkey_url)
+    try:
+        await client.execute("PING")  # connected
+        protocol = client._protocol
+        assert protocol is not None
+        loop = asyncio.get_running_loop()
+        first, second, third = loop.create_future(), loop.create_future(), loop.create_future()
+        protocol.send_awaited(_encode(("PING",)), first)
+        assert protocol._unsent == []  # written already, not at the end of the turn
+        # A reply is awaited now: what follows in this turn leaves together, at its end.
+        protocol.send_awaited(_encode(("ECHO", "a")), second)
+        protocol.send_awaited(_encode(("ECHO", "b")), third)
+        assert len(protocol._unsent) == 2
+        assert [await first, await second, await third] == ["PONG", b"a", b"b"]
+    finally:
+        await client.close()

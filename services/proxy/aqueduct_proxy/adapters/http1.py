@@ -179,6 +179,7 @@ class Http1Response:
         self._body: bytes | None = None
         self._last_data = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._waiting: asyncio.Future[None] | None = None
         self.got_bytes = False
         self.status = 0
         self.reason = ""
@@ -253,22 +254,28 @@ class Http1Response:
             conn.transport.write(body)
 
     async def _wait(self, waiter: asyncio.Future[None]) -> None:
-        """Wait for ``waiter``; a ``TimeoutError`` if no byte arrives for ``read_timeout`` seconds."""
+        """Wait for ``waiter``; a ``TimeoutError`` if no byte arrives for ``read_timeout`` seconds.
+
+        One timer watches all the waits of an answer (its head, then each read of its body): it is set at
+        the first and, when it fires, looks at the wait under way then (re-set for the rest of the time
+        when bytes came meanwhile); not a timer made and cancelled for each of them."""
         self._last_data = self._loop.time()
-        self._timer = self._loop.call_at(self._last_data + self._read_timeout, self._check_timeout, waiter)
+        self._waiting = waiter
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._last_data + self._read_timeout, self._check_timeout)
         try:
             await waiter
         finally:
-            if self._timer is not None:  # (None once the answer was closed meanwhile)
-                self._timer.cancel()
-                self._timer = None
+            self._waiting = None
 
-    def _check_timeout(self, waiter: asyncio.Future[None]) -> None:
-        if waiter.done():
-            return
+    def _check_timeout(self) -> None:
+        self._timer = None
+        waiter = self._waiting
+        if waiter is None or waiter.done() or self._parser is None:
+            return  # not waiting now: the next wait sets the timer again
         due = self._last_data + self._read_timeout
-        if self._loop.time() < due:  # bytes arrived meanwhile (a head or chunk framing still incomplete)
-            self._timer = self._loop.call_at(due, self._check_timeout, waiter)
+        if self._loop.time() < due:  # bytes arrived, or the wait began, since the timer was set
+            self._timer = self._loop.call_at(due, self._check_timeout)
             return
         exc = TimeoutError(f"The model server sent nothing for {self._read_timeout:g} s.")
         self.content._end(exc)

@@ -63,8 +63,8 @@ end
 # KEYS: counters. ARGV[1]: window; then per counter: limit, cost.
 # A cost of 0 (output tokens not reserved) only asks that something is left.
 # Returns {1, now, used_1..n} when admitted, {0, index, used, retry_after} when refused.
-# Three commands per admitted counter (HMGET, HSET, EXPIRE): on the path of every request, and each
-# ``redis.call`` costs Valkey more than the arithmetic around it.
+# Two commands per admitted counter (HMGET, HSET; EXPIRE once a second): on the path of every request,
+# and each ``redis.call`` costs Valkey more than the arithmetic around it.
 _ADMIT = (
     _SLIDE
     + """
@@ -106,7 +106,9 @@ for i = 1, #KEYS do
   else
     redis.call('HSET', KEYS[i], 't', totals[i], 'o', oldest[i])
   end
-  redis.call('EXPIRE', KEYS[i], window + 5)
+  -- The expiry is pushed back by the first charge of each second (its bucket was empty): a counter
+  -- then outlives its last charge by at least the window, without an EXPIRE on every request.
+  if current[i] == 0 then redis.call('EXPIRE', KEYS[i], window + 5) end
   result[#result + 1] = totals[i] + cost
 end
 return result

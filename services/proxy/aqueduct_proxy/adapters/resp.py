@@ -157,6 +157,18 @@ class _Protocol(asyncio.Protocol):
         self._unsent.append(command)
         self.flush_soon()
 
+    def send_awaited(self, command: bytes, waiter: _Waiter) -> None:
+        """``send`` for a caller that waits for the reply. On an idle connection (nothing in flight: a
+        process under little load, one request at a time), the command (with what the hooks add) leaves
+        now rather than a turn of the loop later, on the way of the request that waits for it; under load
+        replies are in flight and the turn's commands still leave together."""
+        self.waiters.append(waiter)
+        self._unsent.append(command)
+        if len(self.waiters) == len(self._unsent):
+            self._flush()
+        else:
+            self.flush_soon()
+
     def flush_soon(self) -> None:
         if not self._flushing:
             self._flushing = True
@@ -236,7 +248,7 @@ class RespClient:
     async def _send(self, protocol: _Protocol, command: bytes) -> Any:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
-        protocol.send(command, waiter)
+        protocol.send_awaited(command, waiter)
         timer = loop.call_later(self._timeout, _expire, waiter, protocol)
         try:
             reply = await waiter

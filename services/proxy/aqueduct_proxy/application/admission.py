@@ -5,6 +5,7 @@ worst case reserved on its budgets and charged to its per-minute limits, which a
 from __future__ import annotations
 
 import contextlib
+from functools import partial
 from typing import Any
 
 from aqueduct_libs.snapshot import Limits, TokenGrant
@@ -107,12 +108,12 @@ class Gatekeeper:
             call.client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
             cap = next((payload[k] for k in _OUTPUT_CAPS if isinstance(payload.get(k), int)), 0)
             call.reserved_output = max(0, cap)
-            if (
-                call.stream
-                or (self.limiter is not None and self._limits_input(call))
-                or self.budgeting.applies(call)
-            ):
-                call.input_tokens = self.counter.count(payload)
+            if (self.limiter is not None and self._limits_input(call)) or self.budgeting.applies(call):
+                call.input_tokens = self.counter.count(payload)  # charged and reserved before forwarding
+            elif call.stream:
+                # Needed only if the stream ends without the upstream's usage (cut short, or an upstream
+                # that ignores include_usage): not counted on the way to the first chunk.
+                call.uncounted = partial(self.counter.count, payload)
         return call
 
     # -- limits ----------------------------------------------------------------------------------------

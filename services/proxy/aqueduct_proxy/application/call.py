@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -44,7 +45,10 @@ class Call:
     raw: bytes | None = None  # any other body, forwarded as it came (endpoint routes only)
     stream: bool = False
     client_wants_usage: bool = False
-    input_tokens: int = 0
+    input_tokens: int = 0  # read through ``counted_input`` once the call was forwarded
+    # Counts the input tokens later, when admission did not need them (no input-token limit, no budget):
+    # a stream's upstream reports them at its end, and only a stream without that usage needs the count.
+    uncounted: Callable[[], int] | None = None
     reserved_output: int = 0
     admission: Admission | None = None
     budget_hold: BudgetHold | None = None  # the worst case reserved on its budgets, until settled
@@ -62,3 +66,9 @@ class Call:
     @property
     def model(self) -> str:
         return self.route.model if self.route else ""
+
+    def counted_input(self) -> int:
+        """The request's input tokens as the gateway counts them (counted now if admission left them)."""
+        if self.uncounted is not None:
+            self.input_tokens, self.uncounted = self.uncounted(), None
+        return self.input_tokens

@@ -86,7 +86,7 @@ class UsageRecorder:
         estimated_output: int,
     ) -> TokenUsage:
         if usage is None:
-            usage = TokenUsage(call.input_tokens, estimated_output, 0)
+            usage = TokenUsage(call.counted_input(), estimated_output, 0)
         grant = call.grant
         latency = time.perf_counter() - call.started
         # The UsageRecorded contract (schema version 1), serialised directly: building and dumping the
@@ -204,7 +204,7 @@ class Meter:
         if ttft is not None:
             self._recorder.metrics.ttft.labels(call.api_path).observe(ttft)
         if usage is not None and not usage.input_tokens:
-            usage.input_tokens = call.input_tokens
+            usage.input_tokens = call.counted_input()
         if cut_short:  # nothing waits for the settlement: the answer is over already
             self._recorder.record(call, status, usage, ttft=ttft, cut_short=True, estimated_output=chunks)
         else:

@@ -104,9 +104,12 @@ def usage_from_body(data: Any) -> TokenUsage | None:
     return _from_usage(data.get("usage"))
 
 
-_USAGE_MARKERS = (b'"prompt_tokens"', b'"input_tokens"')
-_CONTENT_MARKERS = (b'"content":', b'"text":', b'"delta":"', b'"delta": "')
-_EMPTY_CONTENT = (b'"content": ""', b'"content":""', b'"content": null', b'"content":null')
+# Byte markers, tested with ``in`` one by one (``any`` over a generator cost about as much as the rest
+# of a chunk's relay, on every chunk of every stream).
+_PROMPT_TOKENS, _INPUT_TOKENS = b'"prompt_tokens"', b'"input_tokens"'
+_CONTENT, _TEXT, _DELTA, _DELTA_SPACED = b'"content":', b'"text":', b'"delta":"', b'"delta": "'
+_EMPTY, _EMPTY_TIGHT = b'"content": ""', b'"content":""'
+_NULL, _NULL_TIGHT = b'"content": null', b'"content":null'
 
 
 class StreamTally:
@@ -125,7 +128,7 @@ class StreamTally:
         if data_at < 0:
             return True
         # Cheap byte checks first: most chunks carry neither usage nor anything but a delta.
-        if any(marker in event for marker in _USAGE_MARKERS):
+        if _PROMPT_TOKENS in event or _INPUT_TOKENS in event:
             try:
                 payload = orjson.loads(event[data_at + 5 :].strip())
             except orjson.JSONDecodeError:
@@ -138,8 +141,8 @@ class StreamTally:
                 if isinstance(payload, dict) and payload.get("choices") == [] and not self.client_wants_usage:
                     return False  # the usage-only chunk we asked for on the client's behalf
                 return True
-        if any(marker in event for marker in _CONTENT_MARKERS) and not any(
-            empty in event for empty in _EMPTY_CONTENT
+        if (_CONTENT in event or _TEXT in event or _DELTA in event or _DELTA_SPACED in event) and not (
+            _EMPTY in event or _EMPTY_TIGHT in event or _NULL in event or _NULL_TIGHT in event
         ):
             self.chunks += 1
         return True

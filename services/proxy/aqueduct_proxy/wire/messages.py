@@ -80,7 +80,7 @@ async def _relay(
     if upstream.content_type == "text/event-stream" and upstream.status < 400:
         if call.native:
             return await _native_stream(request, upstream, limit_headers, meter)
-        translator = ChatToMessagesStream(call.model, call.input_tokens)
+        translator = ChatToMessagesStream(call.model, call.counted_input())
         return await translated_stream(request, upstream, limit_headers, meter, translator, _BROKEN_STREAM)
     return await _whole(call, upstream, limit_headers, meter)
 
@@ -92,7 +92,7 @@ async def count_tokens(
     Either way it is a request of the token (authenticated, admitted, recorded) that spends no tokens."""
     call = _prepare(gateway, grant, payload, _api_path(slug, "messages/count_tokens"), slug)
     call.anthropic_path = "/v1/messages/count_tokens"
-    call.stream, call.input_tokens, call.reserved_output = False, 0, 0
+    call.stream, call.input_tokens, call.uncounted, call.reserved_output = False, 0, None, 0
     assert call.route is not None
     if call.route.endpoint.provider != "anthropic":
         counted = _count(gateway, payload)
