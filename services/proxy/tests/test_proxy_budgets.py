@@ -19,7 +19,8 @@ from aqueduct_libs import names
 from aqueduct_libs.budgets import DUE_KEY, HOLDS_KEY, counter_key, periods_at
 from aqueduct_libs.pricing import Price, TokenClasses
 from aqueduct_libs.snapshot import BudgetRule
-from aqueduct_proxy.adapters.budget_store import BudgetHold, BudgetStore
+from aqueduct_proxy.adapters.budget_store import BudgetCounter, BudgetHold, BudgetStore
+from aqueduct_proxy.adapters.resp import RespClient
 from aqueduct_proxy.domain.budgets import budget_counters
 from conftest import (
     common_settings,
@@ -381,17 +382,23 @@ async def test_budgets_and_rate_limits_together(proxy, snapshot, bus, priced, va
     await client.close()
 
 
-async def test_one_turns_reservations_and_settlements_are_one_exact_call(valkey_url, valkey):
-    # What a busy process reserves in one turn of its event loop goes to Valkey as one script call, and
-    # stays exact: of 40 requests of 100 on a budget of 1,000, exactly 10 are admitted, in order.
-    from aqueduct_proxy.adapters.resp import RespClient
-
+async def _team_budget_on_the_fast_client(
+    valkey_url: str, daily_nanos: int
+) -> tuple[str, tuple[BudgetCounter, ...], RespClient]:
+    """A new team's daily budget counters, and the proxy's own Valkey client, connected."""
     scope_id = "team-" + uuid.uuid4().hex[:8]
     counters = budget_counters(
-        [BudgetRule(scope="team", scope_id=scope_id, daily_nanos=1_000)], datetime.now(UTC)
+        [BudgetRule(scope="team", scope_id=scope_id, daily_nanos=daily_nanos)], datetime.now(UTC)
     )
     client = RespClient(valkey_url)
     await client.execute("PING")
+    return scope_id, counters, client
+
+
+async def test_one_turns_reservations_and_settlements_are_one_exact_call(valkey_url, valkey):
+    # What a busy process reserves in one turn of its event loop goes to Valkey as one script call, and
+    # stays exact: of 40 requests of 100 on a budget of 1,000, exactly 10 are admitted, in order.
+    scope_id, counters, client = await _team_budget_on_the_fast_client(valkey_url, 1_000)
     store = BudgetStore(client, settle_within=60)  # settlements wait for the next call, however long
     await store.settle(BudgetHold("none", counters, 0, 0), 0, 0)  # Valkey loads the script
     before = (await valkey.info("commandstats"))["cmdstat_evalsha"]["calls"]
@@ -412,4 +419,29 @@ async def test_one_turns_reservations_and_settlements_are_one_exact_call(valkey_
     assert await _counter(valkey, "team", scope_id) == {"sn": 300, "st": 10, "hn": 700, "ht": 1}
     await store.settle(again, 0, 0)
     assert not await valkey.hexists(HOLDS_KEY, again.id)
+    await client.close()
+
+
+async def test_settlements_of_one_call_with_a_hold_expired_meanwhile_charge_exactly(valkey_url, valkey):
+    # A call settles its holds together when all are still there; one of them expired (and released by
+    # another process's admission) makes it settle them one by one: each charges its real cost, and only
+    # the holds still there are taken back.
+    scope_id, counters, client = await _team_budget_on_the_fast_client(valkey_url, 10_000)
+    short = BudgetStore(client, hold_seconds=1, settle_within=60)
+    expired = await short.reserve(counters, 800, 10)
+    assert isinstance(expired, BudgetHold)
+    await asyncio.sleep(2.2)
+    other = BudgetStore(Redis.from_url(valkey_url), hold_seconds=60)
+    releaser = await other.reserve(counters, 100, 1)  # releases the expired hold on its way
+    assert isinstance(releaser, BudgetHold) and releaser.counted == (100, 1)
+    kept = await short.reserve(counters, 500, 5)
+    assert isinstance(kept, BudgetHold)
+    short.settle_nowait(expired, 300, 3)
+    short.settle_nowait(kept, 200, 2)
+    after = await short.reserve(counters, 1_000, 1)  # the settlements go first in its call
+    assert isinstance(after, BudgetHold) and after.counted == (300 + 200 + 100 + 1_000, 3 + 2 + 1 + 1)
+    assert await _counter(valkey, "team", scope_id) == {"sn": 500, "st": 5, "hn": 1_100, "ht": 2}
+    await other.settle(releaser, 0, 0)
+    await short.settle(after, 0, 0)
+    assert await _counter(valkey, "team", scope_id) == {"sn": 500, "st": 5, "hn": 0, "ht": 0}
     await client.close()

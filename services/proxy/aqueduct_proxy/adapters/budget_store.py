@@ -45,17 +45,22 @@ _PREFIX = HOLDS_KEY[: -len("holds")]  # what every budget key starts with
 # seconds (by Valkey's clock, as every replica sees it); ARGV[2]: "1" to release the holds of proxies that
 # died; then per counter its limits and expiry, "<nanos>", "<tokens>", "<expire-at>" (limit -1: none);
 # then the sets of counters requests count against: how many, then per set its size and its counters'
-# positions; then the operations in order, five arguments each: "r", the hold's member of the due set,
-# nanos, tokens, set to reserve that worst case; "s", the member, nanos, tokens, set to settle that hold
-# to that real cost. A member is "<id> <nanos> <tokens> <counter key without the common prefix>...": what
-# a later admission needs to release it once it expires (its proxy died); a settlement finds the nanos
-# and tokens it held there. Returns per reservation 1, or {<counter's position in its set>, <1 nanos | 2
-# tokens>, <spent>, <held>} when refused; then what each counter counts once the call is done, spent +
-# held: {<nanos>, <tokens>, ...}. A settled hold that has expired meanwhile (and was released) still
-# charges its real cost. Each ``redis.call`` and each string the script builds cost Valkey more than the
-# arithmetic: counters are read once, kept in Lua tables, written once at the end; numbers go to Valkey
-# and back as numbers (exact integers below 2^53: Valkey formats a Lua number that is an integer as one).
-# The operations' loop runs some ten times a call: limits are converted once, globals looked up once.
+# positions; then per set its seven sums in one argument, "<reservations (-1: one of them is negative)>
+# <their nanos> <tokens> <its settlements' nanos> <tokens> <what the holds they settle held, nanos>
+# <tokens>"; then
+# the operations in order: "r", the hold's member of the due set, set to reserve the worst case the
+# member names; "s", the member, set, nanos, tokens to settle that hold to that real cost. A member is
+# "<id> <nanos> <tokens> <counter key without the common prefix>...": what a later admission needs to
+# release it once it expires (its proxy died); a settlement finds the nanos and tokens it held there. Returns per reservation 1, or {<counter's position in its set>, <1 nanos | 2 tokens>, <spent>,
+# <held>} when refused; then what each counter counts once the call is done, spent + held: {<nanos>,
+# <tokens>, ...}. A settled hold that has expired meanwhile (and was released) still charges its real
+# cost. The call's settlements go first (sent without waiting, any order among its operations is one they
+# could have had), then its reservations in order. Each ``redis.call``, each conversion and each string
+# the script builds cost Valkey more than the arithmetic: counters are read once, kept in Lua tables,
+# written once at the end; numbers go to Valkey and back as numbers (exact integers below 2^53: Valkey
+# formats a Lua number that is an integer as one); and the usual call (every hold settled still there,
+# room for every reservation) applies each set's sums once rather than each operation on each of its
+# counters: the operations one by one only when a hold had expired or a reservation may be refused.
 _BATCH = """
 local prefix = string.sub(KEYS[1], 1, #KEYS[1] - #'holds')
 -- The holds of a proxy that died: released before anything reads the counters (looked for at most once
@@ -95,66 +100,154 @@ for i = 1, count do
   ln[i], lt[i] = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
 end
 local a = 3 + 3 * count
+local nsets = tonumber(ARGV[a])
 local sets = {}
-for s = 1, tonumber(ARGV[a]) do
+for s = 1, nsets do
   local size, members = tonumber(ARGV[a + 1]), {}
   for j = 1, size do members[j] = tonumber(ARGV[a + 1 + j]) end
   sets[s] = members
   a = a + 1 + size
 end
-a = a + 1
-local last = #ARGV
-local settled, present = {}, {}
-for o = a, last, 5 do
-  if ARGV[o] == 's' then settled[#settled + 1] = ARGV[o + 1] end
+-- Per set, seven sums in one argument: its reservations (-1: one of them is negative), their nanos and
+-- tokens; its settlements' nanos and tokens, and what the holds settled held.
+local sums = {}
+for s = 1, nsets do
+  local r, n, t, sn_, st_, hn_, ht_ = string.match(ARGV[a + s], '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')
+  sums[s] = {tonumber(r), tonumber(n), tonumber(t), tonumber(sn_), tonumber(st_), tonumber(hn_), tonumber(ht_)}
 end
+a = a + nsets + 1
+local last = #ARGV
+local due = now + tonumber(ARGV[1])
+-- What the reservations add to the due set if all are admitted, and the holds settled.
+local settled, new_due = {}, {}
+local o = a
+while o <= last do
+  if ARGV[o] == 's' then
+    settled[#settled + 1] = ARGV[o + 1]
+    o = o + 5
+  else
+    new_due[#new_due + 1] = due
+    new_due[#new_due + 1] = ARGV[o + 1]
+    o = o + 3
+  end
+end
+-- Settlements first (they were sent before this call, without waiting: any order among the call's
+-- operations is one they could have had). Each set's settlements at once, from the sums, when every
+-- hold settled is still there; one by one when one had expired (and was released) meanwhile: it
+-- still charges its real cost, but holds nothing any more.
 if #settled > 0 then
   local scores = call('ZMSCORE', KEYS[2], unpack(settled))
-  for j = 1, #settled do present[settled[j]] = scores[j] ~= false end
   call('ZREM', KEYS[2], unpack(settled))
-end
-local answers, new_due = {}, {}
-local due = now + tonumber(ARGV[1])
-local match = string.match
-for o = a, last, 5 do
-  local member, n, t, set = ARGV[o + 1], tonumber(ARGV[o + 2]), tonumber(ARGV[o + 3]), sets[tonumber(ARGV[o + 4])]
-  local size = #set
-  if ARGV[o] == 's' then
-    local rn, rt = 0, 0
-    if present[member] then  -- not expired (and released) meanwhile: what it held goes
-      local x, y = match(member, '^%S+ (%S+) (%S+)')
-      rn, rt = tonumber(x), tonumber(y)
-    end
-    for j = 1, size do
-      local i = set[j]
-      sn[i], st[i] = sn[i] + n, st[i] + t
-      if held[i] then hn[i], ht[i] = hn[i] - rn, ht[i] - rt end
+  local all = true
+  for j = 1, #settled do
+    if scores[j] == false then all = false end
+  end
+  if all then
+    for s = 1, nsets do
+      local sum = sums[s]
+      local n, t, rn, rt = sum[4], sum[5], sum[6], sum[7]
+      if n ~= 0 or t ~= 0 or rn ~= 0 or rt ~= 0 then
+        local set = sets[s]
+        for j = 1, #set do
+          local i = set[j]
+          sn[i], st[i] = sn[i] + n, st[i] + t
+          if held[i] then hn[i], ht[i] = hn[i] - rn, ht[i] - rt end
+        end
+      end
     end
   else
-    local refused
-    for j = 1, size do
-      local i = set[j]
-      local limit = ln[i]
-      if limit >= 0 and sn[i] + hn[i] + n > limit then
-        refused = {j, 1, sn[i], hn[i]}
-        break
+    local k, o = 0, a
+    while o <= last do
+      if ARGV[o] ~= 's' then
+        o = o + 3
+      else
+        k = k + 1
+        local set, n, t = sets[tonumber(ARGV[o + 2])], tonumber(ARGV[o + 3]), tonumber(ARGV[o + 4])
+        local rn, rt = 0, 0
+        if scores[k] ~= false then
+          local x, y = string.match(ARGV[o + 1], '^%S+ (%S+) (%S+)')
+          rn, rt = tonumber(x), tonumber(y)
+        end
+        for j = 1, #set do
+          local i = set[j]
+          sn[i], st[i] = sn[i] + n, st[i] + t
+          if held[i] then hn[i], ht[i] = hn[i] - rn, ht[i] - rt end
+        end
+        o = o + 5
       end
-      limit = lt[i]
-      if limit >= 0 and st[i] + ht[i] + t > limit then
-        refused = {j, 2, st[i], ht[i]}
+    end
+  end
+end
+local answers = {}
+if #new_due > 0 then
+  -- All of them at once when every counter they count against has room for all (the common case): then
+  -- each has room after those before it, as none is negative. One by one otherwise.
+  local need_n, need_t = {}, {}
+  local room = true
+  for s = 1, nsets do
+    local sum = sums[s]
+    local r = sum[1]
+    if r < 0 then room = false end
+    if r > 0 then
+      local n, t = sum[2], sum[3]
+      local set = sets[s]
+      for j = 1, #set do
+        local i = set[j]
+        need_n[i], need_t[i] = (need_n[i] or 0) + n, (need_t[i] or 0) + t
+      end
+    end
+  end
+  if room then
+    for i, n in pairs(need_n) do
+      local t = need_t[i]
+      if (ln[i] >= 0 and sn[i] + hn[i] + n > ln[i]) or (lt[i] >= 0 and st[i] + ht[i] + t > lt[i]) then
+        room = false
         break
       end
     end
-    if refused then
-      answers[#answers + 1] = refused
-    else
-      for j = 1, size do
-        local i = set[j]
-        hn[i], ht[i], held[i] = hn[i] + n, ht[i] + t, true
+  end
+  if room then
+    for i, n in pairs(need_n) do
+      hn[i], ht[i], held[i] = hn[i] + n, ht[i] + need_t[i], true
+    end
+    for j = 1, #new_due / 2 do answers[j] = 1 end
+  else
+    new_due = {}
+    local o = a
+    while o <= last do
+      if ARGV[o] == 's' then
+        o = o + 5
+      else
+        local x, y = string.match(ARGV[o + 1], '^%S+ (%S+) (%S+)')
+        local n, t, set = tonumber(x), tonumber(y), sets[tonumber(ARGV[o + 2])]
+        local size = #set
+        local refused
+        for j = 1, size do
+          local i = set[j]
+          local limit = ln[i]
+          if limit >= 0 and sn[i] + hn[i] + n > limit then
+            refused = {j, 1, sn[i], hn[i]}
+            break
+          end
+          limit = lt[i]
+          if limit >= 0 and st[i] + ht[i] + t > limit then
+            refused = {j, 2, st[i], ht[i]}
+            break
+          end
+        end
+        if refused then
+          answers[#answers + 1] = refused
+        else
+          for j = 1, size do
+            local i = set[j]
+            hn[i], ht[i], held[i] = hn[i] + n, ht[i] + t, true
+          end
+          answers[#answers + 1] = 1
+          new_due[#new_due + 1] = due
+          new_due[#new_due + 1] = ARGV[o + 1]
+        end
+        o = o + 3
       end
-      answers[#answers + 1] = 1
-      new_due[#new_due + 1] = due
-      new_due[#new_due + 1] = member
     end
   end
 end
@@ -201,7 +294,7 @@ class BudgetHold:
     counters: tuple[BudgetCounter, ...]
     nanos: int
     tokens: int
-    member: bytes = b""  # its member of the due set (built from the rest when empty)
+    member: bytes = b""  # its member of the due set, as RESP sends it (built from the rest when empty)
     # What the call counted: its counter keys and, per key, nanos and tokens (as Valkey answered).
     counts: tuple[list[str], list[int]] | None = None
 
@@ -232,7 +325,11 @@ class SentReservation:
     counters: tuple[BudgetCounter, ...]
     nanos: int
     tokens: int
-    member: bytes  # the hold's member of the due set: "<id> <nanos> <tokens> <counter keys>" as reserved
+    # The hold's member of the due set, "<id> <nanos> <tokens> <counter keys>" as reserved, encoded as RESP
+    # sends it (``bulk``): once per request, for its reservation and its settlement.
+    member: bytes
+    held_nanos: int = 0  # a settlement's: what its hold held
+    held_tokens: int = 0
     # What the call answered: (the reservation's answer, what its counters count), or BudgetStoreDown.
     # Kept here, not in a future: the answer is usually read before anyone waits for it (it arrives with
     # the rate-limit check's), so a future is made only for whoever waits sooner.
@@ -254,7 +351,7 @@ class SentReservation:
         return self.outcome
 
 
-_KIND = {"r": bulk("r"), "s": bulk("s")}
+_RESERVE, _SETTLE = bulk("r"), bulk("s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,8 +419,9 @@ class BudgetStore:
             return None
         self._holds += 1
         hold_id = f"{self._hold_prefix}{self._holds:x}"
-        member = f"{hold_id} {nanos} {tokens} {self._names_of(counters)}".encode()
-        sent = SentReservation("r", hold_id, counters, nanos, tokens, member)
+        sent = SentReservation(
+            "r", hold_id, counters, nanos, tokens, self._encoded(hold_id, nanos, tokens, counters)
+        )
         self._enqueue(sent)
         return sent
 
@@ -338,8 +436,12 @@ class BudgetStore:
             known = self._names[id(counters)] = (counters, names)
         return known[1]
 
+    def _encoded(self, hold_id: str, nanos: int, tokens: int, counters: tuple[BudgetCounter, ...]) -> bytes:
+        member = f"{hold_id} {nanos} {tokens} {self._names_of(counters)}".encode()
+        return b"$%d\r\n%b\r\n" % (len(member), member)
+
     def _member(self, hold: BudgetHold) -> bytes:
-        return hold.member or f"{hold.id} {hold.nanos} {hold.tokens} {self._names_of(hold.counters)}".encode()
+        return hold.member or self._encoded(hold.id, hold.nanos, hold.tokens, hold.counters)
 
     async def reserve(
         self, counters: tuple[BudgetCounter, ...], nanos: int, tokens: int
@@ -381,7 +483,11 @@ class BudgetStore:
         ``settle_within``): this process's next reservation runs after it, and until then the hold,
         never less than the cost, counts on every replica. When Valkey is unreachable the hold expires
         on its own, and accounting brings the spend back from ClickHouse."""
-        self._queue.append(SentReservation("s", hold.id, hold.counters, nanos, tokens, self._member(hold)))
+        self._queue.append(
+            SentReservation(
+                "s", hold.id, hold.counters, nanos, tokens, self._member(hold), hold.nanos, hold.tokens
+            )
+        )
         if self._timer is None and not self._flushing:
             self._timer = asyncio.get_running_loop().call_later(self._settle_within, self._on_timer)
 
@@ -394,7 +500,9 @@ class BudgetStore:
 
     async def settle(self, hold: BudgetHold, nanos: int, tokens: int) -> bool:
         """``settle_nowait``, waiting for Valkey: False when it is unreachable."""
-        operation = SentReservation("s", hold.id, hold.counters, nanos, tokens, self._member(hold))
+        operation = SentReservation(
+            "s", hold.id, hold.counters, nanos, tokens, self._member(hold), hold.nanos, hold.tokens
+        )
         self._enqueue(operation)
         return not isinstance(await operation.wait(), BudgetStoreDown)
 
@@ -418,28 +526,69 @@ class BudgetStore:
         if scan:
             self._next_scan = time.monotonic() + 1.0
         args: list[Any] = [self._hold_seconds, int(scan)]
-        if isinstance(self._redis, RespClient):  # what the fast client sends, encoded here at once
-            encoded = []
+        # Per set of counters: its reservations (-1: one is negative), their nanos and tokens; its
+        # settlements' nanos and tokens, and what their holds held. Valkey applies each set's sums at
+        # once when it can (see ``_BATCH``): summing here costs less than there.
+        positions, sets = layout.positions, layout.sets
+        parts: list[bytes] = []  # the operations, encoded
+        settling = 0
+        if len(positions) == 1:  # the busy case: one set of counters, summed in locals
+            number = sets[id(operations[0].counters)]
+            reserved, nanos, tokens, settled_nanos, settled_tokens, held_nanos, held_tokens = (0,) * 7
             for o in operations:
-                nanos, tokens = b"%d" % o.nanos, b"%d" % o.tokens
-                encoded.append(
-                    b"%b$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n%b"
-                    % (
-                        _KIND[o.kind],
-                        len(o.member),
-                        o.member,
-                        len(nanos),
-                        nanos,
-                        len(tokens),
-                        tokens,
-                        layout.sets[id(o.counters)],
-                    )
-                )
-            args += (layout.encoded, Encoded(5 * len(operations), b"".join(encoded)))
+                if o.kind == "r":
+                    if o.nanos < 0 or o.tokens < 0 or reserved < 0:
+                        reserved = -1
+                    else:
+                        reserved += 1
+                    nanos += o.nanos
+                    tokens += o.tokens
+                    parts += (_RESERVE, o.member, number)
+                else:
+                    settled_nanos += o.nanos
+                    settled_tokens += o.tokens
+                    held_nanos += o.held_nanos
+                    held_tokens += o.held_tokens
+                    settling += 1
+                    parts += (_SETTLE, o.member, number, _two(o.nanos, o.tokens))
+            sums = [
+                b"%d %d %d %d %d %d %d"
+                % (reserved, nanos, tokens, settled_nanos, settled_tokens, held_nanos, held_tokens)
+            ]
+        else:
+            values = [0] * (7 * len(positions))
+            for o in operations:
+                at = 7 * positions[id(o.counters)] - 7
+                if o.kind == "r":
+                    if o.nanos < 0 or o.tokens < 0 or values[at] < 0:
+                        values[at] = -1
+                    else:
+                        values[at] += 1
+                    values[at + 1] += o.nanos
+                    values[at + 2] += o.tokens
+                    parts += (_RESERVE, o.member, sets[id(o.counters)])
+                else:
+                    values[at + 3] += o.nanos
+                    values[at + 4] += o.tokens
+                    values[at + 5] += o.held_nanos
+                    values[at + 6] += o.held_tokens
+                    settling += 1
+                    parts += (_SETTLE, o.member, sets[id(o.counters)], _two(o.nanos, o.tokens))
+            sums = [b"%d %d %d %d %d %d %d" % tuple(values[at : at + 7]) for at in range(0, len(values), 7)]
+        if isinstance(self._redis, RespClient):  # what the fast client sends, encoded here at once
+            args += (
+                layout.encoded,
+                Encoded(len(sums), b"".join([bulk(v) for v in sums])),  # one per set
+                Encoded(3 * len(operations) + 2 * settling, b"".join(parts)),
+            )
         else:
             args += layout.plain
+            args += sums
             for o in operations:
-                args += (o.kind, o.member, o.nanos, o.tokens, layout.positions[id(o.counters)])
+                member = o.member[o.member.index(b"\r\n") + 2 : -2]
+                args += (o.kind, member, positions[id(o.counters)])
+                if o.kind == "s":
+                    args += (o.nanos, o.tokens)
         self._call(operations, layout.keys, args, retry=True)
 
     def _layout(self, operations: list[SentReservation]) -> _Layout:
@@ -579,6 +728,12 @@ class BudgetStore:
         if time.monotonic() >= self._down_until:
             log.warning("budget store unreachable: %s", exc)
         self._down_until = time.monotonic() + self._retry_down_after
+
+
+def _two(nanos: int, tokens: int) -> bytes:
+    """Two numbers as RESP sends them (two bulk strings)."""
+    n, t = b"%d" % nanos, b"%d" % tokens
+    return b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(n), n, len(t), t)
 
 
 def _outcome(answer: Callable[[Any], None], sent: asyncio.Future[Any]) -> None:
