@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aqueduct_libs.settings import CommonSettings
@@ -55,7 +55,7 @@ class AccountingSettings(BaseSettings):
     rollup_interval_seconds: float = 30.0
     # usage_events' merge policy (the engine's merge_selector_base; 0: the engine's default, 5). See
     # application/self_repair.py: the default rewrites a small month's partition every fifth insert.
-    merge_selector_base: float = 20.0
+    merge_selector_base: float = Field(20.0, allow_inf_nan=False)
     # The duplicate check answers from memory for events that occurred in the last this many seconds
     # (their ids, at most recent_ids_max of them), and with a bounded query for older ones.
     recent_ids_seconds: float = 120.0
@@ -86,3 +86,11 @@ class AccountingSettings(BaseSettings):
     lag_check_seconds: float = 2.0
     sql_max_bytes: int = 64 * 1024 * 1024
     sql_max_seconds: int = 30
+
+    @field_validator("merge_selector_base")
+    @classmethod
+    def _a_sane_merge_policy(cls, value: float) -> float:
+        # Below 2 the engine would merge at every insert; far above, parts would pile up unmerged.
+        if value != 0 and not 2 <= value <= 100:
+            raise ValueError("must be 0 (the engine's default) or from 2 to 100")
+        return value

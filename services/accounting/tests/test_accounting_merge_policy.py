@@ -110,3 +110,26 @@ def test_the_policy_is_set_at_every_start_and_on_a_table_created_again(tmp_path:
         assert float(base()) == 7
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-5", "1", "1000", "twenty"])
+def test_a_merge_policy_out_of_range_stops_the_start_with_its_name(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic import ValidationError
+
+    from aqueduct_accounting.settings import AccountingSettings
+
+    monkeypatch.setenv("AQUEDUCT_ACCOUNTING_MERGE_SELECTOR_BASE", value)
+    with pytest.raises(ValidationError, match="merge_selector_base"):
+        AccountingSettings()
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0", 0.0), ("2", 2.0), ("20", 20.0), ("100", 100.0)])
+def test_a_merge_policy_in_range_is_taken(
+    value: str, expected: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aqueduct_accounting.settings import AccountingSettings
+
+    monkeypatch.setenv("AQUEDUCT_ACCOUNTING_MERGE_SELECTOR_BASE", value)
+    assert AccountingSettings().merge_selector_base == expected
