@@ -55,7 +55,7 @@ class AccountingSettings(BaseSettings):
     rollup_interval_seconds: float = 30.0
     # usage_events' merge policy (the engine's merge_selector_base; 0: the engine's default, 5). See
     # application/self_repair.py: the default rewrites a small month's partition every fifth insert.
-    merge_selector_base: float = Field(20.0, allow_inf_nan=False)
+    merge_selector_base: float = Field(default=20.0, allow_inf_nan=False)
     # The duplicate check answers from memory for events that occurred in the last this many seconds
     # (their ids, at most recent_ids_max of them), and with a bounded query for older ones.
     recent_ids_seconds: float = 120.0
