@@ -108,6 +108,9 @@ def test_the_policy_is_set_at_every_start_and_on_a_table_created_again(tmp_path:
         assert float(base()) == MERGE_SELECTOR_BASE
         migrate_and_repair(engine, default_migrations_dir(), merge_selector_base=7)
         assert float(base()) == 7
+        # 0 in the settings (None here): back to the engine's own default, not the last value kept.
+        migrate_and_repair(engine, default_migrations_dir(), merge_selector_base=None)
+        assert base() == ""
     finally:
         engine.close()
 

@@ -43,11 +43,16 @@ class SchemaRepair:
     replay_directory: bool = False  # refill directory_events from the DIRECTORY stream
 
 
-def merge_less_often(engine: ClickHouse, base: float = MERGE_SELECTOR_BASE) -> bool:
-    """Set usage_events' ``merge_selector_base`` (a table setting, kept by the engine); False, and the
-    engine's default kept, where the engine does not know it (a ClickHouse server older than the setting)."""
+def merge_less_often(engine: ClickHouse, base: float | None = MERGE_SELECTOR_BASE) -> bool:
+    """Set usage_events' ``merge_selector_base`` (a table setting, kept by the engine; ``None``: back to
+    the engine's default); False, and the engine's default kept, where the engine does not know it (a
+    ClickHouse server older than the setting)."""
+    if base is None:
+        statement = f"ALTER TABLE {USAGE_TABLE} RESET SETTING merge_selector_base"
+    else:
+        statement = f"ALTER TABLE {USAGE_TABLE} MODIFY SETTING merge_selector_base = {float(base)!r}"
     try:
-        engine.execute(f"ALTER TABLE {USAGE_TABLE} MODIFY SETTING merge_selector_base = {float(base)!r}")
+        engine.execute(statement)
     except ClickHouseError as exc:
         log.warning("usage_events keeps the engine's merge policy (merge_selector_base not set: %s)", exc)
         return False
@@ -62,8 +67,7 @@ def migrate_and_repair(
     before = existing_tables(engine)
     apply_migrations(engine, folder)
     repair_missing(engine, folder)
-    if merge_selector_base is not None:
-        merge_less_often(engine, merge_selector_base)
+    merge_less_often(engine, merge_selector_base)
     created = sorted(existing_tables(engine) - before)
     repair = SchemaRepair(created)
     if not created:
