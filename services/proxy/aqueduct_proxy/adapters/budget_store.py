@@ -326,25 +326,20 @@ class BudgetRefusal:
 
 
 @dataclass(slots=True)  # not frozen: built on every request, and a frozen one costs twice as much
-class SentReservation:
+class SentReservation(BudgetHold):
     """An operation queued for this turn's call to Valkey: a reservation (``reserved`` reads its
-    answer) or a settlement."""
+    answer; once admitted, it is the request's hold: no other object is made) or a settlement.
+    ``member``: the hold's member of the due set, "<id> <nanos> <tokens> <counter keys>" as reserved,
+    encoded as RESP sends it (``bulk``): once per request, for its reservation and its settlement."""
 
-    kind: str  # "r" reserve, "s" settle
-    hold_id: str
-    counters: tuple[BudgetCounter, ...]
-    nanos: int
-    tokens: int
-    # The hold's member of the due set, "<id> <nanos> <tokens> <counter keys>" as reserved, encoded as RESP
-    # sends it (``bulk``): once per request, for its reservation and its settlement.
-    member: bytes
+    kind: str = "r"  # "r" reserve, "s" settle
     held_nanos: int = 0  # a settlement's: what its hold held
     held_tokens: int = 0
     # What the call answered: the reservation's answer (1, or a refusal's list), True for a settlement,
     # or BudgetStoreDown. Kept here, not in a future: the answer is usually read before anyone waits for
     # it (it arrives with the rate-limit check's), so a future is made only for whoever waits sooner.
+    # ``counts`` (a reservation's): what its call counted.
     outcome: Any = None
-    counts: tuple[list[str], list[int]] | None = None  # a reservation's: what its call counted
     waiter: asyncio.Future[Any] | None = None
 
     def answered(self, outcome: Any) -> None:
@@ -419,19 +414,19 @@ class BudgetStore:
         self._idle: asyncio.Future[None] | None = None  # ``drain`` waits for the last reply (made then)
         if isinstance(self._redis, RespClient):
             # The call leaves in the same write as the turn's other commands (the rate-limit checks).
-            self._redis.before_flush(self._flush)
+            self._redis.before_flush(self._before_write)
 
     def reserve_nowait(
         self, counters: tuple[BudgetCounter, ...], nanos: int, tokens: int
     ) -> SentReservation | None:
         """Queue the reservation for this turn's call (None: Valkey failed a moment ago), so that it
         travels with the rate-limit check; ``reserved`` reads the answer."""
-        if self.down:
+        if self._down_until and self.down:
             return None
         self._holds += 1
         hold_id = f"{self._hold_prefix}{self._holds:x}"
         sent = SentReservation(
-            "r", hold_id, counters, nanos, tokens, self._encoded(hold_id, nanos, tokens, counters)
+            hold_id, counters, nanos, tokens, self._encoded(hold_id, nanos, tokens, counters)
         )
         self._enqueue(sent)
         return sent
@@ -482,7 +477,7 @@ class BudgetStore:
         if isinstance(outcome, BudgetStoreDown):
             raise outcome
         if outcome == 1:  # admitted; a refusal says more
-            return BudgetHold(sent.hold_id, sent.counters, sent.nanos, sent.tokens, sent.member, sent.counts)
+            return sent
         position, dimension, spent, held = outcome
         return BudgetRefusal(
             sent.counters[int(position) - 1],
@@ -498,7 +493,7 @@ class BudgetStore:
         on its own, and accounting brings the spend back from ClickHouse."""
         self._queue.append(
             SentReservation(
-                "s", hold.id, hold.counters, nanos, tokens, self._member(hold), hold.nanos, hold.tokens
+                hold.id, hold.counters, nanos, tokens, self._member(hold), None, "s", hold.nanos, hold.tokens
             )
         )
         if self._timer is None and not self._flushing:
@@ -514,7 +509,7 @@ class BudgetStore:
     async def settle(self, hold: BudgetHold, nanos: int, tokens: int) -> bool:
         """``settle_nowait``, waiting for Valkey: False when it is unreachable."""
         operation = SentReservation(
-            "s", hold.id, hold.counters, nanos, tokens, self._member(hold), hold.nanos, hold.tokens
+            hold.id, hold.counters, nanos, tokens, self._member(hold), None, "s", hold.nanos, hold.tokens
         )
         self._enqueue(operation)
         return not isinstance(await operation.wait(), BudgetStoreDown)
@@ -527,9 +522,17 @@ class BudgetStore:
             if not (isinstance(runner, RespClient) and runner.flush_soon()):
                 asyncio.get_running_loop().call_soon(self._flush)
 
+    def _before_write(self) -> None:
+        """Run before every write of the fast client: a reservation (or a settlement someone waits for)
+        queued this turn leaves in it, with the settlements waiting. Settlements alone wait for the next
+        reservation, or ``settle_within``: a call of their own in every write (the end of a request
+        writes the output-token settlement) would cost Valkey and this process more than the
+        settlements in it."""
+        if self._flushing:
+            self._flush()
+
     def _flush(self) -> None:
-        """The operations queued so far, in order, as one call (also run before every write of the
-        fast client: whatever leaves for Valkey takes the waiting settlements along)."""
+        """The operations queued so far, in order, as one call."""
         self._flushing = False
         operations, self._queue = self._queue, []
         if not operations:

@@ -168,7 +168,7 @@ class Gatekeeper:
         try:
             admission = await self._charge(counters)
         except BaseException:
-            if reservation is not None and reservation.hold_id:
+            if reservation is not None and reservation.id:
                 with contextlib.suppress(Exception):  # the refusal that counts is the limit's
                     await self.budgeting.complete(call, reservation)
                 self.budgeting.settle(call, None)  # released: no usage will come

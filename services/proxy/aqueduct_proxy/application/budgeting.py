@@ -137,7 +137,7 @@ class Budgeting:
     def begin(self, call: Call) -> SentReservation | None:
         """What the call must reserve (None: no budget applies), queued for this turn's call to Valkey,
         so that it travels with the rate-limit check; ``complete`` reads the answer. While Valkey failed
-        a moment ago, nothing is sent: the reservation is answered "down" at once (no ``hold_id``)."""
+        a moment ago, nothing is sent: the reservation is answered "down" at once (no ``id``)."""
         counters = self.counters_of(call.grant, call.occurred_at)
         if not counters:
             return None
@@ -145,7 +145,7 @@ class Budgeting:
         nanos, tokens = self._worst_case(call)
         sent = self.store.reserve_nowait(counters, nanos, tokens)
         if sent is None:
-            sent = SentReservation("r", "", counters, nanos, tokens, b"")
+            sent = SentReservation("", counters, nanos, tokens)
             sent.outcome = BudgetStoreDown("budget store unreachable (recent failure)")
         return sent
 
