@@ -149,6 +149,14 @@ class Budgeting:
             sent.outcome = BudgetStoreDown("budget store unreachable (recent failure)")
         return sent
 
+    def admitted(self, call: Call, reservation: SentReservation) -> bool:
+        """``complete`` without a coroutine, for the usual answer (read already, admitted): True when the
+        call holds its reservation now; False: ``complete`` must be awaited."""
+        if reservation.outcome == 1:
+            call.budget_hold = reservation
+            return True
+        return False
+
     async def complete(self, call: Call, reservation: SentReservation) -> None:
         """The call's hold, or BudgetExhaustedError (LimiterUnavailableError: Valkey down, closed)."""
         assert self.store is not None
