@@ -414,7 +414,7 @@ class BudgetStore:
         self._idle: asyncio.Future[None] | None = None  # ``drain`` waits for the last reply (made then)
         if isinstance(self._redis, RespClient):
             # The call leaves in the same write as the turn's other commands (the rate-limit checks).
-            self._redis.before_flush(self._before_write)
+            self._redis.before_flush(self._flush)
 
     def reserve_nowait(
         self, counters: tuple[BudgetCounter, ...], nanos: int, tokens: int
@@ -522,17 +522,9 @@ class BudgetStore:
             if not (isinstance(runner, RespClient) and runner.flush_soon()):
                 asyncio.get_running_loop().call_soon(self._flush)
 
-    def _before_write(self) -> None:
-        """Run before every write of the fast client: a reservation (or a settlement someone waits for)
-        queued this turn leaves in it, with the settlements waiting. Settlements alone wait for the next
-        reservation, or ``settle_within``: a call of their own in every write (the end of a request
-        writes the output-token settlement) would cost Valkey and this process more than the
-        settlements in it."""
-        if self._flushing:
-            self._flush()
-
     def _flush(self) -> None:
-        """The operations queued so far, in order, as one call."""
+        """The operations queued so far, in order, as one call (also run before every write of the
+        fast client: whatever leaves for Valkey takes the waiting settlements along)."""
         self._flushing = False
         operations, self._queue = self._queue, []
         if not operations:
