@@ -7,6 +7,7 @@ import json
 import time
 
 import aiohttp
+import anthropic
 import openai
 import pytest
 from aiohttp import web
@@ -256,3 +257,29 @@ async def test_a_streams_head_waits_briefly_for_its_first_event_not_for_a_thinki
         assert lines[0].startswith(b"data: {") and lines[-1] == b"data: [DONE]\n"
     finally:
         await runner.cleanup()
+
+
+async def test_models_retrieve_finds_a_model_of_the_token_by_name_or_alias_and_nothing_else(proxy, snapshot):
+    """``client.models.retrieve(...)`` of the OpenAI and Anthropic SDKs: ``GET /v1/models/{model}``."""
+    await snapshot.put_model("retrievable", "local", "fake-upstream-model", aliases=["retrievable-alias"])
+    value, _ = await snapshot.issue_token(allowed_models=["retrievable"])
+    await wait_token(proxy.base_url, value)
+    client = openai.AsyncOpenAI(base_url=proxy.v1, api_key=value, max_retries=0)
+
+    found = await client.models.retrieve("retrievable")
+    assert (found.id, found.object, found.owned_by) == ("retrievable", "model", "local")
+    assert (await client.models.retrieve("retrievable-alias")).id == "retrievable-alias"
+    for hidden in ("gpt-test", "no-such-model"):  # excluded for this token, or unknown: the same 404
+        with pytest.raises(openai.NotFoundError) as missing:
+            await client.models.retrieve(hidden)
+        assert missing.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.AuthenticationError):
+        await openai.AsyncOpenAI(base_url=proxy.v1, api_key="aq-nope", max_retries=0).models.retrieve(
+            "retrievable"
+        )
+
+    native = anthropic.AsyncAnthropic(base_url=proxy.base_url, api_key=value, max_retries=0)
+    assert (await native.models.retrieve("retrievable")).type == "model"
+    with pytest.raises(anthropic.NotFoundError) as absent:
+        await native.models.retrieve("gpt-test")
+    assert absent.value.response.json()["type"] == "error"

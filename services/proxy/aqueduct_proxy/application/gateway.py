@@ -23,7 +23,8 @@ from aqueduct_proxy.application.budgeting import Budgeting
 from aqueduct_proxy.application.call import Call, GatewayConfig
 from aqueduct_proxy.application.routing import ANTHROPIC_VERSION, Router
 from aqueduct_proxy.application.usage import Meter, UsageRecorder
-from aqueduct_proxy.domain.access import check_grant, visible_models
+from aqueduct_proxy.domain.access import check_grant, model_allowed, visible_models
+from aqueduct_proxy.domain.errors import ModelNotFoundError
 from aqueduct_proxy.domain.snapshot import Snapshot
 from aqueduct_proxy.metrics import ProxyMetrics
 
@@ -90,6 +91,19 @@ class Gateway:
                 for m in visible_models(grant, self.snapshot)
             ],
         }
+
+    def retrieve_model(self, grant: TokenGrant, name: str) -> dict[str, Any]:
+        """One model of ``list_models`` by its name or an alias (the name asked is the ``id``), else 404."""
+        model = self.snapshot.models.get(name)
+        if model is None and name in self.snapshot.aliases:
+            model = self.snapshot.models.get(self.snapshot.aliases[name])
+        if (
+            model is None
+            or not model_allowed(grant, model.name)
+            or model.endpoint not in self.snapshot.endpoints
+        ):
+            raise ModelNotFoundError(f"The model '{name}' does not exist.", param="model")
+        return {"id": name, "object": "model", "created": 0, "owned_by": model.endpoint}
 
     # -- a request's life ------------------------------------------------------------------------------
 

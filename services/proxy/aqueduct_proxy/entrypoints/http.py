@@ -206,6 +206,21 @@ async def _models(request: web.Request) -> web.Response:
     return web.json_response(listed, dumps=lambda v: orjson.dumps(v).decode())
 
 
+async def _model(request: web.Request) -> web.Response:
+    """``GET /v1/models/{model}`` (the SDKs' ``models.retrieve``): one model this token may use, found by
+    its name or an alias; any other name is 404 ``model_not_found``, in Anthropic's format for its SDKs."""
+    gateway = request.app[GATEWAY]
+    anthropic = "anthropic-version" in request.headers
+    try:
+        grant = gateway.authenticate(_anthropic_credentials(request))
+        found = gateway.retrieve_model(grant, request.match_info["model"])
+    except ProxyError as error:
+        return _error_response(error, anthropic)
+    if anthropic:
+        found = anthropic_model_list({"data": [found]})["data"][0]
+    return web.json_response(found, dumps=lambda v: orjson.dumps(v).decode())
+
+
 # What ``/{slug}/v1/...`` forwards. Anything else under an endpoint (an upstream's files, batches,
 # fine-tuning or assistants APIs) would act with the organisation's shared provider key on objects of
 # every user, so it is refused. vLLM's own extras (tokenize, score, rerank, ...) are allowed.
@@ -306,6 +321,7 @@ def build_app(gateway: Gateway, ready: Callable[[], bool], max_body_bytes: int) 
         web.get("/metrics", metrics),
         web.get("/openapi.json", openapi_json),
         web.get("/v1/models", _models),
+        web.get("/v1/models/{model}", _model),
     ]
     routes += [web.post(path, _model_route(path, multipart=False)) for path in JSON_ROUTES]
     routes += [web.post(path, _model_route(path, multipart=True)) for path in MULTIPART_ROUTES]

@@ -441,6 +441,14 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
                 "responses": {"200": {"description": "OpenAI model list"}, **_ERRORS},
             }
         },
+        "/v1/models/{model}": {
+            "parameters": [_path_param("model")],
+            "get": {
+                "summary": "One model this token may use, by its name or an alias",
+                "security": [{"bearer": []}],
+                "responses": {"200": {"description": "OpenAI model object"}, **_ERRORS},
+            },
+        },
         "/v1/chat/completions": _model_call("Chat completion (stream: server-sent events)"),
         "/v1/completions": _model_call("Text completion"),
         "/v1/embeddings": _model_call("Embeddings"),
