@@ -417,3 +417,31 @@ async def test_a_stream_cut_short_is_recorded_and_reported(proxy, snapshot, bus,
     (event,) = await usage_events(bus, grant.token_id, 1)
     assert event.cut_short and event.streamed and event.route == "/v1/messages"
     assert event.input_tokens > 0 and event.output_tokens == 2  # estimated from the chunks relayed
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/v1/messages", 400),  # a wrong method, refused before any route runs
+        ("POST", "/v1/messages/", 404),  # a trailing slash
+        ("POST", "/v1/messages/batches", 404),  # an Anthropic API the gateway does not serve
+        ("GET", "/v1/messages/count_tokens", 400),
+        ("POST", "/local/v1/messages/batches", 404),
+    ],
+)
+async def test_refusals_under_the_messages_api_are_in_anthropics_format(
+    proxy, snapshot, method, path, status
+):
+    value, _ = await snapshot.issue_token()
+    await wait_token(proxy.base_url, value)
+    headers = {"Authorization": f"Bearer {value}", "anthropic-version": "2023-06-01"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(
+            method, proxy.base_url + path, headers=headers, json={} if method == "POST" else None
+        ) as answer,
+    ):
+        assert answer.status == status
+        body = await answer.json()
+    assert body["type"] == "error" and body["error"]["type"] in ("invalid_request_error", "not_found_error")
+    assert isinstance(body["error"]["message"], str)

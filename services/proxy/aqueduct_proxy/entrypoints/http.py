@@ -56,6 +56,14 @@ _ANTHROPIC_ROUTES = frozenset(
     }
 )
 
+# Refusals before any route is matched (a wrong method, an unknown tail such as /v1/messages/batches or
+# /v1/messages/) are in Anthropic's format too when the path is under Anthropic's Messages API.
+_ANTHROPIC_PATH = re.compile(r"^(?:/[^/]+)?/v1/messages(?:/|$)")
+
+
+def _anthropic(request: web.Request, route: str) -> bool:
+    return route in _ANTHROPIC_ROUTES or _ANTHROPIC_PATH.match(request.path) is not None
+
 
 def _error_response(error: ProxyError, anthropic: bool = False) -> web.Response:
     return web.Response(
@@ -74,31 +82,32 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         response = await handler(request)
     except ProxyError as error:
-        response = _error_response(error, route in _ANTHROPIC_ROUTES)
+        response = _error_response(error, _anthropic(request, route))
     except HttpProcessingError:
         # aiohttp's parser read a malformed body part (a multipart part with a bad header, say) only when
         # the handler asked for it; that is the client's error, not the gateway's.
         response = _error_response(
             BadRequestError("The request body is malformed and could not be parsed."),
-            route in _ANTHROPIC_ROUTES,
+            _anthropic(request, route),
         )
     except web.HTTPRequestEntityTooLarge:
         response = _error_response(
-            PayloadTooLargeError("The request body is too large."), route in _ANTHROPIC_ROUTES
+            PayloadTooLargeError("The request body is too large."), _anthropic(request, route)
         )
     except web.HTTPNotFound:
         response = _error_response(
-            RouteNotFoundError(f"Unknown request URL: {request.method} {request.path}.")
+            RouteNotFoundError(f"Unknown request URL: {request.method} {request.path}."),
+            _anthropic(request, route),
         )
     except web.HTTPMethodNotAllowed:
         response = _error_response(
             BadRequestError(f"Method {request.method} is not allowed on {request.path}."),
-            route in _ANTHROPIC_ROUTES,
+            _anthropic(request, route),
         )
     except Exception:
         log.exception("unexpected error on %s", request.path)
         response = _error_response(
-            ProxyError("The gateway failed to handle the request."), route in _ANTHROPIC_ROUTES
+            ProxyError("The gateway failed to handle the request."), _anthropic(request, route)
         )
     gateway.metrics.observe_request(route, response.status, time.perf_counter() - started)
     return response
