@@ -227,6 +227,31 @@ async def test_the_rules_alone_refuse_the_same(tmp_path: Path) -> None:
         writer.close()
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "INSERT INTO usage_events (event_id) VALUES ('forged')",
+        "insert into usage_events select * from usage_events",
+        "WITH x AS (SELECT 1) INSERT INTO usage_events (event_id) SELECT 'forged'",
+    ],
+)
+@pytest.mark.chdb
+async def test_a_write_is_refused_as_a_write(tmp_path: Path, query: str) -> None:
+    """An analyst who tries an INSERT is told that only read-only queries run (the engine writes an INSERT
+    ... VALUES back as ``FORMAT Values``: that is not what the analyst wrote, nor why it is refused)."""
+    writer = ClickHouse(embedded_dsn(tmp_path / "chdb"))
+    apply_migrations(writer, default_migrations_dir())
+    analyst = AnalystQueries(AnalystEngine(ClickHouse(embedded_dsn(tmp_path / "chdb"))))
+    reports = Reports(AsyncClickHouse(writer), analyst, sql_max_rows=100)
+    try:
+        with pytest.raises(ReadOnlySqlError, match="only read-only queries are allowed"):
+            await reports.sql(query)
+        assert writer.query("SELECT count() FROM usage_events").rows == [[0]]
+    finally:
+        analyst.close()
+        writer.close()
+
+
 @pytest.mark.chdb
 def test_the_engine_holds_the_analyst_connection_read_only_on_its_own(tmp_path: Path) -> None:
     """Without any of the rules: the analyst connection itself refuses every statement of a multi-statement

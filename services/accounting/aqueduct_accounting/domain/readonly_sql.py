@@ -236,10 +236,11 @@ def check_read_only(
     """
     if not parsed.formatted.strip() or not parsed.ast:
         raise ReadOnlySqlError("empty query")
-    if clause := _OUTPUT_CLAUSE.search(_LITERAL.sub("''", parsed.formatted)):
-        raise ReadOnlySqlError(f"{clause[1]} is not allowed in ad-hoc queries")
+    # The kind first: the engine writes an INSERT ... VALUES back as "INSERT ... FORMAT Values".
     nodes = _nodes(parsed.ast)
     _check_kind(parsed, nodes)
+    if clause := _OUTPUT_CLAUSE.search(_LITERAL.sub("''", parsed.formatted)):
+        raise ReadOnlySqlError(f"{clause[1]} is not allowed in ad-hoc queries")
     reaching_out = (table_functions | KNOWN_TABLE_FUNCTIONS) - _ALLOWED_TABLE_FUNCTIONS
     for index, node in enumerate(nodes):
         name = node.name.lower()
