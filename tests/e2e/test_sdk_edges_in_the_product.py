@@ -1,0 +1,62 @@
+"""What users of the official SDKs reach for beyond the README's snippet, against the product as
+``aqueduct up`` starts it: ``models.retrieve`` of both SDKs, and refusals under Anthropic's Messages API in
+Anthropic's format even when no route matches (a wrong method, an API the gateway does not serve); and an
+analyst's INSERT in ``aqueduct sql``, refused as the write it is."""
+
+from __future__ import annotations
+
+import json
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from tests.support.stack import Stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def test_models_retrieve_with_both_sdks(stack: Stack) -> None:
+    stack.login_admin()
+    value = stack.cli("tokens", "create", "--name", "retriever", "--quiet").stdout.strip()
+    client = openai.OpenAI(base_url=f"{stack.urls['proxy']}/v1", api_key=value, max_retries=0)
+
+    model = client.models.retrieve("fake-model")
+    assert (model.id, model.object, model.owned_by) == ("fake-model", "model", "fake")
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.models.retrieve("no-such-model")
+    assert missing.value.body["code"] == "model_not_found"  # type: ignore[index]
+
+    native = anthropic.Anthropic(base_url=stack.urls["proxy"], api_key=value, max_retries=0)
+    assert native.models.retrieve("fake-model").id == "fake-model"
+    with pytest.raises(anthropic.NotFoundError) as absent:
+        native.models.retrieve("no-such-model")
+    assert absent.value.response.json()["type"] == "error"
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/v1/messages"), ("POST", "/v1/messages/batches")])
+def test_refusals_under_the_messages_api_are_anthropics(stack: Stack, method: str, path: str) -> None:
+    stack.login_admin()
+    value = stack.cli("tokens", "create", "--name", "anthropic-refusals", "--quiet").stdout.strip()
+    answer = httpx.request(
+        method,
+        stack.urls["proxy"] + path,
+        headers={"x-api-key": value, "anthropic-version": "2023-06-01"},
+        json={} if method == "POST" else None,
+        timeout=10,
+    )
+    assert answer.status_code in (400, 404)
+    body = answer.json()
+    assert body["type"] == "error" and body["error"]["type"] in ("invalid_request_error", "not_found_error")
+
+
+def test_an_insert_in_aqueduct_sql_is_refused_as_a_write(stack: Stack) -> None:
+    stack.login_admin()
+    refused = stack.cli("sql", "INSERT INTO usage_events (event_id) VALUES ('forged')", check=False)
+    assert refused.returncode != 0
+    assert "only read-only queries are allowed" in refused.stderr
+    counted = stack.cli(
+        "sql", "SELECT count() FROM usage_events WHERE event_id = 'forged'", "--format", "json"
+    )
+    assert json.loads(counted.stdout) == [{"count()": 0}]
