@@ -60,3 +60,10 @@ def test_an_insert_in_aqueduct_sql_is_refused_as_a_write(stack: Stack) -> None:
         "sql", "SELECT count() FROM usage_events WHERE event_id = 'forged'", "--format", "json"
     )
     assert json.loads(counted.stdout) == [{"count()": 0}]
+
+
+def test_aqueduct_token_read_with_its_newline_works(stack: Stack) -> None:
+    stack.login_admin()
+    value = stack.cli("tokens", "create", "--name", "from-a-file", "--quiet").stdout.strip()
+    me = stack.cli("whoami", env={"AQUEDUCT_TOKEN": f" {value}\n"})
+    assert "admin" in me.stdout

@@ -160,7 +160,8 @@ class ApiClient:
         self._save_credentials({})
 
     def bearer(self) -> str:
-        if token := os.environ.get("AQUEDUCT_TOKEN"):
+        # A token pasted into a .env file or read with its newline works as the same token.
+        if token := os.environ.get("AQUEDUCT_TOKEN", "").strip():
             return token
         credentials = self._load_credentials()
         if not credentials:
