@@ -42,7 +42,6 @@ from aqueduct_accounting.application.self_repair import migrate_and_repair
 from aqueduct_accounting.domain.pricing import PriceBook
 from aqueduct_accounting.domain.usage import (
     UsageMessage,
-    token_classes,
     usage_message_from_json,
     usage_message_parts,
 )
@@ -232,7 +231,18 @@ async def bootstrap(settings: AccountingSettings) -> AccountingService:
             health.usage_stored(str(newest))
 
     def row_cost(row: dict[str, Any]) -> int:
-        return prices.cost(row["model"], token_classes(row))
+        # prices.cost(row["model"], token_classes(row)), without a TokenClasses per event.
+        price = prices.price_for(row["model"])
+        if price is None:
+            return 0
+        return price.cost_of(
+            row["input_tokens"],
+            row["output_tokens"],
+            row["cached_tokens"],
+            row["cache_write_5m_tokens"],
+            row["cache_write_1h_tokens"],
+            row["reasoning_tokens"],
+        )
 
     def read_usage(payload: bytes) -> UsageMessage:
         # Accounting's door: every event checked against aqueduct_libs.bounds, its cost included.
