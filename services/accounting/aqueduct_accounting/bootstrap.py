@@ -42,6 +42,7 @@ from aqueduct_accounting.application.self_repair import migrate_and_repair
 from aqueduct_accounting.domain.pricing import PriceBook
 from aqueduct_accounting.domain.usage import (
     UsageMessage,
+    row_cost,
     usage_message_from_json,
     usage_message_parts,
 )
@@ -230,23 +231,12 @@ async def bootstrap(settings: AccountingSettings) -> AccountingService:
         if int(stored):
             health.usage_stored(str(newest))
 
-    def row_cost(row: dict[str, Any]) -> int:
-        # prices.cost(row["model"], token_classes(row)), without a TokenClasses per event.
-        price = prices.price_for(row["model"])
-        if price is None:
-            return 0
-        return price.cost_of(
-            row["input_tokens"],
-            row["output_tokens"],
-            row["cached_tokens"],
-            row["cache_write_5m_tokens"],
-            row["cache_write_1h_tokens"],
-            row["reasoning_tokens"],
-        )
+    def priced(row: dict[str, Any]) -> int:
+        return row_cost(prices, row)
 
     def read_usage(payload: bytes) -> UsageMessage:
         # Accounting's door: every event checked against aqueduct_libs.bounds, its cost included.
-        return usage_message_from_json(payload, cost=row_cost)
+        return usage_message_from_json(payload, cost=priced)
 
     async def store_usage(messages: list[UsageMessage]) -> None:
         rows = [row for message in messages for row in message.rows]
