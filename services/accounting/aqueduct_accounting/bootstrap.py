@@ -137,10 +137,16 @@ class AccountingService:
                     if not rolled:
                         break
                 if pruned_at is None or time.monotonic() - pruned_at >= MARKS_PRUNE_INTERVAL:
-                    pruned = await clickhouse.run(prune_marks)
-                    pruned_at = time.monotonic()
-                    if pruned:
-                        log.info("deleted %d roll-up marks older than a day before the latest", pruned)
+                    pruned_at = time.monotonic()  # a failure is tried again at the next interval, not sooner
+                    try:
+                        pruned = await clickhouse.run(prune_marks)
+                    except ClickHouseError as exc:
+                        log.warning(
+                            "deleting old roll-up marks failed (harmless; tried again later): %s", exc
+                        )
+                    else:
+                        if pruned:
+                            log.info("deleted %d roll-up marks older than a day before the latest", pruned)
             except ClickHouseError as exc:
                 log.warning("rolling up usage failed (retried; reports still count every event): %s", exc)
             await asyncio.sleep(self.rollup_interval)

@@ -89,7 +89,11 @@ if ARGV[2] == '1' then
 end
 local count = #KEYS - 2
 local tonumber, call = tonumber, redis.call
-local sn, st, hn, ht, held, fresh, ln, lt = {}, {}, {}, {}, {}, {}, {}, {}
+-- Tables built with room for eight counters (a call's usual six): growing one costs Valkey more
+-- than filling it.
+local sn, st, hn, ht = {0, 0, 0, 0, 0, 0, 0, 0}, {0, 0, 0, 0, 0, 0, 0, 0}, {0, 0, 0, 0, 0, 0, 0, 0}, {0, 0, 0, 0, 0, 0, 0, 0}
+local ln, lt = {0, 0, 0, 0, 0, 0, 0, 0}, {0, 0, 0, 0, 0, 0, 0, 0}
+local held, fresh = {false, false, false, false, false, false, false, false}, {false, false, false, false, false, false, false, false}
 for i = 1, count do
   local v = call('HMGET', KEYS[i + 2], 'sn', 'st', 'hn', 'ht')
   sn[i], st[i] = tonumber(v[1]) or 0, tonumber(v[2]) or 0
@@ -119,15 +123,17 @@ a = a + nsets + 1
 local last = #ARGV
 local due = now + tonumber(ARGV[1])
 -- What the reservations add to the due set if all are admitted, and the holds settled.
-local settled, new_due = {}, {}
+local settled, new_due = {nil, nil, nil, nil, nil, nil, nil, nil}, {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}
+local nsettled, nnew = 0, 0
 local o = a
 while o <= last do
   if ARGV[o] == 's' then
-    settled[#settled + 1] = ARGV[o + 1]
+    nsettled = nsettled + 1
+    settled[nsettled] = ARGV[o + 1]
     o = o + 5
   else
-    new_due[#new_due + 1] = due
-    new_due[#new_due + 1] = ARGV[o + 1]
+    new_due[nnew + 1], new_due[nnew + 2] = due, ARGV[o + 1]
+    nnew = nnew + 2
     o = o + 3
   end
 end
@@ -135,11 +141,11 @@ end
 -- operations is one they could have had). Each set's settlements at once, from the sums, when every
 -- hold settled is still there; one by one when one had expired (and was released) meanwhile: it
 -- still charges its real cost, but holds nothing any more.
-if #settled > 0 then
-  local scores = call('ZMSCORE', KEYS[2], unpack(settled))
-  call('ZREM', KEYS[2], unpack(settled))
+if nsettled > 0 then
+  local scores = call('ZMSCORE', KEYS[2], unpack(settled, 1, nsettled))
+  call('ZREM', KEYS[2], unpack(settled, 1, nsettled))
   local all = true
-  for j = 1, #settled do
+  for j = 1, nsettled do
     if scores[j] == false then all = false end
   end
   if all then
@@ -178,11 +184,11 @@ if #settled > 0 then
     end
   end
 end
-local answers = {}
-if #new_due > 0 then
+local answers = {nil, nil, nil, nil, nil, nil, nil, nil}
+if nnew > 0 then
   -- All of them at once when every counter they count against has room for all (the common case): then
   -- each has room after those before it, as none is negative. One by one otherwise.
-  local need_n, need_t = {}, {}
+  local need_n, need_t = {nil, nil, nil, nil, nil, nil, nil, nil}, {nil, nil, nil, nil, nil, nil, nil, nil}
   local room = true
   for s = 1, nsets do
     local sum = sums[s]
@@ -198,21 +204,25 @@ if #new_due > 0 then
     end
   end
   if room then
-    for i, n in pairs(need_n) do
-      local t = need_t[i]
-      if (ln[i] >= 0 and sn[i] + hn[i] + n > ln[i]) or (lt[i] >= 0 and st[i] + ht[i] + t > lt[i]) then
-        room = false
-        break
+    for i = 1, count do
+      local n = need_n[i]
+      if n then
+        local t = need_t[i]
+        if (ln[i] >= 0 and sn[i] + hn[i] + n > ln[i]) or (lt[i] >= 0 and st[i] + ht[i] + t > lt[i]) then
+          room = false
+          break
+        end
       end
     end
   end
   if room then
-    for i, n in pairs(need_n) do
-      hn[i], ht[i], held[i] = hn[i] + n, ht[i] + need_t[i], true
+    for i = 1, count do
+      local n = need_n[i]
+      if n then hn[i], ht[i], held[i] = hn[i] + n, ht[i] + need_t[i], true end
     end
-    for j = 1, #new_due / 2 do answers[j] = 1 end
+    for j = 1, nnew / 2 do answers[j] = 1 end
   else
-    new_due = {}
+    new_due, nnew = {}, 0
     local o = a
     while o <= last do
       if ARGV[o] == 's' then
@@ -243,21 +253,21 @@ if #new_due > 0 then
             hn[i], ht[i], held[i] = hn[i] + n, ht[i] + t, true
           end
           answers[#answers + 1] = 1
-          new_due[#new_due + 1] = due
-          new_due[#new_due + 1] = ARGV[o + 1]
+          new_due[nnew + 1], new_due[nnew + 2] = due, ARGV[o + 1]
+          nnew = nnew + 2
         end
         o = o + 3
       end
     end
   end
 end
-local counted = {}
+local counted = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}
 for i = 1, count do
   call('HSET', KEYS[i + 2], 'sn', sn[i], 'st', st[i], 'hn', hn[i], 'ht', ht[i])
   if fresh[i] then call('EXPIREAT', KEYS[i + 2], ARGV[3 * i + 2]) end
   counted[2 * i - 1], counted[2 * i] = sn[i] + hn[i], st[i] + ht[i]
 end
-if #new_due > 0 then call('ZADD', KEYS[2], unpack(new_due)) end
+if nnew > 0 then call('ZADD', KEYS[2], unpack(new_due, 1, nnew)) end
 answers[#answers + 1] = counted
 return answers
 """
@@ -316,23 +326,19 @@ class BudgetRefusal:
 
 
 @dataclass(slots=True)  # not frozen: built on every request, and a frozen one costs twice as much
-class SentReservation:
+class SentReservation(BudgetHold):
     """An operation queued for this turn's call to Valkey: a reservation (``reserved`` reads its
-    answer) or a settlement."""
+    answer; once admitted, it is the request's hold: no other object is made) or a settlement.
+    ``member``: the hold's member of the due set, "<id> <nanos> <tokens> <counter keys>" as reserved,
+    encoded as RESP sends it (``bulk``): once per request, for its reservation and its settlement."""
 
-    kind: str  # "r" reserve, "s" settle
-    hold_id: str
-    counters: tuple[BudgetCounter, ...]
-    nanos: int
-    tokens: int
-    # The hold's member of the due set, "<id> <nanos> <tokens> <counter keys>" as reserved, encoded as RESP
-    # sends it (``bulk``): once per request, for its reservation and its settlement.
-    member: bytes
+    kind: str = "r"  # "r" reserve, "s" settle
     held_nanos: int = 0  # a settlement's: what its hold held
     held_tokens: int = 0
-    # What the call answered: (the reservation's answer, what its counters count), or BudgetStoreDown.
-    # Kept here, not in a future: the answer is usually read before anyone waits for it (it arrives with
-    # the rate-limit check's), so a future is made only for whoever waits sooner.
+    # What the call answered: the reservation's answer (1, or a refusal's list), True for a settlement,
+    # or BudgetStoreDown. Kept here, not in a future: the answer is usually read before anyone waits for
+    # it (it arrives with the rate-limit check's), so a future is made only for whoever waits sooner.
+    # ``counts`` (a reservation's): what its call counted.
     outcome: Any = None
     waiter: asyncio.Future[Any] | None = None
 
@@ -415,12 +421,12 @@ class BudgetStore:
     ) -> SentReservation | None:
         """Queue the reservation for this turn's call (None: Valkey failed a moment ago), so that it
         travels with the rate-limit check; ``reserved`` reads the answer."""
-        if self.down:
+        if self._down_until and self.down:
             return None
         self._holds += 1
         hold_id = f"{self._hold_prefix}{self._holds:x}"
         sent = SentReservation(
-            "r", hold_id, counters, nanos, tokens, self._encoded(hold_id, nanos, tokens, counters)
+            hold_id, counters, nanos, tokens, self._encoded(hold_id, nanos, tokens, counters)
         )
         self._enqueue(sent)
         return sent
@@ -437,8 +443,11 @@ class BudgetStore:
         return known[1]
 
     def _encoded(self, hold_id: str, nanos: int, tokens: int, counters: tuple[BudgetCounter, ...]) -> bytes:
-        member = f"{hold_id} {nanos} {tokens} {self._names_of(counters)}".encode()
-        return b"$%d\r\n%b\r\n" % (len(member), member)
+        member = f"{hold_id} {nanos} {tokens} {self._names_of(counters)}"
+        if member.isascii():  # its length in characters is its length in bytes: formatted once, as str
+            return f"${len(member)}\r\n{member}\r\n".encode()
+        data = member.encode()
+        return b"$%d\r\n%b\r\n" % (len(data), data)
 
     def _member(self, hold: BudgetHold) -> bytes:
         return hold.member or self._encoded(hold.id, hold.nanos, hold.tokens, hold.counters)
@@ -467,10 +476,9 @@ class BudgetStore:
             return None
         if isinstance(outcome, BudgetStoreDown):
             raise outcome
-        answer, counted = outcome
-        if answer == 1:  # admitted; a refusal says more
-            return BudgetHold(sent.hold_id, sent.counters, sent.nanos, sent.tokens, sent.member, counted)
-        position, dimension, spent, held = answer
+        if outcome == 1:  # admitted; a refusal says more
+            return sent
+        position, dimension, spent, held = outcome
         return BudgetRefusal(
             sent.counters[int(position) - 1],
             "nanos" if int(dimension) == 1 else "tokens",
@@ -485,7 +493,7 @@ class BudgetStore:
         on its own, and accounting brings the spend back from ClickHouse."""
         self._queue.append(
             SentReservation(
-                "s", hold.id, hold.counters, nanos, tokens, self._member(hold), hold.nanos, hold.tokens
+                hold.id, hold.counters, nanos, tokens, self._member(hold), None, "s", hold.nanos, hold.tokens
             )
         )
         if self._timer is None and not self._flushing:
@@ -501,7 +509,7 @@ class BudgetStore:
     async def settle(self, hold: BudgetHold, nanos: int, tokens: int) -> bool:
         """``settle_nowait``, waiting for Valkey: False when it is unreachable."""
         operation = SentReservation(
-            "s", hold.id, hold.counters, nanos, tokens, self._member(hold), hold.nanos, hold.tokens
+            hold.id, hold.counters, nanos, tokens, self._member(hold), None, "s", hold.nanos, hold.tokens
         )
         self._enqueue(operation)
         return not isinstance(await operation.wait(), BudgetStoreDown)
@@ -681,18 +689,33 @@ class BudgetStore:
             self._mark_down(result)
             down = BudgetStoreDown(str(result))
             settled = 0
+            counted = self.counted
             for operation in operations:
+                if operation.kind == "s":
+                    # What Valkey counts, as far as this process can tell, for the fallback while it is
+                    # away (a call that succeeds brings its own figures back, settlements included).
+                    less_nanos = operation.held_nanos - operation.nanos
+                    less_tokens = operation.held_tokens - operation.tokens
+                    for counter in operation.counters:
+                        known = counted.get(counter.key)
+                        if known is not None:
+                            known[0] -= less_nanos
+                            known[1] -= less_tokens
+                    settled += 1
                 operation.answered(down)
-                settled += operation.kind == "s"
             if settled:
                 log.warning("could not settle %d budget holds: %s", settled, result)
             return
         counters, values = keys[2:], result[-1]
         self._remember(counters, values)
-        counted = (counters, values)
+        counts = (counters, values)
         answers = iter(result)
         for operation in operations:
-            operation.answered((next(answers), counted) if operation.kind == "r" else True)
+            if operation.kind == "r":
+                operation.counts = counts
+                operation.answered(next(answers))
+            else:
+                operation.answered(True)
 
     def _remember(self, keys: list[str], values: list[int]) -> None:
         """What each counter of the call counts now (nanos, tokens), for when Valkey goes away: updated

@@ -162,18 +162,18 @@ class Gatekeeper:
         reservation = self.budgeting.begin(call)
         counters = self._counters(call) if self.limiter is not None else []
         if not counters:
-            if reservation is not None:
+            if reservation is not None and not self.budgeting.admitted(call, reservation):
                 await self.budgeting.complete(call, reservation)
             return {}
         try:
             admission = await self._charge(counters)
         except BaseException:
-            if reservation is not None and reservation.sent is not None:
+            if reservation is not None and reservation.id:
                 with contextlib.suppress(Exception):  # the refusal that counts is the limit's
                     await self.budgeting.complete(call, reservation)
                 self.budgeting.settle(call, None)  # released: no usage will come
             raise
-        if reservation is not None:
+        if reservation is not None and not self.budgeting.admitted(call, reservation):
             try:
                 await self.budgeting.complete(call, reservation)
             except BaseException:

@@ -16,7 +16,6 @@ ClickHouse) still refuse a used-up budget a second or two later on every replica
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -40,21 +39,13 @@ from aqueduct_proxy.metrics import ProxyMetrics
 if TYPE_CHECKING:
     from aqueduct_proxy.application.call import Call
 
-__all__ = ["Budgeting", "Reservation"]
+__all__ = ["Budgeting"]
 
 log = logging.getLogger(__name__)
 
 _PER_MESSAGE = 4  # tokens a chat template adds around each message (OpenAI's published rule of thumb)
 _PER_CHAT = 3
 _NO_OUTPUT = ("/embeddings",)
-
-
-@dataclass(slots=True)  # built on every request: not frozen, which costs twice as much
-class Reservation:
-    counters: tuple[BudgetCounter, ...]
-    nanos: int
-    tokens: int
-    sent: SentReservation | None  # None: not sent yet (the slow client, or Valkey recently down)
 
 
 class Budgeting:
@@ -115,8 +106,17 @@ class Budgeting:
             cap = 0 if no_output else call.reserved_output or self.default_output_tokens
             return worst_case(None, input_tokens, cap * choices)
         prices = self.snapshot.prices
+        if not route.fallbacks:  # the usual call: one model
+            price = prices.price_for(route.model)
+            if no_output:
+                cap = 0
+            else:
+                cap = (
+                    call.reserved_output or (price and price.max_output_tokens) or self.default_output_tokens
+                )
+            return worst_case(price, input_tokens, cap * choices)
         worst_nanos = worst_tokens = 0
-        for model in (route.model, *route.fallbacks) if route.fallbacks else (route.model,):
+        for model in (route.model, *route.fallbacks):
             price = prices.price_for(model)
             if no_output:
                 cap = 0
@@ -134,35 +134,44 @@ class Budgeting:
         if reservation is not None:
             await self.complete(call, reservation)
 
-    def begin(self, call: Call) -> Reservation | None:
-        """What the call must reserve (None: no budget applies), sent to Valkey at once where the fast
-        client allows, so that it travels with the rate-limit check; ``complete`` reads the answer."""
+    def begin(self, call: Call) -> SentReservation | None:
+        """What the call must reserve (None: no budget applies), queued for this turn's call to Valkey,
+        so that it travels with the rate-limit check; ``complete`` reads the answer. While Valkey failed
+        a moment ago, nothing is sent: the reservation is answered "down" at once (no ``id``)."""
         counters = self.counters_of(call.grant, call.occurred_at)
         if not counters:
             return None
         assert self.store is not None
         nanos, tokens = self._worst_case(call)
-        return Reservation(counters, nanos, tokens, self.store.reserve_nowait(counters, nanos, tokens))
+        sent = self.store.reserve_nowait(counters, nanos, tokens)
+        if sent is None:
+            sent = SentReservation("", counters, nanos, tokens)
+            sent.outcome = BudgetStoreDown("budget store unreachable (recent failure)")
+        return sent
 
-    async def complete(self, call: Call, reservation: Reservation) -> None:
+    def admitted(self, call: Call, reservation: SentReservation) -> bool:
+        """``complete`` without a coroutine, for the usual answer (read already, admitted): True when the
+        call holds its reservation now; False: ``complete`` must be awaited."""
+        if reservation.outcome == 1:
+            call.budget_hold = reservation
+            return True
+        return False
+
+    async def complete(self, call: Call, reservation: SentReservation) -> None:
         """The call's hold, or BudgetExhaustedError (LimiterUnavailableError: Valkey down, closed)."""
         assert self.store is not None
-        counters, nanos, tokens = reservation.counters, reservation.nanos, reservation.tokens
         try:
-            if reservation.sent is not None:
-                result = self.store.answer_of(reservation.sent) or await self.store.reserved(reservation.sent)
-            else:
-                result = await self.store.reserve(counters, nanos, tokens)
+            result = self.store.answer_of(reservation) or await self.store.reserved(reservation)
         except BudgetStoreDown as exc:
             self.metrics.limiter_failures.inc()
             if not self.fail_open:
                 raise LimiterUnavailableError(
                     "Budgets cannot be checked right now; try again shortly."
                 ) from exc
-            result = self._reserve_here(counters, nanos, tokens)
+            result = self._reserve_here(reservation.counters, reservation.nanos, reservation.tokens)
         if isinstance(result, BudgetRefusal):
             self.metrics.budget_refusals.labels(result.counter.scope, result.counter.period.kind).inc()
-            message, resets = refusal_message(result, nanos, tokens)
+            message, resets = refusal_message(result, reservation.nanos, reservation.tokens)
             if not result.held and self.store.down:
                 message += " (Checked by this gateway process alone: the budget store is unreachable.)"
             raise BudgetExhaustedError(message, headers={"x-aqueduct-budget-reset": resets})
@@ -196,15 +205,18 @@ class Budgeting:
         if hold is None or self.store is None:
             return
         nanos, tokens = self._cost(call, usage)
+        if hold.id:
+            # What Valkey counts is what it answers next; the store adjusts the fallback's figures
+            # itself when this settlement fails to reach it.
+            self.store.settle_nowait(hold, nanos, tokens)
+            return
         less_nanos, less_tokens = hold.nanos - nanos, hold.tokens - tokens
         counted = self._counted
-        for counter in hold.counters:  # what Valkey now counts, as far as this process can tell
-            known = counted.get(counter.key)
+        for counter in hold.counters:  # admitted here while Valkey was away: what it counts, as far
+            known = counted.get(counter.key)  # as this process can tell
             if known is not None:
                 known[0] -= less_nanos
                 known[1] -= less_tokens
-        if hold.id:
-            self.store.settle_nowait(hold, nanos, tokens)
 
     def _cost(self, call: Call, usage: TokenUsage | None) -> tuple[int, int]:
         if usage is None:

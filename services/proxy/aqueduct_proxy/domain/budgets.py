@@ -28,7 +28,10 @@ def worst_case(price: Price | None, input_tokens: int, output_tokens: int) -> tu
     """(nano-dollars, tokens) a request may cost at most: its counted input and its output cap. What
     ``Price.cost`` gives for plain input and output, without building its token classes (every request
     comes here)."""
-    input_tokens, output_tokens = max(input_tokens, 0), max(output_tokens, 0)
+    if input_tokens < 0:  # comparisons, not max(): every request comes here twice
+        input_tokens = 0
+    if output_tokens < 0:
+        output_tokens = 0
     if price is None:
         return 0, input_tokens + output_tokens
     nanos = round(input_tokens * price.input_nanos_per_token + output_tokens * price.output_nanos_per_token)
