@@ -88,12 +88,32 @@ class Price:
         """Each token class at its price, rounded once on the total. The parts are clamped to their
         whole (cache reads, then 5-minute, then 1-hour writes within the input; reasoning within the
         output), so a provider's inconsistent report neither charges a token twice nor goes negative."""
-        total_in = max(usage.input_tokens, 0)
-        cached = min(max(usage.cached_tokens, 0), total_in)
-        five = min(max(usage.cache_write_5m_tokens, 0), total_in - cached)
-        hour = min(max(usage.cache_write_1h_tokens, 0), total_in - cached - five)
-        total_out = max(usage.output_tokens, 0)
-        reasoning = min(max(usage.reasoning_tokens, 0), total_out)
+        return self.cost_of(
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cached_tokens,
+            usage.cache_write_5m_tokens,
+            usage.cache_write_1h_tokens,
+            usage.reasoning_tokens,
+        )
+
+    def cost_of(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        cached_tokens: int = 0,
+        cache_write_5m_tokens: int = 0,
+        cache_write_1h_tokens: int = 0,
+        reasoning_tokens: int = 0,
+    ) -> int:
+        """``cost`` of the token classes given one by one (``TokenClasses``' fields, in their order):
+        accounting prices every stored event with it, without building a ``TokenClasses`` each."""
+        total_in = max(input_tokens, 0)
+        cached = min(max(cached_tokens, 0), total_in)
+        five = min(max(cache_write_5m_tokens, 0), total_in - cached)
+        hour = min(max(cache_write_1h_tokens, 0), total_in - cached - five)
+        total_out = max(output_tokens, 0)
+        reasoning = min(max(reasoning_tokens, 0), total_out)
         base_in, base_out = self.input_nanos_per_token, self.output_nanos_per_token
         total = (
             (total_in - cached - five - hour) * base_in

@@ -27,6 +27,7 @@ def test_cost_of_the_token_classes_rounds_once() -> None:
     # 1,000 input of which 400 cached, 10 output: 600 x 0.15 + 400 x 0.075 + 10 x 0.6 = 126
     assert price.cost(TokenClasses(1000, 10, 400)) == 126
     assert Price(1, 2).cost(TokenClasses(10, 5, cached_tokens=10)) == 20  # no cached rate: full price
+    assert price.cost_of(1000, 10, 400) == 126 and Price(1, 2).cost_of(10, 5, 10) == 20
     assert TokenClasses(3, 4).total_tokens == 7
 
 

@@ -43,7 +43,7 @@ from aqueduct_accounting.application.self_repair import migrate_and_repair
 from aqueduct_accounting.domain.pricing import PriceBook
 from aqueduct_accounting.domain.usage import (
     UsageMessage,
-    token_classes,
+    row_cost,
     usage_message_from_json,
     usage_message_parts,
 )
@@ -246,12 +246,12 @@ async def bootstrap(settings: AccountingSettings) -> AccountingService:
         if int(stored):
             health.usage_stored(str(newest))
 
-    def row_cost(row: dict[str, Any]) -> int:
-        return prices.cost(row["model"], token_classes(row))
+    def priced(row: dict[str, Any]) -> int:
+        return row_cost(prices, row)
 
     def read_usage(payload: bytes) -> UsageMessage:
         # Accounting's door: every event checked against aqueduct_libs.bounds, its cost included.
-        return usage_message_from_json(payload, cost=row_cost)
+        return usage_message_from_json(payload, cost=priced)
 
     async def store_usage(messages: list[UsageMessage]) -> None:
         rows = [row for message in messages for row in message.rows]

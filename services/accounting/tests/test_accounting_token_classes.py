@@ -129,3 +129,40 @@ def test_an_events_classes_reach_the_rule() -> None:
         )
     )
     assert (older["cache_write_5m_tokens"], older["reasoning_tokens"], older["alias"]) == (0, 0, "")
+
+
+def test_each_event_is_priced_as_the_cost_rule_prices_it() -> None:
+    """``row_cost`` (the price of every stored event, without a ``TokenClasses``) is ``PriceBook.cost`` of
+    the row's token classes, for every class, for a route's own prices and for a model nobody priced."""
+    from aqueduct_accounting.domain.usage import row_cost
+
+    book = PriceBook({"claude": CLAUDE, "o1": Price(2000, 10000, 500, reasoning_nanos_per_token=20000)})
+    book.put_route(
+        ModelRoute(name="mine", endpoint="e", upstream_model="claude", input_price_nanos_per_token=7)
+    )
+    counts = (0, 1, 3, 10, 997)
+    seen = set()
+    for model in ("claude", "o1", "mine", "nobody's"):
+        for i, (a, b, c, d, e, f) in enumerate(
+            zip(
+                counts * 7,
+                counts[1:] * 7,
+                counts[2:] * 7,
+                counts * 7,
+                counts[3:] * 7,
+                counts[::-1] * 7,
+                strict=False,
+            )
+        ):
+            row = {
+                "model": model,
+                "input_tokens": a * 5 + i,
+                "output_tokens": b,
+                "cached_tokens": c,
+                "cache_write_5m_tokens": d,
+                "cache_write_1h_tokens": e,
+                "reasoning_tokens": f,
+            }
+            assert row_cost(book, row) == book.cost(model, token_classes(row)), row
+            seen.add(row_cost(book, row) > 0)
+    assert seen == {True, False}

@@ -25,7 +25,7 @@ from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, StringArray
 from aqueduct_accounting.application.rollups import LATEST_MARK, StoreClock
 from aqueduct_accounting.domain.pricing import PriceBook
 from aqueduct_accounting.domain.recent_ids import RecentIds, next_second
-from aqueduct_accounting.domain.usage import clickhouse_time, token_classes, usage_row
+from aqueduct_accounting.domain.usage import clickhouse_time, row_cost, usage_row
 from aqueduct_libs.events import UsageRecorded
 
 __all__ = ["IngestResult", "UsageIngest"]
@@ -140,10 +140,10 @@ class UsageIngest:
             unique.setdefault(row["event_id"], row)
         existing = await self._stored_already(list(unique.values()))
         fresh = [row for event_id, row in unique.items() if event_id not in existing]
-        cost = self._prices.cost
+        prices = self._prices
         for row in fresh:
             if "cost_nanos" not in row:  # not priced when it was read
-                row["cost_nanos"] = cost(row["model"], token_classes(row))
+                row["cost_nanos"] = row_cost(prices, row)
         if fresh:
             token = hashlib.sha256("\n".join(row["event_id"] for row in fresh).encode()).hexdigest()
             stamp = self.store_clock.stamp()
