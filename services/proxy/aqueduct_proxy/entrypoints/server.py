@@ -46,21 +46,26 @@ class _Handler(RequestHandler):
     ) -> web.StreamResponse:
         if request.writer.output_size > 0:  # as aiohttp: an answer is under way, the connection is lost
             raise ConnectionError("Response is sent already, cannot send the error answer")
-        # Not aiohttp's log line: it quotes the offending header, which may be a credential.
-        log.warning("refused an unreadable request (%s, %d)", type(exc).__name__, status)
         if isinstance(exc, LineTooLong):
-            return _error(
+            answer = _error(
                 431,
                 "invalid_request_error",
                 "request_header_fields_too_large",
                 f"A request header (or the request line) is longer than the gateway accepts "
                 f"({self.max_field_size} bytes).",
             )
-        if status >= 500:
-            return _error(status, "server_error", "server_error", "The gateway failed to handle the request.")
-        return _error(
-            status, "invalid_request_error", "invalid_http_request", "The request is not valid HTTP."
-        )
+        elif status >= 500:
+            answer = _error(
+                status, "server_error", "server_error", "The gateway failed to handle the request."
+            )
+        else:
+            answer = _error(
+                status, "invalid_request_error", "invalid_http_request", "The request is not valid HTTP."
+            )
+        # Not aiohttp's log line: it quotes the offending header, which may be a credential. The status
+        # is the one answered (431 for a line too long, where aiohttp says 400).
+        log.warning("refused an unreadable request (%s, %d)", type(exc).__name__, answer.status)
+        return answer
 
 
 class _Server(Server):
