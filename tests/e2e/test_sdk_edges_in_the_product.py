@@ -67,3 +67,23 @@ def test_aqueduct_token_read_with_its_newline_works(stack: Stack) -> None:
     value = stack.cli("tokens", "create", "--name", "from-a-file", "--quiet").stdout.strip()
     me = stack.cli("whoami", env={"AQUEDUCT_TOKEN": f" {value}\n"})
     assert "admin" in me.stdout
+
+
+def test_a_huge_unknown_model_name_is_not_echoed_back_whole(stack: Stack) -> None:
+    stack.login_admin()
+    value = stack.cli("tokens", "create", "--name", "long-names", "--quiet").stdout.strip()
+    client = openai.OpenAI(base_url=f"{stack.urls['proxy']}/v1", api_key=value, max_retries=0)
+    name = "m" * 100_000
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}])
+    message = missing.value.body["message"]  # type: ignore[index]
+    assert len(message) < 400 and "100,000 characters" in message
+    answer = httpx.post(  # an unknown endpoint slug of 5,000 characters
+        f"{stack.urls['proxy']}/{'s' * 5000}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {value}"},
+        json={"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]},
+        timeout=10,
+    )
+    assert answer.status_code == 404
+    error = answer.json()["error"]
+    assert error["code"] == "model_not_found" and len(error["message"]) < 400, error

@@ -21,6 +21,7 @@ from aqueduct_proxy.domain.errors import (
     ModelNotFoundError,
     RateLimitedError,
     RequestTooLargeError,
+    shown,
 )
 from aqueduct_proxy.domain.snapshot import Snapshot
 from aqueduct_proxy.metrics import ProxyMetrics
@@ -90,7 +91,7 @@ class Gatekeeper:
         if model is None and not model_required and slug is not None:
             endpoint = self.snapshot.endpoints.get(slug)
             if endpoint is None:
-                raise ModelNotFoundError(f"The endpoint '{slug}' does not exist.")
+                raise ModelNotFoundError(f"The endpoint '{shown(slug)}' does not exist.")
             if grant.allowed_models is not None and not any(
                 m.endpoint == slug and model_allowed(grant, m.name) for m in self.snapshot.models.values()
             ):

@@ -24,7 +24,7 @@ from aqueduct_proxy.application.call import Call, GatewayConfig
 from aqueduct_proxy.application.routing import ANTHROPIC_VERSION, Router
 from aqueduct_proxy.application.usage import Meter, UsageRecorder
 from aqueduct_proxy.domain.access import check_grant, model_allowed, visible_models
-from aqueduct_proxy.domain.errors import ModelNotFoundError
+from aqueduct_proxy.domain.errors import ModelNotFoundError, shown
 from aqueduct_proxy.domain.snapshot import Snapshot
 from aqueduct_proxy.metrics import ProxyMetrics
 
@@ -102,7 +102,7 @@ class Gateway:
             or not model_allowed(grant, model.name)
             or model.endpoint not in self.snapshot.endpoints
         ):
-            raise ModelNotFoundError(f"The model '{name}' does not exist.", param="model")
+            raise ModelNotFoundError(f"The model '{shown(name)}' does not exist.", param="model")
         return {"id": name, "object": "model", "created": 0, "owned_by": model.endpoint}
 
     # -- a request's life ------------------------------------------------------------------------------

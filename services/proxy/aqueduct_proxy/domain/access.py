@@ -12,6 +12,7 @@ from aqueduct_proxy.domain.errors import (
     InvalidTokenError,
     ModelNotFoundError,
     TermsNotAcceptedError,
+    shown,
 )
 from aqueduct_proxy.domain.snapshot import Endpoint, Snapshot
 
@@ -76,7 +77,7 @@ def resolve_model(grant: TokenGrant, snapshot: Snapshot, model: str, slug: str |
     if slug is not None:
         endpoint = snapshot.endpoints.get(slug)
         if endpoint is None:
-            raise ModelNotFoundError(f"The endpoint '{slug}' does not exist.")
+            raise ModelNotFoundError(f"The endpoint '{shown(slug)}' does not exist.")
         if route is None or route.endpoint != slug:
             # Clients of an endpoint route may use the upstream's own model id.
             alias = None
@@ -86,15 +87,15 @@ def resolve_model(grant: TokenGrant, snapshot: Snapshot, model: str, slug: str |
             )
         if route is None:
             raise ModelNotFoundError(
-                f"The model '{model}' is not served by the endpoint '{slug}'.", param="model"
+                f"The model '{shown(model)}' is not served by the endpoint '{shown(slug)}'.", param="model"
             )
     if route is None:
-        raise ModelNotFoundError(f"The model '{model}' does not exist.", param="model")
+        raise ModelNotFoundError(f"The model '{shown(model)}' does not exist.", param="model")
     if not model_allowed(grant, route.name):
         raise ForbiddenError(f"This API key is not allowed to use the model '{route.name}'.", param="model")
     endpoint = snapshot.endpoints.get(route.endpoint)
     if endpoint is None:
-        raise ModelNotFoundError(f"The model '{model}' has no endpoint configured.", param="model")
+        raise ModelNotFoundError(f"The model '{shown(model)}' has no endpoint configured.", param="model")
     return Route(
         model=route.name,
         upstream_model=route.upstream_model,

@@ -70,6 +70,17 @@ class TermsNotAcceptedError(ProxyError):
     code = "terms_not_accepted"
 
 
+NAME_SHOWN = 200  # characters of a client's name (model, endpoint) quoted back in an error message
+
+
+def shown(name: str) -> str:
+    """A name from the request as an error message quotes it: whole up to ``NAME_SHOWN`` characters, else
+    its start and its length (a 100 KB model name is not echoed back whole)."""
+    if len(name) <= NAME_SHOWN:
+        return name
+    return f"{name[:NAME_SHOWN]}... ({len(name):,} characters)"
+
+
 class ModelNotFoundError(ProxyError):
     status = 404
     type = "invalid_request_error"
