@@ -4,13 +4,15 @@
     .venv/bin/python bench/http_server.py --rounds 10 --seconds 4
 
 The proxy serves with aiohttp (``web.Application``, its middlewares, ``StreamResponse``). This measures
-that layer alone, with nothing of the gateway behind it: three servers answer ``POST
+that layer alone, with nothing of the gateway behind it: the servers answer ``POST
 /v1/chat/completions`` with the same server-sent events (the head and a first event, then four more and
 ``[DONE]``), after reading the JSON body:
 
 - ``aiohttp``: ``web.Application`` with three pass-through middlewares (the proxy runs three on this
   route: request ids, errors, file inlining), a routing table of 20 more routes, ``StreamResponse``
   whose head leaves with the first event;
+- ``aiohttp, whole answer``: the same application answering with one ``web.Response`` holding all the
+  events (not streamed): what is left of aiohttp's cost without ``StreamResponse``, its request side;
 - ``aiohttp low-level``: ``web.Server`` (no application, router, middlewares or signals), the same
   ``StreamResponse``;
 - ``bare Protocol``: an ``asyncio.Protocol`` with httptools' request parser (the proxy's upstream client,
@@ -46,19 +48,28 @@ EVENT = (
     b'"delta":{"content":"tok"},"finish_reason":null}]}\n\n'
 )
 REST = EVENT * 4 + b"data: [DONE]\n\n"
-SERVERS = {"aiohttp": "aiohttp", "lowlevel": "aiohttp low-level", "bare": "bare Protocol"}
+SERVERS = {
+    "aiohttp": "aiohttp",
+    "whole": "aiohttp, whole answer",
+    "lowlevel": "aiohttp low-level",
+    "bare": "bare Protocol",
+}
 
 
 # -- the servers (each in a process of its own: ``http_server.py --serve KIND PORT``) ---------------------
 
 
-def _aiohttp_handler() -> Any:
+def _aiohttp_handler(whole: bool = False) -> Any:
     import orjson
     from aiohttp import web
 
     async def handle(request: web.Request) -> web.StreamResponse:
         if not orjson.loads(await request.read()).get("model"):
             raise web.HTTPBadRequest()
+        if whole:
+            return web.Response(
+                body=EVENT + REST, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+            )
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
@@ -72,10 +83,10 @@ def _aiohttp_handler() -> Any:
     return handle
 
 
-async def _serve_aiohttp(port: int, low_level: bool) -> None:
+async def _serve_aiohttp(port: int, low_level: bool, whole: bool) -> None:
     from aiohttp import web
 
-    handle = _aiohttp_handler()
+    handle = _aiohttp_handler(whole)
     if low_level:
         runner: web.BaseRunner[Any] = web.ServerRunner(web.Server(handle, access_log=None))
     else:
@@ -135,7 +146,7 @@ def serve(kind: str, port: int) -> None:
     if kind == "bare":
         uvloop.run(_serve_bare(port))
     else:
-        uvloop.run(_serve_aiohttp(port, low_level=kind == "lowlevel"))
+        uvloop.run(_serve_aiohttp(port, low_level=kind == "lowlevel", whole=kind == "whole"))
 
 
 # -- the measurement -------------------------------------------------------------------------------------
