@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +38,7 @@ from aqueduct_accounting.application.ingest import UsageIngest
 from aqueduct_accounting.application.ingest_health import IngestHealth
 from aqueduct_accounting.application.quarantine import quarantine_out_of_bounds
 from aqueduct_accounting.application.reports import Reports
-from aqueduct_accounting.application.rollups import RollupGate, roll_up
+from aqueduct_accounting.application.rollups import RollupGate, prune_marks, roll_up
 from aqueduct_accounting.application.self_repair import migrate_and_repair
 from aqueduct_accounting.domain.pricing import PriceBook
 from aqueduct_accounting.domain.usage import (
@@ -70,6 +71,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+# Roll-up marks older than a day are deleted at the first round after start and then this often.
+MARKS_PRUNE_INTERVAL = 6 * 3600.0
 
 _NEWEST = "SELECT count(), toString(max(occurred_at)) FROM usage_events"
 
@@ -124,6 +127,7 @@ class AccountingService:
         """Roll up what was stored, every ``rollup_interval`` (at once at start: what an earlier run left
         in the tail), in steps while there is more than one roll-up holds."""
         clickhouse = AsyncClickHouse(self.engine)
+        pruned_at: float | None = None  # old marks: pruned at the first round, then every interval
         while True:
             try:
                 await self.ingest.ready()
@@ -132,6 +136,11 @@ class AccountingService:
                         rolled = await clickhouse.run(roll_up, self.ingest.store_clock.stored_through())
                     if not rolled:
                         break
+                if pruned_at is None or time.monotonic() - pruned_at >= MARKS_PRUNE_INTERVAL:
+                    pruned = await clickhouse.run(prune_marks)
+                    pruned_at = time.monotonic()
+                    if pruned:
+                        log.info("deleted %d roll-up marks older than a day before the latest", pruned)
             except ClickHouseError as exc:
                 log.warning("rolling up usage failed (retried; reports still count every event): %s", exc)
             await asyncio.sleep(self.rollup_interval)

@@ -301,3 +301,47 @@ async def test_reports_count_each_event_once_while_it_moves_from_the_tail_to_the
     assert await total() == _expected(inside)  # all in the tail
     assert roll_up(engine, 1_800_000_001.0) == 90
     assert await total() == _expected(inside)  # all in the totals
+
+
+@pytest.mark.chdb
+def test_marks_older_than_a_day_before_the_latest_are_pruned_and_no_sum_moves(engine: ClickHouse) -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    stored: list[dict[str, Any]] = []
+    base = 1_800_000_000
+    for n in range(6):  # one roll-up every 12 hours: marks across two and a half days
+        stamp = (base + n * 12 * 3600) * 1000
+        recorded = datetime.fromtimestamp(stamp / 1000, UTC).isoformat(" ", "milliseconds")[:23]
+        batch = _rows(f"m{n}", 10, start + timedelta(hours=n))
+        engine.insert_json_rows("usage_events", [{**r, "recorded_at": recorded} for r in batch])
+        stored += batch
+        assert roll_up(engine, stamp / 1000 + 1) == 10
+    latest = latest_mark(engine)
+    assert latest == base + 5 * 12 * 3600 + 1
+    sums = {view: _sums(engine, view) for view in VIEWS}
+    assert all(s == _expected(stored) for s in sums.values())
+
+    assert rollups.prune_marks(engine) == 3  # older than latest - 24 h: the 1st, 2nd and 3rd marks
+    marks = engine.query("SELECT toUnixTimestamp(bucket) FROM usage_totals WHERE grain = 'mark' ORDER BY 1")
+    assert [int(m) for (m,) in marks.rows] == [latest - 24 * 3600, latest - 12 * 3600, latest]
+    assert latest_mark(engine) == latest
+    assert {view: _sums(engine, view) for view in VIEWS} == sums  # no total and no tail event moved
+    assert rollups.prune_marks(engine) == 0  # nothing more: no delete is run
+    assert rollups.prune_marks(engine, kept_seconds=0) == 2  # the latest mark is never deleted
+    assert latest_mark(engine) == latest
+    assert {view: _sums(engine, view) for view in VIEWS} == sums
+    # Later roll-ups go on from the kept mark.
+    engine.insert_json_rows(
+        "usage_events",
+        [
+            {**r, "recorded_at": datetime.fromtimestamp(latest + 5, UTC).isoformat(" ", "milliseconds")[:23]}
+            for r in _rows("after", 4, start)
+        ],
+    )
+    assert roll_up(engine, latest + 7) == 4
+    assert _sums(engine, "usage_by_day")[0] == len(stored) + 4
+
+
+@pytest.mark.chdb
+def test_pruning_an_empty_table_does_nothing(engine: ClickHouse) -> None:
+    assert rollups.prune_marks(engine) == 0
+    assert latest_mark(engine) == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -28,10 +29,53 @@ from aqueduct_cli.service_env import env_for_engine
 __all__ = ["EmbeddedNats", "EmbeddedValkey", "free_port", "wait_for_port"]
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_PICKS = 200  # random tries in the range below the ephemeral ports before asking the kernel for one
+_given: set[int] = set()  # ports this process has handed out: never twice
+
+
+def _listening_range() -> tuple[int, int] | None:
+    """Ports below the kernel's ephemeral range (the 12,000 below it, never under 10,000): outgoing
+    connections take their local port from the ephemeral range, so a port picked here cannot be taken by
+    one of them between the pick and the server's bind. None where the range cannot be read."""
+    try:
+        low = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    start = max(10_000, low - 12_000)
+    return (start, low - 1) if low - start >= 1_000 else None
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, for a server about to start.
+
+    A port the kernel hands out for ``bind(0)`` comes from the ephemeral range, which every outgoing
+    connection on the machine also draws from: between the pick and the server's own bind, a client's
+    connection could take it (seen as a service failing with ``EADDRINUSE``). On Linux the port is
+    picked at random below that range instead, and checked free; elsewhere the kernel picks it.
+    """
+    span = _listening_range()
+    if span is not None:
+        rng = random.SystemRandom()
+        for _ in range(_PICKS):
+            port = rng.randint(*span)
+            if port not in _given and _bindable(host, port):
+                _given.add(port)
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+        port = int(sock.getsockname()[1])
+    _given.add(port)
+    return port
 
 
 def wait_for_port(

@@ -14,6 +14,9 @@ mark is a whole second no later than the last insert accounting knows finished: 
 stamped by accounting, strictly increasing from one insert to the next (``StoreClock``), so an insert
 still running or yet to come is always recorded after it.
 
+Only the latest mark counts; older ones are kept a day (when roll-ups ran, for whoever looks) and then
+deleted by ``prune_marks`` (about 2,900 a day otherwise pile up, and every tail read scans them).
+
 What the mark cannot cover, nothing has to repair: rows deleted from ``usage_events`` or a roll-up table
 lost are handled by emptying ``usage_totals`` (everything is tail again, rolled up anew in steps).
 """
@@ -32,11 +35,13 @@ from aqueduct_accounting.adapters.clickhouse import ClickHouse
 
 __all__ = [
     "LATEST_MARK",
+    "MARKS_KEPT_SECONDS",
     "MAX_EVENTS_PER_ROLLUP",
     "TOTALS_TABLE",
     "RollupGate",
     "StoreClock",
     "latest_mark",
+    "prune_marks",
     "roll_up",
 ]
 
@@ -44,6 +49,9 @@ TOTALS_TABLE = "usage_totals"
 # At most this many events in one roll-up (one insert: at most three rows an event), so that catching up
 # after a long outage, or after the totals were emptied, goes in steps of bounded memory.
 MAX_EVENTS_PER_ROLLUP = 200_000
+
+# Marks older than this before the latest are deleted (the latest is never: it is what the tail starts from).
+MARKS_KEPT_SECONDS = 24 * 3600
 
 LATEST_MARK = f"SELECT toUnixTimestamp(max(bucket)) FROM {TOTALS_TABLE} WHERE grain = 'mark'"
 # In milliseconds, as the table's index of recorded_at is (migration 0009).
@@ -124,6 +132,23 @@ def roll_up(engine: ClickHouse, stored_through: float) -> int:
     mark = orjson.dumps({"grain": "mark", "bucket": _text(hi), "requests": 1})
     engine.insert_json_lines(TOTALS_TABLE, sums + mark + b"\n", settings=_ONE_BLOCK)
     return int(count)
+
+
+_OLD_MARKS = f"{TOTALS_TABLE} WHERE grain = 'mark' AND bucket < toDateTime({{before:UInt32}}, 'UTC')"
+
+
+def prune_marks(engine: ClickHouse, kept_seconds: int = MARKS_KEPT_SECONDS) -> int:
+    """Delete the marks more than ``kept_seconds`` older than the latest one (a lightweight delete: only
+    the parts that hold such marks get a row mask); return how many. The latest mark, and so every sum
+    and every read, is unchanged. Blocking: run it in a worker thread."""
+    latest = latest_mark(engine)
+    if not latest:
+        return 0
+    params = {"before": max(latest - kept_seconds, 0)}
+    (old,) = engine.query(f"SELECT count() FROM {_OLD_MARKS}", params).rows[0]
+    if int(old):
+        engine.execute(f"DELETE FROM {_OLD_MARKS}", params)
+    return int(old)
 
 
 class StoreClock:
