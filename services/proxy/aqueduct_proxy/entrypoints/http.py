@@ -25,6 +25,7 @@ from aqueduct_proxy.domain.errors import BadRequestError, PayloadTooLargeError, 
 from aqueduct_proxy.entrypoints.openapi import OPENAPI_DOCUMENT
 from aqueduct_proxy.entrypoints.relay import relay
 from aqueduct_proxy.wire.anthropic import anthropic_model_list, proxy_error_body
+from aqueduct_proxy.wire.headers import forwarded_headers
 from aqueduct_proxy.wire.messages import count_tokens, messages
 from aqueduct_proxy.wire.responses_route import has_responses_api, translated_responses
 
@@ -42,7 +43,6 @@ JSON_ROUTES = (
     "/v1/images/generations",
 )
 MULTIPART_ROUTES = ("/v1/audio/transcriptions", "/v1/audio/translations")
-_HOP_BY_HOP = frozenset({"x-forwarded-for", "x-real-ip"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -115,11 +115,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def _forward_headers(request: web.Request) -> dict[str, str]:
     # The SDK's x-stainless-*, test hints like x-fake-delay and OpenAI-* pass; credentials do not.
-    headers = {
-        k: v
-        for k, v in request.headers.items()
-        if (k[:2].lower() == "x-" or k[:7].lower() == "openai-") and k.lower() not in _HOP_BY_HOP
-    }
+    headers = forwarded_headers(request.headers, "openai-")
     if "Accept" in request.headers:
         headers["Accept"] = request.headers["Accept"]
     return headers

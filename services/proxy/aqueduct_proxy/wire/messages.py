@@ -30,12 +30,12 @@ from aqueduct_proxy.wire.anthropic import (
     sse,
 )
 from aqueduct_proxy.wire.anthropic_usage import AnthropicTally, usage_from_anthropic
+from aqueduct_proxy.wire.headers import forwarded_headers
 from aqueduct_proxy.wire.relay import CUT_SHORT, events, read_whole, translated_stream, write_output
 
 __all__ = ["anthropic_headers", "count_tokens", "messages"]
 
 _PASSED_HEADERS = ("Content-Type", "request-id", "x-request-id")
-_NOT_FORWARDED = frozenset({"x-api-key", "x-forwarded-for", "x-real-ip"})
 _BROKEN_STREAM = sse("error", error_body(502, "The model server broke off the stream."))
 _JSON = "application/json"
 
@@ -43,11 +43,7 @@ _JSON = "application/json"
 def anthropic_headers(request: web.Request) -> dict[str, str]:
     """What passes to the upstream: ``anthropic-version``/``-beta``, the SDK's ``x-stainless-*`` and test
     hints; never the client's own credentials (``x-api-key``, ``Authorization``)."""
-    return {
-        k: v
-        for k, v in request.headers.items()
-        if (k[:2].lower() == "x-" or k[:10].lower() == "anthropic-") and k.lower() not in _NOT_FORWARDED
-    }
+    return forwarded_headers(request.headers, "anthropic-")
 
 
 def _api_path(slug: str | None, tail: str) -> str:
