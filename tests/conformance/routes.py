@@ -70,7 +70,7 @@ def _raw(answer: Callable[[], Any]) -> httpx.Response:
 class Row:
     name: str  # the column label: "POST /v1/chat/completions", "POST /{slug}/v1/chat/completions"
     serves: tuple[str, str]  # (method, canonical path) of the proxy route it exercises
-    kind: str  # list-models | model | multipart | files | batches | mcp | refused
+    kind: str  # list-models | retrieve-model | model | multipart | files | batches | mcp | refused
     path: str  # the URL path the suite calls (slug rows: under /fake)
     send: Callable[[Call], httpx.Response]  # the ordinary request, through the SDK
     body: Body | None = None  # JSON rows: the body, for raw requests (broken bodies, content types)
@@ -107,6 +107,7 @@ def _sdk_send(name: str) -> Callable[[Call], httpx.Response]:
                 model=m, file=("a.wav", b"RIFF0000WAVEfake", "audio/wav")
             ),
             "models": lambda: s.models.with_raw_response.list(),
+            "retrieve": lambda: s.models.with_raw_response.retrieve(m),
         }
         return _raw(calls[name])
 
@@ -199,6 +200,17 @@ def _model_rows(prefix: str) -> list[Row]:
             _sdk_send("models"),
         ),
     )
+    if not slug:  # under an endpoint, /models/{id} is forwarded as the catch-all (its upstream's answer)
+        rows.insert(
+            1,
+            Row(
+                f"GET {prefix}/models/{{model}}",
+                ("GET", "/v1/models/{model}"),
+                "retrieve-model",
+                f"{prefix}/models/fake-model",
+                _sdk_send("retrieve"),
+            ),
+        )
     return [_slug_name(r) if slug else r for r in rows]
 
 

@@ -243,6 +243,8 @@ def _model_refused(model: str, purpose: str, status: int, code: str) -> Callable
     def check(cell: Cell) -> list[str]:
         call = cell.make(cell.world.token(purpose), cell.row, model=model)
         answer = cell.row.send(call)
+        if cell.row.kind == "retrieve-model":  # a model the token may not use does not exist for it
+            return expect_error(answer, 404, "invalid_request_error", "model_not_found")
         if cell.row.kind == "list-models":  # the listing leaves the model out
             problems = expect_ok(answer)
             if model in {m["id"] for m in answer.json().get("data", [])}:
@@ -483,6 +485,9 @@ NOT_APPLICABLE: dict[tuple[str, str], str] = {
     ("body: *", "POST /{slug}/v1/files"): "refused under an endpoint: 404 (see ok)",
     ("usage row", "POST /{slug}/v1/files"): "refused under an endpoint: 404 (see ok)",
     ("*pm_*", "GET /v1/models"): "the gateway's own model list spends nothing and is not counted",
+    ("*pm_*", "GET /v1/models/{model}"): "answered by the gateway from its snapshot: spends nothing",
+    ("too_large", "GET /v1/models/{model}"): "answered by the gateway from its snapshot: spends nothing",
+    ("usage row", "GET /v1/models/{model}"): "answered by the gateway itself: no usage event",
     ("too_large", "GET /v1/models"): "the gateway's own model list spends nothing and is not counted",
     ("itpm_*", "GET /{slug}/v1/models"): "a model list sends no input tokens",
     ("otpm_*", "GET /{slug}/v1/models"): "a model list caps no output tokens",
