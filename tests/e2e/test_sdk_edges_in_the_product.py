@@ -71,7 +71,7 @@ def test_aqueduct_token_read_with_its_newline_works(stack: Stack) -> None:
 
 def test_a_huge_unknown_model_name_is_not_echoed_back_whole(stack: Stack) -> None:
     stack.login_admin()
-    value = stack.cli("tokens", "create", "--name", "long-names", "--quiet").stdout.strip()
+    value = stack.cli("tokens", "create", "--name", "huge-ids", "--quiet").stdout.strip()
     client = openai.OpenAI(base_url=f"{stack.urls['proxy']}/v1", api_key=value, max_retries=0)
     name = "m" * 100_000
     with pytest.raises(openai.NotFoundError) as missing:

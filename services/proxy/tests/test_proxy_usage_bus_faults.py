@@ -10,6 +10,7 @@ the copies. Nothing lost, nothing stored or counted twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 
@@ -77,7 +78,10 @@ async def test_the_bus_killed_mid_batch_loses_no_event_and_stores_none_twice(tmp
                 break
             await asyncio.sleep(0.1)
         await publisher.stop()
-        await broker.stop()
+        # A connection still reconnecting (the restarted server dropped a first attempt) cannot drain: what
+        # this test checks is the stream's content, read below over a connection of its own.
+        with contextlib.suppress(nats.errors.ConnectionReconnectingError):
+            await broker.stop()
 
         count, ids, message_ids = await _stored(server.url_for("accounting"))
     finally:

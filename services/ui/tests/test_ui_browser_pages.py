@@ -66,7 +66,7 @@ async def test_usage_of_a_browser_token_appears_on_the_usage_page(
     stack, browser: Browser, people: People
 ) -> None:
     context, page = await sign_in(browser, stack.urls["ui"], people.org_admin)
-    await page.get_by_label("Name").fill("usage probe")
+    await page.get_by_label("Name", exact=True).fill("usage probe")
     await page.get_by_role("button", name="Create token").click()
     value = await page.locator("#new-secret").input_value()
     proxy = stack.urls["proxy"]

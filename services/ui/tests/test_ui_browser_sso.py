@@ -191,7 +191,7 @@ async def test_tokens_work_once_the_terms_of_service_are_accepted(browser: Brows
     context, page = await sso_sign_in(browser, sso_stack, "alice", "alice-password")
     banner = page.locator("#terms-banner")
     await expect(banner).to_contain_text("Terms of service 2026-11")
-    await page.get_by_label("Name").fill("after terms")
+    await page.get_by_label("Name", exact=True).fill("after terms")
     await page.get_by_role("button", name="Create token").click()
     value = await page.locator("#new-secret").input_value()
 

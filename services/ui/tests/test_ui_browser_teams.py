@@ -119,7 +119,7 @@ async def test_a_team_admin_runs_service_accounts_and_members(
 
     # Edit, regenerate, then delete the service account; now the outsider can go.
     await page.get_by_text("Edit or transfer “ci-bot”").click()
-    await page.locator("form[action$='/edit']").get_by_label("Name").fill("ci-runner")
+    await page.locator("form[action$='/edit']").get_by_label("Name", exact=True).fill("ci-runner")
     await page.get_by_role("button", name="Save").click()
     await expect(page.locator("#service-accounts")).to_contain_text("ci-runner")
     await page.get_by_role("button", name="Regenerate token of ci-runner").click()

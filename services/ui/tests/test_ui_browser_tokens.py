@@ -67,7 +67,7 @@ async def test_a_token_created_in_the_browser_calls_a_model_until_deleted(
     # The cap is the directory's setting (raised for the test session's stack).
     await expect(page.locator("#token-cap")).to_contain_text(re.compile(r"0 of [0-9,]+ personal tokens"))
 
-    await page.get_by_label("Name").fill("thesis notebook")
+    await page.get_by_label("Name", exact=True).fill("thesis notebook")
     await page.get_by_role("button", name="Create token").click()
     secret = page.locator("#new-secret")
     await expect(secret).to_be_visible()
@@ -105,9 +105,9 @@ async def test_a_token_created_in_the_browser_calls_a_model_until_deleted(
 
 async def test_regenerate_replaces_the_value(stack, browser: Browser, people: People) -> None:
     context, page = await sign_in(browser, stack.urls["ui"], people.user)
-    if not await page.get_by_label("Name").is_visible():  # open by default only with no token yet
+    if not await page.get_by_label("Name", exact=True).is_visible():  # open by default only with no token yet
         await page.locator("summary", has_text="Create New Token").click()
-    await page.get_by_label("Name").fill("rotating")
+    await page.get_by_label("Name", exact=True).fill("rotating")
     expiry = (datetime.now(UTC) + timedelta(days=30)).date().isoformat()
     await page.get_by_label("Expires on").fill(expiry)
     await page.get_by_role("button", name="Create token").click()
@@ -201,9 +201,9 @@ async def test_management_access_is_opt_in_per_token(stack, browser: Browser, pe
     context, page = await sign_in(browser, stack.urls["ui"], people.admin)
     values = {}
     for name, management in (("inference only", False), ("admin automation", True)):
-        if not await page.get_by_label("Name").is_visible():
+        if not await page.get_by_label("Name", exact=True).is_visible():
             await page.locator("summary", has_text="Create New Token").click()
-        await page.get_by_label("Name").fill(name)
+        await page.get_by_label("Name", exact=True).fill(name)
         if management:
             await page.get_by_label("Management access").check()
         await page.get_by_role("button", name="Create token").click()
@@ -230,9 +230,9 @@ async def test_a_tokens_expiry_is_changed_in_the_browser(stack, browser: Browser
     directory never lets a token be created already expired.)"""
     context, page = await sign_in(browser, stack.urls["ui"], people.user)
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
-    if not await page.get_by_label("Name").is_visible():
+    if not await page.get_by_label("Name", exact=True).is_visible():
         await page.get_by_text("Create New Token").click()
-    await page.get_by_label("Name").fill("short-lived")
+    await page.get_by_label("Name", exact=True).fill("short-lived")
     await page.locator("#token-expiry").fill(tomorrow)
     await page.get_by_role("button", name="Create token").click()
     row = page.locator("#personal-tokens tr[data-token-id]", has_text="short-lived")
