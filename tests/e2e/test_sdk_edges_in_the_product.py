@@ -6,6 +6,7 @@ analyst's INSERT in ``aqueduct sql``, refused as the write it is."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import anthropic
 import httpx
@@ -87,3 +88,21 @@ def test_a_huge_unknown_model_name_is_not_echoed_back_whole(stack: Stack) -> Non
     assert answer.status_code == 404
     error = answer.json()["error"]
     assert error["code"] == "model_not_found" and len(error["message"]) < 400, error
+
+
+def test_a_token_sent_as_x_api_key_too_never_reaches_the_upstream(stack: Stack, upstream: Any) -> None:
+    stack.login_admin()
+    value = stack.cli("tokens", "create", "--name", "two-headers", "--quiet").stdout.strip()
+    client = openai.OpenAI(
+        base_url=f"{stack.urls['proxy']}/v1",
+        api_key=value,
+        max_retries=0,
+        default_headers={"x-api-key": value},  # as some generic clients send it, beside Authorization
+    )
+    httpx.delete(upstream.base + "/_requests")
+    client.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "hi"}])
+    client.embeddings.create(model="fake-model", input="hi")
+    seen = httpx.get(upstream.base + "/_requests").json()
+    assert len(seen) == 2
+    for request in seen:
+        assert all(value not in v for v in request["headers"].values()), request["headers"]
