@@ -445,3 +445,28 @@ async def test_refusals_under_the_messages_api_are_in_anthropics_format(
         body = await answer.json()
     assert body["type"] == "error" and body["error"]["type"] in ("invalid_request_error", "not_found_error")
     assert isinstance(body["error"]["message"], str)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/local/v1/messages"), ("POST", "/local/v1/messages/batches")]
+)
+async def test_anthropic_clients_key_alone_is_read_on_an_endpoints_messages_paths(
+    proxy, snapshot, method, path
+):
+    """Anthropic's SDKs send only ``x-api-key``: under ``/{slug}/v1/messages`` a path the gateway does not
+    serve is refused as such (404, Anthropic's format), not as a missing key."""
+    value, _ = await snapshot.issue_token()
+    await wait_token(proxy.base_url, value)
+    headers = {"x-api-key": value, "anthropic-version": "2023-06-01"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, proxy.base_url + path, headers=headers) as answer,
+    ):
+        assert answer.status == 404, await answer.text()
+        body = await answer.json()
+    assert body["type"] == "error" and body["error"]["type"] == "not_found_error"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, proxy.base_url + path, headers={"x-api-key": "aq-wrong"}) as refused,
+    ):
+        assert refused.status == 401  # a wrong key is still refused

@@ -263,8 +263,12 @@ _SLUG_MODEL_TAILS = frozenset(
 async def _endpoint_route(request: web.Request) -> web.StreamResponse:
     """``/{slug}/v1/...``: the rest of the path goes to that endpoint as it is."""
     gateway = request.app[GATEWAY]
-    grant = gateway.authenticate(request.headers.get("Authorization"))
     slug, tail = request.match_info["slug"], request.match_info["tail"]
+    # Under Anthropic's Messages API (a path its routes do not serve), its clients' x-api-key is the key.
+    anthropic = tail == "messages" or tail.startswith("messages/")
+    grant = gateway.authenticate(
+        _anthropic_credentials(request) if anthropic else request.headers.get("Authorization")
+    )
     if not _SLUG_TAILS.match(tail):
         raise RouteNotFoundError(f"The gateway does not forward '/{slug}/v1/{tail}'.")
     api_path, upstream_path = f"/{slug}/v1/{tail}", f"/{tail}"
