@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # aiohttp is a dependency of the services that use it, not of libs
@@ -28,6 +28,8 @@ __all__ = [
     "add_request_ids",
     "aiohttp_request_id",
     "current_request_id",
+    "enter_request",
+    "leave_request",
     "new_request_id",
     "request_id_of",
     "setup_aiohttp_request_ids",
@@ -52,6 +54,16 @@ def request_id_of(value: str | None) -> str:
 def current_request_id() -> str | None:
     """The id of the request this code runs for (None outside a request)."""
     return _current.get()
+
+
+def enter_request(request_id: str) -> Token[str | None]:
+    """Make ``request_id`` the current one (a server that is neither ASGI nor aiohttp: the proxy's lean
+    front end); ``leave_request`` with the token when the request is over."""
+    return _current.set(request_id)
+
+
+def leave_request(token: Token[str | None]) -> None:
+    _current.reset(token)
 
 
 class RequestIdLogFilter(logging.Filter):

@@ -28,6 +28,7 @@ from aqueduct_libs.settings import CommonSettings
 from aqueduct_libs.snapshot import EndpointRoute, Limits, ModelRoute, TokenGrant
 from aqueduct_libs.tokens import generate_token, hash_token
 from aqueduct_proxy.bootstrap import Proxy, bootstrap
+from aqueduct_proxy.entrypoints.server import OpenAIErrorsRunner
 from aqueduct_proxy.settings import ProxySettings
 
 SECRET = "proxy-tests-secret-key-0123456789abcdef"
@@ -167,7 +168,10 @@ async def start_in_process(settings: ProxySettings, common: CommonSettings) -> R
     proxy = await bootstrap(settings.model_copy(update={"common": common}), with_features=())
     await proxy.start()
     await asyncio.wait_for(proxy.watchers[0].ready.wait(), 10)
-    runner = web.AppRunner(proxy.app, access_log=None, handle_signals=False)
+    # As ``bootstrap.serve`` runs it: the lean front end first, aiohttp for the rest.
+    runner = OpenAIErrorsRunner(
+        proxy.app, max_header_bytes=settings.max_header_bytes, access_log=None, handle_signals=False
+    )
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()
     return RunningProxy(proxy, f"http://{settings.host}:{settings.port}", runner)

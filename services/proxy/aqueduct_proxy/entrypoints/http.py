@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -22,6 +22,8 @@ from aqueduct_libs.request_id import HEADER as REQUEST_ID_HEADER
 from aqueduct_libs.request_id import aiohttp_request_id, setup_aiohttp_request_ids
 from aqueduct_proxy.application.gateway import Call, Gateway
 from aqueduct_proxy.domain.errors import BadRequestError, PayloadTooLargeError, ProxyError, RouteNotFoundError
+from aqueduct_proxy.entrypoints.front import FRONT_END as _FRONT_END
+from aqueduct_proxy.entrypoints.front import FrontEndRules
 from aqueduct_proxy.entrypoints.openapi import OPENAPI_DOCUMENT
 from aqueduct_proxy.entrypoints.relay import relay
 from aqueduct_proxy.wire.anthropic import anthropic_model_list, proxy_error_body
@@ -29,7 +31,7 @@ from aqueduct_proxy.wire.headers import forwarded_headers
 from aqueduct_proxy.wire.messages import count_tokens, messages
 from aqueduct_proxy.wire.responses_route import has_responses_api, translated_responses
 
-__all__ = ["build_app", "errors_middleware"]
+__all__ = ["build_app", "errors_middleware", "front_end_rules"]
 
 log = logging.getLogger(__name__)
 
@@ -114,19 +116,26 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def _forward_headers(request: web.Request) -> dict[str, str]:
+    return _forwarded(request.headers)
+
+
+def _forwarded(given: Mapping[str, str]) -> dict[str, str]:
     # The SDK's x-stainless-*, test hints like x-fake-delay and OpenAI-* pass; credentials do not.
-    headers = forwarded_headers(request.headers, "openai-")
-    if "Accept" in request.headers:
-        headers["Accept"] = request.headers["Accept"]
+    headers = forwarded_headers(given, "openai-")
+    if "Accept" in given:
+        headers["Accept"] = given["Accept"]
     return headers
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
-    if request.content_type != "application/json":
+    return _json_object(request.content_type, await request.read())
+
+
+def _json_object(content_type: str, raw: bytes) -> dict[str, Any]:
+    if content_type != "application/json":
         raise BadRequestError(
-            f"Unsupported content type '{request.content_type}'; send a JSON body (application/json)."
+            f"Unsupported content type '{content_type}'; send a JSON body (application/json)."
         )
-    raw = await request.read()
     try:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -299,10 +308,40 @@ async def _endpoint_route(request: web.Request) -> web.StreamResponse:
 errors_middleware = _errors  # others place their middlewares after it (jupyterhub.wiring)
 
 
-def build_app(gateway: Gateway, ready: Callable[[], bool], max_body_bytes: int) -> web.Application:
+def front_end_rules(app: web.Application, max_header_bytes: int) -> FrontEndRules | None:
+    """What the lean front end needs, or None when the app has a middleware it does not know (or a
+    response hook other than the request id's): then aiohttp serves every request."""
+    front = app.get(_FRONT_END)
+    if front is None or front["off"]:
+        return None
+    known = front["known"]
+    unknown = [m for m in app.middlewares if m not in known]
+    if unknown or len(app.on_response_prepare) != 1:
+        log.info("lean front end off: middlewares it does not know %s", unknown)
+        return None
+    return FrontEndRules(
+        gateway=app[GATEWAY],
+        max_body_bytes=front["max_body_bytes"],
+        max_line_bytes=max_header_bytes,
+        handoffs=[needs for m, needs in known.items() if needs is not None and m in app.middlewares],
+        error_response=_error_response,
+        forward_headers=_forwarded,
+        json_object=_json_object,
+    )
+
+
+def build_app(
+    gateway: Gateway, ready: Callable[[], bool], max_body_bytes: int, front_end: bool = True
+) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=max_body_bytes)
     setup_aiohttp_request_ids(app)
     app[GATEWAY] = gateway
+    # The request id's middleware and the errors' act on the front end's requests as they do here.
+    app[_FRONT_END] = {
+        "off": not front_end,
+        "max_body_bytes": max_body_bytes,
+        "known": dict.fromkeys(app.middlewares),
+    }
     metrics_registry = gateway.metrics.registry
     openapi = orjson.dumps(OPENAPI_DOCUMENT)
 

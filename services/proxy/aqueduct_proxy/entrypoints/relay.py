@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import aiohttp
 import orjson
@@ -15,7 +16,7 @@ from aqueduct_proxy.application.usage import Meter
 from aqueduct_proxy.domain.errors import UpstreamError
 from aqueduct_proxy.domain.usage import usage_from_body
 
-__all__ = ["relay"]
+__all__ = ["Streams", "relay"]
 
 _READ_WHOLE = frozenset({"application/json", "text/plain", "text/html"})
 # (Not the upstream's x-request-id: the answer carries the gateway's, which the upstream also received.)
@@ -45,12 +46,19 @@ def _headers(upstream: UpstreamResponse, extra: dict[str, str]) -> dict[str, str
 
 
 async def relay(
-    request: web.Request, upstream: UpstreamResponse, extra: dict[str, str], meter: Meter
+    request: Any,
+    upstream: UpstreamResponse,
+    extra: dict[str, str],
+    meter: Meter,
+    streams: Streams | None = None,
 ) -> web.StreamResponse:
+    """``request`` is aiohttp's, or the lean front end's connection with its own ``streams`` (the classes
+    of a stream held until its first event and of a plain one; ``prepare(request)``, ``write``,
+    ``write_eof`` as aiohttp's). A whole answer is a ``web.Response`` for whoever serves the request."""
     if upstream.content_type == "text/event-stream":
-        return await _relay_stream(request, upstream, extra, meter)
+        return await _relay_stream(request, upstream, extra, meter, (streams or _AIOHTTP)[0])
     if upstream.content_type not in _READ_WHOLE and upstream.status < 400:
-        return await _relay_bytes(request, upstream, extra, meter)
+        return await _relay_bytes(request, upstream, extra, meter, (streams or _AIOHTTP)[1])
     try:
         body = await upstream.read()
     except _CUT_SHORT as exc:
@@ -70,10 +78,14 @@ async def relay(
 
 
 async def _relay_bytes(
-    request: web.Request, upstream: UpstreamResponse, extra: dict[str, str], meter: Meter
+    request: Any,
+    upstream: UpstreamResponse,
+    extra: dict[str, str],
+    meter: Meter,
+    stream: type[web.StreamResponse],
 ) -> web.StreamResponse:
     """Audio, images and other binary answers: passed on as they arrive (no usage in them to read)."""
-    response = web.StreamResponse(status=upstream.status, headers=_headers(upstream, extra))
+    response = stream(status=upstream.status, headers=_headers(upstream, extra))
     cut_short = True
     try:
         await response.prepare(request)
@@ -110,15 +122,24 @@ class _EventStream(web.StreamResponse):
     _send_headers_immediately = False
 
 
+# The classes of a stream whose head waits for its first event, and of a plain stream.
+Streams = tuple[type[web.StreamResponse], type[web.StreamResponse]]
+_AIOHTTP: Streams = (_EventStream, web.StreamResponse)
+
+
 def _arrived(upstream: UpstreamResponse) -> bool:
     """Whether body bytes of the upstream's answer are here already (the lean client's answers tell)."""
     return bool(getattr(upstream.content, "buffered", 0))
 
 
 async def _relay_stream(
-    request: web.Request, upstream: UpstreamResponse, extra: dict[str, str], meter: Meter
+    request: Any,
+    upstream: UpstreamResponse,
+    extra: dict[str, str],
+    meter: Meter,
+    stream: type[web.StreamResponse],
 ) -> web.StreamResponse:
-    response = _EventStream(status=upstream.status, headers=_headers(upstream, extra))
+    response = stream(status=upstream.status, headers=_headers(upstream, extra))
     response.headers["Cache-Control"] = "no-cache"
     cut_short = True
     pending = done = b""

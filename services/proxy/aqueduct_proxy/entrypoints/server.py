@@ -3,12 +3,15 @@
 aiohttp answers a request it cannot parse (a header line longer than the limit, a malformed request line)
 itself, in plain text, before any middleware runs. Clients of the gateway are OpenAI clients: they get
 ``{"error": {...}}`` here too, with an ``x-request-id``, and 431 for headers that are too large.
+
+Each connection starts with the lean front end (``entrypoints.front``), which serves the hot routes and
+hands the connection to aiohttp's handler for anything else.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiohttp import web
@@ -18,6 +21,8 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
 from aqueduct_libs.request_id import HEADER, new_request_id
+from aqueduct_proxy.entrypoints.front import FrontEnd, FrontEndRules
+from aqueduct_proxy.entrypoints.http import front_end_rules
 
 __all__ = ["OpenAIErrorsRunner"]
 
@@ -69,7 +74,14 @@ class _Handler(RequestHandler):
 
 
 class _Server(Server):
+    front_end: FrontEndRules | None = None
+
     def __call__(self) -> RequestHandler:
+        if self.front_end is not None:  # it hands the connection to ``handler()`` for what it does not serve
+            return FrontEnd(self, self.front_end, self.handler)  # type: ignore[return-value]
+        return self.handler()
+
+    def handler(self) -> RequestHandler:
         return _Handler(self, loop=self._loop, **self._kwargs)
 
 
@@ -79,8 +91,11 @@ class OpenAIErrorsRunner(web.AppRunner):
 
     def __init__(self, app: web.Application, *, max_header_bytes: int = 8190, **kwargs: Any) -> None:
         super().__init__(app, max_line_size=max_header_bytes, max_field_size=max_header_bytes, **kwargs)
+        self._max_header_bytes = max_header_bytes
 
     async def _make_server(self) -> Server:
         server = await super()._make_server()
         server.__class__ = _Server  # same state, our handler class; aiohttp builds Server itself
+        # The app has started: its middlewares are final.
+        cast(_Server, server).front_end = front_end_rules(self._app, self._max_header_bytes)
         return server

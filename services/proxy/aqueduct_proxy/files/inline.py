@@ -18,6 +18,7 @@ from aiohttp import web
 
 from aqueduct_proxy.domain.errors import BadRequestError, InvalidTokenError
 from aqueduct_proxy.domain.snapshot import Snapshot
+from aqueduct_proxy.entrypoints.front import serve_through_aiohttp_when
 from aqueduct_proxy.files.domain import owner_of
 from aqueduct_proxy.files.edge import Authenticate
 from aqueduct_proxy.files.extract import UnreadableFileError, extract_text
@@ -151,3 +152,7 @@ def setup_file_inlining(
         return await handler(request)
 
     app.middlewares.append(inline_files)
+    # The lean front end leaves to aiohttp (this middleware) every request it might rewrite.
+    serve_through_aiohttp_when(
+        app, inline_files, lambda path, headers, raw: path.endswith(_ROUTES) and has_file_parts(raw)
+    )

@@ -12,9 +12,10 @@ from prometheus_client import Counter
 from aqueduct_libs import names
 from aqueduct_libs.bus import KVWatcher
 from aqueduct_proxy.application.gateway import Gateway
+from aqueduct_proxy.entrypoints.front import serve_through_aiohttp_when
 from aqueduct_proxy.jupyterhub.bridge import HubBridge
 from aqueduct_proxy.jupyterhub.exchange import AuthExchangeClient
-from aqueduct_proxy.jupyterhub.middleware import hub_token_middleware
+from aqueduct_proxy.jupyterhub.middleware import hub_token_middleware, is_hub_token
 from aqueduct_proxy.jupyterhub.settings import HubBridgeSettings
 from aqueduct_proxy.jupyterhub.users import USER_GRANT_KEYS
 
@@ -85,5 +86,10 @@ def _wire(
     app.on_cleanup.append(stop)
     # Before anything that authenticates (the files feature's inlining middleware does): the features'
     # list puts this feature first.
-    app.middlewares.append(hub_token_middleware(bridge))
+    middleware = hub_token_middleware(bridge)
+    app.middlewares.append(middleware)
+    # The lean front end leaves requests with a hub token to aiohttp (this middleware).
+    serve_through_aiohttp_when(
+        app, middleware, lambda path, headers, raw: is_hub_token(headers.get("Authorization"))
+    )
     return bridge
