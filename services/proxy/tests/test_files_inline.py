@@ -19,6 +19,7 @@ from aiohttp import web
 
 from aqueduct_proxy.bootstrap import bootstrap
 from aqueduct_proxy.domain.errors import BadRequestError
+from aqueduct_proxy.entrypoints.server import OpenAIErrorsRunner
 from aqueduct_proxy.files import (
     FilesSettings,
     FileStore,
@@ -191,7 +192,7 @@ async def proxy_with_files(
     setup_files(proxy.app, proxy.gateway.authenticate, store, files_settings)
     setup_file_inlining(proxy.app, proxy.gateway.authenticate, proxy.gateway.snapshot, store, files_settings)
     await asyncio.wait_for(proxy.watchers[0].ready.wait(), 10)
-    runner = web.AppRunner(proxy.app, access_log=None, handle_signals=False)
+    runner = OpenAIErrorsRunner(proxy.app, access_log=None, handle_signals=False)  # as serve runs it
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()
     yield f"http://{settings.host}:{settings.port}"

@@ -277,3 +277,19 @@ async def test_shutdown_lets_a_stream_in_flight_finish(snapshot, nats_url, valke
         writer.close()
     finally:
         await running.proxy.stop()
+
+
+async def test_the_slug_form_is_served_too_and_counted_under_aiohttps_route_name(proxy, token):
+    reader, writer = await connect(proxy)
+    writer.write(post("/local/v1/chat/completions", token, {**CHAT, "model": "fake-upstream-model"}))
+    status, _, data = await answer(reader)
+    assert status == 200 and json.loads(data)["choices"][0]["message"]["content"] == "tok0 tok1 tok2"
+    writer.write(post("/nowhere/v1/embeddings", token, {"model": "gpt-test", "input": "x"}))
+    status, _, data = await answer(reader)
+    assert status == 404 and "error" in json.loads(data)
+    assert await served_by(proxy, writer) == "front"
+    writer.write(get("/metrics", token))
+    _, _, metrics = await answer(reader)
+    assert b'route="/{slug}/v1/{tail}",status="200"' in metrics
+    assert b'route="/{slug}/v1/{tail}",status="404"' in metrics
+    writer.close()

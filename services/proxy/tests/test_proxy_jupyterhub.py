@@ -37,6 +37,7 @@ from aqueduct_directory.domain.policy import SYSTEM
 from aqueduct_directory.settings import DirectorySettings
 from aqueduct_libs.settings import CommonSettings
 from aqueduct_proxy.bootstrap import Proxy, bootstrap
+from aqueduct_proxy.entrypoints.server import OpenAIErrorsRunner
 from aqueduct_proxy.features import features
 from aqueduct_proxy.jupyterhub import HubBridgeSettings, JupyterHubFeature
 from aqueduct_proxy.jupyterhub.bridge import HubBridge
@@ -177,10 +178,15 @@ async def start_bridged_proxy(
     assert wired is not None
     await proxy.start()
     await asyncio.wait_for(proxy.watchers[0].ready.wait(), 10)
-    runner = web.AppRunner(proxy.app, access_log=None, handle_signals=False)
+    runner = OpenAIErrorsRunner(proxy.app, access_log=None, handle_signals=False)  # as serve runs it
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()
     return BridgedProxy(proxy, wired, runner, f"http://{settings.host}:{settings.port}/v1")
+
+
+async def test_the_lean_front_end_is_on_with_every_feature(bridged: BridgedProxy) -> None:
+    """Every feature's middleware is one the front end knows (it hands their requests to aiohttp)."""
+    assert bridged.runner.server.front_end is not None  # type: ignore[union-attr]
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,10 @@ request by aiohttp on the same connection.
 aiohttp's server spends 130 to 190 CPU-µs on a streamed request (its request handler, request and
 response objects, the writer; ``bench/http_server.py``), before the first chunk; an asyncio ``Protocol``
 with httptools' parser spends about 60. So each connection starts with this protocol. It serves a plain
-``POST`` of a JSON body to ``/v1/chat/completions``, ``/v1/completions`` or ``/v1/embeddings`` (HTTP/1.1,
-``Content-Length``, no query) through the same gateway code as aiohttp's routes (``entrypoints.http``):
-the same authentication, body rules, request id, errors, metrics and relay.
+``POST`` of a JSON body to ``/v1/chat/completions``, ``/v1/completions`` or ``/v1/embeddings``, or to the
+same under ``/{slug}/v1/`` (HTTP/1.1, ``Content-Length``, no query), through the same gateway code as
+aiohttp's routes (``entrypoints.http``): the same authentication, body rules, request id, errors, metrics
+and relay. ``/v1/messages`` (its translation writes aiohttp responses) and the rest stay aiohttp's.
 
 Anything else, and anything unusual, goes to aiohttp: at a request boundary the connection is handed to
 aiohttp's request handler (``transport.set_protocol``), which is given the bytes of that request and all
@@ -15,13 +16,14 @@ after it, and keeps the connection from then on. Unusual is: another method or p
 ``close``, a content type other than JSON's, a non-ASCII or malformed head, a line longer than the
 header limit (aiohttp answers 431), a body over the size limit (aiohttp answers 413), and whatever a
 middleware of a feature would act on (``serve_through_aiohttp_when``). If the application has a
-middleware this module does not know, the front end stays off (``front_end_for``).
+middleware this module does not know, the front end stays off (``entrypoints.http.front_end_rules``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from email.utils import formatdate
@@ -47,12 +49,16 @@ __all__ = ["FRONT_END", "FrontEnd", "FrontEndRules", "LeanStream", "serve_throug
 
 log = logging.getLogger(__name__)
 
-# path -> (the gateway's api path, the upstream's path)
-_ROUTES = {
-    b"/v1/chat/completions": ("/v1/chat/completions", "/chat/completions"),
-    b"/v1/completions": ("/v1/completions", "/completions"),
-    b"/v1/embeddings": ("/v1/embeddings", "/embeddings"),
+# A route: the gateway's api path, the upstream's path, the endpoint's slug (``/{slug}/v1/...``) and the
+# route's name in the metrics (aiohttp's canonical one).
+_Route = tuple[str, str, str | None, str]
+_ROUTES: dict[bytes, _Route] = {
+    b"/v1/chat/completions": ("/v1/chat/completions", "/chat/completions", None, "/v1/chat/completions"),
+    b"/v1/completions": ("/v1/completions", "/completions", None, "/v1/completions"),
+    b"/v1/embeddings": ("/v1/embeddings", "/embeddings", None, "/v1/embeddings"),
 }
+# ``/{slug}/v1/...`` of the same three (the directory's slugs; any other spelling is aiohttp's to decode).
+_SLUG_ROUTE = re.compile(rb"/([a-z0-9][a-z0-9_-]{0,62})/v1/(chat/completions|completions|embeddings)")
 _JSON_TYPES = frozenset({"application/json", "application/json; charset=utf-8"})
 _CONNECTION_VALUES = frozenset({"keep-alive", "close"})
 # Headers whose mere presence sends a request to aiohttp.
@@ -181,7 +187,7 @@ _STREAMS: Streams = (LeanEventStream, LeanStream)  # type: ignore[assignment]
 class _Request:
     __slots__ = ("body", "close", "headers", "route")
 
-    def __init__(self, route: tuple[str, str], headers: CIMultiDict[str], body: bytes, close: bool) -> None:
+    def __init__(self, route: _Route, headers: CIMultiDict[str], body: bytes, close: bool) -> None:
         self.route = route
         self.headers = headers
         self.body = body
@@ -232,7 +238,6 @@ class FrontEnd(asyncio.Protocol):
         self._idle_since = 0.0
         self._keepalive = float(server._kwargs.get("keepalive_timeout", 3630))
         self._keepalive_handle: asyncio.TimerHandle | None = None
-        self._shutdown_waiter: asyncio.Future[None] | None = None
         # the request being served
         self.request_id = ""
         self.closing = False
@@ -362,6 +367,9 @@ class FrontEnd(asyncio.Protocol):
         except httptools.HttpParserError:
             return None
         route = _ROUTES.get(callbacks.url)
+        if route is None and (match := _SLUG_ROUTE.fullmatch(callbacks.url)):
+            slug, tail = match.group(1).decode(), match.group(2).decode()
+            route = (f"/{slug}/v1/{tail}", f"/{tail}", slug, "/{slug}/v1/{tail}")
         if (
             route is None
             or not callbacks.complete
@@ -431,17 +439,15 @@ class FrontEnd(asyncio.Protocol):
         self.closing = request.close or self._stopping
         self.answered = self.started = False
         token = enter_request(request_id)
-        api_path, upstream_path = request.route
+        api_path, upstream_path, slug, metrics_route = request.route
+        # as the /v1/ routes and /{slug}/v1/{tail} (``entrypoints.http``) call the gateway
+        kwargs: dict[str, Any] = {} if slug is None else {"slug": slug, "model_required": True}
         status = 500
         try:
             try:
                 grant = gateway.authenticate(headers.get("Authorization"))
-                call = gateway.prepare(
-                    grant,
-                    api_path,
-                    upstream_path,
-                    payload=rules.json_object("application/json", request.body),
-                )
+                payload = rules.json_object("application/json", request.body)
+                call = gateway.prepare(grant, api_path, upstream_path, payload=payload, **kwargs)
                 call.request_id = request_id
                 forwarded = rules.forward_headers(headers)
                 forwarded[REQUEST_ID_HEADER] = request_id
@@ -463,7 +469,7 @@ class FrontEnd(asyncio.Protocol):
             self.closing = True
         finally:
             leave_request(token)
-            gateway.metrics.observe_request(api_path, status, time.perf_counter() - started)
+            gateway.metrics.observe_request(metrics_route, status, time.perf_counter() - started)
             self._task_handler = None
             self._done()
 
