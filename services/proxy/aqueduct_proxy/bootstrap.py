@@ -175,7 +175,9 @@ async def bootstrap(settings: ProxySettings, *, with_features: Sequence[Feature]
         drain_seconds=settings.shutdown_drain_seconds,
         replicas=common.nats_replicas,
     )
-    proxy.app = build_app(gateway, proxy.ready, settings.max_body_bytes)
+    proxy.app = build_app(
+        gateway, proxy.ready, settings.max_body_bytes, front_end=settings.front_end == "lean"
+    )
     proxy.wire(features(common) if with_features is None else with_features)
     return proxy
 

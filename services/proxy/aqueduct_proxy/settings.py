@@ -43,6 +43,10 @@ class ProxySettings(BaseSettings):
     # "builtin": the lean HTTP/1.1 client for JSON calls (faster; bench/proxy.py --upstream-client);
     # "aiohttp": aiohttp's client for everything. Egress proxies (HTTPS_PROXY ...) always use aiohttp's.
     upstream_client: Literal["builtin", "aiohttp"] = "builtin"
+    # "lean": the hot routes (plain JSON POSTs of chat, completions, embeddings) served by the lean front
+    # end, everything else by aiohttp on the same connection (entrypoints/front.py); "aiohttp": aiohttp
+    # serves every request.
+    front_end: Literal["lean", "aiohttp"] = "lean"
     # Retries before the first byte reached the client, on connection errors, 429 and 5xx.
     retries: int = 2
     retry_backoff_seconds: float = 0.2

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
+from aiohttp.tcp_helpers import tcp_nodelay
 from multidict import CIMultiDict
 
 from aqueduct_libs.request_id import HEADER as REQUEST_ID_HEADER
@@ -248,6 +249,7 @@ class FrontEnd(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        tcp_nodelay(self._transport, True)  # type: ignore[arg-type]  # as aiohttp's handler: a stream's small writes leave at once
         self._server.connection_made(self, transport)  # type: ignore[arg-type]
         self._idle()
 
