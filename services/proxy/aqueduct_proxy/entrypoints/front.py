@@ -124,6 +124,8 @@ _REASONS = {status.value: status.phrase for status in HTTPStatus}
 def _head(status: int, headers: Any, request_id: str, framing: str, close: bool) -> bytes:
     lines = [f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"]
     for name, value in headers.items():
+        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:  # as aiohttp refuses them
+            raise ValueError(f"A newline in the answer's header {name!r}.")
         if name.lower() != REQUEST_ID_HEADER:
             lines.append(f"{name}: {value}\r\n")
     lines.append(
@@ -132,7 +134,7 @@ def _head(status: int, headers: Any, request_id: str, framing: str, close: bool)
     if close:
         lines.append("Connection: close\r\n")
     lines.append("\r\n")
-    return "".join(lines).encode("latin-1")
+    return "".join(lines).encode()
 
 
 class LeanStream:
