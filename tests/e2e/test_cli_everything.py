@@ -116,6 +116,33 @@ def test_cli_outside_any_product_folder_says_how_to_find_it(tmp_path: Path) -> N
     assert result.returncode == 2 and "aqueduct up" in result.stderr and "--directory-url" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["apply", "missing.yaml"], "cannot read missing.yaml: No such file or directory"),
+        (["apply", "."], "cannot read .: Is a directory"),
+        (["apply", "binary.yaml"], "cannot read binary.yaml: not a UTF-8 text file"),
+        (["sql", "SELECT 1", "--format", "xml"], "'xml' is not one of table, json, csv"),
+        (["users", "list", "--format", "yaml"], "'yaml' is not one of table, json, csv"),
+        (["dead-letters", "list", "--format", "xml"], "'xml' is not one of table, json, csv"),
+        (["audit", "log", "--format", "tsv"], "'tsv' is not one of table, json, csv"),
+    ],
+)
+def test_a_wrong_file_or_output_format_is_a_clear_error_before_anything_is_asked(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
+    """Nothing runs: no product is needed to be told that the file or the format is wrong (a format
+    typo used to print a table, a missing file a traceback)."""
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00 not text")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AQUEDUCT_")}
+    env["AQUEDUCT_CLI_HOME"] = str(tmp_path / "home")
+    env["AQUEDUCT_TOKEN"] = "aq-not-used"
+    result = subprocess.run([AQUEDUCT, *args], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert says in " ".join(result.stderr.split()) and "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
 @pytest.mark.parametrize("value", ["-1", "0", "0.5", "abc", "nan", "1e3s"])
 @pytest.mark.parametrize("how", ["option", "env"])
 def test_up_refuses_a_bad_ready_timeout_before_starting_anything(
@@ -228,6 +255,7 @@ def test_limits_budgets_and_exclusions_at_every_level(admin: Cli) -> None:
 
     assert "requests_per_minute=50" in admin("orgs", "limits", "lab", "--rpm", "50")
     assert "daily_usd=2.5" in admin("orgs", "budgets", "lab", "--daily-usd", "2.5")
+    assert "daily_usd=0.000000001" in admin("teams", "budgets", "lab/optics", "--daily-usd", "1e-9")
     assert "fake-model" in admin("orgs", "exclude", "lab", "fake-model")
     admin("orgs", "exclude", "lab")  # cleared
     admin("teams", "limits", "lab/optics", "--rpm", "20", "--itpm", "1000")

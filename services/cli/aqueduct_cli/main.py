@@ -14,6 +14,7 @@ import yaml
 
 from aqueduct_cli import access, admin, audit, catalog, dead_letters
 from aqueduct_cli.client import SERVICE_NAMES, ApiClient, CliError, PasswordChangeRequired
+from aqueduct_cli.common import Format
 from aqueduct_cli.launcher import SERVICES, WORKERS, Launcher, LaunchOptions
 from aqueduct_cli.output import print_rows
 
@@ -242,7 +243,7 @@ def sql(
     query: Annotated[
         str, typer.Argument(help="One read-only statement (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN)")
     ],
-    output: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+    output: Format = "table",
 ) -> None:
     """Run read-only SQL (ClickHouse dialect) over usage and audit tables (Admins)."""
     answer: dict[str, Any] = ApiClient().request("POST", "accounting", "/api/sql", json={"query": query})
@@ -262,12 +263,17 @@ def apply(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print what would change")] = False,
 ) -> None:
     """Apply a configuration file (endpoints, models, orgs, teams, limits) idempotently."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a UTF-8 text file"
+        raise CliError(f"cannot read {file}: {reason}") from exc
     answer = ApiClient().request(
         "POST",
         "directory",
         "/api/config/apply",
         params={"dry_run": str(dry_run).lower()},
-        content=file.read_text(),
+        content=text,
         headers={"Content-Type": "application/yaml"},
     )
     changes = answer.get("changes", answer) if isinstance(answer, dict) else answer

@@ -122,7 +122,7 @@ def _money(value: str | None, flag: str) -> str | None:
         raise CliError(f"{flag}: {value!r} is not an amount of dollars") from exc
     if not amount.is_finite() or amount <= 0:
         raise CliError(f"{flag}: must be a positive amount of dollars")
-    return str(amount)
+    return format(amount, "f")  # 1e-9 is sent and shown as 0.000000001
 
 
 def _describe(body: dict[str, Any]) -> str:
