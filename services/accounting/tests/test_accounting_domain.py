@@ -165,6 +165,29 @@ def test_a_message_may_carry_one_event_or_an_array_of_them() -> None:
             usage_rows_from_json(unreadable)
 
 
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"event_id": "x"}', "not a usage event: the field token_id is missing"),
+        (b'[{"bad": 1}]', "not a usage event: the field event_id is missing"),
+        (b"5", "not a usage event: a JSON object was expected, not int"),
+        (b'["text"]', "not a usage event: a JSON object was expected, not str"),
+        (b'{"schema_version": 2}', "not a version 1 usage event"),
+    ],
+)
+def test_the_reason_a_dead_letter_gives_reads_as_a_sentence(payload: bytes, reason: str) -> None:
+    """An Admin reads it on the Dead letters page and in `aqueduct dead-letters list`: no KeyError('...')."""
+    from aqueduct_accounting.domain.usage import InvalidUsageEventError, usage_message_from_json
+
+    try:
+        message = usage_message_from_json(payload)
+    except InvalidUsageEventError as exc:
+        said = str(exc)
+    else:
+        said = message.rejected[0].reason
+    assert said == reason
+
+
 def test_occurred_at_fast_path_matches_parsing():
     """The sliced form of UTC timestamps equals the parsed one, for orjson's and pydantic's spellings."""
     import random
