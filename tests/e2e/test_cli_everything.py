@@ -126,13 +126,18 @@ def test_cli_outside_any_product_folder_says_how_to_find_it(tmp_path: Path) -> N
         (["users", "list", "--format", "yaml"], "'yaml' is not one of table, json, csv"),
         (["dead-letters", "list", "--format", "xml"], "'xml' is not one of table, json, csv"),
         (["audit", "log", "--format", "tsv"], "'tsv' is not one of table, json, csv"),
+        # With an API token (AQUEDUCT_TOKEN) the local account would be refused after the user is made.
+        (
+            ["users", "create", "dave@uni.example", "--org", "o", "--username", "dave"],
+            "needs a signed-in session",
+        ),
     ],
 )
-def test_a_wrong_file_or_output_format_is_a_clear_error_before_anything_is_asked(
+def test_a_wrong_file_format_or_credential_is_a_clear_error_before_anything_is_asked(
     tmp_path: Path, args: list[str], says: str
 ) -> None:
-    """Nothing runs: no product is needed to be told that the file or the format is wrong (a format
-    typo used to print a table, a missing file a traceback)."""
+    """Nothing runs: no product is needed to be told that the file, the format or the credential is wrong
+    (a format typo used to print a table, a missing file a traceback)."""
     (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00 not text")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AQUEDUCT_")}
     env["AQUEDUCT_CLI_HOME"] = str(tmp_path / "home")
