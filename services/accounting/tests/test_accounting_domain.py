@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import orjson
 import pytest
+from accounting_testing import usage_event
 
 from aqueduct_accounting.adapters.price_catalog import load_price_catalog
 from aqueduct_accounting.domain.budgets import BudgetRule, Periods, Spend, decide
@@ -173,6 +175,13 @@ def test_a_message_may_carry_one_event_or_an_array_of_them() -> None:
         (b"5", "not a usage event: a JSON object was expected, not int"),
         (b'["text"]', "not a usage event: a JSON object was expected, not str"),
         (b'{"schema_version": 2}', "not a version 1 usage event"),
+    ]
+    + [
+        (
+            orjson.dumps({**orjson.loads(usage_event(1).model_dump_json()), "occurred_at": when}),
+            f"not a usage event: occurred_at {when!r} is not an ISO 8601 time such as 2026-12-05T14:00:00Z",
+        )
+        for when in ("yesterday", 12345, None)
     ],
 )
 def test_the_reason_a_dead_letter_gives_reads_as_a_sentence(payload: bytes, reason: str) -> None:

@@ -291,6 +291,10 @@ def _why_unreadable(data: Any, exc: Exception) -> str:
         return f"a JSON object was expected, not {type(data).__name__}"
     if isinstance(exc, KeyError):
         return f"the field {exc.args[0]} is missing"
+    try:
+        _occurred_at(data["occurred_at"])
+    except (TypeError, ValueError):
+        return f"occurred_at {data['occurred_at']!r} is not an ISO 8601 time such as 2026-12-05T14:00:00Z"
     return str(exc) or type(exc).__name__
 
 
