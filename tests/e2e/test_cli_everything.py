@@ -264,7 +264,9 @@ def test_limits_budgets_and_exclusions_at_every_level(admin: Cli) -> None:
     assert "fake-model" in admin("orgs", "exclude", "lab", "fake-model")
     admin("orgs", "exclude", "lab")  # cleared
     admin("teams", "limits", "lab/optics", "--rpm", "20", "--itpm", "1000")
-    admin("teams", "budgets", "lab/optics", "--monthly-usd", "30")
+    # Budgets at a level are replaced as a whole: the one this drops is named, not removed silently.
+    replaced = admin("teams", "budgets", "lab/optics", "--monthly-usd", "30")
+    assert "monthly_usd=30 (removed: daily_usd=0.000000001; give every budget to keep)" in replaced
     admin("teams", "model-limits", "lab/optics", "fake-model", "--otpm", "500")
     admin("users", "limits", "bob@lab.test", "--rpm", "5")
     admin("users", "budgets", "bob@lab.test", "--daily-tokens", "10000")
