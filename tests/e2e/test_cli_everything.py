@@ -148,6 +148,25 @@ def test_a_wrong_file_format_or_credential_is_a_clear_error_before_anything_is_a
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize(("config", "says"), [("missing.yaml", "No such file"), (".", "Is a directory")])
+def test_up_refuses_a_config_file_it_cannot_read_before_starting_anything(
+    tmp_path: Path, config: str, says: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AQUEDUCT_")}
+    data_dir = tmp_path / "data"
+    result = subprocess.run(
+        [AQUEDUCT, "up", "--data-dir", str(data_dir), "--config", config],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert f"--config {config}: {says}" in result.stderr and "Traceback" not in result.stderr
+    assert not data_dir.exists()  # nothing was started
+
+
 @pytest.mark.parametrize("value", ["-1", "0", "0.5", "abc", "nan", "1e3s"])
 @pytest.mark.parametrize("how", ["option", "env"])
 def test_up_refuses_a_bad_ready_timeout_before_starting_anything(

@@ -113,6 +113,12 @@ def up(
     """Run the whole product on this machine (NATS, Valkey, SQLite, chDB); Ctrl-C stops everything."""
     if config is None and Path("aqueduct.yaml").exists():
         config = Path("aqueduct.yaml")
+    if config is not None:  # checked before anything starts: the directory would die on it with a traceback
+        try:
+            config.read_bytes()
+        except OSError as exc:
+            print(f"aqueduct: --config {config}: {exc.strerror or exc}; nothing was started", file=sys.stderr)
+            raise typer.Exit(2) from exc
     options = LaunchOptions(data_dir=data_dir, config_file=config, host=host, ready_timeout=ready_timeout)
     try:
         launcher = Launcher(options)
