@@ -148,6 +148,29 @@ def test_a_wrong_file_format_or_credential_is_a_clear_error_before_anything_is_a
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["login", "--username", "admin", "--password-stdin"], ["logout"], ["orgs", "list"], ["whoami"]],
+)
+def test_a_product_that_is_down_is_one_line_not_a_traceback(tmp_path: Path, args: list[str]) -> None:
+    """`aqueduct up` stopped (or killed) while its address is still recorded or given: every command,
+    sign-in and the session refresh included, says it cannot reach it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    down = "http://127.0.0.1:9"  # nothing listens on the discard port
+    expired = {"access_token": "x", "refresh_token": "r", "expires_at": 0}
+    (home / "credentials.json").write_text(json.dumps({down: expired}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AQUEDUCT_")}
+    env |= {"AQUEDUCT_CLI_HOME": str(home), "AQUEDUCT_AUTH_URL": down, "AQUEDUCT_DIRECTORY_URL": down}
+    result = subprocess.run(
+        [AQUEDUCT, *args], cwd=tmp_path, env=env, input="secret\n", capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "cannot reach http://127.0.0.1:9" in result.stderr and "Traceback" not in result.stderr
+    if args == ["logout"]:  # forgotten here even though the product could not be told
+        assert json.loads((home / "credentials.json").read_text()) == {}
+
+
 @pytest.mark.parametrize(("config", "says"), [("missing.yaml", "No such file"), (".", "Is a directory")])
 def test_up_refuses_a_config_file_it_cannot_read_before_starting_anything(
     tmp_path: Path, config: str, says: str

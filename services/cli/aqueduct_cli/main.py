@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 import yaml
 
@@ -294,4 +295,17 @@ def main() -> None:
         app()
     except CliError as exc:
         typer.echo(f"aqueduct: {exc}", err=True)
+        raise SystemExit(2) from exc
+    except httpx.TransportError as exc:
+        # Any call the commands make (sign-in, refresh, sign-out, the APIs) to a product that is down or
+        # elsewhere: one line, not a traceback.
+        try:
+            where = f" {exc.request.url.scheme}://{exc.request.url.netloc.decode()}"
+        except RuntimeError:
+            where = ""
+        typer.echo(
+            f"aqueduct: cannot reach{where} ({exc or type(exc).__name__}): is `aqueduct up` running? "
+            "Otherwise pass --<service>-url or set AQUEDUCT_<SERVICE>_URL",
+            err=True,
+        )
         raise SystemExit(2) from exc
