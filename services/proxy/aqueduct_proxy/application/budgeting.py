@@ -6,6 +6,10 @@ at the input price, and the output cap at the output price: the request's ``max_
 ``max_completion_tokens``, ``max_output_tokens``; times ``n`` choices), else the model's maximum output
 from the price map, else ``default_output_tokens``. Embeddings produce no output.
 
+Far from its limits, a set of budgets' requests are admitted on a local allowance, one hold in Valkey
+settled and renewed every 100 ms (``adapters.budget_leases``); near them, each request is checked in
+Valkey on its own.
+
 While Valkey is unreachable, budgets behave as the rate limits do (``limits_on_store_failure``):
 "closed" refuses with 503; "open" (the default) keeps serving, each process checking on its own against
 what Valkey last told it each budget counted, plus what it admitted since: exact for one process, and
