@@ -242,3 +242,31 @@ async def test_through_the_proxy_the_counters_are_exact(
         "hn": 0,
         "ht": 0,
     }
+
+
+async def test_an_idle_lease_gives_its_allowance_back_and_makes_way_for_a_new_one(valkey_url, valkey):
+    scope_id, counters, store, leases, client = await _leased_team(
+        valkey_url, 10**12, interval=0.05, idle_seconds=0.2
+    )
+    await _lease(store, leases, counters)
+    slow = leases.admit(counters, *WORST)  # a long stream, say
+    assert slow is not None and slow.lease is not None
+    await asyncio.sleep(0.4)  # idle: the lease ends, what the stream may cost stays held
+    assert (await _counter(valkey, scope_id))["hn"] == WORST[0]
+    assert leases.admit(counters, *WORST) is None  # asks for a new lease ...
+    for _ in range(100):
+        if (await _counter(valkey, scope_id))["hn"] == WORST[0] + 64 * WORST[0]:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)
+    fresh = leases.admit(counters, *WORST)  # ... which admits the next ones
+    assert fresh is not None and fresh.lease is not None and fresh.lease is not slow.lease
+    slow.lease.settle(*WORST, 600, 6)
+    fresh.lease.settle(*WORST, 100, 1)
+    await asyncio.sleep(0.12)
+    counter = await _counter(valkey, scope_id)
+    assert (counter["sn"], counter["st"], counter["hn"]) == (700, 7, 64 * WORST[0])
+    await leases.drain()
+    await store.drain()
+    assert await _counter(valkey, scope_id) == {"sn": 700, "st": 7, "hn": 0, "ht": 0}
+    await client.close()

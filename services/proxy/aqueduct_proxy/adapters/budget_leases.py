@@ -110,6 +110,7 @@ class BudgetLeases:
         self.idle_seconds = idle_seconds
         self._leases: dict[int, BudgetLease] = {}  # id of a set of counters (the caller keeps it)
         self._not_before: dict[int, tuple[tuple[BudgetCounter, ...], float]] = {}  # no lease asked until
+        self._ending: list[BudgetLease] = []  # ended, until what they hold and spent is settled
         self._timer: asyncio.TimerHandle | None = None
         self._ghosts = 0
         self.closed = False  # drained: no lease any more
@@ -140,7 +141,7 @@ class BudgetLeases:
 
     def retire(self, counters: tuple[BudgetCounter, ...]) -> None:
         """A set of counters replaced by another (a budget changed): its lease, if any, admits no more and
-        gives its allowance back at the next tick."""
+        gives its allowance back at the next tick (a new set asks for a lease of its own)."""
         lease = self._leases.get(id(counters))
         if lease is not None and lease.counters is counters:
             lease.active, lease.ended = False, True
@@ -200,8 +201,9 @@ class BudgetLeases:
         return True
 
     def _answered(self, lease: BudgetLease, sent: SentReservation, _: Any) -> None:
-        if lease.pending is sent:
-            lease.pending = None
+        if lease.pending is not sent:
+            return  # read already (``drain``)
+        lease.pending = None
         if sent.outcome == 1:
             lease.hold = sent
             lease.active = not lease.ended
@@ -214,26 +216,34 @@ class BudgetLeases:
         lease.free_nanos = lease.free_tokens = 0
 
     def _tick(self) -> None:
-        """Every ``interval``: settle what each lease spent and renew it; end idle ones."""
+        """Every ``interval``: settle what each lease spent and renew it; end idle ones. An ended lease
+        makes way at once for a new one on its set (its requests in flight settle on it meanwhile)."""
         self._timer = None
         now = time.monotonic()
         down = self.store.down
         for key, lease in list(self._leases.items()):
-            if lease.pending is not None:
-                continue
             if not lease.ended and (down or now - lease.used > self.idle_seconds):
                 lease.active, lease.ended = False, True
-            if down:
-                continue
-            if lease.spent_nanos or lease.spent_tokens or lease.misses:
-                self._renew(lease)
-            elif lease.ended and lease.hold is not None:
-                hold = lease.hold  # ended: its allowance given back, what is in flight kept held
-                if hold.nanos != lease.in_flight_nanos or hold.tokens != lease.in_flight_tokens:
-                    self._renew(lease)
-            if lease.ended and lease.hold is None and lease.pending is None and not lease.in_flight:
+            if lease.ended:
                 del self._leases[key]
-        if self._leases:
+                self._ending.append(lease)
+            elif lease.pending is None and (lease.spent_nanos or lease.spent_tokens or lease.misses):
+                self._renew(lease)
+        if not down and self._ending:
+            ending = []
+            for lease in self._ending:
+                if lease.pending is None:
+                    hold = lease.hold
+                    if lease.spent_nanos or lease.spent_tokens:
+                        self._renew(lease)
+                    elif hold is not None and (
+                        hold.nanos != lease.in_flight_nanos or hold.tokens != lease.in_flight_tokens
+                    ):
+                        self._renew(lease)  # its allowance given back, what is in flight kept held
+                if lease.hold or lease.pending or lease.in_flight or lease.spent_nanos or lease.spent_tokens:
+                    ending.append(lease)
+            self._ending = ending
+        if self._leases or self._ending:
             self._timer = asyncio.get_running_loop().call_later(self.interval, self._tick)
 
     def _renew(self, lease: BudgetLease, *, end: bool = False) -> None:
@@ -278,9 +288,13 @@ class BudgetLeases:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for lease in list(self._leases.values()):
+        leases, self._leases = [*self._leases.values(), *self._ending], {}
+        self._ending = []
+        for lease in leases:
             lease.active, lease.ended = False, True
-            if lease.pending is not None:
-                await lease.pending.wait()
+            pending = lease.pending
+            if pending is not None:
+                await pending.wait()
+                self._answered(lease, pending, None)
             if not self.store.down:
                 self._renew(lease, end=True)
