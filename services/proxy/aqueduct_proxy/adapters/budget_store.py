@@ -496,20 +496,23 @@ class BudgetStore:
         ``settle_within``): this process's next reservation runs after it, and until then the hold,
         never less than the cost, counts on every replica. When Valkey is unreachable the hold expires
         on its own, and accounting brings the spend back from ClickHouse."""
-        self._queue.append(
-            SentReservation(
-                hold.id,
-                hold.counters,
-                nanos,
-                tokens,
-                self._member(hold),
-                kind="s",
-                held_nanos=hold.nanos,
-                held_tokens=hold.tokens,
-            )
-        )
+        self._queue.append(self._settlement(hold, nanos, tokens))
         if self._timer is None and not self._flushing:
             self._timer = asyncio.get_running_loop().call_later(self._settle_within, self._on_timer)
+
+    def _settlement(self, hold: BudgetHold, nanos: int, tokens: int) -> SentReservation:
+        return SentReservation(
+            hold.id,
+            hold.counters,
+            nanos,
+            tokens,
+            self._member(hold),
+            None,
+            None,
+            "s",
+            hold.nanos,
+            hold.tokens,
+        )
 
     def _on_timer(self) -> None:
         """The settlements still waiting leave now. The timer is not cancelled when they leave sooner
@@ -520,16 +523,7 @@ class BudgetStore:
 
     async def settle(self, hold: BudgetHold, nanos: int, tokens: int) -> bool:
         """``settle_nowait``, waiting for Valkey: False when it is unreachable."""
-        operation = SentReservation(
-            hold.id,
-            hold.counters,
-            nanos,
-            tokens,
-            self._member(hold),
-            kind="s",
-            held_nanos=hold.nanos,
-            held_tokens=hold.tokens,
-        )
+        operation = self._settlement(hold, nanos, tokens)
         self._enqueue(operation)
         return not isinstance(await operation.wait(), BudgetStoreDown)
 
