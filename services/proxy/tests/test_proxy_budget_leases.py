@@ -14,6 +14,7 @@ import openai
 import pytest
 from redis.asyncio import Redis
 
+from aqueduct_cli.embedded import EmbeddedValkey
 from aqueduct_libs.budgets import DUE_KEY, counter_key, periods_at
 from aqueduct_libs.pricing import Price, TokenClasses
 from aqueduct_libs.snapshot import BudgetRule
@@ -270,3 +271,22 @@ async def test_an_idle_lease_gives_its_allowance_back_and_makes_way_for_a_new_on
     await store.drain()
     assert await _counter(valkey, scope_id) == {"sn": 700, "st": 7, "hn": 0, "ht": 0}
     await client.close()
+
+
+async def test_valkey_gone_the_lease_ends_and_requests_take_the_fallback(tmp_path):
+    valkey = EmbeddedValkey(tmp_path / "valkey").start()
+    try:
+        _, counters, store, leases, client = await _leased_team(valkey.url, 10**12, interval=0.05)
+        await _lease(store, leases, counters)
+        held = leases.admit(counters, *WORST)
+        assert held is not None and held.lease is not None
+        held.lease.settle(*WORST, 500, 5)
+        valkey.kill()
+        await asyncio.sleep(0.3)  # the lease's renewal fails: Valkey is down for this process
+        assert store.down
+        assert leases.admit(counters, *WORST) is None  # requests take the store's fallback
+        assert store.reserve_nowait(counters, *WORST) is None
+        await leases.drain()  # nothing to send while Valkey is away
+        await client.close()
+    finally:
+        valkey.stop()
