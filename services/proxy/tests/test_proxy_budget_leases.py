@@ -290,3 +290,41 @@ async def test_valkey_gone_the_lease_ends_and_requests_take_the_fallback(tmp_pat
         await client.close()
     finally:
         valkey.stop()
+
+
+async def test_spending_a_budget_to_its_limit_the_lease_ends_and_every_request_that_fits_is_served(
+    valkey_url, valkey
+):
+    # Small factors so that it takes a few hundred requests: a lease (8 requests' worst case at first)
+    # while the room is at least 10 times it, none below 10 times 2 requests' worst case.
+    budget = 240 * WORST[0]
+    scope_id, counters, store, leases, client = await _leased_team(
+        valkey_url, budget, interval=0.01, room_factor=10, first_requests=8, min_requests=2
+    )
+    served = leased = 0
+    refused = False
+    while not refused:
+        holds: list[BudgetHold] = []
+        for _ in range(4):
+            hold = leases.admit(counters, *WORST)
+            if hold is not None:
+                leased += 1
+            else:
+                answer = await store.reserve(counters, *WORST)
+                if not isinstance(answer, BudgetHold):
+                    refused = True
+                    break
+                hold = answer
+            holds.append(hold)
+        await asyncio.sleep(0.003)
+        for hold in holds:  # each costs its worst case
+            if hold.lease is not None:
+                hold.lease.settle(*WORST, *WORST)
+            else:
+                store.settle_nowait(hold, *WORST)
+            served += 1
+    await leases.drain()
+    await store.drain()
+    assert leased > 100 and served == 240  # all that fit: the last ones checked in Valkey one by one
+    assert await _counter(valkey, scope_id) == {"sn": budget, "st": 240 * WORST[1], "hn": 0, "ht": 0}
+    await client.close()
