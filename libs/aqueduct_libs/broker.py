@@ -22,11 +22,23 @@ from faststream.nats.security import NatsToken
 from faststream.nats.subscriber.usecases.basic import LogicSubscriber
 from faststream.security import BaseSecurity, SASLPlaintext
 
-from aqueduct_libs.bus import credentials_of, inbox_prefix_of, servers_of
+from aqueduct_libs.bus import credentials_of, expected_refusal, inbox_prefix_of, servers_of
 
 __all__ = ["OWN_INBOX", "SPEC_URL", "new_broker", "subscribe"]
 
 log = logging.getLogger(__name__)
+
+
+class _ExpectedRefusals(logging.Filter):
+    """FastStream logs every error the server sends as "Connection broken" (a warning), the refusal of a
+    stream create by a service that may not create it too: every service tries at start, only the
+    directory may (``bus._create_or_await`` waits for it). That one is expected, not logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not expected_refusal(record.getMessage())
+
+
+log.addFilter(_ExpectedRefusals())
 
 SPEC_URL = "nats://nats:4222"
 # A pull subscriber's ``inbox_prefix``: ``None`` makes nats-py answer fetches under the connection's own

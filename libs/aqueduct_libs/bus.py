@@ -31,6 +31,8 @@ __all__ = [
     "ensure_object_store",
     "ensure_stream",
     "ensure_topology",
+    "expected_refusal",
+    "on_bus_error",
     "patiently",
     "read_bucket",
 ]
@@ -75,6 +77,28 @@ def inbox_prefix_of(url: str) -> str:
     return names.inbox_prefix(found[0] if found and found[1] else None)
 
 
+# What a service without the right to create the shared topology sends while it waits for the directory to
+# create it (``_create_or_await``): the server refuses the publish, which is expected, not an error.
+_TOPOLOGY_WRITES = ("$js.api.stream.create.", "$js.api.stream.update.")
+
+
+def expected_refusal(text: str) -> bool:
+    """True for the server's refusal of a stream create or update by a user without the right to it."""
+    lowered = text.lower()
+    return "permissions violation" in lowered and any(s in lowered for s in _TOPOLOGY_WRITES)
+
+
+async def on_bus_error(error: Exception) -> None:
+    """nats-py's asynchronous error callback: one log line, no traceback (a server's ``-ERR`` has none
+    worth reading). A refused attempt to create a stream the directory owns is logged at debug level:
+    every service tries, and only the directory may (per-service NATS users)."""
+    text = str(error)
+    if expected_refusal(text):
+        log.debug("%s (expected: the directory creates the shared streams; waiting for it)", text)
+        return
+    log.error("NATS reported an error: %s", text or type(error).__name__)
+
+
 async def connect(url: str, name: str) -> NATS:
     """Connect and keep reconnecting forever: a service outlives restarts of the bus. Replies arrive
     under the NATS user's own inbox prefix (``names.inbox_prefix``).
@@ -102,6 +126,7 @@ async def connect(url: str, name: str) -> NATS:
         # A node that went silent (host down, network cut) is noticed in about 15 s, not nats-py's 4 min.
         ping_interval=5,
         max_outstanding_pings=3,
+        error_cb=on_bus_error,
         **auth,
     )
 

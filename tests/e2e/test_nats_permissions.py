@@ -7,7 +7,9 @@ running NATS server (a permissions violation), not from our code.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,7 +21,8 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import KeyNotFoundError
 
 from aqueduct_cli.nats_users import GRANTS, compose_config
-from aqueduct_libs import names
+from aqueduct_libs import bus, names
+from aqueduct_libs.broker import new_broker
 from aqueduct_libs.events import UsageRecorded
 from aqueduct_libs.sessions import JWKS_KEY
 from tests.support.stack import Stack
@@ -228,3 +231,39 @@ async def test_the_ui_reads_the_signing_keys_and_may_publish_nothing(stack: Stac
         jwks = json.loads((await keys.get(JWKS_KEY)).value or b"{}")
         assert jwks["keys"], "the UI can read the public signing keys"
         assert await _refused(nc, names.USAGE_SUBJECT, _usage_event(), refusals), refusals
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+async def test_a_service_trying_to_create_a_stream_it_may_not_logs_no_warning(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every service tries to create the shared streams at start; only the directory may. A service that
+    starts first (the UI before the directory) is refused by the server and waits: expected, so neither
+    the nats-py connection (the UI's) nor FastStream's broker (the proxy's) logs it as a problem."""
+    host, port = _address(stack)
+    caplog.set_level(logging.DEBUG)
+    ui = await bus.connect(f"nats://ui:{_password(stack, 'ui')}@{host}:{port}", "permission-probe-ui")
+    broker = new_broker(f"nats://proxy:{_password(stack, 'proxy')}@{host}:{port}", "permission-probe-proxy")
+    await broker.start()
+    try:
+        for nc in (ui, broker.connection):
+            with pytest.raises(nats.errors.TimeoutError):  # refused: nothing answers
+                await nc.jetstream(timeout=1).add_stream(
+                    name=names.DIRECTORY_EVENTS_STREAM,
+                    subjects=[f"{names.DIRECTORY_EVENTS_SUBJECT_PREFIX}.>"],
+                )
+            await nc.flush()
+        await asyncio.sleep(0.3)
+    finally:
+        await broker.stop()
+        await ui.close()
+    said = [
+        (r.levelno, r.getMessage())
+        for r in caplog.records
+        if "permissions violation" in r.getMessage().lower()
+    ]
+    assert not [text for level, text in said if level >= logging.WARNING], said
+    assert any(level == logging.DEBUG for level, _ in said), (
+        f"the UI's refusal is logged at debug level: {said}"
+    )
