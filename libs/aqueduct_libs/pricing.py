@@ -22,6 +22,7 @@ __all__ = [
     "PriceBook",
     "TokenClasses",
     "format_usd",
+    "format_usd_apart",
     "nanos_to_usd",
     "usd_to_nanos",
 ]
@@ -37,17 +38,30 @@ def nanos_to_usd(nanos: int) -> float:
     return nanos / NANOS_PER_USD
 
 
-def format_usd(nanos: int) -> str:
+def format_usd(nanos: int, *, exact: bool = False) -> str:
     """Dollars a person can read: cents from $1 up, else three significant digits ($0.002, $0.0123),
-    never "$0.00" for an amount that is not zero."""
+    never "$0.00" for an amount that is not zero. ``exact``: every digit down to the nano-dollar
+    ($0.999999999, $1.25), for amounts that must not read alike (``format_usd_apart``)."""
     sign = "-" if nanos < 0 else ""
     value = Decimal(abs(nanos)) / NANOS_PER_USD
+    if exact:
+        whole, _, fraction = f"{value:,.9f}".partition(".")
+        return f"{sign}${whole}.{fraction.rstrip('0').ljust(2, '0')}"
     if value >= 1 or value == 0:
         return f"{sign}${value:,.2f}"
     places = min(9, max(2, -value.adjusted() + 2))
     whole, _, fraction = f"{value:.{places}f}".partition(".")
     fraction = fraction.rstrip("0").ljust(2, "0")
     return f"{sign}${whole}.{fraction}"
+
+
+def format_usd_apart(*amounts: int) -> tuple[str, ...]:
+    """``format_usd`` of each, or every one exact when two different amounts would read the same
+    ("$1.00 left, this request may cost up to $1.00" must not be a refusal's text)."""
+    shown = tuple(format_usd(n) for n in amounts)
+    if len({s for s in shown}) < len(set(amounts)):
+        return tuple(format_usd(n, exact=True) for n in amounts)
+    return shown
 
 
 @dataclass(frozen=True, slots=True)

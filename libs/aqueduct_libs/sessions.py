@@ -119,6 +119,11 @@ class SessionVerifier:
             )
         except InvalidSessionError:
             raise
+        except jwt.InvalidSignatureError as exc:  # a DecodeError too, but its own message is the clear one
+            raise InvalidSessionError(str(exc)) from exc
+        except jwt.DecodeError as exc:
+            # PyJWT says "Not enough segments" or "Invalid header padding": the caller sent something else.
+            raise InvalidSessionError("not a session token (malformed)") from exc
         except jwt.PyJWTError as exc:
             raise InvalidSessionError(str(exc)) from exc
         claims = SessionClaims.model_validate(payload)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from aqueduct_libs.budgets import counter_key, limits_of, periods_at
 from aqueduct_libs.price_catalog import load_price_catalog
-from aqueduct_libs.pricing import Price, PriceBook, TokenClasses, format_usd
+from aqueduct_libs.pricing import Price, PriceBook, TokenClasses, format_usd, format_usd_apart
 from aqueduct_libs.snapshot import BudgetRule, ModelRoute
 
 
@@ -20,6 +20,15 @@ def test_small_amounts_are_never_shown_as_zero() -> None:
     assert format_usd(1) == "$0.000000001"
     assert format_usd(1_234_567_000_000) == "$1,234.57"
     assert format_usd(-2_000_000) == "-$0.002"
+
+
+def test_amounts_that_differ_never_read_alike() -> None:
+    # $0.999999999 rounds to "$1.00": beside a $1.00 it would say "$1.00 left, may cost up to $1.00".
+    assert format_usd(999_999_999) == format_usd(10**9) == "$1.00"
+    assert format_usd_apart(999_999_999, 10**9) == ("$0.999999999", "$1.00")
+    assert format_usd_apart(1_234_567_891_000, 1_234_567_000_000) == ("$1,234.567891", "$1,234.567")
+    assert format_usd_apart(2_000_000, 50_000_000) == ("$0.002", "$0.05")  # apart already: as usual
+    assert format_usd_apart(10**9, 10**9, 0) == ("$1.00", "$1.00", "$0.00")  # the same amount twice is fine
 
 
 def test_cost_of_the_token_classes_rounds_once() -> None:

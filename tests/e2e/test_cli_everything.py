@@ -116,6 +116,80 @@ def test_cli_outside_any_product_folder_says_how_to_find_it(tmp_path: Path) -> N
     assert result.returncode == 2 and "aqueduct up" in result.stderr and "--directory-url" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["apply", "missing.yaml"], "cannot read missing.yaml: No such file or directory"),
+        (["apply", "."], "cannot read .: Is a directory"),
+        (["apply", "binary.yaml"], "cannot read binary.yaml: not a UTF-8 text file"),
+        (["sql", "SELECT 1", "--format", "xml"], "'xml' is not one of table, json, csv"),
+        (["users", "list", "--format", "yaml"], "'yaml' is not one of table, json, csv"),
+        (["dead-letters", "list", "--format", "xml"], "'xml' is not one of table, json, csv"),
+        (["audit", "log", "--format", "tsv"], "'tsv' is not one of table, json, csv"),
+        # With an API token (AQUEDUCT_TOKEN) the local account would be refused after the user is made.
+        (
+            ["users", "create", "dave@uni.example", "--org", "o", "--username", "dave"],
+            "needs a signed-in session",
+        ),
+    ],
+)
+def test_a_wrong_file_format_or_credential_is_a_clear_error_before_anything_is_asked(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
+    """Nothing runs: no product is needed to be told that the file, the format or the credential is wrong
+    (a format typo used to print a table, a missing file a traceback)."""
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00 not text")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AQUEDUCT_")}
+    env["AQUEDUCT_CLI_HOME"] = str(tmp_path / "home")
+    env["AQUEDUCT_TOKEN"] = "aq-not-used"
+    result = subprocess.run([AQUEDUCT, *args], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert says in " ".join(result.stderr.split()) and "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["login", "--username", "admin", "--password-stdin"], ["logout"], ["orgs", "list"], ["whoami"]],
+)
+def test_a_product_that_is_down_is_one_line_not_a_traceback(tmp_path: Path, args: list[str]) -> None:
+    """`aqueduct up` stopped (or killed) while its address is still recorded or given: every command,
+    sign-in and the session refresh included, says it cannot reach it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    down = "http://127.0.0.1:9"  # nothing listens on the discard port
+    expired = {"access_token": "x", "refresh_token": "r", "expires_at": 0}
+    (home / "credentials.json").write_text(json.dumps({down: expired}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AQUEDUCT_")}
+    env |= {"AQUEDUCT_CLI_HOME": str(home), "AQUEDUCT_AUTH_URL": down, "AQUEDUCT_DIRECTORY_URL": down}
+    result = subprocess.run(
+        [AQUEDUCT, *args], cwd=tmp_path, env=env, input="secret\n", capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "cannot reach http://127.0.0.1:9" in result.stderr and "Traceback" not in result.stderr
+    if args == ["logout"]:  # forgotten here even though the product could not be told
+        assert json.loads((home / "credentials.json").read_text()) == {}
+
+
+@pytest.mark.parametrize(("config", "says"), [("missing.yaml", "No such file"), (".", "Is a directory")])
+def test_up_refuses_a_config_file_it_cannot_read_before_starting_anything(
+    tmp_path: Path, config: str, says: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AQUEDUCT_")}
+    data_dir = tmp_path / "data"
+    result = subprocess.run(
+        [AQUEDUCT, "up", "--data-dir", str(data_dir), "--config", config],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert f"--config {config}: {says}" in result.stderr and "Traceback" not in result.stderr
+    assert not data_dir.exists()  # nothing was started
+
+
 @pytest.mark.parametrize("value", ["-1", "0", "0.5", "abc", "nan", "1e3s"])
 @pytest.mark.parametrize("how", ["option", "env"])
 def test_up_refuses_a_bad_ready_timeout_before_starting_anything(
@@ -228,10 +302,13 @@ def test_limits_budgets_and_exclusions_at_every_level(admin: Cli) -> None:
 
     assert "requests_per_minute=50" in admin("orgs", "limits", "lab", "--rpm", "50")
     assert "daily_usd=2.5" in admin("orgs", "budgets", "lab", "--daily-usd", "2.5")
+    assert "daily_usd=0.000000001" in admin("teams", "budgets", "lab/optics", "--daily-usd", "1e-9")
     assert "fake-model" in admin("orgs", "exclude", "lab", "fake-model")
     admin("orgs", "exclude", "lab")  # cleared
     admin("teams", "limits", "lab/optics", "--rpm", "20", "--itpm", "1000")
-    admin("teams", "budgets", "lab/optics", "--monthly-usd", "30")
+    # Budgets at a level are replaced as a whole: the one this drops is named, not removed silently.
+    replaced = admin("teams", "budgets", "lab/optics", "--monthly-usd", "30")
+    assert "monthly_usd=30 (removed: daily_usd=0.000000001; give every budget to keep)" in replaced
     admin("teams", "model-limits", "lab/optics", "fake-model", "--otpm", "500")
     admin("users", "limits", "bob@lab.test", "--rpm", "5")
     admin("users", "budgets", "bob@lab.test", "--daily-tokens", "10000")

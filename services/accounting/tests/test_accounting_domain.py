@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import orjson
 import pytest
+from accounting_testing import usage_event
 
 from aqueduct_accounting.adapters.price_catalog import load_price_catalog
 from aqueduct_accounting.domain.budgets import BudgetRule, Periods, Spend, decide
@@ -163,6 +165,36 @@ def test_a_message_may_carry_one_event_or_an_array_of_them() -> None:
     ):
         with pytest.raises(InvalidUsageEventError):
             usage_rows_from_json(unreadable)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"event_id": "x"}', "not a usage event: the field token_id is missing"),
+        (b'[{"bad": 1}]', "not a usage event: the field event_id is missing"),
+        (b"5", "not a usage event: a JSON object was expected, not int"),
+        (b'["text"]', "not a usage event: a JSON object was expected, not str"),
+        (b'{"schema_version": 2}', "not a version 1 usage event"),
+    ]
+    + [
+        (
+            orjson.dumps({**orjson.loads(usage_event(1).model_dump_json()), "occurred_at": when}),
+            f"not a usage event: occurred_at {when!r} is not an ISO 8601 time such as 2026-12-05T14:00:00Z",
+        )
+        for when in ("yesterday", 12345, None)
+    ],
+)
+def test_the_reason_a_dead_letter_gives_reads_as_a_sentence(payload: bytes, reason: str) -> None:
+    """An Admin reads it on the Dead letters page and in `aqueduct dead-letters list`: no KeyError('...')."""
+    from aqueduct_accounting.domain.usage import InvalidUsageEventError, usage_message_from_json
+
+    try:
+        message = usage_message_from_json(payload)
+    except InvalidUsageEventError as exc:
+        said = str(exc)
+    else:
+        said = message.rejected[0].reason
+    assert said == reason
 
 
 def test_occurred_at_fast_path_matches_parsing():

@@ -39,3 +39,26 @@ async def test_each_bad_value_of_a_new_local_account_is_a_422_naming_the_field(a
             assert field in answer.json()["detail"]
         created = await client.post("/auth/local-users", json=GOOD, headers=as_admin)
         assert created.status_code == 201, created.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/auth/local-users"),
+        ("POST", "/auth/local-users"),
+        ("POST", "/auth/local-users/fiona/reset-password"),
+        ("POST", "/auth/keys/rotate"),
+    ],
+)
+async def test_an_api_token_on_an_admin_route_is_told_to_sign_in(auth_client, method: str, path: str) -> None:
+    """An Admin's automation with an API token (AQUEDUCT_TOKEN=aq-...) learns that these routes need a
+    session, not "invalid session token: Not enough segments"."""
+    async with auth_client() as client:
+        answer = await client.request(
+            method, path, json=GOOD, headers={"Authorization": "Bearer aq-9qTtloQ3ZX3XmbtQ0HLRGfISyjD1jZj9qQ"}
+        )
+    assert answer.status_code == 401, answer.text
+    problem = answer.json()
+    assert problem["code"] == "not_signed_in"
+    assert "API token" in problem["detail"] and "aqueduct login" in problem["detail"]
+    assert "segments" not in problem["detail"]

@@ -126,3 +126,11 @@ def test_a_configured_key_must_be_p256(tmp_path) -> None:
     configured = SigningKey.generate()
     ring = KeyRing.load(tmp_path / "unused", configured.private_pem().decode())
     assert ring.current.kid == configured.kid and not (tmp_path / "unused").exists()
+
+
+@pytest.mark.parametrize("sent", ["garbage", "a.b", "not.a.jwt", "Basic dXNlcjpwYXNz"])
+def test_something_that_is_no_token_at_all_is_called_malformed(verifier: SessionVerifier, sent: str) -> None:
+    """What every service answers a pasted password or a truncated token: not PyJWT's "Not enough
+    segments"."""
+    said = refused(verifier, sent)
+    assert said == "not a session token (malformed)"

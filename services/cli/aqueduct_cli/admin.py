@@ -10,6 +10,7 @@ from aqueduct_cli.client import CliError
 from aqueduct_cli.common import (
     AsJson,
     Format,
+    api,
     call,
     compact,
     emit,
@@ -20,6 +21,7 @@ from aqueduct_cli.common import (
     listing,
 )
 from aqueduct_cli.policy import Itpm, Otpm, Rpm, add_policy_commands, limits_body
+from aqueduct_libs.tokens import TOKEN_PREFIX
 
 __all__ = ["orgs", "teams", "users"]
 
@@ -280,6 +282,12 @@ def users_create(
     """Add a user to an org. With --username they also get a local account: a one-time password is
     printed (once) unless --password-stdin; they choose their own at first sign-in. Without it they sign
     in with single sign-on, matched by email."""
+    if username is not None and api().bearer().startswith(TOKEN_PREFIX):
+        # Checked first: the directory user would be created and the local account then refused.
+        raise CliError(
+            "--username needs a signed-in session (`aqueduct login`): the auth service does not accept "
+            "API tokens, so the local account could not be created"
+        )
     found = find_org(org)
     body = {
         "email": email,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from aqueduct_cli.client import ApiClient
+from aqueduct_cli.common import Format
 from aqueduct_cli.output import print_objects
 
 __all__ = ["audit"]
@@ -41,7 +42,7 @@ def audit_log(
             min=1,
         ),
     ] = None,
-    output: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+    output: Format = "table",
     as_json: Annotated[bool, typer.Option("--json", help="Output JSON (for scripts)")] = False,
 ) -> None:
     """The event log, newest first, one page at a time; says how many events match in all."""

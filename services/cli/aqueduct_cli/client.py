@@ -153,11 +153,13 @@ class ApiClient:
 
     def logout(self) -> None:
         credentials = self._load_credentials()
-        if credentials.get("refresh_token"):
-            self._http.post(
-                f"{self.url('auth')}/auth/logout", json={"refresh_token": credentials["refresh_token"]}
-            )
-        self._save_credentials({})
+        try:
+            if credentials.get("refresh_token"):
+                self._http.post(
+                    f"{self.url('auth')}/auth/logout", json={"refresh_token": credentials["refresh_token"]}
+                )
+        finally:  # the product may be down: the session is forgotten here all the same
+            self._save_credentials({})
 
     def bearer(self) -> str:
         # A token pasted into a .env file or read with its newline works as the same token.

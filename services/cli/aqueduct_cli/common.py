@@ -29,7 +29,17 @@ __all__ = [
     "listing",
 ]
 
-Format = Annotated[str, typer.Option("--format", help="Output: table, json or csv")]
+FORMATS = ("table", "json", "csv")
+
+
+def _known_format(value: str) -> str:
+    """A typo (``--format xml``) is refused with the valid values, not answered with a table."""
+    if value not in FORMATS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(FORMATS)}")
+    return value
+
+
+Format = Annotated[str, typer.Option("--format", help="Output: table, json or csv", callback=_known_format)]
 AsJson = Annotated[bool, typer.Option("--json", help="Output JSON (for scripts); same as --format json")]
 
 

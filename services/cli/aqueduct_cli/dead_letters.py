@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from aqueduct_cli.client import ApiClient
+from aqueduct_cli.common import AsJson, Format
 from aqueduct_cli.output import print_objects
 
 __all__ = ["dead_letters"]
@@ -28,9 +29,11 @@ def _short(letter: dict[str, Any]) -> dict[str, Any]:
 def list_dead_letters(
     after: Annotated[int, typer.Option(help="Only letters with a larger id")] = 0,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
-    output: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+    output: Format = "table",
+    as_json: AsJson = False,
 ) -> None:
     """List dead letters, oldest first, each with the reason it could not be stored."""
+    output = "json" if as_json else output
     answer = ApiClient().request(
         "GET", "accounting", "/api/dead-letters", params={"after": after, "limit": limit}
     )

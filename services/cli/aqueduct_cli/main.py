@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 import yaml
 
 from aqueduct_cli import access, admin, audit, catalog, dead_letters
 from aqueduct_cli.client import SERVICE_NAMES, ApiClient, CliError, PasswordChangeRequired
+from aqueduct_cli.common import Format
 from aqueduct_cli.launcher import SERVICES, WORKERS, Launcher, LaunchOptions
 from aqueduct_cli.output import print_rows
 
@@ -112,6 +114,12 @@ def up(
     """Run the whole product on this machine (NATS, Valkey, SQLite, chDB); Ctrl-C stops everything."""
     if config is None and Path("aqueduct.yaml").exists():
         config = Path("aqueduct.yaml")
+    if config is not None:  # checked before anything starts: the directory would die on it with a traceback
+        try:
+            config.read_bytes()
+        except OSError as exc:
+            print(f"aqueduct: --config {config}: {exc.strerror or exc}; nothing was started", file=sys.stderr)
+            raise typer.Exit(2) from exc
     options = LaunchOptions(data_dir=data_dir, config_file=config, host=host, ready_timeout=ready_timeout)
     try:
         launcher = Launcher(options)
@@ -242,7 +250,7 @@ def sql(
     query: Annotated[
         str, typer.Argument(help="One read-only statement (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN)")
     ],
-    output: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+    output: Format = "table",
 ) -> None:
     """Run read-only SQL (ClickHouse dialect) over usage and audit tables (Admins)."""
     answer: dict[str, Any] = ApiClient().request("POST", "accounting", "/api/sql", json={"query": query})
@@ -262,12 +270,17 @@ def apply(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print what would change")] = False,
 ) -> None:
     """Apply a configuration file (endpoints, models, orgs, teams, limits) idempotently."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a UTF-8 text file"
+        raise CliError(f"cannot read {file}: {reason}") from exc
     answer = ApiClient().request(
         "POST",
         "directory",
         "/api/config/apply",
         params={"dry_run": str(dry_run).lower()},
-        content=file.read_text(),
+        content=text,
         headers={"Content-Type": "application/yaml"},
     )
     changes = answer.get("changes", answer) if isinstance(answer, dict) else answer
@@ -282,4 +295,17 @@ def main() -> None:
         app()
     except CliError as exc:
         typer.echo(f"aqueduct: {exc}", err=True)
+        raise SystemExit(2) from exc
+    except httpx.TransportError as exc:
+        # Any call the commands make (sign-in, refresh, sign-out, the APIs) to a product that is down or
+        # elsewhere: one line, not a traceback.
+        try:
+            where = f" {exc.request.url.scheme}://{exc.request.url.netloc.decode()}"
+        except RuntimeError:
+            where = ""
+        typer.echo(
+            f"aqueduct: cannot reach{where} ({exc or type(exc).__name__}): is `aqueduct up` running? "
+            "Otherwise pass --<service>-url or set AQUEDUCT_<SERVICE>_URL",
+            err=True,
+        )
         raise SystemExit(2) from exc

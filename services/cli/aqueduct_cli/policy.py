@@ -66,7 +66,8 @@ def add_policy_commands(
         clear: Clear = False,
         as_json: AsJson = False,
     ) -> None:
-        """Set spending budgets at this level; a request that would cross one is refused."""
+        """Set spending budgets at this level, replacing those set here before (give every budget to keep);
+        a request that would cross one is refused."""
         body = compact(
             {
                 "daily_usd": _money(daily_usd, "--daily-usd"),
@@ -77,7 +78,16 @@ def add_policy_commands(
         )
         if not body and not clear:
             raise CliError("give --daily-usd, --monthly-usd, --daily-tokens or --monthly-tokens (or --clear)")
-        patch(ref, {"budgets": {} if clear else body}, as_json, "Budgets")
+        sent = {} if clear else body
+        target = resolve(ref)
+        answer = call("PATCH", path.format(id=target["id"]), json={"budgets": sent})
+        name = target.get("name") or target.get("email") or target["id"]
+        message = f"Budgets of {noun} {name} set: {_describe({'budgets': sent})}"
+        # A budget is a spending cap: one this call removes is named, never dropped silently.
+        removed = {k: v for k, v in (target.get("budgets") or {}).items() if k not in sent}
+        if removed and sent:
+            message += f" (removed: {_describe({'budgets': removed})}; give every budget to keep)"
+        emit_one(answer, message, as_json)
 
     @app.command("exclude")
     def exclude(
@@ -122,7 +132,7 @@ def _money(value: str | None, flag: str) -> str | None:
         raise CliError(f"{flag}: {value!r} is not an amount of dollars") from exc
     if not amount.is_finite() or amount <= 0:
         raise CliError(f"{flag}: must be a positive amount of dollars")
-    return str(amount)
+    return format(amount, "f")  # 1e-9 is sent and shown as 0.000000001
 
 
 def _describe(body: dict[str, Any]) -> str:

@@ -239,6 +239,19 @@ async def test_the_same_fields_accept_good_values(api: Api) -> None:
         assert answer.status_code in (200, 201), (path, answer.text)
 
 
+async def test_amounts_in_exponent_notation_are_kept_as_plain_decimals(api: Api) -> None:
+    """1e-9 is a valid budget (one nano-dollar), but the UI, the CLI and the API show what is stored:
+    "0.000000001", never "1E-9"; "1e3" is "1000", never "1E+3"."""
+    answer = await api.admin.patch(
+        f"/api/orgs/{api.ids['org']}", json={"budgets": {"daily_usd": 1e-9, "monthly_usd": "1e3"}}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["budgets"] == {"daily_usd": "0.000000001", "monthly_usd": "1000"}
+    answer = await api.admin.patch("/api/models/fake-model", json={"output_price_per_million": "1e2"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["output_price_per_million"] == "100"
+
+
 @pytest.mark.parametrize(
     ("snippet", "where"),
     [

@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 from aqueduct_libs import names
 from aqueduct_libs.snapshot import BudgetRule, Limits, TokenGrant
+from aqueduct_proxy.adapters.budget_store import BudgetRefusal
 from aqueduct_proxy.application.budgeting import Budgeting
+from aqueduct_proxy.domain.budgets import budget_counters, refusal_message
 from aqueduct_proxy.domain.snapshot import Snapshot
 from aqueduct_proxy.metrics import ProxyMetrics
 
@@ -78,3 +80,17 @@ def test_a_grant_moved_to_another_team_counts_on_that_teams_budget() -> None:
     assert _limits(budgeting) == {"aq:budget:{aqb}:team:t1:d20261205": (1, None)}
     moved = GRANT.model_copy(update={"team_id": "t2"})
     assert {c.key for c in budgeting.counters_of(moved, NOW)} == {"aq:budget:{aqb}:team:t2:d20261205"}
+
+
+def test_a_refusal_never_shows_two_different_amounts_alike() -> None:
+    """$0.999999999 left and a request that may cost $1.00 would both read "$1.00" rounded to cents."""
+    rule = BudgetRule(scope="user", scope_id="u1", daily_nanos=2 * 10**9)
+    day = budget_counters([rule], NOW)[0]
+    refusal = BudgetRefusal(day, "nanos", spent=1_000_000_001, held=0)
+    message, resets = refusal_message(refusal, worst_nanos=10**9, worst_tokens=10)
+    assert "has $0.999999999 left (used $1.000000001)" in message, message
+    assert "may cost up to $1.00. " in message and "budget of $2.00 " in message, message
+    assert resets == "2026-12-06T00:00:00Z"
+    # Amounts that read apart keep the usual rounding.
+    message, _ = refusal_message(BudgetRefusal(day, "nanos", 1_500_000_000, 0), 10**9, 10)
+    assert "has $0.50 left (used $1.50)" in message and "up to $1.00. " in message, message

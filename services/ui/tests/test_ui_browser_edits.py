@@ -194,6 +194,31 @@ async def test_an_org_admin_sets_a_users_limits_and_a_teams_budgets_and_exclusio
         await ok(directory.delete(f"/api/models/{spare}"))
 
 
+async def test_a_decimal_comma_in_a_budget_is_explained_and_changes_nothing(
+    stack, browser: Browser, people: People, directory: httpx.AsyncClient
+) -> None:
+    """ "5,5" (five and a half, in much of Europe) was saved as a $55 budget; a value the field's pattern
+    refuses says what it wants in the browser's own message."""
+    context, page = await sign_in(browser, stack.urls["ui"], people.org_admin)
+    try:
+        await page.goto(f"/teams/{people.team_id}")
+        budgets = page.locator("#budgets")
+        await budgets.locator("summary", has_text="Edit budgets and excluded models").click()
+        daily = budgets.get_by_label("Daily budget (USD)")
+        await daily.fill("abc")
+        # Chromium shows the title under its "Please match the requested format."
+        assert "such as 25 or 12.50" in (await daily.get_attribute("title") or "")
+        assert await daily.evaluate("e => !e.checkValidity()")
+        await daily.fill("5,5")
+        await budgets.get_by_role("button", name="Save budgets and exclusions").click()
+        await expect(page.get_by_role("alert")).to_contain_text("use a point for decimals")
+        team = await ok(directory.get(f"/api/teams/{people.team_id}"))
+        assert team["budgets"] == {}
+    finally:
+        await context.close()
+        await ok(directory.patch(f"/api/teams/{people.team_id}", json={"budgets": {}}))
+
+
 async def test_a_team_admin_sets_the_teams_limits_up_to_the_orgs_but_not_its_exclusions(
     stack, browser: Browser, people: People, directory: httpx.AsyncClient
 ) -> None:

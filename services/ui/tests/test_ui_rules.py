@@ -88,6 +88,24 @@ def test_blank_limits_inherit_and_bad_ones_are_explained() -> None:
         parse_budgets({"daily_tokens": "1.5"})
 
 
+@pytest.mark.parametrize("typed", ["5,5", "0,15", "1,0", "12,50", "1,00,000", ",5"])
+def test_a_decimal_comma_is_refused_not_read_as_a_thousands_separator(typed: str) -> None:
+    """ "5,5" meant five and a half: read as 55 it set a budget ten times too high (and "0,15" a price a
+    hundred times too high). A comma is taken only between groups of three digits."""
+    with pytest.raises(FormError, match="point for decimals"):
+        parse_budgets({"daily_usd": typed})
+    with pytest.raises(FormError, match="point for decimals"):
+        parse_price(typed, "Input price")
+    with pytest.raises(FormError, match="comma only between thousands"):
+        parse_limits({"requests_per_minute": typed})
+
+
+def test_thousands_separators_still_work() -> None:
+    assert parse_budgets({"daily_usd": "$1,000.50", "monthly_usd": "1,234,567"})["daily_usd"] == "1000.50"
+    assert parse_price("1,000", "Input price") == "1000"
+    assert parse_limits({"requests_per_minute": "12,000"})["requests_per_minute"] == 12000
+
+
 def test_per_model_limits_are_one_row_per_model_and_an_all_blank_row_is_left_out() -> None:
     form = {
         "csrf_token": "x",

@@ -195,6 +195,28 @@ def test_a_valid_session_is_recognised_and_the_api_outage_shown(
     assert 'href="/admin"' in response.text  # an Admin sees the admin pages in the navigation
 
 
+@pytest.mark.parametrize(
+    ("address", "names"),
+    [
+        ("/admin/dead-letters?after=abc", "after"),
+        ("/admin/audit?page=zero", "page"),
+        ("/teams?page=-1", "page"),
+        ("/users?page=2.5", "page"),
+    ],
+)
+def test_a_bad_value_in_the_address_is_a_page_that_says_which(
+    client: TestClient, signing_key: ec.EllipticCurvePrivateKey, address: str, names: str
+) -> None:
+    """A hand-edited or truncated link gets the UI's own error page naming the parameter, not FastAPI's
+    JSON ({"detail": [{"type": "int_parsing", ...}]})."""
+    client.cookies.set(ACCESS_COOKIE, session_token(signing_key, admin=True), domain="ui.test")
+    response = client.get(address)
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("text/html")
+    assert "Bad request" in response.text and f"{names}:" in response.text
+    assert "int_parsing" not in response.text and "Ada Lovelace" in response.text
+
+
 def test_a_plain_user_is_not_offered_the_admin_pages(
     client: TestClient, signing_key: ec.EllipticCurvePrivateKey
 ) -> None:

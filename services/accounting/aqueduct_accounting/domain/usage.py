@@ -351,7 +351,7 @@ def _checked_row(data: Any, latest: str | None) -> dict[str, Any]:
     except InvalidUsageEventError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise InvalidUsageEventError(f"not a usage event: {exc!r}") from exc
+        raise InvalidUsageEventError(f"not a usage event: {_why_unreadable(data, exc)}") from exc
     for name in _TEXT:
         if type(row[name]) is not str:
             raise InvalidUsageEventError(f"{name} must be a string")
@@ -386,6 +386,19 @@ def _checked_row(data: Any, latest: str | None) -> dict[str, Any]:
     ):
         raise InvalidUsageEventError(f"latency_ms and ttft_ms must be within 0..{bounds.MAX_LATENCY_MS:.0f}")
     return row
+
+
+def _why_unreadable(data: Any, exc: Exception) -> str:
+    """The reason an Admin reads on a dead letter: a sentence, not ``KeyError('token_id')``."""
+    if not isinstance(data, dict):
+        return f"a JSON object was expected, not {type(data).__name__}"
+    if isinstance(exc, KeyError):
+        return f"the field {exc.args[0]} is missing"
+    try:
+        _occurred_at(data["occurred_at"])
+    except (TypeError, ValueError):
+        return f"occurred_at {data['occurred_at']!r} is not an ISO 8601 time such as 2026-12-05T14:00:00Z"
+    return str(exc) or type(exc).__name__
 
 
 def token_classes(row: dict[str, Any]) -> TokenClasses:

@@ -15,6 +15,7 @@ from aqueduct_auth.application.sessions import Sessions
 from aqueduct_auth.domain.errors import AuthError
 from aqueduct_libs.current_roles import CurrentRoles, RolesNotLoadedError
 from aqueduct_libs.sessions import InvalidSessionError, SessionClaims, SessionVerifier
+from aqueduct_libs.tokens import TOKEN_PREFIX
 
 if TYPE_CHECKING:
     from aqueduct_auth.adapters.oidc import OidcClient
@@ -98,6 +99,12 @@ async def _current_user(request: Request, container: ContainerDep) -> SessionCla
     scheme, _, credential = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not credential:
         raise NotSignedInError("sign in first: Authorization: Bearer <session token>")
+    if credential.strip().startswith(TOKEN_PREFIX):
+        # Local accounts and signing keys are managed with a session only, even by a management token.
+        raise NotSignedInError(
+            "an API token is not accepted here: local accounts, password resets and signing keys need a "
+            "signed-in session (`aqueduct login`, or the web UI)"
+        )
     try:
         return await container.roles.current(container.verifier.verify(credential.strip()))
     except InvalidSessionError as exc:

@@ -87,7 +87,8 @@ def clean_budgets(budgets: Mapping[str, Any] | None, field: str = "budgets") -> 
         if key.endswith("_tokens"):
             result[key] = check_whole(value, where, label, MAX_BUDGET_TOKENS)
         else:
-            result[key] = str(check_amount(value, where, label, MAX_BUDGET_USD, 9, allow_zero=False))
+            amount = check_amount(value, where, label, MAX_BUDGET_USD, 9, allow_zero=False)
+            result[key] = format(amount, "f")  # "0.000000001", never "1E-9"
     return result
 
 
@@ -106,7 +107,7 @@ def clean_price(value: Any, field: str = "price") -> str | None:
     if value is None:
         return None
     label = field.replace("_", " ")
-    return str(check_amount(value, field, label, _MAX_PRICE, 6))
+    return format(check_amount(value, field, label, _MAX_PRICE, 6), "f")
 
 
 def price_nanos_per_token(price_per_million: str | None) -> int | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from aqueduct_libs.budgets import counter_key, limits_of, periods_at
-from aqueduct_libs.pricing import Price, format_usd
+from aqueduct_libs.pricing import Price, format_usd_apart
 from aqueduct_libs.snapshot import BudgetRule
 from aqueduct_proxy.adapters.budget_store import BudgetCounter, BudgetRefusal
 
@@ -42,22 +42,29 @@ def _tokens(n: int) -> str:
     return f"{n:,} tokens"
 
 
+def _tokens_each(*counts: int) -> tuple[str, ...]:
+    return tuple(_tokens(n) for n in counts)
+
+
 def refusal_message(refusal: BudgetRefusal, worst_nanos: int, worst_tokens: int) -> tuple[str, str]:
     """The error message, and when the budget resets (ISO 8601, UTC)."""
     counter = refusal.counter
     money = refusal.dimension == "nanos"
     limit = counter.limit_nanos if money else counter.limit_tokens
     assert limit is not None
-    show = format_usd if money else _tokens
     used = refusal.spent + refusal.held
     left = max(0, limit - used)
+    worst = worst_nanos if money else worst_tokens
+    # Amounts that differ never read alike ("$1.00 left ... may cost up to $1.00").
+    shown = format_usd_apart if money else _tokens_each
+    limit_, left_, used_, held_, worst_ = shown(limit, left, used, refusal.held, worst)
     resets = counter.period.end.isoformat().replace("+00:00", "Z")
     adjective = "daily" if counter.period.kind == "day" else "monthly"
-    held = f", {show(refusal.held)} of it held by requests in progress" if refusal.held else ""
+    held = f", {held_} of it held by requests in progress" if refusal.held else ""
     message = (
-        f"Budget exceeded: the {counter.scope} {adjective} budget of {show(limit)} "
-        f"({counter.scope} {counter.scope_id}) has {show(left)} left (used {show(used)}{held}), and this "
-        f"request may cost up to {show(worst_nanos if money else worst_tokens)}. "
+        f"Budget exceeded: the {counter.scope} {adjective} budget of {limit_} "
+        f"({counter.scope} {counter.scope_id}) has {left_} left (used {used_}{held}), and this "
+        f"request may cost up to {worst_}. "
         f"It resets at {resets}. Ask your administrator to raise it, or lower max_tokens."
     )
     return message, resets

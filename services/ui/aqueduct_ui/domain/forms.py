@@ -81,17 +81,39 @@ def parse_moment(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+# A comma is a thousands separator only between groups of three digits: "5,5" or "0,15" (a decimal
+# comma) would otherwise be read as 55 or 15, a budget or price ten or a hundred times what was meant.
+_GROUPED = re.compile(r"[0-9]{1,3}(,[0-9]{3})+")
+
+
+def _ungrouped(digits: str) -> str | None:
+    """``digits`` without its thousands separators; None when a comma is anywhere else."""
+    if "," not in digits:
+        return digits
+    return digits.replace(",", "") if _GROUPED.fullmatch(digits) else None
+
+
 def _whole(text: str, label: str, field: str | None = None) -> int:
     # Only the shape is checked here; the bounds (at least 1, at most a trillion) are the directory's.
-    digits = text.replace(",", "").replace("_", "")
+    digits = _ungrouped(text.replace("_", ""))
+    if digits is None:
+        raise FormError(
+            f"{label} must be a whole number, with a comma only between thousands (1,000).", field
+        )
     if not digits.isdigit() or len(digits) > 30:
         raise FormError(f"{label} must be a whole number.", field)
     return int(digits)
 
 
 def _amount(text: str, label: str, field: str | None = None) -> Decimal:
+    whole, point, fraction = text.strip().lstrip("$").partition(".")
+    digits = _ungrouped(whole)
+    if digits is None or "," in fraction:
+        raise FormError(
+            f"{label}: use a point for decimals (12.50), and a comma only between thousands (1,000).", field
+        )
     try:
-        amount = Decimal(text.strip().lstrip("$").replace(",", ""))
+        amount = Decimal(digits + point + fraction)
     except InvalidOperation as exc:
         raise FormError(f"{label} must be an amount such as 25 or 12.50.", field) from exc
     if not amount.is_finite() or amount < 0:

@@ -6,6 +6,7 @@ import json
 from urllib.parse import quote
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -92,7 +93,22 @@ async def _on_api_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _on_bad_request(request: Request, exc: Exception) -> Response:
+    """A hand-edited link (``?page=zero``) or a form field of the wrong type: the UI's own page or flash
+    naming the parameter, never FastAPI's JSON."""
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in error.get('loc', ())[1:]) or 'request'}: {error.get('msg', '')}"
+        for error in exc.errors()
+    )
+    message = f"The page cannot use a value it was given ({problems})."
+    if request.method != "GET":
+        return redirect(request, back_url(request), Flash("error", message))
+    return render(request, "error.html", status_code=400, title=_TITLES[400], detail=message)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _on_bad_request)
     app.add_exception_handler(SignInRequired, _on_sign_in_required)
     app.add_exception_handler(CsrfError, _on_csrf)
     app.add_exception_handler(ApiError, _on_api_error)
