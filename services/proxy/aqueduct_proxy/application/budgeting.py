@@ -97,7 +97,7 @@ class Budgeting:
         return found[1]
 
     def applies(self, call: Call) -> bool:
-        return bool(self.counters_of(call.grant, call.occurred_at))
+        return not call.free and bool(self.counters_of(call.grant, call.occurred_at))
 
     def _worst_case(self, call: Call) -> tuple[int, int]:
         """The dearest of the model and its fallbacks (a fallback may serve the call). The request's
@@ -148,6 +148,8 @@ class Budgeting:
         """What the call must reserve (None: no budget applies), queued for this turn's call to Valkey,
         so that it travels with the rate-limit check; ``complete`` reads the answer. While Valkey failed
         a moment ago, nothing is sent: the reservation is answered "down" at once (no ``id``)."""
+        if call.free:
+            return None
         counters = self.counters_of(call.grant, call.occurred_at)
         if not counters:
             return None
