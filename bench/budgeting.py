@@ -63,8 +63,10 @@ class Answering:
         self.protocol = protocol
 
     def write(self, data):
-        admitted = data.count(b"$1\\r\\nr\\r\\n")  # the reservations in the call
-        reply = b"*%d\\r\\n" % (admitted + 1) + b":1\\r\\n" * admitted + COUNTED
+        reply = b""
+        for command in data.split(b"$7\\r\\nEVALSHA\\r\\n")[1:]:  # one reply per call in the write
+            admitted = command.count(b"$1\\r\\nr\\r\\n")  # the reservations in the call
+            reply += b"*%d\\r\\n" % (admitted + 1) + b":1\\r\\n" * admitted + COUNTED
         asyncio.get_running_loop().call_soon(self.protocol.data_received, reply)
 
     def close(self):

@@ -122,13 +122,20 @@ class Price:
     ) -> int:
         """``cost`` of the token classes given one by one (``TokenClasses``' fields, in their order):
         accounting prices every stored event with it, without building a ``TokenClasses`` each."""
+        base_in = self.input_nanos_per_token
+        if type(base_in) is float and not (
+            cached_tokens or cache_write_5m_tokens or cache_write_1h_tokens or reasoning_tokens
+        ):
+            # Plain input and output (most events): the sum below without its zero terms, the same float
+            # (adding 0 to a float at or above zero leaves it as it is).
+            return round(max(input_tokens, 0) * base_in + max(output_tokens, 0) * self.output_nanos_per_token)
         total_in = max(input_tokens, 0)
         cached = min(max(cached_tokens, 0), total_in)
         five = min(max(cache_write_5m_tokens, 0), total_in - cached)
         hour = min(max(cache_write_1h_tokens, 0), total_in - cached - five)
         total_out = max(output_tokens, 0)
         reasoning = min(max(reasoning_tokens, 0), total_out)
-        base_in, base_out = self.input_nanos_per_token, self.output_nanos_per_token
+        base_out = self.output_nanos_per_token
         total = (
             (total_in - cached - five - hour) * base_in
             + cached * _or(self.cached_input_nanos_per_token, base_in)

@@ -69,3 +69,33 @@ def test_periods_and_counter_keys_are_utc_days_and_months() -> None:
     assert (limits_of(rule, day), limits_of(rule, month)) == ((5, None), (None, 7))
     # One hash tag for every budget key: a request's user, team and org counters change in one script.
     assert counter_key("team", "t1", day) == "aq:budget:{aqb}:team:t1:d20261231"
+
+
+def test_plain_input_and_output_cost_what_the_whole_sum_gives() -> None:
+    """``cost_of``'s short way (no cache or reasoning tokens) is the float the sum of every class gives."""
+    import random
+
+    def whole_sum(price: Price, tokens_in: int, tokens_out: int) -> int:
+        base_in, base_out = price.input_nanos_per_token, price.output_nanos_per_token
+        return round(
+            max(tokens_in, 0) * base_in
+            + 0 * (price.cached_input_nanos_per_token or base_in)
+            + 0 * (price.cache_write_nanos_per_token or base_in)
+            + 0 * (price.cache_write_1h_nanos_per_token or base_in)
+            + max(tokens_out, 0) * base_out
+            + 0 * (price.reasoning_nanos_per_token or base_out)
+        )
+
+    rng = random.Random(15)
+    for _ in range(20_000):
+        price = Price(
+            rng.choice((0.0, 0.1, 150.0, 2.5e3, 1e7, rng.uniform(0, 1e7))),
+            rng.choice((0.0, 0.6, 600.0, 1e4, 1e7, rng.uniform(0, 1e7))),
+            rng.choice((None, 0.0, 75.0)),
+            cache_write_nanos_per_token=rng.choice((None, 3.75e3)),
+            reasoning_nanos_per_token=rng.choice((None, 1.2e4)),
+        )
+        tokens_in = rng.choice((0, 1, -5, 10**9, rng.randrange(10**9)))
+        tokens_out = rng.choice((0, 1, -5, 10**9, rng.randrange(10**9)))
+        assert price.cost_of(tokens_in, tokens_out) == whole_sum(price, tokens_in, tokens_out)
+    assert Price(1.0, 2.0).cost_of(10, 10, cached_tokens=-1) == 30  # a negative class: the long way

@@ -294,8 +294,22 @@ def _budget(level: str) -> Callable[[Cell], list[str]]:
     return lambda cell: _budget_spent(cell, level)
 
 
+# Rows that cost nothing: a used-up budget does not stop them (listing and counting, files, batches'
+# management; a batch's lines are refused when they run).
+FREE_ROWS = (
+    "GET /v1/models",
+    "GET /v1/models/{model}",
+    "GET /{slug}/v1/models",
+    "POST */v1/messages/count_tokens",
+    "* /v1/files*",
+    "* /v1/batches*",
+)
+
+
 def _budget_spent(cell: Cell, level: str) -> list[str]:
     answer = cell.row.send(cell.make(cell.world.token(f"budget-{level}"), cell.row))
+    if any(fnmatch.fnmatchcase(cell.row.name, free) for free in FREE_ROWS):
+        return expect_served(cell.row, answer)
     problems = expect_error(answer, 429, "insufficient_quota", "insufficient_quota", retry_after=False)
     if answer.status_code == 429 and answer.headers.get("x-should-retry") != "false":
         problems.append("x-should-retry: false missing (the SDK would retry in vain)")
@@ -484,6 +498,8 @@ NOT_APPLICABLE: dict[tuple[str, str], str] = {
     ("too_large", "POST /{slug}/v1/files"): "refused under an endpoint: 404 (see ok)",
     ("body: *", "POST /{slug}/v1/files"): "refused under an endpoint: 404 (see ok)",
     ("usage row", "POST /{slug}/v1/files"): "refused under an endpoint: 404 (see ok)",
+    ("budget: *", "POST /{slug}/v1/files"): "refused under an endpoint: 404 (see ok)",
+    ("budget: *", "* /mcp/*"): "a tool call spends no model tokens: a used-up budget does not stop it",
     ("*pm_*", "GET /v1/models"): "the gateway's own model list spends nothing and is not counted",
     ("*pm_*", "GET /v1/models/{model}"): "answered by the gateway from its snapshot: spends nothing",
     ("too_large", "GET /v1/models/{model}"): "answered by the gateway from its snapshot: spends nothing",

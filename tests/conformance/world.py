@@ -93,15 +93,26 @@ class World:
     def token(self, purpose: str, route: str = "*") -> str:
         return self.tokens.get((purpose, route)) or self.tokens[(purpose, "*")]
 
-    def _until(self, token: str, status: int, within: float = 60.0) -> None:
-        """Poll ``GET /v1/models`` with ``token`` until it answers ``status`` (the snapshot, quota and
-        terms reach the proxy asynchronously)."""
+    def _until(self, token: str, status: int, within: float = 60.0, *, call: bool = False) -> None:
+        """Poll ``GET /v1/models`` (``call``: a chat completion, for what only calls that cost meet)
+        with ``token`` until it answers ``status`` (the snapshot, quota and terms reach the proxy
+        asynchronously)."""
         deadline = time.monotonic() + within
+        headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(timeout=10) as http:
             while True:
-                answer = http.get(
-                    f"{self.urls['proxy']}/v1/models", headers={"Authorization": f"Bearer {token}"}
-                )
+                if call:
+                    answer = http.post(
+                        f"{self.urls['proxy']}/v1/chat/completions",
+                        headers=headers,
+                        json={
+                            "model": "fake-model",
+                            "messages": [{"role": "user", "content": "x"}],
+                            "max_tokens": 1,
+                        },
+                    )
+                else:
+                    answer = http.get(f"{self.urls['proxy']}/v1/models", headers=headers)
                 if answer.status_code == status:
                     return
                 if time.monotonic() > deadline:
@@ -111,7 +122,8 @@ class World:
     def exhaust_budget(self, level: str) -> None:
         """Use up the daily budget of the level (user, team or org) of the "budget-<level>" person: one
         request fits in it and is served; then an Admin lowers the budget below what was spent, so it is
-        used up and every route is refused (the quota decision), not only those that would cost more."""
+        used up and every route that costs is refused (the quota decision), not only those that would cost
+        more."""
         key = f"budget-{level}"
         token = self.token(key)
         with httpx.Client(timeout=30) as http:
@@ -134,7 +146,7 @@ class World:
                 self.urls["directory"] + path, json={"budgets": USED_UP_BUDGET}, headers=self.admin.headers
             )
             assert lowered.status_code == 200, lowered.text
-        self._until(token, 429)
+        self._until(token, 429, call=True)
 
     def publish_terms(self) -> None:
         """Terms of service for everyone; the "tos" user has not accepted them."""

@@ -218,3 +218,68 @@ def test_occurred_at_fast_path_matches_parsing():
     assert _occurred_at("2026-01-01T01:01:01.123456-05:00") == "2026-01-01 06:01:01.123"
     with pytest.raises(ValueError):
         _occurred_at("2026-13-01T01:01:01.123456+00:00")
+
+
+def test_the_fast_reading_of_an_event_is_the_checked_one():
+    """``_fast_row`` (the hot path) gives the row ``_checked_row`` gives, or declines (None or a lookup
+    error) exactly where ``_checked_row`` refuses: over events with fields missing, of other types and
+    at and past every bound."""
+    import random
+
+    import orjson
+    from accounting_testing import usage_event
+
+    from aqueduct_accounting.domain.usage import (
+        TOKEN_COUNTS,
+        InvalidUsageEventError,
+        _checked_row,
+        _fast_row,
+        _latest,
+    )
+    from aqueduct_libs import bounds
+
+    base = orjson.loads(usage_event(1).model_dump_json())
+    odd_values = [
+        None, "", "x", "x" * bounds.MAX_TEXT_LENGTH, "x" * (bounds.MAX_TEXT_LENGTH + 1), 0, -1, 1, True, False,
+        1.5, float("nan"), float("inf"), 99, 100, 599, 600, bounds.MAX_TOKENS, bounds.MAX_TOKENS + 1, 2**70,
+        bounds.MAX_LATENCY_MS, bounds.MAX_LATENCY_MS + 1, [], {}, "model", "mcp", "batch", "other",
+        "1999-12-31T23:59:59.999999+00:00", "2000-01-01T00:00:00.000000+00:00", "2030-01-01T00:00:00Z",
+        base["occurred_at"], "not a time", 2,
+    ]  # fmt: skip
+    names = [
+        *base,
+        *TOKEN_COUNTS,
+        "schema_version",
+        "alias",
+        "request_id",
+        "ttft_ms",
+        "streamed",
+        "cut_short",
+    ]
+    rng = random.Random(15)
+    latest = _latest()
+    accepted = 0
+    for case in range(6000):
+        event = dict(base)
+        for _ in range(rng.choice((1, 1, 2, 3))):
+            name = rng.choice(names)
+            if rng.random() < 0.15:
+                event.pop(name, None)
+            else:
+                event[name] = rng.choice(odd_values)
+        for bound in (None, latest):
+            try:
+                expected = _checked_row(event, bound)
+            except (InvalidUsageEventError, TypeError):
+                expected = None
+            try:
+                fast = _fast_row(event, bound)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                fast = None
+            accepted += expected is not None
+            if fast is not None or expected is not None:
+                assert fast == expected, (case, event)
+                assert list(fast) == list(expected)
+    assert 1000 < accepted < 11000  # both kinds of case, many of each
+    assert _fast_row(base, None) == _checked_row(base, None)
+    assert _fast_row([base], None) is None

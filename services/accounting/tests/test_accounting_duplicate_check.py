@@ -1,16 +1,24 @@
 """The duplicate check of events older than the ids kept in memory (one query with every id of the batch):
 ids and orgs with quotes, backslashes, tabs, new lines and backticks are found exactly, on chDB through the
-one clickhouse-connect adapter; and the ids' literal is the text clickhouse-connect itself would send."""
+one clickhouse-connect adapter; and the ids' text (a JSON array in a string parameter) is the text
+clickhouse-connect itself would send for that string."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 from clickhouse_connect.driver.binding import format_bind_value
 
-from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, ClickHouse, StringArray, embedded_dsn
+from aqueduct_accounting.adapters.clickhouse import (
+    AsyncClickHouse,
+    ClickHouse,
+    JsonStrings,
+    StringArray,
+    embedded_dsn,
+)
 from aqueduct_accounting.adapters.migrations import apply_migrations
 from aqueduct_accounting.application.ingest import UsageIngest
 from aqueduct_accounting.domain.pricing import PriceBook
@@ -26,6 +34,7 @@ HOSTILE = ["plain", "it's", "back\\slash", "tab\there", "new\nline", "tick`", "\
 def test_the_array_literal_is_clickhouse_connects_own() -> None:
     for values in (HOSTILE, [], [""], ["\\" * 5, "'" * 3]):
         assert str(StringArray(values)) == format_bind_value(values, None, True)
+        assert str(JsonStrings(values)) == format_bind_value(orjson.dumps(values).decode(), None, True)
 
 
 def _event(event_id: str, org_id: str, when: datetime) -> UsageRecorded:

@@ -192,6 +192,7 @@ def budgeting(
         metrics,
         fail_open=settings.limits_on_store_failure == "open",
         default_output_tokens=settings.budget_default_output_tokens,
+        leases=settings.budget_leases,
     )
 
 

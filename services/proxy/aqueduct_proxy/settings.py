@@ -33,6 +33,9 @@ class ProxySettings(BaseSettings):
     # map does not know the model's maximum.
     budget_hold_seconds: int = 900
     budget_default_output_tokens: int = 4096
+    # Far from its limits, a budget's requests are admitted on a local allowance settled in Valkey every
+    # 100 ms (a lease); near them, each request is checked in Valkey on its own. False: always on its own.
+    budget_leases: bool = True
     max_body_bytes: int = 32 * 1024 * 1024
     # Longest header line (and request line) accepted; a longer one is answered 431 in OpenAI's format.
     max_header_bytes: int = 8190

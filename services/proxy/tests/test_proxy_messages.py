@@ -392,6 +392,10 @@ async def test_governance_and_errors_in_anthropics_format(proxy, snapshot, bus, 
     with pytest.raises(anthropic.RateLimitError) as budget:
         await broke.messages.create(model="gpt-test", max_tokens=2, messages=say)
     assert "budget" in budget.value.message
+    # What costs nothing is still served with a used-up budget: counting a prompt, listing the models.
+    counted = await broke.messages.count_tokens(model="gpt-test", messages=say)
+    assert counted.input_tokens > 0
+    assert "gpt-test" in [m.id async for m in broke.models.list()]
 
     # An upstream's error answer comes back in Anthropic's format with its status.
     await chat.fail(status=400, times=1)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, StringArray
+from aqueduct_accounting.adapters.clickhouse import AsyncClickHouse, JsonStrings, StringArray
 from aqueduct_accounting.application.rollups import LATEST_MARK, StoreClock
 from aqueduct_accounting.domain.pricing import PriceBook
 from aqueduct_accounting.domain.recent_ids import RecentIds, next_second
@@ -31,11 +31,13 @@ from aqueduct_libs.events import UsageRecorded
 __all__ = ["IngestResult", "UsageIngest"]
 
 # A duplicate is the same event, so it has the same occurred_at and org: the time bounds and orgs let the
-# primary key (hour, org_id, event_id) skip everything else.
+# primary key (hour, org_id, event_id) skip everything else. The ids travel as one JSON text
+# (``JsonStrings``): a third of the engine's CPU of an array literal of as many elements.
 _EXISTING = """
 SELECT event_id FROM usage_events
 WHERE occurred_at >= {lo:DateTime64(3, 'UTC')} AND occurred_at <= {hi:DateTime64(3, 'UTC')}
-  AND org_id IN {orgs:Array(String)} AND event_id IN {ids:Array(String)}
+  AND org_id IN {orgs:Array(String)}
+  AND event_id IN (SELECT arrayJoin(JSONExtract({ids:String}, 'Array(String)')))
 """
 
 # Where the store clock starts: the latest insert's stamp and the latest roll-up mark.
@@ -108,7 +110,7 @@ class UsageIngest:
                 "lo": min(times),
                 "hi": max(times),
                 "orgs": StringArray(sorted({row["org_id"] for row in rows})),
-                "ids": StringArray([row["event_id"] for row in rows]),
+                "ids": JsonStrings([row["event_id"] for row in rows]),
             },
         )
         return {row[0] for row in result.rows}

@@ -229,7 +229,110 @@ def usage_rows_from_json(payload: bytes) -> list[dict[str, Any]]:
 
 def _row(data: Any, latest: str | None) -> dict[str, Any]:
     """``latest``: the latest ``occurred_at`` accepted (None: now's, ``_LATEST``)."""
-    # Hot path (one call per usage event): plain lookups first, then exact type checks in one pass.
+    # Hot path (one call per usage event): an event within every bound is read by ``_fast_row``; any other
+    # is read again by ``_checked_row``, which says what is wrong with it.
+    try:
+        row = _fast_row(data, latest)
+    except (KeyError, TypeError, ValueError, AttributeError):  # a field missing or odd: named below
+        row = None
+    return _checked_row(data, latest) if row is None else row
+
+
+_MAX_TEXT = bounds.MAX_TEXT_LENGTH
+_MAX_TOKENS = bounds.MAX_TOKENS
+_MIN_STATUS = bounds.MIN_STATUS_CODE
+_MAX_STATUS = bounds.MAX_STATUS_CODE
+_MAX_LATENCY = bounds.MAX_LATENCY_MS
+_NUMBER = (int, float)
+
+
+def _fast_row(data: Any, latest: str | None) -> dict[str, Any] | None:
+    """The row ``_checked_row`` makes of an event within every bound, or None if the event may not be:
+    the same checks, field by field without loops over names or module lookups (about a third less time
+    an event). Keep the two in step (``test_accounting_domain`` compares them)."""
+    if type(data) is not dict:
+        return None
+    get = data.get
+    if get("schema_version", 1) != 1:
+        return None
+    event_id = data["event_id"]
+    texts = (
+        event_id,
+        data["token_id"],
+        data["user_id"],
+        data["org_id"],
+        data["endpoint"],
+        data["model"],
+        data["route"],
+        get("service_account_id") or "",
+        get("team_id") or "",
+        get("tool") or "",
+        get("batch_id") or "",
+        get("request_id") or "",
+        get("alias") or "",
+    )
+    for text in texts:
+        if type(text) is not str or len(text) > _MAX_TEXT:
+            return None
+    if not event_id:
+        return None
+    counts = (
+        get("input_tokens", 0),
+        get("output_tokens", 0),
+        get("cached_tokens", 0),
+        get("cache_write_5m_tokens", 0),
+        get("cache_write_1h_tokens", 0),
+        get("reasoning_tokens", 0),
+    )
+    for count in counts:
+        if type(count) is not int or not 0 <= count <= _MAX_TOKENS:
+            return None
+    status = data["status_code"]
+    if type(status) is not int or not _MIN_STATUS <= status <= _MAX_STATUS:
+        return None
+    kind = get("kind", "model")
+    latency = get("latency_ms", 0.0)
+    ttft = get("ttft_ms")
+    if kind not in _KINDS or type(latency) not in _NUMBER or not 0 <= latency <= _MAX_LATENCY:
+        return None
+    if ttft is not None and (type(ttft) not in _NUMBER or not 0 <= ttft <= _MAX_LATENCY):
+        return None
+    occurred = _occurred_at(data["occurred_at"])
+    if not _EARLIEST <= occurred or not (_LATEST.admits(occurred) if latest is None else occurred <= latest):
+        return None
+    return {
+        "event_id": event_id,
+        "token_id": texts[1],
+        "user_id": texts[2],
+        "org_id": texts[3],
+        "endpoint": texts[4],
+        "model": texts[5],
+        "route": texts[6],
+        "service_account_id": texts[7],
+        "team_id": texts[8],
+        "tool": texts[9],
+        "batch_id": texts[10],
+        "request_id": texts[11],
+        "alias": texts[12],
+        "status_code": status,
+        "input_tokens": counts[0],
+        "output_tokens": counts[1],
+        "cached_tokens": counts[2],
+        "cache_write_5m_tokens": counts[3],
+        "cache_write_1h_tokens": counts[4],
+        "reasoning_tokens": counts[5],
+        "kind": kind,
+        "latency_ms": latency,
+        "ttft_ms": ttft,
+        "streamed": get("streamed") is True,
+        "cut_short": get("cut_short") is True,
+        "occurred_at": occurred,
+    }
+
+
+def _checked_row(data: Any, latest: str | None) -> dict[str, Any]:
+    """``_row``, with a reason for every refusal (``InvalidUsageEventError``)."""
+    # Plain lookups first, then exact type checks in one pass.
     try:
         if data.get("schema_version", 1) != 1:
             raise InvalidUsageEventError("not a version 1 usage event")

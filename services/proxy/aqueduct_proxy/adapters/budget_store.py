@@ -22,11 +22,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aqueduct_libs.budgets import DUE_KEY, HOLDS_KEY, Period
 from aqueduct_proxy.adapters.limiter import ScriptRunner, as_runner
 from aqueduct_proxy.adapters.resp import Encoded, RespClient, RespError, bulk
+
+if TYPE_CHECKING:
+    from aqueduct_proxy.adapters.budget_leases import BudgetLease
 
 __all__ = [
     "BudgetCounter",
@@ -307,6 +310,8 @@ class BudgetHold:
     member: bytes = b""  # its member of the due set, as RESP sends it (built from the rest when empty)
     # What the call counted: its counter keys and, per key, nanos and tokens (as Valkey answered).
     counts: tuple[list[str], list[int]] | None = None
+    # The lease that admitted it (``budget_leases``): it settles there, not in Valkey.
+    lease: BudgetLease | None = None
 
     @property
     def counted(self) -> tuple[int, ...]:
@@ -398,7 +403,7 @@ class BudgetStore:
         self._flushing = False
         self._timer: asyncio.TimerHandle | None = None
         # Hold ids: unique per process start, then counted (no system call per request).
-        self._hold_prefix = os.urandom(6).hex()
+        self.hold_prefix = os.urandom(6).hex()
         self._holds = 0
         self._next_scan = 0.0  # when to look for the holds of proxies that died, next
         # A set of counters (a tuple the caller keeps) -> its keys without the common prefix, as a hold's
@@ -424,7 +429,7 @@ class BudgetStore:
         if self._down_until and self.down:
             return None
         self._holds += 1
-        hold_id = f"{self._hold_prefix}{self._holds:x}"
+        hold_id = f"{self.hold_prefix}{self._holds:x}"
         sent = SentReservation(
             hold_id, counters, nanos, tokens, self._encoded(hold_id, nanos, tokens, counters)
         )
@@ -491,13 +496,23 @@ class BudgetStore:
         ``settle_within``): this process's next reservation runs after it, and until then the hold,
         never less than the cost, counts on every replica. When Valkey is unreachable the hold expires
         on its own, and accounting brings the spend back from ClickHouse."""
-        self._queue.append(
-            SentReservation(
-                hold.id, hold.counters, nanos, tokens, self._member(hold), None, "s", hold.nanos, hold.tokens
-            )
-        )
+        self._queue.append(self._settlement(hold, nanos, tokens))
         if self._timer is None and not self._flushing:
             self._timer = asyncio.get_running_loop().call_later(self._settle_within, self._on_timer)
+
+    def _settlement(self, hold: BudgetHold, nanos: int, tokens: int) -> SentReservation:
+        return SentReservation(
+            hold.id,
+            hold.counters,
+            nanos,
+            tokens,
+            self._member(hold),
+            None,
+            None,
+            "s",
+            hold.nanos,
+            hold.tokens,
+        )
 
     def _on_timer(self) -> None:
         """The settlements still waiting leave now. The timer is not cancelled when they leave sooner
@@ -508,9 +523,7 @@ class BudgetStore:
 
     async def settle(self, hold: BudgetHold, nanos: int, tokens: int) -> bool:
         """``settle_nowait``, waiting for Valkey: False when it is unreachable."""
-        operation = SentReservation(
-            hold.id, hold.counters, nanos, tokens, self._member(hold), None, "s", hold.nanos, hold.tokens
-        )
+        operation = self._settlement(hold, nanos, tokens)
         self._enqueue(operation)
         return not isinstance(await operation.wait(), BudgetStoreDown)
 

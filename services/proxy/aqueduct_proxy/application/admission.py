@@ -13,7 +13,7 @@ from aqueduct_proxy.adapters.limiter import Admission, Counter, Limiter, Limiter
 from aqueduct_proxy.adapters.tokenizer import TokenCounter
 from aqueduct_proxy.application.budgeting import Budgeting
 from aqueduct_proxy.application.call import Call, GatewayConfig
-from aqueduct_proxy.domain.access import model_allowed, resolve_model
+from aqueduct_proxy.domain.access import check_quota, model_allowed, resolve_model
 from aqueduct_proxy.domain.errors import (
     BadRequestError,
     ForbiddenError,
@@ -159,6 +159,8 @@ class Gatekeeper:
         """Reserve the request's worst-case cost on its budgets (or BudgetExhaustedError), then charge
         its limits: the answer's ``x-ratelimit-*`` headers, or RateLimitedError. Whoever admits a call
         must end it with ``record``, ``finish``, ``settle`` or ``release`` (``usage.UsageRecorder``)."""
+        if not call.free:
+            check_quota(call.grant, self.snapshot)  # accounting's decision: a budget is used up
         # The budget reservation is sent first and travels with the limits' check (one wait for both).
         reservation = self.budgeting.begin(call)
         counters = self._counters(call) if self.limiter is not None else []

@@ -6,6 +6,10 @@ at the input price, and the output cap at the output price: the request's ``max_
 ``max_completion_tokens``, ``max_output_tokens``; times ``n`` choices), else the model's maximum output
 from the price map, else ``default_output_tokens``. Embeddings produce no output.
 
+Far from its limits, a set of budgets' requests are admitted on a local allowance, one hold in Valkey
+settled and renewed every 100 ms (``adapters.budget_leases``); near them, each request is checked in
+Valkey on its own.
+
 While Valkey is unreachable, budgets behave as the rate limits do (``limits_on_store_failure``):
 "closed" refuses with 503; "open" (the default) keeps serving, each process checking on its own against
 what Valkey last told it each budget counted, plus what it admitted since: exact for one process, and
@@ -22,6 +26,7 @@ from typing import TYPE_CHECKING
 from aqueduct_libs.budgets import periods_at
 from aqueduct_libs.pricing import TokenClasses
 from aqueduct_libs.snapshot import TokenGrant
+from aqueduct_proxy.adapters.budget_leases import BudgetLeases
 from aqueduct_proxy.adapters.budget_store import (
     BudgetCounter,
     BudgetHold,
@@ -57,6 +62,7 @@ class Budgeting:
         *,
         fail_open: bool = True,
         default_output_tokens: int = 4096,
+        leases: bool = True,
     ) -> None:
         self.snapshot = snapshot
         self.store = store
@@ -70,6 +76,8 @@ class Budgeting:
         # Counter key -> [nanos, tokens] Valkey counted at this process's last call (the store keeps
         # it), plus what the process admitted and settled since: the fallback while Valkey is away.
         self._counted: dict[str, list[int]] = store.counted if store is not None else {}
+        # Far from their limits, a set of counters' requests are admitted on a local allowance.
+        self.leases = BudgetLeases(store) if store is not None and leases else None
 
     def counters_of(self, grant: TokenGrant, now: datetime) -> tuple[BudgetCounter, ...]:
         """The budget counters a call of this grant counts against today (none: no budget applies).
@@ -82,12 +90,14 @@ class Budgeting:
         owner = (grant.user_id, grant.team_id, grant.org_id)
         found = self._counters.get(owner)
         if found is None or found[0] != self.snapshot.budgets_version:
+            if found is not None and self.leases is not None:
+                self.leases.retire(found[1])  # its limits may have changed: no more allowance on them
             counters = budget_counters(self.snapshot.budgets_of(grant), now)
             found = self._counters[owner] = (self.snapshot.budgets_version, counters)
         return found[1]
 
     def applies(self, call: Call) -> bool:
-        return bool(self.counters_of(call.grant, call.occurred_at))
+        return not call.free and bool(self.counters_of(call.grant, call.occurred_at))
 
     def _worst_case(self, call: Call) -> tuple[int, int]:
         """The dearest of the model and its fallbacks (a fallback may serve the call). The request's
@@ -138,11 +148,17 @@ class Budgeting:
         """What the call must reserve (None: no budget applies), queued for this turn's call to Valkey,
         so that it travels with the rate-limit check; ``complete`` reads the answer. While Valkey failed
         a moment ago, nothing is sent: the reservation is answered "down" at once (no ``id``)."""
+        if call.free:
+            return None
         counters = self.counters_of(call.grant, call.occurred_at)
         if not counters:
             return None
         assert self.store is not None
         nanos, tokens = self._worst_case(call)
+        if self.leases is not None:
+            leased = self.leases.admit(counters, nanos, tokens)
+            if leased is not None:
+                return leased
         sent = self.store.reserve_nowait(counters, nanos, tokens)
         if sent is None:
             sent = SentReservation("", counters, nanos, tokens)
@@ -205,6 +221,10 @@ class Budgeting:
         if hold is None or self.store is None:
             return
         nanos, tokens = self._cost(call, usage)
+        lease = hold.lease
+        if lease is not None:  # admitted on a lease: settled there, in Valkey with the lease
+            lease.settle(hold.nanos, hold.tokens, nanos, tokens)
+            return
         if hold.id:
             # What Valkey counts is what it answers next; the store adjusts the fallback's figures
             # itself when this settlement fails to reach it.
@@ -241,5 +261,7 @@ class Budgeting:
         return self.snapshot.prices.cost(call.model, classes), classes.total_tokens
 
     async def drain(self) -> None:
+        if self.leases is not None:
+            await self.leases.drain()
         if self.store is not None:
             await self.store.drain()

@@ -60,6 +60,8 @@ class Call:
     anthropic: dict[str, Any] | None = None
     anthropic_path: str = ""
     native: bool = False
+    # A call that costs nothing (counting a prompt's tokens): no budget applies, a used-up one included.
+    free: bool = False
     started: float = field(default_factory=time.perf_counter)
     occurred_at: datetime = field(default_factory=_now)
 

@@ -16,7 +16,7 @@ from aqueduct_proxy.domain.errors import (
 )
 from aqueduct_proxy.domain.snapshot import Endpoint, Snapshot
 
-__all__ = ["Route", "check_grant", "model_allowed", "resolve_model", "visible_models"]
+__all__ = ["Route", "check_grant", "check_quota", "model_allowed", "resolve_model", "visible_models"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,13 @@ def check_grant(grant: TokenGrant | None, snapshot: Snapshot, public_ui_url: str
         raise TermsNotAcceptedError(
             f"You have not accepted the current terms of service. Accept them at {where} to use this API."
         )
+    return grant
+
+
+def check_quota(grant: TokenGrant, snapshot: Snapshot) -> None:
+    """BudgetExhaustedError while accounting's decision that one of the grant's budgets is used up is in
+    force. Checked on calls that cost (admission), not on what is free: listing models, counting a
+    prompt's tokens, reading one's files and batch results."""
     decision = snapshot.quota_in_force(grant)
     if decision is not None:
         resets = decision.until.astimezone(UTC).isoformat().replace("+00:00", "Z")
@@ -49,7 +56,6 @@ def check_grant(grant: TokenGrant | None, snapshot: Snapshot, public_ui_url: str
             f"It resets at {resets}. Ask your administrator to raise it or wait for the next period.",
             headers={"x-aqueduct-budget-reset": resets},
         )
-    return grant
 
 
 def model_allowed(grant: TokenGrant, model: str) -> bool:

@@ -243,6 +243,8 @@ _SLUG_TAILS = re.compile(
     r"|audio/(speech|transcriptions|translations)|images/(generations|edits|variations)"
     r"|tokenize|detokenize|score|rerank|classify|pooling)$"
 )
+# Tails that cost nothing (besides models and models/{model}): a used-up budget does not stop them.
+_SLUG_FREE_TAILS = frozenset({"tokenize", "detokenize"})
 # Tails that take a file upload, as their /v1/ routes do.
 _SLUG_MULTIPART_TAILS = frozenset({"audio/transcriptions", "audio/translations"})
 # Tails whose requests name a model: the model is checked against the token like on /v1/ routes.
@@ -302,6 +304,7 @@ async def _endpoint_route(request: web.Request) -> web.StreamResponse:
         else:
             kwargs["raw"] = raw
     call = gateway.prepare(grant, api_path, upstream_path, **kwargs)
+    call.free = tail in _SLUG_FREE_TAILS or tail.startswith("models")  # costs nothing: no budget applies
     return await _forward(request, gateway, call)
 
 

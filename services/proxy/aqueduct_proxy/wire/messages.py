@@ -88,6 +88,7 @@ async def count_tokens(
     Either way it is a request of the token (authenticated, admitted, recorded) that spends no tokens."""
     call = _prepare(gateway, grant, payload, _api_path(slug, "messages/count_tokens"), slug)
     call.anthropic_path = "/v1/messages/count_tokens"
+    call.free = True
     call.stream, call.input_tokens, call.uncounted, call.reserved_output = False, 0, None, 0
     assert call.route is not None
     if call.route.endpoint.provider != "anthropic":
