@@ -4,6 +4,7 @@ and hands a connection to aiohttp at a request boundary for anything else."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -293,3 +294,36 @@ async def test_the_slug_form_is_served_too_and_counted_under_aiohttps_route_name
     assert b'route="/{slug}/v1/{tail}",status="200"' in metrics
     assert b'route="/{slug}/v1/{tail}",status="404"' in metrics
     writer.close()
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        "Content-Length: {n}\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked\r\nContent-Length: {n}\r\n",
+        "Content-Length: {n}\r\nContent-Length: 0\r\n",
+        "Content-Length: +{n}\r\n",
+        "Content-Length : {n}\r\n",
+        "Transfer-Encoding: xchunked\r\nContent-Length: {n}\r\n",
+        "Content-Length: {n}\r\n Transfer-Encoding: chunked\r\n",
+    ],
+)
+async def test_ambiguous_framing_smuggles_no_request(proxy, token, framing):
+    """A body whose length two readers could take differently (both framings, two lengths, a signed or
+    folded one) must never let a second request hidden in it run: refused with 400 in OpenAI's format."""
+    hidden = f"GET /v1/models HTTP/1.1\r\nHost: p\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+    body = b"0\r\n\r\n" + hidden
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: p\r\nAuthorization: Bearer {token}\r\n"
+        "Content-Type: application/json\r\n" + framing.format(n=len(body)) + "\r\n"
+    ).encode()
+    reader, writer = await connect(proxy)
+    writer.write(head + body)
+    received = b""
+    with contextlib.suppress(TimeoutError):
+        while chunk := await asyncio.wait_for(reader.read(65536), 3):
+            received += chunk
+    writer.close()
+    assert received.startswith((b"HTTP/1.0 400 ", b"HTTP/1.1 400 ")), received[:200]
+    assert b'"invalid_http_request"' in received, received[:400]
+    assert b'"object":"list"' not in received and b'"object": "list"' not in received, received
