@@ -224,6 +224,12 @@ async def bootstrap(settings: AccountingSettings) -> AccountingService:
     counters = SpendCounters.from_url(settings.redis_url) if settings.redis_url else None
     # Reports, budget reconciliation and SQL read the roll-ups and their tail; roll-ups wait for them.
     gate = RollupGate()
+    ingest = UsageIngest(
+        clickhouse,
+        prices,
+        window_seconds=settings.recent_ids_seconds,
+        max_recent_ids=settings.recent_ids_max,
+    )
     budgets = BudgetEnforcer(
         clickhouse,
         QuotaBucket(js),
@@ -232,12 +238,7 @@ async def bootstrap(settings: AccountingSettings) -> AccountingService:
         counters=counters,
         reconcile_seconds=settings.budget_reconcile_seconds,
         on_reconciled=metrics.budget_reconciliations.inc,
-    )
-    ingest = UsageIngest(
-        clickhouse,
-        prices,
-        window_seconds=settings.recent_ids_seconds,
-        max_recent_ids=settings.recent_ids_max,
+        stored_already=ingest.stored_recently,
     )
     mirror = DirectoryMirror(clickhouse)
     health = IngestHealth([], settings.ready_max_lag, settings.ready_stuck_seconds)
@@ -261,8 +262,7 @@ async def bootstrap(settings: AccountingSettings) -> AccountingService:
         metrics.duplicates.inc(result.duplicates)
         if rows:
             health.usage_stored(max(row["occurred_at"] for row in rows))
-        if result.inserted:
-            budgets.usage_stored(result.stored)
+        budgets.usage_stored(result.stored, rows)
 
     def usage_stored(_messages: int, seconds: float) -> None:
         metrics.insert_seconds.observe(seconds)
@@ -282,12 +282,19 @@ async def bootstrap(settings: AccountingSettings) -> AccountingService:
         return True
 
     common_options: dict[str, Any] = {"on_store_failed": metrics.insert_failures.inc}
+
+    def rows_of(messages: list[UsageMessage]) -> list[dict[str, Any]]:
+        return [row for message in messages for row in message.rows]
+
     usage = usage_consumer(
         broker,
         settings,
         read_usage,
         store_usage,
         on_stored=usage_stored,
+        # Budgets count what is read at once, and stop counting it as held when its store is over.
+        on_delivered=lambda messages: budgets.usage_held(rows_of(messages)),
+        on_flushed=lambda messages: budgets.usage_released(rows_of(messages)),
         on_rejected=metrics.rejected.inc,
         dead_letters=DeadLetterPolicy(
             dead_letters,
@@ -417,6 +424,7 @@ def usage_consumer(
         batch_bytes=settings.batch_bytes,
         flush_interval=settings.flush_interval_seconds,
         store_interval=settings.store_interval_seconds,
+        handover_interval=settings.store_interval_seconds,
         busy_store_interval=settings.busy_store_interval_seconds,
         busy_store_bytes=settings.busy_store_bytes,
         max_ack_pending=settings.max_ack_pending,

@@ -252,6 +252,70 @@ async def test_a_busy_stream_is_stored_at_the_busy_interval(tmp_path: Path) -> N
 
 
 @pytest.mark.nats
+async def test_what_is_read_is_handed_over_every_store_interval_and_stored_every_busy_interval(
+    tmp_path: Path,
+) -> None:
+    """A steady stream stored every ``busy_store_interval`` (3 s) still reaches ``on_delivered`` every
+    ``handover_interval`` (1 s), before its store; ``on_flushed`` gets each batch's items once its store is
+    over, and every item handed over is flushed exactly once."""
+    bus = EmbeddedNats(tmp_path / "nats").start()
+    nc = await nats.connect(bus.url)
+    stores: list[tuple[float, int]] = []
+    delivered: list[tuple[float, set[str]]] = []
+    flushed: list[tuple[float, set[str]]] = []
+    published: dict[str, float] = {}
+
+    def ids(items: list[list[dict[str, Any]]]) -> set[str]:
+        return {row["event_id"] for rows in items for row in rows}
+
+    async def store(items: list[list[dict[str, Any]]]) -> None:
+        stores.append((time.monotonic(), sum(len(rows) for rows in items)))
+
+    consumer = _consumer(
+        nc,
+        "handover-test",
+        store,
+        store_interval=1.0,
+        handover_interval=1.0,
+        busy_store_interval=3.0,
+        busy_store_bytes=5_000,
+        on_delivered=lambda items: delivered.append((time.monotonic(), ids(items))),
+        on_flushed=lambda items: flushed.append((time.monotonic(), ids(items))),
+    )
+    try:
+        await ensure_topology(nc.jetstream())
+        await consumer.start()
+        await asyncio.wait_for(consumer.running.wait(), 10)
+        started = time.monotonic()
+        for tick in range(20 * 8):  # 20 messages of 2 events a second, for 8 s
+            events = [usage_event(i, event_id=f"steady-{tick}-{i}") for i in range(2)]
+            for event in events:
+                published[event.event_id] = time.monotonic()
+            await nc.publish(
+                names.USAGE_SUBJECT, b"[" + b",".join(e.model_dump_json().encode() for e in events) + b"]"
+            )
+            await asyncio.sleep(max(0.0, started + (tick + 1) / 20 - time.monotonic()))
+        assert await wait_until(lambda: sum(n for _, n in stores) == 320, within=10, interval=0.05)
+        assert await wait_until(lambda: sum(len(i) for _, i in flushed) == 320, within=5, interval=0.05)
+        # Stored every 3 s once busy (the first store after the quiet spell, then one a second later).
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(stores[2:])]
+        assert gaps and all(gap >= 2.8 for gap in gaps), gaps
+        # Every event reached on_delivered within about a second of its publication, well before its store.
+        seen = {event_id: when for when, batch in delivered for event_id in batch}
+        assert set(seen) == set(published)
+        late = sorted(seen[e] - published[e] for e in published)
+        assert late[-1] < 1.5, late[-5:]
+        # Each event flushed once, after it was delivered.
+        flushed_at = [(event_id, when) for when, batch in flushed for event_id in batch]
+        assert len(flushed_at) == len(dict(flushed_at)) == 320
+        assert all(when >= seen[event_id] for event_id, when in flushed_at)
+    finally:
+        await consumer.stop()
+        await nc.close()
+        bus.stop()
+
+
+@pytest.mark.nats
 async def test_a_stop_stores_what_the_pull_holds(tmp_path: Path) -> None:
     """Events pulled but held for the next store are stored at a stop, not left for the ack wait."""
     bus = EmbeddedNats(tmp_path / "nats").start()

@@ -140,6 +140,54 @@ async def test_a_budget_crossed_in_a_steady_stream_is_decided_within_2_s(
         await running
 
 
+async def test_a_budget_crossed_in_a_busy_stream_is_decided_before_its_store_and_counted_once(
+    js, accounting: AccountingProcess, priced: str
+) -> None:
+    """A busy stream is stored every ``BUSY_STORE_INTERVAL_SECONDS`` (3 s), but what is read is counted in
+    the decisions at once: a crossing is decided within 2 s, before its store. Once stored, an event no
+    longer counts as read-and-held, so it never counts twice ($0.06 of $0.10, then stored: no decision)."""
+    stop = asyncio.Event()
+
+    async def busy() -> None:  # 20 messages of 25 events a second, about 200 kB: stored every 3 s
+        n = 0
+        while not stop.is_set():
+            events = [
+                usage_event(
+                    k,
+                    event_id=f"busy-{n}-{k}",
+                    occurred_at=datetime.now(UTC),
+                    team_id="team-busy",
+                    model="local-llama",
+                    input_tokens=1,
+                    output_tokens=0,
+                )
+                for k in range(25)
+            ]
+            await js.publish(
+                names.USAGE_SUBJECT,
+                b"[" + b",".join(event.model_dump_json().encode() for event in events) + b"]",
+                headers={"Nats-Msg-Id": f"busy-{n}"},
+            )
+            n += 1
+            await asyncio.sleep(0.05)
+
+    running = asyncio.create_task(busy())
+    try:
+        await asyncio.sleep(4.0)  # busy: the stores are 3 s apart now
+        team = "team-held"
+        await _budget(js, "team", team, daily_nanos=100_000_000)  # $0.10
+        await asyncio.sleep(1.0)
+        await _spend(js, team_id=team, model=priced, input_tokens=60, output_tokens=0)  # $0.06
+        for _ in range(10):  # read, held, stored: never counted twice
+            await asyncio.sleep(0.5)
+            assert await _decision(js, f"team.{team}") is None
+        await _spend(js, team_id=team, model=priced, input_tokens=40, output_tokens=0)  # $0.10 reached
+        assert await _until(js, f"team.{team}", present=True, within=2.0) <= 2.0
+    finally:
+        stop.set()
+        await running
+
+
 async def test_user_monthly_token_budget_and_org_budget(
     js, accounting: AccountingProcess, priced: str
 ) -> None:

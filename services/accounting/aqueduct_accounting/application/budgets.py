@@ -4,7 +4,9 @@
   bucket), fed in by a KV watch: nothing accounting stores can lose them.
 - Running totals per budget scope for the current day and month: loaded from ClickHouse at start (and at
   every reconciliation), then kept up to date from each batch of usage events stored, without
-  re-aggregating.
+  re-aggregating. Events read but not stored yet (a steady stream is stored every few seconds) are
+  counted in decisions as soon as they are read (``usage_held``), and leave that count when stored or
+  refused, so how soon a crossed budget is decided does not depend on how often ingest stores.
 - Reconciliation: at start, every ``reconcile_seconds``, when a period ends, when budgets appear, and as
   soon as Valkey is found to have lost its counters, the proxies' spend counters in Valkey are raised to
   what ClickHouse holds (``SpendCounters``).
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,6 +66,7 @@ class BudgetEnforcer:
         reconcile_seconds: float = 30.0,
         on_reconciled: Callable[[], None] | None = None,
         gate: RollupGate | None = None,
+        stored_already: Callable[[str, str], bool] | None = None,
     ) -> None:
         self._ch = clickhouse
         self._gate = gate or RollupGate()
@@ -81,6 +84,12 @@ class BudgetEnforcer:
         self._stale = True  # reconcile at the next check
         self._reconciled_at = 0.0
         self._published: dict[str, QuotaDecision] | None = None
+        # Events read and not stored yet, by id: the budget scopes each counts in and what it adds; and
+        # their sums by scope. ``stored_already(event_id, occurred_at)`` tells a redelivered event (true
+        # only if it is known to be stored), which must not count twice.
+        self._held: dict[str, tuple[tuple[str, ...], int, int, bool]] = {}
+        self._held_spend: dict[str, Spend] = {}
+        self._stored_already = stored_already
         self._wake = asyncio.Event()
         self.reconciliations = 0
 
@@ -110,8 +119,68 @@ class BudgetEnforcer:
         self._budget_keys[snapshot_key or names.snapshot_budget_key(rule.scope, rule.scope_id)] = scoped
         self._wake.set()
 
-    def usage_stored(self, rows: list[dict[str, Any]] | None = None) -> None:
-        """Add newly stored usage rows (with their ``cost_nanos``) to the running totals."""
+    def usage_held(self, rows: list[dict[str, Any]]) -> None:
+        """Count usage rows read and not stored yet (with their ``cost_nanos``) in the decisions, until
+        ``usage_stored`` or ``usage_released`` names them."""
+        if not rows or self._periods is None or not self._budgets:
+            return
+        day_start, month_start = self._period_text
+        budgets, held, spend = self._budgets, self._held, self._held_spend
+        stored_already = self._stored_already
+        counted = False
+        for row in rows:
+            event_id = row["event_id"]
+            occurred = row["occurred_at"]
+            if event_id in held or occurred < month_start:
+                continue
+            scopes = tuple(
+                scoped
+                for scoped in (f"user.{row['user_id']}", f"team.{row['team_id']}", f"org.{row['org_id']}")
+                if scoped in budgets
+            )
+            if not scopes or (stored_already is not None and stored_already(event_id, occurred)):
+                continue
+            nanos = row.get("cost_nanos", 0)
+            tokens = row["input_tokens"] + row["output_tokens"]
+            today = occurred >= day_start
+            held[event_id] = (scopes, nanos, tokens, today)
+            for scoped in scopes:
+                spend[scoped] = spend.get(scoped, Spend()).plus(nanos, tokens, today)
+            counted = True
+        if counted:
+            self._wake.set()
+
+    def usage_released(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Rows held (``usage_held``) that are stored or will never be (refused): no longer counted as
+        held."""
+        held, spend = self._held, self._held_spend
+        if not held:
+            return
+        for row in rows:
+            entry = held.pop(row["event_id"], None)
+            if entry is None:
+                continue
+            scopes, nanos, tokens, today = entry
+            for scoped in scopes:
+                left = spend[scoped].plus(-nanos, -tokens, today)
+                if left == Spend():
+                    del spend[scoped]
+                else:
+                    spend[scoped] = left
+
+    def _spend(self, scoped: str, totals: dict[str, Spend]) -> Spend:
+        """What a scope spent: stored (``totals``) and held."""
+        spend = totals.get(scoped, Spend())
+        held = self._held_spend.get(scoped)
+        return spend if held is None else spend.added(held)
+
+    def usage_stored(
+        self, rows: list[dict[str, Any]] | None = None, batch: Sequence[dict[str, Any]] = ()
+    ) -> None:
+        """Add newly stored usage rows (with their ``cost_nanos``) to the running totals; the rows of the
+        ``batch`` they came from (stored, or found stored already) are no longer held."""
+        if batch:
+            self.usage_released(batch)
         if rows and self._periods is not None and self._budgets:
             day_start, month_start = self._period_text
             for row in rows:
@@ -158,6 +227,7 @@ class BudgetEnforcer:
         stored = await self._spend_in_clickhouse(periods)
         if periods != self._periods:  # a new day or month: yesterday's totals are not today's
             self._totals = {}
+            self._held, self._held_spend = {}, {}  # counted in the totals when stored
             self._periods = periods
             self._period_text = (clickhouse_time(periods.day_start), clickhouse_time(periods.month_start))
         for scoped, spend in stored.items():
@@ -217,7 +287,7 @@ class BudgetEnforcer:
         lines: list[BudgetLine] = []
         for rule in rules:
             lines.extend(
-                budget_lines(rule, totals.get(quota_key(rule.scope, rule.scope_id), Spend()), periods)
+                budget_lines(rule, self._spend(quota_key(rule.scope, rule.scope_id), totals), periods)
             )
         return lines
 
@@ -243,7 +313,7 @@ class BudgetEnforcer:
             self._published = await self._quota.current()
         wanted: dict[str, QuotaDecision] = {}
         for key, budget in self._budgets.items():
-            decision = decide(budget, self._totals.get(key, Spend()), periods, now)
+            decision = decide(budget, self._spend(key, self._totals), periods, now)
             if decision is not None:
                 wanted[key] = decision
         for key, decision in wanted.items():

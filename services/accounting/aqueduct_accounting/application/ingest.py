@@ -100,6 +100,14 @@ class UsageIngest:
         if not self._started:
             await self.start()
 
+    def stored_recently(self, event_id: str, occurred_at: str) -> bool:
+        """Whether the event is known stored without a query (only for events of the recent window)."""
+        return (
+            not self._unsure
+            and self._recent.covers(occurred_at)
+            and self._recent.contains(event_id, occurred_at)
+        )
+
     async def existing_ids(self, rows: list[dict[str, Any]]) -> set[str]:
         """The ids of ``rows`` present in ``usage_events`` (one query)."""
         # "YYYY-MM-DD hh:mm:ss.mmm" sorts as text the way it sorts as time.

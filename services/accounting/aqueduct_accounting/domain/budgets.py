@@ -41,6 +41,14 @@ class Spend:
             self.month_tokens + tokens,
         )
 
+    def added(self, other: Spend) -> Spend:
+        return Spend(
+            self.day_nanos + other.day_nanos,
+            self.day_tokens + other.day_tokens,
+            self.month_nanos + other.month_nanos,
+            self.month_tokens + other.month_tokens,
+        )
+
     def at_least(self, other: Spend) -> Spend:
         """Field by field, the larger: spend within a period only grows, so the larger of two counts
         (one from ClickHouse, one that also holds events stored since) is the truer one."""

@@ -3,11 +3,13 @@ messages into ClickHouse in batches.
 
 Each consumer is one FastStream subscriber (``PullSub(batch=True)``, manual acknowledgement) whose handler
 receives the messages of one pull, decoded (``Delivered``). A store is due when ``batch_size`` messages or
-``batch_bytes`` of payload are held, or ``store_interval`` after the previous store began; a pull keeps
-one request open until then (``_pull_until_due``), or until ``pull_size`` messages arrived. So a steady
-stream is pulled, handled and stored once per ``store_interval`` (one request, one insert, whatever the
-rate: their cost is shared by every event of the interval), while the first events after a quiet spell
-are stored ``linger`` after they arrive.
+``batch_bytes`` of payload are held, or ``store_interval`` after the previous store began (``busy_store_interval``
+after a store of ``busy_store_bytes`` or more: a steady stream); a pull keeps one request open until then
+(``_pull_until_due``), or until ``pull_size`` messages arrived, or ``handover_interval`` after the last
+pull was handed over (what is read reaches ``on_delivered`` that soon, before it is stored). So a steady
+stream is pulled and handled once per ``handover_interval`` and stored once per ``busy_store_interval``
+(one insert whatever the rate: its cost is shared by every event of the interval), while the first
+events after a quiet spell are stored ``linger`` after they arrive.
 Messages are acknowledged only after their batch is stored. With a dead-letter policy, what cannot be read
 or stored goes to the dead-letter stream (``dead_letter_path``) and ingest goes on; without one, a poison
 message is terminated and a failed store retried with the same messages forever. Used for usage events and
@@ -152,6 +154,9 @@ class BatchConsumer(Generic[T]):
         on_rejected: Callable[[int], None] | None = None,
         on_store_failed: Callable[[], None] | None = None,
         on_lag: Callable[[int], None] | None = None,
+        handover_interval: float | None = None,
+        on_delivered: Callable[[list[T]], None] | None = None,
+        on_flushed: Callable[[list[T]], None] | None = None,
         dead_letters: DeadLetterPolicy[T] | None = None,
         payload: Any = bytes,
         description: str | None = None,
@@ -179,6 +184,12 @@ class BatchConsumer(Generic[T]):
         self._on_rejected = on_rejected
         self._on_store_failed = on_store_failed
         self._on_lag = on_lag
+        # The items of each pull as the handler takes them (before they are stored), and the items of
+        # each batch once its store is over (stored, refused or left for redelivery at a stop).
+        self._on_delivered = on_delivered
+        self._on_flushed = on_flushed
+        self._handover = handover_interval
+        self._handed_at = -1e9  # when (monotonic) the handler last took a pull
         self._stopping = asyncio.Event()
         self.guard: GuardedStore[T] | None = None
         if dead_letters is not None:
@@ -278,7 +289,7 @@ class BatchConsumer(Generic[T]):
                 continue
             _pull_until_due(
                 self.subscriber,
-                lambda: self._stored_at + self._interval,
+                self._hold_until,
                 lambda: self._batch_bytes - self._held.size,
                 self._linger,
                 self._max_wait,
@@ -286,6 +297,13 @@ class BatchConsumer(Generic[T]):
             )
             self.running.set()
             return
+
+    def _hold_until(self) -> float:
+        """Until when (monotonic) a pull may hold what it has: the next store, or the next hand-over."""
+        due = self._stored_at + self._interval
+        if self._handover is None:
+            return due
+        return min(due, self._handed_at + self._handover)
 
     async def stop(self) -> None:
         """Stop pulling, store what the pull and the handler hold (insert and ack), then return."""
@@ -338,6 +356,12 @@ class BatchConsumer(Generic[T]):
         self._pull.unhandled = 0
         if not delivered.msgs:
             return
+        self._handed_at = time.monotonic()
+        if self._on_delivered is not None and delivered.items:
+            try:
+                self._on_delivered(delivered.items)
+            except Exception:  # an observer: never in the way of storing
+                log.exception("%s: on_delivered failed", self._durable)
         if self._on_lag is not None:
             with contextlib.suppress(Exception):
                 self._on_lag(delivered.msgs[-1].metadata.num_pending)
@@ -379,6 +403,16 @@ class BatchConsumer(Generic[T]):
             self._storing = asyncio.create_task(self._flush(held))
 
     async def _flush(self, batch: Delivered[T]) -> None:
+        try:
+            await self._store_and_ack(batch)
+        finally:
+            if self._on_flushed is not None and batch.items:
+                try:
+                    self._on_flushed(batch.items)
+                except Exception:
+                    log.exception("%s: on_flushed failed", self._durable)
+
+    async def _store_and_ack(self, batch: Delivered[T]) -> None:
         msgs, items, poisoned = batch.msgs, batch.items, batch.poisoned
         if poisoned and self._on_rejected is not None:
             self._on_rejected(len(poisoned))
