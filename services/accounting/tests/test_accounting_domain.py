@@ -322,8 +322,9 @@ def test_the_msgspec_reading_of_a_message_is_the_old_one():
     from aqueduct_accounting.domain.usage import TOKEN_COUNTS, _message_rows
     from aqueduct_libs import bounds
 
-    good = [orjson.loads(usage_event(i).model_dump_json()) for i in range(4)]  # "...Z"
-    good += [orjson.loads(orjson.dumps(usage_event(i, alias="a").model_dump())) for i in range(4, 8)]  # "+00:00"
+    # occurred_at as pydantic writes it ("...Z"), and as orjson does ("...+00:00")
+    good = [orjson.loads(usage_event(i).model_dump_json()) for i in range(4)]
+    good += [orjson.loads(orjson.dumps(usage_event(i, alias="a").model_dump())) for i in range(4, 8)]
     base = good[0]
     big = bounds.MAX_TOKENS
     odd_values = [
@@ -338,7 +339,17 @@ def test_the_msgspec_reading_of_a_message_is_the_old_one():
         "2026-02-30T00:00:00Z", "2026-13-01T00:00:00+00:00", "2026-06-01T24:00:00Z", "2026-06-01", "2026-06-01 10:00:00Z",
         "2026-06-01T10:00:00.1234567Z", "not a time", 2,
     ]  # fmt: skip
-    names = [*base, *TOKEN_COUNTS, "schema_version", "alias", "request_id", "ttft_ms", "streamed", "cut_short", "extra"]
+    names = [
+        *base,
+        *TOKEN_COUNTS,
+        "schema_version",
+        "alias",
+        "request_id",
+        "ttft_ms",
+        "streamed",
+        "cut_short",
+        "extra",
+    ]
 
     def altered(rng: random.Random) -> dict[str, object]:
         event = dict(rng.choice(good))
@@ -352,7 +363,8 @@ def test_the_msgspec_reading_of_a_message_is_the_old_one():
 
     def text(item: object, rng: random.Random) -> bytes:
         if not isinstance(item, dict) or rng.random() < 0.8:
-            return json.dumps(item, ensure_ascii=rng.random() < 0.5).encode()  # NaN, Infinity, ints past 64 bits
+            # NaN, Infinity and ints past 64 bits included
+            return json.dumps(item, ensure_ascii=rng.random() < 0.5).encode()
         spliced = json.dumps(item).encode()[:-1]
         return spliced + rng.choice(
             (
@@ -384,12 +396,15 @@ def test_the_msgspec_reading_of_a_message_is_the_old_one():
         if rng.random() < 0.3:
             payload = text(altered(rng) if rng.random() < 0.6 else rng.choice(good), rng)
         else:
-            items = [altered(rng) if rng.random() < 0.25 else rng.choice(good) for _ in range(rng.randint(1, 6))]
+            items = [
+                altered(rng) if rng.random() < 0.25 else rng.choice(good) for _ in range(rng.randint(1, 6))
+            ]
             if rng.random() < 0.1:
                 items.append(rng.choice(("text", 5, None, [], [base])))
             payload = b"[" + b", ".join(text(item, rng) for item in items) + b"]"
         for kwargs in ({}, {"now": now}, {"cost": cost}):
-            assert _message_reading(payload, **kwargs) == _old_message_reading(payload, **kwargs), (case, payload)
+            expected = _old_message_reading(payload, **kwargs)
+            assert _message_reading(payload, **kwargs) == expected, (case, payload)
         fast += _message_rows(payload, None, None) is not None
     assert 800 < fast < 3200  # both ways, many of each
     for payload in (b"[]", b"{}", b"nope", b"5", b"[5]", b"null", b'"x"', b"", b" [ ] "):

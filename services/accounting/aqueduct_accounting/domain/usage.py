@@ -252,9 +252,10 @@ _NUMBER = (int, float)
 _Text = Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)]
 _Count = Annotated[int, msgspec.Meta(ge=0, le=_MAX_TOKENS)]
 # An int stays an int, a float a float, as orjson reads them (the rows are then the same, types and all).
-_Millis = Annotated[int, msgspec.Meta(ge=0, le=int(_MAX_LATENCY))] | Annotated[
-    float, msgspec.Meta(ge=0.0, le=_MAX_LATENCY)
-]
+_Millis = (
+    Annotated[int, msgspec.Meta(ge=0, le=int(_MAX_LATENCY))]
+    | Annotated[float, msgspec.Meta(ge=0.0, le=_MAX_LATENCY)]
+)
 
 
 class _Event(msgspec.Struct, gc=False, forbid_unknown_fields=True):
@@ -306,7 +307,8 @@ def _message_rows(
     an empty array, one event out of bounds), which ``usage_message_from_json`` then reads the old way."""
     try:
         decoded = _decode_message(payload)
-    except (ValueError, TypeError):  # msgspec.DecodeError (ValidationError too), UnicodeDecodeError, not bytes
+    # msgspec.DecodeError (ValidationError is one), UnicodeDecodeError, a payload that is not bytes
+    except (ValueError, TypeError):
         return None
     events = decoded if type(decoded) is list else (decoded,)
     if not events:
@@ -317,7 +319,9 @@ def _message_rows(
             occurred = _occurred_at(event.occurred_at)
         except ValueError:
             return None
-        if not _EARLIEST <= occurred or not (_LATEST.admits(occurred) if latest is None else occurred <= latest):
+        if not _EARLIEST <= occurred or not (
+            _LATEST.admits(occurred) if latest is None else occurred <= latest
+        ):
             return None
         row = {
             "event_id": event.event_id,
