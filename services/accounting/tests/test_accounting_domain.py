@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pytest
@@ -220,6 +221,33 @@ def test_occurred_at_fast_path_matches_parsing():
         _occurred_at("2026-13-01T01:01:01.123456+00:00")
 
 
+def _odd_values(base: dict[str, Any]) -> list[Any]:
+    """Values to put in an event's fields: of every JSON type, at and past every bound, odd times."""
+    from aqueduct_libs import bounds
+
+    big = bounds.MAX_TOKENS
+    return [
+        None, "", "x", "é" * bounds.MAX_TEXT_LENGTH, "😀" * (bounds.MAX_TEXT_LENGTH + 1), "x" * bounds.MAX_TEXT_LENGTH,
+        "x" * (bounds.MAX_TEXT_LENGTH + 1), "\u0000\u2028\ufeff", 0, -1, 1, 1.0, -0.0, True, False, 1.5, 1e308,
+        float("nan"), float("inf"), 99, 100, 200.0, 599, 600, big, big + 1, float(big), 2**63, 2**64, 2**70, -(2**70),
+        bounds.MAX_LATENCY_MS, bounds.MAX_LATENCY_MS + 1, int(bounds.MAX_LATENCY_MS), int(bounds.MAX_LATENCY_MS) + 1,
+        [], {}, [True], {"a": 1}, "model", "mcp", "batch", "other", "Model", "1999-12-31T23:59:59.999999+00:00",
+        "2000-01-01T00:00:00.000000+00:00", "2000-01-01T00:00:00Z", "2030-01-01T00:00:00Z", base["occurred_at"],
+        base["occurred_at"].replace("Z", "+00:00"), base["occurred_at"].rstrip("Z"),
+        base["occurred_at"].replace("Z", "+05:30"), base["occurred_at"].replace("Z", "-08:00"),
+        "2026-02-30T00:00:00Z", "2026-13-01T00:00:00+00:00", "2026-06-01T24:00:00Z", "2026-06-01", "2026-06-01 10:00:00Z",
+        "2026-06-01T10:00:00.1234567Z", "not a time", 2,
+    ]  # fmt: skip
+
+
+def _altered_names(base: dict[str, Any]) -> list[str]:
+    """The fields to drop or set in an event: its own, those it may lack, and one unknown."""
+    from aqueduct_accounting.domain.usage import TOKEN_COUNTS
+
+    extra = ["schema_version", "alias", "request_id", "ttft_ms", "streamed", "cut_short", "extra"]
+    return [*base, *TOKEN_COUNTS, *extra]
+
+
 def test_the_fast_reading_of_an_event_is_the_checked_one():
     """``_fast_row`` (the hot path) gives the row ``_checked_row`` gives, or declines (None or a lookup
     error) exactly where ``_checked_row`` refuses: over events with fields missing, of other types and
@@ -230,32 +258,15 @@ def test_the_fast_reading_of_an_event_is_the_checked_one():
     from accounting_testing import usage_event
 
     from aqueduct_accounting.domain.usage import (
-        TOKEN_COUNTS,
         InvalidUsageEventError,
         _checked_row,
         _fast_row,
         _latest,
     )
-    from aqueduct_libs import bounds
 
     base = orjson.loads(usage_event(1).model_dump_json())
-    odd_values = [
-        None, "", "x", "x" * bounds.MAX_TEXT_LENGTH, "x" * (bounds.MAX_TEXT_LENGTH + 1), 0, -1, 1, True, False,
-        1.5, float("nan"), float("inf"), 99, 100, 599, 600, bounds.MAX_TOKENS, bounds.MAX_TOKENS + 1, 2**70,
-        bounds.MAX_LATENCY_MS, bounds.MAX_LATENCY_MS + 1, [], {}, "model", "mcp", "batch", "other",
-        "1999-12-31T23:59:59.999999+00:00", "2000-01-01T00:00:00.000000+00:00", "2030-01-01T00:00:00Z",
-        base["occurred_at"], "not a time", 2,
-    ]  # fmt: skip
-    names = [
-        *base,
-        *TOKEN_COUNTS,
-        "schema_version",
-        "alias",
-        "request_id",
-        "ttft_ms",
-        "streamed",
-        "cut_short",
-    ]
+    odd_values = _odd_values(base)
+    names = _altered_names(base)
     rng = random.Random(15)
     latest = _latest()
     accepted = 0
@@ -319,37 +330,14 @@ def test_the_msgspec_reading_of_a_message_is_the_old_one():
 
     from accounting_testing import usage_event
 
-    from aqueduct_accounting.domain.usage import TOKEN_COUNTS, _message_rows
-    from aqueduct_libs import bounds
+    from aqueduct_accounting.domain.usage import _message_rows
 
     # occurred_at as pydantic writes it ("...Z"), and as orjson does ("...+00:00")
     good = [orjson.loads(usage_event(i).model_dump_json()) for i in range(4)]
     good += [orjson.loads(orjson.dumps(usage_event(i, alias="a").model_dump())) for i in range(4, 8)]
     base = good[0]
-    big = bounds.MAX_TOKENS
-    odd_values = [
-        None, "", "x", "é" * bounds.MAX_TEXT_LENGTH, "😀" * (bounds.MAX_TEXT_LENGTH + 1), "x" * bounds.MAX_TEXT_LENGTH,
-        "x" * (bounds.MAX_TEXT_LENGTH + 1), "\u0000\u2028\ufeff", 0, -1, 1, 1.0, -0.0, True, False, 1.5, 1e308,
-        float("nan"), float("inf"), 99, 100, 200.0, 599, 600, big, big + 1, float(big), 2**63, 2**64, 2**70, -(2**70),
-        bounds.MAX_LATENCY_MS, bounds.MAX_LATENCY_MS + 1, int(bounds.MAX_LATENCY_MS), int(bounds.MAX_LATENCY_MS) + 1,
-        [], {}, [True], {"a": 1}, "model", "mcp", "batch", "other", "Model", "1999-12-31T23:59:59.999999+00:00",
-        "2000-01-01T00:00:00.000000+00:00", "2000-01-01T00:00:00Z", "2030-01-01T00:00:00Z", base["occurred_at"],
-        good[4]["occurred_at"], base["occurred_at"].replace("Z", "+00:00"), base["occurred_at"].rstrip("Z"),
-        base["occurred_at"].replace("Z", "+05:30"), base["occurred_at"].replace("Z", "-08:00"),
-        "2026-02-30T00:00:00Z", "2026-13-01T00:00:00+00:00", "2026-06-01T24:00:00Z", "2026-06-01", "2026-06-01 10:00:00Z",
-        "2026-06-01T10:00:00.1234567Z", "not a time", 2,
-    ]  # fmt: skip
-    names = [
-        *base,
-        *TOKEN_COUNTS,
-        "schema_version",
-        "alias",
-        "request_id",
-        "ttft_ms",
-        "streamed",
-        "cut_short",
-        "extra",
-    ]
+    odd_values = _odd_values(base)
+    names = _altered_names(base)
 
     def altered(rng: random.Random) -> dict[str, object]:
         event = dict(rng.choice(good))
