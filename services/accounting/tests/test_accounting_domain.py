@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 from typing import Any
 
@@ -240,12 +241,21 @@ def _odd_values(base: dict[str, Any]) -> list[Any]:
     ]  # fmt: skip
 
 
-def _altered_names(base: dict[str, Any]) -> list[str]:
-    """The fields to drop or set in an event: its own, those it may lack, and one unknown."""
+def _altered(event: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """A copy of ``event`` with one to three fields dropped or set to odd values: its own fields, those it
+    may lack, and one unknown."""
     from aqueduct_accounting.domain.usage import TOKEN_COUNTS
 
     extra = ["schema_version", "alias", "request_id", "ttft_ms", "streamed", "cut_short", "extra"]
-    return [*base, *TOKEN_COUNTS, *extra]
+    names, odd_values = [*event, *TOKEN_COUNTS, *extra], _odd_values(event)
+    event = dict(event)
+    for _ in range(rng.choice((1, 1, 2, 3))):
+        name = rng.choice(names)
+        if rng.random() < 0.15:
+            event.pop(name, None)
+        else:
+            event[name] = rng.choice(odd_values)
+    return event
 
 
 def test_the_fast_reading_of_an_event_is_the_checked_one():
@@ -265,19 +275,11 @@ def test_the_fast_reading_of_an_event_is_the_checked_one():
     )
 
     base = orjson.loads(usage_event(1).model_dump_json())
-    odd_values = _odd_values(base)
-    names = _altered_names(base)
     rng = random.Random(15)
     latest = _latest()
     accepted = 0
     for case in range(6000):
-        event = dict(base)
-        for _ in range(rng.choice((1, 1, 2, 3))):
-            name = rng.choice(names)
-            if rng.random() < 0.15:
-                event.pop(name, None)
-            else:
-                event[name] = rng.choice(odd_values)
+        event = _altered(base, rng)
         for bound in (None, latest):
             try:
                 expected = _checked_row(event, bound)
@@ -336,18 +338,9 @@ def test_the_msgspec_reading_of_a_message_is_the_old_one():
     good = [orjson.loads(usage_event(i).model_dump_json()) for i in range(4)]
     good += [orjson.loads(orjson.dumps(usage_event(i, alias="a").model_dump())) for i in range(4, 8)]
     base = good[0]
-    odd_values = _odd_values(base)
-    names = _altered_names(base)
 
     def altered(rng: random.Random) -> dict[str, object]:
-        event = dict(rng.choice(good))
-        for _ in range(rng.choice((1, 1, 2, 3))):
-            name = rng.choice(names)
-            if rng.random() < 0.15:
-                event.pop(name, None)
-            else:
-                event[name] = rng.choice(odd_values)
-        return event
+        return _altered(rng.choice(good), rng)
 
     def text(item: object, rng: random.Random) -> bytes:
         if not isinstance(item, dict) or rng.random() < 0.8:
