@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pytest
@@ -220,6 +222,42 @@ def test_occurred_at_fast_path_matches_parsing():
         _occurred_at("2026-13-01T01:01:01.123456+00:00")
 
 
+def _odd_values(base: dict[str, Any]) -> list[Any]:
+    """Values to put in an event's fields: of every JSON type, at and past every bound, odd times."""
+    from aqueduct_libs import bounds
+
+    big = bounds.MAX_TOKENS
+    return [
+        None, "", "x", "é" * bounds.MAX_TEXT_LENGTH, "😀" * (bounds.MAX_TEXT_LENGTH + 1), "x" * bounds.MAX_TEXT_LENGTH,
+        "x" * (bounds.MAX_TEXT_LENGTH + 1), "\u0000\u2028\ufeff", 0, -1, 1, 1.0, -0.0, True, False, 1.5, 1e308,
+        float("nan"), float("inf"), 99, 100, 200.0, 599, 600, big, big + 1, float(big), 2**63, 2**64, 2**70, -(2**70),
+        bounds.MAX_LATENCY_MS, bounds.MAX_LATENCY_MS + 1, int(bounds.MAX_LATENCY_MS), int(bounds.MAX_LATENCY_MS) + 1,
+        [], {}, [True], {"a": 1}, "model", "mcp", "batch", "other", "Model", "1999-12-31T23:59:59.999999+00:00",
+        "2000-01-01T00:00:00.000000+00:00", "2000-01-01T00:00:00Z", "2030-01-01T00:00:00Z", base["occurred_at"],
+        base["occurred_at"].replace("Z", "+00:00"), base["occurred_at"].rstrip("Z"),
+        base["occurred_at"].replace("Z", "+05:30"), base["occurred_at"].replace("Z", "-08:00"),
+        "2026-02-30T00:00:00Z", "2026-13-01T00:00:00+00:00", "2026-06-01T24:00:00Z", "2026-06-01", "2026-06-01 10:00:00Z",
+        "2026-06-01T10:00:00.1234567Z", "not a time", 2,
+    ]  # fmt: skip
+
+
+def _altered(event: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """A copy of ``event`` with one to three fields dropped or set to odd values: its own fields, those it
+    may lack, and one unknown."""
+    from aqueduct_accounting.domain.usage import TOKEN_COUNTS
+
+    extra = ["schema_version", "alias", "request_id", "ttft_ms", "streamed", "cut_short", "extra"]
+    names, odd_values = [*event, *TOKEN_COUNTS, *extra], _odd_values(event)
+    event = dict(event)
+    for _ in range(rng.choice((1, 1, 2, 3))):
+        name = rng.choice(names)
+        if rng.random() < 0.15:
+            event.pop(name, None)
+        else:
+            event[name] = rng.choice(odd_values)
+    return event
+
+
 def test_the_fast_reading_of_an_event_is_the_checked_one():
     """``_fast_row`` (the hot path) gives the row ``_checked_row`` gives, or declines (None or a lookup
     error) exactly where ``_checked_row`` refuses: over events with fields missing, of other types and
@@ -230,43 +268,18 @@ def test_the_fast_reading_of_an_event_is_the_checked_one():
     from accounting_testing import usage_event
 
     from aqueduct_accounting.domain.usage import (
-        TOKEN_COUNTS,
         InvalidUsageEventError,
         _checked_row,
         _fast_row,
         _latest,
     )
-    from aqueduct_libs import bounds
 
     base = orjson.loads(usage_event(1).model_dump_json())
-    odd_values = [
-        None, "", "x", "x" * bounds.MAX_TEXT_LENGTH, "x" * (bounds.MAX_TEXT_LENGTH + 1), 0, -1, 1, True, False,
-        1.5, float("nan"), float("inf"), 99, 100, 599, 600, bounds.MAX_TOKENS, bounds.MAX_TOKENS + 1, 2**70,
-        bounds.MAX_LATENCY_MS, bounds.MAX_LATENCY_MS + 1, [], {}, "model", "mcp", "batch", "other",
-        "1999-12-31T23:59:59.999999+00:00", "2000-01-01T00:00:00.000000+00:00", "2030-01-01T00:00:00Z",
-        base["occurred_at"], "not a time", 2,
-    ]  # fmt: skip
-    names = [
-        *base,
-        *TOKEN_COUNTS,
-        "schema_version",
-        "alias",
-        "request_id",
-        "ttft_ms",
-        "streamed",
-        "cut_short",
-    ]
     rng = random.Random(15)
     latest = _latest()
     accepted = 0
     for case in range(6000):
-        event = dict(base)
-        for _ in range(rng.choice((1, 1, 2, 3))):
-            name = rng.choice(names)
-            if rng.random() < 0.15:
-                event.pop(name, None)
-            else:
-                event[name] = rng.choice(odd_values)
+        event = _altered(base, rng)
         for bound in (None, latest):
             try:
                 expected = _checked_row(event, bound)
@@ -283,3 +296,124 @@ def test_the_fast_reading_of_an_event_is_the_checked_one():
     assert 1000 < accepted < 11000  # both kinds of case, many of each
     assert _fast_row(base, None) == _checked_row(base, None)
     assert _fast_row([base], None) is None
+
+
+def _old_message_reading(payload: bytes, **kwargs: object) -> object:
+    """What ``usage_message_from_json`` gives without its msgspec path: a ``UsageMessage`` or the refusal."""
+    from unittest import mock
+
+    from aqueduct_accounting.domain import usage
+
+    with mock.patch.object(usage, "_message_rows", return_value=None):
+        return _message_reading(payload, **kwargs)
+
+
+def _message_reading(payload: bytes, **kwargs: object) -> object:
+    from aqueduct_accounting.domain.usage import usage_message_from_json
+
+    try:
+        message = usage_message_from_json(payload, **kwargs)  # type: ignore[arg-type]
+    except Exception as exc:  # InvalidUsageEventError; TypeError for an unhashable kind (the old way's own)
+        return (type(exc), str(exc))
+    # the values' types too (1 == 1.0 == True): what is inserted must not change
+    return (
+        [[(name, type(value), value) for name, value in row.items()] for row in message.rows],
+        message.rejected,
+    )
+
+
+def test_the_msgspec_reading_of_a_message_is_the_old_one():
+    """``usage_message_from_json`` reads a message whose every event is good with msgspec (``_message_rows``),
+    and any other the old way: over single events and arrays mixing good and bad events (fields missing,
+    extra, duplicated, of other types, at and past every bound, odd JSON), the rows and the refusals (index,
+    text, reason) are those of the old way alone, types of values included."""
+    import json
+    import random
+
+    from accounting_testing import usage_event
+
+    from aqueduct_accounting.domain.usage import _message_rows
+
+    # occurred_at as pydantic writes it ("...Z"), and as orjson does ("...+00:00")
+    good = [orjson.loads(usage_event(i).model_dump_json()) for i in range(4)]
+    good += [orjson.loads(orjson.dumps(usage_event(i, alias="a").model_dump())) for i in range(4, 8)]
+    base = good[0]
+
+    def altered(rng: random.Random) -> dict[str, object]:
+        return _altered(rng.choice(good), rng)
+
+    def text(item: object, rng: random.Random) -> bytes:
+        if not isinstance(item, dict) or rng.random() < 0.8:
+            # NaN, Infinity and ints past 64 bits included
+            return json.dumps(item, ensure_ascii=rng.random() < 0.5).encode()
+        spliced = json.dumps(item).encode()[:-1]
+        return spliced + rng.choice(
+            (
+                b', "team_id": "t"}',  # a field twice: the last wins
+                b', "status_code": "200"}',
+                b', "input_tokens": 1e2}',
+                b', "schema_version": 1.0}',
+                b', "schema_version": true}',
+                b', "event_id": "\xff"}',  # not UTF-8
+                b', "route": "\\ud800"}',  # a lone surrogate
+                b', "extra": "\xed\xa0\x80"}',
+                b', "extra": 1e400}',
+                b', "extra": ' + b"[" * 1100 + b"]" * 1100 + b"}",
+                b', "streamed": true, "cut_short": true}',
+                b', "ev\\u0065nt_id": "escaped"}',
+                b', "kind": "mc\\u0070"}',
+                b"} trailing",
+                b"}",
+            )
+        )
+
+    def cost(row: dict[str, object]) -> int:  # negative with no input tokens, past the bound above a million
+        return (int(row["input_tokens"]) - 1) * 10**12  # type: ignore[call-overload]
+
+    rng = random.Random(16)
+    now = datetime.now(UTC)
+    fast = 0
+    for case in range(4000):
+        if rng.random() < 0.3:
+            payload = text(altered(rng) if rng.random() < 0.6 else rng.choice(good), rng)
+        else:
+            items = [
+                altered(rng) if rng.random() < 0.25 else rng.choice(good) for _ in range(rng.randint(1, 6))
+            ]
+            if rng.random() < 0.1:
+                items.append(rng.choice(("text", 5, None, [], [base])))
+            payload = b"[" + b", ".join(text(item, rng) for item in items) + b"]"
+        for kwargs in ({}, {"now": now}, {"cost": cost}):
+            expected = _old_message_reading(payload, **kwargs)
+            assert _message_reading(payload, **kwargs) == expected, (case, payload)
+        fast += _message_rows(payload, None, None) is not None
+    assert 800 < fast < 3200  # both ways, many of each
+    for payload in (b"[]", b"{}", b"nope", b"5", b"[5]", b"null", b'"x"', b"", b" [ ] "):
+        assert _message_reading(payload) == _old_message_reading(payload)
+        assert _message_rows(payload, None, None) is None
+
+
+def test_a_message_of_good_events_is_read_by_msgspec_alone():
+    """A proxy's array of 25 events (and a lone event) never reaches the old reading: were the msgspec path to
+    decline them, it would silently cost twice the time."""
+    from unittest import mock
+
+    from accounting_testing import usage_event
+
+    from aqueduct_accounting.domain import usage
+    from aqueduct_libs.events import UsageRecorded
+
+    events = [usage_event(i, ttft_ms=12, latency_ms=30.5 + i, streamed=bool(i % 2)) for i in range(25)]
+    array = orjson.dumps([e.model_dump() for e in events])
+    prices = PriceBook({"gpt-4o-mini": Price(150, 600)})
+    with (
+        mock.patch.object(usage, "_priced_row", side_effect=AssertionError("the old reading")),
+        mock.patch.object(usage.orjson, "loads", side_effect=AssertionError("the old reading")),
+    ):
+        message = usage.usage_message_from_json(array, cost=lambda row: usage.row_cost(prices, row))
+        lone = usage.usage_message_from_json(events[0].model_dump_json().encode())
+    assert [row["event_id"] for row in message.rows] == [e.event_id for e in events]
+    assert message.rejected == [] and len(lone.rows) == 1
+    assert message.rows[2]["cost_nanos"] == usage.row_cost(prices, message.rows[2]) > 0
+    # every field of the contract is known to the msgspec reading (an unknown one sends messages the old way)
+    assert set(usage._Event.__struct_fields__) == set(UsageRecorded.model_fields)

@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
 
 from aqueduct_accounting.domain.pricing import PriceBook, TokenClasses
@@ -147,11 +148,14 @@ def usage_message_from_json(
     each bad event with its reason. ``cost`` (nano-dollars of a row) refuses an event dearer than
     ``bounds.MAX_EVENT_COST_NANOS``. Raises ``InvalidUsageEventError`` when the message is no event at all
     (not JSON, an empty array, ...) or is a lone bad event."""
+    latest = None if now is None else _latest(now)
+    rows = _message_rows(payload, latest, cost)
+    if rows is not None:
+        return UsageMessage(rows)
     try:
         data = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise InvalidUsageEventError(f"not JSON: {exc}") from exc
-    latest = None if now is None else _latest(now)
     if not isinstance(data, list):
         return UsageMessage([_priced_row(data, latest, cost)])
     if not data:
@@ -244,6 +248,116 @@ _MIN_STATUS = bounds.MIN_STATUS_CODE
 _MAX_STATUS = bounds.MAX_STATUS_CODE
 _MAX_LATENCY = bounds.MAX_LATENCY_MS
 _NUMBER = (int, float)
+
+_Text = Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)]
+_Count = Annotated[int, msgspec.Meta(ge=0, le=_MAX_TOKENS)]
+# An int stays an int, a float a float, as orjson reads them (the rows are then the same, types and all).
+_Millis = (
+    Annotated[int, msgspec.Meta(ge=0, le=int(_MAX_LATENCY))]
+    | Annotated[float, msgspec.Meta(ge=0.0, le=_MAX_LATENCY)]
+)
+
+
+class _Event(msgspec.Struct, gc=False, forbid_unknown_fields=True):
+    """A ``UsageRecorded`` within every bound ``_fast_row`` checks, as msgspec reads it (``_message_rows``).
+
+    Only ever narrower than ``_fast_row``: ints refuse floats and booleans, ``schema_version`` is exactly
+    ``1``, optional texts are a string or null, ``streamed``/``cut_short`` a boolean or null; anything else
+    goes the old way, which says what is wrong. Unknown fields are refused (msgspec skips their values
+    without the checks orjson makes, e.g. UTF-8 and a number's range): keep the fields those of
+    ``UsageRecorded`` (``test_accounting_domain`` compares them)."""
+
+    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_TEXT)]
+    token_id: _Text
+    user_id: _Text
+    org_id: _Text
+    endpoint: _Text
+    model: _Text
+    route: _Text
+    status_code: Annotated[int, msgspec.Meta(ge=_MIN_STATUS, le=_MAX_STATUS)]
+    occurred_at: str
+    schema_version: Literal[1] = 1
+    kind: Literal["model", "mcp", "batch"] = "model"
+    service_account_id: _Text | None = None
+    team_id: _Text | None = None
+    tool: _Text | None = None
+    batch_id: _Text | None = None
+    request_id: _Text | None = None
+    alias: _Text | None = None
+    input_tokens: _Count = 0
+    output_tokens: _Count = 0
+    cached_tokens: _Count = 0
+    cache_write_5m_tokens: _Count = 0
+    cache_write_1h_tokens: _Count = 0
+    reasoning_tokens: _Count = 0
+    latency_ms: _Millis = 0.0
+    ttft_ms: _Millis | None = None
+    streamed: bool | None = None
+    cut_short: bool | None = None
+
+
+_decode_message = msgspec.json.Decoder(list[_Event] | _Event).decode
+
+
+def _message_rows(
+    payload: bytes, latest: str | None, cost: Callable[[dict[str, Any]], int] | None
+) -> list[dict[str, Any]] | None:
+    """The priced rows of a message whose every event is good, read by msgspec (half the time of orjson
+    and ``_fast_row``), each the row ``_priced_row`` makes; None for any other message (refused by msgspec,
+    an empty array, one event out of bounds), which ``usage_message_from_json`` then reads the old way."""
+    try:
+        decoded = _decode_message(payload)
+    # msgspec.DecodeError (ValidationError is one), UnicodeDecodeError, a payload that is not bytes
+    except (ValueError, TypeError):
+        return None
+    events = decoded if type(decoded) is list else (decoded,)
+    if not events:
+        return None
+    rows = []
+    for event in events:
+        try:
+            occurred = _occurred_at(event.occurred_at)
+        except ValueError:
+            return None
+        if not _EARLIEST <= occurred or not (
+            _LATEST.admits(occurred) if latest is None else occurred <= latest
+        ):
+            return None
+        row = {
+            "event_id": event.event_id,
+            "token_id": event.token_id,
+            "user_id": event.user_id,
+            "org_id": event.org_id,
+            "endpoint": event.endpoint,
+            "model": event.model,
+            "route": event.route,
+            "service_account_id": event.service_account_id or "",
+            "team_id": event.team_id or "",
+            "tool": event.tool or "",
+            "batch_id": event.batch_id or "",
+            "request_id": event.request_id or "",
+            "alias": event.alias or "",
+            "status_code": event.status_code,
+            "input_tokens": event.input_tokens,
+            "output_tokens": event.output_tokens,
+            "cached_tokens": event.cached_tokens,
+            "cache_write_5m_tokens": event.cache_write_5m_tokens,
+            "cache_write_1h_tokens": event.cache_write_1h_tokens,
+            "reasoning_tokens": event.reasoning_tokens,
+            "kind": event.kind,
+            "latency_ms": event.latency_ms,
+            "ttft_ms": event.ttft_ms,
+            "streamed": event.streamed is True,
+            "cut_short": event.cut_short is True,
+            "occurred_at": occurred,
+        }
+        if cost is not None:
+            nanos = cost(row)
+            if not 0 <= nanos <= bounds.MAX_EVENT_COST_NANOS:
+                return None
+            row["cost_nanos"] = nanos
+        rows.append(row)
+    return rows
 
 
 def _fast_row(data: Any, latest: str | None) -> dict[str, Any] | None:
