@@ -36,6 +36,8 @@ BAD: dict[str, tuple[dict[str, Any], str]] = {
     "count as text": ({**_good("bad-type"), "input_tokens": "5"}, "input_tokens"),
     "user as number": ({**_good("bad-user"), "user_id": 5}, "user_id"),
     "latency as text": ({**_good("bad-latency"), "latency_ms": "fast"}, "latency_ms"),
+    "kind as a list": ({**_good("bad-kind-list"), "kind": []}, "kind"),
+    "kind as an object": ({**_good("bad-kind-object"), "kind": {"model": 1}}, "kind"),
 }
 
 

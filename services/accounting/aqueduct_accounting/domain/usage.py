@@ -490,7 +490,7 @@ def _checked_row(data: Any, latest: str | None) -> dict[str, Any]:
         raise InvalidUsageEventError(
             f"occurred_at {data['occurred_at']} is outside {_EARLIEST} .. now + skew"
         )
-    if row["kind"] not in _KINDS:
+    if type(row["kind"]) is not str or row["kind"] not in _KINDS:  # a list or an object is not hashable
         raise InvalidUsageEventError("kind must be model, mcp or batch")
     latency, ttft = row["latency_ms"], row["ttft_ms"]
     if type(latency) not in (int, float) or type(ttft) not in (int, float, type(None)):

@@ -35,7 +35,6 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from pydantic import ValidationError
 
 from aqueduct_accounting.entrypoints.dead_letter_path import DeadLetterPolicy, GuardedStore, Letter
 from aqueduct_libs.broker import OWN_INBOX
@@ -341,7 +340,7 @@ class BatchConsumer(Generic[T]):
             delivered.size += len(msg.data)
             try:
                 item = decode(msg.data)
-            except (ValidationError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001  # whatever a message holds, it stops no other
                 log.error("%s: a message cannot be read: %s", self._durable, exc)
                 delivered.poisoned.add(id(msg))
                 if guard is not None:
