@@ -340,7 +340,7 @@ class BatchConsumer(Generic[T]):
             delivered.size += len(msg.data)
             try:
                 item = decode(msg.data)
-            except Exception as exc:  # noqa: BLE001  # whatever a message holds, it stops no other
+            except Exception as exc:  # whatever a message holds, it stops no other
                 log.error("%s: a message cannot be read: %s", self._durable, exc)
                 delivered.poisoned.add(id(msg))
                 if guard is not None:
