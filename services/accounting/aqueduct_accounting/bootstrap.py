@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -122,6 +123,11 @@ class AccountingService:
         self.tasks.append(asyncio.create_task(self._run_budgets(), name="budgets"))
         self.tasks.append(asyncio.create_task(self.health.run(self.lag_interval), name="ingest-health"))
         self.tasks.append(asyncio.create_task(self._run_rollups(), name="rollups"))
+        # What start-up made (modules, clients, settings: about 140,000 objects) lives as long as the process:
+        # moved out of the collector's generations (gc.freeze), so that the collections a steady stream of
+        # usage causes walk only what it allocates, not all of that again each time.
+        gc.collect()
+        gc.freeze()
 
     async def _run_rollups(self) -> None:
         """Roll up what was stored, every ``rollup_interval`` (at once at start: what an earlier run left
