@@ -332,6 +332,17 @@ def test_limits_budgets_and_exclusions_at_every_level(admin: Cli) -> None:
     admin("teams", "delete", "lab/optics", "--yes")
     assert "no team named" in admin("teams", "show", "lab/optics", check=False)
 
+    # Names with a "/" of their own: ORG/TEAM finds the one team they can mean.
+    admin("orgs", "create", "r&d/west")
+    admin("teams", "create", "lenses", "--org", "r&d/west")
+    admin("teams", "create", "x/y", "--org", "lab")
+    assert admin.json("teams", "show", "r&d/west/lenses")["name"] == "lenses"  # type: ignore[index]
+    assert admin.json("teams", "show", "lab/x/y")["name"] == "x/y"  # type: ignore[index]
+    admin("orgs", "create", "lab/x")
+    admin("teams", "create", "y", "--org", "lab/x")  # "lab/x/y": lab's x/y or lab/x's y
+    assert "several teams match" in admin("teams", "show", "lab/x/y", check=False)
+    assert "no team named" in admin("teams", "show", "lab/nothing/here", check=False)
+
 
 def test_tokens_catalogue_mcp_terms_and_audit(admin: Cli, upstream) -> None:
     out = admin("tokens", "create", "--name", "ci", "--expires-at", "2099-01-01T00:00:00Z")

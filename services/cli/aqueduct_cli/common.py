@@ -88,17 +88,33 @@ def find_org(ref: str) -> dict[str, Any]:
 
 
 def find_team(ref: str, org: str | None = None) -> dict[str, Any]:
-    """A team by id, ``org/team``, or name (with ``--org`` when two orgs have a team of that name)."""
+    """A team by id, ``org/team``, or name (with ``--org`` when two orgs have a team of that name). Names
+    may hold a "/" themselves: ``a/b/c`` is team ``b/c`` of org ``a``, team ``c`` of org ``a/b``, or the
+    team named ``a/b/c``, whichever exists (several: an error that says how to choose)."""
     if _is_id(ref):
         return dict(call("GET", f"/api/teams/{ref}"))
-    if "/" in ref and org is None:
-        org, ref = ref.split("/", 1)
-    org_id = find_org(org)["id"] if org else None
-    found = [t for t in listing("/api/teams", {"org_id": org_id}) if t["name"] == ref]
+    if org is not None:
+        org_id = find_org(org)["id"]
+        found = [t for t in listing("/api/teams", {"org_id": org_id}) if t["name"] == ref]
+    elif "/" in ref:
+        orgs = {o["name"]: o["id"] for o in listing("/api/orgs")}
+        teams = listing("/api/teams", {})
+        splits = {(ref[:i], ref[i + 1 :]) for i, c in enumerate(ref) if c == "/"}
+        found = [
+            t
+            for t in teams
+            if t["name"] == ref
+            or any(orgs.get(org_name) == t.get("org_id") and t["name"] == name for org_name, name in splits)
+        ]
+    else:
+        found = [t for t in listing("/api/teams", {}) if t["name"] == ref]
     if not found:
         raise CliError(f"no team named {ref!r} (see `aqueduct teams list`)")
     if len(found) > 1:
-        raise CliError(f"several teams are named {ref!r}: write ORG/{ref} or pass --org")
+        raise CliError(
+            f"several teams match {ref!r}: write ORG/TEAM, pass --org, or give the team's id "
+            "(see `aqueduct teams list`)"
+        )
     return found[0]
 
 
