@@ -263,12 +263,13 @@ async def bootstrap(settings: AccountingSettings) -> AccountingService:
     async def store_usage(messages: list[UsageMessage]) -> None:
         rows = [row for message in messages for row in message.rows]
         metrics.batch_size.observe(len(rows))
-        result = await ingest.ingest_rows(rows)
+        async with budgets.storing():  # no reconciliation reads between the insert and its count
+            result = await ingest.ingest_rows(rows)
+            budgets.usage_stored(result.stored, rows)
         metrics.ingested.inc(result.inserted)
         metrics.duplicates.inc(result.duplicates)
         if rows:
             health.usage_stored(max(row["occurred_at"] for row in rows))
-        budgets.usage_stored(result.stored, rows)
 
     def usage_stored(_messages: int, seconds: float) -> None:
         metrics.insert_seconds.observe(seconds)

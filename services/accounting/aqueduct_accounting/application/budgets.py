@@ -90,6 +90,10 @@ class BudgetEnforcer:
         self._held: dict[str, tuple[tuple[str, ...], int, int, bool]] = {}
         self._held_spend: dict[str, Spend] = {}
         self._stored_already = stored_already
+        # A store (its insert, then ``usage_stored``) and a reconciliation (its read of ClickHouse, then
+        # the totals raised to it) never overlap: a read between an insert and its ``usage_stored`` would
+        # put that insert's events in the totals twice, for the rest of the period.
+        self._counting = asyncio.Lock()
         self._wake = asyncio.Event()
         self.reconciliations = 0
 
@@ -222,16 +226,21 @@ class BudgetEnforcer:
             for scope, scope_id, dn, dt, mn, mt in result.rows
         }
 
+    def storing(self) -> asyncio.Lock:
+        """Held by a store from its insert until its ``usage_stored``: no reconciliation reads meanwhile."""
+        return self._counting
+
     async def reconcile(self, periods: Periods) -> None:
         """Running totals and Valkey's counters, raised to at least what ClickHouse holds."""
-        stored = await self._spend_in_clickhouse(periods)
-        if periods != self._periods:  # a new day or month: yesterday's totals are not today's
-            self._totals = {}
-            self._held, self._held_spend = {}, {}  # counted in the totals when stored
-            self._periods = periods
-            self._period_text = (clickhouse_time(periods.day_start), clickhouse_time(periods.month_start))
-        for scoped, spend in stored.items():
-            self._totals[scoped] = self._totals.get(scoped, Spend()).at_least(spend)
+        async with self._counting:
+            stored = await self._spend_in_clickhouse(periods)
+            if periods != self._periods:  # a new day or month: yesterday's totals are not today's
+                self._totals = {}
+                self._held, self._held_spend = {}, {}  # counted in the totals when stored
+                self._periods = periods
+                self._period_text = (clickhouse_time(periods.day_start), clickhouse_time(periods.month_start))
+            for scoped, spend in stored.items():
+                self._totals[scoped] = self._totals.get(scoped, Spend()).at_least(spend)
         self._stale = False
         self._reconciled_at = time.monotonic()
         self.reconciliations += 1
