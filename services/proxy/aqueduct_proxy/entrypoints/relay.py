@@ -148,6 +148,7 @@ async def _relay_stream(
         held = _arrived(upstream)
         if not held:  # the model is still thinking: the client learns at once that the stream began
             await response.write(b"")
+        passes = meter.passes
         async for data in upstream.content.iter_any():
             pending += data
             out = []
@@ -157,12 +158,14 @@ async def _relay_stream(
                 event, start = pending[start : end + separator], end + separator
                 if event.startswith(b"data: [DONE]"):
                     done = event  # held back until the usage is accounted (see Meter.stream_ended)
-                elif meter.passes(event):
+                elif passes(event):
                     if meter.ttft is None:  # the first output leaves at once, the rest of a read after it
                         await response.write(event)
                         meter.first_output()
                     else:
                         out.append(event)
+                if start == len(pending):  # the usual read: whole events, nothing left to look for
+                    break
                 end, separator = _next_event_end(pending, start)
             pending = pending[start:]
             if out:
