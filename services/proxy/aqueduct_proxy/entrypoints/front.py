@@ -122,19 +122,23 @@ _REASONS = {status.value: status.phrase for status in HTTPStatus}
 
 
 def _head(status: int, headers: Any, request_id: str, framing: str, close: bool) -> bytes:
-    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"]
-    for name, value in headers.items():
-        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:  # as aiohttp refuses them
-            raise ValueError(f"A newline in the answer's header {name!r}.")
-        if name.lower() != REQUEST_ID_HEADER:
-            lines.append(f"{name}: {value}\r\n")
-    lines.append(
-        f"{REQUEST_ID_HEADER}: {request_id}\r\n{framing}Date: {_http_date()}\r\nServer: {SERVER_SOFTWARE}\r\n"
-    )
-    if close:
-        lines.append("Connection: close\r\n")
-    lines.append("\r\n")
-    return "".join(lines).encode()
+    lines = [f"{name}: {value}\r\n" for name, value in headers.items()]
+    block = "".join(lines)
+    # Each line has one CR and one LF of its own: any more is a newline in a name or value, which
+    # aiohttp refuses (one count of each over all the lines, not four tests a header).
+    if block.count("\r") != len(lines) or block.count("\n") != len(lines):
+        for name, value in headers.items():
+            if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+                raise ValueError(f"A newline in the answer's header {name!r}.")
+    if REQUEST_ID_HEADER in headers:  # the request's own goes out below, not another
+        block = "".join(
+            [f"{name}: {value}\r\n" for name, value in headers.items() if name.lower() != REQUEST_ID_HEADER]
+        )
+    connection = "Connection: close\r\n" if close else ""
+    return (
+        f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n{block}{REQUEST_ID_HEADER}: {request_id}\r\n"
+        f"{framing}Date: {_http_date()}\r\nServer: {SERVER_SOFTWARE}\r\n{connection}\r\n"
+    ).encode()
 
 
 class LeanStream:
@@ -167,7 +171,8 @@ class LeanStream:
             front.send(head + b"%x\r\n%b\r\n" % (len(data), data) if data else head)
         elif data:
             front.send(b"%x\r\n%b\r\n" % (len(data), data))
-        await front.drained()
+        if front._writing_paused or front._closed:  # (the usual case, neither, without a coroutine)
+            await front.drained()
 
     async def write_eof(self, data: bytes = b"") -> None:
         front = self._front
@@ -362,7 +367,7 @@ class FrontEnd(asyncio.Protocol):
         ):
             return None
         limit = self._rules.max_line_bytes
-        if any(len(line) > limit for line in head.split(b"\r\n")):
+        if len(head) > limit and any(len(line) > limit for line in head.split(b"\r\n")):
             return None
         callbacks = _HeadParser()
         parser = httptools.HttpRequestParser(callbacks)
@@ -382,7 +387,7 @@ class FrontEnd(asyncio.Protocol):
             or len(callbacks.headers) > _MAX_HEADERS
         ):
             return None
-        headers: CIMultiDict[str] = CIMultiDict((k.decode(), v.decode()) for k, v in callbacks.headers)
+        headers: CIMultiDict[str] = CIMultiDict([(k.decode(), v.decode()) for k, v in callbacks.headers])
         if any(name in headers for name in _UNUSUAL):
             return None
         lengths = headers.getall("Content-Length", ())
