@@ -43,6 +43,9 @@ _NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "CONNECT", "TRACE"})
 _FRAMING = frozenset({"content-length", "transfer-encoding"})  # the client frames the body itself
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _SMALL_BODY = 64 * 1024  # below this, head and body go out in one write
+# Header names found to be tokens (``_TOKEN``): the same few names come with every request.
+_VALID_NAMES: set[str] = set()
+_VALID_NAMES_MAX = 1024
 
 
 class UpstreamConnectError(aiohttp.ClientOSError):
@@ -651,9 +654,14 @@ def _head(method: str, target: _Target, headers: dict[str, str], body: bytes | N
         raise ValueError(f"Invalid HTTP method {method!r}.")
     lines = [f"{method} {target.path} HTTP/1.1\r\n"]
     has_host = has_auth = False
+    valid = _VALID_NAMES
     for name, value in headers.items():
-        if not _TOKEN.fullmatch(name):
-            raise ValueError(f"Invalid HTTP header name {name!r}.")
+        if name not in valid:
+            if not _TOKEN.fullmatch(name):
+                raise ValueError(f"Invalid HTTP header name {name!r}.")
+            if len(valid) >= _VALID_NAMES_MAX:
+                valid.clear()
+            valid.add(name)
         if "\r" in value or "\n" in value or "\x00" in value:
             raise ValueError(f"The value of the HTTP header {name!r} contains a line break or NUL.")
         lower = name.lower()

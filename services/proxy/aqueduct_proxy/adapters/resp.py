@@ -42,9 +42,35 @@ class Encoded:
         self.count, self.data = count, data
 
 
+# Integers as bulk strings: limits, windows and costs come back again and again.
+_INTEGERS: dict[int, bytes] = {}
+_INTEGERS_MAX = 4096
+
+
 def _bulk(args: Any) -> bytes:
-    parts = [arg.data if isinstance(arg, Encoded) else bulk(arg) for arg in args]
-    return b"".join(parts)
+    return _bulk_counted(args)[0]
+
+
+def _bulk_counted(args: Any) -> tuple[bytes, int]:
+    """The arguments encoded, and how many they are (an ``Encoded`` counts its own)."""
+    parts, count = [], 0
+    for arg in args:
+        if type(arg) is int:
+            data = _INTEGERS.get(arg)
+            if data is None:
+                data = bulk(arg)
+                if len(_INTEGERS) >= _INTEGERS_MAX:
+                    _INTEGERS.clear()
+                _INTEGERS[arg] = data
+            parts.append(data)
+            count += 1
+        elif isinstance(arg, Encoded):
+            parts.append(arg.data)
+            count += arg.count
+        else:
+            parts.append(bulk(arg))
+            count += 1
+    return b"".join(parts), count
 
 
 def _encode(args: tuple[Any, ...]) -> bytes:
@@ -285,8 +311,8 @@ class RespClient:
             head = _bulk(("EVALSHA", sha, len(keys), *keys))
             if len(self._heads) < 10_000:
                 self._heads[head_key] = head
-        count = 3 + len(keys) + sum([arg.count if isinstance(arg, Encoded) else 1 for arg in args])
-        return b"*%d\r\n" % count + head + _bulk(args)
+        encoded, count = _bulk_counted(args)
+        return b"*%d\r\n%b%b" % (3 + len(keys) + count, head, encoded)
 
     def evalsha_then(
         self, sha: str, keys: list[str], args: list[Any], on_reply: Callable[[Any], None]

@@ -52,6 +52,15 @@ def _shape_problem(upstream_path: str, payload: dict[str, Any]) -> tuple[str, st
 
 _ERROR_TYPE = {"requests": "requests", "input_tokens": "tokens", "output_tokens": "tokens"}
 _HEADER_DIMENSION = {"requests": "requests", "input_tokens": "tokens", "output_tokens": "output-tokens"}
+# Per dimension: the names of its limit and remaining headers.
+_HEADER_NAMES = {
+    dimension: (f"x-ratelimit-limit-{name}", f"x-ratelimit-remaining-{name}")
+    for dimension, name in _HEADER_DIMENSION.items()
+}
+# A call's counters before their costs (a request's, cost 1, whole; the others as key, dimension,
+# limit), and whether one limits input tokens.
+_Shape = tuple[tuple[Counter | tuple[str, str, int], ...], bool]
+_SHAPES = 10_000  # token and model pairs whose shape ``Gatekeeper`` remembers, at most
 
 
 class Gatekeeper:
@@ -70,6 +79,8 @@ class Gatekeeper:
         self.counter = counter
         self.budgeting = budgeting
         self.metrics = metrics
+        # (token id, model when it has limits of its own) -> the grant's limits, the model's, the shape
+        self._shapes: dict[tuple[str, str | None], tuple[Limits, Limits | None, _Shape]] = {}
 
     def prepare(
         self,
@@ -126,33 +137,44 @@ class Gatekeeper:
         return sets
 
     def _limits_input(self, call: Call) -> bool:
-        return any(limits.input_tokens_per_minute is not None for _, limits in self._limit_sets(call))
+        return self._shape(call)[1]
 
-    def _counters(self, call: Call) -> list[Counter]:
+    def _shape(self, call: Call) -> _Shape:
+        """The call's counters but for their costs, worked out once per token and model: the same
+        grant's limits (the very objects: a changed grant brings new ones) give the same counters."""
+        grant, route = call.grant, call.route
+        model_limits = model = None
+        if route is not None and route.model_limits is not None:
+            model_limits, model = route.model_limits, route.model
+        key = (grant.token_id, model)
+        found = self._shapes.get(key)
+        if found is not None and found[0] is grant.limits and found[1] is model_limits:
+            return found[2]
         # One hash tag per token keeps all of a request's counters in one cluster slot (one Lua script).
-        prefix = f"aq:rl:{{{call.grant.token_id}}}"
-        counters = []
+        prefix = f"aq:rl:{{{grant.token_id}}}"
+        counters: list[Counter | tuple[str, str, int]] = []
         for scope, limits in self._limit_sets(call):
             if limits.requests_per_minute is not None:
                 counters.append(Counter(f"{prefix}:{scope}:rpm", "requests", limits.requests_per_minute, 1))
             if limits.input_tokens_per_minute is not None:
-                counters.append(
-                    Counter(
-                        f"{prefix}:{scope}:itpm",
-                        "input_tokens",
-                        limits.input_tokens_per_minute,
-                        call.input_tokens,
-                    )
-                )
+                counters.append((f"{prefix}:{scope}:itpm", "input_tokens", limits.input_tokens_per_minute))
             if limits.output_tokens_per_minute is not None:
-                counters.append(
-                    Counter(
-                        f"{prefix}:{scope}:otpm",
-                        "output_tokens",
-                        limits.output_tokens_per_minute,
-                        call.reserved_output,
-                    )
-                )
+                counters.append((f"{prefix}:{scope}:otpm", "output_tokens", limits.output_tokens_per_minute))
+        shape = (tuple(counters), any(isinstance(c, tuple) and c[1] == "input_tokens" for c in counters))
+        if len(self._shapes) >= _SHAPES:
+            self._shapes.clear()
+        self._shapes[key] = (grant.limits, model_limits, shape)
+        return shape
+
+    def _counters(self, call: Call) -> list[Counter]:
+        counters = []
+        for counter in self._shape(call)[0]:
+            if isinstance(counter, Counter):  # a request: its cost is always 1
+                counters.append(counter)
+            else:
+                key, dimension, limit = counter
+                cost = call.input_tokens if dimension == "input_tokens" else call.reserved_output
+                counters.append(Counter(key, dimension, limit, cost))
         return counters
 
     async def admit(self, call: Call) -> dict[str, str]:
@@ -229,14 +251,19 @@ class Gatekeeper:
 
 def _admission_headers(admission: Admission) -> dict[str, str]:
     """``x-ratelimit-limit-*`` and ``-remaining-*``: per dimension, the counter with the least left."""
-    headers: dict[str, str] = {}
+    least: dict[str, tuple[int, int]] = {}  # dimension -> limit, remaining (in the counters' order)
     for counter, used in zip(admission.counters, admission.used, strict=True):
-        name = _HEADER_DIMENSION[counter.dimension]
-        remaining = str(max(0, counter.limit - used))
-        previous = headers.get(f"x-ratelimit-remaining-{name}")
-        if previous is None or int(remaining) < int(previous):
-            headers[f"x-ratelimit-limit-{name}"] = str(counter.limit)
-            headers[f"x-ratelimit-remaining-{name}"] = remaining
+        remaining = counter.limit - used
+        if remaining < 0:
+            remaining = 0
+        previous = least.get(counter.dimension)
+        if previous is None or remaining < previous[1]:
+            least[counter.dimension] = (counter.limit, remaining)
+    headers: dict[str, str] = {}
+    for dimension, (limit, remaining) in least.items():
+        limit_name, remaining_name = _HEADER_NAMES[dimension]
+        headers[limit_name] = str(limit)
+        headers[remaining_name] = str(remaining)
     return headers
 
 
