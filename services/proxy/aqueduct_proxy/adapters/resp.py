@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import ssl
 from collections import deque
 from collections.abc import Callable
@@ -84,6 +85,8 @@ class _Parser:
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[Any]:
+        if not self._buffer and (replies := _integer_replies(data)) is not None:
+            return replies
         self._buffer += data
         replies = []
         while True:
@@ -136,16 +139,48 @@ class _Parser:
         raise RespError(f"unexpected reply type {kind!r}")
 
 
+def _integer_replies(data: bytes) -> list[Any] | None:
+    """``data`` read as whole replies that are integers or arrays of integers (what the scripts of the
+    request path answer), in one split; None for anything else (the parser then reads it)."""
+    lines = data.split(b"\r\n")
+    end = len(lines) - 1
+    if lines[end]:  # not ending with a whole line
+        return None
+    replies: list[Any] = []
+    at = 0
+    try:
+        while at < end:
+            line = lines[at]
+            kind = line[:1]
+            if kind == b":":
+                replies.append(int(line[1:]))
+                at += 1
+            elif kind == b"*":
+                count = int(line[1:])
+                if count < 0 or at + count >= end:
+                    return None
+                items = lines[at + 1 : at + 1 + count]
+                for item in items:
+                    if item[:1] != b":":
+                        return None
+                replies.append([int(item[1:]) for item in items])
+                at += 1 + count
+            else:
+                return None
+    except ValueError:
+        return None
+    return replies
+
+
 class _Handoff:
     """A waiter that hands the reply straight to a function: a future's callbacks would wait for the
     next turn of the loop."""
 
-    __slots__ = ("_done", "_on_reply", "timer")
+    __slots__ = ("_done", "_on_reply")
 
     def __init__(self, on_reply: Callable[[Any], None]) -> None:
         self._on_reply = on_reply
         self._done = False
-        self.timer: asyncio.TimerHandle | None = None
 
     def done(self) -> bool:
         return self._done
@@ -154,8 +189,6 @@ class _Handoff:
         if self._done:
             return
         self._done = True
-        if self.timer is not None:
-            self.timer.cancel()
         self._on_reply(reply)
 
     set_exception = set_result
@@ -168,6 +201,11 @@ class _Protocol(asyncio.Protocol):
     def __init__(self, before_flush: list[Callable[[], None]]) -> None:
         self.transport: asyncio.Transport | None = None
         self.waiters: deque[_Waiter] = deque()
+        # When each waiter's reply is due (``loop.time()``), in step with ``waiters``. One timer watches
+        # them all (``_watch``), not a timer made and cancelled for every command: a uvloop timer costs
+        # about 3 µs, on the way of every request.
+        self.deadlines: deque[float] = deque()
+        self._watch: asyncio.TimerHandle | None = None
         self.parser = _Parser()
         self.lost = False
         self._unsent: list[bytes] = []
@@ -177,23 +215,52 @@ class _Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def send(self, command: bytes, waiter: _Waiter) -> None:
-        """Queue a command; whatever this turn of the loop queues leaves in one write, in order."""
-        self.waiters.append(waiter)
+    def send(self, command: bytes, waiter: _Waiter, timeout: float | None = None) -> None:
+        """Queue a command; whatever this turn of the loop queues leaves in one write, in order. Without
+        a reply within ``timeout`` seconds, the waiter gets a TimeoutError and the connection closes."""
+        self._wait_for(waiter, timeout)
         self._unsent.append(command)
         self.flush_soon()
 
-    def send_awaited(self, command: bytes, waiter: _Waiter) -> None:
+    def send_awaited(self, command: bytes, waiter: _Waiter, timeout: float | None = None) -> None:
         """``send`` for a caller that waits for the reply. On an idle connection (nothing in flight: a
         process under little load, one request at a time), the command (with what the hooks add) leaves
         now rather than a turn of the loop later, on the way of the request that waits for it; under load
         replies are in flight and the turn's commands still leave together."""
-        self.waiters.append(waiter)
+        self._wait_for(waiter, timeout)
         self._unsent.append(command)
         if len(self.waiters) == len(self._unsent):
             self._flush()
         else:
             self.flush_soon()
+
+    def _wait_for(self, waiter: _Waiter, timeout: float | None) -> None:
+        self.waiters.append(waiter)
+        if timeout is None:
+            self.deadlines.append(math.inf)
+            return
+        loop = asyncio.get_running_loop()
+        due = loop.time() + timeout
+        self.deadlines.append(due)
+        watch = self._watch
+        if watch is None or due < watch.when():
+            if watch is not None:
+                watch.cancel()
+            self._watch = loop.call_at(due, self._check)
+
+    def _check(self) -> None:
+        """The watch's timer: the first waiter still waiting (one whose caller gave up does not count)
+        past its deadline expires (``_expire``); else the timer is set for its deadline."""
+        self._watch = None
+        loop = asyncio.get_running_loop()
+        for waiter, due in zip(self.waiters, self.deadlines, strict=True):
+            if waiter.done():
+                continue
+            if due <= loop.time():
+                _expire(waiter, self)
+            elif due != math.inf:
+                self._watch = loop.call_at(due, self._check)
+            return
 
     def flush_soon(self) -> None:
         if not self._flushing:
@@ -213,11 +280,16 @@ class _Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         for reply in self.parser.feed(data):
             waiter = self.waiters.popleft()
+            self.deadlines.popleft()
             if not waiter.done():
                 waiter.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        self.deadlines.clear()
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():
@@ -272,14 +344,9 @@ class RespClient:
         return await self._send(protocol, _encode(args))
 
     async def _send(self, protocol: _Protocol, command: bytes) -> Any:
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Any] = loop.create_future()
-        protocol.send_awaited(command, waiter)
-        timer = loop.call_later(self._timeout, _expire, waiter, protocol)
-        try:
-            reply = await waiter
-        finally:
-            timer.cancel()
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        protocol.send_awaited(command, waiter, self._timeout)
+        reply = await waiter
         if isinstance(reply, RespError):
             raise reply
         return reply
@@ -324,9 +391,7 @@ class RespClient:
         protocol = self._protocol
         if protocol is None or protocol.lost or protocol.transport is None:
             return False
-        waiter = _Handoff(on_reply)
-        protocol.send(self._evalsha_command(sha, keys, args), waiter)
-        waiter.timer = asyncio.get_running_loop().call_later(self._timeout, _expire, waiter, protocol)
+        protocol.send(self._evalsha_command(sha, keys, args), _Handoff(on_reply), self._timeout)
         return True
 
     async def evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
