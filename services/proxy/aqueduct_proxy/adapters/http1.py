@@ -43,6 +43,7 @@ _NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "CONNECT", "TRACE"})
 _FRAMING = frozenset({"content-length", "transfer-encoding"})  # the client frames the body itself
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _SMALL_BODY = 64 * 1024  # below this, head and body go out in one write
+_NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())  # an answer's until its head came
 # Header names found to be tokens (``_TOKEN``): the same few names come with every request.
 _VALID_NAMES: set[str] = set()
 _VALID_NAMES_MAX = 1024
@@ -186,7 +187,7 @@ class Http1Response:
         self.got_bytes = False
         self.status = 0
         self.reason = ""
-        self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+        self.headers: CIMultiDictProxy[str] = _NO_HEADERS  # (read-only: replaced, never changed)
         self.content = Http1Content(self)
 
     @property

@@ -43,10 +43,14 @@ def forwarded_headers(headers: Mapping[str, str], other_prefix: str) -> dict[str
     for credentials: the key headers above and any header holding the presented token."""
     secrets = _presented(headers)
     size = len(other_prefix)
-    return {
-        k: v
-        for k, v in headers.items()
-        if (k[:2].lower() == "x-" or k[:size].lower() == other_prefix)
-        and k.lower() not in NOT_FORWARDED
-        and not any(secret in v for secret in secrets)
-    }
+    forwarded = {}
+    for k, v in headers.items():
+        # (the name lowered once: ``k.lower()[:2]`` is ``k[:2].lower()`` for "x-" and the prefix)
+        lower = k.lower()
+        if (lower[:2] == "x-" or lower[:size] == other_prefix) and lower not in NOT_FORWARDED:
+            for secret in secrets:
+                if secret in v:
+                    break
+            else:
+                forwarded[k] = v
+    return forwarded
