@@ -125,7 +125,9 @@ class StreamTally:
 
     def observe(self, event: bytes) -> bool:
         """Account for one complete event (its lines up to the blank line); True if it goes to the client."""
-        data_at = event.find(b"data:")  # after an "event: ..." line in the Responses API's streams
+        # At the start (a chat stream's events: a cheap test first), or after an "event: ..." line in
+        # the Responses API's streams.
+        data_at = 0 if event.startswith(b"data:") else event.find(b"data:")
         if data_at < 0:
             return True
         # Cheap byte checks first: most chunks carry neither usage nor anything but a delta.
