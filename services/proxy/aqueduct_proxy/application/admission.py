@@ -58,8 +58,8 @@ _HEADER_NAMES = {
     for dimension, name in _HEADER_DIMENSION.items()
 }
 # A call's counters before their costs (a request's, cost 1, whole; the others as key, dimension,
-# limit), and whether one limits input tokens.
-_Shape = tuple[tuple[Counter | tuple[str, str, int], ...], bool]
+# limit, model), and whether one limits input tokens.
+_Shape = tuple[tuple[Counter | tuple[str, str, int, str | None], ...], bool]
 _SHAPES = 10_000  # token and model pairs whose shape ``Gatekeeper`` remembers, at most
 
 
@@ -152,14 +152,21 @@ class Gatekeeper:
             return found[2]
         # One hash tag per token keeps all of a request's counters in one cluster slot (one Lua script).
         prefix = f"aq:rl:{{{grant.token_id}}}"
-        counters: list[Counter | tuple[str, str, int]] = []
+        counters: list[Counter | tuple[str, str, int, str | None]] = []
         for scope, limits in self._limit_sets(call):
+            scope_model = scope[2:] if scope.startswith("m:") else None
             if limits.requests_per_minute is not None:
-                counters.append(Counter(f"{prefix}:{scope}:rpm", "requests", limits.requests_per_minute, 1))
+                counters.append(
+                    Counter(f"{prefix}:{scope}:rpm", "requests", limits.requests_per_minute, 1, scope_model)
+                )
             if limits.input_tokens_per_minute is not None:
-                counters.append((f"{prefix}:{scope}:itpm", "input_tokens", limits.input_tokens_per_minute))
+                counters.append(
+                    (f"{prefix}:{scope}:itpm", "input_tokens", limits.input_tokens_per_minute, scope_model)
+                )
             if limits.output_tokens_per_minute is not None:
-                counters.append((f"{prefix}:{scope}:otpm", "output_tokens", limits.output_tokens_per_minute))
+                counters.append(
+                    (f"{prefix}:{scope}:otpm", "output_tokens", limits.output_tokens_per_minute, scope_model)
+                )
         shape = (tuple(counters), any(isinstance(c, tuple) and c[1] == "input_tokens" for c in counters))
         if len(self._shapes) >= _SHAPES:
             self._shapes.clear()
@@ -172,9 +179,9 @@ class Gatekeeper:
             if isinstance(counter, Counter):  # a request: its cost is always 1
                 counters.append(counter)
             else:
-                key, dimension, limit = counter
+                key, dimension, limit, model = counter
                 cost = call.input_tokens if dimension == "input_tokens" else call.reserved_output
-                counters.append(Counter(key, dimension, limit, cost))
+                counters.append(Counter(key, dimension, limit, cost, model))
         return counters
 
     async def admit(self, call: Call) -> dict[str, str]:
@@ -270,16 +277,18 @@ def _admission_headers(admission: Admission) -> dict[str, str]:
 def _rejection_message(rejection: Rejection) -> str:
     counter = rejection.counter
     what = {"requests": "requests", "input_tokens": "input tokens", "output_tokens": "output tokens"}
+    of_model = f" for the model '{shown(counter.model)}'" if counter.model else ""
     return (
-        f"Rate limit reached: {counter.limit} {what[counter.dimension]} per minute "
+        f"Rate limit reached{of_model}: {counter.limit} {what[counter.dimension]} per minute "
         f"(used {rejection.used}). Please try again in {rejection.retry_after}s."
     )
 
 
 def _too_large_message(counter: Counter) -> str:
     what = {"requests": "requests", "input_tokens": "input tokens", "output_tokens": "output tokens"}
+    of_model = f" of the model '{shown(counter.model)}'" if counter.model else ""
     return (
-        f"Request too large: {what[counter.dimension]} per minute: Limit {counter.limit}, "
+        f"Request too large: {what[counter.dimension]} per minute{of_model}: Limit {counter.limit}, "
         f"Requested {counter.cost}. Send a smaller request (fewer input tokens or a lower max_tokens)."
     )
 
