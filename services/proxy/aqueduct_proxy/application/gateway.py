@@ -31,7 +31,6 @@ from aqueduct_proxy.metrics import ProxyMetrics
 __all__ = ["ANTHROPIC_VERSION", "Call", "Gateway", "GatewayConfig", "Meter", "Relay"]
 
 Answer = TypeVar("Answer")
-_TOKEN_HASHES = 10_000  # token values whose hash ``Gateway._token_hash`` remembers, at most
 # Moves the upstream's answer to the client, with the limit headers, reporting to the meter how it ended.
 Relay = Callable[[UpstreamResponse, dict[str, str], Meter], Awaitable[Answer]]
 
@@ -75,35 +74,14 @@ class Gateway:
         self.settle = self.usage.settle
         self.release = self.usage.release
         self.drain = self.usage.drain
-        self._token_hashes: dict[str, str] = {}  # token value -> its keyed hash (``_token_hash``)
-        self._hashed_with = config.secret_key
 
     # -- who and where ---------------------------------------------------------------------------------
 
     def authenticate(self, authorization: str | None) -> TokenGrant:
         grant = None
         if authorization and authorization[:7].lower() == "bearer ":
-            grant = self.snapshot.grants.get(self._token_hash(authorization[7:].strip()))
+            grant = self.snapshot.grants.get(hash_token(authorization[7:].strip(), self.config.secret_key))
         return check_grant(grant, self.snapshot, self.config.public_ui_url)
-
-    def _token_hash(self, value: str) -> str:
-        """The token's keyed hash, remembered for tokens that had a grant (the HMAC cost ~2 µs a
-        request). Only the hash is remembered, never the grant: every request still looks its grant up
-        in the snapshot, so a revoked or changed token is refused or changed at once, as before. Values
-        that matched no grant are not kept (a flood of made-up tokens cannot fill or churn it); at most
-        ``_TOKEN_HASHES`` values are kept, all forgotten when it is full."""
-        hashes, key = self._token_hashes, self.config.secret_key
-        if key is not self._hashed_with:  # (a config with another key: what was hashed no longer holds)
-            hashes.clear()
-            self._hashed_with = key
-        hashed = hashes.get(value)
-        if hashed is None:
-            hashed = hash_token(value, key)
-            if hashed in self.snapshot.grants:
-                if len(hashes) >= _TOKEN_HASHES:
-                    hashes.clear()
-                hashes[value] = hashed
-        return hashed
 
     def list_models(self, grant: TokenGrant) -> dict[str, Any]:
         return {
