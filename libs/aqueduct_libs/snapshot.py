@@ -136,6 +136,9 @@ class BudgetRule(BaseModel):
 
     scope: Literal["user", "team", "org"]
     scope_id: str
+    # The org's, team's or user's name, for the messages that name the budget ("" from a directory
+    # older than this field: they name the id alone).
+    name: str = ""
     daily_nanos: int | None = None
     monthly_nanos: int | None = None
     daily_tokens: int | None = None

@@ -1,7 +1,7 @@
 """Budgets in the product as ``aqueduct up`` assembles it: an org budget written in ``aqueduct.yaml``
 reaches the proxy through the directory's snapshot, the openai SDK is refused with 429
 ``insufficient_quota`` once the next request's worst case no longer fits, the refusal reads as a person
-needs it, and what was served (as accounting stores it) never exceeds the budget."""
+needs it (whose budget, by name), and what was served (as accounting stores it) never exceeds the budget."""
 
 from __future__ import annotations
 
@@ -75,6 +75,7 @@ def test_an_org_budget_from_the_config_is_enforced_at_admission(frugal_stack: St
     assert (error["type"], error["code"]) == ("insufficient_quota", "insufficient_quota")
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
     assert "the org daily budget of $0.0001" in error["message"]
+    assert "(org 'default', id " in error["message"], error["message"]  # whose budget, by name
     assert f"It resets at {tomorrow}T00:00:00Z" in error["message"]
     assert served >= 1
 

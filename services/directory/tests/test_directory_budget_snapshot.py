@@ -55,13 +55,19 @@ async def test_budgets_are_snapshot_entries_of_their_own(service):
     budgets = await _budgets(nc)
     assert budgets == {
         names.snapshot_budget_key("org", world.org): BudgetRule(
-            scope="org", scope_id=world.org, monthly_nanos=100_000_000_000
+            scope="org", scope_id=world.org, name="acme", monthly_nanos=100_000_000_000
         ),
-        team_key: BudgetRule(scope="team", scope_id=world.team, daily_nanos=50_000_000, daily_tokens=20_000),
+        team_key: BudgetRule(
+            scope="team", scope_id=world.team, name="research", daily_nanos=50_000_000, daily_tokens=20_000
+        ),
         names.snapshot_budget_key("user", world.member): BudgetRule(
-            scope="user", scope_id=world.member, monthly_nanos=2_000_000
+            scope="user", scope_id=world.member, name="Member", monthly_nanos=2_000_000
         ),
     }
+    # A renamed team: its entry carries the new name (refusals name the budget by it).
+    app.update_team(SYSTEM, world.team, name="lenses")
+    await wait_until(lambda: b'"lenses"' in (svc.projector.published.get(team_key) or b""))
+    assert (await _budgets(nc))[team_key].name == "lenses"
     # A budget removed: its entry goes (the org-wide recompute keeps the others).
     app.update_team(SYSTEM, world.team, budgets={})
     await wait_until(lambda: team_key not in svc.projector.published)

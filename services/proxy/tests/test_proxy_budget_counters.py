@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from aqueduct_libs import names
-from aqueduct_libs.snapshot import BudgetRule, Limits, TokenGrant
+from aqueduct_libs.snapshot import BudgetRule, Limits, QuotaDecision, TokenGrant
 from aqueduct_proxy.adapters.budget_store import BudgetRefusal
 from aqueduct_proxy.application.budgeting import Budgeting
+from aqueduct_proxy.domain.access import check_quota
 from aqueduct_proxy.domain.budgets import budget_counters, refusal_message
+from aqueduct_proxy.domain.errors import BudgetExhaustedError
 from aqueduct_proxy.domain.snapshot import Snapshot
 from aqueduct_proxy.metrics import ProxyMetrics
 
@@ -94,3 +98,40 @@ def test_a_refusal_never_shows_two_different_amounts_alike() -> None:
     # Amounts that read apart keep the usual rounding.
     message, _ = refusal_message(BudgetRefusal(day, "nanos", 1_500_000_000, 0), 10**9, 10)
     assert "has $0.50 left (used $1.50)" in message and "up to $1.00. " in message, message
+
+
+def test_a_refusal_names_whose_budget_it_is() -> None:
+    """By the org's, team's or user's name and id; by the id alone where the directory sent no name (an
+    older directory); a very long name is cut as the request's own names are."""
+    named = BudgetRule(scope="team", scope_id="t1", name="r&d lenses", daily_nanos=10**9)
+    message, _ = refusal_message(BudgetRefusal(budget_counters([named], NOW)[0], "nanos", 10**9, 0), 10, 1)
+    assert "the team daily budget of $1.00 (team 'r&d lenses', id t1) has $0.00 left" in message, message
+    unnamed = BudgetRule(scope="org", scope_id="o1", daily_tokens=5)
+    message, _ = refusal_message(BudgetRefusal(budget_counters([unnamed], NOW)[0], "tokens", 5, 0), 0, 3)
+    assert "(org o1) has 0 tokens left" in message, message
+    long = BudgetRule(scope="user", scope_id="u1", name="x" * 5000, daily_tokens=5)
+    message, _ = refusal_message(BudgetRefusal(budget_counters([long], NOW)[0], "tokens", 5, 0), 0, 3)
+    assert "... (5,000 characters)', id u1)" in message and len(message) < 1000, message
+
+
+def test_a_used_up_budget_names_its_holder() -> None:
+    """Accounting's decision names the scope by id; the proxy adds the name the budget's entry carries."""
+    snapshot = Snapshot()
+    rule = BudgetRule(scope="team", scope_id="t1", name="research", daily_nanos=10)
+    snapshot.on_snapshot_put(names.snapshot_budget_key("team", "t1"), rule.model_dump_json().encode())
+    decision = QuotaDecision(
+        scope="team",
+        scope_id="t1",
+        budget="team daily budget of $0.00",
+        period="day",
+        until=datetime.now(UTC) + timedelta(hours=1),
+        decided_at=NOW,
+    )
+    snapshot.quotas["team.t1"] = decision
+    with pytest.raises(BudgetExhaustedError) as refused:
+        check_quota(GRANT, snapshot)
+    assert "(team 'research', id t1) is used up" in refused.value.message, refused.value.message
+    snapshot.budgets.clear()  # no entry (any more): the id alone
+    with pytest.raises(BudgetExhaustedError) as refused:
+        check_quota(GRANT, snapshot)
+    assert "(team t1) is used up" in refused.value.message, refused.value.message

@@ -67,3 +67,24 @@ async def test_a_used_up_limit_names_its_dimension_and_when_to_retry(
     assert not isinstance(error, RequestTooLargeError)
     assert (error.status, error.type, error.code) == (429, expected, "rate_limit_exceeded")
     assert 0 < int(error.headers["Retry-After"]) <= 60
+
+
+async def test_a_models_own_limit_says_it_is_that_models(gateway) -> None:
+    """A limit set for one model (``model_limits``) names the model; the token's own limits do not."""
+    key = f"aq:rl:{{test-{os.urandom(4).hex()}}}:m:gpt-4o:rpm"
+    await gateway.gatekeeper._charge([Counter(key, "requests", 1, 1, "gpt-4o")])
+    with pytest.raises(RateLimitedError) as refused:
+        await gateway.gatekeeper._charge([Counter(key, "requests", 1, 1, "gpt-4o")])
+    assert refused.value.message.startswith(
+        "Rate limit reached for the model 'gpt-4o': 1 requests per minute (used 1)."
+    ), refused.value.message
+    with pytest.raises(RequestTooLargeError) as too_large:
+        await gateway.gatekeeper._charge([Counter(key + "-i", "input_tokens", 10, 20, "gpt-4o")])
+    assert "input tokens per minute of the model 'gpt-4o': Limit 10" in too_large.value.message
+    own = _key("rpm")
+    await gateway.gatekeeper._charge([Counter(own, "requests", 1, 1)])
+    with pytest.raises(RateLimitedError) as refused:
+        await gateway.gatekeeper._charge([Counter(own, "requests", 1, 1)])
+    assert refused.value.message.startswith("Rate limit reached: 1 requests per minute"), (
+        refused.value.message
+    )

@@ -157,6 +157,7 @@ def budget_rule(state: DirectoryState, scope: str, scope_id: str) -> BudgetRule 
     rule = BudgetRule(
         scope=scope,  # type: ignore[arg-type]
         scope_id=scope_id,
+        name=holder.name,
         daily_nanos=budget_nanos(budgets.get("daily_usd")),
         monthly_nanos=budget_nanos(budgets.get("monthly_usd")),
         daily_tokens=budgets.get("daily_tokens"),

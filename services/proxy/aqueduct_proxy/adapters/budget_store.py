@@ -284,6 +284,7 @@ class BudgetCounter:
     scope: str  # what it counts, for the refusal: "team", "team-42", the day of 2026-12-04
     scope_id: str
     period: Period
+    scope_name: str = ""  # the org's, team's or user's name, for the refusal ("": its id alone)
 
     @property
     def expire_at(self) -> int:

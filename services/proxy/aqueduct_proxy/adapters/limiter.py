@@ -147,6 +147,7 @@ class Counter:
     dimension: str  # "requests", "input_tokens" or "output_tokens"
     limit: int
     cost: int
+    model: str | None = None  # a limit of one model's (the grant's ``model_limits``), for the refusal
 
 
 @dataclass(slots=True)

@@ -133,8 +133,11 @@ class Gatekeeper:
         prefix = f"aq:rl:{{{call.grant.token_id}}}"
         counters = []
         for scope, limits in self._limit_sets(call):
+            model = scope[2:] if scope.startswith("m:") else None
             if limits.requests_per_minute is not None:
-                counters.append(Counter(f"{prefix}:{scope}:rpm", "requests", limits.requests_per_minute, 1))
+                counters.append(
+                    Counter(f"{prefix}:{scope}:rpm", "requests", limits.requests_per_minute, 1, model)
+                )
             if limits.input_tokens_per_minute is not None:
                 counters.append(
                     Counter(
@@ -142,6 +145,7 @@ class Gatekeeper:
                         "input_tokens",
                         limits.input_tokens_per_minute,
                         call.input_tokens,
+                        model,
                     )
                 )
             if limits.output_tokens_per_minute is not None:
@@ -151,6 +155,7 @@ class Gatekeeper:
                         "output_tokens",
                         limits.output_tokens_per_minute,
                         call.reserved_output,
+                        model,
                     )
                 )
         return counters
@@ -243,16 +248,18 @@ def _admission_headers(admission: Admission) -> dict[str, str]:
 def _rejection_message(rejection: Rejection) -> str:
     counter = rejection.counter
     what = {"requests": "requests", "input_tokens": "input tokens", "output_tokens": "output tokens"}
+    of_model = f" for the model '{shown(counter.model)}'" if counter.model else ""
     return (
-        f"Rate limit reached: {counter.limit} {what[counter.dimension]} per minute "
+        f"Rate limit reached{of_model}: {counter.limit} {what[counter.dimension]} per minute "
         f"(used {rejection.used}). Please try again in {rejection.retry_after}s."
     )
 
 
 def _too_large_message(counter: Counter) -> str:
     what = {"requests": "requests", "input_tokens": "input tokens", "output_tokens": "output tokens"}
+    of_model = f" of the model '{shown(counter.model)}'" if counter.model else ""
     return (
-        f"Request too large: {what[counter.dimension]} per minute: Limit {counter.limit}, "
+        f"Request too large: {what[counter.dimension]} per minute{of_model}: Limit {counter.limit}, "
         f"Requested {counter.cost}. Send a smaller request (fewer input tokens or a lower max_tokens)."
     )
 

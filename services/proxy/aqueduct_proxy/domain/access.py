@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aqueduct_libs.snapshot import Limits, ModelRoute, TokenGrant
+from aqueduct_proxy.domain.budgets import scope_label
 from aqueduct_proxy.domain.errors import (
     BudgetExhaustedError,
     ForbiddenError,
@@ -51,8 +52,10 @@ def check_quota(grant: TokenGrant, snapshot: Snapshot) -> None:
     decision = snapshot.quota_in_force(grant)
     if decision is not None:
         resets = decision.until.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        rule = snapshot.budgets.get(f"{decision.scope}.{decision.scope_id}")
+        whose = scope_label(decision.scope, decision.scope_id, rule.name if rule is not None else "")
         raise BudgetExhaustedError(
-            f"Budget exceeded: the {decision.budget} ({decision.scope} {decision.scope_id}) is used up. "
+            f"Budget exceeded: the {decision.budget} ({whose}) is used up. "
             f"It resets at {resets}. Ask your administrator to raise it or wait for the next period.",
             headers={"x-aqueduct-budget-reset": resets},
         )

@@ -8,8 +8,17 @@ from aqueduct_libs.budgets import counter_key, limits_of, periods_at
 from aqueduct_libs.pricing import Price, format_usd_apart
 from aqueduct_libs.snapshot import BudgetRule
 from aqueduct_proxy.adapters.budget_store import BudgetCounter, BudgetRefusal
+from aqueduct_proxy.domain.errors import shown
 
-__all__ = ["budget_counters", "refusal_message", "worst_case"]
+__all__ = ["budget_counters", "refusal_message", "scope_label", "worst_case"]
+
+
+def scope_label(scope: str, scope_id: str, name: str) -> str:
+    """Whose budget a message names: "team 'research', id 0b9f..." (the id alone when the directory gave
+    no name). A long name is cut as the request's own names are (``errors.shown``)."""
+    if not name:
+        return f"{scope} {scope_id}"
+    return f"{scope} '{shown(name)}', id {scope_id}"
 
 
 def budget_counters(rules: list[BudgetRule], now: datetime) -> tuple[BudgetCounter, ...]:
@@ -20,7 +29,9 @@ def budget_counters(rules: list[BudgetRule], now: datetime) -> tuple[BudgetCount
             nanos, tokens = limits_of(rule, period)
             if nanos is not None or tokens is not None:
                 key = counter_key(rule.scope, rule.scope_id, period)
-                counters.append(BudgetCounter(key, nanos, tokens, rule.scope, rule.scope_id, period))
+                counters.append(
+                    BudgetCounter(key, nanos, tokens, rule.scope, rule.scope_id, period, rule.name)
+                )
     return tuple(counters)
 
 
@@ -63,7 +74,7 @@ def refusal_message(refusal: BudgetRefusal, worst_nanos: int, worst_tokens: int)
     held = f", {held_} of it held by requests in progress" if refusal.held else ""
     message = (
         f"Budget exceeded: the {counter.scope} {adjective} budget of {limit_} "
-        f"({counter.scope} {counter.scope_id}) has {left_} left (used {used_}{held}), and this "
+        f"({scope_label(counter.scope, counter.scope_id, counter.scope_name)}) has {left_} left (used {used_}{held}), and this "
         f"request may cost up to {worst_}. "
         f"It resets at {resets}. Ask your administrator to raise it, or lower max_tokens."
     )
