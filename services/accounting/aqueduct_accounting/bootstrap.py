@@ -69,6 +69,7 @@ __all__ = [
     "run",
     "serve",
     "usage_consumer",
+    "usage_reader",
 ]
 
 log = logging.getLogger(__name__)
@@ -253,12 +254,7 @@ async def bootstrap(settings: AccountingSettings) -> AccountingService:
         if int(stored):
             health.usage_stored(str(newest))
 
-    def priced(row: dict[str, Any]) -> int:
-        return row_cost(prices, row)
-
-    def read_usage(payload: bytes) -> UsageMessage:
-        # Accounting's door: every event checked against aqueduct_libs.bounds, its cost included.
-        return usage_message_from_json(payload, cost=priced)
+    read_usage = usage_reader(prices)
 
     async def store_usage(messages: list[UsageMessage]) -> None:
         rows = [row for message in messages for row in message.rows]
@@ -410,6 +406,19 @@ async def bootstrap(settings: AccountingSettings) -> AccountingService:
     app.state.deps.on_start = service.start
     app.state.deps.on_stop = stop
     return service
+
+
+def usage_reader(prices: PriceBook) -> Callable[[bytes], UsageMessage]:
+    """Accounting's door: a usage message read, every event checked against ``aqueduct_libs.bounds``,
+    its cost included."""
+
+    def priced(row: dict[str, Any]) -> int:
+        return row_cost(prices, row)
+
+    def read_usage(payload: bytes) -> UsageMessage:
+        return usage_message_from_json(payload, cost=priced)
+
+    return read_usage
 
 
 def usage_consumer(

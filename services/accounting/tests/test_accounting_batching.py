@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,15 @@ def _consumer(nc: Any, durable: str, store: Any, **intervals: Any) -> BatchConsu
         ack_wait=30,
         **intervals,
     )
+
+
+def _recording(stores: list[tuple[float, int]]) -> Callable[[list[list[dict[str, Any]]]], Awaitable[None]]:
+    """A store that notes when it ran and how many events it got."""
+
+    async def store(items: list[list[dict[str, Any]]]) -> None:
+        stores.append((time.monotonic(), sum(len(rows) for rows in items)))
+
+    return store
 
 
 def _rows(*events: Any) -> list[dict[str, Any]]:
@@ -245,6 +255,47 @@ async def test_a_busy_stream_is_stored_at_the_busy_interval(tmp_path: Path) -> N
         busy = [when for when, _ in stores[first_busy + 1 :]]
         busy_gaps = [b - a for a, b in itertools.pairwise(busy)]
         assert len([gap for gap in busy_gaps if gap <= 0.8]) >= 3, busy_gaps
+    finally:
+        await consumer.stop()
+        await nc.close()
+        bus.stop()
+
+
+@pytest.mark.nats
+async def test_a_backlog_is_stored_as_fast_as_it_is_read_to_its_last_part(tmp_path: Path) -> None:
+    """A backlog fills batch after batch; its last part, less than a batch, is stored as soon as the
+    stream is drained, not ``busy_store_interval`` after the last full batch (bulk ingest waited there)."""
+    stores: list[tuple[float, int]] = []
+    bus = EmbeddedNats(tmp_path / "nats").start()
+    nc = await nats.connect(bus.url)
+    consumer = _consumer(
+        nc,
+        "backlog-test",
+        _recording(stores),
+        batch_bytes=1_000_000,  # a pull brings up to 1 MB (the server's max_payload): about 18 messages
+        store_interval=1.0,
+        handover_interval=1.0,
+        busy_store_interval=5.0,
+        busy_store_bytes=10_000,
+    )
+    try:
+        js = nc.jetstream()
+        await ensure_topology(js)
+        for tick in range(120):  # 12,000 events: about 6 full batches, and a part
+            events = [usage_event(i, event_id=f"backlog-{tick}-{i}") for i in range(100)]
+            await nc.publish(
+                names.USAGE_SUBJECT, b"[" + b",".join(e.model_dump_json().encode() for e in events) + b"]"
+            )
+        await nc.flush()
+        await wait_until(lambda: False, within=0.3)  # stored by the stream
+        started = time.monotonic()
+        await consumer.start()
+        assert await wait_until(lambda: sum(n for _, n in stores) == 12_000, within=10, interval=0.02)
+        assert len(stores) >= 5, stores
+        # Well within one busy interval, whatever the machine's speed.
+        assert stores[-1][0] - started < 3.0, [round(when - started, 2) for when, _ in stores]
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(stores)]
+        assert max(gaps) < 0.5, gaps
     finally:
         await consumer.stop()
         await nc.close()

@@ -9,7 +9,9 @@ after a store of ``busy_store_bytes`` or more: a steady stream); a pull keeps on
 pull was handed over (what is read reaches ``on_delivered`` that soon, before it is stored). So a steady
 stream is pulled and handled once per ``handover_interval`` and stored once per ``busy_store_interval``
 (one insert whatever the rate: its cost is shared by every event of the interval), while the first
-events after a quiet spell are stored ``linger`` after they arrive.
+events after a quiet spell are stored ``linger`` after they arrive. A backlog (a batch filled) is stored
+as fast as it is read: batch after full batch, then its last part as soon as the stream is drained (the
+last message pulled has nothing pending after it), not an interval later.
 Messages are acknowledged only after their batch is stored. With a dead-letter policy, what cannot be read
 or stored goes to the dead-letter stream (``dead_letter_path``) and ingest goes on; without one, a poison
 message is terminated and a failed store retried with the same messages forever. Used for usage events and
@@ -177,6 +179,9 @@ class BatchConsumer(Generic[T]):
         self._busy_store_interval = store_interval if busy_store_interval is None else busy_store_interval
         self._busy_store_bytes = busy_store_bytes
         self._interval = store_interval  # the time between the last store and the next one
+        # The last store was of a full batch (a backlog): the next is due when the batch is full again or
+        # the stream is drained, whichever comes first; the interval does not apply (see _on_batch).
+        self._catching_up = False
         self._linger = min(linger, flush_interval)
         self._max_wait = max(flush_interval, 0.1)
         self._on_stored = on_stored
@@ -298,7 +303,10 @@ class BatchConsumer(Generic[T]):
             return
 
     def _hold_until(self) -> float:
-        """Until when (monotonic) a pull may hold what it has: the next store, or the next hand-over."""
+        """Until when (monotonic) a pull may hold what it has: the next store, or the next hand-over.
+        Catching up, none: the pull returns when it is full or has taken what the stream holds."""
+        if self._catching_up:
+            return self._stored_at
         due = self._stored_at + self._interval
         if self._handover is None:
             return due
@@ -367,13 +375,17 @@ class BatchConsumer(Generic[T]):
         self._held.extend(delivered)
         due = self._stored_at + self._interval
         if (
-            len(self._held.msgs) >= self._batch_size
-            or self._held.size >= self._batch_bytes
+            self._full(self._held)
             or time.monotonic() >= due
+            # A backlog's last part: nothing is coming that a wait would share this insert with.
+            or (self._catching_up and _pending_after(delivered.msgs[-1]) == 0)
         ):
             await self._flush_held()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_at(due, self._on_due)
+
+    def _full(self, held: Delivered[T]) -> bool:
+        return len(held.msgs) >= self._batch_size or held.size >= self._batch_bytes
 
     def _on_due(self) -> None:
         self._timer = None
@@ -394,6 +406,7 @@ class BatchConsumer(Generic[T]):
             self._stored_at = time.monotonic()
             busy = held.size >= self._busy_store_bytes
             self._interval = self._busy_store_interval if busy else self._store_interval
+            self._catching_up = self._full(held)
             if self._storing is not None:
                 # Shielded: a stop cancelling the pull must not cancel a store half done. A store that
                 # broke off (stopping, the bus gone) left its messages unacknowledged: they come back.
