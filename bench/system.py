@@ -30,7 +30,10 @@ streamed row (time to first chunk p50 at concurrency 1, chunks relayed per secon
 the CPU time per request of every process of the product (from ``/proc/<pid>/stat``). The concurrency-1
 figures of the direct upstream and the product run ``--c1-seconds`` each (about 50,000 requests), in
 ``--rounds`` alternating rounds while the product runs (each figure the median of its rounds), and
-accounting's backlog right after the c=32 load is read with the time until it is all stored. Then it publishes
+accounting's backlog right after the c=32 load is read with the time until it is all stored. The plain
+c=32 figures of the product and of the product with accounting stopped alternate the same way (a round
+of each, ``--seconds`` long, ``--rounds`` times; the CPU per request over all rounds): the machine's speed
+drifts within a run, and their ratio is issue 15's target. Then it publishes
 usage events to JetStream at a steady 100, 500 and 2,000 events per second, grouped into messages as the
 proxy's publisher groups them (``bench/steady_usage.py``), and prints accounting's CPU-µs per event at each
 rate. Prints markdown tables with the date, the machine and its load average.
@@ -340,25 +343,79 @@ def measure_system(
     root: int | None = None,
     *,
     concurrency_one: bool = True,
+    plain_many: bool = True,
 ) -> dict[str, object]:
     """c=1 and c=32 plain, then streamed at c=1 (first chunk) and c=32 (chunks per second). Without
-    ``concurrency_one`` the c=1 rows are left to ``measure_alternating``."""
+    ``concurrency_one`` the c=1 rows are left to ``measure_alternating``; without ``plain_many`` the
+    plain c=32 row (and the CPU per request) to ``measure_many_alternating``."""
     print(f"measuring {name} ...", file=sys.stderr)
     use_wrk = not args.no_wrk
     row: dict[str, object] = {"name": name}
     if concurrency_one:
         row["c1"] = load(url, key, 1, args.c1_seconds, args.load_cores, use_wrk=use_wrk)
-    before = cpu_by_part(root) if root else {}
-    row["c32"] = many = load(url, key, 32, args.seconds, args.load_cores, use_wrk=use_wrk)
-    if root:
-        after = cpu_by_part(root)
-        requests = max(int(many["requests"]), 1)
-        row["cpu_us"] = {k: (after[k] - before[k]) / requests * 1e6 for k in COLUMNS}
+    if plain_many:
+        row["c32"], cpu = _many(url, key, args, root)
+        if cpu is not None:
+            row["cpu_us"] = cpu
     if concurrency_one:
         row["s1"] = load(url, key, 1, args.c1_seconds, args.load_cores, stream=True, realtime=True)
         row["s1n"] = load(url, key, 1, args.c1_seconds / 2, args.load_cores, stream=True)
     row["s32"] = load(url, key, 32, args.seconds, args.load_cores, stream=True)
     return row
+
+
+def _many(
+    url: str, key: str, args: argparse.Namespace, root: int | None
+) -> tuple[dict[str, float], dict[str, float] | None]:
+    """One plain c=32 measurement, and the CPU per request of every part of the product (``root``)."""
+    before = cpu_by_part(root) if root else {}
+    many = load(url, key, 32, args.seconds, args.load_cores, use_wrk=not args.no_wrk)
+    if not root:
+        return many, None
+    after = cpu_by_part(root)
+    requests = max(int(many["requests"]), 1)
+    return many, {k: (after[k] - before[k]) / requests * 1e6 for k in COLUMNS}
+
+
+def measure_many_alternating(
+    product: dict[str, object],
+    paused: dict[str, object],
+    url: str,
+    key: str,
+    root: int,
+    info_url: str,
+    args: argparse.Namespace,
+) -> None:
+    """The plain c=32 figures of the product and of the product with accounting stopped (SIGSTOP), in
+    ``args.rounds`` alternating rounds of ``args.seconds`` each (requests/s and latencies the median of
+    the rounds, CPU per request over all of them): the machine's speed drifts within a run (about 2x
+    between two figures measured minutes apart, seen here), and the ratio between the two rows must not
+    measure that drift. Before each round of the product, accounting has stored what the round before
+    it left (what it reads and stores during the round is the product's cost)."""
+    runs: dict[str, list[tuple[dict[str, float], dict[str, float]]]] = {"product": [], "paused": []}
+    for round_ in range(args.rounds):
+        print(f"concurrency 32, round {round_ + 1} of {args.rounds} ...", file=sys.stderr)
+        wait_drained(info_url)
+        many, cpu = _many(url, key, args, root)
+        assert cpu is not None
+        runs["product"].append((many, cpu))
+        accounting = find_pid(root, "accounting")
+        os.kill(accounting, signal.SIGSTOP)
+        try:
+            many, cpu = _many(url, key, args, root)
+            assert cpu is not None
+            runs["paused"].append((many, cpu))
+        finally:
+            os.kill(accounting, signal.SIGCONT)
+    for row, name in ((product, "product"), (paused, "paused")):
+        results = runs[name]
+        row["c32"] = _median_of([many for many, _ in results])
+        requests = [int(many["requests"]) for many, _ in results]
+        row["cpu_us"] = {
+            k: sum(cpu[k] * n for (_, cpu), n in zip(results, requests, strict=True)) / max(sum(requests), 1)
+            for k in COLUMNS
+        }
+    wait_drained(info_url)
 
 
 def _median_of(results: list[dict[str, float]]) -> dict[str, float]:
@@ -601,7 +658,13 @@ def run_everything(args: argparse.Namespace) -> None:
             url = f"{stack.urls['proxy']}/v1/chat/completions"
             publish_url, info_url = product_nats(stack)
             rows["product"] = product = measure_system(
-                "Aqueduct, whole product (aqueduct up)", url, token, args, root, concurrency_one=False
+                "Aqueduct, whole product (aqueduct up)",
+                url,
+                token,
+                args,
+                root,
+                concurrency_one=False,
+                plain_many=False,
             )
             # Accounting keeps up under full load: what is left right after it (the streamed c=32 run
             # ended last), and how long until all of it is stored.
@@ -614,10 +677,11 @@ def run_everything(args: argparse.Namespace) -> None:
             os.kill(accounting, signal.SIGSTOP)
             try:
                 rows["paused"] = measure_system(
-                    "Aqueduct, accounting stopped (SIGSTOP)", url, token, args, root
+                    "Aqueduct, accounting stopped (SIGSTOP)", url, token, args, root, plain_many=False
                 )
             finally:
                 os.kill(accounting, signal.SIGCONT)
+            measure_many_alternating(product, rows["paused"], url, token, root, info_url, args)
             print("accounting catches up ...", file=sys.stderr)
             wait_drained(info_url)
             # A steady rate is measured in a steady state: not while accounting still rolls up and its
