@@ -28,6 +28,8 @@ class _Store:
     """What ``Budgeting`` reads of a store when it only looks counters up."""
 
     counted: dict[str, list[int]] = {}
+    spent: dict[str, list[int]] = {}
+    own_held: dict[str, list[int]] = {}
 
 
 def _put(snapshot: Snapshot, scope: str, scope_id: str, **limits: int) -> None:

@@ -268,7 +268,7 @@ local counted = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil
 for i = 1, count do
   call('HSET', KEYS[i + 2], 'sn', sn[i], 'st', st[i], 'hn', hn[i], 'ht', ht[i])
   if fresh[i] then call('EXPIREAT', KEYS[i + 2], ARGV[3 * i + 2]) end
-  counted[2 * i - 1], counted[2 * i] = sn[i] + hn[i], st[i] + ht[i]
+  counted[4 * i - 3], counted[4 * i - 2], counted[4 * i - 1], counted[4 * i] = sn[i] + hn[i], st[i] + ht[i], sn[i], st[i]
 end
 if nnew > 0 then call('ZADD', KEYS[2], unpack(new_due, 1, nnew)) end
 answers[#answers + 1] = counted
@@ -309,7 +309,8 @@ class BudgetHold:
     nanos: int
     tokens: int
     member: bytes = b""  # its member of the due set, as RESP sends it (built from the rest when empty)
-    # What the call counted: its counter keys and, per key, nanos and tokens (as Valkey answered).
+    # What the call counted: its counter keys and, per key, nanos and tokens counted (spent + held),
+    # then spent alone (as Valkey answered).
     counts: tuple[list[str], list[int]] | None = None
     # The lease that admitted it (``budget_leases``): it settles there, not in Valkey.
     lease: BudgetLease | None = None
@@ -319,7 +320,7 @@ class BudgetHold:
         if self.counts is None:
             return ()
         keys, values = self.counts
-        at = {key: 2 * i for i, key in enumerate(keys)}
+        at = {key: 4 * i for i, key in enumerate(keys)}
         return tuple([values[at[c.key] + d] for c in self.counters for d in (0, 1)])
 
 
@@ -412,9 +413,17 @@ class BudgetStore:
         self._names: dict[int, tuple[tuple[BudgetCounter, ...], str]] = {}
         self._layouts: dict[tuple[int, ...], _Layout] = {}
         self._last: _Layout | None = None
-        # Counter key -> [nanos, tokens] it counted once the last call that touched it was done; its
-        # owner adds what this process admits and settles while Valkey is away.
+        # Counter key -> [nanos, tokens] it counted (spent + held by every replica) once the last call
+        # that touched it was done: how far a counter is from its limit (leases).
         self.counted: dict[str, list[int]] = {}
+        # The fallback while Valkey is away (``Budgeting``): per counter key, [nanos, tokens] spent as
+        # Valkey last said, plus what this process settled or admitted on its own since; and what this
+        # process holds there (admitted, not settled yet). Holds of other replicas are not counted: they
+        # become spend that this process cannot see, and accounting's decisions from ClickHouse can. So
+        # each replica may spend what was left, not less (counting them, replicas with many requests in
+        # flight when Valkey went away all refused a budget that was nowhere near used up).
+        self.spent: dict[str, list[int]] = {}
+        self.own_held: dict[str, list[int]] = {}
         self._calls: set[asyncio.Future[Any]] = set()
         self._handed = 0  # calls handed to the fast client whose reply has not been read yet
         self._idle: asyncio.Future[None] | None = None  # ``drain`` waits for the last reply (made then)
@@ -703,18 +712,23 @@ class BudgetStore:
             self._mark_down(result)
             down = BudgetStoreDown(str(result))
             settled = 0
-            counted = self.counted
+            counted, spent = self.counted, self.spent
             for operation in operations:
                 if operation.kind == "s":
                     # What Valkey counts, as far as this process can tell, for the fallback while it is
-                    # away (a call that succeeds brings its own figures back, settlements included).
-                    less_nanos = operation.held_nanos - operation.nanos
-                    less_tokens = operation.held_tokens - operation.tokens
+                    # away (a call that succeeds brings its own figures back, settlements included):
+                    # the hold is gone, its real cost is spent.
+                    held_nanos, held_tokens = operation.held_nanos, operation.held_tokens
+                    self._unhold(operation.counters, held_nanos, held_tokens)
                     for counter in operation.counters:
                         known = counted.get(counter.key)
                         if known is not None:
-                            known[0] -= less_nanos
-                            known[1] -= less_tokens
+                            known[0] -= held_nanos - operation.nanos
+                            known[1] -= held_tokens - operation.tokens
+                        known = spent.get(counter.key)
+                        if known is not None:
+                            known[0] += operation.nanos
+                            known[1] += operation.tokens
                     settled += 1
                 operation.answered(down)
             if settled:
@@ -727,22 +741,54 @@ class BudgetStore:
         for operation in operations:
             if operation.kind == "r":
                 operation.counts = counts
-                operation.answered(next(answers))
+                answer = next(answers)
+                if answer == 1:  # admitted: held here until it settles
+                    self._hold(operation.counters, operation.nanos, operation.tokens)
+                operation.answered(answer)
             else:
+                self._unhold(operation.counters, operation.held_nanos, operation.held_tokens)
                 operation.answered(True)
 
+    def _hold(self, counters: tuple[BudgetCounter, ...], nanos: int, tokens: int) -> None:
+        own = self.own_held
+        for counter in counters:
+            mine = own.get(counter.key)
+            if mine is None:
+                own[counter.key] = [nanos, tokens]
+            else:
+                mine[0] += nanos
+                mine[1] += tokens
+
+    def _unhold(self, counters: tuple[BudgetCounter, ...], nanos: int, tokens: int) -> None:
+        own = self.own_held
+        for counter in counters:
+            mine = own.get(counter.key)
+            if mine is not None:
+                mine[0] -= nanos
+                mine[1] -= tokens
+                if mine[0] <= 0 and mine[1] <= 0:
+                    del own[counter.key]
+
     def _remember(self, keys: list[str], values: list[int]) -> None:
-        """What each counter of the call counts now (nanos, tokens), for when Valkey goes away: updated
-        in place, no new dictionary per call."""
-        counted = self.counted
+        """What each counter of the call counts now (spent + held, and spent; nanos, tokens), for when
+        Valkey goes away: updated in place, no new dictionary per call."""
+        counted, spent = self.counted, self.spent
         if len(counted) > 100_000:
             counted.clear()
+            spent.clear()
         for i, key in enumerate(keys):
+            at = 4 * i
             known = counted.get(key)
             if known is None:
-                counted[key] = [values[2 * i], values[2 * i + 1]]
+                counted[key] = [values[at], values[at + 1]]
+                spent[key] = [values[at + 2], values[at + 3]]
             else:
-                known[0], known[1] = values[2 * i], values[2 * i + 1]
+                known[0], known[1] = values[at], values[at + 1]
+                known = spent.get(key)
+                if known is None:
+                    spent[key] = [values[at + 2], values[at + 3]]
+                else:
+                    known[0], known[1] = values[at + 2], values[at + 3]
 
     async def drain(self) -> None:
         """Send what is queued and wait for the calls on their way (at shutdown): a settlement lost here

@@ -12,9 +12,10 @@ Valkey on its own.
 
 While Valkey is unreachable, budgets behave as the rate limits do (``limits_on_store_failure``):
 "closed" refuses with 503; "open" (the default) keeps serving, each process checking on its own against
-what Valkey last told it each budget counted, plus what it admitted since: exact for one process, and
-with several each may spend what was left when Valkey went away. Accounting's quota decisions (from
-ClickHouse) still refuse a used-up budget a second or two later on every replica.
+what Valkey last told it each budget had spent, plus what it holds there and admitted since: exact for
+one process, and with several each may spend what was left when Valkey went away (the other replicas'
+holds then are not counted: they become spend this process cannot see). Accounting's quota decisions
+(from ClickHouse) still refuse a used-up budget a second or two later on every replica.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ __all__ = ["Budgeting"]
 
 log = logging.getLogger(__name__)
 
+_NOTHING = (0, 0)
+
 _PER_MESSAGE = 4  # tokens a chat template adds around each message (OpenAI's published rule of thumb)
 _PER_CHAT = 3
 _NO_OUTPUT = ("/embeddings",)
@@ -73,9 +76,11 @@ class Budgeting:
         # builds no keys or dates.
         self._counters: dict[tuple[str, str | None, str], tuple[int, tuple[BudgetCounter, ...]]] = {}
         self._counters_until = datetime.min.replace(tzinfo=UTC)
-        # Counter key -> [nanos, tokens] Valkey counted at this process's last call (the store keeps
-        # it), plus what the process admitted and settled since: the fallback while Valkey is away.
-        self._counted: dict[str, list[int]] = store.counted if store is not None else {}
+        # The fallback while Valkey is away (the store keeps both): per counter key, [nanos, tokens]
+        # spent as Valkey last said plus what this process admitted and settled since, and what this
+        # process holds there.
+        self._spent: dict[str, list[int]] = store.spent if store is not None else {}
+        self._own_held: dict[str, list[int]] = store.own_held if store is not None else {}
         # Far from their limits, a set of counters' requests are admitted on a local allowance.
         self.leases = BudgetLeases(store) if store is not None and leases else None
 
@@ -185,10 +190,13 @@ class Budgeting:
                     "Budgets cannot be checked right now; try again shortly."
                 ) from exc
             result = self._reserve_here(reservation.counters, reservation.nanos, reservation.tokens)
+            alone = True
+        else:
+            alone = False
         if isinstance(result, BudgetRefusal):
             self.metrics.budget_refusals.labels(result.counter.scope, result.counter.period.kind).inc()
             message, resets = refusal_message(result, reservation.nanos, reservation.tokens)
-            if not result.held and self.store.down:
+            if alone:
                 message += " (Checked by this gateway process alone: the budget store is unreachable.)"
             raise BudgetExhaustedError(message, headers={"x-aqueduct-budget-reset": resets})
         call.budget_hold = result
@@ -196,17 +204,20 @@ class Budgeting:
     def _reserve_here(
         self, counters: tuple[BudgetCounter, ...], nanos: int, tokens: int
     ) -> BudgetHold | BudgetRefusal:
-        """Valkey is away: check against what this process knows each counter counts."""
+        """Valkey is away: check against what was spent when it last answered, plus what this process
+        holds and admitted since (not what other replicas held then: see ``BudgetStore.spent``)."""
+        spent, own = self._spent, self._own_held
         for counter in counters:
-            known = self._counted.get(counter.key)
+            known = spent.get(counter.key)
             if known is None:
                 continue  # never seen here: nothing to check against (accounting's decision still is)
-            if counter.limit_nanos is not None and known[0] + nanos > counter.limit_nanos:
-                return BudgetRefusal(counter, "nanos", known[0], 0)
-            if counter.limit_tokens is not None and known[1] + tokens > counter.limit_tokens:
-                return BudgetRefusal(counter, "tokens", known[1], 0)
+            mine = own.get(counter.key) or _NOTHING
+            if counter.limit_nanos is not None and known[0] + mine[0] + nanos > counter.limit_nanos:
+                return BudgetRefusal(counter, "nanos", known[0], mine[0])
+            if counter.limit_tokens is not None and known[1] + mine[1] + tokens > counter.limit_tokens:
+                return BudgetRefusal(counter, "tokens", known[1], mine[1])
         for counter in counters:
-            known = self._counted.get(counter.key)
+            known = spent.get(counter.key)
             if known is not None:
                 known[0] += nanos
                 known[1] += tokens
@@ -231,9 +242,9 @@ class Budgeting:
             self.store.settle_nowait(hold, nanos, tokens)
             return
         less_nanos, less_tokens = hold.nanos - nanos, hold.tokens - tokens
-        counted = self._counted
+        spent = self._spent
         for counter in hold.counters:  # admitted here while Valkey was away: what it counts, as far
-            known = counted.get(counter.key)  # as this process can tell
+            known = spent.get(counter.key)  # as this process can tell
             if known is not None:
                 known[0] -= less_nanos
                 known[1] -= less_tokens
