@@ -24,6 +24,10 @@ class AuthUnreachable(Exception):
     """No verdict: the auth service, the hub or the directory did not answer."""
 
 
+# What a request on a kept-alive connection the server has just closed fails with, before any answer.
+_STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError)
+
+
 class AuthExchangeClient:
     def __init__(self, auth_url: str, timeout: float) -> None:
         self._url = auth_url.rstrip("/") + "/auth/jupyterhub/exchange"
@@ -41,16 +45,25 @@ class AuthExchangeClient:
         """The directory user id of the token's hub user; HubTokenRefused or AuthUnreachable."""
         if self._session is None:
             raise AuthUnreachable("the exchange client is not started")
-        try:
-            async with self._session.post(self._url, json={"token": hub_token}) as answer:
-                status = answer.status
-                try:
-                    body = await answer.json(content_type=None)
-                except ValueError:  # not JSON: a gateway page in front of the auth service, say
-                    body = None
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("auth service unreachable for a JupyterHub exchange: %s", type(exc).__name__)
-            raise AuthUnreachable(type(exc).__name__) from exc
+        for attempt in (1, 2):
+            try:
+                async with self._session.post(self._url, json={"token": hub_token}) as answer:
+                    status = answer.status
+                    try:
+                        body = await answer.json(content_type=None)
+                    except ValueError:  # not JSON: a gateway page in front of the auth service, say
+                        body = None
+                break
+            except _STALE_CONNECTION as exc:
+                # A kept-alive connection the auth service closed as this request went out on it (its
+                # idle timeout): the request never reached it. Once more, on a fresh connection; the
+                # exchange is a look-up, the same answer however often it is asked.
+                if attempt == 2:
+                    log.warning("auth service unreachable for a JupyterHub exchange: %s", type(exc).__name__)
+                    raise AuthUnreachable(type(exc).__name__) from exc
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.warning("auth service unreachable for a JupyterHub exchange: %s", type(exc).__name__)
+                raise AuthUnreachable(type(exc).__name__) from exc
         body = body if isinstance(body, dict) else {}
         detail = str(body.get("detail") or "")
         if status == 200 and isinstance(body.get("user"), dict) and body["user"].get("user_id"):
