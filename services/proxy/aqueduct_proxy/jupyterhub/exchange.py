@@ -54,14 +54,12 @@ class AuthExchangeClient:
                     except ValueError:  # not JSON: a gateway page in front of the auth service, say
                         body = None
                 break
-            except _STALE_CONNECTION as exc:
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 # A kept-alive connection the auth service closed as this request went out on it (its
                 # idle timeout): the request never reached it. Once more, on a fresh connection; the
                 # exchange is a look-up, the same answer however often it is asked.
-                if attempt == 2:
-                    log.warning("auth service unreachable for a JupyterHub exchange: %s", type(exc).__name__)
-                    raise AuthUnreachable(type(exc).__name__) from exc
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                if attempt == 1 and isinstance(exc, _STALE_CONNECTION):
+                    continue
                 log.warning("auth service unreachable for a JupyterHub exchange: %s", type(exc).__name__)
                 raise AuthUnreachable(type(exc).__name__) from exc
         body = body if isinstance(body, dict) else {}
