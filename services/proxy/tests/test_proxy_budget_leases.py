@@ -43,8 +43,15 @@ async def valkey(valkey_url):
     await client.aclose()
 
 
+# Each test team's day counter key, as its counters were built here (a team made through the proxy:
+# today's): a test running over midnight (UTC) reads the counter its requests counted against, not the
+# next day's (empty).
+_KEYS: dict[str, str] = {}
+
+
 async def _counter(valkey, scope_id: str) -> dict[str, int]:
-    raw = await valkey.hgetall(counter_key("team", scope_id, periods_at(datetime.now(UTC))[0]))
+    key = _KEYS.get(scope_id) or counter_key("team", scope_id, periods_at(datetime.now(UTC))[0])
+    raw = await valkey.hgetall(key)
     return {k.decode(): int(v) for k, v in raw.items()}
 
 
@@ -59,6 +66,7 @@ async def _leased_team(
     counters = budget_counters(
         [BudgetRule(scope="team", scope_id=scope_id, daily_nanos=daily_nanos)], datetime.now(UTC)
     )
+    _KEYS[scope_id] = counters[0].key
     client = RespClient(valkey_url)
     await client.execute("PING")
     store = BudgetStore(client, hold_seconds=int(options.pop("hold_seconds", 900)))
