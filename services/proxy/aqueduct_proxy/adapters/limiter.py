@@ -235,6 +235,11 @@ class Limiter:
     def from_url(cls, url: str, timeout: float = 0.25, window: int = WINDOW_SECONDS) -> Limiter:
         return cls(RespClient(url, timeout=timeout), window=window)
 
+    @property
+    def resting(self) -> bool:
+        """Valkey failed a moment ago: checks are not sent until ``retry_down_after`` has passed."""
+        return time.monotonic() < self._down_until
+
     async def admit(self, counters: list[Counter]) -> Admission | Rejection:
         if not counters:
             return Admission()

@@ -4,7 +4,9 @@ worst case reserved on its budgets and charged to its per-minute limits, which a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from functools import partial
 from typing import Any
 
@@ -62,6 +64,17 @@ _HEADER_NAMES = {
 _Shape = tuple[tuple[Counter | tuple[str, str, int, str | None], ...], bool]
 _SHAPES = 10_000  # token and model pairs whose shape ``Gatekeeper`` remembers, at most
 
+# Far from its limits, a call's check travels beside its upstream call (``Gatekeeper.admit_ahead``). Far
+# is judged on this replica's latest answer for each counter, no older than ``_AHEAD_FRESH`` seconds:
+# after the call, at least a tenth of the limit and ``_AHEAD_CALLS`` times the call's own cost must be
+# left. For that answer to be wrong, other replicas must have spent all that in the meantime: then
+# the check refuses, the upstream call is dropped (its connection closed) and the client gets the
+# refusal, as always. The check itself is the same script: the limits stay exact.
+_AHEAD_FRESH = 1.0
+_AHEAD_SHARE = 10
+_AHEAD_CALLS = 1000
+_SEEN = 100_000  # counters whose latest answer ``Gatekeeper`` remembers, at most
+
 
 class Gatekeeper:
     def __init__(
@@ -81,6 +94,8 @@ class Gatekeeper:
         self.metrics = metrics
         # (token id, model when it has limits of its own) -> the grant's limits, the model's, the shape
         self._shapes: dict[tuple[str, str | None], tuple[Limits, Limits | None, _Shape]] = {}
+        # counter key -> its window's total in Valkey's latest answer here, and when (monotonic)
+        self._seen: dict[str, tuple[int, float]] = {}
 
     def prepare(
         self,
@@ -217,6 +232,41 @@ class Gatekeeper:
         call.admission = admission
         return _admission_headers(admission)
 
+    def admit_ahead(self, call: Call) -> asyncio.Task[dict[str, str]] | None:
+        """``admit`` under way in a task of its own, for a call that may go upstream before its answer:
+        no budget of it is reserved in Valkey, and each of its limits is far from refusing it
+        (``_AHEAD_SHARE``). None: ``admit`` must be awaited first. The task's result is ``admit``'s (the
+        limit headers; ``call.admission`` set), or its refusal."""
+        limiter = self.limiter
+        if limiter is None or limiter.resting or self.budgeting.applies(call):
+            return None
+        counters = self._counters(call)
+        if not counters or not self._far(counters):
+            return None
+        if not call.free:
+            check_quota(call.grant, self.snapshot)
+        task = asyncio.get_running_loop().create_task(self._admit_counters(call, counters))
+        task.add_done_callback(_retrieved)  # read, whoever waits for it or not (a client gone)
+        return task
+
+    def _far(self, counters: list[Counter]) -> bool:
+        now = time.monotonic()
+        for counter in counters:
+            seen = self._seen.get(counter.key)
+            if seen is None or now - seen[1] > _AHEAD_FRESH:
+                return False
+            left = counter.limit - seen[0] - counter.cost
+            if left < counter.limit // _AHEAD_SHARE or left < _AHEAD_CALLS * max(counter.cost, 1):
+                return False
+        return True
+
+    async def _admit_counters(self, call: Call, counters: list[Counter]) -> dict[str, str]:
+        admission = await self._charge(counters)
+        if admission is None:
+            return {}
+        call.admission = admission
+        return _admission_headers(admission)
+
     async def admit_requests(self, grant: TokenGrant, count: int = 1) -> dict[str, str]:
         """Charge ``count`` requests to the token's requests-per-minute counter only, all or none: for
         calls that spend no model tokens (MCP tool calls), on the counter its model requests use."""
@@ -246,14 +296,26 @@ class Gatekeeper:
             raise LimiterUnavailableError(
                 "Rate limits cannot be checked right now; try again shortly."
             ) from exc
+        seen = self._seen
+        if len(seen) >= _SEEN:
+            seen.clear()
+        now = time.monotonic()
         if isinstance(result, Rejection):
+            seen[result.counter.key] = (result.counter.limit, now)
             self.metrics.limit_rejections.labels(result.counter.dimension).inc()
             raise RateLimitedError(
                 _rejection_message(result),
                 type=_ERROR_TYPE[result.counter.dimension],
                 headers=_rejection_headers(result),
             )
+        for counter, used in zip(result.counters, result.used, strict=True):
+            seen[counter.key] = (used, now)
         return result
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _admission_headers(admission: Admission) -> dict[str, str]:
