@@ -169,3 +169,77 @@ async def test_with_a_budget_to_reserve_the_check_comes_first(snapshot, upstream
         await kv.delete(key)
     assert not reached
     assert answer.status_code == 200
+
+
+async def test_the_next_calls_take_from_a_credit_without_asking_valkey(snapshot, upstream_of, valkey_url):
+    """The call checked ahead was charged for 20 more like it: the next ones are admitted here while
+    Valkey answers nobody, and their headers count each call as if it had been charged alone."""
+    running = upstream_of
+    limit = 10_000_000
+    value, _ = await _token(snapshot, running, Limits(requests_per_minute=limit))
+    admin = redis.from_url(valkey_url)
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert (await _chat(client, running, value, "first")).status_code == 200
+        assert (await _chat(client, running, value, "second")).status_code == 200  # ahead: the credit
+        try:
+            await admin.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+            started = time.monotonic()
+            answers = [await _chat(client, running, value, f"credit-{i}") for i in range(3)]
+            elapsed = time.monotonic() - started
+        finally:
+            await admin.execute_command("CLIENT", "UNPAUSE")
+            await admin.aclose()
+    assert elapsed < 1.0, f"the calls waited for Valkey ({elapsed:.2f} s)"
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert [int(a.headers["x-ratelimit-remaining-requests"]) for a in answers] == [
+        limit - 3,
+        limit - 4,
+        limit - 5,
+    ]
+
+
+async def test_what_is_left_of_a_credit_is_given_back(snapshot, upstream_of, valkey_url):
+    """A second after it was taken, the unused part of a credit leaves the counter: it then holds
+    exactly the calls made."""
+    running = upstream_of
+    value, token_id = await _token(snapshot, running, Limits(requests_per_minute=10_000_000))
+    admin = redis.from_url(valkey_url)
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            for i in range(4):
+                assert (await _chat(client, running, value, f"call-{i}")).status_code == 200
+        key = f"aq:rl:{{{token_id}}}:t:rpm"
+        charged = int(await admin.hget(key, "t"))
+        assert charged > 4  # the second call's credit, not all used
+        deadline = time.monotonic() + 5
+        while int(await admin.hget(key, "t")) != 4:
+            assert time.monotonic() < deadline, f"the counter still holds {int(await admin.hget(key, 't'))}"
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.aclose()
+
+
+async def test_a_credit_given_back_to_a_counter_valkey_lost_takes_nothing_below_zero(
+    snapshot, upstream_of, valkey_url
+):
+    """Valkey lost the counter (a restart without its file, a fail-over) while a credit was out: what
+    goes back takes the new counter to 0, not below (which would let calls past the limit)."""
+    running = upstream_of
+    value, token_id = await _token(snapshot, running, Limits(requests_per_minute=10_000_000))
+    admin = redis.from_url(valkey_url)
+    key = f"aq:rl:{{{token_id}}}:t:rpm"
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            for i in range(2):
+                assert (await _chat(client, running, value, f"call-{i}")).status_code == 200
+        assert int(await admin.hget(key, "t")) > 2  # the credit is out
+        await admin.delete(key)
+        deadline = time.monotonic() + 5
+        while not await admin.exists(key):  # the credit goes back within a second or so
+            assert time.monotonic() < deadline, "the unused credit was never given back"
+            await asyncio.sleep(0.1)
+        fields = {k.decode(): int(v) for k, v in (await admin.hgetall(key)).items()}
+    finally:
+        await admin.aclose()
+    assert fields["t"] == 0
+    assert all(v >= 0 for v in fields.values()), fields

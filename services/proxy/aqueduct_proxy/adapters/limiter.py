@@ -117,6 +117,7 @@ return result
 
 # KEYS: counters. ARGV[1]: window, ARGV[2]: the admission second; then one delta per counter.
 # A bucket that has left the window is not corrected; tokens produced later still count, from now.
+# Nothing is taken off below what the bucket holds (a counter Valkey lost meanwhile stays at 0).
 _SETTLE = (
     _SLIDE
     + """
@@ -129,6 +130,10 @@ for i = 1, #KEYS do
   local at = second
   if at < o then at = now end
   if delta < 0 and at ~= second then delta = 0 end
+  if delta < 0 then
+    local held = tonumber(redis.call('HGET', KEYS[i], at)) or 0
+    if held + delta < 0 then delta = -held end
+  end
   if delta ~= 0 then
     redis.call('HINCRBY', KEYS[i], at, delta)
     total = total + delta
@@ -269,6 +274,18 @@ class Limiter:
             return
         try:
             await self._redis.evalsha(self._settle, keys, [self._window, admission.second, *deltas])
+        except _STORE_ERRORS as exc:
+            self._mark_down(exc)
+
+    async def give_back(self, counters: list[Counter], second: int, amounts: list[int]) -> None:
+        """Take ``amounts`` off what ``counters`` were charged at ``second`` (an unused credit). Lost
+        when Valkey does not answer: the counters then count more than was used until it slides out
+        of the window, never less."""
+        keys = [c.key for c in counters]
+        if not keys or time.monotonic() < self._down_until:
+            return
+        try:
+            await self._redis.evalsha(self._settle, keys, [self._window, second, *(-a for a in amounts)])
         except _STORE_ERRORS as exc:
             self._mark_down(exc)
 

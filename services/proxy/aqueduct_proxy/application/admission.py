@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from functools import partial
 from typing import Any
@@ -29,6 +30,8 @@ from aqueduct_proxy.domain.snapshot import Snapshot
 from aqueduct_proxy.metrics import ProxyMetrics
 
 __all__ = ["Gatekeeper"]
+
+log = logging.getLogger(__name__)
 
 _OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 # The fields the gateway itself reads (to count tokens); the upstream validates everything else.
@@ -74,6 +77,15 @@ _AHEAD_FRESH = 1.0
 _AHEAD_SHARE = 10
 _AHEAD_CALLS = 1000
 _SEEN = 100_000  # counters whose latest answer ``Gatekeeper`` remembers, at most
+# A call checked ahead (far from its limits) is charged ``_CREDIT_CALLS`` more calls of its own cost on
+# each counter in the same script: this replica's credit, which the next calls of the same counters
+# take from without asking Valkey, for ``_CREDIT_SECONDS``; what is left then is given back (the settle
+# script, at the second it was charged). Every call admitted is covered by a charge Valkey accepted,
+# so limits stay exact (never more than the limit); what a replica holds unused, at most that many
+# calls' worth taken while the limit was far, counts as used for the others until it is given back.
+_CREDIT_CALLS = 20
+_CREDIT_SECONDS = 1.0
+_CREDITS = 10_000  # credits held at most (token and model pairs)
 
 
 class Gatekeeper:
@@ -96,6 +108,7 @@ class Gatekeeper:
         self._shapes: dict[tuple[str, str | None], tuple[Limits, Limits | None, _Shape]] = {}
         # counter key -> its window's total in Valkey's latest answer here, and when (monotonic)
         self._seen: dict[str, tuple[int, float]] = {}
+        self._credits = _Credits(limiter)
 
     def prepare(
         self,
@@ -212,6 +225,9 @@ class Gatekeeper:
             if reservation is not None and not self.budgeting.admitted(call, reservation):
                 await self.budgeting.complete(call, reservation)
             return {}
+        if reservation is None and (credited := self._credits.take(counters)) is not None:
+            call.admission = credited
+            return _admission_headers(credited)
         try:
             admission = await self._charge(counters)
         except BaseException:
@@ -232,6 +248,10 @@ class Gatekeeper:
         call.admission = admission
         return _admission_headers(admission)
 
+    async def drain(self) -> None:
+        """Give back what is left of every credit (at a stop)."""
+        await self._credits.drain()
+
     def admit_ahead(self, call: Call) -> asyncio.Task[dict[str, str]] | None:
         """``admit`` under way in a task of its own, for a call that may go upstream before its answer:
         no budget of it is reserved in Valkey, and each of its limits is far from refusing it
@@ -241,8 +261,8 @@ class Gatekeeper:
         if limiter is None or limiter.resting or self.budgeting.applies(call):
             return None
         counters = self._counters(call)
-        if not counters or not self._far(counters):
-            return None
+        if not counters or self._credits.covers(counters) or not self._far(counters):
+            return None  # (what a credit covers, ``admit`` takes from it at once)
         if not call.free:
             check_quota(call.grant, self.snapshot)
         task = asyncio.get_running_loop().create_task(self._admit_counters(call, counters))
@@ -261,9 +281,25 @@ class Gatekeeper:
         return True
 
     async def _admit_counters(self, call: Call, counters: list[Counter]) -> dict[str, str]:
-        admission = await self._charge(counters)
+        """Charge the call and a credit of ``_CREDIT_CALLS`` more like it; if that does not fit (the
+        limit was nearer than this replica knew), the call alone."""
+        extra = _CREDIT_CALLS
+        with_credit = [Counter(c.key, c.dimension, c.limit, c.cost * (1 + extra), c.model) for c in counters]
+        try:
+            charged = await self._charge(with_credit, count_refusal=False)
+        except RateLimitedError:
+            charged = None
+            admission = await self._charge(counters)
+        else:
+            admission = charged
         if admission is None:
             return {}
+        if charged is not None:
+            left = [c.cost * extra for c in counters]
+            self._credits.put(counters, charged.used, charged.second, left)
+            admission = Admission(
+                counters, [u - n for u, n in zip(charged.used, left, strict=True)], charged.second
+            )
         call.admission = admission
         return _admission_headers(admission)
 
@@ -277,8 +313,9 @@ class Gatekeeper:
         admission = await self._charge([counter])
         return {} if admission is None else _admission_headers(admission)
 
-    async def _charge(self, counters: list[Counter]) -> Admission | None:
-        """The admission, None when the limiter is down and limits fail open, or RateLimitedError."""
+    async def _charge(self, counters: list[Counter], count_refusal: bool = True) -> Admission | None:
+        """The admission, None when the limiter is down and limits fail open, or RateLimitedError
+        (``count_refusal``: in the refusals metric)."""
         assert self.limiter is not None
         for counter in counters:
             if counter.cost > counter.limit:
@@ -302,7 +339,8 @@ class Gatekeeper:
         now = time.monotonic()
         if isinstance(result, Rejection):
             seen[result.counter.key] = (result.counter.limit, now)
-            self.metrics.limit_rejections.labels(result.counter.dimension).inc()
+            if count_refusal:
+                self.metrics.limit_rejections.labels(result.counter.dimension).inc()
             raise RateLimitedError(
                 _rejection_message(result),
                 type=_ERROR_TYPE[result.counter.dimension],
@@ -311,6 +349,96 @@ class Gatekeeper:
         for counter, used in zip(result.counters, result.used, strict=True):
             seen[counter.key] = (used, now)
         return result
+
+
+class _Credits:
+    """Per set of counters (keys and limits), what this replica was charged ahead and has not used."""
+
+    def __init__(self, limiter: Limiter | None) -> None:
+        self._limiter = limiter
+        self._held: dict[tuple[tuple[str, int], ...], _Credit] = {}
+        self._giving_back: set[asyncio.Task[None]] = set()
+
+    @staticmethod
+    def _key(counters: list[Counter]) -> tuple[tuple[str, int], ...]:
+        return tuple((c.key, c.limit) for c in counters)
+
+    def covers(self, counters: list[Counter]) -> bool:
+        credit = self._held.get(self._key(counters))
+        return credit is not None and credit.covers(counters)
+
+    def take(self, counters: list[Counter]) -> Admission | None:
+        """The call's admission out of its counters' credit, or None (none, or not enough: given back)."""
+        key = self._key(counters)
+        credit = self._held.get(key)
+        if credit is None:
+            return None
+        if not credit.covers(counters):
+            self._end(key, credit)
+            return None
+        left = credit.left
+        for i, counter in enumerate(counters):
+            left[i] -= counter.cost
+        return Admission(counters, [u - n for u, n in zip(credit.used, left, strict=True)], credit.second)
+
+    def put(self, counters: list[Counter], used: list[int], second: int, left: list[int]) -> None:
+        key = self._key(counters)
+        if (previous := self._held.get(key)) is not None:
+            self._end(key, previous)
+        if len(self._held) >= _CREDITS:
+            for old_key, old in list(self._held.items()):
+                self._end(old_key, old)
+        credit = _Credit(counters, list(used), second, left, time.monotonic() + _CREDIT_SECONDS)
+        self._held[key] = credit
+        credit.timer = asyncio.get_running_loop().call_later(_CREDIT_SECONDS, self._end, key, credit)
+
+    def _end(self, key: tuple[tuple[str, int], ...], credit: _Credit) -> None:
+        """No more calls from this credit: what is left of it goes back to Valkey."""
+        if self._held.get(key) is credit:
+            del self._held[key]
+        if credit.timer is not None:
+            credit.timer.cancel()
+            credit.timer = None
+        if self._limiter is None or credit.given_back:
+            return
+        credit.given_back = True
+        unused = [(c, n) for c, n in zip(credit.counters, credit.left, strict=True) if n > 0]
+        if not unused:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._limiter.give_back([c for c, _ in unused], credit.second, [n for _, n in unused])
+        )
+        self._giving_back.add(task)
+        task.add_done_callback(self._gave_back)
+
+    async def drain(self) -> None:
+        for key, credit in list(self._held.items()):
+            self._end(key, credit)
+        if self._giving_back:
+            await asyncio.gather(*self._giving_back, return_exceptions=True)
+
+    def _gave_back(self, task: asyncio.Task[None]) -> None:
+        self._giving_back.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("an unused rate-limit credit was not given back: %s", exc)
+
+
+class _Credit:
+    __slots__ = ("counters", "given_back", "left", "second", "timer", "until", "used")
+
+    def __init__(self, counters: list[Counter], used: list[int], second: int, left: list[int], until: float):
+        self.counters = counters
+        self.used = used  # the counters' window totals when it was charged (the credit included)
+        self.second = second
+        self.left = left
+        self.until = until
+        self.timer: asyncio.TimerHandle | None = None
+        self.given_back = False
+
+    def covers(self, counters: list[Counter]) -> bool:
+        if time.monotonic() >= self.until:
+            return False
+        return all(c.cost <= n for c, n in zip(counters, self.left, strict=True))
 
 
 def _retrieved(task: asyncio.Task[Any]) -> None:

@@ -74,7 +74,6 @@ class Gateway:
         self.finish = self.usage.finish
         self.settle = self.usage.settle
         self.release = self.usage.release
-        self.drain = self.usage.drain
 
     # -- who and where ---------------------------------------------------------------------------------
 
@@ -142,6 +141,11 @@ class Gateway:
             return await relay(upstream, limit_headers, Meter(self.usage, call))
         finally:
             self.release(call)
+
+    async def drain(self) -> None:
+        """At a stop: what the calls still hold goes back (budget holds, the limits' credits)."""
+        await self.usage.drain()
+        await self.gatekeeper.drain()
 
     async def send(
         self, call: Call, method: str, query: str, forward_headers: dict[str, str]
