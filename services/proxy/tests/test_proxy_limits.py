@@ -118,3 +118,33 @@ async def test_streamed_output_tokens_charged_before_the_stream_ends(three_proxi
     assert (served, refused) == (10, 5)
     for client in clients:
         await client.close()
+
+
+async def test_credits_taken_far_from_a_limit_never_let_it_be_exceeded(three_proxies, snapshot, valkey_url):
+    """A limit large enough for the replicas to take credits (calls admitted without asking Valkey):
+    run to the limit across three replicas, no more calls are served than the limit, hardly fewer
+    (what the replicas held unused when the limit was reached), and once the credits are back the
+    counter holds exactly the calls served."""
+    from redis.asyncio import Redis
+
+    limit = 2_400
+    value = await _token(snapshot, three_proxies, Limits(requests_per_minute=limit))
+    valkey = Redis.from_url(valkey_url)
+    await valkey.config_resetstat()
+    ok, refused = await _attempts(
+        three_proxies, value, 2_700, messages=[{"role": "user", "content": "hi"}], max_tokens=1
+    )
+    # Fewer checks in Valkey than calls: some were admitted from credits.
+    assert (await valkey.info("commandstats"))["cmdstat_evalsha"]["calls"] < 2_700
+    assert len(ok) <= limit
+    assert len(ok) >= limit - 3 * 20, f"only {len(ok)} of {limit} served"
+    assert len(ok) + len(refused) == 2_700
+    token_id = snapshot.tokens[value].token_id
+    try:
+        for _ in range(50):  # the credits go back a second after they were taken
+            if int(await valkey.hget(f"aq:rl:{{{token_id}}}:t:rpm", "t")) == len(ok):
+                break
+            await asyncio.sleep(0.1)
+        assert int(await valkey.hget(f"aq:rl:{{{token_id}}}:t:rpm", "t")) == len(ok)
+    finally:
+        await valkey.aclose()

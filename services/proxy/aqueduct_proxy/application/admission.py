@@ -282,7 +282,24 @@ class Gatekeeper:
 
     async def _admit_counters(self, call: Call, counters: list[Counter]) -> dict[str, str]:
         """Charge the call and a credit of ``_CREDIT_CALLS`` more like it; if that does not fit (the
-        limit was nearer than this replica knew), the call alone."""
+        limit was nearer than this replica knew), the call alone. While one call asks for its
+        counters' credit, the others charge themselves alone (concurrent calls would each take one, and
+        give it back when the next replaced it)."""
+        if not self._credits.ask(counters):
+            return await self._admit_alone(call, counters)
+        try:
+            return await self._admit_with_credit(call, counters)
+        finally:
+            self._credits.asked(counters)
+
+    async def _admit_alone(self, call: Call, counters: list[Counter]) -> dict[str, str]:
+        admission = await self._charge(counters)
+        if admission is None:
+            return {}
+        call.admission = admission
+        return _admission_headers(admission)
+
+    async def _admit_with_credit(self, call: Call, counters: list[Counter]) -> dict[str, str]:
         extra = _CREDIT_CALLS
         with_credit = [Counter(c.key, c.dimension, c.limit, c.cost * (1 + extra), c.model) for c in counters]
         try:
@@ -357,11 +374,23 @@ class _Credits:
     def __init__(self, limiter: Limiter | None) -> None:
         self._limiter = limiter
         self._held: dict[tuple[tuple[str, int], ...], _Credit] = {}
+        self._asking: set[tuple[tuple[str, int], ...]] = set()  # a credit asked for, not answered yet
         self._giving_back: set[asyncio.Task[None]] = set()
 
     @staticmethod
     def _key(counters: list[Counter]) -> tuple[tuple[str, int], ...]:
         return tuple((c.key, c.limit) for c in counters)
+
+    def ask(self, counters: list[Counter]) -> bool:
+        """Whether this call may ask for its counters' credit (no other call is asking now)."""
+        key = self._key(counters)
+        if key in self._asking or len(self._asking) >= _CREDITS:
+            return False
+        self._asking.add(key)
+        return True
+
+    def asked(self, counters: list[Counter]) -> None:
+        self._asking.discard(self._key(counters))
 
     def covers(self, counters: list[Counter]) -> bool:
         credit = self._held.get(self._key(counters))
